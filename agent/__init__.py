@@ -1,0 +1,1 @@
+"""agent: placeholder package; built by a later issue (see ARCHITECTURE.md)."""

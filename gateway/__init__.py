@@ -1,0 +1,1 @@
+"""gateway: placeholder package; built by a later issue (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""policies: placeholder package; built by a later issue (see ARCHITECTURE.md)."""

@@ -1,0 +1,211 @@
+"""Values on the wire: how one input or output crosses an action boundary.
+
+A value whose annotated type is JSON-friendly travels as JSON made by pydantic's `TypeAdapter` of that type, so the
+CLI, the UI and `flyte.remote` can show and pass it; any other value travels as cloudpickle bytes, marked as
+such. Payloads over `INLINE_LIMIT` go to the blob store and travel as a reference. Local mode encodes and decodes
+at every boundary too, so a value that would not survive remote mode fails locally with the same message.
+
+A codec is built once per parameter when a task is defined; the per-call work is one dump and one validate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import decimal
+import enum
+import hashlib
+import pathlib
+import types
+import typing
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cloudpickle
+import pydantic
+import pydantic_core
+from pydantic import ConfigDict, TypeAdapter
+
+from .errors import ValueEncodingError
+
+INLINE_LIMIT = 64 * 1024
+"""Encoded values larger than this many bytes are stored as blobs and travel by reference."""
+
+ValueKind = Literal["json", "pickle"]
+
+_SCALARS: frozenset[object] = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        None,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        decimal.Decimal,
+        uuid.UUID,
+        pathlib.Path,
+    }
+)
+_CONTAINERS: frozenset[object] = frozenset(
+    {list, dict, tuple, set, frozenset, typing.Union, types.UnionType, typing.Literal, typing.Annotated}
+)
+_NEEDS_OWN_CONFIG = (pydantic.BaseModel,)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedValue:
+    """One value in wire form: inline bytes or a blob reference, with the digest of the encoded bytes."""
+
+    kind: ValueKind
+    digest: str
+    payload: bytes | None = None
+    ref: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) if self.payload is not None else 0
+
+    def data(self) -> bytes:
+        if self.payload is not None:
+            return self.payload
+        from .io._blobs import get_bytes
+
+        assert self.ref is not None
+        return get_bytes(self.ref)
+
+
+def is_json_friendly(annotation: object) -> bool:
+    """Whether values of this type round-trip through JSON without losing what they are."""
+    if annotation in _SCALARS:
+        return True
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            return True
+        if issubclass(annotation, pydantic.BaseModel):
+            return True
+        if dataclasses.is_dataclass(annotation):
+            hints = _hints(annotation)
+            return all(is_json_friendly(hints.get(f.name, Any)) for f in dataclasses.fields(annotation))
+        if typing.is_typeddict(annotation):
+            return all(is_json_friendly(t) for t in _hints(annotation).values())
+        return False
+    origin = typing.get_origin(annotation)
+    if origin in _CONTAINERS:
+        if origin is typing.Literal:
+            return True
+        args = typing.get_args(annotation)
+        if origin is typing.Annotated:
+            return is_json_friendly(args[0])
+        if origin is dict and args and args[0] not in (str, int):
+            return False
+        return all(a is Ellipsis or is_json_friendly(a) for a in args)
+    return False
+
+
+def _hints(obj: object) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj)
+    except Exception:
+        return {}
+
+
+class ValueCodec:
+    """Encodes and decodes the values of one annotated type; built once, used on every call."""
+
+    __slots__ = ("_adapter", "annotation", "kind", "where")
+
+    def __init__(self, annotation: object, where: str):
+        self.annotation = annotation
+        self.where = where
+        """What the value is, for messages: "input 'x' of task env.t"."""
+        self._adapter: TypeAdapter[Any] | None = None
+        self.kind: ValueKind = "pickle"
+        if is_json_friendly(annotation):
+            try:
+                self._adapter = _adapter_for(annotation)
+                self.kind = "json"
+            except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError):
+                self._adapter = None
+
+    def encode(self, value: object) -> EncodedValue:
+        if self._adapter is not None:
+            try:
+                data = self._adapter.dump_json(value, warnings="error")
+            except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as e:
+                raise ValueEncodingError(
+                    f"{self.where} expects {_type_name(self.annotation)}, got {type(value).__name__} "
+                    f"{_preview(value)}: {_first_line(e)}"
+                ) from None
+        else:
+            try:
+                data = cloudpickle.dumps(value)
+            except Exception as e:
+                raise ValueEncodingError(
+                    f"{self.where} cannot be pickled to cross an action boundary "
+                    f"({type(value).__name__}): {_first_line(e)}"
+                ) from None
+        return encoded(self.kind, data)
+
+    def decode(self, value: EncodedValue) -> Any:
+        data = value.data()
+        if value.kind == "pickle":
+            return cloudpickle.loads(data)
+        if self._adapter is None:
+            # JSON produced elsewhere (CLI, UI, another SDK) for a parameter we pickle: trust the JSON.
+            return TypeAdapter(Any).validate_json(data)
+        try:
+            return self._adapter.validate_json(data)
+        except pydantic.ValidationError as e:
+            raise ValueEncodingError(f"{self.where} expects {_type_name(self.annotation)}: {_first_line(e)}") from None
+
+
+def encoded(kind: ValueKind, data: bytes) -> EncodedValue:
+    """Wrap encoded bytes, moving large payloads to the blob store."""
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) > INLINE_LIMIT:
+        from .io._blobs import put_bytes
+
+        return EncodedValue(kind, digest, ref=put_bytes(data))
+    return EncodedValue(kind, digest, payload=data)
+
+
+_ADAPTERS: dict[object, TypeAdapter[Any]] = {}
+
+
+def _adapter_for(annotation: object) -> TypeAdapter[Any]:
+    try:
+        return _ADAPTERS[annotation]
+    except (KeyError, TypeError):
+        pass
+    adapter: TypeAdapter[Any]
+    try:
+        adapter = TypeAdapter(annotation, config=ConfigDict(ser_json_inf_nan="constants"))
+    except pydantic.PydanticUserError:
+        # Models, dataclasses and TypedDicts carry their own config.
+        adapter = TypeAdapter(annotation)
+    with contextlib.suppress(TypeError):  # unhashable annotations are simply not memoised
+        _ADAPTERS[annotation] = adapter
+    return adapter
+
+
+def _type_name(annotation: object) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = " ".join(lines[:3])
+    return detail if len(detail) <= 300 else detail[:297] + "..."

@@ -1,0 +1,287 @@
+"""Configuration and `flyte.init`: decides whether the SDK runs tasks locally or against a remote endpoint.
+
+`init()` sets the process-wide `Config` from arguments; `init_from_config()` reads a flytectl-style YAML file
+(found by a fixed search order when no path is given). `FLYTE_ENDPOINT`, `FLYTE_PROJECT`, `FLYTE_DOMAIN`
+and `FLYTE_API_KEY` override the file, so a worker started by an agent can be pointed at the right control
+plane without a config file. Everything else in the SDK asks `current_config()` / `is_remote()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = [
+    "Config",
+    "current_config",
+    "find_config_file",
+    "init",
+    "init_from_config",
+    "is_remote",
+    "load_config",
+    "normalize_endpoint",
+    "write_config",
+]
+
+DEFAULT_PROJECT = "default"
+DEFAULT_DOMAIN = "development"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where tasks run. `endpoint` None means local mode."""
+
+    endpoint: str | None = None
+    insecure: bool = False
+    project: str = DEFAULT_PROJECT
+    domain: str = DEFAULT_DOMAIN
+    # Kept out of repr so a logged or printed config never leaks the key.
+    api_key: str | None = field(default=None, repr=False)
+    source: Path | None = None
+    """The file this config was read from, if any."""
+
+    @property
+    def is_remote(self) -> bool:
+        return self.endpoint is not None
+
+
+_current: Config | None = None
+
+
+def current_config() -> Config:
+    """The config set by `init` / `init_from_config`; local mode if neither was called."""
+    return _current if _current is not None else Config()
+
+
+def is_remote() -> bool:
+    return current_config().is_remote
+
+
+def normalize_endpoint(endpoint: str, insecure: bool = False) -> str:
+    """Turn the endpoint spellings flytectl accepts into an http(s) base URL.
+
+    `dns:///host:port` and bare `host:port` get https, or http when `insecure`; http/https URLs keep their
+    scheme (only a trailing slash is dropped, so callers can append paths).
+    """
+    value = endpoint.strip()
+    if not value:
+        raise ValueError("endpoint is empty")
+    lowered = value.lower()
+    if lowered.startswith(("http://", "https://")):
+        return value.rstrip("/")
+    if lowered.startswith("dns://"):
+        # gRPC's resolver syntax: `dns:///host` (empty authority) or, less often, `dns://authority/host`.
+        value = value[len("dns://") :]
+        value = value.lstrip("/") if value.startswith("/") else value.split("/", 1)[-1]
+    elif "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise ValueError(f"unsupported endpoint scheme {scheme}:// in {endpoint!r}; use http(s):// or dns:///")
+    host = value.rstrip("/")
+    if not host:
+        raise ValueError(f"endpoint {endpoint!r} names no host")
+    return f"{'http' if insecure else 'https'}://{host}"
+
+
+def init(
+    endpoint: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    api_key: str | None = None,
+    insecure: bool = False,
+) -> None:
+    """Set the process-wide config. No endpoint (and no `FLYTE_ENDPOINT`) means local mode.
+
+    Arguments left as None fall back to the `FLYTE_*` environment variables, then to the defaults.
+    """
+    global _current
+    base = Config(
+        endpoint=normalize_endpoint(endpoint, insecure) if endpoint else None,
+        insecure=insecure,
+        project=project or DEFAULT_PROJECT,
+        domain=domain or DEFAULT_DOMAIN,
+        api_key=api_key,
+    )
+    _current = _apply_env(
+        base,
+        keep_endpoint=endpoint is not None,
+        keep_project=project is not None,
+        keep_domain=domain is not None,
+        keep_api_key=api_key is not None,
+    )
+
+
+def init_from_config(path: str | Path | None = None) -> None:
+    """Set the process-wide config from a YAML file; see `load_config` for how the file is found."""
+    global _current
+    _current = load_config(path)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a config file (the given one, or the first found by `find_config_file`) plus env overrides.
+
+    No file found gives local mode. A given path that does not exist raises FileNotFoundError; a file that
+    does not parse or has a field of the wrong type raises ValueError naming the file and the field.
+    """
+    source: Path | None
+    if path is not None:
+        source = Path(path).expanduser()
+        if not source.is_file():
+            raise FileNotFoundError(f"flyte config file not found: {source}")
+    else:
+        source = find_config_file()
+    config = _read_file(source) if source is not None else Config()
+    return _apply_env(config)
+
+
+def find_config_file() -> Path | None:
+    """The first existing config file, in order: `./config.yaml`, `./.flyte/config.yaml`,
+    `<git root>/.flyte/config.yaml`, `$FLYTECTL_CONFIG`, `~/.flyte/config.yaml`."""
+    for candidate in _candidates():
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _candidates() -> list[Path]:
+    cwd = Path.cwd()
+    found = [cwd / "config.yaml", cwd / ".flyte" / "config.yaml"]
+    git_root = _git_root(cwd)
+    if git_root is not None:
+        found.append(git_root / ".flyte" / "config.yaml")
+    flytectl = os.environ.get("FLYTECTL_CONFIG")
+    if flytectl:
+        found.append(Path(flytectl).expanduser())
+    # The user's own config location, deliberately not FLYTE_HOME (which only moves local state).
+    found.append(Path.home() / ".flyte" / "config.yaml")
+    return found
+
+
+def _git_root(start: Path) -> Path | None:
+    # `.git` may be a file (worktrees, submodules), so any entry counts.
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
+class _AdminSection(BaseModel):
+    # flytectl configs carry many admin keys (authType, clientId, ...) that mean nothing here.
+    model_config = ConfigDict(extra="ignore")
+
+    endpoint: str | None = None
+    insecure: bool | None = None
+    api_key: str | None = None
+
+
+class _TaskSection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    project: str | None = None
+    domain: str | None = None
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    # None covers a section written with no body (`admin:` on its own line).
+    admin: _AdminSection | None = None
+    task: _TaskSection | None = None
+
+
+def _read_file(source: Path) -> Config:
+    try:
+        raw: Any = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid flyte config {source}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"invalid flyte config {source}: the top level must be a mapping")
+    try:
+        parsed = _ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
+        )
+        raise ValueError(f"invalid flyte config {source}: {problems}") from exc
+
+    admin = parsed.admin or _AdminSection()
+    task = parsed.task or _TaskSection()
+    insecure = bool(admin.insecure)
+    endpoint: str | None = None
+    if admin.endpoint:
+        try:
+            endpoint = normalize_endpoint(admin.endpoint, insecure)
+        except ValueError as exc:
+            raise ValueError(f"invalid flyte config {source}: admin.endpoint: {exc}") from exc
+    return Config(
+        endpoint=endpoint,
+        insecure=insecure,
+        project=task.project or DEFAULT_PROJECT,
+        domain=task.domain or DEFAULT_DOMAIN,
+        api_key=admin.api_key,
+        source=source,
+    )
+
+
+def _apply_env(
+    config: Config,
+    *,
+    keep_endpoint: bool = False,
+    keep_project: bool = False,
+    keep_domain: bool = False,
+    keep_api_key: bool = False,
+) -> Config:
+    # Empty values count as unset so `FLYTE_ENDPOINT=` in a shell does not force a bogus endpoint.
+    env_endpoint = os.environ.get("FLYTE_ENDPOINT") or None
+    env_project = os.environ.get("FLYTE_PROJECT") or None
+    env_domain = os.environ.get("FLYTE_DOMAIN") or None
+    env_api_key = os.environ.get("FLYTE_API_KEY") or None
+    changes: dict[str, Any] = {}
+    if env_endpoint and not keep_endpoint:
+        try:
+            changes["endpoint"] = normalize_endpoint(env_endpoint, config.insecure)
+        except ValueError as exc:
+            raise ValueError(f"invalid FLYTE_ENDPOINT: {exc}") from exc
+    if env_project and not keep_project:
+        changes["project"] = env_project
+    if env_domain and not keep_domain:
+        changes["domain"] = env_domain
+    if env_api_key and not keep_api_key:
+        changes["api_key"] = env_api_key
+    return replace(config, **changes) if changes else config
+
+
+def write_config(
+    path: Path,
+    endpoint: str,
+    project: str | None,
+    domain: str | None,
+    insecure: bool,
+    *,
+    force: bool = False,
+) -> Path:
+    """Write a config file `init_from_config` can read; refuses to replace an existing file unless `force`."""
+    # Fail before touching the disk if the endpoint could never be loaded back.
+    normalize_endpoint(endpoint, insecure)
+    target = Path(path).expanduser()
+    document: dict[str, Any] = {"admin": {"endpoint": endpoint, "insecure": insecure}}
+    task = {key: value for key, value in (("project", project), ("domain", domain)) if value is not None}
+    if task:
+        document["task"] = task
+    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # "x" makes the existence check and the create one step, so two writers cannot both win.
+        with target.open("w" if force else "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise FileExistsError(
+            f"config file {target} already exists; pass force=True (or --force) to overwrite it"
+        ) from None
+    return target

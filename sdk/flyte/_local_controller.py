@@ -1,0 +1,326 @@
+"""Local mode: every action of a run executes in this process, with remote mode's semantics.
+
+Each action still crosses a boundary: its inputs and output are encoded and decoded through the wire codecs, its
+name is deterministic, its errors become `flyte.errors` records, it gets retries with backoff on separate user
+and system budgets, an enforced timeout, the shared cache, and `@flyte.trace` checkpoints replayed on a later
+attempt. Async task bodies run as coroutines on the controller's loop (a fan-out of 10,000 is 10,000 coroutines);
+sync bodies run in a thread of their own, so a timeout can interrupt them and a blocking body never stalls the
+loop. Submitting a name this run already has answers with that action (a re-attempted parent finds the children
+it already finished) instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import functools
+import hashlib
+import inspect
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ._codec import EncodedValue
+from ._context import ActionContext, _group_path, current_group, effective_custom_context
+from ._interface import EncodedInputs
+from ._local_cache import LocalCache, cache_key
+from ._naming import child_action_name
+from ._paths import cache_db_path
+from ._run_state import ActionRecord, RunState
+from ._task import TaskTemplate
+from ._wire import ErrorInfo, Phase
+from .errors import (
+    ActionAbortedError,
+    BaseRuntimeError,
+    InlineIOMaxBytesBreached,
+    RetriesExhaustedError,
+    TaskTimeoutError,
+)
+
+SYSTEM_RETRIES = 3
+"""Attempts the platform may lose to its own failures before an action fails; never the user's budget."""
+
+
+class LocalController:
+    """Runs the actions of one local run."""
+
+    def __init__(self, state: RunState, loop: asyncio.AbstractEventLoop, version: str):
+        self.state = state
+        self.loop = loop
+        self.version = version
+        self._inflight: dict[str, asyncio.Future[EncodedValue | None]] = {}
+
+    # -- the Controller protocol -------------------------------------------------------------------------
+
+    def submit(
+        self, task: TaskTemplate[..., Any], parent: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        bound = task.interface.bind(args, kwargs)
+        inputs = task.interface.encode_inputs(bound)
+        name = child_action_name(parent.action_name, task.identity, inputs.digest, next(parent.calls))
+        custom = effective_custom_context(parent)
+        group = current_group()
+        return self._call(task, name, parent.action_name, inputs, group, custom)
+
+    def trace_checkpoint(self, action: ActionContext, key: str) -> tuple[str, bytes] | None:
+        return self.state.traces.get(action.action_name, {}).get(key)
+
+    def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None:
+        self.state.traces.setdefault(action.action_name, {})[key] = (kind, payload)
+
+    # -- running actions ---------------------------------------------------------------------------------
+
+    async def run_root(self, task: TaskTemplate[..., Any], name: str, inputs: EncodedInputs) -> None:
+        state = self.state
+        state.phase = Phase.RUNNING
+        try:
+            state.output = await self.execute(task, name, None, inputs, None, state.options.custom_context)
+            state.phase = Phase.SUCCEEDED
+        except asyncio.CancelledError:
+            state.phase = Phase.ABORTED
+            state.error = ErrorInfo.from_exception(ActionAbortedError(f"run {state.name} was aborted"))
+        except BaseRuntimeError as error:
+            state.phase = Phase.ABORTED if isinstance(error, ActionAbortedError) else Phase.FAILED
+            state.error = ErrorInfo.from_exception(error)
+
+    async def _call(
+        self,
+        task: TaskTemplate[..., Any],
+        name: str,
+        parent: str,
+        inputs: EncodedInputs,
+        group: str | None,
+        custom: Any,
+    ) -> Any:
+        output = await self.execute(task, name, parent, inputs, group, custom)
+        if output is None:
+            return None
+        return task.interface.output_codec.decode(output)
+
+    async def execute(
+        self,
+        task: TaskTemplate[..., Any],
+        name: str,
+        parent: str | None,
+        inputs: EncodedInputs,
+        group: str | None,
+        custom: Any,
+    ) -> EncodedValue | None:
+        """Run one action to a result, or answer with the result this run already has under that name."""
+        existing = self.state.actions.get(name)
+        if existing is not None:
+            inflight = self._inflight.get(name)
+            if inflight is not None:
+                return await asyncio.shield(inflight)
+            if existing.phase is Phase.SUCCEEDED:
+                return existing.output
+        future: asyncio.Future[EncodedValue | None] = self.loop.create_future()
+        self._inflight[name] = future
+        try:
+            output = await self._execute(task, name, parent, inputs, group, custom, existing)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # marks it retrieved: only duplicate submitters need to see it
+            raise
+        else:
+            future.set_result(output)
+            return output
+        finally:
+            del self._inflight[name]
+
+    async def _execute(
+        self,
+        task: TaskTemplate[..., Any],
+        name: str,
+        parent: str | None,
+        inputs: EncodedInputs,
+        group: str | None,
+        custom: Any,
+        record: ActionRecord | None,
+    ) -> EncodedValue | None:
+        state = self.state
+        settings = task.settings
+        if record is None:
+            record = ActionRecord(name, parent, task.name, group)
+            state.add(record)
+        else:
+            state.move(record, Phase.QUEUED)
+        if inputs.size > settings.max_inline_io_bytes:
+            error = InlineIOMaxBytesBreached(
+                f"inputs of {task.name} are {inputs.size} bytes, over max_inline_io_bytes="
+                f"{settings.max_inline_io_bytes}"
+            )
+            self._fail(record, error)
+            raise error
+        key = self._cache_key(task, inputs)
+        if key is not None and not state.options.overwrite_cache:
+            hit = _cache().get(key)
+            if hit is not None:
+                record.cached = True
+                record.output = hit
+                state.move(record, Phase.SUCCEEDED)
+                return hit
+        user_failures = system_failures = 0
+        while True:
+            record.attempts += 1
+            state.move(record, Phase.RUNNING)
+            try:
+                output = await self._attempt(task, record, inputs, custom)
+            except asyncio.CancelledError:
+                self._fail(record, ActionAbortedError(f"action {name} was aborted"), Phase.ABORTED)
+                raise
+            except BaseRuntimeError as error:
+                if error.kind == "system":
+                    system_failures += 1
+                    retry = system_failures <= SYSTEM_RETRIES
+                    if not retry:
+                        error = RetriesExhaustedError(f"{task.name}: {system_failures} system failures: {error}")
+                else:
+                    user_failures += 1
+                    retry = error.retryable and user_failures <= settings.retries.count
+                if not retry:
+                    self._fail(record, error)
+                    raise error from None
+                state.move(record, Phase.QUEUED)
+                await asyncio.sleep(settings.retries.backoff.delay(max(user_failures, system_failures)))
+                continue
+            record.output = output
+            if key is not None and output is not None:
+                _cache().put(key, task.name, output)
+            state.move(record, Phase.SUCCEEDED)
+            return output
+
+    def _fail(self, record: ActionRecord, error: BaseRuntimeError, phase: Phase = Phase.FAILED) -> None:
+        record.error = ErrorInfo.from_exception(error)
+        self.state.move(record, phase)
+
+    def _cache_key(self, task: TaskTemplate[..., Any], inputs: EncodedInputs) -> str | None:
+        cache = task.settings.cache
+        if not cache.is_enabled or self.state.options.disable_run_cache:
+            return None
+        version = cache.version_override or _source_version(task.func)
+        return cache_key(
+            task.name, task.interface.digest, version, inputs.values, tuple(cache.ignored_inputs), cache.salt
+        )
+
+    async def _attempt(
+        self, task: TaskTemplate[..., Any], record: ActionRecord, inputs: EncodedInputs, custom: Any
+    ) -> EncodedValue | None:
+        state = self.state
+        interface = task.interface
+        action = ActionContext(
+            controller=self,
+            run_name=state.name,
+            action_name=record.name,
+            task_name=task.name,
+            attempt=record.attempts,
+            project=state.project,
+            domain=state.domain,
+            version=self.version,
+            custom_context=custom,
+            group=record.group,
+        )
+        timeout = task.settings.timeout
+        seconds = timeout.max_runtime_seconds if timeout is not None else None
+        values = interface.decode_inputs(inputs)
+        from ._context import current_action
+
+        action_token = current_action.set(action)
+        group_token = _group_path.set(None)
+        try:
+            if task.is_async:
+                async with asyncio.timeout(seconds):
+                    result = await task.func(**values)
+            else:
+                result = await _run_in_thread(task.func, values, seconds, record.name)
+        except TimeoutError:
+            raise TaskTimeoutError(
+                f"{task.name} ran past its timeout of {seconds:g}s (attempt {record.attempts})"
+            ) from None
+        except BaseRuntimeError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise ErrorInfo.from_exception(error).to_exception() from None
+        finally:
+            _group_path.reset(group_token)
+            current_action.reset(action_token)
+        if not interface.has_output:
+            return None
+        output = interface.output_codec.encode(result)
+        if output.size > task.settings.max_inline_io_bytes:
+            raise InlineIOMaxBytesBreached(
+                f"output of {task.name} is {output.size} bytes, over max_inline_io_bytes="
+                f"{task.settings.max_inline_io_bytes}"
+            )
+        return output
+
+
+class _Interrupted(BaseException):
+    """Raised inside a sync task's thread when its attempt timed out or was aborted."""
+
+
+async def _run_in_thread(
+    func: Callable[..., Any], values: dict[str, Any], seconds: float | None, action_name: str
+) -> Any:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def body() -> None:
+        try:
+            result = context.run(func, **values)
+        except _Interrupted:
+            return
+        except BaseException as error:
+            loop.call_soon_threadsafe(settle, False, error)
+        else:
+            loop.call_soon_threadsafe(settle, True, result)
+
+    # A thread per attempt, not a pool: a timed-out body is interrupted in its own thread and nowhere else.
+    thread = threading.Thread(target=body, name=f"flyte-{action_name}", daemon=True)
+    thread.start()
+    try:
+        async with asyncio.timeout(seconds):
+            return await asyncio.shield(future)
+    except (TimeoutError, asyncio.CancelledError):
+        _interrupt(thread)
+        raise
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise _Interrupted in the thread at its next Python instruction (blocking C calls finish first)."""
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Interrupted))
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_version(func: Callable[..., Any]) -> str:
+    """The automatic cache version: a digest of the task function's source (its bytecode when unavailable)."""
+    try:
+        material = inspect.getsource(func).encode()
+    except (OSError, TypeError):
+        material = func.__code__.co_code
+    return hashlib.sha256(material).hexdigest()[:16]
+
+
+_CACHES: dict[str, LocalCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache() -> LocalCache:
+    path = cache_db_path()
+    with _CACHES_LOCK:
+        cache = _CACHES.get(str(path))
+        if cache is None:
+            cache = _CACHES[str(path)] = LocalCache(path)
+        return cache

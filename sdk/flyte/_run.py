@@ -1,0 +1,237 @@
+"""`flyte.run`, `flyte.with_runcontext` and the `Run` handle.
+
+Local runs execute on one event loop in a background thread owned by the SDK. That makes `flyte.run` work the same
+from a script, from a notebook cell whose loop is already running, and from async code (`await flyte.run.aio`),
+and lets the CLI draw live progress while the run goes on. `flyte.run` returns when the run has ended, as a
+`Run` whose `wait()` and `outputs()` raise the run's error if it failed: the same contract remote runs keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import html
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from ._config import current_config
+from ._local_controller import LocalController
+from ._naming import ROOT_ACTION, new_run_name
+from ._paths import runs_dir
+from ._run_state import RunOptions, RunState
+from ._task import TaskTemplate
+from ._wire import ErrorInfo, Phase
+from .errors import ActionAbortedError
+
+RunMode = Literal["local", "remote"]
+
+
+class RunOutputs(tuple[Any, ...]):
+    """A run's outputs: a tuple, so `outputs()[0]` is the first and a single output equals its 1-tuple."""
+
+    __slots__ = ()
+
+
+class Run:
+    """A handle on one run."""
+
+    def __init__(self, state: RunState, done: concurrent.futures.Future[None]):
+        self._state = state
+        self._done = done
+
+    @property
+    def name(self) -> str:
+        return self._state.name
+
+    @property
+    def url(self) -> str:
+        """Where to look at the run; for a local run, its metadata directory."""
+        return str(self._state.metadata_dir)
+
+    @property
+    def phase(self) -> Phase:
+        return self._state.phase
+
+    def done(self) -> bool:
+        return self._state.phase.is_terminal
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the run ends; raise its error if it failed or was aborted."""
+        if not self._state.finished.wait(timeout):
+            raise TimeoutError(f"run {self.name} is still {self.phase} after {timeout}s")
+        if self._state.error is not None:
+            raise self._state.error.to_exception()
+
+    def outputs(self) -> RunOutputs:
+        """The root task's outputs; waits for the run first."""
+        self.wait()
+        output = self._state.output
+        if output is None:
+            return RunOutputs(())
+        interface = self._state.interface
+        return RunOutputs(interface.as_outputs(interface.output_codec.decode(output)))
+
+    def inputs(self) -> dict[str, Any]:
+        return self._state.interface.decode_inputs(self._state.inputs)
+
+    def abort(self, reason: str = "aborted by the user") -> None:
+        """Abort the run: every running action is cancelled and the run ends `aborted`."""
+        if not self.done():
+            self._state.aborted_reason = reason
+            self._done.cancel()
+
+    def __repr__(self) -> str:
+        return f"Run(name={self.name!r}, phase={self.phase.value!r}, url={self.url!r})"
+
+    def _repr_html_(self) -> str:
+        state = self._state
+        counts = ", ".join(f"{n} {p.value}" for p, n in sorted(state.phase_counts.items()) if n)
+        error = f"<div><b>error</b>: {html.escape(str(state.error.message))}</div>" if state.error else ""
+        return (
+            f"<div class='flyte-run'><b>Run</b> <code>{html.escape(self.name)}</code> "
+            f"&mdash; {html.escape(state.task_name)} &mdash; <b>{self.phase.value}</b>"
+            f"<div>{len(state.actions)} actions: {html.escape(counts)}</div>{error}"
+            f"<div><a href='file://{html.escape(self.url)}'>{html.escape(self.url)}</a></div></div>"
+        )
+
+
+class _LoopThread:
+    """The SDK's own event loop, in a daemon thread, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="flyte-loop", daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+
+sdk_loop = _LoopThread()
+
+
+class RunContext:
+    """Settings for the runs it starts: `flyte.with_runcontext(name=..., labels=...).run(task, ...)`."""
+
+    def __init__(self, mode: RunMode | None = None, options: RunOptions | None = None):
+        if mode not in (None, "local", "remote"):
+            raise ValueError(f"with_runcontext: mode={mode!r} must be 'local' or 'remote'")
+        self.mode = mode
+        self.options = options or RunOptions()
+
+    @property
+    def run(self) -> _Runner:
+        return _Runner(self)
+
+    def start(self, task: TaskTemplate[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run:
+        """Start a run and return at once (the CLI uses this to show progress while it runs)."""
+        if not isinstance(task, TaskTemplate):
+            raise TypeError(f"flyte.run expects a task (decorated with @env.task), not {task!r}")
+        config = current_config()
+        mode = self.mode or ("remote" if config.is_remote else "local")
+        if mode == "remote":
+            raise NotImplementedError(
+                f"remote mode needs a gateway at {config.endpoint}, which this version cannot reach yet; "
+                "run with mode='local' (flyte run --local) or remove the endpoint from your config"
+            )
+        inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
+        name = self.options.name or new_run_name()
+        state = RunState(
+            name=name,
+            task_name=task.name,
+            interface=task.interface,
+            inputs=inputs,
+            options=self.options,
+            project=self.options.project or config.project,
+            domain=self.options.domain or config.domain,
+            metadata_dir=runs_dir() / name,
+        )
+        loop = sdk_loop.get()
+        controller = LocalController(state, loop, self.options.version or "local")
+        state.write_metadata()
+        future = asyncio.run_coroutine_threadsafe(_run_and_record(controller, task, state), loop)
+        return Run(state, future)
+
+
+async def _run_and_record(controller: LocalController, task: TaskTemplate[..., Any], state: RunState) -> None:
+    try:
+        await controller.run_root(task, ROOT_ACTION, state.inputs)
+    finally:
+        if not state.phase.is_terminal or state.phase is Phase.ABORTED:
+            state.phase = Phase.ABORTED
+            reason = state.aborted_reason or f"run {state.name} was aborted"
+            state.error = ErrorInfo.from_exception(ActionAbortedError(reason))
+        state.ended_at = time.time()
+        try:
+            state.write_metadata()
+        finally:
+            state.finished.set()
+
+
+class _Runner:
+    """`flyte.run(task, ...)` from sync code, `await flyte.run.aio(task, ...)` from async code."""
+
+    def __init__(self, context: RunContext | None = None):
+        self._context = context
+
+    def _ctx(self) -> RunContext:
+        return self._context or RunContext()
+
+    def __call__(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run:
+        run = self._ctx().start(task, args, kwargs)
+        try:
+            run._state.finished.wait()
+        except KeyboardInterrupt:
+            run.abort("interrupted")
+            run._state.finished.wait(10)
+            raise
+        return run
+
+    async def aio(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run:
+        run = self._ctx().start(task, args, kwargs)
+        await asyncio.to_thread(run._state.finished.wait)
+        return run
+
+
+run = _Runner()
+
+
+def with_runcontext(
+    mode: RunMode | None = None,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    env_vars: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    overwrite_cache: bool = False,
+    disable_run_cache: bool = False,
+    queue: str | None = None,
+    max_action_concurrency: int | None = None,
+    custom_context: Mapping[str, str] | None = None,
+) -> RunContext:
+    """Settings for the next run: `flyte.with_runcontext(name="nightly").run(main, x=1)`."""
+    if max_action_concurrency is not None and max_action_concurrency < 1:
+        raise ValueError(f"with_runcontext: max_action_concurrency={max_action_concurrency} must be >= 1")
+    options = RunOptions(
+        name=name,
+        version=version,
+        project=project,
+        domain=domain,
+        env_vars=dict(env_vars or {}),
+        labels=dict(labels or {}),
+        overwrite_cache=overwrite_cache,
+        disable_run_cache=disable_run_cache,
+        queue=queue,
+        max_action_concurrency=max_action_concurrency,
+        custom_context=dict(custom_context or {}),
+    )
+    return RunContext(mode, options)

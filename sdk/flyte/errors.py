@@ -1,0 +1,252 @@
+"""The errors users catch, one taxonomy for local and remote mode.
+
+::
+
+    BaseRuntimeError                 code, kind ("user" | "system"), message, remote traceback
+    ├── RuntimeUserError             the task's code failed; consumes the task's user retries
+    │   ├── OOMError                 the action ran out of memory (recover with a bigger override)
+    │   ├── TaskTimeoutError         an attempt ran past its `timeout`
+    │   ├── RetriesExhaustedError    system retries ran out (infrastructure kept failing)
+    │   ├── ActionAbortedError       the run or the action was aborted
+    │   ├── RemoteTaskNotFoundError  `remote.Task.get` names no deployed task
+    │   ├── NonRecoverableError      raise it to fail at once: never retried
+    │   ├── InlineIOMaxBytesBreached a value is over the task's `max_inline_io_bytes`
+    │   ├── ValueEncodingError       an input or output cannot cross an action boundary
+    │   └── DeploymentError          a deployment was refused
+    └── RuntimeSystemError           the platform failed (lost worker, node, agent); system retries, never
+                                     the user's
+
+An ordinary exception raised in a child action reaches its parent as a `RuntimeUserError` whose `code` is the
+exception's type name. When that type is importable in the parent (builtins such as `ValueError`, or the
+user's own exception classes), the error raised is also an instance of it, so both `except ValueError` and
+`except flyte.errors.RuntimeUserError` work as a Python programmer expects.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from typing import Literal
+
+ErrorKind = Literal["user", "system"]
+
+__all__ = [
+    "ActionAbortedError",
+    "BaseRuntimeError",
+    "DeploymentError",
+    "ErrorKind",
+    "InlineIOMaxBytesBreached",
+    "NonRecoverableError",
+    "OOMError",
+    "RemoteTaskNotFoundError",
+    "RetriesExhaustedError",
+    "RuntimeSystemError",
+    "RuntimeUserError",
+    "TaskTimeoutError",
+    "ValueEncodingError",
+]
+
+
+class BaseRuntimeError(Exception):
+    """An action failed. `code` names what failed (an exception type or a platform condition)."""
+
+    kind: ErrorKind = "user"
+    retryable: bool = True
+
+    def __init__(self, code: str, message: str, *, traceback: str | None = None, worker: str | None = None):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.traceback = traceback
+        """The traceback as the failing worker printed it."""
+        self.worker = worker
+        """Where the failure happened: a cluster, pod or process, when known."""
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}" if self.message else self.code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        error_type, exception_type = describe(self)
+        return (
+            _rebuild,
+            (error_type, self.code, self.message, self.kind, exception_type, self.traceback, self.worker),
+        )
+
+
+class RuntimeUserError(BaseRuntimeError):
+    """The task's own code raised. Retried while the task has user retries left."""
+
+    kind: ErrorKind = "user"
+
+
+class RuntimeSystemError(BaseRuntimeError):
+    """The platform failed under the task. Retried on the system budget, never the user's."""
+
+    kind: ErrorKind = "system"
+
+
+class OOMError(RuntimeUserError):
+    """The action exceeded its memory limit."""
+
+    def __init__(self, message: str = "out of memory", **kw: str | None):
+        super().__init__("OOMError", message, **kw)
+
+
+class TaskTimeoutError(RuntimeUserError):
+    """An attempt ran longer than the task's `timeout`."""
+
+    def __init__(self, message: str = "the task timed out", **kw: str | None):
+        super().__init__("TaskTimeoutError", message, **kw)
+
+
+class RetriesExhaustedError(RuntimeUserError):
+    """System retries ran out: the platform failed every attempt."""
+
+    retryable = False
+
+    def __init__(self, message: str = "system retries exhausted", **kw: str | None):
+        super().__init__("RetriesExhaustedError", message, **kw)
+
+
+class ActionAbortedError(RuntimeUserError):
+    """The run or the action was aborted."""
+
+    retryable = False
+
+    def __init__(self, message: str = "aborted", **kw: str | None):
+        super().__init__("ActionAbortedError", message, **kw)
+
+
+class RemoteTaskNotFoundError(RuntimeUserError):
+    """No deployed task has that name (or that version)."""
+
+    retryable = False
+
+    def __init__(self, message: str, **kw: str | None):
+        super().__init__("RemoteTaskNotFoundError", message, **kw)
+
+
+class NonRecoverableError(RuntimeUserError):
+    """Raise it from a task to fail without retrying."""
+
+    retryable = False
+
+    def __init__(self, message: str = "non-recoverable", **kw: str | None):
+        super().__init__("NonRecoverableError", message, **kw)
+
+
+class InlineIOMaxBytesBreached(RuntimeUserError):
+    """An input or output is larger than the task allows inline."""
+
+    retryable = False
+
+    def __init__(self, message: str, **kw: str | None):
+        super().__init__("InlineIOMaxBytesBreached", message, **kw)
+
+
+class ValueEncodingError(RuntimeUserError):
+    """A value cannot cross an action boundary: it does not match its annotation or cannot be pickled."""
+
+    retryable = False
+
+    def __init__(self, message: str, **kw: str | None):
+        super().__init__("ValueEncodingError", message, **kw)
+
+
+class DeploymentError(RuntimeUserError):
+    """A deployment was refused."""
+
+    retryable = False
+
+    def __init__(self, message: str, **kw: str | None):
+        super().__init__("DeploymentError", message, **kw)
+
+
+_NAMED: dict[str, type[BaseRuntimeError]] = {
+    cls.__name__: cls
+    for cls in (
+        BaseRuntimeError,
+        RuntimeUserError,
+        RuntimeSystemError,
+        OOMError,
+        TaskTimeoutError,
+        RetriesExhaustedError,
+        ActionAbortedError,
+        RemoteTaskNotFoundError,
+        NonRecoverableError,
+        InlineIOMaxBytesBreached,
+        ValueEncodingError,
+        DeploymentError,
+    )
+}
+_MIXED: dict[tuple[type[BaseRuntimeError], type[BaseException]], type[BaseRuntimeError]] = {}
+
+
+def _exception_type(qualified_name: str) -> type[BaseException] | None:
+    """The exception class named `module.QualName` if it is already loaded in this process; never imports."""
+    module_name, _, qualname = qualified_name.rpartition(".")
+    module = builtins if module_name in ("", "builtins") else sys.modules.get(module_name)
+    obj: object = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, BaseRuntimeError):
+        return obj
+    return None
+
+
+def _mixed_type(base: type[BaseRuntimeError], original: type[BaseException]) -> type[BaseRuntimeError]:
+    key = (base, original)
+    mixed = _MIXED.get(key)
+    if mixed is None:
+        try:
+            mixed = type(original.__name__, (base, original), {"__module__": "flyte.errors"})
+        except TypeError:
+            # Some exception types cannot share a layout with ours; plain RuntimeUserError still carries the code.
+            mixed = base
+        _MIXED[key] = mixed
+    return mixed
+
+
+def from_parts(
+    error_type: str,
+    code: str,
+    message: str,
+    *,
+    kind: ErrorKind,
+    exception_type: str | None = None,
+    traceback: str | None = None,
+    worker: str | None = None,
+) -> BaseRuntimeError:
+    """Rebuild an error that crossed an action boundary (the inverse of the wire's error record)."""
+    base = _NAMED.get(error_type) or (RuntimeSystemError if kind == "system" else RuntimeUserError)
+    cls: type[BaseRuntimeError] = base
+    if exception_type is not None and base is RuntimeUserError:
+        original = _exception_type(exception_type)
+        if original is not None:
+            cls = _mixed_type(base, original)
+    error = BaseRuntimeError.__new__(cls)
+    BaseRuntimeError.__init__(error, code, message, traceback=traceback, worker=worker)
+    return error
+
+
+def describe(error: BaseRuntimeError) -> tuple[str, str | None]:
+    """The taxonomy class name of an error, and module.QualName of the exception it mirrors, if any."""
+    mro = type(error).__mro__
+    error_type = next(b.__name__ for b in mro if b.__module__ == __name__ and b.__name__ in _NAMED)
+    original = next((b for b in mro if not issubclass(b, BaseRuntimeError)), Exception)
+    exception_type = None if original is Exception else f"{original.__module__}.{original.__qualname__}"
+    return error_type, exception_type
+
+
+def _rebuild(
+    error_type: str,
+    code: str,
+    message: str,
+    kind: ErrorKind,
+    exception_type: str | None,
+    traceback: str | None,
+    worker: str | None,
+) -> BaseRuntimeError:
+    return from_parts(
+        error_type, code, message, kind=kind, exception_type=exception_type, traceback=traceback, worker=worker
+    )

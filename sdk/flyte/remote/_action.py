@@ -1,0 +1,23 @@
+"""`remote.Action`: one action of a recorded run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._wire import ActionSummary, ErrorInfo, Phase
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    parent: str | None
+    task: str
+    phase: Phase
+    attempts: int
+    cached: bool
+    group: str | None
+    error: ErrorInfo | None
+
+    @classmethod
+    def _from(cls, s: ActionSummary) -> Action:
+        return cls(s.name, s.parent, s.task, s.phase, s.attempts, s.cached, s.group, s.error)
