@@ -33,9 +33,9 @@ def assert_eventually(condition: Callable[[], bool], timeout: float = 10.0, inte
         time.sleep(interval)
 
 
-async def async_assert_eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def async_assert_eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(0.01)

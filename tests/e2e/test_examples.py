@@ -31,7 +31,8 @@ def test_example_runs_locally(program: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     run_name, url = lines[-2], lines[-1]
-    assert run_name.startswith("r") and len(run_name) == 12
+    assert run_name.startswith("r")
+    assert len(run_name) == 12
     run_json = Path(url) / "run.json"
     assert run_json.exists()
     assert '"phase": "succeeded"' in run_json.read_text()
