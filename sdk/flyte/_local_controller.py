@@ -232,7 +232,9 @@ class LocalController:
         action_token = current_action.set(action)
         group_token = _group_path.set(None)
         try:
-            if task.is_async:
+            if task.is_async and seconds is None:
+                result = await task.func(**values)
+            elif task.is_async:
                 async with asyncio.timeout(seconds):
                     result = await task.func(**values)
             else:

@@ -7,7 +7,6 @@ the same names again and finds the children it already started, instead of start
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 
@@ -19,9 +18,9 @@ _RUN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 def child_action_name(parent: str, task_identity: str, inputs_digest: str, seq: int) -> str:
     material = f"{parent}\x1f{task_identity}\x1f{inputs_digest}\x1f{seq}".encode()
-    digest = hashlib.sha256(material).digest()
-    # 15 base32 characters carry 75 bits: collisions inside one run are out of reach.
-    return "a" + base64.b32encode(digest)[:15].decode().lower()
+    # 20 hex characters carry 80 bits: collisions inside one run are out of reach, and the name stays a valid
+    # lower-case DNS label for pod names.
+    return "a" + hashlib.sha256(material).hexdigest()[:20]
 
 
 def new_run_name() -> str:

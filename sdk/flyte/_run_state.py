@@ -36,18 +36,21 @@ class ActionRecord:
     error: ErrorInfo | None = None
     output: EncodedValue | None = None
 
-    def summary(self) -> ActionSummary:
-        return ActionSummary.model_construct(
-            name=self.name,
-            parent=self.parent,
-            task=self.task,
-            group=self.group,
-            phase=self.phase,
-            attempts=self.attempts,
-            cached=self.cached,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            error=self.error,
+    def summary_json(self) -> str:
+        """The record as an `ActionSummary` JSON line; built by hand because runs hold thousands of actions."""
+        return json.dumps(
+            {
+                "name": self.name,
+                "parent": self.parent,
+                "task": self.task,
+                "group": self.group,
+                "phase": self.phase.value,
+                "attempts": self.attempts,
+                "cached": self.cached,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+                "error": self.error.model_dump(mode="json") if self.error is not None else None,
+            }
         )
 
 
@@ -146,7 +149,7 @@ class RunState:
         if self.phase.is_terminal:
             with (self.metadata_dir / "actions.jsonl").open("w") as out:
                 for record in self.actions.values():
-                    out.write(record.summary().model_dump_json())
+                    out.write(record.summary_json())
                     out.write("\n")
 
 
@@ -158,4 +161,4 @@ def read_action_summaries(metadata_dir: Path) -> list[ActionSummary]:
     path = metadata_dir / "actions.jsonl"
     if not path.exists():
         return []
-    return [ActionSummary.model_validate(json.loads(line)) for line in path.read_text().splitlines() if line]
+    return [ActionSummary.model_validate_json(line) for line in path.read_text().splitlines() if line]

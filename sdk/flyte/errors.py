@@ -54,7 +54,7 @@ class BaseRuntimeError(Exception):
     retryable: bool = True
 
     def __init__(self, code: str, message: str, *, traceback: str | None = None, worker: str | None = None):
-        super().__init__(code, message)
+        super().__init__(message)
         self.code = code
         self.message = message
         self.traceback = traceback
