@@ -16,7 +16,9 @@ import flyte._config as config
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "flyte-home"
     monkeypatch.setenv("FLYTE_HOME", str(home))
-    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    user_home = tmp_path / "user-home"
+    user_home.mkdir()
+    monkeypatch.setenv("HOME", str(user_home))
     for var in ("FLYTECTL_CONFIG", "FLYTE_ENDPOINT", "FLYTE_PROJECT", "FLYTE_DOMAIN", "FLYTE_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     config.init()

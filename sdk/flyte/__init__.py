@@ -27,7 +27,7 @@ from ._placement import Placement
 from ._resources import Resources
 from ._retry import Backoff, RetryStrategy
 from ._reusable import ReusePolicy
-from ._run import Run, run, with_runcontext
+from ._run import Run, rerun, run, with_runcontext
 from ._secret import Secret
 from ._timeout import Timeout
 from ._trace import trace
@@ -62,6 +62,7 @@ __all__ = [
     "io",
     "map",
     "remote",
+    "rerun",
     "run",
     "trace",
     "with_runcontext",

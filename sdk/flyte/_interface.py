@@ -29,6 +29,14 @@ class EncodedInputs:
     def size(self) -> int:
         return sum(v.size for v in self.values.values())
 
+    @classmethod
+    def of(cls, values: Mapping[str, EncodedValue]) -> EncodedInputs:
+        h = hashlib.sha256()
+        for name, value in values.items():
+            h.update(name.encode())
+            h.update(value.digest.encode())
+        return cls(values, h.hexdigest())
+
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
@@ -111,12 +119,7 @@ class TaskInterface:
         return bound
 
     def encode_inputs(self, bound: Mapping[str, Any]) -> EncodedInputs:
-        values = {p.name: p.codec.encode(bound[p.name]) for p in self.parameters}
-        h = hashlib.sha256()
-        for name, value in values.items():
-            h.update(name.encode())
-            h.update(value.digest.encode())
-        return EncodedInputs(values, h.hexdigest())
+        return EncodedInputs.of({p.name: p.codec.encode(bound[p.name]) for p in self.parameters})
 
     def decode_inputs(self, inputs: EncodedInputs) -> dict[str, Any]:
         return {name: self.by_name[name].codec.decode(value) for name, value in inputs.values.items()}

@@ -11,21 +11,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import html
+import queue
+import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from ._config import current_config
+from ._environment import registered_environments
+from ._interface import EncodedInputs
 from ._local_controller import LocalController
 from ._naming import ROOT_ACTION, new_run_name
 from ._paths import runs_dir
-from ._run_state import RunOptions, RunState
+from ._run_state import ActionRecord, RunOptions, RunState, read_action_summaries, read_run_summary, read_traces
 from ._task import TaskTemplate
-from ._wire import ErrorInfo, Phase
-from .errors import ActionAbortedError
+from ._wire import ActionSummary, ErrorInfo, Phase
+from .errors import ActionAbortedError, RemoteTaskNotFoundError
 
 RunMode = Literal["local", "remote"]
+
+_RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class RunOutputs(tuple[Any, ...]):
@@ -75,6 +82,27 @@ class Run:
 
     def inputs(self) -> dict[str, Any]:
         return self._state.interface.decode_inputs(self._state.inputs)
+
+    def watch(self) -> Iterator[ActionSummary]:
+        """Each action's changes as they happen (phase, attempts), until the run ends."""
+        changes: queue.SimpleQueue[ActionSummary | None] = queue.SimpleQueue()
+        state = self._state
+
+        def publish(record: ActionRecord) -> None:
+            changes.put(ActionSummary.model_validate_json(record.summary_json()))
+
+        state.listeners.append(publish)
+        self._done.add_done_callback(lambda _: changes.put(None))
+        try:
+            for record in list(state.actions.values()):
+                yield ActionSummary.model_validate_json(record.summary_json())
+            while not self.done():
+                change = changes.get()
+                if change is None:
+                    break
+                yield change
+        finally:
+            state.listeners.remove(publish)
 
     def abort(self, reason: str = "aborted by the user") -> None:
         """Abort the run: every running action is cancelled and the run ends `aborted`."""
@@ -142,7 +170,15 @@ class RunContext:
                 "run with mode='local' (flyte run --local) or remove the endpoint from your config"
             )
         inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
+        return self._start_local(task, inputs, None)
+
+    def _start_local(self, task: TaskTemplate[..., Any], inputs: EncodedInputs, recover_from: Path | None) -> Run:
+        config = current_config()
         name = self.options.name or new_run_name()
+        if not _RUN_NAME.match(name):
+            raise ValueError(f"run name {name!r} must be lower-case letters, digits and '-', at most 63 characters")
+        if (runs_dir() / name / "run.json").exists():
+            raise ValueError(f"a run named {name!r} already exists; run names are unique")
         state = RunState(
             name=name,
             task_name=task.name,
@@ -153,11 +189,53 @@ class RunContext:
             domain=self.options.domain or config.domain,
             metadata_dir=runs_dir() / name,
         )
+        if recover_from is not None:
+            _recover(state, recover_from)
         loop = sdk_loop.get()
         controller = LocalController(state, loop, self.options.version or "local")
         state.write_metadata()
         future = asyncio.run_coroutine_threadsafe(_run_and_record(controller, task, state), loop)
         return Run(state, future)
+
+
+def _recover(state: RunState, previous: Path) -> None:
+    """Seed a run with the succeeded actions and trace checkpoints of an earlier run of the same task and inputs.
+
+    Child names derive from the root's name, the task, the inputs and the call order, so the re-run asks for the
+    same names and finds these results instead of running them again.
+    """
+    for summary in read_action_summaries(previous):
+        if summary.phase is Phase.SUCCEEDED and summary.name != ROOT_ACTION:
+            output = summary.output.to_encoded() if summary.output is not None else None
+            record = ActionRecord(summary.name, summary.parent, summary.task, summary.group, output=output)
+            record.attempts = summary.attempts
+            record.cached = True
+            state.add(record)
+            state.move(record, Phase.SUCCEEDED)
+    state.traces.update(read_traces(previous))
+
+
+def rerun(run_name: str, recover: bool = True, name: str | None = None) -> Run:
+    """Run an earlier run's task again with its inputs; with `recover`, reuse every action that succeeded.
+
+    The task must be defined in this process (import its module first).
+    """
+    previous = runs_dir() / run_name
+    if not (previous / "run.json").exists():
+        raise LookupError(f"no run named {run_name!r} in {runs_dir()}")
+    summary = read_run_summary(previous)
+    env_name, _, func_name = summary.task.rpartition(".")
+    env = registered_environments().get(env_name)
+    task = env.tasks.get(func_name) if env is not None else None
+    if task is None:
+        raise RemoteTaskNotFoundError(
+            f"run {run_name} ran {summary.task}, which is not defined in this process; import its module first"
+        )
+    inputs = EncodedInputs.of({key: value.to_encoded() for key, value in summary.inputs.items()})
+    context = RunContext(options=RunOptions(name=name, labels=summary.labels))
+    started = context._start_local(task, inputs, previous if recover else None)
+    started._state.finished.wait()
+    return started
 
 
 async def _run_and_record(controller: LocalController, task: TaskTemplate[..., Any], state: RunState) -> None:

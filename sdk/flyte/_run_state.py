@@ -7,6 +7,7 @@ live progress) on the controller's event loop.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ._codec import EncodedValue
 from ._interface import EncodedInputs, TaskInterface
-from ._wire import ActionSummary, ErrorInfo, Phase, RunSummary, WireValue
+from ._wire import ActionSummary, ErrorInfo, Phase, RunSummary, WireValue, wire_value_fields
 
 
 @dataclass(slots=True)
@@ -50,6 +51,7 @@ class ActionRecord:
                 "started_at": self.started_at,
                 "ended_at": self.ended_at,
                 "error": self.error.model_dump(mode="json") if self.error is not None else None,
+                "output": wire_value_fields(self.output) if self.output is not None else None,
             }
         )
 
@@ -151,10 +153,26 @@ class RunState:
                 for record in self.actions.values():
                     out.write(record.summary_json())
                     out.write("\n")
+            traces = {
+                action: {key: [kind, base64.b64encode(payload).decode()] for key, (kind, payload) in recorded.items()}
+                for action, recorded in self.traces.items()
+            }
+            (self.metadata_dir / "traces.json").write_text(json.dumps(traces))
 
 
 def read_run_summary(metadata_dir: Path) -> RunSummary:
     return RunSummary.model_validate_json((metadata_dir / "run.json").read_text())
+
+
+def read_traces(metadata_dir: Path) -> dict[str, dict[str, tuple[str, bytes]]]:
+    path = metadata_dir / "traces.json"
+    if not path.exists():
+        return {}
+    recorded: dict[str, dict[str, list[str]]] = json.loads(path.read_text())
+    return {
+        action: {key: (kind, base64.b64decode(payload)) for key, (kind, payload) in entries.items()}
+        for action, entries in recorded.items()
+    }
 
 
 def read_action_summaries(metadata_dir: Path) -> list[ActionSummary]:

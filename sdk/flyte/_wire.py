@@ -47,11 +47,7 @@ class WireValue(WireModel):
 
     @classmethod
     def from_encoded(cls, value: EncodedValue) -> WireValue:
-        if value.payload is None:
-            return cls(kind=value.kind, digest=value.digest, ref=value.ref)
-        if value.kind == "json":
-            return cls(kind="json", digest=value.digest, json_text=value.payload.decode())
-        return cls(kind="pickle", digest=value.digest, pickle_b64=base64.b64encode(value.payload).decode())
+        return cls.model_validate(wire_value_fields(value))
 
     def to_encoded(self) -> EncodedValue:
         if self.ref is not None:
@@ -59,6 +55,15 @@ class WireValue(WireModel):
         if self.json_text is not None:
             return EncodedValue("json", self.digest, payload=self.json_text.encode())
         return EncodedValue("pickle", self.digest, payload=base64.b64decode(self.pickle_b64 or ""))
+
+
+def wire_value_fields(value: EncodedValue) -> dict[str, str]:
+    """The JSON fields of a `WireValue`, without building the model (hot path: one per finished action)."""
+    if value.payload is None:
+        return {"kind": value.kind, "digest": value.digest, "ref": value.ref or ""}
+    if value.kind == "json":
+        return {"kind": "json", "digest": value.digest, "json_text": value.payload.decode()}
+    return {"kind": "pickle", "digest": value.digest, "pickle_b64": base64.b64encode(value.payload).decode()}
 
 
 class ErrorInfo(WireModel):
@@ -123,6 +128,8 @@ class ActionSummary(WireModel):
     started_at: float | None = None
     ended_at: float | None = None
     error: ErrorInfo | None = None
+    output: WireValue | None = None
+    """Kept for succeeded actions, so `flyte.rerun(..., recover=True)` can reuse them."""
 
 
 class RunSummary(WireModel):
