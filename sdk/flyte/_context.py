@@ -55,6 +55,9 @@ class ActionContext:
     calls: Iterator[int] = field(default_factory=itertools.count)
     """The per-parent call sequence number that makes child names deterministic."""
     traces: Iterator[int] = field(default_factory=itertools.count)
+    holds_slot: bool = False
+    """Whether this action holds one of the run's `max_action_concurrency` slots."""
+    waiting_children: int = 0
 
 
 @dataclass(frozen=True, slots=True)

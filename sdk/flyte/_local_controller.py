@@ -49,6 +49,9 @@ class LocalController:
         self.state = state
         self.loop = loop
         self.version = version
+        limit = state.options.max_action_concurrency
+        # Actions that wait on their children lend their slot back, so no nesting depth can deadlock the limit.
+        self._slots = asyncio.Semaphore(limit) if limit else None
         self._inflight: dict[str, asyncio.Future[EncodedValue | None]] = {}
 
     # -- the Controller protocol -------------------------------------------------------------------------
@@ -61,7 +64,7 @@ class LocalController:
         name = child_action_name(parent.action_name, task.identity, inputs.digest, next(parent.calls))
         custom = effective_custom_context(parent)
         group = current_group()
-        return self._call(task, name, parent.action_name, inputs, group, custom)
+        return self._call(task, name, parent, inputs, group, custom)
 
     def trace_checkpoint(self, action: ActionContext, key: str) -> tuple[str, bytes] | None:
         return self.state.traces.get(action.action_name, {}).get(key)
@@ -88,12 +91,23 @@ class LocalController:
         self,
         task: TaskTemplate[..., Any],
         name: str,
-        parent: str,
+        parent: ActionContext,
         inputs: EncodedInputs,
         group: str | None,
         custom: Any,
     ) -> Any:
-        output = await self.execute(task, name, parent, inputs, group, custom)
+        if self._slots is None:
+            output = await self.execute(task, name, parent.action_name, inputs, group, custom)
+        else:
+            parent.waiting_children += 1
+            if parent.waiting_children == 1 and parent.holds_slot:
+                self._slots.release()
+            try:
+                output = await self.execute(task, name, parent.action_name, inputs, group, custom)
+            finally:
+                parent.waiting_children -= 1
+                if parent.waiting_children == 0 and parent.holds_slot:
+                    await self._slots.acquire()
         if output is None:
             return None
         return task.interface.output_codec.decode(output)
@@ -229,6 +243,9 @@ class LocalController:
         values = interface.decode_inputs(inputs)
         from ._context import current_action
 
+        if self._slots is not None and record.parent is not None:
+            await self._slots.acquire()
+            action.holds_slot = True
         action_token = current_action.set(action)
         group_token = _group_path.set(None)
         try:
@@ -252,6 +269,10 @@ class LocalController:
         finally:
             _group_path.reset(group_token)
             current_action.reset(action_token)
+            if action.holds_slot:
+                action.holds_slot = False
+                assert self._slots is not None
+                self._slots.release()
         if not interface.has_output:
             return None
         output = interface.output_codec.encode(result)
