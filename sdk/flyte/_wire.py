@@ -1,7 +1,8 @@
 """Pydantic models of the messages that cross process boundaries, shared by the SDK, the gateway and agents.
 
-This first slice holds what local mode writes into a run's metadata directory (the same records the gateway will
-serve): values, errors, actions and runs. Every model is validated once at the edge that receives it.
+Values, errors, actions and runs (the same records local mode writes into a run's metadata directory and the
+gateway serves), the task registry's specs, and the gateway API's requests and answers. Every model forbids
+unknown fields and bounds its strings, and is validated once, at the edge that receives it.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import base64
 import traceback
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from . import errors
 from ._codec import EncodedValue
@@ -36,14 +37,26 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")]
+"""Projects, domains, environments, runs and clusters: lower-case DNS-label-like names."""
+TaskName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}\.[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+"""`<environment>.<function>`."""
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+ActionName = Annotated[str, StringConstraints(pattern=r"^a(0|[0-9a-f]{20})$")]
+Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Text = Annotated[str, StringConstraints(max_length=65_536)]
+LongText = Annotated[str, StringConstraints(max_length=1_048_576)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
 class WireValue(WireModel):
     """One encoded value: JSON text or base64 pickle bytes inline, or a blob reference."""
 
     kind: Literal["json", "pickle"]
-    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
-    json_text: str | None = None
-    pickle_b64: str | None = None
-    ref: str | None = None
+    digest: Digest
+    json_text: LongText | None = None
+    pickle_b64: LongText | None = None
+    ref: Annotated[str, StringConstraints(max_length=2048)] | None = None
 
     @classmethod
     def from_encoded(cls, value: EncodedValue) -> WireValue:
@@ -69,16 +82,16 @@ def wire_value_fields(value: EncodedValue) -> dict[str, str]:
 class ErrorInfo(WireModel):
     """A failure as it crosses a boundary; `flyte.errors.from_parts` turns it back into an exception."""
 
-    error_type: str
+    error_type: Annotated[str, StringConstraints(max_length=64)]
     """The flyte.errors class, e.g. RuntimeUserError or OOMError."""
-    code: str
+    code: Annotated[str, StringConstraints(max_length=256)]
     """The failing exception's type name, or a platform condition."""
     kind: Literal["user", "system"]
-    message: str
-    exception_type: str | None = None
+    message: Text
+    exception_type: Annotated[str, StringConstraints(max_length=512)] | None = None
     """module.QualName of the original exception, so the parent can re-raise something `except` matches."""
-    traceback: str | None = None
-    worker: str | None = None
+    traceback: LongText | None = None
+    worker: Annotated[str, StringConstraints(max_length=256)] | None = None
 
     @classmethod
     def from_exception(cls, error: BaseException) -> ErrorInfo:
@@ -89,18 +102,18 @@ class ErrorInfo(WireModel):
                 error_type=error_type,
                 code=error.code,
                 kind=error.kind,
-                message=error.message,
+                message=error.message[:65_536],
                 exception_type=exception_type,
-                traceback=error.traceback,
+                traceback=_tail(error.traceback),
                 worker=error.worker,
             )
         return cls(
             error_type="RuntimeUserError",
             code=type(error).__name__,
             kind="user",
-            message=str(error),
+            message=str(error)[:65_536],
             exception_type=f"{type(error).__module__}.{type(error).__qualname__}",
-            traceback="".join(traceback.format_exception(error)),
+            traceback=_tail("".join(traceback.format_exception(error))),
         )
 
     def to_exception(self) -> errors.BaseRuntimeError:
@@ -115,8 +128,13 @@ class ErrorInfo(WireModel):
         )
 
 
+def _tail(text: str | None, limit: int = 1_048_576) -> str | None:
+    """Keep the end of an over-long traceback: the frame that raised is at the bottom."""
+    return text if text is None or len(text) <= limit else text[-limit:]
+
+
 class ActionSummary(WireModel):
-    """An action as the run's metadata records it."""
+    """An action as the run's metadata (local) or the gateway's store (remote) records it."""
 
     name: str
     parent: str | None
@@ -130,6 +148,18 @@ class ActionSummary(WireModel):
     error: ErrorInfo | None = None
     output: WireValue | None = None
     """Kept for succeeded actions, so `flyte.rerun(..., recover=True)` can reuse them."""
+    run: str = ""
+    version: str | None = None
+    inputs: dict[str, WireValue] = Field(default_factory=dict)
+    custom_context: dict[str, str] = Field(default_factory=dict)
+    cluster: str | None = None
+    """The cluster the current attempt was placed on."""
+    epoch: int = 0
+    """The placing cluster session's epoch: events from an older session are refused."""
+    created_at: float | None = None
+    updated_at: float | None = None
+    revision: int = 0
+    """The store revision this record was read at (set by the gateway; 0 locally)."""
 
 
 class RunSummary(WireModel):
@@ -147,3 +177,147 @@ class RunSummary(WireModel):
     output: WireValue | None = None
     error: ErrorInfo | None = None
     action_count: int = 0
+    version: str | None = None
+    custom_context: dict[str, str] = Field(default_factory=dict)
+    overwrite_cache: bool = False
+    disable_run_cache: bool = False
+    idempotency_key: str | None = None
+    request_digest: str | None = None
+    """A digest of the create request: the same idempotency key with another body is refused (409)."""
+    abort_reason: str | None = None
+
+
+# -- the task registry ---------------------------------------------------------------------------------------
+
+
+class ParameterSpec(WireModel):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    type: Annotated[str, StringConstraints(max_length=1024)]
+    required: bool = True
+    default_json: Text | None = None
+    """The default value as JSON, when it has one that JSON can carry."""
+
+
+class TaskSpec(WireModel):
+    """One task of a deployed environment: everything an agent needs to run it, and the CLI to call it."""
+
+    name: TaskName
+    short_name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    signature: Annotated[str, StringConstraints(max_length=4096)]
+    interface_digest: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    inputs: list[ParameterSpec] = Field(default_factory=list, max_length=256)
+    output: Annotated[str, StringConstraints(max_length=1024)] = "None"
+    is_async: bool = True
+    resources: dict[str, Any] = Field(default_factory=dict)
+    retries: int = Field(default=0, ge=0, le=100)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    cache: dict[str, Any] = Field(default_factory=dict)
+    reusable: dict[str, Any] | None = None
+    placement: dict[str, Any] | None = None
+    queue: Name | None = None
+    image: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list, max_length=64)
+    max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+
+class DeployRequest(WireModel):
+    """Deploy one environment's tasks at one version, with their code bundle (uploaded first as a blob)."""
+
+    project: Name
+    domain: Name
+    env: Name
+    version: Version
+    bundle_digest: Digest
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
+
+
+class TaskVersion(WireModel):
+    """A deployed, immutable task version."""
+
+    project: Name
+    domain: Name
+    env: Name
+    version: Version
+    bundle_digest: Digest
+    spec: TaskSpec
+    content_digest: Digest
+    """Of the spec and bundle: redeploying a version with other content is refused."""
+    deployed_at: float
+
+
+# -- runs and actions ----------------------------------------------------------------------------------------
+
+
+class RunCreateRequest(WireModel):
+    project: Name
+    domain: Name
+    task: TaskName
+    version: Version | None = None
+    """None runs the latest deployed version."""
+    name: Name | None = None
+    inputs: dict[str, WireValue] = Field(default_factory=dict, max_length=256)
+    labels: dict[Label, Label] = Field(default_factory=dict, max_length=64)
+    custom_context: dict[Label, Text] = Field(default_factory=dict, max_length=64)
+    overwrite_cache: bool = False
+    disable_run_cache: bool = False
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+
+class ActionSubmitRequest(WireModel):
+    """A child action, named deterministically by its parent's runtime: a resubmission answers the first."""
+
+    name: ActionName
+    parent: ActionName
+    task: TaskName
+    version: Version | None = None
+    inputs: dict[str, WireValue] = Field(default_factory=dict, max_length=256)
+    group: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    custom_context: dict[Label, Text] = Field(default_factory=dict, max_length=64)
+
+
+class ActionEvent(WireModel):
+    """A state change reported for one attempt of an action (by an agent, a worker, or the scheduler)."""
+
+    phase: Phase
+    attempt: int = Field(ge=1)
+    cluster: Name | None = None
+    epoch: int = Field(default=0, ge=0)
+    output: WireValue | None = None
+    error: ErrorInfo | None = None
+
+
+class AbortRequest(WireModel):
+    reason: Text = "aborted by the user"
+
+
+class WatchMessage(WireModel):
+    """One message of a watch stream: the snapshot's actions, then a marker, then changes."""
+
+    type: Literal["snapshot", "marker", "change", "reset"]
+    actions: list[ActionSummary] = Field(default_factory=list)
+    revision: int
+    """Resume after a reconnect by asking for changes from revision + 1."""
+
+
+class ClusterRecord(WireModel):
+    """A cluster as its agent registers it (next issue) and the gateway shows it."""
+
+    name: Name
+    region: Name
+    cloud: Name
+    labels: dict[Label, Label] = Field(default_factory=dict)
+    capacity: dict[str, float] = Field(default_factory=dict)
+    free: dict[str, float] = Field(default_factory=dict)
+    healthy: bool = True
+    cordoned: bool = False
+    cordon_reason: Text | None = None
+    epoch: int = 0
+    last_heartbeat: float | None = None
+
+
+class ErrorBody(WireModel):
+    """Every 4xx and 5xx answer of the API."""
+
+    code: str
+    message: str
