@@ -265,12 +265,18 @@ def write_config(
     insecure: bool,
     *,
     force: bool = False,
+    api_key: str | None = None,
 ) -> Path:
-    """Write a config file `init_from_config` can read; refuses to replace an existing file unless `force`."""
+    """Write a config file `init_from_config` can read; refuses to replace an existing file unless `force`.
+
+    A file holding an `api_key` is readable by its owner only.
+    """
     # Fail before touching the disk if the endpoint could never be loaded back.
     normalize_endpoint(endpoint, insecure)
     target = Path(path).expanduser()
     document: dict[str, Any] = {"admin": {"endpoint": endpoint, "insecure": insecure}}
+    if api_key is not None:
+        document["admin"]["api_key"] = api_key
     task = {key: value for key, value in (("project", project), ("domain", domain)) if value is not None}
     if task:
         document["task"] = task
@@ -279,6 +285,8 @@ def write_config(
     try:
         # "x" makes the existence check and the create one step, so two writers cannot both win.
         with target.open("w" if force else "x", encoding="utf-8") as handle:
+            if api_key is not None:
+                target.chmod(0o600)
             handle.write(text)
     except FileExistsError:
         raise FileExistsError(

@@ -34,7 +34,9 @@ async def total(n: int) -> int:
 def test_notebook_runs_tasks(tmp_path: Path) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
 
     outputs = [cell.outputs for cell in notebook.cells]
     assert outputs[2][0]["data"]["text/plain"] == "285"

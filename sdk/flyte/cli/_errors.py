@@ -1,0 +1,20 @@
+"""The CLI's one error type: reported as a single `Error: ...` line on stderr with a chosen exit code."""
+
+from __future__ import annotations
+
+import click
+
+USAGE = 2
+"""Exit code for a command line that cannot work (bad parameters, unknown task), as click uses for usage errors."""
+
+FAILURE = 1
+"""Exit code for a command that was well formed but failed."""
+
+
+class CliError(click.ClickException):
+    """An error click prints as `Error: <message>` and exits with `exit_code`, without a traceback."""
+
+    def __init__(self, message: str, exit_code: int = FAILURE):
+        # Messages often embed exception text; keeping them on one line keeps stderr easy to read and to grep.
+        super().__init__(" ".join(line.strip() for line in message.splitlines() if line.strip()))
+        self.exit_code = exit_code

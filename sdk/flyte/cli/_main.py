@@ -1,0 +1,20 @@
+"""The `flyte` command group; every subcommand is registered here, one line each."""
+
+from __future__ import annotations
+
+import click
+
+import flyte
+
+from ._create import create
+from ._run import run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(flyte.__version__, "--version", prog_name="flyte", message="%(prog)s, version %(version)s")
+def main() -> None:
+    """Flyte Federation: run Flyte 2 tasks locally or across clusters."""
+
+
+main.add_command(run)
+main.add_command(create)

@@ -1,0 +1,147 @@
+"""`flyte run [OPTIONS] FILE TASK [--param value ...]`: run one task from a Python file and show how it goes.
+
+Runs are local when `--local` is given or no config names an endpoint. The run goes on in the SDK's
+background thread while this command draws its progress; the outcome goes to stdout (name, url, phase and
+outputs) and the exit code says how it ended: 0 succeeded, 1 failed, 2 bad command line, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import pydantic_core
+
+import flyte
+from flyte._config import current_config
+from flyte._run import Run, RunContext, RunMode
+from flyte._run_state import RunOptions
+from flyte._wire import Phase
+from flyte.errors import ValueEncodingError
+
+from ._errors import CliError
+from ._load import find_task, load_module
+from ._params import parse_task_args, task_help, usage_error
+from ._progress import stderr_is_interactive, watch
+
+INTERRUPTED = 130
+"""The shell's exit code for a process ended by Ctrl-C (128 + SIGINT)."""
+
+_RUN_OPTIONS = ("local", "label")
+
+
+def _parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in values:
+        key, has_equals, value = item.partition("=")
+        if not has_equals or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+@click.command(
+    short_help="Run a task from a Python file.",
+    context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
+)
+@click.option("--local", is_flag=True, help="Run in this process even if a config names an endpoint.")
+@click.option("--name", "run_name", metavar="NAME", help="Name the run (default: random).")
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_parse_labels, help="Label the run (repeatable)."
+)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("task_name", metavar="TASK")
+@click.argument("task_args", nargs=-1, type=click.UNPROCESSED, metavar="[--PARAM VALUE]...")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    local: bool,
+    run_name: str | None,
+    labels: dict[str, str],
+    file: Path,
+    task_name: str,
+    task_args: tuple[str, ...],
+) -> None:
+    """Run TASK from the Python file FILE with parameters from its signature.
+
+    \b
+    Options of `flyte run` go before FILE; everything after TASK is the task's:
+      flyte run --local hello.py main --name World --count 3 --verbose
+      flyte run hello.py main --items '[1, 2]' --no-dry-run
+    Lists, dicts, dataclasses and pydantic models are given as JSON.
+    `flyte run FILE TASK --help` lists the task's parameters.
+    """
+    module = load_module(file)
+    task = find_task(module, task_name, str(file))
+    interface = task.interface
+    if ("--help" in task_args or "-h" in task_args) and not {"help", "h"} & set(interface.by_name):
+        click.echo(task_help(interface, task.func.__doc__))
+        return
+    kwargs = parse_task_args(interface, task_args, _RUN_OPTIONS)
+
+    try:
+        flyte.init_from_config()
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    mode: RunMode = "local" if local or not current_config().is_remote else "remote"
+
+    try:
+        started = RunContext(mode, RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
+    except NotImplementedError as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        if isinstance(exc, ValueEncodingError):
+            raise usage_error(interface, str(exc)) from None
+        raise CliError(str(exc), exit_code=2) from None
+    except (TypeError, ValueEncodingError) as exc:
+        # The values parsed but the task's own codec refused them (e.g. a value the codec cannot encode).
+        raise usage_error(interface, str(exc)) from None
+
+    try:
+        watch(started, stderr_is_interactive())
+    except KeyboardInterrupt:
+        _abort(started)
+        _report(started)
+        ctx.exit(INTERRUPTED)
+    ctx.exit(_report(started))
+
+
+def _abort(started: Run) -> None:
+    click.echo(f"Interrupted: aborting run {started.name}", err=True)
+    started.abort("interrupted")
+    # A second Ctrl-C means "stop waiting"; the run's thread dies with the process.
+    with contextlib.suppress(KeyboardInterrupt):
+        started._state.finished.wait(10)
+
+
+def _report(started: Run) -> int:
+    """Print the outcome: name, url, phase and outputs on stdout, the error on stderr; the exit code."""
+    click.echo(f"run: {started.name}")
+    click.echo(f"url: {started.url}")
+    click.echo(f"phase: {started.phase.value}")
+    if started.phase is Phase.SUCCEEDED:
+        outputs = started.outputs()
+        for i, value in enumerate(outputs):
+            label = "output" if len(outputs) == 1 else f"output[{i}]"
+            click.echo(f"{label}: {format_value(value)}")
+        return 0
+    error = started._state.error
+    if error is None:
+        raise CliError(f"run {started.name} ended {started.phase.value} without an error")
+    if error.traceback and started.phase is not Phase.ABORTED:
+        click.echo(error.traceback.rstrip(), err=True)
+    message = " ".join(error.message.split())
+    click.echo(f"Error: run {started.name} {started.phase.value}: {error.code}: {message}", err=True)
+    return 1
+
+
+def format_value(value: Any) -> str:
+    """A value as JSON when it has a JSON form (dataclasses and models too), else its repr."""
+    try:
+        return json.dumps(pydantic_core.to_jsonable_python(value), ensure_ascii=False)
+    except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
+        return repr(value)
