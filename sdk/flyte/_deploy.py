@@ -3,14 +3,19 @@
 The code bundle of an environment is the set of source files its tasks are defined in, content-hashed; the
 default version is a digest of the bundle and the environment's settings, so unchanged code deploys as the same
 version. Local mode records deployments under the flyte home (so `flyte.remote.Task` can list them); remote mode
-will upload the bundle and task specs to the gateway.
+uploads the bundle (a reproducible tar.gz: sorted entries, fixed times and owners) and the task specs to the
+gateway, which refuses to change a version that exists.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import inspect
+import io
 import json
+import os
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +23,11 @@ from typing import Any
 
 from ._config import current_config
 from ._environment import TaskEnvironment
+from ._image import Image
 from ._naming import digest_text
 from ._paths import flyte_home
+from ._task import TaskTemplate
+from ._wire import DeployRequest, ParameterSpec, TaskSpec
 from .errors import DeploymentError
 
 
@@ -95,16 +103,97 @@ def deploy(*envs: TaskEnvironment, version: str | None = None, dry_run: bool = F
     for env in envs:
         if not isinstance(env, TaskEnvironment):
             raise DeploymentError(f"deploy: {env!r} is not a TaskEnvironment")
-    if current_config().is_remote:
-        raise NotImplementedError("deploying to a gateway needs the gateway issue; use local mode for now")
     deployments = []
     for env in _closure(envs):
         bundle = code_bundle(env)
         env_version = version or digest_text(bundle.digest, _settings_text(env))
         deployments.append(Deployment(env, env_version, bundle, tuple(t.name for t in env.tasks.values()), dry_run))
-    if not dry_run:
+    if dry_run:
+        return deployments
+    if current_config().is_remote:
+        from ._client import call_sync
+
+        call_sync(_deploy_remote(deployments))
+    else:
         _record_local(deployments)
     return deployments
+
+
+async def _deploy_remote(deployments: list[Deployment]) -> None:
+    from ._client import GatewayError, client_for
+
+    client = client_for()
+    for d in deployments:
+        try:
+            digest = await client.put_blob(bundle_archive(d.bundle))
+            await client.deploy(
+                DeployRequest(
+                    project=client.project,
+                    domain=client.domain,
+                    env=d.env.name,
+                    version=d.version,
+                    bundle_digest=digest,
+                    tasks=[task_spec(t) for t in d.env.tasks.values()],
+                )
+            )
+        except GatewayError as error:
+            raise DeploymentError(f"deploying {d.env.name} version {d.version}: {error.message}") from None
+
+
+def bundle_archive(bundle: CodeBundle) -> bytes:
+    """The bundle as a reproducible tar.gz: the same files always give the same bytes, hence the same digest."""
+    root = Path(os.path.commonpath([p.parent for p in bundle.files])) if bundle.files else Path(".")
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for path in bundle.files:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(str(path.relative_to(root)))
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
+    """What the gateway keeps of a task: its interface, and the settings agents need to run it."""
+    s = task.settings
+    interface = task.interface
+    params = []
+    for p in interface.parameters:
+        default_json = None
+        if not p.required:
+            try:
+                default_json = json.dumps(p.default)
+            except (TypeError, ValueError):
+                default_json = None
+        params.append(
+            ParameterSpec(name=p.name, type=_type_text(p.annotation), required=p.required, default_json=default_json)
+        )
+    image = task.env.image
+    return TaskSpec(
+        name=task.name,
+        short_name=s.short_name,
+        signature=interface.signature_text,
+        interface_digest=interface.digest,
+        inputs=params,
+        output=_type_text(interface.returns) if interface.has_output else "None",
+        is_async=task.is_async,
+        resources=s.resources.to_dict() if s.resources is not None else {},
+        retries=s.retries.count,
+        timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None else None,
+        cache=s.cache.to_dict(),
+        reusable=dict(s.reusable.to_dict()) if s.reusable is not None else None,
+        placement=s.placement.to_dict() if s.placement is not None else None,
+        queue=s.queue,
+        image=image.uri if isinstance(image, Image) else None,
+        env_vars=dict(s.env_vars),
+        secrets=[secret.key for secret in s.secrets],
+        max_inline_io_bytes=s.max_inline_io_bytes,
+    )
+
+
+def _type_text(annotation: object) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 def _record_local(deployments: list[Deployment]) -> None:

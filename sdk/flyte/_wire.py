@@ -46,6 +46,8 @@ ActionName = Annotated[str, StringConstraints(pattern=r"^a(0|[0-9a-f]{20})$")]
 Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Text = Annotated[str, StringConstraints(max_length=65_536)]
 LongText = Annotated[str, StringConstraints(max_length=1_048_576)]
+Payload = Annotated[str, StringConstraints(max_length=16 * 1_048_576)]
+"""An inline value; the gateway answers 413 well below this for values that should have been blobs."""
 Label = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 
 
@@ -54,8 +56,8 @@ class WireValue(WireModel):
 
     kind: Literal["json", "pickle"]
     digest: Digest
-    json_text: LongText | None = None
-    pickle_b64: LongText | None = None
+    json_text: Payload | None = None
+    pickle_b64: Payload | None = None
     ref: Annotated[str, StringConstraints(max_length=2048)] | None = None
 
     @classmethod
@@ -314,6 +316,20 @@ class ClusterRecord(WireModel):
     cordon_reason: Text | None = None
     epoch: int = 0
     last_heartbeat: float | None = None
+
+
+class TokenRequest(WireModel):
+    scopes: list[Annotated[str, StringConstraints(max_length=80)]] = Field(min_length=1, max_length=16)
+    projects: list[Name] = Field(default_factory=list, max_length=64)
+    description: Annotated[str, StringConstraints(max_length=512)] = ""
+
+
+class TokenAnswer(WireModel):
+    """A new token: shown in this answer and never again."""
+
+    token: str
+    scopes: list[str]
+    projects: list[str]
 
 
 class ErrorBody(WireModel):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import assert_eventually
+from waiting import assert_eventually
 
 import flyte
 from flyte._config import load_config

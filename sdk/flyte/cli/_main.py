@@ -7,6 +7,8 @@ import click
 import flyte
 
 from ._create import create
+from ._gateway import gateway
+from ._inspect import abort, deploy, get
 from ._run import run
 
 
@@ -18,3 +20,7 @@ def main() -> None:
 
 main.add_command(run)
 main.add_command(create)
+main.add_command(deploy)
+main.add_command(get)
+main.add_command(abort)
+main.add_command(gateway)

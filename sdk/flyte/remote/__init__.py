@@ -7,6 +7,6 @@ against the environments defined in this process; with a gateway they will read 
 from ._action import Action
 from ._cluster import Cluster
 from ._run import Run
-from ._task import Task, TaskReference
+from ._task import Task, TaskInfo, TaskReference
 
-__all__ = ["Action", "Cluster", "Run", "Task", "TaskReference"]
+__all__ = ["Action", "Cluster", "Run", "Task", "TaskInfo", "TaskReference"]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._config import current_config
 from .._paths import runs_dir
 from .._run_state import read_action_summaries, read_run_summary
 from .._wire import ErrorInfo, Phase, RunSummary
@@ -31,7 +32,24 @@ class Run:
         )
 
     @classmethod
+    def _from_gateway(cls, summary: RunSummary) -> Run:
+        endpoint = current_config().endpoint or ""
+        return cls(
+            summary.name,
+            summary.task,
+            summary.phase,
+            f"{endpoint}/runs/{summary.name}",
+            summary.created_at,
+            summary.ended_at,
+            summary.error,
+        )
+
+    @classmethod
     def get(cls, name: str) -> Run:
+        if current_config().is_remote:
+            from .._client import call_sync, client_for
+
+            return cls._from_gateway(call_sync(client_for().get_run(name)))
         path = runs_dir() / name
         if not (path / "run.json").exists():
             raise LookupError(f"no run named {name!r} in {runs_dir()}")
@@ -46,6 +64,14 @@ class Run:
     ) -> Iterator[Run]:
         """Runs, newest first, optionally only in some phases or of one task."""
         phases = {Phase(p) for p in ((in_phase,) if isinstance(in_phase, (str, Phase)) else in_phase or ())}
+        if current_config().is_remote:
+            from .._client import call_sync, client_for
+
+            phase = next(iter(phases)) if len(phases) == 1 else None
+            for summary in call_sync(client_for().list_runs(phase=phase, task=task_name, limit=limit)):
+                if not phases or summary.phase in phases:
+                    yield cls._from_gateway(summary)
+            return
         paths = sorted(runs_dir().glob("*/run.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         count = 0
         for path in paths:
@@ -60,4 +86,8 @@ class Run:
             yield cls._from(summary, path.parent)
 
     def actions(self) -> list[Action]:
+        if current_config().is_remote:
+            from .._client import call_sync, client_for
+
+            return [Action._from(s) for s in call_sync(client_for().list_actions(self.name))]
         return [Action._from(s) for s in read_action_summaries(Path(self.url))]

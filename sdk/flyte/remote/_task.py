@@ -6,6 +6,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._config import current_config
 from .._context import current_action
 from .._deploy import local_deployments
 from .._environment import registered_environments
@@ -49,6 +50,17 @@ class TaskReference:
         return self.resolve().interface.signature_text
 
 
+@dataclass(frozen=True)
+class TaskInfo:
+    """A deployed task version, as `Task.listall()` lists it."""
+
+    name: str
+    env: str
+    version: str
+    deployed_at: float
+    signature: str | None = None
+
+
 class Task:
     """Deployed tasks."""
 
@@ -66,6 +78,15 @@ class Task:
         return TaskReference(name, version)
 
     @staticmethod
-    def listall() -> list[dict[str, Any]]:
-        """Deployed task versions, newest last: env, version, tasks."""
-        return local_deployments()
+    def listall() -> list[TaskInfo]:
+        """The latest deployed version of every task (from the gateway, or this machine's local deployments)."""
+        if current_config().is_remote:
+            from .._client import call_sync, client_for
+
+            versions = call_sync(client_for().list_tasks())
+            return [TaskInfo(v.spec.name, v.env, v.version, v.deployed_at, v.spec.signature) for v in versions]
+        latest: dict[str, TaskInfo] = {}
+        for record in local_deployments():
+            for name in record["tasks"]:
+                latest[name] = TaskInfo(name, record["env"], record["version"], record["deployed_at"])
+        return sorted(latest.values(), key=lambda t: t.name)

@@ -1,0 +1,474 @@
+"""The HTTP API under `/api/v1`: one table of routes, from which both the router and the OpenAPI document are made.
+
+Handlers parse and validate their input completely (pydantic models from `flyte._wire`, bounded bodies, checked
+query parameters) before they touch the store, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pydantic
+from aiohttp import WSMsgType, web
+
+from flyte._wire import (
+    AbortRequest,
+    ActionEvent,
+    ActionSubmitRequest,
+    ActionSummary,
+    ClusterRecord,
+    DeployRequest,
+    ErrorBody,
+    Phase,
+    RunCreateRequest,
+    RunSummary,
+    TaskVersion,
+    TokenAnswer,
+    TokenRequest,
+    WatchMessage,
+    WireValue,
+)
+from gateway._auth import create_token, principal_of, validate_scope
+from gateway._blobs import BlobStore
+from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._metrics import Metrics
+from gateway._registry import Registry
+from gateway._runs import Runs, actions_prefix, decode_action
+from gateway.store import Compacted, EventType, Store
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+JSON_BODY_LIMIT = 16 * 1024 * 1024
+"""The largest JSON request body; blobs have their own, larger limit."""
+INLINE_VALUE_LIMIT = 1024 * 1024
+"""The largest value a request may carry inline; larger values travel as blobs."""
+CLUSTERS = "/flyte/clusters/"
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+_SNAPSHOT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Services:
+    store: Store
+    registry: Registry
+    runs: Runs
+    blobs: BlobStore
+    metrics: Metrics
+    watchers: set[web.WebSocketResponse]
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type[pydantic.BaseModel] | None = None
+    answer: type[pydantic.BaseModel] | None = None
+    many: bool = False
+    """The answer is a list of `answer`."""
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    if request.content_length is not None and request.content_length > JSON_BODY_LIMIT:
+        raise ApiError(413, "too_large", f"the body is {request.content_length} bytes; the limit is {JSON_BODY_LIMIT}")
+    body = await request.read()
+    if len(body) > JSON_BODY_LIMIT:
+        raise ApiError(413, "too_large", f"the body is {len(body)} bytes; the limit is {JSON_BODY_LIMIT}")
+    if not body.strip():
+        raise bad_request("the body is empty; send a JSON object", code="malformed_json")
+    try:
+        parsed = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise bad_request(f"the body is not valid JSON: {error}", code="malformed_json") from None
+    try:
+        return model.model_validate(parsed)
+    except pydantic.ValidationError as error:
+        raise ApiError(400, "invalid", describe_validation_error(error)) from None
+
+
+def _check_inline(values: dict[str, WireValue]) -> None:
+    for name, value in values.items():
+        size = len(value.json_text or "") + len(value.pickle_b64 or "")
+        if size > INLINE_VALUE_LIMIT:
+            raise ApiError(
+                413,
+                "value_too_large",
+                f"input {name!r} is {size} bytes inline; the limit is {INLINE_VALUE_LIMIT}: upload it as a blob",
+            )
+
+
+def _name(request: web.Request, field: str, default: str | None = None) -> str:
+    value = request.query.get(field, default)
+    if value is None or not _NAME.match(value):
+        raise bad_request(f"query parameter {field}={value!r} must be a lower-case name")
+    return value
+
+
+def _scope(request: web.Request) -> tuple[str, str]:
+    return _name(request, "project", "default"), _name(request, "domain", "development")
+
+
+def _json(model: pydantic.BaseModel | list[Any], status: int = 200) -> web.Response:
+    if isinstance(model, list):
+        text = "[" + ",".join(m.model_dump_json() for m in model) + "]"
+    else:
+        text = model.model_dump_json()
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+# -- blobs ---------------------------------------------------------------------------------------------------
+
+
+async def put_blob(request: web.Request) -> web.Response:
+    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
+    data = await request.read()
+    created = await services(request).blobs.put(request.match_info["digest"], data)
+    return web.json_response(
+        {"digest": request.match_info["digest"], "size": len(data)}, status=201 if created else 200
+    )
+
+
+async def get_blob(request: web.Request) -> web.Response:
+    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
+    data = await services(request).blobs.get(request.match_info["digest"])
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+def _worker_and_agent_scopes(request: web.Request) -> list[str]:
+    return [s for s in principal_of(request).scopes if s.startswith(("worker:", "agent:"))]
+
+
+# -- the task registry ------------------------------------------------------------------------------------------
+
+
+async def deploy(request: web.Request) -> web.Response:
+    body = await read_model(request, DeployRequest)
+    principal_of(request).require("deploy", project=body.project)
+    svc = services(request)
+    if not await svc.blobs.exists(body.bundle_digest):
+        raise bad_request(f"upload the code bundle {body.bundle_digest} before deploying", code="missing_bundle")
+    versions, created = await svc.registry.deploy(body)
+    svc.metrics.events["deployments"] += int(created)
+    return _json(versions, status=201 if created else 200)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    project, domain = _scope(request)
+    principal_of(request).require_reader(project)
+    return _json(await services(request).registry.list_latest(project, domain))
+
+
+async def get_task(request: web.Request) -> web.Response:
+    project, domain = _scope(request)
+    principal_of(request).require_reader(project)
+    version = request.query.get("version")
+    return _json(await services(request).registry.get(project, domain, request.match_info["task"], version))
+
+
+async def list_task_versions(request: web.Request) -> web.Response:
+    project, domain = _scope(request)
+    principal_of(request).require_reader(project)
+    return _json(await services(request).registry.list_versions(project, domain, request.match_info["task"]))
+
+
+# -- runs and actions ----------------------------------------------------------------------------------------------
+
+
+async def _readable_run(request: web.Request) -> RunSummary:
+    run = await services(request).runs.get_run(request.match_info["run"])
+    principal_of(request).require_reader(run.project, run.name)
+    return run
+
+
+async def create_run(request: web.Request) -> web.Response:
+    body = await read_model(request, RunCreateRequest)
+    principal_of(request).require("run", project=body.project)
+    _check_inline(body.inputs)
+    svc = services(request)
+    run, created = await svc.runs.create_run(body)
+    svc.metrics.events["runs_created"] += int(created)
+    return _json(run, status=201 if created else 200)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    project, domain = _scope(request)
+    principal_of(request).require_reader(project)
+    phase = _phase(request)
+    labels: dict[str, str] = {}
+    for label in request.query.getall("label", []):
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise bad_request(f"label filter {label!r} must be key=value")
+        labels[key] = value
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise bad_request("limit must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise bad_request("limit must be between 1 and 1000")
+    task = request.query.get("task")
+    runs = await services(request).runs.list_runs(project, domain, phase, task, labels, limit)
+    return _json(runs)
+
+
+def _phase(request: web.Request) -> Phase | None:
+    raw = request.query.get("phase")
+    if raw is None:
+        return None
+    try:
+        return Phase(raw)
+    except ValueError:
+        raise bad_request(f"phase={raw!r} is not one of {', '.join(p.value for p in Phase)}") from None
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return _json(await _readable_run(request))
+
+
+async def abort_run(request: web.Request) -> web.Response:
+    body = await read_model(request, AbortRequest)
+    run = await services(request).runs.get_run(request.match_info["run"])
+    principal_of(request).require("run", project=run.project)
+    return _json(await services(request).runs.abort(run.name, body.reason))
+
+
+async def list_actions(request: web.Request) -> web.Response:
+    run = await _readable_run(request)
+    actions, _ = await services(request).runs.list_actions(run.name, request.query.get("parent"), _phase(request))
+    return _json(actions)
+
+
+async def get_action(request: web.Request) -> web.Response:
+    run = await _readable_run(request)
+    return _json(await services(request).runs.get_action(run.name, request.match_info["action"]))
+
+
+async def submit_action(request: web.Request) -> web.Response:
+    body = await read_model(request, ActionSubmitRequest)
+    run = await services(request).runs.get_run(request.match_info["run"])
+    principal_of(request).require("run", f"worker:{run.name}", project=run.project)
+    _check_inline(body.inputs)
+    svc = services(request)
+    action, created = await svc.runs.submit(run.name, body)
+    svc.metrics.events["actions_submitted"] += int(created)
+    return _json(action, status=201 if created else 200)
+
+
+async def report_event(request: web.Request) -> web.Response:
+    body = await read_model(request, ActionEvent)
+    run = await services(request).runs.get_run(request.match_info["run"])
+    scopes = [f"worker:{run.name}"] + ([f"agent:{body.cluster}"] if body.cluster else [])
+    principal_of(request).require(*scopes, project=run.project)
+    svc = services(request)
+    action = await svc.runs.report(run.name, request.match_info["action"], body)
+    svc.metrics.events[f"transitions_{body.phase.value}"] += 1
+    return _json(action)
+
+
+async def watch_actions(request: web.Request) -> web.StreamResponse:
+    """A WebSocket: the run's (or one parent's) actions as a snapshot, a marker, then every change.
+
+    `?from_revision=R` resumes after a reconnect with the changes from R on; if the store no longer has them, the
+    stream starts with a `reset` and a fresh snapshot.
+    """
+    run = await _readable_run(request)
+    parent = request.query.get("parent")
+    try:
+        from_revision = int(request.query.get("from_revision", "0"))
+    except ValueError:
+        raise bad_request("from_revision must be an integer") from None
+    svc = services(request)
+    ws = web.WebSocketResponse(heartbeat=15.0)
+    await ws.prepare(request)
+    svc.watchers.add(ws)
+    stream = asyncio.create_task(_stream(ws, svc, run.name, parent, from_revision))
+    try:
+        async for message in ws:
+            if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                break
+    finally:
+        stream.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stream
+        svc.watchers.discard(ws)
+        await ws.close()
+    return ws
+
+
+async def _stream(ws: web.WebSocketResponse, svc: Services, run: str, parent: str | None, start: int) -> None:
+    def wanted(action: ActionSummary) -> bool:
+        return parent is None or action.parent == parent
+
+    async def send(kind: str, actions: list[ActionSummary], revision: int) -> None:
+        await ws.send_str(WatchMessage(type=kind, actions=actions, revision=revision).model_dump_json())  # type: ignore[arg-type]
+
+    async def snapshot() -> int:
+        actions, revision = await svc.runs.list_actions(run, parent)
+        for i in range(0, len(actions), _SNAPSHOT_CHUNK):
+            await send("snapshot", actions[i : i + _SNAPSHOT_CHUNK], revision)
+        await send("marker", [], revision)
+        return revision + 1
+
+    if start <= 0:
+        start = await snapshot()
+    while True:
+        try:
+            async for batch in svc.store.watch(actions_prefix(run), start):
+                changes = [decode_action(_kv(e.key, e.value, e.mod_revision)) for e in batch if e.type is EventType.PUT]
+                changes = [a for a in changes if wanted(a)]
+                last = batch[-1].mod_revision
+                if changes:
+                    await send("change", changes, last)
+                start = last + 1
+            return
+        except Compacted:
+            await send("reset", [], start)
+            start = await snapshot()
+
+
+def _kv(key: str, value: bytes, revision: int) -> Any:
+    from gateway.store import KeyValue
+
+    return KeyValue(key, value, revision, revision, 1)
+
+
+# -- tokens -------------------------------------------------------------------------------------------------------
+
+
+async def make_token(request: web.Request) -> web.Response:
+    principal_of(request).require("admin")
+    body = await read_model(request, TokenRequest)
+    for scope in body.scopes:
+        try:
+            validate_scope(scope)
+        except ValueError as error:
+            raise bad_request(str(error), code="invalid_scope") from None
+    token = await create_token(services(request).store, body.scopes, body.projects, body.description)
+    return _json(TokenAnswer(token=token, scopes=body.scopes, projects=body.projects), status=201)
+
+
+# -- clusters ---------------------------------------------------------------------------------------------------
+
+
+async def list_clusters(request: web.Request) -> web.Response:
+    principal_of(request).require_reader(None)
+    kvs, _ = await services(request).store.range(CLUSTERS)
+    return _json([ClusterRecord.model_validate_json(kv.value) for kv in kvs])
+
+
+async def get_cluster(request: web.Request) -> web.Response:
+    principal_of(request).require_reader(None)
+    name = request.match_info["cluster"]
+    kv = await services(request).store.get(CLUSTERS + name) if _NAME.match(name) else None
+    if kv is None:
+        raise not_found(f"no cluster named {name}")
+    return _json(ClusterRecord.model_validate_json(kv.value))
+
+
+ROUTES: list[Route] = [
+    Route("PUT", "/api/v1/blobs/{digest}", put_blob, "Upload a blob under the sha256 of its content"),
+    Route("GET", "/api/v1/blobs/{digest}", get_blob, "Download a blob"),
+    Route(
+        "POST",
+        "/api/v1/deployments",
+        deploy,
+        "Deploy an environment's tasks at a version",
+        DeployRequest,
+        TaskVersion,
+        many=True,
+    ),
+    Route(
+        "GET", "/api/v1/tasks", list_tasks, "The latest version of every deployed task", None, TaskVersion, many=True
+    ),
+    Route("GET", "/api/v1/tasks/{task}", get_task, "One task at ?version= (default: latest)", None, TaskVersion),
+    Route(
+        "GET",
+        "/api/v1/tasks/{task}/versions",
+        list_task_versions,
+        "Every deployed version of a task",
+        None,
+        TaskVersion,
+        many=True,
+    ),
+    Route(
+        "POST", "/api/v1/runs", create_run, "Create a run (idempotent by idempotency_key)", RunCreateRequest, RunSummary
+    ),
+    Route("GET", "/api/v1/runs", list_runs, "Runs, filtered by ?phase= ?task= ?label=k=v", None, RunSummary, many=True),
+    Route("GET", "/api/v1/runs/{run}", get_run, "One run", None, RunSummary),
+    Route("POST", "/api/v1/runs/{run}/abort", abort_run, "Abort a run and its actions", AbortRequest, RunSummary),
+    Route(
+        "GET",
+        "/api/v1/runs/{run}/actions",
+        list_actions,
+        "A run's actions, by ?parent= ?phase=",
+        None,
+        ActionSummary,
+        many=True,
+    ),
+    Route(
+        "POST",
+        "/api/v1/runs/{run}/actions",
+        submit_action,
+        "Submit a child action (idempotent by name)",
+        ActionSubmitRequest,
+        ActionSummary,
+    ),
+    Route("GET", "/api/v1/runs/{run}/actions/{action}", get_action, "One action", None, ActionSummary),
+    Route(
+        "POST",
+        "/api/v1/runs/{run}/actions/{action}/events",
+        report_event,
+        "Report a state change of an action's attempt",
+        ActionEvent,
+        ActionSummary,
+    ),
+    Route(
+        "GET",
+        "/api/v1/runs/{run}/watch",
+        watch_actions,
+        "WebSocket: snapshot, marker, then changes of a run's actions (?parent= ?from_revision=)",
+        None,
+        WatchMessage,
+    ),
+    Route(
+        "POST", "/api/v1/tokens", make_token, "Make a bearer token with scopes (admin only)", TokenRequest, TokenAnswer
+    ),
+    Route("GET", "/api/v1/clusters", list_clusters, "Registered clusters", None, ClusterRecord, many=True),
+    Route("GET", "/api/v1/clusters/{cluster}", get_cluster, "One cluster", None, ClusterRecord),
+]
+
+
+def timing_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            route = request.match_info.route.resource
+            name = route.canonical if route is not None else "unmatched"
+            metrics.observe_request(request.method, name, status, time.perf_counter() - start)
+
+    return middleware
+
+
+__all__ = ["ROUTES", "SERVICES", "ErrorBody", "Route", "Services", "timing_middleware"]

@@ -1,0 +1,83 @@
+"""The gateway's aiohttp application: routes, middlewares (timing, errors, auth), health, readiness, metrics."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+import flyte
+from gateway._api import ROUTES, SERVICES, Services, timing_middleware
+from gateway._auth import Authenticator, auth_middleware
+from gateway._blobs import BlobStore
+from gateway._errors import error_middleware
+from gateway._metrics import Metrics
+from gateway._openapi import openapi_document
+from gateway._registry import Registry
+from gateway._runs import Runs
+from gateway.store import Store, StoreError
+
+log = logging.getLogger("flyte.gateway")
+
+MAX_BODY = 256 * 1024 * 1024
+"""The largest request body (a blob upload); JSON bodies have a smaller limit of their own."""
+
+
+def create_app(store: Store, blobs_dir: Path) -> web.Application:
+    metrics = Metrics()
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(Authenticator(store))],
+    )
+    registry = Registry(store)
+    app[SERVICES] = Services(
+        store=store,
+        registry=registry,
+        runs=Runs(store, registry),
+        blobs=BlobStore(blobs_dir),
+        metrics=metrics,
+        watchers=set(),
+    )
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    document = openapi_document(flyte.__version__)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.on_shutdown.append(_close_watchers)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _store_revision(request: web.Request) -> int | None:
+    try:
+        return await request.app[SERVICES].store.revision()
+    except StoreError:
+        return None
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    revision = await _store_revision(request)
+    if revision is not None:
+        return web.json_response({"ready": True, "revision": revision})
+    return web.json_response({"ready": False, "reason": "the state store is unreachable"}, status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    text = svc.metrics.render(await _store_revision(request) is not None, len(svc.watchers))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def _close_watchers(app: web.Application) -> None:
+    for ws in list(app[SERVICES].watchers):
+        await ws.close(code=1001, message=b"gateway shutting down")

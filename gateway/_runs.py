@@ -1,0 +1,388 @@
+"""Runs and actions: creation, idempotent child submission, the action state machine, abort.
+
+Keys: `/flyte/runs/{run}` (a `RunSummary`), `/flyte/actions/{run}/{action}` (an `ActionSummary`),
+`/flyte/idempotency/{project}/{domain}/{sha256(key)}`. Every change is a compare-and-swap on the mod revision of
+what it read, retried on conflict, so a late or duplicate event can never move an action backwards:
+
+    queued -> placed -> running -> succeeded | failed | aborted
+       ^        |          |
+       +--------+----------+   (re-placed after a lost cluster; a retry starts attempt + 1)
+
+A root action reaching a terminal phase ends its run in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+from flyte._naming import ROOT_ACTION, new_run_name
+from flyte._wire import (
+    ActionEvent,
+    ActionSubmitRequest,
+    ActionSummary,
+    ErrorInfo,
+    Phase,
+    RunCreateRequest,
+    RunSummary,
+)
+from gateway._errors import ApiError, bad_request, conflict, not_found
+from gateway._registry import Registry, spec_inputs
+from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store
+
+RUNS = "/flyte/runs/"
+ACTIONS = "/flyte/actions/"
+IDEMPOTENCY = "/flyte/idempotency/"
+
+ALLOWED: dict[Phase, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.PLACED, Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
+    Phase.PLACED: frozenset({Phase.RUNNING, Phase.QUEUED, Phase.FAILED, Phase.ABORTED}),
+    Phase.RUNNING: frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED, Phase.QUEUED}),
+    Phase.SUCCEEDED: frozenset(),
+    Phase.FAILED: frozenset(),
+    Phase.ABORTED: frozenset(),
+}
+_CAS_ATTEMPTS = 20
+
+
+def run_key(run: str) -> str:
+    return f"{RUNS}{run}"
+
+
+def action_key(run: str, action: str) -> str:
+    return f"{ACTIONS}{run}/{action}"
+
+
+def actions_prefix(run: str) -> str:
+    return f"{ACTIONS}{run}/"
+
+
+def decode_action(kv: KeyValue) -> ActionSummary:
+    return ActionSummary.model_validate_json(kv.value).model_copy(update={"revision": kv.mod_revision})
+
+
+def decode_run(kv: KeyValue) -> RunSummary:
+    return RunSummary.model_validate_json(kv.value)
+
+
+def _encode(model: ActionSummary | RunSummary) -> bytes:
+    return model.model_dump_json(exclude={"revision"} if isinstance(model, ActionSummary) else None).encode()
+
+
+class Runs:
+    def __init__(self, store: Store, registry: Registry):
+        self._store = store
+        self._registry = registry
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    async def get_run(self, run: str) -> RunSummary:
+        kv = await self._store.get(run_key(run))
+        if kv is None:
+            raise not_found(f"no run named {run}")
+        return decode_run(kv)
+
+    async def list_runs(
+        self,
+        project: str,
+        domain: str,
+        phase: Phase | None = None,
+        task: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunSummary]:
+        kvs, _ = await self._store.range(RUNS)
+        runs = []
+        for kv in kvs:
+            summary = decode_run(kv)
+            if summary.project != project or summary.domain != domain:
+                continue
+            if phase is not None and summary.phase is not phase:
+                continue
+            if task is not None and summary.task != task:
+                continue
+            if labels and any(summary.labels.get(k) != v for k, v in labels.items()):
+                continue
+            runs.append(summary)
+        runs.sort(key=lambda r: r.created_at, reverse=True)
+        return runs[:limit]
+
+    async def get_action(self, run: str, action: str) -> ActionSummary:
+        kv = await self._store.get(action_key(run, action))
+        if kv is None:
+            raise not_found(f"run {run} has no action {action}")
+        return decode_action(kv)
+
+    async def list_actions(
+        self, run: str, parent: str | None = None, phase: Phase | None = None
+    ) -> tuple[list[ActionSummary], int]:
+        kvs, revision = await self._store.range(actions_prefix(run))
+        actions = [decode_action(kv) for kv in kvs]
+        if parent is not None:
+            actions = [a for a in actions if a.parent == parent]
+        if phase is not None:
+            actions = [a for a in actions if a.phase is phase]
+        return actions, revision
+
+    # -- creating --------------------------------------------------------------------------------------------
+
+    async def create_run(self, request: RunCreateRequest) -> tuple[RunSummary, bool]:
+        """Create a run and its root action; returns the run and whether it is new (idempotent by key)."""
+        task = await self._registry.get(request.project, request.domain, request.task, request.version)
+        _check_inputs(request.inputs.keys(), spec_inputs(task.spec), {p.name for p in task.spec.inputs if p.required})
+        digest = hashlib.sha256(request.model_dump_json(exclude={"name"}).encode()).hexdigest()
+        idem_key = None
+        if request.idempotency_key is not None:
+            idem = hashlib.sha256(request.idempotency_key.encode()).hexdigest()
+            idem_key = f"{IDEMPOTENCY}{request.project}/{request.domain}/{idem}"
+        now = time.time()
+        for _ in range(_CAS_ATTEMPTS):
+            if idem_key is not None:
+                existing = await self._store.get(idem_key)
+                if existing is not None:
+                    return await self._answer_idempotent(existing, digest), False
+            name = request.name or new_run_name()
+            run = RunSummary(
+                name=name,
+                task=request.task,
+                version=task.version,
+                phase=Phase.QUEUED,
+                project=request.project,
+                domain=request.domain,
+                created_at=now,
+                labels=request.labels,
+                inputs=request.inputs,
+                custom_context=request.custom_context,
+                overwrite_cache=request.overwrite_cache,
+                disable_run_cache=request.disable_run_cache,
+                idempotency_key=request.idempotency_key,
+                request_digest=digest,
+                action_count=1,
+            )
+            root = ActionSummary(
+                name=ROOT_ACTION,
+                parent=None,
+                task=request.task,
+                version=task.version,
+                phase=Phase.QUEUED,
+                run=name,
+                inputs=request.inputs,
+                custom_context=request.custom_context,
+                created_at=now,
+                updated_at=now,
+            )
+            compares = [Compare(run_key(name), 0)]
+            ops: list[Op] = [Put(run_key(name), _encode(run)), Put(action_key(name, ROOT_ACTION), _encode(root))]
+            if idem_key is not None:
+                compares.append(Compare(idem_key, 0))
+                ops.append(Put(idem_key, f"{name}\n{digest}".encode()))
+            result = await self._store.txn(compares, ops)
+            if result.succeeded:
+                return run, True
+            if result.current.get(run_key(name)) is not None and request.name is not None:
+                raise conflict(f"a run named {name} already exists; run names are unique", code="run_exists")
+        raise conflict("run creation raced with others; try again", code="busy")
+
+    async def _answer_idempotent(self, existing: KeyValue, digest: str) -> RunSummary:
+        name, _, first_digest = existing.value.decode().partition("\n")
+        if first_digest != digest:
+            raise conflict(
+                "this idempotency key was used for a different request; use a new key for a new run",
+                code="idempotency_mismatch",
+            )
+        return await self.get_run(name)
+
+    async def submit(self, run: str, request: ActionSubmitRequest) -> tuple[ActionSummary, bool]:
+        """Add a child action; a resubmission of the same name answers the existing action."""
+        existing = await self._store.get(action_key(run, request.name))
+        if existing is not None:
+            return self._same_submission(decode_action(existing), request), False
+        run_record = await self.get_run(run)
+        if run_record.phase.is_terminal:
+            raise conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
+        parent = await self._store.get(action_key(run, request.parent))
+        if parent is None:
+            raise not_found(f"run {run} has no action {request.parent} (the parent)")
+        task = await self._registry.get(run_record.project, run_record.domain, request.task, request.version)
+        _check_inputs(request.inputs.keys(), spec_inputs(task.spec), {p.name for p in task.spec.inputs if p.required})
+        now = time.time()
+        action = ActionSummary(
+            name=request.name,
+            parent=request.parent,
+            task=request.task,
+            version=task.version,
+            group=request.group,
+            phase=Phase.QUEUED,
+            run=run,
+            inputs=request.inputs,
+            custom_context=request.custom_context,
+            created_at=now,
+            updated_at=now,
+        )
+        result = await self._store.txn(
+            [Compare(action_key(run, request.name), 0)], [Put(action_key(run, request.name), _encode(action))]
+        )
+        if result.succeeded:
+            return action.model_copy(update={"revision": result.revision}), True
+        current = result.current[action_key(run, request.name)]
+        assert current is not None
+        return self._same_submission(decode_action(current), request), False
+
+    @staticmethod
+    def _same_submission(existing: ActionSummary, request: ActionSubmitRequest) -> ActionSummary:
+        if existing.task != request.task or existing.parent != request.parent or existing.inputs != request.inputs:
+            raise conflict(
+                f"action {request.name} already exists with another task, parent or inputs", code="name_collision"
+            )
+        return existing
+
+    # -- the state machine -------------------------------------------------------------------------------------
+
+    async def report(self, run: str, action: str, event: ActionEvent) -> ActionSummary:
+        """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards."""
+        key = action_key(run, action)
+        for _ in range(_CAS_ATTEMPTS):
+            kv = await self._store.get(key)
+            if kv is None:
+                raise not_found(f"run {run} has no action {action}")
+            current = decode_action(kv)
+            updated = _transition(current, event)
+            if updated is current:
+                return current
+            compares = [Compare(key, kv.mod_revision)]
+            ops: list[Op] = [Put(key, _encode(updated))]
+            if action == ROOT_ACTION and updated.phase.is_terminal:
+                run_kv = await self._store.get(run_key(run))
+                if run_kv is not None:
+                    ended = _end_run(decode_run(run_kv), updated)
+                    compares.append(Compare(run_key(run), run_kv.mod_revision))
+                    ops.append(Put(run_key(run), _encode(ended)))
+            elif action == ROOT_ACTION and updated.phase is Phase.RUNNING:
+                run_kv = await self._store.get(run_key(run))
+                if run_kv is not None and decode_run(run_kv).phase is Phase.QUEUED:
+                    started = decode_run(run_kv).model_copy(update={"phase": Phase.RUNNING})
+                    compares.append(Compare(run_key(run), run_kv.mod_revision))
+                    ops.append(Put(run_key(run), _encode(started)))
+            result = await self._store.txn(compares, ops)
+            if result.succeeded:
+                return updated.model_copy(update={"revision": result.revision})
+        raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
+
+    async def abort(self, run: str, reason: str) -> RunSummary:
+        """End a run as aborted and abort every action of it that has not ended."""
+        for _ in range(_CAS_ATTEMPTS):
+            kv = await self._store.get(run_key(run))
+            if kv is None:
+                raise not_found(f"no run named {run}")
+            summary = decode_run(kv)
+            if summary.phase.is_terminal:
+                return summary
+            aborted = summary.model_copy(
+                update={
+                    "phase": Phase.ABORTED,
+                    "ended_at": time.time(),
+                    "abort_reason": reason,
+                    "error": _aborted_error(reason),
+                }
+            )
+            result = await self._store.txn(
+                [Compare(run_key(run), kv.mod_revision)], [Put(run_key(run), _encode(aborted))]
+            )
+            if result.succeeded:
+                await self._abort_actions(run, reason)
+                return aborted
+        raise conflict(f"run {run} is changing too fast to abort; try again", code="busy")
+
+    async def _abort_actions(self, run: str, reason: str) -> None:
+        for _ in range(_CAS_ATTEMPTS):
+            kvs, _ = await self._store.range(actions_prefix(run))
+            live = [kv for kv in kvs if not decode_action(kv).phase.is_terminal]
+            if not live:
+                return
+            now = time.time()
+            for batch in _batches(live, MAX_TXN_OPS):
+                compares = [Compare(kv.key, kv.mod_revision) for kv in batch]
+                ops: list[Op] = [
+                    Put(
+                        kv.key,
+                        _encode(
+                            decode_action(kv).model_copy(
+                                update={
+                                    "phase": Phase.ABORTED,
+                                    "ended_at": now,
+                                    "updated_at": now,
+                                    "error": _aborted_error(reason),
+                                }
+                            )
+                        ),
+                    )
+                    for kv in batch
+                ]
+                await self._store.txn(compares, ops)
+        raise conflict(f"could not abort every action of run {run}; try again", code="busy")
+
+
+def _batches(items: Sequence[KeyValue], size: int) -> list[Sequence[KeyValue]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _aborted_error(reason: str) -> ErrorInfo:
+    return ErrorInfo(error_type="ActionAbortedError", code="ActionAbortedError", kind="user", message=reason)
+
+
+def _check_inputs(given: object, known: set[str], required: set[str]) -> None:
+    names = set(given)  # type: ignore[call-overload]
+    unknown = names - known
+    if unknown:
+        raise bad_request(f"unknown inputs {sorted(unknown)}; the task takes {sorted(known)}", code="unknown_input")
+    missing = required - names
+    if missing:
+        raise bad_request(f"missing inputs {sorted(missing)}", code="missing_input")
+
+
+def _end_run(run: RunSummary, root: ActionSummary) -> RunSummary:
+    return run.model_copy(
+        update={"phase": root.phase, "ended_at": root.ended_at, "output": root.output, "error": root.error}
+    )
+
+
+def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
+    """The action after the event, `current` itself for a duplicate, or an ApiError for an illegal change."""
+    target = event.phase
+    if event.cluster is not None and current.cluster == event.cluster and event.epoch < current.epoch:
+        raise conflict(
+            f"stale event from {event.cluster} epoch {event.epoch}; the action belongs to epoch {current.epoch}",
+            code="stale_epoch",
+        )
+    # An attempt starts when an action leaves the queue; every other event belongs to the current attempt.
+    starts_attempt = current.phase is Phase.QUEUED and target in (Phase.PLACED, Phase.RUNNING)
+    current_attempt = max(current.attempts, 1)
+    if target is current.phase and event.attempt == current_attempt:
+        return current
+    expected = current.attempts + 1 if starts_attempt else current_attempt
+    if event.attempt != expected:
+        raise conflict(
+            f"event for attempt {event.attempt} of {current.name}, which expects attempt {expected}",
+            code="stale_attempt",
+        )
+    if target not in ALLOWED[current.phase]:
+        raise ApiError(
+            409, "illegal_transition", f"{current.name} cannot go from {current.phase.value} to {target.value}"
+        )
+    if target is Phase.SUCCEEDED and event.error is not None:
+        raise bad_request("a succeeded event carries no error")
+    if target is Phase.FAILED and event.error is None:
+        raise bad_request("a failed event must carry the error")
+    now = time.time()
+    update: dict[str, object] = {"phase": target, "updated_at": now, "attempts": expected}
+    if target in (Phase.PLACED, Phase.RUNNING) and event.cluster is not None:
+        update["cluster"] = event.cluster
+        update["epoch"] = event.epoch
+    if target is Phase.RUNNING and current.started_at is None:
+        update["started_at"] = now
+    if target.is_terminal:
+        update["ended_at"] = now
+        update["output"] = event.output
+        update["error"] = event.error
+    return current.model_copy(update=update)

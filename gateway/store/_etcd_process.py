@@ -1,0 +1,106 @@
+"""A throwaway single-member etcd server on 127.0.0.1, for tests, benchmarks and fault drills (never production).
+
+It picks free client and peer ports, keeps its data in a directory the caller owns, and waits on etcd's /health
+endpoint with a deadline before returning. `stop()` terminates it; `kill()` is the SIGKILL a fault test needs;
+`start()` again brings it back on the same ports and data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EtcdProcess:
+    """One etcd server. Short heartbeat and election timeouts so it elects itself at once and allows 1 s leases."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, data_dir: Path, *, binary: str | None = None):
+        found = binary or shutil.which("etcd")
+        if found is None:
+            raise FileNotFoundError("no `etcd` on PATH (Debian: apt-get install etcd-server)")
+        self.binary = found
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.peer_port = _free_port()
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.host}:{self.port}"
+
+    def start(self, *, within: float = 15.0) -> EtcdProcess:
+        client, peer = f"http://{self.host}:{self.port}", f"http://{self.host}:{self.peer_port}"
+        args = [
+            self.binary,
+            "--name=test",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=test={peer}",
+            "--heartbeat-interval=10",
+            "--election-timeout=100",
+            "--logger=zap",
+            "--log-level=warn",
+        ]
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_healthy(within)
+        return self
+
+    def _wait_healthy(self, within: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + within
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self._proc.returncode}; log: {self._log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://{self.host}:{self.port}/health", timeout=1) as resp:
+                    if json.loads(resp.read()).get("health") == "true":
+                        return
+                    last = "unhealthy"
+            except (OSError, urllib.error.URLError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(0.02)
+        self.kill()
+        raise TimeoutError(f"etcd on port {self.port} not healthy within {within}s ({last}); log: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None

@@ -1,0 +1,38 @@
+"""`open_store(url)`: the one place a store URL from configuration or the CLI becomes a `Store`."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ._protocol import Store
+
+FORMS = '"sqlite:PATH" (embedded SQLite file), "memory" (embedded, in memory, for tests) or "etcd://HOST:PORT"'
+
+
+async def open_store(url: str) -> Store:
+    """Open the store `url` names. Async because the etcd client needs the running loop; it does not wait for
+    etcd to answer, so a gateway can start while etcd is down and report itself not ready until it answers."""
+    if url == "memory":
+        from ._sqlite import SqliteStore
+
+        return SqliteStore(":memory:")
+    if url.startswith("sqlite:"):
+        from ._sqlite import SqliteStore
+
+        path = url.removeprefix("sqlite:")
+        if not path:
+            raise ValueError(f"store URL {url!r} names no file; expected {FORMS}")
+        return SqliteStore(path)
+    if url.startswith("etcd://"):
+        # Imported only here: the embedded default should not pay for loading gRPC.
+        from ._etcd import EtcdStore
+
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"store URL {url!r} is not etcd://HOST:PORT; expected {FORMS}")
+        return EtcdStore(parts.hostname, port)
+    raise ValueError(f"unknown store URL {url!r}; expected {FORMS}")

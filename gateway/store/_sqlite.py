@@ -1,0 +1,421 @@
+"""The embedded store: etcd's data model on one SQLite file (the gateway's default; `:memory:` for tests).
+
+Tables mirror what etcd keeps: `kv` (the live keys with create/mod revisions, version and lease), `events` (the
+change log watches replay, trimmed by `compact`), `leases` (wall-clock deadlines, so a lease outlives a restart
+exactly as long as its TTL says) and `meta` (the current and the compacted revision). Every write is one SQL
+transaction at one new revision; WAL with synchronous=FULL makes an acknowledged write survive a crash.
+
+One connection, used from the event loop: a read costs ~10 µs and a durable commit ~0.35 ms here, less than a
+thread hop plus the GIL churn an executor would add for reads. Watchers that are caught up get each commit's
+events handed over in memory; a watcher that is behind (or starts in the past) reads the event log, so a watch
+never misses an event and never sees one twice. One process owns the file: watchers are woken in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from ._common import check_txn, prefix_end
+from ._protocol import (
+    Compacted,
+    Compare,
+    Delete,
+    EventType,
+    KeyValue,
+    Lease,
+    LeaseNotFound,
+    Op,
+    Put,
+    QuotaExceeded,
+    StoreError,
+    StoreUnavailable,
+    TxnResult,
+    WatchEvent,
+)
+
+log = logging.getLogger("flyte.gateway.store")
+
+_SCHEMA = """
+-- Rowid tables, not WITHOUT ROWID: values of a few KiB would spill to overflow pages in an index b-tree.
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB NOT NULL UNIQUE, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kv_by_lease ON kv (lease) WHERE lease != 0;
+-- Events are appended in revision order, so rowid order is revision order, then operation order.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, revision INTEGER NOT NULL, key BLOB NOT NULL, type INTEGER NOT NULL, value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_revision ON events (revision);
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL, compacted INTEGER NOT NULL
+);
+-- etcd's first revision is 1 (an empty store), so the first write is at 2 in both stores.
+INSERT OR IGNORE INTO meta (id, revision, compacted) VALUES (0, 1, 0);
+"""
+
+_PUT, _DELETE = 0, 1
+_UPSERT = (
+    "INSERT INTO kv (key, value, create_revision, mod_revision, version, lease) VALUES (?1, ?2, ?3, ?3, 1, ?4)"
+    " ON CONFLICT (key) DO UPDATE SET value = ?2, mod_revision = ?3, version = version + 1, lease = ?4"
+)
+_KV_COLUMNS = "key, value, create_revision, mod_revision, version, lease"
+_WATCH_WINDOW = 512
+"""Revisions read from the event log per catch-up step, so a watch from far back streams instead of loading all."""
+_PENDING_LIMIT = 10_000
+"""Events held in memory for a watcher whose consumer is slow; past this it falls back to reading the log."""
+_SQLITE_FULL = 13
+
+
+def _kv(row: Any) -> KeyValue:
+    return KeyValue(row[0].decode(), row[1], row[2], row[3], row[4], row[5])
+
+
+class _Watcher:
+    __slots__ = ("next", "pending", "prefix", "wake")
+
+    def __init__(self, prefix: str, start: int):
+        self.prefix = prefix
+        self.next = start
+        """The first revision not yet read into `pending` or yielded."""
+        self.pending: list[WatchEvent] = []
+        self.wake = asyncio.Event()
+
+
+class SqliteStore:
+    """The `Store` protocol on SQLite. `quota_bytes` (0 = none) bounds the live data; past it, puts fail."""
+
+    def __init__(self, path: str, *, quota_bytes: int = 0):
+        self._path = path
+        self._quota = quota_bytes
+        self._closed = False
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one SQL transaction per revision.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._rev, self._compacted = self._db.execute("SELECT revision, compacted FROM meta").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the SQLite store at {path}: {exc}") from exc
+        self._watchers: set[_Watcher] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._leases_changed: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._path!r})"
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        self._ready()
+        with self._errors():
+            return self._get(key.encode())
+
+    async def range(self, prefix: str, *, limit: int = 0) -> tuple[list[KeyValue], int]:
+        self._ready()
+        start = prefix.encode()
+        end = prefix_end(start)
+        sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE key >= ?"
+        args: list[Any] = [start]
+        if end is not None:
+            sql += " AND key < ?"
+            args.append(end)
+        sql += " ORDER BY key"
+        if limit > 0:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._errors():
+            rows = self._db.execute(sql, args).fetchall()
+        return [_kv(r) for r in rows], self._rev
+
+    async def revision(self) -> int:
+        self._ready()
+        with self._errors():
+            # Read the file rather than the cached counter: readiness must notice a database that stopped working.
+            rev: int = self._db.execute("SELECT revision FROM meta").fetchone()[0]
+        return rev
+
+    def _get(self, key: bytes) -> KeyValue | None:
+        row = self._db.execute(f"SELECT {_KV_COLUMNS} FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _kv(row)
+
+    # -- writes ------------------------------------------------------------------------------------------------
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        self._ready()
+        return self._commit((), (Put(key, value, lease),), ())[0].revision
+
+    async def delete(self, key: str) -> int:
+        self._ready()
+        result, changed = self._commit((), (Delete(key),), ())
+        return result.revision if changed else 0
+
+    async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+        self._ready()
+        check_txn(compares, success, failure)
+        return self._commit(compares, success, failure)[0]
+
+    def _commit(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]
+    ) -> tuple[TxnResult, bool]:
+        """Evaluate and apply one transaction as one SQL transaction at (at most) one new revision.
+
+        Also says whether anything changed, so `delete` can tell a delete from a miss without a second query.
+        """
+        db = self._db
+        with self._errors():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rev: int = db.execute("SELECT revision FROM meta").fetchone()[0]
+                current = {c.key: self._get(c.key.encode()) for c in compares}
+                succeeded = all(
+                    (kv.mod_revision if (kv := current[c.key]) is not None else 0) == c.mod_revision for c in compares
+                )
+                events = self._apply(success if succeeded else failure, rev + 1)
+                if not events:
+                    db.execute("ROLLBACK")
+                    return TxnResult(succeeded, rev, current), False
+                db.execute("UPDATE meta SET revision = ?", (rev + 1,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        self._rev = rev + 1
+        self._publish(rev + 1, events)
+        return TxnResult(succeeded, rev + 1, current), True
+
+    def _apply(self, ops: Sequence[Op], rev: int) -> list[WatchEvent]:
+        """Apply `ops` inside the open SQL transaction; the events they caused (none: nothing changed)."""
+        db = self._db
+        if any(isinstance(op, Put) for op in ops):
+            self._check_quota()
+        now = time.time()
+        events: list[WatchEvent] = []
+        rows: list[tuple[int, bytes, int, bytes]] = []
+        for op in ops:
+            key = op.key.encode()
+            if isinstance(op, Put):
+                if op.lease != 0 and not self._lease_alive(op.lease, now):
+                    raise LeaseNotFound(f"lease {op.lease} not found (expired or revoked)")
+                db.execute(_UPSERT, (key, op.value, rev, op.lease))
+                events.append(WatchEvent(EventType.PUT, op.key, op.value, rev))
+                rows.append((rev, key, _PUT, op.value))
+            elif db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
+                events.append(WatchEvent(EventType.DELETE, op.key, b"", rev))
+                rows.append((rev, key, _DELETE, b""))
+        if rows:
+            db.executemany("INSERT INTO events (revision, key, type, value) VALUES (?, ?, ?, ?)", rows)
+        return events
+
+    def _check_quota(self) -> None:
+        if self._quota <= 0:
+            return
+        pages, free, size = (
+            self._db.execute("PRAGMA page_count").fetchone()[0],
+            self._db.execute("PRAGMA freelist_count").fetchone()[0],
+            self._db.execute("PRAGMA page_size").fetchone()[0],
+        )
+        used = (pages - free) * size
+        if used > self._quota:
+            raise QuotaExceeded(f"the store uses {used} bytes, over its quota of {self._quota}; compact it")
+
+    # -- leases ------------------------------------------------------------------------------------------------
+
+    async def grant_lease(self, ttl: float) -> Lease:
+        self._ready()
+        if ttl <= 0:
+            raise ValueError(f"a lease needs a positive TTL, not {ttl}")
+        with self._errors():
+            while True:
+                # Random ids, like etcd's: an id from before a restart is never handed out again by accident.
+                lease_id = secrets.randbits(62) + 1
+                try:
+                    with self._db:
+                        self._db.execute("BEGIN IMMEDIATE")
+                        self._db.execute(
+                            "INSERT INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)",
+                            (lease_id, ttl, time.time() + ttl),
+                        )
+                    break
+                except sqlite3.IntegrityError:
+                    continue
+        if self._leases_changed is not None:
+            self._leases_changed.set()
+        return Lease(lease_id, ttl)
+
+    async def keepalive(self, lease_id: int) -> None:
+        self._ready()
+        now = time.time()
+        with self._errors():
+            row = self._db.execute("SELECT ttl, expires_at FROM leases WHERE id = ?", (lease_id,)).fetchone()
+            if row is not None and row[1] > now:
+                with self._db:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.execute("UPDATE leases SET expires_at = ? WHERE id = ?", (now + row[0], lease_id))
+                return
+        if row is not None:
+            # Expired but not swept yet: end it now so its keys are gone by the time the caller reacts.
+            self._end_lease(lease_id)
+        raise LeaseNotFound(f"lease {lease_id} not found (expired or revoked)")
+
+    async def revoke(self, lease_id: int) -> None:
+        self._ready()
+        if not self._end_lease(lease_id):
+            raise LeaseNotFound(f"lease {lease_id} not found (expired or revoked)")
+
+    def _lease_alive(self, lease_id: int, now: float) -> bool:
+        row = self._db.execute("SELECT expires_at FROM leases WHERE id = ?", (lease_id,)).fetchone()
+        return row is not None and row[0] > now
+
+    def _end_lease(self, lease_id: int) -> bool:
+        """Delete a lease and its keys (one revision, one delete event per key); False if there was no lease."""
+        db = self._db
+        with self._errors():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if not db.execute("DELETE FROM leases WHERE id = ?", (lease_id,)).rowcount:
+                    db.execute("ROLLBACK")
+                    return False
+                keys = [r[0] for r in db.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease_id,))]
+                rev: int = db.execute("SELECT revision FROM meta").fetchone()[0]
+                events = self._apply([Delete(k.decode()) for k in keys], rev + 1)
+                if events:
+                    db.execute("UPDATE meta SET revision = ?", (rev + 1,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        if events:
+            self._rev = rev + 1
+            self._publish(rev + 1, events)
+        return True
+
+    async def _sweep_leases(self) -> None:
+        assert self._leases_changed is not None
+        changed = self._leases_changed
+        while not self._closed:
+            changed.clear()
+            delay: float | None = None
+            try:
+                now = time.time()
+                expired = [r[0] for r in self._db.execute("SELECT id FROM leases WHERE expires_at <= ?", (now,))]
+                for lease_id in expired:
+                    self._end_lease(lease_id)
+                min_ttl, earliest = self._db.execute("SELECT MIN(ttl), MIN(expires_at) FROM leases").fetchone()
+                if min_ttl is not None:
+                    # Check often enough for the shortest lease (ttl/4) and not later than the next deadline.
+                    delay = min(max(min_ttl / 4, 0.05), 1.0, max(earliest - time.time(), 0.0))
+                    delay = max(delay, 0.01)
+            except (StoreError, sqlite3.Error):
+                log.exception("lease sweep failed; retrying")
+                delay = 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await changed.wait()
+
+    # -- watches -----------------------------------------------------------------------------------------------
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
+        self._ready()
+        w = _Watcher(prefix, start_revision if start_revision > 0 else self._rev + 1)
+        self._watchers.add(w)
+        try:
+            while not self._closed:
+                if w.pending:
+                    batch, w.pending = w.pending, []
+                    yield batch
+                elif w.next <= self._rev:
+                    if w.next <= self._compacted:
+                        raise Compacted(self._compacted)
+                    last = min(self._rev, w.next + _WATCH_WINDOW - 1)
+                    batch = self._read_events(prefix, w.next, last)
+                    w.next = last + 1
+                    if batch:
+                        yield batch
+                else:
+                    w.wake.clear()
+                    await w.wake.wait()
+        finally:
+            self._watchers.discard(w)
+
+    def _read_events(self, prefix: str, first: int, last: int) -> list[WatchEvent]:
+        start = prefix.encode()
+        end = prefix_end(start)
+        sql = "SELECT revision, key, type, value FROM events WHERE revision >= ? AND revision <= ? AND key >= ?"
+        args: list[Any] = [first, last, start]
+        if end is not None:
+            sql += " AND key < ?"
+            args.append(end)
+        with self._errors():
+            rows = self._db.execute(sql + " ORDER BY revision, id", args).fetchall()
+        return [
+            WatchEvent(EventType.PUT if t == _PUT else EventType.DELETE, k.decode(), v, rev) for rev, k, t, v in rows
+        ]
+
+    def _publish(self, rev: int, events: list[WatchEvent]) -> None:
+        for w in self._watchers:
+            if w.next == rev:
+                # Caught up: hand the events over instead of making every watcher query the log.
+                w.pending.extend(e for e in events if e.key.startswith(w.prefix))
+                w.next = rev + 1
+                if len(w.pending) > _PENDING_LIMIT:
+                    w.next = w.pending[0].mod_revision
+                    w.pending.clear()
+            w.wake.set()
+
+    async def compact(self, revision: int) -> None:
+        self._ready()
+        if revision > self._rev:
+            raise StoreError(f"cannot compact at {revision}: the store is at revision {self._rev}")
+        if revision - 1 <= self._compacted:
+            return
+        with self._errors(), self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM events WHERE revision < ?", (revision,))
+            self._db.execute("UPDATE meta SET compacted = ?", (revision - 1,))
+        self._compacted = revision - 1
+        for w in self._watchers:
+            w.wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"{self!r} is closed")
+        if self._sweeper is None:
+            self._leases_changed = asyncio.Event()
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_leases(), name="sqlite-lease-sweep")
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == _SQLITE_FULL:
+                raise QuotaExceeded(f"{self!r}: the disk is full: {exc}") from exc
+            raise StoreUnavailable(f"{self!r} cannot be used: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self!r} cannot be used: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for w in self._watchers:
+            w.wake.set()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self._db.close()

@@ -1,0 +1,214 @@
+"""The SDK's client for the gateway's HTTP API.
+
+Async methods on one aiohttp session per event loop; sync code (the CLI, `flyte.deploy` from a script) calls them
+through the SDK's own loop thread with `call_sync`. Errors come back as `GatewayError` carrying the gateway's
+`{code, message}`; callers turn the ones users should catch into `flyte.errors` types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import hashlib
+import io
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pydantic
+from pydantic import TypeAdapter
+
+from ._config import Config, current_config
+from ._wire import (
+    AbortRequest,
+    ActionSummary,
+    ClusterRecord,
+    DeployRequest,
+    Phase,
+    RunCreateRequest,
+    RunSummary,
+    TaskVersion,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+
+T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class GatewayError(Exception):
+    """The gateway answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{message} ({status} {code})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class GatewayClient:
+    def __init__(self, config: Config):
+        if config.endpoint is None:
+            raise ValueError("no gateway endpoint is configured (flyte.init(endpoint=...) or a config file)")
+        self.endpoint = config.endpoint.rstrip("/")
+        self.project = config.project
+        self.domain = config.domain
+        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # aiohttp is imported on first use: commands that never call the gateway should not pay for it.
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=60, connect=10)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: pydantic.BaseModel | None = None,
+        data: bytes | None = None,
+        params: dict[str, Any] | list[tuple[str, str]] | None = None,
+    ) -> Any:
+        kwargs: dict[str, Any] = {"params": params}
+        if json_body is not None:
+            kwargs["data"] = io.BytesIO(json_body.model_dump_json().encode())
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        elif data is not None:
+            # A stream, not raw bytes: aiohttp then sends large bodies without holding the loop.
+            kwargs["data"] = io.BytesIO(data)
+            kwargs["headers"] = {"Content-Type": "application/octet-stream"}
+        import aiohttp
+
+        try:
+            async with self._http().request(method, f"{self.endpoint}{path}", **kwargs) as response:
+                if response.status >= 400:
+                    try:
+                        body = await response.json(content_type=None)
+                        raise GatewayError(response.status, body["code"], body["message"])
+                    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+                        raise GatewayError(response.status, "http_error", await response.text()) from None
+                if response.content_type == "application/json":
+                    return await response.json()
+                return await response.read()
+        except aiohttp.ClientConnectionError as error:
+            raise GatewayError(503, "unreachable", f"cannot reach the gateway at {self.endpoint}: {error}") from None
+
+    async def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(await self.request(method, path, **kwargs))
+
+    async def _models(self, model: type[M], method: str, path: str, **kwargs: Any) -> list[M]:
+        return TypeAdapter(list[model]).validate_python(await self.request(method, path, **kwargs))  # type: ignore[valid-type]
+
+    def _scope(self, project: str | None = None, domain: str | None = None) -> dict[str, str]:
+        return {"project": project or self.project, "domain": domain or self.domain}
+
+    # -- blobs ----------------------------------------------------------------------------------------------
+
+    async def put_blob(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        await self.request("PUT", f"/api/v1/blobs/{digest}", data=data)
+        return digest
+
+    async def get_blob(self, digest: str) -> bytes:
+        data = await self.request("GET", f"/api/v1/blobs/{digest}")
+        assert isinstance(data, bytes)
+        return data
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+
+    async def deploy(self, request: DeployRequest) -> list[TaskVersion]:
+        return await self._models(TaskVersion, "POST", "/api/v1/deployments", json_body=request)
+
+    async def list_tasks(self) -> list[TaskVersion]:
+        return await self._models(TaskVersion, "GET", "/api/v1/tasks", params=self._scope())
+
+    async def get_task(self, name: str, version: str | None = None) -> TaskVersion:
+        params = self._scope() | ({"version": version} if version else {})
+        return await self._model(TaskVersion, "GET", f"/api/v1/tasks/{name}", params=params)
+
+    async def list_task_versions(self, name: str) -> list[TaskVersion]:
+        return await self._models(TaskVersion, "GET", f"/api/v1/tasks/{name}/versions", params=self._scope())
+
+    # -- runs and actions ---------------------------------------------------------------------------------------
+
+    async def create_run(self, request: RunCreateRequest) -> RunSummary:
+        return await self._model(RunSummary, "POST", "/api/v1/runs", json_body=request)
+
+    async def get_run(self, name: str) -> RunSummary:
+        return await self._model(RunSummary, "GET", f"/api/v1/runs/{name}")
+
+    async def list_runs(
+        self,
+        phase: Phase | None = None,
+        task: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunSummary]:
+        params = [*self._scope().items(), ("limit", str(limit))]
+        if phase is not None:
+            params.append(("phase", phase.value))
+        if task is not None:
+            params.append(("task", task))
+        params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
+        return await self._models(RunSummary, "GET", "/api/v1/runs", params=params)
+
+    async def abort_run(self, name: str, reason: str) -> RunSummary:
+        return await self._model(
+            RunSummary, "POST", f"/api/v1/runs/{name}/abort", json_body=AbortRequest(reason=reason)
+        )
+
+    async def list_actions(self, run: str, parent: str | None = None) -> list[ActionSummary]:
+        params = {"parent": parent} if parent else None
+        return await self._models(ActionSummary, "GET", f"/api/v1/runs/{run}/actions", params=params)
+
+    async def list_clusters(self) -> list[ClusterRecord]:
+        return await self._models(ClusterRecord, "GET", "/api/v1/clusters")
+
+
+_CLIENTS: dict[tuple[int, str | None, str | None, str, str], GatewayClient] = {}
+
+
+def _close_clients() -> None:
+    from ._run import sdk_loop
+
+    for client in _CLIENTS.values():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(client.close(), sdk_loop.get()).result(timeout=2)
+    _CLIENTS.clear()
+
+
+atexit.register(_close_clients)
+
+
+def client_for(config: Config | None = None) -> GatewayClient:
+    """The client of the current config, one per event loop thread that uses it."""
+    config = config or current_config()
+    from ._run import sdk_loop
+
+    key = (id(sdk_loop.get()), config.endpoint, config.api_key, config.project, config.domain)
+    client = _CLIENTS.get(key)
+    if client is None:
+        client = _CLIENTS[key] = GatewayClient(config)
+    return client
+
+
+def call_sync(call: Coroutine[Any, Any, T]) -> T:
+    """Run a client coroutine on the SDK's loop thread from sync code."""
+    from ._run import sdk_loop
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run_coroutine_threadsafe(call, sdk_loop.get()).result()
+    call.close()
+    raise RuntimeError("this blocks; from async code use the async client methods")

@@ -1,0 +1,114 @@
+"""`flyte gateway serve` and `flyte gateway token create`: the gateway's own commands.
+
+The gateway package is imported only inside these commands: `flyte` never imports it otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from flyte._paths import flyte_home
+
+from ._errors import USAGE, CliError
+
+
+@click.group()
+def gateway() -> None:
+    """Run and administer a gateway."""
+
+
+@gateway.command("serve")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="sqlite:PATH (default: $FLYTE_HOME/gateway/state.db), memory, or etcd://HOST:PORT.",
+)
+@click.option("--blobs", type=click.Path(file_okay=False, path_type=Path), default=None, help="Blob directory.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--write-config/--no-write-config",
+    default=True,
+    show_default=True,
+    help="On a loopback address, point ~/.flyte/config.yaml at this gateway with an admin token.",
+)
+def serve(store_url: str | None, blobs: Path | None, host: str, port: int, write_config: bool) -> None:
+    """Serve the gateway API (and, later, the UI) until SIGTERM or Ctrl-C."""
+    from gateway._serve import default_config_path
+    from gateway._serve import serve as run_gateway
+
+    home = flyte_home() / "gateway"
+    home.mkdir(parents=True, exist_ok=True)
+    store_url = store_url or f"sqlite:{home / 'state.db'}"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(
+            run_gateway(store_url, blobs or home / "blobs", host, port, default_config_path() if write_config else None)
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), USAGE) from None
+    except OSError as exc:
+        raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+
+
+@gateway.group("token")
+def token() -> None:
+    """Bearer tokens."""
+
+
+@token.command("create")
+@click.option("--scope", "scopes", multiple=True, required=True, help="admin, deploy, run, agent:CLUSTER, worker:RUN.")
+@click.option("--project", "projects", multiple=True, help="Limit the token to these projects (repeatable).")
+@click.option("--description", default="", help="What the token is for.")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Write straight into a store (gateway stopped); without it, ask the configured gateway (needs admin).",
+)
+def token_create(scopes: tuple[str, ...], projects: tuple[str, ...], description: str, store_url: str | None) -> None:
+    """Make a token and print it: the only time it is shown."""
+    from gateway._auth import validate_scope
+
+    try:
+        for scope in scopes:
+            validate_scope(scope)
+    except ValueError as exc:
+        raise CliError(str(exc), USAGE) from None
+    if store_url is not None:
+        click.echo(asyncio.run(_token_in_store(store_url, list(scopes), list(projects), description)))
+        return
+    import flyte
+    from flyte._client import GatewayError, call_sync, client_for
+    from flyte._wire import TokenRequest
+
+    flyte.init_from_config()
+    try:
+        answer = call_sync(
+            client_for().request(
+                "POST",
+                "/api/v1/tokens",
+                json_body=TokenRequest(scopes=list(scopes), projects=list(projects), description=description),
+            )
+        )
+    except (GatewayError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    click.echo(answer["token"])
+
+
+async def _token_in_store(store_url: str, scopes: list[str], projects: list[str], description: str) -> str:
+    from gateway._auth import create_token
+    from gateway.store import open_store
+
+    store = await open_store(store_url)
+    try:
+        return await create_token(store, scopes, projects, description)
+    finally:
+        await store.close()

@@ -1,0 +1,139 @@
+"""`flyte deploy`, `flyte get tasks|runs|actions` and `flyte abort run`: the registry and runs, from the shell.
+
+Each works against the configured gateway, or in local mode against this machine's deployments and runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import click
+
+import flyte
+from flyte._client import GatewayError
+from flyte._environment import TaskEnvironment
+from flyte.errors import DeploymentError
+
+from ._errors import USAGE, CliError
+from ._load import load_module
+
+
+def _init() -> None:
+    try:
+        flyte.init_from_config()
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@click.command("deploy")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("env_name", metavar="ENV")
+@click.option("--version", default=None, help="The version to deploy (default: a digest of the code and settings).")
+@click.option("--dry-run", is_flag=True, help="Show what would be deployed.")
+def deploy(file: Path, env_name: str, version: str | None, dry_run: bool) -> None:
+    """Deploy environment ENV from FILE, with the environments it depends on."""
+    module = load_module(file)
+    envs = {v.name: v for v in vars(module).values() if isinstance(v, TaskEnvironment)}
+    env = envs.get(env_name) or next((v for k, v in vars(module).items() if k == env_name and v in envs.values()), None)
+    if env is None:
+        known = ", ".join(sorted(envs)) or "none"
+        raise CliError(f"no environment '{env_name}' in {file}; its environments are: {known}", USAGE)
+    _init()
+    try:
+        deployments = flyte.deploy(env, version=version, dry_run=dry_run)
+    except (DeploymentError, GatewayError) as exc:
+        raise CliError(str(exc)) from None
+    for deployment in deployments:
+        click.echo(deployment.summary_repr())
+
+
+@click.group("get")
+def get() -> None:
+    """Show deployed tasks, runs and actions."""
+
+
+@get.command("tasks")
+def get_tasks() -> None:
+    """The latest version of every deployed task."""
+    _init()
+    try:
+        tasks = flyte.remote.Task.listall()
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    _table("tasks", ["task", "version", "deployed"], [[t.name, t.version, _when(t.deployed_at)] for t in tasks])
+
+
+@get.command("runs")
+@click.option("--phase", default=None, help="Only runs in this phase.")
+@click.option("--task", "task_name", default=None, help="Only runs of this task.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+def get_runs(phase: str | None, task_name: str | None, limit: int) -> None:
+    """Runs, newest first."""
+    _init()
+    try:
+        runs = list(flyte.remote.Run.listall(in_phase=phase, task_name=task_name, limit=limit))
+    except ValueError as exc:
+        raise CliError(str(exc), USAGE) from None
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    rows = [[r.name, r.task, r.phase.value, _when(r.created_at), _when(r.ended_at)] for r in runs]
+    _table("runs", ["run", "task", "phase", "created", "ended"], rows)
+
+
+@get.command("actions")
+@click.argument("run_name", metavar="RUN")
+def get_actions(run_name: str) -> None:
+    """The actions of one run."""
+    _init()
+    try:
+        run = flyte.remote.Run.get(run_name)
+        actions = run.actions()
+    except (LookupError, GatewayError) as exc:
+        raise CliError(str(exc)) from None
+    rows = [
+        [a.name, a.parent or "-", a.task, a.phase.value, str(a.attempts), a.error.code if a.error else ""]
+        for a in actions
+    ]
+    _table(f"actions of {run_name}", ["action", "parent", "task", "phase", "attempts", "error"], rows)
+
+
+@click.group("abort")
+def abort() -> None:
+    """Abort runs."""
+
+
+@abort.command("run")
+@click.argument("run_name", metavar="RUN")
+@click.option("--reason", default="aborted from the CLI", show_default=True)
+def abort_run(run_name: str, reason: str) -> None:
+    """Abort a run and every action of it that has not ended."""
+    _init()
+    from flyte._client import call_sync, client_for
+    from flyte._config import current_config
+
+    if not current_config().is_remote:
+        raise CliError("local runs end with the process that runs them; abort needs a gateway")
+    try:
+        summary = call_sync(client_for().abort_run(run_name, reason))
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"run {summary.name}: {summary.phase.value}")
