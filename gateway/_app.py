@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import flyte
 from gateway._api import ROUTES, SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
 from gateway._blobs import BlobStore
+from gateway._connections import DISPATCHER, LOGS_DIR, agent_connect, get_logs, worker_connect
+from gateway._dispatch import Dispatcher
 from gateway._errors import error_middleware
 from gateway._metrics import Metrics
 from gateway._openapi import openapi_document
@@ -24,7 +27,7 @@ MAX_BODY = 256 * 1024 * 1024
 """The largest request body (a blob upload); JSON bodies have a smaller limit of their own."""
 
 
-def create_app(store: Store, blobs_dir: Path) -> web.Application:
+def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         client_max_size=MAX_BODY,
@@ -41,6 +44,14 @@ def create_app(store: Store, blobs_dir: Path) -> web.Application:
     )
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+    app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs)
+    app[LOGS_DIR] = logs_dir or blobs_dir.parent / "logs"
+    app.router.add_get("/api/v1/agents/connect", agent_connect)
+    app.router.add_get("/api/v1/workers/connect", worker_connect)
+    app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)
+    app.router.add_get("/runs/{run}", run_page)
+    app.on_startup.append(_start_dispatcher)
+    app.on_cleanup.append(_stop_dispatcher)
     document = openapi_document(flyte.__version__)
 
     async def openapi(_: web.Request) -> web.Response:
@@ -52,6 +63,25 @@ def create_app(store: Store, blobs_dir: Path) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.on_shutdown.append(_close_watchers)
     return app
+
+
+async def _start_dispatcher(app: web.Application) -> None:
+    await app[DISPATCHER].start()
+
+
+async def _stop_dispatcher(app: web.Application) -> None:
+    await app[DISPATCHER].stop()
+
+
+async def run_page(request: web.Request) -> web.Response:
+    """`Run.url`: a plain page naming the run and how to look at it, until the UI lands."""
+    run = html.escape(request.match_info["run"])
+    body = (
+        f"<!doctype html><title>Run {run}</title><h1>Run {run}</h1>"
+        f"<p>This gateway has no UI yet. Look at the run with <code>flyte get actions {run}</code>, or its "
+        f"record at <code>/api/v1/runs/{run}</code> (with a bearer token).</p>"
+    )
+    return web.Response(text=body, content_type="text/html")
 
 
 async def _healthz(request: web.Request) -> web.Response:

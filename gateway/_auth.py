@@ -137,6 +137,7 @@ def auth_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[web
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
+            # Public: health, metrics, the OpenAPI document, and pages that hold no data (the UI logs in itself).
             return await handler(request)
         request["principal"] = await authenticator.principal(request.headers.get("Authorization"))
         return await handler(request)

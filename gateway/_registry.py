@@ -73,6 +73,8 @@ def _versions(request: DeployRequest, digest: str, deployed_at: float) -> list[T
 class Registry:
     def __init__(self, store: Store):
         self._store = store
+        # Deployed versions never change, so an exact version is safe to remember.
+        self._exact: dict[tuple[str, str, str, str], TaskVersion] = {}
 
     async def deploy(self, request: DeployRequest) -> tuple[list[TaskVersion], bool]:
         """Write a deployment; returns its task versions and whether anything new was written."""
@@ -112,6 +114,16 @@ class Registry:
         return None if kv is None else str(json.loads(kv.value)["version"])
 
     async def get(self, project: str, domain: str, task: str, version: str | None) -> TaskVersion:
+        exact = self._exact.get((project, domain, task, version or ""))
+        if exact is not None:
+            return exact
+        found = await self._get(project, domain, task, version)
+        if len(self._exact) > 10_000:
+            self._exact.clear()
+        self._exact[(project, domain, task, found.version)] = found
+        return found
+
+    async def _get(self, project: str, domain: str, task: str, version: str | None) -> TaskVersion:
         env = task.partition(".")[0]
         if version is None or version == "latest":
             version = await self.latest_version(project, domain, env)

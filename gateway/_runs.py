@@ -17,6 +17,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 
+from flyte._local_cache import cache_key
 from flyte._naming import ROOT_ACTION, new_run_name
 from flyte._wire import (
     ActionEvent,
@@ -26,12 +27,28 @@ from flyte._wire import (
     Phase,
     RunCreateRequest,
     RunSummary,
+    TaskSpec,
+    WireValue,
 )
 from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._registry import Registry, spec_inputs
 from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store
 
 RUNS = "/flyte/runs/"
+CACHE = "/flyte/cache/"
+SYSTEM_RETRIES = 3
+"""Attempts the platform may lose to its own failures before an action fails; never the user's retries."""
+NOT_RETRYABLE = frozenset(
+    {
+        "NonRecoverableError",
+        "ActionAbortedError",
+        "ValueEncodingError",
+        "InlineIOMaxBytesBreached",
+        "RemoteTaskNotFoundError",
+        "DeploymentError",
+        "RetriesExhaustedError",
+    }
+)
 ACTIONS = "/flyte/actions/"
 IDEMPOTENCY = "/flyte/idempotency/"
 
@@ -73,7 +90,7 @@ def _encode(model: ActionSummary | RunSummary) -> bytes:
 class Runs:
     def __init__(self, store: Store, registry: Registry):
         self._store = store
-        self._registry = registry
+        self.registry = registry
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -129,7 +146,7 @@ class Runs:
 
     async def create_run(self, request: RunCreateRequest) -> tuple[RunSummary, bool]:
         """Create a run and its root action; returns the run and whether it is new (idempotent by key)."""
-        task = await self._registry.get(request.project, request.domain, request.task, request.version)
+        task = await self.registry.get(request.project, request.domain, request.task, request.version)
         _check_inputs(request.inputs.keys(), spec_inputs(task.spec), {p.name for p in task.spec.inputs if p.required})
         digest = hashlib.sha256(request.model_dump_json(exclude={"name"}).encode()).hexdigest()
         idem_key = None
@@ -172,6 +189,9 @@ class Runs:
                 created_at=now,
                 updated_at=now,
             )
+            root = await self._with_cache(root, task.spec, run)
+            if root.phase is Phase.SUCCEEDED:
+                run = _end_run(run, root)
             compares = [Compare(run_key(name), 0)]
             ops: list[Op] = [Put(run_key(name), _encode(run)), Put(action_key(name, ROOT_ACTION), _encode(root))]
             if idem_key is not None:
@@ -204,7 +224,7 @@ class Runs:
         parent = await self._store.get(action_key(run, request.parent))
         if parent is None:
             raise not_found(f"run {run} has no action {request.parent} (the parent)")
-        task = await self._registry.get(run_record.project, run_record.domain, request.task, request.version)
+        task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
         _check_inputs(request.inputs.keys(), spec_inputs(task.spec), {p.name for p in task.spec.inputs if p.required})
         now = time.time()
         action = ActionSummary(
@@ -229,6 +249,36 @@ class Runs:
         assert current is not None
         return self._same_submission(decode_action(current), request), False
 
+    async def _with_cache(self, action: ActionSummary, spec: TaskSpec, run: RunSummary) -> ActionSummary:
+        """Attach the cache key of a cached task; on a hit, the action is born succeeded with the cached output."""
+        cache = spec.cache
+        if not cache or cache.get("behavior") == "disable" or run.disable_run_cache:
+            return action
+        key = cache_key(
+            spec.name,
+            spec.interface_digest,
+            str(cache.get("version", "")),
+            {name: value.to_encoded() for name, value in action.inputs.items()},
+            tuple(cache.get("ignored_inputs", ())),
+            str(cache.get("salt", "")),
+        )
+        action = action.model_copy(update={"cache_key": key})
+        if run.overwrite_cache:
+            return action
+        hit = await self._store.get(CACHE + key)
+        if hit is None:
+            return action
+        now = time.time()
+        return action.model_copy(
+            update={
+                "phase": Phase.SUCCEEDED,
+                "cached": True,
+                "output": WireValue.model_validate_json(hit.value),
+                "started_at": now,
+                "ended_at": now,
+            }
+        )
+
     @staticmethod
     def _same_submission(existing: ActionSummary, request: ActionSubmitRequest) -> ActionSummary:
         if existing.task != request.task or existing.parent != request.parent or existing.inputs != request.inputs:
@@ -250,8 +300,12 @@ class Runs:
             updated = _transition(current, event)
             if updated is current:
                 return current
+            if updated.phase is Phase.FAILED:
+                updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, kv.mod_revision)]
             ops: list[Op] = [Put(key, _encode(updated))]
+            if updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
+                ops.append(Put(CACHE + updated.cache_key, updated.output.model_dump_json().encode()))
             if action == ROOT_ACTION and updated.phase.is_terminal:
                 run_kv = await self._store.get(run_key(run))
                 if run_kv is not None:
@@ -268,6 +322,37 @@ class Runs:
             if result.succeeded:
                 return updated.model_copy(update={"revision": result.revision})
         raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
+
+    async def _maybe_retry(self, failed: ActionSummary, run: str) -> ActionSummary:
+        """A failure with budget left goes back to the queue as the next attempt, after its backoff.
+
+        User errors spend the task's `retries`; system errors (a lost worker or cluster) spend a separate budget
+        and never the user's.
+        """
+        error = failed.error
+        assert error is not None
+        if error.kind == "system":
+            failures = failed.system_failures + 1
+            if failures > SYSTEM_RETRIES:
+                exhausted = ErrorInfo(
+                    error_type="RetriesExhaustedError",
+                    code="RetriesExhaustedError",
+                    kind="user",
+                    message=f"{failures} system failures; the last: {error.code}: {error.message}",
+                    traceback=error.traceback,
+                    worker=error.worker,
+                )
+                return failed.model_copy(update={"system_failures": failures, "error": exhausted})
+            return _requeued(failed, {"system_failures": failures}, delay=min(2.0 ** (failures - 1), 30.0))
+        if error.error_type in NOT_RETRYABLE:
+            return failed
+        run_record = await self.get_run(run)
+        spec = (await self.registry.get(run_record.project, run_record.domain, failed.task, failed.version)).spec
+        failures = failed.user_failures + 1
+        if failures > spec.retries:
+            return failed.model_copy(update={"user_failures": failures})
+        base, factor, cap = (spec.backoff.get(k, d) for k, d in (("base", 1.0), ("factor", 2.0), ("cap", 60.0)))
+        return _requeued(failed, {"user_failures": failures}, delay=min(cap, base * factor ** (failures - 1)))
 
     async def abort(self, run: str, reason: str) -> RunSummary:
         """End a run as aborted and abort every action of it that has not ended."""
@@ -321,6 +406,20 @@ class Runs:
                 ]
                 await self._store.txn(compares, ops)
         raise conflict(f"could not abort every action of run {run}; try again", code="busy")
+
+
+def _requeued(failed: ActionSummary, counters: dict[str, int], delay: float) -> ActionSummary:
+    now = time.time()
+    return failed.model_copy(
+        update={
+            **counters,
+            "phase": Phase.QUEUED,
+            "ended_at": None,
+            "not_before": now + delay,
+            "cluster": None,
+            "output": None,
+        }
+    )
 
 
 def _batches(items: Sequence[KeyValue], size: int) -> list[Sequence[KeyValue]]:

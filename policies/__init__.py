@@ -1,1 +1,5 @@
-"""policies: placeholder package; built by a later issue (see ARCHITECTURE.md)."""
+"""Placement: `place(demand, clusters) -> Decision`, pure and deterministic (see ARCHITECTURE.md, Placement)."""
+
+from ._place import ClusterSnapshot, Decision, Demand, place
+
+__all__ = ["ClusterSnapshot", "Decision", "Demand", "place"]

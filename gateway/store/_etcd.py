@@ -233,6 +233,12 @@ class EtcdStore:
                         ]
                         next_rev = batch[-1].mod_revision + 1
                         yield batch
+            except asyncio.CancelledError:
+                # Closing the channel cancels its calls from gRPC's side; only a cancel of our own task propagates.
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    return
+                raise
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
                     return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 from ._protocol import Store
@@ -22,7 +23,7 @@ async def open_store(url: str) -> Store:
         path = url.removeprefix("sqlite:")
         if not path:
             raise ValueError(f"store URL {url!r} names no file; expected {FORMS}")
-        return SqliteStore(path)
+        return SqliteStore(_prepare_file(path))
     if url.startswith("etcd://"):
         # Imported only here: the embedded default should not pay for loading gRPC.
         from ._etcd import EtcdStore
@@ -36,3 +37,10 @@ async def open_store(url: str) -> Store:
             raise ValueError(f"store URL {url!r} is not etcd://HOST:PORT; expected {FORMS}")
         return EtcdStore(parts.hostname, port)
     raise ValueError(f"unknown store URL {url!r}; expected {FORMS}")
+
+
+def _prepare_file(path: str) -> str:
+    """`~` expanded and the directory made. Blocking, but quick, and SQLite does its work on the loop thread anyway."""
+    path = os.path.expanduser(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return path

@@ -139,15 +139,21 @@ class Store(Protocol):
         ...
 
     async def revoke(self, lease_id: int) -> None:
-        """End a lease now, deleting its keys (each delete is a watch event)."""
+        """End a lease now, deleting its keys (each delete is a watch event); `LeaseNotFound` if it already ended."""
         ...
 
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
-        """Batches of changes under `prefix` with revision >= `start_revision`, in order, until cancelled."""
+        """Batches of changes under `prefix` with revision >= `start_revision`, in order, until cancelled.
+
+        `start_revision` <= 0 means from the next write on. The iteration ends when the store is closed.
+        """
         ...
 
     async def compact(self, revision: int) -> None:
-        """Forget history before `revision`; watches from older revisions raise `Compacted`."""
+        """Forget history before `revision`; watches from older revisions raise `Compacted(revision - 1)`.
+
+        Compacting at or before an earlier compaction does nothing; past the current revision is a `StoreError`.
+        """
         ...
 
     async def revision(self) -> int:

@@ -180,8 +180,9 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
         is_async=task.is_async,
         resources=s.resources.to_dict() if s.resources is not None else {},
         retries=s.retries.count,
+        backoff={"base": s.retries.backoff.base, "factor": s.retries.backoff.factor, "cap": s.retries.backoff.cap},
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None else None,
-        cache=s.cache.to_dict(),
+        cache={**s.cache.to_dict(), "version": _cache_version(task)} if s.cache.is_enabled else {},
         reusable=dict(s.reusable.to_dict()) if s.reusable is not None else None,
         placement=s.placement.to_dict() if s.placement is not None else None,
         queue=s.queue,
@@ -190,6 +191,12 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
         secrets=[secret.key for secret in s.secrets],
         max_inline_io_bytes=s.max_inline_io_bytes,
     )
+
+
+def _cache_version(task: TaskTemplate[..., Any]) -> str:
+    from ._local_controller import source_version
+
+    return task.settings.cache.version_override or source_version(task.func)
 
 
 def _type_text(annotation: object) -> str:

@@ -216,7 +216,7 @@ class LocalController:
         cache = task.settings.cache
         if not cache.is_enabled or self.state.options.disable_run_cache:
             return None
-        version = cache.version_override or _source_version(task.func)
+        version = cache.version_override or source_version(task.func)
         return cache_key(
             task.name, task.interface.digest, version, inputs.values, tuple(cache.ignored_inputs), cache.salt
         )
@@ -327,7 +327,7 @@ def _interrupt(thread: threading.Thread) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _source_version(func: Callable[..., Any]) -> str:
+def source_version(func: Callable[..., Any]) -> str:
     """The automatic cache version: a digest of the task function's source (its bytecode when unavailable)."""
     try:
         material = inspect.getsource(func).encode()

@@ -162,6 +162,12 @@ class ActionSummary(WireModel):
     updated_at: float | None = None
     revision: int = 0
     """The store revision this record was read at (set by the gateway; 0 locally)."""
+    user_failures: int = 0
+    system_failures: int = 0
+    not_before: float | None = None
+    """A retry waits in the queue until then (its backoff)."""
+    cache_key: str | None = None
+    """Set when the task is cached: its result is stored under this key when it succeeds."""
 
 
 class RunSummary(WireModel):
@@ -212,6 +218,8 @@ class TaskSpec(WireModel):
     is_async: bool = True
     resources: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(default=0, ge=0, le=100)
+    backoff: dict[str, float] = Field(default_factory=dict)
+    """base, factor and cap of the retry delay, in seconds."""
     timeout_seconds: float | None = Field(default=None, gt=0)
     cache: dict[str, Any] = Field(default_factory=dict)
     reusable: dict[str, Any] | None = None
@@ -337,3 +345,136 @@ class ErrorBody(WireModel):
 
     code: str
     message: str
+
+
+# -- agents and workers: the long-lived connections of remote execution ----------------------------------------
+
+
+class Assignment(WireModel):
+    """One attempt of an action given to a cluster: everything its worker needs to run it."""
+
+    run: Name
+    action: ActionName
+    parent: ActionName | None = None
+    attempt: int = Field(ge=1)
+    epoch: int = Field(ge=0)
+    cluster: Name
+    project: Name
+    domain: Name
+    task: TaskName
+    version: Version
+    bundle_digest: Digest
+    inputs: dict[str, WireValue] = Field(default_factory=dict)
+    custom_context: dict[str, str] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float | None = None
+    reusable: dict[str, Any] | None = None
+    token: str
+    """A token scoped to this run (`worker:RUN`): what the worker uses to submit children and report."""
+
+
+class AgentHello(WireModel):
+    type: Literal["hello"] = "hello"
+    cluster: ClusterRecord
+    running: list[str] = Field(default_factory=list)
+    """`run/action/attempt` keys the agent is still running (after a reconnect)."""
+
+
+class AgentWelcome(WireModel):
+    type: Literal["welcome"] = "welcome"
+    epoch: int
+    lease_ttl: float
+    heartbeat_interval: float
+
+
+class AgentHeartbeat(WireModel):
+    type: Literal["heartbeat"] = "heartbeat"
+    free: dict[str, float] = Field(default_factory=dict)
+    running: int = 0
+    warm: dict[str, int] = Field(default_factory=dict)
+    """Free warm slots by `env@version`."""
+
+
+class AgentEvent(WireModel):
+    run: Name
+    action: ActionName
+    event: ActionEvent
+
+
+class AgentEvents(WireModel):
+    type: Literal["events"] = "events"
+    events: list[AgentEvent]
+
+
+class AgentLogs(WireModel):
+    type: Literal["logs"] = "logs"
+    run: Name
+    action: ActionName
+    attempt: int
+    stream: Literal["stdout", "stderr"]
+    text: Annotated[str, StringConstraints(max_length=1_048_576)]
+
+
+class AssignMessage(WireModel):
+    type: Literal["assign"] = "assign"
+    assignments: list[Assignment]
+
+
+class AbortMessage(WireModel):
+    type: Literal["abort"] = "abort"
+    keys: list[str]
+    """`run/action/attempt` keys to stop."""
+
+
+class StaleMessage(WireModel):
+    """Sent to an agent whose session was replaced: its work was moved; it must drop what it runs."""
+
+    type: Literal["stale"] = "stale"
+    reason: str
+
+
+class WireTrace(WireModel):
+    kind: str
+    payload_b64: Payload
+
+
+class WorkerSubmit(WireModel):
+    type: Literal["submit"] = "submit"
+    run: Name
+    actions: list[ActionSubmitRequest] = Field(max_length=1000)
+
+
+class WorkerWatch(WireModel):
+    """Stream the children of `parent`: a snapshot of those that exist, then every change."""
+
+    type: Literal["watch"] = "watch"
+    run: Name
+    parent: ActionName
+
+
+class WorkerReport(WireModel):
+    type: Literal["report"] = "report"
+    run: Name
+    action: ActionName
+    event: ActionEvent
+    traces: dict[str, WireTrace] = Field(default_factory=dict)
+    """Trace checkpoints recorded by this attempt, made durable with (before) the result."""
+
+
+class WorkerTraces(WireModel):
+    """Ask for the trace checkpoints earlier attempts of an action recorded."""
+
+    type: Literal["traces"] = "traces"
+    run: Name
+    action: ActionName
+
+
+class GatewayReply(WireModel):
+    """The gateway's answer on a worker connection: children, submissions, traces, or an error."""
+
+    type: Literal["children", "submitted", "traces", "reported", "error"]
+    parent: str | None = None
+    actions: list[ActionSummary] = Field(default_factory=list)
+    traces: dict[str, WireTrace] = Field(default_factory=dict)
+    code: str | None = None
+    message: str | None = None

@@ -1,0 +1,73 @@
+"""The agent backend protocol: how an agent runs one attempt of an action somewhere (a process, a pod).
+
+The agent prepares everything the worker needs (the extracted code bundle, the command line, the environment
+with the gateway endpoint, the run-scoped token and the action's identity) into a `LaunchSpec`; the backend
+starts it with the resource limits it can enforce, streams its output to `on_output`, and reports how it ended
+as an `Exit`. Whether the task succeeded is the worker's to report to the gateway; the backend reports only what
+it alone can see: the process ended, was killed, ran out of memory, or vanished.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+OutputSink = Callable[[str, bytes], None]
+"""Called with ("stdout" | "stderr", a chunk of bytes) as the attempt writes."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    key: str
+    """Unique per attempt: `{run}/{action}/{attempt}`; a second launch of the same key is refused."""
+    command: list[str]
+    env: dict[str, str]
+    cwd: Path
+    memory_limit_bytes: int | None = None
+    cpu_limit: float | None = None
+    """Cores; enforced where the backend can (cgroup cpu quota)."""
+    timeout_seconds: float | None = None
+    """Wall-clock limit after which the backend kills the attempt and reports `Exit(TIMEOUT)`."""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class ExitKind(enum.Enum):
+    EXITED = "exited"
+    """The process ended by itself; `code` says how."""
+    OOM = "oom"
+    """Killed by the memory limit."""
+    TIMEOUT = "timeout"
+    KILLED = "killed"
+    """Killed on request (abort) or by a signal from outside."""
+    LOST = "lost"
+    """The backend lost track of it (node gone, pod evicted)."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    kind: ExitKind
+    code: int | None = None
+    detail: str = ""
+
+
+class Handle(Protocol):
+    key: str
+
+    async def wait(self) -> Exit: ...
+
+    async def kill(self, reason: str) -> None:
+        """Stop the attempt (and everything it started); `wait` then answers KILLED."""
+        ...
+
+
+class Backend(Protocol):
+    name: str
+
+    async def launch(self, spec: LaunchSpec, on_output: OutputSink) -> Handle: ...
+
+    async def close(self) -> None:
+        """Kill everything still running and release what the backend holds (cgroups, watches)."""
+        ...

@@ -1,0 +1,216 @@
+"""The long-lived connections of remote execution: one WebSocket per agent, one per worker.
+
+Agents (`/api/v1/agents/connect`, scope `agent:CLUSTER`) say hello with their cluster's record, get an epoch and a
+lease, heartbeat, receive batched assignments and aborts, and report events and logs. Workers
+(`/api/v1/workers/connect`, scope `worker:RUN`) submit child actions in batches, watch their children, fetch
+and record trace checkpoints, and report their action's result. Messages are JSON `flyte._wire` models; a
+message that does not validate is answered with an error and dropped, never half-applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from pathlib import Path
+
+import pydantic
+from aiohttp import WSMsgType, web
+
+from flyte._wire import (
+    AgentEvents,
+    AgentHeartbeat,
+    AgentHello,
+    AgentLogs,
+    AgentWelcome,
+    GatewayReply,
+    StaleMessage,
+    WireTrace,
+    WorkerReport,
+    WorkerSubmit,
+    WorkerTraces,
+    WorkerWatch,
+)
+from gateway._api import SERVICES, Services, services
+from gateway._auth import principal_of
+from gateway._dispatch import HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
+from gateway._errors import ApiError, bad_request, describe_validation_error
+from gateway.store import Put
+
+log = logging.getLogger("flyte.gateway.connections")
+
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+LOGS_DIR = web.AppKey("logs_dir", Path)
+TRACES = "/flyte/traces/"
+_AGENT_MESSAGES: pydantic.TypeAdapter[AgentHeartbeat | AgentEvents | AgentLogs] = pydantic.TypeAdapter(
+    AgentHeartbeat | AgentEvents | AgentLogs
+)
+_WORKER_MESSAGES: pydantic.TypeAdapter[WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces] = pydantic.TypeAdapter(
+    WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces
+)
+
+
+async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
+    """One writer per socket: sends never interleave, and a slow peer never blocks the dispatcher."""
+    while True:
+        message = await outbox.get()
+        await ws.send_str(message)
+
+
+async def agent_connect(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse(heartbeat=5.0, max_msg_size=8 * 1024 * 1024)
+    await ws.prepare(request)
+    dispatcher = request.app[DISPATCHER]
+    try:
+        first = await ws.receive(timeout=10)
+        hello = AgentHello.model_validate_json(first.data)
+    except (pydantic.ValidationError, TypeError, TimeoutError) as error:
+        await ws.close(code=4400, message=f"say hello first: {error}"[:120].encode())
+        return ws
+    cluster = hello.cluster.name
+    principal = principal_of(request)
+    if not principal.allows(f"agent:{cluster}"):
+        await ws.close(code=4403, message=f"this token may not serve cluster {cluster}".encode())
+        return ws
+    session = await dispatcher.open_session(hello.cluster, ws)
+    await ws.send_str(
+        AgentWelcome(epoch=session.epoch, lease_ttl=LEASE_TTL, heartbeat_interval=HEARTBEAT_INTERVAL).model_dump_json()
+    )
+    log.info("agent of %s connected (epoch %d)", cluster, session.epoch)
+    writer = asyncio.create_task(_writer(ws, session.outbox))
+    try:
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                break
+            if dispatcher.sessions.get(cluster) is not session:
+                await ws.send_str(StaleMessage(reason="a newer session of this cluster exists").model_dump_json())
+                break
+            await _agent_message(request.app[SERVICES], dispatcher, request.app[LOGS_DIR], session, message.data)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        dispatcher.close_session(session)
+        log.info("agent of %s disconnected (epoch %d)", cluster, session.epoch)
+    return ws
+
+
+async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, session: AgentSession, data: str) -> None:
+    try:
+        message = _AGENT_MESSAGES.validate_json(data)
+    except pydantic.ValidationError as error:
+        log.warning("bad message from %s: %s", session.name, describe_validation_error(error))
+        return
+    if isinstance(message, AgentHeartbeat):
+        await dispatcher.heartbeat(session, message.free, message.warm)
+    elif isinstance(message, AgentEvents):
+        for item in message.events:
+            event = item.event
+            if event.cluster != session.name or event.epoch < session.epoch:
+                event = event.model_copy(update={"cluster": session.name, "epoch": session.epoch})
+            try:
+                await svc.runs.report(item.run, item.action, event)
+            except ApiError as error:
+                log.info(
+                    "refused %s event of %s/%s from %s: %s",
+                    event.phase.value,
+                    item.run,
+                    item.action,
+                    session.name,
+                    error.message,
+                )
+    else:
+        path = logs / message.run / f"{message.action}.{message.attempt}.log"
+        await asyncio.to_thread(_append, path, message.text)
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(text)
+
+
+async def worker_connect(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=32 * 1024 * 1024)
+    await ws.prepare(request)
+    svc = services(request)
+    dispatcher = request.app[DISPATCHER]
+    principal = principal_of(request)
+    outbox: asyncio.Queue[str] = asyncio.Queue()
+
+    async def send(reply: GatewayReply) -> None:
+        outbox.put_nowait(reply.model_dump_json())
+
+    writer = asyncio.create_task(_writer(ws, outbox))
+    try:
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                break
+            try:
+                parsed = _WORKER_MESSAGES.validate_json(message.data)
+                run = await svc.runs.get_run(parsed.run)
+                principal.require(f"worker:{run.name}", "run", project=run.project)
+                await _worker_message(svc, dispatcher, parsed, send)
+            except pydantic.ValidationError as error:
+                await send(GatewayReply(type="error", code="invalid", message=describe_validation_error(error)))
+            except ApiError as error:
+                await send(GatewayReply(type="error", code=error.code, message=error.message))
+    finally:
+        dispatcher.unwatch(send)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    return ws
+
+
+async def _worker_message(
+    svc: Services,
+    dispatcher: Dispatcher,
+    message: WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces,
+    send: Send,
+) -> None:
+    if isinstance(message, WorkerSubmit):
+        answered = []
+        for request in message.actions:
+            action, created = await svc.runs.submit(message.run, request)
+            svc.metrics.events["actions_submitted"] += int(created)
+            answered.append(action)
+        await send(GatewayReply(type="submitted", actions=answered))
+    elif isinstance(message, WorkerWatch):
+        await dispatcher.watch_children(message.run, message.parent, send)
+    elif isinstance(message, WorkerTraces):
+        kvs, _ = await svc.store.range(f"{TRACES}{message.run}/{message.action}/")
+        traces = {decode_trace_key(kv.key.rsplit("/", 1)[1]): WireTrace.model_validate_json(kv.value) for kv in kvs}
+        await send(GatewayReply(type="traces", parent=message.action, traces=traces))
+    else:
+        if message.traces:
+            ops = [
+                Put(f"{TRACES}{message.run}/{message.action}/{_safe(k)}", t.model_dump_json().encode())
+                for k, t in message.traces.items()
+            ]
+            for i in range(0, len(ops), 100):
+                await svc.store.txn([], ops[i : i + 100])
+        action = await svc.runs.report(message.run, message.action, message.event)
+        await send(GatewayReply(type="reported", actions=[action]))
+
+
+def _safe(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+async def get_logs(request: web.Request) -> web.Response:
+    svc = services(request)
+    run = await svc.runs.get_run(request.match_info["run"])
+    principal_of(request).require_reader(run.project, run.name)
+    action = await svc.runs.get_action(run.name, request.match_info["action"])
+    attempt = request.query.get("attempt", str(max(action.attempts, 1)))
+    if not attempt.isdigit():
+        raise bad_request("attempt must be a number")
+    path = request.app[LOGS_DIR] / run.name / f"{action.name}.{attempt}.log"
+    text = await asyncio.to_thread(lambda: path.read_text() if path.exists() else "")
+    return web.Response(text=text, content_type="text/plain")
+
+
+def decode_trace_key(key: str) -> str:
+    return base64.urlsafe_b64decode(key.encode()).decode()

@@ -1,0 +1,392 @@
+"""The dispatcher: one watch over every action feeds the queue, the placement loop, workers waiting on children,
+and aborts to agents; agent sessions hold leases, and a lost lease moves its work elsewhere.
+
+    store watch /flyte/actions/ ──► queued? ──► queue ──► place() ──► CAS queued->placed ──► assign to agent
+                               └─► children of a watched parent ──► the workers waiting on them
+                               └─► aborted on a cluster ──► abort message to its agent
+    store watch /flyte/sessions/ ─► a session key expired ──► that session's placed/running actions fail as
+                                    system errors, which the retry policy requeues as the next attempt
+
+The store is the truth: everything here is rebuilt from a range and a watch after a restart, which is also what
+lets several gateway replicas share one store later (one of them elected to run the placement loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from flyte._wire import (
+    AbortMessage,
+    ActionEvent,
+    ActionSummary,
+    Assignment,
+    AssignMessage,
+    ClusterRecord,
+    ErrorInfo,
+    GatewayReply,
+    Phase,
+)
+from gateway._auth import create_token
+from gateway._errors import ApiError
+from gateway._runs import ACTIONS, Runs, decode_action
+from gateway.store import Compare, EventType, KeyValue, Put, Store
+from policies import ClusterSnapshot, Demand, place
+
+log = logging.getLogger("flyte.gateway.dispatch")
+
+SESSIONS = "/flyte/sessions/"
+EPOCH_KEY = "/flyte/epoch"
+CLUSTERS = "/flyte/clusters/"
+LEASE_TTL = 10.0
+"""Seconds an agent may go silent before its work is moved to another cluster."""
+HEARTBEAT_INTERVAL = 1.0
+
+
+@dataclass
+class AgentSession:
+    """A connected agent: where to send assignments, and what it has room for."""
+
+    record: ClusterRecord
+    epoch: int
+    lease: int
+    ws: web.WebSocketResponse
+    free: dict[str, float]
+    warm: dict[str, int] = field(default_factory=dict)
+    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def snapshot(self) -> ClusterSnapshot:
+        return ClusterSnapshot(
+            name=self.name,
+            region=self.record.region,
+            cloud=self.record.cloud,
+            capacity=self.record.capacity,
+            free=self.free,
+            warm=self.warm,
+            healthy=True,
+            cordoned=self.record.cordoned,
+        )
+
+
+Send = Callable[[GatewayReply], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(self, store: Store, runs: Runs):
+        self.store = store
+        self.runs = runs
+        self.sessions: dict[str, AgentSession] = {}
+        self._queue: dict[tuple[str, str], ActionSummary] = {}
+        self._inflight: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._watchers: dict[tuple[str, str], set[Send]] = defaultdict(set)
+        self._run_tokens: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.revision = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        kvs, revision = await self.store.range(ACTIONS)
+        for kv in kvs:
+            self._observe(decode_action(kv))
+        sessions, _ = await self.store.range(SESSIONS)
+        live = {kv.key.removeprefix(SESSIONS) for kv in sessions}
+        self.revision = revision
+        self._tasks = [
+            asyncio.create_task(self._watch_actions(revision + 1), name="watch-actions"),
+            asyncio.create_task(self._watch_sessions(revision + 1), name="watch-sessions"),
+            asyncio.create_task(self._place_loop(), name="placement"),
+        ]
+        # Work placed on clusters whose sessions vanished while no gateway was watching moves now.
+        for cluster in list(self._inflight):
+            if cluster not in live:
+                await self._fail_over(cluster, "its agent's session ended while the gateway was down")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- observing actions ----------------------------------------------------------------------------------
+
+    async def _watch_actions(self, start: int) -> None:
+        while True:
+            try:
+                async for batch in self.store.watch(ACTIONS, start):
+                    changed: dict[tuple[str, str], list[ActionSummary]] = defaultdict(list)
+                    for event in batch:
+                        if event.type is not EventType.PUT:
+                            continue
+                        action = decode_action(KeyValue(event.key, event.value, 0, event.mod_revision, 1))
+                        self._observe(action)
+                        if action.parent is not None:
+                            changed[(action.run, action.parent)].append(action)
+                    start = batch[-1].mod_revision + 1
+                    self.revision = batch[-1].mod_revision
+                    for key, actions in changed.items():
+                        await self._notify(key, actions)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the action watch failed; re-listing")
+                await asyncio.sleep(0.5)
+                kvs, revision = await self.store.range(ACTIONS)
+                for kv in kvs:
+                    self._observe(decode_action(kv))
+                start = revision + 1
+
+    def _observe(self, action: ActionSummary) -> None:
+        key = (action.run, action.name)
+        if action.phase is Phase.QUEUED:
+            self._queue[key] = action
+            self._wake.set()
+        else:
+            self._queue.pop(key, None)
+        for cluster, keys in self._inflight.items():
+            if cluster != action.cluster:
+                keys.discard(key)
+        if action.cluster is not None and action.phase in (Phase.PLACED, Phase.RUNNING):
+            self._inflight[action.cluster].add(key)
+        elif action.cluster is not None:
+            self._inflight[action.cluster].discard(key)
+            if action.phase is Phase.ABORTED:
+                session = self.sessions.get(action.cluster)
+                if session is not None:
+                    message = AbortMessage(keys=[f"{action.run}/{action.name}/{action.attempts}"])
+                    session.outbox.put_nowait(message.model_dump_json())
+
+    async def _notify(self, key: tuple[str, str], actions: list[ActionSummary]) -> None:
+        for send in list(self._watchers.get(key, ())):
+            with contextlib.suppress(Exception):
+                await send(GatewayReply(type="children", parent=key[1], actions=actions))
+
+    async def watch_children(self, run: str, parent: str, send: Send) -> None:
+        """Send the children `parent` has now, then every change to them (until `unwatch`)."""
+        self._watchers[(run, parent)].add(send)
+        children, _ = await self.runs.list_actions(run, parent)
+        await send(GatewayReply(type="children", parent=parent, actions=children))
+
+    def unwatch(self, send: Send) -> None:
+        for key, sends in list(self._watchers.items()):
+            sends.discard(send)
+            if not sends:
+                del self._watchers[key]
+
+    # -- placement ----------------------------------------------------------------------------------------------
+
+    async def _place_loop(self) -> None:
+        while True:
+            timeout = None
+            try:
+                timeout = await self._place_some()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("placement pass failed")
+                timeout = 0.5
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _place_some(self) -> float | None:
+        """One pass over the queue in arrival order; returns when to look again for actions still backing off."""
+        now = time.time()
+        next_due: float | None = None
+        assigned: dict[str, list[Assignment]] = defaultdict(list)
+        for key, action in list(self._queue.items()):
+            if action.not_before is not None and action.not_before > now:
+                due = action.not_before - now
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            assignment = await self._place(action)
+            if assignment is not None:
+                assigned[assignment.cluster].append(assignment)
+                self._queue.pop(key, None)
+        for cluster, assignments in assigned.items():
+            session = self.sessions.get(cluster)
+            if session is not None:
+                session.outbox.put_nowait(AssignMessage(assignments=assignments).model_dump_json())
+        return next_due
+
+    async def _place(self, action: ActionSummary) -> Assignment | None:
+        run = await self.runs.get_run(action.run)
+        if run.phase.is_terminal:
+            self._queue.pop((action.run, action.name), None)
+            return None
+        task = await self.runs.registry.get(run.project, run.domain, action.task, action.version)
+        spec = task.spec
+        demand = _demand(spec.resources, spec.placement, f"{task.env}@{task.version}" if spec.reusable else None)
+        decision = place(demand, [s.snapshot() for s in self.sessions.values()])
+        if decision.cluster is None:
+            if decision.never_fits:
+                await self._never_fits(action, decision.reason, decision.verdicts)
+            return None
+        session = self.sessions[decision.cluster]
+        attempt = action.attempts + 1
+        try:
+            await self.runs.report(
+                action.run,
+                action.name,
+                ActionEvent(phase=Phase.PLACED, attempt=attempt, cluster=session.name, epoch=session.epoch),
+            )
+        except ApiError as error:
+            log.info("placing %s/%s lost a race: %s", action.run, action.name, error.message)
+            return None
+        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
+            session.free[resource] = session.free.get(resource, 0.0) - amount
+        return Assignment(
+            run=action.run,
+            action=action.name,
+            parent=action.parent,
+            attempt=attempt,
+            epoch=session.epoch,
+            cluster=session.name,
+            project=run.project,
+            domain=run.domain,
+            task=action.task,
+            version=task.version,
+            bundle_digest=task.bundle_digest,
+            inputs=action.inputs,
+            custom_context=action.custom_context,
+            resources=spec.resources,
+            timeout_seconds=spec.timeout_seconds,
+            reusable=spec.reusable,
+            token=await self._run_token(run.name, run.project),
+        )
+
+    async def _never_fits(self, action: ActionSummary, reason: str, verdicts: Mapping[str, str]) -> None:
+        detail = "; ".join(f"{k}: {v}" for k, v in verdicts.items())
+        error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=f"{reason} ({detail})")
+        with contextlib.suppress(ApiError):
+            await self.runs.report(
+                action.run, action.name, ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error)
+            )
+
+    async def _run_token(self, run: str, project: str) -> str:
+        token = self._run_tokens.get(run)
+        if token is None:
+            token = await create_token(self.store, [f"worker:{run}"], [project], f"workers of run {run}")
+            self._run_tokens[run] = token
+        return token
+
+    # -- agent sessions -----------------------------------------------------------------------------------------
+
+    async def open_session(self, record: ClusterRecord, ws: web.WebSocketResponse) -> AgentSession:
+        """Register a cluster's agent with a new epoch (fencing every older session) and a lease."""
+        epoch = await self._next_epoch()
+        lease = await self.store.grant_lease(LEASE_TTL)
+        record = record.model_copy(update={"epoch": epoch, "last_heartbeat": time.time(), "healthy": True})
+        await self.store.put(CLUSTERS + record.name, record.model_dump_json().encode())
+        await self.store.put(SESSIONS + record.name, str(epoch).encode(), lease=lease.id)
+        old = self.sessions.get(record.name)
+        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=dict(record.free))
+        self.sessions[record.name] = session
+        if old is not None and old.ws is not ws:
+            with contextlib.suppress(Exception):
+                await old.ws.close(code=4000, message=b"replaced by a newer session")
+        self._wake.set()
+        return session
+
+    async def heartbeat(self, session: AgentSession, free: dict[str, float], warm: dict[str, int]) -> None:
+        await self.store.keepalive(session.lease)
+        session.free = free
+        session.warm = warm
+        self._wake.set()
+
+    def close_session(self, session: AgentSession) -> None:
+        """The connection closed; the lease (not the socket) decides when its work moves."""
+        if self.sessions.get(session.name) is session:
+            del self.sessions[session.name]
+
+    async def _next_epoch(self) -> int:
+        while True:
+            kv = await self.store.get(EPOCH_KEY)
+            epoch = int(kv.value) + 1 if kv is not None else 1
+            result = await self.store.txn(
+                [Compare(EPOCH_KEY, kv.mod_revision if kv else 0)], [Put(EPOCH_KEY, str(epoch).encode())]
+            )
+            if result.succeeded:
+                return epoch
+
+    async def _watch_sessions(self, start: int) -> None:
+        async for batch in self.store.watch(SESSIONS, start):
+            for event in batch:
+                if event.type is EventType.DELETE:
+                    cluster = event.key.removeprefix(SESSIONS)
+                    session = self.sessions.get(cluster)
+                    live = await self.store.get(SESSIONS + cluster)
+                    if live is None:
+                        if session is not None:
+                            self.sessions.pop(cluster, None)
+                            with contextlib.suppress(Exception):
+                                await session.ws.close(code=4001, message=b"lease expired")
+                        await self._fail_over(cluster, "its agent stopped heartbeating (lease expired)")
+
+    async def _fail_over(self, cluster: str, why: str) -> None:
+        """Every action placed on or running in `cluster` fails as a system error: the retry policy moves it."""
+        for run, name in list(self._inflight.get(cluster, ())):
+            with contextlib.suppress(ApiError):
+                current = await self.runs.get_action(run, name)
+                if current.cluster != cluster or current.phase not in (Phase.PLACED, Phase.RUNNING):
+                    continue
+                error = ErrorInfo(
+                    error_type="RuntimeSystemError",
+                    code="ClusterLost",
+                    kind="system",
+                    message=f"cluster {cluster} was lost: {why}",
+                    worker=cluster,
+                )
+                if current.phase is Phase.PLACED:
+                    await self.runs.report(
+                        run,
+                        name,
+                        ActionEvent(
+                            phase=Phase.RUNNING, attempt=current.attempts, cluster=cluster, epoch=current.epoch
+                        ),
+                    )
+                await self.runs.report(
+                    run,
+                    name,
+                    ActionEvent(
+                        phase=Phase.FAILED, attempt=current.attempts, cluster=cluster, epoch=current.epoch, error=error
+                    ),
+                )
+        log.warning("cluster %s lost: %s", cluster, why)
+
+
+def _demand(resources: dict[str, Any], placement: dict[str, Any] | None, warm_key: str | None) -> Demand:
+    """What an action asks for, from its task spec (`Resources.to_dict()` and `Placement.to_dict()`)."""
+    cpu = resources.get("cpu") or {}
+    memory = resources.get("memory") or {}
+    gpu = resources.get("gpu") or {}
+    placement = placement or {}
+
+    def names(key: str) -> tuple[str, ...]:
+        return tuple(str(v) for v in placement.get(key) or ())
+
+    return Demand(
+        cpu=float(cpu.get("request") or 0.0),
+        memory=int(memory.get("request") or 0),
+        gpu=int(gpu.get("count") or 0),
+        gpu_type=gpu.get("type"),
+        warm_key=warm_key,
+        clusters=names("clusters"),
+        regions=names("regions"),
+        clouds=names("clouds"),
+        avoid=names("avoid"),
+    )
