@@ -12,8 +12,6 @@ it already finished) instead of running it twice.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import ctypes
 import functools
 import hashlib
 import inspect
@@ -22,7 +20,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._codec import EncodedValue
-from ._context import ActionContext, _group_path, current_group, effective_custom_context
+from ._context import ActionContext, current_group, effective_custom_context
+from ._execute import execute_body
 from ._interface import EncodedInputs
 from ._local_cache import LocalCache, cache_key
 from ._naming import child_action_name
@@ -35,7 +34,6 @@ from .errors import (
     BaseRuntimeError,
     InlineIOMaxBytesBreached,
     RetriesExhaustedError,
-    TaskTimeoutError,
 )
 
 SYSTEM_RETRIES = 3
@@ -225,7 +223,6 @@ class LocalController:
         self, task: TaskTemplate[..., Any], record: ActionRecord, inputs: EncodedInputs, custom: Any
     ) -> EncodedValue | None:
         state = self.state
-        interface = task.interface
         action = ActionContext(
             controller=self,
             run_name=state.name,
@@ -238,92 +235,16 @@ class LocalController:
             custom_context=custom,
             group=record.group,
         )
-        timeout = task.settings.timeout
-        seconds = timeout.max_runtime_seconds if timeout is not None else None
-        values = interface.decode_inputs(inputs)
-        from ._context import current_action
-
-        if self._slots is not None and record.parent is not None:
-            await self._slots.acquire()
-            action.holds_slot = True
-        action_token = current_action.set(action)
-        group_token = _group_path.set(None)
+        values = task.interface.decode_inputs(inputs)
+        if self._slots is None or record.parent is None:
+            return await execute_body(task, action, values)
+        await self._slots.acquire()
+        action.holds_slot = True
         try:
-            if task.is_async and seconds is None:
-                result = await task.func(**values)
-            elif task.is_async:
-                async with asyncio.timeout(seconds):
-                    result = await task.func(**values)
-            else:
-                result = await _run_in_thread(task.func, values, seconds, record.name)
-        except TimeoutError:
-            raise TaskTimeoutError(
-                f"{task.name} ran past its timeout of {seconds:g}s (attempt {record.attempts})"
-            ) from None
-        except BaseRuntimeError:
-            raise
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            raise ErrorInfo.from_exception(error).to_exception() from None
+            return await execute_body(task, action, values)
         finally:
-            _group_path.reset(group_token)
-            current_action.reset(action_token)
-            if action.holds_slot:
-                action.holds_slot = False
-                assert self._slots is not None
-                self._slots.release()
-        if not interface.has_output:
-            return None
-        output = interface.output_codec.encode(result)
-        if output.size > task.settings.max_inline_io_bytes:
-            raise InlineIOMaxBytesBreached(
-                f"output of {task.name} is {output.size} bytes, over max_inline_io_bytes="
-                f"{task.settings.max_inline_io_bytes}"
-            )
-        return output
-
-
-class _Interrupted(BaseException):
-    """Raised inside a sync task's thread when its attempt timed out or was aborted."""
-
-
-async def _run_in_thread(
-    func: Callable[..., Any], values: dict[str, Any], seconds: float | None, action_name: str
-) -> Any:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            future.set_result(value) if ok else future.set_exception(value)
-
-    def body() -> None:
-        try:
-            result = context.run(func, **values)
-        except _Interrupted:
-            return
-        except BaseException as error:
-            loop.call_soon_threadsafe(settle, False, error)
-        else:
-            loop.call_soon_threadsafe(settle, True, result)
-
-    # A thread per attempt, not a pool: a timed-out body is interrupted in its own thread and nowhere else.
-    thread = threading.Thread(target=body, name=f"flyte-{action_name}", daemon=True)
-    thread.start()
-    try:
-        async with asyncio.timeout(seconds):
-            return await asyncio.shield(future)
-    except (TimeoutError, asyncio.CancelledError):
-        _interrupt(thread)
-        raise
-
-
-def _interrupt(thread: threading.Thread) -> None:
-    """Raise _Interrupted in the thread at its next Python instruction (blocking C calls finish first)."""
-    if thread.ident is not None and thread.is_alive():
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Interrupted))
+            action.holds_slot = False
+            self._slots.release()
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,0 +1,103 @@
+"""Running one attempt of a task's body, the same way in local mode and in a remote worker.
+
+The body runs with the action's context set; an async body as a coroutine (under `asyncio.timeout`), a sync body
+in a thread of its own so a timeout can interrupt it. Whatever the body raises comes back as a `flyte.errors`
+error (a plain exception becomes a `RuntimeUserError` carrying its type name and traceback), and the output is
+encoded here, so a value that cannot cross an action boundary fails in the task that produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._codec import EncodedValue
+from ._context import ActionContext, _group_path, current_action
+from ._task import TaskTemplate
+from ._wire import ErrorInfo
+from .errors import BaseRuntimeError, InlineIOMaxBytesBreached, TaskTimeoutError
+
+
+async def execute_body(
+    task: TaskTemplate[..., Any], action: ActionContext, values: dict[str, Any]
+) -> EncodedValue | None:
+    """Run the task's function as `action` and return its encoded output."""
+    timeout = task.settings.timeout
+    seconds = timeout.max_runtime_seconds if timeout is not None else None
+    action_token = current_action.set(action)
+    group_token = _group_path.set(None)
+    try:
+        if task.is_async and seconds is None:
+            result = await task.func(**values)
+        elif task.is_async:
+            async with asyncio.timeout(seconds):
+                result = await task.func(**values)
+        else:
+            result = await _run_in_thread(task.func, values, seconds, action.action_name)
+    except TimeoutError:
+        raise TaskTimeoutError(f"{task.name} ran past its timeout of {seconds:g}s (attempt {action.attempt})") from None
+    except BaseRuntimeError:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        raise ErrorInfo.from_exception(error).to_exception() from None
+    finally:
+        _group_path.reset(group_token)
+        current_action.reset(action_token)
+    interface = task.interface
+    if not interface.has_output:
+        return None
+    output = interface.output_codec.encode(result)
+    if output.size > task.settings.max_inline_io_bytes:
+        raise InlineIOMaxBytesBreached(
+            f"output of {task.name} is {output.size} bytes, over max_inline_io_bytes="
+            f"{task.settings.max_inline_io_bytes}"
+        )
+    return output
+
+
+class _Interrupted(BaseException):
+    """Raised inside a sync task's thread when its attempt timed out or was aborted."""
+
+
+async def _run_in_thread(
+    func: Callable[..., Any], values: dict[str, Any], seconds: float | None, action_name: str
+) -> Any:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def body() -> None:
+        try:
+            result = context.run(func, **values)
+        except _Interrupted:
+            return
+        except BaseException as error:
+            loop.call_soon_threadsafe(settle, False, error)
+        else:
+            loop.call_soon_threadsafe(settle, True, result)
+
+    # A thread per attempt, not a pool: a timed-out body is interrupted in its own thread and nowhere else.
+    thread = threading.Thread(target=body, name=f"flyte-{action_name}", daemon=True)
+    thread.start()
+    try:
+        async with asyncio.timeout(seconds):
+            return await asyncio.shield(future)
+    except (TimeoutError, asyncio.CancelledError):
+        _interrupt(thread)
+        raise
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise _Interrupted in the thread at its next Python instruction (blocking C calls finish first)."""
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Interrupted))
