@@ -1,1 +1,5 @@
-"""agent: placeholder package; built by a later issue (see ARCHITECTURE.md)."""
+"""The agent: one per cluster; runs the actions the gateway assigns it (see `agent._agent`)."""
+
+from agent._agent import Agent
+
+__all__ = ["Agent"]

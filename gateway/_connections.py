@@ -147,15 +147,19 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 break
+            request_id = 0
             try:
                 parsed = _WORKER_MESSAGES.validate_json(message.data)
+                request_id = parsed.id
                 run = await svc.runs.get_run(parsed.run)
                 principal.require(f"worker:{run.name}", "run", project=run.project)
                 await _worker_message(svc, dispatcher, parsed, send)
             except pydantic.ValidationError as error:
-                await send(GatewayReply(type="error", code="invalid", message=describe_validation_error(error)))
+                await send(
+                    GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error))
+                )
             except ApiError as error:
-                await send(GatewayReply(type="error", code=error.code, message=error.message))
+                await send(GatewayReply(type="error", id=request_id, code=error.code, message=error.message))
     finally:
         dispatcher.unwatch(send)
         writer.cancel()
@@ -176,13 +180,13 @@ async def _worker_message(
             action, created = await svc.runs.submit(message.run, request)
             svc.metrics.events["actions_submitted"] += int(created)
             answered.append(action)
-        await send(GatewayReply(type="submitted", actions=answered))
+        await send(GatewayReply(type="submitted", id=message.id, actions=answered))
     elif isinstance(message, WorkerWatch):
-        await dispatcher.watch_children(message.run, message.parent, send)
+        await dispatcher.watch_children(message.run, message.parent, send, message.id)
     elif isinstance(message, WorkerTraces):
         kvs, _ = await svc.store.range(f"{TRACES}{message.run}/{message.action}/")
         traces = {decode_trace_key(kv.key.rsplit("/", 1)[1]): WireTrace.model_validate_json(kv.value) for kv in kvs}
-        await send(GatewayReply(type="traces", parent=message.action, traces=traces))
+        await send(GatewayReply(type="traces", id=message.id, parent=message.action, traces=traces))
     else:
         if message.traces:
             ops = [
@@ -192,7 +196,7 @@ async def _worker_message(
             for i in range(0, len(ops), 100):
                 await svc.store.txn([], ops[i : i + 100])
         action = await svc.runs.report(message.run, message.action, message.event)
-        await send(GatewayReply(type="reported", actions=[action]))
+        await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 
 
 def _safe(key: str) -> str:

@@ -175,11 +175,11 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await send(GatewayReply(type="children", parent=key[1], actions=actions))
 
-    async def watch_children(self, run: str, parent: str, send: Send) -> None:
+    async def watch_children(self, run: str, parent: str, send: Send, request_id: int = 0) -> None:
         """Send the children `parent` has now, then every change to them (until `unwatch`)."""
         self._watchers[(run, parent)].add(send)
         children, _ = await self.runs.list_actions(run, parent)
-        await send(GatewayReply(type="children", parent=parent, actions=children))
+        await send(GatewayReply(type="children", id=request_id, parent=parent, actions=children))
 
     def unwatch(self, send: Send) -> None:
         for key, sends in list(self._watchers.items()):

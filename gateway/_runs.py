@@ -54,7 +54,8 @@ IDEMPOTENCY = "/flyte/idempotency/"
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PLACED, Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
-    Phase.PLACED: frozenset({Phase.RUNNING, Phase.QUEUED, Phase.FAILED, Phase.ABORTED}),
+    # A worker may report its result before its agent reports it started: placed -> succeeded is legal.
+    Phase.PLACED: frozenset({Phase.RUNNING, Phase.SUCCEEDED, Phase.QUEUED, Phase.FAILED, Phase.ABORTED}),
     Phase.RUNNING: frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED, Phase.QUEUED}),
     Phase.SUCCEEDED: frozenset(),
     Phase.FAILED: frozenset(),

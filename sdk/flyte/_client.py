@@ -12,12 +12,14 @@ import atexit
 import contextlib
 import hashlib
 import io
+import urllib.request
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
 from pydantic import TypeAdapter
 
+from ._codec import BlobBackend
 from ._config import Config, current_config
 from ._wire import (
     AbortRequest,
@@ -212,3 +214,34 @@ def call_sync(call: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(call, sdk_loop.get()).result()
     call.close()
     raise RuntimeError("this blocks; from async code use the async client methods")
+
+
+class GatewayBlobs(BlobBackend):
+    """Out-of-line values through the gateway's blob store (`blob:<sha256>` references), so a value written in one
+    cluster is readable in another. Sync on purpose: the codec runs inside task code, sync or async."""
+
+    def __init__(self, endpoint: str, token: str | None):
+        self.endpoint = endpoint.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        request = urllib.request.Request(
+            f"{self.endpoint}/api/v1/blobs/{digest}",
+            data=data,
+            method="PUT",
+            headers={**self._headers, "Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(request, timeout=120):
+            pass
+        return f"blob:{digest}"
+
+    def get(self, ref: str) -> bytes:
+        if not ref.startswith("blob:"):
+            return super().get(ref)
+        request = urllib.request.Request(
+            f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}", headers=self._headers
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            data: bytes = response.read()
+            return data

@@ -74,10 +74,8 @@ class EncodedValue:
     def data(self) -> bytes:
         if self.payload is not None:
             return self.payload
-        from .io._blobs import get_bytes
-
         assert self.ref is not None
-        return get_bytes(self.ref)
+        return _blobs.get(self.ref)
 
 
 def is_json_friendly(annotation: object) -> bool:
@@ -169,10 +167,30 @@ def encoded(kind: ValueKind, data: bytes) -> EncodedValue:
     """Wrap encoded bytes, moving large payloads to the blob store."""
     digest = hashlib.sha256(data).hexdigest()
     if len(data) > INLINE_LIMIT:
+        return EncodedValue(kind, digest, ref=_blobs.put(data))
+    return EncodedValue(kind, digest, payload=data)
+
+
+class BlobBackend:
+    """Where out-of-line payloads go: the local blob directory, or (in remote mode) the gateway's blob store."""
+
+    def put(self, data: bytes) -> str:
         from .io._blobs import put_bytes
 
-        return EncodedValue(kind, digest, ref=put_bytes(data))
-    return EncodedValue(kind, digest, payload=data)
+        return put_bytes(data)
+
+    def get(self, ref: str) -> bytes:
+        from .io._blobs import get_bytes
+
+        return get_bytes(ref)
+
+
+_blobs = BlobBackend()
+
+
+def use_blob_backend(backend: BlobBackend) -> None:
+    global _blobs
+    _blobs = backend
 
 
 _ADAPTERS: dict[object, TypeAdapter[Any]] = {}

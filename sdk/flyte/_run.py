@@ -25,6 +25,7 @@ from ._interface import EncodedInputs
 from ._local_controller import LocalController
 from ._naming import ROOT_ACTION, new_run_name
 from ._paths import runs_dir
+from ._remote_run import RemoteRun
 from ._run_state import ActionRecord, RunOptions, RunState, read_action_summaries, read_run_summary, read_traces
 from ._task import TaskTemplate
 from ._wire import ActionSummary, ErrorInfo, Phase
@@ -158,17 +159,18 @@ class RunContext:
     def run(self) -> _Runner:
         return _Runner(self)
 
-    def start(self, task: TaskTemplate[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run:
+    def start(self, task: TaskTemplate[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run | RemoteRun:
         """Start a run and return at once (the CLI uses this to show progress while it runs)."""
         if not isinstance(task, TaskTemplate):
             raise TypeError(f"flyte.run expects a task (decorated with @env.task), not {task!r}")
         config = current_config()
         mode = self.mode or ("remote" if config.is_remote else "local")
         if mode == "remote":
-            raise NotImplementedError(
-                f"remote mode needs a gateway at {config.endpoint}, which this version cannot reach yet; "
-                "run with mode='local' (flyte run --local) or remove the endpoint from your config"
-            )
+            if not config.is_remote:
+                raise ValueError("mode='remote' needs an endpoint: flyte.init(endpoint=...) or a config file")
+            from ._remote_run import start_remote
+
+            return start_remote(task, args, kwargs, self.options)
         inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
         return self._start_local(task, inputs, None)
 
@@ -262,8 +264,11 @@ class _Runner:
     def _ctx(self) -> RunContext:
         return self._context or RunContext()
 
-    def __call__(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run:
+    def __call__(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run | RemoteRun:
+        """Local runs return when they end; remote runs return once created (`wait()` follows them)."""
         run = self._ctx().start(task, args, kwargs)
+        if isinstance(run, RemoteRun):
+            return run
         try:
             run._state.finished.wait()
         except KeyboardInterrupt:
@@ -272,9 +277,10 @@ class _Runner:
             raise
         return run
 
-    async def aio(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run:
-        run = self._ctx().start(task, args, kwargs)
-        await asyncio.to_thread(run._state.finished.wait)
+    async def aio(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run | RemoteRun:
+        run = await asyncio.to_thread(self._ctx().start, task, args, kwargs)
+        if isinstance(run, Run):
+            await asyncio.to_thread(run._state.finished.wait)
         return run
 
 

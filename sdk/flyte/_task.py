@@ -68,6 +68,8 @@ class TaskTemplate(Generic[P, R]):
         self.interface = TaskInterface(func, self.name)
         self.identity = f"{self.name}@{self.interface.digest}"
         """Name and interface: what a child action's deterministic name is derived from."""
+        self.deployed_version: str | None = None
+        """Set on references to deployed tasks: the version a remote call runs ("latest" or a version)."""
         functools.update_wrapper(self, func)
 
     @property

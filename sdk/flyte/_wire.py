@@ -440,6 +440,8 @@ class WireTrace(WireModel):
 
 class WorkerSubmit(WireModel):
     type: Literal["submit"] = "submit"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
     run: Name
     actions: list[ActionSubmitRequest] = Field(max_length=1000)
 
@@ -448,12 +450,16 @@ class WorkerWatch(WireModel):
     """Stream the children of `parent`: a snapshot of those that exist, then every change."""
 
     type: Literal["watch"] = "watch"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
     run: Name
     parent: ActionName
 
 
 class WorkerReport(WireModel):
     type: Literal["report"] = "report"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
     run: Name
     action: ActionName
     event: ActionEvent
@@ -465,6 +471,8 @@ class WorkerTraces(WireModel):
     """Ask for the trace checkpoints earlier attempts of an action recorded."""
 
     type: Literal["traces"] = "traces"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
     run: Name
     action: ActionName
 
@@ -473,6 +481,7 @@ class GatewayReply(WireModel):
     """The gateway's answer on a worker connection: children, submissions, traces, or an error."""
 
     type: Literal["children", "submitted", "traces", "reported", "error"]
+    id: int = 0
     parent: str | None = None
     actions: list[ActionSummary] = Field(default_factory=list)
     traces: dict[str, WireTrace] = Field(default_factory=dict)

@@ -376,6 +376,18 @@ async def test_compaction(store: Store, key_prefix: str) -> None:
 # -- availability, URLs ------------------------------------------------------------------------------------------
 
 
+async def test_closing_the_store_ends_its_watches(store: Store, key_prefix: str) -> None:
+    start = await store.put(key_prefix + "k", b"")
+    async with watching(store, key_prefix, start) as events:
+        await events.take(1)
+        pending = asyncio.ensure_future(anext(events.events))
+        await asyncio.wait({pending}, timeout=0.05)  # let the watch block waiting for changes
+        await store.close()
+        async with asyncio.timeout(5):
+            with pytest.raises(StopAsyncIteration):
+                await pending
+
+
 async def test_closed_store_is_unavailable(store: Store) -> None:
     await store.close()
     with pytest.raises(StoreUnavailable):
@@ -424,10 +436,31 @@ async def test_sqlite_file_survives_close_and_reopen(tmp_path: Path) -> None:
         kv = await s.get("/b")
         assert kv is not None
         assert (kv.value, kv.mod_revision, kv.lease) == (b"2", rev, lease.id)
-        await s.keepalive(lease.id)  # leases survive a restart for the rest of their TTL
+        await s.keepalive(lease.id)  # leases survive a restart
         assert await s.put("/c", b"3") == rev + 1
         with pytest.raises(Compacted):
             await anext(s.watch("/", rev - 1))
+        short = await s.grant_lease(0.3)
+        await s.put("/short", b"", lease=short.id)
+        deadline = time.time() + short.ttl
+    finally:
+        await s.close()
+
+    async def past_deadline() -> bool:
+        return time.time() > deadline + 0.05
+
+    await eventually(past_deadline)
+    s = SqliteStore(path)
+    try:
+        # Like etcd after a leader change, a reopened store gives each lease a full TTL to be renewed in.
+        assert await s.get("/short") is not None
+
+        async def expired_after_reopen() -> bool:
+            return await s.get("/short") is None
+
+        await eventually(expired_after_reopen)
+        with pytest.raises(LeaseNotFound):
+            await s.keepalive(short.id)
     finally:
         await s.close()
 
@@ -465,8 +498,8 @@ async def test_sqlite_acknowledged_writes_survive_sigkill(tmp_path: Path) -> Non
             while len(acked) < 300:
                 line = await proc.stdout.readline()
                 assert line, "writer exited early"
-                i, rev = line.split()
-                acked.append((int(i), int(rev)))
+                index, revision = line.split()
+                acked.append((int(index), int(revision)))
     finally:
         proc.send_signal(signal.SIGKILL)
         await proc.wait()

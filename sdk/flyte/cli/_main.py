@@ -6,6 +6,7 @@ import click
 
 import flyte
 
+from ._agent import agent
 from ._create import create
 from ._gateway import gateway
 from ._inspect import abort, deploy, get
@@ -24,3 +25,4 @@ main.add_command(deploy)
 main.add_command(get)
 main.add_command(abort)
 main.add_command(gateway)
+main.add_command(agent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ import click
 import pydantic_core
 
 import flyte
+from flyte._client import GatewayError
 from flyte._config import current_config
+from flyte._remote_run import RemoteRun
 from flyte._run import Run, RunContext, RunMode
 from flyte._run_state import RunOptions
-from flyte._wire import Phase
-from flyte.errors import ValueEncodingError
+from flyte._wire import ActionSummary, Phase
+from flyte.errors import BaseRuntimeError, DeploymentError, ValueEncodingError
 
 from ._errors import CliError
 from ._load import find_task, load_module
@@ -91,7 +94,7 @@ def run(
 
     try:
         started = RunContext(mode, RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
-    except NotImplementedError as exc:
+    except (NotImplementedError, DeploymentError, GatewayError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         if isinstance(exc, ValueEncodingError):
@@ -102,7 +105,10 @@ def run(
         raise usage_error(interface, str(exc)) from None
 
     try:
-        watch(started, stderr_is_interactive())
+        if isinstance(started, RemoteRun):
+            _follow_remote(started)
+        else:
+            watch(started, stderr_is_interactive())
     except KeyboardInterrupt:
         _abort(started)
         _report(started)
@@ -110,15 +116,33 @@ def run(
     ctx.exit(_report(started))
 
 
-def _abort(started: Run) -> None:
+def _follow_remote(started: RemoteRun) -> None:
+    """Follow a run in the gateway, showing counts of its actions by phase as they change."""
+    phases: dict[str, str] = {}
+
+    def on_change(action: ActionSummary) -> None:
+        phases[action.name] = action.phase.value
+        if stderr_is_interactive():
+            counts = Counter(phases.values())
+            text = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+            click.echo(f"\r{started.name}: {len(phases)} actions ({text})\033[K", err=True, nl=False)
+
+    with contextlib.suppress(BaseRuntimeError):
+        started.wait(on_change=on_change)
+    if stderr_is_interactive():
+        click.echo("", err=True)
+
+
+def _abort(started: Run | RemoteRun) -> None:
     click.echo(f"Interrupted: aborting run {started.name}", err=True)
     started.abort("interrupted")
     # A second Ctrl-C means "stop waiting"; the run's thread dies with the process.
-    with contextlib.suppress(KeyboardInterrupt):
-        started._state.finished.wait(10)
+    if isinstance(started, Run):
+        with contextlib.suppress(KeyboardInterrupt):
+            started._state.finished.wait(10)
 
 
-def _report(started: Run) -> int:
+def _report(started: Run | RemoteRun) -> int:
     """Print the outcome: name, url, phase and outputs on stdout, the error on stderr; the exit code."""
     click.echo(f"run: {started.name}")
     click.echo(f"url: {started.url}")
@@ -129,7 +153,7 @@ def _report(started: Run) -> int:
             label = "output" if len(outputs) == 1 else f"output[{i}]"
             click.echo(f"{label}: {format_value(value)}")
         return 0
-    error = started._state.error
+    error = started._state.error if isinstance(started, Run) else started._summary.error
     if error is None:
         raise CliError(f"run {started.name} ended {started.phase.value} without an error")
     if error.traceback and started.phase is not Phase.ABORTED:

@@ -20,6 +20,7 @@ class TaskReference:
 
     name: str
     version: str | None
+    auto_version: str | None = None
 
     def resolve(self) -> TaskTemplate[..., Any]:
         env_name, _, func_name = self.name.rpartition(".")
@@ -43,6 +44,11 @@ class TaskReference:
             raise RemoteTaskNotFoundError(
                 f"{self.name} is a deployed task: call it from inside a task, or run it with flyte.run"
             )
+        pinned = self.version or ("latest" if self.auto_version == "latest" else None)
+        if pinned is not None:
+            # In a remote worker the child runs the deployed version asked for, not the caller's own version.
+            task = task.override()
+            task.deployed_version = pinned
         return task.aio(*args, **kwargs)
 
     @property
@@ -75,7 +81,7 @@ class Task:
             raise ValueError("remote.Task.get: give version or auto_version, not both")
         if auto_version not in (None, "latest", "current"):
             raise ValueError(f"remote.Task.get: auto_version={auto_version!r} must be 'latest' or 'current'")
-        return TaskReference(name, version)
+        return TaskReference(name, version, auto_version)
 
     @staticmethod
     def listall() -> list[TaskInfo]:

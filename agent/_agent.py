@@ -1,0 +1,360 @@
+"""The agent: one per cluster. It dials out to the gateway (clusters sit behind firewalls), registers its
+capacity, heartbeats, and runs the attempts it is assigned through its backend or its warm pools.
+
+    connect ─► hello(cluster, still-running keys) ─► welcome(epoch) ─► heartbeat every interval
+    assign ─► one launch per attempt key (a duplicate delivery starts nothing) ─► "running" event
+           ─► the worker reports its result itself; the agent reports only what the worker cannot:
+              it ran out of memory, timed out, crashed or vanished (system errors are retried elsewhere)
+    abort  ─► kill;  stale ─► this session was fenced: kill everything, reconnect as a new session
+
+A lost connection is retried with capped backoff; work keeps running meanwhile, and a reconnect within the lease
+keeps it. Logs are shipped in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pydantic
+
+from agent._pools import Pools
+from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
+from flyte._wire import (
+    AbortMessage,
+    ActionEvent,
+    AgentEvent,
+    AgentEvents,
+    AgentHeartbeat,
+    AgentHello,
+    AgentLogs,
+    AgentWelcome,
+    Assignment,
+    AssignMessage,
+    ClusterRecord,
+    ErrorInfo,
+    Phase,
+    StaleMessage,
+)
+
+log = logging.getLogger("flyte.agent")
+
+_GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMessage] = pydantic.TypeAdapter(
+    AssignMessage | AbortMessage | StaleMessage
+)
+_LOG_FLUSH_SECONDS = 0.25
+_TIMEOUT_GRACE = 5.0
+"""The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
+
+
+@dataclass
+class Running:
+    assignment: Assignment
+    handle: Handle | None = None
+    demand: dict[str, float] = field(default_factory=dict)
+    aborted: bool = False
+    stderr_tail: bytearray = field(default_factory=bytearray)
+
+
+class Agent:
+    def __init__(self, gateway: str, token: str, cluster: ClusterRecord, backend: Backend, work_dir: Path) -> None:
+        self.gateway = gateway.rstrip("/")
+        self.token = token
+        self.cluster = cluster
+        self.backend = backend
+        self.work_dir = work_dir
+        self.running: dict[str, Running] = {}
+        self.epoch = 0
+        self.pools = Pools(self, work_dir / "pools")
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._events: list[AgentEvent] = []
+        self._logs: dict[tuple[str, str, int, str], bytearray] = {}
+        self._bundles: dict[str, asyncio.Future[Path]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+
+    # -- the connection -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        flusher = asyncio.create_task(self._flush_forever())
+        delay = 0.1
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._session()
+                    delay = 0.1
+                except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
+                    log.warning("gateway unreachable (%s); retrying in %.1fs", error, delay)
+                if self._stopping.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            flusher.cancel()
+            await self.pools.close()
+            await self.backend.close()
+            await self._http.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._ws is not None:
+            self._spawn(self._ws.close())
+
+    async def _session(self) -> None:
+        assert self._http is not None
+        async with self._http.ws_connect(
+            f"{self.gateway}/api/v1/agents/connect", heartbeat=5.0, max_msg_size=64 * 1024 * 1024
+        ) as ws:
+            await ws.send_str(AgentHello(cluster=self._record(), running=list(self.running)).model_dump_json())
+            welcome = AgentWelcome.model_validate_json((await ws.receive(timeout=10)).data)
+            self.epoch = welcome.epoch
+            self._ws = ws
+            log.info("connected to %s as %s, epoch %d", self.gateway, self.cluster.name, self.epoch)
+            heartbeat = asyncio.create_task(self._heartbeat_forever(welcome.heartbeat_interval))
+            try:
+                async for message in ws:
+                    if message.type is not aiohttp.WSMsgType.TEXT:
+                        break
+                    await self._on_message(message.data)
+            finally:
+                heartbeat.cancel()
+                self._ws = None
+            if ws.close_code in (4000, 4001):
+                # The gateway fenced this session: its work was (or will be) moved elsewhere.
+                await self._drop_everything(f"session ended by the gateway ({ws.close_code})")
+
+    def _record(self) -> ClusterRecord:
+        return self.cluster.model_copy(update={"free": self._free()})
+
+    def _free(self) -> dict[str, float]:
+        free = dict(self.cluster.capacity)
+        for item in self.running.values():
+            for resource, amount in item.demand.items():
+                free[resource] = free.get(resource, 0.0) - amount
+        return free
+
+    async def _heartbeat_forever(self, interval: float) -> None:
+        while True:
+            await self._send(AgentHeartbeat(free=self._free(), running=len(self.running), warm=self.pools.warm()))
+            await asyncio.sleep(interval)
+
+    async def _send(self, message: pydantic.BaseModel) -> None:
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(ConnectionResetError, aiohttp.ClientError):
+                await self._ws.send_str(message.model_dump_json())
+
+    async def _on_message(self, data: str) -> None:
+        try:
+            message = _GATEWAY_MESSAGES.validate_json(data)
+        except pydantic.ValidationError as error:
+            log.warning("ignoring a message the agent does not understand: %s", error)
+            return
+        if isinstance(message, AssignMessage):
+            for assignment in message.assignments:
+                self._start(assignment)
+        elif isinstance(message, AbortMessage):
+            for key in message.keys:
+                await self._abort(key)
+        else:
+            await self._drop_everything(message.reason)
+
+    # -- running attempts ----------------------------------------------------------------------------------------
+
+    def _start(self, assignment: Assignment) -> None:
+        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        if key in self.running:
+            log.info("assignment %s delivered twice; it already runs", key)
+            return
+        resources = assignment.resources
+        demand = {
+            "cpu": float((resources.get("cpu") or {}).get("request") or 0.0),
+            "memory": float((resources.get("memory") or {}).get("request") or 0.0),
+        }
+        self.running[key] = Running(assignment, demand=demand)
+        self._spawn(self._run(key))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: str) -> None:
+        item = self.running[key]
+        assignment = item.assignment
+        try:
+            bundle = await self._bundle(assignment.bundle_digest)
+            self._event(assignment, Phase.RUNNING)
+            if assignment.reusable:
+                exit = await self.pools.run(assignment, bundle)
+            else:
+                exit = await self._run_process(key, item, bundle)
+            if not item.aborted:
+                self._report_exit(assignment, exit, bytes(item.stderr_tail))
+        except Exception as error:
+            log.exception("running %s failed", key)
+            self._fail(assignment, "RuntimeSystemError", "AgentError", "system", f"the agent could not run it: {error}")
+        finally:
+            self.running.pop(key, None)
+
+    async def _run_process(self, key: str, item: Running, bundle: Path) -> Exit:
+        assignment = item.assignment
+        spec_path = self.work_dir / "assignments" / f"{key.replace('/', '_')}.json"
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(assignment.model_dump_json())
+        memory = (assignment.resources.get("memory") or {}).get("limit")
+        cpu = (assignment.resources.get("cpu") or {}).get("limit")
+        timeout = assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None
+        spec = LaunchSpec(
+            key=key,
+            command=[sys.executable, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
+            env=self.worker_env(),
+            cwd=bundle,
+            memory_limit_bytes=int(memory) if memory else None,
+            cpu_limit=float(cpu) if cpu else None,
+            timeout_seconds=timeout,
+        )
+
+        def on_output(stream: str, data: bytes) -> None:
+            self.ship_log(assignment, stream, data)
+            if stream == "stderr":
+                item.stderr_tail.extend(data)
+                del item.stderr_tail[:-4096]
+
+        item.handle = await self.backend.launch(spec, on_output)
+        try:
+            return await item.handle.wait()
+        finally:
+            spec_path.unlink(missing_ok=True)
+
+    def worker_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_API_KEY")}
+        env.update({"FLYTE_ENDPOINT": self.gateway, "PYTHONUNBUFFERED": "1", "FLYTE_CLUSTER": self.cluster.name})
+        return env
+
+    def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes) -> None:
+        tail = stderr.decode(errors="replace")[-2000:]
+        if exit.kind is ExitKind.EXITED and exit.code == 0:
+            return
+        if exit.kind is ExitKind.OOM:
+            self._fail(assignment, "OOMError", "OOMError", "user", exit.detail or "the task ran out of memory")
+        elif exit.kind is ExitKind.TIMEOUT:
+            self._fail(assignment, "TaskTimeoutError", "TaskTimeoutError", "user", "the task ran past its timeout")
+        else:
+            what = f"exit code {exit.code}" if exit.kind is ExitKind.EXITED else exit.kind.value
+            self._fail(
+                assignment,
+                "RuntimeSystemError",
+                "WorkerLost",
+                "system",
+                f"the worker ended without reporting ({what}) {exit.detail}".strip(),
+                traceback=tail or None,
+            )
+
+    def _fail(
+        self, assignment: Assignment, error_type: str, code: str, kind: str, message: str, traceback: str | None = None
+    ) -> None:
+        error = ErrorInfo.model_validate(
+            {
+                "error_type": error_type,
+                "code": code,
+                "kind": kind,
+                "message": message,
+                "traceback": traceback,
+                "worker": self.cluster.name,
+            }
+        )
+        self._event(assignment, Phase.FAILED, error)
+
+    def _event(self, assignment: Assignment, phase: Phase, error: ErrorInfo | None = None) -> None:
+        event = ActionEvent(
+            phase=phase, attempt=assignment.attempt, cluster=self.cluster.name, epoch=assignment.epoch, error=error
+        )
+        self._events.append(AgentEvent(run=assignment.run, action=assignment.action, event=event))
+
+    async def _abort(self, key: str) -> None:
+        item = self.running.get(key)
+        if item is None:
+            return
+        item.aborted = True
+        if item.handle is not None:
+            await item.handle.kill("aborted")
+        await self.pools.abort(key)
+
+    async def _drop_everything(self, reason: str) -> None:
+        log.warning("dropping %d running attempts: %s", len(self.running), reason)
+        for key in list(self.running):
+            await self._abort(key)
+
+    # -- bundles and logs -----------------------------------------------------------------------------------------
+
+    async def _bundle(self, digest: str) -> Path:
+        """The code bundle extracted once per digest and shared by every attempt that uses it."""
+        future = self._bundles.get(digest)
+        if future is None:
+            future = self._bundles[digest] = asyncio.ensure_future(self._fetch_bundle(digest))
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            self._bundles.pop(digest, None)
+            raise
+
+    async def _fetch_bundle(self, digest: str) -> Path:
+        target = self.work_dir / "bundles" / digest
+        if (target / ".complete").exists():
+            return target
+        assert self._http is not None
+        async with self._http.get(f"{self.gateway}/api/v1/blobs/{digest}") as response:
+            response.raise_for_status()
+            data = await response.read()
+        await asyncio.to_thread(_extract, data, target)
+        return target
+
+    def ship_log(self, assignment: Assignment, stream: str, data: bytes) -> None:
+        key = (assignment.run, assignment.action, assignment.attempt, stream)
+        self._logs.setdefault(key, bytearray()).extend(data)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_LOG_FLUSH_SECONDS)
+            if self._ws is None:
+                continue
+            if self._events:
+                events, self._events = self._events, []
+                await self._send(AgentEvents(events=events))
+            logs, self._logs = self._logs, {}
+            for (run, action, attempt, stream), data in logs.items():
+                text = data.decode(errors="replace")
+                await self._send(
+                    AgentLogs(
+                        run=run,
+                        action=action,
+                        attempt=attempt,
+                        stream=stream,  # type: ignore[arg-type]
+                        text=text[-1_000_000:],
+                    )
+                )
+
+
+def _extract(data: bytes, target: Path) -> None:
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(staging, filter="data")
+    (staging / ".complete").write_text(json.dumps({"extracted_at": time.time()}))
+    if target.exists():
+        return
+    staging.rename(target)

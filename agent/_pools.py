@@ -1,0 +1,246 @@
+"""Reusable pools: warm worker processes per (environment, version), fed over a local socket.
+
+An assignment for a reusable environment goes to a worker with a free slot (no process start); a pool grows to
+its `max_replicas` when every slot is busy, shrinks back to `min_replicas` after `idle_ttl`, and replaces a worker
+that dies (its in-flight attempts end `LOST`, which the gateway retries as system errors). Workers run under the
+agent's backend, so the environment's resource limits apply to each of them.
+
+The socket carries JSON lines: the worker says `{"hello": pid}`; the agent sends an `Assignment` or
+`{"abort": key}`; the worker answers `{"done": key}` once it has reported the attempt's result to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.backends import Exit, ExitKind, Handle, LaunchSpec
+from flyte._wire import Assignment
+
+if TYPE_CHECKING:
+    from agent._agent import Agent
+
+log = logging.getLogger("flyte.agent.pools")
+
+
+@dataclass
+class Worker:
+    handle: Handle
+    writer: asyncio.StreamWriter | None = None
+    inflight: dict[str, asyncio.Future[Exit]] = field(default_factory=dict)
+    idle_since: float = field(default_factory=time.monotonic)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Pool:
+    key: str
+    bundle: Path
+    socket: Path
+    min_replicas: int
+    max_replicas: int
+    concurrency: int
+    idle_ttl: float | None
+    template: Assignment
+    """The assignment the pool was made for: its resources size every worker."""
+    workers: list[Worker] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    server: asyncio.base_events.Server | None = None
+    pending: list[Worker] = field(default_factory=list)
+
+    def free_slots(self) -> int:
+        return sum(self.concurrency - len(w.inflight) for w in self.workers if w.writer is not None)
+
+
+class Pools:
+    def __init__(self, agent: Agent, directory: Path):
+        self.agent = agent
+        self.directory = directory
+        self.pools: dict[str, Pool] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def warm(self) -> dict[str, int]:
+        return {key: pool.free_slots() for key, pool in self.pools.items()}
+
+    async def run(self, assignment: Assignment, bundle: Path) -> Exit:
+        pool = await self._pool(assignment, bundle)
+        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        worker = await self._slot(pool)
+        done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
+        worker.inflight[key] = done
+        assert worker.writer is not None
+        worker.writer.write(assignment.model_dump_json().encode() + b"\n")
+        await worker.writer.drain()
+        try:
+            return await done
+        finally:
+            worker.inflight.pop(key, None)
+            worker.idle_since = time.monotonic()
+            async with pool.changed:
+                pool.changed.notify_all()
+
+    async def abort(self, key: str) -> None:
+        for pool in self.pools.values():
+            for worker in pool.workers:
+                if key in worker.inflight and worker.writer is not None:
+                    worker.writer.write(json.dumps({"abort": key}).encode() + b"\n")
+
+    async def _pool(self, assignment: Assignment, bundle: Path) -> Pool:
+        env = assignment.task.rpartition(".")[0]
+        key = f"{env}@{assignment.version}"
+        pool = self.pools.get(key)
+        if pool is not None:
+            return pool
+        policy = assignment.reusable or {}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        socket = self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
+        socket.unlink(missing_ok=True)
+        pool = Pool(
+            key=key,
+            bundle=bundle,
+            socket=socket,
+            min_replicas=int(policy.get("min_replicas") or 1),
+            max_replicas=int(policy.get("max_replicas") or 1),
+            concurrency=int(policy.get("concurrency") or 1),
+            idle_ttl=float(policy["idle_ttl"]) if policy.get("idle_ttl") else None,
+            template=assignment,
+        )
+        self.pools[key] = pool
+        pool.server = await asyncio.start_unix_server(lambda r, w: self._accept(pool, r, w), path=str(socket))
+        for _ in range(max(pool.min_replicas, 1)):
+            await self._start_worker(pool)
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever())
+        return pool
+
+    async def _start_worker(self, pool: Pool) -> Worker:
+        resources = pool.template.resources
+        memory = (resources.get("memory") or {}).get("limit")
+        cpu = (resources.get("cpu") or {}).get("limit")
+        spec = LaunchSpec(
+            key=f"pool/{pool.key}/{time.monotonic_ns()}",
+            command=[
+                sys.executable,
+                "-m",
+                "flyte._runtime",
+                "--pool",
+                str(pool.socket),
+                "--bundle",
+                str(pool.bundle),
+                "--concurrency",
+                str(pool.concurrency),
+            ],
+            env=self.agent.worker_env(),
+            cwd=pool.bundle,
+            memory_limit_bytes=int(memory) if memory else None,
+            cpu_limit=float(cpu) if cpu else None,
+        )
+
+        def on_output(stream: str, data: bytes) -> None:
+            log.debug("pool %s %s: %s", pool.key, stream, data[-500:])
+
+        handle = await self.agent.backend.launch(spec, on_output)
+        worker = Worker(handle)
+        pool.pending.append(worker)
+        self._keep(asyncio.create_task(self._watch_worker(pool, worker)))
+        return worker
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _grow(self, pool: Pool, placeholder: Worker) -> None:
+        try:
+            await self._start_worker(pool)
+        finally:
+            pool.pending.remove(placeholder)
+
+    async def _accept(self, pool: Pool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = json.loads(await reader.readline())
+        if "hello" not in hello:
+            writer.close()
+            return
+        worker = next((w for w in pool.pending if not isinstance(w.handle, _Starting)), None)
+        if worker is None:
+            writer.close()
+            return
+        pool.pending.remove(worker)
+        worker.writer = writer
+        pool.workers.append(worker)
+        worker.connected.set()
+        async with pool.changed:
+            pool.changed.notify_all()
+        while line := await reader.readline():
+            message: dict[str, Any] = json.loads(line)
+            done = worker.inflight.get(str(message.get("done")))
+            if done is not None and not done.done():
+                done.set_result(Exit(ExitKind.EXITED, 0))
+
+    async def _watch_worker(self, pool: Pool, worker: Worker) -> None:
+        exit = await worker.handle.wait()
+        if worker in pool.pending:
+            pool.pending.remove(worker)
+        if worker in pool.workers:
+            pool.workers.remove(worker)
+        for done in worker.inflight.values():
+            if not done.done():
+                detail = "its pool worker died" if exit.kind is not ExitKind.OOM else exit.detail
+                done.set_result(Exit(ExitKind.OOM if exit.kind is ExitKind.OOM else ExitKind.LOST, exit.code, detail))
+        async with pool.changed:
+            pool.changed.notify_all()
+
+    async def _slot(self, pool: Pool) -> Worker:
+        async with pool.changed:
+            while True:
+                ready = [w for w in pool.workers if w.writer is not None and len(w.inflight) < pool.concurrency]
+                if ready:
+                    return min(ready, key=lambda w: len(w.inflight))
+                if not pool.pending and len(pool.workers) < max(pool.max_replicas, 1):
+                    # Launching takes a moment; the placeholder stops other waiters from launching more.
+                    placeholder = Worker(handle=_Starting())
+                    pool.pending.append(placeholder)
+                    self._keep(asyncio.create_task(self._grow(pool, placeholder)))
+                await pool.changed.wait()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for pool in self.pools.values():
+                if pool.idle_ttl is None:
+                    continue
+                idle = [w for w in pool.workers if not w.inflight and now - w.idle_since > pool.idle_ttl]
+                for worker in idle[: max(0, len(pool.workers) - pool.min_replicas)]:
+                    await worker.handle.kill("idle")
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for pool in self.pools.values():
+            for worker in [*pool.workers, *pool.pending]:
+                with contextlib.suppress(Exception):
+                    await worker.handle.kill("agent stopping")
+            if pool.server is not None:
+                pool.server.close()
+            pool.socket.unlink(missing_ok=True)
+
+
+class _Starting:
+    """Stands in for a worker whose process is being launched."""
+
+    key = "starting"
+
+    async def wait(self) -> Exit:
+        return Exit(ExitKind.KILLED)
+
+    async def kill(self, reason: str) -> None:
+        return None

@@ -1,0 +1,74 @@
+"""Remote mode inside a worker: each task call becomes a child action in the gateway, awaited on the watch.
+
+Naming and encoding happen at call time exactly as in local mode, so a recovered parent asks for the same names
+and the gateway answers with the children it already has. Trace checkpoints recorded by earlier attempts of this
+action are loaded when the worker starts and replayed; new ones travel with the result, so they are durable
+exactly when the result is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Coroutine
+from typing import Any
+
+from ._context import ActionContext, current_group, effective_custom_context
+from ._naming import child_action_name
+from ._task import TaskTemplate
+from ._wire import ActionSubmitRequest, ActionSummary, Phase, WireTrace, WireValue
+from ._worker_link import WorkerLink
+from .errors import ActionAbortedError, RuntimeSystemError
+
+
+class RemoteController:
+    """Submits the children of one running action to the gateway."""
+
+    def __init__(self, link: WorkerLink, loop: asyncio.AbstractEventLoop, version: str, traces: dict[str, WireTrace]):
+        self.link = link
+        self.loop = loop
+        self.version = version
+        self._replay = {key: (t.kind, base64.b64decode(t.payload_b64)) for key, t in traces.items()}
+        self.recorded: dict[str, WireTrace] = {}
+
+    def submit(
+        self, task: TaskTemplate[..., Any], parent: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        bound = task.interface.bind(args, kwargs)
+        inputs = task.interface.encode_inputs(bound)
+        name = child_action_name(parent.action_name, task.identity, inputs.digest, next(parent.calls))
+        version = task.deployed_version or self.version
+        request = ActionSubmitRequest(
+            name=name,
+            parent=parent.action_name,
+            task=task.name,
+            version=None if version == "latest" else version,
+            inputs={k: WireValue.from_encoded(v) for k, v in inputs.values.items()},
+            group=current_group(),
+            custom_context=dict(effective_custom_context(parent)),
+        )
+        return self._call(task, parent.action_name, request)
+
+    async def _call(self, task: TaskTemplate[..., Any], parent: str, request: ActionSubmitRequest) -> Any:
+        submitted = await self.link.submit(request)
+        child = submitted if submitted.phase.is_terminal else await self.link.wait_child(parent, request.name)
+        return decode_result(task, child)
+
+    def trace_checkpoint(self, action: ActionContext, key: str) -> tuple[str, bytes] | None:
+        return self._replay.get(key)
+
+    def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None:
+        self.recorded[key] = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
+
+
+def decode_result(task: TaskTemplate[..., Any], child: ActionSummary) -> Any:
+    """A finished child's value, or its error raised as the parent would see a local one."""
+    if child.phase is Phase.SUCCEEDED:
+        if child.output is None:
+            return None
+        return task.interface.output_codec.decode(child.output.to_encoded())
+    if child.error is not None:
+        raise child.error.to_exception()
+    if child.phase is Phase.ABORTED:
+        raise ActionAbortedError(f"action {child.name} was aborted")
+    raise RuntimeSystemError("UnknownOutcome", f"action {child.name} ended {child.phase.value} without an error")

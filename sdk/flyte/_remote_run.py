@@ -1,0 +1,146 @@
+"""`flyte.run` in remote mode: deploy the task's environments, create the run, and follow it.
+
+The environments the task needs (its own and everything it depends on) are deployed together at one version,
+a digest of their bundles and settings, so children of the run resolve to exactly the code that started it and
+re-running unchanged code deploys nothing new. The returned `RemoteRun` follows the run through the gateway's
+watch stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._client import GatewayBlobs, GatewayClient, call_sync, client_for
+from ._codec import use_blob_backend
+from ._config import current_config
+from ._deploy import Deployment, _closure, _deploy_remote, _settings_text, code_bundle
+from ._naming import digest_text
+from ._run_state import RunOptions
+from ._task import TaskTemplate
+from ._wire import ActionSummary, Phase, RunCreateRequest, RunSummary, WatchMessage, WireValue
+
+
+def start_remote(
+    task: TaskTemplate[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: RunOptions
+) -> RemoteRun:
+    config = current_config()
+    assert config.endpoint is not None
+    use_blob_backend(GatewayBlobs(config.endpoint, config.api_key))
+    inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
+    envs = _closure((task.env,))
+    bundles = [(env, code_bundle(env)) for env in envs]
+    version = options.version or digest_text(*(f"{b.digest}:{_settings_text(env)}" for env, b in bundles))
+    deployments = [
+        Deployment(env, version, bundle, tuple(t.name for t in env.tasks.values())) for env, bundle in bundles
+    ]
+    call_sync(_deploy_remote(deployments))
+    client = client_for()
+    request = RunCreateRequest(
+        project=options.project or client.project,
+        domain=options.domain or client.domain,
+        task=task.name,
+        version=version,
+        name=options.name,
+        inputs={k: WireValue.from_encoded(v) for k, v in inputs.values.items()},
+        labels=dict(options.labels),
+        custom_context=dict(options.custom_context),
+        overwrite_cache=options.overwrite_cache,
+        disable_run_cache=options.disable_run_cache,
+    )
+    return RemoteRun(client, call_sync(client.create_run(request)), task)
+
+
+class RemoteRun:
+    """A handle on a run in the gateway: the same surface as a local `Run`."""
+
+    def __init__(self, client: GatewayClient, summary: RunSummary, task: TaskTemplate[..., Any]):
+        self._client = client
+        self._summary = summary
+        self._task = task
+
+    @property
+    def name(self) -> str:
+        return self._summary.name
+
+    @property
+    def url(self) -> str:
+        return f"{self._client.endpoint}/runs/{self.name}"
+
+    @property
+    def phase(self) -> Phase:
+        if not self._summary.phase.is_terminal:
+            self._summary = call_sync(self._client.get_run(self.name))
+        return self._summary.phase
+
+    def done(self) -> bool:
+        return self.phase.is_terminal
+
+    def wait(self, timeout: float | None = None, on_change: Callable[[ActionSummary], None] | None = None) -> None:
+        """Follow the run until it ends; raise its error if it failed or was aborted."""
+        if not self._summary.phase.is_terminal:
+            call_sync(asyncio.wait_for(self._follow(on_change), timeout))
+        if self._summary.error is not None:
+            raise self._summary.error.to_exception()
+
+    async def _follow(self, on_change: Callable[[ActionSummary], None] | None) -> None:
+        import aiohttp
+
+        revision = 0
+        while True:
+            url = f"{self._client.endpoint}/api/v1/runs/{self.name}/watch"
+            if revision:
+                url += f"?from_revision={revision + 1}"
+            try:
+                async with self._client._http().ws_connect(url, heartbeat=15.0) as ws:
+                    async for message in ws:
+                        if message.type is not aiohttp.WSMsgType.TEXT:
+                            break
+                        update = WatchMessage.model_validate_json(message.data)
+                        revision = max(revision, update.revision)
+                        for action in update.actions:
+                            if on_change is not None:
+                                on_change(action)
+                            if action.name == "a0" and action.phase.is_terminal:
+                                self._summary = await self._client.get_run(self.name)
+                                if self._summary.phase.is_terminal:
+                                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.5)
+            self._summary = await self._client.get_run(self.name)
+            if self._summary.phase.is_terminal:
+                return
+
+    def outputs(self) -> tuple[Any, ...]:
+        from ._run import RunOutputs
+
+        self.wait()
+        output = self._summary.output
+        if output is None:
+            return RunOutputs(())
+        interface = self._task.interface
+        return RunOutputs(interface.as_outputs(interface.output_codec.decode(output.to_encoded())))
+
+    def inputs(self) -> dict[str, Any]:
+        from ._interface import EncodedInputs
+
+        encoded = EncodedInputs.of({k: v.to_encoded() for k, v in self._summary.inputs.items()})
+        return self._task.interface.decode_inputs(encoded)
+
+    def abort(self, reason: str = "aborted by the user") -> None:
+        self._summary = call_sync(self._client.abort_run(self.name, reason))
+
+    def watch(self) -> Iterator[ActionSummary]:
+        yield from call_sync(self._client.list_actions(self.name))
+
+    def __repr__(self) -> str:
+        return f"RemoteRun(name={self.name!r}, url={self.url!r})"
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div class='flyte-run'><b>Run</b> <code>{html.escape(self.name)}</code> &mdash; "
+            f"{html.escape(self._task.name)} &mdash; <b>{self._summary.phase.value}</b> "
+            f"<a href='{html.escape(self.url)}'>{html.escape(self.url)}</a></div>"
+        )

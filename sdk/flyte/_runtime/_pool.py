@@ -1,0 +1,56 @@
+"""A warm pool worker: loads its environment's bundle once, then runs assignments from its agent's socket, up to
+`concurrency` at a time, each reporting to the gateway like a one-shot worker would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+from .._wire import Assignment
+from .._worker_link import WorkerLink
+from ._bundle import load_bundle
+from ._worker import configure, run_assignment
+
+log = logging.getLogger("flyte.worker.pool")
+
+
+async def serve_pool(socket: Path, bundle: Path, endpoint: str, concurrency: int) -> None:
+    load_bundle(bundle)
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    writer.write(json.dumps({"hello": os.getpid()}).encode() + b"\n")
+    await writer.drain()
+    links: dict[str, WorkerLink] = {}
+    running: dict[str, asyncio.Task[None]] = {}
+    slots = asyncio.Semaphore(concurrency)
+
+    async def run_one(assignment: Assignment, key: str) -> None:
+        async with slots:
+            try:
+                link = links.get(assignment.run)
+                if link is None:
+                    link = links[assignment.run] = WorkerLink(endpoint, assignment.token, assignment.run)
+                    await link.connect()
+                configure(assignment, endpoint)
+                await run_assignment(assignment, bundle, endpoint, link)
+            except Exception:
+                log.exception("assignment %s failed to report", key)
+            finally:
+                running.pop(key, None)
+                writer.write(json.dumps({"done": key}).encode() + b"\n")
+                await writer.drain()
+
+    while line := await reader.readline():
+        message = json.loads(line)
+        if "abort" in message:
+            task = running.get(message["abort"])
+            if task is not None:
+                task.cancel()
+            continue
+        assignment = Assignment.model_validate(message)
+        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        running[key] = asyncio.create_task(run_one(assignment, key))
+    for link in links.values():
+        await link.close()

@@ -1,0 +1,80 @@
+"""Running one assignment: load inputs, run the task body with a remote controller, report the result."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from .._config import init
+from .._context import ActionContext
+from .._execute import execute_body
+from .._interface import EncodedInputs
+from .._remote_controller import RemoteController
+from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
+from .._worker_link import WorkerLink
+from ._bundle import find_task, load_bundle
+
+log = logging.getLogger("flyte.worker")
+
+
+async def run_assignment(assignment: Assignment, bundle: Path, endpoint: str, link: WorkerLink | None = None) -> None:
+    """Run one attempt and report how it ended; raises only when the result could not be reported."""
+    own_link = link is None
+    if link is None:
+        link = WorkerLink(endpoint, assignment.token, assignment.run)
+        await link.connect()
+    try:
+        event = await _attempt(assignment, bundle, link)
+        await link.report(assignment.action, event[0], event[1])
+    finally:
+        if own_link:
+            await link.close()
+
+
+async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tuple[ActionEvent, dict[str, WireTrace]]:
+    def ended(phase: Phase, output: WireValue | None = None, error: ErrorInfo | None = None) -> ActionEvent:
+        return ActionEvent(
+            phase=phase,
+            attempt=assignment.attempt,
+            cluster=assignment.cluster,
+            epoch=assignment.epoch,
+            output=output,
+            error=error,
+        )
+
+    controller = RemoteController(
+        link, asyncio.get_running_loop(), assignment.version, await link.traces(assignment.action)
+    )
+    try:
+        load_bundle(bundle)
+        task = find_task(assignment.task)
+        action = ActionContext(
+            controller=controller,
+            run_name=assignment.run,
+            action_name=assignment.action,
+            task_name=assignment.task,
+            attempt=assignment.attempt,
+            project=assignment.project,
+            domain=assignment.domain,
+            version=assignment.version,
+            custom_context=assignment.custom_context,
+        )
+        inputs = EncodedInputs.of({k: v.to_encoded() for k, v in assignment.inputs.items()})
+        values = task.interface.decode_inputs(inputs)
+        output = await execute_body(task, action, values)
+        wire = WireValue.from_encoded(output) if output is not None else None
+        return ended(Phase.SUCCEEDED, output=wire), dict(controller.recorded)
+    except Exception as error:
+        # A flyte error as it is; anything else (the bundle failed to load, an input failed to decode) is the
+        # user's code or values, reported as a user error.
+        return ended(Phase.FAILED, error=ErrorInfo.from_exception(error)), dict(controller.recorded)
+
+
+def configure(assignment: Assignment, endpoint: str) -> None:
+    """Point this process's SDK at the gateway, as the assignment's run."""
+    from .._client import GatewayBlobs
+    from .._codec import use_blob_backend
+
+    init(endpoint=endpoint, api_key=assignment.token, project=assignment.project, domain=assignment.domain)
+    use_blob_backend(GatewayBlobs(endpoint, assignment.token))

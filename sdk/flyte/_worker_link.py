@@ -1,0 +1,197 @@
+"""A worker's one connection to the gateway: batched child submissions, child watches, traces, the result.
+
+Submissions made in the same turn of the event loop travel as one message (a fan-out of 1,000 children is a few
+messages, not 1,000 requests). A parent's children are watched once; each awaited child is a future resolved by
+the watch. After a dropped connection the link reconnects with capped backoff, watches again (the snapshot
+answers whatever finished meanwhile) and resends what was unanswered: submissions are idempotent by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import pydantic
+
+from ._wire import (
+    ActionEvent,
+    ActionSubmitRequest,
+    ActionSummary,
+    GatewayReply,
+    WireTrace,
+    WorkerReport,
+    WorkerSubmit,
+    WorkerTraces,
+    WorkerWatch,
+)
+
+log = logging.getLogger("flyte.worker")
+
+_MAX_BATCH = 500
+
+
+class LinkError(Exception):
+    """The gateway refused a request on the worker connection."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+
+
+class WorkerLink:
+    def __init__(self, endpoint: str, token: str, run: str):
+        self.url = endpoint.rstrip("/") + "/api/v1/workers/connect"
+        self.run = run
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[GatewayReply], pydantic.BaseModel]] = {}
+        self._to_submit: list[tuple[ActionSubmitRequest, asyncio.Future[ActionSummary]]] = []
+        self._flush_scheduled = False
+        self._watched: set[str] = set()
+        self._children: dict[str, ActionSummary] = {}
+        self._waiters: dict[str, list[asyncio.Future[ActionSummary]]] = defaultdict(list)
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def connect(self) -> None:
+        self._session = aiohttp.ClientSession(headers=self._headers)
+        await self._open()
+        self._reader = asyncio.create_task(self._read_forever())
+
+    async def _open(self) -> None:
+        assert self._session is not None
+        delay = 0.05
+        while True:
+            try:
+                self._ws = await self._session.ws_connect(self.url, heartbeat=15.0, max_msg_size=64 * 1024 * 1024)
+                break
+            except aiohttp.ClientError as error:
+                if self._closing:
+                    raise
+                log.warning("cannot reach the gateway (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._connected.set()
+        for parent in self._watched:
+            await self._send(WorkerWatch(run=self.run, parent=parent))
+        for request_id, (_, message) in list(self._pending.items()):
+            await self._send_raw(message.model_copy(update={"id": request_id}))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _send_raw(self, message: pydantic.BaseModel) -> None:
+        assert self._ws is not None
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientError):
+            await self._ws.send_str(message.model_dump_json())
+
+    async def _send(self, message: pydantic.BaseModel) -> None:
+        await self._connected.wait()
+        await self._send_raw(message)
+
+    async def _request(self, message: pydantic.BaseModel) -> GatewayReply:
+        request_id = next(self._ids)
+        message = message.model_copy(update={"id": request_id})
+        future: asyncio.Future[GatewayReply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (future, message)
+        await self._send(message)
+        reply = await future
+        if reply.type == "error":
+            raise LinkError(reply.code or "error", reply.message or "")
+        return reply
+
+    async def _read_forever(self) -> None:
+        while True:
+            assert self._ws is not None
+            async for message in self._ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                self._dispatch(GatewayReply.model_validate_json(message.data))
+            if self._closing:
+                return
+            self._connected.clear()
+            log.warning("lost the gateway connection; reconnecting")
+            await self._open()
+
+    def _dispatch(self, reply: GatewayReply) -> None:
+        if reply.type == "children":
+            for child in reply.actions:
+                self._children[child.name] = child
+                if child.phase.is_terminal:
+                    for waiter in self._waiters.pop(child.name, ()):
+                        if not waiter.done():
+                            waiter.set_result(child)
+            if not reply.id:
+                return
+        pending = self._pending.pop(reply.id, None)
+        if pending is not None and not pending[0].done():
+            pending[0].set_result(reply)
+
+    # -- what the controller and the runtime call ------------------------------------------------------------
+
+    def submit(self, request: ActionSubmitRequest) -> asyncio.Future[ActionSummary]:
+        future: asyncio.Future[ActionSummary] = asyncio.get_running_loop().create_future()
+        self._to_submit.append((request, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+        return future
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._to_submit = self._to_submit, []
+        for i in range(0, len(batch), _MAX_BATCH):
+            chunk = batch[i : i + _MAX_BATCH]
+            try:
+                reply = await self._request(WorkerSubmit(run=self.run, actions=[r for r, _ in chunk]))
+            except LinkError as error:
+                for _, future in chunk:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), summary in zip(chunk, reply.actions, strict=True):
+                if not future.done():
+                    future.set_result(summary)
+
+    async def wait_child(self, parent: str, name: str) -> ActionSummary:
+        """The child once it reaches a terminal phase."""
+        known = self._children.get(name)
+        if known is not None and known.phase.is_terminal:
+            return known
+        future: asyncio.Future[ActionSummary] = asyncio.get_running_loop().create_future()
+        self._waiters[name].append(future)
+        if parent not in self._watched:
+            self._watched.add(parent)
+            await self._request(WorkerWatch(run=self.run, parent=parent))
+        known = self._children.get(name)
+        if known is not None and known.phase.is_terminal and not future.done():
+            future.set_result(known)
+        return await future
+
+    async def traces(self, action: str) -> dict[str, WireTrace]:
+        return (await self._request(WorkerTraces(run=self.run, action=action))).traces
+
+    async def report(self, action: str, event: ActionEvent, traces: dict[str, WireTrace]) -> ActionSummary:
+        reply = await self._request(WorkerReport(run=self.run, action=action, event=event, traces=traces))
+        return reply.actions[0]
+
+
+def _unused(*_: Any) -> None:
+    """Keeps the public surface explicit for type checkers."""

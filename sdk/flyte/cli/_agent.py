@@ -1,0 +1,91 @@
+"""`flyte agent serve`: run one cluster's agent. The agent package is imported only inside the command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from flyte._paths import flyte_home
+from flyte._resources import parse_cpu, parse_quantity
+
+from ._errors import USAGE, CliError
+
+
+def _labels(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+@click.group()
+def agent() -> None:
+    """Run a cluster's agent."""
+
+
+@agent.command("serve")
+@click.option("--gateway", "gateway_url", required=True, metavar="URL", help="The gateway's endpoint.")
+@click.option("--token", required=True, envvar="FLYTE_AGENT_TOKEN", help="A token with scope agent:CLUSTER.")
+@click.option("--cluster", required=True, help="This cluster's name.")
+@click.option("--region", default="local", show_default=True)
+@click.option("--cloud", default="local", show_default=True)
+@click.option("--label", "labels", multiple=True, callback=_labels, metavar="KEY=VALUE")
+@click.option("--backend", type=click.Choice(["process", "kubernetes"]), default="process", show_default=True)
+@click.option("--cpu", default="2", show_default=True, help="CPU this agent offers.")
+@click.option("--memory", default="8Gi", show_default=True, help="Memory this agent offers.")
+@click.option("--gpu", default=None, help="GPUs this agent offers, e.g. A100:2.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def serve(
+    gateway_url: str,
+    token: str,
+    cluster: str,
+    region: str,
+    cloud: str,
+    labels: dict[str, str],
+    backend: str,
+    cpu: str,
+    memory: str,
+    gpu: str | None,
+    work_dir: Path | None,
+) -> None:
+    """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
+    from agent import Agent
+    from flyte._wire import ClusterRecord
+
+    if backend != "process":
+        raise CliError("the kubernetes backend arrives with its own issue; use --backend process", USAGE)
+    from agent.backends._process import ProcessBackend
+
+    try:
+        capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
+    except ValueError as exc:
+        raise CliError(str(exc), USAGE) from None
+    if gpu:
+        kind, _, count = gpu.partition(":")
+        capacity[f"gpu:{kind}"] = float(count or 1)
+        capacity["gpu"] = float(count or 1)
+    try:
+        record = ClusterRecord(
+            name=cluster, region=region, cloud=cloud, labels=labels, capacity=capacity, free=capacity
+        )
+    except ValueError as exc:
+        raise CliError(str(exc).splitlines()[0], USAGE) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    directory = work_dir or flyte_home() / "agents" / cluster
+
+    async def main() -> None:
+        instance = Agent(gateway_url, token, record, ProcessBackend(), directory)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, instance.stop)
+        print(f"flyte agent {cluster} serving {gateway_url}", flush=True)
+        await instance.run()
+
+    asyncio.run(main())
