@@ -61,6 +61,8 @@ class AgentSession:
     ws: web.WebSocketResponse
     free: dict[str, float]
     warm: dict[str, int] = field(default_factory=dict)
+    reserved: dict[tuple[str, str], Demand] = field(default_factory=dict)
+    """What placed actions hold until they end: returned at once, not at the next heartbeat."""
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
     @property
@@ -164,6 +166,7 @@ class Dispatcher:
             self._inflight[action.cluster].add(key)
         elif action.cluster is not None:
             self._inflight[action.cluster].discard(key)
+            self._release(action.cluster, key)
             if action.phase is Phase.ABORTED:
                 session = self.sessions.get(action.cluster)
                 if session is not None:
@@ -249,6 +252,7 @@ class Dispatcher:
             return None
         for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
             session.free[resource] = session.free.get(resource, 0.0) - amount
+        session.reserved[(action.run, action.name)] = demand
         return Assignment(
             run=action.run,
             action=action.name,
@@ -268,6 +272,15 @@ class Dispatcher:
             reusable=spec.reusable,
             token=await self._run_token(run.name, run.project),
         )
+
+    def _release(self, cluster: str, key: tuple[str, str]) -> None:
+        session = self.sessions.get(cluster)
+        demand = session.reserved.pop(key, None) if session is not None else None
+        if session is None or demand is None:
+            return
+        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
+            session.free[resource] = session.free.get(resource, 0.0) + amount
+        self._wake.set()
 
     async def _never_fits(self, action: ActionSummary, reason: str, verdicts: Mapping[str, str]) -> None:
         detail = "; ".join(f"{k}: {v}" for k, v in verdicts.items())
@@ -304,7 +317,8 @@ class Dispatcher:
 
     async def heartbeat(self, session: AgentSession, free: dict[str, float], warm: dict[str, int]) -> None:
         await self.store.keepalive(session.lease)
-        session.free = free
+        # Free capacity is the gateway's own account (capacity less what it placed there): the agent's lags the
+        # assignments on their way to it.
         session.warm = warm
         self._wake.set()
 

@@ -10,6 +10,7 @@ from ._agent import agent
 from ._create import create
 from ._gateway import gateway
 from ._inspect import abort, deploy, get
+from ._rig import rig
 from ._run import run
 
 
@@ -26,3 +27,4 @@ main.add_command(get)
 main.add_command(abort)
 main.add_command(gateway)
 main.add_command(agent)
+main.add_command(rig)

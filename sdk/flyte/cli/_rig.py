@@ -1,0 +1,220 @@
+"""`flyte rig up|down|status`: a gateway and one agent per cluster on this machine, as separate processes.
+
+`up` mints the tokens straight into the rig's embedded store (before the gateway opens it), starts the gateway,
+then the agents, waits until each agent has connected, and writes `.flyte/config.yaml` in the current directory
+so `flyte run` and `flyte.init_from_config()` use the rig. `down` stops them all and removes that config.
+Everything the rig keeps (store, blobs, logs, pids) is under `$FLYTE_HOME/rig/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from flyte._config import write_config
+from flyte._paths import flyte_home
+
+from ._errors import USAGE, CliError
+
+_LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
+CONFIG = Path(".flyte") / "config.yaml"
+
+
+def rig_dir() -> Path:
+    path = flyte_home() / "rig"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@click.group()
+def rig() -> None:
+    """A local multi-cluster rig: a gateway and agents as processes on this machine."""
+
+
+def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
+def _wait_for(log: Path, pattern: re.Pattern[str], process: subprocess.Popen[bytes], within: float) -> re.Match[str]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        match = pattern.search(log.read_text(errors="replace")) if log.exists() else None
+        if match:
+            return match
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise CliError(f"{log.stem} did not come up (see {log}):\n{tail}")
+
+
+async def _mint(store_url: str, clusters: list[str]) -> dict[str, str]:
+    from gateway._auth import create_token
+    from gateway.store import open_store
+
+    store = await open_store(store_url)
+    try:
+        tokens = {"admin": await create_token(store, ["admin"], description="rig admin")}
+        for cluster in clusters:
+            tokens[cluster] = await create_token(store, [f"agent:{cluster}"], description=f"rig agent {cluster}")
+        return tokens
+    finally:
+        await store.close()
+
+
+@rig.command("up")
+@click.option("--clusters", default="us-east,eu-west", show_default=True, help="Comma-separated cluster names.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--cpu", default="2", show_default=True, help="CPU each agent offers.")
+@click.option("--memory", default="8Gi", show_default=True, help="Memory each agent offers.")
+def up(clusters: str, port: int, cpu: str, memory: str) -> None:
+    """Start the rig and point ./.flyte/config.yaml at it."""
+    names = [c.strip() for c in clusters.split(",") if c.strip()]
+    if not names or any(not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", n) for n in names):
+        raise CliError(f"--clusters {clusters!r}: give lower-case names separated by commas", USAGE)
+    directory = rig_dir()
+    if (directory / "rig.json").exists():
+        _down(quiet=True)
+    store_url = f"sqlite:{directory / 'state.db'}"
+    tokens = asyncio.run(_mint(store_url, names))
+    python = sys.executable
+    gateway_log = directory / "gateway.log"
+    gateway_log.unlink(missing_ok=True)
+    gateway = _spawn(
+        [
+            python,
+            "-m",
+            "flyte.cli",
+            "gateway",
+            "serve",
+            "--store",
+            store_url,
+            "--blobs",
+            str(directory / "blobs"),
+            "--port",
+            str(port),
+            "--no-write-config",
+        ],
+        gateway_log,
+    )
+    pids = {"gateway": gateway.pid}
+    endpoint = _wait_for(gateway_log, _LISTENING, gateway, 30).group(1)
+    agents = {}
+    for name in names:
+        log = directory / f"agent-{name}.log"
+        log.unlink(missing_ok=True)
+        agents[name] = (
+            _spawn(
+                [
+                    python,
+                    "-m",
+                    "flyte.cli",
+                    "agent",
+                    "serve",
+                    "--gateway",
+                    endpoint,
+                    "--token",
+                    tokens[name],
+                    "--cluster",
+                    name,
+                    "--region",
+                    name,
+                    "--cloud",
+                    "local",
+                    "--cpu",
+                    cpu,
+                    "--memory",
+                    memory,
+                    "--work-dir",
+                    str(directory / "agents" / name),
+                ],
+                log,
+            ),
+            log,
+        )
+        pids[f"agent-{name}"] = agents[name][0].pid
+    (directory / "rig.json").write_text(
+        json.dumps({"endpoint": endpoint, "pids": pids, "config": str(CONFIG.resolve())})
+    )
+    for process, log in agents.values():
+        _wait_for(log, re.compile(r"connected to .* epoch"), process, 30)
+    write_config(CONFIG, endpoint, None, None, insecure=True, force=True, api_key=tokens["admin"])
+    click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
+    click.echo(f"config: {CONFIG.resolve()}; logs: {directory}")
+    click.echo(f"runs: {endpoint}/runs/<run>  (the UI arrives with its issue)")
+
+
+def _down(quiet: bool = False) -> None:
+    state_file = rig_dir() / "rig.json"
+    if not state_file.exists():
+        if not quiet:
+            click.echo("no rig is up")
+        return
+    state = json.loads(state_file.read_text())
+    pids: dict[str, int] = state["pids"]
+    order = [k for k in pids if k != "gateway"] + ["gateway"]
+    for name in order:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pids[name], signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for name in order:
+        while time.monotonic() < deadline and _alive(pids[name]):
+            time.sleep(0.05)
+        if _alive(pids[name]):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pids[name], signal.SIGKILL)
+    config = Path(state["config"])
+    if config.exists():
+        written = yaml.safe_load(config.read_text()) or {}
+        if (written.get("admin") or {}).get("endpoint") == state["endpoint"]:
+            config.unlink()
+    state_file.unlink()
+    if not quiet:
+        click.echo(f"rig down: stopped {', '.join(order)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@rig.command("down")
+def down() -> None:
+    """Stop the rig's agents and gateway."""
+    _down()
+
+
+@rig.command("status")
+def status() -> None:
+    """Show the rig's processes."""
+    state_file = rig_dir() / "rig.json"
+    if not state_file.exists():
+        click.echo("no rig is up")
+        return
+    state = json.loads(state_file.read_text())
+    click.echo(f"gateway {state['endpoint']}")
+    for name, pid in state["pids"].items():
+        click.echo(f"  {name}: pid {pid} {'running' if _alive(pid) else 'stopped'}")
