@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
@@ -46,8 +47,8 @@ log = logging.getLogger("flyte.gateway.dispatch")
 SESSIONS = "/flyte/sessions/"
 EPOCH_KEY = "/flyte/epoch"
 CLUSTERS = "/flyte/clusters/"
-LEASE_TTL = 10.0
-"""Seconds an agent may go silent before its work is moved to another cluster."""
+LEASE_TTL = float(os.environ.get("FLYTE_LEASE_TTL", "10"))
+"""Seconds an agent may go silent before its work is moved to another cluster (tests shorten it)."""
 HEARTBEAT_INTERVAL = 1.0
 
 

@@ -11,6 +11,7 @@ A codec is built once per parameter when a task is defined; the per-call work is
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import datetime
 import decimal
@@ -185,12 +186,30 @@ class BlobBackend:
         return get_bytes(ref)
 
 
-_blobs = BlobBackend()
+_LOCAL = BlobBackend()
+_backend: contextvars.ContextVar[BlobBackend | None] = contextvars.ContextVar("flyte_blobs", default=None)
 
 
-def use_blob_backend(backend: BlobBackend) -> None:
-    global _blobs
-    _blobs = backend
+class _Blobs:
+    """The blob backend of the current context: a worker sets the gateway's; local code keeps the directory."""
+
+    def put(self, data: bytes) -> str:
+        return (_backend.get() or _LOCAL).put(data)
+
+    def get(self, ref: str) -> bytes:
+        return (_backend.get() or _LOCAL).get(ref)
+
+
+_blobs = _Blobs()
+
+
+def use_blob_backend(backend: BlobBackend) -> contextvars.Token[BlobBackend | None]:
+    """Use `backend` in this context (and the tasks and threads it starts); reset with the returned token."""
+    return _backend.set(backend)
+
+
+def reset_blob_backend(token: contextvars.Token[BlobBackend | None]) -> None:
+    _backend.reset(token)
 
 
 _ADAPTERS: dict[object, TypeAdapter[Any]] = {}

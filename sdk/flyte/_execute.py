@@ -30,16 +30,20 @@ async def execute_body(
     seconds = timeout.max_runtime_seconds if timeout is not None else None
     action_token = current_action.set(action)
     group_token = _group_path.set(None)
+    deadline = asyncio.timeout(seconds)
     try:
-        if task.is_async and seconds is None:
-            result = await task.func(**values)
-        elif task.is_async:
-            async with asyncio.timeout(seconds):
+        async with deadline:
+            if task.is_async:
                 result = await task.func(**values)
-        else:
-            result = await _run_in_thread(task.func, values, seconds, action.action_name)
-    except TimeoutError:
-        raise TaskTimeoutError(f"{task.name} ran past its timeout of {seconds:g}s (attempt {action.attempt})") from None
+            else:
+                result = await _run_in_thread(task.func, values, action.action_name)
+    except TimeoutError as error:
+        if deadline.expired():
+            raise TaskTimeoutError(
+                f"{task.name} ran past its timeout of {seconds:g}s (attempt {action.attempt})"
+            ) from None
+        # The task's own code raised TimeoutError: an ordinary user error.
+        raise ErrorInfo.from_exception(error).to_exception() from None
     except BaseRuntimeError:
         raise
     except asyncio.CancelledError:
@@ -65,9 +69,7 @@ class _Interrupted(BaseException):
     """Raised inside a sync task's thread when its attempt timed out or was aborted."""
 
 
-async def _run_in_thread(
-    func: Callable[..., Any], values: dict[str, Any], seconds: float | None, action_name: str
-) -> Any:
+async def _run_in_thread(func: Callable[..., Any], values: dict[str, Any], action_name: str) -> Any:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
@@ -78,21 +80,22 @@ async def _run_in_thread(
 
     def body() -> None:
         try:
-            result = context.run(func, **values)
+            try:
+                ok, value = True, context.run(func, **values)
+            except BaseException as error:
+                ok, value = False, error
+            loop.call_soon_threadsafe(settle, ok, value)
         except _Interrupted:
+            # The interrupt landed after the body finished (it raced the end of the attempt): nothing to stop.
             return
-        except BaseException as error:
-            loop.call_soon_threadsafe(settle, False, error)
-        else:
-            loop.call_soon_threadsafe(settle, True, result)
 
     # A thread per attempt, not a pool: a timed-out body is interrupted in its own thread and nowhere else.
     thread = threading.Thread(target=body, name=f"flyte-{action_name}", daemon=True)
     thread.start()
     try:
-        async with asyncio.timeout(seconds):
-            return await asyncio.shield(future)
-    except (TimeoutError, asyncio.CancelledError):
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # Cancelled by the attempt's deadline or an abort: stop the body where it is.
         _interrupt(thread)
         raise
 

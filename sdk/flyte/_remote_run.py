@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._client import GatewayBlobs, GatewayClient, call_sync, client_for
-from ._codec import use_blob_backend
+from ._codec import reset_blob_backend, use_blob_backend
 from ._config import current_config
 from ._deploy import Deployment, _closure, _deploy_remote, _settings_text, code_bundle
 from ._naming import digest_text
@@ -28,8 +28,11 @@ def start_remote(
 ) -> RemoteRun:
     config = current_config()
     assert config.endpoint is not None
-    use_blob_backend(GatewayBlobs(config.endpoint, config.api_key))
-    inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
+    token = use_blob_backend(GatewayBlobs(config.endpoint, config.api_key))
+    try:
+        inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
+    finally:
+        reset_blob_backend(token)
     envs = _closure((task.env,))
     bundles = [(env, code_bundle(env)) for env in envs]
     version = options.version or digest_text(*(f"{b.digest}:{_settings_text(env)}" for env, b in bundles))
@@ -121,7 +124,11 @@ class RemoteRun:
         if output is None:
             return RunOutputs(())
         interface = self._task.interface
-        return RunOutputs(interface.as_outputs(interface.output_codec.decode(output.to_encoded())))
+        token = use_blob_backend(GatewayBlobs(self._client.endpoint, current_config().api_key))
+        try:
+            return RunOutputs(interface.as_outputs(interface.output_codec.decode(output.to_encoded())))
+        finally:
+            reset_blob_backend(token)
 
     def inputs(self) -> dict[str, Any]:
         from ._interface import EncodedInputs

@@ -9,6 +9,7 @@ a sync task called from sync code blocks until its child action finishes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
@@ -165,7 +166,13 @@ def _wait_from_sync_code(task_name: str, loop: asyncio.AbstractEventLoop, call: 
         )
     future = asyncio.run_coroutine_threadsafe(call, loop)
     try:
-        return future.result()
+        # Short waits, not one long one: a timeout or abort interrupts this thread between them, and a thread
+        # blocked inside one lock acquire could not be interrupted at all.
+        while True:
+            try:
+                return future.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                continue
     except BaseException:
         # Interrupted (timeout, abort): take the child down with this thread.
         future.cancel()

@@ -224,7 +224,12 @@ def from_parts(
         original = _exception_type(exception_type)
         if original is not None:
             cls = _mixed_type(base, original)
-    error = BaseRuntimeError.__new__(cls)
+    try:
+        error = cls.__new__(cls, message)
+    except TypeError:
+        # An exception type whose constructor we cannot drive (e.g. one with required arguments): keep the code.
+        cls = base
+        error = cls.__new__(cls, message)
     BaseRuntimeError.__init__(error, code, message, traceback=traceback, worker=worker)
     return error
 

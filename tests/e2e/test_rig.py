@@ -1,0 +1,269 @@
+"""The brief's programs, unchanged, through a gateway and two agents running as separate processes (`flyte rig`),
+and what remote execution promises: calls across environments and clusters, OOM recovery through `override`,
+aborts that reach running children, and an agent killed mid-run without losing or duplicating work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from waiting import assert_eventually
+
+import flyte
+from flyte._client import call_sync, client_for
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.py"))
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass
+class Rig:
+    cwd: Path
+    env: dict[str, str]
+
+    def flyte(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flyte.cli", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def python(self, program: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(program)], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def connect(self) -> None:
+        """Point this test process's SDK at the rig (as its config file does for the programs)."""
+        flyte.init_from_config(self.cwd / ".flyte" / "config.yaml")
+
+    def pids(self) -> dict[str, int]:
+        import json
+
+        state = json.loads((Path(self.env["FLYTE_HOME"]) / "rig" / "rig.json").read_text())
+        return dict(state["pids"])
+
+
+def start_rig(root: Path, **extra_env: str) -> Rig:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "home").mkdir(exist_ok=True)
+    env = {**os.environ, "FLYTE_HOME": str(root / "flyte-home"), "HOME": str(root / "home"), **extra_env}
+    rig = Rig(root, env)
+    up = rig.flyte("rig", "up", "--clusters", "us-east,eu-west", timeout=90)
+    assert up.returncode == 0, up.stderr + up.stdout
+    return rig
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    started = start_rig(tmp_path_factory.mktemp("rig"))
+    try:
+        yield started
+    finally:
+        started.flyte("rig", "down")
+
+
+@pytest.mark.parametrize("program", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_through_the_rig(rig: Rig, program: Path) -> None:
+    result = rig.python(program)
+    assert result.returncode == 0, result.stderr
+    run_name = result.stdout.strip().splitlines()[-2]
+    rig.connect()
+    run = flyte.remote.Run.get(run_name)
+    assert run.phase == "succeeded"
+    actions = run.actions()
+    assert all(a.phase == "succeeded" for a in actions)
+    assert all(a.attempts == 1 for a in actions), "nothing ran twice"
+
+
+CROSS = """
+import flyte
+from flyte import remote
+
+east = flyte.TaskEnvironment("cross_east", placement=flyte.Placement(clusters=["us-east"]))
+west = flyte.TaskEnvironment("cross_west", placement=flyte.Placement(clusters=["eu-west"]))
+east.add_dependency(west)
+
+
+@west.task
+async def where(x: int) -> str:
+    return flyte.ctx().action.name + ":" + str(x * 2)
+
+
+@east.task
+async def main() -> str:
+    ref = remote.Task.get("cross_west.where", auto_version="latest")
+    return await ref(x=21)
+"""
+
+
+def test_a_remote_task_call_crosses_environments_and_clusters(rig: Rig) -> None:
+    program = rig.cwd / "cross_program.py"
+    program.write_text(CROSS)
+    sys.path.insert(0, str(rig.cwd))
+    try:
+        import cross_program  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(rig.cwd))
+    rig.connect()
+    flyte.deploy(cross_program.east)
+    run = flyte.run(cross_program.main)
+    assert run.outputs()[0].endswith(":42")
+    actions = {a.parent: a for a in call_sync(client_for().list_actions(run.name))}
+    assert actions[None].cluster == "us-east"
+    assert actions["a0"].task == "cross_west.where"
+    assert actions["a0"].cluster == "eu-west"
+
+
+OOM = """
+import flyte
+
+env = flyte.TaskEnvironment("oom_env")
+
+
+@env.task
+async def hog(megabytes: int) -> int:
+    block = bytearray(megabytes * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return len(block) // (1024 * 1024)
+
+
+@env.task
+async def main() -> str:
+    small = hog.override(resources=flyte.Resources(memory="64Mi"))
+    try:
+        await small(200)
+    except flyte.errors.OOMError:
+        big = hog.override(resources=flyte.Resources(memory="1Gi"))
+        return "recovered with " + str(await big(200))
+    return "no OOM"
+"""
+
+
+def test_an_oom_is_caught_and_retried_with_more_memory(rig: Rig) -> None:
+    from agent.backends._cgroups import shared
+
+    if not shared().available() and not os.environ.get("CI"):
+        pytest.skip("cgroup v1 memory limits are not available on this machine")
+    program = rig.cwd / "oom_program.py"
+    program.write_text(OOM)
+    result = rig.flyte("run", str(program), "main")
+    assert result.returncode == 0, result.stderr
+    assert "recovered with 200" in result.stdout
+
+
+ABORT = """
+import asyncio
+import os
+from pathlib import Path
+
+import flyte
+
+env = flyte.TaskEnvironment("abort_env")
+
+
+@env.task
+async def sleeper(marker: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+    await asyncio.sleep(300)
+
+
+@env.task
+async def main(marker: str) -> None:
+    await sleeper(marker)
+"""
+
+
+def test_an_abort_reaches_running_children(rig: Rig) -> None:
+    program = rig.cwd / "abort_program.py"
+    program.write_text(ABORT)
+    marker = rig.cwd / "sleeper.pid"
+    sys.path.insert(0, str(rig.cwd))
+    try:
+        import abort_program  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(rig.cwd))
+    rig.connect()
+    run = flyte.run(abort_program.main, marker=str(marker))
+    assert_eventually(marker.exists, timeout=60)
+    pid = int(marker.read_text())
+    run.abort("the test is done waiting")
+    assert_eventually(lambda: not _alive(pid), timeout=30)
+    phases = {a.name: a.phase for a in flyte.remote.Run.get(run.name).actions()}
+    assert set(phases.values()) == {"aborted"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+FAILOVER = """
+import asyncio
+import os
+from pathlib import Path
+
+import flyte
+
+env = flyte.TaskEnvironment("failover_env", resources=flyte.Resources(cpu=1))
+
+
+@env.task
+async def work(i: int, ledger: str) -> int:
+    with open(ledger, "a") as out:
+        out.write(f"{i} {os.environ.get('FLYTE_CLUSTER')} {flyte.ctx().attempt}\\n")
+    await asyncio.sleep(3)
+    return i
+
+
+@env.task
+async def main(ledger: str) -> int:
+    return sum(await asyncio.gather(*(work(i, ledger) for i in range(4))))
+"""
+
+
+def test_a_killed_agent_does_not_stop_the_run(tmp_path: Path) -> None:
+    rig = start_rig(tmp_path / "failover", FLYTE_LEASE_TTL="3")
+    try:
+        program = rig.cwd / "failover_program.py"
+        program.write_text(FAILOVER)
+        ledger = rig.cwd / "ledger.txt"
+        sys.path.insert(0, str(rig.cwd))
+        try:
+            import failover_program  # type: ignore[import-not-found]
+        finally:
+            sys.path.remove(str(rig.cwd))
+        rig.connect()
+        run = flyte.run(failover_program.main, ledger=str(ledger))
+        # Two cpus per agent and one per action: both clusters run work. Kill one agent while it does.
+        assert_eventually(lambda: ledger.exists() and len(ledger.read_text().splitlines()) >= 4, timeout=60)
+        victim = ledger.read_text().splitlines()[0].split()[1]
+        os.killpg(rig.pids()[f"agent-{victim}"], signal.SIGKILL)
+        started = time.monotonic()
+        assert run.outputs() == (6,)
+        assert time.monotonic() - started < 60
+        actions = call_sync(client_for().list_actions(run.name))
+        moved = [a for a in actions if a.parent == "a0" and a.attempts > 1]
+        assert moved, "the killed cluster's work ran again elsewhere"
+        assert all(a.cluster != victim for a in moved)
+        assert all(a.phase == "succeeded" for a in actions)
+        assert all(a.system_failures <= 1 and a.user_failures == 0 for a in actions)
+    finally:
+        rig.flyte("rig", "down")
