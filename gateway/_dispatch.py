@@ -234,7 +234,12 @@ class Dispatcher:
             return None
         task = await self.runs.registry.get(run.project, run.domain, action.task, action.version)
         spec = task.spec
-        demand = _demand(spec.resources, spec.placement, f"{task.env}@{task.version}" if spec.reusable else None)
+        o = action.overrides
+        resources = o.resources if o and o.resources is not None else spec.resources
+        placement = o.placement if o and o.placement is not None else spec.placement
+        reusable = None if o and o.reusable_off else (o.reusable if o and o.reusable is not None else spec.reusable)
+        timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
+        demand = _demand(resources, placement, f"{task.env}@{task.version}" if reusable else None)
         decision = place(demand, [s.snapshot() for s in self.sessions.values()])
         if decision.cluster is None:
             if decision.never_fits:
@@ -268,9 +273,9 @@ class Dispatcher:
             bundle_digest=task.bundle_digest,
             inputs=action.inputs,
             custom_context=action.custom_context,
-            resources=spec.resources,
-            timeout_seconds=spec.timeout_seconds,
-            reusable=spec.reusable,
+            resources=resources,
+            timeout_seconds=timeout,
+            reusable=reusable,
             token=await self._run_token(run.name, run.project),
         )
 

@@ -240,10 +240,11 @@ class Runs:
             custom_context=request.custom_context,
             created_at=now,
             updated_at=now,
+            overrides=request.overrides,
         )
-        result = await self._store.txn(
-            [Compare(action_key(run, request.name), 0)], [Put(action_key(run, request.name), _encode(action))]
-        )
+        action = await self._with_cache(action, task.spec, run_record)
+        key = action_key(run, request.name)
+        result = await self._store.txn([Compare(key, 0)], [Put(key, _encode(action))])
         if result.succeeded:
             return action.model_copy(update={"revision": result.revision}), True
         current = result.current[action_key(run, request.name)]
@@ -350,7 +351,8 @@ class Runs:
         run_record = await self.get_run(run)
         spec = (await self.registry.get(run_record.project, run_record.domain, failed.task, failed.version)).spec
         failures = failed.user_failures + 1
-        if failures > spec.retries:
+        retries = failed.overrides.retries if failed.overrides and failed.overrides.retries is not None else None
+        if failures > (spec.retries if retries is None else retries):
             return failed.model_copy(update={"user_failures": failures})
         base, factor, cap = (spec.backoff.get(k, d) for k, d in (("base", 1.0), ("factor", 2.0), ("cap", 60.0)))
         return _requeued(failed, {"user_failures": failures}, delay=min(cap, base * factor ** (failures - 1)))

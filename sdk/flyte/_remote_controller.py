@@ -16,7 +16,7 @@ from typing import Any
 from ._context import ActionContext, current_group, effective_custom_context
 from ._naming import child_action_name
 from ._task import TaskTemplate
-from ._wire import ActionSubmitRequest, ActionSummary, Phase, WireTrace, WireValue
+from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
 from ._worker_link import WorkerLink
 from .errors import ActionAbortedError, RuntimeSystemError
 
@@ -46,6 +46,7 @@ class RemoteController:
             inputs={k: WireValue.from_encoded(v) for k, v in inputs.values.items()},
             group=current_group(),
             custom_context=dict(effective_custom_context(parent)),
+            overrides=overrides_of(task),
         )
         return self._call(task, parent.action_name, request)
 
@@ -72,3 +73,19 @@ def decode_result(task: TaskTemplate[..., Any], child: ActionSummary) -> Any:
     if child.phase is Phase.ABORTED:
         raise ActionAbortedError(f"action {child.name} was aborted")
     raise RuntimeSystemError("UnknownOutcome", f"action {child.name} ended {child.phase.value} without an error")
+
+
+def overrides_of(task: TaskTemplate[..., Any]) -> TaskOverrides | None:
+    """The settings a call changed with `override(...)`, relative to the task as its environment defines it."""
+    defined = task.env.tasks.get(task.func.__name__)
+    if defined is None or defined.settings == task.settings:
+        return None
+    s, d = task.settings, defined.settings
+    return TaskOverrides(
+        resources=s.resources.to_dict() if s.resources is not None and s.resources != d.resources else None,
+        retries=s.retries.count if s.retries != d.retries else None,
+        timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None and s.timeout != d.timeout else None,
+        reusable=dict(s.reusable.to_dict()) if s.reusable is not None and s.reusable != d.reusable else None,
+        reusable_off=s.reusable is None and d.reusable is not None,
+        placement=s.placement.to_dict() if s.placement is not None and s.placement != d.placement else None,
+    )

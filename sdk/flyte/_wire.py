@@ -168,6 +168,7 @@ class ActionSummary(WireModel):
     """A retry waits in the queue until then (its backoff)."""
     cache_key: str | None = None
     """Set when the task is cached: its result is stored under this key when it succeeds."""
+    overrides: TaskOverrides | None = None
 
 
 class RunSummary(WireModel):
@@ -274,6 +275,17 @@ class RunCreateRequest(WireModel):
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 
 
+class TaskOverrides(WireModel):
+    """What `task.override(...)` changed for one call: it wins over the deployed task's settings."""
+
+    resources: dict[str, Any] | None = None
+    retries: int | None = Field(default=None, ge=0, le=100)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    reusable: dict[str, Any] | None = None
+    reusable_off: bool = False
+    placement: dict[str, Any] | None = None
+
+
 class ActionSubmitRequest(WireModel):
     """A child action, named deterministically by its parent's runtime: a resubmission answers the first."""
 
@@ -284,6 +296,7 @@ class ActionSubmitRequest(WireModel):
     inputs: dict[str, WireValue] = Field(default_factory=dict, max_length=256)
     group: Annotated[str, StringConstraints(max_length=1024)] | None = None
     custom_context: dict[Label, Text] = Field(default_factory=dict, max_length=64)
+    overrides: TaskOverrides | None = None
 
 
 class ActionEvent(WireModel):

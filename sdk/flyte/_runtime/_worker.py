@@ -49,6 +49,9 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
     try:
         load_bundle(bundle)
         task = find_task(assignment.task)
+        if assignment.timeout_seconds is not None:
+            # The assignment carries the timeout in force for this call (an `override` may have changed it).
+            task = task.override(timeout=assignment.timeout_seconds)
         action = ActionContext(
             controller=controller,
             run_name=assignment.run,
