@@ -19,6 +19,7 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from flyte._wire import (
+    AgentEvent,
     AgentEvents,
     AgentHeartbeat,
     AgentHello,
@@ -29,11 +30,12 @@ from flyte._wire import (
     WireTrace,
     WorkerReport,
     WorkerSubmit,
+    WorkerTrace,
     WorkerTraces,
     WorkerWatch,
 )
 from gateway._api import SERVICES, Services, services
-from gateway._auth import principal_of
+from gateway._auth import Principal, principal_of
 from gateway._dispatch import HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
 from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway.store import Put
@@ -46,9 +48,8 @@ TRACES = "/flyte/traces/"
 _AGENT_MESSAGES: pydantic.TypeAdapter[AgentHeartbeat | AgentEvents | AgentLogs] = pydantic.TypeAdapter(
     AgentHeartbeat | AgentEvents | AgentLogs
 )
-_WORKER_MESSAGES: pydantic.TypeAdapter[WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces] = pydantic.TypeAdapter(
-    WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces
-)
+WorkerMessage = WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces | WorkerTrace
+_WORKER_MESSAGES: pydantic.TypeAdapter[WorkerMessage] = pydantic.TypeAdapter(WorkerMessage)
 
 
 async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
@@ -125,6 +126,23 @@ async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, sess
         await asyncio.to_thread(_append, path, message.text)
 
 
+async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -> None:
+    event = item.event
+    if event.cluster != session.name:
+        event = event.model_copy(update={"cluster": session.name})
+    try:
+        await svc.runs.report(item.run, item.action, event)
+    except ApiError as error:
+        log.info(
+            "refused %s event of %s/%s from %s: %s",
+            event.phase.value,
+            item.run,
+            item.action,
+            session.name,
+            error.message,
+        )
+
+
 def _append(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:
@@ -143,46 +161,60 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
         outbox.put_nowait(reply.model_dump_json())
 
     writer = asyncio.create_task(_writer(ws, outbox))
+    handlers: set[asyncio.Task[None]] = set()
     try:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 break
-            request_id = 0
-            try:
-                parsed = _WORKER_MESSAGES.validate_json(message.data)
-                request_id = parsed.id
-                run = await svc.runs.get_run(parsed.run)
-                principal.require(f"worker:{run.name}", "run", project=run.project)
-                await _worker_message(svc, dispatcher, parsed, send)
-            except pydantic.ValidationError as error:
-                await send(
-                    GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error))
-                )
-            except ApiError as error:
-                await send(GatewayReply(type="error", id=request_id, code=error.code, message=error.message))
+            # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
+            task = asyncio.create_task(_handle_worker_message(svc, dispatcher, principal, message.data, send))
+            handlers.add(task)
+            task.add_done_callback(handlers.discard)
     finally:
         dispatcher.unwatch(send)
+        for handler in handlers:
+            handler.cancel()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
     return ws
 
 
+async def _handle_worker_message(
+    svc: Services, dispatcher: Dispatcher, principal: Principal, data: str, send: Send
+) -> None:
+    request_id = 0
+    try:
+        parsed = _WORKER_MESSAGES.validate_json(data)
+        request_id = parsed.id
+        run = await svc.runs.get_run(parsed.run)
+        principal.require(f"worker:{run.name}", "run", project=run.project)
+        await _worker_message(svc, dispatcher, parsed, send)
+    except pydantic.ValidationError as error:
+        await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
+    except ApiError as error:
+        await send(GatewayReply(type="error", id=request_id, code=error.code, message=error.message))
+    except Exception:
+        log.exception("a worker message failed")
+        await send(GatewayReply(type="error", id=request_id, code="internal", message="internal error"))
+
+
 async def _worker_message(
     svc: Services,
     dispatcher: Dispatcher,
-    message: WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces,
+    message: WorkerMessage,
     send: Send,
 ) -> None:
     if isinstance(message, WorkerSubmit):
-        answered = []
-        for request in message.actions:
-            action, created = await svc.runs.submit(message.run, request)
-            svc.metrics.events["actions_submitted"] += int(created)
-            answered.append(action)
-        await send(GatewayReply(type="submitted", id=message.id, actions=answered))
+        # Concurrently: their writes share transactions (group commit) instead of waiting on each other.
+        results = await asyncio.gather(*(svc.runs.submit(message.run, r) for r in message.actions))
+        svc.metrics.events["actions_submitted"] += sum(created for _, created in results)
+        await send(GatewayReply(type="submitted", id=message.id, actions=[action for action, _ in results]))
     elif isinstance(message, WorkerWatch):
         await dispatcher.watch_children(message.run, message.parent, send, message.id)
+    elif isinstance(message, WorkerTrace):
+        key = f"{TRACES}{message.run}/{message.action}/{_safe(message.key)}"
+        await svc.store.put(key, message.trace.model_dump_json().encode())
     elif isinstance(message, WorkerTraces):
         kvs, _ = await svc.store.range(f"{TRACES}{message.run}/{message.action}/")
         traces = {decode_trace_key(kv.key.rsplit("/", 1)[1]): WireTrace.model_validate_json(kv.value) for kv in kvs}

@@ -95,6 +95,7 @@ class Dispatcher:
         self._inflight: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._watchers: dict[tuple[str, str], set[Send]] = defaultdict(set)
         self._run_tokens: dict[str, str] = {}
+        self._scopes: dict[str, tuple[str, str]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.revision = 0
@@ -208,31 +209,44 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _place_some(self) -> float | None:
-        """One pass over the queue in arrival order; returns when to look again for actions still backing off."""
+        """One pass over the queue in arrival order; returns when to look again for actions still backing off.
+
+        Decisions are made one by one (each reserves capacity before the next is made); the placed transitions
+        are then written concurrently, so group commit puts many of them in one store transaction.
+        """
         now = time.time()
         next_due: float | None = None
-        assigned: dict[str, list[Assignment]] = defaultdict(list)
+        decided: list[Assignment] = []
         for key, action in list(self._queue.items()):
             if action.not_before is not None and action.not_before > now:
                 due = action.not_before - now
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            assignment = await self._place(action)
+            assignment = await self._decide(action)
+            if assignment is not None:
+                decided.append(assignment)
+                self._queue.pop(key, None)
+        placed = await asyncio.gather(*(self._commit(a) for a in decided))
+        assigned: dict[str, list[Assignment]] = defaultdict(list)
+        for assignment in placed:
             if assignment is not None:
                 assigned[assignment.cluster].append(assignment)
-                self._queue.pop(key, None)
         for cluster, assignments in assigned.items():
             session = self.sessions.get(cluster)
             if session is not None:
                 session.outbox.put_nowait(AssignMessage(assignments=assignments).model_dump_json())
         return next_due
 
-    async def _place(self, action: ActionSummary) -> Assignment | None:
-        run = await self.runs.get_run(action.run)
-        if run.phase.is_terminal:
-            self._queue.pop((action.run, action.name), None)
-            return None
-        task = await self.runs.registry.get(run.project, run.domain, action.task, action.version)
+    async def _run_scope(self, run: str) -> tuple[str, str]:
+        scope = self._scopes.get(run)
+        if scope is None:
+            record = await self.runs.get_run(run)
+            scope = self._scopes[run] = (record.project, record.domain)
+        return scope
+
+    async def _decide(self, action: ActionSummary) -> Assignment | None:
+        project, domain = await self._run_scope(action.run)
+        task = await self.runs.registry.get(project, domain, action.task, action.version)
         spec = task.spec
         o = action.overrides
         resources = o.resources if o and o.resources is not None else spec.resources
@@ -246,16 +260,6 @@ class Dispatcher:
                 await self._never_fits(action, decision.reason, decision.verdicts)
             return None
         session = self.sessions[decision.cluster]
-        attempt = action.attempts + 1
-        try:
-            await self.runs.report(
-                action.run,
-                action.name,
-                ActionEvent(phase=Phase.PLACED, attempt=attempt, cluster=session.name, epoch=session.epoch),
-            )
-        except ApiError as error:
-            log.info("placing %s/%s lost a race: %s", action.run, action.name, error.message)
-            return None
         for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
             session.free[resource] = session.free.get(resource, 0.0) - amount
         session.reserved[(action.run, action.name)] = demand
@@ -263,11 +267,11 @@ class Dispatcher:
             run=action.run,
             action=action.name,
             parent=action.parent,
-            attempt=attempt,
+            attempt=action.attempts + 1,
             epoch=session.epoch,
             cluster=session.name,
-            project=run.project,
-            domain=run.domain,
+            project=project,
+            domain=domain,
             task=action.task,
             version=task.version,
             bundle_digest=task.bundle_digest,
@@ -276,8 +280,21 @@ class Dispatcher:
             resources=resources,
             timeout_seconds=timeout,
             reusable=reusable,
-            token=await self._run_token(run.name, run.project),
+            token=await self._run_token(action.run, project),
         )
+
+    async def _commit(self, assignment: Assignment) -> Assignment | None:
+        """Record the placement (queued -> placed); a lost race (aborted, placed elsewhere) gives it back."""
+        event = ActionEvent(
+            phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
+        )
+        try:
+            await self.runs.report(assignment.run, assignment.action, event)
+        except ApiError as error:
+            log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
+            self._release(assignment.cluster, (assignment.run, assignment.action))
+            return None
+        return assignment
 
     def _release(self, cluster: str, key: tuple[str, str]) -> None:
         session = self.sessions.get(cluster)

@@ -31,6 +31,7 @@ from flyte._wire import (
     WireValue,
 )
 from gateway._errors import ApiError, bad_request, conflict, not_found
+from gateway._group_commit import GroupCommit
 from gateway._registry import Registry, spec_inputs
 from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store
 
@@ -92,6 +93,7 @@ class Runs:
     def __init__(self, store: Store, registry: Registry):
         self._store = store
         self.registry = registry
+        self._commit = GroupCommit(store)
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -244,7 +246,7 @@ class Runs:
         )
         action = await self._with_cache(action, task.spec, run_record)
         key = action_key(run, request.name)
-        result = await self._store.txn([Compare(key, 0)], [Put(key, _encode(action))])
+        result = await self._commit.txn([Compare(key, 0)], [Put(key, _encode(action))])
         if result.succeeded:
             return action.model_copy(update={"revision": result.revision}), True
         current = result.current[action_key(run, request.name)]
@@ -320,7 +322,7 @@ class Runs:
                     started = decode_run(run_kv).model_copy(update={"phase": Phase.RUNNING})
                     compares.append(Compare(run_key(run), run_kv.mod_revision))
                     ops.append(Put(run_key(run), _encode(started)))
-            result = await self._store.txn(compares, ops)
+            result = await self._commit.txn(compares, ops)
             if result.succeeded:
                 return updated.model_copy(update={"revision": result.revision})
         raise conflict(f"action {action} is changing too fast to update; try again", code="busy")

@@ -59,7 +59,9 @@ class RemoteController:
         return self._replay.get(key)
 
     def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None:
-        self.recorded[key] = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
+        trace = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
+        self.recorded[key] = trace
+        self.link.record_trace(action.action_name, key, trace)
 
 
 def decode_result(task: TaskTemplate[..., Any], child: ActionSummary) -> Any:

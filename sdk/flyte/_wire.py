@@ -480,6 +480,17 @@ class WorkerReport(WireModel):
     """Trace checkpoints recorded by this attempt, made durable with (before) the result."""
 
 
+class WorkerTrace(WireModel):
+    """A trace checkpoint, sent as soon as it is recorded so it outlives a crash of this attempt."""
+
+    type: Literal["trace"] = "trace"
+    id: int = 0
+    run: Name
+    action: ActionName
+    key: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    trace: WireTrace
+
+
 class WorkerTraces(WireModel):
     """Ask for the trace checkpoints earlier attempts of an action recorded."""
 

@@ -26,6 +26,7 @@ from ._wire import (
     WireTrace,
     WorkerReport,
     WorkerSubmit,
+    WorkerTrace,
     WorkerTraces,
     WorkerWatch,
 )
@@ -61,6 +62,7 @@ class WorkerLink:
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        self._background: set[asyncio.Future[None]] = set()
 
     async def connect(self) -> None:
         self._session = aiohttp.ClientSession(headers=self._headers)
@@ -184,6 +186,12 @@ class WorkerLink:
         if known is not None and known.phase.is_terminal and not future.done():
             future.set_result(known)
         return await future
+
+    def record_trace(self, action: str, key: str, trace: WireTrace) -> None:
+        """Send a checkpoint now, without waiting for an answer: losing one only means running it again."""
+        task = asyncio.ensure_future(self._send(WorkerTrace(run=self.run, action=action, key=key, trace=trace)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def traces(self, action: str) -> dict[str, WireTrace]:
         return (await self._request(WorkerTraces(run=self.run, action=action))).traces

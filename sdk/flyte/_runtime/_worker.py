@@ -43,9 +43,9 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
             error=error,
         )
 
-    controller = RemoteController(
-        link, asyncio.get_running_loop(), assignment.version, await link.traces(assignment.action)
-    )
+    # Only an earlier attempt can have recorded traces: the first attempt skips the round trip.
+    traces = await link.traces(assignment.action) if assignment.attempt > 1 else {}
+    controller = RemoteController(link, asyncio.get_running_loop(), assignment.version, traces)
     try:
         load_bundle(bundle)
         task = find_task(assignment.task)
