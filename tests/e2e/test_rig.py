@@ -267,3 +267,44 @@ def test_a_killed_agent_does_not_stop_the_run(tmp_path: Path) -> None:
         assert all(a.system_failures <= 1 and a.user_failures == 0 for a in actions)
     finally:
         rig.flyte("rig", "down")
+
+
+CACHED = """
+import flyte
+
+env = flyte.TaskEnvironment("cached_env")
+
+
+@env.task(cache="auto")
+async def square(x: int) -> int:
+    return x * x
+
+
+@env.task
+async def main(x: int) -> int:
+    return await square(x)
+"""
+
+
+def test_the_gateway_cache_answers_without_placing(rig: Rig) -> None:
+    program = rig.cwd / "cached_program.py"
+    program.write_text(CACHED)
+    sys.path.insert(0, str(rig.cwd))
+    try:
+        import cached_program  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(rig.cwd))
+    rig.connect()
+    first = flyte.run(cached_program.main, x=7)
+    assert first.outputs() == (49,)
+    second = flyte.run(cached_program.main, x=7)
+    assert second.outputs() == (49,)
+    (child,) = [a for a in call_sync(client_for().list_actions(second.name)) if a.parent == "a0"]
+    assert child.cached
+    assert child.cluster is None, "a cache hit is never placed"
+    assert child.attempts == 0
+    fresh = flyte.with_runcontext(overwrite_cache=True).run(cached_program.main, x=7)
+    assert fresh.outputs() == (49,)
+    (rerun,) = [a for a in call_sync(client_for().list_actions(fresh.name)) if a.parent == "a0"]
+    assert not rerun.cached
+    assert rerun.attempts == 1
