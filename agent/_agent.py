@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import os
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ import aiohttp
 import pydantic
 
 from agent._pools import Pools
+from agent._spares import Spares
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
 from flyte._wire import (
     AbortMessage,
@@ -68,7 +71,9 @@ class Running:
 
 
 class Agent:
-    def __init__(self, gateway: str, token: str, cluster: ClusterRecord, backend: Backend, work_dir: Path) -> None:
+    def __init__(
+        self, gateway: str, token: str, cluster: ClusterRecord, backend: Backend, work_dir: Path, spares: int = 2
+    ) -> None:
         self.gateway = gateway.rstrip("/")
         self.token = token
         self.cluster = cluster
@@ -76,7 +81,9 @@ class Agent:
         self.work_dir = work_dir
         self.running: dict[str, Running] = {}
         self.epoch = 0
-        self.pools = Pools(self, work_dir / "pools")
+        sockets = _socket_dir(work_dir)
+        self.pools = Pools(self, sockets)
+        self.spares = Spares(self, sockets, spares)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
         self._events: list[AgentEvent] = []
@@ -88,8 +95,10 @@ class Agent:
     # -- the connection -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         flusher = asyncio.create_task(self._flush_forever())
+        await self.spares.start()
         delay = 0.1
         try:
             while not self._stopping.is_set():
@@ -105,6 +114,7 @@ class Agent:
                 delay = min(delay * 2, 5.0)
         finally:
             flusher.cancel()
+            await self.spares.close()
             await self.pools.close()
             await self.backend.close()
             await self._http.close()
@@ -198,8 +208,13 @@ class Agent:
         try:
             bundle = await self._bundle(assignment.bundle_digest)
             self._event(assignment, Phase.RUNNING)
+            spare = None if assignment.reusable else self.spares.take(assignment)
             if assignment.reusable:
                 exit = await self.pools.run(assignment, bundle)
+            elif spare is not None:
+                item.handle = spare.handle
+                exit = await self.spares.run(spare, assignment, bundle)
+                item.stderr_tail = spare.output
             else:
                 exit = await self._run_process(key, item, bundle)
             if not item.aborted:
@@ -347,6 +362,14 @@ class Agent:
                         text=text[-1_000_000:],
                     )
                 )
+
+
+def _socket_dir(work_dir: Path) -> Path:
+    """Where the agent's Unix sockets go: a short path, since socket paths are limited to about 100 bytes."""
+    digest = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:12]
+    directory = Path(tempfile.gettempdir()) / f"flyte-agent-{digest}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
 
 
 def _extract(data: bytes, target: Path) -> None:

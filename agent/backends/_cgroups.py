@@ -68,6 +68,15 @@ class Cgroup:
         self.dirs = dirs
         self.memory_limit_bytes = memory_limit_bytes
 
+    def limit_memory(self, limit_bytes: int) -> None:
+        """Set the memory limit of a group that is already running (a spare worker taking on an assignment)."""
+        directory = self.dirs["memory"]
+        _write(directory / "memory.limit_in_bytes", str(limit_bytes))
+        memsw = directory / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            _write(memsw, str(limit_bytes))
+        self.memory_limit_bytes = limit_bytes
+
     def add(self, pid: int) -> None:
         for directory in self.dirs.values():
             _write(directory / "cgroup.procs", str(pid))

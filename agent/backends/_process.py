@@ -121,6 +121,13 @@ class ProcessHandle:
         """The attempt's cgroup directories while it runs (empty without cgroups and once they are removed)."""
         return sorted(str(d) for d in self._cgroup.dirs.values()) if self._cgroup else []
 
+    def limit_memory(self, limit_bytes: int) -> bool:
+        """Limit a running process's memory from now on; False when this backend cannot (no cgroups)."""
+        if self._cgroup is None or "memory" not in self._cgroup.dirs:
+            return False
+        self._cgroup.limit_memory(limit_bytes)
+        return True
+
     async def wait(self) -> Exit:
         if self._supervisor is None:
             raise RuntimeError(f"attempt {self.key!r} was never started")

@@ -42,6 +42,13 @@ def agent() -> None:
 @click.option("--memory", default="8Gi", show_default=True, help="Memory this agent offers.")
 @click.option("--gpu", default=None, help="GPUs this agent offers, e.g. A100:2.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option(
+    "--spares",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Workers started ahead of time, SDK imported, for one-off actions (0: start each cold).",
+)
 def serve(
     gateway_url: str,
     token: str,
@@ -54,6 +61,7 @@ def serve(
     memory: str,
     gpu: str | None,
     work_dir: Path | None,
+    spares: int,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent
@@ -81,7 +89,7 @@ def serve(
     directory = work_dir or flyte_home() / "agents" / cluster
 
     async def main() -> None:
-        instance = Agent(gateway_url, token, record, ProcessBackend(), directory)
+        instance = Agent(gateway_url, token, record, ProcessBackend(), directory, spares)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, instance.stop)

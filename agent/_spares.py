@@ -1,0 +1,144 @@
+"""Spare workers: processes started ahead of time with the SDK already imported, each waiting for one attempt.
+
+A one-off (not reusable) action then starts without paying for interpreter start-up and imports, which are most of
+a cold process's latency. A spare runs exactly one attempt and exits, as a freshly started process would; the
+attempt's memory limit is applied to the spare's own cgroup before it is handed the assignment, so limits and OOM
+reporting work as on the cold path. Attempts with a CPU limit (not adjustable after start here) start cold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.backends import Exit, ExitKind, Handle, LaunchSpec
+from flyte._wire import Assignment
+
+if TYPE_CHECKING:
+    from agent._agent import Agent
+
+log = logging.getLogger("flyte.agent.spares")
+
+
+@dataclass
+class Spare:
+    handle: Handle
+    writer: asyncio.StreamWriter | None = None
+    assignment: Assignment | None = None
+    output: bytearray = field(default_factory=bytearray)
+
+
+class Spares:
+    def __init__(self, agent: Agent, directory: Path, count: int = 2):
+        self.agent = agent
+        self.directory = directory
+        self.count = count
+        self.socket = directory / "spares.sock"
+        self._ready: list[Spare] = []
+        self._waiting: dict[int, Spare] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        if self.count <= 0:
+            return
+        self.socket.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket))
+        for _ in range(self.count):
+            self._refill()
+
+    def _refill(self) -> None:
+        task = asyncio.create_task(self._launch())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _launch(self) -> None:
+        spare = Spare(handle=_Launching())
+
+        def on_output(stream: str, data: bytes) -> None:
+            if spare.assignment is not None:
+                self.agent.ship_log(spare.assignment, stream, data)
+                if stream == "stderr":
+                    spare.output.extend(data)
+                    del spare.output[:-4096]
+
+        spec = LaunchSpec(
+            key=f"spare/{time.monotonic_ns()}",
+            command=[sys.executable, "-m", "flyte._runtime", "--spare", str(self.socket)],
+            env=self.agent.worker_env(),
+            cwd=self.agent.work_dir,
+        )
+        try:
+            spare.handle = await self.agent.backend.launch(spec, on_output)
+        except Exception:
+            log.exception("could not start a spare worker")
+            return
+        pid = getattr(spare.handle, "pid", None)
+        if pid is None:
+            await spare.handle.kill("a spare must report its pid")
+            return
+        self._waiting[pid] = spare
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = json.loads(await reader.readline() or b"{}")
+        spare = self._waiting.pop(int(hello.get("hello", -1)), None)
+        if spare is None:
+            writer.close()
+            return
+        spare.writer = writer
+        self._ready.append(spare)
+
+    def take(self, assignment: Assignment) -> Spare | None:
+        """A ready spare for this attempt, or None (the caller starts a cold process)."""
+        cpu = (assignment.resources.get("cpu") or {}).get("limit")
+        if cpu or not self._ready:
+            return None
+        spare = self._ready.pop(0)
+        self._refill()
+        return spare
+
+    async def run(self, spare: Spare, assignment: Assignment, bundle: Path) -> Exit:
+        spare.assignment = assignment
+        memory = (assignment.resources.get("memory") or {}).get("limit")
+        if memory:
+            limit = getattr(spare.handle, "limit_memory", None)
+            if limit is None or not limit(int(memory)):
+                log.warning(
+                    "cannot limit a spare's memory; %s runs without its %s-byte limit", assignment.action, memory
+                )
+        assert spare.writer is not None
+        spare.writer.write(
+            json.dumps({"assignment": assignment.model_dump(mode="json"), "bundle": str(bundle)}).encode() + b"\n"
+        )
+        await spare.writer.drain()
+        timeout = assignment.timeout_seconds + 5.0 if assignment.timeout_seconds else None
+        try:
+            return await asyncio.wait_for(spare.handle.wait(), timeout)
+        except TimeoutError:
+            await spare.handle.kill("timed out")
+            return Exit(ExitKind.TIMEOUT, detail="past the task's timeout")
+
+    async def close(self) -> None:
+        for spare in [*self._ready, *self._waiting.values()]:
+            with contextlib.suppress(Exception):
+                await spare.handle.kill("agent stopping")
+        if self._server is not None:
+            self._server.close()
+        self.socket.unlink(missing_ok=True)
+
+
+class _Launching:
+    key = "launching"
+
+    async def wait(self) -> Exit:
+        return Exit(ExitKind.KILLED)
+
+    async def kill(self, reason: str) -> None:
+        return None
