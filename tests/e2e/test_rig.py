@@ -198,7 +198,8 @@ def test_an_abort_reaches_running_children(rig: Rig) -> None:
         sys.path.remove(str(rig.cwd))
     rig.connect()
     run = flyte.run(abort_program.main, marker=str(marker))
-    assert_eventually(marker.exists, timeout=60)
+    # The file exists before its content is written: wait for the pid itself.
+    assert_eventually(lambda: marker.exists() and marker.read_text().strip().isdigit(), timeout=60)
     pid = int(marker.read_text())
     run.abort("the test is done waiting")
     assert_eventually(lambda: not _alive(pid), timeout=30)
