@@ -97,6 +97,9 @@ class Dispatcher:
         self._run_tokens: dict[str, str] = {}
         self._scopes: dict[str, tuple[str, str]] = {}
         self._wake = asyncio.Event()
+        self._fresh: list[tuple[str, str]] = []
+        """Actions queued since the last pass: all a pass looks at unless capacity changed."""
+        self._full_pass = True
         self._tasks: list[asyncio.Task[None]] = []
         self.revision = 0
 
@@ -158,6 +161,7 @@ class Dispatcher:
         key = (action.run, action.name)
         if action.phase is Phase.QUEUED:
             self._queue[key] = action
+            self._fresh.append(key)
             self._wake.set()
         else:
             self._queue.pop(key, None)
@@ -205,8 +209,10 @@ class Dispatcher:
                 log.exception("placement pass failed")
                 timeout = 0.5
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                self._full_pass = True  # a backoff ended: look at the actions that were waiting for it
 
     async def _place_some(self) -> float | None:
         """One pass over the queue in arrival order; returns when to look again for actions still backing off.
@@ -217,7 +223,17 @@ class Dispatcher:
         now = time.time()
         next_due: float | None = None
         decided: list[Assignment] = []
-        for key, action in list(self._queue.items()):
+        keys = list(self._queue) if self._full_pass else [k for k in self._fresh if k in self._queue]
+        self._fresh, self._full_pass = [], False
+        if not self.sessions:
+            # Nowhere to place anything; a session opening rescans the queue.
+            return None
+        for examined, key in enumerate(keys):
+            action = self._queue.get(key)
+            if action is None:
+                continue
+            if examined % 256 == 255:
+                await asyncio.sleep(0)  # a long queue must not hold the loop that serves the API
             if action.not_before is not None and action.not_before > now:
                 due = action.not_before - now
                 next_due = due if next_due is None else min(next_due, due)
@@ -296,6 +312,11 @@ class Dispatcher:
             return None
         return assignment
 
+    def _rescan(self) -> None:
+        """Capacity changed: the next pass looks at the whole queue again, oldest first."""
+        self._full_pass = True
+        self._wake.set()
+
     def _release(self, cluster: str, key: tuple[str, str]) -> None:
         session = self.sessions.get(cluster)
         demand = session.reserved.pop(key, None) if session is not None else None
@@ -303,7 +324,7 @@ class Dispatcher:
             return
         for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
             session.free[resource] = session.free.get(resource, 0.0) + amount
-        self._wake.set()
+        self._rescan()
 
     async def _never_fits(self, action: ActionSummary, reason: str, verdicts: Mapping[str, str]) -> None:
         detail = "; ".join(f"{k}: {v}" for k, v in verdicts.items())
@@ -335,7 +356,7 @@ class Dispatcher:
         if old is not None and old.ws is not ws:
             with contextlib.suppress(Exception):
                 await old.ws.close(code=4000, message=b"replaced by a newer session")
-        self._wake.set()
+        self._rescan()
         return session
 
     async def heartbeat(self, session: AgentSession, free: dict[str, float], warm: dict[str, int]) -> None:
@@ -343,7 +364,7 @@ class Dispatcher:
         # Free capacity is the gateway's own account (capacity less what it placed there): the agent's lags the
         # assignments on their way to it.
         session.warm = warm
-        self._wake.set()
+        self._rescan()
 
     def close_session(self, session: AgentSession) -> None:
         """The connection closed; the lease (not the socket) decides when its work moves."""
