@@ -86,7 +86,8 @@ class Pools:
             worker.inflight.pop(key, None)
             worker.idle_since = time.monotonic()
             async with pool.changed:
-                pool.changed.notify_all()
+                # One slot freed: wake one waiter, not all of them (a fan-out has thousands waiting).
+                pool.changed.notify()
 
     async def abort(self, key: str) -> None:
         for pool in self.pools.values():

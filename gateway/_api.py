@@ -289,6 +289,7 @@ async def watch_actions(request: web.Request) -> web.StreamResponse:
     """
     run = await _readable_run(request)
     parent = request.query.get("parent")
+    only = request.query.get("action")
     try:
         from_revision = int(request.query.get("from_revision", "0"))
     except ValueError:
@@ -297,7 +298,7 @@ async def watch_actions(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=15.0)
     await ws.prepare(request)
     svc.watchers.add(ws)
-    stream = asyncio.create_task(_stream(ws, svc, run.name, parent, from_revision))
+    stream = asyncio.create_task(_stream(ws, svc, run.name, parent, from_revision, only))
     try:
         async for message in ws:
             if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
@@ -311,15 +312,18 @@ async def watch_actions(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _stream(ws: web.WebSocketResponse, svc: Services, run: str, parent: str | None, start: int) -> None:
+async def _stream(
+    ws: web.WebSocketResponse, svc: Services, run: str, parent: str | None, start: int, only: str | None = None
+) -> None:
     def wanted(action: ActionSummary) -> bool:
-        return parent is None or action.parent == parent
+        return (parent is None or action.parent == parent) and (only is None or action.name == only)
 
     async def send(kind: str, actions: list[ActionSummary], revision: int) -> None:
         await ws.send_str(WatchMessage(type=kind, actions=actions, revision=revision).model_dump_json())  # type: ignore[arg-type]
 
     async def snapshot() -> int:
         actions, revision = await svc.runs.list_actions(run, parent)
+        actions = [a for a in actions if wanted(a)]
         for i in range(0, len(actions), _SNAPSHOT_CHUNK):
             await send("snapshot", actions[i : i + _SNAPSHOT_CHUNK], revision)
         await send("marker", [], revision)
@@ -330,7 +334,13 @@ async def _stream(ws: web.WebSocketResponse, svc: Services, run: str, parent: st
     while True:
         try:
             async for batch in svc.store.watch(actions_prefix(run), start):
-                changes = [decode_action(_kv(e.key, e.value, e.mod_revision)) for e in batch if e.type is EventType.PUT]
+                # Filter on the key before decoding: a watch on one action ignores its run's other changes cheaply.
+                suffix = f"/{only}" if only else ""
+                changes = [
+                    decode_action(_kv(e.key, e.value, e.mod_revision))
+                    for e in batch
+                    if e.type is EventType.PUT and e.key.endswith(suffix)
+                ]
                 changes = [a for a in changes if wanted(a)]
                 last = batch[-1].mod_revision
                 if changes:

@@ -93,9 +93,12 @@ class RemoteRun:
 
         revision = 0
         while True:
-            url = f"{self._client.endpoint}/api/v1/runs/{self.name}/watch"
+            # Without a progress callback only the root matters: the gateway then sends nothing else.
+            url = f"{self._client.endpoint}/api/v1/runs/{self.name}/watch?" + (
+                "action=a0&" if on_change is None else ""
+            )
             if revision:
-                url += f"?from_revision={revision + 1}"
+                url += f"from_revision={revision + 1}"
             try:
                 async with self._client._http().ws_connect(url, heartbeat=15.0) as ws:
                     async for message in ws:

@@ -468,3 +468,16 @@ async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
     status, body = await api.call("DELETE", "/api/v1/runs")
     assert status == 405
     assert body["code"] == "method_not_allowed"
+
+
+async def test_watch_of_one_action_sends_only_its_changes(api: Api) -> None:
+    run = await new_run(api)
+    name, env = run["name"], run["task"].split(".")[0]
+    async with api.session.ws_connect(f"{api.endpoint}/api/v1/runs/{name}/watch?action=a0") as ws:
+        snapshot = json.loads((await ws.receive(timeout=10)).data)
+        assert [a["name"] for a in snapshot["actions"]] == ["a0"]
+        assert json.loads((await ws.receive(timeout=10)).data)["type"] == "marker"
+        await api.call("POST", f"/api/v1/runs/{name}/actions", child(env=env))
+        await event(api, name, "a0", "running")
+        change = json.loads((await ws.receive(timeout=10)).data)
+        assert [(a["name"], a["phase"]) for a in change["actions"]] == [("a0", "running")]
