@@ -99,6 +99,7 @@ east.add_dependency(west)
 
 @west.task
 async def where(x: int) -> str:
+    print("computing where for", x, flush=True)
     return flyte.ctx().action.name + ":" + str(x * 2)
 
 
@@ -125,6 +126,9 @@ def test_a_remote_task_call_crosses_environments_and_clusters(rig: Rig) -> None:
     assert actions[None].cluster == "us-east"
     assert actions["a0"].task == "cross_west.where"
     assert actions["a0"].cluster == "eu-west"
+    child = actions["a0"].name
+    # The agent ships the worker's output in batches: wait until it has arrived.
+    assert_eventually(lambda: "computing where for 21" in rig.flyte("get", "logs", run.name, child).stdout, timeout=20)
 
 
 OOM = """

@@ -116,6 +116,26 @@ def get_actions(run_name: str) -> None:
     _table(f"actions of {run_name}", ["action", "parent", "task", "phase", "attempts", "error"], rows)
 
 
+@get.command("logs")
+@click.argument("run_name", metavar="RUN")
+@click.argument("action", default="a0")
+@click.option("--attempt", type=click.IntRange(1), default=None, help="Default: the latest attempt.")
+def get_logs(run_name: str, action: str, attempt: int | None) -> None:
+    """The stdout and stderr of one action's attempt (the root action by default)."""
+    _init()
+    from flyte._client import call_sync, client_for
+    from flyte._config import current_config
+
+    if not current_config().is_remote:
+        raise CliError("local runs print their output where they run; logs are kept by a gateway")
+    params = {"attempt": str(attempt)} if attempt else None
+    try:
+        text = call_sync(client_for().request("GET", f"/api/v1/runs/{run_name}/actions/{action}/logs", params=params))
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(text.decode(errors="replace") if isinstance(text, bytes) else str(text), nl=False)
+
+
 @click.group("abort")
 def abort() -> None:
     """Abort runs."""
