@@ -170,7 +170,7 @@ class Pools:
         if "hello" not in hello:
             writer.close()
             return
-        worker = next((w for w in pool.pending if not isinstance(w.handle, _Starting)), None)
+        worker = next((w for w in pool.pending if not isinstance(w.handle, Launching)), None)
         if worker is None:
             writer.close()
             return
@@ -207,7 +207,7 @@ class Pools:
                     return min(ready, key=lambda w: len(w.inflight))
                 if not pool.pending and len(pool.workers) < max(pool.max_replicas, 1):
                     # Launching takes a moment; the placeholder stops other waiters from launching more.
-                    placeholder = Worker(handle=_Starting())
+                    placeholder = Worker(handle=Launching())
                     pool.pending.append(placeholder)
                     self._keep(asyncio.create_task(self._grow(pool, placeholder)))
                 await pool.changed.wait()
@@ -235,10 +235,10 @@ class Pools:
             pool.socket.unlink(missing_ok=True)
 
 
-class _Starting:
-    """Stands in for a worker whose process is being launched."""
+class Launching:
+    """Stands in for a worker whose process is still being launched."""
 
-    key = "starting"
+    key = "launching"
 
     async def wait(self) -> Exit:
         return Exit(ExitKind.KILLED)

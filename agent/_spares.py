@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent._pools import Launching
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._wire import Assignment
 
@@ -60,7 +61,7 @@ class Spares:
         task.add_done_callback(self._tasks.discard)
 
     async def _launch(self) -> None:
-        spare = Spare(handle=_Launching())
+        spare = Spare(handle=Launching())
 
         def on_output(stream: str, data: bytes) -> None:
             if spare.assignment is not None:
@@ -132,13 +133,3 @@ class Spares:
         if self._server is not None:
             self._server.close()
         self.socket.unlink(missing_ok=True)
-
-
-class _Launching:
-    key = "launching"
-
-    async def wait(self) -> Exit:
-        return Exit(ExitKind.KILLED)
-
-    async def kill(self, reason: str) -> None:
-        return None

@@ -106,27 +106,15 @@ async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, sess
     if isinstance(message, AgentHeartbeat):
         await dispatcher.heartbeat(session, message.free, message.warm)
     elif isinstance(message, AgentEvents):
-        for item in message.events:
-            event = item.event
-            if event.cluster != session.name or event.epoch < session.epoch:
-                event = event.model_copy(update={"cluster": session.name, "epoch": session.epoch})
-            try:
-                await svc.runs.report(item.run, item.action, event)
-            except ApiError as error:
-                log.info(
-                    "refused %s event of %s/%s from %s: %s",
-                    event.phase.value,
-                    item.run,
-                    item.action,
-                    session.name,
-                    error.message,
-                )
+        await asyncio.gather(*(_agent_event(svc, session, item) for item in message.events))
     else:
         path = logs / message.run / f"{message.action}.{message.attempt}.log"
         await asyncio.to_thread(_append, path, message.text)
 
 
 async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -> None:
+    # The cluster is the session's own; the epoch stays the assignment's, so an event about work this cluster was
+    # given under an older session is refused if that work has since been placed again.
     event = item.event
     if event.cluster != session.name:
         event = event.model_copy(update={"cluster": session.name})

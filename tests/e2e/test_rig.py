@@ -4,6 +4,7 @@ aborts that reach running children, and an agent killed mid-run without losing o
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from waiting import assert_eventually
@@ -44,6 +46,18 @@ class Rig:
         return subprocess.run(
             [sys.executable, str(program)], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout
         )
+
+    def load(self, name: str, source: str) -> ModuleType:
+        """Write a program into the rig's directory and import it here, as `flyte.run` callers do."""
+        path = self.cwd / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
 
     def connect(self) -> None:
         """Point this test process's SDK at the rig (as its config file does for the programs)."""
@@ -111,13 +125,7 @@ async def main() -> str:
 
 
 def test_a_remote_task_call_crosses_environments_and_clusters(rig: Rig) -> None:
-    program = rig.cwd / "cross_program.py"
-    program.write_text(CROSS)
-    sys.path.insert(0, str(rig.cwd))
-    try:
-        import cross_program  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(rig.cwd))
+    cross_program = rig.load("cross_program", CROSS)
     rig.connect()
     flyte.deploy(cross_program.east)
     run = flyte.run(cross_program.main)
@@ -192,14 +200,8 @@ async def main(marker: str) -> None:
 
 
 def test_an_abort_reaches_running_children(rig: Rig) -> None:
-    program = rig.cwd / "abort_program.py"
-    program.write_text(ABORT)
     marker = rig.cwd / "sleeper.pid"
-    sys.path.insert(0, str(rig.cwd))
-    try:
-        import abort_program  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(rig.cwd))
+    abort_program = rig.load("abort_program", ABORT)
     rig.connect()
     run = flyte.run(abort_program.main, marker=str(marker))
     # The file exists before its content is written: wait for the pid itself.
@@ -247,14 +249,8 @@ async def main(ledger: str) -> int:
 def test_a_killed_agent_does_not_stop_the_run(tmp_path: Path) -> None:
     rig = start_rig(tmp_path / "failover", FLYTE_LEASE_TTL="3")
     try:
-        program = rig.cwd / "failover_program.py"
-        program.write_text(FAILOVER)
         ledger = rig.cwd / "ledger.txt"
-        sys.path.insert(0, str(rig.cwd))
-        try:
-            import failover_program  # type: ignore[import-not-found]
-        finally:
-            sys.path.remove(str(rig.cwd))
+        failover_program = rig.load("failover_program", FAILOVER)
         rig.connect()
         run = flyte.run(failover_program.main, ledger=str(ledger))
         # Two cpus per agent and one per action: both clusters run work. Kill one agent while it does.
@@ -292,13 +288,7 @@ async def main(x: int) -> int:
 
 
 def test_the_gateway_cache_answers_without_placing(rig: Rig) -> None:
-    program = rig.cwd / "cached_program.py"
-    program.write_text(CACHED)
-    sys.path.insert(0, str(rig.cwd))
-    try:
-        import cached_program  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(rig.cwd))
+    cached_program = rig.load("cached_program", CACHED)
     rig.connect()
     first = flyte.run(cached_program.main, x=7)
     assert first.outputs() == (49,)
