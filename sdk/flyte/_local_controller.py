@@ -24,7 +24,6 @@ from ._context import ActionContext, current_group, effective_custom_context
 from ._execute import execute_body
 from ._interface import EncodedInputs
 from ._local_cache import LocalCache, cache_key
-from ._naming import child_action_name
 from ._paths import cache_db_path
 from ._run_state import ActionRecord, RunState
 from ._task import TaskTemplate
@@ -57,9 +56,7 @@ class LocalController:
     def submit(
         self, task: TaskTemplate[..., Any], parent: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Coroutine[Any, Any, Any]:
-        bound = task.interface.bind(args, kwargs)
-        inputs = task.interface.encode_inputs(bound)
-        name = child_action_name(parent.action_name, task.identity, inputs.digest, next(parent.calls))
+        name, inputs = task.child_call(parent, args, kwargs)
         custom = effective_custom_context(parent)
         group = current_group()
         return self._call(task, name, parent, inputs, group, custom)

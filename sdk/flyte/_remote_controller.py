@@ -14,7 +14,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ._context import ActionContext, current_group, effective_custom_context
-from ._naming import child_action_name
 from ._task import TaskTemplate
 from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
 from ._worker_link import WorkerLink
@@ -34,9 +33,7 @@ class RemoteController:
     def submit(
         self, task: TaskTemplate[..., Any], parent: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Coroutine[Any, Any, Any]:
-        bound = task.interface.bind(args, kwargs)
-        inputs = task.interface.encode_inputs(bound)
-        name = child_action_name(parent.action_name, task.identity, inputs.digest, next(parent.calls))
+        name, inputs = task.child_call(parent, args, kwargs)
         version = task.deployed_version or self.version
         request = ActionSubmitRequest(
             name=name,

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from ._cache import Cache, normalize_cache
 from ._context import current_action, in_trace
-from ._interface import TaskInterface
+from ._interface import EncodedInputs, TaskInterface
+from ._naming import child_action_name
 from ._placement import Placement
 from ._resources import Resources
 from ._retry import RetryStrategy, normalize_retries
@@ -30,6 +31,7 @@ from .errors import RuntimeUserError
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from ._context import ActionContext
     from ._environment import TaskEnvironment
 
 P = ParamSpec("P")
@@ -89,6 +91,13 @@ class TaskTemplate(Generic[P, R]):
         if self.is_async:
             return call  # type: ignore[return-value]
         return _wait_from_sync_code(self.name, parent.controller.loop, call)  # type: ignore[no-any-return]
+
+    def child_call(
+        self, parent: ActionContext, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[str, EncodedInputs]:
+        """A call's deterministic child name and encoded inputs, made at call time (call order decides names)."""
+        inputs = self.interface.encode_inputs(self.interface.bind(args, kwargs))
+        return child_action_name(parent.action_name, self.identity, inputs.digest, next(parent.calls)), inputs
 
     def aio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Any]:
         """Await any task, sync or async, from async code: `await t.aio(x=1)`."""

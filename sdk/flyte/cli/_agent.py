@@ -13,16 +13,7 @@ from flyte._paths import flyte_home
 from flyte._resources import parse_cpu, parse_quantity
 
 from ._errors import USAGE, CliError
-
-
-def _labels(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    labels = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
-        labels[key] = value
-    return labels
+from ._run import parse_labels
 
 
 @click.group()
@@ -36,7 +27,7 @@ def agent() -> None:
 @click.option("--cluster", required=True, help="This cluster's name.")
 @click.option("--region", default="local", show_default=True)
 @click.option("--cloud", default="local", show_default=True)
-@click.option("--label", "labels", multiple=True, callback=_labels, metavar="KEY=VALUE")
+@click.option("--label", "labels", multiple=True, callback=parse_labels, metavar="KEY=VALUE")
 @click.option("--backend", type=click.Choice(["process", "kubernetes"]), default="process", show_default=True)
 @click.option("--cpu", default="2", show_default=True, help="CPU this agent offers.")
 @click.option("--memory", default="8Gi", show_default=True, help="Memory this agent offers.")

@@ -37,7 +37,7 @@ INTERRUPTED = 130
 _RUN_OPTIONS = ("local", "label")
 
 
-def _parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
+def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in values:
         key, has_equals, value = item.partition("=")
@@ -54,7 +54,7 @@ def _parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence
 @click.option("--local", is_flag=True, help="Run in this process even if a config names an endpoint.")
 @click.option("--name", "run_name", metavar="NAME", help="Name the run (default: random).")
 @click.option(
-    "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_parse_labels, help="Label the run (repeatable)."
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=parse_labels, help="Label the run (repeatable)."
 )
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("task_name", metavar="TASK")
