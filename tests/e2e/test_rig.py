@@ -303,3 +303,43 @@ def test_the_gateway_cache_answers_without_placing(rig: Rig) -> None:
     (rerun,) = [a for a in call_sync(client_for().list_actions(fresh.name)) if a.parent == "a0"]
     assert not rerun.cached
     assert rerun.attempts == 1
+
+
+TRACED = """
+import asyncio
+import os
+
+import flyte
+
+env = flyte.TaskEnvironment("traced_env")
+
+
+@flyte.trace
+async def expensive(x: int, ledger: str) -> int:
+    with open(ledger, "a") as out:
+        out.write(f"expensive {x}\\n")
+    return x * 10
+
+
+@env.task
+async def main(x: int, ledger: str) -> int:
+    value = await expensive(x, ledger)
+    if flyte.ctx().attempt == 1:
+        # Give the checkpoint time to leave, then die as a lost worker does: no result, no goodbye.
+        await asyncio.sleep(1)
+        os._exit(137)
+    return value + 1
+"""
+
+
+def test_a_retried_attempt_replays_recorded_traces(rig: Rig) -> None:
+    traced_program = rig.load("traced_program", TRACED)
+    ledger = rig.cwd / "traced-ledger.txt"
+    rig.connect()
+    run = flyte.run(traced_program.main, x=4, ledger=str(ledger))
+    assert run.outputs() == (41,)
+    assert ledger.read_text().splitlines() == ["expensive 4"], "the traced call ran once, then was replayed"
+    (root,) = [a for a in call_sync(client_for().list_actions(run.name)) if a.name == "a0"]
+    assert root.attempts == 2
+    assert root.system_failures == 1
+    assert root.user_failures == 0
