@@ -220,6 +220,8 @@ class GatewayBlobs(BlobBackend):
     """Out-of-line values through the gateway's blob store (`blob:<sha256>` references), so a value written in one
     cluster is readable in another. Sync on purpose: the codec runs inside task code, sync or async."""
 
+    remote = True
+
     def __init__(self, endpoint: str, token: str | None):
         self.endpoint = endpoint.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}

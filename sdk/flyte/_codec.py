@@ -175,6 +175,8 @@ def encoded(kind: ValueKind, data: bytes) -> EncodedValue:
 class BlobBackend:
     """Where out-of-line payloads go: the local blob directory, or (in remote mode) the gateway's blob store."""
 
+    remote = False
+
     def put(self, data: bytes) -> str:
         from .io._blobs import put_bytes
 
@@ -201,6 +203,11 @@ class _Blobs:
 
 
 _blobs = _Blobs()
+
+
+def current_blob_backend() -> BlobBackend | None:
+    """The backend this context set, if any (None: the local directory)."""
+    return _backend.get()
 
 
 def use_blob_backend(backend: BlobBackend) -> contextvars.Token[BlobBackend | None]:

@@ -343,3 +343,48 @@ def test_a_retried_attempt_replays_recorded_traces(rig: Rig) -> None:
     assert root.attempts == 2
     assert root.system_failures == 1
     assert root.user_failures == 0
+
+
+FILES = """
+from pathlib import Path
+import tempfile
+
+import flyte
+from flyte.io import Dir, File
+
+east = flyte.TaskEnvironment("files_east", placement=flyte.Placement(clusters=["us-east"]))
+west = flyte.TaskEnvironment("files_west", placement=flyte.Placement(clusters=["eu-west"]))
+east.add_dependency(west)
+
+
+@east.task
+async def produce(text: str) -> tuple[File, Dir]:
+    root = Path(tempfile.mkdtemp())
+    (root / "note.txt").write_text(text)
+    (root / "sub").mkdir()
+    (root / "sub" / "more.txt").write_text(text.upper())
+    return await File.from_local(root / "note.txt"), await Dir.from_local(root)
+
+
+@west.task
+async def consume(f: File, d: Dir) -> str:
+    with f.open_sync() as handle:
+        first = handle.read().decode()
+    names = sorted(g.name or "" for g in d.walk_sync())
+    return first + "|" + ",".join(names)
+
+
+@east.task
+async def main(text: str) -> str:
+    f, d = await produce(text)
+    return await consume(f, d)
+"""
+
+
+def test_files_and_dirs_cross_clusters_through_the_gateway(rig: Rig) -> None:
+    files_program = rig.load("files_program", FILES)
+    rig.connect()
+    run = flyte.run(files_program.main, text="made in the east")
+    assert run.outputs() == ("made in the east|more.txt,note.txt",)
+    clusters = {a.task.rsplit(".", 1)[1]: a.cluster for a in call_sync(client_for().list_actions(run.name))}
+    assert clusters == {"main": "us-east", "produce": "us-east", "consume": "eu-west"}

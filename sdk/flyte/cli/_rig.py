@@ -42,10 +42,10 @@ def rig() -> None:
     """A local multi-cluster rig: a gateway and agents as processes on this machine."""
 
 
-def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
         )
 
 
@@ -143,6 +143,9 @@ def up(clusters: str, port: int, cpu: str, memory: str) -> None:
                     str(directory / "agents" / name),
                 ],
                 log,
+                # Each cluster gets its own flyte home (blob store), as separate machines would: values and files
+                # cross clusters only through the gateway.
+                {**os.environ, "FLYTE_HOME": str(directory / "agents" / name / "home")},
             ),
             log,
         )

@@ -8,24 +8,34 @@ out-of-line payload can cross a task boundary as a short string. Layout::
     <blob_dir>/writable/<uuid>/<name>   new_writable_path: File.new_remote, filled in after creation
 
 Writes go to a temporary name in the destination directory and are renamed into place, so a reader never
-sees a half-written blob and concurrent writers of the same content are harmless. Only `file://` URIs and
-plain local paths are understood; other schemes raise ValueError until an object-store backend exists.
+sees a half-written blob and concurrent writers of the same content are harmless.
+
+In remote mode (a gateway is configured, or this code runs in a worker) a stored file is also uploaded to the
+gateway's blob store and named `blob://<sha256>/<name>` (a directory: `blobdir://<sha256 of its manifest>`), so a
+task on another cluster can read it: resolving such a URI fetches it into this machine's store once. Other
+schemes (`s3://`) raise ValueError until an object-store backend exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote
 
 from flyte._paths import blob_dir
+
+if TYPE_CHECKING:
+    from flyte._codec import BlobBackend
 
 __all__ = [
     "BYTES_BLOB_NAME",
@@ -48,6 +58,7 @@ BYTES_BLOB_NAME = "payload"
 """The file name `put_bytes` stores a payload under, inside its content directory."""
 
 _CHUNK = 1 << 20
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _DIRS = "dirs"
 _WRITABLE = "writable"
 
@@ -58,10 +69,14 @@ def path_to_uri(path: Path) -> str:
 
 
 def uri_to_path(uri: str) -> Path:
-    """The local path a `file://` URI (or a plain local path) names.
+    """The local path a `file://` URI (or a plain local path) names; a gateway blob is fetched here first.
 
     Raises ValueError for any other scheme, naming it, so callers see why an `s3://` File cannot be read.
     """
+    if uri.startswith("blob://"):
+        return _fetch_file(uri)
+    if uri.startswith("blobdir://"):
+        return _fetch_dir(uri)
     if uri.startswith("file://"):
         rest = uri[len("file://") :]
         if not rest.startswith("/"):
@@ -135,6 +150,10 @@ def put_file_hashed(local: Path, name: str) -> tuple[str, str]:
     target = blob_dir() / digest / name
     if not target.exists():
         copy_file_atomic(source, target)
+    gateway = _gateway()
+    if gateway is not None:
+        gateway.put(target.read_bytes())
+        return f"blob://{digest}/{quote(name, safe='')}", digest
     return path_to_uri(target), digest
 
 
@@ -187,6 +206,11 @@ def put_dir(local: Path) -> str:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+    gateway = _gateway()
+    if gateway is not None:
+        manifest = [(relative, gateway.put(path.read_bytes()).removeprefix("blob:")) for relative, path in files]
+        ref = gateway.put(json.dumps({"files": manifest}).encode())
+        return "blobdir://" + ref.removeprefix("blob:")
     return path_to_uri(target)
 
 
@@ -224,3 +248,69 @@ def is_content_addressed(path: Path) -> bool:
         return False
     relative = resolved.relative_to(root)
     return not (relative.parts and relative.parts[0] == _WRITABLE)
+
+
+def _gateway() -> BlobBackend | None:
+    """The gateway's blob store when this code runs in remote mode, else None (the local store is all there is)."""
+    from flyte._codec import current_blob_backend
+    from flyte._config import current_config
+
+    backend = current_blob_backend()
+    if backend is not None and backend.remote:
+        return backend
+    config = current_config()
+    if config.endpoint is None:
+        return None
+    from flyte._client import GatewayBlobs
+
+    return GatewayBlobs(config.endpoint, config.api_key)
+
+
+def _gateway_bytes(digest: str, uri: str) -> bytes:
+    if not _DIGEST.match(digest):
+        raise ValueError(f"{uri!r} does not name a blob by its sha256")
+    gateway = _gateway()
+    if gateway is None:
+        raise ValueError(f"{uri} is stored in a gateway, and no gateway is configured here")
+    try:
+        data = gateway.get(f"blob:{digest}")
+    except OSError as error:
+        raise FileNotFoundError(f"blob not found: {uri} ({error})") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ValueError(f"{uri}: the gateway returned other content than its digest names")
+    return data
+
+
+def _fetch_file(uri: str) -> Path:
+    digest, _, name = uri[len("blob://") :].partition("/")
+    name = unquote(name) or BYTES_BLOB_NAME
+    _check_name(name)
+    target = blob_dir() / digest / name
+    if not target.exists():
+        data = _gateway_bytes(digest, uri)
+        with _atomic_writer(target) as out:
+            out.write(data)
+    return target
+
+
+def _fetch_dir(uri: str) -> Path:
+    digest = uri[len("blobdir://") :]
+    target = blob_dir() / _DIRS / f"gateway-{digest}"
+    if target.exists():
+        return target
+    manifest = json.loads(_gateway_bytes(digest, uri))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        for relative, file_digest in manifest["files"]:
+            destination = (staging / relative).resolve()
+            if not destination.is_relative_to(staging.resolve()):
+                raise ValueError(f"{uri}: manifest entry {relative!r} leaves the directory")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(_gateway_bytes(file_digest, uri))
+        with contextlib.suppress(OSError):
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
