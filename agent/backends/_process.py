@@ -42,6 +42,7 @@ from ._protocol import Exit, ExitKind, LaunchSpec, OutputSink
 log = logging.getLogger("flyte.agent.process")
 
 _LAUNCHER = 'read _ || exit 125; exec "$@" </dev/null'
+_SETPRIV = shutil.which("setpriv")
 _DRAIN_SECONDS = 1.0
 """How long output may still arrive after the process and its leftovers are gone."""
 
@@ -150,6 +151,9 @@ class ProcessHandle:
         try:
             if use_cgroup:
                 argv = ["/bin/sh", "-c", _LAUNCHER, "flyte-launcher", _resolve(spec), *spec.command[1:]]
+            if _SETPRIV is not None:
+                # Die with the agent: a SIGKILLed agent must not leave attempts running that nobody watches.
+                argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=go_r, stdout=out_w, stderr=err_w, cwd=spec.cwd, env=spec.env, start_new_session=True
             )

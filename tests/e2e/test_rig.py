@@ -235,7 +235,7 @@ env = flyte.TaskEnvironment("failover_env", resources=flyte.Resources(cpu=1))
 @env.task
 async def work(i: int, ledger: str) -> int:
     with open(ledger, "a") as out:
-        out.write(f"{i} {os.environ.get('FLYTE_CLUSTER')} {flyte.ctx().attempt}\\n")
+        out.write(f"{i} {os.environ.get('FLYTE_CLUSTER')} {flyte.ctx().attempt} {os.getpid()}\\n")
     await asyncio.sleep(3)
     return i
 
@@ -256,7 +256,10 @@ def test_a_killed_agent_does_not_stop_the_run(tmp_path: Path) -> None:
         # Two cpus per agent and one per action: both clusters run work. Kill one agent while it does.
         assert_eventually(lambda: ledger.exists() and len(ledger.read_text().splitlines()) >= 4, timeout=60)
         victim = ledger.read_text().splitlines()[0].split()[1]
-        os.killpg(rig.pids()[f"agent-{victim}"], signal.SIGKILL)
+        orphans = [int(line.split()[3]) for line in ledger.read_text().splitlines() if line.split()[1] == victim]
+        os.kill(rig.pids()[f"agent-{victim}"], signal.SIGKILL)
+        # The killed agent's workers die with it: nothing keeps running that no agent watches.
+        assert_eventually(lambda: not any(_alive(pid) for pid in orphans), timeout=15)
         started = time.monotonic()
         assert run.outputs() == (6,)
         assert time.monotonic() - started < 60
