@@ -151,6 +151,8 @@ class ProcessHandle:
         try:
             if use_cgroup:
                 argv = ["/bin/sh", "-c", _LAUNCHER, "flyte-launcher", _resolve(spec), *spec.command[1:]]
+            elif _SETPRIV is not None:
+                argv = [_resolve(spec), *spec.command[1:]]
             if _SETPRIV is not None:
                 # Die with the agent: a SIGKILLed agent must not leave attempts running that nobody watches.
                 argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
