@@ -391,3 +391,63 @@ def test_files_and_dirs_cross_clusters_through_the_gateway(rig: Rig) -> None:
     assert run.outputs() == ("made in the east|more.txt,note.txt",)
     clusters = {a.task.rsplit(".", 1)[1]: a.cluster for a in call_sync(client_for().list_actions(run.name))}
     assert clusters == {"main": "us-east", "produce": "us-east", "consume": "eu-west"}
+
+
+SEMANTICS = """
+import asyncio
+
+import flyte
+
+env = flyte.TaskEnvironment("semantics_env")
+
+
+@env.task
+async def square(x: int) -> int:
+    return x * x
+
+
+@env.task(retries=flyte.RetryStrategy(2, backoff=flyte.Backoff(base=0.1)))
+async def flaky(x: int) -> int:
+    if flyte.ctx().attempt == 1:
+        raise ValueError("first attempts fail")
+    return x + flyte.ctx().attempt
+
+
+@env.task(timeout=1)
+async def slow() -> int:
+    await asyncio.sleep(60)
+    return 0
+
+
+@env.task
+async def main() -> str:
+    with flyte.group("squares"):
+        squares = [r async for r in flyte.map.aio(square, range(5), concurrency=2)]
+    retried = await flaky(10)
+    try:
+        await slow()
+        timed_out = "no"
+    except flyte.errors.TaskTimeoutError:
+        timed_out = "yes"
+    return f"{sum(squares)} {retried} {timed_out}"
+"""
+
+
+def test_map_group_retries_and_timeouts_behave_as_in_local_mode(rig: Rig) -> None:
+    semantics = rig.load("semantics_program", SEMANTICS)
+    rig.connect()
+    run = flyte.run(semantics.main)
+    assert run.outputs() == ("30 12 yes",)
+    actions = call_sync(client_for().list_actions(run.name))
+    squares = [a for a in actions if a.task.endswith(".square")]
+    assert len(squares) == 5
+    assert {a.group for a in squares} == {"squares"}
+    (flaky,) = [a for a in actions if a.task.endswith(".flaky")]
+    assert (flaky.attempts, flaky.user_failures, flaky.system_failures) == (2, 1, 0)
+    (slow,) = [a for a in actions if a.task.endswith(".slow")]
+    assert slow.phase == "failed"
+    assert slow.error is not None
+    assert slow.error.code == "TaskTimeoutError"
+    # The same program gives the same answer in local mode.
+    local = flyte.with_runcontext(mode="local").run(semantics.main)
+    assert local.outputs() == ("30 12 yes",)
