@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import logging
 from pathlib import Path
@@ -65,12 +67,45 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
     return app
 
 
+HISTORY_KEPT = 100_000
+"""Store revisions of history kept for watches to resume from; older history is compacted away."""
+COMPACT_EVERY = 60.0
+COMPACTOR = web.AppKey("compactor", asyncio.Task[None])
+
+
 async def _start_dispatcher(app: web.Application) -> None:
     await app[DISPATCHER].start()
+    app[COMPACTOR] = asyncio.create_task(_compact_forever(app[SERVICES].store))
 
 
 async def _stop_dispatcher(app: web.Application) -> None:
+    app[COMPACTOR].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await app[COMPACTOR]
     await app[DISPATCHER].stop()
+
+
+async def _compact_forever(store: Store) -> None:
+    """Keep the store's history bounded, as etcd's auto-compaction would (the embedded store has none).
+
+    A watch that falls behind the kept history gets a `reset` and a fresh snapshot, so nothing is missed.
+    """
+    compacted = 0
+    while True:
+        await asyncio.sleep(COMPACT_EVERY)
+        try:
+            compacted = await compact_once(store, compacted, HISTORY_KEPT)
+        except StoreError as error:
+            log.warning("compaction skipped: %s", error)
+
+
+async def compact_once(store: Store, compacted: int, kept: int) -> int:
+    """Compact all but the last `kept` revisions if that moves the mark; returns the new mark."""
+    revision = await store.revision()
+    if revision - kept > compacted:
+        compacted = revision - kept
+        await store.compact(compacted)
+    return compacted
 
 
 async def run_page(request: web.Request) -> web.Response:
