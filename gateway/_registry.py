@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 
-from flyte._wire import DeployRequest, TaskSpec, TaskVersion
+from flyte._wire import DeployRequest, TaskVersion
 from gateway._errors import bad_request, conflict, not_found
 from gateway.store import Compare, Put, Store
 
@@ -159,7 +159,3 @@ class Registry:
         if not found:
             raise not_found(f"no task {task} is deployed in {project}/{domain}")
         return sorted(found, key=lambda v: v.deployed_at)
-
-
-def spec_inputs(spec: TaskSpec) -> set[str]:
-    return {p.name for p in spec.inputs}

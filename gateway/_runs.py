@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from flyte._local_cache import cache_key
 from flyte._naming import ROOT_ACTION, new_run_name
@@ -32,7 +32,7 @@ from flyte._wire import (
 )
 from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
-from gateway._registry import Registry, spec_inputs
+from gateway._registry import Registry
 from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store
 
 RUNS = "/flyte/runs/"
@@ -150,7 +150,7 @@ class Runs:
     async def create_run(self, request: RunCreateRequest) -> tuple[RunSummary, bool]:
         """Create a run and its root action; returns the run and whether it is new (idempotent by key)."""
         task = await self.registry.get(request.project, request.domain, request.task, request.version)
-        _check_inputs(request.inputs.keys(), spec_inputs(task.spec), {p.name for p in task.spec.inputs if p.required})
+        _check_inputs(request.inputs, task.spec)
         digest = hashlib.sha256(request.model_dump_json(exclude={"name"}).encode()).hexdigest()
         idem_key = None
         if request.idempotency_key is not None:
@@ -228,7 +228,7 @@ class Runs:
         if parent is None:
             raise not_found(f"run {run} has no action {request.parent} (the parent)")
         task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
-        _check_inputs(request.inputs.keys(), spec_inputs(task.spec), {p.name for p in task.spec.inputs if p.required})
+        _check_inputs(request.inputs, task.spec)
         now = time.time()
         action = ActionSummary(
             name=request.name,
@@ -435,12 +435,13 @@ def _aborted_error(reason: str) -> ErrorInfo:
     return ErrorInfo(error_type="ActionAbortedError", code="ActionAbortedError", kind="user", message=reason)
 
 
-def _check_inputs(given: object, known: set[str], required: set[str]) -> None:
-    names = set(given)  # type: ignore[call-overload]
+def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
+    names = set(inputs)
+    known = {p.name for p in spec.inputs}
     unknown = names - known
     if unknown:
         raise bad_request(f"unknown inputs {sorted(unknown)}; the task takes {sorted(known)}", code="unknown_input")
-    missing = required - names
+    missing = {p.name for p in spec.inputs if p.required} - names
     if missing:
         raise bad_request(f"missing inputs {sorted(missing)}", code="missing_input")
 
