@@ -1,5 +1,26 @@
-"""Placement: `place(demand, clusters) -> Decision`, pure and deterministic (see ARCHITECTURE.md, Placement)."""
+"""Placement: `place(demand, clusters, policy) -> Decision`, pure and deterministic (see ARCHITECTURE.md, Placement).
 
-from ._place import ClusterSnapshot, Decision, Demand, place
+Also the policy file (`load_policy`, `Policy`), fair-share ordering of queued actions and `explain`.
+"""
 
-__all__ = ["ClusterSnapshot", "Decision", "Demand", "place"]
+from ._explain import explain
+from ._fair import fair_share_order
+from ._model import ClusterSnapshot, Decision, Demand
+from ._place import place
+from ._policy import DEFAULT_POLICY, Policy, Project, Quota, Tier, Weights, load_policy
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "ClusterSnapshot",
+    "Decision",
+    "Demand",
+    "Policy",
+    "Project",
+    "Quota",
+    "Tier",
+    "Weights",
+    "explain",
+    "fair_share_order",
+    "load_policy",
+    "place",
+]
