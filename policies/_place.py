@@ -173,6 +173,8 @@ def place(
             if tier < 0:
                 verdicts[name] = "in no tier of the policy"
                 continue
+        # The fit test is written out twice (capacity: ever; free: now) rather than shared through a helper: this
+        # loop runs once per cluster per decision, and a call per test costs a tenth of the budget at 1,000 clusters.
         cap = c.capacity
         cap_cpu = cap.get("cpu", 0.0)
         if (
