@@ -40,7 +40,7 @@ from gateway._blobs import BlobStore
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway._metrics import Metrics
 from gateway._registry import Registry
-from gateway._runs import Runs, actions_prefix, decode_action
+from gateway._runs import Runs, actions_prefix, decode_event
 from gateway.store import Compacted, EventType, Store
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -336,11 +336,7 @@ async def _stream(
             async for batch in svc.store.watch(actions_prefix(run), start):
                 # Filter on the key before decoding: a watch on one action ignores its run's other changes cheaply.
                 suffix = f"/{only}" if only else ""
-                changes = [
-                    decode_action(_kv(e.key, e.value, e.mod_revision))
-                    for e in batch
-                    if e.type is EventType.PUT and e.key.endswith(suffix)
-                ]
+                changes = [decode_event(e) for e in batch if e.type is EventType.PUT and e.key.endswith(suffix)]
                 changes = [a for a in changes if wanted(a)]
                 last = batch[-1].mod_revision
                 if changes:
@@ -350,12 +346,6 @@ async def _stream(
         except Compacted:
             await send("reset", [], start)
             start = await snapshot()
-
-
-def _kv(key: str, value: bytes, revision: int) -> Any:
-    from gateway.store import KeyValue
-
-    return KeyValue(key, value, revision, revision, 1)
 
 
 # -- tokens -------------------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ from flyte._wire import (
 )
 from gateway._auth import create_token
 from gateway._errors import ApiError
-from gateway._runs import ACTIONS, Runs, decode_action
-from gateway.store import Compare, EventType, KeyValue, Put, Store
+from gateway._runs import ACTIONS, Runs, decode_action, decode_event
+from gateway.store import Compare, EventType, Put, Store
 from policies import ClusterSnapshot, Demand, place
 
 log = logging.getLogger("flyte.gateway.dispatch")
@@ -139,7 +139,7 @@ class Dispatcher:
                     for event in batch:
                         if event.type is not EventType.PUT:
                             continue
-                        action = decode_action(KeyValue(event.key, event.value, 0, event.mod_revision, 1))
+                        action = decode_event(event)
                         self._observe(action)
                         if action.parent is not None:
                             changed[(action.run, action.parent)].append(action)

@@ -33,7 +33,7 @@ from flyte._wire import (
 from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
 from gateway._registry import Registry
-from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store
+from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, WatchEvent
 
 RUNS = "/flyte/runs/"
 CACHE = "/flyte/cache/"
@@ -79,6 +79,11 @@ def actions_prefix(run: str) -> str:
 
 def decode_action(kv: KeyValue) -> ActionSummary:
     return ActionSummary.model_validate_json(kv.value).model_copy(update={"revision": kv.mod_revision})
+
+
+def decode_event(event: WatchEvent) -> ActionSummary:
+    """The action a watch event carries, with the event's revision."""
+    return ActionSummary.model_validate_json(event.value).model_copy(update={"revision": event.mod_revision})
 
 
 def decode_run(kv: KeyValue) -> RunSummary:

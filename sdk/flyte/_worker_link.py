@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import logging
 from collections import defaultdict
-from typing import Any
 
 import aiohttp
 import pydantic
@@ -199,7 +198,3 @@ class WorkerLink:
     async def report(self, action: str, event: ActionEvent, traces: dict[str, WireTrace]) -> ActionSummary:
         reply = await self._request(WorkerReport(run=self.run, action=action, event=event, traces=traces))
         return reply.actions[0]
-
-
-def _unused(*_: Any) -> None:
-    """Keeps the public surface explicit for type checkers."""
