@@ -74,7 +74,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     if not principal.allows(f"agent:{cluster}"):
         await ws.close(code=4403, message=f"this token may not serve cluster {cluster}".encode())
         return ws
-    session = await dispatcher.open_session(hello.cluster, ws)
+    session = await dispatcher.open_session(hello.cluster, ws, hello.running)
     await ws.send_str(
         AgentWelcome(epoch=session.epoch, lease_ttl=LEASE_TTL, heartbeat_interval=HEARTBEAT_INTERVAL).model_dump_json()
     )

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,8 +343,13 @@ class Dispatcher:
 
     # -- agent sessions -----------------------------------------------------------------------------------------
 
-    async def open_session(self, record: ClusterRecord, ws: web.WebSocketResponse) -> AgentSession:
-        """Register a cluster's agent with a new epoch (fencing every older session) and a lease."""
+    async def open_session(
+        self, record: ClusterRecord, ws: web.WebSocketResponse, running: Sequence[str] = ()
+    ) -> AgentSession:
+        """Register a cluster's agent with a new epoch (fencing every older session) and a lease.
+
+        `running` are the attempt keys (run/action/attempt) the agent says it still runs: see `_adopt`.
+        """
         epoch = await self._next_epoch()
         lease = await self.store.grant_lease(LEASE_TTL)
         record = record.model_copy(update={"epoch": epoch, "last_heartbeat": time.time(), "healthy": True})
@@ -356,8 +361,33 @@ class Dispatcher:
         if old is not None and old.ws is not ws:
             with contextlib.suppress(Exception):
                 await old.ws.close(code=4000, message=b"replaced by a newer session")
+        await self._adopt(session, set(running))
         self._rescan()
         return session
+
+    async def _adopt(self, session: AgentSession, running: set[str]) -> None:
+        """Reconcile a new session with the work older sessions of its cluster were given.
+
+        The session key is put again under the new lease, so the old lease expiring moves nothing: work placed
+        there that the agent does not run (it crashed and restarted, or the assignment was lost with the gateway)
+        moves now. Attempts the agent runs that are no longer current there (moved while it was away) are
+        aborted, so it drops orphaned work instead of finishing it for nothing.
+        """
+        kept: set[str] = set()
+        for run, name in list(self._inflight.get(session.name, ())):
+            with contextlib.suppress(ApiError):
+                current = await self.runs.get_action(run, name)
+                key = f"{run}/{name}/{current.attempts}"
+                if current.cluster != session.name or current.phase not in (Phase.PLACED, Phase.RUNNING):
+                    continue
+                if key in running:
+                    kept.add(key)
+                elif current.epoch < session.epoch:
+                    await self._lose(current, session.name, "its agent restarted without it")
+        orphans = sorted(running - kept)
+        if orphans:
+            log.info("%s runs %d attempts that are no longer its own; aborting them", session.name, len(orphans))
+            session.outbox.put_nowait(AbortMessage(keys=orphans).model_dump_json())
 
     async def heartbeat(self, session: AgentSession, free: dict[str, float], warm: dict[str, int]) -> None:
         await self.store.keepalive(session.lease)
@@ -402,29 +432,26 @@ class Dispatcher:
                 current = await self.runs.get_action(run, name)
                 if current.cluster != cluster or current.phase not in (Phase.PLACED, Phase.RUNNING):
                     continue
-                error = ErrorInfo(
-                    error_type="RuntimeSystemError",
-                    code="ClusterLost",
-                    kind="system",
-                    message=f"cluster {cluster} was lost: {why}",
-                    worker=cluster,
-                )
-                if current.phase is Phase.PLACED:
-                    await self.runs.report(
-                        run,
-                        name,
-                        ActionEvent(
-                            phase=Phase.RUNNING, attempt=current.attempts, cluster=cluster, epoch=current.epoch
-                        ),
-                    )
-                await self.runs.report(
-                    run,
-                    name,
-                    ActionEvent(
-                        phase=Phase.FAILED, attempt=current.attempts, cluster=cluster, epoch=current.epoch, error=error
-                    ),
-                )
+                await self._lose(current, cluster, why)
         log.warning("cluster %s lost: %s", cluster, why)
+
+    async def _lose(self, current: ActionSummary, cluster: str, why: str) -> None:
+        """Fail the current attempt of an action as a system error (`ClusterLost`): the retry policy moves it."""
+        error = ErrorInfo(
+            error_type="RuntimeSystemError",
+            code="ClusterLost",
+            kind="system",
+            message=f"cluster {cluster} was lost: {why}",
+            worker=cluster,
+        )
+        run, name, attempt, epoch = current.run, current.name, current.attempts, current.epoch
+        if current.phase is Phase.PLACED:
+            await self.runs.report(
+                run, name, ActionEvent(phase=Phase.RUNNING, attempt=attempt, cluster=cluster, epoch=epoch)
+            )
+        await self.runs.report(
+            run, name, ActionEvent(phase=Phase.FAILED, attempt=attempt, cluster=cluster, epoch=epoch, error=error)
+        )
 
 
 def _demand(resources: dict[str, Any], placement: dict[str, Any] | None, warm_key: str | None) -> Demand:

@@ -13,7 +13,7 @@ import html
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._client import GatewayBlobs, GatewayClient, call_sync, client_for
+from ._client import GatewayBlobs, GatewayClient, GatewayError, call_sync, client_for
 from ._codec import reset_blob_backend, use_blob_backend
 from ._config import current_config
 from ._deploy import Deployment, _closure, _deploy_remote, _settings_text, code_bundle
@@ -21,6 +21,10 @@ from ._naming import digest_text
 from ._run_state import RunOptions
 from ._task import TaskTemplate
 from ._wire import ActionSummary, Phase, RunCreateRequest, RunSummary, WatchMessage, WireValue
+
+_RECONNECT_FIRST = 0.1
+_RECONNECT_MAX = 5.0
+"""Seconds between attempts to reach the gateway again while following a run: doubling, capped."""
 
 
 def start_remote(
@@ -92,6 +96,7 @@ class RemoteRun:
         import aiohttp
 
         revision = 0
+        delay = _RECONNECT_FIRST
         while True:
             # Without a progress callback only the root matters: the gateway then sends nothing else.
             url = f"{self._client.endpoint}/api/v1/runs/{self.name}/watch?" + (
@@ -101,6 +106,7 @@ class RemoteRun:
                 url += f"from_revision={revision + 1}"
             try:
                 async with self._client._http().ws_connect(url, heartbeat=15.0) as ws:
+                    delay = _RECONNECT_FIRST
                     async for message in ws:
                         if message.type is not aiohttp.WSMsgType.TEXT:
                             break
@@ -114,8 +120,15 @@ class RemoteRun:
                                 if self._summary.phase.is_terminal:
                                     return
             except aiohttp.ClientError:
-                await asyncio.sleep(0.5)
-            self._summary = await self._client.get_run(self.name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+            try:
+                self._summary = await self._client.get_run(self.name)
+            except GatewayError as error:
+                # A gateway restarting, or without its store for a while, answers 503 or not at all: follow on.
+                if error.status != 503:
+                    raise
+                continue
             if self._summary.phase.is_terminal:
                 return
 

@@ -1,0 +1,408 @@
+"""A federation under test, every part a real process: etcd, the gateway, agents (optionally inside a network
+namespace), and the workers they start; plus the workload and the invariants the fault matrix checks.
+
+    test ──► Federation.start() ──► etcd ──► `flyte gateway serve --store etcd://...` ──► `flyte agent serve` x N
+         ──► load(WORKLOAD) ──► flyte.run(main) ──► steps append to a side-effect ledger (one JSON line per event)
+         ──► inject a fault (kill, stop, cut, ...) ──► wait for the run ──► check_invariants(run, ledger, seed)
+
+The invariants read the store's full history of the run's actions (an etcd watch from revision 1), not just
+the final state, so a result that was overwritten or an attempt number that went backwards is caught even if the
+end looks right. Every assertion message starts with the seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import flyte
+from flyte._client import GatewayClient, call_sync, client_for
+from flyte._wire import ActionSummary, Phase, RunSummary
+from gateway._auth import create_token
+from gateway._runs import SYSTEM_RETRIES, actions_prefix, decode_event
+from gateway.store import EventType, open_store
+from gateway.store._etcd_process import EtcdProcess
+
+_LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
+_CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")
+FIRST_SYSTEM_BACKOFF = 1.0
+"""The gateway's backoff before the first system retry (`gateway._runs._maybe_retry`: 2 ** 0 s)."""
+
+
+class Proc:
+    """One long-running process with its output in a file (a pipe nobody reads would fill and block it)."""
+
+    def __init__(self, name: str, command: list[str], log: Path, env: dict[str, str]):
+        self.name = name
+        self.command = command
+        self.log = log
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, ready: re.Pattern[str], within: float = 30.0) -> re.Match[str]:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            # A session of its own: teardown can signal the process and everything it started.
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self.wait_for(ready, within, offset)
+
+    def text(self, offset: int = 0) -> str:
+        with self.log.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def size(self) -> int:
+        return self.log.stat().st_size
+
+    def wait_for(self, pattern: re.Pattern[str], within: float, offset: int = 0) -> re.Match[str]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            match = pattern.search(self.text(offset))
+            if match:
+                return match
+            if self.process is not None and self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"{self.name}: no {pattern.pattern!r} within {within}s; log tail:\n{self.text()[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash: no shutdown code runs."""
+        if self.alive():
+            self.signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+@dataclass
+class Federation:
+    """A gateway on etcd and its agents. `host` is where the gateway listens (a veth address for netns rows)."""
+
+    root: Path
+    etcd: EtcdProcess
+    lease_ttl: float = 3.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    gateway: Proc | None = None
+    agents: dict[str, Proc] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.root / "home"),
+            "FLYTE_HOME": str(self.root / "flyte-home"),
+            "FLYTE_LEASE_TTL": str(self.lease_ttl),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def mint(self, *scopes: str, projects: list[str] | None = None) -> str:
+        return asyncio.run(_mint(self.etcd.url, list(scopes), projects))
+
+    def start_gateway(self) -> None:
+        """Start (or restart, on the same port) the gateway; the first start picks a free port."""
+        (self.root / "home").mkdir(parents=True, exist_ok=True)
+        if "admin" not in self.tokens:
+            self.tokens["admin"] = self.mint("admin")
+        if self.gateway is None:
+            command = [
+                sys.executable, "-m", "flyte.cli", "gateway", "serve", "--store", self.etcd.url,
+                "--blobs", str(self.root / "blobs"), "--host", self.host, "--port", str(self.port),
+                "--no-write-config",
+            ]  # fmt: skip
+            self.gateway = Proc("gateway", command, self.root / "gateway.log", self.env)
+        match = self.gateway.start(_LISTENING)
+        if self.port == 0:
+            self.port = int(match.group(1).rsplit(":", 1)[1])
+            self.gateway.command[self.gateway.command.index("--port") + 1] = str(self.port)
+
+    def start_agent(self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 2) -> int:
+        """Start (or restart) cluster `name`'s agent; returns the epoch its session got."""
+        if name not in self.tokens:
+            self.tokens[name] = self.mint(f"agent:{name}")
+        agent = self.agents.get(name)
+        if agent is None:
+            work = self.root / "agents" / name
+            command = [
+                sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", self.endpoint,
+                "--token", self.tokens[name], "--cluster", name, "--region", name, "--cpu", cpu,
+                "--memory", "8Gi", "--work-dir", str(work), "--spares", str(spares),
+            ]  # fmt: skip
+            if netns is not None:
+                command = ["ip", "netns", "exec", netns, *command]
+            # Each cluster has its own flyte home, as separate machines would.
+            agent = self.agents[name] = Proc(
+                f"agent-{name}", command, self.root / f"agent-{name}.log", {**self.env, "FLYTE_HOME": str(work)}
+            )
+        return int(agent.start(_CONNECTED).group(1))
+
+    def connect(self) -> None:
+        """Point this test process's SDK at the federation."""
+        flyte.init(endpoint=self.endpoint, api_key=self.tokens["admin"], insecure=True)
+
+    @property
+    def client(self) -> GatewayClient:
+        return client_for()
+
+    def load(self, name: str, source: str) -> ModuleType:
+        """Write a program next to the federation and import it, as `flyte.run` callers do."""
+        path = self.root / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    def run(self, name: str) -> RunSummary:
+        return call_sync(self.client.get_run(name))
+
+    def actions(self, run: str) -> list[ActionSummary]:
+        return call_sync(self.client.list_actions(run))
+
+    def history(self, run: str) -> dict[str, list[ActionSummary]]:
+        return asyncio.run(_history(self.etcd.url, run))
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+        with contextlib.suppress(Exception):
+            flyte.init()
+
+
+async def _mint(store_url: str, scopes: list[str], projects: list[str] | None) -> str:
+    store = await open_store(store_url)
+    try:
+        return await create_token(store, scopes, projects, "fault matrix")
+    finally:
+        await store.close()
+
+
+async def _history(store_url: str, run: str) -> dict[str, list[ActionSummary]]:
+    """Every version the store ever held of each of the run's actions, oldest first."""
+    store = await open_store(store_url)
+    versions: dict[str, list[ActionSummary]] = defaultdict(list)
+    try:
+        kvs, _ = await store.range(actions_prefix(run))
+        last = max((kv.mod_revision for kv in kvs), default=0)
+        if last == 0:
+            return {}
+        async with asyncio.timeout(30):
+            async for batch in store.watch(actions_prefix(run), 1):
+                for event in batch:
+                    if event.type is EventType.PUT:
+                        action = decode_event(event)
+                        versions[action.name].append(action)
+                if batch[-1].mod_revision >= last:
+                    break
+    finally:
+        await store.close()
+    return dict(versions)
+
+
+# -- the workload ---------------------------------------------------------------------------------------------
+
+WORKLOAD = """
+import asyncio
+import json
+import os
+import time
+
+import flyte
+
+home = flyte.TaskEnvironment("{env}_main")
+work = flyte.TaskEnvironment("{env}_work", resources=flyte.Resources(cpu=1){reusable})
+home.add_dependency(work)
+
+
+def note(ledger: str, event: str) -> None:
+    ctx = flyte.ctx()
+    line = {{"event": event, "action": ctx.action.name, "attempt": ctx.attempt, "pid": os.getpid(),
+             "cluster": os.environ.get("FLYTE_CLUSTER"), "t": time.time()}}
+    with open(ledger, "a") as out:
+        out.write(json.dumps(line) + "\\n")
+
+
+@work.task
+async def step(i: int, ledger: str, hold: float) -> int:
+    note(ledger, "start")
+    await asyncio.sleep(hold)
+    note(ledger, "end")
+    return i * i
+
+
+@home.task
+async def main(n: int, ledger: str, hold: float) -> int:
+    return sum(await asyncio.gather(*(step(i, ledger, hold) for i in range(n))))
+"""
+
+
+def workload(fed: Federation, name: str, reusable: str = "") -> ModuleType:
+    """The matrix's program: `main(n, ledger, hold)` fans out n steps that each hold a cpu for `hold` seconds."""
+    return fed.load(f"faults_{name}", WORKLOAD.format(env=name.replace("_", "-"), reusable=reusable))
+
+
+def expected(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+@dataclass(frozen=True)
+class Entry:
+    event: str
+    action: str
+    attempt: int
+    pid: int
+    cluster: str
+    t: float
+
+
+class Ledger:
+    """The side effects the workload's steps leave: what really ran, where, and how often."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def entries(self) -> list[Entry]:
+        if not self.path.exists():
+            return []
+        # A line being written may be partial: only whole lines count.
+        lines = self.path.read_text().split("\n")[:-1]
+        return [Entry(**json.loads(line)) for line in lines]
+
+    def started(self) -> list[Entry]:
+        return [e for e in self.entries() if e.event == "start"]
+
+
+# -- invariants -----------------------------------------------------------------------------------------------
+
+
+def check_invariants(fed: Federation, run: str, ledger: Ledger, seed: int, phase: Phase = Phase.SUCCEEDED) -> None:
+    """What must hold after any fault: see the module docstring. Raises AssertionError naming the seed."""
+    summary = fed.run(run)
+    say = f"seed={seed} run={run}"
+    assert summary.phase is phase, f"{say}: the run is {summary.phase.value}, expected {phase.value}: {summary.error}"
+    final = {a.name: a for a in fed.actions(run)}
+    for action in final.values():
+        assert action.phase.is_terminal, f"{say}: {action.name} is left {action.phase.value}"
+        assert action.user_failures == 0, f"{say}: {action.name} spent user retries on a fault: {action.error}"
+        assert action.system_failures <= SYSTEM_RETRIES, f"{say}: {action.name} {action.system_failures} failures"
+    history = fed.history(run)
+    for name, versions in history.items():
+        _check_history(f"{say} action={name}", versions)
+    per_attempt: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+    for entry in ledger.started():
+        per_attempt[(entry.action, entry.attempt)].append(entry)
+    for (name, attempt), starts in per_attempt.items():
+        assert len(starts) == 1, f"{say}: attempt {attempt} of {name} started {len(starts)} processes: {starts}"
+        assert name in final, f"{say}: the ledger names {name}, which the gateway does not know"
+        assert attempt <= final[name].attempts, f"{say}: {name} ran attempt {attempt} beyond its recorded attempts"
+
+
+def _check_history(say: str, versions: list[ActionSummary]) -> None:
+    """Attempts only grow; each attempt ends once (a result, or a requeue); nothing changes after the end."""
+    ended: set[int] = set()
+    previous: ActionSummary | None = None
+    for version in versions:
+        if previous is not None:
+            assert not previous.phase.is_terminal, f"{say}: changed after it ended: {previous.phase} -> {version}"
+            assert version.attempts >= previous.attempts, f"{say}: attempt went back {previous.attempts}->{version}"
+            assert version.user_failures == previous.user_failures, f"{say}: a fault spent a user retry"
+            requeued = version.phase is Phase.QUEUED and previous.phase is not Phase.QUEUED
+            if version.phase.is_terminal or requeued:
+                assert version.attempts not in ended, f"{say}: attempt {version.attempts} recorded two results"
+                ended.add(version.attempts)
+            if requeued:
+                assert version.system_failures == previous.system_failures + 1, f"{say}: requeued without a failure"
+        previous = version
+
+
+def attempts_moved(fed: Federation, run: str, victim: str) -> list[ActionSummary]:
+    """Actions whose later attempt ran somewhere other than the victim cluster."""
+    return [a for a in fed.actions(run) if a.attempts > 1 and a.cluster != victim]
+
+
+def placed_again_at(fed: Federation, run: str, action: str, attempt: int) -> float:
+    """When the store recorded `attempt` of `action` leaving the queue (gateway time)."""
+    for version in fed.history(run).get(action, []):
+        if version.attempts == attempt and version.phase is not Phase.QUEUED and version.updated_at is not None:
+            return version.updated_at
+    raise AssertionError(f"{action} never started attempt {attempt}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+RECOVERY_TIMES: list[dict[str, Any]] = []
+"""Every recovery time the session measured; conftest writes them out and prints them at the end."""
+
+
+class Recovery:
+    """A row's recorder: keeps each recovery time for the report and checks it against the row's bound."""
+
+    def __init__(self, row: str, seed: int):
+        self.row = row
+        self.seed = seed
+
+    def record(self, seconds: float, bound: float, **detail: Any) -> None:
+        figure = {"row": self.row, "seed": self.seed, "seconds": round(seconds, 2), "bound": bound, **detail}
+        RECOVERY_TIMES.append(figure)
+        assert seconds <= bound, f"seed={self.seed}: recovery took {seconds:.2f}s, over the bound of {bound:.2f}s"

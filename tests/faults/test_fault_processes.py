@@ -1,0 +1,170 @@
+"""Fault matrix rows 1-3, 6, 8 and 12: processes die, pause or get their work twice, and nothing is lost or done
+twice. Each row runs the ledger workload on two agents, injects its fault at a seed-chosen moment, and checks
+the invariants of `federation.check_invariants`."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from federation import (
+    FIRST_SYSTEM_BACKOFF,
+    Entry,
+    Federation,
+    Ledger,
+    Recovery,
+    alive,
+    check_invariants,
+    expected,
+    placed_again_at,
+    workload,
+)
+from waiting import assert_eventually
+
+import flyte
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def start(fed: Federation, clusters: tuple[str, ...] = ("a", "b")) -> None:
+    fed.start_gateway()
+    for name in clusters:
+        fed.start_agent(name)
+    fed.connect()
+
+
+def fault_moment(rng: random.Random, hold: float) -> None:
+    """The fault's timing, drawn from the seed: somewhere in the first half of the steps' work (not a wait)."""
+    time.sleep(rng.uniform(0.0, hold / 2))
+
+
+@pytest.mark.seeds(2)
+def test_a_killed_task_process_is_retried_as_a_system_error(
+    federation: Federation, seed: int, recovery: Recovery
+) -> None:
+    rng = random.Random(seed)
+    start(federation)
+    program = workload(federation, f"kill_task_{seed}")
+    ledger = Ledger(federation.root / "ledger.jsonl")
+    n, hold = rng.randint(2, 4), rng.uniform(1.5, 2.5)
+    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
+    assert_eventually(lambda: len(ledger.started()) >= n, timeout=60)
+    victim = rng.choice(ledger.started())
+    fault_moment(rng, hold)
+    killed_at = time.time()
+    os.kill(victim.pid, signal.SIGKILL)
+    assert run.outputs() == (expected(n),), f"seed={seed}"
+    check_invariants(federation, run.name, ledger, seed)
+    (action,) = [a for a in federation.actions(run.name) if a.name == victim.action]
+    assert (action.attempts, action.system_failures, action.user_failures) == (2, 1, 0), f"seed={seed}: {action}"
+    assert action.error is None
+    recovery.record(
+        placed_again_at(federation, run.name, victim.action, 2) - killed_at,
+        bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF,
+    )
+
+
+def running_on(ledger: Ledger, cluster: str) -> list[Entry]:
+    """Steps that started on `cluster` and have not ended."""
+    ended = {(e.action, e.attempt) for e in ledger.entries() if e.event == "end"}
+    return [e for e in ledger.started() if e.cluster == cluster and (e.action, e.attempt) not in ended]
+
+
+def launch(fed: Federation, name: str, seed: int, rng: random.Random, hold: float) -> tuple[Any, Ledger, int]:
+    program = workload(fed, f"{name}_{seed}")
+    ledger = Ledger(fed.root / "ledger.jsonl")
+    n = rng.randint(3, 4)
+    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
+    assert_eventually(lambda: len(ledger.started()) >= n, timeout=60)
+    return run, ledger, n
+
+
+@pytest.mark.seeds(1)
+def test_a_killed_agent_restarted_at_once_launches_nothing_twice(
+    federation: Federation, seed: int, recovery: Recovery
+) -> None:
+    rng = random.Random(seed)
+    start(federation)
+    run, ledger, n = launch(federation, "kill_agent", seed, rng, hold=rng.uniform(3.0, 4.0))
+    victim = rng.choice(sorted({e.cluster for e in ledger.started()}))
+    orphans = running_on(ledger, victim)
+    killed_at = time.time()
+    federation.agents[victim].kill()
+    # Its workers die with it (PR_SET_PDEATHSIG): nothing runs that no agent watches.
+    assert_eventually(lambda: not any(alive(e.pid) for e in orphans), timeout=15)
+    # Back before its lease ends: the new session must give up the old one's work, not wait on it forever.
+    federation.start_agent(victim)
+    assert run.outputs() == (expected(n),), f"seed={seed}"
+    check_invariants(federation, run.name, ledger, seed)
+    final = {a.name: a for a in federation.actions(run.name)}
+    for entry in orphans:
+        action = final[entry.action]
+        assert action.attempts == entry.attempt + 1, f"seed={seed}: {entry.action} ran {action.attempts} times"
+        assert action.system_failures == 1
+    moved = max(placed_again_at(federation, run.name, e.action, e.attempt + 1) for e in orphans)
+    recovery.record(moved - killed_at, bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF, moved=len(orphans))
+
+
+@pytest.mark.seeds(1)
+def test_a_paused_agent_learns_it_is_stale_and_drops_orphaned_work(
+    federation: Federation, seed: int, recovery: Recovery
+) -> None:
+    rng = random.Random(seed)
+    start(federation)
+    ttl = federation.lease_ttl
+    run, ledger, n = launch(federation, "pause_agent", seed, rng, hold=3 * ttl + 2)
+    victim = rng.choice(sorted({e.cluster for e in ledger.started()}))
+    orphans = running_on(ledger, victim)
+    agent = federation.agents[victim]
+    assert federation.gateway is not None
+    gateway, offsets = federation.gateway, (agent.size(), federation.gateway.size())
+    paused_at = time.time()
+    agent.signal(signal.SIGSTOP)
+    # Past the lease: the gateway moves the paused cluster's work (the pause is the fault, not a wait).
+    time.sleep(ttl + rng.uniform(1.0, 2.0))
+    agent.signal(signal.SIGCONT)
+    # It learns either from the gateway closing its fenced session, or, reconnecting, from the aborts it is sent.
+    assert_eventually(
+        lambda: "dropping" in agent.text(offsets[0]) or "no longer its own" in gateway.text(offsets[1]), timeout=15
+    )
+    assert_eventually(lambda: not any(alive(e.pid) for e in orphans), timeout=15)
+    assert run.outputs() == (expected(n),), f"seed={seed}"
+    check_invariants(federation, run.name, ledger, seed)
+    ended = {(e.action, e.attempt) for e in ledger.entries() if e.event == "end"}
+    for entry in orphans:
+        assert (entry.action, entry.attempt) not in ended, f"seed={seed}: the stale agent finished {entry}"
+    moved = min(placed_again_at(federation, run.name, e.action, e.attempt + 1) for e in orphans)
+    recovery.record(moved - paused_at, bound=2 * ttl + FIRST_SYSTEM_BACKOFF, moved=len(orphans))
+
+
+@pytest.mark.seeds(1)
+def test_a_killed_gateway_restarts_and_everyone_reconnects(
+    federation: Federation, seed: int, recovery: Recovery
+) -> None:
+    rng = random.Random(seed)
+    # A lease longer than a restart: the agents come back in time to keep their work.
+    federation.lease_ttl = 10.0
+    start(federation)
+    run, ledger, n = launch(federation, "kill_gateway", seed, rng, hold=rng.uniform(3.0, 4.0))
+    # A client follows the run through the restart: it must ride it out, not fail.
+    follower = ThreadPoolExecutor(1).submit(run.wait)
+    fault_moment(rng, 1.0)
+    assert federation.gateway is not None
+    offsets = {name: agent.size() for name, agent in federation.agents.items()}
+    killed_at = time.time()
+    federation.gateway.kill()
+    federation.start_gateway()
+    for name, agent in federation.agents.items():
+        agent.wait_for(re.compile(r"connected to .* epoch"), within=30, offset=offsets[name])
+    recovery.record(time.time() - killed_at, bound=federation.lease_ttl, what="gateway back, agents reconnected")
+    follower.result(timeout=60)
+    assert run.outputs() == (expected(n),), f"seed={seed}"
+    check_invariants(federation, run.name, ledger, seed)
+    attempts = {a.name: a.attempts for a in federation.actions(run.name)}
+    assert set(attempts.values()) == {1}, f"seed={seed}: a gateway restart cost attempts: {attempts}"
