@@ -96,6 +96,8 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         parsed = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise bad_request(f"the body is not valid JSON: {error}", code="malformed_json") from None
+    except RecursionError:
+        raise bad_request("the body is nested too deeply", code="malformed_json") from None
     try:
         return model.model_validate(parsed)
     except pydantic.ValidationError as error:

@@ -41,6 +41,8 @@ class TokenRecord(BaseModel):
     """Empty: every project."""
     description: str = ""
     created_at: float
+    expires_at: float | None = None
+    """After this (seconds since the epoch) the token is refused; None: it does not expire."""
 
 
 def validate_scope(scope: str) -> str:
@@ -54,14 +56,20 @@ def token_key(token: str) -> str:
 
 
 async def create_token(
-    store: Store, scopes: list[str], projects: list[str] | None = None, description: str = ""
+    store: Store,
+    scopes: list[str],
+    projects: list[str] | None = None,
+    description: str = "",
+    expires_in: float | None = None,
 ) -> str:
     """Make a token, store its hash, and return it: the only time it is visible."""
+    now = time.time()
     record = TokenRecord(
         scopes=[validate_scope(s) for s in scopes],
         projects=projects or [],
         description=description,
-        created_at=time.time(),
+        created_at=now,
+        expires_at=None if expires_in is None else now + expires_in,
     )
     token = "fft_" + secrets.token_urlsafe(32)
     await store.put(token_key(token), record.model_dump_json().encode())
@@ -103,7 +111,7 @@ class Authenticator:
 
     def __init__(self, store: Store):
         self._store = store
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | None, float | None]] = {}
 
     async def principal(self, header: str | None) -> Principal:
         if not header or not header.startswith("Bearer "):
@@ -112,18 +120,21 @@ class Authenticator:
         now = time.monotonic()
         cached = self._cache.get(token)
         if cached is not None and cached[0] > now:
-            found = cached[1]
+            _, found, expires_at = cached
         else:
             kv = await self._store.get(token_key(token))
-            found = None
+            found, expires_at = None, None
             if kv is not None:
                 record = TokenRecord.model_validate_json(kv.value)
                 found = Principal(frozenset(record.scopes), frozenset(record.projects))
+                expires_at = record.expires_at
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[token] = (now + _CACHE_SECONDS, found)
+            self._cache[token] = (now + _CACHE_SECONDS, found, expires_at)
         if found is None:
             raise unauthorized("the token is not valid")
+        if expires_at is not None and expires_at <= time.time():
+            raise unauthorized("the token has expired")
         return found
 
 

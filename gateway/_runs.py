@@ -467,6 +467,11 @@ def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
         )
     # An attempt starts when an action leaves the queue; every other event belongs to the current attempt.
     starts_attempt = current.phase is Phase.QUEUED and target in (Phase.PLACED, Phase.RUNNING)
+    if not starts_attempt and event.cluster is not None and current.cluster not in (None, event.cluster):
+        # An agent speaks only for its own cluster: it cannot move or end an attempt placed on another.
+        raise ApiError(
+            403, "wrong_cluster", f"{current.name} runs on cluster {current.cluster}, not on {event.cluster}"
+        )
     current_attempt = max(current.attempts, 1)
     if target is current.phase and event.attempt == current_attempt:
         return current

@@ -145,8 +145,8 @@ class Federation:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def mint(self, *scopes: str, projects: list[str] | None = None) -> str:
-        return asyncio.run(_mint(self.etcd.url, list(scopes), projects))
+    def mint(self, *scopes: str, projects: list[str] | None = None, expires_in: float | None = None) -> str:
+        return asyncio.run(_mint(self.etcd.url, list(scopes), projects, expires_in))
 
     def start_gateway(self) -> None:
         """Start (or restart, on the same port) the gateway; the first start picks a free port."""
@@ -223,10 +223,10 @@ class Federation:
             flyte.init()
 
 
-async def _mint(store_url: str, scopes: list[str], projects: list[str] | None) -> str:
+async def _mint(store_url: str, scopes: list[str], projects: list[str] | None, expires_in: float | None) -> str:
     store = await open_store(store_url)
     try:
-        return await create_token(store, scopes, projects, "fault matrix")
+        return await create_token(store, scopes, projects, "fault matrix", expires_in)
     finally:
         await store.close()
 
