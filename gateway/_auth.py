@@ -140,6 +140,21 @@ class Authenticator:
 
 PRINCIPAL = web.AppKey("principal", Principal)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"})
+SESSION_COOKIE = "flyte_session"
+"""The web UI's bearer token (set by its login, HttpOnly, SameSite=Strict): browsers cannot put an
+`Authorization` header on a WebSocket, so the UI's requests carry the token in this cookie instead."""
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None or SESSION_COOKIE not in request.cookies:
+        return header
+    # A cookie rides along on requests other sites make; SameSite=Strict stops browsers from sending it, and this
+    # refuses what an old browser might still send (a WebSocket handshake always carries its Origin).
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise forbidden(f"the session cookie is not accepted from origin {origin}")
+    return "Bearer " + request.cookies[SESSION_COOKIE]
 
 
 def auth_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -150,7 +165,7 @@ def auth_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[web
         if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
             # Public: health, metrics, the OpenAPI document, and pages that hold no data (the UI logs in itself).
             return await handler(request)
-        request["principal"] = await authenticator.principal(request.headers.get("Authorization"))
+        request["principal"] = await authenticator.principal(_bearer(request))
         return await handler(request)
 
     return middleware
