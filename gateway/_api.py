@@ -23,7 +23,6 @@ from flyte._wire import (
     ActionEvent,
     ActionSubmitRequest,
     ActionSummary,
-    ClusterRecord,
     DeployRequest,
     ErrorBody,
     Phase,
@@ -37,7 +36,7 @@ from flyte._wire import (
 )
 from gateway._auth import create_token, principal_of, validate_scope
 from gateway._blobs import BlobStore
-from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._metrics import Metrics
 from gateway._registry import Registry
 from gateway._runs import Runs, actions_prefix, decode_event
@@ -368,21 +367,6 @@ async def make_token(request: web.Request) -> web.Response:
 # -- clusters ---------------------------------------------------------------------------------------------------
 
 
-async def list_clusters(request: web.Request) -> web.Response:
-    principal_of(request).require_reader(None)
-    kvs, _ = await services(request).store.range(CLUSTERS)
-    return _json([ClusterRecord.model_validate_json(kv.value) for kv in kvs])
-
-
-async def get_cluster(request: web.Request) -> web.Response:
-    principal_of(request).require_reader(None)
-    name = request.match_info["cluster"]
-    kv = await services(request).store.get(CLUSTERS + name) if _NAME.match(name) else None
-    if kv is None:
-        raise not_found(f"no cluster named {name}")
-    return _json(ClusterRecord.model_validate_json(kv.value))
-
-
 ROUTES: list[Route] = [
     Route("PUT", "/api/v1/blobs/{digest}", put_blob, "Upload a blob under the sha256 of its content"),
     Route("GET", "/api/v1/blobs/{digest}", get_blob, "Download a blob"),
@@ -451,8 +435,6 @@ ROUTES: list[Route] = [
     Route(
         "POST", "/api/v1/tokens", make_token, "Make a bearer token with scopes (admin only)", TokenRequest, TokenAnswer
     ),
-    Route("GET", "/api/v1/clusters", list_clusters, "Registered clusters", None, ClusterRecord, many=True),
-    Route("GET", "/api/v1/clusters/{cluster}", get_cluster, "One cluster", None, ClusterRecord),
 ]
 
 

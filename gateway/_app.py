@@ -11,15 +11,16 @@ from pathlib import Path
 from aiohttp import web
 
 import flyte
-from gateway._api import ROUTES, SERVICES, Services, timing_middleware
+from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
 from gateway._blobs import BlobStore
-from gateway._connections import DISPATCHER, LOGS_DIR, agent_connect, get_logs, worker_connect
-from gateway._dispatch import Dispatcher
+from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_connect
+from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
 from gateway._metrics import Metrics
 from gateway._openapi import openapi_document
 from gateway._registry import Registry
+from gateway._routes import ALL_ROUTES
 from gateway._runs import Runs
 from gateway.store import Store, StoreError
 
@@ -44,7 +45,7 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
         metrics=metrics,
         watchers=set(),
     )
-    for route in ROUTES:
+    for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs)
     app[LOGS_DIR] = logs_dir or blobs_dir.parent / "logs"

@@ -36,13 +36,12 @@ from flyte._wire import (
 )
 from gateway._api import SERVICES, Services, services
 from gateway._auth import Principal, principal_of
-from gateway._dispatch import HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
+from gateway._dispatch import DISPATCHER, HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
 from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway.store import Put
 
 log = logging.getLogger("flyte.gateway.connections")
 
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 LOGS_DIR = web.AppKey("logs_dir", Path)
 TRACES = "/flyte/traces/"
 _AGENT_MESSAGES: pydantic.TypeAdapter[AgentHeartbeat | AgentEvents | AgentLogs] = pydantic.TypeAdapter(

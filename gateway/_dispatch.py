@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,21 +32,42 @@ from flyte._wire import (
     Assignment,
     AssignMessage,
     ClusterRecord,
+    CordonRecord,
     ErrorInfo,
     GatewayReply,
     Phase,
+    PlacementRecord,
+    PolicyDocument,
+    TaskVersion,
 )
 from gateway._auth import create_token
 from gateway._errors import ApiError
 from gateway._runs import ACTIONS, Runs, decode_action, decode_event
-from gateway.store import Compare, EventType, Put, Store
-from policies import ClusterSnapshot, Demand, place
+from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
+from policies import (
+    DEFAULT_POLICY,
+    ClusterSnapshot,
+    Decision,
+    Demand,
+    Policy,
+    demand_to_dict,
+    fair_share_order,
+    parse_policy,
+    place,
+    snapshot_to_dict,
+)
 
 log = logging.getLogger("flyte.gateway.dispatch")
 
 SESSIONS = "/flyte/sessions/"
 EPOCH_KEY = "/flyte/epoch"
 CLUSTERS = "/flyte/clusters/"
+POLICY_KEY = "/flyte/policy"
+CORDONS = "/flyte/cordons/"
+PLACEMENTS = "/flyte/placements/"
+SNAPSHOTS_RECORDED = 64
+"""A decision records every cluster's snapshot up to this many clusters (for `flyte policy simulate`); past it only
+the verdicts and scores, so a record stays a few KiB."""
 LEASE_TTL = float(os.environ.get("FLYTE_LEASE_TTL", "10"))
 """Seconds an agent may go silent before its work is moved to another cluster (tests shorten it)."""
 HEARTBEAT_INTERVAL = 1.0
@@ -66,21 +87,12 @@ class AgentSession:
     """What placed actions hold until they end: returned at once, not at the next heartbeat."""
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
+    placed_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """In-flight actions here per spread key (siblings of a `Placement(spread=True)` parent)."""
+
     @property
     def name(self) -> str:
         return self.record.name
-
-    def snapshot(self) -> ClusterSnapshot:
-        return ClusterSnapshot(
-            name=self.name,
-            region=self.record.region,
-            cloud=self.record.cloud,
-            capacity=self.record.capacity,
-            free=self.free,
-            warm=self.warm,
-            healthy=True,
-            cordoned=self.record.cordoned,
-        )
 
 
 Send = Callable[[GatewayReply], Awaitable[None]]
@@ -102,10 +114,29 @@ class Dispatcher:
         self._full_pass = True
         self._tasks: list[asyncio.Task[None]] = []
         self.revision = 0
+        self.policy: Policy = DEFAULT_POLICY
+        self.policy_document = PolicyDocument(text="version: default\n", version="default")
+        self.cordons: dict[str, CordonRecord] = {}
+        self.known: dict[str, ClusterRecord] = {}
+        """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
+        self._where: dict[tuple[str, str], str] = {}
+        """The cluster of each placed or running action (for the locality of its children)."""
+        self._usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        """What each project's placed and running actions hold (cpu, memory, gpu), for quotas and fair share."""
+        self._noted: dict[tuple[str, str], str] = {}
+        """The waiting reason last recorded for each queued action: recorded again only when it changes."""
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        clusters, _ = await self.store.range(CLUSTERS)
+        self.known = {kv.key.removeprefix(CLUSTERS): ClusterRecord.model_validate_json(kv.value) for kv in clusters}
+        cordons, _ = await self.store.range(CORDONS)
+        self.cordons = {kv.key.removeprefix(CORDONS): CordonRecord.model_validate_json(kv.value) for kv in cordons}
+        stored = await self.store.get(POLICY_KEY)
+        if stored is not None:
+            document = PolicyDocument.model_validate_json(stored.value)
+            self.policy, self.policy_document = parse_policy(document.text), document
         kvs, revision = await self.store.range(ACTIONS)
         for kv in kvs:
             self._observe(decode_action(kv))
@@ -149,13 +180,34 @@ class Dispatcher:
                         await self._notify(key, actions)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("the action watch failed; re-listing")
-                await asyncio.sleep(0.5)
+            except Exception as error:
+                # The store went away, or the watch fell behind a compaction: what changed meanwhile is only
+                # in a fresh range, so re-list once the store answers again.
+                log.warning("the action watch failed (%s: %s); re-listing", type(error).__name__, error)
+                start = await self._relist_actions()
+
+    async def _relist_actions(self) -> int:
+        """Rebuild the queue and the in-flight index from a range, and tell watching workers where their children
+        are now (a change missed by the watch would leave a parent waiting); returns the revision to watch from."""
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            try:
                 kvs, revision = await self.store.range(ACTIONS)
-                for kv in kvs:
-                    self._observe(decode_action(kv))
-                start = revision + 1
+                break
+            except StoreError as error:
+                log.warning("re-listing actions failed (%s); retrying in %.1fs", error, delay)
+                delay = min(delay * 2, 5.0)
+        children: dict[tuple[str, str], list[ActionSummary]] = defaultdict(list)
+        for kv in kvs:
+            action = decode_action(kv)
+            self._observe(action)
+            if action.parent is not None and (action.run, action.parent) in self._watchers:
+                children[(action.run, action.parent)].append(action)
+        self.revision = revision
+        for key, actions in children.items():
+            await self._notify(key, actions)
+        return revision + 1
 
     def _observe(self, action: ActionSummary) -> None:
         key = (action.run, action.name)
@@ -165,6 +217,11 @@ class Dispatcher:
             self._wake.set()
         else:
             self._queue.pop(key, None)
+            self._noted.pop(key, None)
+        if action.cluster is not None and action.phase in (Phase.PLACED, Phase.RUNNING):
+            self._where[key] = action.cluster
+        else:
+            self._where.pop(key, None)
         for cluster, keys in self._inflight.items():
             if cluster != action.cluster:
                 keys.discard(key)
@@ -215,19 +272,20 @@ class Dispatcher:
                 self._full_pass = True  # a backoff ended: look at the actions that were waiting for it
 
     async def _place_some(self) -> float | None:
-        """One pass over the queue in arrival order; returns when to look again for actions still backing off.
+        """One pass over the queue in fair-share order; returns when to look again for actions still backing off.
 
-        Decisions are made one by one (each reserves capacity before the next is made); the placed transitions
-        are then written concurrently, so group commit puts many of them in one store transaction.
+        Decisions are made one by one (each reserves capacity before the next is made); the placed transitions,
+        each with its decision record, are then written concurrently, so group commit puts many of them in one
+        store transaction.
         """
         now = time.time()
         next_due: float | None = None
-        decided: list[Assignment] = []
         keys = list(self._queue) if self._full_pass else [k for k in self._fresh if k in self._queue]
         self._fresh, self._full_pass = [], False
         if not self.sessions:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
+        pending: list[tuple[tuple[str, str], _Pending]] = []
         for examined, key in enumerate(keys):
             action = self._queue.get(key)
             if action is None:
@@ -238,14 +296,35 @@ class Dispatcher:
                 due = action.not_before - now
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            assignment = await self._decide(action)
-            if assignment is not None:
-                decided.append(assignment)
+            pending.append((key, await self._pending(action, now)))
+        if len({p.demand.project for _, p in pending}) > 1:
+            usage = {project: used["cpu"] for project, used in self._usage.items()}
+            by_key = dict(pending)
+            pending = [
+                (k, by_key[k]) for k in fair_share_order([(k, p.demand) for k, p in pending], usage, self.policy)
+            ]
+        snapshots = self._snapshots()
+        decided: list[tuple[Assignment, PlacementRecord]] = []
+        notes: list[Awaitable[object]] = []
+        for key, item in pending:
+            decision = place(item.demand, snapshots, self.policy, usage=self._usage)
+            record = self._record(item, snapshots, decision, now)
+            if decision.cluster is not None:
+                decided.append((await self._assign(item, decision.cluster), record))
                 self._queue.pop(key, None)
-        placed = await asyncio.gather(*(self._commit(a) for a in decided))
+            elif decision.never_fits:
+                notes.append(self._never_fits(item.action, decision, record))
+            elif self._noted.get(key) != decision.reason:
+                self._noted[key] = decision.reason
+                notes.append(
+                    self.runs.note_waiting(
+                        item.action.run, item.action.name, item.action.attempts, decision.reason, [_record_put(record)]
+                    )
+                )
+        placed = await asyncio.gather(*(self._commit(a, r) for a, r in decided), *notes)
         assigned: dict[str, list[Assignment]] = defaultdict(list)
-        for assignment in placed:
-            if assignment is not None:
+        for assignment in placed[: len(decided)]:
+            if isinstance(assignment, Assignment):
                 assigned[assignment.cluster].append(assignment)
         for cluster, assignments in assigned.items():
             session = self.sessions.get(cluster)
@@ -260,7 +339,8 @@ class Dispatcher:
             scope = self._scopes[run] = (record.project, record.domain)
         return scope
 
-    async def _decide(self, action: ActionSummary) -> Assignment | None:
+    async def _pending(self, action: ActionSummary, now: float) -> _Pending:
+        """What placing `action` needs: its demand (from the task spec, its overrides and where its parent runs)."""
         project, domain = await self._run_scope(action.run)
         task = await self.runs.registry.get(project, domain, action.task, action.version)
         spec = task.spec
@@ -269,15 +349,71 @@ class Dispatcher:
         placement = o.placement if o and o.placement is not None else spec.placement
         reusable = None if o and o.reusable_off else (o.reusable if o and o.reusable is not None else spec.reusable)
         timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
-        demand = _demand(resources, placement, f"{task.env}@{task.version}" if reusable else None)
-        decision = place(demand, [s.snapshot() for s in self.sessions.values()])
-        if decision.cluster is None:
-            if decision.never_fits:
-                await self._never_fits(action, decision.reason, decision.verdicts)
-            return None
-        session = self.sessions[decision.cluster]
+        prefer_warm = (placement or {}).get("prefer_warm", True)
+        queued_since = action.not_before or action.created_at or now
+        demand = _demand(
+            resources,
+            placement,
+            warm_key=f"{task.env}@{task.version}" if reusable and prefer_warm else None,
+            queue=spec.queue if spec.queue in self.policy.queues else None,
+            project=project,
+            parent_cluster=self._where.get((action.run, action.parent)) if action.parent else None,
+            waited_seconds=max(0.0, now - queued_since),
+            spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
+        )
+        return _Pending(action, demand, task, project, domain, resources, reusable, timeout)
+
+    def _snapshots(self) -> list[ClusterSnapshot]:
+        """Every registered cluster as placement sees it: connected ones live, the others as unhealthy."""
+        out = []
+        for name, record in sorted(self.known.items()):
+            session = self.sessions.get(name)
+            if session is not None:
+                record = session.record
+            out.append(
+                ClusterSnapshot(
+                    name=name,
+                    region=record.region,
+                    cloud=record.cloud,
+                    capacity=record.capacity,
+                    free=session.free if session is not None else {},
+                    warm=session.warm if session is not None else {},
+                    healthy=session is not None,
+                    cordoned=name in self.cordons,
+                    labels=record.labels,
+                    cost_per_cpu_hour=record.cost_per_cpu_hour,
+                    cost_per_gpu_hour=record.cost_per_gpu_hour,
+                    placed_counts=session.placed_counts if session is not None else {},
+                )
+            )
+        return out
+
+    def _record(
+        self, item: _Pending, snapshots: list[ClusterSnapshot], decision: Decision, now: float
+    ) -> PlacementRecord:
+        return PlacementRecord(
+            run=item.action.run,
+            action=item.action.name,
+            attempt=item.action.attempts + 1,
+            decided_at=now,
+            policy_version=decision.policy_version,
+            cluster=decision.cluster,
+            never_fits=decision.never_fits,
+            reason=decision.reason,
+            tier=decision.tier,
+            verdicts=dict(decision.verdicts),
+            scores=dict(decision.scores),
+            demand=demand_to_dict(item.demand),
+            snapshots=[snapshot_to_dict(c) for c in snapshots] if len(snapshots) <= SNAPSHOTS_RECORDED else [],
+        )
+
+    async def _assign(self, item: _Pending, cluster: str) -> Assignment:
+        """Reserve room on `cluster` for the action and make its assignment."""
+        session = self.sessions[cluster]
+        demand, action = item.demand, item.action
         for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
             session.free[resource] = session.free.get(resource, 0.0) - amount
+        self._hold(session, demand, +1)
         session.reserved[(action.run, action.name)] = demand
         return Assignment(
             run=action.run,
@@ -286,26 +422,38 @@ class Dispatcher:
             attempt=action.attempts + 1,
             epoch=session.epoch,
             cluster=session.name,
-            project=project,
-            domain=domain,
+            project=item.project,
+            domain=item.domain,
             task=action.task,
-            version=task.version,
-            bundle_digest=task.bundle_digest,
+            version=item.task.version,
+            bundle_digest=item.task.bundle_digest,
             inputs=action.inputs,
             custom_context=action.custom_context,
-            resources=resources,
-            timeout_seconds=timeout,
-            reusable=reusable,
-            token=await self._run_token(action.run, project),
+            resources=item.resources,
+            timeout_seconds=item.timeout,
+            reusable=item.reusable,
+            token=await self._run_token(action.run, item.project),
         )
 
-    async def _commit(self, assignment: Assignment) -> Assignment | None:
-        """Record the placement (queued -> placed); a lost race (aborted, placed elsewhere) gives it back."""
+    def _hold(self, session: AgentSession, demand: Demand, sign: int) -> None:
+        """Count a placed action against its project's usage and its spread key (sign -1 gives it back)."""
+        used = self._usage[demand.project]
+        used["cpu"] += sign * demand.cpu
+        used["memory"] += sign * float(demand.memory)
+        used["gpu"] += sign * float(demand.gpu)
+        if demand.spread_key is not None:
+            session.placed_counts[demand.spread_key] += sign
+            if session.placed_counts[demand.spread_key] <= 0:
+                del session.placed_counts[demand.spread_key]
+
+    async def _commit(self, assignment: Assignment, record: PlacementRecord) -> Assignment | None:
+        """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
+        the room back."""
         event = ActionEvent(
             phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
         )
         try:
-            await self.runs.report(assignment.run, assignment.action, event)
+            await self.runs.report(assignment.run, assignment.action, event, [_record_put(record)])
         except ApiError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
             self._release(assignment.cluster, (assignment.run, assignment.action))
@@ -324,14 +472,19 @@ class Dispatcher:
             return
         for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
             session.free[resource] = session.free.get(resource, 0.0) + amount
+        self._hold(session, demand, -1)
         self._rescan()
 
-    async def _never_fits(self, action: ActionSummary, reason: str, verdicts: Mapping[str, str]) -> None:
-        detail = "; ".join(f"{k}: {v}" for k, v in verdicts.items())
-        error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=f"{reason} ({detail})")
+    async def _never_fits(self, action: ActionSummary, decision: Decision, record: PlacementRecord) -> None:
+        detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
+        message = f"{decision.reason} ({detail})" if detail else decision.reason
+        error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=message)
         with contextlib.suppress(ApiError):
             await self.runs.report(
-                action.run, action.name, ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error)
+                action.run,
+                action.name,
+                ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error),
+                [_record_put(record)],
             )
 
     async def _run_token(self, run: str, project: str) -> str:
@@ -340,6 +493,57 @@ class Dispatcher:
             token = await create_token(self.store, [f"worker:{run}"], [project], f"workers of run {run}")
             self._run_tokens[run] = token
         return token
+
+    # -- policy, cordons, cluster views ---------------------------------------------------------------------------
+
+    async def apply_policy(self, text: str, source: str = "policy") -> PolicyDocument:
+        """Validate and store a policy document; the next placement pass uses it. ValueError names line and field."""
+        policy = parse_policy(text, source)
+        document = PolicyDocument(text=text, version=policy.version, applied_at=time.time())
+        await self.store.put(POLICY_KEY, document.model_dump_json().encode())
+        self.policy, self.policy_document = policy, document
+        self._noted.clear()
+        self._rescan()
+        log.info("placement policy %s applied", policy.version)
+        return document
+
+    async def cordon(self, cluster: str, reason: str, drain: bool) -> None:
+        """No new work lands on `cluster`; with `drain`, its placed work that has not started moves elsewhere."""
+        record = CordonRecord(reason=reason, drain=drain, at=time.time())
+        await self.store.put(CORDONS + cluster, record.model_dump_json().encode())
+        self.cordons[cluster] = record
+        self._noted.clear()
+        if drain:
+            why = f"moved off {cluster}, which is draining: {reason}"
+            for run, name in list(self._inflight.get(cluster, ())):
+                current = await self.runs.get_action(run, name)
+                if current.phase is Phase.PLACED and await self.runs.requeue_placed(run, name, cluster, why):
+                    session = self.sessions.get(cluster)
+                    if session is not None:
+                        message = AbortMessage(keys=[f"{run}/{name}/{current.attempts}"])
+                        session.outbox.put_nowait(message.model_dump_json())
+        self._rescan()
+
+    async def uncordon(self, cluster: str) -> None:
+        await self.store.txn([], [Delete(CORDONS + cluster)])
+        self.cordons.pop(cluster, None)
+        self._noted.clear()
+        self._rescan()
+
+    def cluster_view(self, record: ClusterRecord) -> ClusterRecord:
+        """A stored cluster record with what the gateway knows now: connection, free room, warm slots, cordon."""
+        session = self.sessions.get(record.name)
+        cordon = self.cordons.get(record.name)
+        update: dict[str, object] = {
+            "connected": session is not None,
+            "healthy": session is not None,
+            "cordoned": cordon is not None,
+            "cordon_reason": cordon.reason if cordon else None,
+            "draining": bool(cordon and cordon.drain),
+        }
+        if session is not None:
+            update |= {"free": dict(session.free), "warm": dict(session.warm), "epoch": session.epoch}
+        return record.model_copy(update=update)
 
     # -- agent sessions -----------------------------------------------------------------------------------------
 
@@ -354,6 +558,7 @@ class Dispatcher:
         lease = await self.store.grant_lease(LEASE_TTL)
         record = record.model_copy(update={"epoch": epoch, "last_heartbeat": time.time(), "healthy": True})
         await self.store.put(CLUSTERS + record.name, record.model_dump_json().encode())
+        self.known[record.name] = record
         await self.store.put(SESSIONS + record.name, str(epoch).encode(), lease=lease.id)
         old = self.sessions.get(record.name)
         session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=dict(record.free))
@@ -412,18 +617,44 @@ class Dispatcher:
                 return epoch
 
     async def _watch_sessions(self, start: int) -> None:
-        async for batch in self.store.watch(SESSIONS, start):
-            for event in batch:
-                if event.type is EventType.DELETE:
-                    cluster = event.key.removeprefix(SESSIONS)
-                    session = self.sessions.get(cluster)
-                    live = await self.store.get(SESSIONS + cluster)
-                    if live is None:
-                        if session is not None:
-                            self.sessions.pop(cluster, None)
-                            with contextlib.suppress(Exception):
-                                await session.ws.close(code=4001, message=b"lease expired")
-                        await self._fail_over(cluster, "its agent stopped heartbeating (lease expired)")
+        while True:
+            try:
+                async for batch in self.store.watch(SESSIONS, start):
+                    for event in batch:
+                        start = event.mod_revision + 1
+                        if event.type is EventType.DELETE:
+                            await self._session_gone(event.key.removeprefix(SESSIONS))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # A session that expired while the watch was down shows only as a missing key: look for those.
+                log.warning("the session watch failed (%s: %s); re-listing", type(error).__name__, error)
+                start = await self._relist_sessions()
+
+    async def _relist_sessions(self) -> int:
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                kvs, revision = await self.store.range(SESSIONS)
+                live = {kv.key.removeprefix(SESSIONS) for kv in kvs}
+                for cluster in [c for c in {*self._inflight, *self.sessions} if c not in live]:
+                    await self._session_gone(cluster)
+                return revision + 1
+            except StoreError as error:
+                log.warning("re-listing sessions failed (%s); retrying in %.1fs", error, delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _session_gone(self, cluster: str) -> None:
+        """A cluster's session key is gone (its lease expired): unless a new session replaced it, move its work."""
+        session = self.sessions.get(cluster)
+        if await self.store.get(SESSIONS + cluster) is not None:
+            return
+        if session is not None:
+            self.sessions.pop(cluster, None)
+            with contextlib.suppress(Exception):
+                await session.ws.close(code=4001, message=b"lease expired")
+        await self._fail_over(cluster, "its agent stopped heartbeating (lease expired)")
 
     async def _fail_over(self, cluster: str, why: str) -> None:
         """Every action placed on or running in `cluster` fails as a system error: the retry policy moves it."""
@@ -454,7 +685,35 @@ class Dispatcher:
         )
 
 
-def _demand(resources: dict[str, Any], placement: dict[str, Any] | None, warm_key: str | None) -> Demand:
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A queued action ready to be placed, with what its assignment will carry."""
+
+    action: ActionSummary
+    demand: Demand
+    task: TaskVersion
+    project: str
+    domain: str
+    resources: dict[str, Any]
+    reusable: dict[str, Any] | None
+    timeout: float | None
+
+
+def _record_put(record: PlacementRecord) -> Put:
+    return Put(f"{PLACEMENTS}{record.run}/{record.action}/{record.attempt:06d}", record.model_dump_json().encode())
+
+
+def _demand(
+    resources: dict[str, Any],
+    placement: dict[str, Any] | None,
+    *,
+    warm_key: str | None,
+    queue: str | None,
+    project: str,
+    parent_cluster: str | None,
+    waited_seconds: float,
+    spread_key: str | None,
+) -> Demand:
     """What an action asks for, from its task spec (`Resources.to_dict()` and `Placement.to_dict()`)."""
     cpu = resources.get("cpu") or {}
     memory = resources.get("memory") or {}
@@ -474,4 +733,13 @@ def _demand(resources: dict[str, Any], placement: dict[str, Any] | None, warm_ke
         regions=names("regions"),
         clouds=names("clouds"),
         avoid=names("avoid"),
+        project=project,
+        labels=tuple(sorted((str(k), str(v)) for k, v in (placement.get("labels") or {}).items())),
+        queue=queue,
+        parent_cluster=parent_cluster,
+        waited_seconds=waited_seconds,
+        spread_key=spread_key,
     )
+
+
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

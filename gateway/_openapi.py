@@ -9,14 +9,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from flyte._wire import ErrorBody
-from gateway._api import ROUTES
+from gateway._routes import ALL_ROUTES
 
 _PARAM = re.compile(r"{([^}]+)}")
 
 
 def openapi_document(version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorBody}
-    for route in ROUTES:
+    for route in ALL_ROUTES:
         models.update(m for m in (route.body, route.answer) if m is not None)
     _, schemas = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
@@ -24,7 +24,7 @@ def openapi_document(version: str) -> dict[str, Any]:
     )
     error = {"description": "An error", "content": {"application/json": {"schema": _ref(ErrorBody.__name__)}}}
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in ALL_ROUTES:
         operation: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,

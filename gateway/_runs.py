@@ -298,8 +298,11 @@ class Runs:
 
     # -- the state machine -------------------------------------------------------------------------------------
 
-    async def report(self, run: str, action: str, event: ActionEvent) -> ActionSummary:
-        """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards."""
+    async def report(self, run: str, action: str, event: ActionEvent, also: Sequence[Op] = ()) -> ActionSummary:
+        """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
+
+        `also` rides in the same transaction when the change is applied (the placement record of a placed event).
+        """
         key = action_key(run, action)
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(key)
@@ -312,7 +315,7 @@ class Runs:
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, kv.mod_revision)]
-            ops: list[Op] = [Put(key, _encode(updated))]
+            ops: list[Op] = [Put(key, _encode(updated)), *also]
             if updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(CACHE + updated.cache_key, updated.output.model_dump_json().encode()))
             if action == ROOT_ACTION and updated.phase.is_terminal:
@@ -331,6 +334,43 @@ class Runs:
             if result.succeeded:
                 return updated.model_copy(update={"revision": result.revision})
         raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
+
+    async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
+        """Record why a queued action is not placed yet; False when it is no longer queued at that attempt."""
+        key = action_key(run, action)
+        for _ in range(_CAS_ATTEMPTS):
+            kv = await self._store.get(key)
+            if kv is None:
+                return False
+            current = decode_action(kv)
+            if current.phase is not Phase.QUEUED or current.attempts != attempts:
+                return False
+            if current.waiting == reason:
+                return True
+            noted = current.model_copy(update={"waiting": reason})
+            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(noted)), *also])
+            if result.succeeded:
+                return True
+        return False
+
+    async def requeue_placed(self, run: str, action: str, cluster: str, why: str) -> bool:
+        """Give back an action placed on `cluster` that has not started (a drain): it queues for its next attempt
+        without spending a retry, and a late event from `cluster` for the old attempt is refused as stale."""
+        key = action_key(run, action)
+        for _ in range(_CAS_ATTEMPTS):
+            kv = await self._store.get(key)
+            if kv is None:
+                return False
+            current = decode_action(kv)
+            if current.phase is not Phase.PLACED or current.cluster != cluster:
+                return False
+            requeued = current.model_copy(
+                update={"phase": Phase.QUEUED, "cluster": None, "waiting": why, "updated_at": time.time()}
+            )
+            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(requeued))])
+            if result.succeeded:
+                return True
+        return False
 
     async def _maybe_retry(self, failed: ActionSummary, run: str) -> ActionSummary:
         """A failure with budget left goes back to the queue as the next attempt, after its backoff.
@@ -490,7 +530,7 @@ def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
     if target is Phase.FAILED and event.error is None:
         raise bad_request("a failed event must carry the error")
     now = time.time()
-    update: dict[str, object] = {"phase": target, "updated_at": now, "attempts": expected}
+    update: dict[str, object] = {"phase": target, "updated_at": now, "attempts": expected, "waiting": None}
     if target in (Phase.PLACED, Phase.RUNNING) and event.cluster is not None:
         update["cluster"] = event.cluster
         update["epoch"] = event.epoch

@@ -19,7 +19,9 @@ from aiohttp import web
 from flyte._config import write_config
 from gateway._app import create_app
 from gateway._auth import create_token
+from gateway._dispatch import DISPATCHER
 from gateway.store import Store, open_store
+from policies import parse_policy
 
 log = logging.getLogger("flyte.gateway")
 
@@ -59,8 +61,18 @@ async def write_local_config(store: Store, endpoint: str, path: Path) -> bool:
 
 
 async def serve(
-    store_url: str, blobs: Path, host: str, port: int, config_path: Path | None, ready: asyncio.Event | None = None
+    store_url: str,
+    blobs: Path,
+    host: str,
+    port: int,
+    config_path: Path | None,
+    ready: asyncio.Event | None = None,
+    policy_file: Path | None = None,
 ) -> None:
+    policy_text = None
+    if policy_file is not None:
+        policy_text = await asyncio.to_thread(policy_file.read_text)
+        parse_policy(policy_text, policy_file.name)  # refuse a bad file before anything starts
     store = await open_store(store_url)
     app = create_app(store, blobs)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -77,6 +89,16 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if policy_file is not None and policy_text is not None:
+        await app[DISPATCHER].apply_policy(policy_text, policy_file.name)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def reload() -> None:
+            task = asyncio.create_task(_reload_policy(app, policy_file))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
     if ready is not None:
         ready.set()
     try:
@@ -84,3 +106,11 @@ async def serve(
     finally:
         await runner.cleanup()
         await store.close()
+
+
+async def _reload_policy(app: web.Application, policy_file: Path) -> None:
+    """SIGHUP: apply the policy file again; a bad edit is logged and the policy in force stays."""
+    try:
+        await app[DISPATCHER].apply_policy(await asyncio.to_thread(policy_file.read_text), policy_file.name)
+    except (OSError, ValueError) as error:
+        log.error("policy %s not reloaded, the policy in force stays: %s", policy_file, error)

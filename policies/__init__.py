@@ -1,26 +1,38 @@
 """Placement: `place(demand, clusters, policy) -> Decision`, pure and deterministic (see ARCHITECTURE.md, Placement).
 
-Also the policy file (`load_policy`, `Policy`), fair-share ordering of queued actions and `explain`.
+Also the policy file (`load_policy`, `parse_policy`, `Policy`), fair-share ordering of queued actions, `explain`,
+and `simulate` (replaying recorded decisions under another policy).
 """
 
 from ._explain import explain
 from ._fair import fair_share_order
 from ._model import ClusterSnapshot, Decision, Demand
 from ._place import place
-from ._policy import DEFAULT_POLICY, Policy, Project, Quota, Tier, Weights, load_policy
+from ._policy import DEFAULT_POLICY, Policy, Project, Quota, Tier, Weights, load_policy, parse_policy
+from ._replay import demand_from_dict, demand_to_dict, snapshot_from_dict, snapshot_to_dict
+from ._simulate import Outcome, Recorded, Simulation, simulate
 
 __all__ = [
     "DEFAULT_POLICY",
     "ClusterSnapshot",
     "Decision",
     "Demand",
+    "Outcome",
     "Policy",
     "Project",
     "Quota",
+    "Recorded",
+    "Simulation",
     "Tier",
     "Weights",
+    "demand_from_dict",
+    "demand_to_dict",
     "explain",
     "fair_share_order",
     "load_policy",
+    "parse_policy",
     "place",
+    "simulate",
+    "snapshot_from_dict",
+    "snapshot_to_dict",
 ]

@@ -76,15 +76,19 @@ DEFAULT_POLICY = Policy(version="default")
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; a bad one raises ValueError naming the file, line and field."""
     path = Path(path)
-    text = path.read_text()
+    return parse_policy(path.read_text(), path.name)
+
+
+def parse_policy(text: str, source: str = "policy") -> Policy:
+    """Validate a policy document (YAML); a bad one raises ValueError naming `source`, the line and the field."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path.name}{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise ValueError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path.name} line 1: the policy must be a mapping, got {type(data).__name__}")
+        raise ValueError(f"{source} line 1: the policy must be a mapping, got {type(data).__name__}")
     try:
         return Policy.model_validate(data)
     except ValidationError as e:
@@ -93,7 +97,7 @@ def load_policy(path: str | Path) -> Policy:
         for err in e.errors():
             loc = tuple(err["loc"])
             dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(policy)"
-            lines.append(f"{path.name} line {_line_of(root, loc)}: field {dotted}: {err['msg']}")
+            lines.append(f"{source} line {_line_of(root, loc)}: field {dotted}: {err['msg']}")
         raise ValueError("\n".join(lines)) from None
 
 

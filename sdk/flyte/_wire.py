@@ -169,6 +169,8 @@ class ActionSummary(WireModel):
     cache_key: str | None = None
     """Set when the task is cached: its result is stored under this key when it succeeds."""
     overrides: TaskOverrides | None = None
+    waiting: Text | None = None
+    """Why a queued action is not placed yet (placement's reason), e.g. every cluster busy or cordoned."""
 
 
 class RunSummary(WireModel):
@@ -335,8 +337,59 @@ class ClusterRecord(WireModel):
     healthy: bool = True
     cordoned: bool = False
     cordon_reason: Text | None = None
+    draining: bool = False
+    """Cordoned, and its placed work that has not started moves elsewhere."""
+    warm: dict[Label, int] = Field(default_factory=dict)
+    """Free warm-pool slots per `env@version`, as the agent last reported them."""
+    cost_per_cpu_hour: float = Field(default=0.0, ge=0)
+    cost_per_gpu_hour: float = Field(default=0.0, ge=0)
+    connected: bool = False
+    """An agent holds a live session for it now."""
     epoch: int = 0
     last_heartbeat: float | None = None
+
+
+class CordonRequest(WireModel):
+    """`flyte cluster cordon|drain`: no new work lands on the cluster until it is uncordoned."""
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    drain: bool = False
+    """Also move placed work that has not started; running work finishes where it is."""
+
+
+class CordonRecord(WireModel):
+    reason: Annotated[str, StringConstraints(max_length=512)]
+    drain: bool = False
+    at: float
+
+
+class PolicyDocument(WireModel):
+    """A placement policy file (YAML), as `flyte policy apply` sends it and the gateway keeps it."""
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=262_144)]
+    version: Annotated[str, StringConstraints(max_length=256)] = ""
+    """Set by the gateway from the document's `version`."""
+    applied_at: float | None = None
+
+
+class PlacementRecord(WireModel):
+    """One placement decision, with what it saw: replayable by `flyte policy simulate`, shown by `get placement`."""
+
+    run: Name
+    action: Annotated[str, StringConstraints(max_length=256)]
+    attempt: int
+    decided_at: float
+    policy_version: str
+    cluster: str | None
+    never_fits: bool = False
+    reason: Text
+    tier: str | None = None
+    verdicts: dict[str, str] = Field(default_factory=dict)
+    scores: dict[str, float] = Field(default_factory=dict)
+    demand: dict[str, Any] = Field(default_factory=dict)
+    """The `policies.Demand` as a mapping."""
+    snapshots: list[dict[str, Any]] = Field(default_factory=list)
+    """The `policies.ClusterSnapshot` of every cluster considered (omitted past a size bound)."""
 
 
 class TokenRequest(WireModel):

@@ -612,3 +612,31 @@ def test_ctrl_c_aborts_the_run_and_exits_130(tmp_path: Path, isolated_home: Path
     assert "Error: run to-interrupt aborted: ActionAbortedError: interrupted" in stderr
     summary = json.loads((isolated_home / "local" / "runs" / "to-interrupt" / "run.json").read_text())
     assert summary["phase"] == "aborted"
+
+
+def test_a_gateway_refuses_to_start_on_a_bad_policy_file(tmp_path: Path, isolated_home: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: v1\nweights:\n  least_loaded: 1\n  cost: lots\n")
+    result = CliRunner().invoke(main, ["gateway", "serve", "--store", "memory", "--port", "0", "--policy", str(policy)])
+    assert result.exit_code == 2
+    assert "policy.yaml line 4: field weights.cost" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["policy", "simulate", "--policy", "{policy}", "--since", "soon"], "--since 'soon'"),
+        (["cluster", "cordon", "east", "--reason", ""], "--reason"),
+        (["get", "placement", "somerun"], "placement needs a gateway"),
+    ],
+)
+def test_placement_commands_explain_bad_use(
+    tmp_path: Path, isolated_home: Path, args: list[str], complaint: str
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: v1\n")
+    result = CliRunner().invoke(main, [a.replace("{policy}", str(policy)) for a in args])
+    assert result.exit_code != 0
+    assert complaint in result.output
+    assert "Traceback" not in result.output

@@ -32,6 +32,8 @@ def agent() -> None:
 @click.option("--cpu", default="2", show_default=True, help="CPU this agent offers.")
 @click.option("--memory", default="8Gi", show_default=True, help="Memory this agent offers.")
 @click.option("--gpu", default=None, help="GPUs this agent offers, e.g. A100:2.")
+@click.option("--cost-cpu-hour", default=0.0, show_default=True, type=click.FloatRange(0), help="For the cost scorer.")
+@click.option("--cost-gpu-hour", default=0.0, show_default=True, type=click.FloatRange(0), help="For the cost scorer.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option(
     "--spares",
@@ -51,6 +53,8 @@ def serve(
     cpu: str,
     memory: str,
     gpu: str | None,
+    cost_cpu_hour: float,
+    cost_gpu_hour: float,
     work_dir: Path | None,
     spares: int,
 ) -> None:
@@ -72,7 +76,14 @@ def serve(
         capacity["gpu"] = float(count or 1)
     try:
         record = ClusterRecord(
-            name=cluster, region=region, cloud=cloud, labels=labels, capacity=capacity, free=capacity
+            name=cluster,
+            region=region,
+            cloud=cloud,
+            labels=labels,
+            capacity=capacity,
+            free=capacity,
+            cost_per_cpu_hour=cost_cpu_hour,
+            cost_per_gpu_hour=cost_gpu_hour,
         )
     except ValueError as exc:
         raise CliError(str(exc).splitlines()[0], USAGE) from None

@@ -38,7 +38,16 @@ def gateway() -> None:
     show_default=True,
     help="On a loopback address, point ~/.flyte/config.yaml at this gateway with an admin token.",
 )
-def serve(store_url: str | None, blobs: Path | None, host: str, port: int, write_config: bool) -> None:
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Placement policy file (YAML); SIGHUP reloads it. Default: the policy in the store, else the built-in one.",
+)
+def serve(
+    store_url: str | None, blobs: Path | None, host: str, port: int, write_config: bool, policy_file: Path | None
+) -> None:
     """Serve the gateway API (and, later, the UI) until SIGTERM or Ctrl-C."""
     from gateway._serve import default_config_path
     from gateway._serve import serve as run_gateway
@@ -49,7 +58,14 @@ def serve(store_url: str | None, blobs: Path | None, host: str, port: int, write
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(
-            run_gateway(store_url, blobs or home / "blobs", host, port, default_config_path() if write_config else None)
+            run_gateway(
+                store_url,
+                blobs or home / "blobs",
+                host,
+                port,
+                default_config_path() if write_config else None,
+                policy_file=policy_file,
+            )
         )
     except ValueError as exc:
         raise CliError(str(exc), USAGE) from None

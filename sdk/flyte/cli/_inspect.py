@@ -110,10 +110,19 @@ def get_actions(run_name: str) -> None:
     except (LookupError, GatewayError) as exc:
         raise CliError(str(exc)) from None
     rows = [
-        [a.name, a.parent or "-", a.task, a.phase.value, str(a.attempts), a.error.code if a.error else ""]
+        [
+            a.name,
+            a.parent or "-",
+            a.task,
+            a.phase.value,
+            str(a.attempts),
+            a.cluster or "-",
+            f"{a.error.code}: {a.error.message}" if a.error else f"waiting: {a.waiting}" if a.waiting else "",
+        ]
         for a in actions
     ]
-    _table(f"actions of {run_name}", ["action", "parent", "task", "phase", "attempts", "error"], rows)
+    columns = ["action", "parent", "task", "phase", "attempts", "cluster", "error or why it waits"]
+    _table(f"actions of {run_name}", columns, rows)
 
 
 @get.command("logs")

@@ -10,6 +10,7 @@ from ._agent import agent
 from ._create import create
 from ._gateway import gateway
 from ._inspect import abort, deploy, get
+from ._placement import cluster, get_clusters, get_placement, policy
 from ._rig import rig
 from ._run import run
 
@@ -28,3 +29,7 @@ main.add_command(abort)
 main.add_command(gateway)
 main.add_command(agent)
 main.add_command(rig)
+main.add_command(policy)
+main.add_command(cluster)
+get.add_command(get_placement)
+get.add_command(get_clusters)

@@ -81,7 +81,14 @@ async def _mint(store_url: str, clusters: list[str]) -> dict[str, str]:
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--cpu", default="2", show_default=True, help="CPU each agent offers.")
 @click.option("--memory", default="8Gi", show_default=True, help="Memory each agent offers.")
-def up(clusters: str, port: int, cpu: str, memory: str) -> None:
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Placement policy file for the gateway.",
+)
+def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None) -> None:
     """Start the rig and point ./.flyte/config.yaml at it."""
     names = [c.strip() for c in clusters.split(",") if c.strip()]
     if not names or any(not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", n) for n in names):
@@ -108,6 +115,7 @@ def up(clusters: str, port: int, cpu: str, memory: str) -> None:
             "--port",
             str(port),
             "--no-write-config",
+            *(["--policy", str(policy_file.resolve())] if policy_file else []),
         ],
         gateway_log,
     )

@@ -17,7 +17,11 @@ class Action:
     cached: bool
     group: str | None
     error: ErrorInfo | None
+    cluster: str | None = None
+    """Where the current attempt was placed (remote runs)."""
+    waiting: str | None = None
+    """Why a queued action is not placed yet (remote runs)."""
 
     @classmethod
     def _from(cls, s: ActionSummary) -> Action:
-        return cls(s.name, s.parent, s.task, s.phase, s.attempts, s.cached, s.group, s.error)
+        return cls(s.name, s.parent, s.task, s.phase, s.attempts, s.cached, s.group, s.error, s.cluster, s.waiting)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .._config import current_config
 
@@ -14,9 +15,34 @@ class Cluster:
     cloud: str
     healthy: bool = True
     cordoned: bool = False
+    cordon_reason: str | None = None
+    draining: bool = False
+    connected: bool = True
+    capacity: Mapping[str, float] = field(default_factory=dict)
+    free: Mapping[str, float] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def listall(cls) -> list[Cluster]:
-        if current_config().is_remote:
-            raise NotImplementedError("listing a gateway's clusters needs the gateway issue")
-        return [cls(name="local", region="local", cloud="local")]
+        """Every cluster registered with the gateway, as placement sees it now."""
+        if not current_config().is_remote:
+            return [cls(name="local", region="local", cloud="local")]
+        from .._client import call_sync, client_for
+
+        records = call_sync(client_for().list_clusters())
+        return [
+            cls(
+                name=r.name,
+                region=r.region,
+                cloud=r.cloud,
+                healthy=r.healthy,
+                cordoned=r.cordoned,
+                cordon_reason=r.cordon_reason,
+                draining=r.draining,
+                connected=r.connected,
+                capacity=dict(r.capacity),
+                free=dict(r.free),
+                labels=dict(r.labels),
+            )
+            for r in records
+        ]

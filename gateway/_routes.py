@@ -1,0 +1,8 @@
+"""Every documented API route: the router and the OpenAPI document are both made from this one list."""
+
+from __future__ import annotations
+
+from gateway._api import ROUTES, Route
+from gateway._placement_api import PLACEMENT_ROUTES
+
+ALL_ROUTES: list[Route] = [*ROUTES, *PLACEMENT_ROUTES]

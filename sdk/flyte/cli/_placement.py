@@ -1,0 +1,196 @@
+"""Placement from the shell: `flyte get placement|clusters`, `flyte policy get|apply|simulate` and
+`flyte cluster cordon|uncordon|drain`. All of them talk to the configured gateway."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._errors import USAGE, CliError
+from ._inspect import _init, _table, _when
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '1h', '2d' as seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise CliError(f"--since {text!r}: give a number and a unit, e.g. 30m, 1h or 2d", USAGE)
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def _gateway_call(method: str, path: str, **kwargs: Any) -> Any:
+    _init()
+    from flyte._client import GatewayError, call_sync, client_for
+    from flyte._config import current_config
+
+    if not current_config().is_remote:
+        raise CliError("placement needs a gateway: `flyte rig up` or a config whose endpoint points at one")
+    try:
+        return call_sync(client_for().request(method, path, **kwargs))
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+
+
+@click.command("placement")
+@click.argument("run_name", metavar="RUN")
+@click.argument("action", default="a0")
+def get_placement(run_name: str, action: str) -> None:
+    """Why ACTION of RUN (the root action by default) went where it went, or why it waits: every cluster's
+    verdict and score."""
+    from flyte._wire import PlacementRecord
+    from policies import Decision, explain
+
+    record = PlacementRecord.model_validate(_gateway_call("GET", f"/api/v1/runs/{run_name}/actions/{action}/placement"))
+    demand = {k: v for k, v in record.demand.items() if v not in (0, 0.0, None, [], {}, "default")}
+    click.echo(f"{run_name}/{action} attempt {record.attempt}, decided {_when(record.decided_at)}")
+    click.echo("demand: " + (", ".join(f"{k}={v}" for k, v in sorted(demand.items())) or "nothing in particular"))
+    decision = Decision(
+        record.cluster,
+        record.never_fits,
+        record.reason,
+        record.verdicts,
+        record.scores,
+        record.policy_version,
+        record.tier,
+    )
+    click.echo(explain(decision))
+
+
+@click.command("clusters")
+def get_clusters() -> None:
+    """Every registered cluster: where it is, its room, and whether it takes new work."""
+    _init()
+    import flyte
+    from flyte._client import GatewayError
+
+    try:
+        clusters = flyte.remote.Cluster.listall()
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+
+    def room(c: flyte.remote.Cluster) -> str:
+        cpu = f"cpu {c.free.get('cpu', 0):g}/{c.capacity.get('cpu', 0):g}" if c.capacity else "-"
+        return cpu
+
+    def state(c: flyte.remote.Cluster) -> str:
+        if c.cordoned:
+            return ("draining" if c.draining else "cordoned") + (f": {c.cordon_reason}" if c.cordon_reason else "")
+        return "ready" if c.connected else "disconnected"
+
+    rows = [[c.name, c.region, c.cloud, room(c), state(c)] for c in clusters]
+    _table("clusters", ["cluster", "region", "cloud", "free", "state"], rows)
+
+
+@click.group("policy")
+def policy() -> None:
+    """The gateway's placement policy."""
+
+
+@policy.command("get")
+def policy_get() -> None:
+    """Print the policy in force."""
+    answer = _gateway_call("GET", "/api/v1/policy")
+    click.echo(answer["text"], nl=not answer["text"].endswith("\n"))
+
+
+@policy.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def policy_apply(file: Path) -> None:
+    """Validate FILE and make it the policy in force (the next placement uses it; no restart)."""
+    from flyte._wire import PolicyDocument
+    from policies import parse_policy
+
+    text = file.read_text()
+    try:
+        parse_policy(text, file.name)
+    except ValueError as exc:
+        raise CliError(str(exc), USAGE) from None
+    answer = _gateway_call("PUT", "/api/v1/policy", json_body=PolicyDocument(text=text))
+    click.echo(f"policy {answer['version']} applied")
+
+
+@policy.command("simulate")
+@click.option("--policy", "policy_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--since", default="1h", show_default=True, help="Replay decisions made this long ago, e.g. 30m, 2d.")
+def policy_simulate(policy_file: Path, since: str) -> None:
+    """Replay recorded placement decisions under another policy and show what would change."""
+    from flyte._wire import PlacementRecord
+    from policies import Recorded, load_policy, simulate
+
+    try:
+        candidate = load_policy(policy_file)
+    except ValueError as exc:
+        raise CliError(str(exc), USAGE) from None
+    start = time.time() - parse_duration(since)
+    raw = _gateway_call("GET", "/api/v1/placements", params={"since": f"{start:.3f}"})
+    records = [PlacementRecord.model_validate(r) for r in raw]
+    sim = simulate((Recorded(r.demand, list(r.snapshots), r.cluster, r.never_fits) for r in records), candidate)
+    current = {r.policy_version for r in records} or {"(none)"}
+    click.echo(
+        f"replayed {sim.replayed} decisions from the last {since} (policy {', '.join(sorted(current))}) "
+        f"under {candidate.version}: {sim.changed} would change"
+        + (f"; {sim.skipped} recorded without snapshots were skipped" if sim.skipped else "")
+    )
+    if not sim.replayed:
+        return
+    b, a = sim.before, sim.after
+    clusters = sorted(set(b.placed) | set(a.placed))
+    rows = [[name, str(b.placed[name]), str(a.placed[name])] for name in clusters]
+    rows += [
+        ["(waits: queued longer)", str(b.waiting), str(a.waiting)],
+        ["(never fits: fails)", str(b.never_fits), str(a.never_fits)],
+        ["cost per hour", f"{b.cost_per_hour:.2f}", f"{a.cost_per_hour:.2f}"],
+        ["regions used", str(len(b.regions)), str(len(a.regions))],
+        ["largest region share", f"{b.spread():.0%}", f"{a.spread():.0%}"],
+    ]
+    _table("what would change", ["", "recorded", candidate.version], rows)
+    if sim.moves:
+        moves = [[was, now, str(n)] for (was, now), n in sim.moves.most_common(20)]
+        _table("moves", ["from", "to", "decisions"], moves)
+
+
+@click.group("cluster")
+def cluster() -> None:
+    """Cordon, drain and uncordon clusters."""
+
+
+def _cordon(name: str, reason: str, drain: bool) -> None:
+    from flyte._wire import CordonRequest
+
+    try:
+        body = CordonRequest(reason=reason, drain=drain)
+    except ValueError as exc:
+        raise CliError(f"--reason: {str(exc).splitlines()[0]}", USAGE) from None
+    _gateway_call("POST", f"/api/v1/clusters/{name}/cordon", json_body=body)
+    click.echo(f"{name}: {'draining' if drain else 'cordoned'} ({reason})")
+
+
+@cluster.command("cordon")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why; shown with the cluster and in waiting actions' reasons.")
+def cluster_cordon(name: str, reason: str) -> None:
+    """No new work lands on NAME; queued work waits or goes elsewhere; running work finishes."""
+    _cordon(name, reason, drain=False)
+
+
+@cluster.command("drain")
+@click.argument("name")
+@click.option("--reason", required=True)
+def cluster_drain(name: str, reason: str) -> None:
+    """Cordon NAME and move its placed work that has not started elsewhere; running work finishes."""
+    _cordon(name, reason, drain=True)
+
+
+@cluster.command("uncordon")
+@click.argument("name")
+def cluster_uncordon(name: str) -> None:
+    """Let new work land on NAME again."""
+    _gateway_call("POST", f"/api/v1/clusters/{name}/uncordon")
+    click.echo(f"{name}: ready")
