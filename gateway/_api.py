@@ -11,7 +11,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -207,10 +207,23 @@ async def create_run(request: web.Request) -> web.Response:
     return _json(run, status=201 if created else 200)
 
 
-async def list_runs(request: web.Request) -> web.Response:
+@dataclass(frozen=True)
+class RunsQuery:
+    """The filters of a runs listing (`GET /api/v1/runs` and the UI's runs stream)."""
+
+    project: str
+    domain: str
+    phase: Phase | None
+    task: str | None
+    labels: dict[str, str]
+    limit: int
+
+    async def list(self, runs: Runs) -> list[RunSummary]:
+        return await runs.list_runs(self.project, self.domain, self.phase, self.task, self.labels, self.limit)
+
+
+def runs_query(request: web.Request) -> RunsQuery:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
-    phase = _phase(request)
     labels: dict[str, str] = {}
     for label in request.query.getall("label", []):
         key, sep, value = label.partition("=")
@@ -223,9 +236,13 @@ async def list_runs(request: web.Request) -> web.Response:
         raise bad_request("limit must be an integer") from None
     if not 1 <= limit <= 1000:
         raise bad_request("limit must be between 1 and 1000")
-    task = request.query.get("task")
-    runs = await services(request).runs.list_runs(project, domain, phase, task, labels, limit)
-    return _json(runs)
+    return RunsQuery(project, domain, _phase(request), request.query.get("task"), labels, limit)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    query = runs_query(request)
+    principal_of(request).require_reader(query.project)
+    return _json(await query.list(services(request).runs))
 
 
 def _phase(request: web.Request) -> Phase | None:
@@ -296,10 +313,18 @@ async def watch_actions(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise bad_request("from_revision must be an integer") from None
     svc = services(request)
+    return await serve_watch(request, lambda ws: _stream(ws, svc, run.name, parent, from_revision, only))
+
+
+async def serve_watch(
+    request: web.Request, follow: Callable[[web.WebSocketResponse], Coroutine[Any, Any, None]]
+) -> web.WebSocketResponse:
+    """Open a watch WebSocket and run `follow` on it until the client goes away or the gateway shuts down."""
+    svc = services(request)
     ws = web.WebSocketResponse(heartbeat=15.0)
     await ws.prepare(request)
     svc.watchers.add(ws)
-    stream = asyncio.create_task(_stream(ws, svc, run.name, parent, from_revision, only))
+    stream = asyncio.create_task(follow(ws))
     try:
         async for message in ws:
             if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):

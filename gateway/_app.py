@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from gateway._openapi import openapi_document
 from gateway._registry import Registry
 from gateway._routes import ALL_ROUTES
 from gateway._runs import Runs
+from gateway._ui import add_ui_routes
 from gateway.store import Store, StoreError
 
 log = logging.getLogger("flyte.gateway")
@@ -52,7 +52,7 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
     app.router.add_get("/api/v1/agents/connect", agent_connect)
     app.router.add_get("/api/v1/workers/connect", worker_connect)
     app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)
-    app.router.add_get("/runs/{run}", run_page)
+    add_ui_routes(app)
     app.on_startup.append(_start_dispatcher)
     app.on_cleanup.append(_stop_dispatcher)
     document = openapi_document(flyte.__version__)
@@ -107,17 +107,6 @@ async def compact_once(store: Store, compacted: int, kept: int) -> int:
         compacted = revision - kept
         await store.compact(compacted)
     return compacted
-
-
-async def run_page(request: web.Request) -> web.Response:
-    """`Run.url`: a plain page naming the run and how to look at it, until the UI lands."""
-    run = html.escape(request.match_info["run"])
-    body = (
-        f"<!doctype html><title>Run {run}</title><h1>Run {run}</h1>"
-        f"<p>This gateway has no UI yet. Look at the run with <code>flyte get actions {run}</code>, or its "
-        f"record at <code>/api/v1/runs/{run}</code> (with a bearer token).</p>"
-    )
-    return web.Response(text=body, content_type="text/html")
 
 
 async def _healthz(request: web.Request) -> web.Response:

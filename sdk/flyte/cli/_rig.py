@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -166,7 +167,16 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
     write_config(CONFIG, endpoint, None, None, insecure=True, force=True, api_key=tokens["admin"])
     click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
     click.echo(f"config: {CONFIG.resolve()}; logs: {directory}")
-    click.echo(f"runs: {endpoint}/runs/<run>  (the UI arrives with its issue)")
+    click.echo(f"ui: {_login_link(endpoint, tokens['admin'])}  (one-time; `flyte rig login` makes another)")
+
+
+def _login_link(endpoint: str, token: str) -> str:
+    """A one-time link that logs a browser into the gateway's UI as the rig's admin."""
+    request = urllib.request.Request(
+        f"{endpoint}/api/v1/ui/logins", method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return endpoint + str(json.loads(response.read())["url"])
 
 
 def _down(quiet: bool = False) -> None:
@@ -216,6 +226,17 @@ def _alive(pid: int) -> bool:
 def down() -> None:
     """Stop the rig's agents and gateway."""
     _down()
+
+
+@rig.command("login")
+def login() -> None:
+    """Print a one-time link that logs a browser into the rig's web UI."""
+    state_file = rig_dir() / "rig.json"
+    if not state_file.exists():
+        raise CliError("no rig is up: flyte rig up")
+    state = json.loads(state_file.read_text())
+    config = yaml.safe_load(Path(state["config"]).read_text()) or {}
+    click.echo(f"ui: {_login_link(state['endpoint'], config['admin']['api_key'])}")
 
 
 @rig.command("status")

@@ -7,20 +7,23 @@ const LANE_GAP = 10;
 const LABEL = 110;
 const WIDTH = 1000;
 const MAX_ROWS = 12;
+const MAX_BARS = 2000;
 
 export function timeline(actions, run, onSelect) {
   // A worker may report its result before its agent reports the start: then creation is the best start known.
-  const started = actions
+  const all = actions
     .filter((a) => a.started_at || (a.ended_at && a.created_at))
     .map((a) => ({ ...a, started_at: a.started_at ?? a.created_at }));
-  if (!started.length) return empty("Nothing has started yet.");
+  if (!all.length) return empty("Nothing has started yet.");
+  // A huge fan-out would make an SVG too heavy to redraw each second: draw the earliest bars only.
+  const started = all.sort((a, b) => a.started_at - b.started_at).slice(0, MAX_BARS);
   const now = Date.now() / 1000;
   const t0 = Math.min(run.created_at, ...started.map((a) => a.started_at));
   const t1 = Math.max(t0 + 0.001, ...started.map((a) => a.ended_at ?? now));
   const x = (t) => LABEL + ((t - t0) / (t1 - t0)) * (WIDTH - LABEL - 10);
 
   const byCluster = new Map();
-  for (const action of started.sort((a, b) => a.started_at - b.started_at)) {
+  for (const action of started) {
     const key = action.cluster ?? "unplaced";
     byCluster.set(key, [...(byCluster.get(key) ?? []), action]);
   }
@@ -67,6 +70,7 @@ export function timeline(actions, run, onSelect) {
         `+${duration(t0, t)}`),
     );
   }
-  return h("div", { class: "svg-wrap" },
+  const note = all.length > started.length ? h("p", { class: "muted" }, `The first ${started.length} of ${all.length} actions.`) : null;
+  return h("div", { class: "svg-wrap" }, note,
     s("svg", { viewBox: `0 0 ${WIDTH} ${y}`, width: "100%", role: "img", "aria-label": "actions per cluster over time" }, ticks, parts));
 }
