@@ -49,7 +49,7 @@ from gateway._auth import (
     principal_of,
     token_key,
 )
-from gateway._dispatch import DISPATCHER
+from gateway._dispatch import CORDONS, DISPATCHER, SESSIONS
 from gateway._runs import ACTIONS, RUNS
 from gateway.store import Compacted, Compare, Delete, EventType, Store
 
@@ -248,13 +248,16 @@ async def _watch_runs(request: web.Request) -> web.StreamResponse:
 
 CLUSTER_UPDATES_EVERY = 0.5
 """At most two cluster updates a second: under load every action's change moves some cluster's free capacity."""
+_SETTLE = 0.05
+"""The dispatcher updates its own view right after its store write: let it, before reading that view."""
 
 
 async def _watch_clusters(request: web.Request) -> web.StreamResponse:
     """Every cluster as placement sees it (connection, free room, warm slots, cordon), again after each change.
 
     Free room and warm slots live in the dispatcher, not the store: they move when actions are placed and end, so
-    a change of any action or cluster record sends every cluster's view again (clusters are few).
+    a change of any action, cluster record, cordon or agent session sends every cluster's view again (clusters are
+    few). Warm slots that only a heartbeat changed show with the next such change.
     """
     principal_of(request).require_reader(None)
     svc = services(request)
@@ -280,10 +283,12 @@ async def _watch_clusters(request: web.Request) -> web.StreamResponse:
         clusters, revision = await views()
         await send(StreamMessage(type="snapshot", clusters=clusters, revision=revision))
         await send(StreamMessage(type="marker", revision=revision))
-        watches = [asyncio.create_task(watch(prefix, revision + 1)) for prefix in (CLUSTERS, ACTIONS)]
+        prefixes = (CLUSTERS, ACTIONS, CORDONS, SESSIONS)
+        watches = [asyncio.create_task(watch(prefix, revision + 1)) for prefix in prefixes]
         try:
             while True:
                 await changed.wait()
+                await asyncio.sleep(_SETTLE)
                 changed.clear()
                 clusters, revision = await views()
                 await send(StreamMessage(type="change", clusters=clusters, revision=revision))

@@ -217,8 +217,10 @@ def test_a_run_is_followed_live_from_the_runs_list_to_its_tree(
     expect(page.locator("#logs")).to_contain_text("squaring")
 
     page.click("#detail-tab-placement")
-    # A recorded decision shows every cluster's verdict; without one the page says so.
-    expect(page.locator("#placement, #detail-placement .empty:not(:text('Loading'))")).to_be_visible()
+    # The square's environment asks for us-east: the decision shows it chosen, and why eu-west was not.
+    expect(page.locator("#placement tr.chosen")).to_contain_text("us-east")
+    expect(page.locator("#placement tr", has_text="eu-west")).not_to_have_class("chosen")
+    _screenshot(page, artifacts, "placement.png")
 
     page.click("#tab-trace")
     expect(page.locator("#waterfall, #trace .empty")).to_be_visible()
@@ -268,6 +270,12 @@ def test_clusters_and_tasks_show_what_the_rig_registered(rig: Rig, endpoint: str
         expect(card).to_contain_text("cpu")
         expect(card).to_contain_text("8.0 GiB")
     _screenshot(page, artifacts, "clusters.png")
+    us_east = page.locator("article.cluster[data-cluster='us-east']")
+    assert rig.flyte("cluster", "cordon", "us-east", "--reason", "kernel upgrade").returncode == 0
+    expect(us_east.locator(".badge")).to_have_text(["healthy", "cordoned"])
+    expect(us_east).to_contain_text("kernel upgrade")
+    assert rig.flyte("cluster", "uncordon", "us-east").returncode == 0
+    expect(us_east.locator(".badge")).to_have_text(["healthy"])
 
     program = rig.cwd / "ui_tasks_program.py"
     program.write_text(PROGRAM.replace('"ui_demo"', '"ui_tasks"'))
