@@ -145,15 +145,20 @@ SESSION_COOKIE = "flyte_session"
 `Authorization` header on a WebSocket, so the UI's requests carry the token in this cookie instead."""
 
 
+def require_same_origin(request: web.Request) -> None:
+    """Refuse a browser request another site's page made (browsers always send `Origin` on those that matter)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise forbidden(f"the UI session does not accept requests from origin {origin}")
+
+
 def _bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     if header is not None or SESSION_COOKIE not in request.cookies:
         return header
     # A cookie rides along on requests other sites make; SameSite=Strict stops browsers from sending it, and this
     # refuses what an old browser might still send (a WebSocket handshake always carries its Origin).
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise forbidden(f"the session cookie is not accepted from origin {origin}")
+    require_same_origin(request)
     return "Bearer " + request.cookies[SESSION_COOKIE]
 
 

@@ -47,6 +47,7 @@ from gateway._auth import (
     TokenRecord,
     create_token,
     principal_of,
+    require_same_origin,
     token_key,
 )
 from gateway._dispatch import CORDONS, DISPATCHER, SESSIONS
@@ -124,6 +125,8 @@ def _with_session(response: web.StreamResponse, token: str) -> web.StreamRespons
 
 
 async def _login(request: web.Request) -> web.StreamResponse:
+    # Another site must not log this browser in (into its own token) any more than use its session.
+    require_same_origin(request)
     body = await read_model(request, LoginRequest)
     principal = await request.app[UI_AUTH].principal(f"Bearer {body.token}")
     return _with_session(web.json_response({"scopes": sorted(principal.scopes)}), body.token)
@@ -137,6 +140,7 @@ async def _session(request: web.Request) -> web.StreamResponse:
 
 
 async def _logout(request: web.Request) -> web.StreamResponse:
+    require_same_origin(request)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         store = services(request).store

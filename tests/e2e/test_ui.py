@@ -161,8 +161,9 @@ def _start_program(rig: Rig, gate: Path) -> subprocess.CompletedProcess[str]:
     return started
 
 
-def _get(endpoint: str, path: str, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(endpoint + path, headers=headers)
+def _status(endpoint: str, path: str, headers: dict[str, str], body: dict[str, str] | None = None) -> int:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(endpoint + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status)
@@ -300,10 +301,14 @@ def test_without_a_session_the_ui_asks_for_a_token_and_refuses_a_bad_one(
 
     token = _config(rig)["token"]
     cookie = {"Cookie": f"flyte_session={token}"}
-    assert _get(endpoint, "/api/v1/clusters", cookie) == 200
-    assert _get(endpoint, "/api/v1/clusters", {"Cookie": "flyte_session=fft_not-a-token"}) == 401
+    assert _status(endpoint, "/api/v1/clusters", cookie) == 200
+    assert _status(endpoint, "/api/v1/clusters", {"Cookie": "flyte_session=fft_not-a-token"}) == 401
     # Another site's page cannot use a browser's session, even where SameSite is not enforced.
-    assert _get(endpoint, "/api/v1/clusters", {**cookie, "Origin": "http://elsewhere.example"}) == 403
+    assert _status(endpoint, "/api/v1/clusters", {**cookie, "Origin": "http://elsewhere.example"}) == 403
+    # Nor log a browser in to a token of its choosing.
+    login = {"Content-Type": "application/json", "Origin": "http://elsewhere.example"}
+    assert _status(endpoint, "/ui/session", login, {"token": token}) == 403
+    assert _status(endpoint, "/ui/session", {**login, "Origin": endpoint}, {"token": token}) == 200
 
 
 def test_a_one_time_login_link_logs_in_once(rig: Rig, endpoint: str, browser: Browser) -> None:

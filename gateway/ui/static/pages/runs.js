@@ -12,6 +12,8 @@ export function render(root, { query }) {
     task: query.get("task") ?? "",
     label: query.get("label") ?? "",
   };
+  // Another project or domain than the gateway's default one comes from the URL (?project=&domain=).
+  const scope = Object.fromEntries(["project", "domain"].filter((k) => query.get(k)).map((k) => [k, query.get(k)]));
   const runs = new Map();
   const state = h("span", { class: "stream-state", id: "stream-state" }, "connecting");
   const body = h("tbody");
@@ -62,7 +64,7 @@ export function render(root, { query }) {
   function start() {
     stream?.close();
     runs.clear();
-    const params = new URLSearchParams({ limit: String(LIMIT) });
+    const params = new URLSearchParams({ ...scope, limit: String(LIMIT) });
     for (const [key, value] of Object.entries(filter)) if (value) params.set(key, value);
     stream = follow(`/api/v1/watch/runs?${params}`, {
       onState: (text) => replace(state, text),
@@ -88,7 +90,7 @@ export function render(root, { query }) {
       onsubmit(event) {
         event.preventDefault();
         Object.assign(filter, { phase: phase.value, task: task.value.trim(), label: label.value.trim() });
-        const params = new URLSearchParams(Object.entries(filter).filter(([, v]) => v));
+        const params = new URLSearchParams({ ...scope, ...Object.fromEntries(Object.entries(filter).filter(([, v]) => v)) });
         history.replaceState(null, "", `/runs${params.size ? "?" + params : ""}`);
         start();
       },
