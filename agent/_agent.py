@@ -33,6 +33,7 @@ import pydantic
 
 from agent._pools import Pools
 from agent._spares import Spares
+from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
 from flyte._wire import (
     AbortMessage,
@@ -83,6 +84,7 @@ class Agent:
         self.epoch = 0
         sockets = _socket_dir(work_dir)
         self.pools = Pools(self, sockets)
+        self.tracing = AgentTracing(gateway, token, cluster)
         self.spares = Spares(self, sockets, spares)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -118,6 +120,8 @@ class Agent:
             await self.pools.close()
             await self.backend.close()
             await self._http.close()
+            # The last spans leave before the agent does (a blocking flush, off the loop).
+            await asyncio.to_thread(self.tracing.close)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -204,7 +208,9 @@ class Agent:
 
     async def _run(self, key: str) -> None:
         item = self.running[key]
-        assignment = item.assignment
+        # From here on the assignment carries the agent's attempt span: the worker's spans hang under it.
+        item.assignment = assignment = self.tracing.begin(item.assignment)
+        failure: str | None = None
         try:
             bundle = await self._bundle(assignment.bundle_digest)
             self._event(assignment, Phase.RUNNING)
@@ -221,9 +227,11 @@ class Agent:
                 self._report_exit(assignment, exit, bytes(item.stderr_tail))
         except Exception as error:
             log.exception("running %s failed", key)
-            self._fail(assignment, "RuntimeSystemError", "AgentError", "system", f"the agent could not run it: {error}")
+            failure = f"the agent could not run it: {error}"
+            self._fail(assignment, "RuntimeSystemError", "AgentError", "system", failure)
         finally:
             self.running.pop(key, None)
+            self.tracing.end(assignment, failure)
 
     async def _run_process(self, key: str, item: Running, bundle: Path) -> Exit:
         assignment = item.assignment
@@ -249,7 +257,8 @@ class Agent:
                 item.stderr_tail.extend(data)
                 del item.stderr_tail[:-4096]
 
-        item.handle = await self.backend.launch(spec, on_output)
+        with self.tracing.span("process start", assignment):
+            item.handle = await self.backend.launch(spec, on_output)
         try:
             return await item.handle.wait()
         finally:
@@ -258,6 +267,7 @@ class Agent:
     def worker_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_API_KEY")}
         env.update({"FLYTE_ENDPOINT": self.gateway, "PYTHONUNBUFFERED": "1", "FLYTE_CLUSTER": self.cluster.name})
+        env.update({"FLYTE_REGION": self.cluster.region, "FLYTE_CLOUD": self.cluster.cloud})
         return env
 
     def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes) -> None:
@@ -353,15 +363,16 @@ class Agent:
             logs, self._logs = self._logs, {}
             for (run, action, attempt, stream), data in logs.items():
                 text = data.decode(errors="replace")
-                await self._send(
-                    AgentLogs(
-                        run=run,
-                        action=action,
-                        attempt=attempt,
-                        stream=stream,  # type: ignore[arg-type]
-                        text=text[-1_000_000:],
+                with self.tracing.log_upload(run, action, attempt, len(data)):
+                    await self._send(
+                        AgentLogs(
+                            run=run,
+                            action=action,
+                            attempt=attempt,
+                            stream=stream,  # type: ignore[arg-type]
+                            text=text[-1_000_000:],
+                        )
                     )
-                )
 
 
 def _socket_dir(work_dir: Path) -> Path:

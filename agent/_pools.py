@@ -72,14 +72,16 @@ class Pools:
         return {key: pool.free_slots() for key, pool in self.pools.items()}
 
     async def run(self, assignment: Assignment, bundle: Path) -> Exit:
-        pool = await self._pool(assignment, bundle)
         key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
-        worker = await self._slot(pool)
         done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
-        worker.inflight[key] = done
-        assert worker.writer is not None
-        worker.writer.write(assignment.model_dump_json().encode() + b"\n")
-        await worker.writer.drain()
+        # From the pool's lookup to the hand-over: waiting for a free slot (or a new worker) shows here.
+        with self.agent.tracing.span("pool dispatch", assignment):
+            pool = await self._pool(assignment, bundle)
+            worker = await self._slot(pool)
+            worker.inflight[key] = done
+            assert worker.writer is not None
+            worker.writer.write(assignment.model_dump_json().encode() + b"\n")
+            await worker.writer.drain()
         try:
             return await done
         finally:

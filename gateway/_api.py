@@ -28,6 +28,7 @@ from flyte._wire import (
     Phase,
     RunCreateRequest,
     RunSummary,
+    RunTrace,
     TaskVersion,
     TokenAnswer,
     TokenRequest,
@@ -374,6 +375,11 @@ async def _stream(
             start = await snapshot()
 
 
+async def get_trace(request: web.Request) -> web.Response:
+    run = await _readable_run(request)
+    return _json(RunTrace(run=run.name, spans=await services(request).runs.tracing.read(run.name)))
+
+
 # -- tokens -------------------------------------------------------------------------------------------------------
 
 
@@ -456,6 +462,14 @@ ROUTES: list[Route] = [
         "WebSocket: snapshot, marker, then changes of a run's actions (?parent= ?from_revision=)",
         None,
         WatchMessage,
+    ),
+    Route(
+        "GET",
+        "/api/v1/runs/{run}/trace",
+        get_trace,
+        "The run's OpenTelemetry spans (gateway, agents, workers), sorted by start",
+        None,
+        RunTrace,
     ),
     Route(
         "POST", "/api/v1/tokens", make_token, "Make a bearer token with scopes (admin only)", TokenRequest, TokenAnswer

@@ -18,9 +18,11 @@ from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
 from gateway._metrics import Metrics
 from gateway._openapi import openapi_document
+from gateway._otlp import AUTHENTICATOR, receive_traces
 from gateway._registry import Registry
 from gateway._routes import ALL_ROUTES
 from gateway._runs import Runs
+from gateway._tracing import TRACING, GatewayTracing
 from gateway._ui import add_ui_routes
 from gateway.store import Store, StoreError
 
@@ -37,10 +39,11 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
         middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(Authenticator(store))],
     )
     registry = Registry(store)
+    app[TRACING] = GatewayTracing(store)
     app[SERVICES] = Services(
         store=store,
         registry=registry,
-        runs=Runs(store, registry),
+        runs=Runs(store, registry, app[TRACING]),
         blobs=BlobStore(blobs_dir),
         metrics=metrics,
         watchers=set(),
@@ -52,9 +55,13 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
     app.router.add_get("/api/v1/agents/connect", agent_connect)
     app.router.add_get("/api/v1/workers/connect", worker_connect)
     app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)
+    # OTLP/HTTP's standard path, so any OpenTelemetry exporter pointed at the gateway delivers here.
+    app[AUTHENTICATOR] = Authenticator(store)
+    app.router.add_post("/v1/traces", receive_traces)
     add_ui_routes(app)
     app.on_startup.append(_start_dispatcher)
     app.on_cleanup.append(_stop_dispatcher)
+    app.on_cleanup.append(_close_tracing)
     document = openapi_document(flyte.__version__)
 
     async def openapi(_: web.Request) -> web.Response:
@@ -107,6 +114,10 @@ async def compact_once(store: Store, compacted: int, kept: int) -> int:
         compacted = revision - kept
         await store.compact(compacted)
     return compacted
+
+
+async def _close_tracing(app: web.Application) -> None:
+    await app[TRACING].close()
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -311,6 +311,7 @@ class Dispatcher:
             record = self._record(item, snapshots, decision, now)
             if decision.cluster is not None:
                 decided.append((await self._assign(item, decision.cluster), record))
+                self.runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
                 self._queue.pop(key, None)
             elif decision.never_fits:
                 notes.append(self._never_fits(item.action, decision, record))
@@ -433,6 +434,7 @@ class Dispatcher:
             timeout_seconds=item.timeout,
             reusable=item.reusable,
             token=await self._run_token(action.run, item.project),
+            traceparent=action.traceparent,
         )
 
     def _hold(self, session: AgentSession, demand: Demand, sign: int) -> None:

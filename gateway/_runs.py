@@ -33,6 +33,7 @@ from flyte._wire import (
 from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
 from gateway._registry import Registry
+from gateway._tracing import GatewayTracing
 from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, WatchEvent
 
 RUNS = "/flyte/runs/"
@@ -95,9 +96,10 @@ def _encode(model: ActionSummary | RunSummary) -> bytes:
 
 
 class Runs:
-    def __init__(self, store: Store, registry: Registry):
+    def __init__(self, store: Store, registry: Registry, tracing: GatewayTracing | None = None):
         self._store = store
         self.registry = registry
+        self.tracing = tracing or GatewayTracing(store, enabled=False)
         self._commit = GroupCommit(store)
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -168,6 +170,7 @@ class Runs:
                 if existing is not None:
                     return await self._answer_idempotent(existing, digest), False
             name = request.name or new_run_name()
+            traceparent, span_parent = self.tracing.root_context()
             run = RunSummary(
                 name=name,
                 task=request.task,
@@ -196,6 +199,8 @@ class Runs:
                 custom_context=request.custom_context,
                 created_at=now,
                 updated_at=now,
+                traceparent=traceparent,
+                span_parent=span_parent,
             )
             root = await self._with_cache(root, task.spec, run)
             if root.phase is Phase.SUCCEEDED:
@@ -235,6 +240,7 @@ class Runs:
         task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
         _check_inputs(request.inputs, task.spec)
         now = time.time()
+        traceparent, span_parent = self.tracing.child_context(request.traceparent, lambda: decode_action(parent))
         action = ActionSummary(
             name=request.name,
             parent=request.parent,
@@ -248,6 +254,8 @@ class Runs:
             created_at=now,
             updated_at=now,
             overrides=request.overrides,
+            traceparent=traceparent,
+            span_parent=span_parent,
         )
         action = await self._with_cache(action, task.spec, run_record)
         key = action_key(run, request.name)
@@ -330,8 +338,13 @@ class Runs:
                     started = decode_run(run_kv).model_copy(update={"phase": Phase.RUNNING})
                     compares.append(Compare(run_key(run), run_kv.mod_revision))
                     ops.append(Put(run_key(run), _encode(started)))
+            spans = self.tracing.ended(updated) if updated.phase.is_terminal else None
+            if spans is not None:
+                ops.append(spans.put)
             result = await self._commit.txn(compares, ops)
             if result.succeeded:
+                if spans is not None:
+                    self.tracing.written(spans)
                 return updated.model_copy(update={"revision": result.revision})
         raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
 

@@ -13,6 +13,7 @@ import base64
 from collections.abc import Coroutine
 from typing import Any
 
+from . import _otel
 from ._context import ActionContext, current_group, effective_custom_context
 from ._task import TaskTemplate
 from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
@@ -48,8 +49,13 @@ class RemoteController:
         return self._call(task, parent.action_name, request)
 
     async def _call(self, task: TaskTemplate[..., Any], parent: str, request: ActionSubmitRequest) -> Any:
-        submitted = await self.link.submit(request)
-        child = submitted if submitted.phase.is_terminal else await self.link.wait_child(parent, request.name)
+        attributes = {"flyte.child": request.name, "flyte.task": request.task}
+        # The call's span covers submit and wait; the child's action span hangs under it.
+        with _otel.current_span(f"call {request.task}", None, attributes) as traceparent:
+            if traceparent is not None:
+                request = request.model_copy(update={"traceparent": traceparent})
+            submitted = await self.link.submit(request)
+            child = submitted if submitted.phase.is_terminal else await self.link.wait_child(parent, request.name)
         return decode_result(task, child)
 
     def trace_checkpoint(self, action: ActionContext, key: str) -> tuple[str, bytes] | None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import cloudpickle
 
+from . import _otel
 from ._codec import EncodedValue, ValueKind
 from ._context import ActionContext, current_action, in_trace
 from ._interface import TaskInterface
@@ -26,6 +27,9 @@ def trace(func: F) -> F:
     """Record this function's results as checkpoints of the calling task (sync, async and generators)."""
     qualname = f"{func.__module__}.{func.__qualname__}"
     interface = TaskInterface(func, f"@trace {func.__qualname__}")
+    span_name = f"trace {func.__qualname__}"
+    ran: _otel.Attributes = {"flyte.trace": qualname, "flyte.replayed": False}
+    replay: _otel.Attributes = {"flyte.trace": qualname, "flyte.replayed": True}
 
     def key_for(action: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         inputs = interface.encode_inputs(interface.bind(args, kwargs))
@@ -56,7 +60,9 @@ def trace(func: F) -> F:
 
             async def run() -> AsyncIterator[Any]:
                 found, items = replayed(action, key)
+                span = _otel.start_span(span_name, replay if found else ran)
                 if found:
+                    _otel.end_span(span)
                     for item in items:
                         yield item
                     return
@@ -68,6 +74,7 @@ def trace(func: F) -> F:
                         yield item
                 finally:
                     in_trace.reset(token)
+                    _otel.end_span(span)
                 action.controller.record_trace(action, key, "items", cloudpickle.dumps(collected))
 
             return run()
@@ -85,7 +92,9 @@ def trace(func: F) -> F:
 
             def run() -> Iterator[Any]:
                 found, items = replayed(action, key)
+                span = _otel.start_span(span_name, replay if found else ran)
                 if found:
+                    _otel.end_span(span)
                     yield from items
                     return
                 collected: list[Any] = []
@@ -96,6 +105,7 @@ def trace(func: F) -> F:
                         yield item
                 finally:
                     in_trace.reset(token)
+                    _otel.end_span(span)
                 action.controller.record_trace(action, key, "items", cloudpickle.dumps(collected))
 
             return run()
@@ -115,10 +125,12 @@ def trace(func: F) -> F:
             async def run() -> Any:
                 found, value = replayed(action, key)
                 if found:
+                    _otel.end_span(_otel.start_span(span_name, replay))
                     return value
                 token = in_trace.set(qualname)
                 try:
-                    value = await func(*args, **kwargs)
+                    with _otel.current_span(span_name, None, ran):
+                        value = await func(*args, **kwargs)
                 finally:
                     in_trace.reset(token)
                 record(action, key, value)
@@ -136,10 +148,12 @@ def trace(func: F) -> F:
         key = key_for(action, args, kwargs)
         found, value = replayed(action, key)
         if found:
+            _otel.end_span(_otel.start_span(span_name, replay))
             return value
         token = in_trace.set(qualname)
         try:
-            value = func(*args, **kwargs)
+            with _otel.current_span(span_name, None, ran):
+                value = func(*args, **kwargs)
         finally:
             in_trace.reset(token)
         record(action, key, value)

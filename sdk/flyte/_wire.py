@@ -49,6 +49,9 @@ LongText = Annotated[str, StringConstraints(max_length=1_048_576)]
 Payload = Annotated[str, StringConstraints(max_length=16 * 1_048_576)]
 """An inline value; the gateway answers 413 well below this for values that should have been blobs."""
 Label = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+TraceParent = Annotated[str, StringConstraints(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+"""A W3C trace context `traceparent` (version 00)."""
+SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 
 
 class WireValue(WireModel):
@@ -171,6 +174,10 @@ class ActionSummary(WireModel):
     overrides: TaskOverrides | None = None
     waiting: Text | None = None
     """Why a queued action is not placed yet (placement's reason), e.g. every cluster busy or cordoned."""
+    traceparent: TraceParent | None = None
+    """The W3C traceparent of this action's span: every attempt, on any cluster, continues this trace."""
+    span_parent: SpanId | None = None
+    """The span this action's span hangs under: the parent's call span, or the run's span for the root."""
 
 
 class RunSummary(WireModel):
@@ -299,6 +306,8 @@ class ActionSubmitRequest(WireModel):
     group: Annotated[str, StringConstraints(max_length=1024)] | None = None
     custom_context: dict[Label, Text] = Field(default_factory=dict, max_length=64)
     overrides: TaskOverrides | None = None
+    traceparent: TraceParent | None = None
+    """The submitting call's span: the child's action span hangs under it."""
 
 
 class ActionEvent(WireModel):
@@ -437,6 +446,8 @@ class Assignment(WireModel):
     reusable: dict[str, Any] | None = None
     token: str
     """A token scoped to this run (`worker:RUN`): what the worker uses to submit children and report."""
+    traceparent: TraceParent | None = None
+    """The span this attempt's spans hang under (the action's, then the agent's); None: not traced."""
 
 
 class AgentHello(WireModel):
@@ -564,3 +575,28 @@ class GatewayReply(WireModel):
     traces: dict[str, WireTrace] = Field(default_factory=dict)
     code: str | None = None
     message: str | None = None
+
+
+# -- tracing ------------------------------------------------------------------------------------------------------
+
+
+class SpanRecord(WireModel):
+    """One OpenTelemetry span of a run, as the gateway keeps and serves it."""
+
+    trace_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    span_id: SpanId
+    parent_span_id: SpanId | None = None
+    name: Annotated[str, StringConstraints(max_length=1024)]
+    start_ns: int
+    end_ns: int
+    service: Annotated[str, StringConstraints(max_length=256)]
+    cluster: Annotated[str, StringConstraints(max_length=256)] | None = None
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    status: Literal["ok", "error", "unset"] = "unset"
+
+
+class RunTrace(WireModel):
+    """`GET /api/v1/runs/{run}/trace`: the run's spans, sorted by start."""
+
+    run: str
+    spans: list[SpanRecord]

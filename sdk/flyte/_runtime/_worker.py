@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
+from .. import _otel
 from .._config import init
 from .._context import ActionContext
 from .._execute import execute_body
@@ -30,6 +32,8 @@ async def run_assignment(assignment: Assignment, bundle: Path, endpoint: str, li
     finally:
         if own_link:
             await link.close()
+            # A one-shot worker exits next: its spans leave first (a pool's leave in their batches).
+            await asyncio.to_thread(_otel.flush_worker)
 
 
 async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tuple[ActionEvent, dict[str, WireTrace]]:
@@ -65,7 +69,13 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
         )
         inputs = EncodedInputs.of({k: v.to_encoded() for k, v in assignment.inputs.items()})
         values = task.interface.decode_inputs(inputs)
-        output = await execute_body(task, action, values)
+        attributes: _otel.Attributes = {
+            "flyte.action": assignment.action,
+            "flyte.attempt": assignment.attempt,
+            _otel.RUN_ATTRIBUTE: assignment.run,
+        }
+        with _otel.current_span(f"task {assignment.task}", assignment.traceparent, attributes):
+            output = await execute_body(task, action, values)
         wire = WireValue.from_encoded(output) if output is not None else None
         return ended(Phase.SUCCEEDED, output=wire), dict(controller.recorded)
     except Exception as error:
@@ -80,4 +90,6 @@ def configure(assignment: Assignment, endpoint: str) -> None:
     from .._codec import use_blob_backend
 
     init(endpoint=endpoint, api_key=assignment.token, project=assignment.project, domain=assignment.domain)
+    if assignment.traceparent is not None:
+        _otel.configure_worker(endpoint, assignment.run, assignment.token, os.environ.get("FLYTE_CLUSTER"))
     use_blob_backend(GatewayBlobs(endpoint, assignment.token))

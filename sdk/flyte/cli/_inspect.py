@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,11 @@ from flyte._environment import TaskEnvironment
 from flyte.errors import DeploymentError
 
 from ._errors import USAGE, CliError
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from flyte._wire import RunTrace, SpanRecord
 from ._load import load_module
 
 
@@ -143,6 +149,52 @@ def get_logs(run_name: str, action: str, attempt: int | None) -> None:
     except GatewayError as exc:
         raise CliError(str(exc)) from None
     click.echo(text.decode(errors="replace") if isinstance(text, bytes) else str(text), nl=False)
+
+
+@get.command("trace")
+@click.argument("run_name", metavar="RUN")
+def get_trace(run_name: str) -> None:
+    """The run's OpenTelemetry spans as a tree: where each step ran and how long it took."""
+    _init()
+    from rich.console import Console
+
+    from flyte._client import call_sync, client_for
+    from flyte._config import current_config
+    from flyte._wire import RunTrace
+
+    if not current_config().is_remote:
+        raise CliError("traces are kept by a gateway; local runs have none")
+    try:
+        trace = RunTrace.model_validate(call_sync(client_for().request("GET", f"/api/v1/runs/{run_name}/trace")))
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    if not trace.spans:
+        raise CliError(f"run {run_name} has no spans (yet, or tracing is off: FLYTE_TRACING=0)")
+    Console().print(_trace_tree(trace))
+
+
+def _trace_tree(trace: RunTrace) -> Tree:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    known = {s.span_id for s in trace.spans}
+    children: dict[str | None, list[SpanRecord]] = {}
+    for span in trace.spans:  # sorted by start: siblings come out in order
+        parent = span.parent_span_id if span.parent_span_id in known else None
+        children.setdefault(parent, []).append(span)
+    root = Tree(f"trace of run {escape(trace.run)}")
+
+    def add(node: Tree, parent: str | None) -> None:
+        for span in children.get(parent, ()):
+            where = f"{span.service}@{span.cluster}" if span.cluster else span.service
+            replayed = " [yellow]replayed[/]" if span.attributes.get("flyte.replayed") is True else ""
+            error = " [red]error[/]" if span.status == "error" else ""
+            took = (span.end_ns - span.start_ns) / 1e6
+            label = f"{escape(span.name)}  [dim]{escape(where)}[/]  {took:,.1f} ms{replayed}{error}"
+            add(node.add(label), span.span_id)
+
+    add(root, None)
+    return root
 
 
 @click.group("abort")

@@ -1,0 +1,228 @@
+"""OTLP/HTTP for traces: `POST /v1/traces` (protobuf or JSON), so agents, workers and any OpenTelemetry SDK can send
+spans to the gateway, and the encoding of the gateway's own spans for forwarding.
+
+A request is read completely and decoded before anything is kept: a malformed body is a 400 and changes nothing.
+Each span is filed under its run (the `flyte.run` span or resource attribute); a worker's token may file spans
+only under its own run (others are refused as a partial success, as OTLP has it); spans with no run are only
+forwarded. The body is forwarded as it came to `OTEL_EXPORTER_OTLP_ENDPOINT` when that is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from flyte._otel import RUN_ATTRIBUTE
+from gateway._auth import Authenticator
+from gateway._errors import ApiError, bad_request, forbidden
+
+MAX_OTLP_BODY = 8 * 1024 * 1024
+"""The largest OTLP request; exporters batch far smaller (512 spans)."""
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+AUTHENTICATOR = web.AppKey("otlp_authenticator", Authenticator)
+
+Record = dict[str, Any]
+"""A span as `flyte._wire.SpanRecord` fields: plain dicts on the ingest path, validated when served."""
+
+_STATUS = {Status.STATUS_CODE_OK: "ok", Status.STATUS_CODE_ERROR: "error"}
+_RESOURCE_KEPT = ("process.pid", "cloud.region", "cloud.provider")
+"""Resource attributes copied onto each record, so a span says which process and where it ran."""
+
+
+async def receive_traces(request: web.Request) -> web.Response:
+    """`POST /v1/traces`: OTLP/HTTP, protobuf or JSON; needs an agent, worker or admin token."""
+    from gateway._tracing import TRACING
+
+    principal = await request.app[AUTHENTICATOR].principal(request.headers.get("Authorization"))
+    if not any(s == "admin" or s.startswith(("agent:", "worker:")) for s in principal.scopes):
+        raise forbidden("sending spans needs an agent, worker or admin token")
+    content_type = request.content_type
+    if content_type not in (PROTOBUF, JSON):
+        raise ApiError(415, "unsupported_media_type", f"send {PROTOBUF} or {JSON}, not {content_type or 'nothing'}")
+    if request.content_length is not None and request.content_length > MAX_OTLP_BODY:
+        raise ApiError(413, "too_large", f"the body is {request.content_length} bytes; the limit is {MAX_OTLP_BODY}")
+    body = await request.content.read(MAX_OTLP_BODY + 1)
+    if len(body) > MAX_OTLP_BODY:
+        raise ApiError(413, "too_large", f"the body is over the limit of {MAX_OTLP_BODY} bytes")
+    export = parse_request(body, content_type)
+    by_run = records_by_run(export)
+    worker_runs = {s.removeprefix("worker:") for s in principal.scopes if s.startswith("worker:")}
+    trusted = "admin" in principal.scopes or any(s.startswith("agent:") for s in principal.scopes)
+    refused = 0
+    tracing = request.app[TRACING]
+    for run, records in by_run.items():
+        if run is None:
+            continue
+        if not trusted and run not in worker_runs:
+            refused += len(records)
+            continue
+        await tracing.keep(run, records)
+    tracing.forward(body, content_type)
+    return _answer(content_type, refused)
+
+
+def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    export = ExportTraceServiceRequest()
+    if content_type == PROTOBUF:
+        try:
+            export.ParseFromString(body)
+        except DecodeError as error:
+            raise bad_request(
+                f"the body is not an OTLP ExportTraceServiceRequest: {error}", code="malformed_otlp"
+            ) from None
+        return export
+    try:
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise ValueError("the body must be a JSON object")
+        _hex_ids_to_base64(document)
+        json_format.ParseDict(document, export, ignore_unknown_fields=True)
+    except (ValueError, TypeError, binascii.Error, json_format.ParseError) as error:
+        raise bad_request(f"the body is not OTLP/JSON: {error}", code="malformed_otlp") from None
+    return export
+
+
+def _hex_ids_to_base64(document: dict[str, Any]) -> None:
+    """OTLP/JSON writes trace and span ids in hex, where protobuf's JSON mapping expects base64 bytes."""
+
+    def convert(holder: dict[str, Any], *keys: str) -> None:
+        for key in keys:
+            value = holder.get(key)
+            if isinstance(value, str) and value:
+                holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
+
+    for resource_spans in _objects(document.get("resourceSpans")):
+        for scope_spans in _objects(resource_spans.get("scopeSpans")):
+            for span in _objects(scope_spans.get("spans")):
+                convert(span, "traceId", "spanId", "parentSpanId")
+                for link in _objects(span.get("links")):
+                    convert(link, "traceId", "spanId")
+
+
+def _objects(value: Any) -> Iterable[dict[str, Any]]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError("resourceSpans, scopeSpans, spans and links must be lists of objects")
+    return value
+
+
+def _answer(content_type: str, refused: int) -> web.Response:
+    response = ExportTraceServiceResponse()
+    if refused:
+        response.partial_success.rejected_spans = refused
+        response.partial_success.error_message = "spans of another run than the worker token's were refused"
+    if content_type == PROTOBUF:
+        return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
+    return web.json_response(json_format.MessageToDict(response))
+
+
+# -- OTLP to records and back -----------------------------------------------------------------------------------
+
+
+def _value(value: AnyValue) -> str | int | float | bool:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind is None:
+        return ""
+    return json.dumps(json_format.MessageToDict(value), separators=(",", ":"))[:4096]
+
+
+def _attributes(items: Iterable[KeyValue]) -> dict[str, str | int | float | bool]:
+    return {item.key[:256]: _value(item.value) for item in items}
+
+
+def records_by_run(export: ExportTraceServiceRequest) -> dict[str | None, list[Record]]:
+    """Every span of the request as a record, grouped by the run it names (None: no run)."""
+    grouped: dict[str | None, list[Record]] = {}
+    for resource_spans in export.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        service = str(resource.get("service.name", "unknown"))[:256]
+        cluster = resource.get("flyte.cluster") or None
+        kept = {k: resource[k] for k in _RESOURCE_KEPT if k in resource}
+        resource_run = resource.get(RUN_ATTRIBUTE)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    raise bad_request("a span's trace_id must be 16 bytes and span_id 8", code="malformed_otlp")
+                attributes = {**kept, **_attributes(span.attributes)}
+                run = attributes.get(RUN_ATTRIBUTE, resource_run)
+                record: Record = {
+                    "trace_id": span.trace_id.hex(),
+                    "span_id": span.span_id.hex(),
+                    "parent_span_id": span.parent_span_id.hex() if len(span.parent_span_id) == 8 else None,
+                    "name": span.name[:1024],
+                    "start_ns": span.start_time_unix_nano,
+                    "end_ns": span.end_time_unix_nano,
+                    "service": service,
+                    "cluster": str(cluster)[:256] if cluster else None,
+                    "attributes": attributes,
+                    "status": _STATUS.get(span.status.code, "unset"),
+                }
+                grouped.setdefault(run if isinstance(run, str) and run else None, []).append(record)
+    return grouped
+
+
+def encode_records(records: Iterable[Record]) -> bytes:
+    """Records as one OTLP protobuf request, one resource per (service, cluster)."""
+    by_resource: dict[tuple[str, str | None], list[Record]] = {}
+    for record in records:
+        by_resource.setdefault((record["service"], record["cluster"]), []).append(record)
+    export = ExportTraceServiceRequest()
+    for (service, cluster), group in by_resource.items():
+        attributes = [_key_value("service.name", service)]
+        if cluster:
+            attributes.append(_key_value("flyte.cluster", cluster))
+        spans = [_span(record) for record in group]
+        export.resource_spans.append(
+            ResourceSpans(resource=Resource(attributes=attributes), scope_spans=[ScopeSpans(spans=spans)])
+        )
+    data: bytes = export.SerializeToString()
+    return data
+
+
+def _span(record: Record) -> Span:
+    status = {"ok": Status.STATUS_CODE_OK, "error": Status.STATUS_CODE_ERROR}.get(record["status"])
+    return Span(
+        trace_id=bytes.fromhex(record["trace_id"]),
+        span_id=bytes.fromhex(record["span_id"]),
+        parent_span_id=bytes.fromhex(record["parent_span_id"]) if record["parent_span_id"] else b"",
+        name=record["name"],
+        kind=Span.SPAN_KIND_INTERNAL,
+        start_time_unix_nano=record["start_ns"],
+        end_time_unix_nano=record["end_ns"],
+        attributes=[_key_value(k, v) for k, v in record["attributes"].items()],
+        status=Status(code=status) if status is not None else None,
+    )
+
+
+def _key_value(key: str, value: str | int | float | bool) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
