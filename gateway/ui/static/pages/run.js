@@ -185,7 +185,9 @@ export async function render(root, { run: name, query }) {
     const pre = h("pre", { class: "logs", id: "logs" }, "Loading…");
     const picker = h("select", { id: "log-attempt", onchange: () => load(Number(picker.value)) },
       Array.from({ length: attempt }, (_, i) => h("option", { value: i + 1, selected: i + 1 === attempt }, `attempt ${i + 1}`)));
-    replace(sub, h("div", { class: "toolbar" }, picker), pre);
+    // Output reaches the gateway in batches, between the action's changes: a reload button fetches what has come.
+    const reload = h("button", { id: "log-reload", onclick: () => load(Number(picker.value)) }, "Reload");
+    replace(sub, h("div", { class: "toolbar" }, picker, " ", reload), pre);
     async function load(n) {
       const mine = ++logRequest;
       try {
