@@ -33,12 +33,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from flyte._wire import ClusterRecord, RunSummary
+from flyte._wire import ClusterRecord, LoginLink, LoginRequest, RecordsMessage, RunSummary
 from gateway._api import CLUSTERS, SERVICES, read_model, runs_query, serve_watch, services
 from gateway._auth import (
     SESSION_COOKIE,
@@ -94,21 +94,6 @@ async def _page(request: web.Request) -> web.StreamResponse:
 
 
 # -- logging in --------------------------------------------------------------------------------------------------
-
-
-class LoginRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    token: str = Field(min_length=1, max_length=512)
-
-
-class LoginLink(BaseModel):
-    """A one-time login link: open `url` (relative to the gateway) in a browser before `expires_at`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str
-    expires_at: float
 
 
 class _LoginCode(BaseModel):
@@ -187,27 +172,14 @@ async def _spend_login_code(request: web.Request) -> web.StreamResponse:
 # -- live streams ------------------------------------------------------------------------------------------------
 
 
-class StreamMessage(BaseModel):
-    """One message of the runs or clusters stream: `snapshot`s, a `marker`, then `change`s (or `reset`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["snapshot", "marker", "change", "reset"]
-    runs: list[RunSummary] = Field(default_factory=list)
-    clusters: list[ClusterRecord] = Field(default_factory=list)
-    removed: list[str] = Field(default_factory=list)
-    """Names of records deleted from the store."""
-    revision: int
-
-
-Send = Callable[[StreamMessage], Awaitable[None]]
+Send = Callable[[RecordsMessage], Awaitable[None]]
 
 
 async def _serve_stream(
     request: web.Request, follow: Callable[[Send], Coroutine[Any, Any, None]]
 ) -> web.WebSocketResponse:
     def on(ws: web.WebSocketResponse) -> Coroutine[Any, Any, None]:
-        async def send(message: StreamMessage) -> None:
+        async def send(message: RecordsMessage) -> None:
             await ws.send_str(message.model_dump_json())
 
         return follow(send)
@@ -225,8 +197,8 @@ async def _watch_runs(request: web.Request) -> web.StreamResponse:
         revision = await svc.store.revision()
         runs = await query.list(svc.runs)
         for i in range(0, len(runs), _SNAPSHOT_CHUNK):
-            await send(StreamMessage(type="snapshot", runs=runs[i : i + _SNAPSHOT_CHUNK], revision=revision))
-        await send(StreamMessage(type="marker", revision=revision))
+            await send(RecordsMessage(type="snapshot", runs=runs[i : i + _SNAPSHOT_CHUNK], revision=revision))
+        await send(RecordsMessage(type="marker", revision=revision))
         return revision + 1
 
     async def follow(send: Send) -> None:
@@ -239,12 +211,12 @@ async def _watch_runs(request: web.Request) -> web.StreamResponse:
                     removed = [e.key.removeprefix(RUNS) for e in batch if e.type is EventType.DELETE]
                     if runs or removed:
                         await send(
-                            StreamMessage(type="change", runs=runs, removed=removed, revision=batch[-1].mod_revision)
+                            RecordsMessage(type="change", runs=runs, removed=removed, revision=batch[-1].mod_revision)
                         )
                     revision = batch[-1].mod_revision + 1
                 return
             except Compacted:
-                await send(StreamMessage(type="reset", revision=revision))
+                await send(RecordsMessage(type="reset", revision=revision))
                 revision = await start(send)
 
     return await _serve_stream(request, follow)
@@ -285,8 +257,8 @@ async def _watch_clusters(request: web.Request) -> web.StreamResponse:
 
     async def follow(send: Send) -> None:
         clusters, revision = await views()
-        await send(StreamMessage(type="snapshot", clusters=clusters, revision=revision))
-        await send(StreamMessage(type="marker", revision=revision))
+        await send(RecordsMessage(type="snapshot", clusters=clusters, revision=revision))
+        await send(RecordsMessage(type="marker", revision=revision))
         prefixes = (CLUSTERS, ACTIONS, CORDONS, SESSIONS)
         watches = [asyncio.create_task(watch(prefix, revision + 1)) for prefix in prefixes]
         try:
@@ -295,7 +267,7 @@ async def _watch_clusters(request: web.Request) -> web.StreamResponse:
                 await asyncio.sleep(_SETTLE)
                 changed.clear()
                 clusters, revision = await views()
-                await send(StreamMessage(type="change", clusters=clusters, revision=revision))
+                await send(RecordsMessage(type="change", clusters=clusters, revision=revision))
                 await asyncio.sleep(CLUSTER_UPDATES_EVERY)
         finally:
             for task in watches:

@@ -415,6 +415,33 @@ class TokenAnswer(WireModel):
     projects: list[str]
 
 
+# -- the web UI ------------------------------------------------------------------------------------------------
+
+
+class LoginRequest(WireModel):
+    """The UI's login: a bearer token, exchanged for an HttpOnly session cookie."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class LoginLink(WireModel):
+    """A one-time login link: open `url` (relative to the gateway) in a browser before `expires_at`."""
+
+    url: str
+    expires_at: float
+
+
+class RecordsMessage(WireModel):
+    """One message of the UI's runs or clusters stream: `snapshot`s, a `marker`, then `change`s (or `reset`)."""
+
+    type: Literal["snapshot", "marker", "change", "reset"]
+    runs: list[RunSummary] = Field(default_factory=list)
+    clusters: list[ClusterRecord] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    """Names of records deleted from the store."""
+    revision: int
+
+
 class ErrorBody(WireModel):
     """Every 4xx and 5xx answer of the API."""
 
