@@ -60,6 +60,9 @@ _GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMess
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
+SLOW_START = os.environ.get("FLYTE_FAILPOINT_SLOW_START", "")
+"""A failpoint for tests: `CLUSTER=SECONDS` holds every attempt on that cluster this long before it starts, as a slow
+code download would: the attempt stays placed, not running, and an abort meanwhile means it never starts."""
 
 
 @dataclass
@@ -212,6 +215,10 @@ class Agent:
         item.assignment = assignment = self.tracing.begin(item.assignment)
         failure: str | None = None
         try:
+            if SLOW_START.partition("=")[0] == self.cluster.name:
+                await asyncio.sleep(float(SLOW_START.partition("=")[2]))
+                if item.aborted:
+                    return
             bundle = await self._bundle(assignment.bundle_digest)
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment)

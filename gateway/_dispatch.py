@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -36,7 +37,6 @@ from flyte._wire import (
     ErrorInfo,
     GatewayReply,
     Phase,
-    PlacementRecord,
     PolicyDocument,
     TaskVersion,
 )
@@ -304,23 +304,28 @@ class Dispatcher:
                 (k, by_key[k]) for k in fair_share_order([(k, p.demand) for k, p in pending], usage, self.policy)
             ]
         snapshots = self._snapshots()
-        decided: list[tuple[Assignment, PlacementRecord]] = []
+        # Each decision records the snapshots it saw; only the chosen cluster's changes between decisions.
+        seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if len(snapshots) <= SNAPSHOTS_RECORDED else []
+        position = {c.name: i for i, c in enumerate(snapshots)}
+        decided: list[tuple[Assignment, Put]] = []
         notes: list[Awaitable[object]] = []
         for key, item in pending:
             decision = place(item.demand, snapshots, self.policy, usage=self._usage)
-            record = self._record(item, snapshots, decision, now)
+            record = _record_put(item, seen, decision, now)
             if decision.cluster is not None:
                 decided.append((await self._assign(item, decision.cluster), record))
                 self.runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
                 self._queue.pop(key, None)
+                if seen:
+                    i = position[decision.cluster]
+                    seen[i] = json.dumps(snapshot_to_dict(snapshots[i]))
             elif decision.never_fits:
                 notes.append(self._never_fits(item.action, decision, record))
             elif self._noted.get(key) != decision.reason:
                 self._noted[key] = decision.reason
+                action = item.action
                 notes.append(
-                    self.runs.note_waiting(
-                        item.action.run, item.action.name, item.action.attempts, decision.reason, [_record_put(record)]
-                    )
+                    self.runs.note_waiting(action.run, action.name, action.attempts, decision.reason, [record])
                 )
         placed = await asyncio.gather(*(self._commit(a, r) for a, r in decided), *notes)
         assigned: dict[str, list[Assignment]] = defaultdict(list)
@@ -389,25 +394,6 @@ class Dispatcher:
             )
         return out
 
-    def _record(
-        self, item: _Pending, snapshots: list[ClusterSnapshot], decision: Decision, now: float
-    ) -> PlacementRecord:
-        return PlacementRecord(
-            run=item.action.run,
-            action=item.action.name,
-            attempt=item.action.attempts + 1,
-            decided_at=now,
-            policy_version=decision.policy_version,
-            cluster=decision.cluster,
-            never_fits=decision.never_fits,
-            reason=decision.reason,
-            tier=decision.tier,
-            verdicts=dict(decision.verdicts),
-            scores=dict(decision.scores),
-            demand=demand_to_dict(item.demand),
-            snapshots=[snapshot_to_dict(c) for c in snapshots] if len(snapshots) <= SNAPSHOTS_RECORDED else [],
-        )
-
     async def _assign(self, item: _Pending, cluster: str) -> Assignment:
         """Reserve room on `cluster` for the action and make its assignment."""
         session = self.sessions[cluster]
@@ -448,14 +434,14 @@ class Dispatcher:
             if session.placed_counts[demand.spread_key] <= 0:
                 del session.placed_counts[demand.spread_key]
 
-    async def _commit(self, assignment: Assignment, record: PlacementRecord) -> Assignment | None:
+    async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
         """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
         the room back."""
         event = ActionEvent(
             phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
         )
         try:
-            await self.runs.report(assignment.run, assignment.action, event, [_record_put(record)])
+            await self.runs.report(assignment.run, assignment.action, event, [record])
         except ApiError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
             self._release(assignment.cluster, (assignment.run, assignment.action))
@@ -477,7 +463,7 @@ class Dispatcher:
         self._hold(session, demand, -1)
         self._rescan()
 
-    async def _never_fits(self, action: ActionSummary, decision: Decision, record: PlacementRecord) -> None:
+    async def _never_fits(self, action: ActionSummary, decision: Decision, record: Put) -> None:
         detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
         message = f"{decision.reason} ({detail})" if detail else decision.reason
         error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=message)
@@ -486,7 +472,7 @@ class Dispatcher:
                 action.run,
                 action.name,
                 ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error),
-                [_record_put(record)],
+                [record],
             )
 
     async def _run_token(self, run: str, project: str) -> str:
@@ -701,8 +687,27 @@ class _Pending:
     timeout: float | None
 
 
-def _record_put(record: PlacementRecord) -> Put:
-    return Put(f"{PLACEMENTS}{record.run}/{record.action}/{record.attempt:06d}", record.model_dump_json().encode())
+def _record_put(item: _Pending, snapshots: list[str], decision: Decision, now: float) -> Put:
+    """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON
+    (this runs once per decision, and most snapshots are the same from one decision to the next)."""
+    action = item.action
+    attempt = action.attempts + 1
+    record = {
+        "run": action.run,
+        "action": action.name,
+        "attempt": attempt,
+        "decided_at": now,
+        "policy_version": decision.policy_version,
+        "cluster": decision.cluster,
+        "never_fits": decision.never_fits,
+        "reason": decision.reason,
+        "tier": decision.tier,
+        "verdicts": decision.verdicts,
+        "scores": decision.scores,
+        "demand": demand_to_dict(item.demand),
+    }
+    text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
+    return Put(f"{PLACEMENTS}{action.run}/{action.name}/{attempt:06d}", text.encode())
 
 
 def _demand(

@@ -14,11 +14,47 @@ _SNAPSHOT_FIELDS = {f.name for f in dataclasses.fields(ClusterSnapshot)}
 
 
 def demand_to_dict(demand: Demand) -> dict[str, Any]:
-    return {f: _plain(getattr(demand, f)) for f in _DEMAND_FIELDS}
+    d = demand
+    return {
+        "cpu": d.cpu,
+        "memory": d.memory,
+        "gpu": d.gpu,
+        "gpu_type": d.gpu_type,
+        "warm_key": d.warm_key,
+        "clusters": list(d.clusters),
+        "regions": list(d.regions),
+        "clouds": list(d.clouds),
+        "avoid": list(d.avoid),
+        "project": d.project,
+        "priority": d.priority,
+        "labels": [list(kv) for kv in d.labels],
+        "avoid_labels": [list(kv) for kv in d.avoid_labels],
+        "queue": d.queue,
+        "parent_cluster": d.parent_cluster,
+        "waited_seconds": d.waited_seconds,
+        "spread_key": d.spread_key,
+    }
 
 
 def snapshot_to_dict(snapshot: ClusterSnapshot) -> dict[str, Any]:
-    return {f: _plain(getattr(snapshot, f)) for f in _SNAPSHOT_FIELDS}
+    # Written out rather than walked by `dataclasses.fields`: the dispatcher records one per decision.
+    c = snapshot
+    return {
+        "name": c.name,
+        "region": c.region,
+        "cloud": c.cloud,
+        "capacity": dict(c.capacity),
+        "free": dict(c.free),
+        "warm": dict(c.warm),
+        "healthy": c.healthy,
+        "cordoned": c.cordoned,
+        "labels": dict(c.labels),
+        "cost_per_cpu_hour": c.cost_per_cpu_hour,
+        "cost_per_gpu_hour": c.cost_per_gpu_hour,
+        "queue_depth": c.queue_depth,
+        "pools": list(c.pools),
+        "placed_counts": dict(c.placed_counts),
+    }
 
 
 def demand_from_dict(data: Mapping[str, Any]) -> Demand:
@@ -38,11 +74,3 @@ def snapshot_from_dict(data: Mapping[str, Any]) -> ClusterSnapshot:
     if "pools" in values:
         values["pools"] = tuple(values["pools"])
     return ClusterSnapshot(**values)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value

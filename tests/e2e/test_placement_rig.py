@@ -1,11 +1,14 @@
 """Placement through a rig of three agents in three regions: actions land where the policy says, a cordoned
 cluster takes no new work, a closed fallback tier makes work wait (with its reason visible) until it opens, a demand
-no cluster could ever hold fails at once, and a new policy applies without a restart."""
+no cluster could ever hold fails at once, a new policy applies without a restart, and a drain moves placed work
+that has not started."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_rig import Rig
@@ -60,8 +63,6 @@ async def huge() -> int:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    import os
-
     root = tmp_path_factory.mktemp("placement-rig")
     (root / "home").mkdir()
     (root / "policy.yaml").write_text(POLICY)
@@ -166,3 +167,46 @@ def test_a_new_policy_applies_without_a_restart_and_simulate_shows_the_change(ri
         assert rig.flyte("policy", "get").stdout.startswith("version: asia-first")
     finally:
         rig.flyte("policy", "apply", str(rig.cwd / "policy.yaml"))
+
+
+HOME_THEN_EUROPE = """\
+version: home-then-europe
+tiers:
+  - name: home
+    regions: [us-east]
+  - name: europe
+    regions: [eu-west]
+"""
+
+
+def test_a_drain_moves_placed_work_that_has_not_started(tmp_path: Path) -> None:
+    """us-east's agent is slow to start anything (a failpoint holds each attempt as a slow code download would):
+    draining it moves the placed action to eu-west as its next attempt, without spending a retry."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "policy.yaml").write_text(HOME_THEN_EUROPE)
+    env = {
+        **os.environ,
+        "FLYTE_HOME": str(tmp_path / "flyte-home"),
+        "HOME": str(tmp_path / "home"),
+        "FLYTE_FAILPOINT_SLOW_START": "us-east=120",
+    }
+    rig = Rig(tmp_path, env)
+    up = rig.flyte("rig", "up", "--clusters", "us-east,eu-west", "--policy", str(tmp_path / "policy.yaml"), timeout=90)
+    assert up.returncode == 0, up.stderr + up.stdout
+    try:
+        rig.connect()
+        module = rig.load("drain_program", PROGRAM)
+        run = flyte.run(module.hello, x=10)
+        assert_eventually(lambda: _root(run.name).phase == "placed", timeout=30)
+        assert _root(run.name).cluster == "us-east"
+        drained = rig.flyte("cluster", "drain", "us-east", "--reason", "decommission")
+        assert drained.returncode == 0, drained.stderr
+        assert run.outputs() == (11,)
+        root = _root(run.name)
+        assert root.cluster == "eu-west"
+        assert root.attempts == 2
+        assert (root.user_failures, root.system_failures) == (0, 0), "a drain spends no retry"
+        clusters = rig.flyte("get", "clusters").stdout
+        assert "draining: decommission" in clusters, clusters
+    finally:
+        rig.flyte("rig", "down")

@@ -3,6 +3,7 @@ nothing, and a new policy's moves, waits, cost and spread are counted as they wo
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -57,8 +58,10 @@ def test_demands_and_snapshots_round_trip_through_plain_mappings() -> None:
         waited_seconds=4.0,
     )
     assert demand_from_dict(demand_to_dict(demand)) == demand
+    assert set(demand_to_dict(demand)) == {f.name for f in dataclasses.fields(Demand)}, "a field is not recorded"
     snapshot = ClusterSnapshot("c", "r", "aws", {"cpu": 4.0}, {"cpu": 1.0}, warm={"e@v": 2}, pools=("batch",))
     assert snapshot_from_dict(snapshot_to_dict(snapshot)) == snapshot
+    assert set(snapshot_to_dict(snapshot)) == {f.name for f in dataclasses.fields(ClusterSnapshot)}
 
 
 def test_replaying_under_the_same_policy_changes_nothing() -> None:
