@@ -16,14 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
-import json
 import logging
 import os
 import sys
-import tarfile
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,7 @@ from agent._pools import Pools
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
+from flyte._runtime._bundle import extract_bundle
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
@@ -50,6 +47,8 @@ from flyte._wire import (
     ErrorInfo,
     Phase,
     StaleMessage,
+    TaskSpec,
+    TaskVersion,
 )
 
 log = logging.getLogger("flyte.agent")
@@ -60,9 +59,6 @@ _GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMess
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
-SLOW_START = os.environ.get("FLYTE_FAILPOINT_SLOW_START", "")
-"""A failpoint for tests: `CLUSTER=SECONDS` holds every attempt on that cluster this long before it starts, as a slow
-code download would: the attempt stays placed, not running, and an abort meanwhile means it never starts."""
 
 
 @dataclass
@@ -88,12 +84,14 @@ class Agent:
         sockets = _socket_dir(work_dir)
         self.pools = Pools(self, sockets)
         self.tracing = AgentTracing(gateway, token, cluster)
-        self.spares = Spares(self, sockets, spares)
+        # Spares wait on a local socket: only a backend that runs on this machine can have them.
+        self.spares = Spares(self, sockets, spares if backend.runs_on_this_host else 0)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
         self._events: list[AgentEvent] = []
         self._logs: dict[tuple[str, str, int, str], bytearray] = {}
         self._bundles: dict[str, asyncio.Future[Path]] = {}
+        self._task_specs: dict[tuple[str, str, str, str], TaskSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
 
@@ -155,9 +153,16 @@ class Agent:
                 await self._drop_everything(f"session ended by the gateway ({ws.close_code})")
 
     def _record(self) -> ClusterRecord:
+        measured = self.backend.capacity()
+        if measured is not None:
+            return self.cluster.model_copy(update={"capacity": measured.allocatable, "free": self._free()})
         return self.cluster.model_copy(update={"free": self._free()})
 
     def _free(self) -> dict[str, float]:
+        measured = self.backend.capacity()
+        if measured is not None:
+            # The backend counts what runs (its pods' requests) itself.
+            return dict(measured.free)
         free = dict(self.cluster.capacity)
         for item in self.running.values():
             for resource, amount in item.demand.items():
@@ -215,10 +220,12 @@ class Agent:
         item.assignment = assignment = self.tracing.begin(item.assignment)
         failure: str | None = None
         try:
-            if SLOW_START.partition("=")[0] == self.cluster.name:
-                await asyncio.sleep(float(SLOW_START.partition("=")[2]))
-                if item.aborted:
-                    return
+            if not self.backend.runs_on_this_host:
+                self._event(assignment, Phase.RUNNING)
+                exit = await self._run_elsewhere(key, item)
+                if not item.aborted:
+                    self._report_exit(assignment, exit, bytes(item.stderr_tail))
+                return
             bundle = await self._bundle(assignment.bundle_digest)
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment)
@@ -271,6 +278,55 @@ class Agent:
         finally:
             spec_path.unlink(missing_ok=True)
 
+    async def _run_elsewhere(self, key: str, item: Running) -> Exit:
+        """An attempt on a backend that does not share this machine (a pod): the assignment, token included, travels
+        as secret environment, and the worker fetches its bundle from the gateway. Reusable environments run one
+        pod per attempt here: pools on Kubernetes are their own slice."""
+        assignment = item.assignment
+        task = await self._task_spec(assignment)
+        env = {
+            **task.env_vars,
+            "FLYTE_ENDPOINT": self.gateway,
+            "FLYTE_CLUSTER": self.cluster.name,
+            "FLYTE_RUN": assignment.run,
+            "FLYTE_ACTION": assignment.action,
+            "FLYTE_ATTEMPT": str(assignment.attempt),
+            "PYTHONUNBUFFERED": "1",
+        }
+        spec = LaunchSpec(
+            key=key,
+            command=["python", "-m", "flyte._runtime"],
+            env=env,
+            cwd=Path("/"),
+            timeout_seconds=assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None,
+            labels={"flyte.org/run": assignment.run, "flyte.org/action": assignment.action},
+            secret_env={"FLYTE_ASSIGNMENT": assignment.model_dump_json()},
+            image=task.image,
+            resources=assignment.resources,
+            traceparent=getattr(assignment, "traceparent", None),
+        )
+
+        def on_output(stream: str, data: bytes) -> None:
+            self.ship_log(assignment, stream, data)
+            item.stderr_tail.extend(data)
+            del item.stderr_tail[:-4096]
+
+        with self.tracing.span("pod start", assignment):
+            item.handle = await self.backend.launch(spec, on_output)
+        return await item.handle.wait()
+
+    async def _task_spec(self, assignment: Assignment) -> TaskSpec:
+        """The deployed task's spec (image, env_vars), fetched once per task version: versions never change."""
+        cache_key = (assignment.project, assignment.domain, assignment.task, assignment.version)
+        spec = self._task_specs.get(cache_key)
+        if spec is None:
+            assert self._http is not None
+            query = {"project": assignment.project, "domain": assignment.domain, "version": assignment.version}
+            async with self._http.get(f"{self.gateway}/api/v1/tasks/{assignment.task}", params=query) as response:
+                response.raise_for_status()
+                spec = self._task_specs[cache_key] = TaskVersion.model_validate_json(await response.read()).spec
+        return spec
+
     def worker_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_API_KEY")}
         env.update({"FLYTE_ENDPOINT": self.gateway, "PYTHONUNBUFFERED": "1", "FLYTE_CLUSTER": self.cluster.name})
@@ -283,6 +339,9 @@ class Agent:
             return
         if exit.kind is ExitKind.OOM:
             self._fail(assignment, "OOMError", "OOMError", "user", exit.detail or "the task ran out of memory")
+        elif exit.kind is ExitKind.UNSTARTABLE:
+            # Its image or its configuration is wrong: every retry would fail the same way.
+            self._fail(assignment, "NonRecoverableError", "ContainerNotStarted", "user", exit.detail)
         elif exit.kind is ExitKind.TIMEOUT:
             self._fail(assignment, "TaskTimeoutError", "TaskTimeoutError", "user", "the task ran past its timeout")
         else:
@@ -352,7 +411,7 @@ class Agent:
         async with self._http.get(f"{self.gateway}/api/v1/blobs/{digest}") as response:
             response.raise_for_status()
             data = await response.read()
-        await asyncio.to_thread(_extract, data, target)
+        await asyncio.to_thread(extract_bundle, data, target)
         return target
 
     def ship_log(self, assignment: Assignment, stream: str, data: bytes) -> None:
@@ -388,14 +447,3 @@ def _socket_dir(work_dir: Path) -> Path:
     directory = Path(tempfile.gettempdir()) / f"flyte-agent-{digest}"
     directory.mkdir(mode=0o700, exist_ok=True)
     return directory
-
-
-def _extract(data: bytes, target: Path) -> None:
-    staging = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}")
-    staging.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(staging, filter="data")
-    (staging / ".complete").write_text(json.dumps({"extracted_at": time.time()}))
-    if target.exists():
-        return
-    staging.rename(target)

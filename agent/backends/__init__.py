@@ -1,6 +1,16 @@
 """Where an agent runs actions: local processes (default, and what tests use) or Kubernetes pods."""
 
 from ._process import ProcessBackend, ProcessHandle
-from ._protocol import Backend, Exit, ExitKind, Handle, LaunchSpec, OutputSink
+from ._protocol import Backend, Capacity, Exit, ExitKind, Handle, LaunchSpec, OutputSink
 
-__all__ = ["Backend", "Exit", "ExitKind", "Handle", "LaunchSpec", "OutputSink", "ProcessBackend", "ProcessHandle"]
+__all__ = [
+    "Backend",
+    "Capacity",
+    "Exit",
+    "ExitKind",
+    "Handle",
+    "LaunchSpec",
+    "OutputSink",
+    "ProcessBackend",
+    "ProcessHandle",
+]

@@ -37,7 +37,7 @@ import subprocess
 from collections.abc import Sequence
 
 from ._cgroups import Cgroup, Cgroups, OomReport, shared
-from ._protocol import Exit, ExitKind, LaunchSpec, OutputSink
+from ._protocol import Capacity, Exit, ExitKind, LaunchSpec, OutputSink
 
 log = logging.getLogger("flyte.agent.process")
 
@@ -157,7 +157,13 @@ class ProcessHandle:
                 # Die with the agent: a SIGKILLed agent must not leave attempts running that nobody watches.
                 argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
             self._proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=go_r, stdout=out_w, stderr=err_w, cwd=spec.cwd, env=spec.env, start_new_session=True
+                *argv,
+                stdin=go_r,
+                stdout=out_w,
+                stderr=err_w,
+                cwd=spec.cwd,
+                env={**spec.env, **spec.secret_env},
+                start_new_session=True,
             )
         except BaseException:
             for fd in unowned:
@@ -283,6 +289,7 @@ class ProcessBackend:
     """Runs attempts as local processes with cgroup v1 limits where the machine allows them."""
 
     name = "process"
+    runs_on_this_host = True
 
     def __init__(
         self,
@@ -305,6 +312,10 @@ class ProcessBackend:
 
     def running(self) -> list[str]:
         return list(self._handles)
+
+    def capacity(self) -> Capacity | None:
+        """None: what this machine offers is what the agent was told to offer."""
+        return None
 
     async def launch(self, spec: LaunchSpec, on_output: OutputSink) -> ProcessHandle:
         if self._closed:

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 OutputSink = Callable[[str, bytes], None]
 """Called with ("stdout" | "stderr", a chunk of bytes) as the attempt writes."""
@@ -32,6 +32,16 @@ class LaunchSpec:
     timeout_seconds: float | None = None
     """Wall-clock limit after which the backend kills the attempt and reports `Exit(TIMEOUT)`."""
     labels: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
+    """Environment whose values are secret (the run-scoped token): a pod reads them from a Secret, never from its
+    spec; a local process gets them with `env`."""
+    image: str | None = None
+    """The container image of a pod backend (the environment's `flyte.Image` URI); None: the backend's default."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """Requests and limits as `flyte.Resources.to_dict()` gives them (cpu, memory, gpu type and count, disk, shm),
+    for backends that hand them to a scheduler; the process backend uses the two limits above."""
+    traceparent: str | None = None
+    """The W3C traceparent of the attempt's span, passed to the worker as TRACEPARENT."""
 
 
 class ExitKind(enum.Enum):
@@ -44,6 +54,9 @@ class ExitKind(enum.Enum):
     """Killed on request (abort) or by a signal from outside."""
     LOST = "lost"
     """The backend lost track of it (node gone, pod evicted)."""
+    UNSTARTABLE = "unstartable"
+    """It could not start for a reason only its owner can fix (its image cannot be pulled, its container refers to
+    a missing Secret); retrying would fail the same way."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,15 @@ class Exit:
     kind: ExitKind
     code: int | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Amounts by resource name as the agent registers them: cpu (cores), memory (bytes), pods, gpu and
+    `gpu:<type>`."""
+
+    allocatable: dict[str, float]
+    free: dict[str, float]
 
 
 class Handle(Protocol):
@@ -65,8 +87,16 @@ class Handle(Protocol):
 
 class Backend(Protocol):
     name: str
+    runs_on_this_host: bool
+    """True when attempts run on the agent's machine and can use its files: the bundles the agent extracts and
+    the Unix sockets of spares and pools. A pod backend's workers fetch their bundle from the gateway instead."""
 
     async def launch(self, spec: LaunchSpec, on_output: OutputSink) -> Handle: ...
+
+    def capacity(self) -> Capacity | None:
+        """What the backend measures (a cluster's nodes, less its pods' requests), or None when the agent's own
+        accounting holds: what it was told to offer, less what it runs."""
+        ...
 
     async def close(self) -> None:
         """Kill everything still running and release what the backend holds (cgroups, watches)."""

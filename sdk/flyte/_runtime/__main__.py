@@ -10,13 +10,16 @@ import sys
 from pathlib import Path
 
 from .._wire import Assignment
+from ._bundle import fetch_bundle
 from ._worker import configure, run_assignment
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m flyte._runtime")
-    parser.add_argument("--assignment", type=Path, help="A JSON Assignment to run once.")
-    parser.add_argument("--bundle", type=Path, help="The extracted code bundle.")
+    parser.add_argument(
+        "--assignment", type=Path, help="A JSON Assignment to run once (default: $FLYTE_ASSIGNMENT, as in a pod)."
+    )
+    parser.add_argument("--bundle", type=Path, help="The extracted code bundle (default: fetched from the gateway).")
     parser.add_argument("--spare", type=Path, help="Wait at this socket for one assignment (a pre-started worker).")
     parser.add_argument("--pool", type=Path, help="Serve assignments from the agent's socket at this path.")
     parser.add_argument("--concurrency", type=int, default=1)
@@ -28,16 +31,20 @@ def main() -> int:
 
         asyncio.run(serve_once(args.spare, endpoint))
         return 0
-    if args.bundle is None:
-        parser.error("--bundle is required with --assignment or --pool")
     if args.pool is not None:
+        if args.bundle is None:
+            parser.error("--bundle is required with --pool")
         from ._pool import serve_pool
 
         asyncio.run(serve_pool(args.pool, args.bundle, endpoint, args.concurrency))
         return 0
-    assignment = Assignment.model_validate_json(args.assignment.read_text())
+    # A pod cannot read the agent's files: its agent passes the assignment (which holds the run token) through a
+    # Secret into the environment, and the worker fetches the bundle from the gateway with that token.
+    text = args.assignment.read_text() if args.assignment is not None else os.environ["FLYTE_ASSIGNMENT"]
+    assignment = Assignment.model_validate_json(text)
+    bundle = args.bundle or fetch_bundle(endpoint, assignment.token, assignment.bundle_digest)
     configure(assignment, endpoint)
-    asyncio.run(run_assignment(assignment, args.bundle, endpoint))
+    asyncio.run(run_assignment(assignment, bundle, endpoint))
     return 0
 
 

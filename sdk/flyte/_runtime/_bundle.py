@@ -1,10 +1,20 @@
 """Loading a code bundle: its Python files are imported by their file names (never as `__main__`), which defines
-their environments and tasks, so a task is found by its name `<env>.<function>`."""
+their environments and tasks, so a task is found by its name `<env>.<function>`.
+
+A bundle is a gzipped tar in the gateway's blob store, named by its digest. An agent extracts it once for the local
+processes it starts; a worker in a pod, which cannot see the agent's files, fetches it with its run token.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
+import os
 import sys
+import tarfile
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +51,25 @@ def find_task(name: str) -> TaskTemplate[..., Any]:
     if task is None:
         raise RemoteTaskNotFoundError(f"the code bundle defines no task {name}")
     return task
+
+
+def extract_bundle(data: bytes, target: Path) -> None:
+    """Extract a bundle into `target` atomically: a reader sees all of it (with `.complete`) or nothing."""
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(staging, filter="data")
+    (staging / ".complete").write_text(json.dumps({"extracted_at": time.time()}))
+    if target.exists():
+        return
+    staging.rename(target)
+
+
+def fetch_bundle(endpoint: str, token: str, digest: str) -> Path:
+    """The bundle `digest` from the gateway's blob store, extracted under the temporary directory (a pod's)."""
+    from .._client import GatewayBlobs
+
+    target = Path(tempfile.gettempdir()) / "flyte-bundles" / digest
+    if not (target / ".complete").exists():
+        extract_bundle(GatewayBlobs(endpoint, token).get(f"blob:{digest}"), target)
+    return target

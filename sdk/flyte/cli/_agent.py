@@ -35,6 +35,14 @@ def agent() -> None:
 @click.option("--cost-cpu-hour", default=0.0, show_default=True, type=click.FloatRange(0), help="For the cost scorer.")
 @click.option("--cost-gpu-hour", default=0.0, show_default=True, type=click.FloatRange(0), help="For the cost scorer.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--namespace", default=None, help="kubernetes: where pods go [the service account's, else flyte].")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="kubernetes: the cluster's kubeconfig; without it, the pod's service account (in-cluster).",
+)
+@click.option("--default-image", default=None, help="kubernetes: the image of environments without an image URI.")
 @click.option(
     "--spares",
     default=2,
@@ -56,15 +64,15 @@ def serve(
     cost_cpu_hour: float,
     cost_gpu_hour: float,
     work_dir: Path | None,
+    namespace: str | None,
+    kubeconfig: Path | None,
+    default_image: str | None,
     spares: int,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent
+    from agent.backends import Backend, ProcessBackend
     from flyte._wire import ClusterRecord
-
-    if backend != "process":
-        raise CliError("the kubernetes backend arrives with its own issue; use --backend process", USAGE)
-    from agent.backends._process import ProcessBackend
 
     try:
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
@@ -91,11 +99,23 @@ def serve(
     directory = work_dir or flyte_home() / "agents" / cluster
 
     async def main() -> None:
-        instance = Agent(gateway_url, token, record, ProcessBackend(), directory, spares)
+        instance = Agent(gateway_url, token, record, await _backend(), directory, spares)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, instance.stop)
         print(f"flyte agent {cluster} serving {gateway_url}", flush=True)
         await instance.run()
+
+    async def _backend() -> Backend:
+        if backend == "process":
+            return ProcessBackend()
+        # Capacity is the cluster's (nodes less pods), measured by the backend; --cpu/--memory are not used.
+        from agent.backends._kubernetes import DEFAULT_IMAGE, KubernetesBackend
+
+        pods = KubernetesBackend(
+            owner=cluster, namespace=namespace, kubeconfig=kubeconfig, default_image=default_image or DEFAULT_IMAGE
+        )
+        await pods.start()
+        return pods
 
     asyncio.run(main())

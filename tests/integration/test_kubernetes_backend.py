@@ -1,0 +1,332 @@
+"""The Kubernetes backend against kmock (a Kubernetes API stand-in on 127.0.0.1): the pods it creates, how pod
+states end attempts, a dropped watch, an abort, capacity; then an agent with this backend, connected to a real
+gateway, runs an action whose pod a kubelet stand-in runs as a local process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from gateway_process import GatewayProcess
+from kube_cluster import PODS, FakeCluster, Kubelet, fake_cluster, running, terminated, waiting
+from waiting import async_assert_eventually
+
+from agent.backends import Capacity, Exit, ExitKind, LaunchSpec
+from agent.backends._kubernetes import DEFAULT_IMAGE, KubernetesBackend
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[FakeCluster]:
+    async with fake_cluster(tmp_path) as started:
+        started.add_node("node-a", {"cpu": "4", "memory": "16Gi", "pods": "110"})
+        started.add_node(
+            "node-gpu",
+            {"cpu": "8", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": "2"},
+            labels={"nvidia.com/gpu.product": "A100"},
+        )
+        yield started
+
+
+@pytest.fixture
+async def backend(cluster: FakeCluster) -> AsyncIterator[KubernetesBackend]:
+    pods = KubernetesBackend(owner="k1", namespace="flyte", kubeconfig=cluster.kubeconfig, gc_after_seconds=0.0)
+    await pods.start()
+    try:
+        yield pods
+    finally:
+        await pods.close()
+
+
+class Output:
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, bytes]] = []
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        self.chunks.append((stream, data))
+
+    def text(self) -> str:
+        return b"".join(data for _, data in self.chunks).decode()
+
+
+def spec(key: str, **fields: object) -> LaunchSpec:
+    base: dict[str, object] = {
+        "command": ["python", "-m", "flyte._runtime"],
+        "env": {"FLYTE_ENDPOINT": "http://gateway:8080", "FLYTE_RUN": "r1", "FLYTE_ACTION": "a0"},
+        "cwd": Path("/"),
+        "secret_env": {"FLYTE_ASSIGNMENT": '{"token": "secret-token"}'},
+    }
+    return LaunchSpec(key=key, **{**base, **fields})  # type: ignore[arg-type]
+
+
+async def test_pods_follow_each_environment(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    cpu_env = {"cpu": {"request": 0.5, "limit": 1.0}, "memory": {"request": 2**30, "limit": 2**31}}
+    gpu_env = {"cpu": {"request": 4.0, "limit": 4.0}, "gpu": {"type": "A100", "count": 2}, "shm": 2**30, "disk": 10**10}
+    await backend.launch(
+        spec("r1/a0/1", image="repo/train:v3", resources=cpu_env, timeout_seconds=65.5, traceparent=TRACEPARENT),
+        Output(),
+    )
+    await backend.launch(spec("r1/a1/1", resources=gpu_env, labels={"flyte.org/run": "r1"}), Output())
+    await backend.launch(spec("r1/a2/1"), Output())
+    pods = {p["metadata"]["annotations"]["flyte.org/key"]: p for p in cluster.pods().values()}
+    assert set(pods) == {"r1/a0/1", "r1/a1/1", "r1/a2/1"}
+
+    cpu_pod, gpu_pod, plain_pod = pods["r1/a0/1"], pods["r1/a1/1"], pods["r1/a2/1"]
+    container = cpu_pod["spec"]["containers"][0]
+    assert container["image"] == "repo/train:v3"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": str(2**30)},
+        "limits": {"cpu": "1000m", "memory": str(2**31)},
+    }
+    assert cpu_pod["spec"]["activeDeadlineSeconds"] == 66
+    assert cpu_pod["spec"]["restartPolicy"] == "Never"
+    assert cpu_pod["spec"]["automountServiceAccountToken"] is False
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FLYTE_ENDPOINT"]["value"] == "http://gateway:8080"
+    assert env["FLYTE_ACTION"]["value"] == "a0"
+    assert env["TRACEPARENT"]["value"] == TRACEPARENT
+    # The token travels in a Secret named like the pod; the pod spec holds only a reference to it.
+    name = cpu_pod["metadata"]["name"]
+    assert env["FLYTE_ASSIGNMENT"]["valueFrom"] == {"secretKeyRef": {"name": name, "key": "FLYTE_ASSIGNMENT"}}
+    assert "secret-token" not in json.dumps(cpu_pod)
+    secret = cluster.secret(name)
+    assert secret is not None
+    assert secret["stringData"] == {"FLYTE_ASSIGNMENT": '{"token": "secret-token"}'}
+
+    gpu_container = gpu_pod["spec"]["containers"][0]
+    assert gpu_container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert gpu_container["resources"]["requests"]["ephemeral-storage"] == str(10**10)
+    assert gpu_pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "A100"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu_pod["spec"]["tolerations"]
+    assert gpu_pod["spec"]["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(2**30)}}]
+    assert gpu_pod["metadata"]["labels"]["flyte.org/run"] == "r1"
+    assert gpu_pod["metadata"]["labels"]["flyte.org/owner"] == "k1"
+
+    plain = plain_pod["spec"]["containers"][0]
+    assert plain["image"] == DEFAULT_IMAGE
+    assert plain["resources"] == {}
+    assert "activeDeadlineSeconds" not in plain_pod["spec"]
+    assert "nodeSelector" not in plain_pod["spec"]
+
+
+async def test_a_key_runs_once_and_a_restarted_agent_adopts_its_pod(
+    backend: KubernetesBackend, cluster: FakeCluster
+) -> None:
+    first = await backend.launch(spec("r1/a0/1"), Output())
+    with pytest.raises(ValueError, match="already running"):
+        await backend.launch(spec("r1/a0/1"), Output())
+    # Another backend (the agent restarted) launches the same attempt: the create answers 409, which is success.
+    restarted = KubernetesBackend(owner="k1", namespace="flyte", kubeconfig=cluster.kubeconfig, gc_after_seconds=0.0)
+    await restarted.start()
+    try:
+        adopted = await restarted.launch(spec("r1/a0/1"), Output())
+        assert adopted.name == first.name
+        assert len(cluster.pods()) == 1
+        cluster.write_log(first.name, b"")
+        await cluster.set_status(first.name, terminated(0))
+        assert await asyncio.wait_for(adopted.wait(), 10) == Exit(ExitKind.EXITED, 0)
+        assert await asyncio.wait_for(first.wait(), 10) == Exit(ExitKind.EXITED, 0)
+    finally:
+        await restarted.close()
+
+
+async def test_a_pod_runs_ships_its_log_and_is_collected(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    output = Output()
+    handle = await backend.launch(spec("r1/a0/1"), output)
+    await cluster.set_status(handle.name, waiting("ContainerCreating"))
+    await cluster.set_status(handle.name, running())
+    cluster.write_log(handle.name, b"hello from the pod\nsecond line\n")
+    await async_assert_eventually(lambda: "second line" in output.text())
+    await cluster.set_status(handle.name, terminated(0))
+    assert await asyncio.wait_for(handle.wait(), 10) == Exit(ExitKind.EXITED, 0)
+    assert output.text() == "hello from the pod\nsecond line\n"
+    assert {stream for stream, _ in output.chunks} == {"stdout"}
+    # Finished pods are deleted after gc_after_seconds (0 here), their Secret with them.
+    await async_assert_eventually(lambda: handle.name not in cluster.pods() and cluster.secret(handle.name) is None)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (terminated(3, message="Traceback: boom"), Exit(ExitKind.EXITED, 3, "Traceback: boom")),
+        (terminated(137, reason="OOMKilled"), Exit(ExitKind.OOM, 137, "the container was OOMKilled")),
+        (
+            {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."},
+            Exit(ExitKind.LOST, None, "the pod was Evicted: The node was low on resource: memory."),
+        ),
+        (
+            {
+                "phase": "Failed",
+                "conditions": [
+                    {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager", "message": "x"}
+                ],
+            },
+            Exit(ExitKind.LOST, None, "the pod was DeletionByTaintManager: x"),
+        ),
+        ({"phase": "Failed", "reason": "DeadlineExceeded", "message": "late"}, Exit(ExitKind.TIMEOUT, None, "late")),
+        ({"phase": "Unknown"}, Exit(ExitKind.LOST, None, "its node stopped answering")),
+    ],
+    ids=["exit-code", "oom-killed", "evicted", "node-lost", "deadline", "unknown"],
+)
+async def test_how_a_pod_ends_its_attempt(
+    backend: KubernetesBackend, cluster: FakeCluster, status: dict[str, object], expected: Exit
+) -> None:
+    handle = await backend.launch(spec("r1/a0/1"), Output())
+    await cluster.set_status(handle.name, running())
+    cluster.write_log(handle.name, b"")
+    await cluster.set_status(handle.name, status)
+    assert await asyncio.wait_for(handle.wait(), 10) == expected
+
+
+async def test_an_oom_names_the_limit(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    handle = await backend.launch(spec("r1/a0/1", resources={"memory": {"request": 64, "limit": 128}}), Output())
+    cluster.write_log(handle.name, b"")
+    await cluster.set_status(handle.name, terminated(137, reason="OOMKilled"))
+    ended = await asyncio.wait_for(handle.wait(), 10)
+    assert ended.kind is ExitKind.OOM
+    assert "memory limit of 128 bytes" in ended.detail
+
+
+async def test_an_image_that_cannot_be_pulled_fails_at_once(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    handle = await backend.launch(spec("r1/a0/1", image="nowhere/none:1"), Output())
+    await cluster.set_status(handle.name, waiting("ErrImagePull", "not found"))  # the kubelet retries once
+    await cluster.set_status(handle.name, waiting("ImagePullBackOff", "Back-off pulling image"))
+    ended = await asyncio.wait_for(handle.wait(), 10)
+    assert ended.kind is ExitKind.UNSTARTABLE
+    assert "'nowhere/none:1' cannot be pulled (ImagePullBackOff)" in ended.detail
+    assert handle.name not in cluster.pods(), "a pod stuck in back-off is deleted"
+
+
+async def test_a_dropped_watch_resumes_and_sees_what_changed(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    done = await backend.launch(spec("r1/a0/1"), Output())
+    vanished = await backend.launch(spec("r1/a1/1"), Output())
+    await cluster.set_status(done.name, running())
+    cluster.write_log(done.name, b"")
+    await cluster.stop()
+    # While the API server is down: one pod finishes, another disappears. No watch event reaches the backend.
+    cluster.emulator.objects[PODS, "flyte", done.name].patch({"status": terminated(0)})
+    cluster.emulator.objects[PODS, "flyte", vanished.name].delete()
+    assert not done._exit.done()
+    await cluster.start()
+    assert await asyncio.wait_for(done.wait(), 20) == Exit(ExitKind.EXITED, 0)
+    lost = await asyncio.wait_for(vanished.wait(), 20)
+    assert lost.kind is ExitKind.LOST
+
+
+async def test_a_pod_deleted_by_someone_else_is_lost(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    handle = await backend.launch(spec("r1/a0/1"), Output())
+    await cluster.delete_pod(handle.name)
+    assert await asyncio.wait_for(handle.wait(), 10) == Exit(ExitKind.LOST, None, "the pod was deleted by someone else")
+
+
+async def test_abort_deletes_the_pod(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    handle = await backend.launch(spec("r1/a0/1"), Output())
+    await cluster.set_status(handle.name, running())
+    await asyncio.wait_for(handle.kill("aborted by the user"), 10)
+    assert await handle.wait() == Exit(ExitKind.KILLED, None, "aborted by the user")
+    assert handle.name not in cluster.pods()
+    assert cluster.secret(handle.name) is None
+
+
+async def test_capacity_is_allocatable_less_running_requests(backend: KubernetesBackend, cluster: FakeCluster) -> None:
+    measured = backend.capacity()
+    assert measured is not None
+    assert measured.allocatable == {
+        "cpu": 12.0,
+        "memory": float(80 * 2**30),
+        "pods": 220.0,
+        "gpu": 2.0,
+        "gpu:A100": 2.0,
+    }
+    handle = await backend.launch(
+        spec(
+            "r1/a0/1", resources={"cpu": {"request": 1.5, "limit": 2.0}, "memory": {"request": 2**30, "limit": 2**30}}
+        ),
+        Output(),
+    )
+    await cluster.set_status(handle.name, running())
+    await backend._refresh_capacity()
+    assert backend.capacity() == Capacity(
+        allocatable=measured.allocatable,
+        free={"cpu": 10.5, "memory": float(79 * 2**30), "pods": 219.0, "gpu": 2.0, "gpu:A100": 2.0},
+    )
+
+
+# -- an agent with the kubernetes backend, connected to a real gateway -------------------------------------------
+
+PROGRAM = """
+import flyte
+
+env = flyte.TaskEnvironment("kube_env", resources=flyte.Resources(cpu=1, memory="512Mi"))
+
+
+@env.task
+async def double(x: int) -> int:
+    print("doubling", x, flush=True)
+    return x * 2
+"""
+
+
+async def _token(gateway: GatewayProcess, scope: str) -> str:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.token}"}) as http,
+        http.post(f"{gateway.endpoint}/api/v1/tokens", json={"scopes": [scope]}) as response,
+    ):
+        assert response.status in (200, 201), await response.text()
+        token: str = (await response.json())["token"]
+        return token
+
+
+async def test_an_agent_runs_an_action_in_a_pod(cluster: FakeCluster, tmp_path: Path) -> None:
+    gateway = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "gateway").start()
+    agent_log = tmp_path / "agent.log"
+    agent = None
+    try:
+        token = await _token(gateway, "agent:k1")
+        command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", gateway.endpoint]
+        command += ["--cluster", "k1", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
+        command += ["--namespace", "flyte"]
+        with agent_log.open("w") as out:
+            agent = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block; the test stops it)
+                command, env={**os.environ, "FLYTE_AGENT_TOKEN": token}, stdout=out, stderr=subprocess.STDOUT
+            )
+        await async_assert_eventually(lambda: "connected to" in agent_log.read_text(), within=30)
+
+        program = tmp_path / "kube_program.py"
+        program.write_text(PROGRAM)
+        async with Kubelet(cluster, tmp_path / "pod-home") as kubelet:
+            result = await asyncio.to_thread(_run_remote, gateway, program)
+            assert not kubelet.errors
+            assert result.returncode == 0, result.stderr + agent_log.read_text()
+            assert "output: 42" in result.stdout
+            assert len(kubelet.started) == 1
+        pod = next(iter(cluster.emulator.objects[PODS, "flyte", kubelet.started[0]].history)).raw
+        assert pod["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1000m", "memory": str(512 * 2**20)}
+    finally:
+        if agent is not None:
+            agent.terminate()
+            # Waited for off the event loop: the agent's last calls go to the API server this loop serves.
+            await asyncio.to_thread(agent.wait, 30)
+        gateway.stop()
+
+
+def _run_remote(gateway: GatewayProcess, program: Path) -> subprocess.CompletedProcess[str]:
+    """`flyte run` in its own process, as a user would: deploy, run, print the output."""
+    env = {**os.environ, "FLYTE_ENDPOINT": gateway.endpoint, "FLYTE_API_KEY": gateway.token}
+    return subprocess.run(
+        [sys.executable, "-m", "flyte.cli", "run", str(program), "double", "--x", "21"],
+        cwd=program.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )

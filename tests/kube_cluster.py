@@ -1,0 +1,223 @@
+"""A Kubernetes API for tests: kmock's emulator on 127.0.0.1, a kubeconfig that points at it, and a kubelet
+stand-in (kmock fills in no pod status, so tests drive phases themselves, through the API as a kubelet would).
+
+`FakeCluster` stores objects and serves list, watch, create, patch and delete; pod logs are served from what the
+test (or `Kubelet`) wrote for a pod. `Kubelet` watches the namespace's pods and runs each pod's container as a
+local process with the pod's environment (its `secretKeyRef`s resolved from the stored Secrets), reporting
+Running and then how it exited, so an agent's pods really run their workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kmock import KubernetesEmulator, Request, Server, resource
+
+PODS = resource("", "v1", "pods")
+SECRETS = resource("", "v1", "secrets")
+NODES = resource("", "v1", "nodes")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+
+
+def _container(state: dict[str, Any], ready: bool = False) -> list[dict[str, Any]]:
+    # The fields a kubelet always fills in (the API's models require them).
+    return [{"name": "task", "image": "", "imageID": "", "ready": ready, "restartCount": 0, "state": state}]
+
+
+def running() -> dict[str, Any]:
+    return {"phase": "Running", "containerStatuses": _container({"running": {"startedAt": _stamp()}}, ready=True)}
+
+
+def terminated(code: int, reason: str = "", message: str = "") -> dict[str, Any]:
+    ended: dict[str, Any] = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error")}
+    if message:
+        ended["message"] = message
+    return {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": _container({"terminated": ended})}
+
+
+def waiting(reason: str, message: str = "") -> dict[str, Any]:
+    return {"phase": "Pending", "containerStatuses": _container({"waiting": {"reason": reason, "message": message}})}
+
+
+class FakeCluster:
+    def __init__(self, directory: Path) -> None:
+        self.emulator = KubernetesEmulator()
+        self.directory = directory
+        self.kubeconfig = directory / "kubeconfig"
+        self.port = 0
+        self._server: Server | None = None
+        self._logs: dict[str, asyncio.Future[bytes]] = {}
+
+    @property
+    def server(self) -> Server:
+        assert self._server is not None, "the API server is stopped"
+        return self._server
+
+    async def start(self) -> None:
+        """Start serving (again, on the same port after `stop`: clients see a restarted API server)."""
+        self._server = Server(self.emulator, port=self.port or None)
+        await self._server.__aenter__()
+        self.port = self._server.port
+        self.kubeconfig.write_text(yaml.safe_dump(_kubeconfig(f"http://127.0.0.1:{self.port}")))
+
+    async def stop(self) -> None:
+        """Stop serving: open watches and log streams break off, as when an API server restarts."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            runner = server.server.runner
+            assert runner is not None
+            assert runner.server is not None
+            # Cut open streams now: a graceful shutdown would wait a minute for watches that never end by themselves.
+            for connection in runner.server.connections:
+                connection.force_close()
+            await server.__aexit__(None, None, None)
+
+    def add_node(self, name: str, allocatable: dict[str, str], labels: dict[str, str] | None = None) -> None:
+        self.emulator.objects[NODES, None, name] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels or {}},
+            "status": {"allocatable": allocatable, "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+
+    def pods(self, namespace: str = "flyte") -> dict[str, dict[str, Any]]:
+        """The namespace's pods that exist (not deleted), by name."""
+        found = {}
+        for (res, ns, name), obj in list(self.emulator.objects.items()):
+            if res == PODS and ns == namespace and not obj.deleted:
+                found[name] = dict(obj.raw)
+        return found
+
+    def secret(self, name: str, namespace: str = "flyte") -> dict[str, Any] | None:
+        key = (SECRETS, namespace, name)
+        if key not in self.emulator.objects or self.emulator.objects[key].deleted:
+            return None
+        return dict(self.emulator.objects[key].raw)
+
+    async def set_status(self, name: str, status: dict[str, Any], namespace: str = "flyte") -> None:
+        """Patch a pod's status through the API (so watchers see it), as the kubelet does."""
+        url = f"/api/v1/namespaces/{namespace}/pods/{name}/status"
+        async with self.server.client.patch(url, json={"status": status}) as response:
+            assert response.status == 200, await response.text()
+
+    async def delete_pod(self, name: str, namespace: str = "flyte") -> None:
+        async with self.server.client.delete(f"/api/v1/namespaces/{namespace}/pods/{name}") as response:
+            assert response.status == 200, await response.text()
+
+    def write_log(self, name: str, output: bytes) -> None:
+        """What the pod's container printed; a log request waits for it, as `follow` waits for the container."""
+        future = self._log(name)
+        if not future.done():
+            # Stamped once, as the kubelet stamps each line when it is written.
+            stamp = _stamp().encode()
+            future.set_result(b"".join(stamp + b" " + line for line in output.splitlines(keepends=True)))
+
+    def _log(self, name: str) -> asyncio.Future[bytes]:
+        return self._logs.setdefault(name, asyncio.get_running_loop().create_future())
+
+    async def _serve_log(self, request: Request) -> bytes:
+        assert request.name is not None
+        return await asyncio.wait_for(asyncio.shield(self._log(request.name)), 60)
+
+
+@contextlib.asynccontextmanager
+async def fake_cluster(directory: Path) -> AsyncIterator[FakeCluster]:
+    cluster = FakeCluster(directory)
+    async with cluster.emulator:
+        cluster.emulator.resources[PODS] = {}
+        cluster.emulator.resources[SECRETS] = {}
+        cluster.emulator[cluster.emulator.subresource("log")] << cluster._serve_log
+        await cluster.start()
+        try:
+            yield cluster
+        finally:
+            await cluster.stop()
+
+
+class Kubelet:
+    """Runs the pods of a namespace as local processes, reporting their phases through the API."""
+
+    def __init__(self, cluster: FakeCluster, home: Path, namespace: str = "flyte") -> None:
+        self.cluster = cluster
+        self.home = home
+        self.namespace = namespace
+        self.started: list[str] = []
+        self.errors: list[BaseException | None] = []
+        """What went wrong running a pod: a test asserts there is nothing."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watch: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Kubelet:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._watch = asyncio.create_task(self._watch_pods())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tasks = [t for t in [self._watch, *self._tasks] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch_pods(self) -> None:
+        url = f"/api/v1/namespaces/{self.namespace}/pods"
+        async with self.cluster.server.client.get(url, params={"watch": "true"}) as response:
+            async for line in response.content:
+                event = json.loads(line)
+                name = event["object"]["metadata"]["name"]
+                if event["type"] == "ADDED" and name not in self.started:
+                    self.started.append(name)
+                    task = asyncio.create_task(self._run(event["object"]))
+                    task.add_done_callback(self._check)
+                    self._tasks.add(task)
+
+    def _check(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.errors.append(task.exception())
+
+    async def _run(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "FLYTE_HOME": str(self.home / "flyte")}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            else:
+                ref = item["valueFrom"]["secretKeyRef"]
+                secret = self.cluster.secret(ref["name"], self.namespace)
+                assert secret is not None, f"pod {name} refers to a missing Secret {ref['name']}"
+                env[item["name"]] = secret["stringData"][ref["key"]]
+        command = list(container["command"])
+        if command[0] == "python":  # the image's interpreter is this one
+            command[0] = sys.executable
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, cwd=self.home, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        await self.cluster.set_status(name, running(), self.namespace)
+        assert process.stdout is not None
+        output = await process.stdout.read()
+        code = await process.wait()
+        self.cluster.write_log(name, output)
+        await self.cluster.set_status(name, terminated(code), self.namespace)
+
+
+def _kubeconfig(server: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "test", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+        "current-context": "kmock",
+    }
