@@ -140,11 +140,16 @@ async def _logout(request: web.Request) -> web.StreamResponse:
 
 async def create_login_code(store: Store, principal: Principal, ttl: float = LOGIN_TTL) -> tuple[str, float]:
     """A one-time code for a browser session with `principal`'s scopes; only its sha256 is stored."""
+    now = time.time()
+    # Links nobody opened would pile up: minting a new one clears the expired ones.
+    unused, _ = await store.range(LOGINS)
+    for kv in unused:
+        if _LoginCode.model_validate_json(kv.value).expires_at < now:
+            await store.delete(kv.key)
     code = secrets.token_urlsafe(24)
-    expires_at = time.time() + ttl
-    record = _LoginCode(scopes=sorted(principal.scopes), projects=sorted(principal.projects), expires_at=expires_at)
+    record = _LoginCode(scopes=sorted(principal.scopes), projects=sorted(principal.projects), expires_at=now + ttl)
     await store.put(LOGINS + hashlib.sha256(code.encode()).hexdigest(), record.model_dump_json().encode())
-    return code, expires_at
+    return code, record.expires_at
 
 
 async def _make_login_link(request: web.Request) -> web.Response:

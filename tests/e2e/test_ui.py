@@ -322,6 +322,12 @@ def test_a_one_time_login_link_logs_in_once(rig: Rig, endpoint: str, browser: Br
         expect(page.locator("#session")).to_contain_text("admin")
         session = json.loads(page.evaluate("fetch('/ui/session').then((r) => r.text())"))
         assert session["scopes"] == ["admin"]
+        cookie = {"Cookie": f"flyte_session={page.context.cookies()[0]['value']}"}
+        assert _status(endpoint, "/api/v1/clusters", cookie) == 200
+        # Logging out revokes the session the link made (after the gateway's few seconds of token caching).
+        page.click("#session button")
+        page.wait_for_url(f"{endpoint}/login")
+        assert_eventually(lambda: _status(endpoint, "/api/v1/clusters", cookie) == 401, timeout=15, interval=0.5)
     with _fresh_page(browser) as page:
         page.goto(link)
         page.wait_for_url(f"{endpoint}/login?error=used")
