@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from flyte._local_cache import cache_key
 from flyte._naming import ROOT_ACTION, new_run_name
@@ -350,37 +350,46 @@ class Runs:
 
     async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
         """Record why a queued action is not placed yet; False when it is no longer queued at that attempt."""
-        key = action_key(run, action)
-        for _ in range(_CAS_ATTEMPTS):
-            kv = await self._store.get(key)
-            if kv is None:
-                return False
-            current = decode_action(kv)
+
+        def noted(current: ActionSummary) -> ActionSummary | None:
             if current.phase is not Phase.QUEUED or current.attempts != attempts:
-                return False
-            if current.waiting == reason:
-                return True
-            noted = current.model_copy(update={"waiting": reason})
-            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(noted)), *also])
-            if result.succeeded:
-                return True
-        return False
+                return None
+            return current if current.waiting == reason else current.model_copy(update={"waiting": reason})
+
+        return await self._amend(run, action, noted, also)
 
     async def requeue_placed(self, run: str, action: str, cluster: str, why: str) -> bool:
         """Give back an action placed on `cluster` that has not started (a drain): it queues for its next attempt
         without spending a retry, and a late event from `cluster` for the old attempt is refused as stale."""
+
+        def requeued(current: ActionSummary) -> ActionSummary | None:
+            if current.phase is not Phase.PLACED or current.cluster != cluster:
+                return None
+            update = {"phase": Phase.QUEUED, "cluster": None, "waiting": why, "updated_at": time.time()}
+            return current.model_copy(update=update)
+
+        return await self._amend(run, action, requeued)
+
+    async def _amend(
+        self,
+        run: str,
+        action: str,
+        change: Callable[[ActionSummary], ActionSummary | None],
+        also: Sequence[Op] = (),
+    ) -> bool:
+        """Compare-and-swap `change(current)` into the action; False when it answers None (no longer applies)."""
         key = action_key(run, action)
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(key)
             if kv is None:
                 return False
             current = decode_action(kv)
-            if current.phase is not Phase.PLACED or current.cluster != cluster:
+            changed = change(current)
+            if changed is None:
                 return False
-            requeued = current.model_copy(
-                update={"phase": Phase.QUEUED, "cluster": None, "waiting": why, "updated_at": time.time()}
-            )
-            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(requeued))])
+            if changed is current:
+                return True
+            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(changed)), *also])
             if result.succeeded:
                 return True
         return False

@@ -1,4 +1,5 @@
-"""Integration fixtures: a real etcd server for the session, and a unique key prefix per test to isolate in it.
+"""Integration fixtures: a real etcd server for the session, a unique key prefix per test to isolate in it, and a
+gateway process per module with an `Api` to call it.
 
 Without `etcd` on PATH the etcd-backed tests skip with the reason, except under CI (the CI variable set), where a
 missing server is a broken machine setup and fails instead.
@@ -9,10 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from gateway_api import Api
+from gateway_process import GatewayProcess
 
 from gateway.store._etcd_process import EtcdProcess
 
@@ -50,3 +54,20 @@ def etcd_fresh(tmp_path: Path) -> Iterator[EtcdProcess]:
 def key_prefix() -> str:
     """Keys of one test: nothing another test wrote to a shared store can match it."""
     return f"/test/{uuid.uuid4().hex}/"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway process on the in-memory store, one per test module (a module may define its own instead)."""
+    process = GatewayProcess("memory", tmp_path_factory.mktemp("gateway")).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
+    """The module's gateway, called with its admin token."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.token}"}) as session:
+        yield Api(gateway.endpoint, session)

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+from gateway_api import Api, new_run
 from gateway_process import GatewayProcess
-from test_gateway_api import Api, new_run
 
 from gateway._tracing import GatewayTracing
 from gateway.store import open_store
@@ -22,21 +21,6 @@ from gateway.store import open_store
 pytestmark = pytest.mark.timeout(60)
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess("memory", tmp_path_factory.mktemp("otlp")).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.token}"}) as session:
-        yield Api(gateway.endpoint, session)
 
 
 def otlp_json(run: str | None, *spans: dict[str, Any], service: str = "tests") -> dict[str, Any]:

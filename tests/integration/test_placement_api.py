@@ -3,29 +3,11 @@ its line and field, nothing written), cordon requests for unknown clusters, and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import aiohttp
 import pytest
-from gateway_process import GatewayProcess
-from test_gateway_api import Api
+from gateway_api import Api
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess("memory", tmp_path_factory.mktemp("gateway")).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.token}"}) as session:
-        yield Api(gateway.endpoint, session)
 
 
 async def test_a_policy_is_applied_and_served(api: Api) -> None:
