@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ _GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMess
 )
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
+_STARTED_KEPT = 100_000
+"""Attempt keys remembered against duplicate deliveries (an attempt is never assigned again once it ended)."""
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
 
 
@@ -80,6 +83,8 @@ class Agent:
         self.backend = backend
         self.work_dir = work_dir
         self.running: dict[str, Running] = {}
+        self._started: OrderedDict[str, None] = OrderedDict()
+        """Attempt keys started lately, finished or not: a late duplicate delivery must not start one again."""
         self.epoch = 0
         sockets = _socket_dir(work_dir)
         self.pools = Pools(self, sockets)
@@ -198,9 +203,12 @@ class Agent:
 
     def _start(self, assignment: Assignment) -> None:
         key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
-        if key in self.running:
-            log.info("assignment %s delivered twice; it already runs", key)
+        if key in self.running or key in self._started:
+            log.info("assignment %s delivered twice; it already ran or runs", key)
             return
+        self._started[key] = None
+        if len(self._started) > _STARTED_KEPT:
+            self._started.popitem(last=False)
         resources = assignment.resources
         demand = {
             "cpu": float((resources.get("cpu") or {}).get("request") or 0.0),

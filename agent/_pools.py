@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
+from flyte._runtime._pool import POOL_WORKER_ENV
 from flyte._wire import Assignment
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ log = logging.getLogger("flyte.agent.pools")
 @dataclass
 class Worker:
     handle: Handle
+    ident: str = ""
+    """Given to the process at launch and said back in its hello: which process a connection belongs to."""
     writer: asyncio.StreamWriter | None = None
     inflight: dict[str, asyncio.Future[Exit]] = field(default_factory=dict)
     idle_since: float = field(default_factory=time.monotonic)
@@ -67,6 +70,7 @@ class Pools:
         self.pools: dict[str, Pool] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     def warm(self) -> dict[str, int]:
         return {key: pool.free_slots() for key, pool in self.pools.items()}
@@ -118,9 +122,13 @@ class Pools:
             template=assignment,
         )
         self.pools[key] = pool
+        # Placeholders first: an assignment that finds the pool while its workers launch waits for them instead of
+        # launching more (which took the pool past max_replicas).
+        starting = [Worker(handle=Launching()) for _ in range(max(pool.min_replicas, 1))]
+        pool.pending.extend(starting)
         pool.server = await asyncio.start_unix_server(lambda r, w: self._accept(pool, r, w), path=str(socket))
-        for _ in range(max(pool.min_replicas, 1)):
-            await self._start_worker(pool)
+        for placeholder in starting:
+            await self._grow(pool, placeholder)
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever())
         return pool
@@ -129,8 +137,9 @@ class Pools:
         resources = pool.template.resources
         memory = (resources.get("memory") or {}).get("limit")
         cpu = (resources.get("cpu") or {}).get("limit")
+        ident = f"pool/{pool.key}/{time.monotonic_ns()}"
         spec = LaunchSpec(
-            key=f"pool/{pool.key}/{time.monotonic_ns()}",
+            key=ident,
             command=[
                 sys.executable,
                 "-m",
@@ -142,7 +151,7 @@ class Pools:
                 "--concurrency",
                 str(pool.concurrency),
             ],
-            env=self.agent.worker_env(),
+            env={**self.agent.worker_env(), POOL_WORKER_ENV: ident},
             cwd=pool.bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -152,7 +161,7 @@ class Pools:
             log.debug("pool %s %s: %s", pool.key, stream, data[-500:])
 
         handle = await self.agent.backend.launch(spec, on_output)
-        worker = Worker(handle)
+        worker = Worker(handle, ident)
         pool.pending.append(worker)
         self._keep(asyncio.create_task(self._watch_worker(pool, worker)))
         return worker
@@ -172,7 +181,9 @@ class Pools:
         if "hello" not in hello:
             writer.close()
             return
-        worker = next((w for w in pool.pending if not isinstance(w.handle, Launching)), None)
+        # Workers connect in any order: a connection belongs to the process that names itself, so that a dead
+        # process fails its own attempts and not another's.
+        worker = next((w for w in pool.pending if w.ident and w.ident == hello.get("worker")), None)
         if worker is None:
             writer.close()
             return
@@ -198,6 +209,12 @@ class Pools:
             if not done.done():
                 detail = "its pool worker died" if exit.kind is not ExitKind.OOM else exit.detail
                 done.set_result(Exit(ExitKind.OOM if exit.kind is ExitKind.OOM else ExitKind.LOST, exit.code, detail))
+        below_floor = len(pool.workers) + len(pool.pending) < pool.min_replicas
+        if not self._closing and worker.writer is not None and below_floor:
+            # A worker that had served died under the pool's floor (the idle reaper never goes below it): replace
+            # it now, so retried attempts and the next assignments find a warm worker. One that never said hello
+            # is not replaced: it would only fail again.
+            await self._start_worker(pool)
         async with pool.changed:
             pool.changed.notify_all()
 
@@ -226,6 +243,7 @@ class Pools:
                     await worker.handle.kill("idle")
 
     async def close(self) -> None:
+        self._closing = True
         if self._reaper is not None:
             self._reaper.cancel()
         for pool in self.pools.values():

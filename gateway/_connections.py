@@ -34,11 +34,12 @@ from flyte._wire import (
     WorkerTraces,
     WorkerWatch,
 )
+from flyte._worker_link import STORE_UNAVAILABLE
 from gateway._api import SERVICES, Services, services
 from gateway._auth import Principal, principal_of
 from gateway._dispatch import DISPATCHER, HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
 from gateway._errors import ApiError, bad_request, describe_validation_error
-from gateway.store import Put
+from gateway.store import Put, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
@@ -181,6 +182,9 @@ async def _handle_worker_message(
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
     except ApiError as error:
         await send(GatewayReply(type="error", id=request_id, code=error.code, message=error.message))
+    except StoreUnavailable as error:
+        # Not the worker's fault and not for good: it sends the message again (each kind is idempotent).
+        await send(GatewayReply(type="error", id=request_id, code=STORE_UNAVAILABLE, message=str(error)))
     except Exception:
         log.exception("a worker message failed")
         await send(GatewayReply(type="error", id=request_id, code="internal", message="internal error"))

@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -29,12 +30,14 @@ class EtcdProcess:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, *, binary: str | None = None):
+    def __init__(self, data_dir: Path, *, binary: str | None = None, extra_args: Sequence[str] = ()):
         found = binary or shutil.which("etcd")
         if found is None:
             raise FileNotFoundError("no `etcd` on PATH (Debian: apt-get install etcd-server)")
         self.binary = found
         self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        """More etcd flags, e.g. `--quota-backend-bytes=...` for a drill that fills the store."""
         self.port = _free_port()
         self.peer_port = _free_port()
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -59,6 +62,7 @@ class EtcdProcess:
             "--election-timeout=100",
             "--logger=zap",
             "--log-level=warn",
+            *self.extra_args,
         ]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

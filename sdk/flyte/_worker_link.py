@@ -33,6 +33,10 @@ from ._wire import (
 log = logging.getLogger("flyte.worker")
 
 _MAX_BATCH = 500
+STORE_UNAVAILABLE = "store_unavailable"
+"""The error code of a request the gateway could not serve without its store: worth sending again."""
+_RETRY_FIRST = 0.1
+_RETRY_MAX = 5.0
 
 
 class LinkError(Exception):
@@ -108,15 +112,22 @@ class WorkerLink:
         await self._send_raw(message)
 
     async def _request(self, message: pydantic.BaseModel) -> GatewayReply:
-        request_id = next(self._ids)
-        message = message.model_copy(update={"id": request_id})
-        future: asyncio.Future[GatewayReply] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (future, message)
-        await self._send(message)
-        reply = await future
-        if reply.type == "error":
-            raise LinkError(reply.code or "error", reply.message or "")
-        return reply
+        delay = _RETRY_FIRST
+        while True:
+            request_id = next(self._ids)
+            message = message.model_copy(update={"id": request_id})
+            future: asyncio.Future[GatewayReply] = asyncio.get_running_loop().create_future()
+            self._pending[request_id] = (future, message)
+            await self._send(message)
+            reply = await future
+            if reply.type != "error":
+                return reply
+            if reply.code != STORE_UNAVAILABLE:
+                raise LinkError(reply.code or "error", reply.message or "")
+            # The gateway lost its store for a while: every request is idempotent, so send it again until it is back.
+            log.warning("the gateway's store is unavailable; retrying in %.1fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
 
     async def _read_forever(self) -> None:
         while True:

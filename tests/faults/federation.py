@@ -18,11 +18,13 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -130,6 +132,8 @@ class Federation:
     gateway: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    """More environment for the gateway (failpoints)."""
 
     @property
     def endpoint(self) -> str:
@@ -159,7 +163,7 @@ class Federation:
                 "--blobs", str(self.root / "blobs"), "--host", self.host, "--port", str(self.port),
                 "--no-write-config",
             ]  # fmt: skip
-            self.gateway = Proc("gateway", command, self.root / "gateway.log", self.env)
+            self.gateway = Proc("gateway", command, self.root / "gateway.log", {**self.env, **self.gateway_env})
         match = self.gateway.start(_LISTENING)
         if self.port == 0:
             self.port = int(match.group(1).rsplit(":", 1)[1])
@@ -241,7 +245,9 @@ async def _history(store_url: str, run: str) -> dict[str, list[ActionSummary]]:
         if last == 0:
             return {}
         async with asyncio.timeout(30):
-            async for batch in store.watch(actions_prefix(run), 1):
+            # From the run's first write: older history may be compacted away, and holds nothing of this run.
+            first = min(kv.create_revision for kv in kvs)
+            async for batch in store.watch(actions_prefix(run), first):
                 for event in batch:
                     if event.type is EventType.PUT:
                         action = decode_event(event)
@@ -270,7 +276,8 @@ home.add_dependency(work)
 
 def note(ledger: str, event: str) -> None:
     ctx = flyte.ctx()
-    line = {{"event": event, "action": ctx.action.name, "attempt": ctx.attempt, "pid": os.getpid(),
+    line = {{"event": event, "run": ctx.action.run_name, "action": ctx.action.name, "attempt": ctx.attempt,
+             "pid": os.getpid(),
              "cluster": os.environ.get("FLYTE_CLUSTER"), "t": time.time()}}
     with open(ledger, "a") as out:
         out.write(json.dumps(line) + "\\n")
@@ -302,6 +309,7 @@ def expected(n: int) -> int:
 @dataclass(frozen=True)
 class Entry:
     event: str
+    run: str
     action: str
     attempt: int
     pid: int
@@ -315,15 +323,17 @@ class Ledger:
     def __init__(self, path: Path):
         self.path = path
 
-    def entries(self) -> list[Entry]:
+    def entries(self, run: str | None = None) -> list[Entry]:
+        """What happened, of one run or all of them."""
         if not self.path.exists():
             return []
         # A line being written may be partial: only whole lines count.
         lines = self.path.read_text().split("\n")[:-1]
-        return [Entry(**json.loads(line)) for line in lines]
+        entries = [Entry(**json.loads(line)) for line in lines]
+        return [e for e in entries if run is None or e.run == run]
 
-    def started(self) -> list[Entry]:
-        return [e for e in self.entries() if e.event == "start"]
+    def started(self, run: str | None = None) -> list[Entry]:
+        return [e for e in self.entries(run) if e.event == "start"]
 
 
 # -- invariants -----------------------------------------------------------------------------------------------
@@ -343,7 +353,7 @@ def check_invariants(fed: Federation, run: str, ledger: Ledger, seed: int, phase
     for name, versions in history.items():
         _check_history(f"{say} action={name}", versions)
     per_attempt: dict[tuple[str, int], list[Entry]] = defaultdict(list)
-    for entry in ledger.started():
+    for entry in ledger.started(run):
         per_attempt[(entry.action, entry.attempt)].append(entry)
     for (name, attempt), starts in per_attempt.items():
         assert len(starts) == 1, f"{say}: attempt {attempt} of {name} started {len(starts)} processes: {starts}"
@@ -406,3 +416,85 @@ class Recovery:
         figure = {"row": self.row, "seed": self.seed, "seconds": round(seconds, 2), "bound": bound, **detail}
         RECOVERY_TIMES.append(figure)
         assert seconds <= bound, f"seed={self.seed}: recovery took {seconds:.2f}s, over the bound of {bound:.2f}s"
+
+
+# -- network namespaces -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Link:
+    """A network namespace joined to the host by a veth pair on a private /30: the host side is where the gateway
+    listens (a host-internal link, not a public interface), the namespace side is where a cut agent lives."""
+
+    ns: str
+    host_if: str
+    host_ip: str
+    ns_ip: str
+
+    def cut(self) -> None:
+        _ip("link", "set", self.host_if, "down")
+
+    def restore(self) -> None:
+        _ip("link", "set", self.host_if, "up")
+
+    def netem(self, *args: str) -> None:
+        """Delay or lose packets leaving the namespace (`tc qdisc ... netem`)."""
+        _run("ip", "netns", "exec", self.ns, "tc", "qdisc", "add", "dev", "veth0", "root", "netem", *args)
+
+
+def _run(*command: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise OSError(f"{' '.join(command)}: {done.stderr.strip()}")
+
+
+def _ip(*args: str) -> None:
+    _run("ip", *args)
+
+
+def netns_unavailable() -> str | None:
+    """Why this machine cannot make network namespaces (no `ip`, no CAP_NET_ADMIN), or None if it can."""
+    if shutil.which("ip") is None:
+        return "no `ip` (iproute2) on PATH"
+    probe = f"ffprobe{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+    except OSError as error:
+        return f"cannot create a network namespace (CAP_NET_ADMIN?): {error}"
+    _ip("netns", "del", probe)
+    return None
+
+
+def netem_unavailable(link: Link) -> str | None:
+    """Why `tc netem` does not work here (no `tc`, or a kernel without the netem qdisc), or None if it does."""
+    if shutil.which("tc") is None:
+        return "no `tc` (iproute2) on PATH"
+    try:
+        link.netem("delay", "1ms")
+        _run("ip", "netns", "exec", link.ns, "tc", "qdisc", "del", "dev", "veth0", "root")
+    except OSError as error:
+        return f"tc netem does not work on this kernel: {error}"
+    return None
+
+
+@contextlib.contextmanager
+def namespace_link(token: str, subnet: int) -> Iterator[Link]:
+    """Make the namespace and its veth pair; always remove them, even when the test fails."""
+    base = f"10.213.{subnet // 64}.{(subnet % 64) * 4}"
+    prefix = base.rsplit(".", 1)[0]
+    last = int(base.rsplit(".", 1)[1])
+    link = Link(f"ff-{token}", f"ff{token}", f"{prefix}.{last + 1}", f"{prefix}.{last + 2}")
+    try:
+        _ip("netns", "add", link.ns)
+        _ip("link", "add", link.host_if, "type", "veth", "peer", "name", "veth0", "netns", link.ns)
+        _ip("addr", "add", f"{link.host_ip}/30", "dev", link.host_if)
+        _ip("link", "set", link.host_if, "up")
+        _run("ip", "netns", "exec", link.ns, "ip", "addr", "add", f"{link.ns_ip}/30", "dev", "veth0")
+        _run("ip", "netns", "exec", link.ns, "ip", "link", "set", "veth0", "up")
+        _run("ip", "netns", "exec", link.ns, "ip", "link", "set", "lo", "up")
+        yield link
+    finally:
+        with contextlib.suppress(OSError):
+            _ip("netns", "del", link.ns)
+        with contextlib.suppress(OSError):
+            _ip("link", "del", link.host_if)

@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,3 +169,77 @@ def test_a_killed_gateway_restarts_and_everyone_reconnects(
     check_invariants(federation, run.name, ledger, seed)
     attempts = {a.name: a.attempts for a in federation.actions(run.name)}
     assert set(attempts.values()) == {1}, f"seed={seed}: a gateway restart cost attempts: {attempts}"
+
+
+@pytest.mark.seeds(2)
+def test_an_assignment_delivered_twice_starts_one_process(federation: Federation, seed: int) -> None:
+    rng = random.Random(seed)
+    hold = rng.uniform(0.5, 1.5)
+    # The gateway's failpoint sends every assignment again: at once (seed 1: while it runs) or after it ended.
+    federation.gateway_env["FLYTE_FAILPOINT_DUPLICATE_ASSIGN"] = "0" if seed % 2 else f"{hold + 2.0:.1f}"
+    start(federation)
+    program = workload(federation, f"twice_{seed}")
+    ledger = Ledger(federation.root / "ledger.jsonl")
+    n = rng.randint(2, 4)
+    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
+    assert run.outputs() == (expected(n),), f"seed={seed}"
+
+    def duplicates() -> int:
+        return sum(agent.text().count("delivered twice") for agent in federation.agents.values())
+
+    # Every action (the root and n steps) was delivered a second time, and refused as a duplicate.
+    assert_eventually(lambda: duplicates() >= n + 1, timeout=30)
+    check_invariants(federation, run.name, ledger, seed)
+    assert len(ledger.started(run.name)) == n, f"seed={seed}: {ledger.started(run.name)}"
+    assert {a.attempts for a in federation.actions(run.name)} == {1}
+
+
+POOL = ", reusable=flyte.ReusePolicy(replicas=2, concurrency=1)"
+
+
+def pool_workers(fed: Federation, cluster: str) -> set[int]:
+    """Pids of the warm pool workers the agent of `cluster` started (its children with `--pool`)."""
+    agent = fed.agents[cluster].pid
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"--pool" in command and parent == agent and alive(int(proc.name)):
+            pids.add(int(proc.name))
+    return pids
+
+
+@pytest.mark.seeds(2)
+def test_a_killed_pool_worker_is_retried_and_the_pool_refills(
+    federation: Federation, seed: int, recovery: Recovery
+) -> None:
+    rng = random.Random(seed)
+    start(federation, clusters=("a",))
+    program = workload(federation, f"pool_{seed}", reusable=POOL)
+    ledger = Ledger(federation.root / "ledger.jsonl")
+    n, hold = 2, rng.uniform(2.0, 3.0)
+    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
+    assert_eventually(lambda: len(ledger.started()) >= n, timeout=60)
+    workers = pool_workers(federation, "a")
+    assert len(workers) == 2, f"seed={seed}: the pool has {workers}"
+    victim = rng.choice(ledger.started())
+    fault_moment(rng, hold)
+    killed_at = time.time()
+    os.kill(victim.pid, signal.SIGKILL)
+    assert run.outputs() == (expected(n),), f"seed={seed}"
+    check_invariants(federation, run.name, ledger, seed)
+    (action,) = [a for a in federation.actions(run.name) if a.name == victim.action]
+    assert (action.attempts, action.system_failures) == (2, 1), f"seed={seed}: {action}"
+    retried = [e for e in ledger.started() if e.action == victim.action and e.attempt == 2]
+    assert retried[0].pid in pool_workers(federation, "a"), "the retry ran in a warm pool worker"
+    assert_eventually(lambda: len(pool_workers(federation, "a")) == 2, timeout=30)
+    assert victim.pid not in pool_workers(federation, "a")
+    recovery.record(
+        placed_again_at(federation, run.name, victim.action, 2) - killed_at,
+        bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF,
+    )

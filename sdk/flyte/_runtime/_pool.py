@@ -15,12 +15,14 @@ from ._bundle import load_bundle
 from ._worker import configure, run_assignment
 
 log = logging.getLogger("flyte.worker.pool")
+POOL_WORKER_ENV = "FLYTE_POOL_WORKER"
+"""Names a pool worker process; it says the name back in its hello, so the agent knows which process connected."""
 
 
 async def serve_pool(socket: Path, bundle: Path, endpoint: str, concurrency: int) -> None:
     load_bundle(bundle)
     reader, writer = await asyncio.open_unix_connection(str(socket))
-    writer.write(json.dumps({"hello": os.getpid()}).encode() + b"\n")
+    writer.write(json.dumps({"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV)}).encode() + b"\n")
     await writer.drain()
     links: dict[str, WorkerLink] = {}
     running: dict[str, asyncio.Task[None]] = {}
