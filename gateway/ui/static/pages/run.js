@@ -54,7 +54,8 @@ export async function render(root, { run: name, query }) {
         fact("Project", `${run.project}/${run.domain}`),
         fact("Started", when(run.created_at)),
         fact("Duration", duration(run.created_at, run.ended_at)),
-        fact("Actions", String(Math.max(run.action_count, actions.size))),
+        // The run record's action_count is not kept up to date by the gateway: count what the watch delivered.
+        fact("Actions", String(actions.size)),
         Object.keys(run.labels ?? {}).length ? fact("Labels", labels(run.labels)) : null,
         run.abort_reason ? fact("Aborted", run.abort_reason) : null,
       ),
@@ -93,7 +94,8 @@ export async function render(root, { run: name, query }) {
     drawTabs();
     if (view.tab === "trace") {
       replace(body, trace);
-      drawTrace();
+      if (!trace.hasChildNodes()) replace(trace, empty("Loading the trace…"));
+      refreshTrace();
       return;
     }
     replace(body, h("div", { class: "split" }, tree, detail), h("h2", {}, "Timeline"), lanes);
@@ -234,28 +236,48 @@ export async function render(root, { run: name, query }) {
     );
   }
 
-  let traceShown = false;
-  async function drawTrace() {
-    if (traceShown) return;
-    traceShown = true;
-    replace(trace, empty("Loading the trace…"));
+  // One trace request at a time: changes that arrive meanwhile ask for one more when it is done.
+  let traceLoading = false;
+  let traceStale = false;
+  async function refreshTrace() {
+    if (traceLoading) {
+      traceStale = true;
+      return;
+    }
+    traceLoading = true;
     try {
       const data = await getOptional(`/api/v1/runs/${name}/trace`);
       replace(trace, data && data.spans?.length ? waterfall(data.spans) : empty("No trace is recorded for this run."));
     } catch (error) {
       replace(trace, empty(error.message));
+    } finally {
+      traceLoading = false;
+      if (traceStale && view.tab === "trace") {
+        traceStale = false;
+        refreshTrace();
+      }
     }
   }
 
+  // Watch changes redraw the tree and the timeline at most once a frame; the detail panel (its logs and placement
+  // are requests) only when its own action changed; the trace is read again. Nothing is polled.
+  const changed = new Set();
   let pending = false;
   function schedule() {
     if (pending) return;
     pending = true;
     requestAnimationFrame(() => {
       pending = false;
-      // The trace and the open logs are read again only when something changed (a watch message), never polled.
-      traceShown = false;
-      draw();
+      const selectedChanged = changed.has(view.action);
+      changed.clear();
+      drawHead();
+      if (view.tab === "trace") {
+        refreshTrace();
+        return;
+      }
+      drawTree();
+      if (selectedChanged) drawDetail();
+      replace(lanes, timeline([...actions.values()], run, (action) => setView({ action })));
     });
   }
 
@@ -270,6 +292,7 @@ export async function render(root, { run: name, query }) {
         const before = actions.get(action.name);
         if (before && before.revision > action.revision) continue;
         actions.set(action.name, action);
+        changed.add(action.name);
         rootChanged ||= action.name === "a0" && before?.phase !== action.phase;
       }
       if (message.type === "marker") live = true;

@@ -20,7 +20,7 @@ export function render(root, { query }) {
   const table = h(
     "table",
     { class: "runs", id: "runs" },
-    h("thead", {}, h("tr", {}, ["Run", "Task", "Phase", "Started", "Duration", "Actions", "Labels"].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["Run", "Task", "Phase", "Started", "Duration", "Labels"].map((t) => h("th", {}, t)))),
     body,
   );
   const counter = h("span", { class: "muted" });
@@ -39,7 +39,7 @@ export function render(root, { query }) {
     const rows = [...runs.values()].sort((a, b) => b.created_at - a.created_at).slice(0, LIMIT);
     replace(counter, `${rows.length} run${rows.length === 1 ? "" : "s"}`);
     if (!rows.length) {
-      replace(body, h("tr", {}, h("td", { colspan: 7 }, empty("No runs match. Start one with `flyte run FILE TASK`."))));
+      replace(body, h("tr", {}, h("td", { colspan: 6 }, empty("No runs match. Start one with `flyte run FILE TASK`."))));
       return;
     }
     replace(
@@ -53,7 +53,6 @@ export function render(root, { query }) {
           h("td", {}, phaseBadge(run.phase)),
           h("td", {}, when(run.created_at)),
           h("td", {}, duration(run.created_at, run.ended_at)),
-          h("td", { class: "num" }, run.action_count),
           h("td", {}, labels(run.labels)),
         ),
       ),
