@@ -223,7 +223,6 @@ class KubernetesBackend:
         self._capacity: Capacity | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._collecting: set[str] = set()
-        self._listed = asyncio.Event()
         self._closed = False
 
     @property
@@ -237,18 +236,27 @@ class KubernetesBackend:
         return f"{pods.MANAGED_BY}={pods.MANAGER},{pods.OWNER}={pods.label_value(self.owner)}"
 
     async def start(self) -> None:
-        """Connect (the kubeconfig, else the pod's service account), take stock of capacity, start watching."""
+        """Connect (the kubeconfig, else the pod's service account), take stock of pods and capacity, start
+        watching. Raises ConnectionError when the cluster cannot be reached at all: an agent that cannot create
+        pods must not offer itself to the gateway."""
         configuration = k8s.Configuration()
-        if self.kubeconfig is not None:
-            await k8s_config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
-        else:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        try:
+            if self.kubeconfig is not None:
+                await k8s_config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
+            else:
+                k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException as error:
+            raise ConnectionError(f"no Kubernetes configuration: {error}") from None
         self._api = k8s.ApiClient(configuration=configuration)
         self._core = k8s.CoreV1Api(self._api)
+        try:
+            await self._relist()
+        except (ApiException, aiohttp.ClientError, OSError) as error:
+            await self._api.close()
+            raise ConnectionError(f"cannot list pods in namespace {self.namespace!r}: {error}") from None
         await self._refresh_capacity()
         self._spawn(self._watch_forever())
         self._spawn(self._capacity_forever())
-        await self._listed.wait()
 
     def capacity(self) -> Capacity | None:
         return self._capacity
@@ -330,7 +338,6 @@ class KubernetesBackend:
         while not self._closed:
             try:
                 version = await self._relist()
-                self._listed.set()
                 delay = 0.1
                 await self._watch(version)
             except asyncio.CancelledError:

@@ -330,3 +330,18 @@ def _run_remote(gateway: GatewayProcess, program: Path) -> subprocess.CompletedP
         text=True,
         timeout=90,
     )
+
+
+def test_an_agent_that_cannot_reach_its_cluster_refuses_to_start(tmp_path: Path) -> None:
+    cluster = FakeCluster(tmp_path)  # never started: its kubeconfig points at a closed port
+    cluster.kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", "http://127.0.0.1:9"]
+    command += ["--cluster", "k1", "--token", "t", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot list pods in namespace 'flyte'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -115,7 +115,10 @@ def serve(
         pods = KubernetesBackend(
             owner=cluster, namespace=namespace, kubeconfig=kubeconfig, default_image=default_image or DEFAULT_IMAGE
         )
-        await pods.start()
+        try:
+            await pods.start()
+        except ConnectionError as exc:
+            raise CliError(str(exc), USAGE) from None
         return pods
 
     asyncio.run(main())
