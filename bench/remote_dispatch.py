@@ -1,16 +1,22 @@
 """Remote dispatch: no-op child actions through the gateway and an agent, on a warm pool and as cold processes.
 
     python bench/remote_dispatch.py [--fanout 1000 --fanout 10000] [--chain 200] [--cold 10]
+                                    [--tracing on|off|both] [--rounds 3]
 
 Starts its own rig (a gateway and one agent as separate processes, in a temporary FLYTE_HOME), then measures from
 inside a parent task: submit-to-result latency of sequential children on a warm pool (p50/p99), throughput of
 fan-outs on the pool, and the latency of cold process-backend children. Timing only; never pass/fail.
 Targets on a 2-core machine: p50 <= 3 ms, >= 2,000 actions/s, cold <= 300 ms.
+
+`--tracing both` (the default) measures with OpenTelemetry tracing off (FLYTE_TRACING=0 for the rig) and on, a
+fresh rig each, alternating for `--rounds` rounds so drifting machine load falls on both alike; it prints each
+mode's medians over the rounds and what tracing costs. Target: tracing costs <= 10% of throughput.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -74,16 +80,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fanout", type=int, action="append", help="fan-out widths (default 1000)")
-    parser.add_argument("--chain", type=int, default=200)
-    parser.add_argument("--cold", type=int, default=10)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="flyte-bench-remote-"))
-    env = {**os.environ, "FLYTE_HOME": str(root / "home"), "HOME": str(root)}
-    os.environ.update({"FLYTE_HOME": env["FLYTE_HOME"], "HOME": env["HOME"]})
-    (root / "bench_program.py").write_text(PROGRAM)
+Figures = dict[str, tuple[float, float, float]]
+"""workload -> (p50 ms, p99 ms, actions/s); NaN where a figure does not apply."""
+NA = float("nan")
+
+
+def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> Figures:
+    """One rig, the workloads through it, the rig stopped."""
     up = subprocess.run(
         [sys.executable, "-m", "flyte.cli", "rig", "up", "--clusters", "bench", "--cpu", "64"],
         cwd=root,
@@ -94,33 +97,75 @@ def main() -> None:
     if up.returncode != 0:
         sys.exit(up.stderr)
     try:
-        os.chdir(root)
-        sys.path.insert(0, str(root))
         import bench_program  # type: ignore[import-not-found]
 
         import flyte
 
         flyte.init_from_config()
         flyte.run(bench_program.chain, n=5).wait()  # warm up: deploy, start the pool, load the bundle
-
-        print(f"{'workload':<34}{'p50 ms':>10}{'p99 ms':>10}{'actions/s':>12}")
+        figures: Figures = {}
         latencies = flyte.run(bench_program.chain, n=args.chain).outputs()[0]
         ms = [1000 * x for x in latencies]
-        print(
-            f"{'warm pool, sequential':<34}{percentile(ms, 0.5):>10.2f}{percentile(ms, 0.99):>10.2f}"
-            f"{len(ms) / (sum(latencies) or 1):>12,.0f}"
+        figures["warm pool, sequential"] = (
+            percentile(ms, 0.5),
+            percentile(ms, 0.99),
+            len(ms) / (sum(latencies) or 1),
         )
         for n in args.fanout or [1000]:
             seconds = flyte.run(bench_program.fan_out, n=n).outputs()[0]
-            print(f"{'warm pool, fan-out ' + format(n, ','):<34}{'':>10}{'':>10}{n / seconds:>12,.0f}")
+            figures[f"warm pool, fan-out {n:,}"] = (NA, NA, n / seconds)
         cold = flyte.run(bench_program.cold_chain, n=args.cold).outputs()[0]
         ms = [1000 * x for x in cold]
-        print(
-            f"{'cold process, sequential':<34}{statistics.median(ms):>10.1f}{max(ms):>10.1f}"
-            f"{len(ms) / sum(cold):>12,.1f}"
-        )
+        figures["cold process, sequential"] = (statistics.median(ms), max(ms), len(ms) / sum(cold))
+        return figures
     finally:
         subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], cwd=root, env=env, capture_output=True)
+
+
+def print_table(title: str, figures: Figures) -> None:
+    print(f"\n{title}")
+    print(f"{'workload':<34}{'p50 ms':>10}{'p99 ms':>10}{'actions/s':>12}")
+    for workload, (p50, p99, rate) in figures.items():
+        cells = "".join(f"{'' if math.isnan(v) else format(v, '.2f'):>10}" for v in (p50, p99))
+        print(f"{workload:<34}{cells}{rate:>12,.1f}")
+
+
+def medians(rounds: list[Figures]) -> Figures:
+    return {
+        workload: tuple(statistics.median(r[workload][i] for r in rounds) for i in range(3))  # type: ignore[misc]
+        for workload in rounds[0]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fanout", type=int, action="append", help="fan-out widths (default 1000)")
+    parser.add_argument("--chain", type=int, default=200)
+    parser.add_argument("--cold", type=int, default=10)
+    parser.add_argument("--tracing", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=1, help="with --tracing both: off/on rounds, alternating")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="flyte-bench-remote-"))
+    env = {**os.environ, "FLYTE_HOME": str(root / "home"), "HOME": str(root)}
+    os.environ.update({"FLYTE_HOME": env["FLYTE_HOME"], "HOME": env["HOME"]})
+    (root / "bench_program.py").write_text(PROGRAM)
+    os.chdir(root)
+    sys.path.insert(0, str(root))
+    modes = ["off", "on"] if args.tracing == "both" else [args.tracing]
+    results: dict[str, list[Figures]] = {mode: [] for mode in modes}
+    for _ in range(args.rounds if args.tracing == "both" else 1):
+        for mode in modes:
+            results[mode].append(measure(root, {**env, "FLYTE_TRACING": "1" if mode == "on" else "0"}, args))
+    summary = {mode: medians(rounds) for mode, rounds in results.items()}
+    for mode, figures in summary.items():
+        print_table(f"tracing {mode} (median of {len(results[mode])})", figures)
+    if len(modes) == 2:
+        print("\nwhat tracing costs (on vs off)")
+        print(f"{'workload':<34}{'p50':>10}{'actions/s':>12}")
+        for workload, (p50_off, _, rate_off) in summary["off"].items():
+            p50_on, _, rate_on = summary["on"][workload]
+            p50 = "" if math.isnan(p50_off) else f"{100 * (p50_on / p50_off - 1):+.1f}%"
+            print(f"{workload:<34}{p50:>10}{100 * (1 - rate_on / rate_off):>11.1f}%")
 
 
 if __name__ == "__main__":

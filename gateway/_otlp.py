@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +41,8 @@ Record = dict[str, Any]
 """A span as `flyte._wire.SpanRecord` fields: plain dicts on the ingest path, validated when served."""
 
 _STATUS = {Status.STATUS_CODE_OK: "ok", Status.STATUS_CODE_ERROR: "error"}
+_RUN = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+"""A run name, as `flyte._wire.Name` has it: anything else names no run (and never a store key)."""
 _RESOURCE_KEPT = ("process.pid", "cloud.region", "cloud.provider")
 """Resource attributes copied onto each record, so a span says which process and where it ran."""
 
@@ -181,7 +184,7 @@ def records_by_run(export: ExportTraceServiceRequest) -> dict[str | None, list[R
                     "attributes": attributes,
                     "status": _STATUS.get(span.status.code, "unset"),
                 }
-                grouped.setdefault(run if isinstance(run, str) and run else None, []).append(record)
+                grouped.setdefault(run if isinstance(run, str) and _RUN.match(run) else None, []).append(record)
     return grouped
 
 

@@ -210,8 +210,13 @@ class Runs:
             if idem_key is not None:
                 compares.append(Compare(idem_key, 0))
                 ops.append(Put(idem_key, f"{name}\n{digest}".encode()))
+            spans = self.tracing.ended(root) if root.phase.is_terminal else None  # a cache hit ends at once
+            if spans is not None:
+                ops.append(spans.put)
             result = await self._store.txn(compares, ops)
             if result.succeeded:
+                if spans is not None:
+                    self.tracing.written(spans)
                 return run, True
             if result.current.get(run_key(name)) is not None and request.name is not None:
                 raise conflict(f"a run named {name} already exists; run names are unique", code="run_exists")
@@ -259,8 +264,14 @@ class Runs:
         )
         action = await self._with_cache(action, task.spec, run_record)
         key = action_key(run, request.name)
-        result = await self._commit.txn([Compare(key, 0)], [Put(key, _encode(action))])
+        ops: list[Op] = [Put(key, _encode(action))]
+        spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
+        if spans is not None:
+            ops.append(spans.put)
+        result = await self._commit.txn([Compare(key, 0)], ops)
         if result.succeeded:
+            if spans is not None:
+                self.tracing.written(spans)
             return action.model_copy(update={"revision": result.revision}), True
         current = result.current[action_key(run, request.name)]
         assert current is not None
@@ -458,25 +469,17 @@ class Runs:
             if not live:
                 return
             now = time.time()
-            for batch in _batches(live, MAX_TXN_OPS):
+            # One op of each transaction is left for the aborted actions' spans.
+            for batch in _batches(live, MAX_TXN_OPS - 1):
                 compares = [Compare(kv.key, kv.mod_revision) for kv in batch]
-                ops: list[Op] = [
-                    Put(
-                        kv.key,
-                        _encode(
-                            decode_action(kv).model_copy(
-                                update={
-                                    "phase": Phase.ABORTED,
-                                    "ended_at": now,
-                                    "updated_at": now,
-                                    "error": _aborted_error(reason),
-                                }
-                            )
-                        ),
-                    )
-                    for kv in batch
-                ]
-                await self._store.txn(compares, ops)
+                update = {"phase": Phase.ABORTED, "ended_at": now, "updated_at": now, "error": _aborted_error(reason)}
+                aborted = [decode_action(kv).model_copy(update=update) for kv in batch]
+                ops: list[Op] = [Put(kv.key, _encode(action)) for kv, action in zip(batch, aborted, strict=True)]
+                spans = self.tracing.ended(*aborted)
+                if spans is not None:
+                    ops.append(spans.put)
+                if (await self._store.txn(compares, ops)).succeeded and spans is not None:
+                    self.tracing.written(spans)
         raise conflict(f"could not abort every action of run {run}; try again", code="busy")
 
 

@@ -171,12 +171,19 @@ class GatewayTracing:
             self._own.append(record)
         self._wake_flusher()
 
-    def ended(self, action: ActionSummary) -> SpanWrite | None:
-        """The write of the action's span (and the run's, for the root) to ride in the transaction that ends it:
-        durable with the transition, and no store write of its own."""
-        ids = _otel.parse_traceparent(action.traceparent) if self.enabled else None
-        if ids is None or self._counts.get(action.run, 0) >= MAX_SPANS_PER_RUN:
+    def ended(self, *actions: ActionSummary) -> SpanWrite | None:
+        """One write of the spans of ending actions of one run (and the run's span, for the root), to ride in the
+        transaction that ends them: durable with the transitions, and no store write of its own."""
+        if not self.enabled or not actions or self._counts.get(actions[0].run, 0) >= MAX_SPANS_PER_RUN:
             return None
+        run = actions[0].run
+        records = [record for action in actions for record in self._action_records(action)]
+        return SpanWrite(run, records, Put(self._key(run, len(records)), _encode(records))) if records else None
+
+    def _action_records(self, action: ActionSummary) -> list[Record]:
+        ids = _otel.parse_traceparent(action.traceparent)
+        if ids is None:
+            return []
         trace_id, span_id = ids
         attributes: dict[str, str | int | float | bool] = {
             "flyte.action": action.name,
@@ -200,7 +207,7 @@ class GatewayTracing:
             records.append(
                 _record(run, trace_id, action.span_parent, None, f"run {run}", start, end, run_attributes, status)
             )
-        return SpanWrite(run, records, Put(self._key(run, len(records)), _encode(records)))
+        return records
 
     def written(self, write: SpanWrite) -> None:
         """`write` was committed: count it against its run's bound, and forward its spans."""

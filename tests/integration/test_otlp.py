@@ -128,6 +128,7 @@ async def test_a_worker_token_files_spans_only_under_its_own_run(api: Api) -> No
     document = otlp_json(mine, {"name": "mine"})
     document["resourceSpans"] += otlp_json(other, {"name": "not mine"})["resourceSpans"]
     document["resourceSpans"] += otlp_json(None, {"name": "no run"})["resourceSpans"]
+    document["resourceSpans"] += otlp_json("../not-a-run-name", {"name": "bad run"})["resourceSpans"]
     status, answer = await send(api, document, token=worker)
     assert status == 200
     assert answer["partialSuccess"]["rejectedSpans"] == "1"
@@ -216,3 +217,20 @@ async def test_spans_are_bounded_per_run(monkeypatch: pytest.MonkeyPatch) -> Non
     finally:
         await tracing.close()
         await store.close()
+
+
+async def test_an_aborted_run_ends_its_trace(api: Api) -> None:
+    run = await new_run(api)
+    status, _ = await api.call("POST", f"/api/v1/runs/{run['name']}/abort", {"reason": "enough"})
+    assert status == 200
+    spans = {s["name"]: s for s in await trace(api, run["name"])}
+    assert set(spans) == {f"run {run['name']}", run["task"]}
+    root, action = spans[f"run {run['name']}"], spans[run["task"]]
+    assert root["parent_span_id"] is None
+    assert action["parent_span_id"] == root["span_id"]
+    assert action["trace_id"] == root["trace_id"]
+    assert (action["service"], action["status"], action["attributes"]["flyte.phase"]) == (
+        "flyte-gateway",
+        "error",
+        "aborted",
+    )
