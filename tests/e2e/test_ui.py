@@ -161,6 +161,11 @@ def _start_program(rig: Rig, gate: Path) -> subprocess.CompletedProcess[str]:
     return started
 
 
+def _text(endpoint: str, path: str, headers: dict[str, str]) -> str:
+    with urllib.request.urlopen(urllib.request.Request(endpoint + path, headers=headers), timeout=10) as response:
+        return str(response.read().decode())
+
+
 def _status(endpoint: str, path: str, headers: dict[str, str], body: dict[str, str] | None = None) -> int:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(endpoint + path, data=data, headers=headers)
@@ -223,9 +228,14 @@ def test_a_run_is_followed_live_from_the_runs_list_to_its_tree(
     expect(page.locator("#placement tr", has_text="eu-west")).not_to_have_class("chosen")
     _screenshot(page, artifacts, "placement.png")
 
+    # Workers export their spans in batches too: wait until the gateway holds the root task's span.
+    token = {"Authorization": f"Bearer {_config(rig)['token']}"}
+    assert_eventually(lambda: "task ui_demo.main" in _text(endpoint, f"/api/v1/runs/{name}/trace", token), timeout=30)
     page.click("#tab-trace")
-    expect(page.locator("#waterfall, #trace .empty")).to_be_visible()
-    expect(page.locator("#trace")).not_to_contain_text("Loading")
+    expect(page.locator("#waterfall")).to_contain_text("task ui_demo.main")
+    expect(page.locator("#waterfall .legend")).to_contain_text("flyte-worker")
+    page.locator("#waterfall .span-row", has_text="task ui_demo.main").click()
+    expect(page.locator("#span-detail")).to_contain_text("flyte-worker")
     _screenshot(page, artifacts, "trace.png")
 
     page.goto(f"{endpoint}/runs?label=suite%3Dui")
