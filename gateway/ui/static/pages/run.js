@@ -93,7 +93,8 @@ export async function render(root, { run: name, query }) {
     drawHead();
     drawTabs();
     if (view.tab === "trace") {
-      replace(body, trace);
+      // Spans reach the gateway in batches, also after the run's last change: a reload button reads them again.
+      replace(body, h("div", { class: "toolbar" }, h("button", { id: "trace-reload", onclick: refreshTrace }, "Reload")), trace);
       if (!trace.hasChildNodes()) replace(trace, empty("Loading the trace…"));
       refreshTrace();
       return;
