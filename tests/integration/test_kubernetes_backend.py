@@ -286,6 +286,7 @@ async def _token(gateway: GatewayProcess, scope: str) -> str:
         return token
 
 
+@pytest.mark.timeout(240)  # three processes and a deploy; a loaded CI machine is slow
 async def test_an_agent_runs_an_action_in_a_pod(cluster: FakeCluster, tmp_path: Path) -> None:
     gateway = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "gateway").start()
     agent_log = tmp_path / "agent.log"

