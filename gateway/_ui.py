@@ -104,8 +104,17 @@ class _LoginCode(BaseModel):
     expires_at: float
 
 
-def _with_session(response: web.StreamResponse, token: str) -> web.StreamResponse:
-    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="Strict", path="/")
+def _with_session(request: web.Request, response: web.StreamResponse, token: str) -> web.StreamResponse:
+    # Secure where the gateway is served over TLS: the cookie is the token, and must not travel in clear.
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=request.secure,
+    )
     return response
 
 
@@ -114,7 +123,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
     require_same_origin(request)
     body = await read_model(request, LoginRequest)
     principal = await request.app[UI_AUTH].principal(f"Bearer {body.token}")
-    return _with_session(web.json_response({"scopes": sorted(principal.scopes)}), body.token)
+    return _with_session(request, web.json_response({"scopes": sorted(principal.scopes)}), body.token)
 
 
 async def _session(request: web.Request) -> web.StreamResponse:
@@ -171,7 +180,7 @@ async def _spend_login_code(request: web.Request) -> web.StreamResponse:
     if record.expires_at < time.time():
         raise web.HTTPSeeOther("/login?error=expired")
     token = await create_token(store, record.scopes, record.projects, SESSION_DESCRIPTION)
-    return _with_session(web.Response(status=303, headers={"Location": "/runs"}), token)
+    return _with_session(request, web.Response(status=303, headers={"Location": "/runs"}), token)
 
 
 # -- live streams ------------------------------------------------------------------------------------------------
