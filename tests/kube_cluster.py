@@ -149,8 +149,12 @@ async def fake_cluster(directory: Path) -> AsyncIterator[FakeCluster]:
 class Kubelet:
     """Runs the pods of a namespace as local processes, reporting their phases through the API."""
 
-    def __init__(self, cluster: FakeCluster, home: Path, namespace: str = "flyte") -> None:
+    def __init__(
+        self, cluster: FakeCluster, home: Path, namespace: str = "flyte", unpullable: set[str] | None = None
+    ) -> None:
         self.cluster = cluster
+        self.unpullable = unpullable or set()
+        """Images no registry has: their pods wait in ImagePullBackOff."""
         self.home = home
         self.namespace = namespace
         self.started: list[str] = []
@@ -189,6 +193,10 @@ class Kubelet:
     async def _run(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
         container = pod["spec"]["containers"][0]
+        if container["image"] in self.unpullable:
+            await self.cluster.set_status(name, waiting("ErrImagePull", "not found"), self.namespace)
+            await self.cluster.set_status(name, waiting("ImagePullBackOff", "Back-off pulling image"), self.namespace)
+            return
         env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "FLYTE_HOME": str(self.home / "flyte")}
         for item in container.get("env", []):
             if "value" in item:

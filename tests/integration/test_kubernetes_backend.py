@@ -286,8 +286,9 @@ async def _token(gateway: GatewayProcess, scope: str) -> str:
         return token
 
 
-@pytest.mark.timeout(240)  # three processes and a deploy; a loaded CI machine is slow
-async def test_an_agent_runs_an_action_in_a_pod(cluster: FakeCluster, tmp_path: Path) -> None:
+@pytest.fixture
+async def federation(cluster: FakeCluster, tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    """A gateway and an agent of cluster k1 with the kubernetes backend, as real processes."""
     gateway = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "gateway").start()
     agent_log = tmp_path / "agent.log"
     agent = None
@@ -297,27 +298,53 @@ async def test_an_agent_runs_an_action_in_a_pod(cluster: FakeCluster, tmp_path: 
         command += ["--cluster", "k1", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
         command += ["--namespace", "flyte"]
         with agent_log.open("w") as out:
-            agent = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block; the test stops it)
+            agent = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block; the fixture stops it)
                 command, env={**os.environ, "FLYTE_AGENT_TOKEN": token}, stdout=out, stderr=subprocess.STDOUT
             )
         await async_assert_eventually(lambda: "connected to" in agent_log.read_text(), within=30)
-
-        program = tmp_path / "kube_program.py"
-        program.write_text(PROGRAM)
-        async with Kubelet(cluster, tmp_path / "pod-home") as kubelet:
-            result = await asyncio.to_thread(_run_remote, gateway, program)
-            assert not kubelet.errors
-            assert result.returncode == 0, result.stderr + agent_log.read_text()
-            assert "output: 42" in result.stdout
-            assert len(kubelet.started) == 1
-        pod = next(iter(cluster.emulator.objects[PODS, "flyte", kubelet.started[0]].history)).raw
-        assert pod["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1000m", "memory": str(512 * 2**20)}
+        yield gateway
     finally:
         if agent is not None:
             agent.terminate()
             # Waited for off the event loop: the agent's last calls go to the API server this loop serves.
             await asyncio.to_thread(agent.wait, 30)
         gateway.stop()
+
+
+@pytest.mark.timeout(240)  # three processes and a deploy; a loaded CI machine is slow
+async def test_an_agent_runs_an_action_in_a_pod(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    program = tmp_path / "kube_program.py"
+    program.write_text(PROGRAM)
+    async with Kubelet(cluster, tmp_path / "pod-home") as kubelet:
+        result = await asyncio.to_thread(_run_remote, federation, program)
+        assert not kubelet.errors
+        assert result.returncode == 0, result.stderr + (tmp_path / "agent.log").read_text()
+        assert "output: 42" in result.stdout
+        assert len(kubelet.started) == 1
+    pod = next(iter(cluster.emulator.objects[PODS, "flyte", kubelet.started[0]].history)).raw
+    assert pod["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1000m", "memory": str(512 * 2**20)}
+    assert pod["spec"]["containers"][0]["image"] == DEFAULT_IMAGE
+
+
+UNPULLABLE = "registry.invalid/none:1"
+
+
+@pytest.mark.timeout(240)
+async def test_an_image_that_cannot_be_pulled_fails_the_run_at_once(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    program = tmp_path / "kube_program.py"
+    program.write_text(PROGRAM.replace('"kube_env",', f'"kube_env", image="{UNPULLABLE}",'))
+    async with Kubelet(cluster, tmp_path / "pod-home", unpullable={UNPULLABLE}) as kubelet:
+        result = await asyncio.to_thread(_run_remote, federation, program)
+    assert not kubelet.errors
+    assert result.returncode != 0
+    assert "ContainerNotStarted" in result.stderr
+    assert f"the image '{UNPULLABLE}' cannot be pulled (ImagePullBackOff)" in result.stderr
+    assert len(kubelet.started) == 1, "a user error that retrying cannot fix is not retried"
+    assert cluster.pods() == {}, "the pod stuck in back-off was deleted"
 
 
 def _run_remote(gateway: GatewayProcess, program: Path) -> subprocess.CompletedProcess[str]:
