@@ -150,11 +150,18 @@ class Kubelet:
     """Runs the pods of a namespace as local processes, reporting their phases through the API."""
 
     def __init__(
-        self, cluster: FakeCluster, home: Path, namespace: str = "flyte", unpullable: set[str] | None = None
+        self,
+        cluster: FakeCluster,
+        home: Path,
+        namespace: str = "flyte",
+        unpullable: set[str] | None = None,
+        memory_needed: int = 0,
     ) -> None:
         self.cluster = cluster
         self.unpullable = unpullable or set()
         """Images no registry has: their pods wait in ImagePullBackOff."""
+        self.memory_needed = memory_needed
+        """A container whose memory limit is below this is OOMKilled, as one that needs this much would be."""
         self.home = home
         self.namespace = namespace
         self.started: list[str] = []
@@ -196,6 +203,12 @@ class Kubelet:
         if container["image"] in self.unpullable:
             await self.cluster.set_status(name, waiting("ErrImagePull", "not found"), self.namespace)
             await self.cluster.set_status(name, waiting("ImagePullBackOff", "Back-off pulling image"), self.namespace)
+            return
+        limit = container.get("resources", {}).get("limits", {}).get("memory")
+        if limit is not None and int(limit) < self.memory_needed:
+            self.cluster.write_log(name, b"")
+            await self.cluster.set_status(name, running(), self.namespace)
+            await self.cluster.set_status(name, terminated(137, reason="OOMKilled"), self.namespace)
             return
         env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "FLYTE_HOME": str(self.home / "flyte")}
         for item in container.get("env", []):

@@ -373,3 +373,47 @@ def test_an_agent_that_cannot_reach_its_cluster_refuses_to_start(tmp_path: Path)
     assert result.returncode == 2
     assert "cannot list pods in namespace 'flyte'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+OOM = """
+import flyte
+
+env = flyte.TaskEnvironment("kube_oom")
+
+
+@env.task
+async def hog(megabytes: int) -> int:
+    return megabytes
+
+
+@env.task
+async def main() -> str:
+    try:
+        await hog.override(resources=flyte.Resources(memory="64Mi"))(200)
+    except flyte.errors.OOMError:
+        return "recovered with " + str(await hog.override(resources=flyte.Resources(memory="1Gi"))(200))
+    return "no OOM"
+"""
+
+
+@pytest.mark.timeout(240)
+async def test_an_oom_killed_pod_is_an_oom_error_the_parent_recovers_from(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    program = tmp_path / "kube_oom.py"
+    program.write_text(OOM)
+    async with Kubelet(cluster, tmp_path / "pod-home", memory_needed=200 * 2**20) as kubelet:
+        env = {**os.environ, "FLYTE_ENDPOINT": federation.endpoint, "FLYTE_API_KEY": federation.token}
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "flyte.cli", "run", str(program), "main"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+    assert not kubelet.errors
+    assert result.returncode == 0, result.stderr
+    assert "recovered with 200" in result.stdout
+    assert len(kubelet.started) == 3, "the parent, the OOMKilled child and the one with more memory"
