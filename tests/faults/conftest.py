@@ -1,4 +1,4 @@
-"""The fault matrix's fixtures: seeds, a fresh etcd per test, a federation torn down even on failure, and the
+"""The fault matrix's fixtures: seeds, an etcd per test, a federation torn down even on failure, and the
 recovery times every row records (a JSON file under pytest's temporary directory and a summary at the end).
 
 `--seeds N` runs every row with seeds 1..N; without it each row runs its fast set (`@pytest.mark.seeds(k)`:
@@ -8,14 +8,12 @@ seeds 1..k, default 2; rows that cost more than ~10 s ask for 1).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from federation import RECOVERY_TIMES, Federation, Recovery
+from federation import RECOVERY_TIMES, Federation, Recovery, require_etcd
 
 from gateway.store._etcd_process import EtcdProcess
 
@@ -40,11 +38,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
-    """An etcd of this test's own: rows stop it, fill it and compact it."""
-    if shutil.which("etcd") is None:
-        if os.environ.get("CI"):
-            pytest.fail("no `etcd` on PATH (CI is set, so this is a setup error, not a skip)")
-        pytest.skip("no `etcd` on PATH: install Debian's etcd-server")
+    """An etcd of the test's own, which rows stop, fill and compact."""
+    require_etcd()
     server = EtcdProcess(tmp_path / "etcd-data").start()
     try:
         yield server
@@ -54,7 +49,8 @@ def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
 
 @pytest.fixture
 def federation(tmp_path: Path, etcd: EtcdProcess) -> Iterator[Federation]:
-    """A gateway on the test's etcd (not started: rows choose its host and lease), stopped even on failure."""
+    """A gateway on an etcd of the test's own (not started: rows choose its host and lease), stopped even on
+    failure. Rows stop, fill and compact that etcd."""
     fed = Federation(tmp_path / "fed", etcd)
     fed.root.mkdir()
     try:

@@ -30,18 +30,28 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
 import flyte
 from flyte._client import GatewayClient, call_sync, client_for
 from flyte._wire import ActionSummary, Phase, RunSummary
 from gateway._auth import create_token
 from gateway._runs import SYSTEM_RETRIES, actions_prefix, decode_event
-from gateway.store import EventType, open_store
+from gateway.store import Compacted, EventType, Store, open_store
 from gateway.store._etcd_process import EtcdProcess
 
 _LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 _CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")
 FIRST_SYSTEM_BACKOFF = 1.0
 """The gateway's backoff before the first system retry (`gateway._runs._maybe_retry`: 2 ** 0 s)."""
+
+
+def require_etcd() -> None:
+    """Skip without Debian's etcd-server, except under CI, where a missing server is a setup error."""
+    if shutil.which("etcd") is None:
+        if os.environ.get("CI"):
+            pytest.fail("no `etcd` on PATH (CI is set, so this is a setup error, not a skip)")
+        pytest.skip("no `etcd` on PATH: install Debian's etcd-server")
 
 
 class Proc:
@@ -134,6 +144,7 @@ class Federation:
     tokens: dict[str, str] = field(default_factory=dict)
     gateway_env: dict[str, str] = field(default_factory=dict)
     """More environment for the gateway (failpoints)."""
+    replicas: list[Proc] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
@@ -169,7 +180,17 @@ class Federation:
             self.port = int(match.group(1).rsplit(":", 1)[1])
             self.gateway.command[self.gateway.command.index("--port") + 1] = str(self.port)
 
-    def start_agent(self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 2) -> int:
+    def start_replica(self) -> tuple[Proc, str]:
+        """Another gateway on the same store, as a scaled-out deployment runs them, on a port of its own; returns
+        it and its endpoint."""
+        assert self.gateway is not None
+        command = list(self.gateway.command)
+        command[command.index("--port") + 1] = "0"
+        replica = Proc("replica", command, self.root / "replica.log", {**self.env, **self.gateway_env})
+        self.replicas.append(replica)
+        return replica, replica.start(_LISTENING).group(1)
+
+    def start_agent(self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 1) -> int:
         """Start (or restart) cluster `name`'s agent; returns the epoch its session got."""
         if name not in self.tokens:
             self.tokens[name] = self.mint(f"agent:{name}")
@@ -179,7 +200,7 @@ class Federation:
             command = [
                 sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", self.endpoint,
                 "--token", self.tokens[name], "--cluster", name, "--region", name, "--cpu", cpu,
-                "--memory", "8Gi", "--work-dir", str(work), "--spares", str(spares),
+                "--memory", "4Gi", "--work-dir", str(work), "--spares", str(spares),
             ]  # fmt: skip
             if netns is not None:
                 command = ["ip", "netns", "exec", netns, *command]
@@ -219,8 +240,8 @@ class Federation:
         return asyncio.run(_history(self.etcd.url, run))
 
     def close(self) -> None:
-        for agent in self.agents.values():
-            agent.stop()
+        for proc in [*self.agents.values(), *self.replicas]:
+            proc.stop()
         if self.gateway is not None:
             self.gateway.stop()
         with contextlib.suppress(Exception):
@@ -236,26 +257,35 @@ async def _mint(store_url: str, scopes: list[str], projects: list[str] | None, e
 
 
 async def _history(store_url: str, run: str) -> dict[str, list[ActionSummary]]:
-    """Every version the store ever held of each of the run's actions, oldest first."""
+    """Every version the store still holds of each of the run's actions, oldest first: all of them, unless a row
+    compacted the store during the run (then those after the compaction)."""
     store = await open_store(store_url)
-    versions: dict[str, list[ActionSummary]] = defaultdict(list)
     try:
         kvs, _ = await store.range(actions_prefix(run))
-        last = max((kv.mod_revision for kv in kvs), default=0)
-        if last == 0:
+        if not kvs:
             return {}
-        async with asyncio.timeout(30):
-            # From the run's first write: older history may be compacted away, and holds nothing of this run.
-            first = min(kv.create_revision for kv in kvs)
-            async for batch in store.watch(actions_prefix(run), first):
-                for event in batch:
-                    if event.type is EventType.PUT:
-                        action = decode_event(event)
-                        versions[action.name].append(action)
-                if batch[-1].mod_revision >= last:
-                    break
+        last = max(kv.mod_revision for kv in kvs)
+        # From the run's first write: older history may be compacted away, and holds nothing of this run.
+        first = min(kv.create_revision for kv in kvs)
+        while True:
+            try:
+                return await _versions(store, actions_prefix(run), first, last)
+            except Compacted as compacted:
+                first = compacted.compact_revision + 1
     finally:
         await store.close()
+
+
+async def _versions(store: Store, prefix: str, first: int, last: int) -> dict[str, list[ActionSummary]]:
+    versions: dict[str, list[ActionSummary]] = defaultdict(list)
+    async with asyncio.timeout(30):
+        async for batch in store.watch(prefix, first):
+            for event in batch:
+                if event.type is EventType.PUT:
+                    action = decode_event(event)
+                    versions[action.name].append(action)
+            if batch[-1].mod_revision >= last:
+                break
     return dict(versions)
 
 
@@ -270,7 +300,7 @@ import time
 import flyte
 
 home = flyte.TaskEnvironment("{env}_main")
-work = flyte.TaskEnvironment("{env}_work", resources=flyte.Resources(cpu=1){reusable})
+work = flyte.TaskEnvironment("{env}_work", resources=flyte.Resources(memory="2Gi"){reusable})
 home.add_dependency(work)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from federation import Federation
+from federation import Federation, require_etcd
 
 import flyte
 from flyte._wire import ActionEvent, AgentHello, ClusterRecord, Phase
@@ -39,6 +39,7 @@ TASK = "faults-api.echo"
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """One gateway for the module's rows: they only talk to its API, and no agent runs anything."""
+    require_etcd()
     root = tmp_path_factory.mktemp("api")
     server = EtcdProcess(root / "etcd-data").start()
     fed = Federation(root / "fed", server)

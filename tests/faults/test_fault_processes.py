@@ -40,26 +40,58 @@ def start(fed: Federation, clusters: tuple[str, ...] = ("a", "b")) -> None:
     fed.connect()
 
 
+def running(ledger: Ledger, cluster: str | None = None) -> list[Entry]:
+    """Steps that started (on `cluster`) and have not ended."""
+    ended = {(e.action, e.attempt) for e in ledger.entries() if e.event == "end"}
+    started = ledger.started()
+    return [e for e in started if cluster in (None, e.cluster) and (e.action, e.attempt) not in ended]
+
+
 def fault_moment(rng: random.Random, hold: float) -> None:
     """The fault's timing, drawn from the seed: somewhere in the first half of the steps' work (not a wait)."""
     time.sleep(rng.uniform(0.0, hold / 2))
 
 
-@pytest.mark.seeds(2)
+def kill_a_running_step(ledger: Ledger, rng: random.Random, hold: float) -> tuple[Entry, float]:
+    """SIGKILL the process of a step that is still running, at a seed-chosen moment; returns it and when."""
+    fault_moment(rng, hold / 2)
+
+    def candidates() -> list[Entry]:
+        # Only live workers of ours: a pid must not have ended (or been reused) since it wrote the ledger.
+        return [e for e in running(ledger) if b"flyte._runtime" in _command(e.pid)]
+
+    assert_eventually(lambda: bool(candidates()), timeout=60)
+    victim = rng.choice(candidates())
+    killed_at = time.time()
+    os.kill(victim.pid, signal.SIGKILL)
+    return victim, killed_at
+
+
+def _command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def launch(fed: Federation, name: str, seed: int, hold: float, n: int, reusable: str = "") -> tuple[Any, Ledger]:
+    """Run the workload with n steps and wait until every step has started."""
+    program = workload(fed, f"{name}_{seed}", reusable)
+    ledger = Ledger(fed.root / "ledger.jsonl")
+    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
+    assert_eventually(lambda: len(ledger.started()) >= n, timeout=60)
+    return run, ledger
+
+
+@pytest.mark.seeds(1)
 def test_a_killed_task_process_is_retried_as_a_system_error(
     federation: Federation, seed: int, recovery: Recovery
 ) -> None:
     rng = random.Random(seed)
     start(federation)
-    program = workload(federation, f"kill_task_{seed}")
-    ledger = Ledger(federation.root / "ledger.jsonl")
-    n, hold = rng.randint(2, 4), rng.uniform(1.5, 2.5)
-    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
-    assert_eventually(lambda: len(ledger.started()) >= n, timeout=60)
-    victim = rng.choice(ledger.started())
-    fault_moment(rng, hold)
-    killed_at = time.time()
-    os.kill(victim.pid, signal.SIGKILL)
+    n, hold = rng.randint(2, 4), rng.uniform(3.0, 4.0)
+    run, ledger = launch(federation, "kill_task", seed, hold, n)
+    victim, killed_at = kill_a_running_step(ledger, rng, hold)
     assert run.outputs() == (expected(n),), f"seed={seed}"
     check_invariants(federation, run.name, ledger, seed)
     (action,) = [a for a in federation.actions(run.name) if a.name == victim.action]
@@ -71,30 +103,16 @@ def test_a_killed_task_process_is_retried_as_a_system_error(
     )
 
 
-def running_on(ledger: Ledger, cluster: str) -> list[Entry]:
-    """Steps that started on `cluster` and have not ended."""
-    ended = {(e.action, e.attempt) for e in ledger.entries() if e.event == "end"}
-    return [e for e in ledger.started() if e.cluster == cluster and (e.action, e.attempt) not in ended]
-
-
-def launch(fed: Federation, name: str, seed: int, rng: random.Random, hold: float) -> tuple[Any, Ledger, int]:
-    program = workload(fed, f"{name}_{seed}")
-    ledger = Ledger(fed.root / "ledger.jsonl")
-    n = rng.randint(3, 4)
-    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
-    assert_eventually(lambda: len(ledger.started()) >= n, timeout=60)
-    return run, ledger, n
-
-
 @pytest.mark.seeds(1)
 def test_a_killed_agent_restarted_at_once_launches_nothing_twice(
     federation: Federation, seed: int, recovery: Recovery
 ) -> None:
     rng = random.Random(seed)
     start(federation)
-    run, ledger, n = launch(federation, "kill_agent", seed, rng, hold=rng.uniform(3.0, 4.0))
+    n = rng.randint(3, 4)
+    run, ledger = launch(federation, "kill_agent", seed, rng.uniform(3.0, 4.0), n)
     victim = rng.choice(sorted({e.cluster for e in ledger.started()}))
-    orphans = running_on(ledger, victim)
+    orphans = running(ledger, victim)
     killed_at = time.time()
     federation.agents[victim].kill()
     # Its workers die with it (PR_SET_PDEATHSIG): nothing runs that no agent watches.
@@ -119,9 +137,11 @@ def test_a_paused_agent_learns_it_is_stale_and_drops_orphaned_work(
     rng = random.Random(seed)
     start(federation)
     ttl = federation.lease_ttl
-    run, ledger, n = launch(federation, "pause_agent", seed, rng, hold=3 * ttl + 2)
+    # The steps outlast the pause, so the paused agent still runs them when it wakes up.
+    n = rng.randint(3, 4)
+    run, ledger = launch(federation, "pause_agent", seed, ttl + 5, n)
     victim = rng.choice(sorted({e.cluster for e in ledger.started()}))
-    orphans = running_on(ledger, victim)
+    orphans = running(ledger, victim)
     agent = federation.agents[victim]
     assert federation.gateway is not None
     gateway, offsets = federation.gateway, (agent.size(), federation.gateway.size())
@@ -152,7 +172,8 @@ def test_a_killed_gateway_restarts_and_everyone_reconnects(
     # A lease longer than a restart: the agents come back in time to keep their work.
     federation.lease_ttl = 10.0
     start(federation)
-    run, ledger, n = launch(federation, "kill_gateway", seed, rng, hold=rng.uniform(3.0, 4.0))
+    n = rng.randint(3, 4)
+    run, ledger = launch(federation, "kill_gateway", seed, rng.uniform(3.0, 4.0), n)
     # A client follows the run through the restart: it must ride it out, not fail.
     follower = ThreadPoolExecutor(1).submit(run.wait)
     fault_moment(rng, 1.0)
@@ -171,12 +192,12 @@ def test_a_killed_gateway_restarts_and_everyone_reconnects(
     assert set(attempts.values()) == {1}, f"seed={seed}: a gateway restart cost attempts: {attempts}"
 
 
-@pytest.mark.seeds(2)
+@pytest.mark.seeds(1)
 def test_an_assignment_delivered_twice_starts_one_process(federation: Federation, seed: int) -> None:
     rng = random.Random(seed)
     hold = rng.uniform(0.5, 1.5)
-    # The gateway's failpoint sends every assignment again: at once (seed 1: while it runs) or after it ended.
-    federation.gateway_env["FLYTE_FAILPOINT_DUPLICATE_ASSIGN"] = "0" if seed % 2 else f"{hold + 2.0:.1f}"
+    # The gateway's failpoint sends every assignment again: after it ended (odd seeds) or at once, while it runs.
+    federation.gateway_env["FLYTE_FAILPOINT_DUPLICATE_ASSIGN"] = f"{hold + 2.0:.1f}" if seed % 2 else "0"
     start(federation)
     program = workload(federation, f"twice_{seed}")
     ledger = Ledger(federation.root / "ledger.jsonl")
@@ -214,23 +235,17 @@ def pool_workers(fed: Federation, cluster: str) -> set[int]:
     return pids
 
 
-@pytest.mark.seeds(2)
+@pytest.mark.seeds(1)
 def test_a_killed_pool_worker_is_retried_and_the_pool_refills(
     federation: Federation, seed: int, recovery: Recovery
 ) -> None:
     rng = random.Random(seed)
     start(federation, clusters=("a",))
-    program = workload(federation, f"pool_{seed}", reusable=POOL)
-    ledger = Ledger(federation.root / "ledger.jsonl")
-    n, hold = 2, rng.uniform(2.0, 3.0)
-    run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
-    assert_eventually(lambda: len(ledger.started()) >= n, timeout=60)
+    n, hold = 2, rng.uniform(3.0, 4.0)
+    run, ledger = launch(federation, "pool", seed, hold, n, reusable=POOL)
     workers = pool_workers(federation, "a")
     assert len(workers) == 2, f"seed={seed}: the pool has {workers}"
-    victim = rng.choice(ledger.started())
-    fault_moment(rng, hold)
-    killed_at = time.time()
-    os.kill(victim.pid, signal.SIGKILL)
+    victim, killed_at = kill_a_running_step(ledger, rng, hold)
     assert run.outputs() == (expected(n),), f"seed={seed}"
     check_invariants(federation, run.name, ledger, seed)
     (action,) = [a for a in federation.actions(run.name) if a.name == victim.action]

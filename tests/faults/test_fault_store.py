@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 import random
+import re
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -19,11 +21,21 @@ import pytest
 from etcd3aio import AlarmType
 from etcd3aio.connections import ConnectionManager
 from etcd3aio.maintenance import MaintenanceService
-from federation import FIRST_SYSTEM_BACKOFF, Federation, Ledger, Recovery, check_invariants, expected, workload
+from federation import (
+    FIRST_SYSTEM_BACKOFF,
+    Federation,
+    Ledger,
+    Recovery,
+    alive,
+    check_invariants,
+    expected,
+    require_etcd,
+    workload,
+)
 from waiting import assert_eventually
 
 import flyte
-from flyte._client import GatewayError, call_sync
+from flyte._client import GatewayError, call_sync, client_for
 from gateway.store import QuotaExceeded, open_store
 from gateway.store._etcd_process import EtcdProcess
 
@@ -87,6 +99,7 @@ QUOTA = 16 * 1024 * 1024
 @pytest.fixture
 def small_etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
     """An etcd with a small space quota, so a test can fill it."""
+    require_etcd()
     server = EtcdProcess(tmp_path / "etcd-small", extra_args=[f"--quota-backend-bytes={QUOTA}"]).start()
     try:
         yield server
@@ -159,3 +172,52 @@ def test_a_store_over_its_quota_is_a_clear_error_with_no_partial_run(
         check_invariants(federation, run.name, ledger, seed)
     finally:
         federation.close()
+
+
+async def compact_now(url: str) -> int:
+    store = await open_store(url)
+    try:
+        revision = await store.revision()
+        await store.compact(revision)
+        return revision
+    finally:
+        await store.close()
+
+
+@pytest.mark.seeds(1)
+def test_a_watch_behind_a_compaction_relists_and_misses_no_assignment_or_abort(
+    federation: Federation, seed: int
+) -> None:
+    rng = random.Random(seed)
+    federation.lease_ttl = 60.0  # the pause below is not a lost agent
+    federation.start_gateway()
+    federation.start_agent("a")
+    federation.connect()
+    program = workload(federation, f"compacted_{seed}")
+    ledger = Ledger(federation.root / "ledger.jsonl")
+    doomed = flyte.run(program.main, n=1, ledger=str(ledger.path), hold=120.0)
+    assert_eventually(lambda: len(ledger.started(doomed.name)) == 1, timeout=60)
+    (doomed_step,) = ledger.started(doomed.name)
+    _, replica = federation.start_replica()
+    gateway = federation.gateway
+    assert gateway is not None
+    offset = gateway.size()
+    # The gateway that serves the agent stops, and its store connection breaks (etcd restarts) ...
+    gateway.signal(signal.SIGSTOP)
+    try:
+        federation.etcd.kill()
+        federation.etcd.start()
+        # ... while another replica takes a new run (an assignment to make) and an abort (one to deliver) ...
+        flyte.init(endpoint=replica, api_key=federation.tokens["admin"], insecure=True)
+        n = rng.randint(1, 3)
+        fresh = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=0.2)
+        call_sync(client_for().abort_run(doomed.name, "the fault matrix aborts it while the gateway is away"))
+        # ... and the history it would resume from is compacted away.
+        asyncio.run(compact_now(federation.etcd.url))
+    finally:
+        gateway.signal(signal.SIGCONT)
+    gateway.wait_for(re.compile(r"the action watch failed \(Compacted"), within=30, offset=offset)
+    assert fresh.outputs() == (expected(n),), f"seed={seed}: the new run's assignments were missed"
+    check_invariants(federation, fresh.name, ledger, seed)
+    assert_eventually(lambda: not alive(doomed_step.pid), timeout=30)
+    assert federation.run(doomed.name).phase.value == "aborted"
