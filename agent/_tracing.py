@@ -27,13 +27,9 @@ class AgentTracing:
     def __init__(self, gateway: str, token: str, cluster: ClusterRecord):
         self._tracing: _otel.ProcessTracing | None = None
         if _otel.enabled():
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter(
-                endpoint=_otel.traces_url(gateway), headers={"Authorization": f"Bearer {token}"}, timeout=10
-            )
+            url = _otel.traces_url(gateway)
             resource = {"flyte.cluster": cluster.name, "cloud.region": cluster.region, "cloud.provider": cluster.cloud}
-            self._tracing = _otel.make_tracing("flyte-agent", resource, exporter)
+            self._tracing = _otel.make_tracing("flyte-agent", resource, _otel.exporter(url, lambda _: token))
         self._spans: dict[str, Span] = {}
         self._parents: OrderedDict[tuple[str, str, int], str] = OrderedDict()
 
@@ -100,5 +96,4 @@ def _attributes(assignment: Assignment) -> dict[str, str | int | float | bool]:
         "flyte.action": assignment.action,
         "flyte.task": assignment.task,
         "flyte.attempt": assignment.attempt,
-        "flyte.cluster": assignment.cluster,
     }

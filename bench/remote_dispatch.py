@@ -16,6 +16,7 @@ mode's medians over the rounds and what tracing costs. Target: tracing costs <= 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -80,9 +81,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-Figures = dict[str, tuple[float, float, float]]
-"""workload -> (p50 ms, p99 ms, actions/s); NaN where a figure does not apply."""
+Figures = dict[str, tuple[float, float, float, float]]
+"""workload -> (p50 ms, p99 ms, actions/s, CPU ms per action of the rig's processes); NaN where it does not apply."""
 NA = float("nan")
+SETTLE_SECONDS = 3.0
+"""After a fan-out, how long its spans may take to be exported and kept: their CPU counts too."""
+
+
+def rig_cpu_seconds(root: Path) -> float:
+    """CPU time used so far by the rig's processes: the gateway, the agent and every worker (each in the session
+    of the process that started it). Wall-clock rates swing with the machine's load; CPU per action much less."""
+    state = json.loads((root / "home" / "rig" / "rig.json").read_text())
+    sessions = set(state["pids"].values())
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[3]) in sessions:  # session id; utime and stime follow at 11 and 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> Figures:
@@ -110,13 +129,17 @@ def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> Figure
             percentile(ms, 0.5),
             percentile(ms, 0.99),
             len(ms) / (sum(latencies) or 1),
+            NA,
         )
         for n in args.fanout or [1000]:
+            cpu = rig_cpu_seconds(root)
             seconds = flyte.run(bench_program.fan_out, n=n).outputs()[0]
-            figures[f"warm pool, fan-out {n:,}"] = (NA, NA, n / seconds)
+            time.sleep(SETTLE_SECONDS)
+            cpu_ms = 1000 * (rig_cpu_seconds(root) - cpu) / n
+            figures[f"warm pool, fan-out {n:,}"] = (NA, NA, n / seconds, cpu_ms)
         cold = flyte.run(bench_program.cold_chain, n=args.cold).outputs()[0]
         ms = [1000 * x for x in cold]
-        figures["cold process, sequential"] = (statistics.median(ms), max(ms), len(ms) / sum(cold))
+        figures["cold process, sequential"] = (statistics.median(ms), max(ms), len(ms) / sum(cold), NA)
         return figures
     finally:
         subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], cwd=root, env=env, capture_output=True)
@@ -124,15 +147,15 @@ def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> Figure
 
 def print_table(title: str, figures: Figures) -> None:
     print(f"\n{title}")
-    print(f"{'workload':<34}{'p50 ms':>10}{'p99 ms':>10}{'actions/s':>12}")
-    for workload, (p50, p99, rate) in figures.items():
+    print(f"{'workload':<34}{'p50 ms':>10}{'p99 ms':>10}{'actions/s':>12}{'CPU ms/action':>15}")
+    for workload, (p50, p99, rate, cpu) in figures.items():
         cells = "".join(f"{'' if math.isnan(v) else format(v, '.2f'):>10}" for v in (p50, p99))
-        print(f"{workload:<34}{cells}{rate:>12,.1f}")
+        print(f"{workload:<34}{cells}{rate:>12,.1f}{'' if math.isnan(cpu) else format(cpu, '.3f'):>15}")
 
 
 def medians(rounds: list[Figures]) -> Figures:
     return {
-        workload: tuple(statistics.median(r[workload][i] for r in rounds) for i in range(3))  # type: ignore[misc]
+        workload: tuple(statistics.median(r[workload][i] for r in rounds) for i in range(4))  # type: ignore[misc]
         for workload in rounds[0]
     }
 
@@ -160,12 +183,15 @@ def main() -> None:
     for mode, figures in summary.items():
         print_table(f"tracing {mode} (median of {len(results[mode])})", figures)
     if len(modes) == 2:
+        # Throughput lost: wall-clock (noisy on a shared machine) and as CPU per action, which is what bounds
+        # throughput when the rig is CPU-bound (1 - cpu_off / cpu_on).
         print("\nwhat tracing costs (on vs off)")
-        print(f"{'workload':<34}{'p50':>10}{'actions/s':>12}")
-        for workload, (p50_off, _, rate_off) in summary["off"].items():
-            p50_on, _, rate_on = summary["on"][workload]
+        print(f"{'workload':<34}{'p50':>10}{'actions/s':>12}{'by CPU':>15}")
+        for workload, (p50_off, _, rate_off, cpu_off) in summary["off"].items():
+            p50_on, _, rate_on, cpu_on = summary["on"][workload]
             p50 = "" if math.isnan(p50_off) else f"{100 * (p50_on / p50_off - 1):+.1f}%"
-            print(f"{workload:<34}{p50:>10}{100 * (1 - rate_on / rate_off):>11.1f}%")
+            by_cpu = "" if math.isnan(cpu_off) else f"{100 * (1 - cpu_off / cpu_on):.1f}%"
+            print(f"{workload:<34}{p50:>10}{100 * (1 - rate_on / rate_off):>11.1f}%{by_cpu:>15}")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def spans_of(run: str) -> list[SpanRecord]:
     return RunTrace.model_validate(call_sync(client_for().request("GET", f"/api/v1/runs/{run}/trace"))).spans
 
 
-def wait_for_spans(run: str, done: Any, timeout: float = 30) -> list[SpanRecord]:
+def wait_for_spans(run: str, done: Any, timeout: float = 60) -> list[SpanRecord]:
     """The run's spans once `done(spans)` holds: spans arrive in batches, after the run has ended."""
     found: list[SpanRecord] = []
 
@@ -116,8 +116,10 @@ def wait_for_spans(run: str, done: Any, timeout: float = 30) -> list[SpanRecord]
 
 
 def one(spans: list[SpanRecord], **match: Any) -> SpanRecord:
-    (span,) = [s for s in spans if all(_field(s, k) == v for k, v in match.items())]
-    return span
+    found = [s for s in spans if all(_field(s, k) == v for k, v in match.items())]
+    shown = "\n".join(f"  {s.service}@{s.cluster} {s.name} {s.attributes}" for s in spans)
+    assert len(found) == 1, f"{len(found)} spans match {match} among:\n{shown}"
+    return found[0]
 
 
 def _field(span: SpanRecord, key: str) -> Any:

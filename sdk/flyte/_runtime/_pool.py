@@ -9,6 +9,7 @@ import logging
 import os
 from pathlib import Path
 
+from .. import _otel
 from .._wire import Assignment
 from .._worker_link import WorkerLink
 from ._bundle import load_bundle
@@ -20,6 +21,7 @@ POOL_WORKER_ENV = "FLYTE_POOL_WORKER"
 
 
 async def serve_pool(socket: Path, bundle: Path, endpoint: str, concurrency: int) -> None:
+    _otel.start_worker(endpoint, os.environ.get("FLYTE_CLUSTER"))
     load_bundle(bundle)
     reader, writer = await asyncio.open_unix_connection(str(socket))
     writer.write(json.dumps({"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV)}).encode() + b"\n")

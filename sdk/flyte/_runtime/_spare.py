@@ -7,11 +7,13 @@ import json
 import os
 from pathlib import Path
 
+from .. import _otel
 from .._wire import Assignment
 from ._worker import configure, run_assignment
 
 
 async def serve_once(socket: Path, endpoint: str) -> None:
+    _otel.start_worker(endpoint, os.environ.get("FLYTE_CLUSTER"))
     reader, writer = await asyncio.open_unix_connection(str(socket))
     writer.write(json.dumps({"hello": os.getpid()}).encode() + b"\n")
     await writer.drain()
