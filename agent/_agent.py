@@ -87,7 +87,13 @@ class Agent:
         """Attempt keys started lately, finished or not: a late duplicate delivery must not start one again."""
         self.epoch = 0
         sockets = _socket_dir(work_dir)
-        self.pools = Pools(self, sockets)
+        if backend.runs_on_this_host:
+            self.pools = Pools(self, sockets)
+        else:
+            # Pods dial their pool over TCP and are a Deployment's replicas (the kubernetes package loads only here).
+            from agent.backends._kube_pools import KubePools
+
+            self.pools = KubePools(self, sockets)
         self.tracing = AgentTracing(gateway, token, cluster)
         # Spares wait on a local socket: only a backend that runs on this machine can have them.
         self.spares = Spares(self, sockets, spares if backend.runs_on_this_host else 0)
@@ -230,7 +236,10 @@ class Agent:
         try:
             if not self.backend.runs_on_this_host:
                 self._event(assignment, Phase.RUNNING)
-                exit = await self._run_elsewhere(key, item)
+                if assignment.reusable:
+                    exit = await self.pools.run(assignment, Path("/"))  # the pod fetches its bundle itself
+                else:
+                    exit = await self._run_elsewhere(key, item)
                 if not item.aborted:
                     self._report_exit(assignment, exit, bytes(item.stderr_tail))
                 return
@@ -288,8 +297,7 @@ class Agent:
 
     async def _run_elsewhere(self, key: str, item: Running) -> Exit:
         """An attempt on a backend that does not share this machine (a pod): the assignment, token included, travels
-        as secret environment, and the worker fetches its bundle from the gateway. Reusable environments run one
-        pod per attempt here: pools on Kubernetes are their own slice."""
+        as secret environment, and the worker fetches its bundle from the gateway."""
         assignment = item.assignment
         task = await self._task_spec(assignment)
         env = {

@@ -5,8 +5,10 @@ its `max_replicas` when every slot is busy, shrinks back to `min_replicas` after
 that dies (its in-flight attempts end `LOST`, which the gateway retries as system errors). Workers run under the
 agent's backend, so the environment's resource limits apply to each of them.
 
-The socket carries JSON lines: the worker says `{"hello": pid}`; the agent sends an `Assignment` or
-`{"abort": key}`; the worker answers `{"done": key}` once it has reported the attempt's result to the gateway.
+The socket carries JSON lines: the worker says `{"hello": pid, "worker": its name, "secret": the pool's}`; the agent
+sends an `Assignment` or `{"abort": key}`; the worker answers `{"done": key}` once it has reported the attempt's
+result to the gateway. The socket is a Unix socket here; `KubePools` (agent/backends/_kube_pools.py) serves the
+same protocol over TCP to pods, and starts and stops workers by scaling a Deployment.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
-from flyte._runtime._pool import POOL_WORKER_ENV
+from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
 from flyte._wire import Assignment
 
 if TYPE_CHECKING:
@@ -58,6 +62,8 @@ class Pool:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     server: asyncio.base_events.Server | None = None
     pending: list[Worker] = field(default_factory=list)
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    """Said by the pool's workers in their hello: only they may take its assignments (and their tokens)."""
 
     def free_slots(self) -> int:
         return sum(self.concurrency - len(w.inflight) for w in self.workers if w.writer is not None)
@@ -126,12 +132,15 @@ class Pools:
         # launching more (which took the pool past max_replicas).
         starting = [Worker(handle=Launching()) for _ in range(max(pool.min_replicas, 1))]
         pool.pending.extend(starting)
-        pool.server = await asyncio.start_unix_server(lambda r, w: self._accept(pool, r, w), path=str(socket))
+        await self._listen(pool)
         for placeholder in starting:
             await self._grow(pool, placeholder)
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever())
         return pool
+
+    async def _listen(self, pool: Pool) -> None:
+        pool.server = await asyncio.start_unix_server(lambda r, w: self._accept(pool, r, w), path=str(pool.socket))
 
     async def _start_worker(self, pool: Pool) -> Worker:
         resources = pool.template.resources
@@ -152,6 +161,7 @@ class Pools:
                 str(pool.concurrency),
             ],
             env={**self.agent.worker_env(), POOL_WORKER_ENV: ident},
+            secret_env={POOL_SECRET_ENV: pool.secret},
             cwd=pool.bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -177,17 +187,14 @@ class Pools:
             pool.pending.remove(placeholder)
 
     async def _accept(self, pool: Pool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = json.loads(await reader.readline())
-        if "hello" not in hello:
-            writer.close()
-            return
-        # Workers connect in any order: a connection belongs to the process that names itself, so that a dead
-        # process fails its own attempts and not another's.
-        worker = next((w for w in pool.pending if w.ident and w.ident == hello.get("worker")), None)
+        try:
+            hello = json.loads(await reader.readline())
+        except ValueError:
+            hello = None
+        worker = self._claim(pool, hello) if _authentic(hello, pool) else None
         if worker is None:
             writer.close()
             return
-        pool.pending.remove(worker)
         worker.writer = writer
         pool.workers.append(worker)
         worker.connected.set()
@@ -198,6 +205,14 @@ class Pools:
             done = worker.inflight.get(str(message.get("done")))
             if done is not None and not done.done():
                 done.set_result(Exit(ExitKind.EXITED, 0))
+
+    def _claim(self, pool: Pool, hello: dict[str, Any]) -> Worker | None:
+        """The launched worker a connection is, taken from `pending`. Workers connect in any order: a connection
+        belongs to the process that names itself, so that a dead process fails its own attempts and not another's."""
+        worker = next((w for w in pool.pending if w.ident and w.ident == hello.get("worker")), None)
+        if worker is not None:
+            pool.pending.remove(worker)
+        return worker
 
     async def _watch_worker(self, pool: Pool, worker: Worker) -> None:
         exit = await worker.handle.wait()
@@ -253,6 +268,13 @@ class Pools:
             if pool.server is not None:
                 pool.server.close()
             pool.socket.unlink(missing_ok=True)
+
+
+def _authentic(hello: object, pool: Pool) -> TypeGuard[dict[str, Any]]:
+    """A hello from one of the pool's workers: it knows the pool's secret."""
+    if not isinstance(hello, dict) or "hello" not in hello:
+        return False
+    return hmac.compare_digest(str(hello.get("secret") or "").encode(), pool.secret.encode())
 
 
 class Launching:

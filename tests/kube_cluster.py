@@ -4,7 +4,9 @@ stand-in (kmock fills in no pod status, so tests drive phases themselves, throug
 `FakeCluster` stores objects and serves list, watch, create, patch and delete; pod logs are served from what the
 test (or `Kubelet`) wrote for a pod. `Kubelet` watches the namespace's pods and runs each pod's container as a
 local process with the pod's environment (its `secretKeyRef`s resolved from the stored Secrets), reporting
-Running and then how it exited, so an agent's pods really run their workers.
+Running and then how it exited, so an agent's pods really run their workers; a deleted pod's process is killed.
+`Deployments` stands in for the Deployment and ReplicaSet controllers: it keeps each Deployment's pods at its
+`replicas`, removing the pods of lowest `controller.kubernetes.io/pod-deletion-cost` first.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kmock import KubernetesEmulator, Request, Server, resource
 
 PODS = resource("", "v1", "pods")
 SECRETS = resource("", "v1", "secrets")
+DEPLOYMENTS = resource("apps", "v1", "deployments")
 NODES = resource("", "v1", "nodes")
 
 
@@ -138,6 +141,7 @@ async def fake_cluster(directory: Path) -> AsyncIterator[FakeCluster]:
     async with cluster.emulator:
         cluster.emulator.resources[PODS] = {}
         cluster.emulator.resources[SECRETS] = {}
+        cluster.emulator.resources[DEPLOYMENTS] = {}
         cluster.emulator[cluster.emulator.subresource("log")] << cluster._serve_log
         await cluster.start()
         try:
@@ -169,6 +173,8 @@ class Kubelet:
         """What went wrong running a pod: a test asserts there is nothing."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._deleted: set[str] = set()
 
     async def __aenter__(self) -> Kubelet:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -192,6 +198,11 @@ class Kubelet:
                     task = asyncio.create_task(self._run(event["object"]))
                     task.add_done_callback(self._check)
                     self._tasks.add(task)
+                elif event["type"] == "DELETED":
+                    self._deleted.add(name)
+                    process = self._processes.get(name)
+                    if process is not None and process.returncode is None:
+                        process.kill()
 
     def _check(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -214,6 +225,9 @@ class Kubelet:
         for item in container.get("env", []):
             if "value" in item:
                 env[item["name"]] = item["value"]
+            elif "fieldRef" in item["valueFrom"]:
+                assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", item
+                env[item["name"]] = name
             else:
                 ref = item["valueFrom"]["secretKeyRef"]
                 secret = self.cluster.secret(ref["name"], self.namespace)
@@ -222,15 +236,87 @@ class Kubelet:
         command = list(container["command"])
         if command[0] == "python":  # the image's interpreter is this one
             command[0] = sys.executable
-        process = await asyncio.create_subprocess_exec(
+        process = self._processes[name] = await asyncio.create_subprocess_exec(
             *command, env=env, cwd=self.home, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
-        await self.cluster.set_status(name, running(), self.namespace)
-        assert process.stdout is not None
-        output = await process.stdout.read()
-        code = await process.wait()
+        try:
+            await self.cluster.set_status(name, running(), self.namespace)
+            assert process.stdout is not None
+            output = await process.stdout.read()
+            code = await process.wait()
+        finally:
+            if process.returncode is None:  # cancelled: the test is over
+                process.kill()
+                await process.wait()
         self.cluster.write_log(name, output)
-        await self.cluster.set_status(name, terminated(code), self.namespace)
+        if name not in self._deleted:
+            await self.cluster.set_status(name, terminated(code), self.namespace)
+
+
+class Deployments:
+    """The Deployment and ReplicaSet controllers in one: each Deployment of the namespace has `replicas` pods made
+    from its template (owned by it), the pods of lowest deletion cost removed first; a deleted one's pods go."""
+
+    def __init__(self, cluster: FakeCluster, namespace: str = "flyte") -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.made = 0
+        self._watch: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Deployments:
+        self._watch = asyncio.create_task(self._watch_deployments())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._watch is not None
+        self._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watch
+
+    def pods_of(self, deployment: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: pod
+            for name, pod in self.cluster.pods(self.namespace).items()
+            if any(ref.get("name") == deployment for ref in pod["metadata"].get("ownerReferences", []))
+        }
+
+    async def _watch_deployments(self) -> None:
+        url = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
+        async with self.cluster.server.client.get(url, params={"watch": "true"}) as response:
+            async for line in response.content:
+                event = json.loads(line)
+                deployment = event["object"]
+                wanted = 0 if event["type"] == "DELETED" else int(deployment["spec"].get("replicas", 1))
+                await self._reconcile(deployment, wanted)
+
+    async def _reconcile(self, deployment: dict[str, Any], wanted: int) -> None:
+        name = deployment["metadata"]["name"]
+        pods = self.pods_of(name)
+        base = f"/api/v1/namespaces/{self.namespace}/pods"
+        while len(pods) < wanted:
+            self.made += 1
+            template = deployment["spec"]["template"]
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    **template["metadata"],
+                    "name": f"{name}-{self.made}",
+                    "namespace": self.namespace,
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": "u"}],
+                },
+                "spec": template["spec"],
+            }
+            async with self.cluster.server.client.post(base, json=pod) as response:
+                assert response.status in (200, 201), await response.text()
+            pods[pod["metadata"]["name"]] = pod
+
+        def cost(item: tuple[str, dict[str, Any]]) -> int:
+            annotations = item[1]["metadata"].get("annotations") or {}
+            return int(annotations.get("controller.kubernetes.io/pod-deletion-cost", "0"))
+
+        for victim, _ in sorted(pods.items(), key=cost)[: max(0, len(pods) - wanted)]:
+            await self.cluster.delete_pod(victim, self.namespace)
 
 
 def _kubeconfig(server: str) -> dict[str, Any]:

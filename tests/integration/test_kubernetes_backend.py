@@ -1,6 +1,7 @@
 """The Kubernetes backend against kmock (a Kubernetes API stand-in on 127.0.0.1): the pods it creates, how pod
 states end attempts, a dropped watch, an abort, capacity; then an agent with this backend, connected to a real
-gateway, runs an action whose pod a kubelet stand-in runs as a local process."""
+gateway, runs an action whose pod a kubelet stand-in runs as a local process, and a reusable environment's pool
+as a Deployment whose pods (made by a controller stand-in) dial back to the agent."""
 
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from gateway_process import GatewayProcess
-from kube_cluster import PODS, FakeCluster, Kubelet, fake_cluster, running, terminated, waiting
+from kube_cluster import (
+    DEPLOYMENTS,
+    PODS,
+    SECRETS,
+    Deployments,
+    FakeCluster,
+    Kubelet,
+    fake_cluster,
+    running,
+    terminated,
+    waiting,
+)
 from waiting import async_assert_eventually
 
 from agent.backends import Capacity, Exit, ExitKind, LaunchSpec
@@ -299,7 +312,11 @@ async def federation(cluster: FakeCluster, tmp_path: Path) -> AsyncIterator[Gate
         command += ["--namespace", "flyte"]
         with agent_log.open("w") as out:
             agent = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block; the fixture stops it)
-                command, env={**os.environ, "FLYTE_AGENT_TOKEN": token}, stdout=out, stderr=subprocess.STDOUT
+                command,
+                # Pool pods dial the agent at its pod IP: here, the loopback.
+                env={**os.environ, "FLYTE_AGENT_TOKEN": token, "FLYTE_POD_IP": "127.0.0.1"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         await async_assert_eventually(lambda: "connected to" in agent_log.read_text(), within=30)
         yield gateway
@@ -417,3 +434,117 @@ async def test_an_oom_killed_pod_is_an_oom_error_the_parent_recovers_from(
     assert result.returncode == 0, result.stderr
     assert "recovered with 200" in result.stdout
     assert len(kubelet.started) == 3, "the parent, the OOMKilled child and the one with more memory"
+
+
+POOLED = """
+import asyncio
+import os
+from pathlib import Path
+
+import flyte
+
+pool_env = flyte.TaskEnvironment(
+    "kube_pool",
+    resources=flyte.Resources(cpu=0.25, memory="256Mi"),
+    env_vars={"POOL_MARK": "warm"},
+    reusable=flyte.ReusePolicy(replicas=(1, 3), concurrency=1, idle_ttl=4, scaledown_ttl=1),
+)
+env = flyte.TaskEnvironment("kube_fan", depends_on=[pool_env])
+
+
+@pool_env.task
+async def square(x: int) -> str:
+    # Held until the test has seen the pool grow: every child is in flight at once.
+    while not Path(RELEASE).exists():
+        await asyncio.sleep(0.05)
+    return f"{x * x}@{os.environ['FLYTE_POOL_WORKER']}:{os.environ['POOL_MARK']}"
+
+
+@env.task
+async def fan(n: int) -> str:
+    return " ".join(await asyncio.gather(*(square(i) for i in range(n))))
+"""
+
+
+@pytest.mark.timeout(240)
+async def test_a_reusable_environment_runs_on_a_deployment_that_scales_and_goes_when_idle(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    program = tmp_path / "kube_pooled.py"
+    program.write_text(POOLED.replace("RELEASE", repr(str(release))))
+    env = {**os.environ, "FLYTE_ENDPOINT": federation.endpoint, "FLYTE_API_KEY": federation.token}
+    command = [sys.executable, "-m", "flyte.cli", "run", str(program), "fan", "--n", "4"]
+    async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster) as controller:
+        run = asyncio.create_task(
+            asyncio.to_thread(
+                subprocess.run, command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150
+            )
+        )
+
+        def deployments() -> dict[str, dict[str, Any]]:
+            return {
+                name: dict(obj.raw)
+                for (res, _, name), obj in list(cluster.emulator.objects.items())
+                if res == DEPLOYMENTS and not obj.deleted
+            }
+
+        # Four children, at most three workers of one each: the pool grows from its one replica to three.
+        def grown() -> bool:
+            found = list(deployments().values())
+            return len(found) == 1 and found[0]["spec"]["replicas"] == 3
+
+        await async_assert_eventually(lambda: grown() or run.done(), within=120)
+        assert grown(), (await run).stderr
+        ((name, deployment),) = deployments().items()
+        await async_assert_eventually(lambda: len(controller.pods_of(name)) == 3)
+        release.touch()
+        result = await run
+        assert result.returncode == 0, result.stderr + (tmp_path / "agent.log").read_text()
+        assert not kubelet.errors
+
+        # The output names the pods that ran the children: pooled workers, not one pod per child.
+        squares = result.stdout.split("output:")[-1].strip().strip('"').split()
+        assert sorted(int(s.split("@")[0]) for s in squares) == [0, 1, 4, 9]
+        workers = {s.split("@")[1].split(":")[0] for s in squares}
+        assert len(workers) >= 2, squares
+        assert all(w.startswith(f"{name}-") for w in workers), squares
+        assert all(s.endswith(":warm") for s in squares)
+        assert len([p for p in kubelet.started if not p.startswith(name)]) == 1, "only the parent has its own pod"
+
+        # Idle: down to its floor (scaledown_ttl 1 s), then removed with its Secret (idle_ttl 4 s).
+        await async_assert_eventually(lambda: not deployments() and cluster.secret(name) is None, within=60)
+        versions = cluster.emulator.objects[DEPLOYMENTS, "flyte", name].history
+        history = [version.raw["spec"]["replicas"] for version in versions if version is not None]  # None: deleted
+        assert max(history) == 3, history
+        assert history[0] == history[-1] == 1, history
+        await async_assert_eventually(lambda: not controller.pods_of(name))
+
+    labels = deployment["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "flyte-agent"
+    assert labels["flyte.org/owner"] == "k1"
+    assert deployment["metadata"]["annotations"]["flyte.org/key"].startswith("kube_pool@")
+    template = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"] == {"flyte.org/owner": "k1", "flyte.org/pool": name}
+    assert template["metadata"]["labels"] == {"flyte.org/owner": "k1", "flyte.org/pool": name}
+    assert template["spec"]["restartPolicy"] == "Always"
+    container = template["spec"]["containers"][0]
+    assert container["image"] == DEFAULT_IMAGE
+    # Each replica asks for what one worker of the environment needs.
+    per_replica = {"cpu": "250m", "memory": str(256 * 2**20)}
+    assert container["resources"] == {"requests": per_replica, "limits": per_replica}
+    command = container["command"]
+    assert command[:4] == ["python", "-m", "flyte._runtime", "--pool"]
+    assert command[4].startswith("tcp://127.0.0.1:")
+    assert command[5:] == ["--concurrency", "1"]
+    variables = {e["name"]: e for e in container["env"]}
+    assert variables["FLYTE_ENDPOINT"]["value"] == federation.endpoint
+    assert variables["FLYTE_CLUSTER"]["value"] == "k1"
+    assert variables["POOL_MARK"]["value"] == "warm"
+    assert variables["FLYTE_POOL_WORKER"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert variables["FLYTE_POOL_SECRET"]["valueFrom"] == {"secretKeyRef": {"name": name, "key": "FLYTE_POOL_SECRET"}}
+    pool_secret = next(iter(cluster.emulator.objects[SECRETS, "flyte", name].history)).raw["stringData"][
+        "FLYTE_POOL_SECRET"
+    ]
+    assert len(pool_secret) >= 32
+    assert pool_secret not in str(deployment)

@@ -83,17 +83,22 @@ def test_the_role_grants_only_what_the_backend_calls() -> None:
         for verb in rule["verbs"]
     }
     # What agent/backends/_kubernetes.py calls: create/watch/delete pods and their Secrets, read logs, and list
-    # nodes and pods for capacity. Nothing broader.
+    # nodes and pods for capacity; and _kube_pools.py: a Deployment per pool, a retiring pod's deletion cost.
+    # Nothing broader.
     assert granted == {
         ("pods", "create"),
         ("pods", "get"),
         ("pods", "list"),
         ("pods", "watch"),
         ("pods", "delete"),
+        ("pods", "patch"),
         ("pods/log", "get"),
         ("secrets", "create"),
         ("secrets", "patch"),
         ("secrets", "delete"),
+        ("deployments", "create"),
+        ("deployments", "patch"),
+        ("deployments", "delete"),
         ("nodes", "list"),
     }
     assert all(d["kind"] != "ClusterRole" or d["rules"][0]["verbs"] == ["list"] for d in docs.values())

@@ -21,7 +21,9 @@ def main() -> int:
     )
     parser.add_argument("--bundle", type=Path, help="The extracted code bundle (default: fetched from the gateway).")
     parser.add_argument("--spare", type=Path, help="Wait at this socket for one assignment (a pre-started worker).")
-    parser.add_argument("--pool", type=Path, help="Serve assignments from the agent's socket at this path.")
+    parser.add_argument(
+        "--pool", help="Serve assignments from the agent's pool socket: a Unix socket's path, or tcp://HOST:PORT."
+    )
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -32,8 +34,6 @@ def main() -> int:
         asyncio.run(serve_once(args.spare, endpoint))
         return 0
     if args.pool is not None:
-        if args.bundle is None:
-            parser.error("--bundle is required with --pool")
         from ._pool import serve_pool
 
         asyncio.run(serve_pool(args.pool, args.bundle, endpoint, args.concurrency))

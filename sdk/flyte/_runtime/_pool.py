@@ -1,5 +1,9 @@
 """A warm pool worker: loads its environment's bundle once, then runs assignments from its agent's socket, up to
-`concurrency` at a time, each reporting to the gateway like a one-shot worker would."""
+`concurrency` at a time, each reporting to the gateway like a one-shot worker would.
+
+The socket is a Unix socket's path for a worker on the agent's machine, or `tcp://HOST:PORT` for a worker in a pod,
+which also has no bundle on disk: it fetches it from the gateway with its first assignment's token. Either way
+the worker's hello names it and says the pool's secret."""
 
 from __future__ import annotations
 
@@ -12,19 +16,23 @@ from pathlib import Path
 from .. import _otel
 from .._wire import Assignment
 from .._worker_link import WorkerLink
-from ._bundle import load_bundle
+from ._bundle import fetch_bundle, load_bundle
 from ._worker import configure, run_assignment
 
 log = logging.getLogger("flyte.worker.pool")
 POOL_WORKER_ENV = "FLYTE_POOL_WORKER"
 """Names a pool worker process; it says the name back in its hello, so the agent knows which process connected."""
+POOL_SECRET_ENV = "FLYTE_POOL_SECRET"
+"""The pool's secret, said in the hello: anyone may dial a TCP port, only the pool's own workers know it."""
 
 
-async def serve_pool(socket: Path, bundle: Path, endpoint: str, concurrency: int) -> None:
+async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurrency: int) -> None:
     _otel.start_worker(endpoint, os.environ.get("FLYTE_CLUSTER"))
-    load_bundle(bundle)
-    reader, writer = await asyncio.open_unix_connection(str(socket))
-    writer.write(json.dumps({"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV)}).encode() + b"\n")
+    if bundle is not None:
+        load_bundle(bundle)
+    reader, writer = await _dial(address)
+    hello = {"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV), "secret": os.environ.get(POOL_SECRET_ENV)}
+    writer.write(json.dumps(hello).encode() + b"\n")
     await writer.drain()
     links: dict[str, WorkerLink] = {}
     running: dict[str, asyncio.Task[None]] = {}
@@ -38,7 +46,10 @@ async def serve_pool(socket: Path, bundle: Path, endpoint: str, concurrency: int
                     link = links[assignment.run] = WorkerLink(endpoint, assignment.token, assignment.run)
                     await link.connect()
                 configure(assignment, endpoint)
-                await run_assignment(assignment, bundle, endpoint, link)
+                here = bundle
+                if here is None:
+                    here = await asyncio.to_thread(fetch_bundle, endpoint, assignment.token, assignment.bundle_digest)
+                await run_assignment(assignment, here, endpoint, link)
             except Exception:
                 log.exception("assignment %s failed to report", key)
             finally:
@@ -58,3 +69,10 @@ async def serve_pool(socket: Path, bundle: Path, endpoint: str, concurrency: int
         running[key] = asyncio.create_task(run_one(assignment, key))
     for link in links.values():
         await link.close()
+
+
+async def _dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if address.startswith("tcp://"):
+        host, _, port = address.removeprefix("tcp://").rpartition(":")
+        return await asyncio.open_connection(host.strip("[]"), int(port))
+    return await asyncio.open_unix_connection(address)
