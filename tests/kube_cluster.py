@@ -174,6 +174,8 @@ class Kubelet:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self.restarts: dict[str, int] = {}
+        """Containers of `restartPolicy: Always` pods started again after they exited, by pod."""
         self._deleted: set[str] = set()
 
     async def __aenter__(self) -> Kubelet:
@@ -236,21 +238,27 @@ class Kubelet:
         command = list(container["command"])
         if command[0] == "python":  # the image's interpreter is this one
             command[0] = sys.executable
-        process = self._processes[name] = await asyncio.create_subprocess_exec(
-            *command, env=env, cwd=self.home, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        try:
-            await self.cluster.set_status(name, running(), self.namespace)
-            assert process.stdout is not None
-            output = await process.stdout.read()
-            code = await process.wait()
-        finally:
-            if process.returncode is None:  # cancelled: the test is over
-                process.kill()
-                await process.wait()
-        self.cluster.write_log(name, output)
-        if name not in self._deleted:
-            await self.cluster.set_status(name, terminated(code), self.namespace)
+        while True:
+            process = self._processes[name] = await asyncio.create_subprocess_exec(
+                *command, env=env, cwd=self.home, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            try:
+                await self.cluster.set_status(name, running(), self.namespace)
+                assert process.stdout is not None
+                output = await process.stdout.read()
+                code = await process.wait()
+            finally:
+                if process.returncode is None:  # cancelled: the test is over
+                    process.kill()
+                    await process.wait()
+            self.cluster.write_log(name, output)
+            if name in self._deleted:
+                return
+            if pod["spec"].get("restartPolicy") != "Always":
+                await self.cluster.set_status(name, terminated(code), self.namespace)
+                return
+            # A Deployment's pod: its container is started again in the same pod.
+            self.restarts[name] = self.restarts.get(name, 0) + 1
 
 
 class Deployments:

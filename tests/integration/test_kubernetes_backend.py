@@ -364,16 +364,19 @@ async def test_an_image_that_cannot_be_pulled_fails_the_run_at_once(
     assert cluster.pods() == {}, "the pod stuck in back-off was deleted"
 
 
-def _run_remote(gateway: GatewayProcess, program: Path) -> subprocess.CompletedProcess[str]:
-    """`flyte run` in its own process, as a user would: deploy, run, print the output."""
+def _run_remote(
+    gateway: GatewayProcess, program: Path, *task: str, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """`flyte run` in its own process, as a user would: deploy, run, print the output. `task`: its name and
+    arguments, `double --x 21` by default."""
     env = {**os.environ, "FLYTE_ENDPOINT": gateway.endpoint, "FLYTE_API_KEY": gateway.token}
     return subprocess.run(
-        [sys.executable, "-m", "flyte.cli", "run", str(program), "double", "--x", "21"],
+        [sys.executable, "-m", "flyte.cli", "run", str(program), *(task or ("double", "--x", "21"))],
         cwd=program.parent,
         env=env,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=timeout,
     )
 
 
@@ -473,14 +476,8 @@ async def test_a_reusable_environment_runs_on_a_deployment_that_scales_and_goes_
     release = tmp_path / "release"
     program = tmp_path / "kube_pooled.py"
     program.write_text(POOLED.replace("RELEASE", repr(str(release))))
-    env = {**os.environ, "FLYTE_ENDPOINT": federation.endpoint, "FLYTE_API_KEY": federation.token}
-    command = [sys.executable, "-m", "flyte.cli", "run", str(program), "fan", "--n", "4"]
     async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster) as controller:
-        run = asyncio.create_task(
-            asyncio.to_thread(
-                subprocess.run, command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150
-            )
-        )
+        run = asyncio.create_task(asyncio.to_thread(_run_remote, federation, program, "fan", "--n", "4", timeout=150))
 
         def deployments() -> dict[str, dict[str, Any]]:
             return {
@@ -498,6 +495,12 @@ async def test_a_reusable_environment_runs_on_a_deployment_that_scales_and_goes_
         assert grown(), (await run).stderr
         ((name, deployment),) = deployments().items()
         await async_assert_eventually(lambda: len(controller.pods_of(name)) == 3)
+        # Anyone may dial the pool's port; a hello without the pool's secret gets no assignment, just a close.
+        host, _, port = deployment["spec"]["template"]["spec"]["containers"][0]["command"][4].rpartition(":")
+        reader, writer = await asyncio.open_connection(host.removeprefix("tcp://"), int(port))
+        writer.write(json.dumps({"hello": 1, "worker": f"{name}-x", "secret": "a guess"}).encode() + b"\n")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
         release.touch()
         result = await run
         assert result.returncode == 0, result.stderr + (tmp_path / "agent.log").read_text()
@@ -548,3 +551,43 @@ async def test_a_reusable_environment_runs_on_a_deployment_that_scales_and_goes_
     ]
     assert len(pool_secret) >= 32
     assert pool_secret not in str(deployment)
+
+
+CRASHING = """
+import os
+from pathlib import Path
+
+import flyte
+
+env = flyte.TaskEnvironment("kube_crash", reusable=flyte.ReusePolicy(replicas=1))
+
+
+@env.task
+async def survive(x: int) -> str:
+    mark = Path(MARK)
+    if not mark.exists():
+        mark.write_text(os.environ["FLYTE_POOL_WORKER"])
+        os._exit(9)  # the worker dies mid-attempt, as on a kill from outside
+    return f"{x}@{os.environ['FLYTE_POOL_WORKER']}"
+"""
+
+
+@pytest.mark.timeout(240)
+async def test_a_pool_pod_that_dies_loses_its_attempt_which_its_restarted_container_runs_again(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    mark = tmp_path / "crashed-in"
+    program = tmp_path / "kube_crash.py"
+    program.write_text(CRASHING.replace("MARK", repr(str(mark))))
+    async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster):
+        result = await asyncio.to_thread(_run_remote, federation, program, "survive", "--x", "7", timeout=150)
+        assert result.returncode == 0, result.stderr + (tmp_path / "agent.log").read_text()
+        assert not kubelet.errors
+    pod = mark.read_text()
+    # The lost attempt was retried as a system error, on the same pod: the kubelet restarted its container, which
+    # took the dead worker's place in the pool. The Deployment never grew.
+    assert f"7@{pod}" in result.stdout
+    assert kubelet.restarts == {pod: 1}
+    assert kubelet.started == [pod]
+    (deployment,) = [obj for (res, _, _), obj in cluster.emulator.objects.items() if res == DEPLOYMENTS]
+    assert {version.raw["spec"]["replicas"] for version in deployment.history if version is not None} == {1}
