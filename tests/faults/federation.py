@@ -1,12 +1,13 @@
 """A federation under test, every part a real process: etcd, the gateway, agents (optionally inside a network
 namespace), and the workers they start; plus the workload and the invariants the fault matrix checks.
 
-    test ──► Federation.start() ──► etcd ──► `flyte gateway serve --store etcd://...` ──► `flyte agent serve` x N
+    test ──► etcd ──► Federation.start_gateway() (`flyte gateway serve --store etcd://...`)
+         ──► Federation.start_agent() x N (`flyte agent serve`, optionally inside a network namespace)
          ──► load(WORKLOAD) ──► flyte.run(main) ──► steps append to a side-effect ledger (one JSON line per event)
          ──► inject a fault (kill, stop, cut, ...) ──► wait for the run ──► check_invariants(run, ledger, seed)
 
-The invariants read the store's full history of the run's actions (an etcd watch from revision 1), not just
-the final state, so a result that was overwritten or an attempt number that went backwards is caught even if the
+The invariants read the store's history of the run's actions (an etcd watch from the run's first revision), not
+just the final state, so a result that was overwritten or an attempt number that went backwards is caught even if the
 end looks right. Every assertion message starts with the seed.
 """
 
@@ -328,7 +329,8 @@ async def main(n: int, ledger: str, hold: float) -> int:
 
 
 def workload(fed: Federation, name: str, reusable: str = "") -> ModuleType:
-    """The matrix's program: `main(n, ledger, hold)` fans out n steps that each hold a cpu for `hold` seconds."""
+    """The matrix's program: `main(n, ledger, hold)` fans out n steps that each hold 2 GiB of an agent's memory for
+    `hold` seconds (memory, not cpu: an attempt with a cpu limit cannot start in a spare worker)."""
     return fed.load(f"faults_{name}", WORKLOAD.format(env=name.replace("_", "-"), reusable=reusable))
 
 
@@ -392,10 +394,15 @@ def check_invariants(fed: Federation, run: str, ledger: Ledger, seed: int, phase
 
 
 def _check_history(say: str, versions: list[ActionSummary]) -> None:
-    """Attempts only grow; each attempt ends once (a result, or a requeue); nothing changes after the end."""
+    """Attempts only grow; each attempt ends once (a result, or a requeue); nothing changes after the end; and an
+    attempt stays with the cluster session it was placed on (no fenced or foreign agent moved it)."""
     ended: set[int] = set()
+    placed: dict[int, tuple[str | None, int]] = {}
     previous: ActionSummary | None = None
     for version in versions:
+        if version.phase in (Phase.PLACED, Phase.RUNNING) or (version.phase.is_terminal and version.cluster):
+            owner = placed.setdefault(version.attempts, (version.cluster, version.epoch))
+            assert owner == (version.cluster, version.epoch), f"{say}: attempt {version.attempts} moved: {version}"
         if previous is not None:
             assert not previous.phase.is_terminal, f"{say}: changed after it ended: {previous.phase} -> {version}"
             assert version.attempts >= previous.attempts, f"{say}: attempt went back {previous.attempts}->{version}"
@@ -407,11 +414,6 @@ def _check_history(say: str, versions: list[ActionSummary]) -> None:
             if requeued:
                 assert version.system_failures == previous.system_failures + 1, f"{say}: requeued without a failure"
         previous = version
-
-
-def attempts_moved(fed: Federation, run: str, victim: str) -> list[ActionSummary]:
-    """Actions whose later attempt ran somewhere other than the victim cluster."""
-    return [a for a in fed.actions(run) if a.attempts > 1 and a.cluster != victim]
 
 
 def placed_again_at(fed: Federation, run: str, action: str, attempt: int) -> float:
