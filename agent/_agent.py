@@ -59,9 +59,12 @@ _GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMess
 )
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
+"""The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
 _STARTED_KEPT = 100_000
 """Attempt keys remembered against duplicate deliveries (an attempt is never assigned again once it ended)."""
-"""The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
+SLOW_START = os.environ.get("FLYTE_FAILPOINT_SLOW_START", "")
+"""A failpoint for tests: `CLUSTER=SECONDS` holds every attempt on that cluster this long before it starts, as a slow
+code download would: the attempt stays placed, not running, and an abort meanwhile means it never starts."""
 
 
 @dataclass
@@ -243,6 +246,10 @@ class Agent:
                 if not item.aborted:
                     self._report_exit(assignment, exit, bytes(item.stderr_tail))
                 return
+            if SLOW_START.partition("=")[0] == self.cluster.name:
+                await asyncio.sleep(float(SLOW_START.partition("=")[2]))
+                if item.aborted:
+                    return
             bundle = await self._bundle(assignment.bundle_digest)
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment)
