@@ -62,6 +62,8 @@ class Pool:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     server: asyncio.base_events.Server | None = None
     pending: list[Worker] = field(default_factory=list)
+    failed: Exit | None = None
+    """Why the pool's workers cannot start (their image cannot be pulled): the assignments waiting end with it."""
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     """Said by the pool's workers in their hello: only they may take its assignments (and their tokens)."""
 
@@ -88,6 +90,8 @@ class Pools:
         with self.agent.tracing.span("pool dispatch", assignment):
             pool = await self._pool(assignment, bundle)
             worker = await self._slot(pool)
+            if isinstance(worker, Exit):
+                return worker
             worker.inflight[key] = done
             assert worker.writer is not None
             worker.writer.write(assignment.model_dump_json().encode() + b"\n")
@@ -233,9 +237,12 @@ class Pools:
         async with pool.changed:
             pool.changed.notify_all()
 
-    async def _slot(self, pool: Pool) -> Worker:
+    async def _slot(self, pool: Pool) -> Worker | Exit:
+        """A worker with a free slot, or how the pool failed (its workers cannot start)."""
         async with pool.changed:
             while True:
+                if pool.failed is not None:
+                    return pool.failed
                 ready = [w for w in pool.workers if w.writer is not None and len(w.inflight) < pool.concurrency]
                 if ready:
                     return min(ready, key=lambda w: len(w.inflight))

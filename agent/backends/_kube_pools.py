@@ -328,14 +328,16 @@ class KubePools(Pools):
             for pool in list(self.pools.values()):
                 try:
                     await self._reap(pool)
-                except ApiException as error:
-                    log.warning("could not shrink pool %s: %s", pool.key, error.reason)
+                except Exception as error:  # the API unreachable a while: the next round tries again
+                    log.warning("could not check pool %s: %s", pool.key, error)
 
     async def _reap(self, pool: Pool) -> None:
         deployment = self._deployments.get(pool.key)
         if deployment is None:
             return
         now = time.monotonic()
+        if not pool.workers and any(isinstance(w.handle, Replica) for w in pool.pending):
+            await self._check_pods(pool, deployment)
         if pool.pending or any(w.inflight for w in pool.workers):
             deployment.active_at = now
             return
@@ -351,6 +353,25 @@ class KubePools(Pools):
         if pool.idle_ttl is not None and idle_for > pool.idle_ttl:
             log.info("pool %s idle for %.0fs: removing its Deployment", pool.key, idle_for)
             await self._remove(pool)
+
+    async def _check_pods(self, pool: Pool, deployment: _Deployment) -> None:
+        """While none of the pool's workers has connected: a pod that cannot start (its image cannot be pulled,
+        its configuration is wrong) fails the waiting assignments as an attempt's pod would, and the pool goes."""
+        selector = f"{POOL}={deployment.name}"
+        listed = await self.backend.json(
+            self.backend.core.list_namespaced_pod, self.backend.namespace, label_selector=selector
+        )
+        for pod in listed.get("items") or []:
+            if ((pod.get("metadata") or {}).get("labels") or {}).get(POOL) != deployment.name:
+                continue
+            ended = pods.classify(pod)
+            if ended is not None and ended.kind is ExitKind.UNSTARTABLE:
+                log.warning("pool %s cannot start: %s", pool.key, ended.detail)
+                pool.failed = ended
+                await self._remove(pool)
+                async with pool.changed:
+                    pool.changed.notify_all()
+                return
 
     def _forget(self, pool: Pool) -> _Deployment | None:
         if self.pools.get(pool.key) is pool:

@@ -591,3 +591,22 @@ async def test_a_pool_pod_that_dies_loses_its_attempt_which_its_restarted_contai
     assert kubelet.started == [pod]
     (deployment,) = [obj for (res, _, _), obj in cluster.emulator.objects.items() if res == DEPLOYMENTS]
     assert {version.raw["spec"]["replicas"] for version in deployment.history if version is not None} == {1}
+
+
+@pytest.mark.timeout(240)
+async def test_a_pool_whose_image_cannot_be_pulled_fails_the_run_at_once(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    program = tmp_path / "kube_program.py"
+    reusable = f'"kube_env", image="{UNPULLABLE}", reusable=flyte.ReusePolicy(replicas=2),'
+    program.write_text(PROGRAM.replace('"kube_env",', reusable))
+    async with Kubelet(cluster, tmp_path / "pod-home", unpullable={UNPULLABLE}) as kubelet, Deployments(cluster):
+        result = await asyncio.to_thread(_run_remote, federation, program)
+    assert not kubelet.errors
+    assert result.returncode != 0
+    assert "ContainerNotStarted" in result.stderr
+    assert f"the image '{UNPULLABLE}' cannot be pulled (ImagePullBackOff)" in result.stderr
+    ((name, deployment),) = [(n, obj) for (res, _, n), obj in cluster.emulator.objects.items() if res == DEPLOYMENTS]
+    assert deployment.deleted, "the pool that cannot start is removed"
+    # The pool's pods (one or both: the run may fail before the second is made), and no retry's pool after them.
+    assert set(kubelet.started) <= {f"{name}-1", f"{name}-2"}, kubelet.started
