@@ -176,7 +176,12 @@ class KubePools(Pools):
         pool.server = await asyncio.start_server(lambda r, w: self._accept(pool, r, w), host=self.pool_host, port=0)
         port = pool.server.sockets[0].getsockname()[1]
         host = f"[{self.pool_host}]" if ":" in self.pool_host else self.pool_host
-        self._deployments[pool.key] = _Deployment(name=pods.pod_name(pool.key), address=f"tcp://{host}:{port}")
+        name = pods.pod_name(self._key(pool))
+        self._deployments[pool.key] = _Deployment(name=name, address=f"tcp://{host}:{port}")
+
+    def _key(self, pool: Pool) -> str:
+        """`<cluster>/<env>@<version>`: agents of several clusters may share a namespace, each with its own pools."""
+        return f"{self.backend.owner}/{pool.key}"
 
     def _claim(self, pool: Pool, hello: dict[str, Any]) -> Worker | None:
         name = str(hello.get("worker") or "")
@@ -249,7 +254,7 @@ class KubePools(Pools):
         this one's address and secret: its pods roll over to this agent."""
         task = await self.agent._task_spec(pool.template)
         spec = LaunchSpec(
-            key=pool.key,
+            key=self._key(pool),
             command=[
                 "python",
                 "-m",
