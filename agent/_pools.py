@@ -87,7 +87,7 @@ class Pools:
         key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
         done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         # From the pool's lookup to the hand-over: waiting for a free slot (or a new worker) shows here.
-        with self.agent.tracing.span("pool dispatch", assignment):
+        with self.agent.tracing.dispatch(assignment):
             pool = await self._pool(assignment, bundle)
             worker = await self._slot(pool)
             if isinstance(worker, Exit):

@@ -9,6 +9,7 @@ without a traceparent (tracing off at the gateway) or `FLYTE_TRACING=0` here mak
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from flyte._wire import Assignment, ClusterRecord
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Span
 
+_DISPATCH_SPAN_NS = 1_000_000
+"""A pool hand-over that took longer than this (1 ms) waited for something: it gets a span of its own."""
 _KEPT = 4096
 """Attempt spans remembered after they end, for the log uploads that trail them."""
 
@@ -56,6 +59,24 @@ class AgentTracing:
         if self._tracing is None:
             return contextlib.nullcontext()
         return _ended(self._tracing.start(name, assignment.traceparent, _attributes(assignment)))
+
+    @contextlib.contextmanager
+    def dispatch(self, assignment: Assignment) -> Iterator[None]:
+        """Handing an attempt to a warm pool worker. How long it took is an attribute of the attempt span
+        (`flyte.pool.dispatch_ms`); it is a span of its own only when it waited (a busy pool, a worker starting):
+        a span for every warm hand-over would cost more than the hand-over does (bench/remote_dispatch.py)."""
+        start = time.time_ns()
+        yield
+        if self._tracing is None:
+            return
+        end = time.time_ns()
+        attempt = self._spans.get(_key(assignment))
+        if attempt is not None:
+            attempt.set_attribute("flyte.pool.dispatch_ms", round((end - start) / 1e6, 3))
+        if end - start >= _DISPATCH_SPAN_NS:
+            span = self._tracing.start("pool dispatch", assignment.traceparent, _attributes(assignment), start)
+            if span is not None:
+                span.end(end)
 
     def log_upload(self, run: str, action: str, attempt: int, size: int) -> contextlib.AbstractContextManager[None]:
         """Sending a log batch of an attempt to the gateway, under the attempt's span."""

@@ -77,12 +77,16 @@ class ProcessTracing:
         self.provider = provider
         self.tracer = tracer
 
-    def start(self, name: str, parent: str | None, attributes: Attributes | None = None) -> Span | None:
-        """A span under the traceparent `parent`; None (no span) when there is no parent to continue."""
+    def start(
+        self, name: str, parent: str | None, attributes: Attributes | None = None, start_time: int | None = None
+    ) -> Span | None:
+        """A span under the traceparent `parent` (from `start_time`, ns, or now); None when there is no parent."""
         context = _context_of(parent)
         if context is None:
             return None
-        span: Span = self.tracer.start_span(name, context=context, attributes=attributes)  # type: ignore[assignment]
+        span: Span = self.tracer.start_span(  # type: ignore[assignment]
+            name, context=context, attributes=attributes, start_time=start_time
+        )
         return span
 
     def flush(self, timeout_millis: int = 5000) -> None:
