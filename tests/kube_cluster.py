@@ -6,13 +6,15 @@ test (or `Kubelet`) wrote for a pod. `Kubelet` watches the namespace's pods and 
 local process with the pod's environment (its `secretKeyRef`s resolved from the stored Secrets), reporting
 Running and then how it exited, so an agent's pods really run their workers; a deleted pod's process is killed.
 `Deployments` stands in for the Deployment and ReplicaSet controllers: it keeps each Deployment's pods at its
-`replicas`, removing the pods of lowest `controller.kubernetes.io/pod-deletion-cost` first.
+`replicas`, removing the pods of lowest `controller.kubernetes.io/pod-deletion-cost` first, and replaces the pods
+of an older template when the template changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -27,6 +29,7 @@ from kmock import KubernetesEmulator, Request, Server, resource
 PODS = resource("", "v1", "pods")
 SECRETS = resource("", "v1", "secrets")
 DEPLOYMENTS = resource("apps", "v1", "deployments")
+TEMPLATE_HASH = "pod-template-hash"
 NODES = resource("", "v1", "nodes")
 
 
@@ -257,13 +260,18 @@ class Kubelet:
             if pod["spec"].get("restartPolicy") != "Always":
                 await self.cluster.set_status(name, terminated(code), self.namespace)
                 return
-            # A Deployment's pod: its container is started again in the same pod.
+            # A Deployment's pod: its container is started again in the same pod, after a back-off as the kubelet's
+            # CrashLoopBackOff (shorter: a test's worker restarts to reconnect).
             self.restarts[name] = self.restarts.get(name, 0) + 1
+            await asyncio.sleep(min(0.25 * 2 ** self.restarts[name], 4.0))
+            if name in self._deleted:
+                return
 
 
 class Deployments:
     """The Deployment and ReplicaSet controllers in one: each Deployment of the namespace has `replicas` pods made
-    from its template (owned by it), the pods of lowest deletion cost removed first; a deleted one's pods go."""
+    from its template (owned by it), the pods of lowest deletion cost removed first; a changed template replaces
+    its pods (as the Recreate strategy does); a deleted Deployment's pods go."""
 
     def __init__(self, cluster: FakeCluster, namespace: str = "flyte") -> None:
         self.cluster = cluster
@@ -299,16 +307,21 @@ class Deployments:
 
     async def _reconcile(self, deployment: dict[str, Any], wanted: int) -> None:
         name = deployment["metadata"]["name"]
-        pods = self.pods_of(name)
+        template = deployment["spec"]["template"]
+        version = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         base = f"/api/v1/namespaces/{self.namespace}/pods"
+        for stale, pod in self.pods_of(name).items():
+            if pod["metadata"].get("labels", {}).get(TEMPLATE_HASH) != version:
+                await self.cluster.delete_pod(stale, self.namespace)
+        pods = self.pods_of(name)
         while len(pods) < wanted:
             self.made += 1
-            template = deployment["spec"]["template"]
             pod = {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {
                     **template["metadata"],
+                    "labels": {**template["metadata"].get("labels", {}), TEMPLATE_HASH: version},
                     "name": f"{name}-{self.made}",
                     "namespace": self.namespace,
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": "u"}],

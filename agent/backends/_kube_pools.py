@@ -403,6 +403,8 @@ class KubePools(Pools):
                     raise
         for worker in deployment.members:
             _replica(worker).end(Exit(ExitKind.KILLED, detail="its pool was removed"))
+            if worker.writer is not None:
+                worker.writer.close()  # its connection ends now, not cancelled when the agent's loop stops
 
     async def close(self) -> None:
         self._closing = True

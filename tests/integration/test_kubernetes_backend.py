@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,33 +299,53 @@ async def _token(gateway: GatewayProcess, scope: str) -> str:
         return token
 
 
-@pytest.fixture
-async def federation(cluster: FakeCluster, tmp_path: Path) -> AsyncIterator[GatewayProcess]:
-    """A gateway and an agent of cluster k1 with the kubernetes backend, as real processes."""
-    gateway = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "gateway").start()
-    agent_log = tmp_path / "agent.log"
-    agent = None
+async def _start_agent(gateway: GatewayProcess, cluster: FakeCluster, log: Path) -> subprocess.Popen[bytes]:
+    """An agent of cluster k1 with the kubernetes backend, as a process, once it has connected."""
+    token = await _token(gateway, "agent:k1")
+    command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", gateway.endpoint]
+    command += ["--cluster", "k1", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
+    command += ["--namespace", "flyte"]
+    with log.open("w") as out:
+        agent = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block; the caller stops it)
+            command,
+            # Pool pods dial the agent at its pod IP: here, the loopback.
+            env={**os.environ, "FLYTE_AGENT_TOKEN": token, "FLYTE_POD_IP": "127.0.0.1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        token = await _token(gateway, "agent:k1")
-        command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", gateway.endpoint]
-        command += ["--cluster", "k1", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
-        command += ["--namespace", "flyte"]
-        with agent_log.open("w") as out:
-            agent = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block; the fixture stops it)
-                command,
-                # Pool pods dial the agent at its pod IP: here, the loopback.
-                env={**os.environ, "FLYTE_AGENT_TOKEN": token, "FLYTE_POD_IP": "127.0.0.1"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        await async_assert_eventually(lambda: "connected to" in agent_log.read_text(), within=30)
+        await async_assert_eventually(lambda: "connected to" in log.read_text(), within=30)
+    except BaseException:
+        await _stop_agent(agent)
+        raise
+    return agent
+
+
+async def _stop_agent(agent: subprocess.Popen[bytes]) -> None:
+    agent.terminate()
+    # Waited for off the event loop: the agent's last calls go to the API server this loop serves.
+    await asyncio.to_thread(agent.wait, 30)
+
+
+@pytest.fixture
+def kube_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "gateway").start()
+    try:
         yield gateway
     finally:
-        if agent is not None:
-            agent.terminate()
-            # Waited for off the event loop: the agent's last calls go to the API server this loop serves.
-            await asyncio.to_thread(agent.wait, 30)
         gateway.stop()
+
+
+@pytest.fixture
+async def federation(
+    kube_gateway: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> AsyncIterator[GatewayProcess]:
+    """A gateway and an agent of cluster k1 with the kubernetes backend, as real processes."""
+    agent = await _start_agent(kube_gateway, cluster, tmp_path / "agent.log")
+    try:
+        yield kube_gateway
+    finally:
+        await _stop_agent(agent)
 
 
 @pytest.mark.timeout(240)  # three processes and a deploy; a loaded CI machine is slow
@@ -610,3 +630,43 @@ async def test_a_pool_whose_image_cannot_be_pulled_fails_the_run_at_once(
     assert deployment.deleted, "the pool that cannot start is removed"
     # The pool's pods (one or both: the run may fail before the second is made), and no retry's pool after them.
     assert set(kubelet.started) <= {f"{name}-1", f"{name}-2"}, kubelet.started
+
+
+@pytest.mark.timeout(240)
+async def test_a_restarted_agent_takes_over_the_deployment_its_predecessor_left(
+    kube_gateway: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    program = tmp_path / "kube_program.py"
+    program.write_text(PROGRAM.replace('"kube_env",', '"kube_env", reusable=flyte.ReusePolicy(replicas=1),'))
+
+    def deployments() -> dict[str, dict[str, Any]]:
+        return {
+            name: dict(obj.raw)
+            for (res, _, name), obj in list(cluster.emulator.objects.items())
+            if res == DEPLOYMENTS and not obj.deleted
+        }
+
+    async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster):
+        first = await _start_agent(kube_gateway, cluster, tmp_path / "agent.log")
+        try:
+            result = await asyncio.to_thread(_run_remote, kube_gateway, program)
+            assert result.returncode == 0, result.stderr + (tmp_path / "agent.log").read_text()
+        finally:
+            first.kill()  # no clean-up: its Deployment and pod stay, dialling an address nobody serves
+            await asyncio.to_thread(first.wait, 30)
+        ((name, before),) = deployments().items()
+        second = await _start_agent(kube_gateway, cluster, tmp_path / "agent-2.log")
+        try:
+            again = await asyncio.to_thread(_run_remote, kube_gateway, program)
+            assert again.returncode == 0, again.stderr + (tmp_path / "agent-2.log").read_text()
+            assert "output: 42" in again.stdout
+            ((same, after),) = deployments().items()
+        finally:
+            await _stop_agent(second)
+    assert not kubelet.errors
+    # The same Deployment (the create answered 409), patched to the new agent's address: its pod rolled over.
+    assert same == name
+    address = [spec["spec"]["template"]["spec"]["containers"][0]["command"][4] for spec in (before, after)]
+    assert address[0] != address[1]
+    assert kubelet.started == [f"{name}-1", f"{name}-2"]
+    assert None not in cluster.emulator.objects[DEPLOYMENTS, "flyte", name].history[:-1], "never deleted meanwhile"
