@@ -459,6 +459,15 @@ async def test_an_oom_killed_pod_is_an_oom_error_the_parent_recovers_from(
     assert len(kubelet.started) == 3, "the parent, the OOMKilled child and the one with more memory"
 
 
+def _deployments(cluster: FakeCluster) -> dict[str, dict[str, Any]]:
+    """The Deployments that exist, by name."""
+    return {
+        name: dict(obj.raw)
+        for (res, _, name), obj in list(cluster.emulator.objects.items())
+        if res == DEPLOYMENTS and not obj.deleted
+    }
+
+
 POOLED = """
 import asyncio
 import os
@@ -499,21 +508,14 @@ async def test_a_reusable_environment_runs_on_a_deployment_that_scales_and_goes_
     async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster) as controller:
         run = asyncio.create_task(asyncio.to_thread(_run_remote, federation, program, "fan", "--n", "4", timeout=150))
 
-        def deployments() -> dict[str, dict[str, Any]]:
-            return {
-                name: dict(obj.raw)
-                for (res, _, name), obj in list(cluster.emulator.objects.items())
-                if res == DEPLOYMENTS and not obj.deleted
-            }
-
         # Four children, at most three workers of one each: the pool grows from its one replica to three.
         def grown() -> bool:
-            found = list(deployments().values())
+            found = list(_deployments(cluster).values())
             return len(found) == 1 and found[0]["spec"]["replicas"] == 3
 
         await async_assert_eventually(lambda: grown() or run.done(), within=120)
         assert grown(), (await run).stderr
-        ((name, deployment),) = deployments().items()
+        ((name, deployment),) = _deployments(cluster).items()
         await async_assert_eventually(lambda: len(controller.pods_of(name)) == 3)
         # Anyone may dial the pool's port; a hello without the pool's secret gets no assignment, just a close.
         host, _, port = deployment["spec"]["template"]["spec"]["containers"][0]["command"][4].rpartition(":")
@@ -536,7 +538,7 @@ async def test_a_reusable_environment_runs_on_a_deployment_that_scales_and_goes_
         assert len([p for p in kubelet.started if not p.startswith(name)]) == 1, "only the parent has its own pod"
 
         # Idle: down to its floor (scaledown_ttl 1 s), then removed with its Secret (idle_ttl 4 s).
-        await async_assert_eventually(lambda: not deployments() and cluster.secret(name) is None, within=60)
+        await async_assert_eventually(lambda: not _deployments(cluster) and cluster.secret(name) is None, within=60)
         versions = cluster.emulator.objects[DEPLOYMENTS, "flyte", name].history
         history = [version.raw["spec"]["replicas"] for version in versions if version is not None]  # None: deleted
         assert max(history) == 3, history
@@ -639,13 +641,6 @@ async def test_a_restarted_agent_takes_over_the_deployment_its_predecessor_left(
     program = tmp_path / "kube_program.py"
     program.write_text(PROGRAM.replace('"kube_env",', '"kube_env", reusable=flyte.ReusePolicy(replicas=1),'))
 
-    def deployments() -> dict[str, dict[str, Any]]:
-        return {
-            name: dict(obj.raw)
-            for (res, _, name), obj in list(cluster.emulator.objects.items())
-            if res == DEPLOYMENTS and not obj.deleted
-        }
-
     async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster):
         first = await _start_agent(kube_gateway, cluster, tmp_path / "agent.log")
         try:
@@ -654,13 +649,13 @@ async def test_a_restarted_agent_takes_over_the_deployment_its_predecessor_left(
         finally:
             first.kill()  # no clean-up: its Deployment and pod stay, dialling an address nobody serves
             await asyncio.to_thread(first.wait, 30)
-        ((name, before),) = deployments().items()
+        ((name, before),) = _deployments(cluster).items()
         second = await _start_agent(kube_gateway, cluster, tmp_path / "agent-2.log")
         try:
             again = await asyncio.to_thread(_run_remote, kube_gateway, program)
             assert again.returncode == 0, again.stderr + (tmp_path / "agent-2.log").read_text()
             assert "output: 42" in again.stdout
-            ((same, after),) = deployments().items()
+            ((same, after),) = _deployments(cluster).items()
         finally:
             await _stop_agent(second)
     assert not kubelet.errors
