@@ -5,13 +5,12 @@ that has not started."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_rig import Rig
+from test_rig import Rig, start_rig
 from waiting import assert_eventually
 
 import flyte
@@ -64,12 +63,8 @@ async def huge() -> int:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     root = tmp_path_factory.mktemp("placement-rig")
-    (root / "home").mkdir()
     (root / "policy.yaml").write_text(POLICY)
-    env = {**os.environ, "FLYTE_HOME": str(root / "flyte-home"), "HOME": str(root / "home")}
-    rig = Rig(root, env)
-    up = rig.flyte("rig", "up", "--clusters", CLUSTERS, "--policy", str(root / "policy.yaml"), timeout=90)
-    assert up.returncode == 0, up.stderr + up.stdout
+    rig = start_rig(root, "--policy", str(root / "policy.yaml"), clusters=CLUSTERS)
     try:
         yield rig
     finally:
@@ -182,17 +177,8 @@ tiers:
 def test_a_drain_moves_placed_work_that_has_not_started(tmp_path: Path) -> None:
     """us-east's agent is slow to start anything (a failpoint holds each attempt as a slow code download would):
     draining it moves the placed action to eu-west as its next attempt, without spending a retry."""
-    (tmp_path / "home").mkdir()
     (tmp_path / "policy.yaml").write_text(HOME_THEN_EUROPE)
-    env = {
-        **os.environ,
-        "FLYTE_HOME": str(tmp_path / "flyte-home"),
-        "HOME": str(tmp_path / "home"),
-        "FLYTE_FAILPOINT_SLOW_START": "us-east=120",
-    }
-    rig = Rig(tmp_path, env)
-    up = rig.flyte("rig", "up", "--clusters", "us-east,eu-west", "--policy", str(tmp_path / "policy.yaml"), timeout=90)
-    assert up.returncode == 0, up.stderr + up.stdout
+    rig = start_rig(tmp_path, "--policy", str(tmp_path / "policy.yaml"), FLYTE_FAILPOINT_SLOW_START="us-east=120")
     try:
         rig.connect()
         module = rig.load("drain_program", PROGRAM)

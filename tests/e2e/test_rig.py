@@ -70,12 +70,13 @@ class Rig:
         return dict(state["pids"])
 
 
-def start_rig(root: Path, **extra_env: str) -> Rig:
+def start_rig(root: Path, *up_args: str, clusters: str = "us-east,eu-west", **extra_env: str) -> Rig:
+    """`flyte rig up --clusters CLUSTERS UP_ARGS...` in `root`, with its own FLYTE_HOME and HOME (and `extra_env`)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "home").mkdir(exist_ok=True)
     env = {**os.environ, "FLYTE_HOME": str(root / "flyte-home"), "HOME": str(root / "home"), **extra_env}
     rig = Rig(root, env)
-    up = rig.flyte("rig", "up", "--clusters", "us-east,eu-west", timeout=90)
+    up = rig.flyte("rig", "up", "--clusters", clusters, *up_args, timeout=90)
     assert up.returncode == 0, up.stderr + up.stdout
     return rig
 
