@@ -4,7 +4,6 @@ aborts that reach running children, and an agent killed mid-run without losing o
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from programs import write_and_import
 from waiting import assert_eventually
 
 import flyte
@@ -49,15 +49,7 @@ class Rig:
 
     def load(self, name: str, source: str) -> ModuleType:
         """Write a program into the rig's directory and import it here, as `flyte.run` callers do."""
-        path = self.cwd / f"{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
+        return write_and_import(self.cwd, name, source)
 
     def connect(self) -> None:
         """Point this test process's SDK at the rig (as its config file does for the programs)."""

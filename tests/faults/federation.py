@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from programs import write_and_import
 
 import flyte
 from flyte._client import GatewayClient, call_sync, client_for
@@ -221,15 +221,7 @@ class Federation:
 
     def load(self, name: str, source: str) -> ModuleType:
         """Write a program next to the federation and import it, as `flyte.run` callers do."""
-        path = self.root / f"{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
+        return write_and_import(self.root, name, source)
 
     def run(self, name: str) -> RunSummary:
         return call_sync(self.client.get_run(name))
