@@ -17,11 +17,13 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -191,15 +193,18 @@ class Federation:
         self.replicas.append(replica)
         return replica, replica.start(_LISTENING).group(1)
 
-    def start_agent(self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 1) -> int:
-        """Start (or restart) cluster `name`'s agent; returns the epoch its session got."""
+    def start_agent(
+        self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 1, gateway: str | None = None
+    ) -> int:
+        """Start (or restart) cluster `name`'s agent (dialing `gateway`, by default the gateway itself); returns the
+        epoch its session got."""
         if name not in self.tokens:
             self.tokens[name] = self.mint(f"agent:{name}")
         agent = self.agents.get(name)
         if agent is None:
             work = self.root / "agents" / name
             command = [
-                sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", self.endpoint,
+                sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", gateway or self.endpoint,
                 "--token", self.tokens[name], "--cluster", name, "--region", name, "--cpu", cpu,
                 "--memory", "4Gi", "--work-dir", str(work), "--spares", str(spares),
             ]  # fmt: skip
@@ -464,6 +469,89 @@ class Link:
     def netem(self, *args: str) -> None:
         """Delay or lose packets leaving the namespace (`tc qdisc ... netem`)."""
         _run("ip", "netns", "exec", self.ns, "tc", "qdisc", "add", "dev", "veth0", "root", "netem", *args)
+
+
+class SlowLossyRelay:
+    """A bad link in user space, for kernels without `netem`: a TCP relay on the link's host side, between the
+    namespace and the gateway, that holds every chunk leaving the namespace `delay` seconds and, for a `loss` share
+    of them, as long again plus a retransmission timeout (what TCP does when that packet is lost). Later chunks wait
+    behind a held one, as they do behind a lost segment. The relay's thread and sockets live as long as the test."""
+
+    def __init__(self, listen_host: str, target: tuple[str, int], delay: float, loss: float, seed: int):
+        self._target = target
+        self._delay = delay
+        self._loss = loss
+        self._rng = random.Random(seed)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.port = 0
+        self.held = 0
+        """Chunks from the namespace that went through the relay (each delayed; some as if lost)."""
+        self._thread = threading.Thread(target=self._serve, args=(listen_host,), name="lossy-relay", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the relay did not start")
+
+    def _serve(self, host: str) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._relay, host, 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    async def _relay(self, inner_reader: asyncio.StreamReader, inner_writer: asyncio.StreamWriter) -> None:
+        try:
+            outer_reader, outer_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            inner_writer.close()
+            return
+        try:
+            await asyncio.gather(
+                self._pipe(inner_reader, outer_writer, bad=True),
+                self._pipe(outer_reader, inner_writer, bad=False),
+                return_exceptions=True,
+            )
+        finally:
+            inner_writer.close()
+            outer_writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bad: bool) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                if not chunk:
+                    writer.close()
+                    return
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(chunk)
+                await writer.drain()
+
+        delivering = asyncio.ensure_future(deliver())
+        try:
+            while chunk := await reader.read(65536):
+                hold = 0.0
+                if bad:
+                    self.held += 1
+                    hold = self._delay
+                    if self._rng.random() < self._loss:
+                        hold += self._delay + self._rng.uniform(0.2, 0.6)
+                await queue.put((time.monotonic() + hold, chunk))
+        finally:
+            await queue.put((time.monotonic(), b""))
+            with contextlib.suppress(Exception):
+                await delivering
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def _run(*command: str) -> None:

@@ -1,6 +1,7 @@
 """Fault matrix rows 5 and 7: an agent inside a network namespace, joined to the gateway by a veth pair, is cut
-off (link down) or given a bad link (`tc netem`). The gateway listens only on the veth's host-side private
-address, which the other agent, the test's client and the workers reach as well."""
+off (link down) or given a bad link (`tc netem`, or a user-space relay where the kernel has no netem). The gateway
+listens only on the veth's host-side private address, which the other agent, the test's client and the workers
+reach as well."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from federation import (
     Ledger,
     Link,
     Recovery,
+    SlowLossyRelay,
     check_invariants,
     expected,
     namespace_link,
@@ -120,11 +122,25 @@ def test_a_cut_shorter_than_the_lease_costs_no_attempt(federation: Federation, l
 
 @pytest.mark.seeds(1)
 def test_a_slow_lossy_link_loses_and_duplicates_nothing(federation: Federation, link: Link, seed: int) -> None:
-    reason = netem_unavailable(link)
-    if reason is not None:
-        pytest.skip(reason)
-    link.netem("delay", "300ms", "loss", "10%")
-    start(federation, link)
-    run, ledger = launch(federation, f"netem_{seed}", n=4, hold=1.0)
-    assert run.outputs() == (expected(4),), f"seed={seed}"
-    check_invariants(federation, run.name, ledger, seed)
+    """300 ms delay and 10% loss on the cut agent's link: `tc netem` inside its namespace where the kernel has the
+    netem qdisc, else the same in user space (`SlowLossyRelay`, between the namespace and the gateway)."""
+    relay = None
+    if netem_unavailable(link) is None:
+        link.netem("delay", "300ms", "loss", "10%")
+        start(federation, link)
+    else:
+        federation.host = link.host_ip
+        federation.start_gateway()
+        relay = SlowLossyRelay(link.host_ip, (link.host_ip, federation.port), delay=0.3, loss=0.1, seed=seed)
+        federation.start_agent("cut", netns=link.ns, gateway=f"http://{link.host_ip}:{relay.port}")
+        federation.start_agent("safe")
+        federation.connect()
+    try:
+        run, ledger = launch(federation, f"netem_{seed}", n=4, hold=1.0)
+        assert run.outputs() == (expected(4),), f"seed={seed}"
+        check_invariants(federation, run.name, ledger, seed)
+        assert relay is None or relay.held > 0, "the agent's traffic did not go through the bad link"
+    finally:
+        federation.close()  # the agent goes before its link's relay
+        if relay is not None:
+            relay.close()
