@@ -9,6 +9,7 @@ broken by name. A demand no cluster could ever hold (even empty, healthy and unc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ._model import ClusterSnapshot, Decision, Demand
 from ._policy import DEFAULT_POLICY, Compiled, Policy, compiled
@@ -132,6 +133,39 @@ def _waiting(verdicts: Mapping[str, str]) -> str:
     return "no cluster has room now (" + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())) + ")"
 
 
+_STATIC_PASSES: dict[tuple[object, ...], tuple[Sequence[ClusterSnapshot], Compiled, dict[str, str], list[Any]]] = {}
+_STATIC_PASSES_KEPT = 64
+
+
+def _static_pass(
+    d: Demand, snapshots: Sequence[ClusterSnapshot], cp: Compiled, has_static: bool
+) -> tuple[dict[str, str], list[tuple[int, ClusterSnapshot]]]:
+    """The clusters `d` may ever use by where they are (placement constraints, queue pool, policy tier), with their
+    tier, and the verdicts of the others. These depend only on the demand's placement fields and each cluster's
+    identity, not on its room, so they are computed once per snapshot list (a dispatcher pass, a bench round) for
+    every demand with the same placement fields: most decisions of a fan-out share them."""
+    key = (id(snapshots), id(cp), d.clusters, d.avoid, d.regions, d.clouds, d.labels, d.avoid_labels, d.queue)
+    hit = _STATIC_PASSES.get(key)
+    if hit is not None and hit[0] is snapshots and hit[1] is cp:
+        return hit[2], hit[3]
+    filtered: dict[str, str] = {}
+    candidates: list[tuple[int, ClusterSnapshot]] = []
+    for c in snapshots:
+        if has_static and (why := _static_reason(d, c, cp)) is not None:
+            filtered[c.name] = why
+            continue
+        tier = cp.tier_of(c.name, c.region, c.cloud, c.labels) if cp.tiers else 0
+        if tier < 0:
+            filtered[c.name] = "in no tier of the policy"
+            continue
+        candidates.append((tier, c))
+    if len(_STATIC_PASSES) >= _STATIC_PASSES_KEPT:
+        _STATIC_PASSES.clear()
+    # The entry holds the list itself, so its id cannot be reused by another list while the entry lives.
+    _STATIC_PASSES[key] = (snapshots, cp, filtered, candidates)
+    return filtered, candidates
+
+
 def place(
     demand: Demand,
     snapshots: Sequence[ClusterSnapshot],
@@ -148,7 +182,6 @@ def place(
     gpu_need = float(d.gpu) if d.gpu > 0 else 0.0
     gpu_key = f"gpu:{d.gpu_type}" if d.gpu_type else "gpu"
     tiers = cp.tiers
-    tier_of = cp.tier_of
     waited = d.waited_seconds
     has_static = bool(
         d.clusters or d.avoid or d.regions or d.clouds or d.labels or d.avoid_labels or d.queue is not None
@@ -158,21 +191,16 @@ def place(
     parent = d.parent_cluster if w_local else None
     by_load = bool(w_least or w_pack)
     keep_fits = bool(tiers or w_cost or (w_spread and d.spread_key is not None))
-    verdicts: dict[str, str] = {}
     scores: dict[str, float] = {}
     fits: list[tuple[int, ClusterSnapshot]] = []
     could_ever = False
-    tier = 0
-    for c in snapshots:
+    if has_static or tiers:
+        filtered, candidates = _static_pass(d, snapshots, cp, has_static)
+        verdicts = dict(filtered)
+    else:
+        verdicts, candidates = {}, [(0, c) for c in snapshots]
+    for tier, c in candidates:
         name = c.name
-        if has_static and (why := _static_reason(d, c, cp)) is not None:
-            verdicts[name] = why
-            continue
-        if tiers:
-            tier = tier_of(name, c.region, c.cloud, c.labels)
-            if tier < 0:
-                verdicts[name] = "in no tier of the policy"
-                continue
         # The fit test is written out twice (capacity: ever; free: now) rather than shared through a helper: this
         # loop runs once per cluster per decision, and a call per test costs a tenth of the budget at 1,000 clusters.
         cap = c.capacity

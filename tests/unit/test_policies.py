@@ -17,6 +17,7 @@ from policies import (
     explain,
     fair_share_order,
     load_policy,
+    parse_policy,
     place,
 )
 
@@ -307,3 +308,16 @@ def test_explain_lists_every_cluster() -> None:
     assert lines[4].split(None, 1) == ["small", "too small: cpu 2 > 1"]
     never = explain(place(Demand(cpu=99), [snap("a")]))
     assert never.startswith("never fits: no cluster has cpu 99")
+
+
+def test_the_static_pass_is_reused_only_for_the_same_snapshot_list_and_placement_fields() -> None:
+    """Filters and tiers are computed once per snapshot list and demand placement: a new list, or another demand's
+    placement, is judged afresh."""
+    policy = parse_policy("version: t\ntiers:\n  - name: home\n    regions: [us]\n  - name: rest\n")
+    east = [snap("a", region="us"), snap("b", region="eu")]
+    wanted_eu = Demand(cpu=1, regions=("eu",))
+    assert place(wanted_eu, east, policy).cluster == "b"
+    assert place(Demand(cpu=1), east, policy).cluster == "a", "another placement is judged afresh"
+    moved = [snap("a", region="eu"), snap("b", region="us")]
+    assert place(wanted_eu, moved, policy).cluster == "a", "a new list is judged afresh"
+    assert place(wanted_eu, east, policy).cluster == "b", "the first list still answers as before"
