@@ -149,7 +149,16 @@ class Agent:
             f"{self.gateway}/api/v1/agents/connect", heartbeat=5.0, max_msg_size=64 * 1024 * 1024
         ) as ws:
             await ws.send_str(AgentHello(cluster=self._record(), running=list(self.running)).model_dump_json())
-            welcome = AgentWelcome.model_validate_json((await ws.receive(timeout=10)).data)
+            answer = await ws.receive(timeout=10)
+            if answer.type is not aiohttp.WSMsgType.TEXT:
+                # The gateway closed or broke the connection before welcoming us (a restart, a store outage).
+                raise ConnectionError(
+                    f"the gateway ended the session before its welcome: {answer.type.name} {answer.data}"
+                )
+            try:
+                welcome = AgentWelcome.model_validate_json(answer.data)
+            except pydantic.ValidationError as error:
+                raise ConnectionError(f"the gateway's welcome is not one this agent understands: {error}") from None
             self.epoch = welcome.epoch
             self._ws = ws
             log.info("connected to %s as %s, epoch %d", self.gateway, self.cluster.name, self.epoch)

@@ -39,7 +39,7 @@ from gateway._api import SERVICES, Services, services
 from gateway._auth import Principal, principal_of
 from gateway._dispatch import DISPATCHER, HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
 from gateway._errors import ApiError, bad_request, describe_validation_error
-from gateway.store import Put, StoreUnavailable
+from gateway.store import Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
@@ -74,7 +74,12 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     if not principal.allows(f"agent:{cluster}"):
         await ws.close(code=4403, message=f"this token may not serve cluster {cluster}".encode())
         return ws
-    session = await dispatcher.open_session(hello.cluster, ws, hello.running)
+    try:
+        session = await dispatcher.open_session(hello.cluster, ws, hello.running)
+    except StoreError as error:
+        # The socket is a WebSocket now: an HTTP error answer would corrupt it. Close it; the agent retries.
+        await ws.close(code=4503, message=f"the gateway cannot open a session now: {error}"[:120].encode())
+        return ws
     await ws.send_str(
         AgentWelcome(epoch=session.epoch, lease_ttl=LEASE_TTL, heartbeat_interval=HEARTBEAT_INTERVAL).model_dump_json()
     )
