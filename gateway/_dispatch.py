@@ -313,6 +313,9 @@ class Dispatcher:
         notes: list[Awaitable[object]] = []
         for key, item in pending:
             decision = place(item.demand, snapshots, self.policy, usage=self._usage)
+            waiting = decision.cluster is None and not decision.never_fits
+            if waiting and self._noted.get(key) == decision.reason:
+                continue  # still waiting, for the reason already recorded
             record = _record_put(item, seen, decision, now)
             if decision.cluster is not None:
                 decided.append((await self._assign(item, decision.cluster), record))
@@ -323,7 +326,7 @@ class Dispatcher:
                     seen[i] = json.dumps(snapshot_to_dict(snapshots[i]))
             elif decision.never_fits:
                 notes.append(self._never_fits(item.action, decision, record))
-            elif self._noted.get(key) != decision.reason:
+            else:
                 self._noted[key] = decision.reason
                 action = item.action
                 notes.append(
