@@ -222,7 +222,7 @@ def reset_blob_backend(token: contextvars.Token[BlobBackend | None]) -> None:
 _ADAPTERS: dict[object, TypeAdapter[Any]] = {}
 
 
-def _adapter_for(annotation: object) -> TypeAdapter[Any]:
+def _adapter_for(annotation: Any) -> TypeAdapter[Any]:
     try:
         return _ADAPTERS[annotation]
     except (KeyError, TypeError):

@@ -12,7 +12,7 @@ import click
 from flyte._paths import flyte_home
 from flyte._resources import parse_cpu, parse_quantity
 
-from ._errors import USAGE, CliError
+from ._errors import CliUsageError
 from ._run import parse_labels
 
 
@@ -77,7 +77,7 @@ def serve(
     try:
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
     except ValueError as exc:
-        raise CliError(str(exc), USAGE) from None
+        raise CliUsageError(str(exc)) from None
     if gpu:
         kind, _, count = gpu.partition(":")
         capacity[f"gpu:{kind}"] = float(count or 1)
@@ -94,7 +94,7 @@ def serve(
             cost_per_gpu_hour=cost_gpu_hour,
         )
     except ValueError as exc:
-        raise CliError(str(exc).splitlines()[0], USAGE) from None
+        raise CliUsageError(str(exc).splitlines()[0]) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     directory = work_dir or flyte_home() / "agents" / cluster
 
@@ -118,7 +118,7 @@ def serve(
         try:
             await pods.start()
         except ConnectionError as exc:
-            raise CliError(str(exc), USAGE) from None
+            raise CliUsageError(str(exc)) from None
         return pods
 
     asyncio.run(main())

@@ -8,7 +8,7 @@ import click
 
 from flyte._config import write_config
 
-from ._errors import USAGE, CliError
+from ._errors import CliError, CliUsageError
 
 DEFAULT_CONFIG_PATH = Path(".flyte") / "config.yaml"
 
@@ -46,7 +46,7 @@ def create_config(
     except FileExistsError:
         raise CliError(f"config file {output} already exists; pass --force to overwrite it") from None
     except ValueError as exc:
-        raise CliError(f"invalid --endpoint {endpoint!r}: {exc}", USAGE) from None
+        raise CliUsageError(f"invalid --endpoint {endpoint!r}: {exc}") from None
     except OSError as exc:
         raise CliError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"Wrote {written.resolve()}")

@@ -13,7 +13,7 @@ import click
 
 from flyte._paths import flyte_home
 
-from ._errors import USAGE, CliError
+from ._errors import CliError, CliUsageError
 
 
 @click.group()
@@ -68,7 +68,7 @@ def serve(
             )
         )
     except ValueError as exc:
-        raise CliError(str(exc), USAGE) from None
+        raise CliUsageError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -97,7 +97,7 @@ def token_create(scopes: tuple[str, ...], projects: tuple[str, ...], description
         for scope in scopes:
             validate_scope(scope)
     except ValueError as exc:
-        raise CliError(str(exc), USAGE) from None
+        raise CliUsageError(str(exc)) from None
     if store_url is not None:
         click.echo(asyncio.run(_token_in_store(store_url, list(scopes), list(projects), description)))
         return

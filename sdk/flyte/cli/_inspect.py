@@ -16,7 +16,7 @@ from flyte._client import GatewayError
 from flyte._environment import TaskEnvironment
 from flyte.errors import DeploymentError
 
-from ._errors import USAGE, CliError
+from ._errors import CliError, CliUsageError
 
 if TYPE_CHECKING:
     from rich.tree import Tree
@@ -62,7 +62,7 @@ def deploy(file: Path, env_name: str, version: str | None, dry_run: bool) -> Non
     env = envs.get(env_name) or next((v for k, v in vars(module).items() if k == env_name and v in envs.values()), None)
     if env is None:
         known = ", ".join(sorted(envs)) or "none"
-        raise CliError(f"no environment '{env_name}' in {file}; its environments are: {known}", USAGE)
+        raise CliUsageError(f"no environment '{env_name}' in {file}; its environments are: {known}")
     _init()
     try:
         deployments = flyte.deploy(env, version=version, dry_run=dry_run)
@@ -98,7 +98,7 @@ def get_runs(phase: str | None, task_name: str | None, limit: int) -> None:
     try:
         runs = list(flyte.remote.Run.listall(in_phase=phase, task_name=task_name, limit=limit))
     except ValueError as exc:
-        raise CliError(str(exc), USAGE) from None
+        raise CliUsageError(str(exc)) from None
     except GatewayError as exc:
         raise CliError(str(exc)) from None
     rows = [[r.name, r.task, r.phase.value, _when(r.created_at), _when(r.ended_at)] for r in runs]

@@ -18,7 +18,7 @@ import click
 
 from flyte._task import TaskTemplate
 
-from ._errors import USAGE, CliError
+from ._errors import CliError, CliUsageError
 
 # Module names this process loaded from files, and from which file: loading another file with the same stem
 # (a second `flyte run` in one process, as in tests) may replace these, but never a module someone else imported.
@@ -40,7 +40,7 @@ def load_module(path: Path) -> ModuleType:
         )
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise CliError(f"cannot load {path}: not a Python file (expected a .py file)", USAGE)
+        raise CliUsageError(f"cannot load {path}: not a Python file (expected a .py file)")
     # The file's own directory comes first so its sibling modules import as they do under `python FILE`.
     directory = str(path.parent)
     if not sys.path or sys.path[0] != directory:
@@ -84,9 +84,9 @@ def find_task(module: ModuleType, task_name: str, display_path: str) -> TaskTemp
             return task
     available = f"its tasks are: {', '.join(sorted(tasks))}" if tasks else "it defines no tasks (@env.task)"
     if task_name.startswith("-"):
-        raise CliError(f"expected a task name, got {task_name!r}: flyte run's options go before FILE", USAGE)
+        raise CliUsageError(f"expected a task name, got {task_name!r}: flyte run's options go before FILE")
     attribute = getattr(module, task_name, None)
     if attribute is not None:
         kind = type(attribute).__name__
-        raise CliError(f"'{task_name}' in {display_path} is not a task (it is a {kind}); {available}", USAGE)
-    raise CliError(f"no task '{task_name}' in {display_path}; {available}", USAGE)
+        raise CliUsageError(f"'{task_name}' in {display_path} is not a task (it is a {kind}); {available}")
+    raise CliUsageError(f"no task '{task_name}' in {display_path}; {available}")

@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from flyte._interface import Parameter, TaskInterface
 from flyte.io import Dir, File
 
-from ._errors import USAGE, CliError
+from ._errors import CliError, CliUsageError
 
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 _FALSE_WORDS = frozenset({"false", "no", "off", "0"})
@@ -31,7 +31,7 @@ _STRUCTURED_ORIGINS: tuple[Any, ...] = (list, tuple, dict, set, frozenset, Colle
 
 
 def usage_error(interface: TaskInterface, what: str) -> CliError:
-    return CliError(f"{what}; usage: {interface.signature_text}", USAGE)
+    return CliUsageError(f"{what}; usage: {interface.signature_text}")
 
 
 def parse_task_args(

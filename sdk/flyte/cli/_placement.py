@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._errors import USAGE, CliError
+from ._errors import CliError, CliUsageError
 from ._inspect import _init, _table, _when
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -21,7 +21,7 @@ def parse_duration(text: str) -> float:
     """'90s', '30m', '1h', '2d' as seconds."""
     match = _DURATION.match(text.strip())
     if match is None:
-        raise CliError(f"--since {text!r}: give a number and a unit, e.g. 30m, 1h or 2d", USAGE)
+        raise CliUsageError(f"--since {text!r}: give a number and a unit, e.g. 30m, 1h or 2d")
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
@@ -111,7 +111,7 @@ def policy_apply(file: Path) -> None:
     try:
         parse_policy(text, file.name)
     except ValueError as exc:
-        raise CliError(str(exc), USAGE) from None
+        raise CliUsageError(str(exc)) from None
     answer = _gateway_call("PUT", "/api/v1/policy", json_body=PolicyDocument(text=text))
     click.echo(f"policy {answer['version']} applied")
 
@@ -127,7 +127,7 @@ def policy_simulate(policy_file: Path, since: str) -> None:
     try:
         candidate = load_policy(policy_file)
     except ValueError as exc:
-        raise CliError(str(exc), USAGE) from None
+        raise CliUsageError(str(exc)) from None
     start = time.time() - parse_duration(since)
     raw = _gateway_call("GET", "/api/v1/placements", params={"since": f"{start:.3f}"})
     records = [PlacementRecord.model_validate(r) for r in raw]
@@ -167,7 +167,7 @@ def _cordon(name: str, reason: str, drain: bool) -> None:
     try:
         body = CordonRequest(reason=reason, drain=drain)
     except ValueError as exc:
-        raise CliError(f"--reason: {str(exc).splitlines()[0]}", USAGE) from None
+        raise CliUsageError(f"--reason: {str(exc).splitlines()[0]}") from None
     _gateway_call("POST", f"/api/v1/clusters/{name}/cordon", json_body=body)
     click.echo(f"{name}: {'draining' if drain else 'cordoned'} ({reason})")
 

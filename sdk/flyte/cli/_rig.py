@@ -26,7 +26,7 @@ import yaml
 from flyte._config import write_config
 from flyte._paths import flyte_home
 
-from ._errors import USAGE, CliError
+from ._errors import CliError, CliUsageError
 
 _LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 CONFIG = Path(".flyte") / "config.yaml"
@@ -93,7 +93,7 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
     """Start the rig and point ./.flyte/config.yaml at it."""
     names = [c.strip() for c in clusters.split(",") if c.strip()]
     if not names or any(not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", n) for n in names):
-        raise CliError(f"--clusters {clusters!r}: give lower-case names separated by commas", USAGE)
+        raise CliUsageError(f"--clusters {clusters!r}: give lower-case names separated by commas")
     directory = rig_dir()
     if (directory / "rig.json").exists():
         _down(quiet=True)

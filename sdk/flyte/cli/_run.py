@@ -26,7 +26,7 @@ from flyte._run_state import RunOptions
 from flyte._wire import ActionSummary, Phase
 from flyte.errors import BaseRuntimeError, DeploymentError, ValueEncodingError
 
-from ._errors import CliError
+from ._errors import CliError, CliUsageError
 from ._load import find_task, load_module
 from ._params import parse_task_args, task_help, usage_error
 from ._progress import stderr_is_interactive, watch
@@ -99,7 +99,7 @@ def run(
     except ValueError as exc:
         if isinstance(exc, ValueEncodingError):
             raise usage_error(interface, str(exc)) from None
-        raise CliError(str(exc), exit_code=2) from None
+        raise CliUsageError(str(exc)) from None
     except (TypeError, ValueEncodingError) as exc:
         # The values parsed but the task's own codec refused them (e.g. a value the codec cannot encode).
         raise usage_error(interface, str(exc)) from None
