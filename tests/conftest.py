@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import prerequisites
 import pytest
 
 import flyte._config as config
@@ -22,3 +23,11 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     config.init()
     yield home
     config.init()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say at the end, not only among the skips, that a missing prerequisite was skipped on request."""
+    if prerequisites.skipped:
+        terminalreporter.section("prerequisites skipped (--skip-missing)", yellow=True)
+        for message in prerequisites.skipped:
+            terminalreporter.line(message)

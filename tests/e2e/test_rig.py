@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from prerequisites import CGROUPS_INSTALL, require
 from programs import write_and_import
 from waiting import assert_eventually
 
@@ -161,8 +162,7 @@ async def main() -> str:
 def test_an_oom_is_caught_and_retried_with_more_memory(rig: Rig) -> None:
     from agent.backends._cgroups import shared
 
-    if not shared().available() and not os.environ.get("CI"):
-        pytest.skip("cgroup v1 memory limits are not available on this machine")
+    require(None if shared().available() else "no writable cgroup v1 memory hierarchy on this machine", CGROUPS_INSTALL)
     program = rig.cwd / "oom_program.py"
     program.write_text(OOM)
     result = rig.flyte("run", str(program), "main")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from prerequisites import CHROMIUM_INSTALL, on_path, require
 from test_rig import Rig, start_rig
 from waiting import assert_eventually
 
@@ -95,12 +96,8 @@ def endpoint(rig: Rig) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    require(on_path("chromium"), CHROMIUM_INSTALL)
     chromium = shutil.which("chromium")
-    if chromium is None:
-        message = "no `chromium` on PATH: apt-get install chromium"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI is set, so this is a setup error, not a skip)")
-        pytest.skip(message)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium)
         try:

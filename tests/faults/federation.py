@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
+from prerequisites import ETCD_INSTALL, on_path, require
 from programs import write_and_import
 
 import flyte
@@ -50,11 +50,8 @@ FIRST_SYSTEM_BACKOFF = 1.0
 
 
 def require_etcd() -> None:
-    """Skip without Debian's etcd-server, except under CI, where a missing server is a setup error."""
-    if shutil.which("etcd") is None:
-        if os.environ.get("CI"):
-            pytest.fail("no `etcd` on PATH (CI is set, so this is a setup error, not a skip)")
-        pytest.skip("no `etcd` on PATH: install Debian's etcd-server")
+    """Fail without Debian's etcd-server (skip only with `scripts/test.sh --skip-missing`)."""
+    require(on_path("etcd"), ETCD_INSTALL)
 
 
 class Proc:

@@ -5,7 +5,6 @@ reach as well."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -28,6 +27,7 @@ from federation import (
     placed_again_at,
     workload,
 )
+from prerequisites import IPROUTE_INSTALL, require
 from waiting import assert_eventually
 
 import flyte
@@ -37,11 +37,7 @@ pytestmark = pytest.mark.timeout(150)
 
 @pytest.fixture
 def link(federation: Federation) -> Iterator[Link]:
-    reason = netns_unavailable()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI runs as root with iproute2, so this is a setup error, not a skip)")
-        pytest.skip(reason)
+    require(netns_unavailable(), IPROUTE_INSTALL)
     token = uuid.uuid4().hex[:6]
     with namespace_link(token, int(token, 16) % 16384) as made:
         try:

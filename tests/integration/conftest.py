@@ -1,14 +1,11 @@
 """Integration fixtures: a real etcd server for the session, a unique key prefix per test to isolate in it, and a
 gateway process per module with an `Api` to call it.
 
-Without `etcd` on PATH the etcd-backed tests skip with the reason, except under CI (the CI variable set), where a
-missing server is a broken machine setup and fails instead.
+Without `etcd` on PATH the etcd-backed tests fail with the command that installs it (`tests/prerequisites.py`).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +14,7 @@ import aiohttp
 import pytest
 from gateway_api import Api
 from gateway_process import GatewayProcess
+from prerequisites import ETCD_INSTALL, on_path, require
 
 from gateway.store._etcd_process import EtcdProcess
 
@@ -24,11 +22,7 @@ from gateway.store._etcd_process import EtcdProcess
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     """One etcd for the whole session (starting one costs ~0.5 s); tests share it and isolate by key prefix."""
-    if shutil.which("etcd") is None:
-        message = "no `etcd` on PATH: install Debian's etcd-server"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI is set, so this is a setup error, not a skip)")
-        pytest.skip(message)
+    require(on_path("etcd"), ETCD_INSTALL)
     server = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
     try:
         yield server
@@ -39,10 +33,7 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProces
 @pytest.fixture
 def etcd_fresh(tmp_path: Path) -> Iterator[EtcdProcess]:
     """An etcd of this test's own, for tests that stop, kill or fill the server."""
-    if shutil.which("etcd") is None:
-        if os.environ.get("CI"):
-            pytest.fail("no `etcd` on PATH (CI is set, so this is a setup error, not a skip)")
-        pytest.skip("no `etcd` on PATH: install Debian's etcd-server")
+    require(on_path("etcd"), ETCD_INSTALL)
     server = EtcdProcess(tmp_path / "etcd-data").start()
     try:
         yield server

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prerequisites import CGROUPS_INSTALL, require
 from waiting import async_assert_eventually
 
 from agent.backends import Exit, ExitKind, LaunchSpec, ProcessBackend, ProcessHandle, _cgroups
@@ -24,11 +25,8 @@ MiB = 2**20
 
 
 def require_cgroups() -> None:
-    if not _cgroups.shared().available():
-        message = "no writable cgroup v1 memory hierarchy on this machine"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI is set, so this is a setup error, not a skip)")
-        pytest.skip(message)
+    available = _cgroups.shared().available()
+    require(None if available else "no writable cgroup v1 memory hierarchy on this machine", CGROUPS_INSTALL)
 
 
 class Output:

