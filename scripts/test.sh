@@ -53,7 +53,7 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/de
     command -v "$command" >/dev/null 2>&1 || missing+=("$command")
   done
 fi
-for tool in ruff mypy pytest; do
+for tool in ruff mypy lint-imports pytest; do
   command -v "$tool" >/dev/null 2>&1 || { echo "no \`$tool\` on PATH: pip install -e '.[dev]'"; exit 2; }
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -72,4 +72,5 @@ fi
 ruff check .
 ruff format --check .
 mypy
+lint-imports
 python -m pytest "${pytest_args[@]}"

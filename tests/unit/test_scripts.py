@@ -33,7 +33,7 @@ def _bin_without(tmp_path: Path, tools: list[str]) -> Path:
 
 
 def test_missing_prerequisites_are_named_with_their_install_command(tmp_path: Path) -> None:
-    bin_dir = _bin_without(tmp_path, ["bash", "id", "sort", "tr", "dirname", "ruff", "mypy", "pytest"])
+    bin_dir = _bin_without(tmp_path, ["bash", "id", "sort", "tr", "dirname", "ruff", "mypy", "lint-imports", "pytest"])
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "test.sh")],
         env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
