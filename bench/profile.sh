@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Where the gateway's and the agent's time goes during a fan-out: py-spy profiles of both, and their top frames.
+#
+#   bash bench/profile.sh [N]     # N-way fan-out of no-op children on a warm pool (default 2000)
+#
+# Runs bench/vs_ray.py's workload (--skip-ray) on a rig of its own, attaches py-spy to the gateway and the agent
+# once they are up, and prints the frames with the most samples, by self time and by total time. The raw profiles
+# (collapsed stacks, for flamegraph tools or speedscope) stay in the printed folder. py-spy is installed on first
+# use into a virtualenv of its own (~/.cache/flyte-bench/py-spy); attaching needs root or ptrace permission.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+width="${1:-2000}"
+
+tools="$HOME/.cache/flyte-bench/py-spy"
+if [ ! -x "$tools/bin/py-spy" ]; then
+  python3 -m venv "$tools"
+  "$tools/bin/python" -m pip install -q py-spy
+fi
+
+root=$(mktemp -d /tmp/flyte-profile-XXXXXX)
+python bench/vs_ray.py --skip-ray --root "$root" --fanout "$width" --chain 20 >"$root/bench.txt" 2>&1 &
+bench=$!
+state="$root/home/rig/rig.json"
+for _ in $(seq 300); do [ -s "$state" ] && break; sleep 0.2; done
+[ -s "$state" ] || { echo "the rig did not come up; see $root/bench.txt"; exit 1; }
+
+recorders=()
+for part in gateway agent; do
+  pid=$(python3 -c "import json,sys; p=json.load(open(sys.argv[1]))['pids']; print(next(v for k, v in p.items() if k.startswith(sys.argv[2])))" "$state" "$part")
+  "$tools/bin/py-spy" record --pid "$pid" --rate 200 --format raw --output "$root/$part.txt" --nonblocking >/dev/null 2>&1 &
+  recorders+=($!)
+done
+wait "$bench"
+for recorder in "${recorders[@]}"; do wait "$recorder" || true; done
+cat "$root/bench.txt"
+
+for part in gateway agent; do
+  python3 - "$root/$part.txt" "$part" <<'PY'
+import collections
+import sys
+
+self_time: collections.Counter[str] = collections.Counter()
+total_time: collections.Counter[str] = collections.Counter()
+samples = 0
+for line in open(sys.argv[1]):
+    stack, _, count = line.rstrip().rpartition(" ")
+    if not stack:
+        continue
+    frames = stack.split(";")
+    samples += int(count)
+    self_time[frames[-1]] += int(count)
+    for frame in set(frames):
+        total_time[frame] += int(count)
+print(f"\n== {sys.argv[2]}: {samples} samples")
+for title, counter in (("self", self_time), ("total", total_time)):
+    print(f"-- top frames by {title} time")
+    for frame, count in counter.most_common(15):
+        print(f"{100 * count / max(samples, 1):6.1f}%  {frame[:150]}")
+PY
+done
+echo
+echo "raw profiles: $root/gateway.txt $root/agent.txt"

@@ -1,0 +1,236 @@
+"""Flyte Federation against Ray on this machine, one run: fan-outs of no-op children and a sequential chain.
+
+    python bench/vs_ray.py [--fanout 1000 --fanout 10000] [--chain 200] [--ray-version 2.60.0] [--skip-ray]
+                           [--root DIR]
+
+Ours: a rig (`flyte rig up`: a gateway and one agent as separate processes) with a reusable environment; a parent
+task fans out N no-op children on the warm pool, and calls C children one after another. The rig's CPU is read from
+/proc around each fan-out and split by process: the gateway, the agent itself, and its workers.
+
+Ray: the same two workloads as nested tasks (a remote parent that submits N remote no-op children and gets them),
+on `ray.init(num_cpus=<cores>)` on this machine. Ray is installed on first use into a virtualenv of its own
+(`~/.cache/flyte-bench/ray-<version>`), never into the project's environment: it is no dependency of ours.
+
+Prints both figures and their ratio. Timing only; never pass/fail. Targets (the hot-path issue): fan-outs >= 2x Ray's
+nested tasks, chain p50 <= 2 ms and below Ray's, gateway CPU <= 0.5 ms and agent CPU <= 0.3 ms per action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+OURS = textwrap.dedent("""
+    import asyncio
+    import time
+
+    import flyte
+
+    pool = flyte.TaskEnvironment(
+        "vs_ray", resources=flyte.Resources(cpu=1), reusable=flyte.ReusePolicy(replicas=1, concurrency=512)
+    )
+
+
+    @pool.task
+    async def noop(i: int) -> int:
+        return i
+
+
+    @pool.task
+    async def chain(n: int) -> list[float]:
+        latencies = []
+        for i in range(n):
+            start = time.perf_counter()
+            await noop(i)
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+
+    @pool.task
+    async def fan_out(n: int) -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(noop(i) for i in range(n)))
+        return time.perf_counter() - start
+""")
+
+RAY = textwrap.dedent("""
+    import json
+    import os
+    import sys
+    import time
+
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+    @ray.remote
+    def noop(i):
+        return i
+
+
+    @ray.remote
+    def fan_out(n):
+        start = time.perf_counter()
+        ray.get([noop.remote(i) for i in range(n)])
+        return time.perf_counter() - start
+
+
+    @ray.remote
+    def chain(n):
+        latencies = []
+        for i in range(n):
+            start = time.perf_counter()
+            ray.get(noop.remote(i))
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+
+    fanouts = [int(x) for x in sys.argv[1].split(",")]
+    ray.get(chain.remote(20))  # warm up: workers started, functions exported
+    figures = {"chain": ray.get(chain.remote(int(sys.argv[2])))}
+    for n in fanouts:
+        figures[f"fanout {n}"] = ray.get(fan_out.remote(n))
+    print("FIGURES " + json.dumps(figures))
+""")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def chain_figures(latencies: list[float]) -> dict[str, float]:
+    return {"chain p50 ms": 1000 * statistics.median(latencies), "chain p99 ms": 1000 * percentile(latencies, 0.99)}
+
+
+def cpu_by_part(rig_state: Path) -> dict[str, float]:
+    """CPU seconds used so far by the gateway, the agent process and the agent's workers (live ones only)."""
+    pids: dict[str, int] = json.loads(rig_state.read_text())["pids"]
+    agent = next(pid for name, pid in pids.items() if name.startswith("agent-"))
+    ticks = {"gateway": 0, "agent": 0, "workers": 0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        used = int(fields[11]) + int(fields[12])  # utime, stime; fields[1] is the parent, fields[3] the session
+        pid, parent, session = int(stat.parent.name), int(fields[1]), int(fields[3])
+        if session == pids["gateway"]:
+            ticks["gateway"] += used
+        elif pid == agent:
+            ticks["agent"] += used
+        elif agent in (parent, session):  # workers run in sessions of their own, started by the agent
+            ticks["workers"] += used
+    return {part: t / os.sysconf("SC_CLK_TCK") for part, t in ticks.items()}
+
+
+def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]:
+    env = {**os.environ, "FLYTE_HOME": str(root / "home"), "HOME": str(root)}
+    os.environ.update({"FLYTE_HOME": env["FLYTE_HOME"], "HOME": env["HOME"]})
+    (root / "vs_ray_program.py").write_text(OURS)
+    os.chdir(root)
+    sys.path.insert(0, str(root))
+    up = subprocess.run(
+        [sys.executable, "-m", "flyte.cli", "rig", "up", "--clusters", "bench", "--cpu", "64"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if up.returncode != 0:
+        sys.exit(up.stderr)
+    try:
+        import vs_ray_program  # type: ignore[import-not-found]
+
+        import flyte
+
+        flyte.init_from_config()
+        flyte.run(vs_ray_program.chain, n=20).wait()  # warm up: deploy, start the pool, load the bundle
+        latencies = flyte.run(vs_ray_program.chain, n=chain).outputs()[0]
+        figures = {
+            "chain p50 ms": 1000 * statistics.median(latencies),
+            "chain p99 ms": 1000 * percentile(latencies, 0.99),
+        }
+        state = root / "home" / "rig" / "rig.json"
+        for n in fanouts:
+            before = cpu_by_part(state)
+            seconds = flyte.run(vs_ray_program.fan_out, n=n).outputs()[0]
+            time.sleep(2.0)  # spans and final reports of the fan-out are still being written: their CPU counts too
+            after = cpu_by_part(state)
+            figures[f"fan-out {n:,} actions/s"] = n / seconds
+            for part in after:
+                figures[f"fan-out {n:,} {part} CPU ms/action"] = 1000 * (after[part] - before[part]) / n
+        return figures
+    finally:
+        subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], env=env, capture_output=True)
+
+
+def ray_python(version: str) -> Path:
+    venv = Path.home() / ".cache" / "flyte-bench" / f"ray-{version}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"installing ray {version} into {venv} (first use only) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"ray=={version}"], check=True)
+    return python
+
+
+def measure_ray(python: Path, fanouts: list[int], chain: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="vs-ray-") as work:
+        script = Path(work) / "ray_bench.py"
+        script.write_text(RAY)
+        done = subprocess.run(
+            [str(python), str(script), ",".join(map(str, fanouts)), str(chain)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            timeout=1800,
+        )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("FIGURES ")), None)
+    if line is None:
+        sys.exit(f"ray bench failed:\n{done.stderr[-3000:]}")
+    raw = json.loads(line.removeprefix("FIGURES "))
+    figures = {
+        "chain p50 ms": 1000 * statistics.median(raw["chain"]),
+        "chain p99 ms": 1000 * percentile(raw["chain"], 0.99),
+    }
+    for n in fanouts:
+        figures[f"fan-out {n:,} actions/s"] = n / raw[f"fanout {n}"]
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fanout", type=int, action="append", help="fan-out widths (default 1000 and 10000)")
+    parser.add_argument("--chain", type=int, default=200)
+    parser.add_argument("--ray-version", default="2.60.0")
+    parser.add_argument("--skip-ray", action="store_true", help="only our figures")
+    parser.add_argument("--root", type=Path, help="folder for the rig (default: a new temporary one)")
+    args = parser.parse_args()
+    fanouts = args.fanout or [1000, 10000]
+    ray = {} if args.skip_ray else measure_ray(ray_python(args.ray_version), fanouts, args.chain)
+    root = args.root or Path(tempfile.mkdtemp(prefix="flyte-vs-ray-"))
+    ours = measure_ours(root, fanouts, args.chain)
+    print(f"\n{'figure':<44}{'flyte':>12}{'ray':>12}{'ratio':>10}")
+    for name, value in ours.items():
+        theirs = ray.get(name)
+        if theirs is None:
+            print(f"{name:<44}{value:>12.3f}")
+            continue
+        # A ratio above 1 is ours better: more actions per second, or fewer milliseconds per call.
+        ratio = value / theirs if "actions/s" in name else theirs / value
+        print(f"{name:<44}{value:>12.3f}{theirs:>12.3f}{ratio:>9.2f}x")
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    main()
+    print(f"(bench took {time.perf_counter() - start:.0f}s)")
