@@ -32,6 +32,7 @@ from agent._pools import Pools
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
+from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle
 from flyte._wire import (
     AbortMessage,
@@ -116,19 +117,17 @@ class Agent:
         self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         flusher = asyncio.create_task(self._flush_forever())
         await self.spares.start()
-        delay = 0.1
+        retry = RetryDelay(0.1, 5.0)
         try:
             while not self._stopping.is_set():
                 try:
                     await self._session()
-                    delay = 0.1
+                    retry.reset()
                 except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
-                    log.warning("gateway unreachable (%s); retrying in %.1fs", error, delay)
+                    log.warning("gateway unreachable (%s); retrying within %.1fs", error, retry.ceiling)
                 if self._stopping.is_set():
                     break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 5.0)
+                await retry.sleep(self._stopping)
         finally:
             flusher.cancel()
             await self.spares.close()

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from flyte._retrying import RetryDelay
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
@@ -191,15 +192,14 @@ class Dispatcher:
     async def _relist_actions(self) -> int:
         """Rebuild the queue and the in-flight index from a range, and tell watching workers where their children
         are now (a change missed by the watch would leave a parent waiting); returns the revision to watch from."""
-        delay = 0.5
+        retry = RetryDelay(0.5, 5.0)
         while True:
-            await asyncio.sleep(delay)
+            await retry.sleep()
             try:
                 kvs, revision = await self.store.range(ACTIONS)
                 break
             except StoreError as error:
-                log.warning("re-listing actions failed (%s); retrying in %.1fs", error, delay)
-                delay = min(delay * 2, 5.0)
+                log.warning("re-listing actions failed (%s); retrying within %.1fs", error, retry.ceiling)
         children: dict[tuple[str, str], list[ActionSummary]] = defaultdict(list)
         for kv in kvs:
             action = decode_action(kv)
@@ -628,9 +628,9 @@ class Dispatcher:
                 start = await self._relist_sessions()
 
     async def _relist_sessions(self) -> int:
-        delay = 0.5
+        retry = RetryDelay(0.5, 5.0)
         while True:
-            await asyncio.sleep(delay)
+            await retry.sleep()
             try:
                 kvs, revision = await self.store.range(SESSIONS)
                 live = {kv.key.removeprefix(SESSIONS) for kv in kvs}
@@ -638,8 +638,7 @@ class Dispatcher:
                     await self._session_gone(cluster)
                 return revision + 1
             except StoreError as error:
-                log.warning("re-listing sessions failed (%s); retrying in %.1fs", error, delay)
-                delay = min(delay * 2, 5.0)
+                log.warning("re-listing sessions failed (%s); retrying within %.1fs", error, retry.ceiling)
 
     async def _session_gone(self, cluster: str) -> None:
         """A cluster's session key is gone (its lease expired): unless a new session replaced it, move its work."""

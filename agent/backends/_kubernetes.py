@@ -40,6 +40,8 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from flyte._retrying import RetryDelay
+
 from . import _kube_pods as pods
 from ._protocol import Capacity, Exit, ExitKind, LaunchSpec, OutputSink
 
@@ -334,18 +336,18 @@ class KubernetesBackend:
     # -- the watch ------------------------------------------------------------------------------------------------
 
     async def _watch_forever(self) -> None:
-        delay = 0.1
+        retry = RetryDelay(0.1, 5.0)
         while not self._closed:
             try:
                 version = await self._relist()
-                delay = 0.1
+                retry.reset()
                 await self._watch(version)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("the pod watch broke off (%s); listing again in %.1fs", error, delay)
+                delay = retry.next()
+                log.warning("the pod watch broke off (%s); listing again in %.2fs", error, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _relist(self) -> str | None:
         self._lists_started += 1

@@ -29,6 +29,8 @@ from etcd3aio.connections import ConnectionManager
 from etcd3aio.kv import KVService
 from etcd3aio.lease import LeaseService
 
+from flyte._retrying import RetryDelay
+
 from ._common import check_txn, prefix_end
 from ._protocol import (
     MAX_TXN_OPS,
@@ -210,13 +212,14 @@ class EtcdStore:
         # "From now" is pinned to a number first, so a reconnect before the first event cannot skip any.
         next_rev = start_revision if start_revision > 0 else await self.revision() + 1
         failing_since: float | None = None
-        backoff = _RECONNECT_FIRST
+        retry = RetryDelay(_RECONNECT_FIRST, _RECONNECT_MAX)
         while not self._closed:
             create = WatchCreateRequest(key=key, range_end=end, start_revision=next_rev)
             call = self._watch_stub.Watch(_requests(WatchRequest(create_request=create)))
             try:
                 async for resp in call:
-                    failing_since, backoff = None, _RECONNECT_FIRST
+                    failing_since = None
+                    retry.reset()
                     if resp.compact_revision:
                         raise Compacted(resp.compact_revision - 1)
                     if resp.canceled:
@@ -251,8 +254,7 @@ class EtcdStore:
             finally:
                 call.cancel()
             # The server ended the stream or the connection dropped: resume after the last delivered revision.
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _RECONNECT_MAX)
+            await retry.sleep()
 
     async def compact(self, revision: int) -> None:
         with self._errors():

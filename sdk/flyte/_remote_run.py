@@ -18,6 +18,7 @@ from ._codec import reset_blob_backend, use_blob_backend
 from ._config import current_config
 from ._deploy import Deployment, _closure, _deploy_remote, _settings_text, code_bundle
 from ._naming import digest_text
+from ._retrying import RetryDelay
 from ._run_state import RunOptions
 from ._task import TaskTemplate
 from ._wire import ActionSummary, Phase, RunCreateRequest, RunSummary, WatchMessage, WireValue
@@ -96,7 +97,7 @@ class RemoteRun:
         import aiohttp
 
         revision = 0
-        delay = _RECONNECT_FIRST
+        retry = RetryDelay(_RECONNECT_FIRST, _RECONNECT_MAX)
         while True:
             # Without a progress callback only the root matters: the gateway then sends nothing else.
             url = f"{self._client.endpoint}/api/v1/runs/{self.name}/watch?" + (
@@ -106,7 +107,7 @@ class RemoteRun:
                 url += f"from_revision={revision + 1}"
             try:
                 async with self._client._http().ws_connect(url, heartbeat=15.0) as ws:
-                    delay = _RECONNECT_FIRST
+                    retry.reset()
                     async for message in ws:
                         if message.type is not aiohttp.WSMsgType.TEXT:
                             break
@@ -120,8 +121,7 @@ class RemoteRun:
                                 if self._summary.phase.is_terminal:
                                     return
             except aiohttp.ClientError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+                await retry.sleep()
             try:
                 self._summary = await self._client.get_run(self.name)
             except GatewayError as error:

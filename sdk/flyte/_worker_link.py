@@ -17,6 +17,7 @@ from collections import defaultdict
 import aiohttp
 import pydantic
 
+from ._retrying import RetryDelay
 from ._wire import (
     ActionEvent,
     ActionSubmitRequest,
@@ -74,7 +75,7 @@ class WorkerLink:
 
     async def _open(self) -> None:
         assert self._session is not None
-        delay = 0.05
+        retry = RetryDelay(0.05, 5.0)
         while True:
             try:
                 self._ws = await self._session.ws_connect(self.url, heartbeat=15.0, max_msg_size=64 * 1024 * 1024)
@@ -82,9 +83,9 @@ class WorkerLink:
             except aiohttp.ClientError as error:
                 if self._closing:
                     raise
-                log.warning("cannot reach the gateway (%s); retrying in %.1fs", error, delay)
+                delay = retry.next()
+                log.warning("cannot reach the gateway (%s); retrying in %.2fs", error, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
         self._connected.set()
         for parent in self._watched:
             await self._send(WorkerWatch(run=self.run, parent=parent))
@@ -112,7 +113,7 @@ class WorkerLink:
         await self._send_raw(message)
 
     async def _request(self, message: pydantic.BaseModel) -> GatewayReply:
-        delay = _RETRY_FIRST
+        retry = RetryDelay(_RETRY_FIRST, _RETRY_MAX)
         while True:
             request_id = next(self._ids)
             message = message.model_copy(update={"id": request_id})
@@ -125,9 +126,9 @@ class WorkerLink:
             if reply.code != STORE_UNAVAILABLE:
                 raise LinkError(reply.code or "error", reply.message or "")
             # The gateway lost its store for a while: every request is idempotent, so send it again until it is back.
-            log.warning("the gateway's store is unavailable; retrying in %.1fs", delay)
+            delay = retry.next()
+            log.warning("the gateway's store is unavailable; retrying in %.2fs", delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX)
 
     async def _read_forever(self) -> None:
         while True:
