@@ -32,6 +32,7 @@ from agent._pools import Pools
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
+from flyte import _failpoints as failpoints
 from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle
 from flyte._wire import (
@@ -63,9 +64,6 @@ _TIMEOUT_GRACE = 5.0
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
 _STARTED_KEPT = 100_000
 """Attempt keys remembered against duplicate deliveries (an attempt is never assigned again once it ended)."""
-SLOW_START = os.environ.get("FLYTE_FAILPOINT_SLOW_START", "")
-"""A failpoint for tests: `CLUSTER=SECONDS` holds every attempt on that cluster this long before it starts, as a slow
-code download would: the attempt stays placed, not running, and an abort meanwhile means it never starts."""
 
 
 @dataclass
@@ -254,8 +252,8 @@ class Agent:
                 if not item.aborted:
                     self._report_exit(assignment, exit, bytes(item.stderr_tail))
                 return
-            if SLOW_START.partition("=")[0] == self.cluster.name:
-                await asyncio.sleep(float(SLOW_START.partition("=")[2]))
+            if hold := failpoints.slow_start_seconds(self.cluster.name):
+                await asyncio.sleep(hold)
                 if item.aborted:
                     return
             bundle = await self._bundle(assignment.bundle_digest)

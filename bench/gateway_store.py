@@ -13,13 +13,17 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' etcd helper
+
+from etcd_process import EtcdProcess
+
 from gateway.store import Put, Store, WatchEvent
-from gateway.store._etcd_process import EtcdProcess
 from gateway.store._sqlite import SqliteStore
 
 VALUE = b"x" * 512

@@ -24,10 +24,10 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from etcd_process import EtcdProcess
 from gateway_process import GatewayProcess
-
-from gateway.store._etcd_process import EtcdProcess
 
 
 def _value(obj: object) -> dict[str, str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from flyte import _failpoints as failpoints
 from flyte._retrying import RetryDelay
 from flyte._wire import (
     AbortMessage,
@@ -71,8 +72,6 @@ SNAPSHOTS_RECORDED = 64
 the verdicts and scores, so a record stays a few KiB."""
 LEASE_TTL = float(os.environ.get("FLYTE_LEASE_TTL", "10"))
 """Seconds an agent may go silent before its work is moved to another cluster (tests shorten it)."""
-DUPLICATE_DELIVERY = os.environ.get("FLYTE_FAILPOINT_DUPLICATE_ASSIGN")
-"""A failpoint for the fault matrix: send every assignment again this many seconds later (unset: never)."""
 HEARTBEAT_INTERVAL = 1.0
 
 
@@ -342,8 +341,8 @@ class Dispatcher:
             if session is not None:
                 message = AssignMessage(assignments=assignments).model_dump_json()
                 session.outbox.put_nowait(message)
-                if DUPLICATE_DELIVERY is not None:
-                    asyncio.get_running_loop().call_later(float(DUPLICATE_DELIVERY), session.outbox.put_nowait, message)
+                if (again := failpoints.duplicate_assign_after()) is not None:
+                    asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
         return next_due
 
     async def _run_scope(self, run: str) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own flyte home and no user config, so tests never touch ~/.flyte."""
+"""Shared fixtures: every test gets its own flyte home and no user config, so tests never touch ~/.flyte; real etcd
+servers (one for the session, shared by key prefix, or one of a test's own)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import prerequisites
 import pytest
+from etcd_process import EtcdProcess
+from prerequisites import ETCD_INSTALL, on_path, require
 
 import flyte._config as config
 
@@ -23,6 +26,28 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     config.init()
     yield home
     config.init()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    """One etcd for the whole session (starting one costs ~0.5 s); tests share it and isolate by key prefix."""
+    require(on_path("etcd"), ETCD_INSTALL)
+    server = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def etcd_fresh(tmp_path: Path) -> Iterator[EtcdProcess]:
+    """An etcd of this test's own, for tests (and fault rows) that stop, kill, fill or compact the server."""
+    require(on_path("etcd"), ETCD_INSTALL)
+    server = EtcdProcess(tmp_path / "etcd-data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from federation import RECOVERY_TIMES, Federation, Recovery, require_etcd
-
-from gateway.store._etcd_process import EtcdProcess
+from etcd_process import EtcdProcess
+from federation import RECOVERY_TIMES, Federation, Recovery
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,21 +36,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
-    """An etcd of the test's own, which rows stop, fill and compact."""
-    require_etcd()
-    server = EtcdProcess(tmp_path / "etcd-data").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def federation(tmp_path: Path, etcd: EtcdProcess) -> Iterator[Federation]:
+def federation(tmp_path: Path, etcd_fresh: EtcdProcess) -> Iterator[Federation]:
     """A gateway on an etcd of the test's own (not started: rows choose its host and lease), stopped even on
     failure. Rows stop, fill and compact that etcd."""
-    fed = Federation(tmp_path / "fed", etcd)
+    fed = Federation(tmp_path / "fed", etcd_fresh)
     fed.root.mkdir()
     try:
         yield fed

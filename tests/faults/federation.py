@@ -32,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from etcd_process import EtcdProcess
 from prerequisites import ETCD_INSTALL, on_path, require
 from programs import write_and_import
 
@@ -41,7 +42,6 @@ from flyte._wire import ActionSummary, Phase, RunSummary
 from gateway._auth import create_token
 from gateway._runs import SYSTEM_RETRIES, actions_prefix, decode_event
 from gateway.store import Compacted, EventType, Store, open_store
-from gateway.store._etcd_process import EtcdProcess
 
 _LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 _CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")

@@ -15,11 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from etcd_process import EtcdProcess
 from federation import Federation, require_etcd
 
 import flyte
 from flyte._wire import ActionEvent, AgentHello, ClusterRecord, Phase
-from gateway.store._etcd_process import EtcdProcess
 
 pytestmark = pytest.mark.timeout(120)
 

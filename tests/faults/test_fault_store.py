@@ -21,6 +21,7 @@ import pytest
 from etcd3aio import AlarmType
 from etcd3aio.connections import ConnectionManager
 from etcd3aio.maintenance import MaintenanceService
+from etcd_process import EtcdProcess
 from federation import (
     FIRST_SYSTEM_BACKOFF,
     Federation,
@@ -37,7 +38,6 @@ from waiting import assert_eventually
 import flyte
 from flyte._client import GatewayError, call_sync, client_for
 from gateway.store import QuotaExceeded, open_store
-from gateway.store._etcd_process import EtcdProcess
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from etcd_process import EtcdProcess, _free_port
 
 import gateway.store._sqlite as sqlite_module
 from gateway.store import (
@@ -35,7 +36,6 @@ from gateway.store import (
     WatchEvent,
     open_store,
 )
-from gateway.store._etcd_process import EtcdProcess, _free_port
 from gateway.store._sqlite import SqliteStore
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""A throwaway single-member etcd server on 127.0.0.1, for tests, benchmarks and fault drills (never production).
+"""A throwaway single-member etcd server on 127.0.0.1, for tests, benchmarks and fault drills (never production;
+the benches import it from here too).
 
 It picks free client and peer ports, keeps its data in a directory the caller owns, and waits on etcd's /health
 endpoint with a deadline before returning. `stop()` terminates it; `kill()` is the SIGKILL a fault test needs;

@@ -1,0 +1,31 @@
+"""Failpoints: faults that a test asks a server process to inject, all named here and all off unless a test sets them.
+
+A test turns one on through the environment of the gateway or agent it starts (the fault matrix, the placement rig);
+production code only asks the functions below, which answer "off" when the variable is unset. Read once, at import:
+a failpoint is a property of the process, not something to flip while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DUPLICATE_ASSIGN", "SLOW_START", "duplicate_assign_after", "slow_start_seconds"]
+
+DUPLICATE_ASSIGN = "FLYTE_FAILPOINT_DUPLICATE_ASSIGN"
+"""Gateway: `SECONDS` sends every assignment to its agent again this many seconds later (a duplicated delivery)."""
+
+SLOW_START = "FLYTE_FAILPOINT_SLOW_START"
+"""Agent: `CLUSTER=SECONDS` holds every attempt on that cluster this long before it starts (a slow code download)."""
+
+_duplicate_assign = os.environ.get(DUPLICATE_ASSIGN)
+_slow_cluster, _, _slow_seconds = os.environ.get(SLOW_START, "").partition("=")
+
+
+def duplicate_assign_after() -> float | None:
+    """Seconds after which an assignment is sent again, or None (the failpoint is off)."""
+    return None if _duplicate_assign is None else float(_duplicate_assign)
+
+
+def slow_start_seconds(cluster: str) -> float:
+    """How long the agent of `cluster` holds each attempt before starting it (0: the failpoint is off for it)."""
+    return float(_slow_seconds) if _slow_cluster and _slow_cluster == cluster else 0.0
