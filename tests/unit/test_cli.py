@@ -494,6 +494,22 @@ def test_an_unreachable_gateway_is_one_line_and_local_still_works(
     assert local.exit_code == 0, local.output
 
 
+def test_run_says_when_it_runs_locally_for_want_of_a_config(tmp_path: Path) -> None:
+    program = write_program(tmp_path, GREET)
+
+    implicit = invoke("run", program, "greet", "--name", "N")
+    explicit = invoke("run", "--local", program, "greet", "--name", "N")
+    (tmp_path / "config.yaml").write_text("task:\n  project: p\n")
+    no_endpoint = invoke("run", program, "greet", "--name", "N")
+
+    assert implicit.exit_code == explicit.exit_code == no_endpoint.exit_code == 0
+    note = implicit.stderr.splitlines()[0]
+    assert note.startswith("no config found (looked in ./config.yaml, ./.flyte/config.yaml, ")
+    assert note.endswith("): running locally; use --local to say so, or flyte rig up / flyte create config")
+    assert len(explicit.stderr.splitlines()) == 1, "--local adds nothing to the summary line"
+    assert no_endpoint.stderr.splitlines()[0].startswith("./config.yaml names no endpoint: running locally; ")
+
+
 def test_live_progress_renders_on_a_terminal(tmp_path: Path) -> None:
     from rich.console import Console
 
