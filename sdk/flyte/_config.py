@@ -275,6 +275,8 @@ def write_config(
     """
     # Fail before touching the disk if the endpoint could never be loaded back.
     normalize_endpoint(endpoint, insecure)
+    # An http:// endpoint is plain http whatever the flag says; the file should not claim otherwise.
+    insecure = insecure or endpoint.strip().lower().startswith("http://")
     target = Path(path).expanduser()
     document: dict[str, Any] = {"admin": {"endpoint": endpoint, "insecure": insecure}}
     if api_key is not None:

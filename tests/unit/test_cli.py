@@ -488,9 +488,16 @@ def test_an_unreachable_gateway_is_one_line_and_local_still_works(
     remote = invoke("run", program, "greet", "--name", "Z")
     local = invoke("run", "--local", program, "greet", "--name", "Z")
 
-    assert remote.exit_code == 1
+    listing = invoke("get", "runs")
+
+    assert remote.exit_code == listing.exit_code == 1
+    unreachable = (
+        "cannot reach the gateway at http://127.0.0.1:9 (connection refused); is it running? flyte rig up starts one"
+    )
     assert len(remote.stderr.splitlines()) == 1
-    assert "cannot reach the gateway at http://127.0.0.1:9" in remote.stderr
+    assert remote.stderr.startswith("Error: deploying cli_greet version ")
+    assert remote.stderr.rstrip().endswith(f": {unreachable}")
+    assert listing.stderr.splitlines() == [f"Error: {unreachable}"]
     assert local.exit_code == 0, local.output
 
 
@@ -542,6 +549,13 @@ def test_create_config_round_trips(tmp_path: Path) -> None:
         "d",
         True,
     )
+
+
+def test_create_config_marks_an_http_endpoint_insecure(tmp_path: Path) -> None:
+    result = invoke("create", "config", "--endpoint", "http://127.0.0.1:8080")
+
+    assert result.exit_code == 0, result.output
+    assert "insecure: true" in (tmp_path / ".flyte" / "config.yaml").read_text()
 
 
 def test_create_config_refuses_to_overwrite_without_force(tmp_path: Path) -> None:

@@ -66,7 +66,9 @@ def deploy(file: Path, env_name: str, version: str | None, dry_run: bool) -> Non
     _init()
     try:
         deployments = flyte.deploy(env, version=version, dry_run=dry_run)
-    except (DeploymentError, GatewayError) as exc:
+    except DeploymentError as exc:
+        raise CliError(exc.message) from None
+    except GatewayError as exc:
         raise CliError(str(exc)) from None
     for deployment in deployments:
         click.echo(deployment.summary_repr())

@@ -98,7 +98,9 @@ def run(
 
     try:
         started = RunContext(mode, RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
-    except (NotImplementedError, DeploymentError, GatewayError) as exc:
+    except DeploymentError as exc:
+        raise CliError(exc.message) from None
+    except (NotImplementedError, GatewayError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         if isinstance(exc, ValueEncodingError):
