@@ -670,3 +670,16 @@ def test_placement_commands_explain_bad_use(
     assert result.exit_code != 0
     assert complaint in result.output
     assert "Traceback" not in result.output
+
+
+def test_get_runs_lists_the_valid_phases_and_takes_any_case(tmp_path: Path) -> None:
+    program = write_program(tmp_path, GREET)
+    assert invoke("run", "--local", "--name", "cased", program, "greet", "--name", "C").exit_code == 0
+
+    bogus = invoke("get", "runs", "--phase", "bogus")
+    upper = invoke("get", "runs", "--phase", "SUCCEEDED")
+
+    assert bogus.exit_code == 2
+    assert "'bogus' is not one of 'queued', 'placed', 'running', 'succeeded', 'failed', 'aborted'" in bogus.stderr
+    assert upper.exit_code == 0, upper.output
+    assert "cased" in upper.stdout

@@ -14,6 +14,7 @@ import click
 import flyte
 from flyte._client import GatewayError
 from flyte._environment import TaskEnvironment
+from flyte._wire import Phase
 from flyte.errors import DeploymentError
 
 from ._errors import CliError, CliUsageError
@@ -91,7 +92,9 @@ def get_tasks() -> None:
 
 
 @get.command("runs")
-@click.option("--phase", default=None, help="Only runs in this phase.")
+@click.option(
+    "--phase", type=click.Choice([p.value for p in Phase], case_sensitive=False), help="Only runs in this phase."
+)
 @click.option("--task", "task_name", default=None, help="Only runs of this task.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 def get_runs(phase: str | None, task_name: str | None, limit: int) -> None:
