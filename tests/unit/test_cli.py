@@ -28,6 +28,7 @@ from flyte._run import RunContext
 from flyte._run_state import RunOptions
 from flyte.cli import main
 from flyte.cli._load import find_task, load_module
+from flyte.cli._output import format_duration
 from flyte.cli._progress import watch
 
 GREET = '''
@@ -683,3 +684,20 @@ def test_get_runs_lists_the_valid_phases_and_takes_any_case(tmp_path: Path) -> N
     assert "'bogus' is not one of 'queued', 'placed', 'running', 'succeeded', 'failed', 'aborted'" in bogus.stderr
     assert upper.exit_code == 0, upper.output
     assert "cased" in upper.stdout
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (-1.0, "0.0 ms"),
+        (0.00042, "0.4 ms"),
+        (0.020061969757080078, "20 ms"),
+        (0.9996, "1.0 s"),
+        (1.234, "1.2 s"),
+        (59.97, "1 m 0 s"),
+        (184.4, "3 m 4 s"),
+        (7512.0, "2 h 5 m"),
+    ],
+)
+def test_durations_are_rounded_for_reading(seconds: float, shown: str) -> None:
+    assert format_duration(seconds) == shown

@@ -18,12 +18,13 @@ from flyte._wire import Phase
 from flyte.errors import DeploymentError
 
 from ._errors import CliError, CliUsageError
+from ._load import load_module
+from ._output import format_duration
 
 if TYPE_CHECKING:
     from rich.tree import Tree
 
     from flyte._wire import RunTrace, SpanRecord
-from ._load import load_module
 
 
 def _init() -> None:
@@ -194,8 +195,8 @@ def _trace_tree(trace: RunTrace) -> Tree:
             where = f"{span.service}@{span.cluster}" if span.cluster else span.service
             replayed = " [yellow]replayed[/]" if span.attributes.get("flyte.replayed") is True else ""
             error = " [red]error[/]" if span.status == "error" else ""
-            took = (span.end_ns - span.start_ns) / 1e6
-            label = f"{escape(span.name)}  [dim]{escape(where)}[/]  {took:,.1f} ms{replayed}{error}"
+            took = format_duration((span.end_ns - span.start_ns) / 1e9)
+            label = f"{escape(span.name)}  [dim]{escape(where)}[/]  {took}{replayed}{error}"
             add(node.add(label), span.span_id)
 
     add(root, None)

@@ -12,6 +12,7 @@ import click
 
 from ._errors import CliError, CliUsageError
 from ._inspect import _init, _table, _when
+from ._output import format_duration
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -50,7 +51,11 @@ def get_placement(run_name: str, action: str) -> None:
     record = PlacementRecord.model_validate(_gateway_call("GET", f"/api/v1/runs/{run_name}/actions/{action}/placement"))
     demand = {k: v for k, v in record.demand.items() if v not in (0, 0.0, None, [], {}, "default")}
     click.echo(f"{run_name}/{action} attempt {record.attempt}, decided {_when(record.decided_at)}")
-    click.echo("demand: " + (", ".join(f"{k}={v}" for k, v in sorted(demand.items())) or "nothing in particular"))
+    shown = [
+        f"{k.removesuffix('_seconds')}={format_duration(v)}" if k.endswith("_seconds") else f"{k}={v}"
+        for k, v in sorted(demand.items())
+    ]
+    click.echo("demand: " + (", ".join(shown) or "nothing in particular"))
     decision = Decision(
         record.cluster,
         record.never_fits,
