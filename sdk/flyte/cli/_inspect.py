@@ -19,7 +19,7 @@ from flyte.errors import DeploymentError
 
 from ._errors import CliError, CliUsageError
 from ._load import load_module
-from ._output import format_duration
+from ._output import OutputFormat, format_duration, output_option, print_listing
 
 if TYPE_CHECKING:
     from rich.tree import Tree
@@ -38,18 +38,6 @@ def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
 
 
 @click.command("deploy")
@@ -82,14 +70,16 @@ def get() -> None:
 
 
 @get.command("tasks")
-def get_tasks() -> None:
+@output_option
+def get_tasks(output: OutputFormat) -> None:
     """The latest version of every deployed task."""
     _init()
     try:
         tasks = flyte.remote.Task.listall()
     except GatewayError as exc:
         raise CliError(str(exc)) from None
-    _table("tasks", ["task", "version", "deployed"], [[t.name, t.version, _when(t.deployed_at)] for t in tasks])
+    rows = [[t.name, t.version, _when(t.deployed_at)] for t in tasks]
+    print_listing("tasks", ["task", "version", "deployed"], rows, output, objects=tasks)
 
 
 @get.command("runs")
@@ -98,7 +88,8 @@ def get_tasks() -> None:
 )
 @click.option("--task", "task_name", default=None, help="Only runs of this task.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-def get_runs(phase: str | None, task_name: str | None, limit: int) -> None:
+@output_option
+def get_runs(phase: str | None, task_name: str | None, limit: int, output: OutputFormat) -> None:
     """Runs, newest first."""
     _init()
     try:
@@ -108,12 +99,13 @@ def get_runs(phase: str | None, task_name: str | None, limit: int) -> None:
     except GatewayError as exc:
         raise CliError(str(exc)) from None
     rows = [[r.name, r.task, r.phase.value, _when(r.created_at), _when(r.ended_at)] for r in runs]
-    _table("runs", ["run", "task", "phase", "created", "ended"], rows)
+    print_listing("runs", ["run", "task", "phase", "created", "ended"], rows, output, objects=runs)
 
 
 @get.command("actions")
 @click.argument("run_name", metavar="RUN")
-def get_actions(run_name: str) -> None:
+@output_option
+def get_actions(run_name: str, output: OutputFormat) -> None:
     """The actions of one run."""
     _init()
     try:
@@ -134,7 +126,7 @@ def get_actions(run_name: str) -> None:
         for a in actions
     ]
     columns = ["action", "parent", "task", "phase", "attempts", "cluster", "error or why it waits"]
-    _table(f"actions of {run_name}", columns, rows)
+    print_listing(f"actions of {run_name}", columns, rows, output, objects=actions, message_column=columns[-1])
 
 
 @get.command("logs")
