@@ -146,7 +146,11 @@ def get_logs(run_name: str, action: str, attempt: int | None) -> None:
         text = call_sync(client_for().request("GET", f"/api/v1/runs/{run_name}/actions/{action}/logs", params=params))
     except GatewayError as exc:
         raise CliError(str(exc)) from None
-    click.echo(text.decode(errors="replace") if isinstance(text, bytes) else str(text), nl=False)
+    shown = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    if not shown:
+        # On stderr, so `flyte get logs RUN > out.txt` still captures exactly what the task printed.
+        click.echo("(no output)", err=True)
+    click.echo(shown, nl=False)
 
 
 @get.command("trace")

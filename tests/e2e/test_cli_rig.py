@@ -1,0 +1,50 @@
+"""The CLI against a real rig (one gateway, one agent, started once), through the `flyte` command as a user runs
+it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_rig import Rig, start_rig
+
+pytestmark = pytest.mark.timeout(180)
+
+SILENT = """
+import flyte
+
+env = flyte.TaskEnvironment("cli_rig_silent")
+
+
+@env.task
+async def main() -> int:
+    return 7
+"""
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    started = start_rig(tmp_path_factory.mktemp("cli-rig"), clusters="us-east")
+    try:
+        yield started
+    finally:
+        started.flyte("rig", "down")
+
+
+@pytest.fixture(scope="module")
+def silent_run(rig: Rig) -> str:
+    (rig.cwd / "silent.py").write_text(SILENT)
+    done = rig.flyte("run", "silent.py", "main")
+    assert done.returncode == 0, done.stderr
+    assert "running locally" not in done.stderr
+    fields = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert fields["output"] == "7"
+    return fields["run"]
+
+
+def test_a_silent_task_has_no_output(rig: Rig, silent_run: str) -> None:
+    logs = rig.flyte("get", "logs", silent_run)
+
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout == ""
+    assert logs.stderr == "(no output)\n"
