@@ -1,9 +1,11 @@
-"""The CLI against a real rig (one gateway, one agent, started once), through the `flyte` command as a user runs
-it."""
+"""The CLI against a real rig (one gateway, one agent, started once): `rig up` refusing a rig that is up and a silent
+task's logs, all through the `flyte` command as a user runs it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_rig import Rig, start_rig
@@ -40,6 +42,21 @@ def silent_run(rig: Rig) -> str:
     fields = dict(line.split(": ", 1) for line in done.stdout.splitlines())
     assert fields["output"] == "7"
     return fields["run"]
+
+
+def test_rig_up_refuses_while_a_rig_is_up(rig: Rig) -> None:
+    config = rig.cwd / ".flyte" / "config.yaml"
+    before = (config.read_text(), rig.pids())
+    endpoint = json.loads((Path(rig.env["FLYTE_HOME"]) / "rig" / "rig.json").read_text())["endpoint"]
+
+    again = rig.flyte("rig", "up", "--clusters", "us-east")
+
+    assert again.returncode == 1
+    assert again.stderr.splitlines() == [
+        f"Error: a rig is already up: gateway {endpoint}; run flyte rig down first, or flyte rig up --replace"
+    ]
+    assert (config.read_text(), rig.pids()) == before, "the running rig is left as it was"
+    assert rig.flyte("get", "clusters").returncode == 0
 
 
 def test_a_silent_task_has_no_output(rig: Rig, silent_run: str) -> None:
