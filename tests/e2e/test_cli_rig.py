@@ -1,9 +1,10 @@
-"""The CLI against a real rig (one gateway, one agent, started once): `rig up` refusing a rig that is up and a silent
-task's logs, all through the `flyte` command as a user runs it."""
+"""The CLI against a real rig (one gateway, one agent, started once): `rig up` refusing a rig that is up, a silent
+task's logs, placement durations and JSON listings, all through the `flyte` command as a user runs it."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +66,24 @@ def test_a_silent_task_has_no_output(rig: Rig, silent_run: str) -> None:
     assert logs.returncode == 0, logs.stderr
     assert logs.stdout == ""
     assert logs.stderr == "(no output)\n"
+
+
+def test_placement_shows_durations_rounded(rig: Rig, silent_run: str) -> None:
+    shown = rig.flyte("get", "placement", silent_run)
+
+    assert shown.returncode == 0, shown.stderr
+    demand = next(line for line in shown.stdout.splitlines() if line.startswith("demand: "))
+    assert "_seconds" not in demand
+    waited = re.search(r"waited=([^,]*)", demand)
+    assert waited is not None, demand
+    assert re.fullmatch(r"\d+(\.\d)? ms|\d+\.\d s|\d+ m \d+ s", waited.group(1)), demand
+
+
+def test_listings_as_json(rig: Rig, silent_run: str) -> None:
+    actions = json.loads(rig.flyte("get", "actions", silent_run, "-o", "json").stdout)
+    clusters = json.loads(rig.flyte("get", "clusters", "--output", "json").stdout)
+    tasks = json.loads(rig.flyte("get", "tasks", "-o", "json").stdout)
+
+    assert [(a["name"], a["phase"], a["cluster"]) for a in actions] == [("a0", "succeeded", "us-east")]
+    assert [(c["name"], c["connected"]) for c in clusters] == [("us-east", True)]
+    assert "cli_rig_silent.main" in {t["name"] for t in tasks}
