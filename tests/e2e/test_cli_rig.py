@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_rig import Rig, start_rig
+from waiting import assert_eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -87,3 +88,14 @@ def test_listings_as_json(rig: Rig, silent_run: str) -> None:
     assert [(a["name"], a["phase"], a["cluster"]) for a in actions] == [("a0", "succeeded", "us-east")]
     assert [(c["name"], c["connected"]) for c in clusters] == [("us-east", True)]
     assert "cli_rig_silent.main" in {t["name"] for t in tasks}
+
+
+def test_trace_spans_show_durations_rounded_on_one_line_each(rig: Rig, silent_run: str) -> None:
+    # Spans arrive from the agent and the worker in batches: wait until the worker's task span is there.
+    assert_eventually(lambda: "task cli_rig_silent.main" in rig.flyte("get", "trace", silent_run).stdout, timeout=20)
+    shown = rig.flyte("get", "trace", silent_run)
+
+    spans = shown.stdout.splitlines()[1:]
+    assert shown.stdout.splitlines()[0] == f"trace of run {silent_run}"
+    assert len(spans) >= 3
+    assert all(re.search(r"  (\d+(\.\d)? ms|\d+\.\d s|\d+ m \d+ s)$", span) for span in spans), shown.stdout

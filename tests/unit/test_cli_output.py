@@ -3,15 +3,20 @@ cut (never names) in a terminal. Runs are local ones, made in-process; the listi
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from programs import write_and_import
+from rich.console import Console
 
 import flyte
+from flyte._run import RunContext
+from flyte._run_state import RunOptions
 from flyte.cli import main
+from flyte.cli._progress import watch
 
 LONG = """
 import flyte
@@ -97,3 +102,17 @@ def test_in_a_terminal_messages_are_cut_and_names_are_not(failed_run: str, monke
     # Too narrow for the names: they fold onto more lines (read down the column), never cut.
     task_column = "".join(line.split("│")[3].strip() for line in body_lines(narrow))
     assert task_column == PARENT + CHILD
+
+
+def test_live_progress_folds_names_on_a_narrow_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    program = write_and_import(tmp_path, "narrow_progress_program", LONG)
+    started = RunContext("local", RunOptions(name="narrow-run")).start(program.main, (), {})
+    screen = io.StringIO()
+
+    watch(started, interactive=True, console=Console(file=screen, force_terminal=True, color_system=None, width=60))
+
+    # The last frame, with the padding between cells gone: each folded name reads whole again.
+    frame = "".join(screen.getvalue().split("narrow-run")[-1].split())
+    assert all(name in frame for name in started._state.actions)
+    assert CHILD in frame

@@ -19,7 +19,7 @@ from flyte.errors import DeploymentError
 
 from ._errors import CliError, CliUsageError
 from ._load import load_module
-from ._output import OutputFormat, format_duration, output_option, print_listing
+from ._output import OutputFormat, format_duration, output_option, print_listing, stdout_console
 
 if TYPE_CHECKING:
     from rich.tree import Tree
@@ -158,8 +158,6 @@ def get_logs(run_name: str, action: str, attempt: int | None) -> None:
 def get_trace(run_name: str) -> None:
     """The run's OpenTelemetry spans as a tree: where each step ran and how long it took."""
     _init()
-    from rich.console import Console
-
     from flyte._client import call_sync, client_for
     from flyte._config import current_config
     from flyte._wire import RunTrace
@@ -172,7 +170,7 @@ def get_trace(run_name: str) -> None:
         raise CliError(str(exc)) from None
     if not trace.spans:
         raise CliError(f"run {run_name} has no spans (yet, or tracing is off: FLYTE_TRACING=0)")
-    Console().print(_trace_tree(trace))
+    stdout_console().print(_trace_tree(trace))
 
 
 def _trace_tree(trace: RunTrace) -> Tree:

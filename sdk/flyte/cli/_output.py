@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 OutputFormat = Literal["table", "wide", "json"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("table", "wide", "json")
@@ -58,13 +61,10 @@ def print_listing(
 
         click.echo(json.dumps(pydantic_core.to_jsonable_python(list(objects)), indent=2, ensure_ascii=False))
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=_UNBOUNDED_WIDTH)
+    console = stdout_console()
     cut = output == "table" and console.is_terminal
     at = columns.index(message_column) if message_column in columns else -1
     table = Table(title=title, title_justify="left")
@@ -83,6 +83,14 @@ def print_listing(
             cells[at] = Text(text, no_wrap=True, overflow="ellipsis") if cut else text
         table.add_row(*cells)
     console.print(table)
+
+
+def stdout_console() -> Console:
+    """A rich console on stdout: the terminal's width on a terminal, unbounded anywhere else."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH)
 
 
 def _message_room(width: int, columns: Sequence[str], rows: Sequence[Sequence[str]], at: int) -> int:

@@ -192,9 +192,10 @@ class _LiveDisplay:
             count_line.append(f"{counts.get(p, 0)} {p.value}", style=_PHASE_STYLE.get(p, ""))
 
         table = Table.grid(padding=(0, 2))
+        # Names fold rather than being cut (a no-wrap column is cropped without a mark when the line is short).
+        table.add_column(overflow="fold")
         table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column(overflow="ellipsis", no_wrap=True)
+        table.add_column(overflow="fold")
         table.add_column(no_wrap=True, style="dim")
         for record in self._recent.latest(RECENT_ACTIONS):
             notes = []
