@@ -49,6 +49,47 @@ class GatewayError(Exception):
         self.message = message
 
 
+class GatewayUnreachableError(GatewayError):
+    """No answer from the gateway at all (refused, unknown host, TLS, timed out): one line saying which."""
+
+    def __init__(self, endpoint: str, error: Exception):
+        super().__init__(503, "unreachable", unreachable_message(endpoint, error))
+
+    def __str__(self) -> str:
+        # The status and code are ours, not the gateway's: showing "(503 unreachable)" would suggest it answered.
+        return self.message
+
+
+def unreachable_message(endpoint: str, error: Exception) -> str:
+    """`cannot reach the gateway at URL (connection refused); is it running? ...` from an aiohttp connection error.
+
+    aiohttp's own text names `ssl:default` even for http URLs and repeats the address; the cause is what helps.
+    """
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    import aiohttp
+
+    cause: BaseException = getattr(error, "os_error", None) or error
+    host = urlsplit(endpoint).hostname or ""
+    hint = "is it running?" + (" flyte rig up starts one" if host in ("127.0.0.1", "localhost", "::1") else "")
+    if isinstance(cause, ConnectionRefusedError):
+        why = "connection refused"
+    elif isinstance(cause, socket.gaierror):
+        why, hint = f"host {host} not found", "check the endpoint in your config"
+    elif isinstance(cause, ssl.SSLError) or isinstance(error, aiohttp.ClientSSLError):
+        reason = getattr(cause, "reason", None) or type(cause).__name__
+        why, hint = f"TLS failed: {reason}", "for a plain-http gateway use an http:// endpoint (insecure: true)"
+    elif isinstance(error, aiohttp.ServerDisconnectedError):
+        why = "it closed the connection without answering"
+    elif isinstance(cause, TimeoutError) or isinstance(error, aiohttp.ServerTimeoutError):
+        why = "timed out"
+    else:
+        why = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return f"cannot reach the gateway at {endpoint} ({why}); {hint}"
+
+
 class GatewayClient:
     def __init__(self, config: Config):
         if config.endpoint is None:
@@ -103,7 +144,7 @@ class GatewayClient:
                     return await response.json()
                 return await response.read()
         except aiohttp.ClientConnectionError as error:
-            raise GatewayError(503, "unreachable", f"cannot reach the gateway at {self.endpoint}: {error}") from None
+            raise GatewayUnreachableError(self.endpoint, error) from None
 
     async def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         return model.model_validate(await self.request(method, path, **kwargs))

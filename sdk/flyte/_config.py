@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "Config",
+    "config_search_paths",
     "current_config",
     "find_config_file",
     "init",
@@ -141,13 +142,14 @@ def load_config(path: str | Path | None = None) -> Config:
 def find_config_file() -> Path | None:
     """The first existing config file, in order: `./config.yaml`, `./.flyte/config.yaml`,
     `<git root>/.flyte/config.yaml`, `$FLYTECTL_CONFIG`, `~/.flyte/config.yaml`."""
-    for candidate in _candidates():
+    for candidate in config_search_paths():
         if candidate.is_file():
             return candidate
     return None
 
 
-def _candidates() -> list[Path]:
+def config_search_paths() -> list[Path]:
+    """Where `find_config_file` looks, in order (for messages that say where no config was found)."""
     cwd = Path.cwd()
     found = [cwd / "config.yaml", cwd / ".flyte" / "config.yaml"]
     git_root = _git_root(cwd)
@@ -273,6 +275,8 @@ def write_config(
     """
     # Fail before touching the disk if the endpoint could never be loaded back.
     normalize_endpoint(endpoint, insecure)
+    # An http:// endpoint is plain http whatever the flag says; the file should not claim otherwise.
+    insecure = insecure or endpoint.strip().lower().startswith("http://")
     target = Path(path).expanduser()
     document: dict[str, Any] = {"admin": {"endpoint": endpoint, "insecure": insecure}}
     if api_key is not None:

@@ -28,6 +28,7 @@ from flyte._run import RunContext
 from flyte._run_state import RunOptions
 from flyte.cli import main
 from flyte.cli._load import find_task, load_module
+from flyte.cli._output import format_duration
 from flyte.cli._progress import watch
 
 GREET = '''
@@ -488,10 +489,33 @@ def test_an_unreachable_gateway_is_one_line_and_local_still_works(
     remote = invoke("run", program, "greet", "--name", "Z")
     local = invoke("run", "--local", program, "greet", "--name", "Z")
 
-    assert remote.exit_code == 1
+    listing = invoke("get", "runs")
+
+    assert remote.exit_code == listing.exit_code == 1
+    unreachable = (
+        "cannot reach the gateway at http://127.0.0.1:9 (connection refused); is it running? flyte rig up starts one"
+    )
     assert len(remote.stderr.splitlines()) == 1
-    assert "cannot reach the gateway at http://127.0.0.1:9" in remote.stderr
+    assert remote.stderr.startswith("Error: deploying cli_greet version ")
+    assert remote.stderr.rstrip().endswith(f": {unreachable}")
+    assert listing.stderr.splitlines() == [f"Error: {unreachable}"]
     assert local.exit_code == 0, local.output
+
+
+def test_run_says_when_it_runs_locally_for_want_of_a_config(tmp_path: Path) -> None:
+    program = write_program(tmp_path, GREET)
+
+    implicit = invoke("run", program, "greet", "--name", "N")
+    explicit = invoke("run", "--local", program, "greet", "--name", "N")
+    (tmp_path / "config.yaml").write_text("task:\n  project: p\n")
+    no_endpoint = invoke("run", program, "greet", "--name", "N")
+
+    assert implicit.exit_code == explicit.exit_code == no_endpoint.exit_code == 0
+    note = implicit.stderr.splitlines()[0]
+    assert note.startswith("no config found (looked in ./config.yaml, ./.flyte/config.yaml, ")
+    assert note.endswith("): running locally; use --local to say so, or flyte rig up / flyte create config")
+    assert len(explicit.stderr.splitlines()) == 1, "--local adds nothing to the summary line"
+    assert no_endpoint.stderr.splitlines()[0].startswith("./config.yaml names no endpoint: running locally; ")
 
 
 def test_live_progress_renders_on_a_terminal(tmp_path: Path) -> None:
@@ -526,6 +550,13 @@ def test_create_config_round_trips(tmp_path: Path) -> None:
         "d",
         True,
     )
+
+
+def test_create_config_marks_an_http_endpoint_insecure(tmp_path: Path) -> None:
+    result = invoke("create", "config", "--endpoint", "http://127.0.0.1:8080")
+
+    assert result.exit_code == 0, result.output
+    assert "insecure: true" in (tmp_path / ".flyte" / "config.yaml").read_text()
 
 
 def test_create_config_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
@@ -640,3 +671,33 @@ def test_placement_commands_explain_bad_use(
     assert result.exit_code != 0
     assert complaint in result.output
     assert "Traceback" not in result.output
+
+
+def test_get_runs_lists_the_valid_phases_and_takes_any_case(tmp_path: Path) -> None:
+    program = write_program(tmp_path, GREET)
+    assert invoke("run", "--local", "--name", "cased", program, "greet", "--name", "C").exit_code == 0
+
+    bogus = invoke("get", "runs", "--phase", "bogus")
+    upper = invoke("get", "runs", "--phase", "SUCCEEDED")
+
+    assert bogus.exit_code == 2
+    assert "'bogus' is not one of 'queued', 'placed', 'running', 'succeeded', 'failed', 'aborted'" in bogus.stderr
+    assert upper.exit_code == 0, upper.output
+    assert "cased" in upper.stdout
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (-1.0, "0.0 ms"),
+        (0.00042, "0.4 ms"),
+        (0.020061969757080078, "20 ms"),
+        (0.9996, "1.0 s"),
+        (1.234, "1.2 s"),
+        (59.97, "1 m 0 s"),
+        (184.4, "3 m 4 s"),
+        (7512.0, "2 h 5 m"),
+    ],
+)
+def test_durations_are_rounded_for_reading(seconds: float, shown: str) -> None:
+    assert format_duration(seconds) == shown

@@ -14,15 +14,17 @@ import click
 import flyte
 from flyte._client import GatewayError
 from flyte._environment import TaskEnvironment
+from flyte._wire import Phase
 from flyte.errors import DeploymentError
 
 from ._errors import CliError, CliUsageError
+from ._load import load_module
+from ._output import OutputFormat, format_duration, output_option, print_listing, stdout_console
 
 if TYPE_CHECKING:
     from rich.tree import Tree
 
     from flyte._wire import RunTrace, SpanRecord
-from ._load import load_module
 
 
 def _init() -> None:
@@ -36,18 +38,6 @@ def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
 
 
 @click.command("deploy")
@@ -66,7 +56,9 @@ def deploy(file: Path, env_name: str, version: str | None, dry_run: bool) -> Non
     _init()
     try:
         deployments = flyte.deploy(env, version=version, dry_run=dry_run)
-    except (DeploymentError, GatewayError) as exc:
+    except DeploymentError as exc:
+        raise CliError(exc.message) from None
+    except GatewayError as exc:
         raise CliError(str(exc)) from None
     for deployment in deployments:
         click.echo(deployment.summary_repr())
@@ -78,21 +70,26 @@ def get() -> None:
 
 
 @get.command("tasks")
-def get_tasks() -> None:
+@output_option
+def get_tasks(output: OutputFormat) -> None:
     """The latest version of every deployed task."""
     _init()
     try:
         tasks = flyte.remote.Task.listall()
     except GatewayError as exc:
         raise CliError(str(exc)) from None
-    _table("tasks", ["task", "version", "deployed"], [[t.name, t.version, _when(t.deployed_at)] for t in tasks])
+    rows = [[t.name, t.version, _when(t.deployed_at)] for t in tasks]
+    print_listing("tasks", ["task", "version", "deployed"], rows, output, objects=tasks)
 
 
 @get.command("runs")
-@click.option("--phase", default=None, help="Only runs in this phase.")
+@click.option(
+    "--phase", type=click.Choice([p.value for p in Phase], case_sensitive=False), help="Only runs in this phase."
+)
 @click.option("--task", "task_name", default=None, help="Only runs of this task.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-def get_runs(phase: str | None, task_name: str | None, limit: int) -> None:
+@output_option
+def get_runs(phase: str | None, task_name: str | None, limit: int, output: OutputFormat) -> None:
     """Runs, newest first."""
     _init()
     try:
@@ -102,12 +99,13 @@ def get_runs(phase: str | None, task_name: str | None, limit: int) -> None:
     except GatewayError as exc:
         raise CliError(str(exc)) from None
     rows = [[r.name, r.task, r.phase.value, _when(r.created_at), _when(r.ended_at)] for r in runs]
-    _table("runs", ["run", "task", "phase", "created", "ended"], rows)
+    print_listing("runs", ["run", "task", "phase", "created", "ended"], rows, output, objects=runs)
 
 
 @get.command("actions")
 @click.argument("run_name", metavar="RUN")
-def get_actions(run_name: str) -> None:
+@output_option
+def get_actions(run_name: str, output: OutputFormat) -> None:
     """The actions of one run."""
     _init()
     try:
@@ -128,7 +126,7 @@ def get_actions(run_name: str) -> None:
         for a in actions
     ]
     columns = ["action", "parent", "task", "phase", "attempts", "cluster", "error or why it waits"]
-    _table(f"actions of {run_name}", columns, rows)
+    print_listing(f"actions of {run_name}", columns, rows, output, objects=actions, message_column=columns[-1])
 
 
 @get.command("logs")
@@ -148,7 +146,11 @@ def get_logs(run_name: str, action: str, attempt: int | None) -> None:
         text = call_sync(client_for().request("GET", f"/api/v1/runs/{run_name}/actions/{action}/logs", params=params))
     except GatewayError as exc:
         raise CliError(str(exc)) from None
-    click.echo(text.decode(errors="replace") if isinstance(text, bytes) else str(text), nl=False)
+    shown = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    if not shown:
+        # On stderr, so `flyte get logs RUN > out.txt` still captures exactly what the task printed.
+        click.echo("(no output)", err=True)
+    click.echo(shown, nl=False)
 
 
 @get.command("trace")
@@ -156,8 +158,6 @@ def get_logs(run_name: str, action: str, attempt: int | None) -> None:
 def get_trace(run_name: str) -> None:
     """The run's OpenTelemetry spans as a tree: where each step ran and how long it took."""
     _init()
-    from rich.console import Console
-
     from flyte._client import call_sync, client_for
     from flyte._config import current_config
     from flyte._wire import RunTrace
@@ -170,7 +170,7 @@ def get_trace(run_name: str) -> None:
         raise CliError(str(exc)) from None
     if not trace.spans:
         raise CliError(f"run {run_name} has no spans (yet, or tracing is off: FLYTE_TRACING=0)")
-    Console().print(_trace_tree(trace))
+    stdout_console().print(_trace_tree(trace))
 
 
 def _trace_tree(trace: RunTrace) -> Tree:
@@ -189,8 +189,8 @@ def _trace_tree(trace: RunTrace) -> Tree:
             where = f"{span.service}@{span.cluster}" if span.cluster else span.service
             replayed = " [yellow]replayed[/]" if span.attributes.get("flyte.replayed") is True else ""
             error = " [red]error[/]" if span.status == "error" else ""
-            took = (span.end_ns - span.start_ns) / 1e6
-            label = f"{escape(span.name)}  [dim]{escape(where)}[/]  {took:,.1f} ms{replayed}{error}"
+            took = format_duration((span.end_ns - span.start_ns) / 1e9)
+            label = f"{escape(span.name)}  [dim]{escape(where)}[/]  {took}{replayed}{error}"
             add(node.add(label), span.span_id)
 
     add(root, None)

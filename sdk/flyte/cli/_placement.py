@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from ._errors import CliError, CliUsageError
-from ._inspect import _init, _table, _when
+from ._inspect import _init, _when
+from ._output import OutputFormat, format_duration, output_option, print_listing
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -50,7 +51,11 @@ def get_placement(run_name: str, action: str) -> None:
     record = PlacementRecord.model_validate(_gateway_call("GET", f"/api/v1/runs/{run_name}/actions/{action}/placement"))
     demand = {k: v for k, v in record.demand.items() if v not in (0, 0.0, None, [], {}, "default")}
     click.echo(f"{run_name}/{action} attempt {record.attempt}, decided {_when(record.decided_at)}")
-    click.echo("demand: " + (", ".join(f"{k}={v}" for k, v in sorted(demand.items())) or "nothing in particular"))
+    shown = [
+        f"{k.removesuffix('_seconds')}={format_duration(v)}" if k.endswith("_seconds") else f"{k}={v}"
+        for k, v in sorted(demand.items())
+    ]
+    click.echo("demand: " + (", ".join(shown) or "nothing in particular"))
     decision = Decision(
         record.cluster,
         record.never_fits,
@@ -64,7 +69,8 @@ def get_placement(run_name: str, action: str) -> None:
 
 
 @click.command("clusters")
-def get_clusters() -> None:
+@output_option
+def get_clusters(output: OutputFormat) -> None:
     """Every registered cluster: where it is, its room, and whether it takes new work."""
     _init()
     import flyte
@@ -85,7 +91,7 @@ def get_clusters() -> None:
         return "ready" if c.connected else "disconnected"
 
     rows = [[c.name, c.region, c.cloud, room(c), state(c)] for c in clusters]
-    _table("clusters", ["cluster", "region", "cloud", "free", "state"], rows)
+    print_listing("clusters", ["cluster", "region", "cloud", "free", "state"], rows, output, objects=clusters)
 
 
 @click.group("policy")
@@ -150,10 +156,10 @@ def policy_simulate(policy_file: Path, since: str) -> None:
         ["regions used", str(len(b.regions)), str(len(a.regions))],
         ["largest region share", f"{b.spread():.0%}", f"{a.spread():.0%}"],
     ]
-    _table("what would change", ["", "recorded", candidate.version], rows)
+    print_listing("what would change", ["", "recorded", candidate.version], rows)
     if sim.moves:
         moves = [[was, now, str(n)] for (was, now), n in sim.moves.most_common(20)]
-        _table("moves", ["from", "to", "decisions"], moves)
+        print_listing("moves", ["from", "to", "decisions"], moves)
 
 
 @click.group("cluster")

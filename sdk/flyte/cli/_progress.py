@@ -21,6 +21,8 @@ from flyte._run import Run
 from flyte._run_state import ActionRecord, RunState
 from flyte._wire import Phase
 
+from ._output import format_duration
+
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.spinner import Spinner
@@ -71,22 +73,12 @@ def watch(run: Run, interactive: bool, console: Console | None = None) -> None:
 
 
 def summary_line(run: Run) -> str:
-    """`run r1a2b3 succeeded in 1.2s: 11 actions (11 succeeded)`."""
+    """`run r1a2b3 succeeded in 1.2 s: 11 actions (11 succeeded)`."""
     state = run._state
     counts = _counts_text(state)
     total = len(state.actions)
     plural = "action" if total == 1 else "actions"
     return f"run {run.name} {run.phase.value} in {format_duration(_elapsed(state))}: {total} {plural} ({counts})"
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _wait(run: Run) -> None:
@@ -200,9 +192,10 @@ class _LiveDisplay:
             count_line.append(f"{counts.get(p, 0)} {p.value}", style=_PHASE_STYLE.get(p, ""))
 
         table = Table.grid(padding=(0, 2))
+        # Names fold rather than being cut (a no-wrap column is cropped without a mark when the line is short).
+        table.add_column(overflow="fold")
         table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column(overflow="ellipsis", no_wrap=True)
+        table.add_column(overflow="fold")
         table.add_column(no_wrap=True, style="dim")
         for record in self._recent.latest(RECENT_ACTIONS):
             notes = []

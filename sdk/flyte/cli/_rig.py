@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ._errors import CliError, CliUsageError
 
 _LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 CONFIG = Path(".flyte") / "config.yaml"
+_PROBE_SECONDS = 3.0
 
 
 def rig_dir() -> Path:
@@ -89,13 +91,21 @@ async def _mint(store_url: str, clusters: list[str]) -> dict[str, str]:
     default=None,
     help="Placement policy file for the gateway.",
 )
-def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None) -> None:
+@click.option("--replace", is_flag=True, help="Stop the rig that is up, if any, and start this one in its place.")
+def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None, replace: bool) -> None:
     """Start the rig and point ./.flyte/config.yaml at it."""
     names = [c.strip() for c in clusters.split(",") if c.strip()]
     if not names or any(not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", n) for n in names):
         raise CliUsageError(f"--clusters {clusters!r}: give lower-case names separated by commas")
     directory = rig_dir()
     if (directory / "rig.json").exists():
+        running = json.loads((directory / "rig.json").read_text())["endpoint"]
+        # Replacing a live rig would hand its users a new port and token behind their back: only when asked.
+        if not replace and _answers(running):
+            raise CliError(
+                f"a rig is already up: gateway {running}; run flyte rig down first, or flyte rig up --replace"
+            )
+        # Otherwise its processes are gone (a reboot, a kill): clear what they left.
         _down(quiet=True)
     store_url = f"sqlite:{directory / 'state.db'}"
     tokens = asyncio.run(_mint(store_url, names))
@@ -168,6 +178,17 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
     click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
     click.echo(f"config: {CONFIG.resolve()}; logs: {directory}")
     click.echo(f"ui: {_login_link(endpoint, tokens['admin'])}  (one-time; `flyte rig login` makes another)")
+
+
+def _answers(endpoint: str) -> bool:
+    """Whether a gateway answers at `endpoint` (any HTTP answer counts; only silence means it is gone)."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/healthz", timeout=_PROBE_SECONDS):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _login_link(endpoint: str, token: str) -> str:

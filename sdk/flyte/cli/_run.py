@@ -1,8 +1,9 @@
 """`flyte run [OPTIONS] FILE TASK [--param value ...]`: run one task from a Python file and show how it goes.
 
-Runs are local when `--local` is given or no config names an endpoint. The run goes on in the SDK's
-background thread while this command draws its progress; the outcome goes to stdout (name, url, phase and
-outputs) and the exit code says how it ended: 0 succeeded, 1 failed, 2 bad command line, 130 interrupted.
+Runs are local when `--local` is given or no config names an endpoint (then a note on stderr says so). The run
+goes on in the SDK's background thread while this command draws its progress; the outcome goes to stdout (name,
+url, phase and outputs) and the exit code says how it ended: 0 succeeded, 1 failed, 2 bad command line, 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pydantic_core
 
 import flyte
 from flyte._client import GatewayError
-from flyte._config import current_config
+from flyte._config import config_search_paths, current_config
 from flyte._remote_run import RemoteRun
 from flyte._run import Run, RunContext, RunMode
 from flyte._run_state import RunOptions
@@ -90,11 +91,16 @@ def run(
         flyte.init_from_config()
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    mode: RunMode = "local" if local or not current_config().is_remote else "remote"
+    config = current_config()
+    if not local and not config.is_remote:
+        click.echo(_local_note(config.source), err=True)
+    mode: RunMode = "local" if local or not config.is_remote else "remote"
 
     try:
         started = RunContext(mode, RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
-    except (NotImplementedError, DeploymentError, GatewayError) as exc:
+    except DeploymentError as exc:
+        raise CliError(exc.message) from None
+    except (NotImplementedError, GatewayError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         if isinstance(exc, ValueEncodingError):
@@ -114,6 +120,23 @@ def run(
         _report(started)
         ctx.exit(INTERRUPTED)
     ctx.exit(_report(started))
+
+
+def _local_note(source: Path | None) -> str:
+    """Why a run without `--local` runs in this process: the run must not look remote when it is not."""
+    if source is not None:
+        why = f"{_shown(source)} names no endpoint"
+    else:
+        why = f"no config found (looked in {', '.join(_shown(p) for p in config_search_paths())})"
+    return f"{why}: running locally; use --local to say so, or flyte rig up / flyte create config"
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be written: relative to the current directory, or under `~`."""
+    for base, prefix in ((Path.cwd(), "."), (Path.home(), "~")):
+        if path.is_relative_to(base):
+            return f"{prefix}/{path.relative_to(base)}"
+    return str(path)
 
 
 def _follow_remote(started: RemoteRun) -> None:
