@@ -46,6 +46,7 @@ from flyte._wire import (
     AgentWelcome,
     Assignment,
     AssignMessage,
+    CloseCode,
     ClusterRecord,
     ErrorInfo,
     Phase,
@@ -168,7 +169,7 @@ class Agent:
             finally:
                 heartbeat.cancel()
                 self._ws = None
-            if ws.close_code in (4000, 4001):
+            if ws.close_code in (CloseCode.REPLACED, CloseCode.LEASE_EXPIRED):
                 # The gateway fenced this session: its work was (or will be) moved elsewhere.
                 await self._drop_everything(f"session ended by the gateway ({ws.close_code})")
 

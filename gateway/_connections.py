@@ -25,6 +25,7 @@ from flyte._wire import (
     AgentHello,
     AgentLogs,
     AgentWelcome,
+    CloseCode,
     GatewayReply,
     StaleMessage,
     WireTrace,
@@ -67,18 +68,20 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         first = await ws.receive(timeout=10)
         hello = AgentHello.model_validate_json(first.data)
     except (pydantic.ValidationError, TypeError, TimeoutError) as error:
-        await ws.close(code=4400, message=f"say hello first: {error}"[:120].encode())
+        await ws.close(code=CloseCode.BAD_HELLO, message=f"say hello first: {error}"[:120].encode())
         return ws
     cluster = hello.cluster.name
     principal = principal_of(request)
     if not principal.allows(f"agent:{cluster}"):
-        await ws.close(code=4403, message=f"this token may not serve cluster {cluster}".encode())
+        await ws.close(code=CloseCode.FORBIDDEN, message=f"this token may not serve cluster {cluster}".encode())
         return ws
     try:
         session = await dispatcher.open_session(hello.cluster, ws, hello.running)
     except StoreError as error:
         # The socket is a WebSocket now: an HTTP error answer would corrupt it. Close it; the agent retries.
-        await ws.close(code=4503, message=f"the gateway cannot open a session now: {error}"[:120].encode())
+        await ws.close(
+            code=CloseCode.STORE_UNAVAILABLE, message=f"the gateway cannot open a session now: {error}"[:120].encode()
+        )
         return ws
     await ws.send_str(
         AgentWelcome(epoch=session.epoch, lease_ttl=LEASE_TTL, heartbeat_interval=HEARTBEAT_INTERVAL).model_dump_json()

@@ -34,6 +34,7 @@ from flyte._wire import (
     ActionSummary,
     Assignment,
     AssignMessage,
+    CloseCode,
     ClusterRecord,
     CordonRecord,
     ErrorInfo,
@@ -560,7 +561,7 @@ class Dispatcher:
         self.sessions[record.name] = session
         if old is not None and old.ws is not ws:
             with contextlib.suppress(Exception):
-                await old.ws.close(code=4000, message=b"replaced by a newer session")
+                await old.ws.close(code=CloseCode.REPLACED, message=b"replaced by a newer session")
         await self._adopt(session, set(running))
         self._rescan()
         return session
@@ -647,7 +648,7 @@ class Dispatcher:
         if session is not None:
             self.sessions.pop(cluster, None)
             with contextlib.suppress(Exception):
-                await session.ws.close(code=4001, message=b"lease expired")
+                await session.ws.close(code=CloseCode.LEASE_EXPIRED, message=b"lease expired")
         await self._fail_over(cluster, "its agent stopped heartbeating (lease expired)")
 
     async def _fail_over(self, cluster: str, why: str) -> None:

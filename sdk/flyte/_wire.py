@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import traceback
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -31,6 +31,21 @@ class Phase(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED)
+
+
+class CloseCode(IntEnum):
+    """Why the gateway closed an agent's or worker's WebSocket (the 4000-4999 range is the application's own)."""
+
+    REPLACED = 4000
+    """A newer session of the same cluster took over: this one is fenced, its work moved or kept by the new one."""
+    LEASE_EXPIRED = 4001
+    """The session's lease ran out before a heartbeat renewed it: its work was moved elsewhere."""
+    BAD_HELLO = 4400
+    """The first message was not a valid hello."""
+    FORBIDDEN = 4403
+    """The token may not act as what the hello claims (another cluster, say)."""
+    STORE_UNAVAILABLE = 4503
+    """The gateway could not open the session in its store now: retry with backoff."""
 
 
 class WireModel(BaseModel):

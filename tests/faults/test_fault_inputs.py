@@ -19,7 +19,7 @@ from etcd_process import EtcdProcess
 from federation import Federation, require_etcd
 
 import flyte
-from flyte._wire import ActionEvent, AgentHello, ClusterRecord, Phase
+from flyte._wire import ActionEvent, AgentHello, CloseCode, ClusterRecord, Phase
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -200,7 +200,7 @@ def test_an_agent_cannot_speak_for_another_cluster(deployed: Federation) -> None
     # Nor can it open cluster b's session.
     before = revision(deployed)
     hello = AgentHello(cluster=ClusterRecord(name="b", region="r", cloud="c", capacity={"cpu": 1.0}))
-    assert asyncio.run(say_hello(deployed.endpoint, agent_a, hello)) == 4403
+    assert asyncio.run(say_hello(deployed.endpoint, agent_a, hello)) == CloseCode.FORBIDDEN
     assert revision(deployed) == before
     status, action = call(deployed, "GET", f"/api/v1/runs/{run['name']}/actions/a0")
     assert (action["phase"], action["cluster"]) == ("placed", "b")
