@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sys
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import aiohttp
 import pydantic
 
 from agent._pools import Pools
+from agent._settings import Prepared, prepare_env
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
@@ -260,16 +260,17 @@ class Agent:
                 if item.aborted:
                     return
             bundle = await self._bundle(assignment.bundle_digest)
+            prepared = prepare_env(await self._task_spec(assignment))
             self._event(assignment, Phase.RUNNING)
-            spare = None if assignment.reusable else self.spares.take(assignment)
+            spare = None if assignment.reusable else self.spares.take(assignment, prepared)
             if assignment.reusable:
-                exit = await self.pools.run(assignment, bundle)
+                exit = await self.pools.run(assignment, bundle, prepared)
             elif spare is not None:
                 item.handle = spare.handle
-                exit = await self.spares.run(spare, assignment, bundle)
+                exit = await self.spares.run(spare, assignment, bundle, prepared)
                 item.stderr_tail = spare.output
             else:
-                exit = await self._run_process(key, item, bundle)
+                exit = await self._run_process(key, item, bundle, prepared)
             if not item.aborted:
                 self._report_exit(assignment, exit, bytes(item.stderr_tail))
         except Exception as error:
@@ -280,7 +281,7 @@ class Agent:
             self.running.pop(key, None)
             self.tracing.end(assignment, failure)
 
-    async def _run_process(self, key: str, item: Running, bundle: Path) -> Exit:
+    async def _run_process(self, key: str, item: Running, bundle: Path, prepared: Prepared) -> Exit:
         assignment = item.assignment
         spec_path = self.work_dir / "assignments" / f"{key.replace('/', '_')}.json"
         spec_path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,8 +291,8 @@ class Agent:
         timeout = assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None
         spec = LaunchSpec(
             key=key,
-            command=[sys.executable, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
-            env=self.worker_env(),
+            command=[prepared.python, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
+            env=self.worker_env(prepared.env),
             cwd=bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -359,11 +360,23 @@ class Agent:
                 spec = self._task_specs[cache_key] = TaskVersion.model_validate_json(await response.read()).spec
         return spec
 
-    def worker_env(self) -> dict[str, str]:
+    def worker_env(self, task_env: dict[str, str] | None = None) -> dict[str, str]:
+        """The agent's environment (less its API key), the task's variables over it, and the worker's FLYTE_* over
+        both: a task cannot point its worker elsewhere."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_API_KEY")}
-        env.update({"FLYTE_ENDPOINT": self.gateway, "PYTHONUNBUFFERED": "1", "FLYTE_CLUSTER": self.cluster.name})
-        env.update({"FLYTE_REGION": self.cluster.region, "FLYTE_CLOUD": self.cluster.cloud})
+        env.update(task_env or {})
+        env.update(self.fixed_worker_env())
         return env
+
+    def fixed_worker_env(self) -> dict[str, str]:
+        """What every worker is told about where it runs; a task's own variables never replace these."""
+        return {
+            "FLYTE_ENDPOINT": self.gateway,
+            "PYTHONUNBUFFERED": "1",
+            "FLYTE_CLUSTER": self.cluster.name,
+            "FLYTE_REGION": self.cluster.region,
+            "FLYTE_CLOUD": self.cluster.cloud,
+        }
 
     def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes) -> None:
         tail = stderr.decode(errors="replace")[-2000:]
