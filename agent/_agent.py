@@ -28,7 +28,7 @@ import aiohttp
 import pydantic
 
 from agent._pools import Pools
-from agent._settings import Prepared, prepare_env
+from agent._settings import Prepared, SettingsError, prepare, remove_files
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
@@ -247,11 +247,13 @@ class Agent:
         failure: str | None = None
         try:
             if not self.backend.runs_on_this_host:
+                prepared = await self._prepare(assignment)
                 self._event(assignment, Phase.RUNNING)
                 if assignment.reusable:
-                    exit = await self.pools.run(assignment, Path("/"))  # the pod fetches its bundle itself
+                    # The pod fetches its bundle itself.
+                    exit = await self.pools.run(assignment, Path("/"), prepared)
                 else:
-                    exit = await self._run_elsewhere(key, item)
+                    exit = await self._run_elsewhere(key, item, prepared)
                 if not item.aborted:
                     self._report_exit(assignment, exit, bytes(item.stderr_tail))
                 return
@@ -260,19 +262,29 @@ class Agent:
                 if item.aborted:
                     return
             bundle = await self._bundle(assignment.bundle_digest)
-            prepared = prepare_env(await self._task_spec(assignment))
+            prepared = await self._prepare(assignment)
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment, prepared)
             if assignment.reusable:
                 exit = await self.pools.run(assignment, bundle, prepared)
-            elif spare is not None:
-                item.handle = spare.handle
-                exit = await self.spares.run(spare, assignment, bundle, prepared)
-                item.stderr_tail = spare.output
             else:
-                exit = await self._run_process(key, item, bundle, prepared)
+                attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
+                try:
+                    prepared = prepared.with_files_in(attempt_dir / "secrets")
+                    if spare is not None:
+                        item.handle = spare.handle
+                        exit = await self.spares.run(spare, assignment, bundle, prepared)
+                        item.stderr_tail = spare.output
+                    else:
+                        exit = await self._run_process(key, item, bundle, prepared)
+                finally:
+                    remove_files(attempt_dir)
             if not item.aborted:
                 self._report_exit(assignment, exit, bytes(item.stderr_tail))
+        except SettingsError as error:
+            # The task asks for what cannot be had (a secret not set): the user's to fix, so no retry helps.
+            failure = str(error)
+            self._fail(assignment, "NonRecoverableError", error.code, "user", failure)
         except Exception as error:
             log.exception("running %s failed", key)
             failure = f"the agent could not run it: {error}"
@@ -293,6 +305,7 @@ class Agent:
             key=key,
             command=[prepared.python, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
             env=self.worker_env(prepared.env),
+            secret_env=prepared.secret_env,
             cwd=bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -312,7 +325,11 @@ class Agent:
         finally:
             spec_path.unlink(missing_ok=True)
 
-    async def _run_elsewhere(self, key: str, item: Running) -> Exit:
+    async def _prepare(self, assignment: Assignment) -> Prepared:
+        assert self._http is not None
+        return await prepare(self._http, self.gateway, assignment, await self._task_spec(assignment))
+
+    async def _run_elsewhere(self, key: str, item: Running, prepared: Prepared) -> Exit:
         """An attempt on a backend that does not share this machine (a pod): the assignment, token included, travels
         as secret environment, and the worker fetches its bundle from the gateway."""
         assignment = item.assignment
@@ -333,7 +350,8 @@ class Agent:
             cwd=Path("/"),
             timeout_seconds=assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None,
             labels={"flyte.org/run": assignment.run, "flyte.org/action": assignment.action},
-            secret_env={"FLYTE_ASSIGNMENT": assignment.model_dump_json()},
+            secret_env={**prepared.secret_env, "FLYTE_ASSIGNMENT": assignment.model_dump_json()},
+            secret_files=prepared.secret_files,
             image=task.image,
             resources=assignment.resources,
             traceparent=getattr(assignment, "traceparent", None),

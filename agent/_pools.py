@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from agent._settings import Prepared
+from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
 from flyte._wire import Assignment
@@ -135,6 +135,9 @@ class Pools:
             prepared=prepared,
         )
         self.pools[key] = pool
+        if self.agent.backend.runs_on_this_host:
+            # Mounted secrets live as long as the pool's workers: one directory per pool (a pod mounts its own).
+            pool.prepared = prepared.with_files_in(self._secrets_dir(pool))
         # Placeholders first: an assignment that finds the pool while its workers launch waits for them instead of
         # launching more (which took the pool past max_replicas).
         starting = [Worker(handle=Launching()) for _ in range(max(pool.min_replicas, 1))]
@@ -168,7 +171,7 @@ class Pools:
                 str(pool.concurrency),
             ],
             env={**self.agent.worker_env(pool.prepared.env), POOL_WORKER_ENV: ident},
-            secret_env={POOL_SECRET_ENV: pool.secret},
+            secret_env={**pool.prepared.secret_env, POOL_SECRET_ENV: pool.secret},
             cwd=pool.bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -278,6 +281,10 @@ class Pools:
             if pool.server is not None:
                 pool.server.close()
             pool.socket.unlink(missing_ok=True)
+            remove_files(self._secrets_dir(pool))
+
+    def _secrets_dir(self, pool: Pool) -> Path:
+        return self.agent.work_dir / "pools" / pool.socket.stem / "secrets"
 
 
 def _authentic(hello: object, pool: Pool) -> TypeGuard[dict[str, Any]]:

@@ -121,7 +121,13 @@ class Spares:
         env = {k: v for k, v in prepared.env.items() if k not in fixed}
         spare.writer.write(
             # The task's variables go with the assignment: the spare sets them before it loads any user code.
-            json.dumps({"assignment": assignment.model_dump(mode="json"), "bundle": str(bundle), "env": env}).encode()
+            json.dumps(
+                {
+                    "assignment": assignment.model_dump(mode="json"),
+                    "bundle": str(bundle),
+                    "env": {**env, **prepared.secret_env},
+                }
+            ).encode()
             + b"\n"
         )
         await spare.writer.drain()

@@ -16,6 +16,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -34,6 +35,7 @@ from .errors import (
     ActionAbortedError,
     BaseRuntimeError,
     InlineIOMaxBytesBreached,
+    NonRecoverableError,
     RetriesExhaustedError,
 )
 
@@ -241,6 +243,13 @@ class LocalController:
             group=record.group,
         )
         values = task.interface.decode_inputs(inputs)
+        # Locally a secret is what this process's environment already holds under the secret's variable.
+        missing = [secret.env_var for secret in task.settings.secrets if secret.env_var not in os.environ]
+        if missing:
+            raise NonRecoverableError(
+                f"{task.name} needs secrets that are not set: in local mode a secret is read from the environment "
+                f"variable it is exposed as; set {', '.join(missing)}"
+            )
         self._overlays[record.name] = {**state.options.env_vars, **task.settings.env_vars}
         try:
             await self._hold_env(record.name)

@@ -1,14 +1,19 @@
 """Settings that arrive, through a rig (a gateway and an agent as processes, the process backend): a task's env
-vars, in a one-off worker (a spare, a cold process) and in a reusable pool's workers."""
+vars and secrets (as variables and as 0600 files), in a one-off worker (a spare, a cold process) and in a reusable
+pool's workers; a missing secret fails at once naming it; no secret value is ever in an API answer or a log."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_rig import Rig, start_rig
 
 import flyte
+import flyte.errors
+from flyte._client import call_sync, client_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -60,3 +65,94 @@ def test_env_vars_reach_a_one_off_worker_and_a_pool(rig: Rig) -> None:
     flyte.deploy(program.main_env)
     run = flyte.run(program.main)
     assert run.outputs()[0] == ["one-off", "pool", "cold", "True"]
+
+
+SECRETS = """
+import os
+import stat
+from pathlib import Path
+
+import flyte
+
+MOUNTED = flyte.Secret(key="tls-cert", mount="/etc/flyte-test")
+USES = [flyte.Secret(key="api-token", as_env_var="API_TOKEN"), MOUNTED]
+pooled = flyte.TaskEnvironment(
+    "secrets_pool", secrets=USES, reusable=flyte.ReusePolicy(replicas=1, idle_ttl=60)
+)
+main_env = flyte.TaskEnvironment("secrets_main", secrets=USES)
+missing_env = flyte.TaskEnvironment("secrets_missing", secrets=["never-set"])
+main_env.add_dependency(pooled, missing_env)
+
+
+def _seen() -> list[str]:
+    path = Path(os.environ.get("FLYTE_SECRETS_DIR", "") + "/etc/flyte-test/tls-cert")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    # Compared here, so the values never appear in outputs or logs.
+    return [
+        str(os.environ["API_TOKEN"] == "tok-" + "3141"),
+        str(os.environ[MOUNTED.env_var] == "cert-" + "2718"),
+        str(path.read_text() == "cert-" + "2718"),
+        oct(mode),
+    ]
+
+
+@pooled.task
+async def in_pool() -> list[str]:
+    return _seen()
+
+
+@missing_env.task(retries=3)
+async def needs_missing() -> str:
+    return "never runs"
+
+
+@main_env.task
+async def main() -> list[str]:
+    return _seen() + await in_pool()
+"""
+
+TOKEN, CERT = "tok-3141", "cert-2718"
+
+
+def test_secrets_reach_tasks_as_env_vars_and_files_and_never_come_back(rig: Rig) -> None:
+    created = rig.flyte("create", "secret", "api-token", "--value", TOKEN)
+    assert created.returncode == 0, created.stderr
+    cert_file = rig.cwd / "cert.pem"
+    cert_file.write_text(CERT)
+    assert rig.flyte("create", "secret", "tls-cert", "--from-file", str(cert_file)).returncode == 0
+    program = rig.load("secrets_program", SECRETS)
+    rig.connect()
+    flyte.deploy(program.main_env)
+    run = flyte.run(program.main)
+    assert run.outputs()[0] == ["True", "True", "True", "0o600"] * 2
+    listed = rig.flyte("get", "secrets")
+    assert "api-token" in listed.stdout
+    assert "tls-cert" in listed.stdout
+    client = client_for()
+    answers = [
+        listed.stdout,
+        call_sync(client.request("GET", "/api/v1/secrets", params={"project": "default"})),
+        call_sync(client.request("GET", "/api/v1/tasks/secrets_main.main", params={"project": "default"})),
+        call_sync(client.request("GET", f"/api/v1/runs/{run.name}/actions")),
+        call_sync(client.request("GET", f"/api/v1/runs/{run.name}/trace")),
+        rig.flyte("get", "logs", run.name, "a0").stdout,
+    ]
+    logs = list((Path(rig.env["FLYTE_HOME"]) / "rig").glob("*.log"))
+    assert logs
+    for text in [json.dumps(answer) for answer in answers] + [log.read_text() for log in logs]:
+        assert TOKEN not in text
+        assert CERT not in text
+    deleted = rig.flyte("delete", "secret", "tls-cert")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "tls-cert" not in rig.flyte("get", "secrets").stdout
+
+
+def test_a_missing_secret_fails_the_attempt_at_once_naming_it(rig: Rig) -> None:
+    program = rig.load("secrets_missing_program", SECRETS)
+    rig.connect()
+    flyte.deploy(program.missing_env)
+    run = flyte.run(program.needs_missing)
+    with pytest.raises(flyte.errors.NonRecoverableError, match="secret 'never-set' is not set in project 'default'"):
+        run.wait(timeout=60)
+    (action,) = call_sync(client_for().list_actions(run.name))
+    assert action.attempts == 1, "a missing secret is not retried"
