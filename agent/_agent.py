@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any
 import aiohttp
 import pydantic
 
+from agent._images import Venvs, image_env, pip_layers
 from agent._pools import Pools
 from agent._settings import Prepared, SettingsError, prepare, remove_files
 from agent._spares import Spares
@@ -105,6 +107,7 @@ class Agent:
         self._events: list[AgentEvent] = []
         self._logs: dict[tuple[str, str, int, str], bytearray] = {}
         self._bundles: dict[str, asyncio.Future[Path]] = {}
+        self.venvs = Venvs(work_dir / "venvs")
         self._task_specs: dict[tuple[str, str, str, str], TaskSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -327,7 +330,20 @@ class Agent:
 
     async def _prepare(self, assignment: Assignment) -> Prepared:
         assert self._http is not None
-        return await prepare(self._http, self.gateway, assignment, await self._task_spec(assignment))
+        task = await self._task_spec(assignment)
+        prepared = await prepare(self._http, self.gateway, assignment, task)
+        layers = pip_layers(task.image_spec)
+        if not self.backend.runs_on_this_host or task.image_spec is None:
+            return prepared  # a pod runs the image itself
+        python = prepared.python
+        if layers:
+            if self.venvs.ready(self.venvs.digest(layers)):
+                python = await self.venvs.python_for(layers)
+            else:
+                with self.tracing.span("build image", assignment):
+                    python = await self.venvs.python_for(layers)
+        env = {**image_env(task.image_spec), **prepared.env}
+        return dataclasses.replace(prepared, env=env, python=python)
 
     async def _run_elsewhere(self, key: str, item: Running, prepared: Prepared) -> Exit:
         """An attempt on a backend that does not share this machine (a pod): the assignment, token included, travels

@@ -190,6 +190,7 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
         placement=s.placement.to_dict() if s.placement is not None else None,
         queue=s.queue,
         image=image.uri if isinstance(image, Image) else None,
+        image_spec=image.to_dict() if isinstance(image, Image) and image.layers else None,
         env_vars=dict(s.env_vars),
         secrets=[SecretRef.model_validate(secret.to_dict()) for secret in s.secrets],
         max_inline_io_bytes=s.max_inline_io_bytes,

@@ -270,6 +270,9 @@ class TaskSpec(WireModel):
     placement: dict[str, Any] | None = None
     queue: Name | None = None
     image: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    image_spec: dict[str, Any] | None = None
+    """The image's build spec (`flyte.Image.to_dict()`) when it adds layers: the process backend makes a venv of its
+    pip packages."""
     env_vars: dict[str, str] = Field(default_factory=dict)
     secrets: list[SecretRef] = Field(default_factory=list, max_length=64)
     max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0)

@@ -1,6 +1,7 @@
 """Settings that arrive, through a rig (a gateway and an agent as processes, the process backend): a task's env
 vars and secrets (as variables and as 0600 files), in a one-off worker (a spare, a cold process) and in a reusable
-pool's workers; a missing secret fails at once naming it; no secret value is ever in an API answer or a log."""
+pool's workers; a missing secret fails at once naming it; no secret value is ever in an API answer or a log; an
+image's pip packages come from a venv the agent builds once per spec; one that cannot be installed fails at once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from test_rig import Rig, start_rig
+from waiting import assert_eventually
 
 import flyte
 import flyte.errors
 from flyte._client import call_sync, client_for
+from flyte._wire import RunTrace
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -156,3 +159,69 @@ def test_a_missing_secret_fails_the_attempt_at_once_naming_it(rig: Rig) -> None:
         run.wait(timeout=60)
     (action,) = call_sync(client_for().list_actions(run.name))
     assert action.attempts == 1, "a missing secret is not retried"
+
+
+IMAGES = """
+import flyte
+
+image = flyte.Image.from_debian_base().with_pip_packages("termcolor")
+pooled = flyte.TaskEnvironment("image_pool", image=image, reusable=flyte.ReusePolicy(replicas=1, idle_ttl=60))
+main_env = flyte.TaskEnvironment("image_main", image=image)
+broken = flyte.TaskEnvironment(
+    "image_broken", image=flyte.Image.from_debian_base().with_pip_packages("termcolor==0.0.0.404")
+)
+main_env.add_dependency(pooled, broken)
+
+
+def _where() -> str:
+    import termcolor
+
+    return termcolor.__file__
+
+
+@pooled.task
+async def in_pool() -> str:
+    return _where()
+
+
+@broken.task(retries=3)
+async def never() -> str:
+    return "never runs"
+
+
+@main_env.task
+async def main() -> list[str]:
+    return [_where(), await in_pool()]
+"""
+
+
+def test_an_image_s_pip_packages_reach_a_one_off_worker_and_a_pool_from_a_cached_venv(rig: Rig) -> None:
+    program = rig.load("images_program", IMAGES)
+    rig.connect()
+    flyte.deploy(program.main_env)
+    run = flyte.run(program.main)
+    venvs = Path(rig.env["FLYTE_HOME"]) / "rig"
+    one_off, pooled = run.outputs()[0]
+    # One venv for the spec, under the agent's work directory, used by both.
+    assert one_off == pooled
+    assert Path(one_off).is_relative_to(venvs)
+    assert "/venvs/" in one_off
+
+    def built() -> bool:
+        trace = RunTrace.model_validate(call_sync(client_for().request("GET", f"/api/v1/runs/{run.name}/trace")))
+        return any(span.name == "build image" for span in trace.spans)
+
+    assert_eventually(built, timeout=30)
+    again = flyte.run(program.main)
+    assert again.outputs()[0] == [one_off, pooled]
+
+
+def test_a_package_that_cannot_be_installed_fails_the_run_at_once_naming_it(rig: Rig) -> None:
+    program = rig.load("images_broken_program", IMAGES)
+    rig.connect()
+    flyte.deploy(program.broken)
+    run = flyte.run(program.never)
+    with pytest.raises(flyte.errors.NonRecoverableError, match=r"termcolor==0\.0\.0\.404"):
+        run.wait(timeout=120)
+    (action,) = call_sync(client_for().list_actions(run.name))
+    assert action.attempts == 1, "a package that cannot be installed is not retried"
