@@ -266,6 +266,8 @@ class Agent:
                     return
             bundle = await self._bundle(assignment.bundle_digest)
             prepared = await self._prepare(assignment)
+            if item.aborted:
+                return  # aborted or moved away (a drain) while its image was built: it never starts here
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment, prepared)
             if assignment.reusable:
