@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import pytest
 
@@ -87,30 +86,3 @@ def test_a_local_secret_comes_from_the_environment_or_fails_at_once_naming_it(
         run.wait()
     monkeypatch.setenv("TOK", "t0k")
     assert flyte.with_runcontext(mode="local").run(read_token).outputs()[0] == "t0k"
-
-
-def test_mounted_secrets_become_read_only_volumes_of_the_attempt_s_secret() -> None:
-    from agent.backends import LaunchSpec
-    from agent.backends._kube_pods import pod_manifest, secret_manifest
-
-    spec = LaunchSpec(
-        key="r1/a0/1",
-        command=["python"],
-        env={},
-        cwd=Path("/"),
-        secret_env={"TOK": "t"},
-        secret_files={"/etc/creds/b": "bee", "/etc/creds/a": "ay", "/var/x/c": "sea"},
-    )
-    pod = pod_manifest(spec, namespace="ns", owner="o", default_image="img")
-    secret = secret_manifest(spec, namespace="ns", owner="o")
-    assert secret["stringData"] == {"TOK": "t", "file-0": "ay", "file-1": "bee", "file-2": "sea"}
-    volumes = {v["name"]: v["secret"] for v in pod["spec"]["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
-    assert set(mounts) == {"/etc/creds", "/var/x"}
-    creds = volumes[mounts["/etc/creds"]]
-    assert creds["secretName"] == secret["metadata"]["name"]
-    assert [(i["key"], i["path"]) for i in creds["items"]] == [("file-0", "a"), ("file-1", "b")]
-    assert all(m["readOnly"] for m in pod["spec"]["containers"][0]["volumeMounts"])
-    # The values are in the Secret only, never in the pod's spec.
-    assert "bee" not in str(pod)
-    assert "sea" not in str(pod)
