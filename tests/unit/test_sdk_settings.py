@@ -61,6 +61,18 @@ def test_each_task_sees_its_own_env_vars_and_the_process_gets_its_own_back() -> 
     assert "SETTINGS_ONLY_BLUE" not in os.environ
 
 
+@blue.task
+def sync_parent() -> list[str]:
+    # A sync parent blocks its thread on each child: it lets go of the gate meanwhile, so green can run.
+    before = os.environ["SETTINGS_COLOUR"]
+    return [before, *(green_sync(i) for i in range(2)), os.environ["SETTINGS_COLOUR"]]
+
+
+def test_a_sync_parent_waiting_for_children_with_other_variables_does_not_block_them() -> None:
+    run = flyte.with_runcontext(mode="local").run(sync_parent)
+    assert run.outputs()[0] == ["blue", "0:green:-", "1:green:-", "blue"]
+
+
 def test_run_env_vars_apply_and_a_task_s_own_win() -> None:
     run = flyte.with_runcontext(mode="local", env_vars={"SETTINGS_COLOUR": "red", "SETTINGS_RUN": "r"}).run(plain_async)
     assert run.outputs()[0] == "red"
