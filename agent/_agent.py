@@ -353,7 +353,7 @@ class Agent:
         assignment = item.assignment
         task = await self._task_spec(assignment)
         env = {
-            **task.env_vars,
+            **prepared.env,
             "FLYTE_ENDPOINT": self.gateway,
             "FLYTE_CLUSTER": self.cluster.name,
             "FLYTE_RUN": assignment.run,

@@ -63,8 +63,9 @@ def remove_files(directory: Path) -> None:
 
 async def prepare(http: aiohttp.ClientSession, gateway: str, assignment: Assignment, task: TaskSpec) -> Prepared:
     """The task's environment and secrets for this attempt (secrets fetched with the attempt's run token)."""
+    env = {**task.env_vars, **assignment.env_vars}
     if not task.secrets:
-        return Prepared(env=dict(task.env_vars))
+        return Prepared(env=env)
     url = f"{gateway}/api/v1/runs/{assignment.run}/actions/{assignment.action}/secrets"
     async with http.post(url, headers={"Authorization": f"Bearer {assignment.token}"}) as response:
         if response.status == 404:
@@ -75,4 +76,4 @@ async def prepare(http: aiohttp.ClientSession, gateway: str, assignment: Assignm
         values = SecretValues.model_validate_json(await response.read()).values
     secret_env = {ref.env_var: values[ref.key] for ref in task.secrets}
     files = {f"{ref.mount.rstrip('/')}/{ref.key}": values[ref.key] for ref in task.secrets if ref.mount is not None}
-    return Prepared(env=dict(task.env_vars), secret_env=secret_env, secret_files=files)
+    return Prepared(env=env, secret_env=secret_env, secret_files=files)

@@ -340,6 +340,8 @@ class TaskOverrides(WireModel):
     reusable: dict[str, Any] | None = None
     reusable_off: bool = False
     placement: dict[str, Any] | None = None
+    env_vars: dict[str, str] | None = None
+    """The call's variables over the task's (a reusable task then runs in its own process: `reusable_off`)."""
 
 
 class ActionSubmitRequest(WireModel):
@@ -518,6 +520,8 @@ class Assignment(WireModel):
     resources: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float | None = None
     reusable: dict[str, Any] | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    """Variables an `override(env_vars=...)` of this call set, over the deployed task's."""
     token: str
     """A token scoped to this run (`worker:RUN`): what the worker uses to submit children and report."""
     traceparent: TraceParent | None = None

@@ -58,7 +58,10 @@ async def in_pool() -> str:
 async def main() -> list[str]:
     # A task's variables never replace the worker's own: it still reaches the gateway.
     pool, cold = await in_pool(), await in_cold()
-    return [os.environ.get("SETTING_WHERE", "unset"), pool, cold, str(os.environ["FLYTE_ENDPOINT"] != "nowhere")]
+    # A call's own variables: the pooled task then runs in a process of its own.
+    overridden = await in_pool.override(env_vars={"SETTING_WHERE": "override"})()
+    reaches_gateway = str(os.environ["FLYTE_ENDPOINT"] != "nowhere")
+    return [os.environ.get("SETTING_WHERE", "unset"), pool, cold, overridden, reaches_gateway]
 """
 
 
@@ -67,7 +70,7 @@ def test_env_vars_reach_a_one_off_worker_and_a_pool(rig: Rig) -> None:
     rig.connect()
     flyte.deploy(program.main_env)
     run = flyte.run(program.main)
-    assert run.outputs()[0] == ["one-off", "pool", "cold", "True"]
+    assert run.outputs()[0] == ["one-off", "pool", "cold", "override", "True"]
 
 
 SECRETS = """
