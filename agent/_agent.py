@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
-import sys
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,7 +28,9 @@ from typing import Any
 import aiohttp
 import pydantic
 
+from agent._images import Venvs, image_env, pip_layers
 from agent._pools import Pools
+from agent._settings import Prepared, SettingsError, prepare, remove_files
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
@@ -105,6 +107,7 @@ class Agent:
         self._events: list[AgentEvent] = []
         self._logs: dict[tuple[str, str, int, str], bytearray] = {}
         self._bundles: dict[str, asyncio.Future[Path]] = {}
+        self.venvs = Venvs(work_dir / "venvs")
         self._task_specs: dict[tuple[str, str, str, str], TaskSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -245,11 +248,13 @@ class Agent:
         failure: str | None = None
         try:
             if not self.backend.runs_on_this_host:
+                prepared = await self._prepare(assignment)
                 self._event(assignment, Phase.RUNNING)
                 if assignment.reusable:
-                    exit = await self.pools.run(assignment, Path("/"))  # the pod fetches its bundle itself
+                    # The pod fetches its bundle itself.
+                    exit = await self.pools.run(assignment, Path("/"), prepared)
                 else:
-                    exit = await self._run_elsewhere(key, item)
+                    exit = await self._run_elsewhere(key, item, prepared)
                 if not item.aborted:
                     self._report_exit(assignment, exit, bytes(item.stderr_tail))
                 return
@@ -258,18 +263,31 @@ class Agent:
                 if item.aborted:
                     return
             bundle = await self._bundle(assignment.bundle_digest)
+            prepared = await self._prepare(assignment)
+            if item.aborted:
+                return  # aborted or moved away (a drain) while its image was built: it never starts here
             self._event(assignment, Phase.RUNNING)
-            spare = None if assignment.reusable else self.spares.take(assignment)
+            spare = None if assignment.reusable else self.spares.take(assignment, prepared)
             if assignment.reusable:
-                exit = await self.pools.run(assignment, bundle)
-            elif spare is not None:
-                item.handle = spare.handle
-                exit = await self.spares.run(spare, assignment, bundle)
-                item.stderr_tail = spare.output
+                exit = await self.pools.run(assignment, bundle, prepared)
             else:
-                exit = await self._run_process(key, item, bundle)
+                attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
+                try:
+                    prepared = prepared.with_files_in(attempt_dir / "secrets")
+                    if spare is not None:
+                        item.handle = spare.handle
+                        exit = await self.spares.run(spare, assignment, bundle, prepared)
+                        item.stderr_tail = spare.output
+                    else:
+                        exit = await self._run_process(key, item, bundle, prepared)
+                finally:
+                    remove_files(attempt_dir)
             if not item.aborted:
                 self._report_exit(assignment, exit, bytes(item.stderr_tail))
+        except SettingsError as error:
+            # The task asks for what cannot be had (a secret not set): the user's to fix, so no retry helps.
+            failure = str(error)
+            self._fail(assignment, "NonRecoverableError", error.code, "user", failure)
         except Exception as error:
             log.exception("running %s failed", key)
             failure = f"the agent could not run it: {error}"
@@ -278,7 +296,7 @@ class Agent:
             self.running.pop(key, None)
             self.tracing.end(assignment, failure)
 
-    async def _run_process(self, key: str, item: Running, bundle: Path) -> Exit:
+    async def _run_process(self, key: str, item: Running, bundle: Path, prepared: Prepared) -> Exit:
         assignment = item.assignment
         spec_path = self.work_dir / "assignments" / f"{key.replace('/', '_')}.json"
         spec_path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,8 +306,9 @@ class Agent:
         timeout = assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None
         spec = LaunchSpec(
             key=key,
-            command=[sys.executable, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
-            env=self.worker_env(),
+            command=[prepared.python, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
+            env=self.worker_env(prepared.env),
+            secret_env=prepared.secret_env,
             cwd=bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -309,13 +328,30 @@ class Agent:
         finally:
             spec_path.unlink(missing_ok=True)
 
-    async def _run_elsewhere(self, key: str, item: Running) -> Exit:
+    async def _prepare(self, assignment: Assignment) -> Prepared:
+        assert self._http is not None
+        task = await self._task_spec(assignment)
+        prepared = await prepare(self._http, self.gateway, assignment, task)
+        layers = pip_layers(task.image_spec)
+        if not self.backend.runs_on_this_host or task.image_spec is None:
+            return prepared  # a pod runs the image itself
+        python = prepared.python
+        if layers:
+            if self.venvs.ready(self.venvs.digest(layers)):
+                python = await self.venvs.python_for(layers)
+            else:
+                with self.tracing.span("build image", assignment):
+                    python = await self.venvs.python_for(layers)
+        env = {**image_env(task.image_spec), **prepared.env}
+        return dataclasses.replace(prepared, env=env, python=python)
+
+    async def _run_elsewhere(self, key: str, item: Running, prepared: Prepared) -> Exit:
         """An attempt on a backend that does not share this machine (a pod): the assignment, token included, travels
         as secret environment, and the worker fetches its bundle from the gateway."""
         assignment = item.assignment
         task = await self._task_spec(assignment)
         env = {
-            **task.env_vars,
+            **prepared.env,
             "FLYTE_ENDPOINT": self.gateway,
             "FLYTE_CLUSTER": self.cluster.name,
             "FLYTE_RUN": assignment.run,
@@ -330,7 +366,8 @@ class Agent:
             cwd=Path("/"),
             timeout_seconds=assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None,
             labels={"flyte.org/run": assignment.run, "flyte.org/action": assignment.action},
-            secret_env={"FLYTE_ASSIGNMENT": assignment.model_dump_json()},
+            secret_env={**prepared.secret_env, "FLYTE_ASSIGNMENT": assignment.model_dump_json()},
+            secret_files=prepared.secret_files,
             image=task.image,
             resources=assignment.resources,
             traceparent=getattr(assignment, "traceparent", None),
@@ -357,11 +394,23 @@ class Agent:
                 spec = self._task_specs[cache_key] = TaskVersion.model_validate_json(await response.read()).spec
         return spec
 
-    def worker_env(self) -> dict[str, str]:
+    def worker_env(self, task_env: dict[str, str] | None = None) -> dict[str, str]:
+        """The agent's environment (less its API key), the task's variables over it, and the worker's FLYTE_* over
+        both: a task cannot point its worker elsewhere."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_API_KEY")}
-        env.update({"FLYTE_ENDPOINT": self.gateway, "PYTHONUNBUFFERED": "1", "FLYTE_CLUSTER": self.cluster.name})
-        env.update({"FLYTE_REGION": self.cluster.region, "FLYTE_CLOUD": self.cluster.cloud})
+        env.update(task_env or {})
+        env.update(self.fixed_worker_env())
         return env
+
+    def fixed_worker_env(self) -> dict[str, str]:
+        """What every worker is told about where it runs; a task's own variables never replace these."""
+        return {
+            "FLYTE_ENDPOINT": self.gateway,
+            "PYTHONUNBUFFERED": "1",
+            "FLYTE_CLUSTER": self.cluster.name,
+            "FLYTE_REGION": self.cluster.region,
+            "FLYTE_CLOUD": self.cluster.cloud,
+        }
 
     def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes) -> None:
         tail = stderr.decode(errors="replace")[-2000:]

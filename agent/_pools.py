@@ -20,12 +20,12 @@ import hmac
 import json
 import logging
 import secrets
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
 from flyte._wire import Assignment
@@ -58,6 +58,8 @@ class Pool:
     idle_ttl: float | None
     template: Assignment
     """The assignment the pool was made for: its resources size every worker."""
+    prepared: Prepared = field(default_factory=Prepared)
+    """The environment's settings, given to every worker at its start (a pool serves one environment version)."""
     workers: list[Worker] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     server: asyncio.base_events.Server | None = None
@@ -83,12 +85,12 @@ class Pools:
     def warm(self) -> dict[str, int]:
         return {key: pool.free_slots() for key, pool in self.pools.items()}
 
-    async def run(self, assignment: Assignment, bundle: Path) -> Exit:
+    async def run(self, assignment: Assignment, bundle: Path, prepared: Prepared | None = None) -> Exit:
         key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
         done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         # From the pool's lookup to the hand-over: waiting for a free slot (or a new worker) shows here.
         with self.agent.tracing.dispatch(assignment):
-            pool = await self._pool(assignment, bundle)
+            pool = await self._pool(assignment, bundle, prepared or Prepared())
             worker = await self._slot(pool)
             if isinstance(worker, Exit):
                 return worker
@@ -111,7 +113,7 @@ class Pools:
                 if key in worker.inflight and worker.writer is not None:
                     worker.writer.write(json.dumps({"abort": key}).encode() + b"\n")
 
-    async def _pool(self, assignment: Assignment, bundle: Path) -> Pool:
+    async def _pool(self, assignment: Assignment, bundle: Path, prepared: Prepared) -> Pool:
         env = assignment.task.rpartition(".")[0]
         key = f"{env}@{assignment.version}"
         pool = self.pools.get(key)
@@ -130,8 +132,12 @@ class Pools:
             concurrency=int(policy.get("concurrency") or 1),
             idle_ttl=float(policy["idle_ttl"]) if policy.get("idle_ttl") else None,
             template=assignment,
+            prepared=prepared,
         )
         self.pools[key] = pool
+        if self.agent.backend.runs_on_this_host:
+            # Mounted secrets live as long as the pool's workers: one directory per pool (a pod mounts its own).
+            pool.prepared = prepared.with_files_in(self._secrets_dir(pool))
         # Placeholders first: an assignment that finds the pool while its workers launch waits for them instead of
         # launching more (which took the pool past max_replicas).
         starting = [Worker(handle=Launching()) for _ in range(max(pool.min_replicas, 1))]
@@ -154,7 +160,7 @@ class Pools:
         spec = LaunchSpec(
             key=ident,
             command=[
-                sys.executable,
+                pool.prepared.python,
                 "-m",
                 "flyte._runtime",
                 "--pool",
@@ -164,8 +170,8 @@ class Pools:
                 "--concurrency",
                 str(pool.concurrency),
             ],
-            env={**self.agent.worker_env(), POOL_WORKER_ENV: ident},
-            secret_env={POOL_SECRET_ENV: pool.secret},
+            env={**self.agent.worker_env(pool.prepared.env), POOL_WORKER_ENV: ident},
+            secret_env={**pool.prepared.secret_env, POOL_SECRET_ENV: pool.secret},
             cwd=pool.bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -275,6 +281,10 @@ class Pools:
             if pool.server is not None:
                 pool.server.close()
             pool.socket.unlink(missing_ok=True)
+            remove_files(self._secrets_dir(pool))
+
+    def _secrets_dir(self, pool: Pool) -> Path:
+        return self.agent.work_dir / "pools" / pool.socket.stem / "secrets"
 
 
 def _authentic(hello: object, pool: Pool) -> TypeGuard[dict[str, Any]]:

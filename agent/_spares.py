@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent._pools import Launching
+from agent._settings import Prepared
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._wire import Assignment
 
@@ -96,16 +97,17 @@ class Spares:
         spare.writer = writer
         self._ready.append(spare)
 
-    def take(self, assignment: Assignment) -> Spare | None:
-        """A ready spare for this attempt, or None (the caller starts a cold process)."""
+    def take(self, assignment: Assignment, prepared: Prepared) -> Spare | None:
+        """A ready spare for this attempt, or None (the caller starts a cold process). A spare runs the agent's
+        Python: an attempt whose image has its own starts cold."""
         cpu = (assignment.resources.get("cpu") or {}).get("limit")
-        if cpu or not self._ready:
+        if cpu or not self._ready or prepared.python != sys.executable:
             return None
         spare = self._ready.pop(0)
         self._refill()
         return spare
 
-    async def run(self, spare: Spare, assignment: Assignment, bundle: Path) -> Exit:
+    async def run(self, spare: Spare, assignment: Assignment, bundle: Path, prepared: Prepared) -> Exit:
         spare.assignment = assignment
         memory = (assignment.resources.get("memory") or {}).get("limit")
         if memory:
@@ -115,8 +117,18 @@ class Spares:
                     "cannot limit a spare's memory; %s runs without its %s-byte limit", assignment.action, memory
                 )
         assert spare.writer is not None
+        fixed = self.agent.fixed_worker_env()
+        env = {k: v for k, v in prepared.env.items() if k not in fixed}
         spare.writer.write(
-            json.dumps({"assignment": assignment.model_dump(mode="json"), "bundle": str(bundle)}).encode() + b"\n"
+            # The task's variables go with the assignment: the spare sets them before it loads any user code.
+            json.dumps(
+                {
+                    "assignment": assignment.model_dump(mode="json"),
+                    "bundle": str(bundle),
+                    "env": {**env, **prepared.secret_env},
+                }
+            ).encode()
+            + b"\n"
         )
         await spare.writer.drain()
         timeout = assignment.timeout_seconds + 5.0 if assignment.timeout_seconds else None

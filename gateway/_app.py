@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import flyte
 from gateway._api import SERVICES, Services, timing_middleware
@@ -22,6 +23,7 @@ from gateway._otlp import AUTHENTICATOR, receive_traces
 from gateway._registry import Registry
 from gateway._routes import ALL_ROUTES
 from gateway._runs import Runs
+from gateway._secrets import SECRET_KEY
 from gateway._tracing import TRACING, GatewayTracing
 from gateway._ui import add_ui_routes
 from gateway.store import Store, StoreError
@@ -32,13 +34,17 @@ MAX_BODY = 256 * 1024 * 1024
 """The largest request body (a blob upload); JSON bodies have a smaller limit of their own."""
 
 
-def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> web.Application:
+def create_app(
+    store: Store, blobs_dir: Path, logs_dir: Path | None = None, secret_key: AESGCM | None = None
+) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(Authenticator(store))],
     )
     registry = Registry(store)
+    if secret_key is not None:
+        app[SECRET_KEY] = secret_key
     app[TRACING] = GatewayTracing(store)
     app[SERVICES] = Services(
         store=store,

@@ -427,6 +427,7 @@ class Dispatcher:
             resources=item.resources,
             timeout_seconds=item.timeout,
             reusable=item.reusable,
+            env_vars=(action.overrides.env_vars or {}) if action.overrides else {},
             token=await self._run_token(action.run, item.project),
             traceparent=action.traceparent,
         )

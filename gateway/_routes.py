@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from gateway._api import ROUTES, Route
 from gateway._placement_api import PLACEMENT_ROUTES
+from gateway._secrets import SECRET_ROUTES
 
-ALL_ROUTES: list[Route] = [*ROUTES, *PLACEMENT_ROUTES]
+ALL_ROUTES: list[Route] = [*ROUTES, *PLACEMENT_ROUTES, *SECRET_ROUTES]

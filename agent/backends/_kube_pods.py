@@ -134,19 +134,41 @@ def pod_manifest(
         pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         if gpu.get("type"):
             pod_spec["nodeSelector"] = {gpu_type_label: str(gpu["type"])}
+    volumes, mounts = _secret_volumes(name, spec.secret_files)
     shm = spec.resources.get("shm")
     if shm is not None:
         volume: dict[str, Any] = {"medium": "Memory"}
         if shm != "auto":
             volume["sizeLimit"] = str(int(shm))
-        pod_spec["volumes"] = [{"name": "dshm", "emptyDir": volume}]
-        container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+        volumes.append({"name": "dshm", "emptyDir": volume})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if volumes:
+        pod_spec["volumes"] = volumes
+        container["volumeMounts"] = mounts
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
         "spec": pod_spec,
     }
+
+
+def _file_key(index: int) -> str:
+    return f"file-{index}"
+
+
+def _secret_volumes(name: str, files: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Mounted secrets: one read-only volume of the attempt's Secret per directory, each file an item of it."""
+    by_directory: dict[str, list[dict[str, Any]]] = {}
+    for index, path in enumerate(sorted(files)):
+        directory, _, filename = path.rpartition("/")
+        item = {"key": _file_key(index), "path": filename, "mode": 0o400}
+        by_directory.setdefault(directory or "/", []).append(item)
+    volumes, mounts = [], []
+    for number, (directory, items) in enumerate(sorted(by_directory.items())):
+        volumes.append({"name": f"secrets-{number}", "secret": {"secretName": name, "items": items}})
+        mounts.append({"name": f"secrets-{number}", "mountPath": directory, "readOnly": True})
+    return volumes, mounts
 
 
 def secret_manifest(spec: LaunchSpec, *, namespace: str, owner: str) -> dict[str, Any]:
@@ -160,7 +182,10 @@ def secret_manifest(spec: LaunchSpec, *, namespace: str, owner: str) -> dict[str
             "labels": {MANAGED_BY: MANAGER, OWNER: label_value(owner)},
             "annotations": {KEY: spec.key},
         },
-        "stringData": dict(spec.secret_env),
+        "stringData": {
+            **spec.secret_env,
+            **{_file_key(index): spec.secret_files[path] for index, path in enumerate(sorted(spec.secret_files))},
+        },
     }
 
 

@@ -271,7 +271,8 @@ class KubePools(Pools):
                 "PYTHONUNBUFFERED": "1",
             },
             cwd=Path("/"),
-            secret_env={POOL_SECRET_ENV: pool.secret},
+            secret_env={**pool.prepared.secret_env, POOL_SECRET_ENV: pool.secret},
+            secret_files=pool.prepared.secret_files,
             image=task.image,
             resources=pool.template.resources,
         )

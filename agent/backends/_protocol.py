@@ -35,6 +35,9 @@ class LaunchSpec:
     secret_env: dict[str, str] = field(default_factory=dict)
     """Environment whose values are secret (the run-scoped token): a pod reads them from a Secret, never from its
     spec; a local process gets them with `env`."""
+    secret_files: dict[str, str] = field(default_factory=dict)
+    """Secret values by the absolute path a pod mounts them at (a `Secret`'s `mount/key`); a local process gets
+    its files from the agent instead (under `$FLYTE_SECRETS_DIR`)."""
     image: str | None = None
     """The container image of a pod backend (the environment's `flyte.Image` URI); None: the backend's default."""
     resources: dict[str, Any] = field(default_factory=dict)

@@ -27,7 +27,7 @@ from ._image import Image
 from ._naming import digest_text
 from ._paths import flyte_home
 from ._task import TaskTemplate
-from ._wire import DeployRequest, ParameterSpec, TaskSpec
+from ._wire import DeployRequest, ParameterSpec, SecretRef, TaskSpec
 from .errors import DeploymentError
 
 
@@ -93,6 +93,9 @@ def _settings_text(env: TaskEnvironment) -> str:
         "queue": env.queue,
         "placement": repr(env.placement),
     }
+    if env._secrets:
+        # Only when there are some: the versions of environments without secrets stay as they were.
+        fields["secrets"] = [secret.to_dict() for secret in env._secrets]
     return json.dumps(fields, sort_keys=True)
 
 
@@ -187,8 +190,9 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
         placement=s.placement.to_dict() if s.placement is not None else None,
         queue=s.queue,
         image=image.uri if isinstance(image, Image) else None,
+        image_spec=image.to_dict() if isinstance(image, Image) and image.layers else None,
         env_vars=dict(s.env_vars),
-        secrets=[secret.key for secret in s.secrets],
+        secrets=[SecretRef.model_validate(secret.to_dict()) for secret in s.secrets],
         max_inline_io_bytes=s.max_inline_io_bytes,
     )
 

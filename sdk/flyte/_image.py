@@ -1,7 +1,8 @@
 """Container image specs for tasks: either a ready-made image reference, or a base plus build layers.
 
-Specs are immutable; every `with_*` builder returns a new `Image`. The process backend ignores images.
-The Kubernetes backend runs `uri` when it is set and otherwise has the spec built, keyed by `identifier`.
+Specs are immutable; every `with_*` builder returns a new `Image`. The process backend makes a virtualenv of the
+pip packages a spec adds (docs/settings.md); the Kubernetes backend runs `uri` when it is set and otherwise has the
+spec built, keyed by `identifier`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ and system budgets, an enforced timeout, the shared cache, and `@flyte.trace` ch
 attempt. Async task bodies run as coroutines on the controller's loop (a fan-out of 10,000 is 10,000 coroutines);
 sync bodies run in a thread of their own, so a timeout can interrupt them and a blocking body never stalls the
 loop. Submitting a name this run already has answers with that action (a re-attempted parent finds the children
-it already finished) instead of running it twice.
+it already finished) instead of running it twice. A task's `env_vars` (over the run's) are in `os.environ` while
+it runs; actions whose variables differ take turns (`_local_env` says how and why).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -24,6 +26,7 @@ from ._context import ActionContext, current_group, effective_custom_context
 from ._execute import execute_body
 from ._interface import EncodedInputs
 from ._local_cache import LocalCache, cache_key
+from ._local_env import EnvGate
 from ._paths import cache_db_path
 from ._run_state import ActionRecord, RunState
 from ._task import TaskTemplate
@@ -32,6 +35,7 @@ from .errors import (
     ActionAbortedError,
     BaseRuntimeError,
     InlineIOMaxBytesBreached,
+    NonRecoverableError,
     RetriesExhaustedError,
 )
 
@@ -50,6 +54,10 @@ class LocalController:
         # Actions that wait on their children lend their slot back, so no nesting depth can deadlock the limit.
         self._slots = asyncio.Semaphore(limit) if limit else None
         self._inflight: dict[str, asyncio.Future[EncodedValue | None]] = {}
+        # os.environ is the process's: actions whose env_vars differ take turns (see _local_env).
+        self._env = EnvGate()
+        self._overlays: dict[str, dict[str, str]] = {}
+        self._env_holders: set[str] = set()
 
     # -- the Controller protocol -------------------------------------------------------------------------
 
@@ -91,18 +99,20 @@ class LocalController:
         group: str | None,
         custom: Any,
     ) -> Any:
-        if self._slots is None:
-            output = await self.execute(task, name, parent.action_name, inputs, group, custom)
-        else:
-            parent.waiting_children += 1
-            if parent.waiting_children == 1 and parent.holds_slot:
+        # A parent waiting for its children lends back its slot and its hold on the environment gate.
+        parent.waiting_children += 1
+        if parent.waiting_children == 1:
+            if self._slots is not None and parent.holds_slot:
                 self._slots.release()
-            try:
-                output = await self.execute(task, name, parent.action_name, inputs, group, custom)
-            finally:
-                parent.waiting_children -= 1
-                if parent.waiting_children == 0 and parent.holds_slot:
+            await self._release_env(parent.action_name)
+        try:
+            output = await self.execute(task, name, parent.action_name, inputs, group, custom)
+        finally:
+            parent.waiting_children -= 1
+            if parent.waiting_children == 0:
+                if self._slots is not None and parent.holds_slot:
                     await self._slots.acquire()
+                await self._hold_env(parent.action_name)
         if output is None:
             return None
         return task.interface.output_codec.decode(output)
@@ -233,15 +243,39 @@ class LocalController:
             group=record.group,
         )
         values = task.interface.decode_inputs(inputs)
-        if self._slots is None or record.parent is None:
-            return await execute_body(task, action, values)
-        await self._slots.acquire()
-        action.holds_slot = True
+        # Locally a secret is what this process's environment already holds under the secret's variable.
+        missing = [secret.env_var for secret in task.settings.secrets if secret.env_var not in os.environ]
+        if missing:
+            raise NonRecoverableError(
+                f"{task.name} needs secrets that are not set: in local mode a secret is read from the environment "
+                f"variable it is exposed as; set {', '.join(missing)}"
+            )
+        self._overlays[record.name] = {**state.options.env_vars, **task.settings.env_vars}
         try:
-            return await execute_body(task, action, values)
+            await self._hold_env(record.name)
+            if self._slots is None or record.parent is None:
+                return await execute_body(task, action, values)
+            await self._slots.acquire()
+            action.holds_slot = True
+            try:
+                return await execute_body(task, action, values)
+            finally:
+                action.holds_slot = False
+                self._slots.release()
         finally:
-            action.holds_slot = False
-            self._slots.release()
+            await self._release_env(record.name)
+            del self._overlays[record.name]
+
+    async def _hold_env(self, action: str) -> None:
+        overlay = self._overlays.get(action)
+        if overlay is not None and action not in self._env_holders:
+            await self._env.enter(overlay)
+            self._env_holders.add(action)
+
+    async def _release_env(self, action: str) -> None:
+        if action in self._env_holders:
+            self._env_holders.discard(action)
+            await self._env.leave()
 
 
 @functools.lru_cache(maxsize=1024)

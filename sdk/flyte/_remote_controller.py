@@ -86,11 +86,15 @@ def overrides_of(task: TaskTemplate[..., Any]) -> TaskOverrides | None:
     if defined is None or defined.settings == task.settings:
         return None
     s, d = task.settings, defined.settings
+    env_vars = dict(s.env_vars) if s.env_vars != d.env_vars else None
+    # A pool's workers share their environment's variables: a call with its own runs in a process of its own.
+    own_process = env_vars is not None and s.reusable is not None
     return TaskOverrides(
         resources=s.resources.to_dict() if s.resources is not None and s.resources != d.resources else None,
         retries=s.retries.count if s.retries != d.retries else None,
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None and s.timeout != d.timeout else None,
         reusable=dict(s.reusable.to_dict()) if s.reusable is not None and s.reusable != d.reusable else None,
-        reusable_off=s.reusable is None and d.reusable is not None,
+        reusable_off=(s.reusable is None and d.reusable is not None) or own_process,
         placement=s.placement.to_dict() if s.placement is not None and s.placement != d.placement else None,
+        env_vars=env_vars,
     )

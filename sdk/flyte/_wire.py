@@ -12,7 +12,7 @@ import traceback
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from . import errors
 from ._codec import EncodedValue
@@ -231,6 +231,40 @@ class ParameterSpec(WireModel):
     """The default value as JSON, when it has one that JSON can carry."""
 
 
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
+"""A secret's name in a project's secret store (`flyte.Secret.key`)."""
+EnvVarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class SecretRef(WireModel):
+    """A secret a task needs, and how it is handed to the task: as `env_var`, and as a file under `mount`."""
+
+    key: SecretName
+    group: SecretName | None = None
+    mount: Annotated[str, StringConstraints(pattern=r"^/[^\x00]{0,1023}$")] | None = None
+    env_var: EnvVarName
+
+
+class SecretWrite(WireModel):
+    """A secret's value, written once; the API never answers it back."""
+
+    value: Annotated[str, StringConstraints(max_length=65_536)]
+
+
+class SecretInfo(WireModel):
+    """A stored secret as the API shows it: its name, never its value."""
+
+    project: Name
+    name: SecretName
+    updated_at: float
+
+
+class SecretValues(WireModel):
+    """The values of the secrets an action's task declares, for its worker only (`worker:RUN` scope)."""
+
+    values: dict[SecretName, Annotated[str, StringConstraints(max_length=65_536)]]
+
+
 class TaskSpec(WireModel):
     """One task of a deployed environment: everything an agent needs to run it, and the CLI to call it."""
 
@@ -251,9 +285,22 @@ class TaskSpec(WireModel):
     placement: dict[str, Any] | None = None
     queue: Name | None = None
     image: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    image_spec: dict[str, Any] | None = None
+    """The image's build spec (`flyte.Image.to_dict()`) when it adds layers: the process backend makes a venv of its
+    pip packages."""
     env_vars: dict[str, str] = Field(default_factory=dict)
-    secrets: list[str] = Field(default_factory=list, max_length=64)
+    secrets: list[SecretRef] = Field(default_factory=list, max_length=64)
     max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _bare_keys(cls, value: object) -> object:
+        """A bare key (as specs deployed before secret references carried more) is that key in its own variable."""
+        if not isinstance(value, list):
+            return value
+        from ._secret import Secret
+
+        return [Secret(key=item).to_dict() if isinstance(item, str) else item for item in value]
 
 
 class DeployRequest(WireModel):
@@ -308,6 +355,8 @@ class TaskOverrides(WireModel):
     reusable: dict[str, Any] | None = None
     reusable_off: bool = False
     placement: dict[str, Any] | None = None
+    env_vars: dict[str, str] | None = None
+    """The call's variables over the task's (a reusable task then runs in its own process: `reusable_off`)."""
 
 
 class ActionSubmitRequest(WireModel):
@@ -486,6 +535,8 @@ class Assignment(WireModel):
     resources: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float | None = None
     reusable: dict[str, Any] | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    """Variables an `override(env_vars=...)` of this call set, over the deployed task's."""
     token: str
     """A token scoped to this run (`worker:RUN`): what the worker uses to submit children and report."""
     traceparent: TraceParent | None = None

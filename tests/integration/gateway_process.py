@@ -26,6 +26,8 @@ class GatewayProcess:
     token: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    """More `flyte gateway serve` options."""
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -40,6 +42,7 @@ class GatewayProcess:
             self.store_url,
             "--port",
             str(self.port),
+            *self.extra_args,
         ]
         # Output goes to a file, not a pipe: nobody reads a pipe after start-up, and a full one would block the gateway.
         self.log = self.home / f"gateway-{time.monotonic_ns()}.log"

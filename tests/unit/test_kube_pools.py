@@ -1,13 +1,15 @@
-"""A pool's Deployment as `_kube_pools.deployment_manifest` writes it, checked against the Kubernetes schema
-(kubernetes-validate, offline) and field by field for an environment with GPUs."""
+"""A pool's Deployment as `_kube_pools.deployment_manifest` writes it, and an attempt's pod and Secret with mounted
+secrets, checked against the Kubernetes schema (kubernetes-validate, offline) and field by field."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import kubernetes_validate
 
 from agent.backends import LaunchSpec
+from agent.backends._kube_pods import pod_manifest, secret_manifest
 from agent.backends._kube_pools import deployment_manifest
 
 KUBERNETES = "1.33.0"
@@ -68,3 +70,37 @@ def test_a_pool_without_an_image_or_resources_runs_the_default_image() -> None:
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "flyte-federation-runtime:latest"
     assert container["resources"] == {}
+
+
+def test_mounted_secrets_become_read_only_volumes_of_the_attempt_s_secret() -> None:
+    spec = LaunchSpec(
+        key="r1/a0/1",
+        command=["python"],
+        env={},
+        cwd=Path("/"),
+        secret_env={"TOK": "t"},
+        secret_files={"/etc/creds/b": "bee", "/etc/creds/a": "ay", "/var/x/c": "sea"},
+    )
+    pod = pod_manifest(spec, namespace="ns", owner="o", default_image="img")
+    secret = secret_manifest(spec, namespace="ns", owner="o")
+    kubernetes_validate.validate(pod, KUBERNETES, strict=True)
+    kubernetes_validate.validate(secret, KUBERNETES, strict=True)
+    assert secret["stringData"] == {"TOK": "t", "file-0": "ay", "file-1": "bee", "file-2": "sea"}
+    volumes = {v["name"]: v["secret"] for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert set(mounts) == {"/etc/creds", "/var/x"}
+    creds = volumes[mounts["/etc/creds"]]
+    assert creds["secretName"] == secret["metadata"]["name"]
+    assert [(i["key"], i["path"]) for i in creds["items"]] == [("file-0", "a"), ("file-1", "b")]
+    assert all(m["readOnly"] for m in pod["spec"]["containers"][0]["volumeMounts"])
+    # The values are in the Secret only, never in the pod's spec.
+    assert "bee" not in str(pod)
+    assert "sea" not in str(pod)
+
+
+def test_a_pool_with_mounted_secrets_and_shm_mounts_both() -> None:
+    spec = dataclasses.replace(pool_spec(shm=2**30), secret_files={"/etc/creds/token": "t"})
+    manifest = deployment_manifest(spec, namespace="flyte", owner="us-east", replicas=1, default_image="x:1")
+    kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert sorted(m["mountPath"] for m in container["volumeMounts"]) == ["/dev/shm", "/etc/creds"]

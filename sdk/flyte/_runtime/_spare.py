@@ -22,6 +22,8 @@ async def serve_once(socket: Path, endpoint: str) -> None:
         return
     message = json.loads(line)
     assignment = Assignment.model_validate(message["assignment"])
+    # This process runs this one attempt: its task's variables are simply its environment from here on.
+    os.environ.update(message.get("env") or {})
     configure(assignment, endpoint)
     await run_assignment(assignment, Path(message["bundle"]), endpoint)
     writer.close()

@@ -45,8 +45,20 @@ def gateway() -> None:
     default=None,
     help="Placement policy file (YAML); SIGHUP reloads it. Default: the policy in the store, else the built-in one.",
 )
+@click.option(
+    "--secrets-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A 256-bit key (base64, mode 0600) that seals the secret store; without it the gateway keeps no secrets.",
+)
 def serve(
-    store_url: str | None, blobs: Path | None, host: str, port: int, write_config: bool, policy_file: Path | None
+    store_url: str | None,
+    blobs: Path | None,
+    host: str,
+    port: int,
+    write_config: bool,
+    policy_file: Path | None,
+    secrets_key_file: Path | None,
 ) -> None:
     """Serve the gateway API (and, later, the UI) until SIGTERM or Ctrl-C."""
     from gateway._serve import default_config_path
@@ -65,6 +77,7 @@ def serve(
                 port,
                 default_config_path() if write_config else None,
                 policy_file=policy_file,
+                secrets_key_file=secrets_key_file,
             )
         )
     except ValueError as exc:

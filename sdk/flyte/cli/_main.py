@@ -13,6 +13,7 @@ from ._inspect import abort, deploy, get
 from ._placement import cluster, get_clusters, get_placement, policy
 from ._rig import rig
 from ._run import run
+from ._secrets import create_secret, delete, get_secrets
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,5 +32,8 @@ main.add_command(agent)
 main.add_command(rig)
 main.add_command(policy)
 main.add_command(cluster)
+main.add_command(delete)
+create.add_command(create_secret)
+get.add_command(get_secrets)
 get.add_command(get_placement)
 get.add_command(get_clusters)

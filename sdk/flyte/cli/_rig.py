@@ -3,7 +3,8 @@
 `up` mints the tokens straight into the rig's embedded store (before the gateway opens it), starts the gateway,
 then the agents, waits until each agent has connected, and writes `.flyte/config.yaml` in the current directory
 so `flyte run` and `flyte.init_from_config()` use the rig. `down` stops them all and removes that config.
-Everything the rig keeps (store, blobs, logs, pids) is under `$FLYTE_HOME/rig/`.
+Everything the rig keeps (store, blobs, logs, pids, and the key that seals its secret store, made once with mode
+0600) is under `$FLYTE_HOME/rig/`.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
     store_url = f"sqlite:{directory / 'state.db'}"
     tokens = asyncio.run(_mint(store_url, names))
     python = sys.executable
+    secrets_key = directory / "secrets.key"
+    if not secrets_key.exists():
+        from gateway._secrets import generate_key_file
+
+        generate_key_file(secrets_key)
     gateway_log = directory / "gateway.log"
     gateway_log.unlink(missing_ok=True)
     gateway = _spawn(
@@ -127,6 +133,8 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
             str(port),
             "--no-write-config",
             *(["--policy", str(policy_file.resolve())] if policy_file else []),
+            "--secrets-key-file",
+            str(secrets_key),
         ],
         gateway_log,
     )
