@@ -18,6 +18,7 @@ from flyte._config import current_config
 from flyte._wire import SecretInfo, SecretWrite
 
 from ._errors import CliError, CliUsageError
+from ._output import OutputFormat, output_option, print_listing
 
 _PROJECT = click.option("--project", default=None, help="The project (default: the configured one).")
 
@@ -65,15 +66,14 @@ def create_secret(name: str, value: str | None, from_file: Path | None, project:
 
 @click.command("secrets")
 @_PROJECT
-def get_secrets(project: str | None) -> None:
+@output_option
+def get_secrets(project: str | None, output: OutputFormat) -> None:
     """The names of a project's secrets (values are never shown)."""
-    from ._inspect import _table
-
     where = _project(project)
     answer = _call("GET", "/api/v1/secrets", where)
     infos = [SecretInfo.model_validate(item) for item in answer] if isinstance(answer, list) else []
     rows = [[i.name, datetime.datetime.fromtimestamp(i.updated_at).strftime("%Y-%m-%d %H:%M:%S")] for i in infos]
-    _table(f"secrets of {where}", ["secret", "updated"], rows)
+    print_listing(f"secrets of {where}", ["secret", "updated"], rows, output, objects=infos)
 
 
 @click.group("delete")
