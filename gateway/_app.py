@@ -61,6 +61,7 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
     add_ui_routes(app)
     app.on_startup.append(_start_dispatcher)
     app.on_cleanup.append(_stop_dispatcher)
+    app.on_cleanup.append(_close_runs)
     app.on_cleanup.append(_close_tracing)
     document = openapi_document(flyte.__version__)
 
@@ -114,6 +115,10 @@ async def compact_once(store: Store, compacted: int, kept: int) -> int:
         compacted = revision - kept
         await store.compact(compacted)
     return compacted
+
+
+async def _close_runs(app: web.Application) -> None:
+    await app[SERVICES].runs.close()
 
 
 async def _close_tracing(app: web.Application) -> None:
