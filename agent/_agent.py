@@ -32,7 +32,7 @@ from agent._pools import Pools
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
-from flyte._runtime._bundle import extract_bundle
+from flyte._runtime._bundle import extract_bundle, user_paths
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
@@ -271,7 +271,7 @@ class Agent:
             else:
                 exit = await self._run_process(key, item, bundle)
             if not item.aborted:
-                self._report_exit(assignment, exit, bytes(item.stderr_tail))
+                self._report_exit(assignment, exit, bytes(item.stderr_tail), bundle)
         except Exception as error:
             log.exception("running %s failed", key)
             failure = f"the agent could not run it: {error}"
@@ -365,8 +365,11 @@ class Agent:
         env.update({"FLYTE_REGION": self.cluster.region, "FLYTE_CLOUD": self.cluster.cloud})
         return env
 
-    def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes) -> None:
+    def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes, bundle: Path | None = None) -> None:
         tail = stderr.decode(errors="replace")[-2000:]
+        if bundle is not None:
+            # A crash's stderr names the bundle's copies of the user's files: name the user's own.
+            tail = user_paths(tail, bundle, assignment.source_root) or ""
         if exit.kind is ExitKind.EXITED and exit.code == 0:
             return
         if exit.kind is ExitKind.OOM:

@@ -429,6 +429,7 @@ class Dispatcher:
             reusable=item.reusable,
             token=await self._run_token(action.run, item.project),
             traceparent=action.traceparent,
+            source_root=item.task.spec.source_root,
         )
 
     def _hold(self, session: AgentSession, demand: Demand, sign: int) -> None:

@@ -45,6 +45,16 @@ async def test_deploy_get_list_and_versions_are_immutable(api: Api) -> None:
     assert {(t["spec"]["name"], t["version"]) for t in tasks} >= {(f"{env}.main", "v2")}
 
 
+async def test_the_same_code_deployed_from_another_checkout_is_the_same_version(api: Api) -> None:
+    env = unique("roots")
+    status, _ = await api.deploy(env, "v1", [{**task_spec(env), "source_root": "/home/ana/project"}])
+    assert status == 201
+    status, _ = await api.deploy(env, "v1", [{**task_spec(env), "source_root": "/builds/ci/project"}])
+    assert status == 200, "where the files were deployed from is not content"
+    status, kept = await api.call("GET", f"/api/v1/tasks/{env}.main", version="v1")
+    assert (status, kept["spec"]["source_root"]) == (200, "/home/ana/project")
+
+
 async def test_deploy_needs_its_bundle_uploaded_first(api: Api) -> None:
     env = unique("nobundle")
     body = {

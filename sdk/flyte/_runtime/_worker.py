@@ -15,7 +15,7 @@ from .._interface import EncodedInputs
 from .._remote_controller import RemoteController
 from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
-from ._bundle import find_task, load_bundle
+from ._bundle import find_task, load_bundle, user_paths
 
 log = logging.getLogger("flyte.worker")
 
@@ -81,7 +81,9 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
     except Exception as error:
         # A flyte error as it is; anything else (the bundle failed to load, an input failed to decode) is the
         # user's code or values, reported as a user error.
-        return ended(Phase.FAILED, error=ErrorInfo.from_exception(error)), dict(controller.recorded)
+        info = ErrorInfo.from_exception(error)
+        info = info.model_copy(update={"traceback": user_paths(info.traceback, bundle, assignment.source_root)})
+        return ended(Phase.FAILED, error=info), dict(controller.recorded)
 
 
 def configure(assignment: Assignment, endpoint: str) -> None:
