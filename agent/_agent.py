@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from agent._pools import Pools
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
+from flyte import _otel
 from flyte._runtime._bundle import extract_bundle, user_paths
 from flyte._wire import (
     AbortMessage,
@@ -57,6 +59,7 @@ log = logging.getLogger("flyte.agent")
 _GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMessage] = pydantic.TypeAdapter(
     AssignMessage | AbortMessage | StaleMessage
 )
+_NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
@@ -89,6 +92,7 @@ class Agent:
         self._started: OrderedDict[str, None] = OrderedDict()
         """Attempt keys started lately, finished or not: a late duplicate delivery must not start one again."""
         self.epoch = 0
+        self._attempts_dir = work_dir / "assignments"
         sockets = _socket_dir(work_dir)
         if backend.runs_on_this_host:
             self.pools = Pools(self, sockets)
@@ -97,7 +101,7 @@ class Agent:
             from agent.backends._kube_pools import KubePools
 
             self.pools = KubePools(self, sockets)
-        self.tracing = AgentTracing(gateway, token, cluster)
+        self.tracing = AgentTracing(gateway, token, cluster, self._attempts_dir)
         # Spares wait on a local socket: only a backend that runs on this machine can have them.
         self.spares = Spares(self, sockets, spares if backend.runs_on_this_host else 0)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -112,7 +116,7 @@ class Agent:
     # -- the connection -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._attempts_dir.mkdir(parents=True, exist_ok=True)
         self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         flusher = asyncio.create_task(self._flush_forever())
         await self.spares.start()
@@ -259,7 +263,10 @@ class Agent:
                 await asyncio.sleep(float(SLOW_START.partition("=")[2]))
                 if item.aborted:
                     return
-            bundle = await self._bundle(assignment.bundle_digest)
+            fetched = self._bundles.get(assignment.bundle_digest)
+            # Only a bundle not yet on this machine gets a span: looking one up costs nothing worth showing.
+            with self.tracing.span("bundle fetch", assignment) if fetched is None or not fetched.done() else _NO_SPAN:
+                bundle = await self._bundle(assignment.bundle_digest)
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment)
             if assignment.reusable:
@@ -270,6 +277,7 @@ class Agent:
                 item.stderr_tail = spare.output
             else:
                 exit = await self._run_process(key, item, bundle)
+            self.tracing.read_reported(assignment)
             if not item.aborted:
                 self._report_exit(assignment, exit, bytes(item.stderr_tail), bundle)
         except Exception as error:
@@ -291,7 +299,7 @@ class Agent:
         spec = LaunchSpec(
             key=key,
             command=[sys.executable, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
-            env=self.worker_env(),
+            env={**self.worker_env(), _otel.LAUNCHED_ENV: str(time.time_ns())},
             cwd=bundle,
             memory_limit_bytes=int(memory) if memory else None,
             cpu_limit=float(cpu) if cpu else None,
@@ -324,6 +332,7 @@ class Agent:
             "FLYTE_ACTION": assignment.action,
             "FLYTE_ATTEMPT": str(assignment.attempt),
             "PYTHONUNBUFFERED": "1",
+            _otel.LAUNCHED_ENV: str(time.time_ns()),
         }
         spec = LaunchSpec(
             key=key,
@@ -363,6 +372,7 @@ class Agent:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_API_KEY")}
         env.update({"FLYTE_ENDPOINT": self.gateway, "PYTHONUNBUFFERED": "1", "FLYTE_CLUSTER": self.cluster.name})
         env.update({"FLYTE_REGION": self.cluster.region, "FLYTE_CLOUD": self.cluster.cloud})
+        env[_otel.REPORTED_DIR] = str(self._attempts_dir)
         return env
 
     def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes, bundle: Path | None = None) -> None:
