@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,9 @@ from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
 from flyte import _failpoints as failpoints
+from flyte import _otel
 from flyte._retrying import RetryDelay
-from flyte._runtime._bundle import extract_bundle
+from flyte._runtime._bundle import extract_bundle, user_paths
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
@@ -62,6 +64,7 @@ log = logging.getLogger("flyte.agent")
 _GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMessage] = pydantic.TypeAdapter(
     AssignMessage | AbortMessage | StaleMessage
 )
+_NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
@@ -91,6 +94,7 @@ class Agent:
         self._started: OrderedDict[str, None] = OrderedDict()
         """Attempt keys started lately, finished or not: a late duplicate delivery must not start one again."""
         self.epoch = 0
+        self._attempts_dir = work_dir / "assignments"
         sockets = _socket_dir(work_dir)
         if backend.runs_on_this_host:
             self.pools = Pools(self, sockets)
@@ -99,7 +103,7 @@ class Agent:
             from agent.backends._kube_pools import KubePools
 
             self.pools = KubePools(self, sockets)
-        self.tracing = AgentTracing(gateway, token, cluster)
+        self.tracing = AgentTracing(gateway, token, cluster, self._attempts_dir)
         # Spares wait on a local socket: only a backend that runs on this machine can have them.
         self.spares = Spares(self, sockets, spares if backend.runs_on_this_host else 0)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -115,7 +119,7 @@ class Agent:
     # -- the connection -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._attempts_dir.mkdir(parents=True, exist_ok=True)
         self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         flusher = asyncio.create_task(self._flush_forever())
         await self.spares.start()
@@ -262,7 +266,10 @@ class Agent:
                 await asyncio.sleep(hold)
                 if item.aborted:
                     return
-            bundle = await self._bundle(assignment.bundle_digest)
+            fetched = self._bundles.get(assignment.bundle_digest)
+            # Only a bundle not yet on this machine gets a span: looking one up costs nothing worth showing.
+            with self.tracing.span("bundle fetch", assignment) if fetched is None or not fetched.done() else _NO_SPAN:
+                bundle = await self._bundle(assignment.bundle_digest)
             prepared = await self._prepare(assignment)
             if item.aborted:
                 return  # aborted or moved away (a drain) while its image was built: it never starts here
@@ -282,8 +289,9 @@ class Agent:
                         exit = await self._run_process(key, item, bundle, prepared)
                 finally:
                     remove_files(attempt_dir)
+            self.tracing.read_reported(assignment)
             if not item.aborted:
-                self._report_exit(assignment, exit, bytes(item.stderr_tail))
+                self._report_exit(assignment, exit, bytes(item.stderr_tail), bundle)
         except SettingsError as error:
             # The task asks for what cannot be had (a secret not set): the user's to fix, so no retry helps.
             failure = str(error)
@@ -307,7 +315,7 @@ class Agent:
         spec = LaunchSpec(
             key=key,
             command=[prepared.python, "-m", "flyte._runtime", "--assignment", str(spec_path), "--bundle", str(bundle)],
-            env=self.worker_env(prepared.env),
+            env={**self.worker_env(prepared.env), _otel.LAUNCHED_ENV: str(time.time_ns())},
             secret_env=prepared.secret_env,
             cwd=bundle,
             memory_limit_bytes=int(memory) if memory else None,
@@ -358,6 +366,7 @@ class Agent:
             "FLYTE_ACTION": assignment.action,
             "FLYTE_ATTEMPT": str(assignment.attempt),
             "PYTHONUNBUFFERED": "1",
+            _otel.LAUNCHED_ENV: str(time.time_ns()),
         }
         spec = LaunchSpec(
             key=key,
@@ -410,10 +419,14 @@ class Agent:
             "FLYTE_CLUSTER": self.cluster.name,
             "FLYTE_REGION": self.cluster.region,
             "FLYTE_CLOUD": self.cluster.cloud,
+            _otel.REPORTED_DIR: str(self._attempts_dir),
         }
 
-    def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes) -> None:
+    def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes, bundle: Path | None = None) -> None:
         tail = stderr.decode(errors="replace")[-2000:]
+        if bundle is not None:
+            # A crash's stderr names the bundle's copies of the user's files: name the user's own.
+            tail = user_paths(tail, bundle, assignment.source_root) or ""
         if exit.kind is ExitKind.EXITED and exit.code == 0:
             return
         if exit.kind is ExitKind.OOM:

@@ -213,6 +213,8 @@ class Pools:
         while line := await reader.readline():
             message: dict[str, Any] = json.loads(line)
             done = worker.inflight.get(str(message.get("done")))
+            if isinstance(message.get("reported"), int):
+                self.agent.tracing.reported(str(message["done"]), message["reported"])
             if done is not None and not done.done():
                 done.set_result(Exit(ExitKind.EXITED, 0))
 

@@ -2,6 +2,12 @@
 dispatch, and each log upload. The attempt span's traceparent replaces the assignment's before the worker gets
 it, so the worker's task span hangs under the agent that ran it.
 
+An attempt's span ends when its worker reported the result, not when the worker's process exits: the gateway
+ends the action on that report, and a child span must lie within its parent. What the process does after (sending
+its last spans, exiting) is the attempt span's `flyte.exit_ms`; log uploads after the report get no span. The
+worker says when it reported: a pool worker in its `done` message, other workers on this machine in a file (see
+`flyte._otel.REPORTED_DIR`). A worker in a pod says nothing: its attempt ends when the pod does.
+
 Spans go to the gateway's `/v1/traces` with the agent's token, batched in the SDK's export thread. An assignment
 without a traceparent (tracing off at the gateway) or `FLYTE_TRACING=0` here makes no spans at all.
 """
@@ -10,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flyte import _otel
@@ -22,19 +28,20 @@ if TYPE_CHECKING:
 
 _DISPATCH_SPAN_NS = 1_000_000
 """A pool hand-over that took longer than this (1 ms) waited for something: it gets a span of its own."""
-_KEPT = 4096
-"""Attempt spans remembered after they end, for the log uploads that trail them."""
 
 
 class AgentTracing:
-    def __init__(self, gateway: str, token: str, cluster: ClusterRecord):
+    def __init__(self, gateway: str, token: str, cluster: ClusterRecord, attempts_dir: Path):
+        self._attempts_dir = attempts_dir
         self._tracing: _otel.ProcessTracing | None = None
         if _otel.enabled():
             url = _otel.traces_url(gateway)
             resource = {"flyte.cluster": cluster.name, "cloud.region": cluster.region, "cloud.provider": cluster.cloud}
             self._tracing = _otel.make_tracing("flyte-agent", resource, _otel.exporter(url, lambda _: token))
         self._spans: dict[str, Span] = {}
-        self._parents: OrderedDict[tuple[str, str, int], str] = OrderedDict()
+        self._reported: dict[str, int] = {}
+        self._uploads: dict[str, list[tuple[int, int, int]]] = {}
+        """Log uploads (start, end, bytes) of open attempts, made spans when the attempt ends (if they lie within)."""
 
     def begin(self, assignment: Assignment) -> Assignment:
         """Start the attempt's span; the assignment to hand on, carrying that span as the worker's parent."""
@@ -46,13 +53,47 @@ class AgentTracing:
         if span is None or traceparent is None:
             return assignment
         self._spans[_key(assignment)] = span
-        self._parents[(assignment.run, assignment.action, assignment.attempt)] = traceparent
-        while len(self._parents) > _KEPT:
-            self._parents.popitem(last=False)
         return assignment.model_copy(update={"traceparent": traceparent})
 
+    def reported(self, key: str, reported_ns: int) -> None:
+        """The worker of attempt `key` (`run/action/attempt`) reported its result at `reported_ns`."""
+        if key in self._spans:
+            self._reported[key] = reported_ns
+
+    def read_reported(self, assignment: Assignment) -> None:
+        """When the worker reported the attempt, as it left it on this machine (only a traced attempt leaves it)."""
+        if _key(assignment) not in self._spans:
+            return
+        path = _otel.reported_path(self._attempts_dir, assignment.run, assignment.action, assignment.attempt)
+        try:
+            text = path.read_text()
+            path.unlink()
+        except OSError:
+            return  # it crashed before reporting, or it was a pool worker (which says so in its `done`)
+        with contextlib.suppress(ValueError):
+            self._reported[_key(assignment)] = int(text)
+
     def end(self, assignment: Assignment, error: str | None = None) -> None:
-        _otel.end_span(self._spans.pop(_key(assignment), None), error)
+        key = _key(assignment)
+        span = self._spans.pop(key, None)
+        reported = self._reported.pop(key, None)
+        uploads = self._uploads.pop(key, [])
+        if span is None or self._tracing is None:
+            return
+        now = time.time_ns()
+        end = now
+        if reported is not None:
+            end = min(now, max(reported, span.start_time or 0))
+            span.set_attribute("flyte.exit_ms", round((now - end) / 1e6, 3))
+        parent = assignment.traceparent
+        for start, finish, size in uploads:
+            if finish <= end:
+                upload = self._tracing.start(
+                    "log upload", parent, {**_attributes(assignment), "flyte.bytes": size}, start
+                )
+                if upload is not None:
+                    upload.end(finish)
+        _otel.end_span(span, error, end)
 
     def span(self, name: str, assignment: Assignment) -> contextlib.AbstractContextManager[None]:
         """A step of an attempt, under the attempt's span (`begin` handed it on in the assignment)."""
@@ -78,18 +119,17 @@ class AgentTracing:
             if span is not None:
                 span.end(end)
 
-    def log_upload(self, run: str, action: str, attempt: int, size: int) -> contextlib.AbstractContextManager[None]:
-        """Sending a log batch of an attempt to the gateway, under the attempt's span."""
-        parent = self._parents.get((run, action, attempt))
-        if self._tracing is None or parent is None:
-            return contextlib.nullcontext()
-        attributes: _otel.Attributes = {
-            _otel.RUN_ATTRIBUTE: run,
-            "flyte.action": action,
-            "flyte.attempt": attempt,
-            "flyte.bytes": size,
-        }
-        return _ended(self._tracing.start("log upload", parent, attributes))
+    @contextlib.contextmanager
+    def log_upload(self, run: str, action: str, attempt: int, size: int) -> Iterator[None]:
+        """Sending a log batch of an attempt to the gateway: a span under the attempt's, if the attempt is open and
+        the upload ends before the attempt does (the span is made when the attempt ends)."""
+        key = f"{run}/{action}/{attempt}"
+        if self._tracing is None or key not in self._spans:
+            yield
+            return
+        start = time.time_ns()
+        yield
+        self._uploads.setdefault(key, []).append((start, time.time_ns(), size))
 
     def close(self) -> None:
         if self._tracing is not None:

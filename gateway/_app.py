@@ -67,6 +67,7 @@ def create_app(
     add_ui_routes(app)
     app.on_startup.append(_start_dispatcher)
     app.on_cleanup.append(_stop_dispatcher)
+    app.on_cleanup.append(_close_runs)
     app.on_cleanup.append(_close_tracing)
     document = openapi_document(flyte.__version__)
 
@@ -120,6 +121,10 @@ async def compact_once(store: Store, compacted: int, kept: int) -> int:
         compacted = revision - kept
         await store.compact(compacted)
     return compacted
+
+
+async def _close_runs(app: web.Application) -> None:
+    await app[SERVICES].runs.close()
 
 
 async def _close_tracing(app: web.Application) -> None:

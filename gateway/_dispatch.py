@@ -430,6 +430,7 @@ class Dispatcher:
             env_vars=(action.overrides.env_vars or {}) if action.overrides else {},
             token=await self._run_token(action.run, item.project),
             traceparent=action.traceparent,
+            source_root=item.task.spec.source_root,
         )
 
     def _hold(self, session: AgentSession, demand: Demand, sign: int) -> None:

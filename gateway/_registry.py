@@ -48,7 +48,11 @@ class EnvVersion:
 
 def content_digest(request: DeployRequest) -> str:
     canonical = json.dumps(
-        {"bundle": request.bundle_digest, "tasks": [t.model_dump(mode="json") for t in request.tasks]},
+        {
+            "bundle": request.bundle_digest,
+            # Where the files were deployed from is not content: another checkout of the same code is the same version.
+            "tasks": [t.model_dump(mode="json", exclude={"source_root"}) for t in request.tasks],
+        },
         sort_keys=True,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()

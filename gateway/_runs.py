@@ -9,11 +9,20 @@ what it read, retried on conflict, so a late or duplicate event can never move a
        +--------+----------+   (re-placed after a lost cluster; a retry starts attempt + 1)
 
 A root action reaching a terminal phase ends its run in the same transaction.
+
+A run's `action_count` is kept on its record without a write per action: writing the run record on every
+submission would make every child of a fan-out compare-and-swap one key. New actions are counted in memory and
+added to the run record in one compare-and-swap per run every quarter second; what is still uncounted when the root
+ends rides in the transaction that ends the run. A gateway that dies in between leaves the count short by at most
+that quarter second's submissions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -34,7 +43,9 @@ from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
 from gateway._registry import Registry
 from gateway._tracing import GatewayTracing
-from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, WatchEvent
+from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, StoreError, WatchEvent
+
+log = logging.getLogger("flyte.gateway.runs")
 
 RUNS = "/flyte/runs/"
 CACHE = "/flyte/cache/"
@@ -64,6 +75,7 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.ABORTED: frozenset(),
 }
 _CAS_ATTEMPTS = 20
+COUNT_FLUSH_SECONDS = 0.25
 
 
 def run_key(run: str) -> str:
@@ -101,6 +113,10 @@ class Runs:
         self.registry = registry
         self.tracing = tracing or GatewayTracing(store, enabled=False)
         self._commit = GroupCommit(store)
+        self._uncounted: dict[str, int] = {}
+        """New actions per run not yet added to the run record's `action_count`."""
+        self._counter: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -272,6 +288,7 @@ class Runs:
         if result.succeeded:
             if spans is not None:
                 self.tracing.written(spans)
+            self._count_new_action(run)
             return action.model_copy(update={"revision": result.revision}), True
         current = result.current[action_key(run, request.name)]
         assert current is not None
@@ -337,10 +354,13 @@ class Runs:
             ops: list[Op] = [Put(key, _encode(updated)), *also]
             if updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(CACHE + updated.cache_key, updated.output.model_dump_json().encode()))
+            uncounted = 0
             if action == ROOT_ACTION and updated.phase.is_terminal:
                 run_kv = await self._store.get(run_key(run))
                 if run_kv is not None:
-                    ended = _end_run(decode_run(run_kv), updated)
+                    # Taken, not read: the count flusher must not add these again meanwhile.
+                    uncounted = self._uncounted.pop(run, 0)
+                    ended = _end_run(decode_run(run_kv), updated, uncounted)
                     compares.append(Compare(run_key(run), run_kv.mod_revision))
                     ops.append(Put(run_key(run), _encode(ended)))
             elif action == ROOT_ACTION and updated.phase is Phase.RUNNING:
@@ -357,7 +377,56 @@ class Runs:
                 if spans is not None:
                     self.tracing.written(spans)
                 return updated.model_copy(update={"revision": result.revision})
+            self._count_new_action(run, uncounted)
         raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
+
+    # -- counting actions ------------------------------------------------------------------------------------
+
+    def _count_new_action(self, run: str, count: int = 1) -> None:
+        if count <= 0:
+            return
+        self._uncounted[run] = self._uncounted.get(run, 0) + count
+        if not self._closed and (self._counter is None or self._counter.done()):
+            self._counter = asyncio.create_task(self._count_soon(), name="action-count")
+
+    async def _count_soon(self) -> None:
+        while self._uncounted:
+            await asyncio.sleep(COUNT_FLUSH_SECONDS)
+            await self.flush_counts()
+
+    async def flush_counts(self) -> None:
+        """Add each run's new actions to its record's `action_count`, one compare-and-swap per run."""
+        for run in list(self._uncounted):
+            count = self._uncounted.pop(run, 0)
+            try:
+                added = await self._add_to_count(run, count)
+            except StoreError as error:
+                log.warning("could not count %d new actions of run %s: %s", count, run, error)
+                added = False
+            if not added:
+                self._count_new_action(run, count)
+
+    async def _add_to_count(self, run: str, count: int) -> bool:
+        """False when the run record kept changing under us (it is tried again at the next flush)."""
+        for _ in range(_CAS_ATTEMPTS):
+            kv = await self._store.get(run_key(run))
+            if kv is None:
+                return True  # the run is gone: nothing to count on
+            summary = decode_run(kv)
+            counted = summary.model_copy(update={"action_count": summary.action_count + count})
+            result = await self._store.txn([Compare(kv.key, kv.mod_revision)], [Put(kv.key, _encode(counted))])
+            if result.succeeded:
+                return True
+        return False
+
+    async def close(self) -> None:
+        """Stop counting in the background; what is uncounted is written now."""
+        if self._counter is not None and not self._counter.done():
+            self._counter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._counter
+        self._closed = True
+        await self.flush_counts()
 
     async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
         """Record why a queued action is not placed yet; False when it is no longer queued at that attempt."""
@@ -516,9 +585,15 @@ def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
         raise bad_request(f"missing inputs {sorted(missing)}", code="missing_input")
 
 
-def _end_run(run: RunSummary, root: ActionSummary) -> RunSummary:
+def _end_run(run: RunSummary, root: ActionSummary, uncounted: int = 0) -> RunSummary:
     return run.model_copy(
-        update={"phase": root.phase, "ended_at": root.ended_at, "output": root.output, "error": root.error}
+        update={
+            "phase": root.phase,
+            "ended_at": root.ended_at,
+            "output": root.output,
+            "error": root.error,
+            "action_count": run.action_count + uncounted,
+        }
     )
 
 

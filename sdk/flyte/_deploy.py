@@ -136,16 +136,21 @@ async def _deploy_remote(deployments: list[Deployment]) -> None:
                     env=d.env.name,
                     version=d.version,
                     bundle_digest=digest,
-                    tasks=[task_spec(t) for t in d.env.tasks.values()],
+                    tasks=[task_spec(t, str(bundle_root(d.bundle))) for t in d.env.tasks.values()],
                 )
             )
         except GatewayError as error:
             raise DeploymentError(f"deploying {d.env.name} version {d.version}: {error.message}") from None
 
 
+def bundle_root(bundle: CodeBundle) -> Path:
+    """The directory the bundle's paths are relative to: the deepest one holding all its files."""
+    return Path(os.path.commonpath([p.parent for p in bundle.files])) if bundle.files else Path(".")
+
+
 def bundle_archive(bundle: CodeBundle) -> bytes:
     """The bundle as a reproducible tar.gz: the same files always give the same bytes, hence the same digest."""
-    root = Path(os.path.commonpath([p.parent for p in bundle.files])) if bundle.files else Path(".")
+    root = bundle_root(bundle)
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for path in bundle.files:
@@ -157,7 +162,7 @@ def bundle_archive(bundle: CodeBundle) -> bytes:
     return buffer.getvalue()
 
 
-def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
+def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> TaskSpec:
     """What the gateway keeps of a task: its interface, and the settings agents need to run it."""
     s = task.settings
     interface = task.interface
@@ -194,6 +199,7 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
         env_vars=dict(s.env_vars),
         secrets=[SecretRef.model_validate(secret.to_dict()) for secret in s.secrets],
         max_inline_io_bytes=s.max_inline_io_bytes,
+        source_root=source_root,
     )
 
 

@@ -95,9 +95,17 @@ async def _run_in_thread(func: Callable[..., Any], values: dict[str, Any], actio
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        # Cancelled by the attempt's deadline or an abort: stop the body where it is.
+        # Cancelled by the attempt's deadline or an abort: stop the body where it is. The body then settles the
+        # future with _Interrupted, which nobody awaits any more (the shield let go of it): retrieve it, or asyncio
+        # reports "Future exception was never retrieved" when the future is collected.
+        future.add_done_callback(_retrieve)
         _interrupt(thread)
         raise
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _interrupt(thread: threading.Thread) -> None:

@@ -21,8 +21,10 @@ import random
 import re
 import struct
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -122,14 +124,14 @@ def span_traceparent(span: Span | None) -> str | None:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
-def end_span(span: Span | None, error: str | None = None) -> None:
+def end_span(span: Span | None, error: str | None = None, end_time: int | None = None) -> None:
     if span is None:
         return
     if error is not None:
         from opentelemetry.trace import Status, StatusCode
 
         span.set_status(Status(StatusCode.ERROR, error))
-    span.end()
+    span.end(end_time)
 
 
 def _context_of(parent: str | None) -> Context | None:
@@ -224,6 +226,37 @@ def current_span(name: str, parent: str | None, attributes: Attributes) -> Itera
             end_span(span, f"{type(error).__name__}: {error}"[:1024])
             raise
     span.end()
+
+
+def record_span(name: str, parent: str | None, attributes: Attributes, start_ns: int) -> None:
+    """A worker span from `start_ns` until now, for a step that began before the worker could open a span (its
+    process starting, an assignment waiting for a slot)."""
+    tracing = _worker
+    if tracing is None:
+        return
+    span = tracing.start(name, parent, attributes, min(start_ns, time.time_ns()))
+    if span is not None:
+        span.end()
+
+
+LAUNCHED_ENV = "FLYTE_LAUNCHED_NS"
+"""When the agent launched a worker's process (ns since the epoch): where the worker's `start-up` span begins."""
+REPORTED_DIR = "FLYTE_ATTEMPTS_DIR"
+"""Where a worker on the agent's machine leaves, per attempt, when it reported the attempt's result: the agent ends
+the attempt's span then, not when the process exits, so the attempt lies within its action (which the gateway
+ends on that report)."""
+
+
+def reported_path(directory: str | os.PathLike[str], run: str, action: str, attempt: int) -> Path:
+    return Path(directory) / f"{run}_{action}_{attempt}.reported"
+
+
+def note_reported(run: str, action: str, attempt: int, reported_ns: int | None) -> None:
+    """Leave the report's time for the agent that started this worker (when it is on the agent's machine)."""
+    directory = os.environ.get(REPORTED_DIR)
+    if directory and reported_ns is not None and _worker is not None:
+        with contextlib.suppress(OSError):
+            reported_path(directory, run, action, attempt).write_text(str(reported_ns))
 
 
 def start_span(name: str, attributes: Attributes) -> Span | None:

@@ -210,6 +210,7 @@ class RunSummary(WireModel):
     output: WireValue | None = None
     error: ErrorInfo | None = None
     action_count: int = 0
+    """Actions created in the run, the root included: a quarter second behind while it runs, exact once it ends."""
     version: str | None = None
     custom_context: dict[str, str] = Field(default_factory=dict)
     overwrite_cache: bool = False
@@ -291,6 +292,10 @@ class TaskSpec(WireModel):
     env_vars: dict[str, str] = Field(default_factory=dict)
     secrets: list[SecretRef] = Field(default_factory=list, max_length=64)
     max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    source_root: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    """The directory the code bundle's files came from on the deploying machine: a remote attempt's traceback names
+    the user's files under it, not the agent's copy. Not content: the same code deployed from another checkout is
+    the same version (the first deploy's root is kept)."""
 
     @field_validator("secrets", mode="before")
     @classmethod
@@ -541,6 +546,8 @@ class Assignment(WireModel):
     """A token scoped to this run (`worker:RUN`): what the worker uses to submit children and report."""
     traceparent: TraceParent | None = None
     """The span this attempt's spans hang under (the action's, then the agent's); None: not traced."""
+    source_root: str | None = None
+    """Where the bundle's files came from (its task spec's `source_root`): tracebacks name files there."""
 
 
 class AgentHello(WireModel):

@@ -301,6 +301,48 @@ def test_the_gateway_cache_answers_without_placing(rig: Rig) -> None:
     assert rerun.attempts == 1
 
 
+FAILING = """
+import flyte
+
+env = flyte.TaskEnvironment("failing_env")
+
+
+def check(x: int) -> None:
+    if x < 0:
+        raise ValueError(f"x must not be negative, got {x}")
+
+
+@env.task
+async def fail(x: int) -> int:
+    check(x)
+    return x
+
+
+@env.task
+async def main(x: int) -> int:
+    return await fail(x)
+"""
+
+
+def test_a_remote_traceback_names_the_users_file_not_the_bundle_copy(rig: Rig) -> None:
+    failing_program = rig.load("failing_program", FAILING)
+    rig.connect()
+    run = flyte.run(failing_program.main, x=-1)
+    with pytest.raises(flyte.errors.RuntimeUserError) as raised:
+        run.wait()
+    assert raised.value.code == "ValueError"
+    source = str((rig.cwd / "failing_program.py").resolve())
+    (child,) = [a for a in call_sync(client_for().list_actions(run.name)) if a.parent == "a0"]
+    assert child.error is not None
+    assert child.error.traceback is not None
+    recorded = child.error.traceback
+    assert f'File "{source}", line 9, in check' in recorded, recorded
+    assert f'File "{source}", line 14, in fail' in recorded, recorded
+    assert "bundles" not in recorded, "no path into an agent's bundle copy"
+    assert raised.value.traceback is not None
+    assert "bundles" not in raised.value.traceback
+
+
 TRACED = """
 import asyncio
 import os

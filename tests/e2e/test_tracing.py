@@ -122,6 +122,30 @@ def one(spans: list[SpanRecord], **match: Any) -> SpanRecord:
     return found[0]
 
 
+def assert_nested(spans: list[SpanRecord]) -> None:
+    """Every span lies within its parent's interval, across processes: the gateway's action spans, the agents'
+    attempts, the workers' tasks and calls."""
+    by_id = {s.span_id: s for s in spans}
+    outside = [
+        f"  {child.name} [{child.start_ns}, {child.end_ns}] sticks out of {parent.name} [{parent.start_ns}, "
+        f"{parent.end_ns}] by {max(parent.start_ns - child.start_ns, child.end_ns - parent.end_ns) / 1e6:.3f} ms"
+        for child in spans
+        if (parent := by_id.get(child.parent_span_id or "")) is not None
+        and not parent.start_ns <= child.start_ns <= child.end_ns <= parent.end_ns
+    ]
+    assert not outside, "child spans outside their parents:\n" + "\n".join(outside)
+
+
+def assert_start_up_and_queueing_shown(spans: list[SpanRecord]) -> None:
+    """Each action shows its time in the queue, and each attempt its worker's start-up before the task ran."""
+    for action in [s for s in spans if s.service == "flyte-gateway" and "flyte.attempts" in s.attributes]:
+        assert any(s.name == "queued" and s.parent_span_id == action.span_id for s in spans), action.name
+    for task in [s for s in spans if s.name.startswith("task ")]:
+        start_up = one(spans, name="start-up", parent_span_id=task.parent_span_id)
+        assert start_up.end_ns <= task.start_ns, "start-up ends before the task's function runs"
+        assert start_up.service == "flyte-worker"
+
+
 def _field(span: SpanRecord, key: str) -> Any:
     return getattr(span, key) if key in SpanRecord.model_fields else span.attributes.get(key.replace("__", "."))
 
@@ -190,6 +214,9 @@ def test_a_run_across_two_clusters_is_one_trace(rig: Rig, receiver: Receiver) ->
     assert one(spans, name="queued", flyte__action="a0").attributes["flyte.cluster"] == "us-east"
     assert one(spans, name="queued", parent_span_id=west_action.span_id).attributes["flyte.cluster"] == "eu-west"
     assert all(s.status == "ok" for s in (main_action, west_action))
+    assert_nested(spans)
+    assert_start_up_and_queueing_shown(spans)
+    assert "flyte.exit_ms" in east_attempt.attributes, "the attempt ends at the report; the process's exit after"
 
     # Separate processes: each agent is the rig's, each worker a process of its own.
     pids = rig.pids()
@@ -229,10 +256,12 @@ def test_a_retried_attempt_continues_the_trace_and_marks_replayed_calls(rig: Rig
     assert sorted(s.attributes["flyte.attempt"] for s in attempts) == [1, 2]
     assert {s.parent_span_id for s in attempts} == {action.span_id}, "both attempts hang under the action"
     second = one(spans, service="flyte-agent", flyte__attempt=2, parent_span_id=action.span_id)
-    second_task = one(spans, service="flyte-worker", parent_span_id=second.span_id)
+    second_task = one(spans, name="task traced_env.main", parent_span_id=second.span_id)
     replay = one(spans, flyte__replayed=True)
     assert replay.parent_span_id == second_task.span_id
     assert replay.name == "trace expensive"
+    assert_nested(spans)
+    assert_start_up_and_queueing_shown(spans)
 
 
 def test_a_failed_over_attempt_stays_in_the_trace(tmp_path: Path) -> None:
@@ -262,6 +291,49 @@ def test_a_failed_over_attempt_stays_in_the_trace(tmp_path: Path) -> None:
             assert {s.attributes["flyte.cluster"] for s in queued} == {victim, survivor}
             again = one(spans, name=f"attempt {action.attempts} on {survivor}", flyte__action=action.name)
             assert (again.cluster, again.parent_span_id) == (survivor, action_span.span_id)
-            assert one(spans, service="flyte-worker", parent_span_id=again.span_id).name == f"task {action.task}"
+            assert one(spans, name=f"task {action.task}", parent_span_id=again.span_id).service == "flyte-worker"
+            assert one(spans, name="start-up", parent_span_id=again.span_id).service == "flyte-worker"
     finally:
         rig.flyte("rig", "down")
+
+
+POOLED = """
+import flyte
+
+pool = flyte.TaskEnvironment("traced_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=2))
+front = flyte.TaskEnvironment("traced_front")
+front.add_dependency(pool)
+
+
+@pool.task
+async def square(x: int) -> int:
+    print("squaring", x, flush=True)
+    return x * x
+
+
+@front.task
+async def main(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await square(i)
+    return total
+"""
+
+
+def test_spans_of_warm_pool_attempts_nest_within_their_actions(rig: Rig) -> None:
+    program = rig.load("pooled_tracing_program", POOLED)
+    rig.connect()
+    run = flyte.run(program.main, n=3)
+    assert run.outputs() == (5,)
+
+    def complete(spans: list[SpanRecord]) -> bool:
+        return sum(s.name == "task traced_pool.square" for s in spans) == 3 and any(
+            s.name == f"run {run.name}" for s in spans
+        )
+
+    spans = wait_for_spans(run.name, complete)
+    assert_nested(spans)
+    assert_start_up_and_queueing_shown(spans)
+    pooled = [s for s in spans if s.name.startswith("attempt") and s.attributes["flyte.task"] == "traced_pool.square"]
+    assert len(pooled) == 3
+    assert all("flyte.exit_ms" in s.attributes for s in pooled), "a pool worker says when it reported"

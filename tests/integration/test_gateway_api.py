@@ -45,6 +45,16 @@ async def test_deploy_get_list_and_versions_are_immutable(api: Api) -> None:
     assert {(t["spec"]["name"], t["version"]) for t in tasks} >= {(f"{env}.main", "v2")}
 
 
+async def test_the_same_code_deployed_from_another_checkout_is_the_same_version(api: Api) -> None:
+    env = unique("roots")
+    status, _ = await api.deploy(env, "v1", [{**task_spec(env), "source_root": "/home/ana/project"}])
+    assert status == 201
+    status, _ = await api.deploy(env, "v1", [{**task_spec(env), "source_root": "/builds/ci/project"}])
+    assert status == 200, "where the files were deployed from is not content"
+    status, kept = await api.call("GET", f"/api/v1/tasks/{env}.main", version="v1")
+    assert (status, kept["spec"]["source_root"]) == (200, "/home/ana/project")
+
+
 async def test_deploy_needs_its_bundle_uploaded_first(api: Api) -> None:
     env = unique("nobundle")
     body = {
@@ -171,6 +181,32 @@ async def test_failed_event_must_carry_its_error(api: Api) -> None:
     assert (status, failed["error"]["code"]) == (200, "ValueError")
     status, summary = await api.call("GET", f"/api/v1/runs/{run}")
     assert (summary["phase"], summary["error"]["message"]) == ("failed", "bad")
+
+
+async def test_action_count_follows_the_actions_created(api: Api) -> None:
+    run = await new_run(api)
+    name, env = run["name"], run["task"].split(".")[0]
+    assert run["action_count"] == 1
+    children = [child(env=env, x=i) for i in range(3)]
+    for request in children:
+        assert (await api.call("POST", f"/api/v1/runs/{name}/actions", request))[0] == 201
+    assert (await api.call("POST", f"/api/v1/runs/{name}/actions", children[0]))[0] == 200, "a resubmission"
+
+    async def counted() -> int:
+        return int((await api.call("GET", f"/api/v1/runs/{name}"))[1]["action_count"])
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while (count := await counted()) != 4:  # counted in the background, a quarter second at a time
+        assert asyncio.get_running_loop().time() < deadline, f"action_count is {count}, not 4"
+        await asyncio.sleep(0.05)
+    # Counted the moment the run ends, too: what is not yet counted rides in the run's final write.
+    assert (await api.call("POST", f"/api/v1/runs/{name}/actions", child(env=env, x=3)))[0] == 201
+    await event(api, name, "a0", "running")
+    await event(api, name, "a0", "succeeded", output=value(1))
+    status, summary = await api.call("GET", f"/api/v1/runs/{name}")
+    assert (status, summary["phase"], summary["action_count"]) == (200, "succeeded", 5)
+    status, listed = await api.call("GET", "/api/v1/runs")
+    assert next(r["action_count"] for r in listed if r["name"] == name) == 5
 
 
 async def test_abort_cascades_to_every_live_action(api: Api) -> None:

@@ -18,6 +18,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from waiting import assert_eventually
@@ -219,6 +220,42 @@ def test_version_from_console_script_and_module() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"flyte, version {flyte.__version__}"
+
+
+HEAVY = ("pydantic", "aiohttp", "rich", "yaml", "cloudpickle", "opentelemetry", "flyte._run", "flyte.cli._run")
+
+
+@pytest.mark.parametrize("argument", ["--version", "--help"])
+def test_version_and_help_import_no_heavy_module(argument: str) -> None:
+    """`flyte --version` and `--help` stay fast (well under 300 ms) by importing the commands only when one runs."""
+    program = textwrap.dedent(f"""
+        import json, sys
+        from flyte.cli import main
+        try:
+            main([{argument!r}], prog_name="flyte")
+        except SystemExit as done:
+            assert done.code == 0, done.code
+        print(json.dumps(sorted(sys.modules)))
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert {name for name in HEAVY if name in loaded} == set()
+    assert "click" in loaded
+
+
+def test_help_lists_each_command_as_the_command_describes_itself() -> None:
+    from flyte.cli._main import COMMANDS
+
+    listed = invoke("--help")
+    assert listed.exit_code == 0
+    for name, (_, help_text) in COMMANDS.items():
+        command = main.get_command(click.Context(main), name)
+        assert command is not None
+        assert command.get_short_help_str(200) == help_text, f"COMMANDS[{name!r}] is out of date"
+        assert name in listed.stdout
+    assert sorted(COMMANDS) == sorted(main.list_commands(click.Context(main)))
+    assert {"placement", "clusters"} <= set(invoke("get", "--help").stdout.split())
 
 
 def test_run_prints_name_url_phase_and_output(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import flyte
 import flyte.errors
 import flyte.remote
+from flyte._runtime._bundle import user_paths
 from flyte._wire import Phase
 
 shared = flyte.TaskEnvironment("sdk_deploy_shared")
@@ -137,3 +140,13 @@ def test_remote_task_get_validates_its_arguments() -> None:
         flyte.remote.Task.get("no-dot")
     with pytest.raises(ValueError, match="auto_version"):
         flyte.remote.Task.get("a.b", auto_version="newest")  # type: ignore[arg-type]
+
+
+def test_user_paths_rewrites_only_the_bundles_own_paths(tmp_path: Path) -> None:
+    bundle = tmp_path / "agents" / "eu-west" / "bundles" / "947b"
+    library = '  File "/usr/lib/python3.11/asyncio/x.py", line 1\n'
+    text = f'  File "{bundle}/pkg/fail.py", line 3, in fail\n{library}'
+    rewritten = user_paths(text, bundle, "/home/ana/project/")
+    assert rewritten == f'  File "/home/ana/project/pkg/fail.py", line 3, in fail\n{library}'
+    assert user_paths(text, bundle, None) == text, "no recorded root: left as it is"
+    assert user_paths(text, Path("/"), "/home/ana") == text, "never the filesystem's root"

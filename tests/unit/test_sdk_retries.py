@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from waiting import assert_eventually
@@ -257,6 +260,53 @@ def test_sync_task_timeout_is_enforced_and_its_thread_stops() -> None:
     with pytest.raises(flyte.errors.TaskTimeoutError):
         run.wait()
     assert_eventually(_STOPPED[key].is_set, timeout=5)
+
+
+TIMES_OUT = """
+import gc
+import threading
+import time
+from datetime import timedelta
+
+import flyte
+
+env = flyte.TaskEnvironment("interrupted")
+
+
+@env.task(timeout=timedelta(milliseconds=300))
+def spins() -> int:
+    while True:
+        time.sleep(0.01)
+
+
+@env.task
+def quick() -> int:
+    return 1
+
+
+try:
+    flyte.run(spins).wait()
+except flyte.errors.TaskTimeoutError:
+    print("timed out")
+# Deterministically what happens at exit: the interrupted thread settles its future (on the runs' loop, which the
+# next run passes through), and asyncio reports an exception nobody retrieved when the future is collected.
+for thread in threading.enumerate():
+    if thread.name.startswith("flyte-") and thread.name != "flyte-loop":
+        thread.join(10)
+flyte.run(quick).wait()
+gc.collect()
+"""
+
+
+def test_an_interrupted_sync_task_leaves_no_unretrieved_future_at_exit(tmp_path: Path) -> None:
+    program = tmp_path / "times_out.py"
+    program.write_text(TIMES_OUT)
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", str(program)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "timed out"), done.stderr
+    assert "Future exception was never retrieved" not in done.stderr
+    assert "_Interrupted" not in done.stderr
 
 
 def test_a_timed_out_attempt_is_retried() -> None:

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from .. import _otel
 from .._wire import Assignment
 from ._bundle import fetch_bundle
 from ._worker import configure, run_assignment
@@ -44,7 +45,11 @@ def main() -> int:
     assignment = Assignment.model_validate_json(text)
     bundle = args.bundle or fetch_bundle(endpoint, assignment.token, assignment.bundle_digest)
     configure(assignment, endpoint)
-    asyncio.run(run_assignment(assignment, bundle, endpoint))
+    launched = os.environ.get(_otel.LAUNCHED_ENV)
+    reported = asyncio.run(
+        run_assignment(assignment, bundle, endpoint, received_ns=int(launched) if launched else None)
+    )
+    _otel.note_reported(assignment.run, assignment.action, assignment.attempt, reported)
     return 0
 
 

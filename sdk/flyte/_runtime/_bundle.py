@@ -44,6 +44,18 @@ def load_bundle(directory: Path) -> None:
     _loaded.add(directory)
 
 
+def user_paths(text: str | None, bundle: Path, source_root: str | None) -> str | None:
+    """`text` (a traceback) with the paths of the bundle's files written as the user's, under `source_root`: a
+    remote traceback then points at the file the user edits, not at an agent's copy of it."""
+    if not text or not source_root:
+        return text
+    user = source_root.rstrip("/\\") + "/"
+    for here in dict.fromkeys((str(bundle), str(bundle.resolve()))):
+        if here.rstrip(os.sep):  # never the filesystem's root: that would rewrite every path
+            text = text.replace(here.rstrip(os.sep) + os.sep, user)
+    return text
+
+
 def find_task(name: str) -> TaskTemplate[..., Any]:
     env_name, _, func = name.rpartition(".")
     env = registered_environments().get(env_name)

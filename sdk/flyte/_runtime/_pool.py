@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from .. import _otel
@@ -39,6 +40,8 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
     slots = asyncio.Semaphore(concurrency)
 
     async def run_one(assignment: Assignment, key: str) -> None:
+        received = time.time_ns()
+        reported: int | None = None
         async with slots:
             try:
                 link = links.get(assignment.run)
@@ -49,12 +52,13 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
                 here = bundle
                 if here is None:
                     here = await asyncio.to_thread(fetch_bundle, endpoint, assignment.token, assignment.bundle_digest)
-                await run_assignment(assignment, here, endpoint, link)
+                reported = await run_assignment(assignment, here, endpoint, link, received)
             except Exception:
                 log.exception("assignment %s failed to report", key)
             finally:
                 running.pop(key, None)
-                writer.write(json.dumps({"done": key}).encode() + b"\n")
+                # When it reported: the agent ends the attempt's span there (see `_otel.REPORTED_DIR`).
+                writer.write(json.dumps({"done": key, "reported": reported}).encode() + b"\n")
                 await writer.drain()
 
     while line := await reader.readline():

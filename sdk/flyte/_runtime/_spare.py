@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 from .. import _otel
@@ -20,10 +21,12 @@ async def serve_once(socket: Path, endpoint: str) -> None:
     line = await reader.readline()
     if not line:
         return
+    received = time.time_ns()
     message = json.loads(line)
     assignment = Assignment.model_validate(message["assignment"])
     # This process runs this one attempt: its task's variables are simply its environment from here on.
     os.environ.update(message.get("env") or {})
     configure(assignment, endpoint)
-    await run_assignment(assignment, Path(message["bundle"]), endpoint)
+    reported = await run_assignment(assignment, Path(message["bundle"]), endpoint, received_ns=received)
+    _otel.note_reported(assignment.run, assignment.action, assignment.attempt, reported)
     writer.close()

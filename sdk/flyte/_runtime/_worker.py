@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 from .. import _otel
@@ -15,20 +16,26 @@ from .._interface import EncodedInputs
 from .._remote_controller import RemoteController
 from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
-from ._bundle import find_task, load_bundle
+from ._bundle import find_task, load_bundle, user_paths
 
 log = logging.getLogger("flyte.worker")
 
 
-async def run_assignment(assignment: Assignment, bundle: Path, endpoint: str, link: WorkerLink | None = None) -> None:
-    """Run one attempt and report how it ended; raises only when the result could not be reported."""
+async def run_assignment(
+    assignment: Assignment, bundle: Path, endpoint: str, link: WorkerLink | None = None, received_ns: int | None = None
+) -> int:
+    """Run one attempt and report how it ended; returns when (ns) it reported, which is before the gateway ended the
+    action. Raises only when the result could not be reported. `received_ns`: when this worker was handed the
+    attempt (its process launched, or the assignment arrived), the start of its `start-up` span."""
     own_link = link is None
     if link is None:
         link = WorkerLink(endpoint, assignment.token, assignment.run)
         await link.connect()
     try:
-        event = await _attempt(assignment, bundle, link)
+        event = await _attempt(assignment, bundle, link, received_ns or time.time_ns())
+        reported_ns = time.time_ns()
         await link.report(assignment.action, event[0], event[1])
+        return reported_ns
     finally:
         if own_link:
             await link.close()
@@ -36,7 +43,9 @@ async def run_assignment(assignment: Assignment, bundle: Path, endpoint: str, li
             await asyncio.to_thread(_otel.flush_worker)
 
 
-async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tuple[ActionEvent, dict[str, WireTrace]]:
+async def _attempt(
+    assignment: Assignment, bundle: Path, link: WorkerLink, received_ns: int
+) -> tuple[ActionEvent, dict[str, WireTrace]]:
     def ended(phase: Phase, output: WireValue | None = None, error: ErrorInfo | None = None) -> ActionEvent:
         return ActionEvent(
             phase=phase,
@@ -74,6 +83,8 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
             "flyte.attempt": assignment.attempt,
             _otel.RUN_ATTRIBUTE: assignment.run,
         }
+        # From launch (or hand-over) to the user's function: interpreter start, imports, the bundle, the inputs.
+        _otel.record_span("start-up", assignment.traceparent, attributes, received_ns)
         with _otel.current_span(f"task {assignment.task}", assignment.traceparent, attributes):
             output = await execute_body(task, action, values)
         wire = WireValue.from_encoded(output) if output is not None else None
@@ -81,7 +92,9 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
     except Exception as error:
         # A flyte error as it is; anything else (the bundle failed to load, an input failed to decode) is the
         # user's code or values, reported as a user error.
-        return ended(Phase.FAILED, error=ErrorInfo.from_exception(error)), dict(controller.recorded)
+        info = ErrorInfo.from_exception(error)
+        info = info.model_copy(update={"traceback": user_paths(info.traceback, bundle, assignment.source_root)})
+        return ended(Phase.FAILED, error=info), dict(controller.recorded)
 
 
 def configure(assignment: Assignment, endpoint: str) -> None:

@@ -15,7 +15,7 @@ DEFAULT_CONFIG_PATH = Path(".flyte") / "config.yaml"
 
 @click.group()
 def create() -> None:
-    """Create configuration files."""
+    """Create configuration files and secrets."""
 
 
 @create.command("config")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ._errors import CliError, CliUsageError
-from ._inspect import _init, _when
+from ._inspect import _init, _when, get
 from ._output import OutputFormat, format_duration, output_option, print_listing
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -200,3 +200,8 @@ def cluster_uncordon(name: str) -> None:
     """Let new work land on NAME again."""
     _gateway_call("POST", f"/api/v1/clusters/{name}/uncordon")
     click.echo(f"{name}: ready")
+
+
+# `get`'s placement subcommands live here, beside their helpers; `flyte get` is looked up through this module.
+get.add_command(get_placement)
+get.add_command(get_clusters)

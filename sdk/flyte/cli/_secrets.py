@@ -17,7 +17,9 @@ from flyte._client import GatewayError, call_sync, client_for
 from flyte._config import current_config
 from flyte._wire import SecretInfo, SecretWrite
 
+from ._create import create
 from ._errors import CliError, CliUsageError
+from ._inspect import get
 from ._output import OutputFormat, output_option, print_listing
 
 _PROJECT = click.option("--project", default=None, help="The project (default: the configured one).")
@@ -78,7 +80,7 @@ def get_secrets(project: str | None, output: OutputFormat) -> None:
 
 @click.group("delete")
 def delete() -> None:
-    """Delete things from the gateway."""
+    """Delete secrets."""
 
 
 @delete.command("secret")
@@ -89,3 +91,7 @@ def delete_secret(name: str, project: str | None) -> None:
     where = _project(project)
     _call("DELETE", f"/api/v1/secrets/{quote(name, safe='')}", where)
     click.echo(f"secret {name} deleted from project {where}")
+
+
+get.add_command(get_secrets)
+create.add_command(create_secret)
