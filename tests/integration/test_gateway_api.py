@@ -45,6 +45,15 @@ async def test_deploy_get_list_and_versions_are_immutable(api: Api) -> None:
     assert {(t["spec"]["name"], t["version"]) for t in tasks} >= {(f"{env}.main", "v2")}
 
 
+async def test_head_on_a_blob_says_whether_it_is_stored(api: Api) -> None:
+    data = unique("bundle").encode()
+    digest = hashlib.sha256(data).hexdigest()
+    assert (await api.call("HEAD", f"/api/v1/blobs/{digest}"))[0] == 404
+    assert (await api.call("PUT", f"/api/v1/blobs/{digest}", raw=data))[0] == 201
+    assert (await api.call("HEAD", f"/api/v1/blobs/{digest}"))[0] == 200
+    assert (await api.call("HEAD", "/api/v1/blobs/not-a-digest"))[0] == 400
+
+
 async def test_deploy_needs_its_bundle_uploaded_first(api: Api) -> None:
     env = unique("nobundle")
     body = {
