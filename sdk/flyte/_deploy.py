@@ -47,6 +47,8 @@ class CodeBundle:
     paths: tuple[str, ...]
     """Folders (relative to the root, "" for the root itself) the worker puts on `sys.path`, first one first."""
     digest: str
+    contents: tuple[bytes, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    """The files' bytes as read once: the digest and the archive are of the same bytes."""
 
     @property
     def size(self) -> int:
@@ -127,13 +129,22 @@ def code_bundle(env: TaskEnvironment) -> CodeBundle:
             paths.append(relative)
     if "" not in paths:
         paths.append("")
-    files = list_source_files(root)
-    check_size(root, files, max_bundle_bytes())
-    bundle = CodeBundle(root, tuple(files), tuple(modules), tuple(paths), "")
+    listed = list_source_files(root)
+    check_size(root, listed, max_bundle_bytes())
+    files: list[SourceFile] = []
+    contents: list[bytes] = []
+    for f in listed:
+        try:
+            data = (root / f.relative).read_bytes()
+        except FileNotFoundError:
+            continue  # gone since it was listed (a temporary file of a running program): not part of the code
+        files.append(SourceFile(f.relative, len(data)))
+        contents.append(data)
+    bundle = CodeBundle(root, tuple(files), tuple(modules), tuple(paths), "", tuple(contents))
     h = hashlib.sha256(bundle.manifest())
-    for f in files:
+    for f, data in zip(files, contents, strict=True):
         h.update(f.relative.encode() + b"\0")
-        h.update(hashlib.sha256((root / f.relative).read_bytes()).digest())
+        h.update(hashlib.sha256(data).digest())
     return dataclasses.replace(bundle, digest=h.hexdigest()[:16])
 
 
@@ -214,7 +225,7 @@ def bundle_archive(bundle: CodeBundle) -> bytes:
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         entries = [(BUNDLE_MANIFEST, bundle.manifest())]
-        entries += [(f.relative, (bundle.root / f.relative).read_bytes()) for f in bundle.files]
+        entries += [(f.relative, data) for f, data in zip(bundle.files, bundle.contents, strict=True)]
         for name, data in entries:
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -12,6 +12,7 @@ virtual environments (`.venv`, `venv`, and any folder with a `pyvenv.cfg`), and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,8 @@ def list_source_files(root: Path) -> list[SourceFile]:
                     if not _skipped_folder(path, home) and not rules.ignored(child, is_dir=True):
                         walk(path, child, rules)
                 elif entry.is_file() and not rules.ignored(child, is_dir=False):
-                    found.append(SourceFile(child, entry.stat().st_size))
+                    with contextlib.suppress(FileNotFoundError):  # a temporary file that came and went
+                        found.append(SourceFile(child, entry.stat().st_size))
 
     walk(root, "", _Rules())
     return found

@@ -37,8 +37,10 @@ async def main(x: int = 3) -> int:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "gateway-home").start()
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    # Apart from the programs' folder: a bundle carries its whole folder, and the live database would change it.
+    state = tmp_path_factory.mktemp("gateway")
+    process = GatewayProcess(f"sqlite:{state / 'state.db'}", state / "gateway-home").start()
     try:
         yield process
     finally:
