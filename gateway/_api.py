@@ -185,7 +185,8 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 async def get_task(request: web.Request) -> web.Response:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
+    # A worker resolves the deployed tasks its code calls by name (`remote.Task.get`), in its run's project.
+    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request), project=project)
     version = request.query.get("version")
     return _json(await services(request).registry.get(project, domain, request.match_info["task"], version))
 

@@ -40,13 +40,15 @@ def _when(timestamp: float | None) -> str:
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*row)
+        # Cells are data, not markup: `list[float]` would otherwise lose its `[float]` as an unknown style.
+        table.add_row(*(escape(cell) for cell in row))
     Console().print(table)
 
 
@@ -79,13 +81,14 @@ def get() -> None:
 
 @get.command("tasks")
 def get_tasks() -> None:
-    """The latest version of every deployed task."""
+    """The latest version of every deployed task: what `remote.Task.get` and `flyte run deployed-task` can call."""
     _init()
     try:
         tasks = flyte.remote.Task.listall()
     except GatewayError as exc:
         raise CliError(str(exc)) from None
-    _table("tasks", ["task", "version", "deployed"], [[t.name, t.version, _when(t.deployed_at)] for t in tasks])
+    rows = [[t.name, t.version, t.signature or "-", _when(t.deployed_at)] for t in tasks]
+    _table("tasks", ["task", "version", "signature", "deployed"], rows)
 
 
 @get.command("runs")
