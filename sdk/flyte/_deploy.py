@@ -27,13 +27,18 @@ from ._environment import TaskEnvironment
 from ._image import Image
 from ._naming import digest_text
 from ._paths import flyte_home
-from ._source import SourceFile, check_size, human_size, list_source_files, max_bundle_bytes, source_root
+from ._source import (
+    BUNDLE_MANIFEST,
+    SourceFile,
+    check_size,
+    human_size,
+    list_source_files,
+    max_bundle_bytes,
+    source_root,
+)
 from ._task import TaskTemplate
 from ._wire import DeployRequest, ParameterSpec, TaskSpec
 from .errors import DeploymentError
-
-BUNDLE_MANIFEST = ".flyte-bundle.json"
-"""The file in every bundle that says which modules define the tasks and which folders go on `sys.path`."""
 
 
 @dataclass(frozen=True)

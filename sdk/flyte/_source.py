@@ -7,7 +7,8 @@ folder, from the task's file upwards, that holds a `pyproject.toml` or a `.git`;
 Ignore rules are gitignore's (through `pathspec`, whose `GitIgnoreSpec` follows git's own matching, negations and
 directory rules included): every `.gitignore` applies to its folder and below, and `.flyteignore` files add rules
 for the bundle only. Some folders are never bundled whatever the rules say: `.git`, `__pycache__`, `.flyte`, and
-virtual environments (`.venv`, `venv`, and any folder with a `pyvenv.cfg`), and the flyte home (`FLYTE_HOME`).
+virtual environments (`.venv`, `venv`, and any folder with a `pyvenv.cfg`), the flyte home (`FLYTE_HOME`), and
+extracted bundles (folders with a `.flyte-bundle.json`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .errors import DeploymentError
 ROOT_MARKERS = ("pyproject.toml", ".git")
 IGNORE_FILES = (".gitignore", ".flyteignore")
 ALWAYS_SKIPPED = frozenset({".git", "__pycache__", ".flyte", ".venv", "venv", ".mypy_cache", ".ruff_cache"})
+BUNDLE_MANIFEST = ".flyte-bundle.json"
+"""The file in every bundle that says which modules define the tasks and which folders go on `sys.path`."""
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 MAX_BYTES_VARIABLE = "FLYTE_BUNDLE_MAX_SIZE"
 """Overrides the size cap, in bytes or with a unit (`500Mi`, `1Gi`)."""
@@ -86,7 +89,14 @@ class _Rules:
 
 
 def _skipped_folder(path: Path, home: Path) -> bool:
-    return path.name in ALWAYS_SKIPPED or (path / "pyvenv.cfg").exists() or path == home
+    return (
+        path.name in ALWAYS_SKIPPED
+        or (path / "pyvenv.cfg").exists()
+        or path == home
+        # An extracted bundle (an agent's work directory inside the project): carrying it would nest every
+        # earlier bundle in the next one.
+        or (path / BUNDLE_MANIFEST).exists()
+    )
 
 
 def list_source_files(root: Path) -> list[SourceFile]:

@@ -64,6 +64,8 @@ def test_gitignore_flyteignore_and_folders_never_bundled(tmp_path: Path) -> None
             "env2/pyvenv.cfg": "",
             "env2/lib/site.py": "",
             ".flyte/config.yaml": "",
+            "work/bundles/0123/.flyte-bundle.json": "{}",
+            "work/bundles/0123/main.py": "",
         },
     )
     assert _listed(tmp_path) == [

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._deploy import BUNDLE_MANIFEST
 from .._environment import registered_environments
+from .._source import BUNDLE_MANIFEST
 from .._task import TaskTemplate
 from ..errors import RemoteTaskNotFoundError
 
