@@ -32,10 +32,14 @@ class TaskReference:
     domain: str | None = None
 
     def _pinned(self) -> str | None:
-        """The version asked for: exact, the caller's own ("current"), or None for the latest."""
+        """The version asked for: exact, the caller's own ("current"), or None for the latest.
+
+        Flyte 2 insists on `version` or `auto_version`; without either, a call from a task keeps the caller's own
+        version (as it always did here) and a run from outside one takes the latest.
+        """
         if self.version is not None:
             return self.version
-        if self.auto_version == "current":
+        if self.auto_version != "latest":
             action = current_action.get()
             return action.version if action is not None else None
         return None
