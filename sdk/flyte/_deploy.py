@@ -101,6 +101,11 @@ def _task_module(task: TaskTemplate[..., Any], root: Path) -> tuple[str, Path]:
     if source is None:
         raise DeploymentError(f"task {task.name} has no source file to bundle (defined interactively?)")
     path = Path(source).resolve()
+    if not path.is_file():
+        raise DeploymentError(
+            f"task {task.name} is defined in {path}, which is not a file on disk (a notebook cell?): "
+            "move it into a module to deploy it"
+        )
     if not path.is_relative_to(root):
         raise DeploymentError(f"task {task.name} is defined in {path}, outside the bundle's source root {root}")
     module = task.func.__module__

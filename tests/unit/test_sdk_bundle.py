@@ -148,3 +148,19 @@ def test_flyte_deploy_dry_run_lists_the_files_with_sizes_and_total(tmp_path: Pat
     assert any(line.split() == ["10", "B", "helpers_for_dry.py"] for line in lines), result.output
     assert any(line.split()[2:] == ["dry_prog.py"] for line in lines), result.output
     assert f"total, 2 files from {tmp_path.resolve()}" in lines[-1]
+
+
+def test_a_task_from_a_notebook_cell_is_refused_with_a_reason(tmp_path: Path) -> None:
+    import linecache
+
+    import flyte
+
+    cell = str(tmp_path / "ipykernel_1" / "cell.py")  # as Jupyter names cells: in linecache, never on disk
+    source = "async def from_cell() -> int:\n    return 1\n"
+    linecache.cache[cell] = (len(source), None, source.splitlines(True), cell)
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(source, cell, "exec"), namespace)
+    env = flyte.TaskEnvironment("notebook_cell_env")
+    env.task(namespace["from_cell"])  # type: ignore[arg-type]
+    with pytest.raises(DeploymentError, match=r"not a file on disk \(a notebook cell\?\)"):
+        code_bundle(env)
