@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._config import current_config
 from ._environment import registered_environments
@@ -33,8 +33,11 @@ from ._wire import ActionSummary, ErrorInfo, Phase
 from .errors import ActionAbortedError, RemoteTaskNotFoundError
 
 RunMode = Literal["local", "remote"]
-Runnable = TaskTemplate[..., Any] | RemoteTask | Any
-"""A task, a deployed task, or a `remote.Task.get` reference (Any: `flyte.remote` imports this module)."""
+if TYPE_CHECKING:
+    from .remote._task import TaskReference
+
+    Runnable = TaskTemplate[..., Any] | RemoteTask | TaskReference
+    """A task, a deployed task, or a `remote.Task.get` reference."""
 
 _RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -188,16 +191,6 @@ class RunContext:
             return start_remote(task, args, kwargs, self.options)
         inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
         return self._start_local(task, inputs, None)
-
-    def _deployed(self, task: Runnable) -> RemoteTask | None:
-        """A deployed task to run by its registry entry: a `RemoteTask`, or a reference in remote mode."""
-        from .remote._task import TaskReference
-
-        if isinstance(task, TaskReference):
-            if not current_config().is_remote or self.mode == "local":
-                return None if self.mode == "local" and not current_config().is_remote else task.deployed()
-            return task.deployed()
-        return task if isinstance(task, RemoteTask) else None
 
     def _start_local(self, task: TaskTemplate[..., Any], inputs: EncodedInputs, recover_from: Path | None) -> Run:
         config = current_config()
