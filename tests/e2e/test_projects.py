@@ -204,3 +204,16 @@ def test_flyte_run_deployed_task_from_the_cli_and_the_sdk(rig: Rig) -> None:
     assert run.outputs() == ([5.0, 10.0],)
     with pytest.raises(flyte.errors.ValueEncodingError, match="expects array of number"):
         flyte.run(flyte.remote.Task.get("features.summarize"), values="1,2")
+
+
+def test_a_task_deployed_in_another_project_runs_by_project_and_version(rig: Rig) -> None:
+    service = write_project(rig.cwd / "features_svc", SERVICE)
+    team = Rig(rig.cwd, {**rig.env, "FLYTE_PROJECT": "features-team"})
+    deployed = team.flyte("deploy", str(service / "features.py"), "features", "--version", "team-v1")
+    assert deployed.returncode == 0, deployed.stderr
+    rig.connect()
+    pinned = flyte.remote.Task.get("features.featurize", version="team-v1", project="features-team")
+    run = flyte.run(pinned, x=1, scale=3)
+    assert run.outputs() == ([3.0, 6.0],)
+    with pytest.raises(flyte.errors.RemoteTaskNotFoundError, match=r"no deployed task 'features\.featurize'"):
+        flyte.run(flyte.remote.Task.get("features.featurize", version="team-v9", project="features-team"), x=1)
