@@ -152,6 +152,13 @@ async def get_blob(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream")
 
 
+async def head_blob(request: web.Request) -> web.Response:
+    """200 when the blob is stored, 404 when not: a client uploads an unchanged bundle only once."""
+    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
+    exists = await services(request).blobs.exists(request.match_info["digest"])
+    return web.Response(status=200 if exists else 404)
+
+
 def _worker_and_agent_scopes(request: web.Request) -> list[str]:
     return [s for s in principal_of(request).scopes if s.startswith(("worker:", "agent:"))]
 
@@ -178,7 +185,8 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 async def get_task(request: web.Request) -> web.Response:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
+    # A worker resolves the deployed tasks its code calls by name (`remote.Task.get`), in its run's project.
+    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request), project=project)
     version = request.query.get("version")
     return _json(await services(request).registry.get(project, domain, request.match_info["task"], version))
 
@@ -401,6 +409,7 @@ async def make_token(request: web.Request) -> web.Response:
 ROUTES: list[Route] = [
     Route("PUT", "/api/v1/blobs/{digest}", put_blob, "Upload a blob under the sha256 of its content"),
     Route("GET", "/api/v1/blobs/{digest}", get_blob, "Download a blob"),
+    Route("HEAD", "/api/v1/blobs/{digest}", head_blob, "Whether a blob is stored (200) or not (404)"),
     Route(
         "POST",
         "/api/v1/deployments",

@@ -162,6 +162,15 @@ class GatewayClient:
         await self.request("PUT", f"/api/v1/blobs/{digest}", data=data)
         return digest
 
+    async def has_blob(self, digest: str) -> bool:
+        try:
+            await self.request("HEAD", f"/api/v1/blobs/{digest}")
+        except GatewayError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     async def get_blob(self, digest: str) -> bytes:
         data = await self.request("GET", f"/api/v1/blobs/{digest}")
         assert isinstance(data, bytes)

@@ -132,6 +132,15 @@ class ValueCodec:
             except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError):
                 self._adapter = None
 
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of a JSON-travelling type ({} when pydantic cannot describe it); None for pickles."""
+        if self._adapter is None:
+            return None
+        try:
+            return self._adapter.json_schema()
+        except (pydantic.PydanticUserError, pydantic_core.PydanticSerializationError, TypeError, ValueError):
+            return {}
+
     def encode(self, value: object) -> EncodedValue:
         if self._adapter is not None:
             try:

@@ -1,20 +1,21 @@
 """`flyte.deploy`: freeze environments and their tasks as a version.
 
-The code bundle of an environment is the set of source files its tasks are defined in, content-hashed; the
-default version is a digest of the bundle and the environment's settings, so unchanged code deploys as the same
-version. Local mode records deployments under the flyte home (so `flyte.remote.Task` can list them); remote mode
+The code bundle of an environment is the whole source root of its tasks' program (see `_source`) with a manifest
+naming the modules that define the tasks, content-hashed; the default version is a digest of the bundle and the
+environment's settings, so unchanged code deploys as the same version, and an unchanged bundle is not uploaded
+again. Local mode records deployments under the flyte home (so `flyte.remote.Task` can list them); remote mode
 uploads the bundle (a reproducible tar.gz: sorted entries, fixed times and owners) and the task specs to the
 gateway, which refuses to change a version that exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import inspect
 import io
 import json
-import os
 import tarfile
 import time
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ from ._environment import TaskEnvironment
 from ._image import Image
 from ._naming import digest_text
 from ._paths import flyte_home
+from ._source import (
+    BUNDLE_MANIFEST,
+    SourceFile,
+    check_size,
+    human_size,
+    list_source_files,
+    max_bundle_bytes,
+    source_root,
+)
 from ._task import TaskTemplate
 from ._wire import DeployRequest, ParameterSpec, SecretRef, TaskSpec
 from .errors import DeploymentError
@@ -33,10 +43,30 @@ from .errors import DeploymentError
 
 @dataclass(frozen=True)
 class CodeBundle:
-    """The source files of an environment's tasks and their content digest."""
+    """An environment's code: the files of its source root, the modules that define its tasks, and a digest."""
 
-    files: tuple[Path, ...]
+    root: Path
+    files: tuple[SourceFile, ...]
+    modules: tuple[str, ...]
+    """Imported by the worker, in this order, to define the environment's tasks."""
+    paths: tuple[str, ...]
+    """Folders (relative to the root, "" for the root itself) the worker puts on `sys.path`, first one first."""
     digest: str
+    contents: tuple[bytes, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    """The files' bytes as read once: the digest and the archive are of the same bytes."""
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def manifest(self) -> bytes:
+        return json.dumps({"modules": list(self.modules), "paths": list(self.paths)}, sort_keys=True).encode()
+
+    def listing(self) -> list[str]:
+        """One line per file with its size, and the total: what `flyte deploy --dry-run` shows."""
+        lines = [f"    {human_size(f.size):>10}  {f.relative}" for f in self.files]
+        lines.append(f"    {human_size(self.size):>10}  total, {len(self.files)} files from {self.root}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -54,22 +84,78 @@ class Deployment:
         if self.dry_run:
             lines[0] += " (dry run)"
         lines += [f"  task {name}" for name in self.tasks]
-        lines.append(f"  code bundle {self.bundle.digest} ({len(self.bundle.files)} files)")
+        b = self.bundle
+        lines.append(f"  code bundle {b.digest} ({len(b.files)} files, {human_size(b.size)}) from {b.root}")
+        if self.dry_run:
+            lines += b.listing()
         return "\n".join(lines)
 
 
+def _task_module(task: TaskTemplate[..., Any], root: Path) -> tuple[str, Path]:
+    """The module name the worker imports for a task's file, and the folder that name is relative to.
+
+    A module imported by name keeps that name (`pkg.tasks` under `src/` puts `src` on the path); the script that
+    was run (`__main__`) is named after its file, with its folder on the path, as Python itself does locally.
+    """
+    source = inspect.getsourcefile(task.func)
+    if source is None:
+        raise DeploymentError(f"task {task.name} has no source file to bundle (defined interactively?)")
+    path = Path(source).resolve()
+    if not path.is_file():
+        raise DeploymentError(
+            f"task {task.name} is defined in {path}, which is not a file on disk (a notebook cell?): "
+            "move it into a module to deploy it"
+        )
+    if not path.is_relative_to(root):
+        raise DeploymentError(f"task {task.name} is defined in {path}, outside the bundle's source root {root}")
+    module = task.func.__module__
+    parts = module.split(".")
+    if module != "__main__" and parts[-1] == (path.parent.name if path.name == "__init__.py" else path.stem):
+        base = path.parent
+        for _ in range(len(parts) - (0 if path.name == "__init__.py" else 1)):
+            base = base.parent
+        if base.is_relative_to(root):
+            return module, base
+    return path.stem, path.parent
+
+
 def code_bundle(env: TaskEnvironment) -> CodeBundle:
-    files: set[Path] = set()
-    for task in env.tasks.values():
-        source = inspect.getsourcefile(task.func)
-        if source is None:
-            raise DeploymentError(f"task {task.name} has no source file to bundle (defined interactively?)")
-        files.add(Path(source).resolve())
-    h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(path.name.encode())
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return CodeBundle(tuple(sorted(files)), h.hexdigest()[:16])
+    """The bundle of an environment's tasks: every file of their source root that no ignore rule leaves out."""
+    tasks = list(env.tasks.values())
+    if not tasks:
+        raise DeploymentError(f"environment {env.name} has no tasks to bundle")
+    first = inspect.getsourcefile(tasks[0].func)
+    if first is None:
+        raise DeploymentError(f"task {tasks[0].name} has no source file to bundle (defined interactively?)")
+    root = source_root(Path(first))
+    modules: list[str] = []
+    paths: list[str] = []
+    for task in tasks:
+        module, base = _task_module(task, root)
+        relative = base.relative_to(root).as_posix().removeprefix(".")
+        if module not in modules:
+            modules.append(module)
+        if relative not in paths:
+            paths.append(relative)
+    if "" not in paths:
+        paths.append("")
+    listed = list_source_files(root)
+    check_size(root, listed, max_bundle_bytes())
+    files: list[SourceFile] = []
+    contents: list[bytes] = []
+    for f in listed:
+        try:
+            data = (root / f.relative).read_bytes()
+        except FileNotFoundError:
+            continue  # gone since it was listed (a temporary file of a running program): not part of the code
+        files.append(SourceFile(f.relative, len(data)))
+        contents.append(data)
+    bundle = CodeBundle(root, tuple(files), tuple(modules), tuple(paths), "", tuple(contents))
+    h = hashlib.sha256(bundle.manifest())
+    for f, data in zip(files, contents, strict=True):
+        h.update(f.relative.encode() + b"\0")
+        h.update(hashlib.sha256(data).digest())
+    return dataclasses.replace(bundle, digest=h.hexdigest()[:16])
 
 
 def _closure(envs: tuple[TaskEnvironment, ...]) -> list[TaskEnvironment]:
@@ -128,7 +214,11 @@ async def _deploy_remote(deployments: list[Deployment]) -> None:
     client = client_for()
     for d in deployments:
         try:
-            digest = await client.put_blob(bundle_archive(d.bundle))
+            archive = bundle_archive(d.bundle)
+            digest = hashlib.sha256(archive).hexdigest()
+            # An unchanged bundle is already stored under its digest: only its deployment record is new.
+            if not await client.has_blob(digest):
+                await client.put_blob(archive)
             await client.deploy(
                 DeployRequest(
                     project=client.project,
@@ -136,26 +226,21 @@ async def _deploy_remote(deployments: list[Deployment]) -> None:
                     env=d.env.name,
                     version=d.version,
                     bundle_digest=digest,
-                    tasks=[task_spec(t, str(bundle_root(d.bundle))) for t in d.env.tasks.values()],
+                    tasks=[task_spec(t, str(d.bundle.root)) for t in d.env.tasks.values()],
                 )
             )
         except GatewayError as error:
             raise DeploymentError(f"deploying {d.env.name} version {d.version}: {error.message}") from None
 
 
-def bundle_root(bundle: CodeBundle) -> Path:
-    """The directory the bundle's paths are relative to: the deepest one holding all its files."""
-    return Path(os.path.commonpath([p.parent for p in bundle.files])) if bundle.files else Path(".")
-
-
 def bundle_archive(bundle: CodeBundle) -> bytes:
     """The bundle as a reproducible tar.gz: the same files always give the same bytes, hence the same digest."""
-    root = bundle_root(bundle)
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for path in bundle.files:
-            data = path.read_bytes()
-            info = tarfile.TarInfo(str(path.relative_to(root)))
+        entries = [(BUNDLE_MANIFEST, bundle.manifest())]
+        entries += [(f.relative, data) for f, data in zip(bundle.files, bundle.contents, strict=True)]
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -175,7 +260,14 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
             except (TypeError, ValueError):
                 default_json = None
         params.append(
-            ParameterSpec(name=p.name, type=_type_text(p.annotation), required=p.required, default_json=default_json)
+            ParameterSpec(
+                name=p.name,
+                type=_type_text(p.annotation),
+                required=p.required,
+                default_json=default_json,
+                kind=p.codec.kind,
+                json_schema=p.codec.json_schema(),
+            )
         )
     image = task.env.image
     return TaskSpec(
@@ -185,6 +277,8 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
         interface_digest=interface.digest,
         inputs=params,
         output=_type_text(interface.returns) if interface.has_output else "None",
+        output_kind=interface.output_codec.kind if interface.has_output else None,
+        output_schema=interface.output_codec.json_schema() if interface.has_output else None,
         is_async=task.is_async,
         resources=s.resources.to_dict() if s.resources is not None else {},
         retries=s.retries.count,
@@ -222,7 +316,7 @@ def _record_local(deployments: list[Deployment]) -> None:
                 "env": d.env.name,
                 "version": d.version,
                 "tasks": list(d.tasks),
-                "files": [str(f) for f in d.bundle.files],
+                "files": [str(d.bundle.root / f.relative) for f in d.bundle.files],
                 "deployed_at": time.time(),
             }
             out.write(json.dumps(record) + "\n")

@@ -125,9 +125,13 @@ class TaskInterface:
         return {name: self.by_name[name].codec.decode(value) for name, value in inputs.values.items()}
 
     def as_outputs(self, value: Any) -> tuple[Any, ...]:
-        """The task's return value as the tuple `Run.outputs()` shows."""
-        if not self.has_output:
-            return ()
-        if self.output_arity > 1:
-            return tuple(value)
-        return (value,)
+        return as_outputs(self.has_output, self.output_arity, value)
+
+
+def as_outputs(has_output: bool, arity: int, value: Any) -> tuple[Any, ...]:
+    """A task's return value as the tuple `Run.outputs()` shows."""
+    if not has_output:
+        return ()
+    if arity > 1:
+        return tuple(value)
+    return (value,)

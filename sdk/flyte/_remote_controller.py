@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _otel
+from ._codec import EncodedValue
 from ._context import ActionContext, current_group, effective_custom_context
+from ._interface import EncodedInputs
 from ._task import TaskTemplate
 from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
 from ._worker_link import WorkerLink
 from .errors import ActionAbortedError, RuntimeSystemError
+
+if TYPE_CHECKING:
+    from ._remote_task import RemoteTask
 
 
 class RemoteController:
@@ -35,20 +40,39 @@ class RemoteController:
         self, task: TaskTemplate[..., Any], parent: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Coroutine[Any, Any, Any]:
         name, inputs = task.child_call(parent, args, kwargs)
-        version = task.deployed_version or self.version
-        request = ActionSubmitRequest(
+        request = self._request(task.name, task.deployed_version, name, parent, inputs, overrides_of(task))
+        return self._call(task.interface.output_codec, parent.action_name, request)
+
+    def submit_deployed(
+        self, task: RemoteTask, parent: ActionContext, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        """A call of a task known only by its deployed spec (`remote.Task.get` of code this worker lacks)."""
+        name, inputs = task.child_call(parent, args, kwargs)
+        request = self._request(task.name, task.deployed_version, name, parent, inputs, task.overrides)
+        return self._call(task.interface.output_codec, parent.action_name, request)
+
+    def _request(
+        self,
+        task: str,
+        deployed_version: str | None,
+        name: str,
+        parent: ActionContext,
+        inputs: EncodedInputs,
+        overrides: TaskOverrides | None,
+    ) -> ActionSubmitRequest:
+        version = deployed_version or self.version
+        return ActionSubmitRequest(
             name=name,
             parent=parent.action_name,
-            task=task.name,
+            task=task,
             version=None if version == "latest" else version,
             inputs={k: WireValue.from_encoded(v) for k, v in inputs.values.items()},
             group=current_group(),
             custom_context=dict(effective_custom_context(parent)),
-            overrides=overrides_of(task),
+            overrides=overrides,
         )
-        return self._call(task, parent.action_name, request)
 
-    async def _call(self, task: TaskTemplate[..., Any], parent: str, request: ActionSubmitRequest) -> Any:
+    async def _call(self, output: OutputDecoder, parent: str, request: ActionSubmitRequest) -> Any:
         attributes = {"flyte.child": request.name, "flyte.task": request.task}
         # The call's span covers submit and wait; the child's action span hangs under it.
         with _otel.current_span(f"call {request.task}", None, attributes) as traceparent:
@@ -56,7 +80,7 @@ class RemoteController:
                 request = request.model_copy(update={"traceparent": traceparent})
             submitted = await self.link.submit(request)
             child = submitted if submitted.phase.is_terminal else await self.link.wait_child(parent, request.name)
-        return decode_result(task, child)
+        return decode_result(output, child)
 
     def trace_checkpoint(self, action: ActionContext, key: str) -> tuple[str, bytes] | None:
         return self._replay.get(key)
@@ -67,12 +91,16 @@ class RemoteController:
         self.link.record_trace(action.action_name, key, trace)
 
 
-def decode_result(task: TaskTemplate[..., Any], child: ActionSummary) -> Any:
+class OutputDecoder(Protocol):
+    def decode(self, value: EncodedValue) -> Any: ...
+
+
+def decode_result(output: OutputDecoder, child: ActionSummary) -> Any:
     """A finished child's value, or its error raised as the parent would see a local one."""
     if child.phase is Phase.SUCCEEDED:
         if child.output is None:
             return None
-        return task.interface.output_codec.decode(child.output.to_encoded())
+        return output.decode(child.output.to_encoded())
     if child.error is not None:
         raise child.error.to_exception()
     if child.phase is Phase.ABORTED:

@@ -17,7 +17,9 @@ from ._client import GatewayBlobs, GatewayClient, GatewayError, call_sync, clien
 from ._codec import reset_blob_backend, use_blob_backend
 from ._config import current_config
 from ._deploy import Deployment, _closure, _deploy_remote, _settings_text, code_bundle
+from ._interface import EncodedInputs
 from ._naming import digest_text
+from ._remote_task import RemoteTask
 from ._retrying import RetryDelay
 from ._run_state import RunOptions
 from ._task import TaskTemplate
@@ -31,13 +33,7 @@ _RECONNECT_MAX = 5.0
 def start_remote(
     task: TaskTemplate[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: RunOptions
 ) -> RemoteRun:
-    config = current_config()
-    assert config.endpoint is not None
-    token = use_blob_backend(GatewayBlobs(config.endpoint, config.api_key))
-    try:
-        inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
-    finally:
-        reset_blob_backend(token)
+    inputs = _encode_inputs(task, args, kwargs)
     envs = _closure((task.env,))
     bundles = [(env, code_bundle(env)) for env in envs]
     version = options.version or digest_text(*(f"{b.digest}:{_settings_text(env)}" for env, b in bundles))
@@ -46,9 +42,40 @@ def start_remote(
     ]
     call_sync(_deploy_remote(deployments))
     client = client_for()
+    return _create_run(client, task, version, inputs, options, client.project, client.domain)
+
+
+def start_deployed(task: RemoteTask, args: tuple[Any, ...], kwargs: dict[str, Any], options: RunOptions) -> RemoteRun:
+    """A run of a task version already in the registry: nothing is deployed, the inputs are checked by its spec."""
+    inputs = _encode_inputs(task, args, kwargs)
+    return _create_run(client_for(), task, task.version, inputs, options, task.project, task.domain)
+
+
+def _encode_inputs(
+    task: TaskTemplate[..., Any] | RemoteTask, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> EncodedInputs:
+    """The run's inputs in wire form; large values go to the gateway's blob store."""
+    config = current_config()
+    assert config.endpoint is not None
+    token = use_blob_backend(GatewayBlobs(config.endpoint, config.api_key))
+    try:
+        return task.interface.encode_inputs(task.interface.bind(args, kwargs))
+    finally:
+        reset_blob_backend(token)
+
+
+def _create_run(
+    client: GatewayClient,
+    task: TaskTemplate[..., Any] | RemoteTask,
+    version: str,
+    inputs: EncodedInputs,
+    options: RunOptions,
+    project: str,
+    domain: str,
+) -> RemoteRun:
     request = RunCreateRequest(
-        project=options.project or client.project,
-        domain=options.domain or client.domain,
+        project=options.project or project,
+        domain=options.domain or domain,
         task=task.name,
         version=version,
         name=options.name,
@@ -64,7 +91,7 @@ def start_remote(
 class RemoteRun:
     """A handle on a run in the gateway: the same surface as a local `Run`."""
 
-    def __init__(self, client: GatewayClient, summary: RunSummary, task: TaskTemplate[..., Any]):
+    def __init__(self, client: GatewayClient, summary: RunSummary, task: TaskTemplate[..., Any] | RemoteTask):
         self._client = client
         self._summary = summary
         self._task = task

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._config import current_config
 from ._environment import registered_environments
@@ -26,12 +26,18 @@ from ._local_controller import LocalController
 from ._naming import ROOT_ACTION, new_run_name
 from ._paths import runs_dir
 from ._remote_run import RemoteRun
+from ._remote_task import RemoteTask
 from ._run_state import ActionRecord, RunOptions, RunState, read_action_summaries, read_run_summary, read_traces
 from ._task import TaskTemplate
 from ._wire import ActionSummary, ErrorInfo, Phase
 from .errors import ActionAbortedError, RemoteTaskNotFoundError
 
 RunMode = Literal["local", "remote"]
+if TYPE_CHECKING:
+    from .remote._task import TaskReference
+
+    Runnable = TaskTemplate[..., Any] | RemoteTask | TaskReference
+    """A task, a deployed task, or a `remote.Task.get` reference."""
 
 _RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -159,8 +165,20 @@ class RunContext:
     def run(self) -> _Runner:
         return _Runner(self)
 
-    def start(self, task: TaskTemplate[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run | RemoteRun:
+    def start(self, task: Runnable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run | RemoteRun:
         """Start a run and return at once (the CLI uses this to show progress while it runs)."""
+        from .remote._task import TaskReference
+
+        remote = self.mode != "local" and current_config().is_remote
+        if isinstance(task, TaskReference):
+            # A deployed task runs from the registry in remote mode; locally only its loaded code can run.
+            task = task.deployed() if remote else task.resolve()
+        if isinstance(task, RemoteTask):
+            if not remote:
+                raise ValueError(f"{task.name} is a deployed task: run it in remote mode (with an endpoint)")
+            from ._remote_run import start_deployed
+
+            return start_deployed(task, args, kwargs, self.options)
         if not isinstance(task, TaskTemplate):
             raise TypeError(f"flyte.run expects a task (decorated with @env.task), not {task!r}")
         config = current_config()
@@ -264,7 +282,7 @@ class _Runner:
     def _ctx(self) -> RunContext:
         return self._context or RunContext()
 
-    def __call__(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run | RemoteRun:
+    def __call__(self, task: Runnable, *args: Any, **kwargs: Any) -> Run | RemoteRun:
         """Local runs return when they end; remote runs return once created (`wait()` follows them)."""
         run = self._ctx().start(task, args, kwargs)
         if isinstance(run, RemoteRun):
@@ -277,7 +295,7 @@ class _Runner:
             raise
         return run
 
-    async def aio(self, task: TaskTemplate[..., Any], *args: Any, **kwargs: Any) -> Run | RemoteRun:
+    async def aio(self, task: Runnable, *args: Any, **kwargs: Any) -> Run | RemoteRun:
         run = await asyncio.to_thread(self._ctx().start, task, args, kwargs)
         if isinstance(run, Run):
             await asyncio.to_thread(run._state.finished.wait)

@@ -230,6 +230,10 @@ class ParameterSpec(WireModel):
     required: bool = True
     default_json: Text | None = None
     """The default value as JSON, when it has one that JSON can carry."""
+    kind: Literal["json", "pickle"] | None = None
+    """How values of this parameter travel (None: deployed before specs said)."""
+    json_schema: dict[str, Any] | None = None
+    """The JSON schema of the annotation, for JSON values: callers without the code check their arguments by it."""
 
 
 SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
@@ -275,6 +279,8 @@ class TaskSpec(WireModel):
     interface_digest: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
     inputs: list[ParameterSpec] = Field(default_factory=list, max_length=256)
     output: Annotated[str, StringConstraints(max_length=1024)] = "None"
+    output_kind: Literal["json", "pickle"] | None = None
+    output_schema: dict[str, Any] | None = None
     is_async: bool = True
     resources: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(default=0, ge=0, le=100)

@@ -67,6 +67,8 @@ def start_rig(root: Path, *up_args: str, clusters: str = "us-east,eu-west", **ex
     """`flyte rig up --clusters CLUSTERS UP_ARGS...` in `root`, with its own FLYTE_HOME and HOME (and `extra_env`)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "home").mkdir(exist_ok=True)
+    # Programs are written here and bundled whole: the rig's own state is not their code.
+    (root / ".flyteignore").write_text("flyte-home/\nhome/\n")
     env = {**os.environ, "FLYTE_HOME": str(root / "flyte-home"), "HOME": str(root / "home"), **extra_env}
     rig = Rig(root, env)
     up = rig.flyte("rig", "up", "--clusters", clusters, *up_args, timeout=90)

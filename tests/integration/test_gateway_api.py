@@ -55,6 +55,15 @@ async def test_the_same_code_deployed_from_another_checkout_is_the_same_version(
     assert (status, kept["spec"]["source_root"]) == (200, "/home/ana/project")
 
 
+async def test_head_on_a_blob_says_whether_it_is_stored(api: Api) -> None:
+    data = unique("bundle").encode()
+    digest = hashlib.sha256(data).hexdigest()
+    assert (await api.call("HEAD", f"/api/v1/blobs/{digest}"))[0] == 404
+    assert (await api.call("PUT", f"/api/v1/blobs/{digest}", raw=data))[0] == 201
+    assert (await api.call("HEAD", f"/api/v1/blobs/{digest}"))[0] == 200
+    assert (await api.call("HEAD", "/api/v1/blobs/not-a-digest"))[0] == 400
+
+
 async def test_deploy_needs_its_bundle_uploaded_first(api: Api) -> None:
     env = unique("nobundle")
     body = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +38,10 @@ async def main(x: int = 3) -> int:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "gateway-home").start()
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    # Apart from the programs' folder: a bundle carries its whole folder, and the live database would change it.
+    state = tmp_path_factory.mktemp("gateway")
+    process = GatewayProcess(f"sqlite:{state / 'state.db'}", state / "gateway-home").start()
     try:
         yield process
     finally:
@@ -103,6 +106,11 @@ def test_sdk_deploy_and_remote_views(gateway: GatewayProcess, tmp_path: Path) ->
     names = {t.name: t for t in flyte.remote.Task.listall()}
     assert names["sdk_env_a.main"].signature == "main(x: int = 3) -> int"
     assert names["sdk_env_a.main"].version == deployments[0].version
+    uploads = _blob_requests(gateway, "PUT")
+    assert uploads >= 1
+    flyte.deploy(sdk_program.env_a, version="same-code-again")
+    assert _blob_requests(gateway, "PUT") == uploads, "an unchanged bundle is not uploaded again"
+    assert _blob_requests(gateway, "HEAD") >= 2
 
     run = call_sync(
         client_for().create_run(RunCreateRequest(project="default", domain="development", task="sdk_env_a.main"))
@@ -110,6 +118,17 @@ def test_sdk_deploy_and_remote_views(gateway: GatewayProcess, tmp_path: Path) ->
     assert [r.name for r in flyte.remote.Run.listall(in_phase="queued")] == [run.name]
     assert flyte.remote.Run.get(run.name).url.endswith(f"/runs/{run.name}")
     assert [a.name for a in flyte.remote.Run.get(run.name).actions()] == ["a0"]
+
+
+def _blob_requests(gateway: GatewayProcess, method: str) -> int:
+    """How many blob requests of this method the gateway has answered, from its /metrics."""
+    with urllib.request.urlopen(f"{gateway.endpoint}/metrics") as response:
+        text = response.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("flyte_gateway_requests_total") and f'method="{method}"' in line and "blobs" in line
+    )
 
 
 def test_tokens_are_made_by_an_admin_and_scoped(gateway: GatewayProcess, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Loading a code bundle: its Python files are imported by their file names (never as `__main__`), which defines
-their environments and tasks, so a task is found by its name `<env>.<function>`.
+"""Loading a code bundle: the modules its manifest names are imported (never as `__main__`), which defines their
+environments and tasks, so a task is found by its name `<env>.<function>`. The bundle holds the program's whole
+source root, so those modules import the project's other modules as they do on the deploying machine.
 
 A bundle is a gzipped tar in the gateway's blob store, named by its digest. An agent extracts it once for the local
 processes it starts; a worker in a pod, which cannot see the agent's files, fetches it with its run token.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._environment import registered_environments
+from .._source import BUNDLE_MANIFEST
 from .._task import TaskTemplate
 from ..errors import RemoteTaskNotFoundError
 
@@ -26,9 +28,29 @@ _loaded: set[Path] = set()
 
 
 def load_bundle(directory: Path) -> None:
+    """Import the modules that define the bundle's tasks, with the bundle's folders on `sys.path` as on the
+    deploying machine, so their own imports of the project's other modules and packages resolve."""
     directory = directory.resolve()
     if directory in _loaded:
         return
+    manifest_path = directory / BUNDLE_MANIFEST
+    if not manifest_path.exists():
+        _load_every_file(directory)
+        _loaded.add(directory)
+        return
+    manifest = json.loads(manifest_path.read_text())
+    for relative in reversed(manifest["paths"]):
+        folder = str((directory / relative).resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    importlib.invalidate_caches()
+    for module in manifest["modules"]:
+        importlib.import_module(module)
+    _loaded.add(directory)
+
+
+def _load_every_file(directory: Path) -> None:
+    """Bundles made before bundles had a manifest held only task files: import each by its file name."""
     sys.path.insert(0, str(directory))
     for path in sorted(directory.rglob("*.py")):
         relative = path.relative_to(directory).with_suffix("")
@@ -41,7 +63,6 @@ def load_bundle(directory: Path) -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-    _loaded.add(directory)
 
 
 def user_paths(text: str | None, bundle: Path, source_root: str | None) -> str | None:

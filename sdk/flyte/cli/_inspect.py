@@ -72,14 +72,14 @@ def get() -> None:
 @get.command("tasks")
 @output_option
 def get_tasks(output: OutputFormat) -> None:
-    """The latest version of every deployed task."""
+    """The latest version of every deployed task: what `remote.Task.get` and `flyte run deployed-task` can call."""
     _init()
     try:
         tasks = flyte.remote.Task.listall()
     except GatewayError as exc:
         raise CliError(str(exc)) from None
-    rows = [[t.name, t.version, _when(t.deployed_at)] for t in tasks]
-    print_listing("tasks", ["task", "version", "deployed"], rows, output, objects=tasks)
+    rows = [[t.name, t.version, t.signature or "-", _when(t.deployed_at)] for t in tasks]
+    print_listing("tasks", ["task", "version", "signature", "deployed"], rows, output, objects=tasks)
 
 
 @get.command("runs")

@@ -76,11 +76,12 @@ def print_listing(
             # onto the next line. (no_wrap=True would crop it silently: rich truncates a no-wrap "fold" cell.)
             table.add_column(column, overflow="fold")
     for row in rows:
-        cells: list[str | Text] = list(row)
+        # Cells are data, not markup: a signature's `list[float]` would otherwise lose `[float]` as an unknown style.
+        cells = [Text(cell) for cell in row]
         if at >= 0:
             # A message's own line breaks would make one row many lines tall.
             text = " ".join(row[at].split())
-            cells[at] = Text(text, no_wrap=True, overflow="ellipsis") if cut else text
+            cells[at] = Text(text, no_wrap=True, overflow="ellipsis") if cut else Text(text)
         table.add_row(*cells)
     console.print(table)
 

@@ -1,4 +1,5 @@
-"""`flyte run [OPTIONS] FILE TASK [--param value ...]`: run one task from a Python file and show how it goes.
+"""`flyte run [OPTIONS] FILE TASK [--param value ...]`: run one task from a Python file and show how it goes
+(or `flyte run deployed-task NAME[:VERSION] ...`: a task from the registry, see `_deployed`).
 
 Runs are local when `--local` is given or no config names an endpoint (then a note on stderr says so). The run
 goes on in the SDK's background thread while this command draws its progress; the outcome goes to stdout (name,
@@ -27,6 +28,7 @@ from flyte._run_state import RunOptions
 from flyte._wire import ActionSummary, Phase
 from flyte.errors import BaseRuntimeError, DeploymentError, ValueEncodingError
 
+from ._deployed import DEPLOYED_TASK, deployed_help, parse_deployed_args, resolve_deployed
 from ._errors import CliError, CliUsageError
 from ._load import find_task, load_module
 from ._params import parse_task_args, task_help, usage_error
@@ -57,7 +59,7 @@ def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[
 @click.option(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=parse_labels, help="Label the run (repeatable)."
 )
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", metavar="FILE|deployed-task")
 @click.argument("task_name", metavar="TASK")
 @click.argument("task_args", nargs=-1, type=click.UNPROCESSED, metavar="[--PARAM VALUE]...")
 @click.pass_context
@@ -66,7 +68,7 @@ def run(
     local: bool,
     run_name: str | None,
     labels: dict[str, str],
-    file: Path,
+    file: str,
     task_name: str,
     task_args: tuple[str, ...],
 ) -> None:
@@ -78,9 +80,20 @@ def run(
       flyte run hello.py main --items '[1, 2]' --no-dry-run
     Lists, dicts, dataclasses and pydantic models are given as JSON.
     `flyte run FILE TASK --help` lists the task's parameters.
+
+    \b
+    A task deployed by anyone (`flyte get tasks` lists them) runs by name, without its code:
+      flyte run deployed-task features.featurize --x 1
+      flyte run deployed-task features.featurize:VERSION --x 1
     """
-    module = load_module(file)
-    task = find_task(module, task_name, str(file))
+    if file == DEPLOYED_TASK:
+        _run_deployed(ctx, run_name, labels, task_name, task_args)
+        return
+    path = Path(file)
+    if not path.is_file():
+        raise CliUsageError(f"FILE {file!r} is not a file (or name a deployed task: flyte run deployed-task NAME)")
+    module = load_module(path)
+    task = find_task(module, task_name, file)
     interface = task.interface
     if ("--help" in task_args or "-h" in task_args) and not {"help", "h"} & set(interface.by_name):
         click.echo(task_help(interface, task.func.__doc__))
@@ -110,6 +123,35 @@ def run(
         # The values parsed but the task's own codec refused them (e.g. a value the codec cannot encode).
         raise usage_error(interface, str(exc)) from None
 
+    _follow_and_report(ctx, started)
+
+
+def _run_deployed(
+    ctx: click.Context, run_name: str | None, labels: dict[str, str], reference: str, task_args: tuple[str, ...]
+) -> None:
+    try:
+        flyte.init_from_config()
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if not current_config().is_remote:
+        raise CliUsageError("flyte run deployed-task needs a gateway: no config names an endpoint")
+    task = resolve_deployed(reference)
+    if "--help" in task_args or "-h" in task_args:
+        click.echo(deployed_help(task))
+        return
+    kwargs = parse_deployed_args(task.interface, task_args)
+    try:
+        started = RunContext("remote", RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    except ValueEncodingError as exc:
+        raise CliUsageError(f"{exc.message}; usage: {task.interface.signature_text}") from None
+    except (TypeError, ValueError) as exc:
+        raise CliUsageError(f"{exc}; usage: {task.interface.signature_text}") from None
+    _follow_and_report(ctx, started)
+
+
+def _follow_and_report(ctx: click.Context, started: Run | RemoteRun) -> None:
     try:
         if isinstance(started, RemoteRun):
             _follow_remote(started)
