@@ -42,6 +42,8 @@ from flyte._wire import (
 )
 from gateway._auth import create_token
 from gateway._errors import ApiError
+from gateway._metrics import ClusterRoom
+from gateway._reservations import Attempt, Reservations
 from gateway._runs import ACTIONS, Runs, decode_action, decode_event
 from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
 from policies import (
@@ -84,13 +86,10 @@ class AgentSession:
     lease: int
     ws: web.WebSocketResponse
     free: dict[str, float]
+    """The cluster's live free room, kept by `Reservations`: what placed attempts hold is taken at once and given
+    back when they end, not at the next heartbeat."""
     warm: dict[str, int] = field(default_factory=dict)
-    reserved: dict[tuple[str, str], Demand] = field(default_factory=dict)
-    """What placed actions hold until they end: returned at once, not at the next heartbeat."""
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-
-    placed_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    """In-flight actions here per spread key (siblings of a `Placement(spread=True)` parent)."""
 
     @property
     def name(self) -> str:
@@ -123,8 +122,8 @@ class Dispatcher:
         """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self._where: dict[tuple[str, str], str] = {}
         """The cluster of each placed or running action (for the locality of its children)."""
-        self._usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        """What each project's placed and running actions hold (cpu, memory, gpu), for quotas and fair share."""
+        self.reservations = Reservations()
+        """What placed and running attempts hold: free room per cluster, usage per project (quotas, fair share)."""
         self._noted: dict[tuple[str, str], str] = {}
         """The waiting reason last recorded for each queued action: recorded again only when it changes."""
 
@@ -142,6 +141,7 @@ class Dispatcher:
         kvs, revision = await self.store.range(ACTIONS)
         for kv in kvs:
             self._observe(decode_action(kv))
+        await self._reserve_inflight([decode_action(kv) for kv in kvs])
         sessions, _ = await self.store.range(SESSIONS)
         live = {kv.key.removeprefix(SESSIONS) for kv in sessions}
         self.revision = revision
@@ -227,11 +227,12 @@ class Dispatcher:
         for cluster, keys in self._inflight.items():
             if cluster != action.cluster:
                 keys.discard(key)
+        if self.reservations.observe(action.run, action.name, action.phase, action.attempts, action.cluster):
+            self._rescan()
         if action.cluster is not None and action.phase in (Phase.PLACED, Phase.RUNNING):
             self._inflight[action.cluster].add(key)
         elif action.cluster is not None:
             self._inflight[action.cluster].discard(key)
-            self._release(action.cluster, key)
             if action.phase is Phase.ABORTED:
                 session = self.sessions.get(action.cluster)
                 if session is not None:
@@ -300,7 +301,7 @@ class Dispatcher:
                 continue
             pending.append((key, await self._pending(action, now)))
         if len({p.demand.project for _, p in pending}) > 1:
-            usage = {project: used["cpu"] for project, used in self._usage.items()}
+            usage = {project: used["cpu"] for project, used in self.reservations.usage.items()}
             by_key = dict(pending)
             pending = [
                 (k, by_key[k]) for k in fair_share_order([(k, p.demand) for k, p in pending], usage, self.policy)
@@ -312,7 +313,7 @@ class Dispatcher:
         decided: list[tuple[Assignment, Put]] = []
         notes: list[Awaitable[object]] = []
         for key, item in pending:
-            decision = place(item.demand, snapshots, self.policy, usage=self._usage)
+            decision = place(item.demand, snapshots, self.policy, usage=self.reservations.usage)
             waiting = decision.cluster is None and not decision.never_fits
             if waiting and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
@@ -345,6 +346,19 @@ class Dispatcher:
                 if DUPLICATE_DELIVERY is not None:
                     asyncio.get_running_loop().call_later(float(DUPLICATE_DELIVERY), session.outbox.put_nowait, message)
         return next_due
+
+    async def _reserve_inflight(self, actions: list[ActionSummary]) -> None:
+        """After a restart: what placed and running actions hold is held again, so it comes back when they end."""
+        now = time.time()
+        for action in actions:
+            if action.cluster is None or action.phase not in (Phase.PLACED, Phase.RUNNING):
+                continue
+            try:
+                demand = (await self._pending(action, now)).demand
+            except ApiError as error:
+                log.warning("cannot account for %s/%s: %s", action.run, action.name, error.message)
+                continue
+            self.reservations.reserve((action.run, action.name, action.attempts), action.cluster, demand)
 
     async def _run_scope(self, run: str) -> tuple[str, str]:
         scope = self._scopes.get(run)
@@ -397,7 +411,7 @@ class Dispatcher:
                     labels=record.labels,
                     cost_per_cpu_hour=record.cost_per_cpu_hour,
                     cost_per_gpu_hour=record.cost_per_gpu_hour,
-                    placed_counts=session.placed_counts if session is not None else {},
+                    placed_counts=self.reservations.placed_counts(name),
                 )
             )
         return out
@@ -405,11 +419,8 @@ class Dispatcher:
     async def _assign(self, item: _Pending, cluster: str) -> Assignment:
         """Reserve room on `cluster` for the action and make its assignment."""
         session = self.sessions[cluster]
-        demand, action = item.demand, item.action
-        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
-            session.free[resource] = session.free.get(resource, 0.0) - amount
-        self._hold(session, demand, +1)
-        session.reserved[(action.run, action.name)] = demand
+        action = item.action
+        self.reservations.reserve((action.run, action.name, action.attempts + 1), cluster, item.demand)
         return Assignment(
             run=action.run,
             action=action.name,
@@ -431,17 +442,6 @@ class Dispatcher:
             traceparent=action.traceparent,
         )
 
-    def _hold(self, session: AgentSession, demand: Demand, sign: int) -> None:
-        """Count a placed action against its project's usage and its spread key (sign -1 gives it back)."""
-        used = self._usage[demand.project]
-        used["cpu"] += sign * demand.cpu
-        used["memory"] += sign * float(demand.memory)
-        used["gpu"] += sign * float(demand.gpu)
-        if demand.spread_key is not None:
-            session.placed_counts[demand.spread_key] += sign
-            if session.placed_counts[demand.spread_key] <= 0:
-                del session.placed_counts[demand.spread_key]
-
     async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
         """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
         the room back."""
@@ -452,7 +452,8 @@ class Dispatcher:
             await self.runs.report(assignment.run, assignment.action, event, [record])
         except ApiError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
-            self._release(assignment.cluster, (assignment.run, assignment.action))
+            if self.reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:
+                self._rescan()
             return None
         return assignment
 
@@ -460,16 +461,6 @@ class Dispatcher:
         """Capacity changed: the next pass looks at the whole queue again, oldest first."""
         self._full_pass = True
         self._wake.set()
-
-    def _release(self, cluster: str, key: tuple[str, str]) -> None:
-        session = self.sessions.get(cluster)
-        demand = session.reserved.pop(key, None) if session is not None else None
-        if session is None or demand is None:
-            return
-        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
-            session.free[resource] = session.free.get(resource, 0.0) + amount
-        self._hold(session, demand, -1)
-        self._rescan()
 
     async def _never_fits(self, action: ActionSummary, decision: Decision, record: Put) -> None:
         detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
@@ -541,6 +532,19 @@ class Dispatcher:
             update |= {"free": dict(session.free), "warm": dict(session.warm), "epoch": session.epoch}
         return record.model_copy(update=update)
 
+    def rooms(self) -> list[ClusterRoom]:
+        """Every known cluster's reserved and free room (the `/metrics` gauges)."""
+        names = sorted({*self.known, *self.sessions, *self.reservations.clusters()})
+        return [
+            ClusterRoom(
+                cluster=name,
+                reserved=self.reservations.reserved(name),
+                free=dict(self.sessions[name].free) if name in self.sessions else None,
+                attempts=self.reservations.holding(name),
+            )
+            for name in names
+        ]
+
     # -- agent sessions -----------------------------------------------------------------------------------------
 
     async def open_session(
@@ -557,7 +561,8 @@ class Dispatcher:
         self.known[record.name] = record
         await self.store.put(SESSIONS + record.name, str(epoch).encode(), lease=lease.id)
         old = self.sessions.get(record.name)
-        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=dict(record.free))
+        free = self.reservations.rebase(record.name, dict(record.free), {_attempt(key) for key in running})
+        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=free)
         self.sessions[record.name] = session
         if old is not None and old.ws is not ws:
             with contextlib.suppress(Exception):
@@ -590,10 +595,15 @@ class Dispatcher:
             log.info("%s runs %d attempts that are no longer its own; aborting them", session.name, len(orphans))
             session.outbox.put_nowait(AbortMessage(keys=orphans).model_dump_json())
 
-    async def heartbeat(self, session: AgentSession, free: dict[str, float], warm: dict[str, int]) -> None:
+    async def heartbeat(
+        self, session: AgentSession, free: dict[str, float], warm: dict[str, int], running: int = 0
+    ) -> None:
         await self.store.keepalive(session.lease)
-        # Free capacity is the gateway's own account (capacity less what it placed there): the agent's lags the
-        # assignments on their way to it.
+        # Free capacity is the gateway's own account (the agent's report less what is placed there since): the
+        # agent's lags the assignments on their way to it. An idle agent's report is the truth to start from again,
+        # which also ends any under-count left by orphans it ran when its session opened.
+        if running == 0:
+            self.reservations.rebase(session.name, free, set())
         session.warm = warm
         self._rescan()
 
@@ -755,6 +765,13 @@ def _demand(
         waited_seconds=waited_seconds,
         spread_key=spread_key,
     )
+
+
+def _attempt(key: str) -> Attempt:
+    """An agent's attempt key (run/action/attempt) as a reservation's key; a malformed one matches nothing."""
+    run, _, rest = key.partition("/")
+    action, _, number = rest.rpartition("/")
+    return (run, action, int(number) if number.isdigit() else -1)
 
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -22,6 +22,7 @@ from federation import (
     Recovery,
     alive,
     check_invariants,
+    check_room_returned,
     expected,
     placed_again_at,
     workload,
@@ -126,6 +127,7 @@ def test_a_killed_agent_restarted_at_once_launches_nothing_twice(
         action = final[entry.action]
         assert action.attempts == entry.attempt + 1, f"seed={seed}: {entry.action} ran {action.attempts} times"
         assert action.system_failures == 1
+    check_room_returned(federation, seed)
     moved = max(placed_again_at(federation, run.name, e.action, e.attempt + 1) for e in orphans)
     recovery.record(moved - killed_at, bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF, moved=len(orphans))
 
@@ -160,6 +162,7 @@ def test_a_paused_agent_learns_it_is_stale_and_drops_orphaned_work(
     ended = {(e.action, e.attempt) for e in ledger.entries() if e.event == "end"}
     for entry in orphans:
         assert (entry.action, entry.attempt) not in ended, f"seed={seed}: the stale agent finished {entry}"
+    check_room_returned(federation, seed)
     moved = min(placed_again_at(federation, run.name, e.action, e.attempt + 1) for e in orphans)
     recovery.record(moved - paused_at, bound=2 * ttl + FIRST_SYSTEM_BACKOFF, moved=len(orphans))
 
@@ -190,6 +193,7 @@ def test_a_killed_gateway_restarts_and_everyone_reconnects(
     check_invariants(federation, run.name, ledger, seed)
     attempts = {a.name: a.attempts for a in federation.actions(run.name)}
     assert set(attempts.values()) == {1}, f"seed={seed}: a gateway restart cost attempts: {attempts}"
+    check_room_returned(federation, seed)
 
 
 @pytest.mark.seeds(1)
