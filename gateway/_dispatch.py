@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ from gateway._errors import ApiError
 from gateway._metrics import ClusterRoom
 from gateway._reservations import Attempt, Reservations
 from gateway._runs import ACTIONS, Runs, decode_action, decode_event
+from gateway._waits import ancestors_bound, waited_too_long
 from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
 from policies import (
     DEFAULT_POLICY,
@@ -108,7 +110,10 @@ class Dispatcher:
         self._inflight: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._watchers: dict[tuple[str, str], set[Send]] = defaultdict(set)
         self._run_tokens: dict[str, str] = {}
-        self._scopes: dict[str, tuple[str, str]] = {}
+        self._scopes: dict[str, tuple[str, str, float | None]] = {}
+        """Each run's project, domain and max wait."""
+        self._parents: dict[tuple[str, str], str] = {}
+        """The parent of each action that has not ended (for what its ancestors hold)."""
         self._wake = asyncio.Event()
         self._fresh: list[tuple[str, str]] = []
         """Actions queued since the last pass: all a pass looks at unless capacity changed."""
@@ -213,6 +218,10 @@ class Dispatcher:
 
     def _observe(self, action: ActionSummary) -> None:
         key = (action.run, action.name)
+        if action.parent is not None and not action.phase.is_terminal:
+            self._parents[key] = action.parent
+        else:
+            self._parents.pop(key, None)
         if action.phase is Phase.QUEUED:
             self._queue[key] = action
             self._fresh.append(key)
@@ -315,7 +324,14 @@ class Dispatcher:
         for key, item in pending:
             decision = place(item.demand, snapshots, self.policy, usage=self.reservations.usage)
             waiting = decision.cluster is None and not decision.never_fits
-            if waiting and self._noted.get(key) == decision.reason:
+            waited_out = False
+            if waiting:
+                decision = self._explain_wait(item, decision, snapshots)
+                if item.max_wait is not None:
+                    waited_out = item.demand.waited_seconds >= item.max_wait
+                    due = item.max_wait - item.demand.waited_seconds
+                    next_due = due if next_due is None else min(next_due, due)
+            if waiting and not waited_out and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
             record = _record_put(item, seen, decision, now)
             if decision.cluster is not None:
@@ -326,7 +342,14 @@ class Dispatcher:
                     i = position[decision.cluster]
                     seen[i] = json.dumps(snapshot_to_dict(snapshots[i]))
             elif decision.never_fits:
-                notes.append(self._never_fits(item.action, decision, record))
+                detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
+                message = f"{decision.reason} ({detail})" if detail else decision.reason
+                error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=message)
+                notes.append(self._fail_queued(item.action, error, record))
+            elif waited_out:
+                assert item.max_wait is not None
+                error = waited_too_long(item.demand.waited_seconds, item.max_wait, decision.reason)
+                notes.append(self._fail_queued(item.action, error, record))
             else:
                 self._noted[key] = decision.reason
                 action = item.action
@@ -360,16 +383,16 @@ class Dispatcher:
                 continue
             self.reservations.reserve((action.run, action.name, action.attempts), action.cluster, demand)
 
-    async def _run_scope(self, run: str) -> tuple[str, str]:
+    async def _run_scope(self, run: str) -> tuple[str, str, float | None]:
         scope = self._scopes.get(run)
         if scope is None:
             record = await self.runs.get_run(run)
-            scope = self._scopes[run] = (record.project, record.domain)
+            scope = self._scopes[run] = (record.project, record.domain, record.max_wait_seconds)
         return scope
 
     async def _pending(self, action: ActionSummary, now: float) -> _Pending:
         """What placing `action` needs: its demand (from the task spec, its overrides and where its parent runs)."""
-        project, domain = await self._run_scope(action.run)
+        project, domain, max_wait = await self._run_scope(action.run)
         task = await self.runs.registry.get(project, domain, action.task, action.version)
         spec = task.spec
         o = action.overrides
@@ -389,7 +412,7 @@ class Dispatcher:
             waited_seconds=max(0.0, now - queued_since),
             spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
         )
-        return _Pending(action, demand, task, project, domain, resources, reusable, timeout)
+        return _Pending(action, demand, task, project, domain, resources, reusable, timeout, max_wait)
 
     def _snapshots(self) -> list[ClusterSnapshot]:
         """Every registered cluster as placement sees it: connected ones live, the others as unhealthy."""
@@ -462,10 +485,23 @@ class Dispatcher:
         self._full_pass = True
         self._wake.set()
 
-    async def _never_fits(self, action: ActionSummary, decision: Decision, record: Put) -> None:
-        detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
-        message = f"{decision.reason} ({detail})" if detail else decision.reason
-        error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=message)
+    def _explain_wait(self, item: _Pending, decision: Decision, snapshots: list[ClusterSnapshot]) -> Decision:
+        """A waiting decision, its reason saying so when the action's own ancestors hold the room it needs."""
+        action = item.action
+        held: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        ancestor, seen = action.parent, 0
+        while ancestor is not None and seen < 1000:  # a bound, not a depth anyone reaches: a cycle must not hang
+            for hold in self.reservations.held_by(action.run, ancestor):
+                held[hold.cluster]["cpu"] += hold.demand.cpu
+                held[hold.cluster]["memory"] += float(hold.demand.memory)
+            ancestor, seen = self._parents.get((action.run, ancestor)), seen + 1
+        if not held:
+            return decision
+        reason = ancestors_bound(item.demand, decision, snapshots, held)
+        return decision if reason is None else dataclasses.replace(decision, reason=reason)
+
+    async def _fail_queued(self, action: ActionSummary, error: ErrorInfo, record: Put) -> None:
+        """End a queued action that will not be placed (it never fits, or it waited longer than its run allows)."""
         with contextlib.suppress(ApiError):
             await self.runs.report(
                 action.run,
@@ -703,6 +739,7 @@ class _Pending:
     resources: dict[str, Any]
     reusable: dict[str, Any] | None
     timeout: float | None
+    max_wait: float | None
 
 
 def _record_put(item: _Pending, snapshots: list[str], decision: Decision, now: float) -> Put:

@@ -98,6 +98,10 @@ class Reservations:
         """How many attempts hold room on `cluster`."""
         return self._count.get(cluster, 0)
 
+    def held_by(self, run: str, action: str) -> list[Held]:
+        """What the live attempts of one action hold."""
+        return [self._held[(run, action, n)] for n in self._attempts.get((run, action), ())]
+
     def __len__(self) -> int:
         return len(self._held)
 

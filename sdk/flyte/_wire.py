@@ -203,6 +203,8 @@ class RunSummary(WireModel):
     request_digest: str | None = None
     """A digest of the create request: the same idempotency key with another body is refused (409)."""
     abort_reason: str | None = None
+    max_wait_seconds: float | None = None
+    """An action of the run queued longer than this fails (`MaxWaitExceeded`)."""
 
 
 # -- the task registry ---------------------------------------------------------------------------------------
@@ -282,6 +284,8 @@ class RunCreateRequest(WireModel):
     overwrite_cache: bool = False
     disable_run_cache: bool = False
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    max_wait_seconds: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
+    """An action of the run queued longer than this fails (`MaxWaitExceeded`), naming why it waited."""
 
 
 class TaskOverrides(WireModel):

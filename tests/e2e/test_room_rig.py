@@ -1,5 +1,7 @@
 """Room on clusters through a rig (a gateway and an agent as separate processes): retried attempts give back what
-they held, so a cluster's free room (the clusters API and the `/metrics` gauges) returns to where it started."""
+they held, so a cluster's free room (the clusters API and the `/metrics` gauges) returns to where it started; a
+child that only fits where its driver holds the room says it may never start, and `--max-wait` ends the wait with
+an error naming why it waited."""
 
 from __future__ import annotations
 
@@ -24,6 +26,19 @@ env = flyte.TaskEnvironment("room_env", resources=flyte.Resources(cpu=0.25))
 @env.task(retries=flyte.RetryStrategy(1, backoff=flyte.Backoff(base=0.1)))
 async def boom() -> int:
     raise ValueError("boom, every attempt")
+
+
+wait_env = flyte.TaskEnvironment("wait_env", resources=flyte.Resources(cpu=0.5))
+
+
+@wait_env.task
+async def train() -> int:
+    return 1
+
+
+@wait_env.task
+async def driver() -> int:
+    return await train.override(resources=flyte.Resources(cpu=2))()
 """
 
 
@@ -79,3 +94,22 @@ def test_retried_failures_give_their_room_back(rig: Rig, program) -> None:  # ty
     assert gauges['flyte_gateway_cluster_free{cluster="eu-west",resource="cpu"}'] == 2.25
     assert gauges['flyte_gateway_cluster_reserved{cluster="eu-west",resource="cpu"}'] == 0
     assert gauges['flyte_gateway_cluster_reserved_attempts{cluster="eu-west"}'] == 0
+
+
+def test_a_child_its_driver_blocks_says_so_and_max_wait_ends_the_wait(rig: Rig, program) -> None:  # type: ignore[no-untyped-def]
+    """eu-west has 2.25 CPU; the 0.5-CPU driver waits for a 2-CPU child that fits nowhere else."""
+    ran = rig.flyte("run", "--name", "blocked-driver", "--max-wait", "6s", "room_program.py", "driver")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    rig.connect()
+    (child,) = [a for a in call_sync(client_for().list_actions("blocked-driver")) if a.parent == "a0"]
+    reason = "needs cpu 2 on eu-west, where its ancestors hold 0.5 of 2.25; it may never start"
+    assert child.phase == "failed"
+    assert child.error is not None
+    assert child.error.code == "MaxWaitExceeded"
+    assert "longer than the run's max wait of 6s: it waited because " + reason in child.error.message
+    shown = rig.flyte("get", "placement", "blocked-driver", child.name)
+    assert shown.returncode == 0, shown.stderr
+    assert "waiting: " + reason in shown.stdout, shown.stdout
+    assert "MaxWaitExceeded" in ran.stderr + ran.stdout
+    # The driver's room came back when the run ended.
+    assert_eventually(lambda: _free_cpu() == 2.25, timeout=20)

@@ -29,12 +29,13 @@ from flyte.errors import BaseRuntimeError, DeploymentError, ValueEncodingError
 from ._errors import CliError, CliUsageError
 from ._load import find_task, load_module
 from ._params import parse_task_args, task_help, usage_error
+from ._placement import parse_duration
 from ._progress import stderr_is_interactive, watch
 
 INTERRUPTED = 130
 """The shell's exit code for a process ended by Ctrl-C (128 + SIGINT)."""
 
-_RUN_OPTIONS = ("local", "label")
+_RUN_OPTIONS = ("local", "label", "max-wait")
 
 
 def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
@@ -56,6 +57,12 @@ def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[
 @click.option(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=parse_labels, help="Label the run (repeatable)."
 )
+@click.option(
+    "--max-wait",
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: None if value is None else parse_duration(value, "--max-wait"),
+    help="Fail any action of the run queued longer than this (e.g. 90s, 10m, 1h), naming why it waited.",
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("task_name", metavar="TASK")
 @click.argument("task_args", nargs=-1, type=click.UNPROCESSED, metavar="[--PARAM VALUE]...")
@@ -65,6 +72,7 @@ def run(
     local: bool,
     run_name: str | None,
     labels: dict[str, str],
+    max_wait: float | None,
     file: Path,
     task_name: str,
     task_args: tuple[str, ...],
@@ -92,8 +100,9 @@ def run(
         raise CliError(str(exc)) from None
     mode: RunMode = "local" if local or not current_config().is_remote else "remote"
 
+    options = RunOptions(name=run_name, labels=labels, max_wait_seconds=max_wait)
     try:
-        started = RunContext(mode, RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
+        started = RunContext(mode, options).start(task, (), kwargs)
     except (NotImplementedError, DeploymentError, GatewayError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
