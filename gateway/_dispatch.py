@@ -23,7 +23,6 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -39,11 +38,11 @@ from flyte._wire import (
     GatewayReply,
     Phase,
     PolicyDocument,
-    TaskVersion,
 )
 from gateway._auth import create_token
 from gateway._errors import ApiError
 from gateway._metrics import ClusterRoom
+from gateway._pending import Pending, demand_of, record_put
 from gateway._reservations import Attempt, Reservations
 from gateway._runs import ACTIONS, Runs, decode_action, decode_event
 from gateway._waits import ancestors_bound, waited_too_long
@@ -52,9 +51,7 @@ from policies import (
     DEFAULT_POLICY,
     ClusterSnapshot,
     Decision,
-    Demand,
     Policy,
-    demand_to_dict,
     fair_share_order,
     parse_policy,
     place,
@@ -68,7 +65,6 @@ EPOCH_KEY = "/flyte/epoch"
 CLUSTERS = "/flyte/clusters/"
 POLICY_KEY = "/flyte/policy"
 CORDONS = "/flyte/cordons/"
-PLACEMENTS = "/flyte/placements/"
 SNAPSHOTS_RECORDED = 64
 """A decision records every cluster's snapshot up to this many clusters (for `flyte policy simulate`); past it only
 the verdicts and scores, so a record stays a few KiB."""
@@ -297,7 +293,7 @@ class Dispatcher:
         if not self.sessions:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
-        pending: list[tuple[tuple[str, str], _Pending]] = []
+        pending: list[tuple[tuple[str, str], Pending]] = []
         for examined, key in enumerate(keys):
             action = self._queue.get(key)
             if action is None:
@@ -333,7 +329,7 @@ class Dispatcher:
                     next_due = due if next_due is None else min(next_due, due)
             if waiting and not waited_out and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
-            record = _record_put(item, seen, decision, now)
+            record = record_put(item, seen, decision, now)
             if decision.cluster is not None:
                 decided.append((await self._assign(item, decision.cluster), record))
                 self.runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
@@ -390,7 +386,7 @@ class Dispatcher:
             scope = self._scopes[run] = (record.project, record.domain, record.max_wait_seconds)
         return scope
 
-    async def _pending(self, action: ActionSummary, now: float) -> _Pending:
+    async def _pending(self, action: ActionSummary, now: float) -> Pending:
         """What placing `action` needs: its demand (from the task spec, its overrides and where its parent runs)."""
         project, domain, max_wait = await self._run_scope(action.run)
         task = await self.runs.registry.get(project, domain, action.task, action.version)
@@ -402,7 +398,7 @@ class Dispatcher:
         timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
         prefer_warm = (placement or {}).get("prefer_warm", True)
         queued_since = action.not_before or action.created_at or now
-        demand = _demand(
+        demand = demand_of(
             resources,
             placement,
             warm_key=f"{task.env}@{task.version}" if reusable and prefer_warm else None,
@@ -412,7 +408,7 @@ class Dispatcher:
             waited_seconds=max(0.0, now - queued_since),
             spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
         )
-        return _Pending(action, demand, task, project, domain, resources, reusable, timeout, max_wait)
+        return Pending(action, demand, task, project, domain, resources, reusable, timeout, max_wait)
 
     def _snapshots(self) -> list[ClusterSnapshot]:
         """Every registered cluster as placement sees it: connected ones live, the others as unhealthy."""
@@ -439,7 +435,7 @@ class Dispatcher:
             )
         return out
 
-    async def _assign(self, item: _Pending, cluster: str) -> Assignment:
+    async def _assign(self, item: Pending, cluster: str) -> Assignment:
         """Reserve room on `cluster` for the action and make its assignment."""
         session = self.sessions[cluster]
         action = item.action
@@ -485,7 +481,7 @@ class Dispatcher:
         self._full_pass = True
         self._wake.set()
 
-    def _explain_wait(self, item: _Pending, decision: Decision, snapshots: list[ClusterSnapshot]) -> Decision:
+    def _explain_wait(self, item: Pending, decision: Decision, snapshots: list[ClusterSnapshot]) -> Decision:
         """A waiting decision, its reason saying so when the action's own ancestors hold the room it needs."""
         action = item.action
         held: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -725,83 +721,6 @@ class Dispatcher:
         await self.runs.report(
             run, name, ActionEvent(phase=Phase.FAILED, attempt=attempt, cluster=cluster, epoch=epoch, error=error)
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A queued action ready to be placed, with what its assignment will carry."""
-
-    action: ActionSummary
-    demand: Demand
-    task: TaskVersion
-    project: str
-    domain: str
-    resources: dict[str, Any]
-    reusable: dict[str, Any] | None
-    timeout: float | None
-    max_wait: float | None
-
-
-def _record_put(item: _Pending, snapshots: list[str], decision: Decision, now: float) -> Put:
-    """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON
-    (this runs once per decision, and most snapshots are the same from one decision to the next)."""
-    action = item.action
-    attempt = action.attempts + 1
-    record = {
-        "run": action.run,
-        "action": action.name,
-        "attempt": attempt,
-        "decided_at": now,
-        "policy_version": decision.policy_version,
-        "cluster": decision.cluster,
-        "never_fits": decision.never_fits,
-        "reason": decision.reason,
-        "tier": decision.tier,
-        "verdicts": decision.verdicts,
-        "scores": decision.scores,
-        "demand": demand_to_dict(item.demand),
-    }
-    text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
-    return Put(f"{PLACEMENTS}{action.run}/{action.name}/{attempt:06d}", text.encode())
-
-
-def _demand(
-    resources: dict[str, Any],
-    placement: dict[str, Any] | None,
-    *,
-    warm_key: str | None,
-    queue: str | None,
-    project: str,
-    parent_cluster: str | None,
-    waited_seconds: float,
-    spread_key: str | None,
-) -> Demand:
-    """What an action asks for, from its task spec (`Resources.to_dict()` and `Placement.to_dict()`)."""
-    cpu = resources.get("cpu") or {}
-    memory = resources.get("memory") or {}
-    gpu = resources.get("gpu") or {}
-    placement = placement or {}
-
-    def names(key: str) -> tuple[str, ...]:
-        return tuple(str(v) for v in placement.get(key) or ())
-
-    return Demand(
-        cpu=float(cpu.get("request") or 0.0),
-        memory=int(memory.get("request") or 0),
-        gpu=int(gpu.get("count") or 0),
-        gpu_type=gpu.get("type"),
-        warm_key=warm_key,
-        clusters=names("clusters"),
-        regions=names("regions"),
-        clouds=names("clouds"),
-        avoid=names("avoid"),
-        project=project,
-        labels=tuple(sorted((str(k), str(v)) for k, v in (placement.get("labels") or {}).items())),
-        queue=queue,
-        parent_cluster=parent_cluster,
-        waited_seconds=waited_seconds,
-        spread_key=spread_key,
-    )
 
 
 def _attempt(key: str) -> Attempt:
