@@ -45,7 +45,7 @@ from gateway._metrics import ClusterRoom
 from gateway._pending import Pending, demand_of, record_put
 from gateway._reservations import Attempt, Reservations
 from gateway._runs import ACTIONS, Runs, decode_action, decode_event
-from gateway._waits import ancestors_bound, waited_too_long
+from gateway._waits import ancestors_bound, queue_limit, waited_too_long
 from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
 from policies import (
     DEFAULT_POLICY,
@@ -324,8 +324,8 @@ class Dispatcher:
             if waiting:
                 decision = self._explain_wait(item, decision, snapshots)
                 if item.max_wait is not None:
-                    waited_out = item.demand.waited_seconds >= item.max_wait
-                    due = item.max_wait - item.demand.waited_seconds
+                    waited_out = item.demand.waited_seconds >= item.max_wait[0]
+                    due = item.max_wait[0] - item.demand.waited_seconds
                     next_due = due if next_due is None else min(next_due, due)
             if waiting and not waited_out and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
@@ -344,7 +344,7 @@ class Dispatcher:
                 notes.append(self._fail_queued(item.action, error, record))
             elif waited_out:
                 assert item.max_wait is not None
-                error = waited_too_long(item.demand.waited_seconds, item.max_wait, decision.reason)
+                error = waited_too_long(item.demand.waited_seconds, *item.max_wait, decision.reason)
                 notes.append(self._fail_queued(item.action, error, record))
             else:
                 self._noted[key] = decision.reason
@@ -396,6 +396,8 @@ class Dispatcher:
         placement = o.placement if o and o.placement is not None else spec.placement
         reusable = None if o and o.reusable_off else (o.reusable if o and o.reusable is not None else spec.reusable)
         timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
+        queued_limit = o.max_queued_seconds if o and o.max_queued_seconds is not None else spec.max_queued_seconds
+        limit = queue_limit(max_wait, queued_limit)
         prefer_warm = (placement or {}).get("prefer_warm", True)
         queued_since = action.not_before or action.created_at or now
         demand = demand_of(
@@ -408,7 +410,7 @@ class Dispatcher:
             waited_seconds=max(0.0, now - queued_since),
             spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
         )
-        return Pending(action, demand, task, project, domain, resources, reusable, timeout, max_wait)
+        return Pending(action, demand, task, project, domain, resources, reusable, timeout, limit)
 
     def _snapshots(self) -> list[ClusterSnapshot]:
         """Every registered cluster as placement sees it: connected ones live, the others as unhealthy."""

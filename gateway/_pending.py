@@ -26,7 +26,8 @@ class Pending:
     resources: dict[str, Any]
     reusable: dict[str, Any] | None
     timeout: float | None
-    max_wait: float | None
+    max_wait: tuple[float, str] | None
+    """How long it may stay queued, and whose limit that is (`queue_limit`)."""
 
 
 def record_put(item: Pending, snapshots: list[str], decision: Decision, now: float) -> Put:

@@ -2,8 +2,8 @@
 
 An action that fits a cluster only while its own ancestors hold no room there (a 0.5-CPU driver on a 2-CPU
 cluster waiting for a 2-CPU child that fits only there) waits for its ancestors to end, and they wait for it: it
-may never start, and its waiting reason says so. A run's `max_wait_seconds` ends any such wait (and every other)
-with an error that names the reason the action waited.
+may never start, and its waiting reason says so. A run's `max_wait_seconds`, or a task's
+`Timeout(max_queued_time=)`, ends any such wait (and every other) with an error that names the reason it waited.
 """
 
 from __future__ import annotations
@@ -52,12 +52,19 @@ def ancestors_bound(
     return "needs " + " or ".join(parts) + "; it may never start"
 
 
-def waited_too_long(waited: float, max_wait: float, reason: str | None) -> ErrorInfo:
-    """The error of an action queued longer than its run's max wait: not retried (it would only wait again)."""
+def queue_limit(run_max_wait: float | None, task_max_queued: float | None) -> tuple[float, str] | None:
+    """The tighter of the run's max wait and the task's `Timeout(max_queued_time=)`, with what to call it."""
+    limits = [(run_max_wait, "the run's max wait"), (task_max_queued, "the task's max queued time")]
+    given = [(seconds, name) for seconds, name in limits if seconds is not None]
+    return min(given) if given else None
+
+
+def waited_too_long(waited: float, limit: float, whose: str, reason: str | None) -> ErrorInfo:
+    """The error of an action queued longer than it may be: not retried (it would only wait again)."""
     why = f": it waited because {reason}" if reason else ""
     return ErrorInfo(
         error_type="NonRecoverableError",
         code="MaxWaitExceeded",
         kind="user",
-        message=f"queued {waited:.0f}s, longer than the run's max wait of {max_wait:g}s{why}",
+        message=f"queued {waited:.0f}s, longer than {whose} of {limit:g}s{why}",
     )

@@ -233,6 +233,8 @@ class TaskSpec(WireModel):
     backoff: dict[str, float] = Field(default_factory=dict)
     """base, factor and cap of the retry delay, in seconds."""
     timeout_seconds: float | None = Field(default=None, gt=0)
+    max_queued_seconds: float | None = Field(default=None, gt=0)
+    """`Timeout(max_queued_time=)`: an action queued longer fails (`MaxWaitExceeded`), naming why it waited."""
     cache: dict[str, Any] = Field(default_factory=dict)
     reusable: dict[str, Any] | None = None
     placement: dict[str, Any] | None = None
@@ -294,6 +296,7 @@ class TaskOverrides(WireModel):
     resources: dict[str, Any] | None = None
     retries: int | None = Field(default=None, ge=0, le=100)
     timeout_seconds: float | None = Field(default=None, gt=0)
+    max_queued_seconds: float | None = Field(default=None, gt=0)
     reusable: dict[str, Any] | None = None
     reusable_off: bool = False
     placement: dict[str, Any] | None = None

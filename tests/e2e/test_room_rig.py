@@ -39,6 +39,16 @@ async def train() -> int:
 @wait_env.task
 async def driver() -> int:
     return await train.override(resources=flyte.Resources(cpu=2))()
+
+
+@wait_env.task(timeout=flyte.Timeout(max_runtime=60, max_queued_time=3))
+async def train_soon() -> int:
+    return 1
+
+
+@wait_env.task
+async def impatient_driver() -> int:
+    return await train_soon.override(resources=flyte.Resources(cpu=2))()
 """
 
 
@@ -113,3 +123,14 @@ def test_a_child_its_driver_blocks_says_so_and_max_wait_ends_the_wait(rig: Rig, 
     assert "MaxWaitExceeded" in ran.stderr + ran.stdout
     # The driver's room came back when the run ended.
     assert_eventually(lambda: _free_cpu() == 2.25, timeout=20)
+
+
+def test_a_tasks_max_queued_time_ends_its_wait(rig: Rig, program) -> None:  # type: ignore[no-untyped-def]
+    rig.connect()
+    flyte.deploy(program.wait_env)
+    run = flyte.run(program.impatient_driver)
+    with pytest.raises(Exception, match="longer than the task's max queued time of 3s: it waited because needs cpu 2"):
+        run.wait(timeout=120)
+    (child,) = [a for a in call_sync(client_for().list_actions(run.name)) if a.parent == "a0"]
+    assert child.error is not None
+    assert child.error.code == "MaxWaitExceeded"

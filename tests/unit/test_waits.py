@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 import flyte
-from gateway._waits import ancestors_bound, waited_too_long
+from gateway._waits import ancestors_bound, queue_limit, waited_too_long
 from policies import ClusterSnapshot, Demand, place
 
 GIB = 2**30
@@ -66,7 +66,7 @@ def test_an_ordinary_wait_keeps_its_reason(clusters: list[ClusterSnapshot], ance
 
 
 def test_waiting_past_the_max_wait_names_the_reason() -> None:
-    error = waited_too_long(12.4, 10, "no cluster has room now (busy: 1)")
+    error = waited_too_long(12.4, 10, "the run's max wait", "no cluster has room now (busy: 1)")
     assert (error.code, error.kind, error.error_type) == ("MaxWaitExceeded", "user", "NonRecoverableError")
     assert error.message == (
         "queued 12s, longer than the run's max wait of 10s: it waited because no cluster has room now (busy: 1)"
@@ -80,3 +80,10 @@ def test_max_wait_is_validated_and_carried_in_seconds() -> None:
     for bad in (0, -1, "10m", True):
         with pytest.raises(ValueError, match="with_runcontext: max_wait"):
             flyte.with_runcontext(max_wait=bad)  # type: ignore[arg-type]
+
+
+def test_the_tighter_of_the_run_and_task_limits_applies() -> None:
+    assert queue_limit(None, None) is None
+    assert queue_limit(600, None) == (600, "the run's max wait")
+    assert queue_limit(600, 30) == (30, "the task's max queued time")
+    assert queue_limit(20, 30) == (20, "the run's max wait")
