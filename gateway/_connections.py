@@ -112,7 +112,7 @@ async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, sess
         log.warning("bad message from %s: %s", session.name, describe_validation_error(error))
         return
     if isinstance(message, AgentHeartbeat):
-        await dispatcher.heartbeat(session, message.free, message.warm)
+        await dispatcher.heartbeat(session, message.free, message.warm, message.running)
     elif isinstance(message, AgentEvents):
         await asyncio.gather(*(_agent_event(svc, session, item) for item in message.events))
     else:

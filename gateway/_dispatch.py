@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +23,6 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -41,19 +41,20 @@ from flyte._wire import (
     GatewayReply,
     Phase,
     PolicyDocument,
-    TaskVersion,
 )
 from gateway._auth import create_token
 from gateway._errors import ApiError
+from gateway._metrics import ClusterRoom
+from gateway._pending import Pending, demand_of, record_put
+from gateway._reservations import Attempt, Reservations
 from gateway._runs import ACTIONS, Runs, decode_action, decode_event
+from gateway._waits import ancestors_bound, queue_limit, waited_too_long
 from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
 from policies import (
     DEFAULT_POLICY,
     ClusterSnapshot,
     Decision,
-    Demand,
     Policy,
-    demand_to_dict,
     fair_share_order,
     parse_policy,
     place,
@@ -67,7 +68,6 @@ EPOCH_KEY = "/flyte/epoch"
 CLUSTERS = "/flyte/clusters/"
 POLICY_KEY = "/flyte/policy"
 CORDONS = "/flyte/cordons/"
-PLACEMENTS = "/flyte/placements/"
 SNAPSHOTS_RECORDED = 64
 """A decision records every cluster's snapshot up to this many clusters (for `flyte policy simulate`); past it only
 the verdicts and scores, so a record stays a few KiB."""
@@ -85,13 +85,10 @@ class AgentSession:
     lease: int
     ws: web.WebSocketResponse
     free: dict[str, float]
+    """The cluster's live free room, kept by `Reservations`: what placed attempts hold is taken at once and given
+    back when they end, not at the next heartbeat."""
     warm: dict[str, int] = field(default_factory=dict)
-    reserved: dict[tuple[str, str], Demand] = field(default_factory=dict)
-    """What placed actions hold until they end: returned at once, not at the next heartbeat."""
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-
-    placed_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    """In-flight actions here per spread key (siblings of a `Placement(spread=True)` parent)."""
 
     @property
     def name(self) -> str:
@@ -110,7 +107,10 @@ class Dispatcher:
         self._inflight: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._watchers: dict[tuple[str, str], set[Send]] = defaultdict(set)
         self._run_tokens: dict[str, str] = {}
-        self._scopes: dict[str, tuple[str, str]] = {}
+        self._scopes: dict[str, tuple[str, str, float | None]] = {}
+        """Each run's project, domain and max wait."""
+        self._parents: dict[tuple[str, str], str] = {}
+        """The parent of each action that has not ended (for what its ancestors hold)."""
         self._wake = asyncio.Event()
         self._fresh: list[tuple[str, str]] = []
         """Actions queued since the last pass: all a pass looks at unless capacity changed."""
@@ -124,8 +124,8 @@ class Dispatcher:
         """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self._where: dict[tuple[str, str], str] = {}
         """The cluster of each placed or running action (for the locality of its children)."""
-        self._usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        """What each project's placed and running actions hold (cpu, memory, gpu), for quotas and fair share."""
+        self.reservations = Reservations()
+        """What placed and running attempts hold: free room per cluster, usage per project (quotas, fair share)."""
         self._noted: dict[tuple[str, str], str] = {}
         """The waiting reason last recorded for each queued action: recorded again only when it changes."""
 
@@ -143,6 +143,7 @@ class Dispatcher:
         kvs, revision = await self.store.range(ACTIONS)
         for kv in kvs:
             self._observe(decode_action(kv))
+        await self._reserve_inflight([decode_action(kv) for kv in kvs])
         sessions, _ = await self.store.range(SESSIONS)
         live = {kv.key.removeprefix(SESSIONS) for kv in sessions}
         self.revision = revision
@@ -213,6 +214,10 @@ class Dispatcher:
 
     def _observe(self, action: ActionSummary) -> None:
         key = (action.run, action.name)
+        if action.parent is not None and not action.phase.is_terminal:
+            self._parents[key] = action.parent
+        else:
+            self._parents.pop(key, None)
         if action.phase is Phase.QUEUED:
             self._queue[key] = action
             self._fresh.append(key)
@@ -227,11 +232,12 @@ class Dispatcher:
         for cluster, keys in self._inflight.items():
             if cluster != action.cluster:
                 keys.discard(key)
+        if self.reservations.observe(action.run, action.name, action.phase, action.attempts, action.cluster):
+            self._rescan()
         if action.cluster is not None and action.phase in (Phase.PLACED, Phase.RUNNING):
             self._inflight[action.cluster].add(key)
         elif action.cluster is not None:
             self._inflight[action.cluster].discard(key)
-            self._release(action.cluster, key)
             if action.phase is Phase.ABORTED:
                 session = self.sessions.get(action.cluster)
                 if session is not None:
@@ -287,7 +293,7 @@ class Dispatcher:
         if not self.sessions:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
-        pending: list[tuple[tuple[str, str], _Pending]] = []
+        pending: list[tuple[tuple[str, str], Pending]] = []
         for examined, key in enumerate(keys):
             action = self._queue.get(key)
             if action is None:
@@ -300,7 +306,7 @@ class Dispatcher:
                 continue
             pending.append((key, await self._pending(action, now)))
         if len({p.demand.project for _, p in pending}) > 1:
-            usage = {project: used["cpu"] for project, used in self._usage.items()}
+            usage = {project: used["cpu"] for project, used in self.reservations.usage.items()}
             by_key = dict(pending)
             pending = [
                 (k, by_key[k]) for k in fair_share_order([(k, p.demand) for k, p in pending], usage, self.policy)
@@ -312,11 +318,18 @@ class Dispatcher:
         decided: list[tuple[Assignment, Put]] = []
         notes: list[Awaitable[object]] = []
         for key, item in pending:
-            decision = place(item.demand, snapshots, self.policy, usage=self._usage)
+            decision = place(item.demand, snapshots, self.policy, usage=self.reservations.usage)
             waiting = decision.cluster is None and not decision.never_fits
-            if waiting and self._noted.get(key) == decision.reason:
+            waited_out = False
+            if waiting:
+                decision = self._explain_wait(item, decision, snapshots)
+                if item.max_wait is not None:
+                    waited_out = item.demand.waited_seconds >= item.max_wait[0]
+                    due = item.max_wait[0] - item.demand.waited_seconds
+                    next_due = due if next_due is None else min(next_due, due)
+            if waiting and not waited_out and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
-            record = _record_put(item, seen, decision, now)
+            record = record_put(item, seen, decision, now)
             if decision.cluster is not None:
                 decided.append((await self._assign(item, decision.cluster), record))
                 self.runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
@@ -325,7 +338,14 @@ class Dispatcher:
                     i = position[decision.cluster]
                     seen[i] = json.dumps(snapshot_to_dict(snapshots[i]))
             elif decision.never_fits:
-                notes.append(self._never_fits(item.action, decision, record))
+                detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
+                message = f"{decision.reason} ({detail})" if detail else decision.reason
+                error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=message)
+                notes.append(self._fail_queued(item.action, error, record))
+            elif waited_out:
+                assert item.max_wait is not None
+                error = waited_too_long(item.demand.waited_seconds, *item.max_wait, decision.reason)
+                notes.append(self._fail_queued(item.action, error, record))
             else:
                 self._noted[key] = decision.reason
                 action = item.action
@@ -346,16 +366,29 @@ class Dispatcher:
                     asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
         return next_due
 
-    async def _run_scope(self, run: str) -> tuple[str, str]:
+    async def _reserve_inflight(self, actions: list[ActionSummary]) -> None:
+        """After a restart: what placed and running actions hold is held again, so it comes back when they end."""
+        now = time.time()
+        for action in actions:
+            if action.cluster is None or action.phase not in (Phase.PLACED, Phase.RUNNING):
+                continue
+            try:
+                demand = (await self._pending(action, now)).demand
+            except ApiError as error:
+                log.warning("cannot account for %s/%s: %s", action.run, action.name, error.message)
+                continue
+            self.reservations.reserve((action.run, action.name, action.attempts), action.cluster, demand)
+
+    async def _run_scope(self, run: str) -> tuple[str, str, float | None]:
         scope = self._scopes.get(run)
         if scope is None:
             record = await self.runs.get_run(run)
-            scope = self._scopes[run] = (record.project, record.domain)
+            scope = self._scopes[run] = (record.project, record.domain, record.max_wait_seconds)
         return scope
 
-    async def _pending(self, action: ActionSummary, now: float) -> _Pending:
+    async def _pending(self, action: ActionSummary, now: float) -> Pending:
         """What placing `action` needs: its demand (from the task spec, its overrides and where its parent runs)."""
-        project, domain = await self._run_scope(action.run)
+        project, domain, max_wait = await self._run_scope(action.run)
         task = await self.runs.registry.get(project, domain, action.task, action.version)
         spec = task.spec
         o = action.overrides
@@ -363,9 +396,11 @@ class Dispatcher:
         placement = o.placement if o and o.placement is not None else spec.placement
         reusable = None if o and o.reusable_off else (o.reusable if o and o.reusable is not None else spec.reusable)
         timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
+        queued_limit = o.max_queued_seconds if o and o.max_queued_seconds is not None else spec.max_queued_seconds
+        limit = queue_limit(max_wait, queued_limit)
         prefer_warm = (placement or {}).get("prefer_warm", True)
         queued_since = action.not_before or action.created_at or now
-        demand = _demand(
+        demand = demand_of(
             resources,
             placement,
             warm_key=f"{task.env}@{task.version}" if reusable and prefer_warm else None,
@@ -375,7 +410,7 @@ class Dispatcher:
             waited_seconds=max(0.0, now - queued_since),
             spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
         )
-        return _Pending(action, demand, task, project, domain, resources, reusable, timeout)
+        return Pending(action, demand, task, project, domain, resources, reusable, timeout, limit)
 
     def _snapshots(self) -> list[ClusterSnapshot]:
         """Every registered cluster as placement sees it: connected ones live, the others as unhealthy."""
@@ -397,19 +432,16 @@ class Dispatcher:
                     labels=record.labels,
                     cost_per_cpu_hour=record.cost_per_cpu_hour,
                     cost_per_gpu_hour=record.cost_per_gpu_hour,
-                    placed_counts=session.placed_counts if session is not None else {},
+                    placed_counts=self.reservations.placed_counts(name),
                 )
             )
         return out
 
-    async def _assign(self, item: _Pending, cluster: str) -> Assignment:
+    async def _assign(self, item: Pending, cluster: str) -> Assignment:
         """Reserve room on `cluster` for the action and make its assignment."""
         session = self.sessions[cluster]
-        demand, action = item.demand, item.action
-        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
-            session.free[resource] = session.free.get(resource, 0.0) - amount
-        self._hold(session, demand, +1)
-        session.reserved[(action.run, action.name)] = demand
+        action = item.action
+        self.reservations.reserve((action.run, action.name, action.attempts + 1), cluster, item.demand)
         return Assignment(
             run=action.run,
             action=action.name,
@@ -433,17 +465,6 @@ class Dispatcher:
             source_root=item.task.spec.source_root,
         )
 
-    def _hold(self, session: AgentSession, demand: Demand, sign: int) -> None:
-        """Count a placed action against its project's usage and its spread key (sign -1 gives it back)."""
-        used = self._usage[demand.project]
-        used["cpu"] += sign * demand.cpu
-        used["memory"] += sign * float(demand.memory)
-        used["gpu"] += sign * float(demand.gpu)
-        if demand.spread_key is not None:
-            session.placed_counts[demand.spread_key] += sign
-            if session.placed_counts[demand.spread_key] <= 0:
-                del session.placed_counts[demand.spread_key]
-
     async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
         """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
         the room back."""
@@ -454,7 +475,8 @@ class Dispatcher:
             await self.runs.report(assignment.run, assignment.action, event, [record])
         except ApiError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
-            self._release(assignment.cluster, (assignment.run, assignment.action))
+            if self.reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:
+                self._rescan()
             return None
         return assignment
 
@@ -463,20 +485,23 @@ class Dispatcher:
         self._full_pass = True
         self._wake.set()
 
-    def _release(self, cluster: str, key: tuple[str, str]) -> None:
-        session = self.sessions.get(cluster)
-        demand = session.reserved.pop(key, None) if session is not None else None
-        if session is None or demand is None:
-            return
-        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
-            session.free[resource] = session.free.get(resource, 0.0) + amount
-        self._hold(session, demand, -1)
-        self._rescan()
+    def _explain_wait(self, item: Pending, decision: Decision, snapshots: list[ClusterSnapshot]) -> Decision:
+        """A waiting decision, its reason saying so when the action's own ancestors hold the room it needs."""
+        action = item.action
+        held: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        ancestor, seen = action.parent, 0
+        while ancestor is not None and seen < 1000:  # a bound, not a depth anyone reaches: a cycle must not hang
+            for hold in self.reservations.held_by(action.run, ancestor):
+                held[hold.cluster]["cpu"] += hold.demand.cpu
+                held[hold.cluster]["memory"] += float(hold.demand.memory)
+            ancestor, seen = self._parents.get((action.run, ancestor)), seen + 1
+        if not held:
+            return decision
+        reason = ancestors_bound(item.demand, decision, snapshots, held)
+        return decision if reason is None else dataclasses.replace(decision, reason=reason)
 
-    async def _never_fits(self, action: ActionSummary, decision: Decision, record: Put) -> None:
-        detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
-        message = f"{decision.reason} ({detail})" if detail else decision.reason
-        error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=message)
+    async def _fail_queued(self, action: ActionSummary, error: ErrorInfo, record: Put) -> None:
+        """End a queued action that will not be placed (it never fits, or it waited longer than its run allows)."""
         with contextlib.suppress(ApiError):
             await self.runs.report(
                 action.run,
@@ -543,6 +568,19 @@ class Dispatcher:
             update |= {"free": dict(session.free), "warm": dict(session.warm), "epoch": session.epoch}
         return record.model_copy(update=update)
 
+    def rooms(self) -> list[ClusterRoom]:
+        """Every known cluster's reserved and free room (the `/metrics` gauges)."""
+        names = sorted({*self.known, *self.sessions, *self.reservations.clusters()})
+        return [
+            ClusterRoom(
+                cluster=name,
+                reserved=self.reservations.reserved(name),
+                free=dict(self.sessions[name].free) if name in self.sessions else None,
+                attempts=self.reservations.holding(name),
+            )
+            for name in names
+        ]
+
     # -- agent sessions -----------------------------------------------------------------------------------------
 
     async def open_session(
@@ -559,7 +597,8 @@ class Dispatcher:
         self.known[record.name] = record
         await self.store.put(SESSIONS + record.name, str(epoch).encode(), lease=lease.id)
         old = self.sessions.get(record.name)
-        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=dict(record.free))
+        free = self.reservations.rebase(record.name, dict(record.free), {_attempt(key) for key in running})
+        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=free)
         self.sessions[record.name] = session
         if old is not None and old.ws is not ws:
             with contextlib.suppress(Exception):
@@ -592,10 +631,15 @@ class Dispatcher:
             log.info("%s runs %d attempts that are no longer its own; aborting them", session.name, len(orphans))
             session.outbox.put_nowait(AbortMessage(keys=orphans).model_dump_json())
 
-    async def heartbeat(self, session: AgentSession, free: dict[str, float], warm: dict[str, int]) -> None:
+    async def heartbeat(
+        self, session: AgentSession, free: dict[str, float], warm: dict[str, int], running: int = 0
+    ) -> None:
         await self.store.keepalive(session.lease)
-        # Free capacity is the gateway's own account (capacity less what it placed there): the agent's lags the
-        # assignments on their way to it.
+        # Free capacity is the gateway's own account (the agent's report less what is placed there since): the
+        # agent's lags the assignments on their way to it. An idle agent's report is the truth to start from again,
+        # which also ends any under-count left by orphans it ran when its session opened.
+        if running == 0:
+            self.reservations.rebase(session.name, free, set())
         session.warm = warm
         self._rescan()
 
@@ -682,80 +726,11 @@ class Dispatcher:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A queued action ready to be placed, with what its assignment will carry."""
-
-    action: ActionSummary
-    demand: Demand
-    task: TaskVersion
-    project: str
-    domain: str
-    resources: dict[str, Any]
-    reusable: dict[str, Any] | None
-    timeout: float | None
-
-
-def _record_put(item: _Pending, snapshots: list[str], decision: Decision, now: float) -> Put:
-    """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON
-    (this runs once per decision, and most snapshots are the same from one decision to the next)."""
-    action = item.action
-    attempt = action.attempts + 1
-    record = {
-        "run": action.run,
-        "action": action.name,
-        "attempt": attempt,
-        "decided_at": now,
-        "policy_version": decision.policy_version,
-        "cluster": decision.cluster,
-        "never_fits": decision.never_fits,
-        "reason": decision.reason,
-        "tier": decision.tier,
-        "verdicts": decision.verdicts,
-        "scores": decision.scores,
-        "demand": demand_to_dict(item.demand),
-    }
-    text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
-    return Put(f"{PLACEMENTS}{action.run}/{action.name}/{attempt:06d}", text.encode())
-
-
-def _demand(
-    resources: dict[str, Any],
-    placement: dict[str, Any] | None,
-    *,
-    warm_key: str | None,
-    queue: str | None,
-    project: str,
-    parent_cluster: str | None,
-    waited_seconds: float,
-    spread_key: str | None,
-) -> Demand:
-    """What an action asks for, from its task spec (`Resources.to_dict()` and `Placement.to_dict()`)."""
-    cpu = resources.get("cpu") or {}
-    memory = resources.get("memory") or {}
-    gpu = resources.get("gpu") or {}
-    placement = placement or {}
-
-    def names(key: str) -> tuple[str, ...]:
-        return tuple(str(v) for v in placement.get(key) or ())
-
-    return Demand(
-        cpu=float(cpu.get("request") or 0.0),
-        memory=int(memory.get("request") or 0),
-        gpu=int(gpu.get("count") or 0),
-        gpu_type=gpu.get("type"),
-        warm_key=warm_key,
-        clusters=names("clusters"),
-        regions=names("regions"),
-        clouds=names("clouds"),
-        avoid=names("avoid"),
-        project=project,
-        labels=tuple(sorted((str(k), str(v)) for k, v in (placement.get("labels") or {}).items())),
-        queue=queue,
-        parent_cluster=parent_cluster,
-        waited_seconds=waited_seconds,
-        spread_key=spread_key,
-    )
+def _attempt(key: str) -> Attempt:
+    """An agent's attempt key (run/action/attempt) as a reservation's key; a malformed one matches nothing."""
+    run, _, rest = key.partition("/")
+    action, _, number = rest.rpartition("/")
+    return (run, action, int(number) if number.isdigit() else -1)
 
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -3,6 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRoom:
+    """One cluster's room as the dispatcher accounts it (memory in bytes)."""
+
+    cluster: str
+    reserved: dict[str, float]
+    """What placed and running attempts hold there."""
+    free: dict[str, float] | None
+    """What placement may still use there; None while no agent is connected."""
+    attempts: int
+    """How many attempts hold room there."""
 
 
 class Metrics:
@@ -15,7 +30,7 @@ class Metrics:
         self.requests[(method, route, status)] += 1
         self.request_seconds += seconds
 
-    def render(self, store_up: bool, watchers: int) -> str:
+    def render(self, store_up: bool, watchers: int, clusters: Sequence[ClusterRoom] = ()) -> str:
         lines = [
             "# HELP flyte_gateway_requests_total HTTP requests by method, route and status.",
             "# TYPE flyte_gateway_requests_total counter",
@@ -39,4 +54,33 @@ class Metrics:
             "# TYPE flyte_gateway_watchers gauge",
             f"flyte_gateway_watchers {watchers}",
         ]
+        lines += _room(clusters)
         return "\n".join(lines) + "\n"
+
+
+def _room(clusters: Sequence[ClusterRoom]) -> list[str]:
+    lines: list[str] = []
+    gauges: list[tuple[str, str, Callable[[ClusterRoom], dict[str, float]]]] = [
+        ("reserved", "What placed and running attempts hold on a cluster", lambda room: room.reserved),
+        ("free", "Room placement may still use on a connected cluster", lambda room: room.free or {}),
+    ]
+    for name, help_text, amounts in gauges:
+        lines += [
+            f"# HELP flyte_gateway_cluster_{name} {help_text} (memory in bytes).",
+            f"# TYPE flyte_gateway_cluster_{name} gauge",
+        ]
+        for room in clusters:
+            for resource, amount in sorted(amounts(room).items()):
+                labels = f'cluster="{room.cluster}",resource="{resource}"'
+                lines.append(f"flyte_gateway_cluster_{name}{{{labels}}} {_number(amount)}")
+    lines += [
+        "# HELP flyte_gateway_cluster_reserved_attempts Attempts holding room on a cluster.",
+        "# TYPE flyte_gateway_cluster_reserved_attempts gauge",
+    ]
+    lines += [f'flyte_gateway_cluster_reserved_attempts{{cluster="{r.cluster}"}} {r.attempts}' for r in clusters]
+    return lines
+
+
+def _number(value: float) -> str:
+    # `:g` would print 16 GiB as 1.71799e+10: whole numbers in full, the rest exactly.
+    return str(int(value)) if value.is_integer() else repr(value)

@@ -10,8 +10,9 @@ from aiohttp import web
 from flyte._wire import ClusterRecord, CordonRequest, PlacementRecord, PolicyDocument
 from gateway._api import _NAME, CLUSTERS, Route, _json, _readable_run, read_model, services
 from gateway._auth import principal_of
-from gateway._dispatch import DISPATCHER, PLACEMENTS
+from gateway._dispatch import DISPATCHER
 from gateway._errors import ApiError, bad_request, not_found
+from gateway._pending import PLACEMENTS
 
 PLACEMENTS_LISTED = 10_000
 """The most decisions one `GET /api/v1/placements` answers (`?limit=` lowers it)."""

@@ -202,6 +202,7 @@ class Runs:
                 disable_run_cache=request.disable_run_cache,
                 idempotency_key=request.idempotency_key,
                 request_digest=digest,
+                max_wait_seconds=request.max_wait_seconds,
                 action_count=1,
             )
             root = ActionSummary(

@@ -11,6 +11,7 @@ from ._place import place
 from ._policy import DEFAULT_POLICY, Policy, Project, Quota, Tier, Weights, load_policy, parse_policy
 from ._replay import demand_from_dict, demand_to_dict, snapshot_from_dict, snapshot_to_dict
 from ._simulate import Outcome, Recorded, Simulation, simulate
+from ._units import amount_text
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -25,6 +26,7 @@ __all__ = [
     "Simulation",
     "Tier",
     "Weights",
+    "amount_text",
     "demand_from_dict",
     "demand_to_dict",
     "explain",

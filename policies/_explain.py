@@ -10,6 +10,8 @@ def explain(decision: Decision) -> str:
     head = f"{decision.reason} [policy {decision.policy_version or '?'}]"
     if decision.never_fits:
         head = "never fits: " + head
+    elif decision.cluster is None:
+        head = "waiting: " + head
     rows = sorted(
         decision.verdicts.items(),
         key=lambda kv: (kv[0] != decision.cluster, -decision.scores.get(kv[0], -1.0), kv[0]),

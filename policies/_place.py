@@ -13,6 +13,7 @@ from typing import Any
 
 from ._model import ClusterSnapshot, Decision, Demand
 from ._policy import DEFAULT_POLICY, Compiled, Policy, compiled
+from ._units import amount_text
 
 _RESOURCES = ("cpu", "memory", "gpu")
 
@@ -23,7 +24,7 @@ def _needs(demand: Demand) -> tuple[tuple[str, float, str], ...]:
     if demand.cpu > 0:
         out.append(("cpu", float(demand.cpu), f"cpu {demand.cpu:g}"))
     if demand.memory > 0:
-        out.append(("memory", float(demand.memory), f"memory {demand.memory}"))
+        out.append(("memory", float(demand.memory), f"memory {amount_text('memory', demand.memory)}"))
     if demand.gpu > 0:
         if demand.gpu_type:
             out.append((f"gpu:{demand.gpu_type}", float(demand.gpu), f"gpu {demand.gpu_type}:{demand.gpu}"))
@@ -302,5 +303,5 @@ def _shortage(d: Demand, amounts: Mapping[str, float]) -> str:
     """The first resource of `d` that `amounts` lacks, as "cpu 4 > 2"."""
     for key, amount, _ in _needs(d):
         if (have := amounts.get(key, 0.0)) < amount:
-            return f"{key} {amount:g} > {have:g}"
+            return f"{key} {amount_text(key, amount)} > {amount_text(key, have)}"
     return ""

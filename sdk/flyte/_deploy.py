@@ -284,6 +284,7 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
         retries=s.retries.count,
         backoff={"base": s.retries.backoff.base, "factor": s.retries.backoff.factor, "cap": s.retries.backoff.cap},
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None else None,
+        max_queued_seconds=s.timeout.max_queued_seconds if s.timeout is not None else None,
         cache={**s.cache.to_dict(), "version": _cache_version(task)} if s.cache.is_enabled else {},
         reusable=dict(s.reusable.to_dict()) if s.reusable is not None else None,
         placement=s.placement.to_dict() if s.placement is not None else None,

@@ -121,6 +121,7 @@ def overrides_of(task: TaskTemplate[..., Any]) -> TaskOverrides | None:
         resources=s.resources.to_dict() if s.resources is not None and s.resources != d.resources else None,
         retries=s.retries.count if s.retries != d.retries else None,
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None and s.timeout != d.timeout else None,
+        max_queued_seconds=s.timeout.max_queued_seconds if s.timeout is not None and s.timeout != d.timeout else None,
         reusable=dict(s.reusable.to_dict()) if s.reusable is not None and s.reusable != d.reusable else None,
         reusable_off=(s.reusable is None and d.reusable is not None) or own_process,
         placement=s.placement.to_dict() if s.placement is not None and s.placement != d.placement else None,

@@ -84,6 +84,7 @@ def _create_run(
         custom_context=dict(options.custom_context),
         overwrite_cache=options.overwrite_cache,
         disable_run_cache=options.disable_run_cache,
+        max_wait_seconds=options.max_wait_seconds,
     )
     return RemoteRun(client, call_sync(client.create_run(request)), task)
 

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +30,7 @@ from ._remote_run import RemoteRun
 from ._remote_task import RemoteTask
 from ._run_state import ActionRecord, RunOptions, RunState, read_action_summaries, read_run_summary, read_traces
 from ._task import TaskTemplate
+from ._timeout import to_timedelta
 from ._wire import ActionSummary, ErrorInfo, Phase
 from .errors import ActionAbortedError, RemoteTaskNotFoundError
 
@@ -319,8 +321,14 @@ def with_runcontext(
     queue: str | None = None,
     max_action_concurrency: int | None = None,
     custom_context: Mapping[str, str] | None = None,
+    max_wait: timedelta | int | float | None = None,
 ) -> RunContext:
-    """Settings for the next run: `flyte.with_runcontext(name="nightly").run(main, x=1)`."""
+    """Settings for the next run: `flyte.with_runcontext(name="nightly").run(main, x=1)`.
+
+    `max_wait` (seconds or a timedelta) bounds how long any action of a remote run may stay queued: past it the
+    action fails with `MaxWaitExceeded`, naming the reason it waited. Local runs queue nothing and ignore it.
+    """
+    wait = None if max_wait is None else to_timedelta(max_wait, "with_runcontext: max_wait").total_seconds()
     if max_action_concurrency is not None and max_action_concurrency < 1:
         raise ValueError(f"with_runcontext: max_action_concurrency={max_action_concurrency} must be >= 1")
     options = RunOptions(
@@ -335,5 +343,6 @@ def with_runcontext(
         queue=queue,
         max_action_concurrency=max_action_concurrency,
         custom_context=dict(custom_context or {}),
+        max_wait_seconds=wait,
     )
     return RunContext(mode, options)

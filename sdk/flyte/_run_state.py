@@ -71,6 +71,8 @@ class RunOptions:
     queue: str | None = None
     max_action_concurrency: int | None = None
     custom_context: Mapping[str, str] = field(default_factory=dict)
+    max_wait_seconds: float | None = None
+    """How long an action of a remote run may stay queued before it fails (None: no limit)."""
 
 
 class RunState:

@@ -219,6 +219,8 @@ class RunSummary(WireModel):
     request_digest: str | None = None
     """A digest of the create request: the same idempotency key with another body is refused (409)."""
     abort_reason: str | None = None
+    max_wait_seconds: float | None = None
+    """An action of the run queued longer than this fails (`MaxWaitExceeded`)."""
 
 
 # -- the task registry ---------------------------------------------------------------------------------------
@@ -287,6 +289,8 @@ class TaskSpec(WireModel):
     backoff: dict[str, float] = Field(default_factory=dict)
     """base, factor and cap of the retry delay, in seconds."""
     timeout_seconds: float | None = Field(default=None, gt=0)
+    max_queued_seconds: float | None = Field(default=None, gt=0)
+    """`Timeout(max_queued_time=)`: an action queued longer fails (`MaxWaitExceeded`), naming why it waited."""
     cache: dict[str, Any] = Field(default_factory=dict)
     reusable: dict[str, Any] | None = None
     placement: dict[str, Any] | None = None
@@ -355,6 +359,8 @@ class RunCreateRequest(WireModel):
     overwrite_cache: bool = False
     disable_run_cache: bool = False
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    max_wait_seconds: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
+    """An action of the run queued longer than this fails (`MaxWaitExceeded`), naming why it waited."""
 
 
 class TaskOverrides(WireModel):
@@ -363,6 +369,7 @@ class TaskOverrides(WireModel):
     resources: dict[str, Any] | None = None
     retries: int | None = Field(default=None, ge=0, le=100)
     timeout_seconds: float | None = Field(default=None, gt=0)
+    max_queued_seconds: float | None = Field(default=None, gt=0)
     reusable: dict[str, Any] | None = None
     reusable_off: bool = False
     placement: dict[str, Any] | None = None

@@ -389,6 +389,26 @@ def check_invariants(fed: Federation, run: str, ledger: Ledger, seed: int, phase
         assert attempt <= final[name].attempts, f"{say}: {name} ran attempt {attempt} beyond its recorded attempts"
 
 
+def check_room_returned(fed: Federation, seed: int, within: float = 30.0) -> None:
+    """Once the federation is idle, every agent's cluster has all its room free again: no attempt, however it
+    ended (a lost cluster, a fenced session, a restarted gateway), left a reservation behind (issue 14)."""
+    idle: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+
+    def returned() -> bool:
+        clusters = call_sync(fed.client.request("GET", "/api/v1/clusters"))
+        idle.clear()
+        idle.update({c["name"]: (c["free"], c["capacity"]) for c in clusters if c["name"] in fed.agents})
+        connected = {c["name"] for c in clusters if c["connected"]}
+        return connected >= set(fed.agents) and all(
+            free.get(resource) == amount for free, capacity in idle.values() for resource, amount in capacity.items()
+        )
+
+    deadline = time.monotonic() + within
+    while not returned():
+        assert time.monotonic() < deadline, f"seed={seed}: room not returned within {within}s (free, capacity): {idle}"
+        time.sleep(0.1)
+
+
 def _check_history(say: str, versions: list[ActionSummary]) -> None:
     """Attempts only grow; each attempt ends once (a result, or a requeue); nothing changes after the end; and an
     attempt stays with the cluster session it was placed on (no fenced or foreign agent moved it)."""

@@ -1,6 +1,7 @@
 """Fault matrix rows 1-3, 6, 8 and 12: processes die, pause or get their work twice, and nothing is lost or done
 twice. Each row runs the ledger workload on two agents, injects its fault at a seed-chosen moment, and checks
-the invariants of `federation.check_invariants`."""
+the invariants of `federation.check_invariants`, then that every cluster's room came back
+(`check_room_returned`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from federation import (
     Recovery,
     alive,
     check_invariants,
+    check_room_returned,
     expected,
     placed_again_at,
     workload,
@@ -97,6 +99,7 @@ def test_a_killed_task_process_is_retried_as_a_system_error(
     (action,) = [a for a in federation.actions(run.name) if a.name == victim.action]
     assert (action.attempts, action.system_failures, action.user_failures) == (2, 1, 0), f"seed={seed}: {action}"
     assert action.error is None
+    check_room_returned(federation, seed)
     recovery.record(
         placed_again_at(federation, run.name, victim.action, 2) - killed_at,
         bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF,
@@ -126,6 +129,7 @@ def test_a_killed_agent_restarted_at_once_launches_nothing_twice(
         action = final[entry.action]
         assert action.attempts == entry.attempt + 1, f"seed={seed}: {entry.action} ran {action.attempts} times"
         assert action.system_failures == 1
+    check_room_returned(federation, seed)
     moved = max(placed_again_at(federation, run.name, e.action, e.attempt + 1) for e in orphans)
     recovery.record(moved - killed_at, bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF, moved=len(orphans))
 
@@ -160,6 +164,7 @@ def test_a_paused_agent_learns_it_is_stale_and_drops_orphaned_work(
     ended = {(e.action, e.attempt) for e in ledger.entries() if e.event == "end"}
     for entry in orphans:
         assert (entry.action, entry.attempt) not in ended, f"seed={seed}: the stale agent finished {entry}"
+    check_room_returned(federation, seed)
     moved = min(placed_again_at(federation, run.name, e.action, e.attempt + 1) for e in orphans)
     recovery.record(moved - paused_at, bound=2 * ttl + FIRST_SYSTEM_BACKOFF, moved=len(orphans))
 
@@ -190,6 +195,7 @@ def test_a_killed_gateway_restarts_and_everyone_reconnects(
     check_invariants(federation, run.name, ledger, seed)
     attempts = {a.name: a.attempts for a in federation.actions(run.name)}
     assert set(attempts.values()) == {1}, f"seed={seed}: a gateway restart cost attempts: {attempts}"
+    check_room_returned(federation, seed)
 
 
 @pytest.mark.seeds(1)
@@ -213,6 +219,7 @@ def test_an_assignment_delivered_twice_starts_one_process(federation: Federation
     check_invariants(federation, run.name, ledger, seed)
     assert len(ledger.started(run.name)) == n, f"seed={seed}: {ledger.started(run.name)}"
     assert {a.attempts for a in federation.actions(run.name)} == {1}
+    check_room_returned(federation, seed)
 
 
 POOL = ", reusable=flyte.ReusePolicy(replicas=2, concurrency=1)"
@@ -254,6 +261,7 @@ def test_a_killed_pool_worker_is_retried_and_the_pool_refills(
     assert retried[0].pid in pool_workers(federation, "a"), "the retry ran in a warm pool worker"
     assert_eventually(lambda: len(pool_workers(federation, "a")) == 2, timeout=30)
     assert victim.pid not in pool_workers(federation, "a")
+    check_room_returned(federation, seed)
     recovery.record(
         placed_again_at(federation, run.name, victim.action, 2) - killed_at,
         bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF,

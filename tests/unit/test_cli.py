@@ -695,6 +695,8 @@ def test_a_gateway_refuses_to_start_on_a_bad_policy_file(tmp_path: Path, isolate
     ("args", "complaint"),
     [
         (["policy", "simulate", "--policy", "{policy}", "--since", "soon"], "--since 'soon'"),
+        (["run", "--max-wait", "soon", "{policy}", "main"], "--max-wait 'soon'"),
+        (["run", "--max-wait", "0s", "{policy}", "main"], "a number above 0"),
         (["cluster", "cordon", "east", "--reason", ""], "--reason"),
         (["get", "placement", "somerun"], "placement needs a gateway"),
     ],

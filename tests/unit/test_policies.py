@@ -308,6 +308,8 @@ def test_explain_lists_every_cluster() -> None:
     assert lines[4].split(None, 1) == ["small", "too small: cpu 2 > 1"]
     never = explain(place(Demand(cpu=99), [snap("a")]))
     assert never.startswith("never fits: no cluster has cpu 99")
+    waiting = explain(place(Demand(cpu=2), [snap("a", free_cpu=1)]))
+    assert waiting.startswith("waiting: no cluster has room now (busy: 1) [policy default]")
 
 
 def test_the_static_pass_is_reused_only_for_the_same_snapshot_list_and_placement_fields() -> None:
@@ -321,3 +323,18 @@ def test_the_static_pass_is_reused_only_for_the_same_snapshot_list_and_placement
     moved = [snap("a", region="eu"), snap("b", region="us")]
     assert place(wanted_eu, moved, policy).cluster == "a", "a new list is judged afresh"
     assert place(wanted_eu, east, policy).cluster == "b", "the first list still answers as before"
+
+
+def test_reasons_name_memory_in_human_units() -> None:
+    gib = 2**30
+    small = ClusterSnapshot(
+        name="small", region="r", cloud="c", capacity={"cpu": 8, "memory": 8 * gib}, free={"cpu": 8, "memory": 8 * gib}
+    )
+    busy = ClusterSnapshot(
+        name="busy", region="r", cloud="c", capacity={"cpu": 8, "memory": 32 * gib}, free={"cpu": 8, "memory": 3e8}
+    )
+    waiting = place(Demand(cpu=1, memory=16 * gib), [small, busy])
+    assert waiting.verdicts == {"small": "too small: memory 16 GiB > 8 GiB", "busy": "busy: memory 16 GiB > 286 MiB"}
+    never = place(Demand(cpu=1, memory=1000 * gib), [small, busy])
+    assert never.never_fits
+    assert never.reason == "no cluster has cpu 1, memory 1000 GiB"

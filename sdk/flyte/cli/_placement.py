@@ -18,11 +18,11 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--since") -> float:
     """'90s', '30m', '1h', '2d' as seconds."""
     match = _DURATION.match(text.strip())
-    if match is None:
-        raise CliUsageError(f"--since {text!r}: give a number and a unit, e.g. 30m, 1h or 2d")
+    if match is None or float(match.group(1)) <= 0:
+        raise CliUsageError(f"{option} {text!r}: give a number above 0 and a unit, e.g. 30m, 1h or 2d")
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
@@ -46,13 +46,17 @@ def get_placement(run_name: str, action: str) -> None:
     """Why ACTION of RUN (the root action by default) went where it went, or why it waits: every cluster's
     verdict and score."""
     from flyte._wire import PlacementRecord
-    from policies import Decision, explain
+    from policies import Decision, amount_text, explain
 
     record = PlacementRecord.model_validate(_gateway_call("GET", f"/api/v1/runs/{run_name}/actions/{action}/placement"))
     demand = {k: v for k, v in record.demand.items() if v not in (0, 0.0, None, [], {}, "default")}
     click.echo(f"{run_name}/{action} attempt {record.attempt}, decided {_when(record.decided_at)}")
     shown = [
-        f"{k.removesuffix('_seconds')}={format_duration(v)}" if k.endswith("_seconds") else f"{k}={v}"
+        f"{k.removesuffix('_seconds')}={format_duration(v)}"
+        if k.endswith("_seconds")
+        else f"{k}={amount_text(k, v).replace(' ', '')}"
+        if k == "memory"
+        else f"{k}={v}"
         for k, v in sorted(demand.items())
     ]
     click.echo("demand: " + (", ".join(shown) or "nothing in particular"))

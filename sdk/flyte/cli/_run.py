@@ -32,12 +32,13 @@ from ._deployed import DEPLOYED_TASK, deployed_help, parse_deployed_args, resolv
 from ._errors import CliError, CliUsageError
 from ._load import find_task, load_module
 from ._params import parse_task_args, task_help, usage_error
+from ._placement import parse_duration
 from ._progress import stderr_is_interactive, watch
 
 INTERRUPTED = 130
 """The shell's exit code for a process ended by Ctrl-C (128 + SIGINT)."""
 
-_RUN_OPTIONS = ("local", "label")
+_RUN_OPTIONS = ("local", "label", "max-wait")
 
 
 def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
@@ -59,6 +60,12 @@ def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[
 @click.option(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=parse_labels, help="Label the run (repeatable)."
 )
+@click.option(
+    "--max-wait",
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: None if value is None else parse_duration(value, "--max-wait"),
+    help="Fail any action of the run queued longer than this (e.g. 90s, 10m, 1h), naming why it waited.",
+)
 @click.argument("file", metavar="FILE|deployed-task")
 @click.argument("task_name", metavar="TASK")
 @click.argument("task_args", nargs=-1, type=click.UNPROCESSED, metavar="[--PARAM VALUE]...")
@@ -68,6 +75,7 @@ def run(
     local: bool,
     run_name: str | None,
     labels: dict[str, str],
+    max_wait: float | None,
     file: str,
     task_name: str,
     task_args: tuple[str, ...],
@@ -87,7 +95,7 @@ def run(
       flyte run deployed-task features.featurize:VERSION --x 1
     """
     if file == DEPLOYED_TASK:
-        _run_deployed(ctx, run_name, labels, task_name, task_args)
+        _run_deployed(ctx, RunOptions(name=run_name, labels=labels, max_wait_seconds=max_wait), task_name, task_args)
         return
     path = Path(file)
     if not path.is_file():
@@ -109,8 +117,9 @@ def run(
         click.echo(_local_note(config.source), err=True)
     mode: RunMode = "local" if local or not config.is_remote else "remote"
 
+    options = RunOptions(name=run_name, labels=labels, max_wait_seconds=max_wait)
     try:
-        started = RunContext(mode, RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
+        started = RunContext(mode, options).start(task, (), kwargs)
     except DeploymentError as exc:
         raise CliError(exc.message) from None
     except (NotImplementedError, GatewayError) as exc:
@@ -126,9 +135,7 @@ def run(
     _follow_and_report(ctx, started)
 
 
-def _run_deployed(
-    ctx: click.Context, run_name: str | None, labels: dict[str, str], reference: str, task_args: tuple[str, ...]
-) -> None:
+def _run_deployed(ctx: click.Context, options: RunOptions, reference: str, task_args: tuple[str, ...]) -> None:
     try:
         flyte.init_from_config()
     except (OSError, ValueError) as exc:
@@ -141,7 +148,7 @@ def _run_deployed(
         return
     kwargs = parse_deployed_args(task.interface, task_args)
     try:
-        started = RunContext("remote", RunOptions(name=run_name, labels=labels)).start(task, (), kwargs)
+        started = RunContext("remote", options).start(task, (), kwargs)
     except GatewayError as exc:
         raise CliError(str(exc)) from None
     except ValueEncodingError as exc:

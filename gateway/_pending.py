@@ -1,0 +1,92 @@
+"""A queued action on its way through a placement pass: what placing it needs (`Pending`, with its `Demand` from
+the task spec, its overrides and where its parent runs), and the store write that records each decision."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flyte._wire import ActionSummary, TaskVersion
+from gateway.store import Put
+from policies import Decision, Demand, demand_to_dict
+
+PLACEMENTS = "/flyte/placements/"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A queued action ready to be placed, with what its assignment will carry."""
+
+    action: ActionSummary
+    demand: Demand
+    task: TaskVersion
+    project: str
+    domain: str
+    resources: dict[str, Any]
+    reusable: dict[str, Any] | None
+    timeout: float | None
+    max_wait: tuple[float, str] | None
+    """How long it may stay queued, and whose limit that is (`queue_limit`)."""
+
+
+def record_put(item: Pending, snapshots: list[str], decision: Decision, now: float) -> Put:
+    """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON
+    (this runs once per decision, and most snapshots are the same from one decision to the next)."""
+    action = item.action
+    attempt = action.attempts + 1
+    record = {
+        "run": action.run,
+        "action": action.name,
+        "attempt": attempt,
+        "decided_at": now,
+        "policy_version": decision.policy_version,
+        "cluster": decision.cluster,
+        "never_fits": decision.never_fits,
+        "reason": decision.reason,
+        "tier": decision.tier,
+        "verdicts": decision.verdicts,
+        "scores": decision.scores,
+        "demand": demand_to_dict(item.demand),
+    }
+    text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
+    return Put(f"{PLACEMENTS}{action.run}/{action.name}/{attempt:06d}", text.encode())
+
+
+def demand_of(
+    resources: dict[str, Any],
+    placement: dict[str, Any] | None,
+    *,
+    warm_key: str | None,
+    queue: str | None,
+    project: str,
+    parent_cluster: str | None,
+    waited_seconds: float,
+    spread_key: str | None,
+) -> Demand:
+    """What an action asks for, from its task spec (`Resources.to_dict()` and `Placement.to_dict()`)."""
+    cpu = resources.get("cpu") or {}
+    memory = resources.get("memory") or {}
+    gpu = resources.get("gpu") or {}
+    placement = placement or {}
+
+    def names(key: str) -> tuple[str, ...]:
+        return tuple(str(v) for v in placement.get(key) or ())
+
+    return Demand(
+        cpu=float(cpu.get("request") or 0.0),
+        memory=int(memory.get("request") or 0),
+        gpu=int(gpu.get("count") or 0),
+        gpu_type=gpu.get("type"),
+        warm_key=warm_key,
+        clusters=names("clusters"),
+        regions=names("regions"),
+        clouds=names("clouds"),
+        avoid=names("avoid"),
+        project=project,
+        labels=tuple(sorted((str(k), str(v)) for k, v in (placement.get("labels") or {}).items())),
+        queue=queue,
+        parent_cluster=parent_cluster,
+        waited_seconds=waited_seconds,
+        spread_key=spread_key,
+    )
