@@ -41,6 +41,7 @@ from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._metrics import Metrics
 from gateway._registry import Registry
 from gateway._runs import Runs, actions_prefix, decode_event
+from gateway._values import INLINE_VALUE_LIMIT
 from gateway.store import Compacted, EventType, Store
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -48,8 +49,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON_BODY_LIMIT = 16 * 1024 * 1024
 """The largest JSON request body; blobs have their own, larger limit."""
-INLINE_VALUE_LIMIT = 1024 * 1024
-"""The largest value a request may carry inline; larger values travel as blobs."""
 CLUSTERS = "/flyte/clusters/"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _SNAPSHOT_CHUNK = 500

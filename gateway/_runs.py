@@ -34,6 +34,7 @@ from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
 from gateway._registry import Registry
 from gateway._tracing import GatewayTracing
+from gateway._values import check_inputs, check_output
 from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, WatchEvent
 
 RUNS = "/flyte/runs/"
@@ -323,6 +324,7 @@ class Runs:
         `also` rides in the same transaction when the change is applied (the placement record of a placed event).
         """
         key = action_key(run, action)
+        output_checked = event.output is None
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(key)
             if kv is None:
@@ -331,6 +333,9 @@ class Runs:
             updated = _transition(current, event)
             if updated is current:
                 return current
+            if not output_checked and event.output is not None:
+                await self._check_result(run, current, event.output)
+                output_checked = True
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, kv.mod_revision)]
@@ -358,6 +363,11 @@ class Runs:
                     self.tracing.written(spans)
                 return updated.model_copy(update={"revision": result.revision})
         raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
+
+    async def _check_result(self, run: str, action: ActionSummary, output: WireValue) -> None:
+        run_record = await self.get_run(run)
+        task = await self.registry.get(run_record.project, run_record.domain, action.task, action.version)
+        check_output(output, task.spec)
 
     async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
         """Record why a queued action is not placed yet; False when it is no longer queued at that attempt."""
@@ -514,6 +524,7 @@ def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
     missing = {p.name for p in spec.inputs if p.required} - names
     if missing:
         raise bad_request(f"missing inputs {sorted(missing)}", code="missing_input")
+    check_inputs(inputs, spec)
 
 
 def _end_run(run: RunSummary, root: ActionSummary) -> RunSummary:

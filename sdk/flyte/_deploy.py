@@ -167,7 +167,13 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
             except (TypeError, ValueError):
                 default_json = None
         params.append(
-            ParameterSpec(name=p.name, type=_type_text(p.annotation), required=p.required, default_json=default_json)
+            ParameterSpec(
+                name=p.name,
+                type=_type_text(p.annotation),
+                required=p.required,
+                default_json=default_json,
+                kind=p.codec.kind,
+            )
         )
     image = task.env.image
     return TaskSpec(
@@ -177,6 +183,7 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
         interface_digest=interface.digest,
         inputs=params,
         output=_type_text(interface.returns) if interface.has_output else "None",
+        output_kind=interface.output_codec.kind,
         is_async=task.is_async,
         resources=s.resources.to_dict() if s.resources is not None else {},
         retries=s.retries.count,

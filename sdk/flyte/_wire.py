@@ -214,6 +214,8 @@ class ParameterSpec(WireModel):
     required: bool = True
     default_json: Text | None = None
     """The default value as JSON, when it has one that JSON can carry."""
+    kind: Literal["json", "pickle"] = "json"
+    """"json" when the declared type has a JSON form: then a value for it is only ever accepted as JSON."""
 
 
 class TaskSpec(WireModel):
@@ -225,6 +227,8 @@ class TaskSpec(WireModel):
     interface_digest: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
     inputs: list[ParameterSpec] = Field(default_factory=list, max_length=256)
     output: Annotated[str, StringConstraints(max_length=1024)] = "None"
+    output_kind: Literal["json", "pickle"] = "json"
+    """As `ParameterSpec.kind`, for the output."""
     is_async: bool = True
     resources: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(default=0, ge=0, le=100)

@@ -1,0 +1,104 @@
+"""Finding 1: code execution through an input. A `pickle` value for an input declared `int` was accepted and the
+worker unpickled it. Now a type with a JSON form is only ever JSON: the gateway refuses a pickle for it (and a
+value whose digest is not its bytes' sha256) at submission, and the SDK's decoder refuses one too."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from tenants import Tenants, json_value, pickle_value
+from waiting import assert_eventually
+
+from flyte._codec import EncodedValue, ValueCodec, encoded
+from flyte.errors import ValueEncodingError
+
+pytestmark = pytest.mark.timeout(120)
+
+PROGRAM = """
+import asyncio
+import os
+
+import flyte
+
+env = flyte.TaskEnvironment("sec_values")
+
+
+@env.task
+async def add_one(x: int) -> int:
+    return x + 1
+
+
+@env.task
+async def hold(path: str) -> int:
+    while not os.path.exists(path):
+        await asyncio.sleep(0.05)
+    return 1
+"""
+
+
+@pytest.fixture(scope="module")
+def deployed(tenants: Tenants) -> Tenants:
+    tenants.deploy("alpha", tenants.load("sec_values_program", PROGRAM))
+    return tenants
+
+
+def _run(name: str, task: str, inputs: dict[str, object]) -> dict[str, object]:
+    return {"project": "alpha", "domain": "development", "task": f"sec_values.{task}", "name": name, "inputs": inputs}
+
+
+def test_a_pickled_value_for_an_int_input_is_refused_and_never_unpickled(deployed: Tenants, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    name = f"pickle-{uuid.uuid4().hex[:8]}"
+    status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "add_one", {"x": pickle_value(marker)}))
+    assert (status, answer["code"]) == (400, "value_kind_mismatch")
+    assert "'x'" in answer["message"]
+    assert "int" in answer["message"]
+    assert deployed.call("GET", f"/api/v1/runs/{name}")[0] == 404, "no run was written"
+    assert not marker.exists(), "nothing unpickled the payload"
+
+
+def test_a_value_whose_digest_is_not_its_bytes_is_refused(deployed: Tenants) -> None:
+    name = f"forged-{uuid.uuid4().hex[:8]}"
+    forged = json_value("1000", digest_of="7")
+    status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "add_one", {"x": forged}))
+    assert (status, answer["code"]) == (400, "digest_mismatch")
+    assert deployed.call("GET", f"/api/v1/runs/{name}")[0] == 404
+
+
+def test_json_that_is_not_the_declared_scalar_is_refused(deployed: Tenants) -> None:
+    name = f"notint-{uuid.uuid4().hex[:8]}"
+    status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "add_one", {"x": json_value('"seven"')}))
+    assert (status, answer["code"]) == (400, "invalid_value")
+    assert deployed.call("GET", f"/api/v1/runs/{name}")[0] == 404
+
+
+def test_a_pickled_child_input_is_refused_too(deployed: Tenants, tmp_path: Path) -> None:
+    release, marker = tmp_path / "release", tmp_path / "pwned"
+    name = f"parent-{uuid.uuid4().hex[:8]}"
+    path = json_value(json.dumps(str(release)))
+    status, run = deployed.call("POST", "/api/v1/runs", _run(name, "hold", {"path": path}))
+    assert status == 201, run
+    child = {"name": "a" + uuid.uuid4().hex[:20], "parent": "a0", "task": "sec_values.add_one"}
+    status, answer = deployed.call(
+        "POST", f"/api/v1/runs/{name}/actions", {**child, "inputs": {"x": pickle_value(marker)}}
+    )
+    assert (status, answer["code"]) == (400, "value_kind_mismatch")
+    assert deployed.call("GET", f"/api/v1/runs/{name}/actions/{child['name']}")[0] == 404, "no child was written"
+    release.touch()
+    assert_eventually(lambda: deployed.call("GET", f"/api/v1/runs/{name}")[1]["phase"] == "succeeded", timeout=60)
+    assert not marker.exists()
+
+
+def test_the_sdk_decoder_refuses_a_pickle_for_a_json_typed_annotation(tmp_path: Path) -> None:
+    """Defence in depth: a worker given such a value (by a gateway without the check) does not unpickle it."""
+    marker = tmp_path / "pwned"
+    wire = pickle_value(marker)
+    value = EncodedValue("pickle", wire["digest"], payload=base64.b64decode(wire["pickle_b64"]))
+    with pytest.raises(ValueEncodingError, match="refusing a pickled value"):
+        ValueCodec(int, "input 'x' of task sec.t").decode(value)
+    assert not marker.exists()
+    assert ValueCodec(int, "input 'x'").decode(encoded("json", b"7")) == 7
