@@ -292,9 +292,12 @@ async def report_event(request: web.Request) -> web.Response:
     body = await read_model(request, ActionEvent)
     run = await services(request).runs.get_run(request.match_info["run"])
     scopes = [f"worker:{run.name}"] + ([f"agent:{body.cluster}"] if body.cluster else [])
-    principal_of(request).require(*scopes, project=run.project)
+    principal = principal_of(request)
+    principal.require(*scopes, project=run.project)
     svc = services(request)
-    action = await svc.runs.report(run.name, request.match_info["action"], body)
+    action = await svc.runs.report(
+        run.name, request.match_info["action"], body, from_worker=f"worker:{run.name}" in principal.scopes
+    )
     svc.metrics.events[f"transitions_{body.phase.value}"] += 1
     return _json(action)
 

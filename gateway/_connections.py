@@ -182,7 +182,7 @@ async def _handle_worker_message(
         request_id = parsed.id
         run = await svc.runs.get_run(parsed.run)
         principal.require(f"worker:{run.name}", "run", project=run.project)
-        await _worker_message(svc, dispatcher, parsed, send)
+        await _worker_message(svc, dispatcher, parsed, send, from_worker=f"worker:{run.name}" in principal.scopes)
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
     except ApiError as error:
@@ -200,6 +200,8 @@ async def _worker_message(
     dispatcher: Dispatcher,
     message: WorkerMessage,
     send: Send,
+    *,
+    from_worker: bool,
 ) -> None:
     if isinstance(message, WorkerSubmit):
         # Concurrently: their writes share transactions (group commit) instead of waiting on each other.
@@ -223,7 +225,7 @@ async def _worker_message(
             ]
             for i in range(0, len(ops), 100):
                 await svc.store.txn([], ops[i : i + 100])
-        action = await svc.runs.report(message.run, message.action, message.event)
+        action = await svc.runs.report(message.run, message.action, message.event, from_worker=from_worker)
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 
 

@@ -283,7 +283,8 @@ class Runs:
         cache = spec.cache
         if not cache or cache.get("behavior") == "disable" or run.disable_run_cache:
             return action
-        key = cache_key(
+        # A project's cache is its own: another tenant's result for the same task and inputs never answers it.
+        key = f"{run.project}/{run.domain}/" + cache_key(
             spec.name,
             spec.interface_digest,
             str(cache.get("version", "")),
@@ -318,10 +319,14 @@ class Runs:
 
     # -- the state machine -------------------------------------------------------------------------------------
 
-    async def report(self, run: str, action: str, event: ActionEvent, also: Sequence[Op] = ()) -> ActionSummary:
+    async def report(
+        self, run: str, action: str, event: ActionEvent, also: Sequence[Op] = (), *, from_worker: bool = False
+    ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
 
         `also` rides in the same transaction when the change is applied (the placement record of a placed event).
+        `from_worker`: the reporter holds the run's worker token, so a result it reports was produced by the attempt
+        and may be cached; a result from anyone else ends the action but is never written to the cache.
         """
         key = action_key(run, action)
         output_checked = event.output is None
@@ -340,7 +345,7 @@ class Runs:
                 updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, kv.mod_revision)]
             ops: list[Op] = [Put(key, _encode(updated)), *also]
-            if updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
+            if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(CACHE + updated.cache_key, updated.output.model_dump_json().encode()))
             if action == ROOT_ACTION and updated.phase.is_terminal:
                 run_kv = await self._store.get(run_key(run))
