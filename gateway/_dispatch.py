@@ -70,6 +70,8 @@ SNAPSHOTS_RECORDED = 64
 the verdicts and scores, so a record stays a few KiB."""
 LEASE_TTL = float(os.environ.get("FLYTE_LEASE_TTL", "10"))
 """Seconds an agent may go silent before its work is moved to another cluster (tests shorten it)."""
+_UNJUDGEABLE = (ValueError, TypeError, KeyError, ArithmeticError, ApiError)
+"""What a placement pass may fail to judge about one action (bad data, a missing task); see `_cannot_judge`."""
 DUPLICATE_DELIVERY = os.environ.get("FLYTE_FAILPOINT_DUPLICATE_ASSIGN")
 """A failpoint for the fault matrix: send every assignment again this many seconds later (unset: never)."""
 HEARTBEAT_INTERVAL = 1.0
@@ -288,6 +290,7 @@ class Dispatcher:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
         pending: list[tuple[tuple[str, str], _Pending]] = []
+        notes: list[Awaitable[object]] = []
         for examined, key in enumerate(keys):
             action = self._queue.get(key)
             if action is None:
@@ -298,7 +301,12 @@ class Dispatcher:
                 due = action.not_before - now
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            pending.append((key, await self._pending(action, now)))
+            try:
+                pending.append((key, await self._pending(action, now)))
+            except _UNJUDGEABLE as error:
+                if not _cannot_judge(error):
+                    raise
+                notes.append(self._unjudgeable(key, action, error))
         if len({p.demand.project for _, p in pending}) > 1:
             usage = {project: used["cpu"] for project, used in self._usage.items()}
             by_key = dict(pending)
@@ -310,15 +318,23 @@ class Dispatcher:
         seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if len(snapshots) <= SNAPSHOTS_RECORDED else []
         position = {c.name: i for i, c in enumerate(snapshots)}
         decided: list[tuple[Assignment, Put]] = []
-        notes: list[Awaitable[object]] = []
         for key, item in pending:
-            decision = place(item.demand, snapshots, self.policy, usage=self._usage)
+            # One action the pass cannot judge fails alone; every other is still placed.
+            try:
+                decision = place(item.demand, snapshots, self.policy, usage=self._usage)
+                record = _record_put(item, seen, decision, now)
+                assignment = await self._assign(item, decision.cluster) if decision.cluster is not None else None
+            except _UNJUDGEABLE as error:
+                if not _cannot_judge(error):
+                    raise
+                notes.append(self._unjudgeable(key, item.action, error))
+                continue
             waiting = decision.cluster is None and not decision.never_fits
             if waiting and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
-            record = _record_put(item, seen, decision, now)
             if decision.cluster is not None:
-                decided.append((await self._assign(item, decision.cluster), record))
+                assert assignment is not None
+                decided.append((assignment, record))
                 self.runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
                 self._queue.pop(key, None)
                 if seen:
@@ -334,9 +350,9 @@ class Dispatcher:
                 )
         placed = await asyncio.gather(*(self._commit(a, r) for a, r in decided), *notes)
         assigned: dict[str, list[Assignment]] = defaultdict(list)
-        for assignment in placed[: len(decided)]:
-            if isinstance(assignment, Assignment):
-                assigned[assignment.cluster].append(assignment)
+        for result in placed[: len(decided)]:
+            if isinstance(result, Assignment):
+                assigned[result.cluster].append(result)
         for cluster, assignments in assigned.items():
             session = self.sessions.get(cluster)
             if session is not None:
@@ -406,11 +422,8 @@ class Dispatcher:
         """Reserve room on `cluster` for the action and make its assignment."""
         session = self.sessions[cluster]
         demand, action = item.demand, item.action
-        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
-            session.free[resource] = session.free.get(resource, 0.0) - amount
-        self._hold(session, demand, +1)
-        session.reserved[(action.run, action.name)] = demand
-        return Assignment(
+        # Made before anything is reserved: an assignment that cannot be made holds no room.
+        assignment = Assignment(
             run=action.run,
             action=action.name,
             parent=action.parent,
@@ -430,6 +443,11 @@ class Dispatcher:
             token=await self._run_token(action.run, item.project),
             traceparent=action.traceparent,
         )
+        for resource, amount in (("cpu", demand.cpu), ("memory", float(demand.memory))):
+            session.free[resource] = session.free.get(resource, 0.0) - amount
+        self._hold(session, demand, +1)
+        session.reserved[(action.run, action.name)] = demand
+        return assignment
 
     def _hold(self, session: AgentSession, demand: Demand, sign: int) -> None:
         """Count a placed action against its project's usage and its spread key (sign -1 gives it back)."""
@@ -481,6 +499,22 @@ class Dispatcher:
                 action.name,
                 ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error),
                 [record],
+            )
+
+    async def _unjudgeable(self, key: tuple[str, str], action: ActionSummary, error: Exception) -> None:
+        """Fail an action placement cannot judge (a spec or override it cannot read), so it stalls nobody else."""
+        self._queue.pop(key, None)
+        reason = error.message if isinstance(error, ApiError) else f"{type(error).__name__}: {error}"
+        log.warning("failing %s/%s: placement cannot judge it: %s", action.run, action.name, reason)
+        message = f"placement cannot judge this action: {reason}"[:65_536]
+        error_info = ErrorInfo(
+            error_type="NonRecoverableError", code="NonRecoverableError", kind="user", message=message
+        )
+        with contextlib.suppress(ApiError):
+            await self.runs.report(
+                action.run,
+                action.name,
+                ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error_info),
             )
 
     async def _run_token(self, run: str, project: str) -> str:
@@ -693,6 +727,14 @@ class _Pending:
     resources: dict[str, Any]
     reusable: dict[str, Any] | None
     timeout: float | None
+
+
+def _cannot_judge(error: Exception) -> bool:
+    """Whether `error` is about the action itself (it fails alone) rather than the platform: a store outage or a
+    busy store fails the pass, which is tried again."""
+    if isinstance(error, StoreError):
+        return False
+    return not isinstance(error, ApiError) or (error.status < 500 and error.status != 409)
 
 
 def _record_put(item: _Pending, snapshots: list[str], decision: Decision, now: float) -> Put:

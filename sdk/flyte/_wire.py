@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from . import errors
 from ._codec import EncodedValue
+from ._wire_specs import Backoff, PlacementDict, ResourcesDict, ReusableDict, Seconds
 
 
 class Phase(StrEnum):
@@ -230,14 +231,14 @@ class TaskSpec(WireModel):
     output_kind: Literal["json", "pickle"] = "json"
     """As `ParameterSpec.kind`, for the output."""
     is_async: bool = True
-    resources: dict[str, Any] = Field(default_factory=dict)
+    resources: ResourcesDict = Field(default_factory=dict)
     retries: int = Field(default=0, ge=0, le=100)
-    backoff: dict[str, float] = Field(default_factory=dict)
+    backoff: Backoff = Field(default_factory=dict)
     """base, factor and cap of the retry delay, in seconds."""
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: Seconds | None = None
     cache: dict[str, Any] = Field(default_factory=dict)
-    reusable: dict[str, Any] | None = None
-    placement: dict[str, Any] | None = None
+    reusable: ReusableDict | None = None
+    placement: PlacementDict | None = None
     queue: Name | None = None
     image: Annotated[str, StringConstraints(max_length=1024)] | None = None
     env_vars: dict[str, str] = Field(default_factory=dict)
@@ -291,12 +292,12 @@ class RunCreateRequest(WireModel):
 class TaskOverrides(WireModel):
     """What `task.override(...)` changed for one call: it wins over the deployed task's settings."""
 
-    resources: dict[str, Any] | None = None
+    resources: ResourcesDict | None = None
     retries: int | None = Field(default=None, ge=0, le=100)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    reusable: dict[str, Any] | None = None
+    timeout_seconds: Seconds | None = None
+    reusable: ReusableDict | None = None
     reusable_off: bool = False
-    placement: dict[str, Any] | None = None
+    placement: PlacementDict | None = None
 
 
 class ActionSubmitRequest(WireModel):

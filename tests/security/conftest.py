@@ -20,7 +20,7 @@ for folder in ("faults", "integration"):
         sys.path.insert(0, str(HERE.parent / folder))
 
 from federation import Federation, require_etcd  # noqa: E402
-from tenants import Tenants  # noqa: E402
+from tenants import TASKS, Tenants  # noqa: E402
 
 from gateway.store._etcd_process import EtcdProcess  # noqa: E402
 
@@ -40,3 +40,10 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
     finally:
         fed.close()
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def deployed(tenants: Tenants) -> Tenants:
+    """The federation with `TASKS` deployed in project alpha."""
+    tenants.deploy("alpha", tenants.load("sec_tasks_program", TASKS))
+    return tenants

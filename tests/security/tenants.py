@@ -18,6 +18,28 @@ from federation import Federation
 
 import flyte
 
+TASKS = """
+import asyncio
+import os
+
+import flyte
+
+env = flyte.TaskEnvironment("sec_tasks")
+
+
+@env.task
+async def add_one(x: int) -> int:
+    return x + 1
+
+
+@env.task
+async def hold(path: str) -> int:
+    while not os.path.exists(path):
+        await asyncio.sleep(0.05)
+    return 1
+"""
+"""The attacks' targets, deployed in project alpha: `add_one` and `hold`, which runs until its `path` exists."""
+
 
 @dataclass
 class Tenants:

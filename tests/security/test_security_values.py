@@ -18,36 +18,9 @@ from flyte.errors import ValueEncodingError
 
 pytestmark = pytest.mark.timeout(120)
 
-PROGRAM = """
-import asyncio
-import os
-
-import flyte
-
-env = flyte.TaskEnvironment("sec_values")
-
-
-@env.task
-async def add_one(x: int) -> int:
-    return x + 1
-
-
-@env.task
-async def hold(path: str) -> int:
-    while not os.path.exists(path):
-        await asyncio.sleep(0.05)
-    return 1
-"""
-
-
-@pytest.fixture(scope="module")
-def deployed(tenants: Tenants) -> Tenants:
-    tenants.deploy("alpha", tenants.load("sec_values_program", PROGRAM))
-    return tenants
-
 
 def _run(name: str, task: str, inputs: dict[str, object]) -> dict[str, object]:
-    return {"project": "alpha", "domain": "development", "task": f"sec_values.{task}", "name": name, "inputs": inputs}
+    return {"project": "alpha", "domain": "development", "task": f"sec_tasks.{task}", "name": name, "inputs": inputs}
 
 
 def test_a_pickled_value_for_an_int_input_is_refused_and_never_unpickled(deployed: Tenants, tmp_path: Path) -> None:
@@ -82,7 +55,7 @@ def test_a_pickled_child_input_is_refused_too(deployed: Tenants, tmp_path: Path)
     path = json_value(json.dumps(str(release)))
     status, run = deployed.call("POST", "/api/v1/runs", _run(name, "hold", {"path": path}))
     assert status == 201, run
-    child = {"name": "a" + uuid.uuid4().hex[:20], "parent": "a0", "task": "sec_values.add_one"}
+    child = {"name": "a" + uuid.uuid4().hex[:20], "parent": "a0", "task": "sec_tasks.add_one"}
     status, answer = deployed.call(
         "POST", f"/api/v1/runs/{name}/actions", {**child, "inputs": {"x": pickle_value(marker)}}
     )
