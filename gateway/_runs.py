@@ -67,6 +67,16 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
 _CAS_ATTEMPTS = 20
 
 
+def run_identity(project: str, domain: str, name: str) -> str:
+    """The federation-wide identity of a run a caller named `name` in a project and domain.
+
+    Names are unique per project and domain, not globally: project beta may take a name project alpha uses, and
+    neither learns of the other. Everything else (keys, tokens, assignments) names a run by this identity.
+    """
+    digest = hashlib.sha256(f"{project}/{domain}/{name}".encode()).hexdigest()[:12]
+    return f"{name[:50]}-{digest}"
+
+
 def run_key(run: str) -> str:
     return f"{RUNS}{run}"
 
@@ -110,6 +120,13 @@ class Runs:
         if kv is None:
             raise not_found(f"no run named {run}")
         return decode_run(kv)
+
+    async def resolve(self, ref: str, scope: tuple[str, str]) -> RunSummary:
+        """The run `ref` names: a name chosen in `scope` (project, domain), else an identity."""
+        kv = await self._store.get(run_key(run_identity(*scope, ref)))
+        if kv is not None:
+            return decode_run(kv)
+        return await self.get_run(ref)
 
     async def list_runs(
         self,
@@ -170,7 +187,7 @@ class Runs:
                 existing = await self._store.get(idem_key)
                 if existing is not None:
                     return await self._answer_idempotent(existing, digest), False
-            name = request.name or new_run_name()
+            name = run_identity(request.project, request.domain, request.name) if request.name else new_run_name()
             traceparent, span_parent = self.tracing.root_context()
             run = RunSummary(
                 name=name,
@@ -188,6 +205,7 @@ class Runs:
                 idempotency_key=request.idempotency_key,
                 request_digest=digest,
                 action_count=1,
+                display_name=request.name,
             )
             root = ActionSummary(
                 name=ROOT_ACTION,
@@ -220,7 +238,11 @@ class Runs:
                     self.tracing.written(spans)
                 return run, True
             if result.current.get(run_key(name)) is not None and request.name is not None:
-                raise conflict(f"a run named {name} already exists; run names are unique", code="run_exists")
+                raise conflict(
+                    f"a run named {request.name} already exists in {request.project}/{request.domain}; "
+                    "run names are unique per project and domain",
+                    code="run_exists",
+                )
         raise conflict("run creation raced with others; try again", code="busy")
 
     async def _answer_idempotent(self, existing: KeyValue, digest: str) -> RunSummary:

@@ -185,6 +185,7 @@ class RunSummary(WireModel):
     """A run as its metadata directory (local) or the gateway (remote) records it."""
 
     name: str
+    """The run's identity across the federation: what URLs, tokens and records name it by."""
     task: str
     phase: Phase
     project: str
@@ -204,6 +205,14 @@ class RunSummary(WireModel):
     request_digest: str | None = None
     """A digest of the create request: the same idempotency key with another body is refused (409)."""
     abort_reason: str | None = None
+    display_name: str | None = None
+    """The name the run was created with, when the caller chose one: unique within its project and domain (another
+    project may choose the same), so the gateway keeps it under an identity (`name`) derived from all three."""
+
+    @property
+    def shown_name(self) -> str:
+        """The name to show a user: the chosen one, else the identity."""
+        return self.display_name or self.name
 
 
 # -- the task registry ---------------------------------------------------------------------------------------

@@ -81,16 +81,16 @@ def test_a_result_a_client_reports_is_never_cached(tenants: Tenants, tmp_path: P
     gate = tmp_path / "gate"
     inputs = {"x": json_value("8"), "gate": json_value(json.dumps(str(gate)))}
 
-    def create(name: str) -> None:
+    def create(name: str) -> str:
         body = {"project": "alpha", "domain": "development", "task": "sec_cache.gated", "name": name, "inputs": inputs}
         status, answer = tenants.call("POST", "/api/v1/runs", body)
         assert status == 201, answer
+        return str(answer["name"])
 
     def phase(name: str) -> str:
         return str(tenants.call("GET", f"/api/v1/runs/{name}/actions/a0")[1]["phase"])
 
-    forged = f"forged-{uuid.uuid4().hex[:8]}"
-    create(forged)
+    forged = create(f"forged-{uuid.uuid4().hex[:8]}")
     assert_eventually(lambda: phase(forged) == "running", timeout=60)
     report = {
         "type": "report",
@@ -103,8 +103,7 @@ def test_a_result_a_client_reports_is_never_cached(tenants: Tenants, tmp_path: P
     gate.touch()
     assert_eventually(lambda: phase(forged) in ("succeeded", "failed"), timeout=60)
 
-    honest = f"honest-{uuid.uuid4().hex[:8]}"
-    create(honest)
+    honest = create(f"honest-{uuid.uuid4().hex[:8]}")
     assert_eventually(lambda: phase(honest) == "succeeded", timeout=60)
     status, run = tenants.call("GET", f"/api/v1/runs/{honest}")
     assert status == 200

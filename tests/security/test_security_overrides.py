@@ -42,7 +42,7 @@ def _create(tenants: Tenants, task: str, inputs: dict[str, Any]) -> str:
     body["inputs"] = inputs
     status, answer = tenants.call("POST", "/api/v1/runs", body)
     assert status == 201, answer
-    return name
+    return str(answer["name"])
 
 
 def _action(tenants: Tenants, run: str, action: str = "a0") -> dict[str, Any]:

@@ -30,7 +30,7 @@ def test_a_pickled_value_for_an_int_input_is_refused_and_never_unpickled(deploye
     assert (status, answer["code"]) == (400, "value_kind_mismatch")
     assert "'x'" in answer["message"]
     assert "int" in answer["message"]
-    assert deployed.call("GET", f"/api/v1/runs/{name}")[0] == 404, "no run was written"
+    assert deployed.call("GET", f"/api/v1/runs/{name}?project=alpha")[0] == 404, "no run was written"
     assert not marker.exists(), "nothing unpickled the payload"
 
 
@@ -39,14 +39,14 @@ def test_a_value_whose_digest_is_not_its_bytes_is_refused(deployed: Tenants) -> 
     forged = json_value("1000", digest_of="7")
     status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "add_one", {"x": forged}))
     assert (status, answer["code"]) == (400, "digest_mismatch")
-    assert deployed.call("GET", f"/api/v1/runs/{name}")[0] == 404
+    assert deployed.call("GET", f"/api/v1/runs/{name}?project=alpha")[0] == 404
 
 
 def test_json_that_is_not_the_declared_scalar_is_refused(deployed: Tenants) -> None:
     name = f"notint-{uuid.uuid4().hex[:8]}"
     status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "add_one", {"x": json_value('"seven"')}))
     assert (status, answer["code"]) == (400, "invalid_value")
-    assert deployed.call("GET", f"/api/v1/runs/{name}")[0] == 404
+    assert deployed.call("GET", f"/api/v1/runs/{name}?project=alpha")[0] == 404
 
 
 def test_a_pickled_child_input_is_refused_too(deployed: Tenants, tmp_path: Path) -> None:
@@ -55,6 +55,7 @@ def test_a_pickled_child_input_is_refused_too(deployed: Tenants, tmp_path: Path)
     path = json_value(json.dumps(str(release)))
     status, run = deployed.call("POST", "/api/v1/runs", _run(name, "hold", {"path": path}))
     assert status == 201, run
+    name = run["name"]  # the run's identity: its chosen name is alpha's, reached with ?project=alpha
     child = {"name": "a" + uuid.uuid4().hex[:20], "parent": "a0", "task": "sec_tasks.add_one"}
     status, answer = deployed.call(
         "POST", f"/api/v1/runs/{name}/actions", {**child, "inputs": {"x": pickle_value(marker)}}
