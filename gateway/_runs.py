@@ -65,6 +65,8 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.ABORTED: frozenset(),
 }
 _CAS_ATTEMPTS = 20
+_SCOPES_KEPT = 10_000
+"""Runs whose project and domain `Runs` remembers (the oldest is forgotten first)."""
 
 
 def run_identity(project: str, domain: str, name: str) -> str:
@@ -112,6 +114,7 @@ class Runs:
         self.registry = registry
         self.tracing = tracing or GatewayTracing(store, enabled=False)
         self._commit = GroupCommit(store)
+        self._scopes: dict[str, tuple[str, str]] = {}
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -392,9 +395,19 @@ class Runs:
         raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
 
     async def _check_result(self, run: str, action: ActionSummary, output: WireValue) -> None:
-        run_record = await self.get_run(run)
-        task = await self.registry.get(run_record.project, run_record.domain, action.task, action.version)
+        project, domain = await self._scope_of(run)
+        task = await self.registry.get(project, domain, action.task, action.version)
         check_output(output, task.spec)
+
+    async def _scope_of(self, run: str) -> tuple[str, str]:
+        """A run's project and domain, which never change: remembered, so a result costs no extra store read."""
+        scope = self._scopes.get(run)
+        if scope is None:
+            record = await self.get_run(run)
+            if len(self._scopes) >= _SCOPES_KEPT:
+                self._scopes.pop(next(iter(self._scopes)))
+            scope = self._scopes[run] = (record.project, record.domain)
+        return scope
 
     async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
         """Record why a queued action is not placed yet; False when it is no longer queued at that attempt."""

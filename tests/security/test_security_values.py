@@ -4,11 +4,14 @@ value whose digest is not its bytes' sha256) at submission, and the SDK's decode
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from tenants import Tenants, json_value, pickle_value
 from waiting import assert_eventually
@@ -65,6 +68,41 @@ def test_a_pickled_child_input_is_refused_too(deployed: Tenants, tmp_path: Path)
     release.touch()
     assert_eventually(lambda: deployed.call("GET", f"/api/v1/runs/{name}")[1]["phase"] == "succeeded", timeout=60)
     assert not marker.exists()
+
+
+def test_a_pickled_result_for_an_int_output_is_refused(deployed: Tenants, tmp_path: Path) -> None:
+    """A result is checked like an input: a pickle reported for `hold`'s `int` output is refused and the action runs
+    on to its own result. (The reporter here is a client's `run` token on the worker socket; a worker token gets the
+    same refusal from the value check.)"""
+    release, marker = tmp_path / "release", tmp_path / "pwned"
+    path = json_value(json.dumps(str(release)))
+    status, run = deployed.call("POST", "/api/v1/runs", _run(f"result-{uuid.uuid4().hex[:8]}", "hold", {"path": path}))
+    assert status == 201, run
+    name = run["name"]
+
+    def root() -> dict[str, Any]:
+        return dict(deployed.call("GET", f"/api/v1/runs/{name}/actions/a0")[1])
+
+    assert_eventually(lambda: root()["phase"] == "running", timeout=60)
+    event = {"phase": "succeeded", "attempt": 1, "output": pickle_value(marker)}
+    reply = asyncio.run(_report(deployed, {"type": "report", "id": 1, "run": name, "action": "a0", "event": event}))
+    assert reply["type"] == "error"
+    assert reply["code"] in ("value_kind_mismatch", "forbidden"), reply
+    assert root()["phase"] == "running", "the forged result changed nothing"
+    release.touch()
+    assert_eventually(lambda: root()["phase"] == "succeeded", timeout=60)
+    assert root()["output"]["json_text"] == "1"
+    assert not marker.exists()
+
+
+async def _report(tenants: Tenants, message: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {tenants.tokens['alpha']}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.ws_connect(tenants.fed.endpoint + "/api/v1/workers/connect") as ws,
+    ):
+        await ws.send_str(json.dumps(message))
+        return dict(await ws.receive_json(timeout=30))
 
 
 def test_the_sdk_decoder_refuses_a_pickle_for_a_json_typed_annotation(tmp_path: Path) -> None:
