@@ -42,7 +42,8 @@ from flyte._wire import (
 )
 from gateway._auth import create_token
 from gateway._errors import ApiError
-from gateway._runs import ACTIONS, Runs, decode_action, decode_event
+from gateway._judging import UNJUDGEABLE, cannot_judge, demand_of, readable_action
+from gateway._runs import ACTIONS, Runs, decode_action
 from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
 from policies import (
     DEFAULT_POLICY,
@@ -70,8 +71,6 @@ SNAPSHOTS_RECORDED = 64
 the verdicts and scores, so a record stays a few KiB."""
 LEASE_TTL = float(os.environ.get("FLYTE_LEASE_TTL", "10"))
 """Seconds an agent may go silent before its work is moved to another cluster (tests shorten it)."""
-_UNJUDGEABLE = (ValueError, TypeError, KeyError, ArithmeticError, ApiError)
-"""What a placement pass may fail to judge about one action (bad data, a missing task); see `_cannot_judge`."""
 DUPLICATE_DELIVERY = os.environ.get("FLYTE_FAILPOINT_DUPLICATE_ASSIGN")
 """A failpoint for the fault matrix: send every assignment again this many seconds later (unset: never)."""
 HEARTBEAT_INTERVAL = 1.0
@@ -174,7 +173,9 @@ class Dispatcher:
                     for event in batch:
                         if event.type is not EventType.PUT:
                             continue
-                        action = decode_event(event)
+                        action = readable_action(event.key, event.value, event.mod_revision)
+                        if action is None:
+                            continue
                         self._observe(action)
                         if action.parent is not None:
                             changed[(action.run, action.parent)].append(action)
@@ -204,7 +205,9 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
         children: dict[tuple[str, str], list[ActionSummary]] = defaultdict(list)
         for kv in kvs:
-            action = decode_action(kv)
+            action = readable_action(kv.key, kv.value, kv.mod_revision)
+            if action is None:
+                continue
             self._observe(action)
             if action.parent is not None and (action.run, action.parent) in self._watchers:
                 children[(action.run, action.parent)].append(action)
@@ -303,8 +306,8 @@ class Dispatcher:
                 continue
             try:
                 pending.append((key, await self._pending(action, now)))
-            except _UNJUDGEABLE as error:
-                if not _cannot_judge(error):
+            except UNJUDGEABLE as error:
+                if not cannot_judge(error):
                     raise
                 notes.append(self._unjudgeable(key, action, error))
         if len({p.demand.project for _, p in pending}) > 1:
@@ -324,8 +327,8 @@ class Dispatcher:
                 decision = place(item.demand, snapshots, self.policy, usage=self._usage)
                 record = _record_put(item, seen, decision, now)
                 assignment = await self._assign(item, decision.cluster) if decision.cluster is not None else None
-            except _UNJUDGEABLE as error:
-                if not _cannot_judge(error):
+            except UNJUDGEABLE as error:
+                if not cannot_judge(error):
                     raise
                 notes.append(self._unjudgeable(key, item.action, error))
                 continue
@@ -381,7 +384,7 @@ class Dispatcher:
         timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
         prefer_warm = (placement or {}).get("prefer_warm", True)
         queued_since = action.not_before or action.created_at or now
-        demand = _demand(
+        demand = demand_of(
             resources,
             placement,
             warm_key=f"{task.env}@{task.version}" if reusable and prefer_warm else None,
@@ -729,14 +732,6 @@ class _Pending:
     timeout: float | None
 
 
-def _cannot_judge(error: Exception) -> bool:
-    """Whether `error` is about the action itself (it fails alone) rather than the platform: a store outage or a
-    busy store fails the pass, which is tried again."""
-    if isinstance(error, StoreError):
-        return False
-    return not isinstance(error, ApiError) or (error.status < 500 and error.status != 409)
-
-
 def _record_put(item: _Pending, snapshots: list[str], decision: Decision, now: float) -> Put:
     """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON
     (this runs once per decision, and most snapshots are the same from one decision to the next)."""
@@ -758,45 +753,6 @@ def _record_put(item: _Pending, snapshots: list[str], decision: Decision, now: f
     }
     text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
     return Put(f"{PLACEMENTS}{action.run}/{action.name}/{attempt:06d}", text.encode())
-
-
-def _demand(
-    resources: dict[str, Any],
-    placement: dict[str, Any] | None,
-    *,
-    warm_key: str | None,
-    queue: str | None,
-    project: str,
-    parent_cluster: str | None,
-    waited_seconds: float,
-    spread_key: str | None,
-) -> Demand:
-    """What an action asks for, from its task spec (`Resources.to_dict()` and `Placement.to_dict()`)."""
-    cpu = resources.get("cpu") or {}
-    memory = resources.get("memory") or {}
-    gpu = resources.get("gpu") or {}
-    placement = placement or {}
-
-    def names(key: str) -> tuple[str, ...]:
-        return tuple(str(v) for v in placement.get(key) or ())
-
-    return Demand(
-        cpu=float(cpu.get("request") or 0.0),
-        memory=int(memory.get("request") or 0),
-        gpu=int(gpu.get("count") or 0),
-        gpu_type=gpu.get("type"),
-        warm_key=warm_key,
-        clusters=names("clusters"),
-        regions=names("regions"),
-        clouds=names("clouds"),
-        avoid=names("avoid"),
-        project=project,
-        labels=tuple(sorted((str(k), str(v)) for k, v in (placement.get("labels") or {}).items())),
-        queue=queue,
-        parent_cluster=parent_cluster,
-        waited_seconds=waited_seconds,
-        spread_key=spread_key,
-    )
 
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -94,6 +94,45 @@ def test_an_action_placement_cannot_judge_fails_alone(deployed: Tenants, tmp_pat
     assert_eventually(lambda: _action(deployed, holder)["phase"] == "succeeded", timeout=60)
 
 
+def test_a_bad_override_already_in_the_store_stalls_nobody(deployed: Tenants, tmp_path: Path) -> None:
+    """An action with `cpu.request: "abc"` written before overrides were validated (here: straight into the store)
+    is ignored by the placement watch, which goes on placing everyone else's work."""
+    release = tmp_path / "release"
+    holder = _create(deployed, "hold", {"path": json_value(json.dumps(str(release)))})
+    bogus = "a" + uuid.uuid4().hex[:20]
+    now = time.time()
+    record = {
+        "name": bogus,
+        "parent": "a0",
+        "task": "sec_tasks.add_one",
+        "version": _action(deployed, holder)["version"],
+        "phase": "queued",
+        "run": holder,
+        "inputs": {"x": json_value("1")},
+        "created_at": now,
+        "updated_at": now,
+        "overrides": {"resources": {"cpu": {"request": "abc"}}},
+    }
+    key = action_key(holder, bogus)
+    gateway = deployed.fed.gateway
+    assert gateway is not None
+    asyncio.run(_put(deployed, key, json.dumps(record).encode()))
+    assert_eventually(lambda: f"ignoring the unreadable action record {key}" in gateway.text(), timeout=30)
+    other = _create(deployed, "add_one", {"x": json_value("1")})
+    assert_eventually(lambda: _action(deployed, other)["phase"] == "succeeded", timeout=60)
+    release.touch()
+    assert_eventually(lambda: _action(deployed, holder)["phase"] == "succeeded", timeout=60)
+    assert gateway.alive()
+
+
+async def _put(tenants: Tenants, key: str, value: bytes) -> None:
+    store = await open_store(tenants.fed.etcd.url)
+    try:
+        await store.put(key, value)
+    finally:
+        await store.close()
+
+
 async def _write_unjudgeable(tenants: Tenants, run: str, name: str) -> None:
     now = time.time()
     action = ActionSummary(
@@ -106,8 +145,4 @@ async def _write_unjudgeable(tenants: Tenants, run: str, name: str) -> None:
         created_at=now,
         updated_at=now,
     )
-    store = await open_store(tenants.fed.etcd.url)
-    try:
-        await store.put(action_key(run, name), action.model_dump_json(exclude={"revision"}).encode())
-    finally:
-        await store.close()
+    await _put(tenants, action_key(run, name), action.model_dump_json(exclude={"revision"}).encode())
