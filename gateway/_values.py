@@ -46,17 +46,32 @@ _SCALAR_CHECKS: dict[str, Callable[[object], bool]] = {
 def check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
     """Refuse (400, naming the input and its type) a value its declared type cannot take."""
     declared = {p.name: p for p in spec.inputs}
+    inline = 0
     for name, value in inputs.items():
         param = declared[name]
-        _check(value, param.kind, param.type, f"input {name!r} of {spec.name} (declared {param.type})")
+        inline += _check(value, param.kind, param.type, f"input {name!r} of {spec.name} (declared {param.type})")
+    _check_task_limit(inline, spec, "inputs")
 
 
 def check_output(output: WireValue, spec: TaskSpec) -> None:
     """Refuse a reported result its task's declared output type cannot take."""
-    _check(output, spec.output_kind, spec.output, f"the output of {spec.name} (declared {spec.output})")
+    inline = _check(output, spec.output_kind, spec.output, f"the output of {spec.name} (declared {spec.output})")
+    _check_task_limit(inline, spec, "output")
 
 
-def _check(value: WireValue, kind: str, type_text: str, what: str) -> None:
+def _check_task_limit(inline: int, spec: TaskSpec, what: str) -> None:
+    # The SDK enforces the task's own limit too (InlineIOMaxBytesBreached); this holds for any sender.
+    if inline > spec.max_inline_io_bytes:
+        raise ApiError(
+            413,
+            "inline_io_too_large",
+            f"the {what} of {spec.name} are {inline} bytes inline; the task's max_inline_io_bytes is "
+            f"{spec.max_inline_io_bytes}",
+        )
+
+
+def _check(value: WireValue, kind: str, type_text: str, what: str) -> int:
+    """Refuse a value its declared kind and type cannot take; returns its inline size in bytes."""
     if value.kind == "pickle" and kind == "json":
         raise bad_request(
             f"{what} has a JSON form, so it is only accepted as JSON, not pickled", code="value_kind_mismatch"
@@ -66,7 +81,7 @@ def _check(value: WireValue, kind: str, type_text: str, what: str) -> None:
             raise bad_request(f"{what} is both a blob reference and inline; send one", code="invalid_value")
         if value.ref != f"blob:{value.digest}":
             raise bad_request(f"{what}: a blob reference is blob:<its digest>, not {value.ref[:80]!r}")
-        return
+        return 0
     data = _inline_bytes(value, what)
     if len(data) > INLINE_VALUE_LIMIT:
         raise ApiError(
@@ -81,6 +96,7 @@ def _check(value: WireValue, kind: str, type_text: str, what: str) -> None:
         )
     if value.kind == "json":
         _check_json(data, type_text, what)
+    return len(data)
 
 
 def _inline_bytes(value: WireValue, what: str) -> bytes:

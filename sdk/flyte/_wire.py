@@ -252,7 +252,7 @@ class TaskSpec(WireModel):
     image: Annotated[str, StringConstraints(max_length=1024)] | None = None
     env_vars: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list, max_length=64)
-    max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=2**31)
 
 
 class DeployRequest(WireModel):

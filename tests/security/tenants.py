@@ -32,13 +32,19 @@ async def add_one(x: int) -> int:
     return x + 1
 
 
+@env.task(max_inline_io_bytes=64)
+async def small(text: str) -> int:
+    return len(text)
+
+
 @env.task
 async def hold(path: str) -> int:
     while not os.path.exists(path):
         await asyncio.sleep(0.05)
     return 1
 """
-"""The attacks' targets, deployed in project alpha: `add_one` and `hold`, which runs until its `path` exists."""
+"""The attacks' targets, deployed in project alpha: `add_one`, `small` (64 inline bytes at most) and `hold`, which
+runs until its `path` exists."""
 
 
 @dataclass

@@ -52,6 +52,16 @@ def test_json_that_is_not_the_declared_scalar_is_refused(deployed: Tenants) -> N
     assert deployed.call("GET", f"/api/v1/runs/{name}?project=alpha")[0] == 404
 
 
+def test_inputs_over_the_tasks_inline_limit_are_refused(deployed: Tenants) -> None:
+    name = f"big-{uuid.uuid4().hex[:8]}"
+    text = json.dumps("x" * 100)
+    status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "small", {"text": json_value(text)}))
+    assert (status, answer["code"]) == (413, "inline_io_too_large")
+    assert deployed.call("GET", f"/api/v1/runs/{name}?project=alpha")[0] == 404
+    status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "small", {"text": json_value('"ok"')}))
+    assert status == 201, answer
+
+
 def test_a_pickled_child_input_is_refused_too(deployed: Tenants, tmp_path: Path) -> None:
     release, marker = tmp_path / "release", tmp_path / "pwned"
     name = f"parent-{uuid.uuid4().hex[:8]}"
