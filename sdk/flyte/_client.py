@@ -114,6 +114,11 @@ class GatewayClient:
     def _scope(self, project: str | None = None, domain: str | None = None) -> dict[str, str]:
         return {"project": project or self.project, "domain": domain or self.domain}
 
+    def run_params(self, **more: str) -> dict[str, str]:
+        """Query parameters of a run-scoped path: this client's project and domain (a run's chosen name is unique
+        only within them), and `more`."""
+        return {**self._scope(), **more}
+
     # -- blobs ----------------------------------------------------------------------------------------------
 
     async def put_blob(self, data: bytes) -> str:

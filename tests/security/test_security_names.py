@@ -13,6 +13,8 @@ import aiohttp
 import pytest
 from tenants import TASKS, Tenants, json_value
 
+import flyte
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -48,6 +50,11 @@ def test_run_names_are_unique_per_project_and_domain(both: Tenants) -> None:
         status, found = both.call("GET", f"/api/v1/runs/{name}?project={project}", as_=project)
         assert status == 200, found
         assert (found["name"], found["project"]) == (created["name"], project)
+        both.as_admin(project)
+        run = flyte.remote.Run.get(name)
+        assert run.name == name, "the SDK shows the chosen name"
+        assert run.url.endswith(f"/runs/{created['name']}")
+        assert [a.name for a in run.actions()] == ["a0"]
 
 
 def test_another_projects_run_is_a_404_like_a_missing_one(both: Tenants) -> None:
