@@ -80,7 +80,9 @@ def _check(value: WireValue, kind: str, type_text: str, what: str) -> int:
         if value.json_text is not None or value.pickle_b64 is not None:
             raise bad_request(f"{what} is both a blob reference and inline; send one", code="invalid_value")
         if value.ref != f"blob:{value.digest}":
-            raise bad_request(f"{what}: a blob reference is blob:<its digest>, not {value.ref[:80]!r}")
+            raise bad_request(
+                f"{what}: a blob reference is blob:<its digest>, not {value.ref[:80]!r}", code="invalid_value"
+            )
         return 0
     data = _inline_bytes(value, what)
     if len(data) > INLINE_VALUE_LIMIT:
