@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -50,6 +51,17 @@ def test_json_that_is_not_the_declared_scalar_is_refused(deployed: Tenants) -> N
     status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "add_one", {"x": json_value('"seven"')}))
     assert (status, answer["code"]) == (400, "invalid_value")
     assert deployed.call("GET", f"/api/v1/runs/{name}?project=alpha")[0] == 404
+
+
+def test_a_blob_reference_names_its_own_digest(deployed: Tenants) -> None:
+    """A reference is `blob:<digest>`: never a path on a worker's host, nor another value's blob."""
+    digest = hashlib.sha256(b"7").hexdigest()
+    for ref in ("file:///etc/passwd", f"blob:{hashlib.sha256(b'8').hexdigest()}"):
+        name = f"ref-{uuid.uuid4().hex[:8]}"
+        value = {"kind": "json", "digest": digest, "ref": ref}
+        status, answer = deployed.call("POST", "/api/v1/runs", _run(name, "add_one", {"x": value}))
+        assert (status, answer["code"]) == (400, "invalid_value"), ref
+        assert deployed.call("GET", f"/api/v1/runs/{name}?project=alpha")[0] == 404
 
 
 def test_inputs_over_the_tasks_inline_limit_are_refused(deployed: Tenants) -> None:
