@@ -192,6 +192,7 @@ async def list_task_versions(request: web.Request) -> web.Response:
 
 
 def may_read(principal: Principal, run: RunSummary) -> bool:
+    """Whether the caller may see `run` at all; one that may not is told it does not exist."""
     try:
         principal.require_reader(run.project, run.name)
     except ApiError:
