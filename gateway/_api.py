@@ -35,12 +35,13 @@ from flyte._wire import (
     WatchMessage,
     WireValue,
 )
-from gateway._auth import create_token, principal_of, validate_scope
+from gateway._auth import Principal, create_token, principal_of, validate_scope
 from gateway._blobs import BlobStore
-from gateway._errors import ApiError, bad_request, describe_validation_error
+from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway._metrics import Metrics
 from gateway._registry import Registry
 from gateway._runs import Runs, actions_prefix, decode_event
+from gateway._values import INLINE_VALUE_LIMIT
 from gateway.store import Compacted, EventType, Store
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -48,8 +49,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON_BODY_LIMIT = 16 * 1024 * 1024
 """The largest JSON request body; blobs have their own, larger limit."""
-INLINE_VALUE_LIMIT = 1024 * 1024
-"""The largest value a request may carry inline; larger values travel as blobs."""
 CLUSTERS = "/flyte/clusters/"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _SNAPSHOT_CHUNK = 500
@@ -200,9 +199,25 @@ async def list_task_versions(request: web.Request) -> web.Response:
 # -- runs and actions ----------------------------------------------------------------------------------------------
 
 
-async def _readable_run(request: web.Request) -> RunSummary:
-    run = await services(request).runs.get_run(request.match_info["run"])
-    principal_of(request).require_reader(run.project, run.name)
+def may_read(principal: Principal, run: RunSummary) -> bool:
+    """Whether the caller may see `run` at all; one that may not is told it does not exist."""
+    try:
+        principal.require_reader(run.project, run.name)
+    except ApiError:
+        return False
+    return True
+
+
+async def visible_run(request: web.Request) -> RunSummary:
+    """The run the path names (a name chosen in `?project=&domain=`, or an identity), if the caller may read it.
+
+    A run of a project the caller cannot read answers 404 exactly as a run that does not exist: a 403 would tell other
+    projects which names exist.
+    """
+    ref = request.match_info["run"]
+    run = await services(request).runs.resolve(ref, _scope(request))
+    if not may_read(principal_of(request), run):
+        raise not_found(f"no run named {ref}")
     return run
 
 
@@ -265,30 +280,30 @@ def _phase(request: web.Request) -> Phase | None:
 
 
 async def get_run(request: web.Request) -> web.Response:
-    return _json(await _readable_run(request))
+    return _json(await visible_run(request))
 
 
 async def abort_run(request: web.Request) -> web.Response:
     body = await read_model(request, AbortRequest)
-    run = await services(request).runs.get_run(request.match_info["run"])
+    run = await visible_run(request)
     principal_of(request).require("run", project=run.project)
     return _json(await services(request).runs.abort(run.name, body.reason))
 
 
 async def list_actions(request: web.Request) -> web.Response:
-    run = await _readable_run(request)
+    run = await visible_run(request)
     actions, _ = await services(request).runs.list_actions(run.name, request.query.get("parent"), _phase(request))
     return _json(actions)
 
 
 async def get_action(request: web.Request) -> web.Response:
-    run = await _readable_run(request)
+    run = await visible_run(request)
     return _json(await services(request).runs.get_action(run.name, request.match_info["action"]))
 
 
 async def submit_action(request: web.Request) -> web.Response:
     body = await read_model(request, ActionSubmitRequest)
-    run = await services(request).runs.get_run(request.match_info["run"])
+    run = await visible_run(request)
     principal_of(request).require("run", f"worker:{run.name}", project=run.project)
     _check_inline(body.inputs)
     svc = services(request)
@@ -299,11 +314,14 @@ async def submit_action(request: web.Request) -> web.Response:
 
 async def report_event(request: web.Request) -> web.Response:
     body = await read_model(request, ActionEvent)
-    run = await services(request).runs.get_run(request.match_info["run"])
+    run = await visible_run(request)
     scopes = [f"worker:{run.name}"] + ([f"agent:{body.cluster}"] if body.cluster else [])
-    principal_of(request).require(*scopes, project=run.project)
+    principal = principal_of(request)
+    principal.require(*scopes, project=run.project)
     svc = services(request)
-    action = await svc.runs.report(run.name, request.match_info["action"], body)
+    action = await svc.runs.report(
+        run.name, request.match_info["action"], body, from_worker=f"worker:{run.name}" in principal.scopes
+    )
     svc.metrics.events[f"transitions_{body.phase.value}"] += 1
     return _json(action)
 
@@ -314,7 +332,7 @@ async def watch_actions(request: web.Request) -> web.StreamResponse:
     `?from_revision=R` resumes after a reconnect with the changes from R on; if the store no longer has them, the
     stream starts with a `reset` and a fresh snapshot.
     """
-    run = await _readable_run(request)
+    run = await visible_run(request)
     parent = request.query.get("parent")
     only = request.query.get("action")
     try:
@@ -384,7 +402,7 @@ async def _stream(
 
 
 async def get_trace(request: web.Request) -> web.Response:
-    run = await _readable_run(request)
+    run = await visible_run(request)
     return _json(RunTrace(run=run.name, spans=await services(request).runs.tracing.read(run.name)))
 
 

@@ -36,10 +36,10 @@ from flyte._wire import (
     WorkerWatch,
 )
 from flyte._worker_link import STORE_UNAVAILABLE
-from gateway._api import SERVICES, Services, services
+from gateway._api import SERVICES, Services, may_read, services, visible_run
 from gateway._auth import Principal, principal_of
 from gateway._dispatch import DISPATCHER, HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
-from gateway._errors import ApiError, bad_request, describe_validation_error
+from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway.store import Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
@@ -184,8 +184,10 @@ async def _handle_worker_message(
         parsed = _WORKER_MESSAGES.validate_json(data)
         request_id = parsed.id
         run = await svc.runs.get_run(parsed.run)
+        if not may_read(principal, run):
+            raise not_found(f"no run named {parsed.run}")
         principal.require(f"worker:{run.name}", "run", project=run.project)
-        await _worker_message(svc, dispatcher, parsed, send)
+        await _worker_message(svc, dispatcher, parsed, send, from_worker=f"worker:{run.name}" in principal.scopes)
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
     except ApiError as error:
@@ -203,6 +205,8 @@ async def _worker_message(
     dispatcher: Dispatcher,
     message: WorkerMessage,
     send: Send,
+    *,
+    from_worker: bool,
 ) -> None:
     if isinstance(message, WorkerSubmit):
         # Concurrently: their writes share transactions (group commit) instead of waiting on each other.
@@ -226,7 +230,7 @@ async def _worker_message(
             ]
             for i in range(0, len(ops), 100):
                 await svc.store.txn([], ops[i : i + 100])
-        action = await svc.runs.report(message.run, message.action, message.event)
+        action = await svc.runs.report(message.run, message.action, message.event, from_worker=from_worker)
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 
 
@@ -236,8 +240,7 @@ def _safe(key: str) -> str:
 
 async def get_logs(request: web.Request) -> web.Response:
     svc = services(request)
-    run = await svc.runs.get_run(request.match_info["run"])
-    principal_of(request).require_reader(run.project, run.name)
+    run = await visible_run(request)
     action = await svc.runs.get_action(run.name, request.match_info["action"])
     attempt = request.query.get("attempt", str(max(action.attempts, 1)))
     if not attempt.isdigit():

@@ -44,10 +44,11 @@ from flyte._wire import (
 )
 from gateway._auth import create_token
 from gateway._errors import ApiError
+from gateway._judging import UNJUDGEABLE, cannot_judge, readable_action
 from gateway._metrics import ClusterRoom
 from gateway._pending import Pending, demand_of, record_put
 from gateway._reservations import Attempt, Reservations
-from gateway._runs import ACTIONS, Runs, decode_action, decode_event
+from gateway._runs import ACTIONS, Runs, decode_action
 from gateway._waits import ancestors_bound, queue_limit, waited_too_long
 from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
 from policies import (
@@ -174,7 +175,9 @@ class Dispatcher:
                     for event in batch:
                         if event.type is not EventType.PUT:
                             continue
-                        action = decode_event(event)
+                        action = readable_action(event.key, event.value, event.mod_revision)
+                        if action is None:
+                            continue
                         self._observe(action)
                         if action.parent is not None:
                             changed[(action.run, action.parent)].append(action)
@@ -203,7 +206,9 @@ class Dispatcher:
                 log.warning("re-listing actions failed (%s); retrying within %.1fs", error, retry.ceiling)
         children: dict[tuple[str, str], list[ActionSummary]] = defaultdict(list)
         for kv in kvs:
-            action = decode_action(kv)
+            action = readable_action(kv.key, kv.value, kv.mod_revision)
+            if action is None:
+                continue
             self._observe(action)
             if action.parent is not None and (action.run, action.parent) in self._watchers:
                 children[(action.run, action.parent)].append(action)
@@ -294,6 +299,7 @@ class Dispatcher:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
         pending: list[tuple[tuple[str, str], Pending]] = []
+        notes: list[Awaitable[object]] = []
         for examined, key in enumerate(keys):
             action = self._queue.get(key)
             if action is None:
@@ -304,7 +310,12 @@ class Dispatcher:
                 due = action.not_before - now
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            pending.append((key, await self._pending(action, now)))
+            try:
+                pending.append((key, await self._pending(action, now)))
+            except UNJUDGEABLE as unjudgeable:
+                if not cannot_judge(unjudgeable):
+                    raise
+                notes.append(self._unjudgeable(key, action, unjudgeable))
         if len({p.demand.project for _, p in pending}) > 1:
             usage = {project: used["cpu"] for project, used in self.reservations.usage.items()}
             by_key = dict(pending)
@@ -316,9 +327,18 @@ class Dispatcher:
         seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if len(snapshots) <= SNAPSHOTS_RECORDED else []
         position = {c.name: i for i, c in enumerate(snapshots)}
         decided: list[tuple[Assignment, Put]] = []
-        notes: list[Awaitable[object]] = []
         for key, item in pending:
-            decision = place(item.demand, snapshots, self.policy, usage=self.reservations.usage)
+            # One action the pass cannot judge fails alone; every other is still placed.
+            assignment: Assignment | None = None
+            try:
+                decision = place(item.demand, snapshots, self.policy, usage=self.reservations.usage)
+                if decision.cluster is not None:
+                    assignment = await self._assign(item, decision.cluster)
+            except UNJUDGEABLE as unjudgeable:
+                if not cannot_judge(unjudgeable):
+                    raise
+                notes.append(self._unjudgeable(key, item.action, unjudgeable))
+                continue
             waiting = decision.cluster is None and not decision.never_fits
             waited_out = False
             if waiting:
@@ -331,7 +351,8 @@ class Dispatcher:
                 continue  # still waiting, for the reason already recorded
             record = record_put(item, seen, decision, now)
             if decision.cluster is not None:
-                decided.append((await self._assign(item, decision.cluster), record))
+                assert assignment is not None
+                decided.append((assignment, record))
                 self.runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
                 self._queue.pop(key, None)
                 if seen:
@@ -354,9 +375,9 @@ class Dispatcher:
                 )
         placed = await asyncio.gather(*(self._commit(a, r) for a, r in decided), *notes)
         assigned: dict[str, list[Assignment]] = defaultdict(list)
-        for assignment in placed[: len(decided)]:
-            if isinstance(assignment, Assignment):
-                assigned[assignment.cluster].append(assignment)
+        for result in placed[: len(decided)]:
+            if isinstance(result, Assignment):
+                assigned[result.cluster].append(result)
         for cluster, assignments in assigned.items():
             session = self.sessions.get(cluster)
             if session is not None:
@@ -441,8 +462,8 @@ class Dispatcher:
         """Reserve room on `cluster` for the action and make its assignment."""
         session = self.sessions[cluster]
         action = item.action
-        self.reservations.reserve((action.run, action.name, action.attempts + 1), cluster, item.demand)
-        return Assignment(
+        # Made before anything is reserved: an assignment that cannot be made holds no room.
+        assignment = Assignment(
             run=action.run,
             action=action.name,
             parent=action.parent,
@@ -464,6 +485,8 @@ class Dispatcher:
             traceparent=action.traceparent,
             source_root=item.task.spec.source_root,
         )
+        self.reservations.reserve((action.run, action.name, action.attempts + 1), cluster, item.demand)
+        return assignment
 
     async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
         """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
@@ -508,6 +531,22 @@ class Dispatcher:
                 action.name,
                 ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error),
                 [record],
+            )
+
+    async def _unjudgeable(self, key: tuple[str, str], action: ActionSummary, error: Exception) -> None:
+        """Fail an action placement cannot judge (a spec or override it cannot read), so it stalls nobody else."""
+        self._queue.pop(key, None)
+        reason = error.message if isinstance(error, ApiError) else f"{type(error).__name__}: {error}"
+        log.warning("failing %s/%s: placement cannot judge it: %s", action.run, action.name, reason)
+        message = f"placement cannot judge this action: {reason}"[:65_536]
+        error_info = ErrorInfo(
+            error_type="NonRecoverableError", code="NonRecoverableError", kind="user", message=message
+        )
+        with contextlib.suppress(ApiError):
+            await self.runs.report(
+                action.run,
+                action.name,
+                ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error_info),
             )
 
     async def _run_token(self, run: str, project: str) -> str:

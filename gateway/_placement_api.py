@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from flyte._wire import ClusterRecord, CordonRequest, PlacementRecord, PolicyDocument
-from gateway._api import _NAME, CLUSTERS, Route, _json, _readable_run, read_model, services
+from gateway._api import _NAME, CLUSTERS, Route, _json, read_model, services, visible_run
 from gateway._auth import principal_of
 from gateway._dispatch import DISPATCHER
 from gateway._errors import ApiError, bad_request, not_found
@@ -69,7 +69,7 @@ async def put_policy(request: web.Request) -> web.Response:
 
 
 async def get_placement(request: web.Request) -> web.Response:
-    run = await _readable_run(request)
+    run = await visible_run(request)
     action = request.match_info["action"]
     kvs, _ = await services(request).store.range(f"{PLACEMENTS}{run.name}/{action}/")
     if not kvs:

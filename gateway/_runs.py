@@ -43,6 +43,7 @@ from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
 from gateway._registry import Registry
 from gateway._tracing import GatewayTracing
+from gateway._values import check_inputs, check_output
 from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, StoreError, WatchEvent
 
 log = logging.getLogger("flyte.gateway.runs")
@@ -76,6 +77,18 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
 }
 _CAS_ATTEMPTS = 20
 COUNT_FLUSH_SECONDS = 0.25
+_SCOPES_KEPT = 10_000
+"""Runs whose project and domain `Runs` remembers (the oldest is forgotten first)."""
+
+
+def run_identity(project: str, domain: str, name: str) -> str:
+    """The federation-wide identity of a run a caller named `name` in a project and domain.
+
+    Names are unique per project and domain, not globally: project beta may take a name project alpha uses, and
+    neither learns of the other. Everything else (keys, tokens, assignments) names a run by this identity.
+    """
+    digest = hashlib.sha256(f"{project}/{domain}/{name}".encode()).hexdigest()[:12]
+    return f"{name[:50]}-{digest}"
 
 
 def run_key(run: str) -> str:
@@ -117,6 +130,7 @@ class Runs:
         """New actions per run not yet added to the run record's `action_count`."""
         self._counter: asyncio.Task[None] | None = None
         self._closed = False
+        self._scopes: dict[str, tuple[str, str]] = {}
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -125,6 +139,13 @@ class Runs:
         if kv is None:
             raise not_found(f"no run named {run}")
         return decode_run(kv)
+
+    async def resolve(self, ref: str, scope: tuple[str, str]) -> RunSummary:
+        """The run `ref` names: a name chosen in `scope` (project, domain), else an identity."""
+        kv = await self._store.get(run_key(run_identity(*scope, ref)))
+        if kv is not None:
+            return decode_run(kv)
+        return await self.get_run(ref)
 
     async def list_runs(
         self,
@@ -185,7 +206,7 @@ class Runs:
                 existing = await self._store.get(idem_key)
                 if existing is not None:
                     return await self._answer_idempotent(existing, digest), False
-            name = request.name or new_run_name()
+            name = run_identity(request.project, request.domain, request.name) if request.name else new_run_name()
             traceparent, span_parent = self.tracing.root_context()
             run = RunSummary(
                 name=name,
@@ -204,6 +225,7 @@ class Runs:
                 request_digest=digest,
                 max_wait_seconds=request.max_wait_seconds,
                 action_count=1,
+                display_name=request.name,
             )
             root = ActionSummary(
                 name=ROOT_ACTION,
@@ -236,7 +258,11 @@ class Runs:
                     self.tracing.written(spans)
                 return run, True
             if result.current.get(run_key(name)) is not None and request.name is not None:
-                raise conflict(f"a run named {name} already exists; run names are unique", code="run_exists")
+                raise conflict(
+                    f"a run named {request.name} already exists in {request.project}/{request.domain}; "
+                    "run names are unique per project and domain",
+                    code="run_exists",
+                )
         raise conflict("run creation raced with others; try again", code="busy")
 
     async def _answer_idempotent(self, existing: KeyValue, digest: str) -> RunSummary:
@@ -300,7 +326,8 @@ class Runs:
         cache = spec.cache
         if not cache or cache.get("behavior") == "disable" or run.disable_run_cache:
             return action
-        key = cache_key(
+        # A project's cache is its own: another tenant's result for the same task and inputs never answers it.
+        key = f"{run.project}/{run.domain}/" + cache_key(
             spec.name,
             spec.interface_digest,
             str(cache.get("version", "")),
@@ -335,12 +362,17 @@ class Runs:
 
     # -- the state machine -------------------------------------------------------------------------------------
 
-    async def report(self, run: str, action: str, event: ActionEvent, also: Sequence[Op] = ()) -> ActionSummary:
+    async def report(
+        self, run: str, action: str, event: ActionEvent, also: Sequence[Op] = (), *, from_worker: bool = False
+    ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
 
         `also` rides in the same transaction when the change is applied (the placement record of a placed event).
+        `from_worker`: the reporter holds the run's worker token, so a result it reports was produced by the attempt
+        and may be cached; a result from anyone else ends the action but is never written to the cache.
         """
         key = action_key(run, action)
+        output_checked = event.output is None
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(key)
             if kv is None:
@@ -349,11 +381,14 @@ class Runs:
             updated = _transition(current, event)
             if updated is current:
                 return current
+            if not output_checked and event.output is not None:
+                await self._check_result(run, current, event.output)
+                output_checked = True
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, kv.mod_revision)]
             ops: list[Op] = [Put(key, _encode(updated)), *also]
-            if updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
+            if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(CACHE + updated.cache_key, updated.output.model_dump_json().encode()))
             uncounted = 0
             if action == ROOT_ACTION and updated.phase.is_terminal:
@@ -428,6 +463,21 @@ class Runs:
                 await self._counter
         self._closed = True
         await self.flush_counts()
+
+    async def _check_result(self, run: str, action: ActionSummary, output: WireValue) -> None:
+        project, domain = await self._scope_of(run)
+        task = await self.registry.get(project, domain, action.task, action.version)
+        check_output(output, task.spec)
+
+    async def _scope_of(self, run: str) -> tuple[str, str]:
+        """A run's project and domain, which never change: remembered, so a result costs no extra store read."""
+        scope = self._scopes.get(run)
+        if scope is None:
+            record = await self.get_run(run)
+            if len(self._scopes) >= _SCOPES_KEPT:
+                self._scopes.pop(next(iter(self._scopes)))
+            scope = self._scopes[run] = (record.project, record.domain)
+        return scope
 
     async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
         """Record why a queued action is not placed yet; False when it is no longer queued at that attempt."""
@@ -584,6 +634,7 @@ def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
     missing = {p.name for p in spec.inputs if p.required} - names
     if missing:
         raise bad_request(f"missing inputs {sorted(missing)}", code="missing_input")
+    check_inputs(inputs, spec)
 
 
 def _end_run(run: RunSummary, root: ActionSummary, uncounted: int = 0) -> RunSummary:

@@ -155,6 +155,11 @@ class GatewayClient:
     def _scope(self, project: str | None = None, domain: str | None = None) -> dict[str, str]:
         return {"project": project or self.project, "domain": domain or self.domain}
 
+    def run_params(self, **more: str) -> dict[str, str]:
+        """Query parameters of a run-scoped path: this client's project and domain (a run's chosen name is unique
+        only within them), and `more`."""
+        return {**self._scope(), **more}
+
     # -- blobs ----------------------------------------------------------------------------------------------
 
     async def put_blob(self, data: bytes) -> str:
@@ -196,8 +201,9 @@ class GatewayClient:
     async def create_run(self, request: RunCreateRequest) -> RunSummary:
         return await self._model(RunSummary, "POST", "/api/v1/runs", json_body=request)
 
+    # A run is named within this client's project and domain (`?project=&domain=`); its identity works too.
     async def get_run(self, name: str) -> RunSummary:
-        return await self._model(RunSummary, "GET", f"/api/v1/runs/{name}")
+        return await self._model(RunSummary, "GET", f"/api/v1/runs/{name}", params=self._scope())
 
     async def list_runs(
         self,
@@ -216,11 +222,15 @@ class GatewayClient:
 
     async def abort_run(self, name: str, reason: str) -> RunSummary:
         return await self._model(
-            RunSummary, "POST", f"/api/v1/runs/{name}/abort", json_body=AbortRequest(reason=reason)
+            RunSummary,
+            "POST",
+            f"/api/v1/runs/{name}/abort",
+            json_body=AbortRequest(reason=reason),
+            params=self._scope(),
         )
 
     async def list_actions(self, run: str, parent: str | None = None) -> list[ActionSummary]:
-        params = {"parent": parent} if parent else None
+        params = {**self._scope(), **({"parent": parent} if parent else {})}
         return await self._models(ActionSummary, "GET", f"/api/v1/runs/{run}/actions", params=params)
 
     async def list_clusters(self) -> list[ClusterRecord]:

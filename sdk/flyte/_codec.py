@@ -161,9 +161,15 @@ class ValueCodec:
         return encoded(self.kind, data)
 
     def decode(self, value: EncodedValue) -> Any:
-        data = value.data()
         if value.kind == "pickle":
-            return cloudpickle.loads(data)
+            if self.kind == "json":
+                # Unpickling runs the sender's code: a type with a JSON form is never taken as a pickle.
+                raise ValueEncodingError(
+                    f"{self.where} expects {_type_name(self.annotation)}, which travels as JSON; "
+                    "refusing a pickled value"
+                )
+            return cloudpickle.loads(value.data())
+        data = value.data()
         if self._adapter is None:
             # JSON produced elsewhere (CLI, UI, another SDK) for a parameter we pickle: trust the JSON.
             return TypeAdapter(Any).validate_json(data)

@@ -99,16 +99,21 @@ class RemoteRun:
 
     @property
     def name(self) -> str:
+        return self._summary.shown_name
+
+    @property
+    def _id(self) -> str:
+        """The run's identity at the gateway (the name, unless one was chosen: names are per project)."""
         return self._summary.name
 
     @property
     def url(self) -> str:
-        return f"{self._client.endpoint}/runs/{self.name}"
+        return f"{self._client.endpoint}/runs/{self._id}"
 
     @property
     def phase(self) -> Phase:
         if not self._summary.phase.is_terminal:
-            self._summary = call_sync(self._client.get_run(self.name))
+            self._summary = call_sync(self._client.get_run(self._id))
         return self._summary.phase
 
     def done(self) -> bool:
@@ -128,9 +133,7 @@ class RemoteRun:
         retry = RetryDelay(_RECONNECT_FIRST, _RECONNECT_MAX)
         while True:
             # Without a progress callback only the root matters: the gateway then sends nothing else.
-            url = f"{self._client.endpoint}/api/v1/runs/{self.name}/watch?" + (
-                "action=a0&" if on_change is None else ""
-            )
+            url = f"{self._client.endpoint}/api/v1/runs/{self._id}/watch?" + ("action=a0&" if on_change is None else "")
             if revision:
                 url += f"from_revision={revision + 1}"
             try:
@@ -145,13 +148,13 @@ class RemoteRun:
                             if on_change is not None:
                                 on_change(action)
                             if action.name == "a0" and action.phase.is_terminal:
-                                self._summary = await self._client.get_run(self.name)
+                                self._summary = await self._client.get_run(self._id)
                                 if self._summary.phase.is_terminal:
                                     return
             except aiohttp.ClientError:
                 await retry.sleep()
             try:
-                self._summary = await self._client.get_run(self.name)
+                self._summary = await self._client.get_run(self._id)
             except GatewayError as error:
                 # A gateway restarting, or without its store for a while, answers 503 or not at all: follow on.
                 if error.status != 503:
@@ -181,10 +184,10 @@ class RemoteRun:
         return self._task.interface.decode_inputs(encoded)
 
     def abort(self, reason: str = "aborted by the user") -> None:
-        self._summary = call_sync(self._client.abort_run(self.name, reason))
+        self._summary = call_sync(self._client.abort_run(self._id, reason))
 
     def watch(self) -> Iterator[ActionSummary]:
-        yield from call_sync(self._client.list_actions(self.name))
+        yield from call_sync(self._client.list_actions(self._id))
 
     def __repr__(self) -> str:
         return f"RemoteRun(name={self.name!r}, url={self.url!r})"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from . import errors
 from ._codec import EncodedValue
+from ._wire_specs import Backoff, PlacementDict, ResourcesDict, ReusableDict, Seconds
 
 
 class Phase(StrEnum):
@@ -199,6 +200,7 @@ class RunSummary(WireModel):
     """A run as its metadata directory (local) or the gateway (remote) records it."""
 
     name: str
+    """The run's identity across the federation: what URLs, tokens and records name it by."""
     task: str
     phase: Phase
     project: str
@@ -222,6 +224,15 @@ class RunSummary(WireModel):
     max_wait_seconds: float | None = None
     """An action of the run queued longer than this fails (`MaxWaitExceeded`)."""
 
+    display_name: str | None = None
+    """The name the run was created with, when the caller chose one: unique within its project and domain (another
+    project may choose the same), so the gateway keeps it under an identity (`name`) derived from all three."""
+
+    @property
+    def shown_name(self) -> str:
+        """The name to show a user: the chosen one, else the identity."""
+        return self.display_name or self.name
+
 
 # -- the task registry ---------------------------------------------------------------------------------------
 
@@ -232,8 +243,8 @@ class ParameterSpec(WireModel):
     required: bool = True
     default_json: Text | None = None
     """The default value as JSON, when it has one that JSON can carry."""
-    kind: Literal["json", "pickle"] | None = None
-    """How values of this parameter travel (None: deployed before specs said)."""
+    kind: Literal["json", "pickle"] = "json"
+    """"json" when the declared type has a JSON form: then a value for it is only ever accepted as JSON."""
     json_schema: dict[str, Any] | None = None
     """The JSON schema of the annotation, for JSON values: callers without the code check their arguments by it."""
 
@@ -281,19 +292,20 @@ class TaskSpec(WireModel):
     interface_digest: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
     inputs: list[ParameterSpec] = Field(default_factory=list, max_length=256)
     output: Annotated[str, StringConstraints(max_length=1024)] = "None"
-    output_kind: Literal["json", "pickle"] | None = None
+    output_kind: Literal["json", "pickle"] = "json"
+    """As `ParameterSpec.kind`, for the output."""
     output_schema: dict[str, Any] | None = None
     is_async: bool = True
-    resources: dict[str, Any] = Field(default_factory=dict)
+    resources: ResourcesDict = Field(default_factory=dict)
     retries: int = Field(default=0, ge=0, le=100)
-    backoff: dict[str, float] = Field(default_factory=dict)
+    backoff: Backoff = Field(default_factory=dict)
     """base, factor and cap of the retry delay, in seconds."""
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    max_queued_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: Seconds | None = None
+    max_queued_seconds: Seconds | None = None
     """`Timeout(max_queued_time=)`: an action queued longer fails (`MaxWaitExceeded`), naming why it waited."""
     cache: dict[str, Any] = Field(default_factory=dict)
-    reusable: dict[str, Any] | None = None
-    placement: dict[str, Any] | None = None
+    reusable: ReusableDict | None = None
+    placement: PlacementDict | None = None
     queue: Name | None = None
     image: Annotated[str, StringConstraints(max_length=1024)] | None = None
     image_spec: dict[str, Any] | None = None
@@ -301,7 +313,7 @@ class TaskSpec(WireModel):
     pip packages."""
     env_vars: dict[str, str] = Field(default_factory=dict)
     secrets: list[SecretRef] = Field(default_factory=list, max_length=64)
-    max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_inline_io_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=2**31)
     source_root: Annotated[str, StringConstraints(max_length=4096)] | None = None
     """The directory the code bundle's files came from on the deploying machine: a remote attempt's traceback names
     the user's files under it, not the agent's copy. Not content: the same code deployed from another checkout is
@@ -366,13 +378,13 @@ class RunCreateRequest(WireModel):
 class TaskOverrides(WireModel):
     """What `task.override(...)` changed for one call: it wins over the deployed task's settings."""
 
-    resources: dict[str, Any] | None = None
+    resources: ResourcesDict | None = None
     retries: int | None = Field(default=None, ge=0, le=100)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    max_queued_seconds: float | None = Field(default=None, gt=0)
-    reusable: dict[str, Any] | None = None
+    timeout_seconds: Seconds | None = None
+    max_queued_seconds: Seconds | None = None
+    reusable: ReusableDict | None = None
     reusable_off: bool = False
-    placement: dict[str, Any] | None = None
+    placement: PlacementDict | None = None
     env_vars: dict[str, str] | None = None
     """The call's variables over the task's (a reusable task then runs in its own process: `reusable_off`)."""
 

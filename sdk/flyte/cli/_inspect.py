@@ -141,9 +141,10 @@ def get_logs(run_name: str, action: str, attempt: int | None) -> None:
 
     if not current_config().is_remote:
         raise CliError("local runs print their output where they run; logs are kept by a gateway")
-    params = {"attempt": str(attempt)} if attempt else None
+    client = client_for()
+    params = client.run_params(**({"attempt": str(attempt)} if attempt else {}))
     try:
-        text = call_sync(client_for().request("GET", f"/api/v1/runs/{run_name}/actions/{action}/logs", params=params))
+        text = call_sync(client.request("GET", f"/api/v1/runs/{run_name}/actions/{action}/logs", params=params))
     except GatewayError as exc:
         raise CliError(str(exc)) from None
     shown = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
@@ -165,7 +166,9 @@ def get_trace(run_name: str) -> None:
     if not current_config().is_remote:
         raise CliError("traces are kept by a gateway; local runs have none")
     try:
-        trace = RunTrace.model_validate(call_sync(client_for().request("GET", f"/api/v1/runs/{run_name}/trace")))
+        client = client_for()
+        answer = call_sync(client.request("GET", f"/api/v1/runs/{run_name}/trace", params=client.run_params()))
+        trace = RunTrace.model_validate(answer)
     except GatewayError as exc:
         raise CliError(str(exc)) from None
     if not trace.spans:

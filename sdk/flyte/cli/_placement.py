@@ -26,15 +26,19 @@ def parse_duration(text: str, option: str = "--since") -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
-def _gateway_call(method: str, path: str, **kwargs: Any) -> Any:
+def _gateway_call(method: str, path: str, *, scoped: bool = False, **kwargs: Any) -> Any:
+    """Call the gateway; `scoped`: the path names a run, by a name chosen in the configured project and domain."""
     _init()
     from flyte._client import GatewayError, call_sync, client_for
     from flyte._config import current_config
 
     if not current_config().is_remote:
         raise CliError("placement needs a gateway: `flyte rig up` or a config whose endpoint points at one")
+    client = client_for()
+    if scoped:
+        kwargs["params"] = client.run_params()
     try:
-        return call_sync(client_for().request(method, path, **kwargs))
+        return call_sync(client.request(method, path, **kwargs))
     except GatewayError as exc:
         raise CliError(str(exc)) from None
 
@@ -48,7 +52,9 @@ def get_placement(run_name: str, action: str) -> None:
     from flyte._wire import PlacementRecord
     from policies import Decision, amount_text, explain
 
-    record = PlacementRecord.model_validate(_gateway_call("GET", f"/api/v1/runs/{run_name}/actions/{action}/placement"))
+    record = PlacementRecord.model_validate(
+        _gateway_call("GET", f"/api/v1/runs/{run_name}/actions/{action}/placement", scoped=True)
+    )
     demand = {k: v for k, v in record.demand.items() if v not in (0, 0.0, None, [], {}, "default")}
     click.echo(f"{run_name}/{action} attempt {record.attempt}, decided {_when(record.decided_at)}")
     shown = [

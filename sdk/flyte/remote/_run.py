@@ -35,7 +35,7 @@ class Run:
     def _from_gateway(cls, summary: RunSummary) -> Run:
         endpoint = current_config().endpoint or ""
         return cls(
-            summary.name,
+            summary.shown_name,
             summary.task,
             summary.phase,
             f"{endpoint}/runs/{summary.name}",

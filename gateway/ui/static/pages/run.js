@@ -43,7 +43,7 @@ export async function render(root, { run: name, query }) {
     replace(
       head,
       h("div", { class: "page-head" },
-        h("h1", {}, "Run ", h("code", {}, run.name)),
+        h("h1", {}, "Run ", h("code", {}, run.display_name ?? run.name)),
         phaseBadge(run.phase),
         state,
         live ? h("button", { class: "danger", id: "abort", onclick: abort }, "Abort") : null,

@@ -48,7 +48,7 @@ export function render(root, { query }) {
         h(
           "tr",
           { dataset: { run: run.name } },
-          h("td", {}, h("a", { href: `/runs/${run.name}` }, run.name)),
+          h("td", {}, h("a", { href: `/runs/${run.name}` }, run.display_name ?? run.name)),
           h("td", {}, h("code", {}, run.task)),
           h("td", {}, phaseBadge(run.phase)),
           h("td", {}, when(run.created_at)),
