@@ -374,6 +374,16 @@ class Agent:
         elif exit.kind is ExitKind.UNSTARTABLE:
             # Its image or its configuration is wrong: every retry would fail the same way.
             self._fail(assignment, "NonRecoverableError", "ContainerNotStarted", "user", exit.detail)
+        elif exit.kind is ExitKind.START_FAILED:
+            # Its own code stops the worker from starting: a user error, retried only by the task's retries.
+            self._fail(
+                assignment,
+                "RuntimeUserError",
+                "WorkerStartFailed",
+                "user",
+                exit.detail,
+                traceback=exit.output or tail or None,
+            )
         elif exit.kind is ExitKind.TIMEOUT:
             self._fail(assignment, "TaskTimeoutError", "TaskTimeoutError", "user", "the task ran past its timeout")
         else:

@@ -237,6 +237,11 @@ class KubePools(Pools):
             except ApiException as error:
                 log.warning("could not scale pool %s: %s", pool.key, error.reason)
 
+    def _start_failed(self, pool: Pool, worker: Worker, exit: Exit) -> None:
+        """A replica that never connected ended because the pool was scaled down or removed: restarting a crashing
+        pod is the Deployment's (with the kubelet's back-off), and `_check_pods` judges a pool whose pods cannot
+        start."""
+
     async def _scale(self, pool: Pool, deployment: _Deployment) -> None:
         async with deployment.lock:
             wanted = deployment.wanted()

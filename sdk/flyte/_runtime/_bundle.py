@@ -26,22 +26,58 @@ _loaded: set[Path] = set()
 
 
 def load_bundle(directory: Path) -> None:
+    """Import every module of the bundle. A module that raises is taken out of `sys.modules` again, as `import`
+    does, and the error goes to the caller (the attempt fails with it as the user's error); the next call imports
+    the modules that failed once more, so a warm worker reports the same failure for every attempt it is given
+    instead of dying and being restarted.
+
+    Each module is executed with `sys.argv` as `python module.py` would give it (just the file's path): a program
+    that reads its command line at import time must not see the worker's own arguments."""
     directory = directory.resolve()
     if directory in _loaded:
         return
-    sys.path.insert(0, str(directory))
-    for path in sorted(directory.rglob("*.py")):
-        relative = path.relative_to(directory).with_suffix("")
-        name = ".".join(relative.parts)
-        if name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            continue
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    argv = sys.argv
+    try:
+        for path in sorted(directory.rglob("*.py")):
+            relative = path.relative_to(directory).with_suffix("")
+            name = ".".join(relative.parts)
+            if name in sys.modules:
+                continue
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                continue
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            sys.argv = [str(path)]
+            try:
+                spec.loader.exec_module(module)
+            except BaseException as error:
+                sys.modules.pop(name, None)
+                if isinstance(error, KeyboardInterrupt):
+                    raise
+                # The traceback starts in the user's module, as `python module.py` prints it, not in importlib.
+                frames = error.__traceback__
+                while frames is not None and frames.tb_frame.f_code.co_filename != str(path):
+                    frames = frames.tb_next
+                if frames is not None:
+                    error = error.with_traceback(frames)
+                raise BundleLoadError(path.relative_to(directory), error) from error
+    finally:
+        sys.argv = argv
     _loaded.add(directory)
+
+
+class BundleLoadError(Exception):
+    """A module of the code bundle raised (or called `sys.exit`) while it was imported: the user's error. It is
+    reported with the original exception's type, message and traceback, so `except ValueError` in a parent works
+    as for an error the task's body raised."""
+
+    def __init__(self, module: Path, error: BaseException) -> None:
+        super().__init__(f"importing {module} from the code bundle failed: {type(error).__name__}: {error}")
+        self.module = module
+        self.error = error
 
 
 def find_task(name: str) -> TaskTemplate[..., Any]:

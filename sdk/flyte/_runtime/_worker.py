@@ -15,7 +15,7 @@ from .._interface import EncodedInputs
 from .._remote_controller import RemoteController
 from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
-from ._bundle import find_task, load_bundle
+from ._bundle import BundleLoadError, find_task, load_bundle
 
 log = logging.getLogger("flyte.worker")
 
@@ -78,10 +78,24 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
             output = await execute_body(task, action, values)
         wire = WireValue.from_encoded(output) if output is not None else None
         return ended(Phase.SUCCEEDED, output=wire), dict(controller.recorded)
-    except Exception as error:
-        # A flyte error as it is; anything else (the bundle failed to load, an input failed to decode) is the
-        # user's code or values, reported as a user error.
-        return ended(Phase.FAILED, error=ErrorInfo.from_exception(error)), dict(controller.recorded)
+    except BundleLoadError as error:
+        # The original exception's type and traceback, so `except ValueError` in a parent matches; the message
+        # says it happened at import, not in the task's body.
+        info = ErrorInfo.from_exception(error.error).model_copy(update={"message": str(error)[:65_536]})
+        _log_failure(assignment, info)
+        return ended(Phase.FAILED, error=info), dict(controller.recorded)
+    except (Exception, SystemExit) as error:
+        # A flyte error as it is; anything else (an input failed to decode, the body raised or called `sys.exit`)
+        # is the user's code or values, reported as a user error.
+        info = ErrorInfo.from_exception(error)
+        _log_failure(assignment, info)
+        return ended(Phase.FAILED, error=info), dict(controller.recorded)
+
+
+def _log_failure(assignment: Assignment, info: ErrorInfo) -> None:
+    """The failure in the attempt's own log too, traceback and all, where `flyte get logs` shows it."""
+    detail = info.traceback or f"{info.code}: {info.message}\n"
+    log.error("attempt %d of %s failed: %s\n%s", assignment.attempt, assignment.task, info.message, detail.rstrip())
 
 
 def configure(assignment: Assignment, endpoint: str) -> None:
