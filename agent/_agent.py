@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,7 +415,12 @@ class Agent:
 
     def _event(self, assignment: Assignment, phase: Phase, error: ErrorInfo | None = None) -> None:
         event = ActionEvent(
-            phase=phase, attempt=assignment.attempt, cluster=self.cluster.name, epoch=assignment.epoch, error=error
+            phase=phase,
+            attempt=assignment.attempt,
+            cluster=self.cluster.name,
+            epoch=assignment.epoch,
+            error=error,
+            at=time.time() if phase is Phase.RUNNING else None,
         )
         self._events.append(AgentEvent(run=assignment.run, action=assignment.action, event=event))
 

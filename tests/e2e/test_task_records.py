@@ -1,0 +1,95 @@
+"""What a run's records and logs say about its attempts, through a gateway and an agent running as separate
+processes (`flyte rig`): start times of warm pool attempts, tasks' own logging, and Flyte 2's names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_rig import Rig, start_rig
+from waiting import assert_eventually
+
+import flyte
+from flyte._client import call_sync, client_for
+from flyte._remote_run import RemoteRun
+from flyte._wire import ActionSummary
+
+pytestmark = pytest.mark.timeout(180)
+
+PROGRAM = """
+import logging
+
+import flyte
+
+pooled = flyte.TaskEnvironment("records_pooled", reusable=flyte.ReusePolicy(replicas=1, concurrency=4))
+oneoff = flyte.TaskEnvironment("records_oneoff")
+pooled.add_dependency(oneoff)
+log = logging.getLogger("records")
+
+
+@oneoff.task
+async def cold(x: int) -> int:
+    log.info("cold got %d on attempt %d", x, flyte.ctx().attempt)
+    return x + 1
+
+
+@pooled.task
+async def warm(x: int) -> int:
+    log.info("warm got %d", x)
+    print("warm printed", x, flush=True)
+    return x * 2
+
+
+@pooled.task
+async def main(x: int) -> int:
+    logging.getLogger().info("main starts with %d", x)
+    return await warm(x) + await cold(x)
+
+
+@pooled.task
+async def fails() -> int:
+    raise ValueError("no such thing as a free lunch")
+"""
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    started = start_rig(tmp_path_factory.mktemp("rig"), clusters="us-east")
+    try:
+        yield started
+    finally:
+        started.flyte("rig", "down")
+
+
+def _actions(run: RemoteRun) -> dict[str, ActionSummary]:
+    return {a.task.rpartition(".")[2]: a for a in call_sync(client_for().list_actions(run.name))}
+
+
+def _logs(rig: Rig, run: str, action: str) -> str:
+    return rig.flyte("get", "logs", run, action).stdout
+
+
+@pytest.fixture(scope="module")
+def finished(rig: Rig) -> RemoteRun:
+    program = rig.load("records_program", PROGRAM)
+    rig.connect()
+    run = flyte.run(program.main, x=5)
+    assert isinstance(run, RemoteRun)
+    assert run.outputs()[0] == 16
+    return run
+
+
+def test_pool_attempts_have_start_times(rig: Rig, finished: RemoteRun) -> None:
+    run = finished
+    rig.connect()
+
+    def started() -> bool:
+        # The start arrives in the agent's next batch of events, possibly after the worker's own result.
+        return all(a.started_at is not None for a in _actions(run).values())
+
+    assert_eventually(started, timeout=10)
+    for action in _actions(run).values():
+        assert action.started_at is not None
+        assert action.ended_at is not None
+        assert action.created_at is not None
+        assert action.created_at <= action.started_at <= action.ended_at, action
