@@ -4,10 +4,9 @@ running as separate processes (`flyte rig`), on a reusable pool and on a one-off
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from test_rig import Rig, start_rig
+from test_rig import Rig
 from waiting import assert_eventually
 
 import flyte
@@ -61,12 +60,8 @@ async def main() -> int:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    started = start_rig(tmp_path_factory.mktemp("rig"), clusters="us-east")
-    try:
-        yield started
-    finally:
-        started.flyte("rig", "down")
+def rig(one_cluster_rig: Rig) -> Rig:
+    return one_cluster_rig
 
 
 def _failed_root(run: RemoteRun, within: float) -> ActionSummary:

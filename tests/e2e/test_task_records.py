@@ -3,10 +3,8 @@ processes (`flyte rig`): start times of warm pool attempts, tasks' own logging, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from test_rig import Rig, start_rig
+from test_rig import Rig
 from waiting import assert_eventually
 
 import flyte
@@ -53,12 +51,8 @@ async def fails() -> int:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    started = start_rig(tmp_path_factory.mktemp("rig"), clusters="us-east")
-    try:
-        yield started
-    finally:
-        started.flyte("rig", "down")
+def rig(one_cluster_rig: Rig) -> Rig:
+    return one_cluster_rig
 
 
 def _actions(run: RemoteRun) -> dict[str, ActionSummary]:
