@@ -87,3 +87,31 @@ def test_pool_attempts_have_start_times(rig: Rig, finished: RemoteRun) -> None:
         assert action.ended_at is not None
         assert action.created_at is not None
         assert action.created_at <= action.started_at <= action.ended_at, action
+
+
+def test_tasks_logging_at_info_reaches_each_attempts_logs(rig: Rig, finished: RemoteRun) -> None:
+    run = finished
+    rig.connect()
+    actions = _actions(run)
+    expected = {"main": "main starts with 5", "warm": "warm got 5", "cold": "cold got 5 on attempt 1"}
+    for task, line in expected.items():
+        name = actions[task].name
+        assert_eventually(lambda line=line, name=name: line in _logs(rig, run.name, name), timeout=20)
+    assert_eventually(lambda: "warm printed 5" in _logs(rig, run.name, actions["warm"].name), timeout=20)
+    assert "cold got" not in _logs(rig, run.name, actions["warm"].name), "each pool attempt has its own logs"
+
+
+def test_a_failed_attempts_logs_hold_its_traceback(rig: Rig) -> None:
+    program = rig.load("records_program_fails", PROGRAM)
+    rig.connect()
+    run = flyte.run(program.fails)
+    assert isinstance(run, RemoteRun)
+    with pytest.raises(ValueError, match="free lunch"):
+        run.wait(timeout=60)
+    root = _actions(run)["fails"]
+
+    def traceback_logged() -> bool:
+        logs = _logs(rig, run.name, root.name)
+        return "Traceback (most recent call last)" in logs and 'raise ValueError("no such thing' in logs
+
+    assert_eventually(traceback_logged, timeout=20)
