@@ -91,6 +91,7 @@ def test_a_module_that_fails_at_import_fails_the_run_with_its_traceback(rig: Rig
     assert root.error is not None
     # The worker's own arguments are not the program's: `python prog.py` with no arguments says index out of range.
     assert root.error.code == "IndexError", root.error
+    assert root.error.error_type == "ModuleLoadError"
     assert "--pool" not in root.error.message
     assert "--assignment" not in root.error.message
     assert "importing argv_program" in root.error.message

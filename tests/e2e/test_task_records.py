@@ -27,7 +27,7 @@ log = logging.getLogger("records")
 
 @oneoff.task
 async def cold(x: int) -> int:
-    log.info("cold got %d on attempt %d", x, flyte.ctx().attempt)
+    log.info("cold got %d on attempt %d", x, flyte.ctx().attempt_number)
     return x + 1
 
 
@@ -47,6 +47,16 @@ async def main(x: int) -> int:
 @pooled.task
 async def fails() -> int:
     raise ValueError("no such thing as a free lunch")
+
+
+@oneoff.task(cache="auto")
+async def square(x: int) -> int:
+    return x * x
+
+
+@oneoff.task
+async def squares(x: int) -> int:
+    return await square(x)
 """
 
 
@@ -115,3 +125,20 @@ def test_a_failed_attempts_logs_hold_its_traceback(rig: Rig) -> None:
         return "Traceback (most recent call last)" in logs and 'raise ValueError("no such thing' in logs
 
     assert_eventually(traceback_logged, timeout=20)
+
+
+def test_a_cached_action_is_marked_cached(rig: Rig) -> None:
+    program = rig.load("records_program_cached", PROGRAM)
+    rig.connect()
+    for _ in range(2):
+        run = flyte.run(program.squares, x=9)
+        assert isinstance(run, RemoteRun)
+        assert run.outputs()[0] == 81
+    child = _actions(run)["square"]
+    assert child.cached
+    assert child.attempts == 0
+    listing = rig.flyte("get", "actions", run.name)
+    assert listing.returncode == 0, listing.stderr
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listing.stdout.splitlines()]
+    (row,) = [cells for cells in rows if len(cells) > 4 and cells[1] == "a0"]
+    assert row[4] == "cached", listing.stdout

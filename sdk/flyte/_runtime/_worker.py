@@ -79,9 +79,11 @@ async def _attempt(assignment: Assignment, bundle: Path, link: WorkerLink) -> tu
         wire = WireValue.from_encoded(output) if output is not None else None
         return ended(Phase.SUCCEEDED, output=wire), dict(controller.recorded)
     except BundleLoadError as error:
-        # The original exception's type and traceback, so `except ValueError` in a parent matches; the message
-        # says it happened at import, not in the task's body.
-        info = ErrorInfo.from_exception(error.error).model_copy(update={"message": str(error)[:65_536]})
+        # A ModuleLoadError with the original exception's type and traceback, so `except ValueError` in a parent
+        # matches too; the message says it happened at import, not in the task's body.
+        info = ErrorInfo.from_exception(error.error).model_copy(
+            update={"error_type": "ModuleLoadError", "kind": "user", "message": str(error)[:65_536]}
+        )
         _log_failure(assignment, info)
         return ended(Phase.FAILED, error=info), dict(controller.recorded)
     except (Exception, SystemExit) as error:
