@@ -110,6 +110,9 @@ class Pools:
             pool = await self._pool(assignment, bundle)
             worker = await self._slot(pool)
             if isinstance(worker, Exit):
+                if worker.output:
+                    # What the dying worker printed is this attempt's log too: `flyte get logs` shows why.
+                    self.agent.ship_log(assignment, "stderr", worker.output.encode())
                 return worker
             worker.inflight[key] = done
             self._assignments[key] = assignment

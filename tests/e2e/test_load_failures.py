@@ -112,6 +112,7 @@ def test_a_pool_whose_workers_die_at_start_fails_its_attempts_and_backs_off(rig:
     assert "exit code 3" in root.error.message
     assert root.error.traceback is not None
     assert "licence server" in root.error.traceback
+    assert_eventually(lambda: "licence server" in _logs(rig, run.name, root.name), timeout=20)
     # A second run while the pool backs off fails at once with the same record, without a restart loop.
     again = flyte.run(program.main)
     assert isinstance(again, RemoteRun)
