@@ -434,6 +434,16 @@ class Agent:
         elif exit.kind is ExitKind.UNSTARTABLE:
             # Its image or its configuration is wrong: every retry would fail the same way.
             self._fail(assignment, "NonRecoverableError", "ContainerNotStarted", "user", exit.detail)
+        elif exit.kind is ExitKind.START_FAILED:
+            # Its own code stops the worker from starting: a user error, retried only by the task's retries.
+            self._fail(
+                assignment,
+                "RuntimeUserError",
+                "WorkerStartFailed",
+                "user",
+                exit.detail,
+                traceback=exit.output or tail or None,
+            )
         elif exit.kind is ExitKind.TIMEOUT:
             self._fail(assignment, "TaskTimeoutError", "TaskTimeoutError", "user", "the task ran past its timeout")
         else:
@@ -464,7 +474,12 @@ class Agent:
 
     def _event(self, assignment: Assignment, phase: Phase, error: ErrorInfo | None = None) -> None:
         event = ActionEvent(
-            phase=phase, attempt=assignment.attempt, cluster=self.cluster.name, epoch=assignment.epoch, error=error
+            phase=phase,
+            attempt=assignment.attempt,
+            cluster=self.cluster.name,
+            epoch=assignment.epoch,
+            error=error,
+            at=time.time() if phase is Phase.RUNNING else None,
         )
         self._events.append(AgentEvent(run=assignment.run, action=assignment.action, event=event))
 

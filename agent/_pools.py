@@ -3,11 +3,15 @@
 An assignment for a reusable environment goes to a worker with a free slot (no process start); a pool grows to
 its `max_replicas` when every slot is busy, shrinks back to `min_replicas` after `idle_ttl`, and replaces a worker
 that dies (its in-flight attempts end `LOST`, which the gateway retries as system errors). Workers run under the
-agent's backend, so the environment's resource limits apply to each of them.
+agent's backend, so the environment's resource limits apply to each of them. A worker that ends before its hello
+(its code kills the interpreter at import) is not restarted at once: the pool backs off, and attempts waiting for
+a worker meanwhile end with `START_FAILED` and the worker's output, the user's error. (A bundle that merely raises
+at import does not kill the worker: each attempt reports the exception itself.)
 
 The socket carries JSON lines: the worker says `{"hello": pid, "worker": its name, "secret": the pool's}`; the agent
-sends an `Assignment` or `{"abort": key}`; the worker answers `{"done": key}` once it has reported the attempt's
-result to the gateway. The socket is a Unix socket here; `KubePools` (agent/backends/_kube_pools.py) serves the
+sends an `Assignment` or `{"abort": key}`; the worker sends `{"log": key, "stream": ..., "text": ...}` with what an
+attempt printed or logged, and `{"done": key}` once it has reported the attempt's result to the gateway.
+The socket is a Unix socket here; `KubePools` (agent/backends/_kube_pools.py) serves the
 same protocol over TCP to pods, and starts and stops workers by scaling a Deployment.
 """
 
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
     from agent._agent import Agent
 
 log = logging.getLogger("flyte.agent.pools")
+_OUTPUT_KEPT = 8192
+_BACKOFF_FIRST = 1.0
+_BACKOFF_CAP = 60.0
 
 
 @dataclass
@@ -45,6 +52,8 @@ class Worker:
     inflight: dict[str, asyncio.Future[Exit]] = field(default_factory=dict)
     idle_since: float = field(default_factory=time.monotonic)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    output: bytearray = field(default_factory=bytearray)
+    """The end of what the process printed before its hello: why it died, if it dies at start."""
 
 
 @dataclass
@@ -68,6 +77,14 @@ class Pool:
     """Why the pool's workers cannot start (their image cannot be pulled): the assignments waiting end with it."""
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     """Said by the pool's workers in their hello: only they may take its assignments (and their tokens)."""
+    start_failures: int = 0
+    """Workers in a row that ended before their hello; a hello resets it."""
+    start_failed: Exit | None = None
+    """How the last of them ended, while the pool backs off: attempts that need a new worker end with it."""
+    retry_at: float = 0.0
+    """No new worker starts before this time (monotonic) while `start_failed` is set."""
+    failures_seen: int = 0
+    """Grows with every start failure while no worker is connected: each waiting attempt ends with that one."""
 
     def free_slots(self) -> int:
         return sum(self.concurrency - len(w.inflight) for w in self.workers if w.writer is not None)
@@ -81,6 +98,8 @@ class Pools:
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._assignments: dict[str, Assignment] = {}
+        """In flight on a worker, by key: whose logs a worker's `log` lines are."""
 
     def warm(self) -> dict[str, int]:
         return {key: pool.free_slots() for key, pool in self.pools.items()}
@@ -93,8 +112,12 @@ class Pools:
             pool = await self._pool(assignment, bundle, prepared or Prepared())
             worker = await self._slot(pool)
             if isinstance(worker, Exit):
+                if worker.output:
+                    # What the dying worker printed is this attempt's log too: `flyte get logs` shows why.
+                    self.agent.ship_log(assignment, "stderr", worker.output.encode())
                 return worker
             worker.inflight[key] = done
+            self._assignments[key] = assignment
             assert worker.writer is not None
             worker.writer.write(assignment.model_dump_json().encode() + b"\n")
             await worker.writer.drain()
@@ -102,6 +125,7 @@ class Pools:
             return await done
         finally:
             worker.inflight.pop(key, None)
+            self._assignments.pop(key, None)
             worker.idle_since = time.monotonic()
             async with pool.changed:
                 # One slot freed: wake one waiter, not all of them (a fan-out has thousands waiting).
@@ -177,11 +201,15 @@ class Pools:
             cpu_limit=float(cpu) if cpu else None,
         )
 
+        worker = Worker(Launching(), ident)
+
         def on_output(stream: str, data: bytes) -> None:
             log.debug("pool %s %s: %s", pool.key, stream, data[-500:])
+            if worker.writer is None:
+                worker.output.extend(data)
+                del worker.output[:-_OUTPUT_KEPT]
 
-        handle = await self.agent.backend.launch(spec, on_output)
-        worker = Worker(handle, ident)
+        worker.handle = await self.agent.backend.launch(spec, on_output)
         pool.pending.append(worker)
         self._keep(asyncio.create_task(self._watch_worker(pool, worker)))
         return worker
@@ -206,12 +234,19 @@ class Pools:
             writer.close()
             return
         worker.writer = writer
+        worker.output.clear()
+        pool.start_failures, pool.start_failed = 0, None
         pool.workers.append(worker)
         worker.connected.set()
         async with pool.changed:
             pool.changed.notify_all()
         while line := await reader.readline():
             message: dict[str, Any] = json.loads(line)
+            if "log" in message:
+                assignment = self._assignments.get(str(message["log"]))
+                if assignment is not None and message.get("stream") in ("stdout", "stderr"):
+                    self.agent.ship_log(assignment, message["stream"], str(message.get("text", "")).encode())
+                continue
             done = worker.inflight.get(str(message.get("done")))
             if isinstance(message.get("reported"), int):
                 self.agent.tracing.reported(str(message["done"]), message["reported"])
@@ -236,6 +271,8 @@ class Pools:
             if not done.done():
                 detail = "its pool worker died" if exit.kind is not ExitKind.OOM else exit.detail
                 done.set_result(Exit(ExitKind.OOM if exit.kind is ExitKind.OOM else ExitKind.LOST, exit.code, detail))
+        if worker.writer is None and not self._closing:
+            self._start_failed(pool, worker, exit)
         below_floor = len(pool.workers) + len(pool.pending) < pool.min_replicas
         if not self._closing and worker.writer is not None and below_floor:
             # A worker that had served died under the pool's floor (the idle reaper never goes below it): replace
@@ -245,8 +282,28 @@ class Pools:
         async with pool.changed:
             pool.changed.notify_all()
 
+    def _start_failed(self, pool: Pool, worker: Worker, exit: Exit) -> None:
+        """A worker ended before its hello. The pool backs off before starting another (1 s, doubling to a minute)
+        and, with no worker connected, the attempts waiting for one end with this failure as the user's error."""
+        pool.start_failures += 1
+        delay = min(_BACKOFF_FIRST * 2 ** (pool.start_failures - 1), _BACKOFF_CAP)
+        pool.retry_at = time.monotonic() + delay
+        how = f"exit code {exit.code}" if exit.kind is ExitKind.EXITED else f"{exit.kind.value} {exit.detail}".strip()
+        output = bytes(worker.output).decode(errors="replace")
+        pool.start_failed = Exit(
+            ExitKind.START_FAILED,
+            exit.code,
+            f"the reusable environment's worker ended before it could take work ({how}); "
+            f"{pool.start_failures} in a row, the next start in {delay:g}s",
+            output=output,
+        )
+        log.warning("pool %s: %s; its output:\n%s", pool.key, pool.start_failed.detail, output[-2000:])
+        if not pool.workers:
+            pool.failures_seen += 1
+
     async def _slot(self, pool: Pool) -> Worker | Exit:
-        """A worker with a free slot, or how the pool failed (its workers cannot start)."""
+        """A worker with a free slot, or how the pool failed (its workers cannot start, or keep dying at start)."""
+        seen = pool.failures_seen
         async with pool.changed:
             while True:
                 if pool.failed is not None:
@@ -254,7 +311,11 @@ class Pools:
                 ready = [w for w in pool.workers if w.writer is not None and len(w.inflight) < pool.concurrency]
                 if ready:
                     return min(ready, key=lambda w: len(w.inflight))
+                if pool.failures_seen != seen and pool.start_failed is not None:
+                    return pool.start_failed
                 if not pool.pending and len(pool.workers) < max(pool.max_replicas, 1):
+                    if pool.start_failed is not None and time.monotonic() < pool.retry_at and not pool.workers:
+                        return pool.start_failed
                     # Launching takes a moment; the placeholder stops other waiters from launching more.
                     placeholder = Worker(handle=Launching())
                     pool.pending.append(placeholder)

@@ -378,6 +378,14 @@ class Runs:
             if kv is None:
                 raise not_found(f"run {run} has no action {action}")
             current = decode_action(kv)
+            late = _late_start(current, event)
+            if late is not None:
+                if late is current:
+                    return current
+                result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(late))])
+                if result.succeeded:
+                    return late.model_copy(update={"revision": result.revision})
+                continue
             updated = _transition(current, event)
             if updated is current:
                 return current
@@ -649,6 +657,25 @@ def _end_run(run: RunSummary, root: ActionSummary, uncounted: int = 0) -> RunSum
     )
 
 
+def _late_start(current: ActionSummary, event: ActionEvent) -> ActionSummary | None:
+    """A `running` event for an attempt that has already ended (its worker's result came first): the action with
+    its start time recorded, itself when it has one, or None when the event is not such a late start."""
+    if event.phase is not Phase.RUNNING or event.attempt != current.attempts:
+        return None
+    if not current.phase.is_terminal or event.cluster not in (None, current.cluster):
+        return None
+    if current.started_at is not None:
+        return current
+    return current.model_copy(update={"started_at": _started_at(current, event, time.time())})
+
+
+def _started_at(current: ActionSummary, event: ActionEvent, now: float) -> float:
+    """The event's own time, kept between the action's creation and its end (or now): clocks differ a little."""
+    at = event.at if event.at is not None else now
+    latest = current.ended_at if current.ended_at is not None else now
+    return max(min(at, latest, now), current.created_at or 0.0)
+
+
 def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
     """The action after the event, `current` itself for a duplicate, or an ApiError for an illegal change."""
     target = event.phase
@@ -687,7 +714,7 @@ def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
         update["cluster"] = event.cluster
         update["epoch"] = event.epoch
     if target is Phase.RUNNING and current.started_at is None:
-        update["started_at"] = now
+        update["started_at"] = _started_at(current, event, now)
     if target.is_terminal:
         update["ended_at"] = now
         update["output"] = event.output

@@ -53,6 +53,16 @@ def terminated(code: int, reason: str = "", message: str = "") -> dict[str, Any]
     return {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": _container({"terminated": ended})}
 
 
+def crash_loop(code: int, output: bytes, restarts: int) -> dict[str, Any]:
+    """A restarting container between two runs: waiting in back-off, how it last ended (its termination message
+    the end of its log, as `FallbackToLogsOnError` gives it)."""
+    status = _container({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}})
+    message = output.decode(errors="replace")[-4096:]
+    status[0]["lastState"] = {"terminated": {"exitCode": code, "reason": "Error", "message": message}}
+    status[0]["restartCount"] = restarts
+    return {"phase": "Running", "containerStatuses": status}
+
+
 def waiting(reason: str, message: str = "") -> dict[str, Any]:
     return {"phase": "Pending", "containerStatuses": _container({"waiting": {"reason": reason, "message": message}})}
 
@@ -263,6 +273,7 @@ class Kubelet:
             # A Deployment's pod: its container is started again in the same pod, after a back-off as the kubelet's
             # CrashLoopBackOff (shorter: a test's worker restarts to reconnect).
             self.restarts[name] = self.restarts.get(name, 0) + 1
+            await self.cluster.set_status(name, crash_loop(code, output, self.restarts[name]), self.namespace)
             await asyncio.sleep(min(0.25 * 2 ** self.restarts[name], 4.0))
             if name in self._deleted:
                 return

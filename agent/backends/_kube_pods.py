@@ -244,6 +244,20 @@ def classify(pod: dict[str, Any]) -> Exit | None:
     return None
 
 
+def crash_looping(pod: dict[str, Any]) -> Exit | None:
+    """A restarting pod's container that keeps ending (CrashLoopBackOff): how it last ended, with the end of its
+    output (the termination message falls back to the log), or None."""
+    container = _container(pod)
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") != "CrashLoopBackOff":
+        return None
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    code = last.get("exitCode")
+    restarts = container.get("restartCount") or 0
+    detail = f"its container keeps ending (exit code {code}, restarted {restarts} times)"
+    return Exit(ExitKind.START_FAILED, code, detail, output=(last.get("message") or "")[-8192:])
+
+
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     """The condition of this type when it holds (status "True")."""
     for condition in status.get("conditions") or []:

@@ -27,7 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -165,6 +165,8 @@ class KubePools(Pools):
         self.pool_host = os.environ.get(POD_IP_ENV) or socket.gethostbyname(socket.gethostname())
         """Where the agent listens for its pools' pods: its pod's IP (the downward API sets the variable)."""
         self._deployments: dict[str, _Deployment] = {}
+        self._served: set[str] = set()
+        """Pods that have connected: one restarting after it served died at work, not at start."""
 
     @property
     def apps(self) -> k8s.AppsV1Api:
@@ -192,6 +194,7 @@ class KubePools(Pools):
             return None
         pool.pending.remove(worker)
         worker.ident = _replica(worker).pod = name
+        self._served.add(name)
         return worker
 
     async def _accept(self, pool: Pool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -236,6 +239,11 @@ class KubePools(Pools):
                 await self._scale(pool, deployment)
             except ApiException as error:
                 log.warning("could not scale pool %s: %s", pool.key, error.reason)
+
+    def _start_failed(self, pool: Pool, worker: Worker, exit: Exit) -> None:
+        """A replica that never connected ended because the pool was scaled down or removed: restarting a crashing
+        pod is the Deployment's (with the kubelet's back-off), and `_check_pods` judges a pool whose pods cannot
+        start."""
 
     async def _scale(self, pool: Pool, deployment: _Deployment) -> None:
         async with deployment.lock:
@@ -362,7 +370,9 @@ class KubePools(Pools):
 
     async def _check_pods(self, pool: Pool, deployment: _Deployment) -> None:
         """While none of the pool's workers has connected: a pod that cannot start (its image cannot be pulled,
-        its configuration is wrong) fails the waiting assignments as an attempt's pod would, and the pool goes."""
+        its configuration is wrong) fails the waiting assignments as an attempt's pod would, and the pool goes; a
+        pod whose container keeps ending before it connects (CrashLoopBackOff) fails them as the user's error, with
+        its output, while the kubelet backs off and tries again."""
         selector = f"{POOL}={deployment.name}"
         listed = await self.backend.json(
             self.backend.core.list_namespaced_pod, self.backend.namespace, label_selector=selector
@@ -370,6 +380,18 @@ class KubePools(Pools):
         for pod in listed.get("items") or []:
             if ((pod.get("metadata") or {}).get("labels") or {}).get(POOL) != deployment.name:
                 continue
+            name = (pod.get("metadata") or {}).get("name")
+            crashing = pods.crash_looping(pod) if name not in self._served else None
+            if crashing is not None:
+                # The kubelet backs off between restarts; the attempts waiting meanwhile end with how it ended.
+                pool.start_failed = replace(
+                    crashing, detail=f"the reusable environment's pod {name} cannot take work: {crashing.detail}"
+                )
+                pool.failures_seen += 1
+                log.warning("pool %s: %s", pool.key, pool.start_failed.detail)
+                async with pool.changed:
+                    pool.changed.notify_all()
+                return
             ended = pods.classify(pod)
             if ended is not None and ended.kind is ExitKind.UNSTARTABLE:
                 log.warning("pool %s cannot start: %s", pool.key, ended.detail)
@@ -386,7 +408,10 @@ class KubePools(Pools):
         pool.min_replicas = 0
         if pool.server is not None:
             pool.server.close()
-        return self._deployments.pop(pool.key, None)
+        deployment = self._deployments.pop(pool.key, None)
+        if deployment is not None:
+            self._served = {pod for pod in self._served if not pod.startswith(f"{deployment.name}-")}
+        return deployment
 
     async def _remove(self, pool: Pool) -> None:
         deployment = self._forget(pool)

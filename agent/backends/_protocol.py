@@ -60,6 +60,9 @@ class ExitKind(enum.Enum):
     UNSTARTABLE = "unstartable"
     """It could not start for a reason only its owner can fix (its image cannot be pulled, its container refers to
     a missing Secret); retrying would fail the same way."""
+    START_FAILED = "start_failed"
+    """A worker ended before it could take its attempt (its code kills the interpreter as it loads): the user's
+    error; `output` holds what it printed."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Exit:
     kind: ExitKind
     code: int | None = None
     detail: str = ""
+    output: str = ""
+    """The end of what the process printed, when the backend kept it (for an error record's traceback)."""
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,17 @@ class TaskContext:
 
     action: ActionID
     task_name: str
-    attempt: int
+    attempt_number: int
+    """Which attempt of the action this is, from 1 (Flyte 2's name)."""
     version: str
     custom_context: Mapping[str, str]
     group: str | None
     mode: str
+
+    @property
+    def attempt(self) -> int:
+        """`attempt_number` under its earlier name here."""
+        return self.attempt_number
 
 
 current_action: ContextVar[ActionContext | None] = ContextVar("flyte_action", default=None)
@@ -108,7 +114,7 @@ def ctx() -> TaskContext | None:
     return TaskContext(
         action=ActionID(action.action_name, action.run_name, action.project, action.domain),
         task_name=action.task_name,
-        attempt=action.attempt,
+        attempt_number=action.attempt,
         version=action.version,
         custom_context=effective_custom_context(action),
         group=_group_path.get() or action.group,

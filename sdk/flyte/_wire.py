@@ -413,6 +413,10 @@ class ActionEvent(WireModel):
     epoch: int = Field(default=0, ge=0)
     output: WireValue | None = None
     error: ErrorInfo | None = None
+    at: float | None = Field(default=None, ge=0)
+    """When it happened, by the reporter's clock (seconds since the epoch). A `running` event carries it: it may
+    arrive after the worker's own result (a warm pool worker reports at once, its agent's events go in batches),
+    and then only records the attempt's start time."""
 
 
 class AbortRequest(WireModel):

@@ -2,24 +2,27 @@
 
 ::
 
-    BaseRuntimeError                 code, kind ("user" | "system"), message, remote traceback
-    ├── RuntimeUserError             the task's code failed; consumes the task's user retries
-    │   ├── OOMError                 the action ran out of memory (recover with a bigger override)
-    │   ├── TaskTimeoutError         an attempt ran past its `timeout`
-    │   ├── RetriesExhaustedError    system retries ran out (infrastructure kept failing)
-    │   ├── ActionAbortedError       the run or the action was aborted
-    │   ├── RemoteTaskNotFoundError  `remote.Task.get` names no deployed task
-    │   ├── NonRecoverableError      raise it to fail at once: never retried
-    │   ├── InlineIOMaxBytesBreached a value is over the task's `max_inline_io_bytes`
-    │   ├── ValueEncodingError       an input or output cannot cross an action boundary
-    │   └── DeploymentError          a deployment was refused
-    └── RuntimeSystemError           the platform failed (lost worker, node, agent); system retries, never
-                                     the user's
+    RuntimeError
+    └── BaseRuntimeError                 code, kind ("user" | "system"), message, remote traceback
+        ├── RuntimeUserError             the task's code failed; consumes the task's user retries
+        │   ├── OOMError                 the action ran out of memory (recover with a bigger override)
+        │   ├── TaskTimeoutError         an attempt ran past its `timeout`
+        │   ├── RetriesExhaustedError    system retries ran out (infrastructure kept failing)
+        │   ├── ActionAbortedError       the run or the action was aborted
+        │   ├── RemoteTaskNotFoundError  `remote.Task.get` names no deployed task
+        │   ├── NonRecoverableError      raise it to fail at once: never retried
+        │   ├── InlineIOMaxBytesBreached a value is over the task's `max_inline_io_bytes`
+        │   ├── ValueEncodingError       an input or output cannot cross an action boundary
+        │   ├── ModuleLoadError          a module of the code bundle raised as a worker imported it
+        │   └── DeploymentError          a deployment was refused
+        └── RuntimeSystemError           the platform failed (lost worker, node, agent); system retries, never
+                                         the user's
 
 An ordinary exception raised in a child action reaches its parent as a `RuntimeUserError` whose `code` is the
 exception's type name. When that type is importable in the parent (builtins such as `ValueError`, or the
 user's own exception classes), the error raised is also an instance of it, so both `except ValueError` and
-`except flyte.errors.RuntimeUserError` work as a Python programmer expects.
+`except flyte.errors.RuntimeUserError` work as a Python programmer expects. As in Flyte 2, every one of them is
+also a `RuntimeError`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "DeploymentError",
     "ErrorKind",
     "InlineIOMaxBytesBreached",
+    "ModuleLoadError",
     "NonRecoverableError",
     "OOMError",
     "RemoteTaskNotFoundError",
@@ -47,7 +51,7 @@ __all__ = [
 ]
 
 
-class BaseRuntimeError(Exception):
+class BaseRuntimeError(RuntimeError):
     """An action failed. `code` names what failed (an exception type or a platform condition)."""
 
     kind: ErrorKind = "user"
@@ -153,6 +157,15 @@ class ValueEncodingError(RuntimeUserError):
         super().__init__("ValueEncodingError", message, **kw)
 
 
+class ModuleLoadError(RuntimeUserError):
+    """A module of the code bundle raised (or called `sys.exit`) while a worker imported it. Retried by the task's
+    `retries`, as any error of its code. A failure that crossed an action boundary is also an instance of the
+    exception the module raised, when that type is importable (`except IndexError` matches)."""
+
+    def __init__(self, message: str, **kw: str | None):
+        super().__init__("ModuleLoadError", message, **kw)
+
+
 class DeploymentError(RuntimeUserError):
     """A deployment was refused."""
 
@@ -176,9 +189,11 @@ _NAMED: dict[str, type[BaseRuntimeError]] = {
         NonRecoverableError,
         InlineIOMaxBytesBreached,
         ValueEncodingError,
+        ModuleLoadError,
         DeploymentError,
     )
 }
+_OWN_BASES: frozenset[type] = frozenset(BaseRuntimeError.__mro__[1:])
 _MIXED: dict[tuple[type[BaseRuntimeError], type[BaseException]], type[BaseRuntimeError]] = {}
 
 
@@ -220,12 +235,15 @@ def from_parts(
     """Rebuild an error that crossed an action boundary (the inverse of the wire's error record)."""
     base = _NAMED.get(error_type) or (RuntimeSystemError if kind == "system" else RuntimeUserError)
     cls: type[BaseRuntimeError] = base
-    if exception_type is not None and base is RuntimeUserError:
+    make: type[BaseException] = base
+    if exception_type is not None and base in (RuntimeUserError, ModuleLoadError):
         original = _exception_type(exception_type)
         if original is not None:
             cls = _mixed_type(base, original)
+            # The original's constructor: RuntimeError's, first in the method order, cannot make an OSError.
+            make = original
     try:
-        error = cls.__new__(cls, message)
+        error = make.__new__(cls, message)
     except TypeError:
         # An exception type whose constructor we cannot drive (e.g. one with required arguments): keep the code.
         cls = base
@@ -238,8 +256,9 @@ def describe(error: BaseRuntimeError) -> tuple[str, str | None]:
     """The taxonomy class name of an error, and module.QualName of the exception it mirrors, if any."""
     mro = type(error).__mro__
     error_type = next(b.__name__ for b in mro if b.__module__ == __name__ and b.__name__ in _NAMED)
-    original = next((b for b in mro if not issubclass(b, BaseRuntimeError)), Exception)
-    exception_type = None if original is Exception else f"{original.__module__}.{original.__qualname__}"
+    # Our classes' own bases (RuntimeError and up) are not an original exception.
+    original = next((b for b in mro if not issubclass(b, BaseRuntimeError) and b not in _OWN_BASES), None)
+    exception_type = None if original is None else f"{original.__module__}.{original.__qualname__}"
     return error_type, exception_type
 
 

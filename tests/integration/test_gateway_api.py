@@ -161,10 +161,29 @@ async def test_state_machine_moves_forward_only_and_ends_the_run(api: Api) -> No
     assert (status, body["code"]) == (409, "stale_attempt")
     status, done = await event(api, run, "a0", "succeeded", output=value(5))
     assert (status, done["phase"]) == (200, "succeeded")
-    status, body = await event(api, run, "a0", "running")
-    assert (status, body["code"]) == (409, "illegal_transition")
+    status, late = await event(api, run, "a0", "running")
+    assert (status, late["phase"], late["started_at"]) == (200, "succeeded", running["started_at"]), (
+        "a late start of the ended attempt changes nothing once its start is known"
+    )
+    status, body = await event(api, run, "a0", "running", attempt=2)
+    assert (status, body["code"]) == (409, "stale_attempt")
     status, summary = await api.call("GET", f"/api/v1/runs/{run}")
     assert (summary["phase"], json.loads(summary["output"]["json_text"])) == ("succeeded", 5)
+
+
+async def test_a_start_reported_after_the_result_records_the_start_time(api: Api) -> None:
+    # A warm pool worker reports its result at once; its agent's `running` event follows in the next batch.
+    run = (await new_run(api))["name"]
+    assert (await event(api, run, "a0", "placed", cluster="east"))[0] == 200
+    status, done = await event(api, run, "a0", "succeeded", cluster="east", output=value(5))
+    assert (status, done["phase"], done["started_at"]) == (200, "succeeded", None)
+    started = (done["created_at"] + done["ended_at"]) / 2
+    status, late = await event(api, run, "a0", "running", cluster="east", at=started)
+    assert (status, late["phase"], late["attempts"]) == (200, "succeeded", 1)
+    assert late["started_at"] == pytest.approx(started)
+    assert late["ended_at"] == done["ended_at"]
+    status, body = await event(api, run, "a0", "running", cluster="west", at=started)
+    assert (status, body["code"]) == (403, "wrong_cluster")
 
 
 async def test_a_retry_is_a_new_attempt(api: Api) -> None:

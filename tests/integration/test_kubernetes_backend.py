@@ -615,6 +615,56 @@ async def test_a_pool_pod_that_dies_loses_its_attempt_which_its_restarted_contai
     assert {version.raw["spec"]["replicas"] for version in deployment.history if version is not None} == {1}
 
 
+# Works where it is written (the variable is set there) and fails in the pod, which has only its own environment.
+IMPORT_FAILS = """
+import os
+
+import flyte
+
+LIMIT = int(os.environ["KUBE_LOCAL_LIMIT"])
+env = flyte.TaskEnvironment("kube_import_env", reusable=flyte.ReusePolicy(replicas=1))
+
+
+@env.task(retries=1)
+async def double(x: int) -> int:
+    return x * LIMIT
+"""
+
+
+@pytest.mark.timeout(240)
+async def test_a_pool_pod_whose_code_fails_at_import_fails_the_run_with_the_users_error(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = tmp_path / "kube_import.py"
+    program.write_text(IMPORT_FAILS)
+    monkeypatch.setenv("KUBE_LOCAL_LIMIT", "3")
+    async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster):
+        result = await asyncio.to_thread(_run_remote, federation, program)
+    assert not kubelet.errors
+    assert result.returncode != 0
+    assert "importing kube_import.py from the code bundle failed: KeyError: 'KUBE_LOCAL_LIMIT'" in result.stderr
+    # The pod stayed up and failed both attempts itself: its container was never restarted.
+    assert not kubelet.restarts, kubelet.restarts
+    assert len(kubelet.started) == 1, kubelet.started
+
+
+@pytest.mark.timeout(240)
+async def test_a_pool_whose_pods_keep_dying_at_start_fails_the_run_with_their_output(
+    federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    program = tmp_path / "kube_broken.py"
+    # An environment whose interpreter cannot start, as in a broken image: every container ends before its hello.
+    broken = '"kube_env", env_vars={"PYTHONHOME": "/nonexistent"}, reusable=flyte.ReusePolicy(replicas=1),'
+    program.write_text(PROGRAM.replace('"kube_env",', broken))
+    async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster):
+        result = await asyncio.to_thread(_run_remote, federation, program)
+    assert not kubelet.errors
+    assert result.returncode != 0
+    assert "WorkerStartFailed" in result.stderr, result.stderr
+    assert "keeps ending (exit code 1" in result.stderr, result.stderr
+    assert "Fatal Python error" in result.stderr, "the end of its output comes with the error"
+
+
 @pytest.mark.timeout(240)
 async def test_a_pool_whose_image_cannot_be_pulled_fails_the_run_at_once(
     federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path

@@ -15,7 +15,8 @@ def _describe() -> dict[str, object]:
     return {
         "action": tc.action.name,
         "run": tc.action.run_name,
-        "attempt": tc.attempt,
+        "attempt": tc.attempt_number,
+        "attempt_alias": tc.attempt,
         "task": tc.task_name,
         "group": tc.group,
         "version": tc.version,
@@ -75,6 +76,7 @@ def test_ctx_inside_the_root_task() -> None:
     assert info["action"] == "a0"
     assert info["run"] == run.name
     assert info["attempt"] == 1
+    assert info["attempt_alias"] == 1, "`attempt` stays as an alias of Flyte 2's `attempt_number`"
     assert info["task"] == "sdk_context.whoami"
 
 

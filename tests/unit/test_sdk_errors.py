@@ -12,7 +12,7 @@ import pytest
 import flyte
 import flyte.errors
 from flyte._run_state import read_action_summaries
-from flyte._wire import Phase
+from flyte._wire import ErrorInfo, Phase
 
 env = flyte.TaskEnvironment("sdk_errors")
 
@@ -198,6 +198,28 @@ def test_taxonomy_user_errors(cls: type[flyte.errors.BaseRuntimeError]) -> None:
     assert issubclass(cls, flyte.errors.BaseRuntimeError)
     assert cls.kind == "user"
     assert cls("m").code == cls.__name__
+
+
+def test_the_taxonomy_is_rooted_in_runtime_error_as_in_flyte_2() -> None:
+    assert issubclass(flyte.errors.BaseRuntimeError, RuntimeError)
+    error = flyte.errors.RuntimeUserError("ValueError", "bad")
+    assert flyte.errors.describe(error) == ("RuntimeUserError", None), "RuntimeError is our base, not the original"
+    with pytest.raises(RuntimeError):
+        flyte.run(raises_value_error, 3).wait()
+
+
+def test_a_module_load_error_is_also_the_exception_the_module_raised() -> None:
+    info = ErrorInfo(
+        error_type="ModuleLoadError",
+        code="IndexError",
+        kind="user",
+        message="importing prog.py from the code bundle failed: IndexError: list index out of range",
+        exception_type="builtins.IndexError",
+    )
+    error = info.to_exception()
+    assert isinstance(error, flyte.errors.ModuleLoadError)
+    assert isinstance(error, IndexError)
+    assert ErrorInfo.from_exception(error).model_dump(exclude={"traceback"}) == info.model_dump(exclude={"traceback"})
 
 
 def test_taxonomy_system_error() -> None:

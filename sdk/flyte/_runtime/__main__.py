@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import _otel
 from .._wire import Assignment
 from ._bundle import fetch_bundle
+from ._output import capture
 from ._worker import configure, run_assignment
 
 
@@ -27,17 +28,24 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The task's code sees the command line of a plain `python` program, not the worker's own arguments.
+    del sys.argv[1:]
+    # A pool worker keeps each attempt's output apart; its tees go in before logging's handler takes the stream.
+    output = capture() if args.pool is not None else None
+    # The task's own `logging.info` reaches its logs, as under `python prog.py` with logging configured; the
+    # runtime's own INFO chatter does not.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("flyte").setLevel(logging.WARNING)
     endpoint = os.environ["FLYTE_ENDPOINT"]
     if args.spare is not None:
         from ._spare import serve_once
 
         asyncio.run(serve_once(args.spare, endpoint))
         return 0
-    if args.pool is not None:
+    if output is not None:
         from ._pool import serve_pool
 
-        asyncio.run(serve_pool(args.pool, args.bundle, endpoint, args.concurrency))
+        asyncio.run(serve_pool(args.pool, args.bundle, endpoint, args.concurrency, output))
         return 0
     # A pod cannot read the agent's files: its agent passes the assignment (which holds the run token) through a
     # Secret into the environment, and the worker fetches the bundle from the gateway with that token.

@@ -17,7 +17,8 @@ from pathlib import Path
 from .. import _otel
 from .._wire import Assignment
 from .._worker_link import WorkerLink
-from ._bundle import fetch_bundle, load_bundle
+from ._bundle import BundleLoadError, fetch_bundle, load_bundle
+from ._output import AttemptOutput
 from ._worker import configure, run_assignment
 
 log = logging.getLogger("flyte.worker.pool")
@@ -25,12 +26,23 @@ POOL_WORKER_ENV = "FLYTE_POOL_WORKER"
 """Names a pool worker process; it says the name back in its hello, so the agent knows which process connected."""
 POOL_SECRET_ENV = "FLYTE_POOL_SECRET"
 """The pool's secret, said in the hello: anyone may dial a TCP port, only the pool's own workers know it."""
+_OUTPUT_SECONDS = 0.25
+"""How often running attempts' output goes to the agent (which ships logs as often)."""
 
 
-async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurrency: int) -> None:
+async def serve_pool(
+    address: str, bundle: Path | None, endpoint: str, concurrency: int, output: AttemptOutput | None = None
+) -> None:
+    """Serve the pool at `address`; with `output`, what each attempt prints and logs goes to the agent as
+    `{"log": key, "stream": ..., "text": ...}` lines, each attempt's before its `done`."""
     _otel.start_worker(endpoint, os.environ.get("FLYTE_CLUSTER"))
     if bundle is not None:
-        load_bundle(bundle)
+        try:
+            load_bundle(bundle)
+        except BundleLoadError:
+            # Not fatal: a worker that died here would be restarted for ever. Each assignment tries the import
+            # again and fails with this error, as the user's, traceback and all.
+            log.exception("the code bundle failed to load; its assignments will fail with this error")
     reader, writer = await _dial(address)
     hello = {"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV), "secret": os.environ.get(POOL_SECRET_ENV)}
     writer.write(json.dumps(hello).encode() + b"\n")
@@ -38,6 +50,20 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
     links: dict[str, WorkerLink] = {}
     running: dict[str, asyncio.Task[None]] = {}
     slots = asyncio.Semaphore(concurrency)
+
+    async def send_output(key: str | None = None) -> None:
+        if output is None:
+            return
+        for attempt, stream, text in output.take(key):
+            writer.write(json.dumps({"log": attempt, "stream": stream, "text": text}).encode() + b"\n")
+        await writer.drain()
+
+    async def ship_output_forever() -> None:
+        while True:
+            await asyncio.sleep(_OUTPUT_SECONDS)
+            await send_output()
+
+    shipper = asyncio.create_task(ship_output_forever())
 
     async def run_one(assignment: Assignment, key: str) -> None:
         received = time.time_ns()
@@ -52,11 +78,16 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
                 here = bundle
                 if here is None:
                     here = await asyncio.to_thread(fetch_bundle, endpoint, assignment.token, assignment.bundle_digest)
-                reported = await run_assignment(assignment, here, endpoint, link, received)
+                token = AttemptOutput.attribute(key)
+                try:
+                    reported = await run_assignment(assignment, here, endpoint, link, received)
+                finally:
+                    AttemptOutput.detach(token)
             except Exception:
                 log.exception("assignment %s failed to report", key)
             finally:
                 running.pop(key, None)
+                await send_output(key)
                 # When it reported: the agent ends the attempt's span there (see `_otel.REPORTED_DIR`).
                 writer.write(json.dumps({"done": key, "reported": reported}).encode() + b"\n")
                 await writer.drain()
@@ -71,6 +102,7 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
         assignment = Assignment.model_validate(message)
         key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
         running[key] = asyncio.create_task(run_one(assignment, key))
+    shipper.cancel()
     for link in links.values():
         await link.close()
 

@@ -16,7 +16,7 @@ from .._interface import EncodedInputs
 from .._remote_controller import RemoteController
 from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
-from ._bundle import find_task, load_bundle, user_paths
+from ._bundle import BundleLoadError, find_task, load_bundle, user_paths
 
 log = logging.getLogger("flyte.worker")
 
@@ -89,12 +89,28 @@ async def _attempt(
             output = await execute_body(task, action, values)
         wire = WireValue.from_encoded(output) if output is not None else None
         return ended(Phase.SUCCEEDED, output=wire), dict(controller.recorded)
-    except Exception as error:
-        # A flyte error as it is; anything else (the bundle failed to load, an input failed to decode) is the
-        # user's code or values, reported as a user error.
+    except BundleLoadError as error:
+        # A ModuleLoadError with the original exception's type and traceback, so `except ValueError` in a parent
+        # matches too; the message says it happened at import, not in the task's body.
+        info = ErrorInfo.from_exception(error.error).model_copy(
+            update={"error_type": "ModuleLoadError", "kind": "user", "message": str(error)[:65_536]}
+        )
+        info = info.model_copy(update={"traceback": user_paths(info.traceback, bundle, assignment.source_root)})
+        _log_failure(assignment, info)
+        return ended(Phase.FAILED, error=info), dict(controller.recorded)
+    except (Exception, SystemExit) as error:
+        # A flyte error as it is; anything else (an input failed to decode, the body raised or called `sys.exit`)
+        # is the user's code or values, reported as a user error.
         info = ErrorInfo.from_exception(error)
         info = info.model_copy(update={"traceback": user_paths(info.traceback, bundle, assignment.source_root)})
+        _log_failure(assignment, info)
         return ended(Phase.FAILED, error=info), dict(controller.recorded)
+
+
+def _log_failure(assignment: Assignment, info: ErrorInfo) -> None:
+    """The failure in the attempt's own log too, traceback and all, where `flyte get logs` shows it."""
+    detail = info.traceback or f"{info.code}: {info.message}\n"
+    log.error("attempt %d of %s failed: %s\n%s", assignment.attempt, assignment.task, info.message, detail.rstrip())
 
 
 def configure(assignment: Assignment, endpoint: str) -> None:

@@ -119,7 +119,8 @@ def get_actions(run_name: str, output: OutputFormat) -> None:
             a.parent or "-",
             a.task,
             a.phase.value,
-            str(a.attempts),
+            # A cache hit never ran: "0" alone would read as an action that has not started.
+            "cached" if a.cached else str(a.attempts),
             a.cluster or "-",
             f"{a.error.code}: {a.error.message}" if a.error else f"waiting: {a.waiting}" if a.waiting else "",
         ]
