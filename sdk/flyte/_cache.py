@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
-__all__ = ["Cache", "CacheBehavior", "normalize_cache"]
+__all__ = ["Cache", "CacheBehavior", "CachePolicy", "normalize_cache"]
 
 CacheBehavior = Literal["auto", "override", "disable"]
 """"auto": version from the task's code; "override": the user pins the version; "disable": no caching."""
 
 _BEHAVIORS: tuple[str, ...] = get_args(CacheBehavior)
+
+
+@runtime_checkable
+class CachePolicy(Protocol):
+    """Flyte 2's hook for a custom cache version; `Cache(version_override=...)` is how a version is pinned here."""
+
+    def get_version(self, salt: str, params: Any) -> str: ...
 
 
 @dataclass(frozen=True)

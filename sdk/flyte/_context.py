@@ -116,6 +116,14 @@ def ctx() -> TaskContext | None:
     )
 
 
+def get_custom_context() -> dict[str, str]:
+    """The custom context this code sees: the action's, plus any `custom_context` blocks around the call."""
+    action = current_action.get()
+    if action is None:
+        return dict(_custom_overlay.get())
+    return dict(effective_custom_context(action))
+
+
 @contextlib.contextmanager
 def custom_context(**values: str) -> Iterator[Mapping[str, str]]:
     """Add key-values to the custom context that this code and the actions it starts see."""

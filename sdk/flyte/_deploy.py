@@ -143,6 +143,10 @@ async def _deploy_remote(deployments: list[Deployment]) -> None:
 def bundle_archive(bundle: CodeBundle) -> bytes:
     """The bundle as a reproducible tar.gz: the same files always give the same bytes, hence the same digest."""
     root = Path(os.path.commonpath([p.parent for p in bundle.files])) if bundle.files else Path(".")
+    configured = current_config().root_dir
+    # A configured root keeps package paths (pkg/mod.py) intact when every task lives in one sub-package.
+    if configured is not None and all(path.is_relative_to(configured) for path in bundle.files):
+        root = configured
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for path in bundle.files:

@@ -6,6 +6,7 @@ depends on and, in local mode, `remote.Task.get("env.task")` can find a task def
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
@@ -29,6 +30,10 @@ _ENVIRONMENTS: dict[str, TaskEnvironment] = {}
 
 CacheRequest = Cache | CacheBehavior | bool | None
 SecretRequest = str | Secret | list[str | Secret] | None
+
+
+class Environment(abc.ABC):  # noqa: B024 (a marker base: Flyte 2's common base of environments)
+    """The base of environments; `isinstance(env, flyte.Environment)` holds for every `TaskEnvironment`."""
 
 
 def registered_environments() -> Mapping[str, TaskEnvironment]:
@@ -167,3 +172,6 @@ class TaskEnvironment:
         if _func is not None:
             return decorate(_func)
         return decorate
+
+
+Environment.register(TaskEnvironment)

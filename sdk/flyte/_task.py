@@ -152,6 +152,10 @@ class TaskTemplate(Generic[P, R]):
         return clone
 
 
+AsyncFunctionTaskTemplate = TaskTemplate
+"""Flyte 2's name for a task made from a function; here every task is a `TaskTemplate`."""
+
+
 def _refuse_inside_trace(task_name: str) -> None:
     traced = in_trace.get()
     if traced is not None:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-__all__ = ["Timeout", "normalize_timeout", "to_timedelta"]
+__all__ = ["Timeout", "TimeoutType", "normalize_timeout", "to_timedelta"]
 
 
 def to_timedelta(value: object, where: str) -> timedelta:
@@ -60,6 +60,10 @@ class Timeout:
     def to_dict(self) -> dict[str, float | None]:
         """Seconds as floats, for the wire and for display."""
         return {"max_runtime": self.max_runtime_seconds, "max_queued_time": self.max_queued_seconds}
+
+
+TimeoutType = Timeout | int | float | timedelta
+"""What a task's `timeout=` accepts."""
 
 
 def _seconds(value: timedelta | int | float) -> float:
