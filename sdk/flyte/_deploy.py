@@ -184,7 +184,7 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
         is_async=task.is_async,
         resources=s.resources.to_dict() if s.resources is not None else {},
         retries=s.retries.count,
-        backoff={"base": s.retries.backoff.base, "factor": s.retries.backoff.factor, "cap": s.retries.backoff.cap},
+        backoff=s.retries.backoff.to_dict(),
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None else None,
         cache={**s.cache.to_dict(), "version": _cache_version(task)} if s.cache.is_enabled else {},
         reusable=dict(s.reusable.to_dict()) if s.reusable is not None else None,

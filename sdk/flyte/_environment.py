@@ -16,12 +16,14 @@ from typing import Any, TypeVar, overload
 from ._cache import Cache, CacheBehavior, normalize_cache
 from ._image import Image
 from ._placement import Placement
+from ._pod import PodTemplate
 from ._resources import Resources
 from ._retry import RetryStrategy, normalize_retries
 from ._reusable import ReusePolicy
 from ._secret import Secret, normalize_secrets
 from ._task import DEFAULT_MAX_INLINE_IO_BYTES, TaskSettings, TaskTemplate
 from ._timeout import Timeout, normalize_timeout
+from ._unimplemented import not_implemented
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +60,8 @@ class TaskEnvironment:
     interruptible: bool = False
     placement: Placement | None = None
     """Ours beyond Flyte: where this environment's actions may run."""
+    pod_template: PodTemplate | str | None = None
+    """A Kubernetes pod template (Flyte 2); carried with each task's settings, not applied by a backend yet."""
     _tasks: dict[str, TaskTemplate[..., Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +81,8 @@ class TaskEnvironment:
                 raise ValueError(f"TaskEnvironment: env_vars[{key!r}]={value!r} must map str to str")
         self._cache = normalize_cache(self.cache)
         self._secrets = normalize_secrets(self.secrets)
+        if self.pod_template is not None and not isinstance(self.pod_template, PodTemplate | str):
+            raise ValueError(f"TaskEnvironment: pod_template={self.pod_template!r} must be a flyte.PodTemplate")
         for dependency in self.depends_on:
             if not isinstance(dependency, TaskEnvironment):
                 raise ValueError(f"TaskEnvironment: depends_on holds {dependency!r}, not a TaskEnvironment")
@@ -123,6 +129,12 @@ class TaskEnvironment:
         report: bool = False,
         max_inline_io_bytes: int = DEFAULT_MAX_INLINE_IO_BYTES,
         placement: Placement | None = None,
+        docs: str | None = None,
+        pod_template: PodTemplate | str | None = None,
+        interruptible: bool | None = None,
+        triggers: tuple[Any, ...] | list[Any] | Any = (),
+        links: tuple[Any, ...] | list[Any] | Any = (),
+        entrypoint: bool = False,
     ) -> Callable[[F], F]: ...
 
     def task(
@@ -138,12 +150,22 @@ class TaskEnvironment:
         report: bool = False,
         max_inline_io_bytes: int = DEFAULT_MAX_INLINE_IO_BYTES,
         placement: Placement | None = None,
+        docs: str | None = None,
+        pod_template: PodTemplate | str | None = None,
+        interruptible: bool | None = None,
+        triggers: tuple[Any, ...] | list[Any] | Any = (),
+        links: tuple[Any, ...] | list[Any] | Any = (),
+        entrypoint: bool = False,
     ) -> F | Callable[[F], F]:
         """Make a function a task of this environment: `@env.task` or `@env.task(retries=3, ...)`."""
         if not isinstance(max_inline_io_bytes, int) or max_inline_io_bytes <= 0:
             raise ValueError(f"task: max_inline_io_bytes={max_inline_io_bytes!r} must be a positive int")
         if placement is not None and self.placement is not None:
             placement = self.placement.merge(placement)
+        if triggers or links:
+            raise not_implemented("@env.task(triggers=/links=)", "schedules and UI links on tasks")
+        if pod_template is not None and not isinstance(pod_template, PodTemplate | str):
+            raise ValueError(f"task: pod_template={pod_template!r} must be a flyte.PodTemplate")
         retry_strategy = normalize_retries(retries)
         task_timeout = normalize_timeout(timeout)
         task_cache = normalize_cache(cache) if cache is not None else self._cache
@@ -164,6 +186,10 @@ class TaskEnvironment:
                 short_name=short_name or func.__name__,
                 max_inline_io_bytes=max_inline_io_bytes,
                 report=report,
+                pod_template=_pod_template(pod_template or self.pod_template),
+                entrypoint=bool(entrypoint),
+                interruptible=self.interruptible if interruptible is None else interruptible,
+                docs=docs,
             )
             template: TaskTemplate[..., Any] = TaskTemplate(func, self, settings)
             self._tasks[func.__name__] = template
@@ -172,6 +198,13 @@ class TaskEnvironment:
         if _func is not None:
             return decorate(_func)
         return decorate
+
+
+def _pod_template(value: PodTemplate | str | None) -> PodTemplate | None:
+    # Flyte 2 also takes the name of a cluster-side PodTemplate; no cluster here holds named templates.
+    if isinstance(value, str):
+        raise not_implemented(f"pod_template={value!r}", "named cluster PodTemplates (pass a flyte.PodTemplate)")
+    return value
 
 
 Environment.register(TaskEnvironment)

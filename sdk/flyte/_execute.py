@@ -40,7 +40,7 @@ async def execute_body(
     except TimeoutError as error:
         if deadline.expired():
             raise TaskTimeoutError(
-                f"{task.name} ran past its timeout of {seconds:g}s (attempt {action.attempt})"
+                f"{task.name} ran past its timeout of {seconds or 0:g}s (attempt {action.attempt})"
             ) from None
         # The task's own code raised TimeoutError: an ordinary user error.
         raise ErrorInfo.from_exception(error).to_exception() from None
