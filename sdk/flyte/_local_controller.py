@@ -67,6 +67,15 @@ class LocalController:
     def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None:
         self.state.traces.setdefault(action.action_name, {})[key] = (kind, payload)
 
+    def save_report(self, action: ActionContext, page: str) -> str:
+        path = self.state.metadata_dir / "reports" / f"{action.action_name}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole then renamed, so a reader (the CLI, a browser) never sees half a page.
+        partial = path.with_suffix(".html.partial")
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(path)
+        return str(path)
+
     # -- running actions ---------------------------------------------------------------------------------
 
     async def run_root(self, task: TaskTemplate[..., Any], name: str, inputs: EncodedInputs) -> None:

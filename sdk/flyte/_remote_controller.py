@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
 from . import _otel
+from ._codec import _blobs
 from ._context import ActionContext, current_group, effective_custom_context
 from ._task import TaskTemplate
 from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
 from ._worker_link import WorkerLink
 from .errors import ActionAbortedError, RuntimeSystemError
+
+REPORT_TRACE_KEY = "flyte.report"
+"""The action's trace entry that names its report's blob (kind "report", payload the blob reference)."""
 
 
 class RemoteController:
@@ -30,6 +35,8 @@ class RemoteController:
         self.version = version
         self._replay = {key: (t.kind, base64.b64decode(t.payload_b64)) for key, t in traces.items()}
         self.recorded: dict[str, WireTrace] = {}
+        self._loop_thread = threading.get_ident()
+        """Built on the worker's loop thread; the link may only be used from there."""
 
     def submit(
         self, task: TaskTemplate[..., Any], parent: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -65,6 +72,16 @@ class RemoteController:
         trace = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
         self.recorded[key] = trace
         self.link.record_trace(action.action_name, key, trace)
+
+    def save_report(self, action: ActionContext, page: str) -> str:
+        """Put the page in the gateway's blob store and record the blob on the action, as a trace entry that
+        travels with the action's result (so it is kept exactly when the result is)."""
+        ref = _blobs.put(page.encode("utf-8"))
+        if threading.get_ident() == self._loop_thread:
+            self.record_trace(action, REPORT_TRACE_KEY, "report", ref.encode())
+        else:
+            self.loop.call_soon_threadsafe(self.record_trace, action, REPORT_TRACE_KEY, "report", ref.encode())
+        return ref
 
 
 def decode_result(task: TaskTemplate[..., Any], child: ActionSummary) -> Any:

@@ -170,6 +170,16 @@ FLYTE2_SUBMODULES: dict[str, list[str]] = {
         "guess_interface",
         "literal_string_repr",
     ],
+    "flyte.report": [
+        "DataProcessingTracker",
+        "Report",
+        "TrainingLossTracker",
+        "current_report",
+        "flush",
+        "get_tab",
+        "log",
+        "replace",
+    ],
     "flyte.extend": [
         "PRIMARY_CONTAINER_DEFAULT_NAME",
         "AsyncFunctionTaskTemplate",
