@@ -69,6 +69,10 @@ class RemoteController:
         return self._replay.get(key)
 
     def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None:
+        if threading.get_ident() != self._loop_thread:
+            # A sync task's body (or a report flush) runs in a thread of its own; the link lives on the loop.
+            self.loop.call_soon_threadsafe(self.record_trace, action, key, kind, payload)
+            return
         trace = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
         self.recorded[key] = trace
         self.link.record_trace(action.action_name, key, trace)
@@ -77,10 +81,7 @@ class RemoteController:
         """Put the page in the gateway's blob store and record the blob on the action, as a trace entry that
         travels with the action's result (so it is kept exactly when the result is)."""
         ref = _blobs.put(page.encode("utf-8"))
-        if threading.get_ident() == self._loop_thread:
-            self.record_trace(action, REPORT_TRACE_KEY, "report", ref.encode())
-        else:
-            self.loop.call_soon_threadsafe(self.record_trace, action, REPORT_TRACE_KEY, "report", ref.encode())
+        self.record_trace(action, REPORT_TRACE_KEY, "report", ref.encode())
         return ref
 
 

@@ -170,6 +170,7 @@ FLYTE2_SUBMODULES: dict[str, list[str]] = {
         "guess_interface",
         "literal_string_repr",
     ],
+    "flyte.durable": ["now", "sleep", "time"],
     "flyte.report": [
         "DataProcessingTracker",
         "Report",
