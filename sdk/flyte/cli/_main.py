@@ -7,6 +7,7 @@ import click
 import flyte
 
 from ._agent import agent
+from ._build import build
 from ._create import create
 from ._gateway import gateway
 from ._inspect import abort, deploy, get
@@ -22,6 +23,7 @@ def main() -> None:
 
 
 main.add_command(run)
+main.add_command(build)
 main.add_command(create)
 main.add_command(deploy)
 main.add_command(get)

@@ -1,0 +1,219 @@
+"""From an `Image` spec to a Docker build: the Dockerfile and the build context it needs, written to a directory.
+
+Every layer becomes Dockerfile instructions in order; the local files a layer names (requirements, source folders,
+uv projects, wheels, the code bundle) are copied into the context under `layers/<n>/`, with paths relative to the
+project's root (the directory the program lives in, or `root_dir`). The same spec and files give the same
+context. `flyte build FILE ENV` writes it; `build_context` builds it with `docker` when one is on PATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._deploy import code_bundle
+from ._environment import TaskEnvironment
+from ._image import (
+    AptPackages,
+    CodeBundle,
+    Commands,
+    DockerfileBuild,
+    EnvVars,
+    Image,
+    Layer,
+    PipPackages,
+    PythonWheels,
+    Requirements,
+    SourceFolder,
+    UVProject,
+)
+from .errors import ImageBuildError
+
+__all__ = ["BuildContext", "docker_build", "image_tag", "write_build_context"]
+
+_STAGE = "/tmp/flyte-layers"
+"""Where files a layer only installs from are copied in the image (kept apart from the working directory)."""
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".git", ".venv", "node_modules")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A written build: the directory to hand to `docker build`, and the tag the image is meant to get."""
+
+    directory: Path
+    dockerfile: Path
+    tag: str
+    identifier: str
+
+
+def image_tag(image: Image, env_name: str) -> str:
+    """`<name>:<identifier>`; the name is the spec's, else `flyte-<env>`."""
+    return f"{image.name or f'flyte-{env_name}'.replace('_', '-')}:{image.identifier}"
+
+
+def write_build_context(image: Image, directory: Path, source_root: Path, env: TaskEnvironment) -> BuildContext:
+    """Write the Dockerfile and the files it copies into `directory` (which must be empty or absent)."""
+    if image.ref_name is not None or image.uri is not None:
+        ready = image.ref_name or image.uri
+        raise ImageBuildError(f"image {ready!r} of environment {env.name} is ready-made: there is nothing to build")
+    if directory.exists() and any(directory.iterdir()):
+        raise ImageBuildError(f"{directory} is not empty; choose another directory or empty it first")
+    directory.mkdir(parents=True, exist_ok=True)
+    tag = image_tag(image, env.name)
+    if len(image.layers) == 1 and isinstance(image.layers[0], DockerfileBuild):
+        dockerfile = _from_users_dockerfile(image.layers[0], directory)
+        return BuildContext(directory, dockerfile, tag, image.identifier)
+    lines = [f"# flyte image {image.identifier} for environment {env.name}", f"FROM {_base(image)}", "WORKDIR /root"]
+    for index, layer in enumerate(image.layers):
+        lines += _instructions(layer, index, directory, source_root, env)
+    if image.python_version is not None and image.install_flyte:
+        from . import __version__
+
+        lines.append(f"RUN pip install --no-cache-dir {shlex.quote(f'flyte-federation=={__version__}')}")
+    dockerfile = directory / "Dockerfile"
+    dockerfile.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return BuildContext(directory, dockerfile, tag, image.identifier)
+
+
+def docker_build(context: BuildContext) -> str:
+    """`docker build -t TAG` the context; returns the tag. ImageBuildError when docker is missing or fails."""
+    docker = shutil.which("docker")
+    if docker is None:
+        raise ImageBuildError(f"docker is not on PATH; the build context is ready in {context.directory}")
+    done = subprocess.run(
+        [docker, "build", "-t", context.tag, "-f", str(context.dockerfile), str(context.directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise ImageBuildError(f"docker build of {context.tag} failed: {tail}")
+    return context.tag
+
+
+def _base(image: Image) -> str:
+    if image.base_uri is not None:
+        return image.base_uri
+    assert image.python_version is not None  # a spec to build has a base or a Python version
+    major, minor = image.python_version
+    return f"python:{major}.{minor}-slim-bookworm"
+
+
+def _local(source_root: Path, path: str, what: str) -> Path:
+    resolved = (source_root / path).resolve()
+    if not resolved.exists():
+        raise ImageBuildError(f"{what} {path!r} does not exist (looked for {resolved})")
+    return resolved
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, ignore=_IGNORED, dirs_exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def _pip(packages: list[str], index_url: str | None = None, extra: tuple[str, ...] = (), pre: bool = False) -> str:
+    options = ["--no-cache-dir"]
+    if index_url:
+        options += ["--index-url", index_url]
+    for url in extra:
+        options += ["--extra-index-url", url]
+    if pre:
+        options.append("--pre")
+    return "RUN pip install " + " ".join(shlex.quote(part) for part in [*options, *packages])
+
+
+def _instructions(layer: Layer, index: int, context: Path, root: Path, env: TaskEnvironment) -> list[str]:
+    """The Dockerfile lines of one layer, copying what it needs into `layers/<index>/` of the context."""
+    staged = context / "layers" / str(index)
+    stage = f"{_STAGE}/{index}"
+    if isinstance(layer, PipPackages):
+        return [_pip(list(layer.packages), layer.index_url, layer.extra_index_urls, layer.pre)]
+    if isinstance(layer, AptPackages):
+        packages = " ".join(shlex.quote(p) for p in layer.packages)
+        return [
+            "RUN apt-get update && apt-get install -y --no-install-recommends "
+            f"{packages} && rm -rf /var/lib/apt/lists/*"
+        ]
+    if isinstance(layer, EnvVars):
+        return [f"ENV {name}={json.dumps(value)}" for name, value in layer.variables]
+    if isinstance(layer, Commands):
+        return [f"RUN {command}" for command in layer.commands]
+    if isinstance(layer, Requirements):
+        _copy(_local(root, layer.path, "requirements file"), staged / "requirements.txt")
+        return [
+            f"COPY layers/{index}/requirements.txt {stage}/requirements.txt",
+            _pip(["-r", f"{stage}/requirements.txt"]),
+        ]
+    if isinstance(layer, SourceFolder):
+        _copy(_local(root, layer.src, "source folder"), staged)
+        return [f"COPY layers/{index}/ {layer.dst}"]
+    if isinstance(layer, CodeBundle):
+        return _code_bundle(layer, index, staged, env)
+    if isinstance(layer, UVProject):
+        return _uv_project(layer, index, staged, root)
+    if isinstance(layer, PythonWheels):
+        wheels = sorted(_local(root, layer.wheel_dir, "wheel directory").glob("*.whl"))
+        if not wheels:
+            raise ImageBuildError(f"wheel directory {layer.wheel_dir!r} holds no .whl files")
+        for wheel in wheels:
+            _copy(wheel, staged / wheel.name)
+        pre = ["--pre"] if layer.pre else []
+        targets = (
+            ["--find-links", stage, layer.package_name] if layer.package_name else [f"{stage}/{w.name}" for w in wheels]
+        )
+        return [f"COPY layers/{index}/ {stage}/", _pip([*pre, *targets])]
+    raise ImageBuildError(f"layer {layer!r} cannot be part of a layered build")
+
+
+def _code_bundle(layer: CodeBundle, index: int, staged: Path, env: TaskEnvironment) -> list[str]:
+    files = code_bundle(env).files
+    if not files:
+        raise ImageBuildError(f"environment {env.name} has no tasks, so no code to copy in")
+    common = Path(os.path.commonpath([path.parent for path in files]))
+    if layer.copy_style == "all":
+        _copy(common, staged)
+    else:
+        for path in files:
+            _copy(path, staged / path.relative_to(common))
+    return [f"COPY layers/{index}/ {layer.dst}"]
+
+
+def _uv_project(layer: UVProject, index: int, staged: Path, root: Path) -> list[str]:
+    pyproject = _local(root, layer.pyproject, "pyproject file")
+    stage = f"{_STAGE}/{index}"
+    if layer.project_install_mode == "install_project":
+        _copy(pyproject.parent, staged)
+    else:
+        _copy(pyproject, staged / "pyproject.toml")
+    if layer.uvlock is not None:
+        _copy(_local(root, layer.uvlock, "uv.lock"), staged / "uv.lock")
+    install_project = layer.project_install_mode == "install_project"
+    if layer.uvlock is not None:
+        emit = "" if install_project else " --no-emit-project"
+        steps = (
+            f"uv export --frozen --no-hashes{emit} -o requirements.txt && uv pip install --system -r requirements.txt"
+        )
+    else:
+        steps = "uv pip install --system " + (". " if install_project else "-r pyproject.toml")
+    return [f"COPY layers/{index}/ {stage}/", f"RUN pip install --no-cache-dir uv && cd {stage} && {steps.strip()}"]
+
+
+def _from_users_dockerfile(layer: DockerfileBuild, directory: Path) -> Path:
+    source = Path(layer.path)
+    if not source.is_file():
+        raise ImageBuildError(f"Dockerfile {layer.path} is gone")
+    _copy(source.parent, directory)
+    dockerfile = directory / source.name
+    if hashlib.sha256(dockerfile.read_bytes()).hexdigest() != layer.digest:
+        raise ImageBuildError(f"Dockerfile {layer.path} changed since the image spec was made; rebuild the spec")
+    return dockerfile
