@@ -32,6 +32,7 @@ from ._deploy import Deployment, deploy
 from ._devices import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, DeviceClass, Neuron
 from ._environment import CacheRequest, Environment, SecretRequest, TaskEnvironment
 from ._image import Image
+from ._image_build import build, build_images
 from ._logging import logger, system_logger
 from ._map import map
 from ._placement import Placement
@@ -59,8 +60,6 @@ from ._unimplemented import (
     TriggeredArtifact,
     TriggeredPartition,
     TriggerTime,
-    build,
-    build_images,
     init_passthrough,
     latest_checkpoint,
     load_interactive_ctx,

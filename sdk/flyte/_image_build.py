@@ -8,6 +8,7 @@ context. `flyte build FILE ENV` writes it; `build_context` builds it with `docke
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._config import current_config
 from ._deploy import code_bundle
 from ._environment import TaskEnvironment
 from ._image import (
@@ -33,9 +35,11 @@ from ._image import (
     SourceFolder,
     UVProject,
 )
+from ._paths import flyte_home
+from ._syncify import syncify
 from .errors import ImageBuildError
 
-__all__ = ["BuildContext", "docker_build", "image_tag", "write_build_context"]
+__all__ = ["BuildContext", "build", "build_images", "docker_build", "image_tag", "write_build_context"]
 
 _STAGE = "/tmp/flyte-layers"
 """Where files a layer only installs from are copied in the image (kept apart from the working directory)."""
@@ -52,24 +56,31 @@ class BuildContext:
     identifier: str
 
 
-def image_tag(image: Image, env_name: str) -> str:
-    """`<name>:<identifier>`; the name is the spec's, else `flyte-<env>`."""
-    return f"{image.name or f'flyte-{env_name}'.replace('_', '-')}:{image.identifier}"
+def image_tag(image: Image, env_name: str | None) -> str:
+    """`<name>:<identifier>`; the name is the spec's, else `flyte-<env>` (or `flyte-image`)."""
+    fallback = f"flyte-{env_name}".replace("_", "-") if env_name else "flyte-image"
+    return f"{image.name or fallback}:{image.identifier}"
 
 
-def write_build_context(image: Image, directory: Path, source_root: Path, env: TaskEnvironment) -> BuildContext:
-    """Write the Dockerfile and the files it copies into `directory` (which must be empty or absent)."""
+def write_build_context(
+    image: Image, directory: Path, source_root: Path, env: TaskEnvironment | None = None
+) -> BuildContext:
+    """Write the Dockerfile and the files it copies into `directory` (which must be empty or absent).
+
+    `env` is needed only by a `with_code_bundle` layer: its code is that environment's tasks' files.
+    """
+    env_name = env.name if env is not None else None
     if image.ref_name is not None or image.uri is not None:
         ready = image.ref_name or image.uri
-        raise ImageBuildError(f"image {ready!r} of environment {env.name} is ready-made: there is nothing to build")
+        raise ImageBuildError(f"image {ready!r} is ready-made: there is nothing to build")
     if directory.exists() and any(directory.iterdir()):
         raise ImageBuildError(f"{directory} is not empty; choose another directory or empty it first")
     directory.mkdir(parents=True, exist_ok=True)
-    tag = image_tag(image, env.name)
+    tag = image_tag(image, env_name)
     if len(image.layers) == 1 and isinstance(image.layers[0], DockerfileBuild):
         dockerfile = _from_users_dockerfile(image.layers[0], directory)
         return BuildContext(directory, dockerfile, tag, image.identifier)
-    lines = [f"# flyte image {image.identifier} for environment {env.name}", f"FROM {_base(image)}", "WORKDIR /root"]
+    lines = [f"# flyte image {image.identifier}", f"FROM {_base(image)}", "WORKDIR /root"]
     for index, layer in enumerate(image.layers):
         lines += _instructions(layer, index, directory, source_root, env)
     if image.python_version is not None and image.install_flyte:
@@ -96,6 +107,41 @@ def docker_build(context: BuildContext) -> str:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise ImageBuildError(f"docker build of {context.tag} failed: {tail}")
     return context.tag
+
+
+def _context_dir(image: Image, env: TaskEnvironment | None) -> Path:
+    """A fresh directory under the flyte home for this spec's build context."""
+    directory = flyte_home() / "builds" / f"{env.name if env else 'image'}-{image.identifier}"
+    if directory.exists():
+        # The same identifier names the same spec, but the files its layers copy may have changed since.
+        shutil.rmtree(directory)
+    return directory
+
+
+@syncify
+async def build(image: Image) -> str:
+    """Build an image with `docker` (Flyte 2's `flyte.build`); returns its tag. Local files are taken relative to
+    `root_dir` (from `flyte.init`) or the working directory."""
+    root = current_config().root_dir or Path.cwd()
+    context = await asyncio.to_thread(write_build_context, image, _context_dir(image, None), root)
+    return await asyncio.to_thread(docker_build, context)
+
+
+@syncify
+async def build_images(*envs: TaskEnvironment) -> dict[str, str]:
+    """Build the images of these environments (Flyte 2's `flyte.build_images`); returns env name to image tag.
+
+    Environments whose image is ready-made (`from_base`, `from_ref_name`) are left out.
+    """
+    root = current_config().root_dir or Path.cwd()
+    built: dict[str, str] = {}
+    for env in envs:
+        image = env.image if isinstance(env.image, Image) else Image.auto()
+        if not image.needs_build or image.ref_name is not None:
+            continue
+        context = await asyncio.to_thread(write_build_context, image, _context_dir(image, env), root, env)
+        built[env.name] = await asyncio.to_thread(docker_build, context)
+    return built
 
 
 def _base(image: Image) -> str:
@@ -132,7 +178,7 @@ def _pip(packages: list[str], index_url: str | None = None, extra: tuple[str, ..
     return "RUN pip install " + " ".join(shlex.quote(part) for part in [*options, *packages])
 
 
-def _instructions(layer: Layer, index: int, context: Path, root: Path, env: TaskEnvironment) -> list[str]:
+def _instructions(layer: Layer, index: int, context: Path, root: Path, env: TaskEnvironment | None) -> list[str]:
     """The Dockerfile lines of one layer, copying what it needs into `layers/<index>/` of the context."""
     staged = context / "layers" / str(index)
     stage = f"{_STAGE}/{index}"
@@ -175,7 +221,9 @@ def _instructions(layer: Layer, index: int, context: Path, root: Path, env: Task
     raise ImageBuildError(f"layer {layer!r} cannot be part of a layered build")
 
 
-def _code_bundle(layer: CodeBundle, index: int, staged: Path, env: TaskEnvironment) -> list[str]:
+def _code_bundle(layer: CodeBundle, index: int, staged: Path, env: TaskEnvironment | None) -> list[str]:
+    if env is None:
+        raise ImageBuildError("with_code_bundle() copies an environment's code: build it with build_images(env)")
     files = code_bundle(env).files
     if not files:
         raise ImageBuildError(f"environment {env.name} has no tasks, so no code to copy in")

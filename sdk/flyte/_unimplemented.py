@@ -55,7 +55,6 @@ class _TriggerTime:
 _SCHEDULES = "schedules run by the gateway (issue 20 item 2)"
 _CONDITIONS = "human-in-the-loop conditions (issue 20 item 3)"
 _APPS = "serving apps (AppEnvironment)"
-_IMAGES = "building images (issue 20 item 7)"
 
 TriggerTime = _TriggerTime()
 Trigger = missing_class("flyte.Trigger", _SCHEDULES)
@@ -72,9 +71,7 @@ AppHandle = missing_class("flyte.AppHandle", _APPS)
 Checkpoint = missing_class("flyte.Checkpoint", "file checkpoints of a task's working state across attempts")
 BaseCheckpoint = missing_class("flyte.BaseCheckpoint", "file checkpoints of a task's working state across attempts")
 latest_checkpoint = missing_function("flyte.latest_checkpoint", "file checkpoints across attempts")
-build = missing_function("flyte.build", _IMAGES)
-build_images = missing_function("flyte.build_images", _IMAGES)
-ImageBuild = missing_class("flyte.ImageBuild", _IMAGES)
+ImageBuild = missing_class("flyte.ImageBuild", "remote image builds (flyte.build returns the tag it built)")
 init_passthrough = missing_function("flyte.init_passthrough", "passthrough authentication (use init(api_key=))")
 load_interactive_ctx = missing_function("flyte.load_interactive_ctx", "interactive (notebook) run contexts")
 load_plugin_config = missing_function("flyte.load_plugin_config", "plugin configuration entry points")

@@ -186,3 +186,18 @@ def test_flyte_build_names_what_is_wrong(tmp_path: Path) -> None:
     unknown = CliRunner().invoke(main, ["build", str(program), "nope"])
     assert unknown.exit_code == 2
     assert "its environments are: build_env" in unknown.output
+
+
+def test_build_api_writes_the_context_and_needs_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No docker on PATH: the context is still written, and the error says where it is.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    image = flyte.Image.from_debian_base(python_version=(3, 12)).with_pip_packages("rich")
+    with pytest.raises(flyte.errors.ImageBuildError, match="docker is not on PATH") as caught:
+        flyte.build(image)
+    context = Path(caught.value.message.rpartition("ready in ")[2])
+    assert context.name == f"image-{image.identifier}"
+    assert "RUN pip install --no-cache-dir rich" in (context / "Dockerfile").read_text()
+    ready = flyte.TaskEnvironment("ready_env", image="python:3.12-slim")
+    assert flyte.build_images(ready) == {}
+    with pytest.raises(flyte.errors.ImageBuildError, match="build it with build_images"):
+        flyte.build(image.with_code_bundle())
