@@ -153,10 +153,17 @@ class ValueCodec:
         return encoded(self.kind, data)
 
     def _as_model(self, value: object) -> object:
-        """A dict given for a pydantic-model parameter, validated into the model (Flyte 2 accepts both)."""
+        """A dict given for a pydantic-model parameter, validated into the model (Flyte 2 accepts both), and
+        the other values a model coerces itself."""
         annotation = self.annotation
         is_model = isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
-        if not (is_model and isinstance(value, dict)):
+        if not is_model:
+            return value
+        # A model may take other values for itself (flyte.io.DataFrame takes a pandas or pyarrow frame).
+        coerce = getattr(annotation, "_coerce_input", None)
+        if coerce is not None:
+            value = coerce(value)
+        if not isinstance(value, dict):
             return value
         assert self._adapter is not None
         try:
