@@ -200,7 +200,7 @@ def task_spec(task: TaskTemplate[..., Any]) -> TaskSpec:
 def _cache_version(task: TaskTemplate[..., Any]) -> str:
     from ._local_controller import source_version
 
-    return task.settings.cache.version_override or source_version(task.func)
+    return task.settings.cache.version_for(task.func, task.env.image, lambda: source_version(task.func))
 
 
 def _type_text(annotation: object) -> str:

@@ -220,7 +220,7 @@ class LocalController:
         cache = task.settings.cache
         if not cache.is_enabled or self.state.options.disable_run_cache:
             return None
-        version = cache.version_override or source_version(task.func)
+        version = cache.version_for(task.func, task.env.image, lambda: source_version(task.func))
         return cache_key(
             task.name, task.interface.digest, version, inputs.values, tuple(cache.ignored_inputs), cache.salt
         )

@@ -12,6 +12,7 @@ import pydantic
 import pytest
 
 import flyte
+import flyte._cache
 import flyte._config as config
 
 env = flyte.TaskEnvironment("flyte2_small", pod_template=flyte.PodTemplate(labels={"team": "ml"}))
@@ -147,3 +148,40 @@ def test_a_dict_for_a_pydantic_input_is_validated_into_the_model() -> None:
 def test_triggers_on_a_task_say_they_are_not_implemented() -> None:
     with pytest.raises(NotImplementedError, match="issue 20"):
         env.task(triggers=("nightly",))(lambda: None)
+
+
+class PinnedPolicy:
+    """A cache policy whose version is whatever the test pins (as a git-hash policy would be)."""
+
+    def __init__(self, version: str):
+        self.version = version
+
+    def get_version(self, salt: str, params: flyte._cache.VersionParameters) -> str:
+        assert params.func is not None
+        return f"{salt}:{params.func.__name__}:{self.version}"
+
+
+CALLS: list[int] = []
+
+
+def _counted(x: int) -> int:
+    CALLS.append(x)
+    return x * 2
+
+
+def test_cache_takes_flyte2_aliases_serialize_and_policies() -> None:
+    assert flyte.Cache("enable").behavior == "auto"
+    assert flyte.Cache("off").behavior == "disable"
+    assert flyte.Cache("auto", serialize=True).serialize is True
+    assert isinstance(PinnedPolicy("v1"), flyte.CachePolicy)
+    with pytest.raises(ValueError, match="policies"):
+        flyte.Cache("auto", policies=["not a policy"])  # type: ignore[list-item]
+
+    cached_env = flyte.TaskEnvironment("flyte2_cache_policies")
+    v1 = cached_env.task(cache=flyte.Cache("auto", policies=[PinnedPolicy("v1")]))(_counted)
+    assert flyte.run(v1, 3).outputs()[0] == 6
+    assert flyte.run(v1, 3).outputs()[0] == 6
+    assert CALLS == [3], "the second run was answered from the cache"
+    v2 = v1.override(cache=flyte.Cache("auto", policies=PinnedPolicy("v2")))
+    assert flyte.run(v2, 3).outputs()[0] == 6
+    assert CALLS == [3, 3], "another policy version is another cache entry"
