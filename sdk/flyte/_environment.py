@@ -48,7 +48,7 @@ class TaskEnvironment:
     """Tasks that share an image, resources, secrets, a reuse policy and a placement."""
 
     name: str
-    image: str | Image = "auto"
+    image: str | Image | None = "auto"
     resources: Resources | None = None
     env_vars: dict[str, str] | None = None
     secrets: SecretRequest = None
@@ -62,6 +62,8 @@ class TaskEnvironment:
     """Ours beyond Flyte: where this environment's actions may run."""
     pod_template: PodTemplate | str | None = None
     """A Kubernetes pod template (Flyte 2); carried with each task's settings, not applied by a backend yet."""
+    plugin_config: Any = None
+    """Flyte 2's configuration of a custom task type; plugins are not supported, so it must stay None."""
     _tasks: dict[str, TaskTemplate[..., Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +72,10 @@ class TaskEnvironment:
                 f"TaskEnvironment: name={self.name!r} must be snake_case or kebab-case "
                 "(lower-case letters and digits separated by '_' or '-')"
             )
+        if self.image is None:
+            self.image = "auto"
+        if self.plugin_config is not None:
+            raise not_implemented("TaskEnvironment(plugin_config=)", "task plugins (custom task types)")
         if isinstance(self.image, str) and self.image != "auto":
             self.image = Image.from_base(self.image)
         if self.resources is not None and not isinstance(self.resources, Resources):
@@ -100,6 +106,12 @@ class TaskEnvironment:
                 raise ValueError(f"add_dependency: {env!r} is not a TaskEnvironment")
             if env is not self and env not in self.depends_on:
                 self.depends_on.append(env)
+
+    @classmethod
+    def from_task(cls, name: str, *tasks: TaskTemplate[..., Any]) -> TaskEnvironment:
+        """Flyte 2's environment made of existing tasks; here a task's name includes its environment's, so
+        tasks cannot move between environments."""
+        raise not_implemented("TaskEnvironment.from_task", "moving tasks between environments (define them in one)")
 
     def clone_with(self, name: str, **changes: Any) -> TaskEnvironment:
         """A new environment with another name and some settings changed; it starts with no tasks."""

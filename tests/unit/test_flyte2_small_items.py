@@ -185,3 +185,11 @@ def test_cache_takes_flyte2_aliases_serialize_and_policies() -> None:
     v2 = v1.override(cache=flyte.Cache("auto", policies=PinnedPolicy("v2")))
     assert flyte.run(v2, 3).outputs()[0] == 6
     assert CALLS == [3, 3], "another policy version is another cache entry"
+
+
+def test_task_environment_takes_flyte2_arguments() -> None:
+    assert flyte.TaskEnvironment("flyte2_no_image", image=None).image == "auto"
+    with pytest.raises(NotImplementedError, match="plugin_config"):
+        flyte.TaskEnvironment("flyte2_plugin", plugin_config={"kind": "spark"})
+    with pytest.raises(NotImplementedError, match="from_task"):
+        flyte.TaskEnvironment.from_task("flyte2_from_task", norm1)
