@@ -193,3 +193,22 @@ def test_task_environment_takes_flyte2_arguments() -> None:
         flyte.TaskEnvironment("flyte2_plugin", plugin_config={"kind": "spark"})
     with pytest.raises(NotImplementedError, match="from_task"):
         flyte.TaskEnvironment.from_task("flyte2_from_task", norm1)
+
+
+@pytest.mark.usefixtures("restore_log_levels")
+def test_with_runcontext_takes_flyte2_settings() -> None:
+    context = flyte.with_runcontext(
+        name="flyte2-settings",
+        copy_style="loaded_modules",
+        service_account="runner",
+        annotations={"team": "ml"},
+        interruptible=True,
+        log_level=logging.INFO,
+        log_format="console",
+    )
+    assert flyte.logger.level == logging.INFO
+    assert context.run(norm1, {"x": 2}).outputs()[0] == 2  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError, match="dry_run"):
+        flyte.with_runcontext(dry_run=True)
+    with pytest.raises(TypeError, match="no_such_setting"):
+        flyte.with_runcontext(no_such_setting=1)
