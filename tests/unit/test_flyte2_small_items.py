@@ -212,3 +212,20 @@ def test_with_runcontext_takes_flyte2_settings() -> None:
         flyte.with_runcontext(dry_run=True)
     with pytest.raises(TypeError, match="no_such_setting"):
         flyte.with_runcontext(no_such_setting=1)
+
+
+@env.task
+async def square(x: int) -> int:
+    return x * x
+
+
+@env.task
+async def grouped_squares(n: int) -> list[int]:
+    return [r async for r in flyte.map.aio(square, range(n), group_name="squares", concurrency=2)]
+
+
+def test_map_takes_a_group_name() -> None:
+    run = flyte.run(grouped_squares, 3)
+    assert run.outputs()[0] == [0, 1, 4]
+    groups = {record.group for record in run._state.actions.values() if record.task.endswith(".square")}
+    assert groups == {"squares"}
