@@ -97,11 +97,14 @@ class RetryStrategy:
     """Retries after the first attempt (>= 0), so at most count + 1 attempts in all."""
 
     backoff: Backoff = field(default_factory=Backoff)
-    """The wait between attempts."""
+    """The wait between attempts; None retries at once, as Flyte 2's `backoff=None` does (stored as a zero wait)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ValueError(f"RetryStrategy: count={self.count!r} must be an int >= 0")
+        given: object = self.backoff
+        if given is None:
+            object.__setattr__(self, "backoff", Backoff(base=0.0, factor=1.0, cap=0.0))
         if not isinstance(self.backoff, Backoff):
             raise ValueError(f"RetryStrategy: backoff={self.backoff!r} must be a Backoff")
 

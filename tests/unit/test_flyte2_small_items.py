@@ -229,3 +229,9 @@ def test_map_takes_a_group_name() -> None:
     assert run.outputs()[0] == [0, 1, 4]
     groups = {record.group for record in run._state.actions.values() if record.task.endswith(".square")}
     assert groups == {"squares"}
+
+
+def test_retry_strategy_without_backoff_retries_at_once() -> None:
+    strategy = flyte.RetryStrategy(count=2, backoff=None)  # type: ignore[arg-type]
+    assert strategy.backoff.delay(1) == 0.0
+    assert strategy.backoff.delay(5) == 0.0
