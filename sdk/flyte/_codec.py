@@ -143,6 +143,7 @@ class ValueCodec:
 
     def encode(self, value: object) -> EncodedValue:
         if self._adapter is not None:
+            value = self._as_model(value)
             try:
                 data = self._adapter.dump_json(value, warnings="error")
             except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as e:
@@ -159,6 +160,25 @@ class ValueCodec:
                     f"({type(value).__name__}): {_first_line(e)}"
                 ) from None
         return encoded(self.kind, data)
+
+    def _as_model(self, value: object) -> object:
+        """A dict given for a pydantic-model parameter, validated into the model (Flyte 2 accepts both), and
+        the other values a model coerces itself."""
+        annotation = self.annotation
+        is_model = isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
+        if not is_model:
+            return value
+        # A model may take other values for itself (flyte.io.DataFrame takes a pandas or pyarrow frame).
+        coerce = getattr(annotation, "_coerce_input", None)
+        if coerce is not None:
+            value = coerce(value)
+        if not isinstance(value, dict):
+            return value
+        assert self._adapter is not None
+        try:
+            return self._adapter.validate_python(value)
+        except pydantic.ValidationError as e:
+            raise ValueEncodingError(f"{self.where} expects {_type_name(annotation)}: {_first_line(e)}") from None
 
     def decode(self, value: EncodedValue) -> Any:
         if value.kind == "pickle":

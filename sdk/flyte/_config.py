@@ -16,13 +16,20 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ._logging import set_log_level
+
 __all__ = [
     "Config",
     "config_search_paths",
     "current_config",
+    "current_domain",
+    "current_project",
     "find_config_file",
     "init",
+    "init_from_api_key",
     "init_from_config",
+    "init_in_cluster",
+    "is_control_plane_available",
     "is_remote",
     "load_config",
     "normalize_endpoint",
@@ -45,6 +52,8 @@ class Config:
     api_key: str | None = field(default=None, repr=False)
     source: Path | None = None
     """The file this config was read from, if any."""
+    root_dir: Path | None = None
+    """The project's root: the code bundle's paths are relative to it (default: the files' common directory)."""
 
     @property
     def is_remote(self) -> bool:
@@ -94,18 +103,27 @@ def init(
     domain: str | None = None,
     api_key: str | None = None,
     insecure: bool = False,
+    *,
+    org: str | None = None,
+    root_dir: str | Path | None = None,
+    log_level: int | str | None = None,
+    log_format: str | None = None,
 ) -> None:
     """Set the process-wide config. No endpoint (and no `FLYTE_ENDPOINT`) means local mode.
 
-    Arguments left as None fall back to the `FLYTE_*` environment variables, then to the defaults.
+    Arguments left as None fall back to the `FLYTE_*` environment variables, then to the defaults. `org` and
+    `log_format` are accepted for Flyte 2 programs and have no effect here (there is one organisation per gateway,
+    and logs use the standard `logging` format).
     """
     global _current
+    set_log_level(log_level)
     base = Config(
         endpoint=normalize_endpoint(endpoint, insecure) if endpoint else None,
         insecure=insecure,
         project=project or DEFAULT_PROJECT,
         domain=domain or DEFAULT_DOMAIN,
         api_key=api_key,
+        root_dir=_root_dir(root_dir),
     )
     _current = _apply_env(
         base,
@@ -116,10 +134,100 @@ def init(
     )
 
 
-def init_from_config(path: str | Path | None = None) -> None:
-    """Set the process-wide config from a YAML file; see `load_config` for how the file is found."""
+def init_from_config(
+    path_or_config: str | Path | Config | None = None,
+    root_dir: str | Path | None = None,
+    log_level: int | str | None = None,
+    log_format: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+) -> None:
+    """Set the process-wide config from a YAML file (see `load_config` for how it is found) or a `Config`.
+
+    `project` and `domain` override the file's; `root_dir`, `log_level` and `log_format` are as for `init`.
+    """
     global _current
-    _current = load_config(path)
+    set_log_level(log_level)
+    config = path_or_config if isinstance(path_or_config, Config) else load_config(path_or_config)
+    changes: dict[str, Any] = {}
+    if root_dir is not None:
+        changes["root_dir"] = _root_dir(root_dir)
+    if project is not None:
+        changes["project"] = project
+    if domain is not None:
+        changes["domain"] = domain
+    _current = replace(config, **changes) if changes else config
+
+
+def init_from_api_key(
+    api_key: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    root_dir: str | Path | None = None,
+    log_level: int | str | None = None,
+    log_format: str | None = None,
+    *,
+    endpoint: str | None = None,
+) -> None:
+    """Remote mode with an API key (`FLYTE_API_KEY` when None). Flyte 2's keys embed their endpoint; ours are
+    gateway tokens, so the endpoint comes from `endpoint=`, `FLYTE_ENDPOINT` or the config file."""
+    key = api_key or os.environ.get("FLYTE_API_KEY")
+    if not key:
+        raise ValueError("init_from_api_key: no api_key given and FLYTE_API_KEY is not set")
+    target = endpoint or os.environ.get("FLYTE_ENDPOINT") or load_config().endpoint
+    if not target:
+        raise ValueError(
+            "init_from_api_key: no endpoint; pass endpoint=, set FLYTE_ENDPOINT, "
+            "or write one with `flyte create config`"
+        )
+    init(target, project, domain, key, root_dir=root_dir, log_level=log_level, log_format=log_format)
+
+
+def init_in_cluster(
+    org: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    api_key: str | None = None,
+    endpoint: str | None = None,
+    insecure: bool = False,
+) -> dict[str, Any]:
+    """Initialise inside a worker: the agent passes the endpoint, project, domain and token as `FLYTE_*` variables.
+
+    Returns the settings used (endpoint, project, domain, insecure), as Flyte 2 does.
+    """
+    init(endpoint, project, domain, api_key, insecure, org=org)
+    config = current_config()
+    return {"endpoint": config.endpoint, "project": config.project, "domain": config.domain, "insecure": insecure}
+
+
+def is_control_plane_available() -> bool:
+    """Whether runs go to a gateway (remote mode) rather than run in this process."""
+    return current_config().is_remote
+
+
+def current_project() -> str:
+    """The project of the running task, or else of the current config."""
+    from ._context import current_action
+
+    action = current_action.get()
+    return action.project if action is not None else current_config().project
+
+
+def current_domain() -> str:
+    """The domain of the running task, or else of the current config."""
+    from ._context import current_action
+
+    action = current_action.get()
+    return action.domain if action is not None else current_config().domain
+
+
+def _root_dir(value: str | Path | None) -> Path | None:
+    if value is None:
+        return None
+    root = Path(value).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"root_dir={str(value)!r} is not a directory")
+    return root
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._task import TaskTemplate
+    from .report import Report
 
 
 class Controller(Protocol):
@@ -37,6 +38,10 @@ class Controller(Protocol):
 
     def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None: ...
 
+    def save_report(self, action: ActionContext, page: str) -> str:
+        """Keep the action's rendered report (replacing an earlier save); returns where it went."""
+        ...
+
 
 @dataclass(slots=True)
 class ActionContext:
@@ -55,6 +60,8 @@ class ActionContext:
     calls: Iterator[int] = field(default_factory=itertools.count)
     """The per-parent call sequence number that makes child names deterministic."""
     traces: Iterator[int] = field(default_factory=itertools.count)
+    report: Report | None = None
+    """The report of a task declared with `report=True`, fresh for each attempt."""
     holds_slot: bool = False
     """Whether this action holds one of the run's `max_action_concurrency` slots."""
     waiting_children: int = 0
@@ -120,6 +127,14 @@ def ctx() -> TaskContext | None:
         group=_group_path.get() or action.group,
         mode=type(action.controller).__name__.removesuffix("Controller").lower(),
     )
+
+
+def get_custom_context() -> dict[str, str]:
+    """The custom context this code sees: the action's, plus any `custom_context` blocks around the call."""
+    action = current_action.get()
+    if action is None:
+        return dict(_custom_overlay.get())
+    return dict(effective_custom_context(action))
 
 
 @contextlib.contextmanager

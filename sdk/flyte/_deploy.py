@@ -127,7 +127,12 @@ def code_bundle(env: TaskEnvironment) -> CodeBundle:
     first = inspect.getsourcefile(tasks[0].func)
     if first is None:
         raise DeploymentError(f"task {tasks[0].name} has no source file to bundle (defined interactively?)")
-    root = source_root(Path(first))
+    configured = current_config().root_dir
+    # `init(root_dir=)` names the source root, as in Flyte 2; else the project's folder holding the first task.
+    if configured is not None and Path(first).resolve().is_relative_to(configured.resolve()):
+        root = configured.resolve()
+    else:
+        root = source_root(Path(first))
     modules: list[str] = []
     paths: list[str] = []
     for task in tasks:
@@ -282,7 +287,7 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
         is_async=task.is_async,
         resources=s.resources.to_dict() if s.resources is not None else {},
         retries=s.retries.count,
-        backoff={"base": s.retries.backoff.base, "factor": s.retries.backoff.factor, "cap": s.retries.backoff.cap},
+        backoff=s.retries.backoff.to_dict(),
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None else None,
         max_queued_seconds=s.timeout.max_queued_seconds if s.timeout is not None else None,
         cache={**s.cache.to_dict(), "version": _cache_version(task)} if s.cache.is_enabled else {},
@@ -301,7 +306,7 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
 def _cache_version(task: TaskTemplate[..., Any]) -> str:
     from ._local_controller import source_version
 
-    return task.settings.cache.version_override or source_version(task.func)
+    return task.settings.cache.version_for(task.func, task.env.image, lambda: source_version(task.func))
 
 
 def _type_text(annotation: object) -> str:

@@ -6,6 +6,7 @@ depends on and, in local mode, `remote.Task.get("env.task")` can find a task def
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
@@ -15,12 +16,14 @@ from typing import Any, TypeVar, overload
 from ._cache import Cache, CacheBehavior, normalize_cache
 from ._image import Image
 from ._placement import Placement
+from ._pod import PodTemplate
 from ._resources import Resources
 from ._retry import RetryStrategy, normalize_retries
 from ._reusable import ReusePolicy
 from ._secret import Secret, normalize_secrets
 from ._task import DEFAULT_MAX_INLINE_IO_BYTES, TaskSettings, TaskTemplate
 from ._timeout import Timeout, normalize_timeout
+from ._unimplemented import not_implemented
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +32,10 @@ _ENVIRONMENTS: dict[str, TaskEnvironment] = {}
 
 CacheRequest = Cache | CacheBehavior | bool | None
 SecretRequest = str | Secret | list[str | Secret] | None
+
+
+class Environment(abc.ABC):  # noqa: B024 (a marker base: Flyte 2's common base of environments)
+    """The base of environments; `isinstance(env, flyte.Environment)` holds for every `TaskEnvironment`."""
 
 
 def registered_environments() -> Mapping[str, TaskEnvironment]:
@@ -41,7 +48,7 @@ class TaskEnvironment:
     """Tasks that share an image, resources, secrets, a reuse policy and a placement."""
 
     name: str
-    image: str | Image = "auto"
+    image: str | Image | None = "auto"
     resources: Resources | None = None
     env_vars: dict[str, str] | None = None
     secrets: SecretRequest = None
@@ -53,6 +60,10 @@ class TaskEnvironment:
     interruptible: bool = False
     placement: Placement | None = None
     """Ours beyond Flyte: where this environment's actions may run."""
+    pod_template: PodTemplate | str | None = None
+    """A Kubernetes pod template (Flyte 2); carried with each task's settings, not applied by a backend yet."""
+    plugin_config: Any = None
+    """Flyte 2's configuration of a custom task type; plugins are not supported, so it must stay None."""
     _tasks: dict[str, TaskTemplate[..., Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +72,10 @@ class TaskEnvironment:
                 f"TaskEnvironment: name={self.name!r} must be snake_case or kebab-case "
                 "(lower-case letters and digits separated by '_' or '-')"
             )
+        if self.image is None:
+            self.image = "auto"
+        if self.plugin_config is not None:
+            raise not_implemented("TaskEnvironment(plugin_config=)", "task plugins (custom task types)")
         if isinstance(self.image, str) and self.image != "auto":
             self.image = Image.from_base(self.image)
         if self.resources is not None and not isinstance(self.resources, Resources):
@@ -72,6 +87,8 @@ class TaskEnvironment:
                 raise ValueError(f"TaskEnvironment: env_vars[{key!r}]={value!r} must map str to str")
         self._cache = normalize_cache(self.cache)
         self._secrets = normalize_secrets(self.secrets)
+        if self.pod_template is not None and not isinstance(self.pod_template, PodTemplate | str):
+            raise ValueError(f"TaskEnvironment: pod_template={self.pod_template!r} must be a flyte.PodTemplate")
         for dependency in self.depends_on:
             if not isinstance(dependency, TaskEnvironment):
                 raise ValueError(f"TaskEnvironment: depends_on holds {dependency!r}, not a TaskEnvironment")
@@ -89,6 +106,12 @@ class TaskEnvironment:
                 raise ValueError(f"add_dependency: {env!r} is not a TaskEnvironment")
             if env is not self and env not in self.depends_on:
                 self.depends_on.append(env)
+
+    @classmethod
+    def from_task(cls, name: str, *tasks: TaskTemplate[..., Any]) -> TaskEnvironment:
+        """Flyte 2's environment made of existing tasks; here a task's name includes its environment's, so
+        tasks cannot move between environments."""
+        raise not_implemented("TaskEnvironment.from_task", "moving tasks between environments (define them in one)")
 
     def clone_with(self, name: str, **changes: Any) -> TaskEnvironment:
         """A new environment with another name and some settings changed; it starts with no tasks."""
@@ -118,6 +141,12 @@ class TaskEnvironment:
         report: bool = False,
         max_inline_io_bytes: int = DEFAULT_MAX_INLINE_IO_BYTES,
         placement: Placement | None = None,
+        docs: str | None = None,
+        pod_template: PodTemplate | str | None = None,
+        interruptible: bool | None = None,
+        triggers: tuple[Any, ...] | list[Any] | Any = (),
+        links: tuple[Any, ...] | list[Any] | Any = (),
+        entrypoint: bool = False,
     ) -> Callable[[F], F]: ...
 
     def task(
@@ -133,12 +162,22 @@ class TaskEnvironment:
         report: bool = False,
         max_inline_io_bytes: int = DEFAULT_MAX_INLINE_IO_BYTES,
         placement: Placement | None = None,
+        docs: str | None = None,
+        pod_template: PodTemplate | str | None = None,
+        interruptible: bool | None = None,
+        triggers: tuple[Any, ...] | list[Any] | Any = (),
+        links: tuple[Any, ...] | list[Any] | Any = (),
+        entrypoint: bool = False,
     ) -> F | Callable[[F], F]:
         """Make a function a task of this environment: `@env.task` or `@env.task(retries=3, ...)`."""
         if not isinstance(max_inline_io_bytes, int) or max_inline_io_bytes <= 0:
             raise ValueError(f"task: max_inline_io_bytes={max_inline_io_bytes!r} must be a positive int")
         if placement is not None and self.placement is not None:
             placement = self.placement.merge(placement)
+        if triggers or links:
+            raise not_implemented("@env.task(triggers=/links=)", "schedules and UI links on tasks")
+        if pod_template is not None and not isinstance(pod_template, PodTemplate | str):
+            raise ValueError(f"task: pod_template={pod_template!r} must be a flyte.PodTemplate")
         retry_strategy = normalize_retries(retries)
         task_timeout = normalize_timeout(timeout)
         task_cache = normalize_cache(cache) if cache is not None else self._cache
@@ -159,6 +198,10 @@ class TaskEnvironment:
                 short_name=short_name or func.__name__,
                 max_inline_io_bytes=max_inline_io_bytes,
                 report=report,
+                pod_template=_pod_template(pod_template or self.pod_template),
+                entrypoint=bool(entrypoint),
+                interruptible=self.interruptible if interruptible is None else interruptible,
+                docs=docs,
             )
             template: TaskTemplate[..., Any] = TaskTemplate(func, self, settings)
             self._tasks[func.__name__] = template
@@ -167,3 +210,13 @@ class TaskEnvironment:
         if _func is not None:
             return decorate(_func)
         return decorate
+
+
+def _pod_template(value: PodTemplate | str | None) -> PodTemplate | None:
+    # Flyte 2 also takes the name of a cluster-side PodTemplate; no cluster here holds named templates.
+    if isinstance(value, str):
+        raise not_implemented(f"pod_template={value!r}", "named cluster PodTemplates (pass a flyte.PodTemplate)")
+    return value
+
+
+Environment.register(TaskEnvironment)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ctypes
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,9 @@ from ._context import ActionContext, _group_path, current_action
 from ._task import TaskTemplate
 from ._wire import ErrorInfo
 from .errors import BaseRuntimeError, InlineIOMaxBytesBreached, TaskTimeoutError
+from .report import Report
+
+log = logging.getLogger("flyte.report")
 
 
 async def execute_body(
@@ -28,6 +32,8 @@ async def execute_body(
     """Run the task's function as `action` and return its encoded output."""
     timeout = task.settings.timeout
     seconds = timeout.max_runtime_seconds if timeout is not None else None
+    if task.settings.report:
+        action.report = Report(action.action_name)
     action_token = current_action.set(action)
     group_token = _group_path.set(None)
     deadline = asyncio.timeout(seconds)
@@ -40,7 +46,7 @@ async def execute_body(
     except TimeoutError as error:
         if deadline.expired():
             raise TaskTimeoutError(
-                f"{task.name} ran past its timeout of {seconds:g}s (attempt {action.attempt})"
+                f"{task.name} ran past its timeout of {seconds or 0:g}s (attempt {action.attempt})"
             ) from None
         # The task's own code raised TimeoutError: an ordinary user error.
         raise ErrorInfo.from_exception(error).to_exception() from None
@@ -53,6 +59,7 @@ async def execute_body(
     finally:
         _group_path.reset(group_token)
         current_action.reset(action_token)
+        await _save_report(action)
     interface = task.interface
     if not interface.has_output:
         return None
@@ -63,6 +70,18 @@ async def execute_body(
             f"{task.settings.max_inline_io_bytes}"
         )
     return output
+
+
+async def _save_report(action: ActionContext) -> None:
+    """The attempt's report as it ended (failed attempts included: that is when it is most wanted)."""
+    report = action.report
+    if report is None or not report.has_content():
+        return
+    try:
+        await asyncio.to_thread(action.controller.save_report, action, report.get_final_report())
+    except Exception:
+        # A report is a by-product: failing to keep it must not change how the action ends.
+        log.warning("could not save the report of action %s", action.action_name, exc_info=True)
 
 
 class _Interrupted(BaseException):

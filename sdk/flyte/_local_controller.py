@@ -75,6 +75,15 @@ class LocalController:
     def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None:
         self.state.traces.setdefault(action.action_name, {})[key] = (kind, payload)
 
+    def save_report(self, action: ActionContext, page: str) -> str:
+        path = self.state.metadata_dir / "reports" / f"{action.action_name}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole then renamed, so a reader (the CLI, a browser) never sees half a page.
+        partial = path.with_suffix(".html.partial")
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(path)
+        return str(path)
+
     # -- running actions ---------------------------------------------------------------------------------
 
     async def run_root(self, task: TaskTemplate[..., Any], name: str, inputs: EncodedInputs) -> None:
@@ -221,7 +230,7 @@ class LocalController:
         cache = task.settings.cache
         if not cache.is_enabled or self.state.options.disable_run_cache:
             return None
-        version = cache.version_override or source_version(task.func)
+        version = cache.version_for(task.func, task.env.image, lambda: source_version(task.func))
         return cache_key(
             task.name, task.interface.digest, version, inputs.values, tuple(cache.ignored_inputs), cache.salt
         )

@@ -8,11 +8,12 @@ first; `concurrency` bounds how many run at once. `flyte.map(...)` is a plain it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from typing import Any
 
-from ._context import current_action
+from ._context import current_action, group
 from ._task import TaskTemplate
 
 
@@ -32,9 +33,15 @@ def _validate(concurrency: int) -> None:
 
 class _Map:
     def __call__(
-        self, func: Any, *iterables: Iterable[Any], concurrency: int = 0, return_exceptions: bool = False
+        self,
+        func: Any,
+        *iterables: Iterable[Any],
+        group_name: str | None = None,
+        concurrency: int = 0,
+        return_exceptions: bool = False,
     ) -> Iterator[Any]:
-        """Yield `func(*items)` for each tuple of items, in order, running up to `concurrency` at once."""
+        """Yield `func(*items)` for each tuple of items, in order, running up to `concurrency` at once; the calls
+        form the group `group_name` when one is given (Flyte 2's argument)."""
         _validate(concurrency)
         task, fixed_args, fixed_kwargs = _unwrap(func)
         parent = current_action.get()
@@ -46,7 +53,7 @@ class _Map:
             pass
         else:
             raise TypeError("flyte.map blocks; from async code use `async for r in flyte.map.aio(...)`")
-        calls = _submit_all(task, fixed_args, fixed_kwargs, iterables)
+        calls = _submit_all(task, fixed_args, fixed_kwargs, iterables, group_name)
         loop = parent.controller.loop
         futures = asyncio.run_coroutine_threadsafe(_start(calls, concurrency), loop).result()
         return self._ordered(futures, loop, return_exceptions)
@@ -87,7 +94,12 @@ class _Map:
                 loop.call_soon_threadsafe(future.cancel)
 
     async def aio(
-        self, func: Any, *iterables: Iterable[Any], concurrency: int = 0, return_exceptions: bool = False
+        self,
+        func: Any,
+        *iterables: Iterable[Any],
+        group_name: str | None = None,
+        concurrency: int = 0,
+        return_exceptions: bool = False,
     ) -> AsyncIterator[Any]:
         """`async for r in flyte.map.aio(task, xs)`: the async twin of `flyte.map`."""
         _validate(concurrency)
@@ -96,7 +108,7 @@ class _Map:
             for result in self._plain(task, fixed_args, fixed_kwargs, iterables, return_exceptions):
                 yield await result if asyncio.iscoroutine(result) else result
             return
-        futures = await _start(_submit_all(task, fixed_args, fixed_kwargs, iterables), concurrency)
+        futures = await _start(_submit_all(task, fixed_args, fixed_kwargs, iterables, group_name), concurrency)
         try:
             for future in futures:
                 try:
@@ -115,8 +127,11 @@ def _submit_all(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     iterables: tuple[Iterable[Any], ...],
+    group_name: str | None,
 ) -> list[Coroutine[Any, Any, Any]]:
-    return [task.aio(*args, *items, **kwargs) for items in zip(*iterables, strict=False)]
+    # Calls take their name and group when submitted, so the group only needs to hold while they are made.
+    with group(group_name) if group_name else contextlib.nullcontext():
+        return [task.aio(*args, *items, **kwargs) for items in zip(*iterables, strict=False)]
 
 
 async def _start(calls: list[Coroutine[Any, Any, Any]], concurrency: int) -> list[asyncio.Future[Any]]:

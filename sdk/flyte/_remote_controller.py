@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _otel
-from ._codec import EncodedValue
+from ._codec import EncodedValue, _blobs
 from ._context import ActionContext, current_group, effective_custom_context
 from ._interface import EncodedInputs
 from ._task import TaskTemplate
@@ -24,6 +25,9 @@ from .errors import ActionAbortedError, RuntimeSystemError
 
 if TYPE_CHECKING:
     from ._remote_task import RemoteTask
+
+REPORT_TRACE_KEY = "flyte.report"
+"""The action's trace entry that names its report's blob (kind "report", payload the blob reference)."""
 
 
 class RemoteController:
@@ -35,6 +39,8 @@ class RemoteController:
         self.version = version
         self._replay = {key: (t.kind, base64.b64decode(t.payload_b64)) for key, t in traces.items()}
         self.recorded: dict[str, WireTrace] = {}
+        self._loop_thread = threading.get_ident()
+        """Built on the worker's loop thread; the link may only be used from there."""
 
     def submit(
         self, task: TaskTemplate[..., Any], parent: ActionContext, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -86,9 +92,20 @@ class RemoteController:
         return self._replay.get(key)
 
     def record_trace(self, action: ActionContext, key: str, kind: str, payload: bytes) -> None:
+        if threading.get_ident() != self._loop_thread:
+            # A sync task's body (or a report flush) runs in a thread of its own; the link lives on the loop.
+            self.loop.call_soon_threadsafe(self.record_trace, action, key, kind, payload)
+            return
         trace = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
         self.recorded[key] = trace
         self.link.record_trace(action.action_name, key, trace)
+
+    def save_report(self, action: ActionContext, page: str) -> str:
+        """Put the page in the gateway's blob store and record the blob on the action, as a trace entry that
+        travels with the action's result (so it is kept exactly when the result is)."""
+        ref = _blobs.put(page.encode("utf-8"))
+        self.record_trace(action, REPORT_TRACE_KEY, "report", ref.encode())
+        return ref
 
 
 class OutputDecoder(Protocol):

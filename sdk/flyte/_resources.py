@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeAlias
 
+from ._devices import Device
+
 __all__ = ["CpuAmount", "MemoryAmount", "Resources", "parse_cpu", "parse_quantity"]
 
 CpuAmount: TypeAlias = int | float | str
@@ -37,11 +39,12 @@ _UNITS: dict[str, int] = {
 _NUMBER = r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _QUANTITY_RE = re.compile(_NUMBER + r"(?P<suffix>Ki|Mi|Gi|Ti|k|K|M|G|T)?")
 _CPU_RE = re.compile(_NUMBER + r"(?P<milli>m)?")
-_GPU_RE = re.compile(r"(?P<type>[A-Za-z0-9_-]+)(?::(?P<count>[0-9]+))?")
+# Two models Flyte 2 spells with spaces; any other space is a typo ("A 100"), refused.
+_GPU_RE = re.compile(r"(?P<type>A100 80G|RTX PRO 6000|[A-Za-z0-9_-]+)(?::(?P<count>[0-9]+))?")
 
 _QUANTITY_HINT = "is not a quantity like '512Mi' or '2Gi'"
 _CPU_HINT = "is not a CPU amount like 2, 0.5 or '500m'"
-_GPU_HINT = "is not a GPU count like 2 or a GPU type like 'T4' or 'A100:2'"
+_GPU_HINT = "is not a GPU count like 2, a GPU type like 'T4' or 'A100:2', or a flyte.GPU(...) device"
 
 
 # The private parsers raise with the reason only, so each caller can say which value (and field) it was.
@@ -84,6 +87,8 @@ def _cpu(value: object) -> float:
 
 
 def _gpu(value: object) -> tuple[str | None, int]:
+    if isinstance(value, Device):
+        return value.device, value.quantity
     if isinstance(value, bool):
         raise ValueError(_GPU_HINT)
     if isinstance(value, int):
@@ -153,8 +158,9 @@ class Resources:
     memory: MemoryAmount | tuple[MemoryAmount, MemoryAmount] | None = None
     """Memory ("512Mi", "2Gi", bytes) or a (request, limit) pair; None leaves it to the backend."""
 
-    gpu: int | str | None = None
-    """A GPU count (2), a type ("T4", one GPU) or type and count ("A100:2"); None for no GPU."""
+    gpu: int | str | Device | None = None
+    """A GPU count (2), a type ("T4", one GPU), type and count ("A100:2") or a `flyte.GPU(...)`/`TPU(...)` device;
+    None for no GPU."""
 
     disk: MemoryAmount | None = None
     """Ephemeral scratch disk ("10Gi", bytes); None leaves it to the backend."""
@@ -236,6 +242,8 @@ class Resources:
             out["memory"] = {"request": self.memory_request_bytes, "limit": self.memory_limit_bytes}
         if self.gpu is not None:
             out["gpu"] = {"type": self.gpu_type, "count": self.gpu_count}
+            if isinstance(self.gpu, Device):
+                out["gpu"] = {**self.gpu.to_dict(), **out["gpu"]}  # type: ignore[dict-item]
         if self.disk is not None:
             out["disk"] = self.disk_bytes
         if self.shm is not None:

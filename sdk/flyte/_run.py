@@ -24,6 +24,7 @@ from ._config import current_config
 from ._environment import registered_environments
 from ._interface import EncodedInputs
 from ._local_controller import LocalController
+from ._logging import set_log_level
 from ._naming import ROOT_ACTION, new_run_name
 from ._paths import runs_dir
 from ._remote_run import RemoteRun
@@ -31,6 +32,7 @@ from ._remote_task import RemoteTask
 from ._run_state import ActionRecord, RunOptions, RunState, read_action_summaries, read_run_summary, read_traces
 from ._task import TaskTemplate
 from ._timeout import to_timedelta
+from ._unimplemented import not_implemented
 from ._wire import ActionSummary, ErrorInfo, Phase
 from .errors import ActionAbortedError, RemoteTaskNotFoundError
 
@@ -322,12 +324,16 @@ def with_runcontext(
     max_action_concurrency: int | None = None,
     custom_context: Mapping[str, str] | None = None,
     max_wait: timedelta | int | float | None = None,
+    **flyte2: Any,
 ) -> RunContext:
     """Settings for the next run: `flyte.with_runcontext(name="nightly").run(main, x=1)`.
 
     `max_wait` (seconds or a timedelta) bounds how long any action of a remote run may stay queued: past it the
     action fails with `MaxWaitExceeded`, naming the reason it waited. Local runs queue nothing and ignore it.
+    Flyte 2's other settings are accepted by name (see `FLYTE2_RUN_SETTINGS`): `log_level` sets the loggers'
+    level, `dry_run=True` and `copy_bundle_to` raise `NotImplementedError`, and the rest have no effect here.
     """
+    _flyte2_run_settings(flyte2)
     wait = None if max_wait is None else to_timedelta(max_wait, "with_runcontext: max_wait").total_seconds()
     if max_action_concurrency is not None and max_action_concurrency < 1:
         raise ValueError(f"with_runcontext: max_action_concurrency={max_action_concurrency} must be >= 1")
@@ -346,3 +352,36 @@ def with_runcontext(
         max_wait_seconds=wait,
     )
     return RunContext(mode, options)
+
+
+FLYTE2_RUN_SETTINGS = frozenset(
+    {
+        "annotations",
+        "cache_lookup_scope",
+        "copy_bundle_to",
+        "copy_style",
+        "dry_run",
+        "interactive_mode",
+        "interruptible",
+        "log_format",
+        "log_level",
+        "preserve_original_types",
+        "raw_data_path",
+        "reset_root_logger",
+        "run_base_dir",
+        "service_account",
+        "user_log_level",
+    }
+)
+"""Flyte 2's `with_runcontext` settings that this SDK accepts beyond its own."""
+
+
+def _flyte2_run_settings(settings: Mapping[str, Any]) -> None:
+    unknown = sorted(set(settings) - FLYTE2_RUN_SETTINGS)
+    if unknown:
+        raise TypeError(f"with_runcontext() got unexpected keyword arguments {unknown}")
+    if settings.get("dry_run"):
+        raise not_implemented("with_runcontext(dry_run=True)", "dry-run runs")
+    if settings.get("copy_bundle_to") is not None:
+        raise not_implemented("with_runcontext(copy_bundle_to=)", "writing the code bundle out")
+    set_log_level(settings.get("log_level"))

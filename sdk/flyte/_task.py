@@ -21,6 +21,7 @@ from ._context import current_action, in_trace
 from ._interface import EncodedInputs, TaskInterface
 from ._naming import child_action_name
 from ._placement import Placement
+from ._pod import PodTemplate
 from ._resources import Resources
 from ._retry import RetryStrategy, normalize_retries
 from ._reusable import ReusePolicy
@@ -56,6 +57,12 @@ class TaskSettings:
     short_name: str
     max_inline_io_bytes: int
     report: bool
+    pod_template: PodTemplate | None = None
+    """Carried for Kubernetes; not applied by a backend yet (docs/flyte2-parity.md)."""
+    entrypoint: bool = False
+    """Flyte 2's marker for the tasks a user starts runs from (listed first by tools)."""
+    interruptible: bool | None = None
+    docs: str | None = None
 
 
 class TaskTemplate(Generic[P, R]):
@@ -150,6 +157,10 @@ class TaskTemplate(Generic[P, R]):
         clone.__dict__.update(self.__dict__)
         clone.settings = settings
         return clone
+
+
+AsyncFunctionTaskTemplate = TaskTemplate
+"""Flyte 2's name for a task made from a function; here every task is a `TaskTemplate`."""
 
 
 def _refuse_inside_trace(task_name: str) -> None:

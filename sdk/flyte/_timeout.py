@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-__all__ = ["Timeout", "normalize_timeout", "to_timedelta"]
+__all__ = ["Timeout", "TimeoutType", "normalize_timeout", "to_timedelta"]
 
 
 def to_timedelta(value: object, where: str) -> timedelta:
@@ -35,22 +35,25 @@ def to_timedelta(value: object, where: str) -> timedelta:
 class Timeout:
     """Upper bounds on an action's run time and queue time; exceeding either fails the attempt."""
 
-    max_runtime: timedelta | int | float
-    """Longest an attempt may run once started (seconds or a timedelta; stored as a timedelta)."""
+    max_runtime: timedelta | int | float | None = None
+    """Longest an attempt may run once started (seconds or a timedelta; stored as a timedelta); None: no limit."""
 
     max_queued_time: timedelta | int | float | None = None
     """Longest an action may wait to be scheduled (seconds or a timedelta), or None for no limit."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "max_runtime", to_timedelta(self.max_runtime, "Timeout: max_runtime"))
+        if self.max_runtime is None and self.max_queued_time is None:
+            raise ValueError("Timeout: give max_runtime, max_queued_time or both")
+        if self.max_runtime is not None:
+            object.__setattr__(self, "max_runtime", to_timedelta(self.max_runtime, "Timeout: max_runtime"))
         if self.max_queued_time is not None:
             queued = to_timedelta(self.max_queued_time, "Timeout: max_queued_time")
             object.__setattr__(self, "max_queued_time", queued)
 
     @property
-    def max_runtime_seconds(self) -> float:
-        """`max_runtime` in seconds."""
-        return _seconds(self.max_runtime)
+    def max_runtime_seconds(self) -> float | None:
+        """`max_runtime` in seconds, or None when run time is unbounded."""
+        return None if self.max_runtime is None else _seconds(self.max_runtime)
 
     @property
     def max_queued_seconds(self) -> float | None:
@@ -60,6 +63,10 @@ class Timeout:
     def to_dict(self) -> dict[str, float | None]:
         """Seconds as floats, for the wire and for display."""
         return {"max_runtime": self.max_runtime_seconds, "max_queued_time": self.max_queued_seconds}
+
+
+TimeoutType = Timeout | int | float | timedelta
+"""What a task's `timeout=` accepts."""
 
 
 def _seconds(value: timedelta | int | float) -> float:

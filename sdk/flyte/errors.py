@@ -14,9 +14,12 @@
         │   ├── InlineIOMaxBytesBreached a value is over the task's `max_inline_io_bytes`
         │   ├── ValueEncodingError       an input or output cannot cross an action boundary
         │   ├── ModuleLoadError          a module of the code bundle raised as a worker imported it
-        │   └── DeploymentError          a deployment was refused
+        │   ├── DeploymentError          a deployment was refused
+        │   ├── CustomError              a code of the user's choosing
+        │   └── (Flyte 2's finer errors: ActionNotFoundError, ConditionTimedOutError, ...)
         └── RuntimeSystemError           the platform failed (lost worker, node, agent); system retries, never
-                                         the user's
+            │                            the user's
+            └── RuntimeUnknownError, SlowDownError, TaskInterruptedError, UnionRpcError
 
 An ordinary exception raised in a child action reaches its parent as a `RuntimeUserError` whose `code` is the
 exception's type name. When that type is importable in the parent (builtins such as `ValueError`, or the
@@ -35,18 +38,50 @@ ErrorKind = Literal["user", "system"]
 
 __all__ = [
     "ActionAbortedError",
+    "ActionNotFoundError",
     "BaseRuntimeError",
+    "CodeBundleError",
+    "ConditionAlreadyExistsError",
+    "ConditionFailedError",
+    "ConditionNotFoundError",
+    "ConditionTimedOutError",
+    "CustomError",
     "DeploymentError",
     "ErrorKind",
+    "EventAlreadyExistsError",
+    "EventFailedError",
+    "EventNotFoundError",
+    "EventTimedOutError",
+    "ImageBuildError",
+    "ImagePullBackOffError",
+    "InitializationError",
     "InlineIOMaxBytesBreached",
+    "InvalidImageNameError",
+    "InvalidPackageError",
+    "LogsNotYetAvailableError",
     "ModuleLoadError",
     "NonRecoverableError",
+    "NotInTaskContextError",
     "OOMError",
+    "OnlyAsyncIOSupportedError",
+    "ParameterMaterializationError",
+    "PrimaryContainerNotFoundError",
+    "ReferenceTaskError",
+    "RemoteTaskError",
     "RemoteTaskNotFoundError",
+    "RemoteTaskUsageError",
+    "RestrictedTypeError",
     "RetriesExhaustedError",
+    "RunAbortedError",
+    "RuntimeDataValidationError",
     "RuntimeSystemError",
+    "RuntimeUnknownError",
     "RuntimeUserError",
+    "SlowDownError",
+    "TaskInterruptedError",
     "TaskTimeoutError",
+    "TraceDoesNotAllowNestedTasksError",
+    "UnionRpcError",
     "ValueEncodingError",
 ]
 
@@ -175,6 +210,208 @@ class DeploymentError(RuntimeUserError):
         super().__init__("DeploymentError", message, **kw)
 
 
+class _FlyteNamedUserError(RuntimeUserError):
+    """A user error whose code is its class name (Flyte 2's fine-grained errors)."""
+
+    def __init__(self, message: str = "", **kw: str | None):
+        super().__init__(type(self).__name__, message, **kw)
+
+
+class _FlyteNamedSystemError(RuntimeSystemError):
+    """A system error whose code is its class name."""
+
+    def __init__(self, message: str = "", **kw: str | None):
+        super().__init__(type(self).__name__, message, **kw)
+
+
+class CustomError(RuntimeUserError):
+    """An error with a code of the user's choosing: `raise CustomError("QuotaExceeded", "...")`."""
+
+    def __init__(self, code: str, message: str, **kw: str | None):
+        super().__init__(code, message, **kw)
+
+    @classmethod
+    def from_exception(cls, error: Exception) -> CustomError:
+        """The exception as a CustomError coded with its type name."""
+        made = cls(type(error).__name__, str(error))
+        made.__cause__ = error
+        return made
+
+
+class ActionNotFoundError(_FlyteNamedUserError):
+    """No action has that name."""
+
+    retryable = False
+
+
+class CodeBundleError(_FlyteNamedUserError):
+    """The code bundle could not be made or loaded."""
+
+    retryable = False
+
+
+class ImageBuildError(_FlyteNamedUserError):
+    """An image could not be built."""
+
+    retryable = False
+
+
+class ImagePullBackOffError(_FlyteNamedUserError):
+    """The task's image could not be pulled."""
+
+    retryable = False
+
+
+class InitializationError(_FlyteNamedUserError):
+    """The SDK was used before `flyte.init` set what it needs."""
+
+    retryable = False
+
+
+class InvalidImageNameError(_FlyteNamedUserError):
+    """An image name is malformed."""
+
+    retryable = False
+
+
+class InvalidPackageError(_FlyteNamedUserError):
+    """A package to install is malformed or unknown."""
+
+    retryable = False
+
+
+class LogsNotYetAvailableError(_FlyteNamedUserError):
+    """The action's logs are not available yet."""
+
+
+class NotInTaskContextError(_FlyteNamedUserError):
+    """Called outside a running task, where it needs one."""
+
+    retryable = False
+
+
+class OnlyAsyncIOSupportedError(_FlyteNamedUserError):
+    """Only asyncio is supported for this call."""
+
+    retryable = False
+
+
+class ParameterMaterializationError(_FlyteNamedUserError):
+    """An input could not be materialised for the task."""
+
+    retryable = False
+
+
+class PrimaryContainerNotFoundError(_FlyteNamedUserError):
+    """A pod template names no primary container."""
+
+    retryable = False
+
+
+class ReferenceTaskError(_FlyteNamedUserError):
+    """A reference to a deployed task failed."""
+
+    retryable = False
+
+
+class RemoteTaskError(_FlyteNamedUserError):
+    """A deployed task failed."""
+
+
+class RemoteTaskUsageError(_FlyteNamedUserError):
+    """A deployed task was called the wrong way."""
+
+    retryable = False
+
+
+class RestrictedTypeError(_FlyteNamedUserError):
+    """A value of a type that cannot cross an action boundary."""
+
+    retryable = False
+
+
+class RunAbortedError(_FlyteNamedUserError):
+    """The run was aborted."""
+
+    retryable = False
+
+
+class RuntimeDataValidationError(_FlyteNamedUserError):
+    """An input or output failed validation against its type."""
+
+    retryable = False
+
+
+class TraceDoesNotAllowNestedTasksError(_FlyteNamedUserError):
+    """A task was called inside a `@flyte.trace` function."""
+
+    retryable = False
+
+
+class ConditionAlreadyExistsError(_FlyteNamedUserError):
+    """A condition of that name already exists."""
+
+    retryable = False
+
+
+class ConditionFailedError(_FlyteNamedUserError):
+    """A condition was failed instead of signalled."""
+
+    retryable = False
+
+
+class ConditionNotFoundError(_FlyteNamedUserError):
+    """No condition has that name."""
+
+    retryable = False
+
+
+class ConditionTimedOutError(_FlyteNamedUserError):
+    """A condition was not signalled before its timeout."""
+
+    retryable = False
+
+
+class EventAlreadyExistsError(_FlyteNamedUserError):
+    """An event of that name already exists."""
+
+    retryable = False
+
+
+class EventFailedError(_FlyteNamedUserError):
+    """An event was failed instead of signalled."""
+
+    retryable = False
+
+
+class EventNotFoundError(_FlyteNamedUserError):
+    """No event has that name."""
+
+    retryable = False
+
+
+class EventTimedOutError(_FlyteNamedUserError):
+    """An event was not signalled before its timeout."""
+
+    retryable = False
+
+
+class RuntimeUnknownError(_FlyteNamedSystemError):
+    """A failure of unknown origin, counted against the system budget."""
+
+
+class SlowDownError(_FlyteNamedSystemError):
+    """The control plane asked the client to slow down."""
+
+
+class TaskInterruptedError(_FlyteNamedSystemError):
+    """The task's pod or process was interrupted (preempted, evicted)."""
+
+
+class UnionRpcError(_FlyteNamedSystemError):
+    """A call to the control plane failed."""
+
+
 _NAMED: dict[str, type[BaseRuntimeError]] = {
     cls.__name__: cls
     for cls in (
@@ -191,6 +428,38 @@ _NAMED: dict[str, type[BaseRuntimeError]] = {
         ValueEncodingError,
         ModuleLoadError,
         DeploymentError,
+        ActionNotFoundError,
+        CodeBundleError,
+        ImageBuildError,
+        ImagePullBackOffError,
+        InitializationError,
+        InvalidImageNameError,
+        InvalidPackageError,
+        LogsNotYetAvailableError,
+        NotInTaskContextError,
+        OnlyAsyncIOSupportedError,
+        ParameterMaterializationError,
+        PrimaryContainerNotFoundError,
+        ReferenceTaskError,
+        RemoteTaskError,
+        RemoteTaskUsageError,
+        RestrictedTypeError,
+        RunAbortedError,
+        RuntimeDataValidationError,
+        TraceDoesNotAllowNestedTasksError,
+        ConditionAlreadyExistsError,
+        ConditionFailedError,
+        ConditionNotFoundError,
+        ConditionTimedOutError,
+        EventAlreadyExistsError,
+        EventFailedError,
+        EventNotFoundError,
+        EventTimedOutError,
+        RuntimeUnknownError,
+        SlowDownError,
+        TaskInterruptedError,
+        UnionRpcError,
+        CustomError,
     )
 }
 _OWN_BASES: frozenset[type] = frozenset(BaseRuntimeError.__mro__[1:])

@@ -488,3 +488,45 @@ def test_map_group_retries_and_timeouts_behave_as_in_local_mode(rig: Rig) -> Non
     # The same program gives the same answer in local mode.
     local = flyte.with_runcontext(mode="local").run(semantics.main)
     assert local.outputs() == ("30 12 yes",)
+
+
+REPORTED = """
+import flyte
+import flyte.durable
+import flyte.report
+
+env = flyte.TaskEnvironment("reported_env")
+
+
+@env.task(report=True, retries=flyte.RetryStrategy(1, backoff=flyte.Backoff(base=0.1)))
+def main(ledger: str) -> float:
+    stamp = flyte.durable.time()
+    flyte.durable.sleep(0.5)
+    flyte.report.log(f"<p>stamp {stamp}</p>")
+    attempt = flyte.ctx().attempt
+    with open(ledger, "a") as out:
+        out.write(f"{attempt} {stamp}\\n")
+    if attempt == 1:
+        raise RuntimeError("fail once after the durable sleep")
+    return stamp
+"""
+
+
+def test_reports_and_durable_time_in_a_sync_remote_task(rig: Rig) -> None:
+    import hashlib
+
+    from flyte.report import Report
+
+    reported = rig.load("reported_program", REPORTED)
+    ledger = rig.cwd / "reported-ledger.txt"
+    rig.connect()
+    run = flyte.run(reported.main, ledger=str(ledger))
+    (stamp,) = run.outputs()
+    lines = ledger.read_text().splitlines()
+    assert lines == [f"1 {stamp}", f"2 {stamp}"], "the retry saw the durable time the first attempt recorded"
+    # The page is deterministic, so its digest names the blob the worker put in the gateway's store.
+    expected = Report("a0")
+    expected.get_tab("main").log(f"<p>stamp {stamp}</p>")
+    page = expected.get_final_report().encode()
+    stored = call_sync(client_for().get_blob(hashlib.sha256(page).hexdigest()))
+    assert stored == page

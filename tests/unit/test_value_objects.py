@@ -282,7 +282,17 @@ def test_cache_rejects(kwargs: dict[str, Any], fragment: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "behavior"),
-    [(True, "auto"), ("auto", "auto"), (False, "disable"), (None, "disable"), ("disable", "disable")],
+    [
+        (True, "auto"),
+        ("auto", "auto"),
+        (False, "disable"),
+        (None, "disable"),
+        ("disable", "disable"),
+        # Flyte 2's aliases.
+        ("yes", "auto"),
+        ("Enable", "auto"),
+        ("off", "disable"),
+    ],
 )
 def test_normalize_cache(value: Any, behavior: str) -> None:
     assert normalize_cache(value) == Cache(behavior)  # type: ignore[arg-type]
@@ -293,7 +303,7 @@ def test_normalize_cache_passes_cache_through() -> None:
     assert normalize_cache(cache) is cache
 
 
-@pytest.mark.parametrize(("value", "fragment"), [("override", "needs a version"), ("yes", "'yes'"), (1, "=1")])
+@pytest.mark.parametrize(("value", "fragment"), [("override", "needs a version"), ("maybe", "'maybe'"), (1, "=1")])
 def test_normalize_cache_rejects(value: Any, fragment: str) -> None:
     with pytest.raises(ValueError, match=r"^cache=") as info:
         normalize_cache(value)

@@ -15,6 +15,7 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "abort": ("._inspect", "Abort runs."),
     "agent": ("._agent", "Run a cluster's agent."),
+    "build": ("._build", "Write (and build) the image of an environment."),
     "cluster": ("._placement", "Cordon, drain and uncordon clusters."),
     "create": ("._create", "Create configuration files and secrets."),
     "delete": ("._secrets", "Delete secrets."),
