@@ -35,7 +35,8 @@ from flyte._wire import (
     WatchMessage,
     WireValue,
 )
-from gateway._auth import create_token, principal_of, validate_scope
+from gateway._auth import Principal, create_token, principal_of, validate_scope
+from gateway._authz import Act, Target, authorize
 from gateway._blobs import BlobStore
 from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._metrics import Metrics
@@ -115,6 +116,11 @@ def _check_inline(values: dict[str, WireValue]) -> None:
             )
 
 
+def allow(request: web.Request, act: Act, target: Target) -> None:
+    """Refuse (403) unless the caller's token may do `act` on `target` (see `gateway._authz`)."""
+    authorize(principal_of(request), act, target)
+
+
 def _name(request: web.Request, field: str, default: str | None = None) -> str:
     value = request.query.get(field, default)
     if value is None or not _NAME.match(value):
@@ -161,7 +167,7 @@ def _worker_and_agent_scopes(request: web.Request) -> list[str]:
 
 async def deploy(request: web.Request) -> web.Response:
     body = await read_model(request, DeployRequest)
-    principal_of(request).require("deploy", project=body.project)
+    allow(request, Act.DEPLOY, Target(body.project))
     svc = services(request)
     if not await svc.blobs.exists(body.bundle_digest):
         raise bad_request(f"upload the code bundle {body.bundle_digest} before deploying", code="missing_bundle")
@@ -170,22 +176,32 @@ async def deploy(request: web.Request) -> web.Response:
     return _json(versions, status=201 if created else 200)
 
 
+def _read_task(request: web.Request, project: str) -> None:
+    from gateway._dispatch import DISPATCHER
+
+    # An agent reads the specs of the work it was given (its sessions' projects), nothing else.
+    sessions = request.app[DISPATCHER].sessions
+    clusters = principal_of(request).clusters
+    given = frozenset().union(*(sessions[c].projects for c in clusters if c in sessions))
+    allow(request, Act.READ_TASK, Target(project, agent_projects=given))
+
+
 async def list_tasks(request: web.Request) -> web.Response:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
+    allow(request, Act.READ, Target(project))
     return _json(await services(request).registry.list_latest(project, domain))
 
 
 async def get_task(request: web.Request) -> web.Response:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
+    _read_task(request, project)
     version = request.query.get("version")
     return _json(await services(request).registry.get(project, domain, request.match_info["task"], version))
 
 
 async def list_task_versions(request: web.Request) -> web.Response:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
+    allow(request, Act.READ, Target(project))
     return _json(await services(request).registry.list_versions(project, domain, request.match_info["task"]))
 
 
@@ -194,13 +210,13 @@ async def list_task_versions(request: web.Request) -> web.Response:
 
 async def _readable_run(request: web.Request) -> RunSummary:
     run = await services(request).runs.get_run(request.match_info["run"])
-    principal_of(request).require_reader(run.project, run.name)
+    allow(request, Act.READ, Target(run.project, run.name))
     return run
 
 
 async def create_run(request: web.Request) -> web.Response:
     body = await read_model(request, RunCreateRequest)
-    principal_of(request).require("run", project=body.project)
+    allow(request, Act.CREATE_RUN, Target(body.project))
     _check_inline(body.inputs)
     svc = services(request)
     run, created = await svc.runs.create_run(body)
@@ -242,7 +258,7 @@ def runs_query(request: web.Request) -> RunsQuery:
 
 async def list_runs(request: web.Request) -> web.Response:
     query = runs_query(request)
-    principal_of(request).require_reader(query.project)
+    allow(request, Act.READ, Target(query.project))
     return _json(await query.list(services(request).runs))
 
 
@@ -263,7 +279,7 @@ async def get_run(request: web.Request) -> web.Response:
 async def abort_run(request: web.Request) -> web.Response:
     body = await read_model(request, AbortRequest)
     run = await services(request).runs.get_run(request.match_info["run"])
-    principal_of(request).require("run", project=run.project)
+    allow(request, Act.ABORT_RUN, Target(run.project, run.name))
     return _json(await services(request).runs.abort(run.name, body.reason))
 
 
@@ -281,7 +297,7 @@ async def get_action(request: web.Request) -> web.Response:
 async def submit_action(request: web.Request) -> web.Response:
     body = await read_model(request, ActionSubmitRequest)
     run = await services(request).runs.get_run(request.match_info["run"])
-    principal_of(request).require("run", f"worker:{run.name}", project=run.project)
+    allow(request, Act.SUBMIT, Target(run.project, run.name, action=body.parent))
     _check_inline(body.inputs)
     svc = services(request)
     action, created = await svc.runs.submit(run.name, body)
@@ -292,10 +308,17 @@ async def submit_action(request: web.Request) -> web.Response:
 async def report_event(request: web.Request) -> web.Response:
     body = await read_model(request, ActionEvent)
     run = await services(request).runs.get_run(request.match_info["run"])
-    scopes = [f"worker:{run.name}"] + ([f"agent:{body.cluster}"] if body.cluster else [])
-    principal_of(request).require(*scopes, project=run.project)
     svc = services(request)
-    action = await svc.runs.report(run.name, request.match_info["action"], body)
+    name = request.match_info["action"]
+    principal = principal_of(request)
+    if body.cluster is not None and body.cluster in principal.clusters:
+        # An agent speaks for its own cluster only, and only about attempts placed there.
+        current = await svc.runs.get_action(run.name, name)
+        agent = Principal(frozenset({f"agent:{body.cluster}"}), frozenset())
+        authorize(agent, Act.AGENT_EVENT, Target(run.project, run.name, name, body.attempt, current=current))
+    else:
+        allow(request, Act.REPORT, Target(run.project, run.name, action=name, attempt=body.attempt))
+    action = await svc.runs.report(run.name, name, body)
     svc.metrics.events[f"transitions_{body.phase.value}"] += 1
     return _json(action)
 

@@ -34,9 +34,10 @@ MAX_BODY = 256 * 1024 * 1024
 
 def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> web.Application:
     metrics = Metrics()
+    authenticator = Authenticator(store)
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(Authenticator(store))],
+        middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(authenticator)],
     )
     registry = Registry(store)
     app[TRACING] = GatewayTracing(store)
@@ -50,13 +51,13 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
     )
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
-    app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs)
+    app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
     app[LOGS_DIR] = logs_dir or blobs_dir.parent / "logs"
     app.router.add_get("/api/v1/agents/connect", agent_connect)
     app.router.add_get("/api/v1/workers/connect", worker_connect)
     app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)
     # OTLP/HTTP's standard path, so any OpenTelemetry exporter pointed at the gateway delivers here.
-    app[AUTHENTICATOR] = Authenticator(store)
+    app[AUTHENTICATOR] = authenticator
     app.router.add_post("/v1/traces", receive_traces)
     add_ui_routes(app)
     app.on_startup.append(_start_dispatcher)

@@ -40,7 +40,7 @@ from flyte._wire import (
     PolicyDocument,
     TaskVersion,
 )
-from gateway._auth import create_token
+from gateway._auth import AttemptRef, WorkerTokens
 from gateway._errors import ApiError
 from gateway._runs import ACTIONS, Runs, decode_action, decode_event
 from gateway.store import Compare, Delete, EventType, Put, Store, StoreError
@@ -91,6 +91,12 @@ class AgentSession:
 
     placed_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """In-flight actions here per spread key (siblings of a `Placement(spread=True)` parent)."""
+    projects: set[str] = field(default_factory=set)
+    """The projects of the work this session was given: what its agent may read (bundles, task specs)."""
+    runs: set[str] = field(default_factory=set)
+    """The runs this session was given work in: whose spans its agent may send."""
+    spans: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Spans its agent sent per run, against `SPAN_LIMIT`."""
 
     @property
     def name(self) -> str:
@@ -101,14 +107,14 @@ Send = Callable[[GatewayReply], Awaitable[None]]
 
 
 class Dispatcher:
-    def __init__(self, store: Store, runs: Runs):
+    def __init__(self, store: Store, runs: Runs, workers: WorkerTokens | None = None):
         self.store = store
         self.runs = runs
+        self.workers = workers or WorkerTokens(store)
         self.sessions: dict[str, AgentSession] = {}
         self._queue: dict[tuple[str, str], ActionSummary] = {}
         self._inflight: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._watchers: dict[tuple[str, str], set[Send]] = defaultdict(set)
-        self._run_tokens: dict[str, str] = {}
         self._scopes: dict[str, tuple[str, str]] = {}
         self._wake = asyncio.Event()
         self._fresh: list[tuple[str, str]] = []
@@ -410,11 +416,14 @@ class Dispatcher:
             session.free[resource] = session.free.get(resource, 0.0) - amount
         self._hold(session, demand, +1)
         session.reserved[(action.run, action.name)] = demand
+        session.projects.add(item.project)
+        session.runs.add(action.run)
+        attempt = action.attempts + 1
         return Assignment(
             run=action.run,
             action=action.name,
             parent=action.parent,
-            attempt=action.attempts + 1,
+            attempt=attempt,
             epoch=session.epoch,
             cluster=session.name,
             project=item.project,
@@ -427,7 +436,7 @@ class Dispatcher:
             resources=item.resources,
             timeout_seconds=item.timeout,
             reusable=item.reusable,
-            token=await self._run_token(action.run, item.project),
+            token=await self.workers.mint(AttemptRef(item.project, action.run, action.name, attempt)),
             traceparent=action.traceparent,
         )
 
@@ -482,13 +491,6 @@ class Dispatcher:
                 ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error),
                 [record],
             )
-
-    async def _run_token(self, run: str, project: str) -> str:
-        token = self._run_tokens.get(run)
-        if token is None:
-            token = await create_token(self.store, [f"worker:{run}"], [project], f"workers of run {run}")
-            self._run_tokens[run] = token
-        return token
 
     # -- policy, cordons, cluster views ---------------------------------------------------------------------------
 
@@ -583,6 +585,8 @@ class Dispatcher:
                     continue
                 if key in running:
                     kept.add(key)
+                    session.projects.add((await self._run_scope(run))[0])
+                    session.runs.add(run)
                 elif current.epoch < session.epoch:
                     await self._lose(current, session.name, "its agent restarted without it")
         orphans = sorted(running - kept)

@@ -34,17 +34,18 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
     hello = {"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV), "secret": os.environ.get(POOL_SECRET_ENV)}
     writer.write(json.dumps(hello).encode() + b"\n")
     await writer.drain()
-    links: dict[str, WorkerLink] = {}
     running: dict[str, asyncio.Task[None]] = {}
+    current: dict[str, Assignment] = {}
     slots = asyncio.Semaphore(concurrency)
 
     async def run_one(assignment: Assignment, key: str) -> None:
         async with slots:
+            # Each attempt's token acts for that attempt alone and ends with it: one link per attempt, and the
+            # process's SDK always speaks with the token of an attempt still running here.
+            link = WorkerLink(endpoint, assignment.token, assignment.run)
+            current[key] = assignment
             try:
-                link = links.get(assignment.run)
-                if link is None:
-                    link = links[assignment.run] = WorkerLink(endpoint, assignment.token, assignment.run)
-                    await link.connect()
+                await link.connect()
                 configure(assignment, endpoint)
                 here = bundle
                 if here is None:
@@ -53,6 +54,10 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
             except Exception:
                 log.exception("assignment %s failed to report", key)
             finally:
+                await link.close()
+                current.pop(key, None)
+                if current:
+                    configure(next(reversed(current.values())), endpoint)
                 running.pop(key, None)
                 writer.write(json.dumps({"done": key}).encode() + b"\n")
                 await writer.drain()
@@ -67,8 +72,6 @@ async def serve_pool(address: str, bundle: Path | None, endpoint: str, concurren
         assignment = Assignment.model_validate(message)
         key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
         running[key] = asyncio.create_task(run_one(assignment, key))
-    for link in links.values():
-        await link.close()
 
 
 async def _dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
