@@ -1,0 +1,134 @@
+"""Issue 15, findings 4 and 8: agent tokens reach no task, and worker tokens do not outlive their attempts' files.
+
+Through the rig (`flyte rig up`: a gateway and two agents as separate processes), a task looks for the agents'
+tokens where the issue's attacker found them, every process's command line and environment and its own
+environment, and finds none; the agent refuses a token file others can read, and warns about `--token`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e.test_rig import Rig, start_rig
+
+import flyte
+
+pytestmark = pytest.mark.timeout(180)
+
+SNOOP = """
+import os
+from pathlib import Path
+
+import flyte
+
+env = flyte.TaskEnvironment("snoop_env")
+
+
+@env.task
+async def main(secrets: list[str]) -> list[str]:
+    found = [f"my env {k}" for k, v in os.environ.items() if k == "FLYTE_AGENT_TOKEN" or any(s in v for s in secrets)]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        for part in ("cmdline", "environ"):
+            try:
+                text = (proc / part).read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            found += [f"{part} of {proc.name}" for s in secrets if s in text]
+    return found
+"""
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    started = start_rig(tmp_path_factory.mktemp("tokens-rig"))
+    try:
+        yield started
+    finally:
+        started.flyte("rig", "down")
+
+
+def rig_dir(rig: Rig) -> Path:
+    return Path(rig.env["FLYTE_HOME"]) / "rig"
+
+
+def agent_tokens(rig: Rig) -> dict[str, str]:
+    return {p.stem: p.read_text().strip() for p in (rig_dir(rig) / "tokens").iterdir()}
+
+
+def test_agent_tokens_are_in_private_files_and_on_no_command_line(rig: Rig) -> None:
+    tokens = agent_tokens(rig)
+    assert set(tokens) == {"agent-us-east", "agent-eu-west"}
+    assert stat.S_IMODE((rig_dir(rig) / "tokens").stat().st_mode) == 0o700
+    for path in (rig_dir(rig) / "tokens").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for name, pid in rig.pids().items():
+        proc = Path(f"/proc/{pid}")
+        for part in ("cmdline", "environ"):
+            text = (proc / part).read_bytes().decode(errors="replace")
+            assert not any(t in text for t in tokens.values()), f"a token is in the {part} of {name}"
+
+
+def test_a_task_finds_no_agent_token_anywhere(rig: Rig) -> None:
+    """Finding 4: a task read both agents' tokens from /proc/*/cmdline (and would have from its environment)."""
+    snoop = rig.load("snoop_program", SNOOP)
+    rig.connect()
+    run = flyte.run(snoop.main, secrets=list(agent_tokens(rig).values()))
+    assert run.outputs() == ([],)
+
+
+def test_assignment_files_are_gone_once_their_attempts_ran(rig: Rig) -> None:
+    """Finding 8: assignment files (which hold worker tokens) stayed on disk."""
+    snoop = rig.load("snoop_program", SNOOP)
+    rig.connect()
+    assert flyte.run(snoop.main, secrets=["nothing-to-find"]).outputs() == ([],)
+    for cluster in ("us-east", "eu-west"):
+        assignments = rig_dir(rig) / "agents" / cluster / "assignments"
+        if assignments.exists():
+            assert stat.S_IMODE(assignments.stat().st_mode) == 0o700
+            assert list(assignments.iterdir()) == []
+
+
+def agent_command(*args: str) -> list[str]:
+    command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", "http://127.0.0.1:9"]
+    return [*command, "--cluster", "c1", *args]
+
+
+def test_the_agent_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
+    token_file = tmp_path / "agent.token"
+    token_file.write_text("fft_secret\n")
+    token_file.chmod(0o644)
+    work = tmp_path / "work"
+    result = subprocess.run(
+        agent_command("--token-file", str(token_file), "--work-dir", str(work)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "readable by others (mode 644)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not work.exists(), "the agent started nothing"
+
+
+def test_the_token_on_the_command_line_is_deprecated(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLYTE_AGENT_TOKEN"}
+    result = subprocess.run(
+        agent_command("--token", "fft_secret", "--cpu", "not-a-number"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "--token puts the token on the command line" in result.stderr
+    missing = subprocess.run(agent_command(), capture_output=True, text=True, timeout=60, env=env)
+    assert missing.returncode == 2
+    assert "--token-file" in missing.stderr
