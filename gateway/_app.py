@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 import flyte
+from flyte._paths import private_dir
 from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
 from gateway._blobs import BlobStore
@@ -52,7 +53,7 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
-    app[LOGS_DIR] = logs_dir or blobs_dir.parent / "logs"
+    app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app.router.add_get("/api/v1/agents/connect", agent_connect)
     app.router.add_get("/api/v1/workers/connect", worker_connect)
     app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)

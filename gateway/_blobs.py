@@ -14,6 +14,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from flyte._paths import private_dir
 from gateway._errors import bad_request, not_found
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -27,8 +28,7 @@ def check_digest(digest: str) -> str:
 
 class BlobStore:
     def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(root)
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
@@ -49,7 +49,7 @@ class BlobStore:
         target = self.path(digest)
         if target.exists():
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as out:
