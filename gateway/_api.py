@@ -7,8 +7,10 @@ query parameters) before they touch the store, so bad input changes nothing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -37,8 +39,8 @@ from flyte._wire import (
 )
 from gateway._auth import Principal, create_token, principal_of, validate_scope
 from gateway._authz import Act, Target, authorize
-from gateway._blobs import BlobStore
-from gateway._errors import ApiError, bad_request, describe_validation_error
+from gateway._blobs import MAX_BLOB, BlobStore, check_digest
+from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway._metrics import Metrics
 from gateway._registry import Registry
 from gateway._runs import Runs, actions_prefix, decode_event
@@ -143,23 +145,60 @@ def _json(model: pydantic.BaseModel | list[Any], status: int = 200) -> web.Respo
 # -- blobs ---------------------------------------------------------------------------------------------------
 
 
+UPLOADS_PER_TOKEN = int(os.environ.get("FLYTE_BLOB_UPLOADS_PER_TOKEN", "4"))
+"""Blob uploads one token may have in flight at once; more are a 429."""
+_uploads: collections.Counter[str] = collections.Counter()
+
+
+def _blob_project(request: web.Request) -> str:
+    """The project an upload is for: `?project=`, else the token's own (a worker's, or a token of one project)."""
+    principal = principal_of(request)
+    if "project" in request.query:
+        return _name(request, "project")
+    if principal.attempt is not None:
+        return principal.attempt.project
+    if len(principal.projects) == 1:
+        return next(iter(principal.projects))
+    return "default"
+
+
 async def put_blob(request: web.Request) -> web.Response:
-    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
-    data = await request.read()
-    created = await services(request).blobs.put(request.match_info["digest"], data)
-    return web.json_response(
-        {"digest": request.match_info["digest"], "size": len(data)}, status=201 if created else 200
-    )
+    digest = check_digest(request.match_info["digest"])
+    project = _blob_project(request)
+    allow(request, Act.BLOB_WRITE, Target(project))
+    if request.content_length is not None and request.content_length > MAX_BLOB:
+        raise ApiError(413, "too_large", f"the blob is {request.content_length} bytes; the limit is {MAX_BLOB}")
+    uploader = principal_of(request).token_id
+    if _uploads[uploader] >= UPLOADS_PER_TOKEN:
+        raise ApiError(429, "too_many_uploads", f"this token has {UPLOADS_PER_TOKEN} uploads in flight; wait for one")
+    _uploads[uploader] += 1
+    try:
+        created, size = await services(request).blobs.put(digest, request.content.iter_chunked(256 * 1024), project)
+    finally:
+        _uploads[uploader] -= 1
+        if not _uploads[uploader]:
+            del _uploads[uploader]
+    return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
-async def get_blob(request: web.Request) -> web.Response:
-    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
-    data = await services(request).blobs.get(request.match_info["digest"])
-    return web.Response(body=data, content_type="application/octet-stream")
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    digest = check_digest(request.match_info["digest"])
+    blobs = services(request).blobs
+    try:
+        allow(request, Act.BLOB_READ, Target(projects=await blobs.projects(digest), agent_projects=_given(request)))
+    except ApiError:
+        # Whether another project has these bytes is not this token's business: the same answer as no blob.
+        raise not_found(f"no blob {digest}") from None
+    return web.FileResponse(await blobs.get(digest), headers={"Content-Type": "application/octet-stream"})
 
 
-def _worker_and_agent_scopes(request: web.Request) -> list[str]:
-    return [s for s in principal_of(request).scopes if s.startswith(("worker:", "agent:"))]
+def _given(request: web.Request) -> frozenset[str]:
+    """The projects of the work the calling agent's sessions were given (empty for any other token)."""
+    from gateway._dispatch import DISPATCHER
+
+    sessions = request.app[DISPATCHER].sessions
+    clusters = principal_of(request).clusters
+    return frozenset().union(*(sessions[c].projects for c in clusters if c in sessions))
 
 
 # -- the task registry ------------------------------------------------------------------------------------------
@@ -169,21 +208,21 @@ async def deploy(request: web.Request) -> web.Response:
     body = await read_model(request, DeployRequest)
     allow(request, Act.DEPLOY, Target(body.project))
     svc = services(request)
-    if not await svc.blobs.exists(body.bundle_digest):
-        raise bad_request(f"upload the code bundle {body.bundle_digest} before deploying", code="missing_bundle")
+    if body.project not in await svc.blobs.projects(body.bundle_digest) or not await svc.blobs.exists(
+        body.bundle_digest
+    ):
+        raise bad_request(
+            f"upload the code bundle {body.bundle_digest} for project {body.project} before deploying",
+            code="missing_bundle",
+        )
     versions, created = await svc.registry.deploy(body)
     svc.metrics.events["deployments"] += int(created)
     return _json(versions, status=201 if created else 200)
 
 
 def _read_task(request: web.Request, project: str) -> None:
-    from gateway._dispatch import DISPATCHER
-
     # An agent reads the specs of the work it was given (its sessions' projects), nothing else.
-    sessions = request.app[DISPATCHER].sessions
-    clusters = principal_of(request).clusters
-    given = frozenset().union(*(sessions[c].projects for c in clusters if c in sessions))
-    allow(request, Act.READ_TASK, Target(project, agent_projects=given))
+    allow(request, Act.READ_TASK, Target(project, agent_projects=_given(request)))
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -46,7 +46,7 @@ def create_app(store: Store, blobs_dir: Path, logs_dir: Path | None = None) -> w
         store=store,
         registry=registry,
         runs=Runs(store, registry, app[TRACING]),
-        blobs=BlobStore(blobs_dir),
+        blobs=BlobStore(blobs_dir, store),
         metrics=metrics,
         watchers=set(),
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -60,6 +61,10 @@ def validate_scope(scope: str) -> str:
     if not _SCOPE.match(scope):
         raise ValueError(f"scope {scope!r} is not one of admin, deploy, run, agent:CLUSTER, worker:RUN")
     return scope
+
+
+def _token_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def token_key(token: str) -> str:
@@ -170,6 +175,8 @@ class Principal:
     projects: frozenset[str]
     attempt: AttemptRef | None = None
     """For a worker token: the one attempt it acts for."""
+    token_id: str = ""
+    """Names the token (a prefix of its hash) for limits per token, such as concurrent uploads."""
 
     @property
     def clusters(self) -> frozenset[str]:
@@ -215,7 +222,7 @@ class Authenticator:
             ref = await self.workers.verify(token)
             if ref is None:
                 raise unauthorized("the token is not valid")
-            principal = Principal(frozenset({f"worker:{ref.run}"}), frozenset({ref.project}), ref)
+            principal = Principal(frozenset({f"worker:{ref.run}"}), frozenset({ref.project}), ref, _token_id(token))
             await self.check_current(principal)
             return principal
         now = time.monotonic()
@@ -236,7 +243,7 @@ class Authenticator:
             raise unauthorized("the token is not valid")
         if expires_at is not None and expires_at <= time.time():
             raise unauthorized("the token has expired")
-        return found
+        return dataclasses.replace(found, token_id=_token_id(token))
 
     async def check_current(self, principal: Principal, action: ActionSummary | None = None) -> None:
         """Refuse (401) a worker token whose attempt ended more than `WORKER_GRACE` seconds ago.

@@ -125,7 +125,7 @@ async def _deploy_remote(deployments: list[Deployment]) -> None:
     client = client_for()
     for d in deployments:
         try:
-            digest = await client.put_blob(bundle_archive(d.bundle))
+            digest = await client.put_blob(bundle_archive(d.bundle), client.project)
             await client.deploy(
                 DeployRequest(
                     project=client.project,

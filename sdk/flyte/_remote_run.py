@@ -32,7 +32,7 @@ def start_remote(
 ) -> RemoteRun:
     config = current_config()
     assert config.endpoint is not None
-    token = use_blob_backend(GatewayBlobs(config.endpoint, config.api_key))
+    token = use_blob_backend(GatewayBlobs(config.endpoint, config.api_key, options.project or config.project))
     try:
         inputs = task.interface.encode_inputs(task.interface.bind(args, kwargs))
     finally:

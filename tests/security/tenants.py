@@ -5,16 +5,40 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from integration.gateway_api import Api
+from integration.gateway_process import GatewayProcess
 
 RECEIVE_TIMEOUT = 20.0
+
+
+@contextmanager
+def gateway_process(directory: Path, **env: str) -> Iterator[GatewayProcess]:
+    """A gateway process on the in-memory store, started with `env` (limits lowered for a test) added."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        process = GatewayProcess("memory", directory).start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@asynccontextmanager
+async def admin_api(gateway: GatewayProcess) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession(headers=headers(gateway.token)) as session:
+        yield Api(gateway.endpoint, session)
 
 
 async def token(api: Api, *scopes: str, projects: tuple[str, ...] = ()) -> str:

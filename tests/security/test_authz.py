@@ -7,7 +7,6 @@ token taking queued work, touching another cluster's attempts, reading runs, or 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 from integration.gateway_api import Api, new_run, value
 from integration.gateway_process import GatewayProcess
-from tenants import agent_socket, ask, files_under, headers, token, worker_socket
+from tenants import admin_api, agent_socket, ask, files_under, gateway_process, headers, token, worker_socket
 
 pytestmark = pytest.mark.timeout(90)
 LOG_LIMIT = 4096
@@ -27,23 +26,16 @@ TRACE = {"kind": "json", "payload_b64": "MQ=="}
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    saved = dict(os.environ)
-    os.environ.update(FLYTE_WORKER_TOKEN_GRACE=str(GRACE), FLYTE_ATTEMPT_LOG_LIMIT=str(LOG_LIMIT))
-    try:
-        process = GatewayProcess("memory", tmp_path_factory.mktemp("gateway")).start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
+    with gateway_process(
+        tmp_path_factory.mktemp("gateway"), FLYTE_WORKER_TOKEN_GRACE=str(GRACE), FLYTE_ATTEMPT_LOG_LIMIT=str(LOG_LIMIT)
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
 async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession(headers=headers(gateway.token)) as session:
-        yield Api(gateway.endpoint, session)
+    async with admin_api(gateway) as called:
+        yield called
 
 
 def logs_dir(gateway: GatewayProcess) -> Path:
