@@ -7,15 +7,21 @@ environment, and finds none; the agent refuses a token file others can read, and
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from e2e.test_rig import Rig, start_rig
+from waiting import assert_eventually
 
 import flyte
 
@@ -44,6 +50,12 @@ async def main(secrets: list[str]) -> list[str]:
             found += [f"{part} of {proc.name}" for s in secrets if s in text]
     return found
 """
+
+
+SNOOP_THERE = SNOOP.replace(
+    'flyte.TaskEnvironment("snoop_env")',
+    'flyte.TaskEnvironment("snoop_there", placement=flyte.Placement(clusters=["by-env"]))',
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +94,49 @@ def test_a_task_finds_no_agent_token_anywhere(rig: Rig) -> None:
     rig.connect()
     run = flyte.run(snoop.main, secrets=list(agent_tokens(rig).values()))
     assert run.outputs() == ([],)
+
+
+def admin_call(rig: Rig, method: str, path: str, body: object = None) -> dict[str, Any]:
+    config = yaml.safe_load((rig.cwd / ".flyte" / "config.yaml").read_text())
+    request = urllib.request.Request(
+        rig_endpoint(rig) + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {config['admin']['api_key']}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def test_an_agent_given_its_token_in_the_environment_passes_it_to_no_task(rig: Rig, tmp_path: Path) -> None:
+    """The Kubernetes manifest's way (FLYTE_AGENT_TOKEN from a Secret): the agent removes it before any worker."""
+    secret = admin_call(rig, "POST", "/api/v1/tokens", {"scopes": ["agent:by-env"]})["token"]
+    endpoint = rig_endpoint(rig)
+    command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", endpoint, "--cluster", "by-env"]
+    command += ["--region", "by-env", "--work-dir", str(tmp_path / "work"), "--spares", "1"]
+    env = {**rig.env, "FLYTE_HOME": str(tmp_path / "home"), "FLYTE_AGENT_TOKEN": secret}
+    with (tmp_path / "agent.log").open("wb") as log:
+        agent = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert_eventually(lambda: connected(rig, "by-env"), 30)
+        snoop = rig.load("snoop_there_program", SNOOP_THERE)
+        rig.connect()
+        assert flyte.run(snoop.main, secrets=[secret]).outputs() == ([],)
+    finally:
+        agent.terminate()
+        agent.wait(30)
+
+
+def connected(rig: Rig, cluster: str) -> bool:
+    try:
+        return admin_call(rig, "GET", f"/api/v1/clusters/{cluster}").get("connected") is True
+    except urllib.error.HTTPError:
+        return False  # not registered yet
+
+
+def rig_endpoint(rig: Rig) -> str:
+    return str(json.loads((rig_dir(rig) / "rig.json").read_text())["endpoint"])
 
 
 def test_assignment_files_are_gone_once_their_attempts_ran(rig: Rig) -> None:

@@ -9,6 +9,7 @@ import signal
 import stat
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -141,13 +142,28 @@ def serve(
     asyncio.run(main())
 
 
+def _restart_without(token: str) -> NoReturn:
+    """Replace this process with itself, minus the token in its environment; the token comes through a pipe."""
+    read, write = os.pipe()
+    os.write(write, token.encode())  # a token is far smaller than a pipe's buffer
+    os.close(write)
+    os.set_inheritable(read, True)
+    argv = [sys.executable, "-m", "flyte.cli", *sys.argv[1:], "--token-file", f"/dev/fd/{read}"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, dict(os.environ))
+
+
 def _read_token(token_file: Path | None, token: str | None) -> str:
     """The agent's token from a file, stdin or FLYTE_AGENT_TOKEN; never left where a task process could read it.
 
-    The variable is removed from this process's environment before any worker starts, so none inherits it (the
-    agent also gives its workers an explicit environment without it: `Agent.worker_env`).
+    A variable cannot simply be deleted: the kernel keeps the environment a process started with, readable at
+    /proc/PID/environ by every process of the same user (its tasks, on the process backend). So an agent given its
+    token in FLYTE_AGENT_TOKEN starts itself again, same pid, without it, and takes the token through a pipe.
     """
     from_env = os.environ.pop(TOKEN_ENV, None)
+    if from_env and token is None and token_file is None and os.path.isdir("/dev/fd"):
+        _restart_without(from_env)
     if token is not None:
         click.echo(
             "warning: --token puts the token on the command line, where every local process can read it; "
