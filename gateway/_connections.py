@@ -141,19 +141,21 @@ def _session_principal(session: AgentSession) -> Principal:
 
 async def _agent_logs(svc: Services, session: AgentSession, logs: Path, message: AgentLogs) -> None:
     """Append an attempt's log, if that attempt was placed on the session's cluster, up to `LOG_LIMIT`."""
-    await svc.runs.get_run(message.run)  # logs of a run that does not exist are refused (404)
-    placed_on = None
-    record = await svc.store.get(f"{PLACEMENTS}{message.run}/{message.action}/{message.attempt:06d}")
-    if record is not None:
-        placed_on = json.loads(record.value).get("cluster")
-    else:
-        current = await svc.runs.get_action(message.run, message.action)
-        placed_on = current.cluster if current.attempts == message.attempt else None
-    authorize(
-        _session_principal(session),
-        Act.AGENT_LOGS,
-        Target(run=message.run, action=message.action, attempt=message.attempt, placed_on=placed_on),
-    )
+    key = (message.run, message.action, message.attempt)
+    if key not in session.log_attempts:
+        await svc.runs.get_run(message.run)  # logs of a run that does not exist are refused (404)
+        placed_on = None
+        record = await svc.store.get(f"{PLACEMENTS}{message.run}/{message.action}/{message.attempt:06d}")
+        if record is not None:
+            placed_on = json.loads(record.value).get("cluster")
+        else:
+            current = await svc.runs.get_action(message.run, message.action)
+            placed_on = current.cluster if current.attempts == message.attempt else None
+        target = Target(run=message.run, action=message.action, attempt=message.attempt, placed_on=placed_on)
+        authorize(_session_principal(session), Act.AGENT_LOGS, target)
+        if len(session.log_attempts) >= 10_000:
+            session.log_attempts.clear()
+        session.log_attempts.add(key)
     path = logs / message.run / f"{message.action}.{message.attempt}.log"
     await asyncio.to_thread(_append, path, message.text)
 

@@ -97,6 +97,8 @@ class AgentSession:
     """The runs this session was given work in: whose spans its agent may send."""
     spans: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Spans its agent sent per run, against `SPAN_LIMIT`."""
+    log_attempts: set[tuple[str, str, int]] = field(default_factory=set)
+    """Attempts whose logs this session may send, once checked (logs come in batches, several a second)."""
 
     @property
     def name(self) -> str:
