@@ -18,6 +18,11 @@ from integration.gateway_api import Api, new_run, value
 from integration.gateway_process import GatewayProcess
 from tenants import admin_api, agent_socket, ask, files_under, gateway_process, headers, token, worker_socket
 
+from flyte._wire import ActionSummary
+from gateway._auth import AttemptRef, Principal
+from gateway._authz import Act, Target, authorize
+from gateway._errors import ApiError
+
 pytestmark = pytest.mark.timeout(90)
 LOG_LIMIT = 4096
 GRACE = 1.0
@@ -194,3 +199,74 @@ async def test_an_agent_token_reads_no_runs(api: Api, gateway: GatewayProcess) -
     ):
         status, body = await api.call("GET", path, headers=agent)
         assert status == 403, (path, status, body)
+
+
+# -- the table of docs/security.md, decision by decision ------------------------------------------------------------
+
+ALPHA_RUN = Target("alpha", "r1")
+OWN = AttemptRef("alpha", "r1", "a0", 1)
+ON_C = {"phase": "placed", "attempts": 1, "cluster": "c"}
+
+
+def principal(kind: str) -> Principal:
+    if kind == "worker":
+        return Principal(frozenset({"worker:r1"}), frozenset({"alpha"}), OWN)
+    if kind == "agent":
+        return Principal(frozenset({"agent:c"}), frozenset())
+    return Principal(frozenset({kind}), frozenset({"alpha"}))
+
+
+def stored(**fields: Any) -> ActionSummary:
+    return ActionSummary.model_validate(
+        {"name": "a0", "parent": None, "task": "e.t", "run": "r1", "phase": "queued", **fields}
+    )
+
+
+TABLE = [
+    # (token, act, target, allowed)
+    ("run", Act.READ, ALPHA_RUN, True),
+    ("run", Act.READ, Target("beta", "r2"), False),
+    ("run", Act.REPORT, Target("alpha", "r1", "a0", 1), False),
+    ("run", Act.SUBMIT, Target("alpha", "r1", "a0"), False),
+    ("run", Act.WATCH_CHILDREN, Target("alpha", "r1", "a0"), True),
+    ("run", Act.CREATE_RUN, Target("alpha"), True),
+    ("run", Act.DEPLOY, Target("alpha"), False),
+    ("deploy", Act.DEPLOY, Target("alpha"), True),
+    ("deploy", Act.CREATE_RUN, Target("alpha"), False),
+    ("worker", Act.READ, ALPHA_RUN, True),
+    ("worker", Act.READ, Target("alpha", "r2"), False),
+    ("worker", Act.REPORT, Target("alpha", "r1", "a0", 1), True),
+    ("worker", Act.REPORT, Target("alpha", "r1", "a0", 2), False),
+    ("worker", Act.REPORT, Target("alpha", "r1", "a1", 1), False),
+    ("worker", Act.SUBMIT, Target("alpha", "r1", "a0"), True),
+    ("worker", Act.SUBMIT, Target("alpha", "r1", "a1"), False),
+    ("worker", Act.CHECKPOINT_WRITE, Target("alpha", "r1", "a1"), False),
+    ("worker", Act.CREATE_RUN, Target("alpha"), False),
+    ("worker", Act.BLOB_READ, Target(projects=frozenset({"alpha"})), True),
+    ("worker", Act.BLOB_READ, Target(projects=frozenset({"beta"})), False),
+    ("worker", Act.BLOB_WRITE, Target("beta"), False),
+    ("run", Act.BLOB_READ, Target(projects=frozenset({"beta"})), False),
+    ("run", Act.BLOB_READ, Target(projects=frozenset()), False),
+    ("agent", Act.READ, ALPHA_RUN, False),
+    ("agent", Act.AGENT_EVENT, Target("alpha", "r1", "a0", 1, current=stored(**ON_C)), True),
+    ("agent", Act.AGENT_EVENT, Target("alpha", "r1", "a0", 1, current=stored()), False),
+    ("agent", Act.AGENT_EVENT, Target("alpha", "r1", "a0", 1, current=stored(**{**ON_C, "cluster": "d"})), False),
+    ("agent", Act.AGENT_EVENT, Target("alpha", "r1", "a0", 1, current=stored(**{**ON_C, "phase": "failed"})), False),
+    ("agent", Act.AGENT_LOGS, Target(run="r1", placed_on="c"), True),
+    ("agent", Act.AGENT_LOGS, Target(run="r1", placed_on="d"), False),
+    ("agent", Act.READ_TASK, Target("alpha", agent_projects=frozenset({"alpha"})), True),
+    ("agent", Act.READ_TASK, Target("beta", agent_projects=frozenset({"alpha"})), False),
+    ("agent", Act.BLOB_READ, Target(projects=frozenset({"beta"}), agent_projects=frozenset({"alpha"})), False),
+    ("agent", Act.REPORT, Target("alpha", "r1", "a0", 1), False),
+]
+
+
+@pytest.mark.parametrize(("kind", "act", "target", "allowed"), TABLE)
+def test_the_documented_table(kind: str, act: Act, target: Target, allowed: bool) -> None:
+    if allowed:
+        authorize(principal(kind), act, target)
+    else:
+        with pytest.raises(ApiError) as refused:
+            authorize(principal(kind), act, target)
+        assert refused.value.status == 403
+    authorize(Principal(frozenset({"admin"}), frozenset()), act, target)
