@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from e2e.test_rig import Rig, start_rig
 from waiting import assert_eventually
 
 import flyte
+import flyte.errors
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -109,23 +112,58 @@ def admin_call(rig: Rig, method: str, path: str, body: object = None) -> dict[st
         return answer
 
 
-def test_an_agent_given_its_token_in_the_environment_passes_it_to_no_task(rig: Rig, tmp_path: Path) -> None:
-    """The Kubernetes manifest's way (FLYTE_AGENT_TOKEN from a Secret): the agent removes it before any worker."""
-    secret = admin_call(rig, "POST", "/api/v1/tokens", {"scopes": ["agent:by-env"]})["token"]
-    endpoint = rig_endpoint(rig)
-    command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", endpoint, "--cluster", "by-env"]
-    command += ["--region", "by-env", "--work-dir", str(tmp_path / "work"), "--spares", "1"]
-    env = {**rig.env, "FLYTE_HOME": str(tmp_path / "home"), "FLYTE_AGENT_TOKEN": secret}
-    with (tmp_path / "agent.log").open("wb") as log:
+@contextmanager
+def extra_agent(rig: Rig, root: Path, cluster: str, *args: str) -> Iterator[str]:
+    """Another agent for the rig's gateway, given its token in FLYTE_AGENT_TOKEN (the Kubernetes manifest's way);
+    yields the token once the agent is connected."""
+    secret = admin_call(rig, "POST", "/api/v1/tokens", {"scopes": [f"agent:{cluster}"]})["token"]
+    command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", rig_endpoint(rig)]
+    command += ["--cluster", cluster, "--region", cluster, "--work-dir", str(root / "work"), *args]
+    env = {**rig.env, "FLYTE_HOME": str(root / "home"), "FLYTE_AGENT_TOKEN": secret}
+    with (root / "agent.log").open("wb") as log:
         agent = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        assert_eventually(lambda: connected(rig, "by-env"), 30)
-        snoop = rig.load("snoop_there_program", SNOOP_THERE)
-        rig.connect()
-        assert flyte.run(snoop.main, secrets=[secret]).outputs() == ([],)
+        assert_eventually(lambda: connected(rig, cluster), 30)
+        yield secret
     finally:
         agent.terminate()
         agent.wait(30)
+
+
+def test_an_agent_given_its_token_in_the_environment_passes_it_to_no_task(rig: Rig, tmp_path: Path) -> None:
+    """The agent removes FLYTE_AGENT_TOKEN before any worker starts, from /proc/PID/environ too."""
+    with extra_agent(rig, tmp_path, "by-env", "--spares", "1") as secret:
+        snoop = rig.load("snoop_there_program", SNOOP_THERE)
+        rig.connect()
+        assert flyte.run(snoop.main, secrets=[secret]).outputs() == ([],)
+
+
+COLD = """
+import flyte
+
+env = flyte.TaskEnvironment("cold_env", placement=flyte.Placement(clusters=["cold"]))
+
+
+@env.task
+async def main(x: int) -> int:
+    return x + 1
+"""
+
+
+def test_assignment_files_are_removed_after_launch_and_when_a_launch_fails(rig: Rig, tmp_path: Path) -> None:
+    """Finding 8: assignment files (0644, holding worker tokens) stayed on disk when a launch failed."""
+    with extra_agent(rig, tmp_path, "cold", "--spares", "0"):  # no spares: every attempt is launched cold
+        program = rig.load("cold_program", COLD)
+        rig.connect()
+        assert flyte.run(program.main, x=1).outputs() == (2,)
+        assignments = tmp_path / "work" / "assignments"
+        assert stat.S_IMODE(assignments.stat().st_mode) == 0o700
+        assert list(assignments.iterdir()) == []
+        # The bundle the agent extracted is gone: the next launch of that code fails (its working directory).
+        shutil.rmtree(tmp_path / "work" / "bundles")
+        with pytest.raises(flyte.errors.RetriesExhaustedError, match="the agent could not run it"):
+            flyte.run(program.main, x=2).wait(timeout=60)
+        assert list(assignments.iterdir()) == []
 
 
 def connected(rig: Rig, cluster: str) -> bool:
