@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from channels import admin_api, agent_socket, ask, files_under, gateway_process, headers, token, worker_socket
 from integration.gateway_api import Api, new_run, value
 from integration.gateway_process import GatewayProcess
-from tenants import admin_api, agent_socket, ask, files_under, gateway_process, headers, token, worker_socket
 
 from flyte._wire import ActionSummary
 from gateway._auth import AttemptRef, Principal

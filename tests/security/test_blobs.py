@@ -12,9 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from channels import admin_api, files_under, gateway_process, headers, token
 from integration.gateway_api import Api, task_spec
 from integration.gateway_process import GatewayProcess
-from tenants import admin_api, files_under, gateway_process, headers, token
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1024 * 1024
