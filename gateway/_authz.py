@@ -106,6 +106,8 @@ def _worker_may(principal: Principal, act: Act, target: Target) -> bool:
         return ref.project in target.projects
     if act is Act.BLOB_WRITE:
         return target.project == ref.project
+    if act is Act.READ_TASK:
+        return target.project == ref.project  # `remote.Task.get`: the tasks its code calls, in its run's project
     if target.run != ref.run or target.project not in (None, ref.project):
         return False
     if act in (Act.READ, Act.SPANS):

@@ -242,6 +242,8 @@ TABLE = [
     ("worker", Act.SUBMIT, Target("alpha", "r1", "a1"), False),
     ("worker", Act.CHECKPOINT_WRITE, Target("alpha", "r1", "a1"), False),
     ("worker", Act.CREATE_RUN, Target("alpha"), False),
+    ("worker", Act.READ_TASK, Target("alpha"), True),
+    ("worker", Act.READ_TASK, Target("beta"), False),
     ("worker", Act.BLOB_READ, Target(projects=frozenset({"alpha"})), True),
     ("worker", Act.BLOB_READ, Target(projects=frozenset({"beta"})), False),
     ("worker", Act.BLOB_WRITE, Target("beta"), False),
