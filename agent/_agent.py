@@ -19,6 +19,8 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
+import stat
 import tempfile
 import time
 from collections import OrderedDict
@@ -37,6 +39,7 @@ from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
 from flyte import _failpoints as failpoints
 from flyte import _otel
+from flyte._paths import private_dir, write_private
 from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
 from flyte._wire import (
@@ -68,6 +71,8 @@ _NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
+_CREDENTIAL = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
+"""Environment variables a task never inherits from its agent."""
 _STARTED_KEPT = 100_000
 """Attempt keys remembered against duplicate deliveries (an attempt is never assigned again once it ended)."""
 
@@ -94,7 +99,7 @@ class Agent:
         self._started: OrderedDict[str, None] = OrderedDict()
         """Attempt keys started lately, finished or not: a late duplicate delivery must not start one again."""
         self.epoch = 0
-        self._attempts_dir = work_dir / "assignments"
+        self._attempts_dir = work_dir / "reported"
         sockets = _socket_dir(work_dir)
         if backend.runs_on_this_host:
             self.pools = Pools(self, sockets)
@@ -119,7 +124,8 @@ class Agent:
     # -- the connection -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._attempts_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.work_dir)
+        private_dir(self._attempts_dir)
         self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         flusher = asyncio.create_task(self._flush_forever())
         await self.spares.start()
@@ -306,9 +312,10 @@ class Agent:
 
     async def _run_process(self, key: str, item: Running, bundle: Path, prepared: Prepared) -> Exit:
         assignment = item.assignment
-        spec_path = self.work_dir / "assignments" / f"{key.replace('/', '_')}.json"
-        spec_path.parent.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(assignment.model_dump_json())
+        # The assignment holds the attempt's token: 0600 in a 0700 directory, read and removed by the worker, and
+        # removed here too once the attempt ends or fails to start.
+        spec_path = private_dir(self.work_dir / "assignments") / f"{key.replace('/', '_')}.json"
+        write_private(spec_path, assignment.model_dump_json().encode())
         memory = (assignment.resources.get("memory") or {}).get("limit")
         cpu = (assignment.resources.get("cpu") or {}).get("limit")
         timeout = assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None
@@ -329,9 +336,9 @@ class Agent:
                 item.stderr_tail.extend(data)
                 del item.stderr_tail[:-4096]
 
-        with self.tracing.span("process start", assignment):
-            item.handle = await self.backend.launch(spec, on_output)
         try:
+            with self.tracing.span("process start", assignment):
+                item.handle = await self.backend.launch(spec, on_output)
             return await item.handle.wait()
         finally:
             spec_path.unlink(missing_ok=True)
@@ -404,9 +411,10 @@ class Agent:
         return spec
 
     def worker_env(self, task_env: dict[str, str] | None = None) -> dict[str, str]:
-        """The agent's environment (less its API key), the task's variables over it, and the worker's FLYTE_* over
-        both: a task cannot point its worker elsewhere."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_API_KEY")}
+        """The explicit environment of every task process: the agent's own less anything that names a credential
+        (its token first: `flyte agent serve` already removed FLYTE_AGENT_TOKEN; this holds for any embedder), the
+        task's variables over it, and the worker's FLYTE_* over both: a task cannot point its worker elsewhere."""
+        env = {k: v for k, v in os.environ.items() if not _CREDENTIAL.search(k)}
         env.update(task_env or {})
         env.update(self.fixed_worker_env())
         return env
@@ -549,8 +557,31 @@ class Agent:
 
 
 def _socket_dir(work_dir: Path) -> Path:
-    """Where the agent's Unix sockets go: a short path, since socket paths are limited to about 100 bytes."""
+    """Where the agent's Unix sockets go: a short path, since socket paths are limited to about 100 bytes.
+
+    It is in the shared temporary directory, where any local user could make it first and put their own sockets in
+    it (a spare worker would then load their code): the agent makes it itself, 0700, and refuses one it finds that
+    is not a directory owned by it that only it can enter.
+    """
     digest = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:12]
     directory = Path(tempfile.gettempdir()) / f"flyte-agent-{digest}"
-    directory.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    check_private_dir(directory)
     return directory
+
+
+class UnsafeDirectory(RuntimeError):
+    """A directory the agent would trust is someone else's, or open to others."""
+
+
+def check_private_dir(directory: Path) -> None:
+    """Refuse a directory that is a symlink, is not ours, or that others may enter."""
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeDirectory(f"{directory} is not a directory (a symlink or a file put there by someone else)")
+    if info.st_uid != os.getuid():
+        raise UnsafeDirectory(f"{directory} belongs to uid {info.st_uid}, not to this agent (uid {os.getuid()})")
+    if info.st_mode & 0o077:
+        mode = stat.S_IMODE(info.st_mode)
+        raise UnsafeDirectory(f"{directory} has mode {mode:o}; others could replace the agent's sockets in it")

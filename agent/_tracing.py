@@ -61,17 +61,16 @@ class AgentTracing:
             self._reported[key] = reported_ns
 
     def read_reported(self, assignment: Assignment) -> None:
-        """When the worker reported the attempt, as it left it on this machine (only a traced attempt leaves it)."""
-        if _key(assignment) not in self._spans:
-            return
+        """When the worker reported the attempt, as it left it on this machine; the file goes either way."""
         path = _otel.reported_path(self._attempts_dir, assignment.run, assignment.action, assignment.attempt)
         try:
             text = path.read_text()
             path.unlink()
         except OSError:
             return  # it crashed before reporting, or it was a pool worker (which says so in its `done`)
-        with contextlib.suppress(ValueError):
-            self._reported[_key(assignment)] = int(text)
+        if _key(assignment) in self._spans:
+            with contextlib.suppress(ValueError):
+                self._reported[_key(assignment)] = int(text)
 
     def end(self, assignment: Assignment, error: str | None = None) -> None:
         key = _key(assignment)

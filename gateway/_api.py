@@ -7,8 +7,10 @@ query parameters) before they touch the store, so bad input changes nothing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -36,7 +38,8 @@ from flyte._wire import (
     WireValue,
 )
 from gateway._auth import Principal, create_token, principal_of, validate_scope
-from gateway._blobs import BlobStore
+from gateway._authz import Act, Target, authorize
+from gateway._blobs import MAX_BLOB, BlobStore, check_digest
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway._metrics import Metrics
 from gateway._registry import Registry
@@ -114,6 +117,11 @@ def _check_inline(values: dict[str, WireValue]) -> None:
             )
 
 
+def allow(request: web.Request, act: Act, target: Target) -> None:
+    """Refuse (403) unless the caller's token may do `act` on `target` (see `gateway._authz`)."""
+    authorize(principal_of(request), act, target)
+
+
 def _name(request: web.Request, field: str, default: str | None = None) -> str:
     value = request.query.get(field, default)
     if value is None or not _NAME.match(value):
@@ -136,30 +144,72 @@ def _json(model: pydantic.BaseModel | list[Any], status: int = 200) -> web.Respo
 # -- blobs ---------------------------------------------------------------------------------------------------
 
 
+UPLOADS_PER_TOKEN = int(os.environ.get("FLYTE_BLOB_UPLOADS_PER_TOKEN", "4"))
+"""Blob uploads one token may have in flight at once; more are a 429."""
+_uploads: collections.Counter[str] = collections.Counter()
+
+
+def _blob_project(request: web.Request) -> str:
+    """The project an upload is for: `?project=`, else the token's own (a worker's, or a token of one project)."""
+    principal = principal_of(request)
+    if "project" in request.query:
+        return _name(request, "project")
+    if principal.attempt is not None:
+        return principal.attempt.project
+    if len(principal.projects) == 1:
+        return next(iter(principal.projects))
+    return "default"
+
+
 async def put_blob(request: web.Request) -> web.Response:
-    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
-    data = await request.read()
-    created = await services(request).blobs.put(request.match_info["digest"], data)
-    return web.json_response(
-        {"digest": request.match_info["digest"], "size": len(data)}, status=201 if created else 200
-    )
+    digest = check_digest(request.match_info["digest"])
+    project = _blob_project(request)
+    allow(request, Act.BLOB_WRITE, Target(project))
+    if request.content_length is not None and request.content_length > MAX_BLOB:
+        raise ApiError(413, "too_large", f"the blob is {request.content_length} bytes; the limit is {MAX_BLOB}")
+    uploader = principal_of(request).token_id
+    if _uploads[uploader] >= UPLOADS_PER_TOKEN:
+        raise ApiError(429, "too_many_uploads", f"this token has {UPLOADS_PER_TOKEN} uploads in flight; wait for one")
+    _uploads[uploader] += 1
+    try:
+        created, size = await services(request).blobs.put(digest, request.content.iter_chunked(256 * 1024), project)
+    finally:
+        _uploads[uploader] -= 1
+        if not _uploads[uploader]:
+            del _uploads[uploader]
+    return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
-async def get_blob(request: web.Request) -> web.Response:
-    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
-    data = await services(request).blobs.get(request.match_info["digest"])
-    return web.Response(body=data, content_type="application/octet-stream")
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    digest = check_digest(request.match_info["digest"])
+    blobs = services(request).blobs
+    try:
+        allow(request, Act.BLOB_READ, Target(projects=await blobs.projects(digest), agent_projects=_given(request)))
+    except ApiError:
+        # Whether another project has these bytes is not this token's business: the same answer as no blob.
+        raise not_found(f"no blob {digest}") from None
+    return web.FileResponse(await blobs.get(digest), headers={"Content-Type": "application/octet-stream"})
 
 
 async def head_blob(request: web.Request) -> web.Response:
-    """200 when the blob is stored, 404 when not: a client uploads an unchanged bundle only once."""
-    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request))
-    exists = await services(request).blobs.exists(request.match_info["digest"])
-    return web.Response(status=200 if exists else 404)
+    """200 when the blob is stored and readable by the caller, else 404: a client uploads an unchanged bundle once.
+    A blob of another project answers 404 as a missing one (the upload then adds the caller's project to it)."""
+    digest = check_digest(request.match_info["digest"])
+    blobs = services(request).blobs
+    try:
+        allow(request, Act.BLOB_READ, Target(projects=await blobs.projects(digest), agent_projects=_given(request)))
+    except ApiError:
+        return web.Response(status=404)
+    return web.Response(status=200 if await blobs.exists(digest) else 404)
 
 
-def _worker_and_agent_scopes(request: web.Request) -> list[str]:
-    return [s for s in principal_of(request).scopes if s.startswith(("worker:", "agent:"))]
+def _given(request: web.Request) -> frozenset[str]:
+    """The projects of the work the calling agent's sessions were given (empty for any other token)."""
+    from gateway._dispatch import DISPATCHER
+
+    sessions = request.app[DISPATCHER].sessions
+    clusters = principal_of(request).clusters
+    return frozenset().union(*(sessions[c].projects for c in clusters if c in sessions))
 
 
 # -- the task registry ------------------------------------------------------------------------------------------
@@ -167,32 +217,42 @@ def _worker_and_agent_scopes(request: web.Request) -> list[str]:
 
 async def deploy(request: web.Request) -> web.Response:
     body = await read_model(request, DeployRequest)
-    principal_of(request).require("deploy", project=body.project)
+    allow(request, Act.DEPLOY, Target(body.project))
     svc = services(request)
-    if not await svc.blobs.exists(body.bundle_digest):
-        raise bad_request(f"upload the code bundle {body.bundle_digest} before deploying", code="missing_bundle")
+    if body.project not in await svc.blobs.projects(body.bundle_digest) or not await svc.blobs.exists(
+        body.bundle_digest
+    ):
+        raise bad_request(
+            f"upload the code bundle {body.bundle_digest} for project {body.project} before deploying",
+            code="missing_bundle",
+        )
     versions, created = await svc.registry.deploy(body)
     svc.metrics.events["deployments"] += int(created)
     return _json(versions, status=201 if created else 200)
 
 
+def _read_task(request: web.Request, project: str) -> None:
+    # An agent reads the specs of the work it was given (its sessions' projects), nothing else.
+    allow(request, Act.READ_TASK, Target(project, agent_projects=_given(request)))
+
+
 async def list_tasks(request: web.Request) -> web.Response:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
+    allow(request, Act.READ, Target(project))
     return _json(await services(request).registry.list_latest(project, domain))
 
 
 async def get_task(request: web.Request) -> web.Response:
     project, domain = _scope(request)
     # A worker resolves the deployed tasks its code calls by name (`remote.Task.get`), in its run's project.
-    principal_of(request).require("admin", "deploy", "run", *_worker_and_agent_scopes(request), project=project)
+    _read_task(request, project)
     version = request.query.get("version")
     return _json(await services(request).registry.get(project, domain, request.match_info["task"], version))
 
 
 async def list_task_versions(request: web.Request) -> web.Response:
     project, domain = _scope(request)
-    principal_of(request).require_reader(project)
+    allow(request, Act.READ, Target(project))
     return _json(await services(request).registry.list_versions(project, domain, request.match_info["task"]))
 
 
@@ -202,28 +262,32 @@ async def list_task_versions(request: web.Request) -> web.Response:
 def may_read(principal: Principal, run: RunSummary) -> bool:
     """Whether the caller may see `run` at all; one that may not is told it does not exist."""
     try:
-        principal.require_reader(run.project, run.name)
+        authorize(principal, Act.READ, Target(run.project, run.name))
     except ApiError:
         return False
     return True
 
 
+async def _resolve_run(request: web.Request) -> RunSummary:
+    """The run the path names: a name chosen in `?project=&domain=`, or an identity."""
+    return await services(request).runs.resolve(request.match_info["run"], _scope(request))
+
+
 async def visible_run(request: web.Request) -> RunSummary:
-    """The run the path names (a name chosen in `?project=&domain=`, or an identity), if the caller may read it.
+    """The run the path names, if the caller may read it.
 
     A run of a project the caller cannot read answers 404 exactly as a run that does not exist: a 403 would tell other
     projects which names exist.
     """
-    ref = request.match_info["run"]
-    run = await services(request).runs.resolve(ref, _scope(request))
+    run = await _resolve_run(request)
     if not may_read(principal_of(request), run):
-        raise not_found(f"no run named {ref}")
+        raise not_found(f"no run named {request.match_info['run']}")
     return run
 
 
 async def create_run(request: web.Request) -> web.Response:
     body = await read_model(request, RunCreateRequest)
-    principal_of(request).require("run", project=body.project)
+    allow(request, Act.CREATE_RUN, Target(body.project))
     _check_inline(body.inputs)
     svc = services(request)
     run, created = await svc.runs.create_run(body)
@@ -265,7 +329,7 @@ def runs_query(request: web.Request) -> RunsQuery:
 
 async def list_runs(request: web.Request) -> web.Response:
     query = runs_query(request)
-    principal_of(request).require_reader(query.project)
+    allow(request, Act.READ, Target(query.project))
     return _json(await query.list(services(request).runs))
 
 
@@ -286,7 +350,7 @@ async def get_run(request: web.Request) -> web.Response:
 async def abort_run(request: web.Request) -> web.Response:
     body = await read_model(request, AbortRequest)
     run = await visible_run(request)
-    principal_of(request).require("run", project=run.project)
+    allow(request, Act.ABORT_RUN, Target(run.project, run.name))
     return _json(await services(request).runs.abort(run.name, body.reason))
 
 
@@ -304,7 +368,7 @@ async def get_action(request: web.Request) -> web.Response:
 async def submit_action(request: web.Request) -> web.Response:
     body = await read_model(request, ActionSubmitRequest)
     run = await visible_run(request)
-    principal_of(request).require("run", f"worker:{run.name}", project=run.project)
+    allow(request, Act.SUBMIT, Target(run.project, run.name, action=body.parent))
     _check_inline(body.inputs)
     svc = services(request)
     action, created = await svc.runs.submit(run.name, body)
@@ -314,14 +378,21 @@ async def submit_action(request: web.Request) -> web.Response:
 
 async def report_event(request: web.Request) -> web.Response:
     body = await read_model(request, ActionEvent)
-    run = await visible_run(request)
-    scopes = [f"worker:{run.name}"] + ([f"agent:{body.cluster}"] if body.cluster else [])
-    principal = principal_of(request)
-    principal.require(*scopes, project=run.project)
     svc = services(request)
-    action = await svc.runs.report(
-        run.name, request.match_info["action"], body, from_worker=f"worker:{run.name}" in principal.scopes
-    )
+    name = request.match_info["action"]
+    principal = principal_of(request)
+    if body.cluster is not None and body.cluster in principal.clusters:
+        # An agent speaks for its own cluster only, and only about attempts placed there (it reads no runs, so the
+        # run is looked up without the read check; its refusal is a 403 about the attempt).
+        run = await _resolve_run(request)
+        current = await svc.runs.get_action(run.name, name)
+        agent = Principal(frozenset({f"agent:{body.cluster}"}), frozenset())
+        authorize(agent, Act.AGENT_EVENT, Target(run.project, run.name, name, body.attempt, current=current))
+    else:
+        run = await visible_run(request)
+        allow(request, Act.REPORT, Target(run.project, run.name, action=name, attempt=body.attempt))
+    # Only the attempt's own worker token may put its result in the cache (a client's report never does).
+    action = await svc.runs.report(run.name, name, body, from_worker=principal.attempt is not None)
     svc.metrics.events[f"transitions_{body.phase.value}"] += 1
     return _json(action)
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import flyte
+from flyte._paths import private_dir
 from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
 from gateway._blobs import BlobStore
@@ -38,9 +39,10 @@ def create_app(
     store: Store, blobs_dir: Path, logs_dir: Path | None = None, secret_key: AESGCM | None = None
 ) -> web.Application:
     metrics = Metrics()
+    authenticator = Authenticator(store)
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(Authenticator(store))],
+        middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(authenticator)],
     )
     registry = Registry(store)
     if secret_key is not None:
@@ -50,19 +52,19 @@ def create_app(
         store=store,
         registry=registry,
         runs=Runs(store, registry, app[TRACING]),
-        blobs=BlobStore(blobs_dir),
+        blobs=BlobStore(blobs_dir, store),
         metrics=metrics,
         watchers=set(),
     )
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
-    app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs)
-    app[LOGS_DIR] = logs_dir or blobs_dir.parent / "logs"
+    app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
+    app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app.router.add_get("/api/v1/agents/connect", agent_connect)
     app.router.add_get("/api/v1/workers/connect", worker_connect)
     app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)
     # OTLP/HTTP's standard path, so any OpenTelemetry exporter pointed at the gateway delivers here.
-    app[AUTHENTICATOR] = Authenticator(store)
+    app[AUTHENTICATOR] = authenticator
     app.router.add_post("/v1/traces", receive_traces)
     add_ui_routes(app)
     app.on_startup.append(_start_dispatcher)

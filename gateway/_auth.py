@@ -10,11 +10,22 @@ A token is shown once, when it is made; the store keeps only its sha256, under `
 
 A token may be limited to some projects; using it for another project is a 403, like a missing scope. A missing
 or unknown token is a 401.
+
+Worker tokens are not stored: the dispatcher signs one per attempt (`ffw_` + the attempt + an HMAC under a key kept
+in the store), and it is valid only while that attempt is the action's current one, and for `WORKER_GRACE` seconds
+after it ended (its final report may still be on its way). What each token may do is `gateway._authz`'s table.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import dataclasses
 import hashlib
+import hmac
+import json
+import os
 import re
 import secrets
 import time
@@ -24,8 +35,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from flyte._wire import ActionSummary, Phase
 from gateway._errors import forbidden, unauthorized
-from gateway.store import Store
+from gateway.store import Compare, Put, Store
 
 TOKEN_PREFIX = "/flyte/tokens/"
 _SCOPE = re.compile(r"^(admin|deploy|run|agent:[a-z0-9][a-z0-9_-]{0,62}|worker:[a-z0-9][a-z0-9-]{0,62})$")
@@ -49,6 +61,10 @@ def validate_scope(scope: str) -> str:
     if not _SCOPE.match(scope):
         raise ValueError(f"scope {scope!r} is not one of admin, deploy, run, agent:CLUSTER, worker:RUN")
     return scope
+
+
+def _token_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def token_key(token: str) -> str:
@@ -76,12 +92,96 @@ async def create_token(
     return token
 
 
+WORKER_KEY = "/flyte/secrets/worker-token-key"
+WORKER_GRACE = float(os.environ.get("FLYTE_WORKER_TOKEN_GRACE", "30"))
+"""Seconds a worker token outlives its attempt: its final report and last checkpoints may still be in flight."""
+_WORKER_PREFIX = "ffw_"
+
+
+@dataclass(frozen=True)
+class AttemptRef:
+    """The one attempt a worker token acts for."""
+
+    project: str
+    run: str
+    action: str
+    attempt: int
+
+
+def attempt_over_since(action: ActionSummary, attempt: int) -> float | None:
+    """When `attempt` of `action` stopped being current (None: it still is).
+
+    An attempt is over once the action ended, went back to the queue, or moved on to a later attempt; one that has
+    not been placed yet never began (0).
+    """
+    if action.attempts < attempt:
+        return 0.0
+    if action.attempts == attempt and action.phase in (Phase.PLACED, Phase.RUNNING):
+        return None
+    return action.ended_at or action.updated_at or 0.0
+
+
+class WorkerTokens:
+    """Signs and checks per-attempt worker tokens; the key is made once and kept in the store (every gateway
+    replica shares it)."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._key: bytes | None = None
+        self._lock = asyncio.Lock()
+
+    async def _signing_key(self) -> bytes:
+        async with self._lock:
+            while self._key is None:
+                kv = await self._store.get(WORKER_KEY)
+                if kv is not None:
+                    self._key = kv.value
+                    break
+                fresh = secrets.token_bytes(32)
+                if (await self._store.txn([Compare(WORKER_KEY, 0)], [Put(WORKER_KEY, fresh)])).succeeded:
+                    self._key = fresh
+            return self._key
+
+    async def mint(self, ref: AttemptRef) -> str:
+        payload = json.dumps([ref.project, ref.run, ref.action, ref.attempt]).encode()
+        body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        return f"{_WORKER_PREFIX}{body}.{await self._sign(body)}"
+
+    async def _sign(self, body: str) -> str:
+        mac = hmac.new(await self._signing_key(), body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    async def verify(self, token: str) -> AttemptRef | None:
+        """The attempt a well-signed worker token names; None for anything else."""
+        body, _, signature = token.removeprefix(_WORKER_PREFIX).partition(".")
+        if not hmac.compare_digest(signature.encode(), (await self._sign(body)).encode()):
+            return None
+        try:
+            project, run, action, attempt = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            return AttemptRef(str(project), str(run), str(action), int(attempt))
+        except (ValueError, TypeError, binascii.Error):
+            return None
+
+    @staticmethod
+    def is_worker_token(token: str) -> bool:
+        return token.startswith(_WORKER_PREFIX)
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling, and what they may do."""
 
     scopes: frozenset[str]
     projects: frozenset[str]
+    attempt: AttemptRef | None = None
+    """For a worker token: the one attempt it acts for."""
+    token_id: str = ""
+    """Names the token (a prefix of its hash) for limits per token, such as concurrent uploads."""
+
+    @property
+    def clusters(self) -> frozenset[str]:
+        """The clusters whose agent this token is."""
+        return frozenset(s.removeprefix("agent:") for s in self.scopes if s.startswith("agent:"))
 
     def allows(self, scope: str, project: str | None = None) -> bool:
         if "admin" in self.scopes:
@@ -99,24 +199,32 @@ class Principal:
         raise forbidden(f"this needs scope {' or '.join(any_of)}{where}; the token has {held}")
 
     def require_reader(self, project: str | None, run: str | None = None) -> None:
+        # Agents read only what their assignments need (`gateway._authz`), never runs or placement.
         scopes = ["admin", "deploy", "run"]
         if run is not None:
             scopes.append(f"worker:{run}")
-        scopes += [s for s in self.scopes if s.startswith("agent:")]
         self.require(*scopes, project=project)
 
 
 class Authenticator:
     """Looks tokens up in the store, remembering answers for a few seconds."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, workers: WorkerTokens | None = None):
         self._store = store
+        self.workers = workers or WorkerTokens(store)
         self._cache: dict[str, tuple[float, Principal | None, float | None]] = {}
 
     async def principal(self, header: str | None) -> Principal:
         if not header or not header.startswith("Bearer "):
             raise unauthorized("send a bearer token: Authorization: Bearer <token>")
         token = header.removeprefix("Bearer ").strip()
+        if WorkerTokens.is_worker_token(token):
+            ref = await self.workers.verify(token)
+            if ref is None:
+                raise unauthorized("the token is not valid")
+            principal = Principal(frozenset({f"worker:{ref.run}"}), frozenset({ref.project}), ref, _token_id(token))
+            await self.check_current(principal)
+            return principal
         now = time.monotonic()
         cached = self._cache.get(token)
         if cached is not None and cached[0] > now:
@@ -135,7 +243,25 @@ class Authenticator:
             raise unauthorized("the token is not valid")
         if expires_at is not None and expires_at <= time.time():
             raise unauthorized("the token has expired")
-        return found
+        return dataclasses.replace(found, token_id=_token_id(token))
+
+    async def check_current(self, principal: Principal, action: ActionSummary | None = None) -> None:
+        """Refuse (401) a worker token whose attempt ended more than `WORKER_GRACE` seconds ago.
+
+        Long-lived sockets call this for every message, since they authenticated only once, when they opened.
+        """
+        ref = principal.attempt
+        if ref is None:
+            return
+        if action is None or action.run != ref.run or action.name != ref.action:
+            # The key of `gateway._runs.action_key` (which imports this module's users, so not this module).
+            kv = await self._store.get(f"/flyte/actions/{ref.run}/{ref.action}")
+            if kv is None:
+                raise unauthorized("the token's attempt does not exist")
+            action = ActionSummary.model_validate_json(kv.value)
+        since = attempt_over_since(action, ref.attempt)
+        if since is not None and since + WORKER_GRACE <= time.time():
+            raise unauthorized(f"the token has expired: attempt {ref.attempt} of {ref.action} has ended")
 
 
 PRINCIPAL = web.AppKey("principal", Principal)

@@ -1,22 +1,37 @@
 """The gateway's blob store: content-addressed bytes (code bundles, large values, files) in a local directory.
 
 A blob's key is the sha256 of its content, checked on upload, so a key is never a path: nothing a client sends can
-name a file outside the store. Writes go to a temporary file and are renamed into place, so a reader never sees
-half a blob and a crash leaves no partial one.
+name a file outside the store. An upload streams to a temporary file beside its target, hashed on the way, and is
+renamed into place only when the digest matches (removed otherwise), so a reader never sees half a blob, a crash
+leaves no partial one, and the gateway's memory does not grow with the size of an upload.
+
+A digest is not a capability: each blob records, under `/flyte/blobs/{digest}` in the store, the projects that
+uploaded it (an upload of the same bytes by another project proves it has them, and adds that project). Reading
+it needs a token of one of those projects (`gateway._authz`); any other token gets the 404 of a missing blob.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
-from gateway._errors import bad_request, not_found
+from flyte._paths import private_dir
+from gateway._errors import ApiError, bad_request, not_found
+from gateway.store import Compare, Put, Store
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+OWNERS = "/flyte/blobs/"
+MAX_BLOB = int(os.environ.get("FLYTE_MAX_BLOB_BYTES", str(256 * 1024 * 1024)))
+"""The largest blob an upload may carry."""
+_WRITE_CHUNK = 1024 * 1024
+"""Bytes gathered before each write to disk (off the event loop)."""
 
 
 def check_digest(digest: str) -> str:
@@ -26,9 +41,9 @@ def check_digest(digest: str) -> str:
 
 
 class BlobStore:
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path, store: Store):
+        self.root = private_dir(root)
+        self._store = store
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
@@ -37,34 +52,80 @@ class BlobStore:
     async def exists(self, digest: str) -> bool:
         return await asyncio.to_thread(self.path(digest).exists)
 
-    async def put(self, digest: str, data: bytes) -> bool:
-        """Store bytes under their digest; returns whether they were new."""
-        check_digest(digest)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise bad_request(f"the content's sha256 is {actual}, not {digest}", code="digest_mismatch")
-        return await asyncio.to_thread(self._write, digest, data)
+    async def projects(self, digest: str) -> frozenset[str]:
+        """The projects whose tokens may read the blob (none: nobody but an admin)."""
+        kv = await self._store.get(OWNERS + check_digest(digest))
+        return frozenset(json.loads(kv.value)) if kv is not None else frozenset()
 
-    def _write(self, digest: str, data: bytes) -> bool:
+    async def put(self, digest: str, chunks: AsyncIterator[bytes], project: str) -> tuple[bool, int]:
+        """Store a stream under its digest for `project`; returns whether the bytes were new, and their size.
+
+        A stream over `MAX_BLOB` is a 413 and one whose sha256 is not `digest` a 400; neither leaves a file.
+        """
         target = self.path(digest)
-        if target.exists():
-            return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
+        fd, tmp = await asyncio.to_thread(tempfile.mkstemp, dir=target.parent, prefix=".upload-")
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return True
+            size, actual = await _receive(fd, chunks)
+            if actual != digest:
+                raise bad_request(f"the content's sha256 is {actual}, not {digest}", code="digest_mismatch")
+            created = await asyncio.to_thread(_install, Path(tmp), target)
+        finally:
+            await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
+        await self._own(digest, project)
+        return created, size
 
-    async def get(self, digest: str) -> bytes:
+    async def _own(self, digest: str, project: str) -> None:
+        """Add `project` to the blob's readers (a compare-and-swap: concurrent uploads both land)."""
+        key = OWNERS + digest
+        while True:
+            kv = await self._store.get(key)
+            owners = set(json.loads(kv.value)) if kv is not None else set()
+            if project in owners:
+                return
+            value = json.dumps(sorted(owners | {project})).encode()
+            result = await self._store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, value)])
+            if result.succeeded:
+                return
+
+    async def get(self, digest: str) -> Path:
+        """The blob's file (a 404 if there is none), for the caller to stream."""
         path = self.path(digest)
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise not_found(f"no blob {digest}") from None
+        if not await asyncio.to_thread(path.is_file):
+            raise not_found(f"no blob {digest}")
+        return path
+
+
+async def _receive(fd: int, chunks: AsyncIterator[bytes]) -> tuple[int, str]:
+    """Write the stream to `fd`, a megabyte at a time; returns its size and sha256."""
+    hasher = hashlib.sha256()
+    size = 0
+    pending: list[bytes] = []
+    buffered = 0
+    with os.fdopen(fd, "wb") as out:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_BLOB:
+                raise ApiError(413, "too_large", f"the blob is over the limit of {MAX_BLOB} bytes")
+            hasher.update(chunk)
+            pending.append(chunk)
+            buffered += len(chunk)
+            if buffered >= _WRITE_CHUNK:
+                await asyncio.to_thread(out.writelines, pending)
+                pending, buffered = [], 0
+        await asyncio.to_thread(_finish, out, pending)
+    return size, hasher.hexdigest()
+
+
+def _finish(out: BinaryIO, pending: list[bytes]) -> None:
+    out.writelines(pending)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _install(tmp: Path, target: Path) -> bool:
+    if target.exists():
+        return False
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    return True

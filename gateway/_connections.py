@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
+import os
 from pathlib import Path
 
 import pydantic
@@ -37,15 +39,28 @@ from flyte._wire import (
 )
 from flyte._worker_link import STORE_UNAVAILABLE
 from gateway._api import SERVICES, Services, may_read, services, visible_run
-from gateway._auth import Principal, principal_of
-from gateway._dispatch import DISPATCHER, HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, Dispatcher, Send
+from gateway._auth import Authenticator, Principal, principal_of
+from gateway._authz import Act, Target, authorize
+from gateway._dispatch import (
+    DISPATCHER,
+    HEARTBEAT_INTERVAL,
+    LEASE_TTL,
+    AgentSession,
+    Dispatcher,
+    Send,
+)
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._otlp import AUTHENTICATOR
+from gateway._pending import PLACEMENTS
 from gateway.store import Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
 LOGS_DIR = web.AppKey("logs_dir", Path)
 TRACES = "/flyte/traces/"
+LOG_LIMIT = int(os.environ.get("FLYTE_ATTEMPT_LOG_LIMIT", str(32 * 1024 * 1024)))
+"""The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
+_LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"
 _AGENT_MESSAGES: pydantic.TypeAdapter[AgentHeartbeat | AgentEvents | AgentLogs] = pydantic.TypeAdapter(
     AgentHeartbeat | AgentEvents | AgentLogs
 )
@@ -116,8 +131,36 @@ async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, sess
     elif isinstance(message, AgentEvents):
         await asyncio.gather(*(_agent_event(svc, session, item) for item in message.events))
     else:
-        path = logs / message.run / f"{message.action}.{message.attempt}.log"
-        await asyncio.to_thread(_append, path, message.text)
+        try:
+            await _agent_logs(svc, session, logs, message)
+        except ApiError as error:
+            log.info("refused logs of %s/%s from %s: %s", message.run, message.action, session.name, error.message)
+
+
+def _session_principal(session: AgentSession) -> Principal:
+    """What an agent's socket speaks as: its own cluster's agent, whatever else its token may hold."""
+    return Principal(frozenset({f"agent:{session.name}"}), frozenset())
+
+
+async def _agent_logs(svc: Services, session: AgentSession, logs: Path, message: AgentLogs) -> None:
+    """Append an attempt's log, if that attempt was placed on the session's cluster, up to `LOG_LIMIT`."""
+    key = (message.run, message.action, message.attempt)
+    if key not in session.log_attempts:
+        await svc.runs.get_run(message.run)  # logs of a run that does not exist are refused (404)
+        placed_on = None
+        record = await svc.store.get(f"{PLACEMENTS}{message.run}/{message.action}/{message.attempt:06d}")
+        if record is not None:
+            placed_on = json.loads(record.value).get("cluster")
+        else:
+            current = await svc.runs.get_action(message.run, message.action)
+            placed_on = current.cluster if current.attempts == message.attempt else None
+        target = Target(run=message.run, action=message.action, attempt=message.attempt, placed_on=placed_on)
+        authorize(_session_principal(session), Act.AGENT_LOGS, target)
+        if len(session.log_attempts) >= 10_000:
+            session.log_attempts.clear()
+        session.log_attempts.add(key)
+    path = logs / message.run / f"{message.action}.{message.attempt}.log"
+    await asyncio.to_thread(_append, path, message.text)
 
 
 async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -> None:
@@ -127,6 +170,9 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
     if event.cluster != session.name:
         event = event.model_copy(update={"cluster": session.name})
     try:
+        current = await svc.runs.get_action(item.run, item.action)
+        target = Target(run=item.run, action=item.action, attempt=event.attempt, current=current)
+        authorize(_session_principal(session), Act.AGENT_EVENT, target)
         await svc.runs.report(item.run, item.action, event)
     except ApiError as error:
         log.info(
@@ -140,9 +186,16 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
 
 
 def _append(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        out.write(text)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as out:
+        size = out.seek(0, os.SEEK_END)
+        if size >= LOG_LIMIT:
+            return
+        if size + len(data) > LOG_LIMIT:
+            data = data[: LOG_LIMIT - size] + _LOG_CUT.format(LOG_LIMIT).encode()
+        out.write(data)
 
 
 async def worker_connect(request: web.Request) -> web.StreamResponse:
@@ -151,6 +204,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     dispatcher = request.app[DISPATCHER]
     principal = principal_of(request)
+    authenticator = request.app[AUTHENTICATOR]
     outbox: asyncio.Queue[str] = asyncio.Queue()
 
     async def send(reply: GatewayReply) -> None:
@@ -163,7 +217,9 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
             if message.type is not WSMsgType.TEXT:
                 break
             # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
-            task = asyncio.create_task(_handle_worker_message(svc, dispatcher, principal, message.data, send))
+            task = asyncio.create_task(
+                _handle_worker_message(svc, dispatcher, authenticator, principal, message.data, send)
+            )
             handlers.add(task)
             task.add_done_callback(handlers.discard)
     finally:
@@ -177,7 +233,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle_worker_message(
-    svc: Services, dispatcher: Dispatcher, principal: Principal, data: str, send: Send
+    svc: Services, dispatcher: Dispatcher, authenticator: Authenticator, principal: Principal, data: str, send: Send
 ) -> None:
     request_id = 0
     try:
@@ -186,8 +242,11 @@ async def _handle_worker_message(
         run = await svc.runs.get_run(parsed.run)
         if not may_read(principal, run):
             raise not_found(f"no run named {parsed.run}")
-        principal.require(f"worker:{run.name}", "run", project=run.project)
-        await _worker_message(svc, dispatcher, parsed, send, from_worker=f"worker:{run.name}" in principal.scopes)
+        # The socket authenticated once, when it opened: a worker token must still be current for each message.
+        await authenticator.check_current(principal)
+        for act, target in _worker_acts(parsed, run.project):
+            authorize(principal, act, target)
+        await _worker_message(svc, dispatcher, parsed, send, from_worker=principal.attempt is not None)
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
     except ApiError as error:
@@ -198,6 +257,20 @@ async def _handle_worker_message(
     except Exception:
         log.exception("a worker message failed")
         await send(GatewayReply(type="error", id=request_id, code="internal", message="internal error"))
+
+
+def _worker_acts(message: WorkerMessage, project: str) -> list[tuple[Act, Target]]:
+    """What a worker message does, for `authorize`: one act per child of a submission."""
+    run = message.run
+    if isinstance(message, WorkerSubmit):
+        return [(Act.SUBMIT, Target(project, run, action=r.parent)) for r in message.actions]
+    if isinstance(message, WorkerWatch):
+        return [(Act.WATCH_CHILDREN, Target(project, run, action=message.parent))]
+    if isinstance(message, WorkerTrace):
+        return [(Act.CHECKPOINT_WRITE, Target(project, run, action=message.action))]
+    if isinstance(message, WorkerTraces):
+        return [(Act.CHECKPOINT_READ, Target(project, run, action=message.action))]
+    return [(Act.REPORT, Target(project, run, action=message.action, attempt=message.event.attempt))]
 
 
 async def _worker_message(

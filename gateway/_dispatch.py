@@ -42,7 +42,7 @@ from flyte._wire import (
     Phase,
     PolicyDocument,
 )
-from gateway._auth import create_token
+from gateway._auth import AttemptRef, WorkerTokens
 from gateway._errors import ApiError
 from gateway._judging import UNJUDGEABLE, cannot_judge, readable_action
 from gateway._metrics import ClusterRoom
@@ -91,6 +91,15 @@ class AgentSession:
     warm: dict[str, int] = field(default_factory=dict)
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
+    projects: set[str] = field(default_factory=set)
+    """The projects of the work this session was given: what its agent may read (bundles, task specs)."""
+    runs: set[str] = field(default_factory=set)
+    """The runs this session was given work in: whose spans its agent may send."""
+    spans: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Spans its agent sent per run, against `SPAN_LIMIT`."""
+    log_attempts: set[tuple[str, str, int]] = field(default_factory=set)
+    """Attempts whose logs this session may send, once checked (logs come in batches, several a second)."""
+
     @property
     def name(self) -> str:
         return self.record.name
@@ -100,14 +109,14 @@ Send = Callable[[GatewayReply], Awaitable[None]]
 
 
 class Dispatcher:
-    def __init__(self, store: Store, runs: Runs):
+    def __init__(self, store: Store, runs: Runs, workers: WorkerTokens | None = None):
         self.store = store
         self.runs = runs
+        self.workers = workers or WorkerTokens(store)
         self.sessions: dict[str, AgentSession] = {}
         self._queue: dict[tuple[str, str], ActionSummary] = {}
         self._inflight: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._watchers: dict[tuple[str, str], set[Send]] = defaultdict(set)
-        self._run_tokens: dict[str, str] = {}
         self._scopes: dict[str, tuple[str, str, float | None]] = {}
         """Each run's project, domain and max wait."""
         self._parents: dict[tuple[str, str], str] = {}
@@ -462,12 +471,13 @@ class Dispatcher:
         """Reserve room on `cluster` for the action and make its assignment."""
         session = self.sessions[cluster]
         action = item.action
+        attempt = action.attempts + 1
         # Made before anything is reserved: an assignment that cannot be made holds no room.
         assignment = Assignment(
             run=action.run,
             action=action.name,
             parent=action.parent,
-            attempt=action.attempts + 1,
+            attempt=attempt,
             epoch=session.epoch,
             cluster=session.name,
             project=item.project,
@@ -481,11 +491,13 @@ class Dispatcher:
             timeout_seconds=item.timeout,
             reusable=item.reusable,
             env_vars=(action.overrides.env_vars or {}) if action.overrides else {},
-            token=await self._run_token(action.run, item.project),
+            token=await self.workers.mint(AttemptRef(item.project, action.run, action.name, attempt)),
             traceparent=action.traceparent,
             source_root=item.task.spec.source_root,
         )
-        self.reservations.reserve((action.run, action.name, action.attempts + 1), cluster, item.demand)
+        self.reservations.reserve((action.run, action.name, attempt), cluster, item.demand)
+        session.projects.add(item.project)
+        session.runs.add(action.run)
         return assignment
 
     async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
@@ -548,13 +560,6 @@ class Dispatcher:
                 action.name,
                 ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error_info),
             )
-
-    async def _run_token(self, run: str, project: str) -> str:
-        token = self._run_tokens.get(run)
-        if token is None:
-            token = await create_token(self.store, [f"worker:{run}"], [project], f"workers of run {run}")
-            self._run_tokens[run] = token
-        return token
 
     # -- policy, cordons, cluster views ---------------------------------------------------------------------------
 
@@ -663,6 +668,8 @@ class Dispatcher:
                     continue
                 if key in running:
                     kept.add(key)
+                    session.projects.add((await self._run_scope(run))[0])
+                    session.runs.add(run)
                 elif current.epoch < session.epoch:
                     await self._lose(current, session.name, "its agent restarted without it")
         orphans = sorted(running - kept)

@@ -43,17 +43,22 @@ Record = dict[str, Any]
 _STATUS = {Status.STATUS_CODE_OK: "ok", Status.STATUS_CODE_ERROR: "error"}
 _RUN = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 """A run name, as `flyte._wire.Name` has it: anything else names no run (and never a store key)."""
+SPAN_LIMIT = 100_000
+"""The most spans an agent's session may send for one run."""
 _RESOURCE_KEPT = ("process.pid", "cloud.region", "cloud.provider")
 """Resource attributes copied onto each record, so a span says which process and where it ran."""
 
 
 async def receive_traces(request: web.Request) -> web.Response:
     """`POST /v1/traces`: OTLP/HTTP, protobuf or JSON; needs an agent, worker or admin token."""
+    from gateway._authz import Act, Target, authorize
+    from gateway._dispatch import DISPATCHER
     from gateway._tracing import TRACING
 
     principal = await request.app[AUTHENTICATOR].principal(request.headers.get("Authorization"))
     if not any(s == "admin" or s.startswith(("agent:", "worker:")) for s in principal.scopes):
         raise forbidden("sending spans needs an agent, worker or admin token")
+    sessions = [s for c, s in request.app[DISPATCHER].sessions.items() if c in principal.clusters]
     content_type = request.content_type
     if content_type not in (PROTOBUF, JSON):
         raise ApiError(415, "unsupported_media_type", f"send {PROTOBUF} or {JSON}, not {content_type or 'nothing'}")
@@ -64,16 +69,23 @@ async def receive_traces(request: web.Request) -> web.Response:
         raise ApiError(413, "too_large", f"the body is over the limit of {MAX_OTLP_BODY} bytes")
     export = parse_request(body, content_type)
     by_run = records_by_run(export)
-    worker_runs = {s.removeprefix("worker:") for s in principal.scopes if s.startswith("worker:")}
-    trusted = "admin" in principal.scopes or any(s.startswith("agent:") for s in principal.scopes)
     refused = 0
     tracing = request.app[TRACING]
     for run, records in by_run.items():
         if run is None:
             continue
-        if not trusted and run not in worker_runs:
+        # An agent sends spans of the runs its session was given work in, up to SPAN_LIMIT each; a worker, its own.
+        given = next((s for s in sessions if run in s.runs), None)
+        try:
+            authorize(principal, Act.SPANS, Target(run=run, placed_on=given.name if given else None))
+        except ApiError:
             refused += len(records)
             continue
+        if given is not None and "admin" not in principal.scopes:
+            if given.spans[run] + len(records) > SPAN_LIMIT:
+                refused += len(records)
+                continue
+            given.spans[run] += len(records)
         await tracing.keep(run, records)
     tracing.forward(body, content_type)
     return _answer(content_type, refused)

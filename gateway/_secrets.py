@@ -129,7 +129,11 @@ async def action_secrets(request: web.Request) -> web.Response:
     """The values of the secrets the action's task declares: only for a worker of this run."""
     svc = services(request)
     run = await svc.runs.get_run(request.match_info["run"])
-    principal_of(request).require(f"worker:{run.name}", project=run.project)
+    principal = principal_of(request)
+    principal.require(f"worker:{run.name}", project=run.project)
+    if principal.attempt is not None and principal.attempt.action != request.match_info["action"]:
+        # A worker token acts for its own attempt: another action's secrets are not its to read.
+        raise ApiError(403, "forbidden", "this worker token may read only its own action's secrets")
     action = await svc.runs.get_action(run.name, request.match_info["action"])
     task = await svc.registry.get(run.project, run.domain, action.task, action.version)
     values: dict[str, str] = {}

@@ -42,6 +42,8 @@ DEFAULT_GPU_TYPE_LABEL = "nvidia.com/gpu.product"
 _IMAGE_FAILURES = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 """Waiting reasons that end an attempt. `ErrImagePull` alone is not one: the kubelet retries a pull once, and a
 transient registry error must not fail the task; a second failure turns into `ImagePullBackOff`."""
+WORKER_UID = 10001
+"""The user workers run as in pods (`deploy/kind/Dockerfile` makes it)."""
 _CONFIG_FAILURES = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 _LOST_REASONS = frozenset({"Evicted", "NodeLost", "Shutdown", "NodeShutdown", "Terminated", "Preempting"})
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -118,12 +120,20 @@ def pod_manifest(
         "resources": _requests_and_limits(spec.resources),
         # The last lines of output become the termination message when the worker dies without writing one.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # Workers talk to the gateway, never to the Kubernetes API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # Never root, whatever the image says: the runtime image's user, which images without one run as too.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "terminationGracePeriodSeconds": kill_grace_seconds,
         "containers": [container],
     }

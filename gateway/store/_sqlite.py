@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -98,6 +99,17 @@ class _Watcher:
         self.wake = asyncio.Event()
 
 
+def _private_files(path: str) -> None:
+    """Make the database file 0600 before SQLite opens it: SQLite gives its WAL and shared-memory files the
+    database's mode, so every run's inputs and outputs stay readable by this user alone."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path + suffix, 0o600)
+
+
 class SqliteStore:
     """The `Store` protocol on SQLite. `quota_bytes` (0 = none) bounds the live data; past it, puts fail."""
 
@@ -106,6 +118,7 @@ class SqliteStore:
         self._quota = quota_bytes
         self._closed = False
         try:
+            _private_files(path)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one SQL transaction per revision.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -117,7 +130,7 @@ class SqliteStore:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("UPDATE leases SET expires_at = MAX(expires_at, ? + ttl)", (time.time(),))
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the SQLite store at {path}: {exc}") from exc
         self._watchers: set[_Watcher] = set()
         self._sweeper: asyncio.Task[None] | None = None

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import hashlib
 import io
+import urllib.parse
 import urllib.request
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -162,9 +163,10 @@ class GatewayClient:
 
     # -- blobs ----------------------------------------------------------------------------------------------
 
-    async def put_blob(self, data: bytes) -> str:
+    async def put_blob(self, data: bytes, project: str | None = None) -> str:
+        """Upload bytes as a blob of `project` (default: the client's); tokens of that project may read it."""
         digest = hashlib.sha256(data).hexdigest()
-        await self.request("PUT", f"/api/v1/blobs/{digest}", data=data)
+        await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params={"project": project or self.project})
         return digest
 
     async def has_blob(self, digest: str) -> bool:
@@ -282,14 +284,16 @@ class GatewayBlobs(BlobBackend):
 
     remote = True
 
-    def __init__(self, endpoint: str, token: str | None):
+    def __init__(self, endpoint: str, token: str | None, project: str | None = None):
         self.endpoint = endpoint.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._query = f"?{urllib.parse.urlencode({'project': project})}" if project else ""
+        """The project a blob is written for (a worker's token names its own, so a worker leaves it out)."""
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         request = urllib.request.Request(
-            f"{self.endpoint}/api/v1/blobs/{digest}",
+            f"{self.endpoint}/api/v1/blobs/{digest}{self._query}",
             data=data,
             method="PUT",
             headers={**self._headers, "Content-Type": "application/octet-stream"},

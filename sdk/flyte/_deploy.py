@@ -223,7 +223,7 @@ async def _deploy_remote(deployments: list[Deployment]) -> None:
             digest = hashlib.sha256(archive).hexdigest()
             # An unchanged bundle is already stored under its digest: only its deployment record is new.
             if not await client.has_blob(digest):
-                await client.put_blob(archive)
+                await client.put_blob(archive, client.project)
             await client.deploy(
                 DeployRequest(
                     project=client.project,

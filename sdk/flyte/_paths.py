@@ -34,3 +34,18 @@ def runs_dir() -> Path:
 def cache_db_path() -> Path:
     """The SQLite file that holds the local task cache, shared by every process of this user."""
     return flyte_home() / "cache.db"
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only this user can enter (0700), made if missing and tightened if it was looser."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only this user can read (0600) from its first byte: never briefly world-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(data)

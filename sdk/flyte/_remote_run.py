@@ -33,7 +33,7 @@ _RECONNECT_MAX = 5.0
 def start_remote(
     task: TaskTemplate[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: RunOptions
 ) -> RemoteRun:
-    inputs = _encode_inputs(task, args, kwargs)
+    inputs = _encode_inputs(task, args, kwargs, options.project)
     envs = _closure((task.env,))
     bundles = [(env, code_bundle(env)) for env in envs]
     version = options.version or digest_text(*(f"{b.digest}:{_settings_text(env)}" for env, b in bundles))
@@ -47,17 +47,17 @@ def start_remote(
 
 def start_deployed(task: RemoteTask, args: tuple[Any, ...], kwargs: dict[str, Any], options: RunOptions) -> RemoteRun:
     """A run of a task version already in the registry: nothing is deployed, the inputs are checked by its spec."""
-    inputs = _encode_inputs(task, args, kwargs)
+    inputs = _encode_inputs(task, args, kwargs, options.project or task.project)
     return _create_run(client_for(), task, task.version, inputs, options, task.project, task.domain)
 
 
 def _encode_inputs(
-    task: TaskTemplate[..., Any] | RemoteTask, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskTemplate[..., Any] | RemoteTask, args: tuple[Any, ...], kwargs: dict[str, Any], project: str | None
 ) -> EncodedInputs:
-    """The run's inputs in wire form; large values go to the gateway's blob store."""
+    """The run's inputs in wire form; large values go to the gateway's blob store, as blobs of the run's project."""
     config = current_config()
     assert config.endpoint is not None
-    token = use_blob_backend(GatewayBlobs(config.endpoint, config.api_key))
+    token = use_blob_backend(GatewayBlobs(config.endpoint, config.api_key, project or config.project))
     try:
         return task.interface.encode_inputs(task.interface.bind(args, kwargs))
     finally:

@@ -202,14 +202,18 @@ class Federation:
             work = self.root / "agents" / name
             command = [
                 sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", gateway or self.endpoint,
-                "--token", self.tokens[name], "--cluster", name, "--region", name, "--cpu", cpu,
+                "--cluster", name, "--region", name, "--cpu", cpu,
                 "--memory", "4Gi", "--work-dir", str(work), "--spares", str(spares),
             ]  # fmt: skip
             if netns is not None:
                 command = ["ip", "netns", "exec", netns, *command]
             # Each cluster has its own flyte home, as separate machines would.
             agent = self.agents[name] = Proc(
-                f"agent-{name}", command, self.root / f"agent-{name}.log", {**self.env, "FLYTE_HOME": str(work)}
+                f"agent-{name}",
+                command,
+                self.root / f"agent-{name}.log",
+                # The token in the environment, never on the command line (the agent removes it at start).
+                {**self.env, "FLYTE_HOME": str(work), "FLYTE_AGENT_TOKEN": self.tokens[name]},
             )
         return int(agent.start(_CONNECTED).group(1))
 

@@ -103,6 +103,11 @@ async def test_pods_follow_each_environment(backend: KubernetesBackend, cluster:
     assert cpu_pod["spec"]["activeDeadlineSeconds"] == 66
     assert cpu_pod["spec"]["restartPolicy"] == "Never"
     assert cpu_pod["spec"]["automountServiceAccountToken"] is False
+    # Not root, and no way back to it (issue 15: tasks cannot reach the platform's credentials).
+    assert cpu_pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert cpu_pod["spec"]["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     env = {e["name"]: e for e in container["env"]}
     assert env["FLYTE_ENDPOINT"]["value"] == "http://gateway:8080"
     assert env["FLYTE_ACTION"]["value"] == "a0"
@@ -408,8 +413,9 @@ def test_an_agent_that_cannot_reach_its_cluster_refuses_to_start(tmp_path: Path)
         "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
     )
     command = [sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", "http://127.0.0.1:9"]
-    command += ["--cluster", "k1", "--token", "t", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    command += ["--cluster", "k1", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
+    env = {**os.environ, "FLYTE_AGENT_TOKEN": "t"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2
     assert "cannot list pods in namespace 'flyte'" in result.stderr
     assert "Traceback" not in result.stderr

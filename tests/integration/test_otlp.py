@@ -178,7 +178,10 @@ async def test_sending_spans_needs_an_agent_worker_or_admin_token(api: Api) -> N
     assert (status, body["code"]) == (401, "unauthorized")
     status, body = await send(api, document, token=await token(api, "deploy"))
     assert status == 403
-    status, _ = await send(api, document, token=await token(api, "agent:somewhere"))
+    status, answer = await send(api, document, token=await token(api, "agent:somewhere"))
+    assert (status, answer["partialSuccess"]["rejectedSpans"]) == (200, "1"), "nothing of this run ran there"
+    assert await trace(api, run) == []
+    status, _ = await send(api, document, token=await token(api, "admin"))
     assert status == 200
     assert [s["name"] for s in await trace(api, run)] == ["x"]
     status, body = await api.call("GET", "/api/v1/runs/no-such-run/trace")

@@ -82,9 +82,12 @@ def test_a_pickled_child_input_is_refused_too(deployed: Tenants, tmp_path: Path)
     assert status == 201, run
     name = run["name"]  # the run's identity: its chosen name is alpha's, reached with ?project=alpha
     child = {"name": "a" + uuid.uuid4().hex[:20], "parent": "a0", "task": "sec_tasks.add_one"}
-    status, answer = deployed.call(
-        "POST", f"/api/v1/runs/{name}/actions", {**child, "inputs": {"x": pickle_value(marker)}}
-    )
+    body = {**child, "inputs": {"x": pickle_value(marker)}}
+    # A run token may not submit children at all (only the parent's worker may); even a token that may (admin's)
+    # cannot pass a pickle for an `int`.
+    status, answer = deployed.call("POST", f"/api/v1/runs/{name}/actions", body)
+    assert (status, answer["code"]) == (403, "forbidden")
+    status, answer = deployed.call("POST", f"/api/v1/runs/{name}/actions", body, as_="admin")
     assert (status, answer["code"]) == (400, "value_kind_mismatch")
     assert deployed.call("GET", f"/api/v1/runs/{name}/actions/{child['name']}")[0] == 404, "no child was written"
     release.touch()

@@ -49,7 +49,13 @@ def main() -> int:
         return 0
     # A pod cannot read the agent's files: its agent passes the assignment (which holds the run token) through a
     # Secret into the environment, and the worker fetches the bundle from the gateway with that token.
-    text = args.assignment.read_text() if args.assignment is not None else os.environ["FLYTE_ASSIGNMENT"]
+    # The assignment holds this attempt's token: once read, it is left neither on disk nor in the environment, so
+    # the task's code and what it starts do not come across it.
+    if args.assignment is not None:
+        text = args.assignment.read_text()
+        args.assignment.unlink(missing_ok=True)
+    else:
+        text = os.environ.pop("FLYTE_ASSIGNMENT")
     assignment = Assignment.model_validate_json(text)
     bundle = args.bundle or fetch_bundle(endpoint, assignment.token, assignment.bundle_digest)
     configure(assignment, endpoint)

@@ -47,8 +47,8 @@ async def serve_pool(
     hello = {"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV), "secret": os.environ.get(POOL_SECRET_ENV)}
     writer.write(json.dumps(hello).encode() + b"\n")
     await writer.drain()
-    links: dict[str, WorkerLink] = {}
     running: dict[str, asyncio.Task[None]] = {}
+    current: dict[str, Assignment] = {}
     slots = asyncio.Semaphore(concurrency)
 
     async def send_output(key: str | None = None) -> None:
@@ -69,11 +69,12 @@ async def serve_pool(
         received = time.time_ns()
         reported: int | None = None
         async with slots:
+            # Each attempt's token acts for that attempt alone and ends with it: one link per attempt, and the
+            # process's SDK always speaks with the token of an attempt still running here.
+            link = WorkerLink(endpoint, assignment.token, assignment.run)
+            current[key] = assignment
             try:
-                link = links.get(assignment.run)
-                if link is None:
-                    link = links[assignment.run] = WorkerLink(endpoint, assignment.token, assignment.run)
-                    await link.connect()
+                await link.connect()
                 configure(assignment, endpoint)
                 here = bundle
                 if here is None:
@@ -86,6 +87,10 @@ async def serve_pool(
             except Exception:
                 log.exception("assignment %s failed to report", key)
             finally:
+                await link.close()
+                current.pop(key, None)
+                if current:
+                    configure(next(reversed(current.values())), endpoint)
                 running.pop(key, None)
                 await send_output(key)
                 # When it reported: the agent ends the attempt's span there (see `_otel.REPORTED_DIR`).
@@ -103,8 +108,6 @@ async def serve_pool(
         key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
         running[key] = asyncio.create_task(run_one(assignment, key))
     shipper.cancel()
-    for link in links.values():
-        await link.close()
 
 
 async def _dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

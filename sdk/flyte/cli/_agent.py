@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import stat
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -15,6 +19,8 @@ from flyte._resources import parse_cpu, parse_quantity
 from ._errors import CliUsageError
 from ._run import parse_labels
 
+TOKEN_ENV = "FLYTE_AGENT_TOKEN"
+
 
 @click.group()
 def agent() -> None:
@@ -23,7 +29,14 @@ def agent() -> None:
 
 @agent.command("serve")
 @click.option("--gateway", "gateway_url", required=True, metavar="URL", help="The gateway's endpoint.")
-@click.option("--token", required=True, envvar="FLYTE_AGENT_TOKEN", help="A token with scope agent:CLUSTER.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=None,
+    help="A file holding a token with scope agent:CLUSTER (mode 0600; '-': read it from stdin). "
+    "Without it, the token is read from FLYTE_AGENT_TOKEN, which is then removed from the environment.",
+)
+@click.option("--token", default=None, hidden=True, help="Deprecated: on the command line, any process can read it.")
 @click.option("--cluster", required=True, help="This cluster's name.")
 @click.option("--region", default="local", show_default=True)
 @click.option("--cloud", default="local", show_default=True)
@@ -52,7 +65,8 @@ def agent() -> None:
 )
 def serve(
     gateway_url: str,
-    token: str,
+    token_file: Path | None,
+    token: str | None,
     cluster: str,
     region: str,
     cloud: str,
@@ -70,10 +84,11 @@ def serve(
     spares: int,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
-    from agent import Agent
+    from agent import Agent, UnsafeDirectory
     from agent.backends import Backend, ProcessBackend
     from flyte._wire import ClusterRecord
 
+    token = _read_token(token_file, token)
     try:
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
     except ValueError as exc:
@@ -99,7 +114,10 @@ def serve(
     directory = work_dir or flyte_home() / "agents" / cluster
 
     async def main() -> None:
-        instance = Agent(gateway_url, token, record, await _backend(), directory, spares)
+        try:
+            instance = Agent(gateway_url, token, record, await _backend(), directory, spares)
+        except UnsafeDirectory as error:
+            raise CliUsageError(f"refusing to start: {error}") from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, instance.stop)
@@ -122,3 +140,51 @@ def serve(
         return pods
 
     asyncio.run(main())
+
+
+def _restart_without(token: str) -> NoReturn:
+    """Replace this process with itself, minus the token in its environment; the token comes through a pipe."""
+    read, write = os.pipe()
+    os.write(write, token.encode())  # a token is far smaller than a pipe's buffer
+    os.close(write)
+    os.set_inheritable(read, True)
+    argv = [sys.executable, "-m", "flyte.cli", *sys.argv[1:], "--token-file", f"/dev/fd/{read}"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, dict(os.environ))
+
+
+def _read_token(token_file: Path | None, token: str | None) -> str:
+    """The agent's token from a file, stdin or FLYTE_AGENT_TOKEN; never left where a task process could read it.
+
+    A variable cannot simply be deleted: the kernel keeps the environment a process started with, readable at
+    /proc/PID/environ by every process of the same user (its tasks, on the process backend). So an agent given its
+    token in FLYTE_AGENT_TOKEN starts itself again, same pid, without it, and takes the token through a pipe.
+    """
+    from_env = os.environ.pop(TOKEN_ENV, None)
+    if from_env and token is None and token_file is None and os.path.isdir("/dev/fd"):
+        _restart_without(from_env)
+    if token is not None:
+        click.echo(
+            "warning: --token puts the token on the command line, where every local process can read it; "
+            "use --token-file or FLYTE_AGENT_TOKEN",
+            err=True,
+        )
+        return token.strip()
+    if token_file is not None:
+        if str(token_file) == "-":
+            text = sys.stdin.readline()
+        else:
+            try:
+                mode = token_file.stat().st_mode
+                if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    raise CliUsageError(f"{token_file} is readable by others (mode {mode & 0o777:o}); chmod 600 it")
+                text = token_file.read_text()
+            except OSError as error:
+                raise CliUsageError(f"cannot read the token file {token_file}: {error.strerror}") from None
+        if not text.strip():
+            raise CliUsageError(f"the token file {token_file} is empty")
+        return text.strip()
+    if from_env:
+        return from_env.strip()
+    raise CliUsageError(f"give the agent its token: --token-file PATH, --token-file - (stdin) or {TOKEN_ENV}")

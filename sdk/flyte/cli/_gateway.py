@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import click
 
-from flyte._paths import flyte_home
+from flyte._paths import flyte_home, private_dir
 
 from ._errors import CliError, CliUsageError
 
@@ -64,8 +65,10 @@ def serve(
     from gateway._serve import default_config_path
     from gateway._serve import serve as run_gateway
 
-    home = flyte_home() / "gateway"
-    home.mkdir(parents=True, exist_ok=True)
+    # Everything the gateway writes (state, its WAL, logs, blobs) holds every run's inputs and outputs: only this
+    # user may read it, whatever the umask it was started with.
+    os.umask(0o077)
+    home = private_dir(flyte_home() / "gateway")
     store_url = store_url or f"sqlite:{home / 'state.db'}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -26,7 +26,7 @@ import click
 import yaml
 
 from flyte._config import write_config
-from flyte._paths import flyte_home
+from flyte._paths import flyte_home, private_dir, write_private
 
 from ._errors import CliError, CliUsageError
 
@@ -36,9 +36,8 @@ _PROBE_SECONDS = 3.0
 
 
 def rig_dir() -> Path:
-    path = flyte_home() / "rig"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The rig's state, logs, blobs and tokens: 0700, since they hold every run's data and the agents' tokens."""
+    return private_dir(flyte_home() / "rig")
 
 
 @click.group()
@@ -47,7 +46,7 @@ def rig() -> None:
 
 
 def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         return subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
         )
@@ -154,8 +153,8 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
                     "serve",
                     "--gateway",
                     endpoint,
-                    "--token",
-                    tokens[name],
+                    "--token-file",
+                    str(_token_file(directory, name, tokens[name])),
                     "--cluster",
                     name,
                     "--region",
@@ -197,6 +196,13 @@ def _answers(endpoint: str) -> bool:
         return True
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _token_file(directory: Path, cluster: str, token: str) -> Path:
+    """The agent's token in a file only this user reads: a command line is readable by every local process."""
+    path = private_dir(directory / "tokens") / f"agent-{cluster}.token"
+    write_private(path, token.encode())
+    return path
 
 
 def _login_link(endpoint: str, token: str) -> str:

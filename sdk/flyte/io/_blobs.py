@@ -263,7 +263,7 @@ def _gateway() -> BlobBackend | None:
         return None
     from flyte._client import GatewayBlobs
 
-    return GatewayBlobs(config.endpoint, config.api_key)
+    return GatewayBlobs(config.endpoint, config.api_key, config.project)
 
 
 def _gateway_bytes(digest: str, uri: str) -> bytes:
