@@ -2,22 +2,18 @@
 (or `flyte run deployed-task NAME[:VERSION] ...`: a task from the registry, see `_deployed`).
 
 Runs are local when `--local` is given or no config names an endpoint (then a note on stderr says so). The run
-goes on in the SDK's background thread while this command draws its progress; the outcome goes to stdout (name,
-url, phase and outputs) and the exit code says how it ended: 0 succeeded, 1 failed, 2 bad command line, 130
-interrupted.
+goes on in the SDK's background thread while this command draws its progress (`_follow`): its name and url go to
+stdout as soon as it exists, its outcome (phase and outputs) when it ends, and the exit code says how it ended:
+0 succeeded, 1 failed, 2 bad command line, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
-import pydantic_core
 
 import flyte
 from flyte._client import GatewayError
@@ -25,11 +21,11 @@ from flyte._config import config_search_paths, current_config
 from flyte._remote_run import RemoteRun
 from flyte._run import Run, RunContext, RunMode
 from flyte._run_state import RunOptions
-from flyte._wire import ActionSummary, Phase
-from flyte.errors import BaseRuntimeError, DeploymentError, ValueEncodingError
+from flyte.errors import DeploymentError, ValueEncodingError
 
 from ._deployed import DEPLOYED_TASK, deployed_help, parse_deployed_args, resolve_deployed
 from ._errors import CliError, CliUsageError
+from ._follow import announce, follow_remote, report
 from ._load import find_task, load_module
 from ._params import parse_task_args, task_help, usage_error
 from ._placement import parse_duration
@@ -159,16 +155,17 @@ def _run_deployed(ctx: click.Context, options: RunOptions, reference: str, task_
 
 
 def _follow_and_report(ctx: click.Context, started: Run | RemoteRun) -> None:
+    announce(started)
     try:
         if isinstance(started, RemoteRun):
-            _follow_remote(started)
+            follow_remote(started, stderr_is_interactive())
         else:
             watch(started, stderr_is_interactive())
     except KeyboardInterrupt:
         _abort(started)
-        _report(started)
+        report(started)
         ctx.exit(INTERRUPTED)
-    ctx.exit(_report(started))
+    ctx.exit(report(started))
 
 
 def _local_note(source: Path | None) -> str:
@@ -188,23 +185,6 @@ def _shown(path: Path) -> str:
     return str(path)
 
 
-def _follow_remote(started: RemoteRun) -> None:
-    """Follow a run in the gateway, showing counts of its actions by phase as they change."""
-    phases: dict[str, str] = {}
-
-    def on_change(action: ActionSummary) -> None:
-        phases[action.name] = action.phase.value
-        if stderr_is_interactive():
-            counts = Counter(phases.values())
-            text = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
-            click.echo(f"\r{started.name}: {len(phases)} actions ({text})\033[K", err=True, nl=False)
-
-    with contextlib.suppress(BaseRuntimeError):
-        started.wait(on_change=on_change)
-    if stderr_is_interactive():
-        click.echo("", err=True)
-
-
 def _abort(started: Run | RemoteRun) -> None:
     click.echo(f"Interrupted: aborting run {started.name}", err=True)
     started.abort("interrupted")
@@ -212,32 +192,3 @@ def _abort(started: Run | RemoteRun) -> None:
     if isinstance(started, Run):
         with contextlib.suppress(KeyboardInterrupt):
             started._state.finished.wait(10)
-
-
-def _report(started: Run | RemoteRun) -> int:
-    """Print the outcome: name, url, phase and outputs on stdout, the error on stderr; the exit code."""
-    click.echo(f"run: {started.name}")
-    click.echo(f"url: {started.url}")
-    click.echo(f"phase: {started.phase.value}")
-    if started.phase is Phase.SUCCEEDED:
-        outputs = started.outputs()
-        for i, value in enumerate(outputs):
-            label = "output" if len(outputs) == 1 else f"output[{i}]"
-            click.echo(f"{label}: {format_value(value)}")
-        return 0
-    error = started._state.error if isinstance(started, Run) else started._summary.error
-    if error is None:
-        raise CliError(f"run {started.name} ended {started.phase.value} without an error")
-    if error.traceback and started.phase is not Phase.ABORTED:
-        click.echo(error.traceback.rstrip(), err=True)
-    message = " ".join(error.message.split())
-    click.echo(f"Error: run {started.name} {started.phase.value}: {error.code}: {message}", err=True)
-    return 1
-
-
-def format_value(value: Any) -> str:
-    """A value as JSON when it has a JSON form (dataclasses and models too), else its repr."""
-    try:
-        return json.dumps(pydantic_core.to_jsonable_python(value), ensure_ascii=False)
-    except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
-        return repr(value)
