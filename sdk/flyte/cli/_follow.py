@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -28,6 +29,16 @@ from flyte.errors import BaseRuntimeError
 
 from ._errors import CliError
 from ._output import format_duration
+from ._progress import stderr_is_interactive
+
+ABORT_GRACE_SECONDS = 3.0
+"""How long a second Ctrl-C aborts the run after the first stopped following it."""
+
+ABORT_GRACE_ENV = "FLYTE_ABORT_GRACE_SECONDS"
+"""Overrides `ABORT_GRACE_SECONDS` (a slow terminal, or a test that must not race the window)."""
+
+INTERRUPTED = 130
+"""The shell's exit code for a process ended by Ctrl-C (128 + SIGINT)."""
 
 ROOT = "a0"
 
@@ -36,6 +47,15 @@ def announce(run: Run | RemoteRun) -> None:
     """The run's name and url on stdout, flushed at once: the first thing a log or a pipe reads."""
     click.echo(f"run: {run.name}")
     click.echo(f"url: {run.url}")
+
+
+def attach(run: RemoteRun) -> int:
+    """Follow a run in the gateway to its end and report it; Ctrl-C leaves it running. The exit code."""
+    try:
+        follow_remote(run, stderr_is_interactive())
+    except KeyboardInterrupt:
+        return stop_following(run)
+    return report(run)
 
 
 def follow_remote(run: RemoteRun, interactive: bool) -> None:
@@ -122,6 +142,44 @@ def _error_text(error: ErrorInfo | None) -> str:
         return ""
     first = next((line for line in error.message.splitlines() if line.strip()), "")
     return f": {error.code}: {first.strip()}"
+
+
+def stop_following(run: RemoteRun) -> int:
+    """After a first Ctrl-C: leave the run running, say how to come back, and abort on a second Ctrl-C."""
+    grace = _abort_grace()
+    click.echo("", err=True)
+    click.echo(f"Stopped following run {run.name}; it goes on in the gateway.", err=True)
+    click.echo(f"  follow it again: flyte get run {run.name} --follow", err=True)
+    click.echo(f"  abort it:        flyte abort run {run.name}", err=True)
+    click.echo(f"Press Ctrl-C again within {grace:g} s to abort it now.", err=True)
+    try:
+        # Not a wait for anything: the window in which a second Ctrl-C means "abort".
+        time.sleep(grace)
+    except KeyboardInterrupt:
+        abort(run)
+        report(run)
+        return INTERRUPTED
+    click.echo(f"phase: {run.phase.value}")
+    return INTERRUPTED
+
+
+def _abort_grace() -> float:
+    text = os.environ.get(ABORT_GRACE_ENV)
+    if text is None:
+        return ABORT_GRACE_SECONDS
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        return ABORT_GRACE_SECONDS
+
+
+def abort(run: Run | RemoteRun) -> None:
+    click.echo(f"Interrupted: aborting run {run.name}", err=True)
+    run.abort("interrupted")
+    # A second Ctrl-C means "stop waiting"; the run's thread dies with the process.
+    if isinstance(run, Run):
+        with contextlib.suppress(KeyboardInterrupt):
+            run._state.finished.wait(10)
 
 
 def report(run: Run | RemoteRun) -> int:
