@@ -527,15 +527,18 @@ def test_an_unreachable_gateway_is_one_line_and_local_still_works(
     local = invoke("run", "--local", program, "greet", "--name", "Z")
 
     listing = invoke("get", "runs")
+    shown = invoke("get", "run", "r1")
+    following = invoke("get", "run", "r1", "--follow")
 
-    assert remote.exit_code == listing.exit_code == 1
+    assert remote.exit_code == listing.exit_code == shown.exit_code == following.exit_code == 1
     unreachable = (
         "cannot reach the gateway at http://127.0.0.1:9 (connection refused); is it running? flyte rig up starts one"
     )
     assert len(remote.stderr.splitlines()) == 1
     assert remote.stderr.startswith("Error: deploying cli_greet version ")
     assert remote.stderr.rstrip().endswith(f": {unreachable}")
-    assert listing.stderr.splitlines() == [f"Error: {unreachable}"]
+    assert listing.stderr.splitlines() == shown.stderr.splitlines() == [f"Error: {unreachable}"]
+    assert following.stderr.splitlines() == [f"Error: {unreachable}"]
     assert local.exit_code == 0, local.output
 
 

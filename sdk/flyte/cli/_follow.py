@@ -22,6 +22,7 @@ from typing import Any
 import click
 import pydantic_core
 
+from flyte._client import GatewayError
 from flyte._remote_run import RemoteRun
 from flyte._run import Run
 from flyte._wire import ActionSummary, ErrorInfo, Phase
@@ -156,10 +157,15 @@ def stop_following(run: RemoteRun) -> int:
         # Not a wait for anything: the window in which a second Ctrl-C means "abort".
         time.sleep(grace)
     except KeyboardInterrupt:
-        abort(run)
+        try:
+            abort(run)
+        except GatewayError as exc:
+            raise CliError(f"could not abort run {run.name}: {exc}; try flyte abort run {run.name}") from None
         report(run)
         return INTERRUPTED
-    click.echo(f"phase: {run.phase.value}")
+    # The outcome so far, as the last line of stdout always is; a gateway out of reach leaves it unsaid.
+    with contextlib.suppress(GatewayError):
+        click.echo(f"phase: {run.phase.value}")
     return INTERRUPTED
 
 
