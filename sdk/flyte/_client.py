@@ -273,7 +273,13 @@ def call_sync(call: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run_coroutine_threadsafe(call, sdk_loop.get()).result()
+        future = asyncio.run_coroutine_threadsafe(call, sdk_loop.get())
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C in the caller abandons the call: it must not go on (a watch printing progress) behind it.
+            future.cancel()
+            raise
     call.close()
     raise RuntimeError("this blocks; from async code use the async client methods")
 

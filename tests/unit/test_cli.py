@@ -527,15 +527,18 @@ def test_an_unreachable_gateway_is_one_line_and_local_still_works(
     local = invoke("run", "--local", program, "greet", "--name", "Z")
 
     listing = invoke("get", "runs")
+    shown = invoke("get", "run", "r1")
+    following = invoke("get", "run", "r1", "--follow")
 
-    assert remote.exit_code == listing.exit_code == 1
+    assert remote.exit_code == listing.exit_code == shown.exit_code == following.exit_code == 1
     unreachable = (
         "cannot reach the gateway at http://127.0.0.1:9 (connection refused); is it running? flyte rig up starts one"
     )
     assert len(remote.stderr.splitlines()) == 1
     assert remote.stderr.startswith("Error: deploying cli_greet version ")
     assert remote.stderr.rstrip().endswith(f": {unreachable}")
-    assert listing.stderr.splitlines() == [f"Error: {unreachable}"]
+    assert listing.stderr.splitlines() == shown.stderr.splitlines() == [f"Error: {unreachable}"]
+    assert following.stderr.splitlines() == [f"Error: {unreachable}"]
     assert local.exit_code == 0, local.output
 
 
@@ -553,6 +556,40 @@ def test_run_says_when_it_runs_locally_for_want_of_a_config(tmp_path: Path) -> N
     assert note.endswith("): running locally; use --local to say so, or flyte rig up / flyte create config")
     assert len(explicit.stderr.splitlines()) == 1, "--local adds nothing to the summary line"
     assert no_endpoint.stderr.splitlines()[0].startswith("./config.yaml names no endpoint: running locally; ")
+
+
+def test_detach_is_refused_where_the_run_would_live_in_this_process(tmp_path: Path, isolated_home: Path) -> None:
+    program = write_program(tmp_path, GREET)
+
+    with_local = invoke("run", "--local", "--detach", program, "greet", "--name", "N")
+    without_gateway = invoke("run", "--detach", program, "greet", "--name", "N")
+    follow_local = invoke("get", "run", "some-run", "--follow")
+
+    assert with_local.exit_code == without_gateway.exit_code == 2
+    assert with_local.stderr.splitlines() == [
+        "Error: --detach cannot be used with --local: a local run lives in this process and ends with it"
+    ]
+    assert without_gateway.stderr.splitlines()[-1] == (
+        "Error: --detach needs a gateway: no config names an endpoint, so the run would be local"
+    )
+    assert follow_local.exit_code == 1
+    assert follow_local.stderr.splitlines() == [
+        "Error: local runs end with the process that runs them; following needs a gateway"
+    ]
+    assert not list((isolated_home / "local" / "runs").glob("*")), "nothing was started"
+
+
+def test_get_run_shows_a_local_run(tmp_path: Path, isolated_home: Path) -> None:
+    program = write_program(tmp_path, GREET)
+    done = invoke("run", "--local", "--name", "shown-run", program, "greet", "--name", "N")
+    assert done.exit_code == 0, done.output
+
+    shown = invoke("get", "run", "shown-run")
+
+    assert shown.exit_code == 0, shown.output
+    fields = stdout_fields(shown)
+    assert (fields["run"], fields["task"], fields["phase"]) == ("shown-run", "cli_greet.greet", "succeeded")
+    assert fields["url"] == stdout_fields(done)["url"]
 
 
 def test_live_progress_renders_on_a_terminal(tmp_path: Path) -> None:

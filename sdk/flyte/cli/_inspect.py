@@ -1,4 +1,4 @@
-"""`flyte deploy`, `flyte get tasks|runs|actions` and `flyte abort run`: the registry and runs, from the shell.
+"""`flyte deploy`, `flyte get tasks|runs|run|actions` and `flyte abort run`: the registry and runs, from the shell.
 
 Each works against the configured gateway, or in local mode against this machine's deployments and runs.
 """
@@ -18,12 +18,14 @@ from flyte._wire import Phase
 from flyte.errors import DeploymentError
 
 from ._errors import CliError, CliUsageError
+from ._follow import announce, attach
 from ._load import load_module
 from ._output import OutputFormat, format_duration, output_option, print_listing, stdout_console
 
 if TYPE_CHECKING:
     from rich.tree import Tree
 
+    from flyte._remote_run import RemoteRun
     from flyte._wire import RunTrace, SpanRecord
 
 
@@ -100,6 +102,58 @@ def get_runs(phase: str | None, task_name: str | None, limit: int, output: Outpu
         raise CliError(str(exc)) from None
     rows = [[r.name, r.task, r.phase.value, _when(r.created_at), _when(r.ended_at)] for r in runs]
     print_listing("runs", ["run", "task", "phase", "created", "ended"], rows, output, objects=runs)
+
+
+@get.command("run")
+@click.argument("run_name", metavar="RUN")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Attach to the run until it ends, as flyte run does (and exit as it does: 0 succeeded, 1 failed).",
+)
+@click.pass_context
+def get_run(ctx: click.Context, run_name: str, follow: bool) -> None:
+    """One run: its name, url, task and phase; with --follow, its progress until it ends and its outcome."""
+    _init()
+    from flyte._config import current_config
+
+    if follow:
+        if not current_config().is_remote:
+            raise CliError("local runs end with the process that runs them; following needs a gateway")
+        run = _remote_run(run_name)
+        announce(run)
+        ctx.exit(attach(run))
+    try:
+        shown = flyte.remote.Run.get(run_name)
+    except (LookupError, GatewayError) as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"run: {shown.name}")
+    click.echo(f"url: {shown.url}")
+    click.echo(f"task: {shown.task}")
+    click.echo(f"phase: {shown.phase.value}")
+    click.echo(f"created: {_when(shown.created_at)}")
+    click.echo(f"ended: {_when(shown.ended_at)}")
+    if shown.error is not None:
+        click.echo(f"error: {shown.error.code}: {' '.join(shown.error.message.split())}")
+
+
+def _remote_run(run_name: str) -> RemoteRun:
+    """A handle that follows a run in the gateway, with its task's interface from the registry to read its outputs."""
+    from flyte._client import call_sync, client_for
+    from flyte._remote_run import RemoteRun
+
+    client = client_for()
+    try:
+        summary = call_sync(client.get_run(run_name))
+        reference = flyte.remote.Task.get(
+            summary.task, version=summary.version, project=summary.project, domain=summary.domain
+        )
+        return RemoteRun(client, summary, reference.deployed())
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    except flyte.errors.RemoteTaskNotFoundError as exc:
+        raise CliError(f"run {run_name}: {exc.message}") from None
 
 
 @get.command("actions")

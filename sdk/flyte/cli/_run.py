@@ -2,22 +2,19 @@
 (or `flyte run deployed-task NAME[:VERSION] ...`: a task from the registry, see `_deployed`).
 
 Runs are local when `--local` is given or no config names an endpoint (then a note on stderr says so). The run
-goes on in the SDK's background thread while this command draws its progress; the outcome goes to stdout (name,
-url, phase and outputs) and the exit code says how it ended: 0 succeeded, 1 failed, 2 bad command line, 130
-interrupted.
+goes on in the SDK's background thread while this command draws its progress (`_follow`): its name and url go to
+stdout as soon as it exists, its outcome (phase and outputs) when it ends, and the exit code says how it ended:
+0 succeeded, 1 failed, 2 bad command line, 130 interrupted. `--detach` returns once a remote run is created, and
+Ctrl-C stops following a remote run without ending it (see `_follow`); a local run lives in this process, so there
+Ctrl-C aborts it and `--detach` is refused.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
-import pydantic_core
 
 import flyte
 from flyte._client import GatewayError
@@ -25,20 +22,17 @@ from flyte._config import config_search_paths, current_config
 from flyte._remote_run import RemoteRun
 from flyte._run import Run, RunContext, RunMode
 from flyte._run_state import RunOptions
-from flyte._wire import ActionSummary, Phase
-from flyte.errors import BaseRuntimeError, DeploymentError, ValueEncodingError
+from flyte.errors import DeploymentError, ValueEncodingError
 
 from ._deployed import DEPLOYED_TASK, deployed_help, parse_deployed_args, resolve_deployed
 from ._errors import CliError, CliUsageError
+from ._follow import INTERRUPTED, abort, announce, attach, report
 from ._load import find_task, load_module
 from ._params import parse_task_args, task_help, usage_error
 from ._placement import parse_duration
 from ._progress import stderr_is_interactive, watch
 
-INTERRUPTED = 130
-"""The shell's exit code for a process ended by Ctrl-C (128 + SIGINT)."""
-
-_RUN_OPTIONS = ("local", "label", "max-wait")
+_RUN_OPTIONS = ("local", "follow", "detach", "label", "max-wait")
 
 
 def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
@@ -56,6 +50,12 @@ def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[
     context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
 )
 @click.option("--local", is_flag=True, help="Run in this process even if a config names an endpoint.")
+@click.option(
+    "--follow/--detach",
+    "-f",
+    default=True,
+    help="Follow the run until it ends (the default), or return once it is created (remote runs only).",
+)
 @click.option("--name", "run_name", metavar="NAME", help="Name the run (default: random).")
 @click.option(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=parse_labels, help="Label the run (repeatable)."
@@ -73,6 +73,7 @@ def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[
 def run(
     ctx: click.Context,
     local: bool,
+    follow: bool,
     run_name: str | None,
     labels: dict[str, str],
     max_wait: float | None,
@@ -94,8 +95,11 @@ def run(
       flyte run deployed-task features.featurize --x 1
       flyte run deployed-task features.featurize:VERSION --x 1
     """
+    if local and not follow:
+        raise CliUsageError("--detach cannot be used with --local: a local run lives in this process and ends with it")
     if file == DEPLOYED_TASK:
-        _run_deployed(ctx, RunOptions(name=run_name, labels=labels, max_wait_seconds=max_wait), task_name, task_args)
+        options = RunOptions(name=run_name, labels=labels, max_wait_seconds=max_wait)
+        _run_deployed(ctx, options, task_name, task_args, follow)
         return
     path = Path(file)
     if not path.is_file():
@@ -116,6 +120,8 @@ def run(
     if not local and not config.is_remote:
         click.echo(_local_note(config.source), err=True)
     mode: RunMode = "local" if local or not config.is_remote else "remote"
+    if mode == "local" and not follow:
+        raise CliUsageError("--detach needs a gateway: no config names an endpoint, so the run would be local")
 
     options = RunOptions(name=run_name, labels=labels, max_wait_seconds=max_wait)
     try:
@@ -132,10 +138,12 @@ def run(
         # The values parsed but the task's own codec refused them (e.g. a value the codec cannot encode).
         raise usage_error(interface, str(exc)) from None
 
-    _follow_and_report(ctx, started)
+    _follow_and_report(ctx, started, follow)
 
 
-def _run_deployed(ctx: click.Context, options: RunOptions, reference: str, task_args: tuple[str, ...]) -> None:
+def _run_deployed(
+    ctx: click.Context, options: RunOptions, reference: str, task_args: tuple[str, ...], follow: bool
+) -> None:
     try:
         flyte.init_from_config()
     except (OSError, ValueError) as exc:
@@ -155,20 +163,24 @@ def _run_deployed(ctx: click.Context, options: RunOptions, reference: str, task_
         raise CliUsageError(f"{exc.message}; usage: {task.interface.signature_text}") from None
     except (TypeError, ValueError) as exc:
         raise CliUsageError(f"{exc}; usage: {task.interface.signature_text}") from None
-    _follow_and_report(ctx, started)
+    _follow_and_report(ctx, started, follow)
 
 
-def _follow_and_report(ctx: click.Context, started: Run | RemoteRun) -> None:
+def _follow_and_report(ctx: click.Context, started: Run | RemoteRun, follow: bool) -> None:
+    announce(started)
+    if isinstance(started, RemoteRun):
+        if not follow:
+            click.echo(f"Detached: the run goes on; follow it with flyte get run {started.name} --follow", err=True)
+            ctx.exit(0)
+        ctx.exit(attach(started))
     try:
-        if isinstance(started, RemoteRun):
-            _follow_remote(started)
-        else:
-            watch(started, stderr_is_interactive())
+        watch(started, stderr_is_interactive())
     except KeyboardInterrupt:
-        _abort(started)
-        _report(started)
+        # A local run lives in this process: leaving it is ending it.
+        abort(started)
+        report(started)
         ctx.exit(INTERRUPTED)
-    ctx.exit(_report(started))
+    ctx.exit(report(started))
 
 
 def _local_note(source: Path | None) -> str:
@@ -186,58 +198,3 @@ def _shown(path: Path) -> str:
         if path.is_relative_to(base):
             return f"{prefix}/{path.relative_to(base)}"
     return str(path)
-
-
-def _follow_remote(started: RemoteRun) -> None:
-    """Follow a run in the gateway, showing counts of its actions by phase as they change."""
-    phases: dict[str, str] = {}
-
-    def on_change(action: ActionSummary) -> None:
-        phases[action.name] = action.phase.value
-        if stderr_is_interactive():
-            counts = Counter(phases.values())
-            text = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
-            click.echo(f"\r{started.name}: {len(phases)} actions ({text})\033[K", err=True, nl=False)
-
-    with contextlib.suppress(BaseRuntimeError):
-        started.wait(on_change=on_change)
-    if stderr_is_interactive():
-        click.echo("", err=True)
-
-
-def _abort(started: Run | RemoteRun) -> None:
-    click.echo(f"Interrupted: aborting run {started.name}", err=True)
-    started.abort("interrupted")
-    # A second Ctrl-C means "stop waiting"; the run's thread dies with the process.
-    if isinstance(started, Run):
-        with contextlib.suppress(KeyboardInterrupt):
-            started._state.finished.wait(10)
-
-
-def _report(started: Run | RemoteRun) -> int:
-    """Print the outcome: name, url, phase and outputs on stdout, the error on stderr; the exit code."""
-    click.echo(f"run: {started.name}")
-    click.echo(f"url: {started.url}")
-    click.echo(f"phase: {started.phase.value}")
-    if started.phase is Phase.SUCCEEDED:
-        outputs = started.outputs()
-        for i, value in enumerate(outputs):
-            label = "output" if len(outputs) == 1 else f"output[{i}]"
-            click.echo(f"{label}: {format_value(value)}")
-        return 0
-    error = started._state.error if isinstance(started, Run) else started._summary.error
-    if error is None:
-        raise CliError(f"run {started.name} ended {started.phase.value} without an error")
-    if error.traceback and started.phase is not Phase.ABORTED:
-        click.echo(error.traceback.rstrip(), err=True)
-    message = " ".join(error.message.split())
-    click.echo(f"Error: run {started.name} {started.phase.value}: {error.code}: {message}", err=True)
-    return 1
-
-
-def format_value(value: Any) -> str:
-    """A value as JSON when it has a JSON form (dataclasses and models too), else its repr."""
-    try:
-        return json.dumps(pydantic_core.to_jsonable_python(value), ensure_ascii=False)
-    except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
-        return repr(value)
