@@ -35,7 +35,17 @@ class BlobStore:
         return self.root / digest[:2] / digest
 
     async def exists(self, digest: str) -> bool:
-        return await asyncio.to_thread(self.path(digest).exists)
+        """Whether the blob is here; a yes also refreshes its time, because a client that sees it present skips the
+        upload and refers to it next, and retention's blob collection keeps anything that recent (its grace)."""
+        return await asyncio.to_thread(self._touch, self.path(digest))
+
+    @staticmethod
+    def _touch(path: Path) -> bool:
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return True
 
     async def put(self, digest: str, data: bytes) -> bool:
         """Store bytes under their digest; returns whether they were new."""
@@ -47,7 +57,7 @@ class BlobStore:
 
     def _write(self, digest: str, data: bytes) -> bool:
         target = self.path(digest)
-        if target.exists():
+        if self._touch(target):
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")

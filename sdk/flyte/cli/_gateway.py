@@ -51,6 +51,34 @@ def gateway() -> None:
     default=None,
     help="A 256-bit key (base64, mode 0600) that seals the secret store; without it the gateway keeps no secrets.",
 )
+@click.option(
+    "--retain-runs",
+    default=None,
+    metavar="DURATION",
+    help="Delete ended runs (actions, placements, spans, logs) this long after they ended: 30d, 12h, 30s. "
+    "Default: keep forever.",
+)
+@click.option(
+    "--retain-project",
+    "retain_projects",
+    multiple=True,
+    metavar="NAME=DURATION",
+    help="A project's own retention, overriding --retain-runs (repeatable).",
+)
+@click.option(
+    "--blob-grace",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="With retention on: an unreferenced blob is collected once it is this old.",
+)
+@click.option(
+    "--history-kept",
+    default=None,
+    type=click.IntRange(1),
+    metavar="REVISIONS",
+    help="Store revisions of history kept for watches to resume from (default 100000); older history is compacted.",
+)
 def serve(
     store_url: str | None,
     blobs: Path | None,
@@ -59,10 +87,24 @@ def serve(
     write_config: bool,
     policy_file: Path | None,
     secrets_key_file: Path | None,
+    retain_runs: str | None,
+    retain_projects: tuple[str, ...],
+    blob_grace: str,
+    history_kept: int | None,
 ) -> None:
     """Serve the gateway API (and, later, the UI) until SIGTERM or Ctrl-C."""
+    from gateway._retention import Retention, parse_duration, parse_project_retention
     from gateway._serve import default_config_path
     from gateway._serve import serve as run_gateway
+
+    try:
+        retention = Retention(
+            runs=parse_duration(retain_runs) if retain_runs is not None else None,
+            projects=parse_project_retention(retain_projects),
+            blob_grace=0.0 if blob_grace.strip() in ("0", "0s") else parse_duration(blob_grace),
+        )
+    except ValueError as exc:
+        raise CliUsageError(str(exc)) from None
 
     home = flyte_home() / "gateway"
     home.mkdir(parents=True, exist_ok=True)
@@ -78,6 +120,8 @@ def serve(
                 default_config_path() if write_config else None,
                 policy_file=policy_file,
                 secrets_key_file=secrets_key_file,
+                retention=retention,
+                history_kept=history_kept,
             )
         )
     except ValueError as exc:
