@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from flyte._paths import flyte_home
 
 from ._errors import CliError, CliUsageError
+
+if TYPE_CHECKING:
+    from gateway.store import Store
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -128,6 +135,75 @@ def serve(
         raise CliUsageError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+
+
+_STORE_OPTION = click.option(
+    "--store",
+    "store_url",
+    required=True,
+    metavar="URL",
+    help="sqlite:PATH or etcd://HOST:PORT.",
+)
+_BLOBS_OPTION = click.option(
+    "--with-blobs",
+    "blobs",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="The gateway's blob directory: its blobs go into (come out of) the backup, a tar file then.",
+)
+
+
+@gateway.command("backup")
+@_STORE_OPTION
+@_BLOBS_OPTION
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def backup(store_url: str, blobs: Path | None, out: Path) -> None:
+    """Write every key of the store at one revision to OUT (JSON lines; a tar file with --with-blobs).
+
+    Safe beside a running gateway: a SQLite file is opened read-only, and the keys are read at one revision.
+    """
+    from gateway._backup import backup as make_backup
+
+    if blobs is not None and not blobs.is_dir():
+        raise CliUsageError(f"--with-blobs {blobs}: no such directory")
+    summary = _in_store(store_url, lambda store: make_backup(store, out, blobs), read_only=True)
+    blob_note = f" and {summary.blobs} blobs" if blobs is not None else ""
+    click.echo(f"backed up {summary.keys} keys{blob_note} at revision {summary.revision} to {out}")
+
+
+@gateway.command("restore")
+@_STORE_OPTION
+@_BLOBS_OPTION
+@click.option("--force", is_flag=True, help="Restore into a store that already holds keys (same names are replaced).")
+@click.argument("source", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def restore(store_url: str, blobs: Path | None, force: bool, source: Path) -> None:
+    """Write the keys of a backup into the store (empty unless --force); start the gateway on it afterwards."""
+    from gateway._backup import restore as do_restore
+
+    summary = _in_store(store_url, lambda store: do_restore(store, source, blobs, force=force))
+    blob_note = f" and {summary.blobs} blobs into {blobs}" if blobs is not None else ""
+    click.echo(f"restored {summary.keys} keys{blob_note} (backed up at revision {summary.revision})")
+
+
+def _in_store(store_url: str, work: Callable[[Store], Awaitable[T]], *, read_only: bool = False) -> T:
+    """Run `work` on the store `store_url` names, turning refusals into a clean CLI error."""
+    from gateway._backup import BackupError
+    from gateway.store import StoreError, open_store
+
+    async def run() -> T:
+        store = await open_store(store_url, read_only=read_only)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except ValueError as exc:
+        raise CliUsageError(str(exc)) from None
+    except (BackupError, StoreError, OSError) as exc:
+        raise CliError(str(exc)) from None
 
 
 @gateway.group("token")
