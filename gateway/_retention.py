@@ -49,6 +49,7 @@ _ENDED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED})
 _DIGEST = re.compile(rb"[0-9a-f]{64}")
 _PICKLE_B64 = re.compile(rb'"pickle_b64":\s*"([A-Za-z0-9+/=]+)"')
 _SCAN_CHUNK = 1 << 20
+_PAGE = 500
 _BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
 _REFERRING = (RUNS, "/flyte/actions/", TASKS, CACHE, TRACES)
 """Prefixes whose values may name a blob; spans, placements and sessions never do."""
@@ -181,9 +182,11 @@ async def delete_run(store: Store, run: RunSummary, logs_dir: Path | None = None
 
 
 async def expired_runs(store: Store, retention: Retention, now: float) -> list[RunSummary]:
-    kvs, _ = await store.range(RUNS)
-    runs = [decode_run(kv) for kv in kvs]
-    return [run for run in runs if retention.expired(run, now)]
+    # Read in pages: a store with a million runs must not arrive as one response (etcd's gRPC limit) or one list.
+    expired = []
+    async for _, kvs in store.snapshot(RUNS, page=_PAGE):
+        expired += [run for run in map(decode_run, kvs) if retention.expired(run, now)]
+    return expired
 
 
 async def retain_once(store: Store, retention: Retention, logs_dir: Path | None, now: float) -> tuple[int, int]:
@@ -234,10 +237,9 @@ class BlobMarker:
     async def mark(self, store: Store) -> set[str]:
         marked: set[str] = set()
         for prefix in _REFERRING:
-            kvs, _ = await store.range(prefix)
-            for kv in kvs:
-                marked.update(_digests_in(kv.value))
-            await asyncio.sleep(0)
+            async for _, kvs in store.snapshot(prefix, page=_PAGE):
+                for kv in kvs:
+                    marked.update(_digests_in(kv.value))
         frontier = list(marked)
         while frontier:
             digest = frontier.pop()
