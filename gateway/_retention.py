@@ -158,13 +158,13 @@ async def _written_cache_keys(store: Store, run: RunSummary) -> list[str]:
     """Cache entries this run's actions wrote (their output is still the entry's value): a cached output lives as
     long as the run that computed it, so the cache cannot keep blobs of deleted runs forever."""
     keys = []
-    kvs, _ = await store.range(actions_prefix(run.name))
-    for kv in kvs:
-        action = ActionSummary.model_validate_json(kv.value)
-        if action.cache_key and action.output is not None and not action.cached:
-            entry = await store.get(CACHE + action.cache_key)
-            if entry is not None and entry.value == action.output.model_dump_json().encode():
-                keys.append(CACHE + action.cache_key)
+    async for _, kvs in store.snapshot(actions_prefix(run.name), page=_PAGE):
+        for kv in kvs:
+            action = ActionSummary.model_validate_json(kv.value)
+            if action.cache_key and action.output is not None and not action.cached:
+                entry = await store.get(CACHE + action.cache_key)
+                if entry is not None and entry.value == action.output.model_dump_json().encode():
+                    keys.append(CACHE + action.cache_key)
     # Two actions of a run may share a cache key; a transaction must not name a key twice.
     return list(dict.fromkeys(keys))
 

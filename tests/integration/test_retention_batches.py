@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flyte._wire import Phase, RunSummary
+from flyte._wire import ActionSummary, Phase, RunSummary, WireValue
 from gateway._retention import BlobMarker, Retention, collect_blobs, delete_run, parse_duration, parse_project_retention
-from gateway._runs import run_key
+from gateway._runs import action_key, run_key
 from gateway.store._sqlite import SqliteStore
 
 
@@ -95,5 +95,36 @@ async def test_the_sweep_spares_young_and_referenced_blobs(tmp_path: Path) -> No
         remaining = {p.name for p in root.glob("*/*")}
         assert remaining == {young_orphan, inner, outer}
         assert old_orphan not in remaining
+    finally:
+        await store.close()
+
+
+async def test_a_run_takes_the_cache_entries_it_wrote_and_leaves_the_others() -> None:
+    store = SqliteStore(":memory:")
+    try:
+        run = _run("cached", Phase.SUCCEEDED, 0.0)
+        output = WireValue(kind="json", digest="d" * 64, json_text="1")
+        await store.put(run_key("cached"), run.model_dump_json().encode())
+        for name, key, hit in (
+            ("a0", "mine", False),
+            ("a" + "1" * 20, "rewritten", False),
+            ("a" + "2" * 20, "hit", True),
+        ):
+            action = ActionSummary(
+                name=name,
+                parent=None,
+                task="t",
+                phase=Phase.SUCCEEDED,
+                run="cached",
+                cache_key=key,
+                output=output,
+                cached=hit,
+            )
+            await store.put(action_key("cached", name), action.model_dump_json().encode())
+            await store.put(f"/flyte/cache/{key}", output.model_dump_json().encode())
+        await store.put("/flyte/cache/rewritten", b'{"another": "output"}')
+        await delete_run(store, run)
+        left = sorted(kv.key for kv in (await store.range("/flyte/cache/"))[0])
+        assert left == ["/flyte/cache/hit", "/flyte/cache/rewritten"], "only the entry the run computed goes"
     finally:
         await store.close()
