@@ -3,10 +3,10 @@ nothing retained refers to are collected.
 
 What belongs to a run is found from its record alone, through `run_keys`, `run_prefixes` and `run_logs_dir`: a
 change of key layout (say, runs named per project) is a change to those three functions and nothing else. A run is
-deleted children first and its record last, in transactions of at most `BATCH` keys with a yield to the event loop
-between them, so the API stays responsive and a gateway that dies half-way finds the record still there and
-finishes the job on its next pass. Running runs are never touched: only a run whose record says it ended (a
-terminal phase and an `ended_at`) is a candidate.
+deleted children first and its record last, in transactions of at most `BATCH` keys (shared by small runs) with a
+yield to the event loop between them, so the API stays responsive and a gateway that dies half-way finds the record
+still there and finishes the job on its next pass. Running runs are never touched: only a run whose record says it
+ended (a terminal phase and an `ended_at`) is a candidate.
 
 Blobs are collected by mark and sweep. Mark: every 64-hex-digit string in a value under the prefixes that can refer
 to a blob (runs, actions, task versions, the cache, traces), inline pickles decoded, then every such string inside
@@ -22,12 +22,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import logging
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from gateway._dispatch import PLACEMENTS
 from gateway._registry import TASKS
 from gateway._runs import CACHE, IDEMPOTENCY, RUNS, actions_prefix, decode_run, run_key
 from gateway._tracing import SPANS
-from gateway.store import Delete, Store, StoreError
+from gateway.store import Delete, KeyValue, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.retention")
 
@@ -126,8 +127,7 @@ def run_keys(run: RunSummary) -> list[str]:
 
 
 def run_prefixes(run: RunSummary) -> list[str]:
-    """Prefixes holding a run's many keys: placement records, spans, trace records, and its actions (last, so the
-    actions, which say which cache entries the run wrote, are still there while the rest goes)."""
+    """Prefixes holding a run's many keys: placement records, spans, trace records, and its actions."""
     return [f"{PLACEMENTS}{run.name}/", f"{SPANS}{run.name}/", f"{TRACES}{run.name}/", actions_prefix(run.name)]
 
 
@@ -138,47 +138,71 @@ def run_logs_dir(logs_dir: Path, run: RunSummary) -> Path:
 # -- deleting ------------------------------------------------------------------------------------------------------
 
 
-async def _delete_keys(store: Store, keys: list[str]) -> int:
-    for start in range(0, len(keys), BATCH):
-        await store.txn([], [Delete(k) for k in keys[start : start + BATCH]])
-        await asyncio.sleep(0)
-    return len(keys)
+class _Deleter:
+    """Deletes keys in the order they are added, in transactions of `BATCH` keys with a yield between them; keys of
+    several small runs share a transaction, so a pass over thousands of ended runs costs few commits."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.deleted = 0
+        self._pending: dict[str, None] = {}
+        """Insertion-ordered and without repeats: a transaction must not name a key twice."""
+
+    async def add(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._pending[key] = None
+            if len(self._pending) >= BATCH:
+                await self.flush()
+
+    async def flush(self) -> None:
+        if self._pending:
+            await self.store.txn([], [Delete(k) for k in self._pending])
+            self.deleted += len(self._pending)
+            self._pending.clear()
+            await asyncio.sleep(0)
+
+    async def add_prefix(self, prefix: str, also: Callable[[KeyValue], Awaitable[str | None]] | None = None) -> None:
+        """Every key under `prefix` (with, before each, the key `also` names for it, if any)."""
+        while True:
+            kvs, _ = await self.store.range(prefix, limit=BATCH)
+            for kv in kvs:
+                extra = await also(kv) if also is not None else None
+                await self.add([kv.key] if extra is None else [extra, kv.key])
+            if len(kvs) < BATCH:
+                return
+            # A full page: what it named must be gone before the next range can see past it.
+            await self.flush()
 
 
-async def _delete_prefix(store: Store, prefix: str) -> int:
-    deleted = 0
-    while True:
-        kvs, _ = await store.range(prefix, limit=BATCH)
-        if not kvs:
-            return deleted
-        deleted += await _delete_keys(store, [kv.key for kv in kvs])
+async def _cache_entry_written(store: Store, kv: KeyValue) -> str | None:
+    """The cache entry this action wrote, if its output is still the entry's value: a cached output lives as long
+    as the run that computed it, so the cache cannot keep blobs of deleted runs forever."""
+    action = ActionSummary.model_validate_json(kv.value)
+    if not action.cache_key or action.output is None or action.cached:
+        return None
+    entry = await store.get(CACHE + action.cache_key)
+    if entry is None or entry.value != action.output.model_dump_json().encode():
+        return None
+    return CACHE + action.cache_key
 
 
-async def _written_cache_keys(store: Store, run: RunSummary) -> list[str]:
-    """Cache entries this run's actions wrote (their output is still the entry's value): a cached output lives as
-    long as the run that computed it, so the cache cannot keep blobs of deleted runs forever."""
-    keys = []
-    async for _, kvs in store.snapshot(actions_prefix(run.name), page=_PAGE):
-        for kv in kvs:
-            action = ActionSummary.model_validate_json(kv.value)
-            if action.cache_key and action.output is not None and not action.cached:
-                entry = await store.get(CACHE + action.cache_key)
-                if entry is not None and entry.value == action.output.model_dump_json().encode():
-                    keys.append(CACHE + action.cache_key)
-    # Two actions of a run may share a cache key; a transaction must not name a key twice.
-    return list(dict.fromkeys(keys))
+async def _delete_run(deleter: _Deleter, run: RunSummary, logs_dir: Path | None) -> None:
+    store = deleter.store
+    for prefix in run_prefixes(run):
+        also = functools.partial(_cache_entry_written, store) if prefix == actions_prefix(run.name) else None
+        await deleter.add_prefix(prefix, also)
+    # Logs go before the record: a gateway stopped in between finds the record and finishes the job.
+    if logs_dir is not None:
+        await asyncio.to_thread(shutil.rmtree, run_logs_dir(logs_dir, run), True)
+    await deleter.add([key for key in run_keys(run) if await store.get(key) is not None])
 
 
 async def delete_run(store: Store, run: RunSummary, logs_dir: Path | None = None) -> int:
     """Delete a run and everything keyed by it; returns the number of keys deleted. Safe to repeat."""
-    deleted = await _delete_keys(store, await _written_cache_keys(store, run))
-    for prefix in run_prefixes(run):
-        deleted += await _delete_prefix(store, prefix)
-    for key in run_keys(run):
-        deleted += 1 if await store.delete(key) else 0
-    if logs_dir is not None:
-        await asyncio.to_thread(shutil.rmtree, run_logs_dir(logs_dir, run), True)
-    return deleted
+    deleter = _Deleter(store)
+    await _delete_run(deleter, run, logs_dir)
+    await deleter.flush()
+    return deleter.deleted
 
 
 async def expired_runs(store: Store, retention: Retention, now: float) -> list[RunSummary]:
@@ -192,10 +216,11 @@ async def expired_runs(store: Store, retention: Retention, now: float) -> list[R
 async def retain_once(store: Store, retention: Retention, logs_dir: Path | None, now: float) -> tuple[int, int]:
     """One pass over the runs; returns (runs deleted, keys deleted)."""
     runs = await expired_runs(store, retention, now)
-    keys = 0
+    deleter = _Deleter(store)
     for run in runs:
-        keys += await delete_run(store, run, logs_dir)
-    return len(runs), keys
+        await _delete_run(deleter, run, logs_dir)
+    await deleter.flush()
+    return len(runs), deleter.deleted
 
 
 # -- blobs ---------------------------------------------------------------------------------------------------------
