@@ -1,16 +1,16 @@
 """Retention soak: many short runs against a gateway with a short retention, and the store's size over time.
 
-    python bench/retention_soak.py [--minutes 4] [--retain 30s] [--stores sqlite,etcd] [--every 15]
+    python bench/retention_soak.py [--minutes 4] [--retain 30s] [--rate 5] [--stores sqlite,etcd] [--every 20]
 
 For each store a real gateway process is started (`flyte gateway serve --retain-runs 30s --blob-grace 30s
---history-kept 5000`; etcd started by the script when `etcd` is on PATH). Four loops then make runs back to back:
-each uploads a unique input blob, creates a run (with an idempotency key) whose input refers to it, submits four
-children, and moves every action through running to succeeded. Every `--every` seconds a line shows the runs made
-so far, the runs the gateway still lists, the blobs on disk, and the store's size: the SQLite file plus its WAL, or
-etcd's `etcd_mvcc_db_total_size_in_bytes` and `..._in_use_in_bytes` from its /metrics. After the first retention
-period (plus a pass, and the first history compaction a minute in) the size should stay flat. Never pass/fail.
-
-Last run (2 cores shared with other work), see the report in `docs/operations.md` ("Retention").
+--history-kept 1000`; etcd started by the script when `etcd` is on PATH). Four loops then make `--rate` runs a
+second between them: each uploads a unique input blob, creates a run (with an idempotency key) whose input refers
+to it, submits four children, and moves every action through running to succeeded. Every `--every` seconds a line
+shows the runs made so far, the runs the gateway still lists, the blobs on disk, and the store's size: the SQLite
+file plus its WAL, or etcd's `etcd_mvcc_db_total_size_in_bytes` and `..._in_use_in_bytes` from its /metrics. The
+size is the live keys (bounded by retention) plus the history kept (bounded by `--history-kept`, compacted once a
+minute): after the first retention period and the first compaction past it, it should stay flat.
+Figures of the last run are in `docs/operations.md` ("Retention"). Timing and sizes only; never pass/fail.
 """
 
 from __future__ import annotations
@@ -116,9 +116,13 @@ class Driver:
         await self.finish(name, "a0")
         self.runs += 1
 
-    async def loop(self, task: str, until: float) -> None:
-        while time.monotonic() < until:
+    async def loop(self, task: str, until: float, period: float) -> None:
+        """Runs back to back, one every `period` seconds at most (a steady load, not a stress test)."""
+        next_start = time.monotonic()
+        while next_start < until:
+            await asyncio.sleep(max(0.0, next_start - time.monotonic()))
             await self.one_run(task)
+            next_start += period
 
 
 def _etcd_sizes(etcd: EtcdProcess) -> tuple[int, int]:
@@ -138,7 +142,12 @@ def _sqlite_sizes(db: Path) -> tuple[int, int]:
 
 
 async def soak(
-    gateway: GatewayProcess, minutes: float, every: float, sizes: Callable[[], tuple[int, int]], labels: tuple[str, str]
+    gateway: GatewayProcess,
+    minutes: float,
+    every: float,
+    rate: float,
+    sizes: Callable[[], tuple[int, int]],
+    labels: tuple[str, str],
 ) -> None:
     blobs = gateway.home / "flyte" / "gateway" / "blobs"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.token}"}) as http:
@@ -146,7 +155,7 @@ async def soak(
         task = await driver.deploy()
         start = time.monotonic()
         until = start + minutes * 60
-        loops = [asyncio.create_task(driver.loop(task, until)) for _ in range(LOOPS)]
+        loops = [asyncio.create_task(driver.loop(task, until, LOOPS / rate)) for _ in range(LOOPS)]
         print(f"{'t s':>6}{'runs made':>11}{'runs kept':>11}{'blobs':>8}{labels[0]:>14}{labels[1]:>14}", flush=True)
         while not all(loop.done() for loop in loops):
             await asyncio.wait(loops, timeout=every)
@@ -167,11 +176,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--retain", default="30s")
-    parser.add_argument("--every", type=float, default=15.0)
+    parser.add_argument("--every", type=float, default=20.0)
     parser.add_argument("--stores", default="sqlite,etcd")
+    parser.add_argument("--history", type=int, default=1000, help="--history-kept: store revisions of history kept.")
+    parser.add_argument("--rate", type=float, default=5.0, help="Runs per second offered (each with 5 actions).")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="flyte-bench-retention-"))
-    options = ["--retain-runs", args.retain, "--blob-grace", args.retain, "--history-kept", "5000"]
+    options = ["--retain-runs", args.retain, "--blob-grace", args.retain, "--history-kept", str(args.history)]
     try:
         for store in args.stores.split(","):
             etcd = None
@@ -192,7 +203,7 @@ def main() -> None:
             os.environ.pop("FLYTE_ENDPOINT", None)
             gateway = GatewayProcess(url, root / f"home-{store}", extra_args=options).start()
             try:
-                asyncio.run(soak(gateway, args.minutes, args.every, sizes, labels))
+                asyncio.run(soak(gateway, args.minutes, args.every, args.rate, sizes, labels))
             finally:
                 gateway.stop()
                 if etcd is not None:
