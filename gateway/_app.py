@@ -22,6 +22,7 @@ from gateway._metrics import Metrics
 from gateway._openapi import openapi_document
 from gateway._otlp import AUTHENTICATOR, receive_traces
 from gateway._registry import Registry
+from gateway._retention import Retention, retain_forever
 from gateway._routes import ALL_ROUTES
 from gateway._runs import Runs
 from gateway._secrets import SECRET_KEY
@@ -36,7 +37,12 @@ MAX_BODY = 256 * 1024 * 1024
 
 
 def create_app(
-    store: Store, blobs_dir: Path, logs_dir: Path | None = None, secret_key: AESGCM | None = None
+    store: Store,
+    blobs_dir: Path,
+    logs_dir: Path | None = None,
+    secret_key: AESGCM | None = None,
+    retention: Retention | None = None,
+    history_kept: int | None = None,
 ) -> web.Application:
     metrics = Metrics()
     authenticator = Authenticator(store)
@@ -60,6 +66,8 @@ def create_app(
         app.router.add_route(route.method, route.path, route.handler)
     app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
     app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
+    app[RETENTION] = retention or Retention()
+    app[HISTORY] = HISTORY_KEPT if history_kept is None else history_kept
     app.router.add_get("/api/v1/agents/connect", agent_connect)
     app.router.add_get("/api/v1/workers/connect", worker_connect)
     app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)
@@ -88,21 +96,30 @@ HISTORY_KEPT = 100_000
 """Store revisions of history kept for watches to resume from; older history is compacted away."""
 COMPACT_EVERY = 60.0
 COMPACTOR = web.AppKey("compactor", asyncio.Task[None])
+RETENTION = web.AppKey("retention", Retention)
+HISTORY = web.AppKey("history_kept", int)
+RETAINER = web.AppKey("retainer", asyncio.Task[None])
 
 
 async def _start_dispatcher(app: web.Application) -> None:
     await app[DISPATCHER].start()
-    app[COMPACTOR] = asyncio.create_task(_compact_forever(app[SERVICES].store))
+    store = app[SERVICES].store
+    app[COMPACTOR] = asyncio.create_task(_compact_forever(store, app[HISTORY]))
+    retention = app[RETENTION]
+    if retention.enabled:
+        app[RETAINER] = asyncio.create_task(retain_forever(store, retention, app[SERVICES].blobs.root, app[LOGS_DIR]))
 
 
 async def _stop_dispatcher(app: web.Application) -> None:
-    app[COMPACTOR].cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await app[COMPACTOR]
+    for task in (app[COMPACTOR], app.get(RETAINER)):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await app[DISPATCHER].stop()
 
 
-async def _compact_forever(store: Store) -> None:
+async def _compact_forever(store: Store, kept: int) -> None:
     """Keep the store's history bounded, as etcd's auto-compaction would (the embedded store has none).
 
     A watch that falls behind the kept history gets a `reset` and a fresh snapshot, so nothing is missed.
@@ -111,7 +128,7 @@ async def _compact_forever(store: Store) -> None:
     while True:
         await asyncio.sleep(COMPACT_EVERY)
         try:
-            compacted = await compact_once(store, compacted, HISTORY_KEPT)
+            compacted = await compact_once(store, compacted, kept)
         except StoreError as error:
             log.warning("compaction skipped: %s", error)
 

@@ -50,7 +50,17 @@ class BlobStore:
         return self.root / digest[:2] / digest
 
     async def exists(self, digest: str) -> bool:
-        return await asyncio.to_thread(self.path(digest).exists)
+        """Whether the blob is here; a yes also refreshes its time, because a client that sees it present skips the
+        upload and refers to it next, and retention's blob collection keeps anything that recent (its grace)."""
+        return await asyncio.to_thread(self._touch, self.path(digest))
+
+    @staticmethod
+    def _touch(path: Path) -> bool:
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return True
 
     async def projects(self, digest: str) -> frozenset[str]:
         """The projects whose tokens may read the blob (none: nobody but an admin)."""
@@ -70,6 +80,8 @@ class BlobStore:
             if actual != digest:
                 raise bad_request(f"the content's sha256 is {actual}, not {digest}", code="digest_mismatch")
             created = await asyncio.to_thread(_install, Path(tmp), target)
+            if not created:
+                self._touch(target)  # found already there: as new to retention's grace period as an upload
         finally:
             await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
         await self._own(digest, project)

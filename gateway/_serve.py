@@ -20,6 +20,7 @@ from flyte._config import write_config
 from gateway._app import create_app
 from gateway._auth import create_token
 from gateway._dispatch import DISPATCHER
+from gateway._retention import Retention
 from gateway._secrets import load_key
 from gateway.store import Store, open_store
 from policies import parse_policy
@@ -70,6 +71,8 @@ async def serve(
     ready: asyncio.Event | None = None,
     policy_file: Path | None = None,
     secrets_key_file: Path | None = None,
+    retention: Retention | None = None,
+    history_kept: int | None = None,
 ) -> None:
     policy_text = None
     # A bad key file is refused before anything starts, like a bad policy.
@@ -78,7 +81,7 @@ async def serve(
         policy_text = await asyncio.to_thread(policy_file.read_text)
         parse_policy(policy_text, policy_file.name)  # refuse a bad file before anything starts
     store = await open_store(store_url)
-    app = create_app(store, blobs, secret_key=secret_key)
+    app = create_app(store, blobs, secret_key=secret_key, retention=retention, history_kept=history_kept)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -104,6 +104,27 @@ class EtcdStore:
             resp = await self._kv.get(key, end, limit=max(limit, 0), timeout=self._timeout)
         return [_kv(kv) for kv in resp.kvs], resp.header.revision
 
+    async def snapshot(self, prefix: str = "", *, page: int = 1000) -> AsyncIterator[tuple[int, list[KeyValue]]]:
+        if page <= 0:
+            raise ValueError(f"a snapshot page holds at least one key, not {page}")
+        key, end = _range_bounds(prefix)
+        rev = await self.revision()
+        while True:
+            with self._errors():
+                try:
+                    resp = await self._kv.get(key, end, revision=rev, limit=page, timeout=self._timeout)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                        raise Compacted(rev) from exc
+                    raise
+            if not resp.kvs:
+                return
+            yield rev, [_kv(kv) for kv in resp.kvs]
+            if not resp.more:
+                return
+            # The next page starts just after the last key read (a key followed by a zero byte).
+            key = resp.kvs[-1].key + b"\0"
+
     async def revision(self) -> int:
         with self._errors():
             # A linearizable read of an absent key: cheap, and it proves the cluster has a quorum.

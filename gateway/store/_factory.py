@@ -10,9 +10,12 @@ from ._protocol import Store
 FORMS = '"sqlite:PATH" (embedded SQLite file), "memory" (embedded, in memory, for tests) or "etcd://HOST:PORT"'
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, *, read_only: bool = False) -> Store:
     """Open the store `url` names. Async because the etcd client needs the running loop; it does not wait for
-    etcd to answer, so a gateway can start while etcd is down and report itself not ready until it answers."""
+    etcd to answer, so a gateway can start while etcd is down and report itself not ready until it answers.
+
+    `read_only` opens a SQLite file without touching it (a backup beside the gateway that owns it); etcd serves
+    any number of clients, so it changes nothing there."""
     if url == "memory":
         from ._sqlite import SqliteStore
 
@@ -23,6 +26,8 @@ async def open_store(url: str) -> Store:
         path = url.removeprefix("sqlite:")
         if not path:
             raise ValueError(f"store URL {url!r} names no file; expected {FORMS}")
+        if read_only:
+            return SqliteStore(_expand(path), read_only=True)
         return SqliteStore(_prepare_file(path))
     if url.startswith("etcd://"):
         # Imported only here: the embedded default should not pay for loading gRPC.
@@ -44,3 +49,7 @@ def _prepare_file(path: str) -> str:
     path = os.path.expanduser(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return path
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(path)

@@ -120,6 +120,15 @@ class Store(Protocol):
         """Keys under a prefix in key order (at most `limit`, 0 = all), and the revision they were read at."""
         ...
 
+    def snapshot(self, prefix: str = "", *, page: int = 1000) -> AsyncIterator[tuple[int, list[KeyValue]]]:
+        """Every key under `prefix` as of one revision, in key order, in pages of at most `page` keys, each with
+        that revision (the same for every page): writes made while the pages are read are not in them.
+
+        For backups, which must not hold every key in memory at once; on etcd the revision must stay uncompacted
+        until the last page (`Compacted` otherwise: start again).
+        """
+        ...
+
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Write one key; returns the revision of the write."""
         ...

@@ -113,23 +113,30 @@ def _private_files(path: str) -> None:
 class SqliteStore:
     """The `Store` protocol on SQLite. `quota_bytes` (0 = none) bounds the live data; past it, puts fail."""
 
-    def __init__(self, path: str, *, quota_bytes: int = 0):
+    def __init__(self, path: str, *, quota_bytes: int = 0, read_only: bool = False):
         self._path = path
         self._quota = quota_bytes
         self._closed = False
+        self._read_only = read_only
         try:
-            _private_files(path)
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one SQL transaction per revision.
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._rev, self._compacted = self._db.execute("SELECT revision, compacted FROM meta").fetchone()
-            # As etcd does when a new leader takes over: every lease gets at least a full TTL from now, so holders
-            # can reconnect and renew instead of all expiring the moment a gateway that was down comes back.
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("UPDATE leases SET expires_at = MAX(expires_at, ? + ttl)", (time.time(),))
+            if read_only:
+                # For backups of a file a running gateway owns: no lease renewal, no sweeper, nothing written.
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+                self._rev, self._compacted = self._db.execute("SELECT revision, compacted FROM meta").fetchone()
+            else:
+                _private_files(path)
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves, one SQL transaction per revision.
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                self._rev, self._compacted = self._db.execute("SELECT revision, compacted FROM meta").fetchone()
+                # As etcd does when a new leader takes over: every lease gets at least a full TTL from now, so
+                # holders can reconnect and renew instead of all expiring the moment a gateway that was down comes
+                # back.
+                with self._db:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.execute("UPDATE leases SET expires_at = MAX(expires_at, ? + ttl)", (time.time(),))
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the SQLite store at {path}: {exc}") from exc
         self._watchers: set[_Watcher] = set()
@@ -162,6 +169,46 @@ class SqliteStore:
         with self._errors():
             rows = self._db.execute(sql, args).fetchall()
         return [_kv(r) for r in rows], self._rev
+
+    async def snapshot(self, prefix: str = "", *, page: int = 1000) -> AsyncIterator[tuple[int, list[KeyValue]]]:
+        self._ready()
+        if page <= 0:
+            raise ValueError(f"a snapshot page holds at least one key, not {page}")
+        if self._path == ":memory:":
+            # Nothing else can open an in-memory database: one read is the snapshot (test stores are small).
+            kvs, at = await self.range(prefix)
+            for first in range(0, len(kvs), page):
+                yield at, kvs[first : first + page]
+            return
+        # A second connection in one read transaction sees the file as of its first read (WAL snapshot isolation),
+        # while this store's own connection goes on writing.
+        rev: int
+        with self._errors():
+            reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None)
+        try:
+            with self._errors():
+                reader.execute("BEGIN")
+                rev = reader.execute("SELECT revision FROM meta").fetchone()[0]
+            start = prefix.encode()
+            end = prefix_end(start)
+            after: bytes | None = None
+            while True:
+                sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE key >= ?"
+                args: list[Any] = [start]
+                if after is not None:
+                    sql += " AND key > ?"
+                    args.append(after)
+                if end is not None:
+                    sql += " AND key < ?"
+                    args.append(end)
+                with self._errors():
+                    rows = reader.execute(sql + " ORDER BY key LIMIT ?", [*args, page]).fetchall()
+                if not rows:
+                    return
+                after = rows[-1][0]
+                yield rev, [_kv(r) for r in rows]
+        finally:
+            reader.close()
 
     async def revision(self) -> int:
         self._ready()
@@ -424,7 +471,7 @@ class SqliteStore:
     def _ready(self) -> None:
         if self._closed:
             raise StoreUnavailable(f"{self!r} is closed")
-        if self._sweeper is None:
+        if self._sweeper is None and not self._read_only:
             self._leases_changed = asyncio.Event()
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_leases(), name="sqlite-lease-sweep")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,6 +18,15 @@ from gateway_process import GatewayProcess
 def key_prefix() -> str:
     """Keys of one test: nothing another test wrote to a shared store can match it."""
     return f"/test/{uuid.uuid4().hex}/"
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL for a gateway process, once an embedded SQLite file and once this test's own etcd."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'state.db'}"
+    else:
+        yield request.getfixturevalue("etcd_fresh").url
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -13,14 +12,6 @@ import pytest
 from gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:{tmp_path / 'state.db'}"
-    else:
-        yield request.getfixturevalue("etcd_fresh").url
 
 
 def _value(obj: object) -> dict[str, str]:

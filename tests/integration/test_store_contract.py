@@ -152,6 +152,31 @@ async def test_revisions_one_per_write_and_per_txn(store: Store, key_prefix: str
     assert nothing.revision == result.revision == await store.revision()
 
 
+async def test_snapshot_pages_every_key_at_one_revision(store: Store, key_prefix: str) -> None:
+    await store.txn([], [Put(f"{key_prefix}k{i:03d}", str(i).encode()) for i in range(25)])
+    await store.put(key_prefix + "z", b"last")
+    await store.put(key_prefix[:-1] + "-other/k", b"not under the prefix")
+    before = await store.revision()
+    pages: list[list[str]] = []
+    revisions = set()
+    async for revision, kvs in store.snapshot(key_prefix, page=10):
+        if not pages:
+            # Written after the snapshot began: not in any page, on either store.
+            await store.put(key_prefix + "k000", b"changed")
+            await store.put(key_prefix + "new", b"new")
+            await store.delete(key_prefix + "z")
+        pages.append([kv.key.removeprefix(key_prefix) for kv in kvs])
+        revisions.add(revision)
+        if kvs[0].key == key_prefix + "k000":
+            assert kvs[0].value == b"0"
+    assert revisions == {before}
+    assert [len(p) for p in pages] == [10, 10, 6]
+    assert [key for p in pages for key in p] == [f"k{i:03d}" for i in range(25)] + ["z"]
+    assert [p async for p in store.snapshot(key_prefix + "nothing/")] == []
+    with pytest.raises(ValueError, match="at least one key"):
+        await anext(store.snapshot(key_prefix, page=0))
+
+
 # -- transactions ------------------------------------------------------------------------------------------------
 
 

@@ -729,6 +729,21 @@ def test_a_gateway_refuses_to_start_on_a_bad_policy_file(tmp_path: Path, isolate
 
 
 @pytest.mark.parametrize(
+    ("option", "complaint"),
+    [
+        (["--retain-runs", "3 years"], "retention is a positive number with a unit"),
+        (["--retain-project", "scratch"], "--retain-project takes NAME=DURATION"),
+        (["--blob-grace", "soon"], "not 'soon'"),
+    ],
+)
+def test_a_gateway_refuses_to_start_on_a_bad_retention(option: list[str], complaint: str) -> None:
+    result = CliRunner().invoke(main, ["gateway", "serve", "--store", "memory", "--port", "0", *option])
+    assert result.exit_code == 2
+    assert complaint in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
     ("args", "complaint"),
     [
         (["policy", "simulate", "--policy", "{policy}", "--since", "soon"], "--since 'soon'"),
