@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import site
 import sys
@@ -43,8 +44,28 @@ class ImageBuildError(SettingsError):
         super().__init__("ImageBuildFailed", message)
 
 
+PROVIDED = frozenset({"flyte", "unionai-reuse"})
+"""Distributions the platform itself gives every worker, never installed into an image's venv: the `flyte` SDK is
+ours (PyPI's would hide it: the venv's site-packages come first), and reusable environments are built in (a Flyte 2
+image adds `unionai-reuse` for them, as the brief's `reuse.py` does)."""
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _provided(requirement: str) -> bool:
+    match = _NAME.match(requirement)
+    return match is not None and re.sub(r"[-_.]+", "-", match.group(1)).lower() in PROVIDED
+
+
 def pip_layers(image_spec: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return [layer for layer in (image_spec or {}).get("layers", []) if layer.get("kind") == "pip_packages"]
+    """The spec's pip layers, less what the platform provides; a layer left with nothing to install is dropped."""
+    layers = []
+    for layer in (image_spec or {}).get("layers", []):
+        if layer.get("kind") != "pip_packages":
+            continue
+        wanted = [p for p in layer.get("packages", []) if not _provided(str(p))]
+        if wanted:
+            layers.append({**layer, "packages": wanted})
+    return layers
 
 
 def image_env(image_spec: dict[str, Any] | None) -> dict[str, str]:
@@ -135,6 +156,15 @@ class Venvs:
                 await _run(command)
             except ImageBuildError as error:
                 raise ImageBuildError(f"could not install pip packages {wanted} (of {packages}): {error}") from None
+        # A package that depends on PyPI's `flyte` brought it in: take it out, so the worker imports ours.
+        present = await _run(
+            [python, "-c", "import importlib.metadata as m; print(any(m.distributions(name='flyte')))"]
+        )
+        if present.strip() == "True":
+            if uv is not None:
+                await _run([uv, "pip", "uninstall", "--python", python, "flyte"])
+            else:
+                await _run([python, "-m", "pip", "uninstall", "--yes", "--disable-pip-version-check", "flyte"])
 
 
 def _chain_site_packages(purelib: Path) -> None:

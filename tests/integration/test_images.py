@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent._images import ImageBuildError, Venvs
+from agent._images import ImageBuildError, Venvs, pip_layers
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,3 +36,15 @@ async def test_a_package_that_cannot_be_installed_names_it_and_leaves_nothing(tm
         await venvs.python_for(broken)
     assert raised.value.code == "ImageBuildFailed"
     assert list((tmp_path / "venvs").iterdir()) == []
+
+
+def test_packages_the_platform_provides_are_never_installed_into_an_image_venv() -> None:
+    # The brief's reuse.py asks for unionai-reuse, which brings PyPI's flyte: that would hide our SDK in the venv.
+    spec = {
+        "layers": [
+            {"kind": "pip_packages", "packages": ["unionai-reuse>=0.1.10", "Flyte==2.1", "six"]},
+            {"kind": "pip_packages", "packages": ["unionai_reuse"]},
+            {"kind": "env_vars", "variables": [["A", "1"]]},
+        ]
+    }
+    assert pip_layers(spec) == [{"kind": "pip_packages", "packages": ["six"]}]
