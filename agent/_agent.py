@@ -234,8 +234,11 @@ class Agent:
             self._started.popitem(last=False)
         resources = assignment.resources
         demand = {
-            "cpu": float((resources.get("cpu") or {}).get("request") or 0.0),
-            "memory": float((resources.get("memory") or {}).get("request") or 0.0),
+            # A one-off attempt counts as the cluster's default request where it declares none, as the gateway
+            # counted it when it placed it here.
+            resource: float((resources.get(resource) or {}).get("request") or 0.0)
+            or (0.0 if assignment.reusable else self.cluster.default_request[resource])
+            for resource in ("cpu", "memory")
         }
         self.running[key] = Running(assignment, demand=demand)
         self._spawn(self._run(key))

@@ -20,8 +20,8 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +29,7 @@ from aiohttp import web
 from flyte import _failpoints as failpoints
 from flyte._retrying import RetryDelay
 from flyte._wire import (
+    DEFAULT_REQUEST,
     AbortMessage,
     ActionEvent,
     ActionSummary,
@@ -128,12 +129,15 @@ class Dispatcher:
         """What each project's placed and running actions hold (cpu, memory, gpu), for quotas and fair share."""
         self._noted: dict[tuple[str, str], str] = {}
         """The waiting reason last recorded for each queued action: recorded again only when it changes."""
+        self._default_request: Mapping[str, float] = DEFAULT_REQUEST
+        """What a one-off action counts as holding where it declares nothing: see `default_request`."""
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         clusters, _ = await self.store.range(CLUSTERS)
         self.known = {kv.key.removeprefix(CLUSTERS): ClusterRecord.model_validate_json(kv.value) for kv in clusters}
+        self._default_request = default_request(self.known.values())
         cordons, _ = await self.store.range(CORDONS)
         self.cordons = {kv.key.removeprefix(CORDONS): CordonRecord.model_validate_json(kv.value) for kv in cordons}
         stored = await self.store.get(POLICY_KEY)
@@ -375,6 +379,9 @@ class Dispatcher:
             waited_seconds=max(0.0, now - queued_since),
             spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
         )
+        if reusable is None:
+            # A one-off action starts a process of its own: asking for nothing must not mean it fits forever.
+            demand = with_default_request(demand, self._default_request)
         return _Pending(action, demand, task, project, domain, resources, reusable, timeout)
 
     def _snapshots(self) -> list[ClusterSnapshot]:
@@ -557,6 +564,7 @@ class Dispatcher:
         record = record.model_copy(update={"epoch": epoch, "last_heartbeat": time.time(), "healthy": True})
         await self.store.put(CLUSTERS + record.name, record.model_dump_json().encode())
         self.known[record.name] = record
+        self._default_request = default_request(self.known.values())
         await self.store.put(SESSIONS + record.name, str(epoch).encode(), lease=lease.id)
         old = self.sessions.get(record.name)
         session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=dict(record.free))
@@ -755,6 +763,28 @@ def _demand(
         parent_cluster=parent_cluster,
         waited_seconds=waited_seconds,
         spread_key=spread_key,
+    )
+
+
+def default_request(clusters: Iterable[ClusterRecord]) -> Mapping[str, float]:
+    """The default request placement applies: the largest each registered cluster advertises, so that a cluster
+    chosen for an action that declares nothing is never over-committed by its own agent's account."""
+    merged: dict[str, float] = dict(DEFAULT_REQUEST)
+    for index, record in enumerate(clusters):
+        for resource, amount in record.default_request.items():
+            merged[resource] = amount if index == 0 else max(merged[resource], amount)
+    return merged
+
+
+def with_default_request(demand: Demand, default: Mapping[str, float]) -> Demand:
+    """`demand` with the default request for each of cpu and memory it does not declare (a reusable environment's
+    actions run in its pool's processes and need none)."""
+    if demand.cpu > 0 and demand.memory > 0:
+        return demand
+    return replace(
+        demand,
+        cpu=demand.cpu if demand.cpu > 0 else default["cpu"],
+        memory=demand.memory if demand.memory > 0 else int(default["memory"]),
     )
 
 

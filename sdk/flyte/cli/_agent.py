@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -50,6 +51,18 @@ def agent() -> None:
     type=click.IntRange(0, 64),
     help="Workers started ahead of time, SDK imported, for one-off actions (0: start each cold).",
 )
+@click.option(
+    "--default-cpu",
+    default="100m",
+    show_default=True,
+    help="The CPU a one-off task that declares no request counts as holding (placement and admission).",
+)
+@click.option(
+    "--default-memory",
+    default="256Mi",
+    show_default=True,
+    help="The memory a one-off task that declares no request counts as holding.",
+)
 def serve(
     gateway_url: str,
     token: str,
@@ -68,6 +81,8 @@ def serve(
     kubeconfig: Path | None,
     default_image: str | None,
     spares: int,
+    default_cpu: str,
+    default_memory: str,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent
@@ -78,6 +93,15 @@ def serve(
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None
+    try:
+        default_request: dict[Literal["cpu", "memory"], float] = {
+            "cpu": parse_cpu(default_cpu),
+            "memory": float(parse_quantity(default_memory)),
+        }
+        if default_request["memory"] <= 0:
+            raise ValueError(f"{default_memory!r} must be > 0")
+    except ValueError as exc:
+        raise CliUsageError(f"--default-cpu/--default-memory: {exc}") from None
     if gpu:
         kind, _, count = gpu.partition(":")
         capacity[f"gpu:{kind}"] = float(count or 1)
@@ -92,6 +116,7 @@ def serve(
             free=capacity,
             cost_per_cpu_hour=cost_cpu_hour,
             cost_per_gpu_hour=cost_gpu_hour,
+            default_request=default_request,
         )
     except ValueError as exc:
         raise CliUsageError(str(exc).splitlines()[0]) from None
