@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import pydantic
 
+from agent._admission import Admission
 from agent._images import Venvs, image_env, pip_layers
 from agent._pools import Pools
 from agent._settings import Prepared, SettingsError, prepare, remove_files
@@ -39,6 +40,7 @@ from flyte import _failpoints as failpoints
 from flyte import _otel
 from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
+from flyte._runtime._up import UP_SOCKET_ENV
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
@@ -77,13 +79,27 @@ class Running:
     assignment: Assignment
     handle: Handle | None = None
     demand: dict[str, float] = field(default_factory=dict)
-    aborted: bool = False
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the attempt is aborted or moved away: ends a wait for admission too."""
+    admitted: bool = False
+    """It holds one of the agent's process slots (see `Admission`)."""
     stderr_tail: bytearray = field(default_factory=bytearray)
+
+    @property
+    def aborted(self) -> bool:
+        return self.stop.is_set()
 
 
 class Agent:
     def __init__(
-        self, gateway: str, token: str, cluster: ClusterRecord, backend: Backend, work_dir: Path, spares: int = 2
+        self,
+        gateway: str,
+        token: str,
+        cluster: ClusterRecord,
+        backend: Backend,
+        work_dir: Path,
+        spares: int = 2,
+        admission: Admission | None = None,
     ) -> None:
         self.gateway = gateway.rstrip("/")
         self.token = token
@@ -115,6 +131,7 @@ class Agent:
         self._task_specs: dict[tuple[str, str, str, str], TaskSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        self.admission = admission or Admission.for_cluster(cluster.capacity.get("cpu"), cluster.default_request["cpu"])
 
     # -- the connection -----------------------------------------------------------------------------------------
 
@@ -217,8 +234,7 @@ class Agent:
             for assignment in message.assignments:
                 self._start(assignment)
         elif isinstance(message, AbortMessage):
-            for key in message.keys:
-                await self._abort(key)
+            await self._abort(message.keys)
         else:
             await self._drop_everything(message.reason)
 
@@ -276,6 +292,11 @@ class Agent:
             prepared = await self._prepare(assignment)
             if item.aborted:
                 return  # aborted or moved away (a drain) while its image was built: it never starts here
+            if not assignment.reusable:
+                # It stays `placed` until a process slot is free; an abort or a drain ends the wait.
+                if not await self.admission.process(item.stop):
+                    return
+                item.admitted = True
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment, prepared)
             if assignment.reusable:
@@ -304,6 +325,8 @@ class Agent:
             failure = f"the agent could not run it: {error}"
             self._fail(assignment, "RuntimeSystemError", "AgentError", "system", failure)
         finally:
+            if item.admitted:
+                self.admission.release()
             self.running.pop(key, None)
             self.tracing.end(assignment, failure)
 
@@ -332,8 +355,12 @@ class Agent:
                 item.stderr_tail.extend(data)
                 del item.stderr_tail[:-4096]
 
-        with self.tracing.span("process start", assignment):
-            item.handle = await self.backend.launch(spec, on_output)
+        async with self.admission.starting():
+            with self.tracing.span("process start", assignment):
+                item.handle = await self.backend.launch(spec, on_output)
+            if item.aborted:  # the abort came while it was being launched, with no handle to kill yet
+                await item.handle.kill("aborted")
+            await self.spares.until_up(item.handle)
         try:
             return await item.handle.wait()
         finally:
@@ -423,6 +450,7 @@ class Agent:
             "FLYTE_REGION": self.cluster.region,
             "FLYTE_CLOUD": self.cluster.cloud,
             _otel.REPORTED_DIR: str(self._attempts_dir),
+            UP_SOCKET_ENV: str(self.spares.socket),
         }
 
     def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes, bundle: Path | None = None) -> None:
@@ -471,19 +499,21 @@ class Agent:
         )
         self._events.append(AgentEvent(run=assignment.run, action=assignment.action, event=event))
 
-    async def _abort(self, key: str) -> None:
-        item = self.running.get(key)
-        if item is None:
-            return
-        item.aborted = True
+    async def _abort(self, keys: list[str]) -> None:
+        items = {key: item for key in keys if (item := self.running.get(key)) is not None}
+        # Every one is stopped before any is killed: a process slot one of them frees must not admit another.
+        for item in items.values():
+            item.stop.set()
+        await asyncio.gather(*(self._kill(key, item) for key, item in items.items()))
+
+    async def _kill(self, key: str, item: Running) -> None:
         if item.handle is not None:
             await item.handle.kill("aborted")
         await self.pools.abort(key)
 
     async def _drop_everything(self, reason: str) -> None:
         log.warning("dropping %d running attempts: %s", len(self.running), reason)
-        for key in list(self.running):
-            await self._abort(key)
+        await self._abort(list(self.running))
 
     # -- bundles and logs -----------------------------------------------------------------------------------------
 

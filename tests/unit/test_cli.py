@@ -716,9 +716,11 @@ def test_placement_commands_explain_bad_use(
         ("--default-cpu", "0", "--default-cpu/--default-memory: '0' must be > 0"),
         ("--default-memory", "0", "--default-memory: '0' must be > 0"),
         ("--default-memory", "lots", "'lots'"),
+        ("--max-processes", "0", "--max-processes"),
+        ("--max-starting", "-1", "--max-starting"),
     ],
 )
-def test_agent_serve_refuses_bad_default_requests(isolated_home: Path, flag: str, value: str, complaint: str) -> None:
+def test_agent_serve_refuses_bad_admission_flags(isolated_home: Path, flag: str, value: str, complaint: str) -> None:
     args = ["agent", "serve", "--gateway", "http://127.0.0.1:9", "--token", "t", "--cluster", "c", flag, value]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2

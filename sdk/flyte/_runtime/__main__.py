@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import _otel
 from .._wire import Assignment
 from ._bundle import fetch_bundle
+from ._up import say_up
 from ._worker import configure, run_assignment
 
 
@@ -41,6 +42,7 @@ def main() -> int:
         return 0
     # A pod cannot read the agent's files: its agent passes the assignment (which holds the run token) through a
     # Secret into the environment, and the worker fetches the bundle from the gateway with that token.
+    say_up()
     text = args.assignment.read_text() if args.assignment is not None else os.environ["FLYTE_ASSIGNMENT"]
     assignment = Assignment.model_validate_json(text)
     bundle = args.bundle or fetch_bundle(endpoint, assignment.token, assignment.bundle_digest)

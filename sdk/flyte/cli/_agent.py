@@ -63,6 +63,18 @@ def agent() -> None:
     show_default=True,
     help="The memory a one-off task that declares no request counts as holding.",
 )
+@click.option(
+    "--max-processes",
+    default=None,
+    type=click.IntRange(1),
+    help="One-off worker processes live at once, at most [4 per core, and no more than --cpu / --default-cpu].",
+)
+@click.option(
+    "--max-starting",
+    default=None,
+    type=click.IntRange(1),
+    help="Worker processes starting at once (interpreter and SDK imports), at most [2 per core].",
+)
 def serve(
     gateway_url: str,
     token: str,
@@ -83,9 +95,12 @@ def serve(
     spares: int,
     default_cpu: str,
     default_memory: str,
+    max_processes: int | None,
+    max_starting: int | None,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent
+    from agent._admission import Admission
     from agent.backends import Backend, ProcessBackend
     from flyte._wire import ClusterRecord
 
@@ -124,11 +139,16 @@ def serve(
     directory = work_dir or flyte_home() / "agents" / cluster
 
     async def main() -> None:
-        instance = Agent(gateway_url, token, record, await _backend(), directory, spares)
+        admission = Admission.for_cluster(capacity["cpu"], default_request["cpu"], max_processes, max_starting)
+        instance = Agent(gateway_url, token, record, await _backend(), directory, spares, admission)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, instance.stop)
-        print(f"flyte agent {cluster} serving {gateway_url}", flush=True)
+        print(
+            f"flyte agent {cluster} serving {gateway_url} (at most {admission.max_processes} one-off processes,"
+            f" {admission.max_starting} starting at once)",
+            flush=True,
+        )
         await instance.run()
 
     async def _backend() -> Backend:
