@@ -404,8 +404,8 @@ class WatchMessage(WireModel):
 
 
 DEFAULT_REQUEST: dict[str, float] = {"cpu": 0.1, "memory": float(256 * 2**20)}
-"""The platform's default request (0.1 CPU, 256 MiB): about what an idle Python worker with the SDK imported holds,
-and the per-container default many Kubernetes platforms apply (100m). See docs/operations.md, "Admission"."""
+"""The platform's default request (0.1 CPU, 256 MiB): a worker with the SDK imported holds about 50 MiB before its
+task runs, and 100m is the per-container default many Kubernetes platforms apply. See docs/operations.md."""
 
 
 def _platform_default() -> dict[Literal["cpu", "memory"], float]:
