@@ -100,13 +100,19 @@ async def _acquire(gate: asyncio.Semaphore, aborted: asyncio.Event, admission: A
     stopped = asyncio.ensure_future(aborted.wait())
     try:
         await asyncio.wait((acquiring, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        # The waiter itself was cancelled (the agent stops): a slot granted meanwhile goes back.
+        acquiring.cancel()
+        if acquiring.done() and not acquiring.cancelled():
+            gate.release()
+        raise
     finally:
         admission.waiting -= 1
         stopped.cancel()
-        if not acquiring.done():
-            acquiring.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquiring
+    if not acquiring.done():
+        acquiring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquiring
     if acquiring.cancelled():
         return False
     if aborted.is_set():
