@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 import pydantic
 
+from agent._admission import Admission
 from agent._images import Venvs, image_env, pip_layers
 from agent._pools import Pools
 from agent._settings import Prepared, SettingsError, prepare, remove_files
@@ -42,6 +43,7 @@ from flyte import _otel
 from flyte._paths import private_dir, write_private
 from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
+from flyte._runtime._up import UP_SOCKET_ENV
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
@@ -82,13 +84,27 @@ class Running:
     assignment: Assignment
     handle: Handle | None = None
     demand: dict[str, float] = field(default_factory=dict)
-    aborted: bool = False
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the attempt is aborted or moved away: ends a wait for admission too."""
+    admitted: bool = False
+    """It holds one of the agent's process slots (see `Admission`)."""
     stderr_tail: bytearray = field(default_factory=bytearray)
+
+    @property
+    def aborted(self) -> bool:
+        return self.stop.is_set()
 
 
 class Agent:
     def __init__(
-        self, gateway: str, token: str, cluster: ClusterRecord, backend: Backend, work_dir: Path, spares: int = 2
+        self,
+        gateway: str,
+        token: str,
+        cluster: ClusterRecord,
+        backend: Backend,
+        work_dir: Path,
+        spares: int = 2,
+        admission: Admission | None = None,
     ) -> None:
         self.gateway = gateway.rstrip("/")
         self.token = token
@@ -120,6 +136,7 @@ class Agent:
         self._task_specs: dict[tuple[str, str, str, str], TaskSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        self.admission = admission or Admission.for_cluster(cluster.capacity.get("cpu"), cluster.default_request["cpu"])
 
     # -- the connection -----------------------------------------------------------------------------------------
 
@@ -223,8 +240,7 @@ class Agent:
             for assignment in message.assignments:
                 self._start(assignment)
         elif isinstance(message, AbortMessage):
-            for key in message.keys:
-                await self._abort(key)
+            await self._abort(message.keys)
         else:
             await self._drop_everything(message.reason)
 
@@ -240,8 +256,11 @@ class Agent:
             self._started.popitem(last=False)
         resources = assignment.resources
         demand = {
-            "cpu": float((resources.get("cpu") or {}).get("request") or 0.0),
-            "memory": float((resources.get("memory") or {}).get("request") or 0.0),
+            # A one-off attempt counts as the cluster's default request where it declares none, as the gateway
+            # counted it when it placed it here.
+            resource: float((resources.get(resource) or {}).get("request") or 0.0)
+            or (0.0 if assignment.reusable else self.cluster.default_request[resource])
+            for resource in ("cpu", "memory")
         }
         self.running[key] = Running(assignment, demand=demand)
         self._spawn(self._run(key))
@@ -279,6 +298,11 @@ class Agent:
             prepared = await self._prepare(assignment)
             if item.aborted:
                 return  # aborted or moved away (a drain) while its image was built: it never starts here
+            if not assignment.reusable:
+                # It stays `placed` until a process slot is free; an abort or a drain ends the wait.
+                if not await self.admission.process(item.stop):
+                    return
+                item.admitted = True
             self._event(assignment, Phase.RUNNING)
             spare = None if assignment.reusable else self.spares.take(assignment, prepared)
             if assignment.reusable:
@@ -307,6 +331,8 @@ class Agent:
             failure = f"the agent could not run it: {error}"
             self._fail(assignment, "RuntimeSystemError", "AgentError", "system", failure)
         finally:
+            if item.admitted:
+                self.admission.release()
             self.running.pop(key, None)
             self.tracing.end(assignment, failure)
 
@@ -337,8 +363,12 @@ class Agent:
                 del item.stderr_tail[:-4096]
 
         try:
-            with self.tracing.span("process start", assignment):
-                item.handle = await self.backend.launch(spec, on_output)
+            async with self.admission.starting():
+                with self.tracing.span("process start", assignment):
+                    item.handle = await self.backend.launch(spec, on_output)
+                if item.aborted:  # the abort came while it was being launched, with no handle to kill yet
+                    await item.handle.kill("aborted")
+                await self.spares.until_up(item.handle)
             return await item.handle.wait()
         finally:
             spec_path.unlink(missing_ok=True)
@@ -428,6 +458,7 @@ class Agent:
             "FLYTE_REGION": self.cluster.region,
             "FLYTE_CLOUD": self.cluster.cloud,
             _otel.REPORTED_DIR: str(self._attempts_dir),
+            UP_SOCKET_ENV: str(self.spares.socket),
         }
 
     def _report_exit(self, assignment: Assignment, exit: Exit, stderr: bytes, bundle: Path | None = None) -> None:
@@ -491,19 +522,21 @@ class Agent:
         )
         self._events.append(AgentEvent(run=assignment.run, action=assignment.action, event=event))
 
-    async def _abort(self, key: str) -> None:
-        item = self.running.get(key)
-        if item is None:
-            return
-        item.aborted = True
+    async def _abort(self, keys: list[str]) -> None:
+        items = {key: item for key in keys if (item := self.running.get(key)) is not None}
+        # Every one is stopped before any is killed: a process slot one of them frees must not admit another.
+        for item in items.values():
+            item.stop.set()
+        await asyncio.gather(*(self._kill(key, item) for key, item in items.items()))
+
+    async def _kill(self, key: str, item: Running) -> None:
         if item.handle is not None:
             await item.handle.kill("aborted")
         await self.pools.abort(key)
 
     async def _drop_everything(self, reason: str) -> None:
         log.warning("dropping %d running attempts: %s", len(self.running), reason)
-        for key in list(self.running):
-            await self._abort(key)
+        await self._abort(list(self.running))
 
     # -- bundles and logs -----------------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ A one-off (not reusable) action then starts without paying for interpreter start
 a cold process's latency. A spare runs exactly one attempt and exits, as a freshly started process would; the
 attempt's memory limit is applied to the spare's own cgroup before it is handed the assignment, so limits and OOM
 reporting work as on the cold path. Attempts with a CPU limit (not adjustable after start here) start cold.
+
+The same socket hears a cold worker say it is up (`flyte._runtime._up`): until then its start holds one of the
+agent's start slots (see `agent._admission`), as a spare's start does until its hello.
 """
 
 from __future__ import annotations
@@ -45,11 +48,14 @@ class Spares:
         self.socket = directory / "spares.sock"
         self._ready: list[Spare] = []
         self._waiting: dict[int, Spare] = {}
+        self._up: dict[int, asyncio.Future[None]] = {}
+        """Workers' start-ups by pid; whichever of the worker and the agent comes first creates the entry, and the
+        agent's `until_up`, which always follows the launch, removes it."""
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        if self.count <= 0:
+        if not self.agent.backend.runs_on_this_host:
             return
         self.socket.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket))
@@ -77,25 +83,52 @@ class Spares:
             env=self.agent.worker_env(),
             cwd=self.agent.work_dir,
         )
+        async with self.agent.admission.starting():
+            try:
+                spare.handle = await self.agent.backend.launch(spec, on_output)
+            except Exception:
+                log.exception("could not start a spare worker")
+                return
+            pid = getattr(spare.handle, "pid", None)
+            if pid is None:
+                await spare.handle.kill("a spare must report its pid")
+                return
+            self._waiting[pid] = spare
+            await self.until_up(spare.handle)
+
+    async def until_up(self, handle: Handle) -> None:
+        """Wait until the worker in `handle` is up (its hello or `up`), or its process ended."""
+        pid = getattr(handle, "pid", None)
+        if pid is None or self._server is None:
+            return
+        up = self._up.setdefault(pid, asyncio.get_running_loop().create_future())
+        ended = asyncio.ensure_future(handle.wait())
         try:
-            spare.handle = await self.agent.backend.launch(spec, on_output)
-        except Exception:
-            log.exception("could not start a spare worker")
-            return
-        pid = getattr(spare.handle, "pid", None)
-        if pid is None:
-            await spare.handle.kill("a spare must report its pid")
-            return
-        self._waiting[pid] = spare
+            await asyncio.wait((up, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            self._up.pop(pid, None)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hello = json.loads(await reader.readline() or b"{}")
-        spare = self._waiting.pop(int(hello.get("hello", -1)), None)
+        if "up" in hello:  # a cold worker, which only says so
+            self._mark_up(int(hello["up"]))
+            writer.close()
+            return
+        pid = int(hello.get("hello", -1))
+        spare = self._waiting.pop(pid, None)
         if spare is None:
             writer.close()
             return
+        self._mark_up(pid)
         spare.writer = writer
         self._ready.append(spare)
+
+    def _mark_up(self, pid: int) -> None:
+        # The worker may be quicker than the agent's `until_up`, which then finds the entry done.
+        up = self._up.setdefault(pid, asyncio.get_running_loop().create_future())
+        if not up.done():
+            up.set_result(None)
 
     def take(self, assignment: Assignment, prepared: Prepared) -> Spare | None:
         """A ready spare for this attempt, or None (the caller starts a cold process). A spare runs the agent's

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -29,6 +29,7 @@ from aiohttp import web
 from flyte import _failpoints as failpoints
 from flyte._retrying import RetryDelay
 from flyte._wire import (
+    DEFAULT_REQUEST,
     AbortMessage,
     ActionEvent,
     ActionSummary,
@@ -46,7 +47,7 @@ from gateway._auth import AttemptRef, WorkerTokens
 from gateway._errors import ApiError
 from gateway._judging import UNJUDGEABLE, cannot_judge, readable_action
 from gateway._metrics import ClusterRoom
-from gateway._pending import Pending, demand_of, record_put
+from gateway._pending import Pending, default_request, demand_of, record_put, with_default_request
 from gateway._reservations import Attempt, Reservations
 from gateway._runs import ACTIONS, Runs, decode_action
 from gateway._waits import ancestors_bound, queue_limit, waited_too_long
@@ -138,12 +139,15 @@ class Dispatcher:
         """What placed and running attempts hold: free room per cluster, usage per project (quotas, fair share)."""
         self._noted: dict[tuple[str, str], str] = {}
         """The waiting reason last recorded for each queued action: recorded again only when it changes."""
+        self._default_request: Mapping[str, float] = DEFAULT_REQUEST
+        """What a one-off action counts as holding where it declares nothing: see `default_request`."""
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         clusters, _ = await self.store.range(CLUSTERS)
         self.known = {kv.key.removeprefix(CLUSTERS): ClusterRecord.model_validate_json(kv.value) for kv in clusters}
+        self._default_request = default_request(self.known.values())
         cordons, _ = await self.store.range(CORDONS)
         self.cordons = {kv.key.removeprefix(CORDONS): CordonRecord.model_validate_json(kv.value) for kv in cordons}
         stored = await self.store.get(POLICY_KEY)
@@ -440,6 +444,9 @@ class Dispatcher:
             waited_seconds=max(0.0, now - queued_since),
             spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
         )
+        if reusable is None:
+            # A one-off action starts a process of its own: asking for nothing must not mean it fits forever.
+            demand = with_default_request(demand, self._default_request)
         return Pending(action, demand, task, project, domain, resources, reusable, timeout, limit)
 
     def _snapshots(self) -> list[ClusterSnapshot]:
@@ -639,6 +646,7 @@ class Dispatcher:
         record = record.model_copy(update={"epoch": epoch, "last_heartbeat": time.time(), "healthy": True})
         await self.store.put(CLUSTERS + record.name, record.model_dump_json().encode())
         self.known[record.name] = record
+        self._default_request = default_request(self.known.values())
         await self.store.put(SESSIONS + record.name, str(epoch).encode(), lease=lease.id)
         old = self.sessions.get(record.name)
         free = self.reservations.rebase(record.name, dict(record.free), {_attempt(key) for key in running})

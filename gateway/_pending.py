@@ -4,10 +4,11 @@ the task spec, its overrides and where its parent runs), and the store write tha
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from flyte._wire import ActionSummary, TaskVersion
+from flyte._wire import DEFAULT_REQUEST, ActionSummary, ClusterRecord, TaskVersion
 from gateway.store import Put
 from policies import Decision, Demand, demand_to_dict
 
@@ -89,4 +90,26 @@ def demand_of(
         parent_cluster=parent_cluster,
         waited_seconds=waited_seconds,
         spread_key=spread_key,
+    )
+
+
+def default_request(clusters: Iterable[ClusterRecord]) -> Mapping[str, float]:
+    """The default request placement applies: the largest each registered cluster advertises, so that a cluster
+    chosen for an action that declares nothing is never over-committed by its own agent's account."""
+    merged: dict[str, float] = dict(DEFAULT_REQUEST)
+    for index, record in enumerate(clusters):
+        for resource, amount in record.default_request.items():
+            merged[resource] = amount if index == 0 else max(merged[resource], amount)
+    return merged
+
+
+def with_default_request(demand: Demand, default: Mapping[str, float]) -> Demand:
+    """`demand` with the default request for each of cpu and memory it does not declare (a reusable environment's
+    actions run in its pool's processes and need none)."""
+    if demand.cpu > 0 and demand.memory > 0:
+        return demand
+    return replace(
+        demand,
+        cpu=demand.cpu if demand.cpu > 0 else default["cpu"],
+        memory=demand.memory if demand.memory > 0 else int(default["memory"]),
     )

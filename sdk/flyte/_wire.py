@@ -432,6 +432,15 @@ class WatchMessage(WireModel):
     """Resume after a reconnect by asking for changes from revision + 1."""
 
 
+DEFAULT_REQUEST: dict[str, float] = {"cpu": 0.1, "memory": float(256 * 2**20)}
+"""The platform's default request (0.1 CPU, 256 MiB): a worker with the SDK imported holds about 50 MiB before its
+task runs, and 100m is the per-container default many Kubernetes platforms apply. See docs/operations.md."""
+
+
+def _platform_default() -> dict[Literal["cpu", "memory"], float]:
+    return {"cpu": DEFAULT_REQUEST["cpu"], "memory": DEFAULT_REQUEST["memory"]}
+
+
 class ClusterRecord(WireModel):
     """A cluster as its agent registers it (next issue) and the gateway shows it."""
 
@@ -450,6 +459,12 @@ class ClusterRecord(WireModel):
     """Free warm-pool slots per `env@version`, as the agent last reported them."""
     cost_per_cpu_hour: float = Field(default=0.0, ge=0)
     cost_per_gpu_hour: float = Field(default=0.0, ge=0)
+    default_request: dict[Literal["cpu", "memory"], Annotated[float, Field(gt=0)]] = Field(
+        default_factory=_platform_default
+    )
+    """What a one-off action that declares no request for a resource is counted as holding here (`flyte agent
+    serve --default-cpu/--default-memory`): the gateway reserves it and the agent admits by it, so a fan-out of
+    tasks with no declared resources cannot start more processes than the cluster has room for."""
     connected: bool = False
     """An agent holds a live session for it now."""
     epoch: int = 0

@@ -200,10 +200,11 @@ class Federation:
         agent = self.agents.get(name)
         if agent is None:
             work = self.root / "agents" / name
+            # Room for two 2Gi steps and a parent, which counts as the default request (256Mi).
             command = [
                 sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", gateway or self.endpoint,
                 "--cluster", name, "--region", name, "--cpu", cpu,
-                "--memory", "4Gi", "--work-dir", str(work), "--spares", str(spares),
+                "--memory", "4352Mi", "--work-dir", str(work), "--spares", str(spares),
             ]  # fmt: skip
             if netns is not None:
                 command = ["ip", "netns", "exec", netns, *command]

@@ -764,6 +764,24 @@ def test_placement_commands_explain_bad_use(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "complaint"),
+    [
+        ("--default-cpu", "0", "--default-cpu/--default-memory: '0' must be > 0"),
+        ("--default-memory", "0", "--default-memory: '0' must be > 0"),
+        ("--default-memory", "lots", "'lots'"),
+        ("--max-processes", "0", "--max-processes"),
+        ("--max-starting", "-1", "--max-starting"),
+    ],
+)
+def test_agent_serve_refuses_bad_admission_flags(isolated_home: Path, flag: str, value: str, complaint: str) -> None:
+    args = ["agent", "serve", "--gateway", "http://127.0.0.1:9", "--token", "t", "--cluster", "c", flag, value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert complaint in result.output
+    assert "Traceback" not in result.output
+
+
 def test_get_runs_lists_the_valid_phases_and_takes_any_case(tmp_path: Path) -> None:
     program = write_program(tmp_path, GREET)
     assert invoke("run", "--local", "--name", "cased", program, "greet", "--name", "C").exit_code == 0

@@ -13,6 +13,7 @@ from .. import _otel
 from .._wire import Assignment
 from ._bundle import fetch_bundle
 from ._output import capture
+from ._up import say_up
 from ._worker import configure, run_assignment
 
 
@@ -49,6 +50,7 @@ def main() -> int:
         return 0
     # A pod cannot read the agent's files: its agent passes the assignment (which holds the run token) through a
     # Secret into the environment, and the worker fetches the bundle from the gateway with that token.
+    say_up()
     # The assignment holds this attempt's token: once read, it is left neither on disk nor in the environment, so
     # the task's code and what it starts do not come across it.
     if args.assignment is not None:

@@ -9,7 +9,7 @@ import signal
 import stat
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import click
 
@@ -63,6 +63,30 @@ def agent() -> None:
     type=click.IntRange(0, 64),
     help="Workers started ahead of time, SDK imported, for one-off actions (0: start each cold).",
 )
+@click.option(
+    "--default-cpu",
+    default="100m",
+    show_default=True,
+    help="The CPU a one-off task that declares no request counts as holding (placement and admission).",
+)
+@click.option(
+    "--default-memory",
+    default="256Mi",
+    show_default=True,
+    help="The memory a one-off task that declares no request counts as holding.",
+)
+@click.option(
+    "--max-processes",
+    default=None,
+    type=click.IntRange(1),
+    help="One-off worker processes live at once, at most [4 per core, and no more than --cpu / --default-cpu].",
+)
+@click.option(
+    "--max-starting",
+    default=None,
+    type=click.IntRange(1),
+    help="Worker processes starting at once (interpreter and SDK imports), at most [2 per core].",
+)
 def serve(
     gateway_url: str,
     token_file: Path | None,
@@ -82,9 +106,14 @@ def serve(
     kubeconfig: Path | None,
     default_image: str | None,
     spares: int,
+    default_cpu: str,
+    default_memory: str,
+    max_processes: int | None,
+    max_starting: int | None,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent, UnsafeDirectory
+    from agent._admission import Admission
     from agent.backends import Backend, ProcessBackend
     from flyte._wire import ClusterRecord
 
@@ -93,6 +122,15 @@ def serve(
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None
+    try:
+        default_request: dict[Literal["cpu", "memory"], float] = {
+            "cpu": parse_cpu(default_cpu),
+            "memory": float(parse_quantity(default_memory)),
+        }
+        if default_request["memory"] <= 0:
+            raise ValueError(f"{default_memory!r} must be > 0")
+    except ValueError as exc:
+        raise CliUsageError(f"--default-cpu/--default-memory: {exc}") from None
     if gpu:
         kind, _, count = gpu.partition(":")
         capacity[f"gpu:{kind}"] = float(count or 1)
@@ -107,6 +145,7 @@ def serve(
             free=capacity,
             cost_per_cpu_hour=cost_cpu_hour,
             cost_per_gpu_hour=cost_gpu_hour,
+            default_request=default_request,
         )
     except ValueError as exc:
         raise CliUsageError(str(exc).splitlines()[0]) from None
@@ -114,14 +153,19 @@ def serve(
     directory = work_dir or flyte_home() / "agents" / cluster
 
     async def main() -> None:
+        admission = Admission.for_cluster(capacity["cpu"], default_request["cpu"], max_processes, max_starting)
         try:
-            instance = Agent(gateway_url, token, record, await _backend(), directory, spares)
+            instance = Agent(gateway_url, token, record, await _backend(), directory, spares, admission)
         except UnsafeDirectory as error:
             raise CliUsageError(f"refusing to start: {error}") from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, instance.stop)
-        print(f"flyte agent {cluster} serving {gateway_url}", flush=True)
+        print(
+            f"flyte agent {cluster} serving {gateway_url} (at most {admission.max_processes} one-off processes,"
+            f" {admission.max_starting} starting at once)",
+            flush=True,
+        )
         await instance.run()
 
     async def _backend() -> Backend:
