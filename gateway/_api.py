@@ -196,11 +196,15 @@ async def head_blob(request: web.Request) -> web.Response:
     A blob of another project answers 404 as a missing one (the upload then adds the caller's project to it)."""
     digest = check_digest(request.match_info["digest"])
     blobs = services(request).blobs
+    projects = await blobs.projects(digest)
     try:
-        allow(request, Act.BLOB_READ, Target(projects=await blobs.projects(digest), agent_projects=_given(request)))
+        allow(request, Act.BLOB_READ, Target(projects=projects, agent_projects=_given(request)))
     except ApiError:
         return web.Response(status=404)
-    return web.Response(status=200 if await blobs.exists(digest) else 404)
+    # `?project=P`: stored *for P* (a deployment of P needs its bundle to be P's, not only readable by the caller).
+    wanted = _name(request, "project") if "project" in request.query else None
+    stored = await blobs.exists(digest) and (wanted is None or wanted in projects)
+    return web.Response(status=200 if stored else 404)
 
 
 def _given(request: web.Request) -> frozenset[str]:
@@ -387,9 +391,11 @@ async def report_event(request: web.Request) -> web.Response:
         run = await _resolve_run(request)
         current = await svc.runs.get_action(run.name, name)
         agent = Principal(frozenset({f"agent:{body.cluster}"}), frozenset())
-        authorize(agent, Act.AGENT_EVENT, Target(run.project, run.name, name, body.attempt, current=current))
+        target = Target(run.project, run.name, name, body.attempt, current=current, event_phase=body.phase)
+        authorize(agent, Act.AGENT_EVENT, target)
     else:
-        run = await visible_run(request)
+        # An agent token reads no runs, but its refusal here is about speaking for another cluster: a 403.
+        run = await (_resolve_run(request) if principal.clusters else visible_run(request))
         allow(request, Act.REPORT, Target(run.project, run.name, action=name, attempt=body.attempt))
     # Only the attempt's own worker token may put its result in the cache (a client's report never does).
     action = await svc.runs.report(run.name, name, body, from_worker=principal.attempt is not None)

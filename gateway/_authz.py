@@ -56,6 +56,8 @@ class Target:
     attempt: int | None = None
     current: ActionSummary | None = None
     """The action as stored, for an agent's event."""
+    event_phase: Phase | None = None
+    """The phase an agent's event reports (a late `running` only dates the start of an attempt that has ended)."""
     placed_on: str | None = None
     """The cluster the attempt was placed on (an agent's logs, which may come after the action moved on)."""
     projects: frozenset[str] = frozenset()
@@ -124,12 +126,11 @@ def _agent_may(clusters: frozenset[str], act: Act, target: Target) -> bool:
         current = target.current
         # Only an attempt the gateway placed on this cluster, and only while it is that attempt: never queued work
         # (which placement, not an agent, hands out) nor an attempt that has ended or moved.
-        return (
-            current is not None
-            and current.cluster in clusters
-            and current.phase in (Phase.PLACED, Phase.RUNNING)
-            and target.attempt == current.attempts
-        )
+        if current is None or current.cluster not in clusters or target.attempt != current.attempts:
+            return False
+        # A warm pool's `running` can arrive after the attempt's result: it may still date the attempt's start.
+        late_start = target.event_phase is Phase.RUNNING and current.phase.is_terminal
+        return current.phase in (Phase.PLACED, Phase.RUNNING) or late_start
     if act in (Act.AGENT_LOGS, Act.SPANS):
         return target.placed_on in clusters
     if act is Act.BLOB_READ:

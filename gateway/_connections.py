@@ -171,7 +171,9 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
         event = event.model_copy(update={"cluster": session.name})
     try:
         current = await svc.runs.get_action(item.run, item.action)
-        target = Target(run=item.run, action=item.action, attempt=event.attempt, current=current)
+        target = Target(
+            run=item.run, action=item.action, attempt=event.attempt, current=current, event_phase=event.phase
+        )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
         await svc.runs.report(item.run, item.action, event)
     except ApiError as error:

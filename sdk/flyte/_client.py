@@ -169,9 +169,10 @@ class GatewayClient:
         await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params={"project": project or self.project})
         return digest
 
-    async def has_blob(self, digest: str) -> bool:
+    async def has_blob(self, digest: str, project: str | None = None) -> bool:
+        """Whether the gateway stores the blob for `project` (default: the client's)."""
         try:
-            await self.request("HEAD", f"/api/v1/blobs/{digest}")
+            await self.request("HEAD", f"/api/v1/blobs/{digest}", params={"project": project or self.project})
         except GatewayError as error:
             if error.status == 404:
                 return False

@@ -222,7 +222,7 @@ async def _deploy_remote(deployments: list[Deployment]) -> None:
             archive = bundle_archive(d.bundle)
             digest = hashlib.sha256(archive).hexdigest()
             # An unchanged bundle is already stored under its digest: only its deployment record is new.
-            if not await client.has_blob(digest):
+            if not await client.has_blob(digest, client.project):
                 await client.put_blob(archive, client.project)
             await client.deploy(
                 DeployRequest(

@@ -229,7 +229,9 @@ class Federation:
     def load(self, name: str, source: str) -> ModuleType:
         """Write a program next to the federation and import it, as `flyte.run` callers do."""
         # Programs here are bundled with their whole folder: the federation's state and logs are not their code.
-        (self.root / ".flyteignore").write_text("agents/\nflyte-home/\nhome/\n*.log\n")
+        (self.root / ".flyteignore").write_text(
+            "agents/\nflyte-home/\nhome/\ntokens/\nlogs/\nblobs/\n*.log\n*.jsonl\n*.db*\n"
+        )
         return write_and_import(self.root, name, source)
 
     def run(self, name: str) -> RunSummary:

@@ -357,7 +357,7 @@ async def federation(
 async def test_an_agent_runs_an_action_in_a_pod(
     federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    program = tmp_path / "kube_program.py"
+    program = _project(tmp_path) / "kube_program.py"
     program.write_text(PROGRAM)
     async with Kubelet(cluster, tmp_path / "pod-home") as kubelet:
         result = await asyncio.to_thread(_run_remote, federation, program)
@@ -377,7 +377,7 @@ UNPULLABLE = "registry.invalid/none:1"
 async def test_an_image_that_cannot_be_pulled_fails_the_run_at_once(
     federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    program = tmp_path / "kube_program.py"
+    program = _project(tmp_path) / "kube_program.py"
     program.write_text(PROGRAM.replace('"kube_env",', f'"kube_env", image="{UNPULLABLE}",'))
     async with Kubelet(cluster, tmp_path / "pod-home", unpullable={UNPULLABLE}) as kubelet:
         result = await asyncio.to_thread(_run_remote, federation, program)
@@ -463,6 +463,14 @@ async def test_an_oom_killed_pod_is_an_oom_error_the_parent_recovers_from(
     assert result.returncode == 0, result.stderr
     assert "recovered with 200" in result.stdout
     assert len(kubelet.started) == 3, "the parent, the OOMKilled child and the one with more memory"
+
+
+def _project(tmp_path: Path) -> Path:
+    """A folder of the program's own: a bundle is the program's whole folder, and the agent's logs and the pods'
+    homes beside it are not its code (they change between runs, and so would the version)."""
+    folder = tmp_path / "project"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def _deployments(cluster: FakeCluster) -> dict[str, dict[str, Any]]:
@@ -675,7 +683,7 @@ async def test_a_pool_whose_pods_keep_dying_at_start_fails_the_run_with_their_ou
 async def test_a_pool_whose_image_cannot_be_pulled_fails_the_run_at_once(
     federation: GatewayProcess, cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    program = tmp_path / "kube_program.py"
+    program = _project(tmp_path) / "kube_program.py"
     reusable = f'"kube_env", image="{UNPULLABLE}", reusable=flyte.ReusePolicy(replicas=2),'
     program.write_text(PROGRAM.replace('"kube_env",', reusable))
     async with Kubelet(cluster, tmp_path / "pod-home", unpullable={UNPULLABLE}) as kubelet, Deployments(cluster):
@@ -694,7 +702,7 @@ async def test_a_pool_whose_image_cannot_be_pulled_fails_the_run_at_once(
 async def test_a_restarted_agent_takes_over_the_deployment_its_predecessor_left(
     kube_gateway: GatewayProcess, cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    program = tmp_path / "kube_program.py"
+    program = _project(tmp_path) / "kube_program.py"
     program.write_text(PROGRAM.replace('"kube_env",', '"kube_env", reusable=flyte.ReusePolicy(replicas=1),'))
 
     async with Kubelet(cluster, tmp_path / "pod-home") as kubelet, Deployments(cluster):

@@ -18,7 +18,7 @@ from channels import admin_api, agent_socket, ask, files_under, gateway_process,
 from integration.gateway_api import Api, new_run, value
 from integration.gateway_process import GatewayProcess
 
-from flyte._wire import ActionSummary
+from flyte._wire import ActionSummary, Phase
 from gateway._auth import AttemptRef, Principal
 from gateway._authz import Act, Target, authorize
 from gateway._errors import ApiError
@@ -257,6 +257,19 @@ TABLE = [
     ("agent", Act.AGENT_EVENT, Target("alpha", "r1", "a0", 1, current=stored()), False),
     ("agent", Act.AGENT_EVENT, Target("alpha", "r1", "a0", 1, current=stored(**{**ON_C, "cluster": "d"})), False),
     ("agent", Act.AGENT_EVENT, Target("alpha", "r1", "a0", 1, current=stored(**{**ON_C, "phase": "failed"})), False),
+    # A warm pool's `running` may arrive after its result: it only dates the attempt's start.
+    (
+        "agent",
+        Act.AGENT_EVENT,
+        Target("alpha", "r1", "a0", 1, current=stored(**{**ON_C, "phase": "succeeded"}), event_phase=Phase.RUNNING),
+        True,
+    ),
+    (
+        "agent",
+        Act.AGENT_EVENT,
+        Target("alpha", "r1", "a0", 1, current=stored(**{**ON_C, "phase": "succeeded"}), event_phase=Phase.FAILED),
+        False,
+    ),
     ("agent", Act.AGENT_LOGS, Target(run="r1", placed_on="c"), True),
     ("agent", Act.AGENT_LOGS, Target(run="r1", placed_on="d"), False),
     ("agent", Act.READ_TASK, Target("alpha", agent_projects=frozenset({"alpha"})), True),
