@@ -150,7 +150,7 @@ def test_a_wide_fan_out_of_tasks_without_resources_runs_within_the_agents_admiss
     child = next(a.name for a in actions if a.parent is not None)
     placement = rig.flyte("get", "placement", run.name, child)
     assert "cpu=0.1" in placement.stdout, placement.stdout + placement.stderr
-    assert "memory=268435456" in placement.stdout
+    assert "memory=256MiB" in placement.stdout
     intervals = []
     for record in ledger.iterdir():
         _, started, ended = record.read_text().split()
