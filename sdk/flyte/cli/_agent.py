@@ -63,6 +63,13 @@ def agent() -> None:
     type=click.IntRange(0, 64),
     help="Workers started ahead of time, SDK imported, for one-off actions (0: start each cold).",
 )
+@click.option(
+    "--run-as",
+    "run_as_user",
+    default=None,
+    metavar="USER",
+    help="process: start every task process as USER, not as the agent's user (the agent must run as root).",
+)
 def serve(
     gateway_url: str,
     token_file: Path | None,
@@ -82,12 +89,22 @@ def serve(
     kubeconfig: Path | None,
     default_image: str | None,
     spares: int,
+    run_as_user: str | None,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent, UnsafeDirectory
     from agent.backends import Backend, ProcessBackend
+    from agent.backends._run_as import RunAs
     from flyte._wire import ClusterRecord
 
+    run_as = None
+    if run_as_user is not None:
+        if backend != "process":
+            raise CliUsageError("--run-as is for the process backend (pods run as their security context says)")
+        try:
+            run_as = RunAs.lookup(run_as_user)
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
     token = _read_token(token_file, token)
     try:
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
@@ -126,7 +143,7 @@ def serve(
 
     async def _backend() -> Backend:
         if backend == "process":
-            return ProcessBackend()
+            return ProcessBackend(run_as=run_as)
         # Capacity is the cluster's (nodes less pods), measured by the backend; --cpu/--memory are not used.
         from agent.backends._kubernetes import DEFAULT_IMAGE, KubernetesBackend
 
