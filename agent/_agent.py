@@ -38,6 +38,7 @@ from agent._settings import Prepared, SettingsError, prepare, remove_files
 from agent._spares import Spares
 from agent._tracing import AgentTracing
 from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
+from agent.backends._run_as import RunAs
 from flyte import _failpoints as failpoints
 from flyte import _otel
 from flyte._paths import private_dir, write_private
@@ -106,6 +107,8 @@ class Agent:
         spares: int = 2,
         admission: Admission | None = None,
     ) -> None:
+        self.run_as: RunAs | None = getattr(backend, "run_as", None)
+        """The user task processes run as (`agent.backends._run_as`): what of the work folder is opened to it."""
         self.gateway = gateway.rstrip("/")
         self.token = token
         self.cluster = cluster
@@ -116,7 +119,7 @@ class Agent:
         """Attempt keys started lately, finished or not: a late duplicate delivery must not start one again."""
         self.epoch = 0
         self._attempts_dir = work_dir / "reported"
-        sockets = _socket_dir(work_dir)
+        sockets = _socket_dir(work_dir, self.run_as)
         if backend.runs_on_this_host:
             self.pools = Pools(self, sockets)
         else:
@@ -133,6 +136,7 @@ class Agent:
         self._logs: dict[tuple[str, str, int, str], bytearray] = {}
         self._bundles: dict[str, asyncio.Future[Path]] = {}
         self.venvs = Venvs(work_dir / "venvs")
+        self._shared_venvs: set[str] = set()
         self._task_specs: dict[tuple[str, str, str, str], TaskSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -143,6 +147,10 @@ class Agent:
     async def run(self) -> None:
         private_dir(self.work_dir)
         private_dir(self._attempts_dir)
+        if self.run_as is not None:
+            self.run_as.open_folder(self.work_dir, 0o711)
+            for folder, mode in (("attempts", 0o711), ("bundles", 0o711), ("assignments", 0o730)):
+                self.run_as.open_folder(private_dir(self.work_dir / folder), mode)
         self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         flusher = asyncio.create_task(self._flush_forever())
         await self.spares.start()
@@ -311,6 +319,8 @@ class Agent:
                 attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
                 try:
                     prepared = prepared.with_files_in(attempt_dir / "secrets")
+                    if self.run_as is not None and attempt_dir.exists():
+                        self.run_as.own(attempt_dir)
                     if spare is not None:
                         item.handle = spare.handle
                         exit = await self.spares.run(spare, assignment, bundle, prepared)
@@ -342,6 +352,9 @@ class Agent:
         # removed here too once the attempt ends or fails to start.
         spec_path = private_dir(self.work_dir / "assignments") / f"{key.replace('/', '_')}.json"
         write_private(spec_path, assignment.model_dump_json().encode())
+        if self.run_as is not None:
+            self.run_as.open_folder(spec_path.parent, 0o730)  # private_dir just made it 0700 again
+            self.run_as.own(spec_path)
         memory = (assignment.resources.get("memory") or {}).get("limit")
         cpu = (assignment.resources.get("cpu") or {}).get("limit")
         timeout = assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None
@@ -387,6 +400,11 @@ class Agent:
             else:
                 with self.tracing.span("build image", assignment):
                     python = await self.venvs.python_for(layers)
+        if self.run_as is not None and python != prepared.python and python not in self._shared_venvs:
+            venv = Path(python).parent.parent
+            self.run_as.open_folder(venv.parent, 0o711)
+            await asyncio.to_thread(self.run_as.share_read, venv)
+            self._shared_venvs.add(python)
         env = {**image_env(task.image_spec), **prepared.env}
         return dataclasses.replace(prepared, env=env, python=python)
 
@@ -554,13 +572,19 @@ class Agent:
     async def _fetch_bundle(self, digest: str) -> Path:
         target = self.work_dir / "bundles" / digest
         if (target / ".complete").exists():
-            return target
+            return await self._share_bundle(target)
         assert self._http is not None
         async with self._http.get(f"{self.gateway}/api/v1/blobs/{digest}") as response:
             response.raise_for_status()
             data = await response.read()
         await asyncio.to_thread(extract_bundle, data, target)
-        return target
+        return await self._share_bundle(target)
+
+    async def _share_bundle(self, bundle: Path) -> Path:
+        if self.run_as is not None:
+            self.run_as.open_folder(bundle.parent, 0o711)
+            await asyncio.to_thread(self.run_as.share_read, bundle)
+        return bundle
 
     def ship_log(self, assignment: Assignment, stream: str, data: bytes) -> None:
         key = (assignment.run, assignment.action, assignment.attempt, stream)
@@ -589,7 +613,7 @@ class Agent:
                     )
 
 
-def _socket_dir(work_dir: Path) -> Path:
+def _socket_dir(work_dir: Path, run_as: RunAs | None = None) -> Path:
     """Where the agent's Unix sockets go: a short path, since socket paths are limited to about 100 bytes.
 
     It is in the shared temporary directory, where any local user could make it first and put their own sockets in
@@ -600,7 +624,10 @@ def _socket_dir(work_dir: Path) -> Path:
     directory = Path(tempfile.gettempdir()) / f"flyte-agent-{digest}"
     with contextlib.suppress(FileExistsError):
         directory.mkdir(mode=0o700)
-    check_private_dir(directory)
+    check_private_dir(directory, run_as.gid if run_as else None)
+    if run_as is not None:
+        # Spares and pool workers, running as that user, dial their sockets here; they may not add any.
+        run_as.open_folder(directory, 0o710)
     return directory
 
 
@@ -608,13 +635,15 @@ class UnsafeDirectory(RuntimeError):
     """A directory the agent would trust is someone else's, or open to others."""
 
 
-def check_private_dir(directory: Path) -> None:
-    """Refuse a directory that is a symlink, is not ours, or that others may enter."""
+def check_private_dir(directory: Path, group: int | None = None) -> None:
+    """Refuse a directory that is a symlink, is not ours, or that others may enter (`group`, the run-as user's, may
+    pass through it, not write to it)."""
     info = directory.lstat()
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafeDirectory(f"{directory} is not a directory (a symlink or a file put there by someone else)")
     if info.st_uid != os.getuid():
         raise UnsafeDirectory(f"{directory} belongs to uid {info.st_uid}, not to this agent (uid {os.getuid()})")
-    if info.st_mode & 0o077:
+    open_to_group = group is not None and info.st_gid == group and not info.st_mode & 0o020
+    if info.st_mode & (0o007 if open_to_group else 0o077):
         mode = stat.S_IMODE(info.st_mode)
         raise UnsafeDirectory(f"{directory} has mode {mode:o}; others could replace the agent's sockets in it")

@@ -162,6 +162,9 @@ class Pools:
         if self.agent.backend.runs_on_this_host:
             # Mounted secrets live as long as the pool's workers: one directory per pool (a pod mounts its own).
             pool.prepared = prepared.with_files_in(self._secrets_dir(pool))
+            if self.agent.run_as is not None and self._secrets_dir(pool).exists():
+                self.agent.run_as.open_folder(self._secrets_dir(pool).parent.parent, 0o711)
+                self.agent.run_as.own(self._secrets_dir(pool).parent)
         # Placeholders first: an assignment that finds the pool while its workers launch waits for them instead of
         # launching more (which took the pool past max_replicas).
         starting = [Worker(handle=Launching()) for _ in range(max(pool.min_replicas, 1))]
@@ -175,6 +178,8 @@ class Pools:
 
     async def _listen(self, pool: Pool) -> None:
         pool.server = await asyncio.start_unix_server(lambda r, w: self._accept(pool, r, w), path=str(pool.socket))
+        if self.agent.run_as is not None:
+            self.agent.run_as.share_socket(pool.socket)
 
     async def _start_worker(self, pool: Pool) -> Worker:
         resources = pool.template.resources

@@ -32,6 +32,11 @@ class SettingsError(Exception):
         self.code = code
 
 
+WORKER_PYTHON = os.environ.get("FLYTE_WORKER_PYTHON") or sys.executable
+"""The interpreter task processes run with, unless their image names another: the agent's own by default. With
+`--run-as`, the task's user must be able to run it (an interpreter under root's home is not)."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     env: dict[str, str] = field(default_factory=dict)
@@ -40,7 +45,7 @@ class Prepared:
     """Secrets by the variable they are exposed as."""
     secret_files: dict[str, str] = field(default_factory=dict)
     """Mounted secrets: their path as the task asked (`mount/key`, absolute) to their value."""
-    python: str = sys.executable
+    python: str = WORKER_PYTHON
     """The interpreter the attempt runs with."""
 
     def with_files_in(self, directory: Path) -> Prepared:

@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent._pools import Launching
-from agent._settings import Prepared
+from agent._settings import WORKER_PYTHON, Prepared
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._wire import Assignment
 
@@ -59,6 +58,8 @@ class Spares:
             return
         self.socket.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket))
+        if self.agent.run_as is not None:
+            self.agent.run_as.share_socket(self.socket)
         for _ in range(self.count):
             self._refill()
 
@@ -79,7 +80,7 @@ class Spares:
 
         spec = LaunchSpec(
             key=f"spare/{time.monotonic_ns()}",
-            command=[sys.executable, "-m", "flyte._runtime", "--spare", str(self.socket)],
+            command=[WORKER_PYTHON, "-m", "flyte._runtime", "--spare", str(self.socket)],
             env=self.agent.worker_env(),
             cwd=self.agent.work_dir,
         )
@@ -134,7 +135,7 @@ class Spares:
         """A ready spare for this attempt, or None (the caller starts a cold process). A spare runs the agent's
         Python: an attempt whose image has its own starts cold."""
         cpu = (assignment.resources.get("cpu") or {}).get("limit")
-        if cpu or not self._ready or prepared.python != sys.executable:
+        if cpu or not self._ready or prepared.python != WORKER_PYTHON:
             return None
         spare = self._ready.pop(0)
         self._refill()

@@ -32,12 +32,10 @@ from flyte._wire import (
     RunSummary,
     RunTrace,
     TaskVersion,
-    TokenAnswer,
-    TokenRequest,
     WatchMessage,
     WireValue,
 )
-from gateway._auth import Principal, create_token, principal_of, validate_scope
+from gateway._auth import Principal, principal_of
 from gateway._authz import Act, Target, authorize
 from gateway._blobs import MAX_BLOB, BlobStore, check_digest
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
@@ -483,21 +481,6 @@ async def get_trace(request: web.Request) -> web.Response:
     return _json(RunTrace(run=run.name, spans=await services(request).runs.tracing.read(run.name)))
 
 
-# -- tokens -------------------------------------------------------------------------------------------------------
-
-
-async def make_token(request: web.Request) -> web.Response:
-    principal_of(request).require("admin")
-    body = await read_model(request, TokenRequest)
-    for scope in body.scopes:
-        try:
-            validate_scope(scope)
-        except ValueError as error:
-            raise bad_request(str(error), code="invalid_scope") from None
-    token = await create_token(services(request).store, body.scopes, body.projects, body.description)
-    return _json(TokenAnswer(token=token, scopes=body.scopes, projects=body.projects), status=201)
-
-
 # -- clusters ---------------------------------------------------------------------------------------------------
 
 
@@ -574,9 +557,6 @@ ROUTES: list[Route] = [
         "The run's OpenTelemetry spans (gateway, agents, workers), sorted by start",
         None,
         RunTrace,
-    ),
-    Route(
-        "POST", "/api/v1/tokens", make_token, "Make a bearer token with scopes (admin only)", TokenRequest, TokenAnswer
     ),
 ]
 

@@ -8,8 +8,11 @@ A token is shown once, when it is made; the store keeps only its sha256, under `
     agent:CLUSTER    what the agent of that cluster does (register, heartbeat, report)
     worker:RUN       what a worker of that run does: submit children, report, read the run, blobs
 
-A token may be limited to some projects; using it for another project is a 403, like a missing scope. A missing
-or unknown token is a 401.
+A token may be limited to some projects; using it for another project is a 403, like a missing scope. A missing,
+unknown, expired or revoked token is a 401. A stored token may carry an expiry, is listed by its id (the first 16 hex
+digits of its sha256) and is revoked by deleting its record; a revocation holds at once on the gateway that made it
+(and within `_CACHE_SECONDS` on other replicas), also for sockets already open, which check their token on every
+message (`Authenticator.check_current`).
 
 Worker tokens are not stored: the dispatcher signs one per attempt (`ffw_` + the attempt + an HMAC under a key kept
 in the store), and it is valid only while that attempt is the action's current one, and for `WORKER_GRACE` seconds
@@ -42,7 +45,8 @@ from gateway.store import Compare, Put, Store
 TOKEN_PREFIX = "/flyte/tokens/"
 _SCOPE = re.compile(r"^(admin|deploy|run|agent:[a-z0-9][a-z0-9_-]{0,62}|worker:[a-z0-9][a-z0-9-]{0,62})$")
 _CACHE_SECONDS = 5.0
-"""How long a looked-up token is trusted before the store is asked again (revocation delay)."""
+"""How long a looked-up token is trusted before the store is asked again (the revocation delay of other replicas)."""
+_TOKEN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 class TokenRecord(BaseModel):
@@ -63,12 +67,17 @@ def validate_scope(scope: str) -> str:
     return scope
 
 
-def _token_id(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_id(token: str) -> str:
+    """What a token is listed and revoked by: not a secret (it is a prefix of the hash the store keeps)."""
+    return _token_hash(token)[:16]
 
 
 def token_key(token: str) -> str:
-    return TOKEN_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+    return TOKEN_PREFIX + _token_hash(token)
 
 
 async def create_token(
@@ -79,6 +88,18 @@ async def create_token(
     expires_in: float | None = None,
 ) -> str:
     """Make a token, store its hash, and return it: the only time it is visible."""
+    token, _ = await issue_token(store, scopes, projects, description, expires_in)
+    return token
+
+
+async def issue_token(
+    store: Store,
+    scopes: list[str],
+    projects: list[str] | None = None,
+    description: str = "",
+    expires_in: float | None = None,
+) -> tuple[str, TokenRecord]:
+    """`create_token`, also answering the record stored for it."""
     now = time.time()
     record = TokenRecord(
         scopes=[validate_scope(s) for s in scopes],
@@ -89,7 +110,26 @@ async def create_token(
     )
     token = "fft_" + secrets.token_urlsafe(32)
     await store.put(token_key(token), record.model_dump_json().encode())
-    return token
+    return token, record
+
+
+async def stored_tokens(store: Store) -> list[tuple[str, TokenRecord]]:
+    """Every stored token, by id, oldest first."""
+    kvs, _ = await store.range(TOKEN_PREFIX)
+    found = [(kv.key.removeprefix(TOKEN_PREFIX)[:16], TokenRecord.model_validate_json(kv.value)) for kv in kvs]
+    return sorted(found, key=lambda item: item[1].created_at)
+
+
+async def revoke_token(store: Store, token_id: str) -> TokenRecord | None:
+    """Delete the token with this id; its record, or None if there is none (or the id is not one)."""
+    if not _TOKEN_ID.match(token_id):
+        return None
+    kvs, _ = await store.range(TOKEN_PREFIX + token_id)
+    if len(kvs) != 1:
+        # Two tokens sharing 64 bits of their hashes would need 2^32 tokens; refuse rather than guess.
+        return None
+    await store.delete(kvs[0].key)
+    return TokenRecord.model_validate_json(kvs[0].value)
 
 
 WORKER_KEY = "/flyte/secrets/worker-token-key"
@@ -177,6 +217,8 @@ class Principal:
     """For a worker token: the one attempt it acts for."""
     token_id: str = ""
     """Names the token (a prefix of its hash) for limits per token, such as concurrent uploads."""
+    token_hash: str = ""
+    """A stored token's sha256 (its record's key): what a long-lived socket checks again on every message."""
 
     @property
     def clusters(self) -> frozenset[str]:
@@ -213,6 +255,7 @@ class Authenticator:
         self._store = store
         self.workers = workers or WorkerTokens(store)
         self._cache: dict[str, tuple[float, Principal | None, float | None]] = {}
+        """By token hash: until when the answer holds, the principal (None: no such token), its expiry."""
 
     async def principal(self, header: str | None) -> Principal:
         if not header or not header.startswith("Bearer "):
@@ -222,15 +265,21 @@ class Authenticator:
             ref = await self.workers.verify(token)
             if ref is None:
                 raise unauthorized("the token is not valid")
-            principal = Principal(frozenset({f"worker:{ref.run}"}), frozenset({ref.project}), ref, _token_id(token))
+            principal = Principal(frozenset({f"worker:{ref.run}"}), frozenset({ref.project}), ref, token_id(token))
             await self.check_current(principal)
             return principal
+        digest = _token_hash(token)
+        found = await self._stored(digest)
+        return dataclasses.replace(found, token_id=digest[:16], token_hash=digest)
+
+    async def _stored(self, digest: str) -> Principal:
+        """The principal of the stored token with this hash; 401 if there is none, or it has expired."""
         now = time.monotonic()
-        cached = self._cache.get(token)
+        cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             _, found, expires_at = cached
         else:
-            kv = await self._store.get(token_key(token))
+            kv = await self._store.get(TOKEN_PREFIX + digest)
             found, expires_at = None, None
             if kv is not None:
                 record = TokenRecord.model_validate_json(kv.value)
@@ -238,18 +287,27 @@ class Authenticator:
                 expires_at = record.expires_at
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[token] = (now + _CACHE_SECONDS, found, expires_at)
+            self._cache[digest] = (now + _CACHE_SECONDS, found, expires_at)
         if found is None:
             raise unauthorized("the token is not valid")
         if expires_at is not None and expires_at <= time.time():
             raise unauthorized("the token has expired")
-        return dataclasses.replace(found, token_id=_token_id(token))
+        return found
+
+    def forget(self, token_id: str) -> None:
+        """Drop what is remembered of a token (it was just revoked): its next use asks the store."""
+        for digest in [d for d in self._cache if d.startswith(token_id)]:
+            del self._cache[digest]
 
     async def check_current(self, principal: Principal, action: ActionSummary | None = None) -> None:
-        """Refuse (401) a worker token whose attempt ended more than `WORKER_GRACE` seconds ago.
+        """Refuse (401) a token that is no longer good: a stored one revoked or expired since it was first shown, a
+        worker token whose attempt ended more than `WORKER_GRACE` seconds ago.
 
         Long-lived sockets call this for every message, since they authenticated only once, when they opened.
         """
+        if principal.token_hash:
+            await self._stored(principal.token_hash)
+            return
         ref = principal.attempt
         if ref is None:
             return

@@ -87,6 +87,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         return ws
     cluster = hello.cluster.name
     principal = principal_of(request)
+    authenticator = request.app[AUTHENTICATOR]
     if not principal.allows(f"agent:{cluster}"):
         await ws.close(code=CloseCode.FORBIDDEN, message=f"this token may not serve cluster {cluster}".encode())
         return ws
@@ -109,6 +110,13 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
                 break
             if dispatcher.sessions.get(cluster) is not session:
                 await ws.send_str(StaleMessage(reason="a newer session of this cluster exists").model_dump_json())
+                break
+            try:
+                # The socket authenticated once, when it opened: its token must not have been revoked since.
+                await authenticator.check_current(principal)
+            except ApiError as error:
+                log.warning("closing the session of %s: %s", cluster, error.message)
+                await ws.close(code=CloseCode.UNAUTHORIZED, message=error.message[:120].encode())
                 break
             await _agent_message(request.app[SERVICES], dispatcher, request.app[LOGS_DIR], session, message.data)
     finally:
@@ -241,11 +249,12 @@ async def _handle_worker_message(
     try:
         parsed = _WORKER_MESSAGES.validate_json(data)
         request_id = parsed.id
+        # The socket authenticated once, when it opened: its token must still be good for each message (not revoked
+        # or expired; a worker token's attempt not over), before the message learns anything, even whether a run exists.
+        await authenticator.check_current(principal)
         run = await svc.runs.get_run(parsed.run)
         if not may_read(principal, run):
             raise not_found(f"no run named {parsed.run}")
-        # The socket authenticated once, when it opened: a worker token must still be current for each message.
-        await authenticator.check_current(principal)
         for act, target in _worker_acts(parsed, run.project):
             authorize(principal, act, target)
         await _worker_message(svc, dispatcher, parsed, send, from_worker=principal.attempt is not None)

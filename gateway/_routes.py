@@ -5,5 +5,6 @@ from __future__ import annotations
 from gateway._api import ROUTES, Route
 from gateway._placement_api import PLACEMENT_ROUTES
 from gateway._secrets import SECRET_ROUTES
+from gateway._tokens_api import TOKEN_ROUTES
 
-ALL_ROUTES: list[Route] = [*ROUTES, *PLACEMENT_ROUTES, *SECRET_ROUTES]
+ALL_ROUTES: list[Route] = [*ROUTES, *PLACEMENT_ROUTES, *SECRET_ROUTES, *TOKEN_ROUTES]

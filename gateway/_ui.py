@@ -39,7 +39,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from flyte._wire import ClusterRecord, LoginLink, LoginRequest, RecordsMessage, RunSummary
-from gateway._api import CLUSTERS, SERVICES, read_model, runs_query, serve_watch, services
+from gateway._api import CLUSTERS, read_model, runs_query, serve_watch, services
 from gateway._auth import (
     SESSION_COOKIE,
     Authenticator,
@@ -48,9 +48,11 @@ from gateway._auth import (
     create_token,
     principal_of,
     require_same_origin,
+    token_id,
     token_key,
 )
 from gateway._dispatch import CORDONS, DISPATCHER, SESSIONS
+from gateway._otlp import AUTHENTICATOR
 from gateway._runs import ACTIONS, RUNS
 from gateway.store import Compacted, Compare, Delete, EventType, Store
 
@@ -74,7 +76,8 @@ UI_AUTH = web.AppKey("ui_authenticator", Authenticator)
 
 
 def add_ui_routes(app: web.Application) -> None:
-    app[UI_AUTH] = Authenticator(app[SERVICES].store)
+    # The API's own: one cache of tokens, so a revocation holds for the UI's logins as it does for the API.
+    app[UI_AUTH] = app[AUTHENTICATOR]
     for path in PAGES:
         app.router.add_get(path, _page)
     # Before the static files: their prefix would take these paths too.
@@ -142,6 +145,7 @@ async def _logout(request: web.Request) -> web.StreamResponse:
         # A session minted by a login link is the UI's alone: revoke it. A pasted token belongs to its owner.
         if kv is not None and TokenRecord.model_validate_json(kv.value).description == SESSION_DESCRIPTION:
             await store.delete(token_key(token))
+            request.app[UI_AUTH].forget(token_id(token))
     response = web.json_response({"logged_out": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response

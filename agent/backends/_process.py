@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 from ._cgroups import Cgroup, Cgroups, OomReport, shared
 from ._protocol import Capacity, Exit, ExitKind, LaunchSpec, OutputSink
+from ._run_as import RunAs
 
 log = logging.getLogger("flyte.agent.process")
 
@@ -139,7 +140,7 @@ class ProcessHandle:
         if self._supervisor is not None:
             await self.wait()
 
-    async def _start(self, on_output: OutputSink, cgroups: Cgroups | None) -> None:
+    async def _start(self, on_output: OutputSink, cgroups: Cgroups | None, run_as: RunAs | None = None) -> None:
         spec = self.spec
         loop = asyncio.get_running_loop()
         use_cgroup = cgroups is not None and cgroups.available()
@@ -164,6 +165,10 @@ class ProcessHandle:
                 cwd=spec.cwd,
                 env={**spec.env, **spec.secret_env},
                 start_new_session=True,
+                # The launcher itself already runs as the user: nothing of the task ever runs as root.
+                user=run_as.uid if run_as else None,
+                group=run_as.gid if run_as else None,
+                extra_groups=[] if run_as else None,
             )
         except BaseException:
             for fd in unowned:
@@ -298,8 +303,11 @@ class ProcessBackend:
         pids_max: int | None = None,
         use_cgroups: bool = True,
         cgroups: Cgroups | None = None,
+        run_as: RunAs | None = None,
     ) -> None:
         self.kill_grace_seconds = kill_grace_seconds
+        self.run_as = run_as
+        """Start every process as this user, without supplementary groups (None: as the agent's own user)."""
         self.pids_max = pids_max
         self._cgroups = (cgroups or shared()) if use_cgroups else None
         self._handles: dict[str, ProcessHandle] = {}
@@ -327,7 +335,7 @@ class ProcessBackend:
         # Registered before the first await, so a concurrent duplicate is refused rather than started.
         handle = self._handles[spec.key] = ProcessHandle(spec, self)
         try:
-            await handle._start(on_output, self._cgroups)
+            await handle._start(on_output, self._cgroups, self.run_as)
         except BaseException:
             self._forget(handle)
             raise

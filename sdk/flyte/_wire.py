@@ -43,6 +43,8 @@ class CloseCode(IntEnum):
     """The session's lease ran out before a heartbeat renewed it: its work was moved elsewhere."""
     BAD_HELLO = 4400
     """The first message was not a valid hello."""
+    UNAUTHORIZED = 4401
+    """The token that opened the socket was revoked or expired since: the agent needs a new one."""
     FORBIDDEN = 4403
     """The token may not act as what the hello claims (another cluster, say)."""
     STORE_UNAVAILABLE = 4503
@@ -518,6 +520,8 @@ class TokenRequest(WireModel):
     scopes: list[Annotated[str, StringConstraints(max_length=80)]] = Field(min_length=1, max_length=16)
     projects: list[Name] = Field(default_factory=list, max_length=64)
     description: Annotated[str, StringConstraints(max_length=512)] = ""
+    expires_in_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400, allow_inf_nan=False)
+    """The token is refused this many seconds after it is made; None: it does not expire."""
 
 
 class TokenAnswer(WireModel):
@@ -526,6 +530,22 @@ class TokenAnswer(WireModel):
     token: str
     scopes: list[str]
     projects: list[str]
+    id: str = ""
+    """What `GET /api/v1/tokens` lists it as and `DELETE /api/v1/tokens/{id}` revokes it by."""
+    expires_at: float | None = None
+
+
+class TokenInfo(WireModel):
+    """A stored token as the API lists it: never its secret, which the gateway does not keep."""
+
+    id: str
+    """The first 16 hex digits of the token's sha256."""
+    scopes: list[str]
+    projects: list[str]
+    """Empty: every project."""
+    description: str
+    created_at: float
+    expires_at: float | None
 
 
 # -- the web UI ------------------------------------------------------------------------------------------------

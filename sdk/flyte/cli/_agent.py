@@ -87,6 +87,13 @@ def agent() -> None:
     type=click.IntRange(1),
     help="Worker processes starting at once (interpreter and SDK imports), at most [2 per core].",
 )
+@click.option(
+    "--run-as",
+    "run_as_user",
+    default=None,
+    metavar="USER",
+    help="process: start every task process as USER, not as the agent's user (the agent must run as root).",
+)
 def serve(
     gateway_url: str,
     token_file: Path | None,
@@ -110,13 +117,23 @@ def serve(
     default_memory: str,
     max_processes: int | None,
     max_starting: int | None,
+    run_as_user: str | None,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent, UnsafeDirectory
     from agent._admission import Admission
     from agent.backends import Backend, ProcessBackend
+    from agent.backends._run_as import RunAs
     from flyte._wire import ClusterRecord
 
+    run_as = None
+    if run_as_user is not None:
+        if backend != "process":
+            raise CliUsageError("--run-as is for the process backend (pods run as their security context says)")
+        try:
+            run_as = RunAs.lookup(run_as_user)
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
     token = _read_token(token_file, token)
     try:
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
@@ -170,7 +187,7 @@ def serve(
 
     async def _backend() -> Backend:
         if backend == "process":
-            return ProcessBackend()
+            return ProcessBackend(run_as=run_as)
         # Capacity is the cluster's (nodes less pods), measured by the backend; --cpu/--memory are not used.
         from agent.backends._kubernetes import DEFAULT_IMAGE, KubernetesBackend
 

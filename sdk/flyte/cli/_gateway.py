@@ -1,4 +1,4 @@
-"""`flyte gateway serve` and `flyte gateway token create`: the gateway's own commands.
+"""`flyte gateway serve` and `flyte gateway token create|list|revoke`: the gateway's own commands.
 
 The gateway package is imported only inside these commands: `flyte` never imports it otherwise.
 """
@@ -6,17 +6,21 @@ The gateway package is imported only inside these commands: `flyte` never import
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import click
 
 from flyte._paths import flyte_home, private_dir
 
 from ._errors import CliError, CliUsageError
+from ._output import OutputFormat, output_option, print_listing
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -214,18 +218,61 @@ def token() -> None:
     """Bearer tokens."""
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX_EXPIRY = 10 * 365 * 86400
+
+
+def _duration(_: click.Context, __: click.Parameter, text: str | None) -> float | None:
+    if text is None:
+        return None
+    match = _DURATION.match(text.strip().lower())
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else 0.0
+    if not 0 < seconds <= _MAX_EXPIRY:
+        raise click.BadParameter(f"{text!r} is not a duration up to 10 years such as 90m, 12h, 7d or 4w")
+    return seconds
+
+
+_STORE = click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Use a store directly (gateway stopped); without it, ask the configured gateway (needs admin).",
+)
+
+
+def _ask_gateway(method: str, path: str, body: Any = None) -> Any:
+    import flyte
+    from flyte._client import GatewayError, call_sync, client_for
+
+    try:
+        flyte.init_from_config()
+        return call_sync(client_for().request(method, path, json_body=body))
+    except (GatewayError, ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+
+
 @token.command("create")
 @click.option("--scope", "scopes", multiple=True, required=True, help="admin, deploy, run, agent:CLUSTER, worker:RUN.")
 @click.option("--project", "projects", multiple=True, help="Limit the token to these projects (repeatable).")
 @click.option("--description", default="", help="What the token is for.")
 @click.option(
-    "--store",
-    "store_url",
+    "--expires",
+    "expires_in",
     default=None,
-    metavar="URL",
-    help="Write straight into a store (gateway stopped); without it, ask the configured gateway (needs admin).",
+    callback=_duration,
+    metavar="DURATION",
+    help="Refuse the token after this long: seconds, or 90m, 12h, 7d, 4w (default: it does not expire).",
 )
-def token_create(scopes: tuple[str, ...], projects: tuple[str, ...], description: str, store_url: str | None) -> None:
+@_STORE
+def token_create(
+    scopes: tuple[str, ...],
+    projects: tuple[str, ...],
+    description: str,
+    expires_in: float | None,
+    store_url: str | None,
+) -> None:
     """Make a token and print it: the only time it is shown."""
     from gateway._auth import validate_scope
 
@@ -235,32 +282,84 @@ def token_create(scopes: tuple[str, ...], projects: tuple[str, ...], description
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None
     if store_url is not None:
-        click.echo(asyncio.run(_token_in_store(store_url, list(scopes), list(projects), description)))
+        click.echo(asyncio.run(_token_in_store(store_url, list(scopes), list(projects), description, expires_in)))
         return
-    import flyte
-    from flyte._client import GatewayError, call_sync, client_for
     from flyte._wire import TokenRequest
 
-    flyte.init_from_config()
-    try:
-        answer = call_sync(
-            client_for().request(
-                "POST",
-                "/api/v1/tokens",
-                json_body=TokenRequest(scopes=list(scopes), projects=list(projects), description=description),
-            )
-        )
-    except (GatewayError, ValueError) as exc:
-        raise CliError(str(exc)) from None
-    click.echo(answer["token"])
+    request = TokenRequest(
+        scopes=list(scopes), projects=list(projects), description=description, expires_in_seconds=expires_in
+    )
+    click.echo(_ask_gateway("POST", "/api/v1/tokens", request)["token"])
 
 
-async def _token_in_store(store_url: str, scopes: list[str], projects: list[str], description: str) -> str:
+async def _token_in_store(
+    store_url: str, scopes: list[str], projects: list[str], description: str, expires_in: float | None
+) -> str:
     from gateway._auth import create_token
     from gateway.store import open_store
 
     store = await open_store(store_url)
     try:
-        return await create_token(store, scopes, projects, description)
+        return await create_token(store, scopes, projects, description, expires_in)
+    finally:
+        await store.close()
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@token.command("list")
+@_STORE
+@output_option
+def token_list(store_url: str | None, output: OutputFormat) -> None:
+    """Stored tokens: id, scopes, projects, when made and when they end. Secrets are never kept, so never shown."""
+    from flyte._wire import TokenInfo
+
+    if store_url is not None:
+        infos = asyncio.run(_tokens_in_store(store_url))
+    else:
+        infos = [TokenInfo.model_validate(item) for item in _ask_gateway("GET", "/api/v1/tokens")]
+    rows = [
+        [i.id, ",".join(i.scopes), ",".join(i.projects) or "*", _when(i.created_at), _when(i.expires_at), i.description]
+        for i in infos
+    ]
+    columns = ["id", "scopes", "projects", "created", "expires", "description"]
+    print_listing("tokens", columns, rows, output, objects=infos, message_column="description")
+
+
+async def _tokens_in_store(store_url: str) -> list[Any]:
+    from flyte._wire import TokenInfo
+    from gateway._auth import stored_tokens
+    from gateway.store import open_store
+
+    store = await open_store(store_url)
+    try:
+        return [TokenInfo(id=ident, **record.model_dump()) for ident, record in await stored_tokens(store)]
+    finally:
+        await store.close()
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@_STORE
+def token_revoke(token_id: str, store_url: str | None) -> None:
+    """Revoke token ID (from `flyte gateway token list`): refused from its next request or socket message on."""
+    if store_url is None:
+        _ask_gateway("DELETE", f"/api/v1/tokens/{quote(token_id, safe='')}")
+    elif not asyncio.run(_revoke_in_store(store_url, token_id)):
+        raise CliError(f"no token with id {token_id}; `flyte gateway token list` lists them")
+    click.echo(f"token {token_id} revoked")
+
+
+async def _revoke_in_store(store_url: str, token_id: str) -> bool:
+    from gateway._auth import revoke_token
+    from gateway.store import open_store
+
+    store = await open_store(store_url)
+    try:
+        return await revoke_token(store, token_id) is not None
     finally:
         await store.close()
