@@ -658,20 +658,18 @@ def _end_run(run: RunSummary, root: ActionSummary, uncounted: int = 0) -> RunSum
 
 
 def _late_start(current: ActionSummary, event: ActionEvent) -> ActionSummary | None:
-    """A `running` event for an attempt that has already ended (its worker's result came first): the action with
-    its start time recorded, itself when it has one, or None when the event is not such a late start."""
+    """A `running` event for an attempt that has already ended (its worker's result came first, carrying the start):
+    the action unchanged (an ended record never changes), or None when the event is not such a late start."""
     if event.phase is not Phase.RUNNING or event.attempt != current.attempts:
         return None
     if not current.phase.is_terminal or event.cluster not in (None, current.cluster):
         return None
-    if current.started_at is not None:
-        return current
-    return current.model_copy(update={"started_at": _started_at(current, event, time.time())})
+    return current
 
 
-def _started_at(current: ActionSummary, event: ActionEvent, now: float) -> float:
-    """The event's own time, kept between the action's creation and its end (or now): clocks differ a little."""
-    at = event.at if event.at is not None else now
+def _started_at(current: ActionSummary, at: float | None, now: float) -> float:
+    """A reporter's time, kept between the action's creation and its end (or now): clocks differ a little."""
+    at = at if at is not None else now
     latest = current.ended_at if current.ended_at is not None else now
     return max(min(at, latest, now), current.created_at or 0.0)
 
@@ -714,8 +712,11 @@ def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
         update["cluster"] = event.cluster
         update["epoch"] = event.epoch
     if target is Phase.RUNNING and current.started_at is None:
-        update["started_at"] = _started_at(current, event, now)
+        update["started_at"] = _started_at(current, event.at, now)
     if target.is_terminal:
+        if current.started_at is None:
+            # Its `running` is still on its way (a warm pool's agent batches events): the result says when it began.
+            update["started_at"] = _started_at(current, event.started_at, now)
         update["ended_at"] = now
         update["output"] = event.output
         update["error"] = event.error

@@ -416,9 +416,11 @@ class ActionEvent(WireModel):
     output: WireValue | None = None
     error: ErrorInfo | None = None
     at: float | None = Field(default=None, ge=0)
-    """When it happened, by the reporter's clock (seconds since the epoch). A `running` event carries it: it may
-    arrive after the worker's own result (a warm pool worker reports at once, its agent's events go in batches),
-    and then only records the attempt's start time."""
+    """When it happened, by the reporter's clock (seconds since the epoch)."""
+    started_at: float | None = Field(default=None, ge=0)
+    """When the attempt started, by the worker's clock: a result carries it, because the agent's `running` may come
+    after the worker's own result (a warm pool worker reports at once, its agent's events go in batches); a late
+    `running` then changes nothing (an ended record never changes)."""
 
 
 class AbortRequest(WireModel):

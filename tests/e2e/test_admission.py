@@ -129,6 +129,11 @@ class WorkerSampler:
             self.most = max(self.most, self.count())
 
 
+WIDTH = 40
+"""Five times what the agent admits at once (8 on the rig's 2-CPU agent): enough to queue at admission, and each
+child is a cold interpreter start, so the 500-way figures live in bench/admission.py, not here."""
+
+
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
     edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
     most = live = 0
@@ -141,10 +146,10 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
 def test_a_wide_fan_out_of_tasks_without_resources_runs_within_the_agents_admission(rig: Rig) -> None:
     limit, ledger, program = prepare(rig, "admission_fan_out", FAN_OUT)
     with WorkerSampler(rig.pids()["agent-small"]) as sampler:
-        run = flyte.run(program.main, n=200, ledger=str(ledger))
-        assert run.outputs() == (sum(range(200)),)
+        run = flyte.run(program.main, n=WIDTH, ledger=str(ledger))
+        assert run.outputs() == (sum(range(WIDTH)),)
     actions = call_sync(client_for().list_actions(run.name))
-    assert len(actions) == 201
+    assert len(actions) == WIDTH + 1
     assert all(a.phase == "succeeded" and a.attempts == 1 for a in actions), "no failures, nothing retried"
     # Placement counted each child as the default request (0.1 CPU, 256 MiB), as the agent does.
     child = next(a.name for a in actions if a.parent is not None)
@@ -155,7 +160,7 @@ def test_a_wide_fan_out_of_tasks_without_resources_runs_within_the_agents_admiss
     for record in ledger.iterdir():
         _, started, ended = record.read_text().split()
         intervals.append((float(started), float(ended)))
-    assert len(intervals) == 200
+    assert len(intervals) == WIDTH
     # The parent holds one slot of its own while its children run in the others.
     assert most_at_once(intervals) <= limit - 1
     spares = 2  # `flyte agent serve --spares`: started ahead of time, idle until one-off attempts take them

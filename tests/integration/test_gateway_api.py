@@ -171,17 +171,20 @@ async def test_state_machine_moves_forward_only_and_ends_the_run(api: Api) -> No
     assert (summary["phase"], json.loads(summary["output"]["json_text"])) == ("succeeded", 5)
 
 
-async def test_a_start_reported_after_the_result_records_the_start_time(api: Api) -> None:
-    # A warm pool worker reports its result at once; its agent's `running` event follows in the next batch.
+async def test_a_result_carries_its_start_and_a_late_start_changes_nothing(api: Api) -> None:
+    # A warm pool worker reports its result at once, with when it began; its agent's `running` follows in the next
+    # batch and must not change the ended record (the fault matrix holds every ended record unchanged).
     run = (await new_run(api))["name"]
     assert (await event(api, run, "a0", "placed", cluster="east"))[0] == 200
-    status, done = await event(api, run, "a0", "succeeded", cluster="east", output=value(5))
-    assert (status, done["phase"], done["started_at"]) == (200, "succeeded", None)
-    started = (done["created_at"] + done["ended_at"]) / 2
-    status, late = await event(api, run, "a0", "running", cluster="east", at=started)
-    assert (status, late["phase"], late["attempts"]) == (200, "succeeded", 1)
-    assert late["started_at"] == pytest.approx(started)
-    assert late["ended_at"] == done["ended_at"]
+    status, placed = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+    started = placed["created_at"] + 0.001
+    status, done = await event(api, run, "a0", "succeeded", cluster="east", output=value(5), started_at=started)
+    assert (status, done["phase"]) == (200, "succeeded")
+    assert done["started_at"] == pytest.approx(started)
+    before = await api.revision()
+    status, late = await event(api, run, "a0", "running", cluster="east", at=started + 1)
+    assert (status, late["phase"], late["started_at"]) == (200, "succeeded", pytest.approx(started))
+    assert await api.revision() == before, "an ended record never changes"
     status, body = await event(api, run, "a0", "running", cluster="west", at=started)
     assert (status, body["code"]) == (403, "wrong_cluster")
 

@@ -54,6 +54,7 @@ async def _attempt(
             epoch=assignment.epoch,
             output=output,
             error=error,
+            started_at=received_ns / 1e9,
         )
 
     # Only an earlier attempt can have recorded traces: the first attempt skips the round trip.
