@@ -374,7 +374,8 @@ class Dispatcher:
             elif decision.never_fits:
                 detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
                 message = f"{decision.reason} ({detail})" if detail else decision.reason
-                error = ErrorInfo(error_type="RuntimeUserError", code="NeverFits", kind="user", message=message)
+                # No retry could ever fit it either: the user's to fix (smaller resources), failed at once.
+                error = ErrorInfo(error_type="NonRecoverableError", code="NeverFits", kind="user", message=message)
                 notes.append(self._fail_queued(item.action, error, record))
             elif waited_out:
                 assert item.max_wait is not None

@@ -54,7 +54,8 @@ async def hello(x: int) -> int:
     return x + 1
 
 
-@huge_env.task
+# Retries would be spent in vain: a demand no cluster can ever hold fails once, not once per retry.
+@huge_env.task(retries=2)
 async def huge() -> int:
     return 0
 """
@@ -128,7 +129,7 @@ def test_a_cordoned_cluster_takes_no_new_work_and_the_next_tier_opens(rig: Rig, 
 def test_a_demand_no_cluster_can_ever_hold_fails_at_once(rig: Rig, program) -> None:  # type: ignore[no-untyped-def]
     rig.connect()
     run = flyte.run(program.huge)
-    with pytest.raises(flyte.errors.RuntimeUserError):
+    with pytest.raises(flyte.errors.NonRecoverableError):
         run.wait()
     root = _root(run.name)
     assert root.phase == "failed"
