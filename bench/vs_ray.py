@@ -28,6 +28,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from remote_dispatch import percentile  # a sibling script: bench/ is on sys.path when a bench runs
+
 OURS = textwrap.dedent("""
     import asyncio
     import time
@@ -101,11 +103,6 @@ RAY = textwrap.dedent("""
         figures[f"fanout {n}"] = ray.get(fan_out.remote(n))
     print("FIGURES " + json.dumps(figures))
 """)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def chain_figures(latencies: list[float]) -> dict[str, float]:

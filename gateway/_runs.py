@@ -378,14 +378,8 @@ class Runs:
             if kv is None:
                 raise not_found(f"run {run} has no action {action}")
             current = decode_action(kv)
-            late = _late_start(current, event)
-            if late is not None:
-                if late is current:
-                    return current
-                result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(late))])
-                if result.succeeded:
-                    return late.model_copy(update={"revision": result.revision})
-                continue
+            if _late_start(current, event):
+                return current
             updated = _transition(current, event)
             if updated is current:
                 return current
@@ -657,14 +651,15 @@ def _end_run(run: RunSummary, root: ActionSummary, uncounted: int = 0) -> RunSum
     )
 
 
-def _late_start(current: ActionSummary, event: ActionEvent) -> ActionSummary | None:
-    """A `running` event for an attempt that has already ended (its worker's result came first, carrying the start):
-    the action unchanged (an ended record never changes), or None when the event is not such a late start."""
-    if event.phase is not Phase.RUNNING or event.attempt != current.attempts:
-        return None
-    if not current.phase.is_terminal or event.cluster not in (None, current.cluster):
-        return None
-    return current
+def _late_start(current: ActionSummary, event: ActionEvent) -> bool:
+    """Whether `event` is a `running` of an attempt that has already ended (its worker's result came first, carrying
+    the start): it is acknowledged and changes nothing, as an ended record never changes."""
+    return (
+        event.phase is Phase.RUNNING
+        and event.attempt == current.attempts
+        and current.phase.is_terminal
+        and event.cluster in (None, current.cluster)
+    )
 
 
 def _started_at(current: ActionSummary, at: float | None, now: float) -> float:

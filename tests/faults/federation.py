@@ -25,6 +25,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -636,3 +638,20 @@ def namespace_link(token: str, subnet: int) -> Iterator[Link]:
             _ip("netns", "del", link.ns)
         with contextlib.suppress(OSError):
             _ip("link", "del", link.host_if)
+
+
+def call(fed: Federation, method: str, path: str, body: bytes | None = None, token: str | None = "admin") -> Any:
+    """(status, decoded JSON) of one request; a refusal must be `{code, message}` and never a traceback."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = "Bearer " + fed.tokens.get(token, token)
+    request = urllib.request.Request(fed.endpoint + path, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        text = error.read().decode()
+        answer = json.loads(text)
+        assert set(answer) == {"code", "message"}, text[:500]
+        assert "Traceback" not in text
+        return error.code, answer

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from etcd_process import EtcdProcess
-from federation import Federation, require_etcd
+from federation import Federation, call, require_etcd
 
 import flyte
 from flyte._wire import ActionEvent, AgentHello, CloseCode, ClusterRecord, Phase
@@ -58,23 +56,6 @@ def deployed(api: Federation) -> Federation:
     program = api.load("faults_api_program", PROGRAM)
     flyte.deploy(program.env)
     return api
-
-
-def call(fed: Federation, method: str, path: str, body: bytes | None = None, token: str | None = "admin") -> Any:
-    """(status, decoded JSON) of one request; a refusal must be `{code, message}` and never a traceback."""
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = "Bearer " + fed.tokens.get(token, token)
-    request = urllib.request.Request(fed.endpoint + path, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        text = error.read().decode()
-        answer = json.loads(text)
-        assert set(answer) == {"code", "message"}, text[:500]
-        assert "Traceback" not in text
-        return error.code, answer
 
 
 def revision(fed: Federation) -> int:

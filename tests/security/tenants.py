@@ -7,14 +7,12 @@ import base64
 import hashlib
 import json
 import pickle
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from federation import Federation
+from federation import Federation, call
 
 import flyte
 
@@ -75,17 +73,7 @@ class Tenants:
         """(status, decoded JSON) of one request with tenant `as_`'s token (or "admin")."""
         token = self.fed.tokens["admin"] if as_ == "admin" else self.tokens[as_]
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        request = urllib.request.Request(self.fed.endpoint + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            text = error.read().decode()
-            answer = json.loads(text)
-            assert set(answer) == {"code", "message"}, text[:500]
-            assert "Traceback" not in text
-            return error.code, answer
+        return call(self.fed, method, path, data, token)
 
 
 def json_value(text: str, digest_of: str | None = None) -> dict[str, str]:
