@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from etcd_process import EtcdProcess
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 
 def _value(obj: object) -> dict[str, str]:

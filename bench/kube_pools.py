@@ -28,8 +28,8 @@ import aiohttp
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path[:0] = [str(TESTS), str(TESTS / "integration")]
 
-from gateway_process import GatewayProcess  # noqa: E402
 from kube_cluster import Deployments, Kubelet, fake_cluster  # noqa: E402
+from processes import GatewayProcess  # noqa: E402
 
 PROGRAM = textwrap.dedent("""
     import json

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from etcd_process import EtcdProcess
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 LOOPS = 4
 CHILDREN = 4

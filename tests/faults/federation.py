@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from typing import Any
 
 from etcd_process import EtcdProcess
 from prerequisites import ETCD_INSTALL, on_path, require
+from processes import LISTENING, Proc, gateway_command
 from programs import write_and_import
 
 import flyte
@@ -45,7 +45,6 @@ from gateway._auth import create_token
 from gateway._runs import SYSTEM_RETRIES, actions_prefix, decode_event
 from gateway.store import Compacted, EventType, Store, open_store
 
-_LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 _CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")
 FIRST_SYSTEM_BACKOFF = 1.0
 """The gateway's backoff before the first system retry (`gateway._runs._maybe_retry`: 2 ** 0 s)."""
@@ -54,82 +53,6 @@ FIRST_SYSTEM_BACKOFF = 1.0
 def require_etcd() -> None:
     """Fail without Debian's etcd-server (skip only with `scripts/test.sh --skip-missing`)."""
     require(on_path("etcd"), ETCD_INSTALL)
-
-
-class Proc:
-    """One long-running process with its output in a file (a pipe nobody reads would fill and block it)."""
-
-    def __init__(self, name: str, command: list[str], log: Path, env: dict[str, str]):
-        self.name = name
-        self.command = command
-        self.log = log
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, ready: re.Pattern[str], within: float = 30.0) -> re.Match[str]:
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            # A session of its own: teardown can signal the process and everything it started.
-            self.process = subprocess.Popen(
-                self.command,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self.wait_for(ready, within, offset)
-
-    def text(self, offset: int = 0) -> str:
-        with self.log.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-
-    def size(self) -> int:
-        return self.log.stat().st_size
-
-    def wait_for(self, pattern: re.Pattern[str], within: float, offset: int = 0) -> re.Match[str]:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            match = pattern.search(self.text(offset))
-            if match:
-                return match
-            if self.process is not None and self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"{self.name}: no {pattern.pattern!r} within {within}s; log tail:\n{self.text()[-3000:]}")
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def kill(self) -> None:
-        """SIGKILL, as in a crash: no shutdown code runs."""
-        if self.alive():
-            self.signal(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 @dataclass
@@ -171,13 +94,10 @@ class Federation:
         if "admin" not in self.tokens:
             self.tokens["admin"] = self.mint("admin")
         if self.gateway is None:
-            command = [
-                sys.executable, "-m", "flyte.cli", "gateway", "serve", "--store", self.etcd.url,
-                "--blobs", str(self.root / "blobs"), "--host", self.host, "--port", str(self.port),
-                "--no-write-config",
-            ]  # fmt: skip
+            extra = ["--blobs", str(self.root / "blobs"), "--host", self.host, "--no-write-config"]
+            command = gateway_command(self.etcd.url, port=self.port, extra_args=extra)
             self.gateway = Proc("gateway", command, self.root / "gateway.log", {**self.env, **self.gateway_env})
-        match = self.gateway.start(_LISTENING)
+        match = self.gateway.start(LISTENING)
         if self.port == 0:
             self.port = int(match.group(1).rsplit(":", 1)[1])
             self.gateway.command[self.gateway.command.index("--port") + 1] = str(self.port)
@@ -190,7 +110,7 @@ class Federation:
         command[command.index("--port") + 1] = "0"
         replica = Proc("replica", command, self.root / "replica.log", {**self.env, **self.gateway_env})
         self.replicas.append(replica)
-        return replica, replica.start(_LISTENING).group(1)
+        return replica, replica.start(LISTENING).group(1)
 
     def start_agent(
         self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 1, gateway: str | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from gateway_api import Api
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 
 @pytest.fixture

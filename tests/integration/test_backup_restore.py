@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from etcd_process import EtcdProcess
 from gateway_api import Api, new_run, value
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 pytestmark = pytest.mark.timeout(120)
 

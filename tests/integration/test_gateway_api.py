@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from gateway_api import Api, child, new_run, task_spec, unique, value
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -4,14 +4,13 @@ project; a gateway without a key keeps none; a key file others may read is refus
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from gateway_api import Api
-from gateway_process import GatewayProcess
+from processes import GatewayProcess, gateway_command
 
 from gateway._secrets import generate_key_file
 
@@ -91,9 +90,8 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     key = tmp_path / "secrets.key"
     generate_key_file(key)
     key.chmod(0o644)
-    serve = ["gateway", "serve", "--store", "memory", "--port", "0", "--no-write-config"]
     result = subprocess.run(
-        [sys.executable, "-m", "flyte.cli", *serve, "--secrets-key-file", str(key)],
+        gateway_command("memory", extra_args=["--no-write-config", "--secrets-key-file", str(key)]),
         capture_output=True,
         text=True,
         timeout=60,

@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gateway_process import GatewayProcess
 from kube_cluster import (
     DEPLOYMENTS,
     PODS,
@@ -29,6 +28,7 @@ from kube_cluster import (
     terminated,
     waiting,
 )
+from processes import GatewayProcess
 from waiting import async_assert_eventually
 
 from agent.backends import Capacity, Exit, ExitKind, LaunchSpec

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from gateway_api import Api, new_run
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 from gateway._tracing import GatewayTracing
 from gateway.store import open_store

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 import flyte
 from flyte._client import GatewayError, call_sync, client_for

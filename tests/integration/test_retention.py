@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from gateway_api import Api, task_spec, unique, value
-from gateway_process import GatewayProcess
+from processes import GatewayProcess
 from waiting import eventually_async
 
 from gateway.store import open_store

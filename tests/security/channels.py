@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 from integration.gateway_api import Api
-from integration.gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 RECEIVE_TIMEOUT = 20.0
 

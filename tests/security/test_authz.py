@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from channels import admin_api, agent_socket, ask, files_under, gateway_process, headers, token, worker_socket
 from integration.gateway_api import Api, new_run, value
-from integration.gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 from flyte._wire import ActionSummary, Phase
 from gateway._auth import AttemptRef, Principal

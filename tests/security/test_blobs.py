@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from channels import admin_api, files_under, gateway_process, headers, token
 from integration.gateway_api import Api, task_spec
-from integration.gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1024 * 1024

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 from etcd_process import EtcdProcess
-from federation import Federation, Proc, require_etcd
+from federation import Federation, require_etcd
 from prerequisites import require
+from processes import Proc
 
 import flyte
 

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from channels import AgentSocket, admin_api, agent_socket, ask, gateway_process, headers, token, worker_socket
 from integration.gateway_api import Api
-from integration.gateway_process import GatewayProcess
+from processes import GatewayProcess
 
 pytestmark = pytest.mark.timeout(90)
 PROBE = {"type": "submit", "run": "no-such-run", "actions": []}
