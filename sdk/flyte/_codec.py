@@ -18,9 +18,11 @@ import decimal
 import enum
 import hashlib
 import pathlib
+import sys
 import types
 import typing
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -108,10 +110,34 @@ def is_json_friendly(annotation: object) -> bool:
 
 
 def _hints(obj: object) -> dict[str, Any]:
+    return type_hints(obj, f"{getattr(obj, '__qualname__', obj)!s}")
+
+
+def type_hints(obj: object, where: str) -> dict[str, Any]:
+    """`obj`'s resolved annotations. A hint that cannot be resolved (a name not defined, or defined only
+    under `TYPE_CHECKING`) becomes `Any`, and so pickled, with a warning naming it: the others keep their types."""
     try:
         return typing.get_type_hints(obj)
     except Exception:
-        return {}
+        pass
+    raw: dict[str, Any] = dict(getattr(obj, "__annotations__", None) or {})
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    namespace: dict[str, Any] = dict(getattr(obj, "__globals__", None) or getattr(module, "__dict__", {}))
+    hints: dict[str, Any] = {}
+    for name, annotation in raw.items():
+        try:
+            probe = types.SimpleNamespace(
+                __annotations__={name: annotation}, __module__=getattr(obj, "__module__", None)
+            )
+            hints[name] = typing.get_type_hints(probe, globalns=namespace)[name]
+        except Exception as error:
+            warnings.warn(
+                f"the type hint of {name!r} in {where} ({annotation!r}) cannot be resolved ({error}); "
+                "its values travel pickled instead of typed",
+                stacklevel=4,
+            )
+            hints[name] = Any
+    return hints
 
 
 class ValueCodec:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import EncodedValue, ValueCodec
+from ._codec import EncodedValue, ValueCodec, type_hints
 
 _MISSING: Any = inspect.Parameter.empty
 
@@ -55,10 +55,7 @@ class TaskInterface:
 
     def __init__(self, func: Callable[..., Any], qualified_name: str):
         signature = inspect.signature(func)
-        try:
-            hints = typing.get_type_hints(func)
-        except Exception:
-            hints = {}
+        hints = type_hints(func, f"task {qualified_name}")
         params: list[Parameter] = []
         for p in signature.parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

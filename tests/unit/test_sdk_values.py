@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from programs import write_and_import
 from pydantic import BaseModel
 
 import flyte
@@ -314,3 +315,22 @@ def test_local_runs_after_a_remote_attempt_keep_large_values_local() -> None:
     flyte.init()
     text = "z" * (INLINE_LIMIT + 10)
     assert flyte.run(echo_text, text).outputs()[0] == text
+
+
+def test_an_unresolvable_hint_pickles_only_its_own_value(tmp_path: Path) -> None:
+    source = """
+from __future__ import annotations
+from typing import TYPE_CHECKING
+import flyte
+if TYPE_CHECKING:
+    from decimal import Decimal
+env = flyte.TaskEnvironment("hints")
+@env.task
+async def t(count: int, price: Decimal) -> int:
+    return count
+"""
+    with pytest.warns(UserWarning, match=r"'price' in task hints\.t \('Decimal'\) cannot be resolved"):
+        module = write_and_import(tmp_path, "unresolvable_hints", source)
+    parameters = module.t.interface.by_name
+    assert parameters["count"].codec.kind == "json"  # the resolvable hint keeps its type
+    assert parameters["price"].codec.kind == "pickle"
