@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -109,3 +110,12 @@ class EtcdProcess:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing, as a hung or partitioned member does."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
