@@ -21,7 +21,7 @@ import pydantic
 from pydantic import TypeAdapter
 
 from ._codec import BlobBackend
-from ._config import Config, current_config
+from ._config import Config, current_config, endpoints_of
 from ._wire import (
     AbortRequest,
     ActionSummary,
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 T = TypeVar("T")
+_REPEATABLE = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+"""Methods whose repetition changes nothing (PUT of a blob is by digest), so a cut-off one goes to another replica."""
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 
@@ -95,11 +97,23 @@ class GatewayClient:
     def __init__(self, config: Config):
         if config.endpoint is None:
             raise ValueError("no gateway endpoint is configured (flyte.init(endpoint=...) or a config file)")
-        self.endpoint = config.endpoint.rstrip("/")
+        self.endpoints = [endpoint.rstrip("/") for endpoint in endpoints_of(config.endpoint)]
+        """The gateway's replicas; requests go to one until it stops answering, then to the next."""
+        self._current = 0
         self.project = config.project
         self.domain = config.domain
         self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The replica requests go to now."""
+        return self.endpoints[self._current]
+
+    def fail_over(self, endpoint: str) -> None:
+        """`endpoint` did not answer: the next replica takes the requests (unless another caller moved on already)."""
+        if len(self.endpoints) > 1 and self.endpoint == endpoint:
+            self._current = (self._current + 1) % len(self.endpoints)
 
     def _http(self) -> aiohttp.ClientSession:
         # aiohttp is imported on first use: commands that never call the gateway should not pay for it.
@@ -133,19 +147,31 @@ class GatewayClient:
             kwargs["headers"] = {"Content-Type": "application/octet-stream"}
         import aiohttp
 
-        try:
-            async with self._http().request(method, f"{self.endpoint}{path}", **kwargs) as response:
-                if response.status >= 400:
-                    try:
-                        body = await response.json(content_type=None)
-                        raise GatewayError(response.status, body["code"], body["message"])
-                    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
-                        raise GatewayError(response.status, "http_error", await response.text()) from None
-                if response.content_type == "application/json":
-                    return await response.json()
-                return await response.read()
-        except aiohttp.ClientConnectionError as error:
-            raise GatewayUnreachableError(self.endpoint, error) from None
+        for attempt in range(len(self.endpoints)):
+            endpoint = self.endpoint
+            if attempt and isinstance(kwargs.get("data"), io.BytesIO):
+                kwargs["data"].seek(0)
+            try:
+                async with self._http().request(method, f"{endpoint}{path}", **kwargs) as response:
+                    if response.status >= 400:
+                        try:
+                            body = await response.json(content_type=None)
+                            raise GatewayError(response.status, body["code"], body["message"])
+                        except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+                            raise GatewayError(response.status, "http_error", await response.text()) from None
+                    if response.content_type == "application/json":
+                        return await response.json()
+                    return await response.read()
+            except aiohttp.ClientConnectionError as error:
+                # Another replica may answer. A request that never reached this one (no connection) is safe to send
+                # again anywhere; one cut off midway is sent again only if repeating it changes nothing.
+                never_sent = isinstance(error, aiohttp.ClientConnectorError)
+                if attempt + 1 < len(self.endpoints) and (never_sent or method in _REPEATABLE):
+                    self.fail_over(endpoint)
+                    continue
+                self.fail_over(endpoint)
+                raise GatewayUnreachableError(endpoint, error) from None
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         return model.model_validate(await self.request(method, path, **kwargs))

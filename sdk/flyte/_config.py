@@ -24,6 +24,7 @@ __all__ = [
     "current_config",
     "current_domain",
     "current_project",
+    "endpoints_of",
     "find_config_file",
     "init",
     "init_from_api_key",
@@ -73,11 +74,26 @@ def is_remote() -> bool:
 
 
 def normalize_endpoint(endpoint: str, insecure: bool = False) -> str:
-    """Turn the endpoint spellings flytectl accepts into an http(s) base URL.
+    """Turn the endpoint spellings flytectl accepts into an http(s) base URL, or several separated by commas (the
+    replicas of one gateway, tried in turn: see `endpoints_of`).
 
     `dns:///host:port` and bare `host:port` get https, or http when `insecure`; http/https URLs keep their
     scheme (only a trailing slash is dropped, so callers can append paths).
     """
+    if "," in endpoint:
+        parts = [part for part in endpoint.split(",") if part.strip()]
+        if not parts:
+            raise ValueError("endpoint is empty")
+        return ",".join(_normalize_one(part, insecure) for part in parts)
+    return _normalize_one(endpoint, insecure)
+
+
+def endpoints_of(endpoint: str) -> list[str]:
+    """The gateway replicas a (normalised) endpoint names, in the order they are tried."""
+    return [part for part in endpoint.split(",") if part]
+
+
+def _normalize_one(endpoint: str, insecure: bool) -> str:
     value = endpoint.strip()
     if not value:
         raise ValueError("endpoint is empty")

@@ -133,7 +133,8 @@ class RemoteRun:
         retry = RetryDelay(_RECONNECT_FIRST, _RECONNECT_MAX)
         while True:
             # Without a progress callback only the root matters: the gateway then sends nothing else.
-            url = f"{self._client.endpoint}/api/v1/runs/{self._id}/watch?" + ("action=a0&" if on_change is None else "")
+            endpoint = self._client.endpoint
+            url = f"{endpoint}/api/v1/runs/{self._id}/watch?" + ("action=a0&" if on_change is None else "")
             if revision:
                 url += f"from_revision={revision + 1}"
             try:
@@ -152,6 +153,8 @@ class RemoteRun:
                                 if self._summary.phase.is_terminal:
                                     return
             except aiohttp.ClientError:
+                # Resumed from the last revision seen, on another replica if there is one.
+                self._client.fail_over(endpoint)
                 await retry.sleep()
             try:
                 self._summary = await self._client.get_run(self._id)

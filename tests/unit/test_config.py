@@ -11,6 +11,7 @@ from flyte import _config
 from flyte._config import (
     Config,
     current_config,
+    endpoints_of,
     find_config_file,
     init,
     init_from_config,
@@ -133,6 +134,8 @@ def test_file_without_endpoint_is_local_but_keeps_project(workspace: Path) -> No
         ("http://localhost:8080", False, "http://localhost:8080"),
         ("https://flyte.example.com", True, "https://flyte.example.com"),
         ("https://flyte.example.com/", False, "https://flyte.example.com"),
+        # The replicas of one gateway, tried in turn.
+        ("gw-1:443, dns:///gw-2:443,,https://gw-3/", False, "https://gw-1:443,https://gw-2:443,https://gw-3"),
     ],
 )
 def test_endpoint_normalisation(workspace: Path, endpoint: str, insecure: bool, expected: str) -> None:
@@ -141,6 +144,14 @@ def test_endpoint_normalisation(workspace: Path, endpoint: str, insecure: bool, 
     init_from_config()
     assert current_config().endpoint == expected
     assert current_config().insecure is insecure
+
+
+def test_several_endpoints_are_tried_in_order(workspace: Path) -> None:
+    assert endpoints_of(normalize_endpoint("a:1,b:2", insecure=True)) == ["http://a:1", "http://b:2"]
+    with pytest.raises(ValueError, match="endpoint is empty"):
+        normalize_endpoint(" , ")
+    with pytest.raises(ValueError, match="grpc://"):
+        normalize_endpoint("http://a:1,grpc://b:2")
 
 
 def test_unsupported_endpoint_scheme_is_rejected(workspace: Path) -> None:
