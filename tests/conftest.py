@@ -8,7 +8,7 @@ from pathlib import Path
 
 import prerequisites
 import pytest
-from etcd_process import EtcdProcess
+from etcd_process import EtcdCluster, EtcdProcess
 from prerequisites import ETCD_INSTALL, on_path, require
 
 import flyte._config as config
@@ -48,6 +48,17 @@ def etcd_fresh(tmp_path: Path) -> Iterator[EtcdProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """Three etcd members of one cluster on loopback ports, for rows that lose a member."""
+    require(on_path("etcd"), ETCD_INSTALL)
+    cluster = EtcdCluster(tmp_path / "etcd-cluster").start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

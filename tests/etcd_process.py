@@ -32,7 +32,15 @@ class EtcdProcess:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, *, binary: str | None = None, extra_args: Sequence[str] = ()):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+        name: str = "test",
+        ports: tuple[int, int] | None = None,
+    ):
         found = binary or shutil.which("etcd")
         if found is None:
             raise FileNotFoundError("no `etcd` on PATH (Debian: apt-get install etcd-server)")
@@ -40,8 +48,10 @@ class EtcdProcess:
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         """More etcd flags, e.g. `--quota-backend-bytes=...` for a drill that fills the store."""
-        self.port = _free_port()
-        self.peer_port = _free_port()
+        self.name = name
+        self.port, self.peer_port = ports or (_free_port(), _free_port())
+        self.initial_cluster = f"{name}=http://{self.host}:{self.peer_port}"
+        """Every member's peer URL (`EtcdCluster` sets it to the whole cluster's)."""
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -50,16 +60,22 @@ class EtcdProcess:
         return f"etcd://{self.host}:{self.port}"
 
     def start(self, *, within: float = 15.0) -> EtcdProcess:
+        self.launch()
+        self._wait_healthy(within)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting: the members of a cluster are healthy only once a quorum runs."""
         client, peer = f"http://{self.host}:{self.port}", f"http://{self.host}:{self.peer_port}"
         args = [
             self.binary,
-            "--name=test",
+            f"--name={self.name}",
             f"--data-dir={self.data_dir}",
             f"--listen-client-urls={client}",
             f"--advertise-client-urls={client}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=test={peer}",
+            f"--initial-cluster={self.initial_cluster}",
             "--heartbeat-interval=10",
             "--election-timeout=100",
             "--logger=zap",
@@ -68,8 +84,6 @@ class EtcdProcess:
         ]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self._wait_healthy(within)
-        return self
 
     def _wait_healthy(self, within: float) -> None:
         assert self._proc is not None
@@ -119,3 +133,33 @@ class EtcdProcess:
     def resume(self) -> None:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGCONT)
+
+
+class EtcdCluster:
+    """Three (or `size`) etcd members on loopback ports forming one cluster, as production runs it: a quorum
+    survives one member's loss. `url` names every member, so a client balances over them and skips a dead one."""
+
+    def __init__(self, root: Path, size: int = 3):
+        root.mkdir(parents=True, exist_ok=True)
+        self.members = [
+            EtcdProcess(root / f"member-{i}", name=f"member-{i}", ports=(_free_port(), _free_port()))
+            for i in range(size)
+        ]
+        initial = ",".join(f"{m.name}=http://{m.host}:{m.peer_port}" for m in self.members)
+        for member in self.members:
+            member.initial_cluster = initial
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + ",".join(f"{m.host}:{m.port}" for m in self.members)
+
+    def start(self, *, within: float = 30.0) -> EtcdCluster:
+        for member in self.members:
+            member.launch()
+        for member in self.members:
+            member._wait_healthy(within)
+        return self
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()

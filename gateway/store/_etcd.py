@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, NoReturn
@@ -64,16 +65,43 @@ def _range_bounds(prefix: str) -> tuple[bytes, bytes]:
     return (key or b"\0"), (b"\0" if end is None else end)
 
 
+def grpc_target(members: Sequence[tuple[str, int]]) -> str:
+    """The gRPC target for etcd's members: IP literals as a static list that gRPC balances over (a member that
+    stops answering is skipped); one host name through DNS, which may name every member itself."""
+    literal = all(_is_ip(host) or host == "localhost" for host, _ in members)
+    if literal:
+        spelled = [f"[{h}]:{p}" if ":" in h else f"{h.replace('localhost', '127.0.0.1')}:{p}" for h, p in members]
+        scheme = "ipv6" if any(":" in h for h, _ in members) else "ipv4"
+        return f"{scheme}:{','.join(spelled)}"
+    if len(members) == 1:
+        host, port = members[0]
+        return f"dns:///{host}:{port}"
+    raise ValueError(
+        "several etcd members must be given as IP addresses (or as one DNS name that resolves to all of them), not "
+        + ", ".join(f"{h}:{p}" for h, p in members)
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class EtcdStore:
     """The `Store` protocol on etcd at `host:port`. Construct it inside a running event loop (gRPC needs one).
 
     `timeout` bounds each call, retries included; past it the call raises `StoreUnavailable`.
     """
 
-    def __init__(self, host: str, port: int, *, timeout: float = 5.0):
-        self._target = f"{host}:{port}"
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0, more: Sequence[tuple[str, int]] = ()):
+        members = [(host, port), *more]
+        self._target = ",".join(f"{h}:{p}" for h, p in members)
         self._timeout = timeout
-        manager = ConnectionManager([self._target])
+        manager = ConnectionManager([f"{h}:{p}" for h, p in members])
+        manager.target = grpc_target(members)
         # gRPC backs off reconnecting for up to 2 minutes by default, failing every call meanwhile; a gateway should
         # be ready again within a second of etcd coming back.
         manager.grpc_options += [

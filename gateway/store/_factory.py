@@ -7,7 +7,10 @@ from urllib.parse import urlsplit
 
 from ._protocol import Store
 
-FORMS = '"sqlite:PATH" (embedded SQLite file), "memory" (embedded, in memory, for tests) or "etcd://HOST:PORT"'
+FORMS = (
+    '"sqlite:PATH" (embedded SQLite file), "memory" (embedded, in memory, for tests) or "etcd://HOST:PORT" '
+    '(several members: "etcd://IP:PORT,IP:PORT,IP:PORT")'
+)
 
 
 async def open_store(url: str, *, read_only: bool = False) -> Store:
@@ -33,15 +36,27 @@ async def open_store(url: str, *, read_only: bool = False) -> Store:
         # Imported only here: the embedded default should not pay for loading gRPC.
         from ._etcd import EtcdStore
 
-        parts = urlsplit(url)
+        (host, port), *more = _etcd_members(url)
+        try:
+            return EtcdStore(host, port, more=more)
+        except ValueError as error:
+            raise ValueError(f"store URL {url!r}: {error}") from None
+    raise ValueError(f"unknown store URL {url!r}; expected {FORMS}")
+
+
+def _etcd_members(url: str) -> list[tuple[str, int]]:
+    """The members an `etcd://HOST:PORT[,HOST:PORT...]` URL names."""
+    members: list[tuple[str, int]] = []
+    for part in url.removeprefix("etcd://").rstrip("/").split(","):
+        parts = urlsplit(f"etcd://{part.strip()}")
         try:
             port = parts.port
         except ValueError:
             port = None
-        if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+        if not parts.hostname or port is None or parts.path or parts.query:
             raise ValueError(f"store URL {url!r} is not etcd://HOST:PORT; expected {FORMS}")
-        return EtcdStore(parts.hostname, port)
-    raise ValueError(f"unknown store URL {url!r}; expected {FORMS}")
+        members.append((parts.hostname, port))
+    return members
 
 
 def _prepare_file(path: str) -> str:
