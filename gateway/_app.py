@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from pathlib import Path
 
 from aiohttp import web
@@ -18,6 +21,7 @@ from gateway._blobs import BlobStore
 from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_connect
 from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
+from gateway._leader import Election, Lead
 from gateway._metrics import Metrics
 from gateway._openapi import openapi_document
 from gateway._otlp import AUTHENTICATOR, receive_traces
@@ -43,6 +47,7 @@ def create_app(
     secret_key: AESGCM | None = None,
     retention: Retention | None = None,
     history_kept: int | None = None,
+    replica: str | None = None,
 ) -> web.Application:
     metrics = Metrics()
     authenticator = Authenticator(store)
@@ -68,6 +73,7 @@ def create_app(
     app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app[RETENTION] = retention or Retention()
     app[HISTORY] = HISTORY_KEPT if history_kept is None else history_kept
+    app[ELECTION] = Election(store, replica or default_replica_name(), _leader_duties(app), ttl=LEADER_TTL)
     app.router.add_get("/api/v1/agents/connect", agent_connect)
     app.router.add_get("/api/v1/workers/connect", worker_connect)
     app.router.add_get("/api/v1/runs/{run}/actions/{action}/logs", get_logs)
@@ -92,31 +98,58 @@ def create_app(
     return app
 
 
+def default_replica_name() -> str:
+    """This host's name and a random suffix: unique among replicas, and a restarted process is a new one."""
+    return f"{socket.gethostname()}-{secrets.token_hex(3)}"
+
+
 HISTORY_KEPT = 100_000
 """Store revisions of history kept for watches to resume from; older history is compacted away."""
 COMPACT_EVERY = 60.0
-COMPACTOR = web.AppKey("compactor", asyncio.Task[None])
 RETENTION = web.AppKey("retention", Retention)
 HISTORY = web.AppKey("history_kept", int)
-RETAINER = web.AppKey("retainer", asyncio.Task[None])
+ELECTION = web.AppKey("election", Election)
+CAMPAIGN = web.AppKey("campaign", asyncio.Task[None])
+LEADER_TTL = float(os.environ.get("FLYTE_LEADER_TTL", "10"))
+"""Seconds a leader's lease lasts without renewal: a killed leader's duties move within this (Armada uses 15 s)."""
 
 
 async def _start_dispatcher(app: web.Application) -> None:
     await app[DISPATCHER].start()
-    store = app[SERVICES].store
-    app[COMPACTOR] = asyncio.create_task(_compact_forever(store, app[HISTORY]))
-    retention = app[RETENTION]
-    if retention.enabled:
-        app[RETAINER] = asyncio.create_task(retain_forever(store, retention, app[SERVICES].blobs.root, app[LOGS_DIR]))
+    app[CAMPAIGN] = campaign = asyncio.create_task(app[ELECTION].run(), name="leader-election")
+    campaign.add_done_callback(_said_if_failed)
+
+
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # A bug, not an outage (those are retried inside): this replica stops leading and says why, loudly.
+        log.error("leader election stopped on a bug; this replica no longer leads", exc_info=task.exception())
 
 
 async def _stop_dispatcher(app: web.Application) -> None:
-    for task in (app[COMPACTOR], app.get(RETAINER)):
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    campaign = app.get(CAMPAIGN)
+    if campaign is not None:
+        # Cancelling resigns: another replica leads at once instead of after a lease TTL.
+        campaign.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await campaign
     await app[DISPATCHER].stop()
+
+
+def _leader_duties(app: web.Application) -> Lead:
+    """The work one replica does for all of them, while it leads: compacting the store's history and retention."""
+
+    async def lead(term: int) -> None:
+        store = app[SERVICES].store
+        async with asyncio.TaskGroup() as duties:
+            duties.create_task(_compact_forever(store, app[HISTORY]), name="compaction")
+            retention = app[RETENTION]
+            if retention.enabled:
+                duties.create_task(
+                    retain_forever(store, retention, app[SERVICES].blobs.root, app[LOGS_DIR]), name="retention"
+                )
+
+    return lead
 
 
 async def _compact_forever(store: Store, kept: int) -> None:
@@ -163,9 +196,11 @@ async def _store_revision(request: web.Request) -> int | None:
 
 async def _readyz(request: web.Request) -> web.Response:
     revision = await _store_revision(request)
+    election = request.app[ELECTION]
+    replica = {"replica": election.replica, "leading": election.leading}
     if revision is not None:
-        return web.json_response({"ready": True, "revision": revision})
-    return web.json_response({"ready": False, "reason": "the state store is unreachable"}, status=503)
+        return web.json_response({"ready": True, "revision": revision, **replica})
+    return web.json_response({"ready": False, "reason": "the state store is unreachable", **replica}, status=503)
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -73,6 +73,7 @@ async def serve(
     secrets_key_file: Path | None = None,
     retention: Retention | None = None,
     history_kept: int | None = None,
+    replica: str | None = None,
 ) -> None:
     policy_text = None
     # A bad key file is refused before anything starts, like a bad policy.
@@ -81,7 +82,9 @@ async def serve(
         policy_text = await asyncio.to_thread(policy_file.read_text)
         parse_policy(policy_text, policy_file.name)  # refuse a bad file before anything starts
     store = await open_store(store_url)
-    app = create_app(store, blobs, secret_key=secret_key, retention=retention, history_kept=history_kept)
+    app = create_app(
+        store, blobs, secret_key=secret_key, retention=retention, history_kept=history_kept, replica=replica
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -3,9 +3,11 @@ it talks to dying: requests and the run's watch go on at another replica, and no
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -56,3 +58,47 @@ def test_a_client_rides_out_the_replica_it_talks_to_dying(
     check_invariants(federation, run.name, ledger, seed)
     # Requests after the kill go to a replica that answers.
     assert federation.run(run.name).phase.value == "succeeded"
+
+
+def readiness(endpoint: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{endpoint}/readyz", timeout=5) as answer:
+        body: dict[str, object] = json.loads(answer.read())
+        return body
+
+
+def leaders(endpoints: list[str]) -> list[str]:
+    """The endpoints whose replica says it leads (a dead one says nothing)."""
+    found = []
+    for endpoint in endpoints:
+        try:
+            if readiness(endpoint)["leading"]:
+                found.append(endpoint)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.seeds(1)
+def test_one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease(
+    federation: Federation, seed: int, recovery: Recovery
+) -> None:
+    ttl = 2.0
+    federation.gateway_env["FLYTE_LEADER_TTL"] = str(ttl)
+    federation.start_gateway()
+    _, second = federation.start_replica()
+    _, third = federation.start_replica()
+    assert federation.gateway is not None
+    processes = {federation.endpoint: federation.gateway, second: federation.replicas[0], third: federation.replicas[1]}
+    assert_eventually(lambda: len(leaders(list(processes))) == 1, timeout=30)
+    (leader,) = leaders(list(processes))
+    killed_at = time.time()
+    processes.pop(leader).kill()  # SIGKILL: no resignation, the lease must run out
+    assert_eventually(lambda: len(leaders(list(processes))) == 1, timeout=ttl * 5)
+    recovery.record(time.time() - killed_at, bound=ttl * 2, what="leader SIGKILLed -> another replica leads")
+    (successor,) = leaders(list(processes))
+    # A replica stopped cleanly resigns: the last one leads at once, not after a lease.
+    stopped_at = time.time()
+    processes.pop(successor).stop()
+    (last,) = processes
+    assert_eventually(lambda: leaders([last]) == [last], timeout=ttl * 5)
+    recovery.record(time.time() - stopped_at, bound=ttl, what="leader stopped (SIGTERM) -> another replica leads")

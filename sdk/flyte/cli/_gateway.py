@@ -91,6 +91,12 @@ def gateway() -> None:
     metavar="REVISIONS",
     help="Store revisions of history kept for watches to resume from (default 100000); older history is compacted.",
 )
+@click.option(
+    "--replica",
+    default=None,
+    metavar="NAME",
+    help="This replica's name among gateways sharing one store (default: host name and a random suffix).",
+)
 def serve(
     store_url: str | None,
     blobs: Path | None,
@@ -103,8 +109,10 @@ def serve(
     retain_projects: tuple[str, ...],
     blob_grace: str,
     history_kept: int | None,
+    replica: str | None,
 ) -> None:
-    """Serve the gateway API (and, later, the UI) until SIGTERM or Ctrl-C."""
+    """Serve the gateway (API, UI, agent and worker connections) until SIGTERM or Ctrl-C. Several replicas may share
+    one etcd store: all serve, and one, elected, does the work that must happen once."""
     from gateway._retention import Retention, parse_duration, parse_project_retention
     from gateway._serve import default_config_path
     from gateway._serve import serve as run_gateway
@@ -136,6 +144,7 @@ def serve(
                 secrets_key_file=secrets_key_file,
                 retention=retention,
                 history_kept=history_kept,
+                replica=replica,
             )
         )
     except ValueError as exc:
