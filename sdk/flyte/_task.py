@@ -95,8 +95,9 @@ class TaskTemplate(Generic[P, R]):
             return self.func(*args, **kwargs)
         _refuse_inside_trace(self.name)
         call = parent.controller.submit(self, parent, args, kwargs)
-        if self.is_async:
+        if self.is_async and _in_async_code():
             return call  # type: ignore[return-value]
+        # A sync task's body has no loop to await on: an async task it calls is waited for, like a sync one.
         return _wait_from_sync_code(self.name, parent.controller.loop, call)  # type: ignore[no-any-return]
 
     def child_call(
@@ -173,12 +174,16 @@ def _refuse_inside_trace(task_name: str) -> None:
         )
 
 
-def _wait_from_sync_code(task_name: str, loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, Any]) -> Any:
+def _in_async_code() -> bool:
     try:
-        running = asyncio.get_running_loop()
+        asyncio.get_running_loop()
     except RuntimeError:
-        running = None
-    if running is not None:
+        return False
+    return True
+
+
+def _wait_from_sync_code(task_name: str, loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, Any]) -> Any:
+    if _in_async_code():
         call.close()
         raise TypeError(
             f"{task_name} is a sync task called from async code, which would block the event loop; "

@@ -39,6 +39,12 @@ def sync_calls_sync(x: int) -> int:
 
 
 @env.task
+def sync_calls_async(x: int) -> int:
+    # A sync body has no loop to await on: the async child's result comes back directly.
+    return add_async(add_async(x, 1), 10)
+
+
+@env.task
 async def async_calls_async(x: int) -> int:
     first = await add_async(x, 1)
     return await add_async(first, 10)
@@ -105,6 +111,13 @@ def test_sync_task_calling_sync_tasks_makes_child_actions() -> None:
     children = [a for a in run._state.actions.values() if a.parent == "a0"]
     assert [c.task for c in children] == ["sdk_tasks.add", "sdk_tasks.add"]
     assert all(c.phase is Phase.SUCCEEDED for c in children)
+
+
+def test_sync_task_calling_async_tasks_waits_for_them() -> None:
+    run = flyte.run(sync_calls_async, 1)
+    assert run.outputs()[0] == 12
+    children = [a for a in run._state.actions.values() if a.parent == "a0"]
+    assert [c.task for c in children] == ["sdk_tasks.add_async", "sdk_tasks.add_async"]
 
 
 def test_async_task_awaiting_async_tasks_makes_child_actions() -> None:
