@@ -110,6 +110,10 @@ def _private_files(path: str) -> None:
             os.chmod(path + suffix, 0o600)
 
 
+WAL_SIZE_LIMIT = 64 * 2**20
+"""Bytes of write-ahead log kept after a checkpoint; the rest of the file is given back."""
+
+
 class SqliteStore:
     """The `Store` protocol on SQLite. `quota_bytes` (0 = none) bounds the live data; past it, puts fail."""
 
@@ -129,6 +133,8 @@ class SqliteStore:
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
+                # A burst (a 10,000-way fan-out) grows the WAL; without a limit it keeps its high point for good.
+                self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 self._db.executescript(_SCHEMA)
                 self._rev, self._compacted = self._db.execute("SELECT revision, compacted FROM meta").fetchone()
                 # As etcd does when a new leader takes over: every lease gets at least a full TTL from now, so
