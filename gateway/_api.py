@@ -39,9 +39,10 @@ from gateway._auth import Principal, principal_of
 from gateway._authz import Act, Target, authorize
 from gateway._blobs import MAX_BLOB, BlobStore, check_digest
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._keys import actions_prefix
 from gateway._metrics import Metrics
 from gateway._registry import Registry
-from gateway._runs import Runs, actions_prefix, decode_event
+from gateway._runs import Runs, decode_event
 from gateway._values import INLINE_VALUE_LIMIT
 from gateway.store import Compacted, EventType, Store
 
@@ -50,7 +51,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON_BODY_LIMIT = 16 * 1024 * 1024
 """The largest JSON request body; blobs have their own, larger limit."""
-CLUSTERS = "/flyte/clusters/"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _SNAPSHOT_CHUNK = 500
 

@@ -24,10 +24,10 @@ from typing import BinaryIO
 
 from flyte._paths import private_dir
 from gateway._errors import ApiError, bad_request, not_found
+from gateway._keys import blob_owners_key
 from gateway.store import Compare, Put, Store
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-OWNERS = "/flyte/blobs/"
 MAX_BLOB = int(os.environ.get("FLYTE_MAX_BLOB_BYTES", str(256 * 1024 * 1024)))
 """The largest blob an upload may carry."""
 _WRITE_CHUNK = 1024 * 1024
@@ -64,7 +64,7 @@ class BlobStore:
 
     async def projects(self, digest: str) -> frozenset[str]:
         """The projects whose tokens may read the blob (none: nobody but an admin)."""
-        kv = await self._store.get(OWNERS + check_digest(digest))
+        kv = await self._store.get(blob_owners_key(check_digest(digest)))
         return frozenset(json.loads(kv.value)) if kv is not None else frozenset()
 
     async def put(self, digest: str, chunks: AsyncIterator[bytes], project: str) -> tuple[bool, int]:
@@ -89,7 +89,7 @@ class BlobStore:
 
     async def _own(self, digest: str, project: str) -> None:
         """Add `project` to the blob's readers (a compare-and-swap: concurrent uploads both land)."""
-        key = OWNERS + digest
+        key = blob_owners_key(digest)
         while True:
             kv = await self._store.get(key)
             owners = set(json.loads(kv.value)) if kv is not None else set()

@@ -50,14 +50,13 @@ from gateway._dispatch import (
     Send,
 )
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._keys import placement_key, trace_key, traces_prefix
 from gateway._otlp import AUTHENTICATOR
-from gateway._pending import PLACEMENTS
 from gateway.store import Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
 LOGS_DIR = web.AppKey("logs_dir", Path)
-TRACES = "/flyte/traces/"
 LOG_LIMIT = int(os.environ.get("FLYTE_ATTEMPT_LOG_LIMIT", str(32 * 1024 * 1024)))
 """The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
 _LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"
@@ -156,7 +155,7 @@ async def _agent_logs(svc: Services, session: AgentSession, logs: Path, message:
     if key not in session.log_attempts:
         await svc.runs.get_run(message.run)  # logs of a run that does not exist are refused (404)
         placed_on = None
-        record = await svc.store.get(f"{PLACEMENTS}{message.run}/{message.action}/{message.attempt:06d}")
+        record = await svc.store.get(placement_key(message.run, message.action, message.attempt))
         if record is not None:
             placed_on = json.loads(record.value).get("cluster")
         else:
@@ -300,16 +299,16 @@ async def _worker_message(
     elif isinstance(message, WorkerWatch):
         await dispatcher.watch_children(message.run, message.parent, send, message.id)
     elif isinstance(message, WorkerTrace):
-        key = f"{TRACES}{message.run}/{message.action}/{_safe(message.key)}"
+        key = trace_key(message.run, message.action, _safe(message.key))
         await svc.store.put(key, message.trace.model_dump_json().encode())
     elif isinstance(message, WorkerTraces):
-        kvs, _ = await svc.store.range(f"{TRACES}{message.run}/{message.action}/")
+        kvs, _ = await svc.store.range(traces_prefix(message.run, message.action))
         traces = {decode_trace_key(kv.key.rsplit("/", 1)[1]): WireTrace.model_validate_json(kv.value) for kv in kvs}
         await send(GatewayReply(type="traces", id=message.id, parent=message.action, traces=traces))
     else:
         if message.traces:
             ops = [
-                Put(f"{TRACES}{message.run}/{message.action}/{_safe(k)}", t.model_dump_json().encode())
+                Put(trace_key(message.run, message.action, _safe(k)), t.model_dump_json().encode())
                 for k, t in message.traces.items()
             ]
             for i in range(0, len(ops), 100):

@@ -1,8 +1,8 @@
 """Runs and actions: creation, idempotent child submission, the action state machine, abort.
 
-Keys: `/flyte/runs/{run}` (a `RunSummary`), `/flyte/actions/{run}/{action}` (an `ActionSummary`),
-`/flyte/idempotency/{project}/{domain}/{sha256(key)}`. Every change is a compare-and-swap on the mod revision of
-what it read, retried on conflict, so a late or duplicate event can never move an action backwards:
+Keys (`gateway._keys`): a run record, one record per action, and a run's idempotency key. Every change is a
+compare-and-swap on the mod revision of what it read, retried on conflict, so a late or duplicate event can never
+move an action backwards:
 
     queued -> placed -> running -> succeeded | failed | aborted
        ^        |          |
@@ -41,6 +41,8 @@ from flyte._wire import (
 )
 from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
+from gateway._keys import ACTIONS as ACTIONS  # the dispatcher still imports it from here
+from gateway._keys import RUNS, action_key, actions_prefix, cache_entry_key, idempotency_key, run_key
 from gateway._registry import Registry
 from gateway._tracing import GatewayTracing
 from gateway._values import check_inputs, check_output
@@ -48,8 +50,6 @@ from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, StoreE
 
 log = logging.getLogger("flyte.gateway.runs")
 
-RUNS = "/flyte/runs/"
-CACHE = "/flyte/cache/"
 SYSTEM_RETRIES = 3
 """Attempts the platform may lose to its own failures before an action fails; never the user's retries."""
 NOT_RETRYABLE = frozenset(
@@ -63,8 +63,6 @@ NOT_RETRYABLE = frozenset(
         "RetriesExhaustedError",
     }
 )
-ACTIONS = "/flyte/actions/"
-IDEMPOTENCY = "/flyte/idempotency/"
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PLACED, Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
@@ -89,18 +87,6 @@ def run_identity(project: str, domain: str, name: str) -> str:
     """
     digest = hashlib.sha256(f"{project}/{domain}/{name}".encode()).hexdigest()[:12]
     return f"{name[:50]}-{digest}"
-
-
-def run_key(run: str) -> str:
-    return f"{RUNS}{run}"
-
-
-def action_key(run: str, action: str) -> str:
-    return f"{ACTIONS}{run}/{action}"
-
-
-def actions_prefix(run: str) -> str:
-    return f"{ACTIONS}{run}/"
 
 
 def decode_action(kv: KeyValue) -> ActionSummary:
@@ -199,7 +185,7 @@ class Runs:
         idem_key = None
         if request.idempotency_key is not None:
             idem = hashlib.sha256(request.idempotency_key.encode()).hexdigest()
-            idem_key = f"{IDEMPOTENCY}{request.project}/{request.domain}/{idem}"
+            idem_key = idempotency_key(request.project, request.domain, idem)
         now = time.time()
         for _ in range(_CAS_ATTEMPTS):
             if idem_key is not None:
@@ -338,7 +324,7 @@ class Runs:
         action = action.model_copy(update={"cache_key": key})
         if run.overwrite_cache:
             return action
-        hit = await self._store.get(CACHE + key)
+        hit = await self._store.get(cache_entry_key(key))
         if hit is None:
             return action
         now = time.time()
@@ -391,7 +377,7 @@ class Runs:
             compares = [Compare(key, kv.mod_revision)]
             ops: list[Op] = [Put(key, _encode(updated)), *also]
             if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
-                ops.append(Put(CACHE + updated.cache_key, updated.output.model_dump_json().encode()))
+                ops.append(Put(cache_entry_key(updated.cache_key), updated.output.model_dump_json().encode()))
             uncounted = 0
             if action == ROOT_ACTION and updated.phase.is_terminal:
                 run_kv = await self._store.get(run_key(run))
