@@ -39,6 +39,7 @@ from flyte._wire import (
     TaskSpec,
     WireValue,
 )
+from flyte.errors import ActionAbortedError, RetriesExhaustedError, is_retryable
 from gateway._errors import ApiError, bad_request, conflict, not_found
 from gateway._group_commit import GroupCommit
 from gateway._keys import ACTIONS as ACTIONS  # the dispatcher still imports it from here
@@ -52,17 +53,6 @@ log = logging.getLogger("flyte.gateway.runs")
 
 SYSTEM_RETRIES = 3
 """Attempts the platform may lose to its own failures before an action fails; never the user's retries."""
-NOT_RETRYABLE = frozenset(
-    {
-        "NonRecoverableError",
-        "ActionAbortedError",
-        "ValueEncodingError",
-        "InlineIOMaxBytesBreached",
-        "RemoteTaskNotFoundError",
-        "DeploymentError",
-        "RetriesExhaustedError",
-    }
-)
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PLACED, Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
@@ -524,17 +514,14 @@ class Runs:
         if error.kind == "system":
             failures = failed.system_failures + 1
             if failures > SYSTEM_RETRIES:
-                exhausted = ErrorInfo(
-                    error_type="RetriesExhaustedError",
-                    code="RetriesExhaustedError",
-                    kind="user",
-                    message=f"{failures} system failures; the last: {error.code}: {error.message}",
+                exhausted = RetriesExhaustedError.info(
+                    f"{failures} system failures; the last: {error.code}: {error.message}",
                     traceback=error.traceback,
                     worker=error.worker,
                 )
                 return failed.model_copy(update={"system_failures": failures, "error": exhausted})
             return _requeued(failed, {"system_failures": failures}, delay=min(2.0 ** (failures - 1), 30.0))
-        if error.error_type in NOT_RETRYABLE:
+        if not is_retryable(error.error_type):
             return failed
         run_record = await self.get_run(run)
         spec = (await self.registry.get(run_record.project, run_record.domain, failed.task, failed.version)).spec
@@ -610,7 +597,7 @@ def _batches(items: Sequence[KeyValue], size: int) -> list[Sequence[KeyValue]]:
 
 
 def _aborted_error(reason: str) -> ErrorInfo:
-    return ErrorInfo(error_type="ActionAbortedError", code="ActionAbortedError", kind="user", message=reason)
+    return ActionAbortedError.info(reason)
 
 
 def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
