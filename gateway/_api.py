@@ -38,6 +38,7 @@ from flyte._wire import (
 from gateway._auth import Principal, principal_of
 from gateway._authz import Act, Target, authorize
 from gateway._blobs import MAX_BLOB, BlobStore, check_digest
+from gateway._domain_errors import Forbidden
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway._keys import actions_prefix
 from gateway._metrics import Metrics
@@ -183,7 +184,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     blobs = services(request).blobs
     try:
         allow(request, Act.BLOB_READ, Target(projects=await blobs.projects(digest), agent_projects=_given(request)))
-    except ApiError:
+    except Forbidden:
         # Whether another project has these bytes is not this token's business: the same answer as no blob.
         raise not_found(f"no blob {digest}") from None
     return web.FileResponse(await blobs.get(digest), headers={"Content-Type": "application/octet-stream"})
@@ -197,7 +198,7 @@ async def head_blob(request: web.Request) -> web.Response:
     projects = await blobs.projects(digest)
     try:
         allow(request, Act.BLOB_READ, Target(projects=projects, agent_projects=_given(request)))
-    except ApiError:
+    except Forbidden:
         return web.Response(status=404)
     # `?project=P`: stored *for P* (a deployment of P needs its bundle to be P's, not only readable by the caller).
     wanted = _name(request, "project") if "project" in request.query else None
@@ -265,7 +266,7 @@ def may_read(principal: Principal, run: RunSummary) -> bool:
     """Whether the caller may see `run` at all; one that may not is told it does not exist."""
     try:
         authorize(principal, Act.READ, Target(run.project, run.name))
-    except ApiError:
+    except Forbidden:
         return False
     return True
 

@@ -49,7 +49,8 @@ from gateway._dispatch import (
     Dispatcher,
     Send,
 )
-from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._domain_errors import DomainError, NotFound
+from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._keys import placement_key, trace_key, traces_prefix
 from gateway._otlp import AUTHENTICATOR
 from gateway.store import Put, StoreError, StoreUnavailable
@@ -140,7 +141,7 @@ async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, sess
     else:
         try:
             await _agent_logs(svc, session, logs, message)
-        except ApiError as error:
+        except DomainError as error:
             log.info("refused logs of %s/%s from %s: %s", message.run, message.action, session.name, error.message)
 
 
@@ -183,7 +184,7 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
         )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
         await svc.runs.report(item.run, item.action, event)
-    except ApiError as error:
+    except DomainError as error:
         log.info(
             "refused %s event of %s/%s from %s: %s",
             event.phase.value,
@@ -253,13 +254,13 @@ async def _handle_worker_message(
         await authenticator.check_current(principal)
         run = await svc.runs.get_run(parsed.run)
         if not may_read(principal, run):
-            raise not_found(f"no run named {parsed.run}")
+            raise NotFound(f"no run named {parsed.run}")
         for act, target in _worker_acts(parsed, run.project):
             authorize(principal, act, target)
         await _worker_message(svc, dispatcher, parsed, send, from_worker=principal.attempt is not None)
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
-    except ApiError as error:
+    except (ApiError, DomainError) as error:
         await send(GatewayReply(type="error", id=request_id, code=error.code, message=error.message))
     except StoreUnavailable as error:
         # Not the worker's fault and not for good: it sends the message again (each kind is idempotent).

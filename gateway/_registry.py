@@ -12,7 +12,7 @@ import json
 import time
 
 from flyte._wire import DeployRequest, TaskVersion
-from gateway._errors import bad_request, conflict, not_found
+from gateway._domain_errors import Busy, Conflict, Invalid, NotFound
 from gateway._keys import env_version_key, env_versions_prefix, latest_key, latest_prefix
 from gateway.store import Compare, Put, Store
 
@@ -74,10 +74,10 @@ class Registry:
         """Write a deployment; returns its task versions and whether anything new was written."""
         for spec in request.tasks:
             if spec.name.partition(".")[0] != request.env:
-                raise bad_request(f"task {spec.name} is not in environment {request.env}")
+                raise Invalid(f"task {spec.name} is not in environment {request.env}")
         names = [spec.name for spec in request.tasks]
         if len(set(names)) != len(names):
-            raise bad_request("a deployment names a task twice")
+            raise Invalid("a deployment names a task twice")
         digest = content_digest(request)
         key = env_version_key(request.project, request.domain, request.env, request.version)
         pointer_key = latest_key(request.project, request.domain, request.env)
@@ -87,7 +87,7 @@ class Registry:
             if existing is not None:
                 _, existing_digest, deployed_at = EnvVersion.decode(existing.value)
                 if existing_digest != digest:
-                    raise conflict(
+                    raise Conflict(
                         f"{request.env} version {request.version} is already deployed with other content; "
                         "versions are immutable: deploy a new version",
                         code="version_exists",
@@ -101,7 +101,7 @@ class Registry:
             )
             if result.succeeded:
                 return _versions(request, digest, now), True
-        raise conflict("the deployment raced with others; try again", code="busy")
+        raise Busy("the deployment raced with others; try again")
 
     async def latest_version(self, project: str, domain: str, env: str) -> str | None:
         kv = await self._store.get(latest_key(project, domain, env))
@@ -122,15 +122,15 @@ class Registry:
         if version is None or version == "latest":
             version = await self.latest_version(project, domain, env)
             if version is None:
-                raise not_found(f"no task {task} is deployed in {project}/{domain}")
+                raise NotFound(f"no task {task} is deployed in {project}/{domain}")
         kv = await self._store.get(env_version_key(project, domain, env, version))
         if kv is None:
-            raise not_found(f"no version {version} of {task} in {project}/{domain}")
+            raise NotFound(f"no version {version} of {task} in {project}/{domain}")
         request, digest, deployed_at = EnvVersion.decode(kv.value)
         for spec in request.tasks:
             if spec.name == task:
                 return _versions(request.model_copy(update={"tasks": [spec]}), digest, deployed_at)[0]
-        raise not_found(f"{env} version {version} has no task {task}")
+        raise NotFound(f"{env} version {version} has no task {task}")
 
     async def list_latest(self, project: str, domain: str) -> list[TaskVersion]:
         pointers, _ = await self._store.range(latest_prefix(project, domain))
@@ -151,5 +151,5 @@ class Registry:
             request, digest, deployed_at = EnvVersion.decode(kv.value)
             found += [v for v in _versions(request, digest, deployed_at) if v.spec.name == task]
         if not found:
-            raise not_found(f"no task {task} is deployed in {project}/{domain}")
+            raise NotFound(f"no task {task} is deployed in {project}/{domain}")
         return sorted(found, key=lambda v: v.deployed_at)

@@ -40,7 +40,16 @@ from flyte._wire import (
     WireValue,
 )
 from flyte.errors import ActionAbortedError, RetriesExhaustedError, is_retryable
-from gateway._errors import ApiError, bad_request, conflict, not_found
+from gateway._domain_errors import (
+    Busy,
+    Conflict,
+    Forbidden,
+    IllegalTransition,
+    Invalid,
+    NotFound,
+    StaleAttempt,
+    StaleEpoch,
+)
 from gateway._group_commit import GroupCommit
 from gateway._keys import ACTIONS as ACTIONS  # the dispatcher still imports it from here
 from gateway._keys import RUNS, action_key, actions_prefix, cache_entry_key, idempotency_key, run_key
@@ -113,7 +122,7 @@ class Runs:
     async def get_run(self, run: str) -> RunSummary:
         kv = await self._store.get(run_key(run))
         if kv is None:
-            raise not_found(f"no run named {run}")
+            raise NotFound(f"no run named {run}")
         return decode_run(kv)
 
     async def resolve(self, ref: str, scope: tuple[str, str]) -> RunSummary:
@@ -151,7 +160,7 @@ class Runs:
     async def get_action(self, run: str, action: str) -> ActionSummary:
         kv = await self._store.get(action_key(run, action))
         if kv is None:
-            raise not_found(f"run {run} has no action {action}")
+            raise NotFound(f"run {run} has no action {action}")
         return decode_action(kv)
 
     async def list_actions(
@@ -234,17 +243,17 @@ class Runs:
                     self.tracing.written(spans)
                 return run, True
             if result.current.get(run_key(name)) is not None and request.name is not None:
-                raise conflict(
+                raise Conflict(
                     f"a run named {request.name} already exists in {request.project}/{request.domain}; "
                     "run names are unique per project and domain",
                     code="run_exists",
                 )
-        raise conflict("run creation raced with others; try again", code="busy")
+        raise Busy("run creation raced with others; try again")
 
     async def _answer_idempotent(self, existing: KeyValue, digest: str) -> RunSummary:
         name, _, first_digest = existing.value.decode().partition("\n")
         if first_digest != digest:
-            raise conflict(
+            raise Conflict(
                 "this idempotency key was used for a different request; use a new key for a new run",
                 code="idempotency_mismatch",
             )
@@ -257,10 +266,10 @@ class Runs:
             return self._same_submission(decode_action(existing), request), False
         run_record = await self.get_run(run)
         if run_record.phase.is_terminal:
-            raise conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
+            raise Conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
         parent = await self._store.get(action_key(run, request.parent))
         if parent is None:
-            raise not_found(f"run {run} has no action {request.parent} (the parent)")
+            raise NotFound(f"run {run} has no action {request.parent} (the parent)")
         task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
         _check_inputs(request.inputs, task.spec)
         now = time.time()
@@ -331,7 +340,7 @@ class Runs:
     @staticmethod
     def _same_submission(existing: ActionSummary, request: ActionSubmitRequest) -> ActionSummary:
         if existing.task != request.task or existing.parent != request.parent or existing.inputs != request.inputs:
-            raise conflict(
+            raise Conflict(
                 f"action {request.name} already exists with another task, parent or inputs", code="name_collision"
             )
         return existing
@@ -352,7 +361,7 @@ class Runs:
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(key)
             if kv is None:
-                raise not_found(f"run {run} has no action {action}")
+                raise NotFound(f"run {run} has no action {action}")
             current = decode_action(kv)
             if _late_start(current, event):
                 return current
@@ -392,7 +401,7 @@ class Runs:
                     self.tracing.written(spans)
                 return updated.model_copy(update={"revision": result.revision})
             self._count_new_action(run, uncounted)
-        raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
+        raise Busy(f"action {action} is changing too fast to update; try again")
 
     # -- counting actions ------------------------------------------------------------------------------------
 
@@ -537,7 +546,7 @@ class Runs:
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(run_key(run))
             if kv is None:
-                raise not_found(f"no run named {run}")
+                raise NotFound(f"no run named {run}")
             summary = decode_run(kv)
             if summary.phase.is_terminal:
                 return summary
@@ -555,7 +564,7 @@ class Runs:
             if result.succeeded:
                 await self._abort_actions(run, reason)
                 return aborted
-        raise conflict(f"run {run} is changing too fast to abort; try again", code="busy")
+        raise Busy(f"run {run} is changing too fast to abort; try again")
 
     async def _abort_actions(self, run: str, reason: str) -> None:
         for _ in range(_CAS_ATTEMPTS):
@@ -575,7 +584,7 @@ class Runs:
                     ops.append(spans.put)
                 if (await self._store.txn(compares, ops)).succeeded and spans is not None:
                     self.tracing.written(spans)
-        raise conflict(f"could not abort every action of run {run}; try again", code="busy")
+        raise Busy(f"could not abort every action of run {run}; try again")
 
 
 def _requeued(failed: ActionSummary, counters: dict[str, int], delay: float) -> ActionSummary:
@@ -605,10 +614,10 @@ def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
     known = {p.name for p in spec.inputs}
     unknown = names - known
     if unknown:
-        raise bad_request(f"unknown inputs {sorted(unknown)}; the task takes {sorted(known)}", code="unknown_input")
+        raise Invalid(f"unknown inputs {sorted(unknown)}; the task takes {sorted(known)}", code="unknown_input")
     missing = {p.name for p in spec.inputs if p.required} - names
     if missing:
-        raise bad_request(f"missing inputs {sorted(missing)}", code="missing_input")
+        raise Invalid(f"missing inputs {sorted(missing)}", code="missing_input")
     check_inputs(inputs, spec)
 
 
@@ -643,37 +652,32 @@ def _started_at(current: ActionSummary, at: float | None, now: float) -> float:
 
 
 def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
-    """The action after the event, `current` itself for a duplicate, or an ApiError for an illegal change."""
+    """The action after the event, `current` itself for a duplicate; a `Conflict` (or `Forbidden`, `Invalid`) for
+    an event that may not change it."""
     target = event.phase
     if event.cluster is not None and current.cluster == event.cluster and event.epoch < current.epoch:
-        raise conflict(
-            f"stale event from {event.cluster} epoch {event.epoch}; the action belongs to epoch {current.epoch}",
-            code="stale_epoch",
+        raise StaleEpoch(
+            f"stale event from {event.cluster} epoch {event.epoch}; the action belongs to epoch {current.epoch}"
         )
     # An attempt starts when an action leaves the queue; every other event belongs to the current attempt.
     starts_attempt = current.phase is Phase.QUEUED and target in (Phase.PLACED, Phase.RUNNING)
     if not starts_attempt and event.cluster is not None and current.cluster not in (None, event.cluster):
         # An agent speaks only for its own cluster: it cannot move or end an attempt placed on another.
-        raise ApiError(
-            403, "wrong_cluster", f"{current.name} runs on cluster {current.cluster}, not on {event.cluster}"
+        raise Forbidden(
+            f"{current.name} runs on cluster {current.cluster}, not on {event.cluster}", code="wrong_cluster"
         )
     current_attempt = max(current.attempts, 1)
     if target is current.phase and event.attempt == current_attempt:
         return current
     expected = current.attempts + 1 if starts_attempt else current_attempt
     if event.attempt != expected:
-        raise conflict(
-            f"event for attempt {event.attempt} of {current.name}, which expects attempt {expected}",
-            code="stale_attempt",
-        )
+        raise StaleAttempt(f"event for attempt {event.attempt} of {current.name}, which expects attempt {expected}")
     if target not in ALLOWED[current.phase]:
-        raise ApiError(
-            409, "illegal_transition", f"{current.name} cannot go from {current.phase.value} to {target.value}"
-        )
+        raise IllegalTransition(f"{current.name} cannot go from {current.phase.value} to {target.value}")
     if target is Phase.SUCCEEDED and event.error is not None:
-        raise bad_request("a succeeded event carries no error")
+        raise Invalid("a succeeded event carries no error")
     if target is Phase.FAILED and event.error is None:
-        raise bad_request("a failed event must carry the error")
+        raise Invalid("a failed event must carry the error")
     now = time.time()
     update: dict[str, object] = {"phase": target, "updated_at": now, "attempts": expected, "waiting": None}
     if target in (Phase.PLACED, Phase.RUNNING) and event.cluster is not None:
