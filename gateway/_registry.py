@@ -1,8 +1,9 @@
 """The task registry: deployed environments' task versions, immutable once written.
 
-One key per environment version (`gateway._keys.env_version_key`) holds all its task specs, and
-one pointer per environment names its latest version; a deployment writes both in one transaction, so a reader
-never sees half a deployment. Redeploying a version with the same content is a no-op; with other content, a 409.
+One key per environment version (`gateway._keys.env_version_key`) holds all its task specs, and one pointer per
+environment names its latest version; a deployment writes both in one transaction, so a reader never sees half a
+deployment. Redeploying a version with the same content is a no-op; with other content, a `Conflict`
+(`version_exists`).
 """
 
 from __future__ import annotations
