@@ -38,10 +38,12 @@ from flyte._wire import (
 from gateway._auth import Principal, principal_of
 from gateway._authz import Act, Target, authorize
 from gateway._blobs import MAX_BLOB, BlobStore, check_digest
+from gateway._domain_errors import Forbidden
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._keys import actions_prefix
 from gateway._metrics import Metrics
 from gateway._registry import Registry
-from gateway._runs import Runs, actions_prefix, decode_event
+from gateway._runs import Runs, decode_event
 from gateway._values import INLINE_VALUE_LIMIT
 from gateway.store import Compacted, EventType, Store
 
@@ -50,7 +52,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON_BODY_LIMIT = 16 * 1024 * 1024
 """The largest JSON request body; blobs have their own, larger limit."""
-CLUSTERS = "/flyte/clusters/"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _SNAPSHOT_CHUNK = 500
 
@@ -183,7 +184,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     blobs = services(request).blobs
     try:
         allow(request, Act.BLOB_READ, Target(projects=await blobs.projects(digest), agent_projects=_given(request)))
-    except ApiError:
+    except Forbidden:
         # Whether another project has these bytes is not this token's business: the same answer as no blob.
         raise not_found(f"no blob {digest}") from None
     return web.FileResponse(await blobs.get(digest), headers={"Content-Type": "application/octet-stream"})
@@ -197,7 +198,7 @@ async def head_blob(request: web.Request) -> web.Response:
     projects = await blobs.projects(digest)
     try:
         allow(request, Act.BLOB_READ, Target(projects=projects, agent_projects=_given(request)))
-    except ApiError:
+    except Forbidden:
         return web.Response(status=404)
     # `?project=P`: stored *for P* (a deployment of P needs its bundle to be P's, not only readable by the caller).
     wanted = _name(request, "project") if "project" in request.query else None
@@ -265,7 +266,7 @@ def may_read(principal: Principal, run: RunSummary) -> bool:
     """Whether the caller may see `run` at all; one that may not is told it does not exist."""
     try:
         authorize(principal, Act.READ, Target(run.project, run.name))
-    except ApiError:
+    except Forbidden:
         return False
     return True
 

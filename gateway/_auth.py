@@ -40,9 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flyte._wire import ActionSummary, Phase
 from gateway._errors import forbidden, unauthorized
+from gateway._keys import TOKENS, WORKER_TOKEN_KEY, action_key, token_record_key
 from gateway.store import Compare, Put, Store
 
-TOKEN_PREFIX = "/flyte/tokens/"
 _SCOPE = re.compile(r"^(admin|deploy|run|agent:[a-z0-9][a-z0-9_-]{0,62}|worker:[a-z0-9][a-z0-9-]{0,62})$")
 _CACHE_SECONDS = 5.0
 """How long a looked-up token is trusted before the store is asked again (the revocation delay of other replicas)."""
@@ -77,7 +77,7 @@ def token_id(token: str) -> str:
 
 
 def token_key(token: str) -> str:
-    return TOKEN_PREFIX + _token_hash(token)
+    return token_record_key(_token_hash(token))
 
 
 async def create_token(
@@ -115,8 +115,8 @@ async def issue_token(
 
 async def stored_tokens(store: Store) -> list[tuple[str, TokenRecord]]:
     """Every stored token, by id, oldest first."""
-    kvs, _ = await store.range(TOKEN_PREFIX)
-    found = [(kv.key.removeprefix(TOKEN_PREFIX)[:16], TokenRecord.model_validate_json(kv.value)) for kv in kvs]
+    kvs, _ = await store.range(TOKENS)
+    found = [(kv.key.removeprefix(TOKENS)[:16], TokenRecord.model_validate_json(kv.value)) for kv in kvs]
     return sorted(found, key=lambda item: item[1].created_at)
 
 
@@ -124,7 +124,7 @@ async def revoke_token(store: Store, token_id: str) -> TokenRecord | None:
     """Delete the token with this id; its record, or None if there is none (or the id is not one)."""
     if not _TOKEN_ID.match(token_id):
         return None
-    kvs, _ = await store.range(TOKEN_PREFIX + token_id)
+    kvs, _ = await store.range(TOKENS + token_id)
     if len(kvs) != 1:
         # Two tokens sharing 64 bits of their hashes would need 2^32 tokens; refuse rather than guess.
         return None
@@ -132,7 +132,6 @@ async def revoke_token(store: Store, token_id: str) -> TokenRecord | None:
     return TokenRecord.model_validate_json(kvs[0].value)
 
 
-WORKER_KEY = "/flyte/secrets/worker-token-key"
 WORKER_GRACE = float(os.environ.get("FLYTE_WORKER_TOKEN_GRACE", "30"))
 """Seconds a worker token outlives its attempt: its final report and last checkpoints may still be in flight."""
 _WORKER_PREFIX = "ffw_"
@@ -173,12 +172,12 @@ class WorkerTokens:
     async def _signing_key(self) -> bytes:
         async with self._lock:
             while self._key is None:
-                kv = await self._store.get(WORKER_KEY)
+                kv = await self._store.get(WORKER_TOKEN_KEY)
                 if kv is not None:
                     self._key = kv.value
                     break
                 fresh = secrets.token_bytes(32)
-                if (await self._store.txn([Compare(WORKER_KEY, 0)], [Put(WORKER_KEY, fresh)])).succeeded:
+                if (await self._store.txn([Compare(WORKER_TOKEN_KEY, 0)], [Put(WORKER_TOKEN_KEY, fresh)])).succeeded:
                     self._key = fresh
             return self._key
 
@@ -279,7 +278,7 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             _, found, expires_at = cached
         else:
-            kv = await self._store.get(TOKEN_PREFIX + digest)
+            kv = await self._store.get(token_record_key(digest))
             found, expires_at = None, None
             if kv is not None:
                 record = TokenRecord.model_validate_json(kv.value)
@@ -312,8 +311,7 @@ class Authenticator:
         if ref is None:
             return
         if action is None or action.run != ref.run or action.name != ref.action:
-            # The key of `gateway._runs.action_key` (which imports this module's users, so not this module).
-            kv = await self._store.get(f"/flyte/actions/{ref.run}/{ref.action}")
+            kv = await self._store.get(action_key(ref.run, ref.action))
             if kv is None:
                 raise unauthorized("the token's attempt does not exist")
             action = ActionSummary.model_validate_json(kv.value)

@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from flyte._wire import ActionSummary, Phase
 from gateway._auth import Principal
-from gateway._errors import ApiError, forbidden
+from gateway._domain_errors import Forbidden
 
 
 class Act(StrEnum):
@@ -82,7 +82,7 @@ _BY_SCOPE: dict[Act, frozenset[str]] = {
 
 
 def authorize(principal: Principal, act: Act, target: Target) -> None:
-    """Return if `principal` may do `act` on `target`; raise a 403 `ApiError` saying why not."""
+    """Return if `principal` may do `act` on `target`; raise `Forbidden` saying why not."""
     if "admin" in principal.scopes:
         return
     scopes = _BY_SCOPE.get(act, frozenset())
@@ -140,11 +140,11 @@ def _agent_may(clusters: frozenset[str], act: Act, target: Target) -> bool:
     return False
 
 
-def _refusal(principal: Principal, act: Act, target: Target) -> ApiError:
+def _refusal(principal: Principal, act: Act, target: Target) -> Forbidden:
     held = ", ".join(sorted(principal.scopes)) or "none"
     if principal.attempt is not None:
         ref = principal.attempt
         held = f"worker of {ref.run}/{ref.action} attempt {ref.attempt}"
     where = f" in project {target.project!r}" if target.project else ""
     what = f" {target.run}/{target.action}" if target.run and target.action else f" {target.run}" if target.run else ""
-    return forbidden(f"this token ({held}) may not {act.value}{what}{where}")
+    return Forbidden(f"this token ({held}) may not {act.value}{what}{where}")

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from gateway._keys import ROOT
 from gateway.store import Put, Store
 
-PREFIX = "/flyte/"
 """Every key the gateway writes is under this prefix; others in a shared etcd are not ours to back up."""
 FORMAT, VERSION = "flyte-gateway-backup", 1
 _STORE_MEMBER = "store.jsonl"
@@ -80,7 +80,7 @@ async def _write_keys(store: Store, out: IO[bytes]) -> tuple[int, int]:
     is read, so the lines are buffered in a temporary file and copied after it."""
     with tempfile.TemporaryFile() as body:
         revision, count = await store.revision(), 0
-        async for at, kvs in store.snapshot(PREFIX):
+        async for at, kvs in store.snapshot(ROOT):
             revision = at
             for kv in kvs:
                 if kv.lease:
@@ -123,7 +123,7 @@ def _write_tar(raw: IO[bytes], lines: IO[bytes], blobs: Path) -> int:
 
 async def restore(store: Store, source: Path, blobs: Path | None = None, *, force: bool = False) -> BackupSummary:
     """Write a backup's keys into `store` (and its blobs into `blobs`, if given)."""
-    existing, _ = await store.range(PREFIX, limit=1)
+    existing, _ = await store.range(ROOT, limit=1)
     if existing and not force:
         raise BackupError(
             f"the store already holds keys (e.g. {existing[0].key}); restore into an empty store, or --force"

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flyte._paths import private_dir
-from gateway._errors import ApiError, bad_request, not_found
+from gateway._domain_errors import Invalid, NotFound, TooLarge
+from gateway._keys import blob_owners_key
 from gateway.store import Compare, Put, Store
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-OWNERS = "/flyte/blobs/"
 MAX_BLOB = int(os.environ.get("FLYTE_MAX_BLOB_BYTES", str(256 * 1024 * 1024)))
 """The largest blob an upload may carry."""
 _WRITE_CHUNK = 1024 * 1024
@@ -36,7 +36,7 @@ _WRITE_CHUNK = 1024 * 1024
 
 def check_digest(digest: str) -> str:
     if not _DIGEST.match(digest):
-        raise bad_request(f"a blob key is the sha256 of its content (64 lower-case hex digits), not {digest[:80]!r}")
+        raise Invalid(f"a blob key is the sha256 of its content (64 lower-case hex digits), not {digest[:80]!r}")
     return digest
 
 
@@ -64,13 +64,13 @@ class BlobStore:
 
     async def projects(self, digest: str) -> frozenset[str]:
         """The projects whose tokens may read the blob (none: nobody but an admin)."""
-        kv = await self._store.get(OWNERS + check_digest(digest))
+        kv = await self._store.get(blob_owners_key(check_digest(digest)))
         return frozenset(json.loads(kv.value)) if kv is not None else frozenset()
 
     async def put(self, digest: str, chunks: AsyncIterator[bytes], project: str) -> tuple[bool, int]:
         """Store a stream under its digest for `project`; returns whether the bytes were new, and their size.
 
-        A stream over `MAX_BLOB` is a 413 and one whose sha256 is not `digest` a 400; neither leaves a file.
+        A stream over `MAX_BLOB` is `TooLarge` and one whose sha256 is not `digest` `Invalid`; neither leaves a file.
         """
         target = self.path(digest)
         await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
@@ -78,7 +78,7 @@ class BlobStore:
         try:
             size, actual = await _receive(fd, chunks)
             if actual != digest:
-                raise bad_request(f"the content's sha256 is {actual}, not {digest}", code="digest_mismatch")
+                raise Invalid(f"the content's sha256 is {actual}, not {digest}", code="digest_mismatch")
             created = await asyncio.to_thread(_install, Path(tmp), target)
             if not created:
                 self._touch(target)  # found already there: as new to retention's grace period as an upload
@@ -89,7 +89,7 @@ class BlobStore:
 
     async def _own(self, digest: str, project: str) -> None:
         """Add `project` to the blob's readers (a compare-and-swap: concurrent uploads both land)."""
-        key = OWNERS + digest
+        key = blob_owners_key(digest)
         while True:
             kv = await self._store.get(key)
             owners = set(json.loads(kv.value)) if kv is not None else set()
@@ -101,10 +101,10 @@ class BlobStore:
                 return
 
     async def get(self, digest: str) -> Path:
-        """The blob's file (a 404 if there is none), for the caller to stream."""
+        """The blob's file (`NotFound` if there is none), for the caller to stream."""
         path = self.path(digest)
         if not await asyncio.to_thread(path.is_file):
-            raise not_found(f"no blob {digest}")
+            raise NotFound(f"no blob {digest}")
         return path
 
 
@@ -118,7 +118,7 @@ async def _receive(fd: int, chunks: AsyncIterator[bytes]) -> tuple[int, str]:
         async for chunk in chunks:
             size += len(chunk)
             if size > MAX_BLOB:
-                raise ApiError(413, "too_large", f"the blob is over the limit of {MAX_BLOB} bytes")
+                raise TooLarge(f"the blob is over the limit of {MAX_BLOB} bytes")
             hasher.update(chunk)
             pending.append(chunk)
             buffered += len(chunk)

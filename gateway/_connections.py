@@ -49,15 +49,15 @@ from gateway._dispatch import (
     Dispatcher,
     Send,
 )
-from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
+from gateway._domain_errors import DomainError, NotFound
+from gateway._errors import ApiError, bad_request, describe_validation_error
+from gateway._keys import placement_key, trace_key, traces_prefix
 from gateway._otlp import AUTHENTICATOR
-from gateway._pending import PLACEMENTS
 from gateway.store import Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
 LOGS_DIR = web.AppKey("logs_dir", Path)
-TRACES = "/flyte/traces/"
 LOG_LIMIT = int(os.environ.get("FLYTE_ATTEMPT_LOG_LIMIT", str(32 * 1024 * 1024)))
 """The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
 _LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"
@@ -141,7 +141,7 @@ async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, sess
     else:
         try:
             await _agent_logs(svc, session, logs, message)
-        except ApiError as error:
+        except DomainError as error:
             log.info("refused logs of %s/%s from %s: %s", message.run, message.action, session.name, error.message)
 
 
@@ -156,7 +156,7 @@ async def _agent_logs(svc: Services, session: AgentSession, logs: Path, message:
     if key not in session.log_attempts:
         await svc.runs.get_run(message.run)  # logs of a run that does not exist are refused (404)
         placed_on = None
-        record = await svc.store.get(f"{PLACEMENTS}{message.run}/{message.action}/{message.attempt:06d}")
+        record = await svc.store.get(placement_key(message.run, message.action, message.attempt))
         if record is not None:
             placed_on = json.loads(record.value).get("cluster")
         else:
@@ -184,7 +184,7 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
         )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
         await svc.runs.report(item.run, item.action, event)
-    except ApiError as error:
+    except DomainError as error:
         log.info(
             "refused %s event of %s/%s from %s: %s",
             event.phase.value,
@@ -254,13 +254,13 @@ async def _handle_worker_message(
         await authenticator.check_current(principal)
         run = await svc.runs.get_run(parsed.run)
         if not may_read(principal, run):
-            raise not_found(f"no run named {parsed.run}")
+            raise NotFound(f"no run named {parsed.run}")
         for act, target in _worker_acts(parsed, run.project):
             authorize(principal, act, target)
         await _worker_message(svc, dispatcher, parsed, send, from_worker=principal.attempt is not None)
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
-    except ApiError as error:
+    except (ApiError, DomainError) as error:
         await send(GatewayReply(type="error", id=request_id, code=error.code, message=error.message))
     except StoreUnavailable as error:
         # Not the worker's fault and not for good: it sends the message again (each kind is idempotent).
@@ -300,16 +300,16 @@ async def _worker_message(
     elif isinstance(message, WorkerWatch):
         await dispatcher.watch_children(message.run, message.parent, send, message.id)
     elif isinstance(message, WorkerTrace):
-        key = f"{TRACES}{message.run}/{message.action}/{_safe(message.key)}"
+        key = trace_key(message.run, message.action, _safe(message.key))
         await svc.store.put(key, message.trace.model_dump_json().encode())
     elif isinstance(message, WorkerTraces):
-        kvs, _ = await svc.store.range(f"{TRACES}{message.run}/{message.action}/")
+        kvs, _ = await svc.store.range(traces_prefix(message.run, message.action))
         traces = {decode_trace_key(kv.key.rsplit("/", 1)[1]): WireTrace.model_validate_json(kv.value) for kv in kvs}
         await send(GatewayReply(type="traces", id=message.id, parent=message.action, traces=traces))
     else:
         if message.traces:
             ops = [
-                Put(f"{TRACES}{message.run}/{message.action}/{_safe(k)}", t.model_dump_json().encode())
+                Put(trace_key(message.run, message.action, _safe(k)), t.model_dump_json().encode())
                 for k, t in message.traces.items()
             ]
             for i in range(0, len(ops), 100):

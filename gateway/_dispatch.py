@@ -44,7 +44,7 @@ from flyte._wire import (
     PolicyDocument,
 )
 from gateway._auth import AttemptRef, WorkerTokens
-from gateway._errors import ApiError
+from gateway._domain_errors import DomainError
 from gateway._judging import UNJUDGEABLE, cannot_judge, readable_action
 from gateway._metrics import ClusterRoom
 from gateway._pending import Pending, default_request, demand_of, record_put, with_default_request
@@ -409,7 +409,7 @@ class Dispatcher:
                 continue
             try:
                 demand = (await self._pending(action, now)).demand
-            except ApiError as error:
+            except DomainError as error:
                 log.warning("cannot account for %s/%s: %s", action.run, action.name, error.message)
                 continue
             self.reservations.reserve((action.run, action.name, action.attempts), action.cluster, demand)
@@ -516,7 +516,7 @@ class Dispatcher:
         )
         try:
             await self.runs.report(assignment.run, assignment.action, event, [record])
-        except ApiError as error:
+        except DomainError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
             if self.reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:
                 self._rescan()
@@ -545,7 +545,7 @@ class Dispatcher:
 
     async def _fail_queued(self, action: ActionSummary, error: ErrorInfo, record: Put) -> None:
         """End a queued action that will not be placed (it never fits, or it waited longer than its run allows)."""
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(DomainError):
             await self.runs.report(
                 action.run,
                 action.name,
@@ -556,13 +556,13 @@ class Dispatcher:
     async def _unjudgeable(self, key: tuple[str, str], action: ActionSummary, error: Exception) -> None:
         """Fail an action placement cannot judge (a spec or override it cannot read), so it stalls nobody else."""
         self._queue.pop(key, None)
-        reason = error.message if isinstance(error, ApiError) else f"{type(error).__name__}: {error}"
+        reason = error.message if isinstance(error, DomainError) else f"{type(error).__name__}: {error}"
         log.warning("failing %s/%s: placement cannot judge it: %s", action.run, action.name, reason)
         message = f"placement cannot judge this action: {reason}"[:65_536]
         error_info = ErrorInfo(
             error_type="NonRecoverableError", code="NonRecoverableError", kind="user", message=message
         )
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(DomainError):
             await self.runs.report(
                 action.run,
                 action.name,
@@ -670,7 +670,7 @@ class Dispatcher:
         """
         kept: set[str] = set()
         for run, name in list(self._inflight.get(session.name, ())):
-            with contextlib.suppress(ApiError):
+            with contextlib.suppress(DomainError):
                 current = await self.runs.get_action(run, name)
                 key = f"{run}/{name}/{current.attempts}"
                 if current.cluster != session.name or current.phase not in (Phase.PLACED, Phase.RUNNING):
@@ -755,7 +755,7 @@ class Dispatcher:
     async def _fail_over(self, cluster: str, why: str) -> None:
         """Every action placed on or running in `cluster` fails as a system error: the retry policy moves it."""
         for run, name in list(self._inflight.get(cluster, ())):
-            with contextlib.suppress(ApiError):
+            with contextlib.suppress(DomainError):
                 current = await self.runs.get_action(run, name)
                 if current.cluster != cluster or current.phase not in (Phase.PLACED, Phase.RUNNING):
                     continue

@@ -1,7 +1,9 @@
 """How the API says no: every failure is a JSON `{code, message}` with a 4xx or 5xx status, never a traceback.
 
-Handlers raise `ApiError`; the middleware also maps pydantic validation errors (400), aiohttp's own HTTP errors
-(404, 405, 413), an unreachable store (503) and anything unexpected (500, logged with an id the client sees).
+Handlers raise `ApiError`; the domain raises `gateway._domain_errors` kinds, which `HTTP_STATUS` maps to a status
+here, and nowhere else (the `code` is the error's own). The middleware also maps pydantic validation errors (400),
+aiohttp's own HTTP errors (404, 405, 413), an unreachable store (503) and anything unexpected (500, logged with an
+id the client sees).
 """
 
 from __future__ import annotations
@@ -14,6 +16,18 @@ from collections.abc import Awaitable, Callable
 import pydantic
 from aiohttp import web
 
+from gateway._domain_errors import (
+    Busy,
+    Conflict,
+    DomainError,
+    Forbidden,
+    IllegalTransition,
+    Invalid,
+    NotFound,
+    StaleAttempt,
+    StaleEpoch,
+    TooLarge,
+)
 from gateway.store import QuotaExceeded, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway")
@@ -49,6 +63,26 @@ def unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message)
 
 
+HTTP_STATUS: dict[type[DomainError], int] = {
+    Invalid: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Busy: 409,
+    StaleEpoch: 409,
+    StaleAttempt: 409,
+    IllegalTransition: 409,
+    TooLarge: 413,
+}
+"""The HTTP status of each kind of domain error (a kind not listed answers as its nearest listed base)."""
+
+
+def as_api_error(error: DomainError) -> ApiError:
+    """The HTTP answer to a domain error: its kind's status, with the error's own code and message."""
+    status = next((HTTP_STATUS[kind] for kind in type(error).__mro__ if kind in HTTP_STATUS), 500)
+    return ApiError(status, error.code, error.message)
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
 
@@ -68,6 +102,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as error:
         return error_response(error.status, error.code, error.message)
+    except DomainError as error:
+        answer = as_api_error(error)
+        return error_response(answer.status, answer.code, answer.message)
     except pydantic.ValidationError as error:
         return error_response(400, "invalid", describe_validation_error(error))
     except json.JSONDecodeError as error:

@@ -10,12 +10,13 @@ import logging
 import pydantic
 
 from flyte._wire import ActionSummary
-from gateway._errors import ApiError, describe_validation_error
+from gateway._domain_errors import Conflict, DomainError
+from gateway._errors import describe_validation_error
 from gateway.store import StoreError
 
 log = logging.getLogger("flyte.gateway.dispatch")
 
-UNJUDGEABLE = (ValueError, TypeError, KeyError, ArithmeticError, ApiError)
+UNJUDGEABLE = (ValueError, TypeError, KeyError, ArithmeticError, DomainError)
 """What a placement pass may fail to judge about one action (bad data, a missing task); see `cannot_judge`."""
 
 
@@ -34,4 +35,4 @@ def cannot_judge(error: Exception) -> bool:
     busy store fails the pass, which is tried again."""
     if isinstance(error, StoreError):
         return False
-    return not isinstance(error, ApiError) or (error.status < 500 and error.status != 409)
+    return not isinstance(error, Conflict)

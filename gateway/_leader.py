@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flyte._retrying import RetryDelay
+from gateway._keys import LEADER_KEY
 from gateway.store import (
     Compare,
     EventType,
@@ -36,8 +37,6 @@ from gateway.store import (
 
 log = logging.getLogger("flyte.gateway.leader")
 
-LEADER_KEY = "/flyte/leader"
-"""Who leads: `{"replica": ..., "endpoint": ..., "since": ...}`, written with the leader's lease."""
 
 Lead = Callable[[int], Coroutine[Any, Any, None]]
 """What a replica does while it leads, given its term; cancelled when the term ends."""

@@ -29,6 +29,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from flyte._otel import RUN_ATTRIBUTE
 from gateway._auth import Authenticator
+from gateway._domain_errors import Forbidden
 from gateway._errors import ApiError, bad_request, forbidden
 
 MAX_OTLP_BODY = 8 * 1024 * 1024
@@ -78,7 +79,7 @@ async def receive_traces(request: web.Request) -> web.Response:
         given = next((s for s in sessions if run in s.runs), None)
         try:
             authorize(principal, Act.SPANS, Target(run=run, placed_on=given.name if given else None))
-        except ApiError:
+        except Forbidden:
             refused += len(records)
             continue
         if given is not None and "admin" not in principal.scopes:

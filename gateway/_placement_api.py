@@ -8,11 +8,11 @@ import time
 from aiohttp import web
 
 from flyte._wire import ClusterRecord, CordonRequest, PlacementRecord, PolicyDocument
-from gateway._api import _NAME, CLUSTERS, Route, _json, read_model, services, visible_run
+from gateway._api import _NAME, Route, _json, read_model, services, visible_run
 from gateway._auth import principal_of
 from gateway._dispatch import DISPATCHER
 from gateway._errors import ApiError, bad_request, not_found
-from gateway._pending import PLACEMENTS
+from gateway._keys import CLUSTERS, PLACEMENTS, cluster_key, placements_prefix
 
 PLACEMENTS_LISTED = 10_000
 """The most decisions one `GET /api/v1/placements` answers (`?limit=` lowers it)."""
@@ -20,7 +20,7 @@ PLACEMENTS_LISTED = 10_000
 
 async def _cluster(request: web.Request) -> ClusterRecord:
     name = request.match_info["cluster"]
-    kv = await services(request).store.get(CLUSTERS + name) if _NAME.match(name) else None
+    kv = await services(request).store.get(cluster_key(name)) if _NAME.match(name) else None
     if kv is None:
         raise not_found(f"no cluster named {name}; `flyte get clusters` lists them")
     return request.app[DISPATCHER].cluster_view(ClusterRecord.model_validate_json(kv.value))
@@ -71,7 +71,7 @@ async def put_policy(request: web.Request) -> web.Response:
 async def get_placement(request: web.Request) -> web.Response:
     run = await visible_run(request)
     action = request.match_info["action"]
-    kvs, _ = await services(request).store.range(f"{PLACEMENTS}{run.name}/{action}/")
+    kvs, _ = await services(request).store.range(placements_prefix(run.name, action))
     if not kvs:
         raise not_found(f"no placement decision is recorded for {run.name}/{action}")
     return _json(PlacementRecord.model_validate_json(max(kvs, key=lambda kv: kv.key).value))

@@ -1,8 +1,9 @@
 """The task registry: deployed environments' task versions, immutable once written.
 
-One key per environment version (`/flyte/tasks/{project}/{domain}/{env}/{version}`) holds all its task specs, and
-one pointer per environment names its latest version; a deployment writes both in one transaction, so a reader
-never sees half a deployment. Redeploying a version with the same content is a no-op; with other content, a 409.
+One key per environment version (`gateway._keys.env_version_key`) holds all its task specs, and one pointer per
+environment names its latest version; a deployment writes both in one transaction, so a reader never sees half a
+deployment. Redeploying a version with the same content is a no-op; with other content, a `Conflict`
+(`version_exists`).
 """
 
 from __future__ import annotations
@@ -12,19 +13,9 @@ import json
 import time
 
 from flyte._wire import DeployRequest, TaskVersion
-from gateway._errors import bad_request, conflict, not_found
+from gateway._domain_errors import Busy, Conflict, Invalid, NotFound
+from gateway._keys import env_version_key, env_versions_prefix, latest_key, latest_prefix
 from gateway.store import Compare, Put, Store
-
-TASKS = "/flyte/tasks/"
-LATEST = "/flyte/tasks-latest/"
-
-
-def _env_key(project: str, domain: str, env: str, version: str) -> str:
-    return f"{TASKS}{project}/{domain}/{env}/{version}"
-
-
-def _latest_key(project: str, domain: str, env: str) -> str:
-    return f"{LATEST}{project}/{domain}/{env}"
 
 
 class EnvVersion:
@@ -84,37 +75,37 @@ class Registry:
         """Write a deployment; returns its task versions and whether anything new was written."""
         for spec in request.tasks:
             if spec.name.partition(".")[0] != request.env:
-                raise bad_request(f"task {spec.name} is not in environment {request.env}")
+                raise Invalid(f"task {spec.name} is not in environment {request.env}")
         names = [spec.name for spec in request.tasks]
         if len(set(names)) != len(names):
-            raise bad_request("a deployment names a task twice")
+            raise Invalid("a deployment names a task twice")
         digest = content_digest(request)
-        key = _env_key(request.project, request.domain, request.env, request.version)
-        latest_key = _latest_key(request.project, request.domain, request.env)
+        key = env_version_key(request.project, request.domain, request.env, request.version)
+        pointer_key = latest_key(request.project, request.domain, request.env)
         now = time.time()
         for _ in range(5):
             existing = await self._store.get(key)
             if existing is not None:
                 _, existing_digest, deployed_at = EnvVersion.decode(existing.value)
                 if existing_digest != digest:
-                    raise conflict(
+                    raise Conflict(
                         f"{request.env} version {request.version} is already deployed with other content; "
                         "versions are immutable: deploy a new version",
                         code="version_exists",
                     )
                 return _versions(request, digest, deployed_at), False
-            latest = await self._store.get(latest_key)
+            latest = await self._store.get(pointer_key)
             pointer = json.dumps({"version": request.version, "deployed_at": now}).encode()
             result = await self._store.txn(
-                [Compare(key, 0), Compare(latest_key, latest.mod_revision if latest else 0)],
-                [Put(key, EnvVersion.encode(request, digest, now)), Put(latest_key, pointer)],
+                [Compare(key, 0), Compare(pointer_key, latest.mod_revision if latest else 0)],
+                [Put(key, EnvVersion.encode(request, digest, now)), Put(pointer_key, pointer)],
             )
             if result.succeeded:
                 return _versions(request, digest, now), True
-        raise conflict("the deployment raced with others; try again", code="busy")
+        raise Busy("the deployment raced with others; try again")
 
     async def latest_version(self, project: str, domain: str, env: str) -> str | None:
-        kv = await self._store.get(_latest_key(project, domain, env))
+        kv = await self._store.get(latest_key(project, domain, env))
         return None if kv is None else str(json.loads(kv.value)["version"])
 
     async def get(self, project: str, domain: str, task: str, version: str | None) -> TaskVersion:
@@ -132,22 +123,22 @@ class Registry:
         if version is None or version == "latest":
             version = await self.latest_version(project, domain, env)
             if version is None:
-                raise not_found(f"no task {task} is deployed in {project}/{domain}")
-        kv = await self._store.get(_env_key(project, domain, env, version))
+                raise NotFound(f"no task {task} is deployed in {project}/{domain}")
+        kv = await self._store.get(env_version_key(project, domain, env, version))
         if kv is None:
-            raise not_found(f"no version {version} of {task} in {project}/{domain}")
+            raise NotFound(f"no version {version} of {task} in {project}/{domain}")
         request, digest, deployed_at = EnvVersion.decode(kv.value)
         for spec in request.tasks:
             if spec.name == task:
                 return _versions(request.model_copy(update={"tasks": [spec]}), digest, deployed_at)[0]
-        raise not_found(f"{env} version {version} has no task {task}")
+        raise NotFound(f"{env} version {version} has no task {task}")
 
     async def list_latest(self, project: str, domain: str) -> list[TaskVersion]:
-        pointers, _ = await self._store.range(f"{LATEST}{project}/{domain}/")
+        pointers, _ = await self._store.range(latest_prefix(project, domain))
         found: list[TaskVersion] = []
         for pointer in pointers:
             env = pointer.key.rsplit("/", 1)[1]
-            kv = await self._store.get(_env_key(project, domain, env, json.loads(pointer.value)["version"]))
+            kv = await self._store.get(env_version_key(project, domain, env, json.loads(pointer.value)["version"]))
             if kv is not None:
                 request, digest, deployed_at = EnvVersion.decode(kv.value)
                 found += _versions(request, digest, deployed_at)
@@ -155,11 +146,11 @@ class Registry:
 
     async def list_versions(self, project: str, domain: str, task: str) -> list[TaskVersion]:
         env = task.partition(".")[0]
-        kvs, _ = await self._store.range(f"{TASKS}{project}/{domain}/{env}/")
+        kvs, _ = await self._store.range(env_versions_prefix(project, domain, env))
         found: list[TaskVersion] = []
         for kv in kvs:
             request, digest, deployed_at = EnvVersion.decode(kv.value)
             found += [v for v in _versions(request, digest, deployed_at) if v.spec.name == task]
         if not found:
-            raise not_found(f"no task {task} is deployed in {project}/{domain}")
+            raise NotFound(f"no task {task} is deployed in {project}/{domain}")
         return sorted(found, key=lambda v: v.deployed_at)

@@ -33,12 +33,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flyte._wire import ActionSummary, Phase, RunSummary
-from gateway._blobs import OWNERS
-from gateway._connections import TRACES
-from gateway._pending import PLACEMENTS
-from gateway._registry import TASKS
-from gateway._runs import CACHE, IDEMPOTENCY, RUNS, actions_prefix, decode_run, run_key
-from gateway._tracing import SPANS
+from gateway._keys import (
+    ACTIONS,
+    CACHE,
+    RUNS,
+    TASKS,
+    TRACES,
+    actions_prefix,
+    blob_owners_key,
+    cache_entry_key,
+    idempotency_key,
+    placements_prefix,
+    run_key,
+    spans_prefix,
+    traces_prefix,
+)
+from gateway._runs import decode_run
 from gateway.store import Delete, KeyValue, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.retention")
@@ -53,7 +63,7 @@ _PICKLE_B64 = re.compile(rb'"pickle_b64":\s*"([A-Za-z0-9+/=]+)"')
 _SCAN_CHUNK = 1 << 20
 _PAGE = 500
 _BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
-_REFERRING = (RUNS, "/flyte/actions/", TASKS, CACHE, TRACES)
+_REFERRING = (RUNS, ACTIONS, TASKS, CACHE, TRACES)
 """Prefixes whose values may name a blob; spans, placements and sessions never do."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -115,7 +125,7 @@ def parse_project_retention(items: tuple[str, ...] | list[str]) -> dict[str, flo
     return projects
 
 
-# -- what belongs to a run: the only place that knows the key layout ----------------------------------------------
+# -- what belongs to a run (its keys are spelled in gateway._keys) ----------------------------------------------
 
 
 def run_keys(run: RunSummary) -> list[str]:
@@ -123,13 +133,13 @@ def run_keys(run: RunSummary) -> list[str]:
     keys = []
     if run.idempotency_key is not None:
         digest = hashlib.sha256(run.idempotency_key.encode()).hexdigest()
-        keys.append(f"{IDEMPOTENCY}{run.project}/{run.domain}/{digest}")
+        keys.append(idempotency_key(run.project, run.domain, digest))
     return [*keys, run_key(run.name)]
 
 
 def run_prefixes(run: RunSummary) -> list[str]:
     """Prefixes holding a run's many keys: placement records, spans, trace records, and its actions."""
-    return [f"{PLACEMENTS}{run.name}/", f"{SPANS}{run.name}/", f"{TRACES}{run.name}/", actions_prefix(run.name)]
+    return [placements_prefix(run.name), spans_prefix(run.name), traces_prefix(run.name), actions_prefix(run.name)]
 
 
 def run_logs_dir(logs_dir: Path, run: RunSummary) -> Path:
@@ -181,10 +191,10 @@ async def _cache_entry_written(store: Store, kv: KeyValue) -> str | None:
     action = ActionSummary.model_validate_json(kv.value)
     if not action.cache_key or action.output is None or action.cached:
         return None
-    entry = await store.get(CACHE + action.cache_key)
+    entry = await store.get(cache_entry_key(action.cache_key))
     if entry is None or entry.value != action.output.model_dump_json().encode():
         return None
-    return CACHE + action.cache_key
+    return cache_entry_key(action.cache_key)
 
 
 async def _delete_run(deleter: _Deleter, run: RunSummary, logs_dir: Path | None) -> None:
@@ -309,7 +319,7 @@ async def collect_blobs(store: Store, marker: BlobMarker, grace: float, now: flo
     removed = await asyncio.to_thread(_sweep, marker.root, marked, cutoff)
     # Which projects may read a blob goes with it: bytes uploaded again later start with no readers but the uploader.
     for start in range(0, len(removed), BATCH):
-        await store.txn([], [Delete(OWNERS + digest) for digest in removed[start : start + BATCH]])
+        await store.txn([], [Delete(blob_owners_key(digest)) for digest in removed[start : start + BATCH]])
     return len(removed)
 
 

@@ -1,8 +1,8 @@
 """Runs and actions: creation, idempotent child submission, the action state machine, abort.
 
-Keys: `/flyte/runs/{run}` (a `RunSummary`), `/flyte/actions/{run}/{action}` (an `ActionSummary`),
-`/flyte/idempotency/{project}/{domain}/{sha256(key)}`. Every change is a compare-and-swap on the mod revision of
-what it read, retried on conflict, so a late or duplicate event can never move an action backwards:
+Keys (`gateway._keys`): a run record, one record per action, and a run's idempotency key. Every change is a
+compare-and-swap on the mod revision of what it read, retried on conflict, so a late or duplicate event can never
+move an action backwards:
 
     queued -> placed -> running -> succeeded | failed | aborted
        ^        |          |
@@ -39,8 +39,20 @@ from flyte._wire import (
     TaskSpec,
     WireValue,
 )
-from gateway._errors import ApiError, bad_request, conflict, not_found
+from flyte.errors import ActionAbortedError, RetriesExhaustedError, is_retryable
+from gateway._domain_errors import (
+    Busy,
+    Conflict,
+    Forbidden,
+    IllegalTransition,
+    Invalid,
+    NotFound,
+    StaleAttempt,
+    StaleEpoch,
+)
 from gateway._group_commit import GroupCommit
+from gateway._keys import ACTIONS as ACTIONS  # the dispatcher still imports it from here
+from gateway._keys import RUNS, action_key, actions_prefix, cache_entry_key, idempotency_key, run_key
 from gateway._registry import Registry
 from gateway._tracing import GatewayTracing
 from gateway._values import check_inputs, check_output
@@ -48,23 +60,8 @@ from gateway.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, StoreE
 
 log = logging.getLogger("flyte.gateway.runs")
 
-RUNS = "/flyte/runs/"
-CACHE = "/flyte/cache/"
 SYSTEM_RETRIES = 3
 """Attempts the platform may lose to its own failures before an action fails; never the user's retries."""
-NOT_RETRYABLE = frozenset(
-    {
-        "NonRecoverableError",
-        "ActionAbortedError",
-        "ValueEncodingError",
-        "InlineIOMaxBytesBreached",
-        "RemoteTaskNotFoundError",
-        "DeploymentError",
-        "RetriesExhaustedError",
-    }
-)
-ACTIONS = "/flyte/actions/"
-IDEMPOTENCY = "/flyte/idempotency/"
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PLACED, Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
@@ -89,18 +86,6 @@ def run_identity(project: str, domain: str, name: str) -> str:
     """
     digest = hashlib.sha256(f"{project}/{domain}/{name}".encode()).hexdigest()[:12]
     return f"{name[:50]}-{digest}"
-
-
-def run_key(run: str) -> str:
-    return f"{RUNS}{run}"
-
-
-def action_key(run: str, action: str) -> str:
-    return f"{ACTIONS}{run}/{action}"
-
-
-def actions_prefix(run: str) -> str:
-    return f"{ACTIONS}{run}/"
 
 
 def decode_action(kv: KeyValue) -> ActionSummary:
@@ -137,7 +122,7 @@ class Runs:
     async def get_run(self, run: str) -> RunSummary:
         kv = await self._store.get(run_key(run))
         if kv is None:
-            raise not_found(f"no run named {run}")
+            raise NotFound(f"no run named {run}")
         return decode_run(kv)
 
     async def resolve(self, ref: str, scope: tuple[str, str]) -> RunSummary:
@@ -175,7 +160,7 @@ class Runs:
     async def get_action(self, run: str, action: str) -> ActionSummary:
         kv = await self._store.get(action_key(run, action))
         if kv is None:
-            raise not_found(f"run {run} has no action {action}")
+            raise NotFound(f"run {run} has no action {action}")
         return decode_action(kv)
 
     async def list_actions(
@@ -199,7 +184,7 @@ class Runs:
         idem_key = None
         if request.idempotency_key is not None:
             idem = hashlib.sha256(request.idempotency_key.encode()).hexdigest()
-            idem_key = f"{IDEMPOTENCY}{request.project}/{request.domain}/{idem}"
+            idem_key = idempotency_key(request.project, request.domain, idem)
         now = time.time()
         for _ in range(_CAS_ATTEMPTS):
             if idem_key is not None:
@@ -258,17 +243,17 @@ class Runs:
                     self.tracing.written(spans)
                 return run, True
             if result.current.get(run_key(name)) is not None and request.name is not None:
-                raise conflict(
+                raise Conflict(
                     f"a run named {request.name} already exists in {request.project}/{request.domain}; "
                     "run names are unique per project and domain",
                     code="run_exists",
                 )
-        raise conflict("run creation raced with others; try again", code="busy")
+        raise Busy("run creation raced with others; try again")
 
     async def _answer_idempotent(self, existing: KeyValue, digest: str) -> RunSummary:
         name, _, first_digest = existing.value.decode().partition("\n")
         if first_digest != digest:
-            raise conflict(
+            raise Conflict(
                 "this idempotency key was used for a different request; use a new key for a new run",
                 code="idempotency_mismatch",
             )
@@ -281,10 +266,10 @@ class Runs:
             return self._same_submission(decode_action(existing), request), False
         run_record = await self.get_run(run)
         if run_record.phase.is_terminal:
-            raise conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
+            raise Conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
         parent = await self._store.get(action_key(run, request.parent))
         if parent is None:
-            raise not_found(f"run {run} has no action {request.parent} (the parent)")
+            raise NotFound(f"run {run} has no action {request.parent} (the parent)")
         task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
         _check_inputs(request.inputs, task.spec)
         now = time.time()
@@ -338,7 +323,7 @@ class Runs:
         action = action.model_copy(update={"cache_key": key})
         if run.overwrite_cache:
             return action
-        hit = await self._store.get(CACHE + key)
+        hit = await self._store.get(cache_entry_key(key))
         if hit is None:
             return action
         now = time.time()
@@ -355,7 +340,7 @@ class Runs:
     @staticmethod
     def _same_submission(existing: ActionSummary, request: ActionSubmitRequest) -> ActionSummary:
         if existing.task != request.task or existing.parent != request.parent or existing.inputs != request.inputs:
-            raise conflict(
+            raise Conflict(
                 f"action {request.name} already exists with another task, parent or inputs", code="name_collision"
             )
         return existing
@@ -376,7 +361,7 @@ class Runs:
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(key)
             if kv is None:
-                raise not_found(f"run {run} has no action {action}")
+                raise NotFound(f"run {run} has no action {action}")
             current = decode_action(kv)
             if _late_start(current, event):
                 return current
@@ -391,7 +376,7 @@ class Runs:
             compares = [Compare(key, kv.mod_revision)]
             ops: list[Op] = [Put(key, _encode(updated)), *also]
             if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
-                ops.append(Put(CACHE + updated.cache_key, updated.output.model_dump_json().encode()))
+                ops.append(Put(cache_entry_key(updated.cache_key), updated.output.model_dump_json().encode()))
             uncounted = 0
             if action == ROOT_ACTION and updated.phase.is_terminal:
                 run_kv = await self._store.get(run_key(run))
@@ -416,7 +401,7 @@ class Runs:
                     self.tracing.written(spans)
                 return updated.model_copy(update={"revision": result.revision})
             self._count_new_action(run, uncounted)
-        raise conflict(f"action {action} is changing too fast to update; try again", code="busy")
+        raise Busy(f"action {action} is changing too fast to update; try again")
 
     # -- counting actions ------------------------------------------------------------------------------------
 
@@ -538,17 +523,14 @@ class Runs:
         if error.kind == "system":
             failures = failed.system_failures + 1
             if failures > SYSTEM_RETRIES:
-                exhausted = ErrorInfo(
-                    error_type="RetriesExhaustedError",
-                    code="RetriesExhaustedError",
-                    kind="user",
-                    message=f"{failures} system failures; the last: {error.code}: {error.message}",
+                exhausted = RetriesExhaustedError.info(
+                    f"{failures} system failures; the last: {error.code}: {error.message}",
                     traceback=error.traceback,
                     worker=error.worker,
                 )
                 return failed.model_copy(update={"system_failures": failures, "error": exhausted})
             return _requeued(failed, {"system_failures": failures}, delay=min(2.0 ** (failures - 1), 30.0))
-        if error.error_type in NOT_RETRYABLE:
+        if not is_retryable(error.error_type):
             return failed
         run_record = await self.get_run(run)
         spec = (await self.registry.get(run_record.project, run_record.domain, failed.task, failed.version)).spec
@@ -564,7 +546,7 @@ class Runs:
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(run_key(run))
             if kv is None:
-                raise not_found(f"no run named {run}")
+                raise NotFound(f"no run named {run}")
             summary = decode_run(kv)
             if summary.phase.is_terminal:
                 return summary
@@ -582,7 +564,7 @@ class Runs:
             if result.succeeded:
                 await self._abort_actions(run, reason)
                 return aborted
-        raise conflict(f"run {run} is changing too fast to abort; try again", code="busy")
+        raise Busy(f"run {run} is changing too fast to abort; try again")
 
     async def _abort_actions(self, run: str, reason: str) -> None:
         for _ in range(_CAS_ATTEMPTS):
@@ -602,7 +584,7 @@ class Runs:
                     ops.append(spans.put)
                 if (await self._store.txn(compares, ops)).succeeded and spans is not None:
                     self.tracing.written(spans)
-        raise conflict(f"could not abort every action of run {run}; try again", code="busy")
+        raise Busy(f"could not abort every action of run {run}; try again")
 
 
 def _requeued(failed: ActionSummary, counters: dict[str, int], delay: float) -> ActionSummary:
@@ -624,7 +606,7 @@ def _batches(items: Sequence[KeyValue], size: int) -> list[Sequence[KeyValue]]:
 
 
 def _aborted_error(reason: str) -> ErrorInfo:
-    return ErrorInfo(error_type="ActionAbortedError", code="ActionAbortedError", kind="user", message=reason)
+    return ActionAbortedError.info(reason)
 
 
 def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
@@ -632,10 +614,10 @@ def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
     known = {p.name for p in spec.inputs}
     unknown = names - known
     if unknown:
-        raise bad_request(f"unknown inputs {sorted(unknown)}; the task takes {sorted(known)}", code="unknown_input")
+        raise Invalid(f"unknown inputs {sorted(unknown)}; the task takes {sorted(known)}", code="unknown_input")
     missing = {p.name for p in spec.inputs if p.required} - names
     if missing:
-        raise bad_request(f"missing inputs {sorted(missing)}", code="missing_input")
+        raise Invalid(f"missing inputs {sorted(missing)}", code="missing_input")
     check_inputs(inputs, spec)
 
 
@@ -670,37 +652,32 @@ def _started_at(current: ActionSummary, at: float | None, now: float) -> float:
 
 
 def _transition(current: ActionSummary, event: ActionEvent) -> ActionSummary:
-    """The action after the event, `current` itself for a duplicate, or an ApiError for an illegal change."""
+    """The action after the event, `current` itself for a duplicate; a `Conflict` (or `Forbidden`, `Invalid`) for
+    an event that may not change it."""
     target = event.phase
     if event.cluster is not None and current.cluster == event.cluster and event.epoch < current.epoch:
-        raise conflict(
-            f"stale event from {event.cluster} epoch {event.epoch}; the action belongs to epoch {current.epoch}",
-            code="stale_epoch",
+        raise StaleEpoch(
+            f"stale event from {event.cluster} epoch {event.epoch}; the action belongs to epoch {current.epoch}"
         )
     # An attempt starts when an action leaves the queue; every other event belongs to the current attempt.
     starts_attempt = current.phase is Phase.QUEUED and target in (Phase.PLACED, Phase.RUNNING)
     if not starts_attempt and event.cluster is not None and current.cluster not in (None, event.cluster):
         # An agent speaks only for its own cluster: it cannot move or end an attempt placed on another.
-        raise ApiError(
-            403, "wrong_cluster", f"{current.name} runs on cluster {current.cluster}, not on {event.cluster}"
+        raise Forbidden(
+            f"{current.name} runs on cluster {current.cluster}, not on {event.cluster}", code="wrong_cluster"
         )
     current_attempt = max(current.attempts, 1)
     if target is current.phase and event.attempt == current_attempt:
         return current
     expected = current.attempts + 1 if starts_attempt else current_attempt
     if event.attempt != expected:
-        raise conflict(
-            f"event for attempt {event.attempt} of {current.name}, which expects attempt {expected}",
-            code="stale_attempt",
-        )
+        raise StaleAttempt(f"event for attempt {event.attempt} of {current.name}, which expects attempt {expected}")
     if target not in ALLOWED[current.phase]:
-        raise ApiError(
-            409, "illegal_transition", f"{current.name} cannot go from {current.phase.value} to {target.value}"
-        )
+        raise IllegalTransition(f"{current.name} cannot go from {current.phase.value} to {target.value}")
     if target is Phase.SUCCEEDED and event.error is not None:
-        raise bad_request("a succeeded event carries no error")
+        raise Invalid("a succeeded event carries no error")
     if target is Phase.FAILED and event.error is None:
-        raise bad_request("a failed event must carry the error")
+        raise Invalid("a failed event must carry the error")
     now = time.time()
     update: dict[str, object] = {"phase": target, "updated_at": now, "attempts": expected, "waiting": None}
     if target in (Phase.PLACED, Phase.RUNNING) and event.cluster is not None:

@@ -30,8 +30,8 @@ from flyte._wire import SecretInfo, SecretValues, SecretWrite
 from gateway._api import Route, _json, _name, read_model, services
 from gateway._auth import principal_of
 from gateway._errors import ApiError, not_found
+from gateway._keys import secret_key, secrets_prefix
 
-SECRETS = "/flyte/secrets/"
 SECRET_KEY = web.AppKey("secret_key", AESGCM)
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _NONCE_BYTES = 12
@@ -94,14 +94,14 @@ async def put_secret(request: web.Request) -> web.Response:
     nonce = os.urandom(_NONCE_BYTES)
     sealed = nonce + key.encrypt(nonce, body.value.encode(), _aad(project, name))
     record = SealedSecret(sealed=base64.b64encode(sealed).decode(), updated_at=time.time())
-    await services(request).store.put(f"{SECRETS}{project}/{name}", record.model_dump_json().encode())
+    await services(request).store.put(secret_key(project, name), record.model_dump_json().encode())
     return _json(SecretInfo(project=project, name=name, updated_at=record.updated_at), status=201)
 
 
 async def list_secrets(request: web.Request) -> web.Response:
     project = _name(request, "project", "default")
     principal_of(request).require("deploy", "run", project=project)
-    kvs, _ = await services(request).store.range(f"{SECRETS}{project}/")
+    kvs, _ = await services(request).store.range(secrets_prefix(project))
     infos = [
         SecretInfo(
             project=project,
@@ -117,10 +117,10 @@ async def delete_secret(request: web.Request) -> web.Response:
     project, name = _name(request, "project", "default"), _secret_name(request)
     principal_of(request).require("deploy", project=project)
     store = services(request).store
-    kv = await store.get(f"{SECRETS}{project}/{name}")
+    kv = await store.get(secret_key(project, name))
     if kv is None:
         raise not_found(f"no secret named {name} in project {project}; `flyte get secrets` lists them")
-    await store.delete(f"{SECRETS}{project}/{name}")
+    await store.delete(secret_key(project, name))
     updated_at = SealedSecret.model_validate_json(kv.value).updated_at
     return _json(SecretInfo(project=project, name=name, updated_at=updated_at))
 
@@ -140,7 +140,7 @@ async def action_secrets(request: web.Request) -> web.Response:
     for ref in task.spec.secrets:
         if ref.key in values:
             continue
-        kv = await svc.store.get(f"{SECRETS}{run.project}/{ref.key}")
+        kv = await svc.store.get(secret_key(run.project, ref.key))
         if kv is None:
             raise ApiError(
                 404,

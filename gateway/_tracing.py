@@ -34,12 +34,12 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from flyte import _otel
 from flyte._naming import ROOT_ACTION
 from flyte._wire import ActionSummary, Phase, SpanRecord
+from gateway._keys import span_key, spans_prefix
 from gateway._otlp import PROTOBUF, Record, encode_records
 from gateway.store import Put, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.tracing")
 
-SPANS = "/flyte/spans/"
 MAX_SPANS_PER_RUN = 20_000
 """Spans kept per run; later ones are only forwarded (a 10,000-way fan-out makes about 60,000)."""
 FLUSH_SECONDS = 0.5
@@ -220,7 +220,7 @@ class GatewayTracing:
     def _key(self, run: str, count: int) -> str:
         # The key ends with the number of spans it holds, so a run's count is read from keys alone.
         self._sequence += 1
-        return f"{SPANS}{run}/{time.time_ns():020d}.{os.getpid()}.{self._sequence}-{count}"
+        return span_key(run, f"{time.time_ns():020d}.{os.getpid()}.{self._sequence}-{count}")
 
     # -- keeping spans per run ------------------------------------------------------------------------------------
 
@@ -242,7 +242,7 @@ class GatewayTracing:
             self.forwarder.send(body, content_type)
 
     async def _count(self, run: str) -> int:
-        kvs, _ = await self.store.range(f"{SPANS}{run}/")
+        kvs, _ = await self.store.range(spans_prefix(run))
         count = sum(int(kv.key.rsplit("-", 1)[1]) for kv in kvs)
         self._counts[run] = count
         while len(self._counts) > _COUNTS_KEPT:
@@ -282,7 +282,7 @@ class GatewayTracing:
 
     async def read(self, run: str) -> list[SpanRecord]:
         """The run's spans, kept and still buffered, each once, sorted by start."""
-        kvs, _ = await self.store.range(f"{SPANS}{run}/")
+        kvs, _ = await self.store.range(spans_prefix(run))
         seen: dict[tuple[str, str], SpanRecord] = {}
         raw: list[Record] = [r for kv in kvs for r in json.loads(kv.value)]
         for record in [*raw, *self._pending.get(run, ())]:

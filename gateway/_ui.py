@@ -39,7 +39,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from flyte._wire import ClusterRecord, LoginLink, LoginRequest, RecordsMessage, RunSummary
-from gateway._api import CLUSTERS, read_model, runs_query, serve_watch, services
+from gateway._api import read_model, runs_query, serve_watch, services
 from gateway._auth import (
     SESSION_COOKIE,
     Authenticator,
@@ -51,14 +51,13 @@ from gateway._auth import (
     token_id,
     token_key,
 )
-from gateway._dispatch import CORDONS, DISPATCHER, SESSIONS
+from gateway._dispatch import DISPATCHER
+from gateway._keys import ACTIONS, CLUSTERS, CORDONS, RUNS, SESSIONS, UI_LOGINS, ui_login_key
 from gateway._otlp import AUTHENTICATOR
-from gateway._runs import ACTIONS, RUNS
 from gateway.store import Compacted, Compare, Delete, EventType, Store
 
 STATIC = Path(__file__).parent / "ui" / "static"
 PAGES = ("/", "/runs", "/runs/{run}", "/clusters", "/tasks", "/tasks/{task}", "/login")
-LOGINS = "/flyte/ui-logins/"
 LOGIN_TTL = 3600.0
 """A one-time login link works for an hour."""
 SESSION_SECONDS = 7 * 24 * 3600
@@ -155,13 +154,13 @@ async def create_login_code(store: Store, principal: Principal, ttl: float = LOG
     """A one-time code for a browser session with `principal`'s scopes; only its sha256 is stored."""
     now = time.time()
     # Links nobody opened would pile up: minting a new one clears the expired ones.
-    unused, _ = await store.range(LOGINS)
+    unused, _ = await store.range(UI_LOGINS)
     for kv in unused:
         if _LoginCode.model_validate_json(kv.value).expires_at < now:
             await store.delete(kv.key)
     code = secrets.token_urlsafe(24)
     record = _LoginCode(scopes=sorted(principal.scopes), projects=sorted(principal.projects), expires_at=now + ttl)
-    await store.put(LOGINS + hashlib.sha256(code.encode()).hexdigest(), record.model_dump_json().encode())
+    await store.put(ui_login_key(hashlib.sha256(code.encode()).hexdigest()), record.model_dump_json().encode())
     return code, record.expires_at
 
 
@@ -174,7 +173,7 @@ async def _make_login_link(request: web.Request) -> web.Response:
 
 async def _spend_login_code(request: web.Request) -> web.StreamResponse:
     store = services(request).store
-    key = LOGINS + hashlib.sha256(request.query["code"].encode()).hexdigest()
+    key = ui_login_key(hashlib.sha256(request.query["code"].encode()).hexdigest())
     kv = await store.get(key)
     # Deleting under a compare on the read revision spends the code exactly once, even if two tabs race.
     spent = kv is not None and (await store.txn([Compare(key, kv.mod_revision)], [Delete(key)])).succeeded

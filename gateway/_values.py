@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Mapping
 
 from flyte._wire import TaskSpec, WireValue
-from gateway._errors import ApiError, bad_request
+from gateway._domain_errors import Invalid, TooLarge
 
 INLINE_VALUE_LIMIT = 1024 * 1024
 """The largest value a request may carry inline; larger values travel as blobs."""
@@ -44,7 +44,7 @@ _SCALAR_CHECKS: dict[str, Callable[[object], bool]] = {
 
 
 def check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
-    """Refuse (400, naming the input and its type) a value its declared type cannot take."""
+    """Refuse (`Invalid`, naming the input and its type) a value its declared type cannot take."""
     declared = {p.name: p for p in spec.inputs}
     inline = 0
     for name, value in inputs.items():
@@ -62,38 +62,36 @@ def check_output(output: WireValue, spec: TaskSpec) -> None:
 def _check_task_limit(inline: int, spec: TaskSpec, what: str) -> None:
     # The SDK enforces the task's own limit too (InlineIOMaxBytesBreached); this holds for any sender.
     if inline > spec.max_inline_io_bytes:
-        raise ApiError(
-            413,
-            "inline_io_too_large",
+        raise TooLarge(
             f"the {what} of {spec.name} are {inline} bytes inline; the task's max_inline_io_bytes is "
             f"{spec.max_inline_io_bytes}",
+            code="inline_io_too_large",
         )
 
 
 def _check(value: WireValue, kind: str, type_text: str, what: str) -> int:
     """Refuse a value its declared kind and type cannot take; returns its inline size in bytes."""
     if value.kind == "pickle" and kind == "json":
-        raise bad_request(
+        raise Invalid(
             f"{what} has a JSON form, so it is only accepted as JSON, not pickled", code="value_kind_mismatch"
         )
     if value.ref is not None:
         if value.json_text is not None or value.pickle_b64 is not None:
-            raise bad_request(f"{what} is both a blob reference and inline; send one", code="invalid_value")
+            raise Invalid(f"{what} is both a blob reference and inline; send one", code="invalid_value")
         if value.ref != f"blob:{value.digest}":
-            raise bad_request(
+            raise Invalid(
                 f"{what}: a blob reference is blob:<its digest>, not {value.ref[:80]!r}", code="invalid_value"
             )
         return 0
     data = _inline_bytes(value, what)
     if len(data) > INLINE_VALUE_LIMIT:
-        raise ApiError(
-            413,
-            "value_too_large",
+        raise TooLarge(
             f"{what} is {len(data)} bytes inline; the limit is {INLINE_VALUE_LIMIT}: upload it as a blob",
+            code="value_too_large",
         )
     actual = hashlib.sha256(data).hexdigest()
     if actual != value.digest:
-        raise bad_request(
+        raise Invalid(
             f"{what}: the digest {value.digest} is not the sha256 of its bytes ({actual})", code="digest_mismatch"
         )
     if value.kind == "json":
@@ -104,23 +102,23 @@ def _check(value: WireValue, kind: str, type_text: str, what: str) -> int:
 def _inline_bytes(value: WireValue, what: str) -> bytes:
     if value.kind == "json":
         if value.json_text is None or value.pickle_b64 is not None:
-            raise bad_request(f"{what} is a json value: send it as json_text", code="invalid_value")
+            raise Invalid(f"{what} is a json value: send it as json_text", code="invalid_value")
         return value.json_text.encode()
     if value.pickle_b64 is None or value.json_text is not None:
-        raise bad_request(f"{what} is a pickle value: send it as pickle_b64", code="invalid_value")
+        raise Invalid(f"{what} is a pickle value: send it as pickle_b64", code="invalid_value")
     try:
         return base64.b64decode(value.pickle_b64, validate=True)
     except (binascii.Error, ValueError):
-        raise bad_request(f"{what}: pickle_b64 is not base64", code="invalid_value") from None
+        raise Invalid(f"{what}: pickle_b64 is not base64", code="invalid_value") from None
 
 
 def _check_json(data: bytes, type_text: str, what: str) -> None:
     try:
         parsed = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise bad_request(f"{what}: json_text is not JSON", code="invalid_value") from None
+        raise Invalid(f"{what}: json_text is not JSON", code="invalid_value") from None
     except RecursionError:
-        raise bad_request(f"{what}: json_text is nested too deeply", code="invalid_value") from None
+        raise Invalid(f"{what}: json_text is nested too deeply", code="invalid_value") from None
     check = _SCALAR_CHECKS.get(type_text)
     if check is not None and not check(parsed):
-        raise bad_request(f"{what}: {data[:40]!r} is not a {type_text}", code="invalid_value")
+        raise Invalid(f"{what}: {data[:40]!r} is not a {type_text}", code="invalid_value")

@@ -26,13 +26,20 @@ exception's type name. When that type is importable in the parent (builtins such
 user's own exception classes), the error raised is also an instance of it, so both `except ValueError` and
 `except flyte.errors.RuntimeUserError` work as a Python programmer expects. As in Flyte 2, every one of them is
 also a `RuntimeError`.
+
+Whether an error is worth another attempt is a property of its class (`retryable`, True unless the class says
+otherwise); `is_retryable` reads it off a record's `error_type`. The platform, which decides failures without raising
+anything, builds their records from the classes too: `NonRecoverableError.info("it never fits", code="NeverFits")`.
 """
 
 from __future__ import annotations
 
 import builtins
 import sys
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from flyte._wire import ErrorInfo
 
 ErrorKind = Literal["user", "system"]
 
@@ -83,6 +90,7 @@ __all__ = [
     "TraceDoesNotAllowNestedTasksError",
     "UnionRpcError",
     "ValueEncodingError",
+    "is_retryable",
 ]
 
 
@@ -103,6 +111,23 @@ class BaseRuntimeError(RuntimeError):
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}" if self.message else self.code
+
+    @classmethod
+    def info(
+        cls, message: str, *, code: str | None = None, traceback: str | None = None, worker: str | None = None
+    ) -> ErrorInfo:
+        """The wire record of a failure of this class that no code raised (the platform decided it): its kind is
+        the class's, its code the class name unless given."""
+        from flyte._wire import ErrorInfo  # the wire module imports this one
+
+        return ErrorInfo(
+            error_type=cls.__name__,
+            code=code or cls.__name__,
+            kind=cls.kind,
+            message=message[:65_536],
+            traceback=traceback,
+            worker=worker,
+        )
 
     def __reduce__(self) -> tuple[object, ...]:
         error_type, exception_type = describe(self)
@@ -519,6 +544,13 @@ def from_parts(
         error = cls.__new__(cls, message)
     BaseRuntimeError.__init__(error, code, message, traceback=traceback, worker=worker)
     return error
+
+
+def is_retryable(error_type: str) -> bool:
+    """Whether a failure recorded as `error_type` (a class of this module) may be tried again; a name this module
+    does not know (a newer SDK's) may, as its base classes may."""
+    named = _NAMED.get(error_type)
+    return True if named is None else named.retryable
 
 
 def describe(error: BaseRuntimeError) -> tuple[str, str | None]:

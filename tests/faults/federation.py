@@ -42,7 +42,8 @@ import flyte
 from flyte._client import GatewayClient, call_sync, client_for
 from flyte._wire import ActionSummary, Phase, RunSummary
 from gateway._auth import create_token
-from gateway._runs import SYSTEM_RETRIES, actions_prefix, decode_event
+from gateway._keys import actions_prefix
+from gateway._runs import SYSTEM_RETRIES, decode_event
 from gateway.store import Compacted, EventType, Store, open_store
 
 _CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")

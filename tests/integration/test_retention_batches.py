@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from flyte._wire import ActionSummary, Phase, RunSummary, WireValue
+from gateway._keys import action_key, run_key
 from gateway._retention import BlobMarker, Retention, collect_blobs, delete_run, parse_duration, parse_project_retention
-from gateway._runs import action_key, run_key
 from gateway.store._sqlite import SqliteStore
 
 

@@ -21,7 +21,8 @@ from processes import GatewayProcess
 from flyte._wire import ActionSummary, Phase
 from gateway._auth import AttemptRef, Principal
 from gateway._authz import Act, Target, authorize
-from gateway._errors import ApiError
+from gateway._domain_errors import Forbidden
+from gateway._errors import as_api_error
 
 pytestmark = pytest.mark.timeout(90)
 LOG_LIMIT = 4096
@@ -284,7 +285,7 @@ def test_the_documented_table(kind: str, act: Act, target: Target, allowed: bool
     if allowed:
         authorize(principal(kind), act, target)
     else:
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(Forbidden) as refused:
             authorize(principal(kind), act, target)
-        assert refused.value.status == 403
+        assert as_api_error(refused.value).status == 403
     authorize(Principal(frozenset({"admin"}), frozenset()), act, target)

@@ -17,7 +17,7 @@ from tenants import Tenants, json_value
 from waiting import assert_eventually
 
 from flyte._wire import ActionSummary, Phase
-from gateway._runs import action_key
+from gateway._keys import action_key
 from gateway.store import open_store
 
 pytestmark = pytest.mark.timeout(120)

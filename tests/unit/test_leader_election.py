@@ -11,7 +11,8 @@ import pytest
 from etcd_process import EtcdProcess
 from waiting import async_assert_eventually as until
 
-from gateway._leader import LEADER_KEY, Election, NotLeader, current_leader
+from gateway._keys import LEADER_KEY
+from gateway._leader import Election, NotLeader, current_leader
 from gateway.store import Put, Store, open_store
 
 TTL = 1.0
