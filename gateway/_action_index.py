@@ -114,6 +114,13 @@ class ActionIndex:
 
     async def watch(self, start: int) -> None:
         """Observe every change from revision `start` on; returns only by raising (cancelled, or a bug)."""
+        try:
+            await self._watch(start)
+        except Exception:
+            log.exception("the action watch stopped on a bug")
+            raise
+
+    async def _watch(self, start: int) -> None:
         while True:
             try:
                 async for batch in self._store.watch(ACTIONS, start):
@@ -134,9 +141,6 @@ class ActionIndex:
             except TEMPORARY as error:
                 log.warning("the action watch failed (%s: %s); re-listing", type(error).__name__, error)
                 start = await self._relist()
-            except Exception:
-                log.exception("the action watch stopped on a bug")
-                raise
 
     async def _relist(self) -> int:
         """Observe a fresh range and tell watching workers where their children are now (a change missed by the

@@ -222,6 +222,13 @@ class AgentSessions:
     async def watch(self, start: int) -> None:
         """Move the work of every session whose key is deleted from revision `start` on; returns only by raising
         (cancelled, or a bug: a store outage re-lists once the store answers)."""
+        try:
+            await self._watch(start)
+        except Exception:
+            log.exception("the session watch stopped on a bug")
+            raise
+
+    async def _watch(self, start: int) -> None:
         while True:
             try:
                 async for batch in self._store.watch(SESSIONS, start):
@@ -233,9 +240,6 @@ class AgentSessions:
                 # A session that expired while the watch was down shows only as a missing key: look for those.
                 log.warning("the session watch failed (%s: %s); re-listing", type(error).__name__, error)
                 start = await self._relist()
-            except Exception:
-                log.exception("the session watch stopped on a bug")
-                raise
 
     async def _relist(self) -> int:
         retry = self._retry()

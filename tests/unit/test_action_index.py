@@ -135,3 +135,22 @@ async def test_a_bug_stops_the_watch_loudly(d: Domain, caplog: pytest.LogCapture
     assert errors[0].getMessage() == "the action watch stopped on a bug"
     assert errors[0].exc_info is not None
     assert d.clock.sleepers <= 1  # no re-list waiting (only the store's lease sweeper, if any)
+
+
+async def test_a_bug_met_while_re_listing_stops_the_watch_loudly_too(
+    d: Domain, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(action: ActionSummary) -> None:
+        raise TypeError("a bug met on the re-list")
+
+    actions = ActionIndex(d.store, d.runs.list_actions, broken, clock=d.clock, retry=retry)
+    await new_run(d.runs)
+    await d.store.compact(await d.store.revision())
+    watch = asyncio.create_task(actions.watch(1))
+    await settle(lambda: d.clock.sleepers == 1)
+    d.clock.advance(1.0)
+    with caplog.at_level(logging.ERROR), pytest.raises(TypeError, match="re-list"):
+        await asyncio.wait_for(watch, 5)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "the action watch stopped on a bug"
+    ]
