@@ -9,11 +9,14 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from dispatcher_parts import Domain, cluster, dispatcher, domain, new_run, settle, socket, stopped
 
 from flyte._retrying import RetryDelay
 from flyte._wire import ActionEvent, AssignMessage, ErrorInfo, Phase
-from gateway._dispatch import Dispatcher
+from gateway._app import _healthz
+from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import ApiError
 from gateway._placer import Placer, RunScopes, temporary
 from gateway.store import StoreUnavailable
@@ -165,5 +168,12 @@ async def test_a_dispatcher_loop_that_stops_on_a_bug_marks_the_dispatcher_failed
         await settle(lambda: dispatch.failure is not None)
         assert isinstance(dispatch.failure, AttributeError)
         assert "the dispatcher's placement loop stopped on a bug" in caplog.text
+        app = web.Application()
+        app[DISPATCHER] = dispatch
+        health = await _healthz(make_mocked_request("GET", "/healthz", app=app))
+        assert health.status == 500
+        assert isinstance(health, web.Response)
+        assert health.text is not None
+        assert "the dispatcher stopped: AttributeError: a bug" in health.text
     finally:
         await dispatch.stop()
