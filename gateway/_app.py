@@ -184,6 +184,12 @@ async def _close_tracing(app: web.Application) -> None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    failure = request.app[DISPATCHER].failure
+    if failure is not None:
+        # A dispatcher loop stopped on a bug: nothing is placed until the gateway restarts, so say so to whatever
+        # supervises it (a liveness probe, an operator) instead of looking healthy.
+        reason = f"the dispatcher stopped: {type(failure).__name__}: {failure}"
+        return web.json_response({"status": "failed", "reason": reason}, status=500)
     return web.json_response({"status": "ok"})
 
 

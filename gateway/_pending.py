@@ -9,10 +9,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flyte._wire import DEFAULT_REQUEST, ActionSummary, ClusterRecord, TaskVersion
+from gateway._keys import placement_key
 from gateway.store import Put
 from policies import Decision, Demand, demand_to_dict
-
-PLACEMENTS = "/flyte/placements/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +50,7 @@ def record_put(item: Pending, snapshots: list[str], decision: Decision, now: flo
         "demand": demand_to_dict(item.demand),
     }
     text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
-    return Put(f"{PLACEMENTS}{action.run}/{action.name}/{attempt:06d}", text.encode())
+    return Put(placement_key(action.run, action.name, attempt), text.encode())
 
 
 def demand_of(

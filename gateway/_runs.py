@@ -51,7 +51,6 @@ from gateway._domain_errors import (
     StaleEpoch,
 )
 from gateway._group_commit import GroupCommit
-from gateway._keys import ACTIONS as ACTIONS  # the dispatcher still imports it from here
 from gateway._keys import RUNS, action_key, actions_prefix, cache_entry_key, idempotency_key, run_key
 from gateway._registry import Registry
 from gateway._tracing import GatewayTracing

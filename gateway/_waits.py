@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from flyte._wire import ErrorInfo
+from flyte.errors import NonRecoverableError
 from policies import ClusterSnapshot, Decision, Demand, amount_text
 
 _HOPEFUL = ("busy", "unhealthy", "cordoned", "tier closed", "fits")
@@ -62,9 +63,6 @@ def queue_limit(run_max_wait: float | None, task_max_queued: float | None) -> tu
 def waited_too_long(waited: float, limit: float, whose: str, reason: str | None) -> ErrorInfo:
     """The error of an action queued longer than it may be: not retried (it would only wait again)."""
     why = f": it waited because {reason}" if reason else ""
-    return ErrorInfo(
-        error_type="NonRecoverableError",
-        code="MaxWaitExceeded",
-        kind="user",
-        message=f"queued {waited:.0f}s, longer than {whose} of {limit:g}s{why}",
+    return NonRecoverableError.info(
+        f"queued {waited:.0f}s, longer than {whose} of {limit:g}s{why}", code="MaxWaitExceeded"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+from flyte._clock import SYSTEM_CLOCK, Clock
+
 from ._protocol import Store
 
 FORMS = (
@@ -13,16 +15,17 @@ FORMS = (
 )
 
 
-async def open_store(url: str, *, read_only: bool = False) -> Store:
+async def open_store(url: str, *, read_only: bool = False, clock: Clock = SYSTEM_CLOCK) -> Store:
     """Open the store `url` names. Async because the etcd client needs the running loop; it does not wait for
     etcd to answer, so a gateway can start while etcd is down and report itself not ready until it answers.
 
     `read_only` opens a SQLite file without touching it (a backup beside the gateway that owns it); etcd serves
-    any number of clients, so it changes nothing there."""
+    any number of clients, so it changes nothing there. `clock` runs an embedded store's lease deadlines (etcd keeps
+    its own)."""
     if url == "memory":
         from ._sqlite import SqliteStore
 
-        return SqliteStore(":memory:")
+        return SqliteStore(":memory:", clock=clock)
     if url.startswith("sqlite:"):
         from ._sqlite import SqliteStore
 
@@ -31,7 +34,7 @@ async def open_store(url: str, *, read_only: bool = False) -> Store:
             raise ValueError(f"store URL {url!r} names no file; expected {FORMS}")
         if read_only:
             return SqliteStore(_expand(path), read_only=True)
-        return SqliteStore(_prepare_file(path))
+        return SqliteStore(_prepare_file(path), clock=clock)
     if url.startswith("etcd://"):
         # Imported only here: the embedded default should not pay for loading gRPC.
         from ._etcd import EtcdStore

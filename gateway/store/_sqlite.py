@@ -21,9 +21,10 @@ import logging
 import os
 import secrets
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
+
+from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
 
 from ._common import check_txn, prefix_end
 from ._protocol import (
@@ -117,8 +118,10 @@ WAL_SIZE_LIMIT = 64 * 2**20
 class SqliteStore:
     """The `Store` protocol on SQLite. `quota_bytes` (0 = none) bounds the live data; past it, puts fail."""
 
-    def __init__(self, path: str, *, quota_bytes: int = 0, read_only: bool = False):
+    def __init__(self, path: str, *, quota_bytes: int = 0, read_only: bool = False, clock: Clock = SYSTEM_CLOCK):
         self._path = path
+        self._clock = clock
+        """Lease deadlines run on it (a test moves a `ManualClock` past one to expire a lease)."""
         self._quota = quota_bytes
         self._closed = False
         self._read_only = read_only
@@ -142,7 +145,7 @@ class SqliteStore:
                 # back.
                 with self._db:
                     self._db.execute("BEGIN IMMEDIATE")
-                    self._db.execute("UPDATE leases SET expires_at = MAX(expires_at, ? + ttl)", (time.time(),))
+                    self._db.execute("UPDATE leases SET expires_at = MAX(expires_at, ? + ttl)", (self._clock.time(),))
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the SQLite store at {path}: {exc}") from exc
         self._watchers: set[_Watcher] = set()
@@ -283,7 +286,7 @@ class SqliteStore:
         db = self._db
         if any(isinstance(op, Put) for op in ops):
             self._check_quota()
-        now = time.time()
+        now = self._clock.time()
         events: list[WatchEvent] = []
         rows: list[tuple[int, bytes, int, bytes]] = []
         for op in ops:
@@ -328,7 +331,7 @@ class SqliteStore:
                         self._db.execute("BEGIN IMMEDIATE")
                         self._db.execute(
                             "INSERT INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)",
-                            (lease_id, ttl, time.time() + ttl),
+                            (lease_id, ttl, self._clock.time() + ttl),
                         )
                     break
                 except sqlite3.IntegrityError:
@@ -339,7 +342,7 @@ class SqliteStore:
 
     async def keepalive(self, lease_id: int) -> None:
         self._ready()
-        now = time.time()
+        now = self._clock.time()
         with self._errors():
             row = self._db.execute("SELECT ttl, expires_at FROM leases WHERE id = ?", (lease_id,)).fetchone()
             if row is not None and row[1] > now:
@@ -392,21 +395,19 @@ class SqliteStore:
             changed.clear()
             delay: float | None = None
             try:
-                now = time.time()
+                now = self._clock.time()
                 expired = [r[0] for r in self._db.execute("SELECT id FROM leases WHERE expires_at <= ?", (now,))]
                 for lease_id in expired:
                     self._end_lease(lease_id)
                 min_ttl, earliest = self._db.execute("SELECT MIN(ttl), MIN(expires_at) FROM leases").fetchone()
                 if min_ttl is not None:
                     # Check often enough for the shortest lease (ttl/4) and not later than the next deadline.
-                    delay = min(max(min_ttl / 4, 0.05), 1.0, max(earliest - time.time(), 0.0))
+                    delay = min(max(min_ttl / 4, 0.05), 1.0, max(earliest - self._clock.time(), 0.0))
                     delay = max(delay, 0.01)
             except (StoreError, sqlite3.Error):
                 log.exception("lease sweep failed; retrying")
                 delay = 1.0
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await changed.wait()
+            await wait_event(self._clock, changed, delay)
 
     # -- watches -----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,408 @@
+"""The placer: the queue of actions waiting to be placed, and the placement pass that places them.
+
+    observed queued ──► queue ──► pass (fair-share order) ──► place() ──► reserve room, assignment
+                                                                     ──► CAS queued->placed with the decision record
+                                                                     ──► assignments to each cluster's agent
+
+A pass looks at the actions queued since the last one, or at the whole queue when capacity, the policy or the
+cordons changed (`rescan`). A pass that fails for a reason that passes (the store is unreachable or busy) is tried
+again with backoff; any other failure is a bug: it is logged with its traceback and ends the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+
+from flyte import _failpoints as failpoints
+from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
+from flyte._retrying import RetryDelay
+from flyte._wire import ActionEvent, ActionSummary, Assignment, AssignMessage, ErrorInfo, Phase
+from flyte.errors import NonRecoverableError
+from gateway._action_index import TEMPORARY, Key
+from gateway._auth import AttemptRef, WorkerTokens
+from gateway._cluster_admin import ClusterAdmin
+from gateway._domain_errors import DomainError
+from gateway._judging import UNJUDGEABLE, cannot_judge
+from gateway._pending import Pending, demand_of, record_put, with_default_request
+from gateway._reservations import Reservations
+from gateway._runs import Runs
+from gateway._sessions import AgentSessions
+from gateway._waits import ancestors_bound, queue_limit, waited_too_long
+from gateway.store import Put
+from policies import ClusterSnapshot, Decision, fair_share_order, place, snapshot_to_dict
+
+log = logging.getLogger("flyte.gateway.dispatch")
+
+SNAPSHOTS_RECORDED = 64
+"""A decision records every cluster's snapshot up to this many clusters (for `flyte policy simulate`); past it only
+the verdicts and scores, so a record stays a few KiB."""
+
+
+def pass_retry() -> RetryDelay:
+    """The backoff of the placement loop after a pass failed for a reason that passes."""
+    return RetryDelay(0.5, 5.0)
+
+
+def temporary(error: Exception) -> bool:
+    """Whether a failed pass is worth trying again: the store is unreachable or busy (not a bug)."""
+    return isinstance(error, TEMPORARY) or (isinstance(error, DomainError) and not cannot_judge(error))
+
+
+class RunScopes:
+    """Each run's project, domain and max wait, read once (a run's scope never changes)."""
+
+    def __init__(self, runs: Runs):
+        self._runs = runs
+        self._scopes: dict[str, tuple[str, str, float | None]] = {}
+
+    async def get(self, run: str) -> tuple[str, str, float | None]:
+        scope = self._scopes.get(run)
+        if scope is None:
+            record = await self._runs.get_run(run)
+            scope = self._scopes[run] = (record.project, record.domain, record.max_wait_seconds)
+        return scope
+
+    async def project(self, run: str) -> str:
+        return (await self.get(run))[0]
+
+
+class Placer:
+    """The queue and the passes over it."""
+
+    def __init__(
+        self,
+        runs: Runs,
+        workers: WorkerTokens,
+        scopes: RunScopes,
+        sessions: AgentSessions,
+        admin: ClusterAdmin,
+        reservations: Reservations,
+        parents: Mapping[Key, str],
+        where: Mapping[Key, str],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        retry: Callable[[], RetryDelay] = pass_retry,
+    ):
+        self._runs = runs
+        self._workers = workers
+        self._scopes = scopes
+        self._sessions = sessions
+        self._admin = admin
+        self._reservations = reservations
+        self._parents = parents
+        self._where = where
+        self._clock = clock
+        self._retry = retry
+        self.queue: dict[Key, ActionSummary] = {}
+        self._wake = asyncio.Event()
+        self._fresh: list[Key] = []
+        """Actions queued since the last pass: all a pass looks at unless capacity changed."""
+        self._full_pass = True
+        self._noted: dict[Key, str] = {}
+        """The waiting reason last recorded for each queued action: recorded again only when it changes."""
+
+    def observe(self, action: ActionSummary) -> None:
+        """An action changed: queue it, or drop it from the queue, and give back what its ended attempts held."""
+        key = (action.run, action.name)
+        if action.phase is Phase.QUEUED:
+            self.queue[key] = action
+            self._fresh.append(key)
+            self._wake.set()
+        else:
+            self.queue.pop(key, None)
+            self._noted.pop(key, None)
+        if self._reservations.observe(action.run, action.name, action.phase, action.attempts, action.cluster):
+            self.rescan()
+
+    def rescan(self) -> None:
+        """Capacity changed: the next pass looks at the whole queue again, oldest first."""
+        self._full_pass = True
+        self._wake.set()
+
+    def replan(self) -> None:
+        """The policy or a cordon changed: every waiting reason may differ, so each is recorded again."""
+        self._noted.clear()
+        self.rescan()
+
+    async def run(self) -> None:
+        """Pass after pass, each when something changed or a backoff or queue limit is due; returns only by raising
+        (cancelled, or a bug)."""
+        retry = self._retry()
+        while True:
+            timeout = None
+            try:
+                timeout = await self.place_some()
+                retry.reset()
+            except Exception as error:
+                if not temporary(error):
+                    log.exception("the placement loop stopped on a bug")
+                    raise
+                timeout = retry.next()
+                log.warning("a placement pass failed (%s: %s); again in %.1fs", type(error).__name__, error, timeout)
+            self._wake.clear()
+            if not await wait_event(self._clock, self._wake, timeout):
+                self._full_pass = True  # a backoff ended: look at the actions that were waiting for it
+
+    async def place_some(self) -> float | None:
+        """One pass over the queue in fair-share order; returns when to look again for actions still backing off.
+
+        Decisions are made one by one (each reserves capacity before the next is made); the placed transitions,
+        each with its decision record, are then written concurrently, so group commit puts many of them in one
+        store transaction.
+        """
+        now = self._clock.time()
+        next_due: float | None = None
+        keys = list(self.queue) if self._full_pass else [k for k in self._fresh if k in self.queue]
+        self._fresh, self._full_pass = [], False
+        if not self._sessions.sessions:
+            # Nowhere to place anything; a session opening rescans the queue.
+            return None
+        pending: list[tuple[Key, Pending]] = []
+        notes: list[Awaitable[object]] = []
+        for examined, key in enumerate(keys):
+            action = self.queue.get(key)
+            if action is None:
+                continue
+            if examined % 256 == 255:
+                await asyncio.sleep(0)  # a long queue must not hold the loop that serves the API
+            if action.not_before is not None and action.not_before > now:
+                due = action.not_before - now
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            try:
+                pending.append((key, await self._pending(action, now)))
+            except UNJUDGEABLE as unjudgeable:
+                if not cannot_judge(unjudgeable):
+                    raise
+                notes.append(self._unjudgeable(key, action, unjudgeable))
+        if len({p.demand.project for _, p in pending}) > 1:
+            usage = {project: used["cpu"] for project, used in self._reservations.usage.items()}
+            by_key = dict(pending)
+            pending = [
+                (k, by_key[k]) for k in fair_share_order([(k, p.demand) for k, p in pending], usage, self._admin.policy)
+            ]
+        snapshots = self._snapshots()
+        # Each decision records the snapshots it saw; only the chosen cluster's changes between decisions.
+        seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if len(snapshots) <= SNAPSHOTS_RECORDED else []
+        position = {c.name: i for i, c in enumerate(snapshots)}
+        decided: list[tuple[Assignment, Put]] = []
+        for key, item in pending:
+            # One action the pass cannot judge fails alone; every other is still placed.
+            assignment: Assignment | None = None
+            try:
+                decision = place(item.demand, snapshots, self._admin.policy, usage=self._reservations.usage)
+                if decision.cluster is not None:
+                    assignment = await self._assign(item, decision.cluster)
+            except UNJUDGEABLE as unjudgeable:
+                if not cannot_judge(unjudgeable):
+                    raise
+                notes.append(self._unjudgeable(key, item.action, unjudgeable))
+                continue
+            waiting = decision.cluster is None and not decision.never_fits
+            waited_out = False
+            if waiting:
+                decision = self._explain_wait(item, decision, snapshots)
+                if item.max_wait is not None:
+                    waited_out = item.demand.waited_seconds >= item.max_wait[0]
+                    due = item.max_wait[0] - item.demand.waited_seconds
+                    next_due = due if next_due is None else min(next_due, due)
+            if waiting and not waited_out and self._noted.get(key) == decision.reason:
+                continue  # still waiting, for the reason already recorded
+            record = record_put(item, seen, decision, now)
+            if decision.cluster is not None:
+                assert assignment is not None
+                decided.append((assignment, record))
+                self._runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
+                self.queue.pop(key, None)
+                if seen:
+                    i = position[decision.cluster]
+                    seen[i] = json.dumps(snapshot_to_dict(snapshots[i]))
+            elif decision.never_fits:
+                detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
+                message = f"{decision.reason} ({detail})" if detail else decision.reason
+                # No retry could ever fit it either: the user's to fix (smaller resources), failed at once.
+                error = NonRecoverableError.info(message, code="NeverFits")
+                notes.append(self._fail_queued(item.action, error, record))
+            elif waited_out:
+                assert item.max_wait is not None
+                error = waited_too_long(item.demand.waited_seconds, *item.max_wait, decision.reason)
+                notes.append(self._fail_queued(item.action, error, record))
+            else:
+                self._noted[key] = decision.reason
+                action = item.action
+                notes.append(
+                    self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, [record])
+                )
+        placed = await asyncio.gather(*(self._commit(a, r) for a, r in decided), *notes)
+        assigned: dict[str, list[Assignment]] = defaultdict(list)
+        for result in placed[: len(decided)]:
+            if isinstance(result, Assignment):
+                assigned[result.cluster].append(result)
+        for cluster, assignments in assigned.items():
+            session = self._sessions.sessions.get(cluster)
+            if session is not None:
+                message = AssignMessage(assignments=assignments).model_dump_json()
+                session.outbox.put_nowait(message)
+                if (again := failpoints.duplicate_assign_after()) is not None:
+                    asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
+        return next_due
+
+    async def reserve_inflight(self, actions: list[ActionSummary]) -> None:
+        """After a restart: what placed and running actions hold is held again, so it comes back when they end."""
+        now = self._clock.time()
+        for action in actions:
+            if action.cluster is None or action.phase not in (Phase.PLACED, Phase.RUNNING):
+                continue
+            try:
+                demand = (await self._pending(action, now)).demand
+            except DomainError as error:
+                log.warning("cannot account for %s/%s: %s", action.run, action.name, error.message)
+                continue
+            self._reservations.reserve((action.run, action.name, action.attempts), action.cluster, demand)
+
+    async def _pending(self, action: ActionSummary, now: float) -> Pending:
+        """What placing `action` needs: its demand (from the task spec, its overrides and where its parent runs)."""
+        project, domain, max_wait = await self._scopes.get(action.run)
+        task = await self._runs.registry.get(project, domain, action.task, action.version)
+        spec = task.spec
+        o = action.overrides
+        resources = o.resources if o and o.resources is not None else spec.resources
+        placement = o.placement if o and o.placement is not None else spec.placement
+        reusable = None if o and o.reusable_off else (o.reusable if o and o.reusable is not None else spec.reusable)
+        timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
+        queued_limit = o.max_queued_seconds if o and o.max_queued_seconds is not None else spec.max_queued_seconds
+        limit = queue_limit(max_wait, queued_limit)
+        prefer_warm = (placement or {}).get("prefer_warm", True)
+        queued_since = action.not_before or action.created_at or now
+        demand = demand_of(
+            resources,
+            placement,
+            warm_key=f"{task.env}@{task.version}" if reusable and prefer_warm else None,
+            queue=spec.queue if spec.queue in self._admin.policy.queues else None,
+            project=project,
+            parent_cluster=self._where.get((action.run, action.parent)) if action.parent else None,
+            waited_seconds=max(0.0, now - queued_since),
+            spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
+        )
+        if reusable is None:
+            # A one-off action starts a process of its own: asking for nothing must not mean it fits forever.
+            demand = with_default_request(demand, self._sessions.default_request)
+        return Pending(action, demand, task, project, domain, resources, reusable, timeout, limit)
+
+    def _snapshots(self) -> list[ClusterSnapshot]:
+        """Every registered cluster as placement sees it: connected ones live, the others as unhealthy."""
+        out = []
+        for name, record in sorted(self._sessions.known.items()):
+            session = self._sessions.sessions.get(name)
+            if session is not None:
+                record = session.record
+            out.append(
+                ClusterSnapshot(
+                    name=name,
+                    region=record.region,
+                    cloud=record.cloud,
+                    capacity=record.capacity,
+                    free=session.free if session is not None else {},
+                    warm=session.warm if session is not None else {},
+                    healthy=session is not None,
+                    cordoned=name in self._admin.cordons,
+                    labels=record.labels,
+                    cost_per_cpu_hour=record.cost_per_cpu_hour,
+                    cost_per_gpu_hour=record.cost_per_gpu_hour,
+                    placed_counts=self._reservations.placed_counts(name),
+                )
+            )
+        return out
+
+    async def _assign(self, item: Pending, cluster: str) -> Assignment:
+        """Reserve room on `cluster` for the action and make its assignment."""
+        session = self._sessions.sessions[cluster]
+        action = item.action
+        attempt = action.attempts + 1
+        # Made before anything is reserved: an assignment that cannot be made holds no room.
+        assignment = Assignment(
+            run=action.run,
+            action=action.name,
+            parent=action.parent,
+            attempt=attempt,
+            epoch=session.epoch,
+            cluster=session.name,
+            project=item.project,
+            domain=item.domain,
+            task=action.task,
+            version=item.task.version,
+            bundle_digest=item.task.bundle_digest,
+            inputs=action.inputs,
+            custom_context=action.custom_context,
+            resources=item.resources,
+            timeout_seconds=item.timeout,
+            reusable=item.reusable,
+            env_vars=(action.overrides.env_vars or {}) if action.overrides else {},
+            token=await self._workers.mint(AttemptRef(item.project, action.run, action.name, attempt)),
+            traceparent=action.traceparent,
+            source_root=item.task.spec.source_root,
+        )
+        self._reservations.reserve((action.run, action.name, attempt), cluster, item.demand)
+        session.projects.add(item.project)
+        session.runs.add(action.run)
+        return assignment
+
+    async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
+        """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
+        the room back."""
+        event = ActionEvent(
+            phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
+        )
+        try:
+            await self._runs.report(assignment.run, assignment.action, event, [record])
+        except DomainError as error:
+            log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
+            if self._reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:
+                self.rescan()
+            return None
+        return assignment
+
+    def _explain_wait(self, item: Pending, decision: Decision, snapshots: list[ClusterSnapshot]) -> Decision:
+        """A waiting decision, its reason saying so when the action's own ancestors hold the room it needs."""
+        action = item.action
+        held: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        ancestor, seen = action.parent, 0
+        while ancestor is not None and seen < 1000:  # a bound, not a depth anyone reaches: a cycle must not hang
+            for hold in self._reservations.held_by(action.run, ancestor):
+                held[hold.cluster]["cpu"] += hold.demand.cpu
+                held[hold.cluster]["memory"] += float(hold.demand.memory)
+            ancestor, seen = self._parents.get((action.run, ancestor)), seen + 1
+        if not held:
+            return decision
+        reason = ancestors_bound(item.demand, decision, snapshots, held)
+        return decision if reason is None else dataclasses.replace(decision, reason=reason)
+
+    async def _fail_queued(self, action: ActionSummary, error: ErrorInfo, record: Put) -> None:
+        """End a queued action that will not be placed (it never fits, or it waited longer than its run allows)."""
+        with contextlib.suppress(DomainError):
+            await self._runs.report(
+                action.run,
+                action.name,
+                ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error),
+                [record],
+            )
+
+    async def _unjudgeable(self, key: Key, action: ActionSummary, error: Exception) -> None:
+        """Fail an action placement cannot judge (a spec or override it cannot read), so it stalls nobody else."""
+        self.queue.pop(key, None)
+        reason = error.message if isinstance(error, DomainError) else f"{type(error).__name__}: {error}"
+        log.warning("failing %s/%s: placement cannot judge it: %s", action.run, action.name, reason)
+        message = f"placement cannot judge this action: {reason}"[:65_536]
+        error_info = NonRecoverableError.info(message)
+        with contextlib.suppress(DomainError):
+            await self._runs.report(
+                action.run,
+                action.name,
+                ActionEvent(phase=Phase.FAILED, attempt=max(action.attempts, 1), error=error_info),
+            )

@@ -1,0 +1,293 @@
+"""Agent sessions: each connected agent holds a session with an epoch (fencing every older session of its cluster)
+and a lease it keeps alive by heartbeating; a session whose lease ends has its work moved elsewhere.
+
+    open ──► next epoch, lease, /flyte/sessions/<cluster> under the lease ──► adopt what older sessions were given
+    store watch /flyte/sessions/ ─► a session key expired ──► that session's placed/running actions fail as
+                                    system errors (`ClusterLost`), which the retry policy requeues as the next attempt
+
+The lease, not the socket, decides when work moves: an agent that reconnects within its lease keeps its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from flyte._clock import SYSTEM_CLOCK, Clock
+from flyte._retrying import RetryDelay
+from flyte._wire import (
+    DEFAULT_REQUEST,
+    AbortMessage,
+    ActionEvent,
+    ActionSummary,
+    CloseCode,
+    ClusterRecord,
+    Phase,
+)
+from flyte.errors import RuntimeSystemError
+from gateway._action_index import TEMPORARY, InFlight, watch_retry
+from gateway._domain_errors import DomainError
+from gateway._keys import CLUSTERS, EPOCH_KEY, SESSIONS, cluster_key, session_key
+from gateway._pending import default_request
+from gateway._reservations import Attempt, Reservations
+from gateway._runs import Runs
+from gateway.store import Compare, EventType, Put, Store
+
+log = logging.getLogger("flyte.gateway.dispatch")
+
+LEASE_TTL = float(os.environ.get("FLYTE_LEASE_TTL", "10"))
+"""Seconds an agent may go silent before its work is moved to another cluster (tests shorten it)."""
+HEARTBEAT_INTERVAL = 1.0
+
+_LIVE = (Phase.PLACED, Phase.RUNNING)
+
+
+@dataclass
+class AgentSession:
+    """A connected agent: where to send assignments, and what it has room for."""
+
+    record: ClusterRecord
+    epoch: int
+    lease: int
+    ws: web.WebSocketResponse
+    free: dict[str, float]
+    """The cluster's live free room, kept by `Reservations`: what placed attempts hold is taken at once and given
+    back when they end, not at the next heartbeat."""
+    warm: dict[str, int] = field(default_factory=dict)
+    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    projects: set[str] = field(default_factory=set)
+    """The projects of the work this session was given: what its agent may read (bundles, task specs)."""
+    runs: set[str] = field(default_factory=set)
+    """The runs this session was given work in: whose spans its agent may send."""
+    spans: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Spans its agent sent per run, against `SPAN_LIMIT`."""
+    log_attempts: set[tuple[str, str, int]] = field(default_factory=set)
+    """Attempts whose logs this session may send, once checked (logs come in batches, several a second)."""
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+class AgentSessions:
+    """The connected agents, the clusters ever registered, and moving work off clusters whose lease ended."""
+
+    def __init__(
+        self,
+        store: Store,
+        runs: Runs,
+        reservations: Reservations,
+        in_flight: InFlight,
+        run_project: Callable[[str], Awaitable[str]],
+        rescan: Callable[[], None],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lease_ttl: float = LEASE_TTL,
+        retry: Callable[[], RetryDelay] = watch_retry,
+    ):
+        self._store = store
+        self._runs = runs
+        self._reservations = reservations
+        self._in_flight = in_flight
+        self._run_project = run_project
+        self._rescan = rescan
+        self._clock = clock
+        self._lease_ttl = lease_ttl
+        self._retry = retry
+        self.sessions: dict[str, AgentSession] = {}
+        self.known: dict[str, ClusterRecord] = {}
+        """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
+        self.default_request: Mapping[str, float] = DEFAULT_REQUEST
+        """What a one-off action counts as holding where it declares nothing: see `default_request`."""
+
+    async def load(self) -> None:
+        """Read every registered cluster (at start)."""
+        clusters, _ = await self._store.range(CLUSTERS)
+        self.known = {kv.key.removeprefix(CLUSTERS): ClusterRecord.model_validate_json(kv.value) for kv in clusters}
+        self.default_request = default_request(self.known.values())
+
+    async def live(self) -> set[str]:
+        """The clusters whose session key exists (whose lease has not ended)."""
+        sessions, _ = await self._store.range(SESSIONS)
+        return {kv.key.removeprefix(SESSIONS) for kv in sessions}
+
+    async def fail_over_vanished(self, live: set[str]) -> None:
+        """Work placed on clusters whose sessions vanished while no gateway was watching (not `live`) moves now."""
+        for cluster in self._in_flight.clusters():
+            if cluster not in live:
+                await self.fail_over(cluster, "its agent's session ended while the gateway was down")
+
+    def send(self, cluster: str, message: str) -> None:
+        """Queue a message for `cluster`'s agent, if it is connected."""
+        session = self.sessions.get(cluster)
+        if session is not None:
+            session.outbox.put_nowait(message)
+
+    def abort(self, cluster: str, keys: list[str]) -> None:
+        """Tell `cluster`'s agent to stop these attempts (run/action/attempt)."""
+        self.send(cluster, AbortMessage(keys=keys).model_dump_json())
+
+    # -- opening, heartbeats, closing ---------------------------------------------------------------------------
+
+    async def open_session(
+        self, record: ClusterRecord, ws: web.WebSocketResponse, running: Sequence[str] = ()
+    ) -> AgentSession:
+        """Register a cluster's agent with a new epoch (fencing every older session) and a lease.
+
+        `running` are the attempt keys (run/action/attempt) the agent says it still runs: see `_adopt`.
+        """
+        epoch = await self._next_epoch()
+        lease = await self._store.grant_lease(self._lease_ttl)
+        record = record.model_copy(update={"epoch": epoch, "last_heartbeat": self._clock.time(), "healthy": True})
+        await self._store.put(cluster_key(record.name), record.model_dump_json().encode())
+        self.known[record.name] = record
+        self.default_request = default_request(self.known.values())
+        await self._store.put(session_key(record.name), str(epoch).encode(), lease=lease.id)
+        old = self.sessions.get(record.name)
+        free = self._reservations.rebase(record.name, dict(record.free), {attempt_of(key) for key in running})
+        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=free)
+        self.sessions[record.name] = session
+        if old is not None and old.ws is not ws:
+            with contextlib.suppress(Exception):
+                await old.ws.close(code=CloseCode.REPLACED, message=b"replaced by a newer session")
+        await self._adopt(session, set(running))
+        self._rescan()
+        return session
+
+    async def _adopt(self, session: AgentSession, running: set[str]) -> None:
+        """Reconcile a new session with the work older sessions of its cluster were given.
+
+        The session key is put again under the new lease, so the old lease expiring moves nothing: work placed
+        there that the agent does not run (it crashed and restarted, or the assignment was lost with the gateway)
+        moves now. Attempts the agent runs that are no longer current there (moved while it was away) are
+        aborted, so it drops orphaned work instead of finishing it for nothing.
+        """
+        kept: set[str] = set()
+        for run, name in self._in_flight.in_flight(session.name):
+            with contextlib.suppress(DomainError):
+                current = await self._runs.get_action(run, name)
+                key = f"{run}/{name}/{current.attempts}"
+                if current.cluster != session.name or current.phase not in _LIVE:
+                    continue
+                if key in running:
+                    kept.add(key)
+                    session.projects.add(await self._run_project(run))
+                    session.runs.add(run)
+                elif current.epoch < session.epoch:
+                    await self._lose(current, session.name, "its agent restarted without it")
+        orphans = sorted(running - kept)
+        if orphans:
+            log.info("%s runs %d attempts that are no longer its own; aborting them", session.name, len(orphans))
+            session.outbox.put_nowait(AbortMessage(keys=orphans).model_dump_json())
+
+    async def heartbeat(
+        self, session: AgentSession, free: dict[str, float], warm: dict[str, int], running: int = 0
+    ) -> None:
+        await self._store.keepalive(session.lease)
+        # Free capacity is the gateway's own account (the agent's report less what is placed there since): the
+        # agent's lags the assignments on their way to it. An idle agent's report is the truth to start from again,
+        # which also ends any under-count left by orphans it ran when its session opened.
+        if running == 0:
+            self._reservations.rebase(session.name, free, set())
+        session.warm = warm
+        self._rescan()
+
+    def close_session(self, session: AgentSession) -> None:
+        """The connection closed; the lease (not the socket) decides when its work moves."""
+        if self.sessions.get(session.name) is session:
+            del self.sessions[session.name]
+
+    async def _next_epoch(self) -> int:
+        while True:
+            kv = await self._store.get(EPOCH_KEY)
+            epoch = int(kv.value) + 1 if kv is not None else 1
+            result = await self._store.txn(
+                [Compare(EPOCH_KEY, kv.mod_revision if kv else 0)], [Put(EPOCH_KEY, str(epoch).encode())]
+            )
+            if result.succeeded:
+                return epoch
+
+    # -- leases ending ------------------------------------------------------------------------------------------
+
+    async def watch(self, start: int) -> None:
+        """Move the work of every session whose key is deleted from revision `start` on; returns only by raising
+        (cancelled, or a bug: a store outage re-lists once the store answers)."""
+        try:
+            await self._watch(start)
+        except Exception:
+            log.exception("the session watch stopped on a bug")
+            raise
+
+    async def _watch(self, start: int) -> None:
+        while True:
+            try:
+                async for batch in self._store.watch(SESSIONS, start):
+                    for event in batch:
+                        start = event.mod_revision + 1
+                        if event.type is EventType.DELETE:
+                            await self._session_gone(event.key.removeprefix(SESSIONS))
+            except TEMPORARY as error:
+                # A session that expired while the watch was down shows only as a missing key: look for those.
+                log.warning("the session watch failed (%s: %s); re-listing", type(error).__name__, error)
+                start = await self._relist()
+
+    async def _relist(self) -> int:
+        retry = self._retry()
+        while True:
+            await self._clock.sleep(retry.next())
+            try:
+                kvs, revision = await self._store.range(SESSIONS)
+                live = {kv.key.removeprefix(SESSIONS) for kv in kvs}
+                for cluster in [c for c in {*self._in_flight.clusters(), *self.sessions} if c not in live]:
+                    await self._session_gone(cluster)
+                return revision + 1
+            except TEMPORARY as error:
+                log.warning("re-listing sessions failed (%s); retrying within %.1fs", error, retry.ceiling)
+
+    async def _session_gone(self, cluster: str) -> None:
+        """A cluster's session key is gone (its lease expired): unless a new session replaced it, move its work."""
+        session = self.sessions.get(cluster)
+        if await self._store.get(session_key(cluster)) is not None:
+            return
+        if session is not None:
+            self.sessions.pop(cluster, None)
+            with contextlib.suppress(Exception):
+                await session.ws.close(code=CloseCode.LEASE_EXPIRED, message=b"lease expired")
+        await self.fail_over(cluster, "its agent stopped heartbeating (lease expired)")
+
+    async def fail_over(self, cluster: str, why: str) -> None:
+        """Every action placed on or running in `cluster` fails as a system error: the retry policy moves it."""
+        for run, name in self._in_flight.in_flight(cluster):
+            with contextlib.suppress(DomainError):
+                current = await self._runs.get_action(run, name)
+                if current.cluster != cluster or current.phase not in _LIVE:
+                    continue
+                await self._lose(current, cluster, why)
+        log.warning("cluster %s lost: %s", cluster, why)
+
+    async def _lose(self, current: ActionSummary, cluster: str, why: str) -> None:
+        """Fail the current attempt of an action as a system error (`ClusterLost`): the retry policy moves it."""
+        error = RuntimeSystemError.info(f"cluster {cluster} was lost: {why}", code="ClusterLost", worker=cluster)
+        run, name, attempt, epoch = current.run, current.name, current.attempts, current.epoch
+        if current.phase is Phase.PLACED:
+            await self._runs.report(
+                run, name, ActionEvent(phase=Phase.RUNNING, attempt=attempt, cluster=cluster, epoch=epoch)
+            )
+        await self._runs.report(
+            run, name, ActionEvent(phase=Phase.FAILED, attempt=attempt, cluster=cluster, epoch=epoch, error=error)
+        )
+
+
+def attempt_of(key: str) -> Attempt:
+    """An agent's attempt key (run/action/attempt) as a reservation's key; a malformed one matches nothing."""
+    run, _, rest = key.partition("/")
+    action, _, number = rest.rpartition("/")
+    return (run, action, int(number) if number.isdigit() else -1)

@@ -1,0 +1,97 @@
+"""What the dispatcher parts' unit tests share: a gateway's domain (store, registry, runs) on the in-memory store with
+a `ManualClock`, a deployed task, runs, and a dispatcher built on them. No sockets, no sleeps: `settle` turns the
+event loop until a condition holds (a bounded number of turns, no wall time)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+import flyte
+from flyte._clock import ManualClock
+from flyte._wire import ActionSubmitRequest, ClusterRecord, DeployRequest, RunCreateRequest, TaskSpec
+from gateway._dispatch import Dispatcher
+from gateway._registry import Registry
+from gateway._runs import Runs
+from gateway.store import Store, open_store
+
+PROJECT, DOMAIN, TASK = "proj", "dev", "env.work"
+TTL = 10.0
+
+
+@dataclass
+class Domain:
+    clock: ManualClock
+    store: Store
+    runs: Runs
+
+    async def close(self) -> None:
+        await self.runs.close()
+        await self.store.close()
+
+
+async def domain() -> Domain:
+    # Starts at the machine's time: the retry policy (`gateway._runs`) stamps `not_before` with it.
+    clock = ManualClock(start=time.time())
+    store = await open_store("memory", clock=clock)
+    runs = Runs(store, Registry(store))
+    spec = TaskSpec(
+        name=TASK,
+        short_name="work",
+        signature="() -> None",
+        interface_digest="0" * 16,
+        resources=flyte.Resources(cpu=1, memory="1Mi").to_dict(),
+    )
+    await runs.registry.deploy(
+        DeployRequest(project=PROJECT, domain=DOMAIN, env="env", version="v1", bundle_digest="b" * 64, tasks=[spec])
+    )
+    return Domain(clock, store, runs)
+
+
+def dispatcher(d: Domain) -> Dispatcher:
+    return Dispatcher(d.store, d.runs, clock=d.clock, lease_ttl=TTL)
+
+
+async def new_run(runs: Runs, **request: object) -> str:
+    run, _ = await runs.create_run(RunCreateRequest(project=PROJECT, domain=DOMAIN, task=TASK, **request))
+    return run.name
+
+
+async def child(runs: Runs, run: str, name: str = "a" + "1" * 20) -> str:
+    await runs.submit(run, ActionSubmitRequest(name=name, parent="a0", task=TASK))
+    return name
+
+
+def cluster(name: str, cpu: float = 4.0) -> ClusterRecord:
+    room = {"cpu": cpu, "memory": float(2**34)}
+    return ClusterRecord(name=name, region="r1", cloud="local", capacity=room, free=dict(room))
+
+
+def socket() -> web.WebSocketResponse:
+    """An agent's socket that was never opened: the parts only close it, which it survives."""
+    return web.WebSocketResponse()
+
+
+async def settle(condition: Callable[[], bool], turns: int = 5000) -> None:
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition did not hold after the event loop went idle")
+
+
+async def idle(turns: int = 500) -> None:
+    """Let everything that can run without the clock moving run (a bounded number of loop turns)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

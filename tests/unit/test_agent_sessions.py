@@ -1,0 +1,165 @@
+"""Agent sessions and leases (`gateway._sessions`), on the in-memory store and a manual clock: a lease that ends
+moves its cluster's work exactly once, a newer session fences the older one's events, and the session watch tells a
+store outage (re-list) from a bug (stop, loudly)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from dispatcher_parts import TTL, Domain, cluster, dispatcher, domain, idle, new_run, settle, socket, stopped
+
+from flyte._retrying import RetryDelay
+from flyte._wire import ActionEvent, Phase
+from gateway._dispatch import Dispatcher
+from gateway._domain_errors import StaleEpoch
+from gateway._errors import as_api_error
+from gateway._keys import SESSIONS
+from gateway._reservations import Reservations
+from gateway._sessions import AgentSessions
+from gateway.store import LeaseNotFound
+
+
+@pytest.fixture
+async def d() -> AsyncIterator[Domain]:
+    d = await domain()
+    yield d
+    await d.close()
+
+
+@pytest.fixture
+async def dispatch(d: Domain) -> AsyncIterator[Dispatcher]:
+    """A started dispatcher: its watches and placement loop run on the domain's clock."""
+    dispatch = dispatcher(d)
+    await dispatch.start()
+    yield dispatch
+    await dispatch.stop()
+
+
+async def test_a_lease_ends_exactly_past_its_deadline_and_its_work_is_requeued_once(
+    d: Domain, dispatch: Dispatcher
+) -> None:
+    run = await new_run(d.runs)
+    await dispatch.open_session(cluster("east"), socket())
+    await settle(lambda: dispatch.index.where.get((run, "a0")) == "east")
+    d.clock.advance(TTL - 0.001)
+    await idle()
+    assert (await d.runs.get_action(run, "a0")).phase is Phase.PLACED
+    assert "east" in dispatch.sessions
+    # The store sweeps leases at least every 10 ms of its clock: the first sweep past the deadline ends it.
+    d.clock.advance(0.011)
+    await settle(lambda: (run, "a0") in dispatch.placer.queue)
+    action = await d.runs.get_action(run, "a0")
+    assert action.phase is Phase.QUEUED
+    assert action.attempts == 1
+    assert action.system_failures == 1
+    assert action.error is not None
+    assert action.error.code == "ClusterLost"
+    assert "east" not in dispatch.sessions
+    d.clock.advance(TTL)
+    await idle()
+    assert (await d.runs.get_action(run, "a0")).system_failures == 1  # moved once, not once per sweep
+
+
+async def test_a_heartbeat_keeps_the_lease_and_a_late_one_finds_it_gone(d: Domain, dispatch: Dispatcher) -> None:
+    session = await dispatch.open_session(cluster("east"), socket())
+    d.clock.advance(TTL - 0.001)
+    await dispatch.heartbeat(session, {"cpu": 4.0}, {})
+    d.clock.advance(TTL - 0.001)
+    assert await d.store.get(SESSIONS + "east") is not None
+    d.clock.advance(0.001)
+    with pytest.raises(LeaseNotFound):
+        await dispatch.heartbeat(session, {"cpu": 4.0}, {})
+    await settle(lambda: "east" not in dispatch.sessions)
+
+
+async def test_a_newer_session_fences_the_older_ones_events(d: Domain, dispatch: Dispatcher) -> None:
+    run = await new_run(d.runs)
+    first = await dispatch.open_session(cluster("east"), socket())
+    await settle(lambda: dispatch.index.where.get((run, "a0")) == "east")
+    second = await dispatch.open_session(cluster("east"), socket(), running=[f"{run}/a0/1"])
+    assert second.epoch > first.epoch
+    assert dispatch.sessions["east"] is second
+    # The adopted attempt keeps running; the older epoch may no longer speak for it.
+    await d.runs.report(run, "a0", ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=second.epoch))
+    stale = ActionEvent(phase=Phase.SUCCEEDED, attempt=1, cluster="east", epoch=first.epoch)
+    with pytest.raises(StaleEpoch, match="stale event") as refused:
+        await d.runs.report(run, "a0", stale)
+    assert as_api_error(refused.value).status == 409
+
+
+async def test_a_restarted_agent_that_lost_its_work_has_it_moved_at_once(d: Domain, dispatch: Dispatcher) -> None:
+    run = await new_run(d.runs)
+    await dispatch.open_session(cluster("east"), socket())
+    await settle(lambda: dispatch.index.where.get((run, "a0")) == "east")
+    await dispatch.open_session(cluster("east"), socket(), running=[])
+    action = await d.runs.get_action(run, "a0")
+    assert action.phase is Phase.QUEUED
+    assert action.error is not None
+    assert "restarted without it" in action.error.message
+
+
+def no_wait() -> RetryDelay:
+    return RetryDelay(1.0, 1.0, draw=lambda ceiling: ceiling)
+
+
+class BrokenInFlight:
+    """In-flight bookkeeping with a bug in it."""
+
+    def in_flight(self, cluster: str) -> list[tuple[str, str]]:
+        raise AttributeError("a bug")
+
+    def clusters(self) -> list[str]:
+        return ["east"]
+
+
+class NoneInFlight:
+    def in_flight(self, cluster: str) -> list[tuple[str, str]]:
+        return []
+
+    def clusters(self) -> list[str]:
+        return ["east"]
+
+
+def sessions(d: Domain, in_flight: BrokenInFlight | NoneInFlight) -> AgentSessions:
+    return AgentSessions(
+        d.store, d.runs, Reservations(), in_flight, _project, lambda: None, clock=d.clock, lease_ttl=TTL, retry=no_wait
+    )
+
+
+async def _project(run: str) -> str:
+    return "proj"
+
+
+async def test_the_session_watch_re_lists_after_falling_behind_a_compaction(
+    d: Domain, caplog: pytest.LogCaptureFixture
+) -> None:
+    agents = sessions(d, NoneInFlight())
+    await d.store.put("/flyte/other", b"x")
+    await d.store.compact(await d.store.revision())
+    watch = asyncio.create_task(agents.watch(1))
+    try:
+        await settle(lambda: d.clock.sleepers == 1)  # waiting out the backoff before the re-list
+        assert "the session watch failed (Compacted" in caplog.text
+        d.clock.advance(1.0)
+        # The re-list finds no session key for east (it had work in flight): its lease ended unseen; moved.
+        await settle(lambda: "cluster east lost" in caplog.text)
+        assert not watch.done()
+    finally:
+        await stopped(watch)
+
+
+async def test_the_session_watch_stops_loudly_on_a_bug(d: Domain, caplog: pytest.LogCaptureFixture) -> None:
+    agents = sessions(d, BrokenInFlight())
+    lease = await d.store.grant_lease(TTL)
+    await d.store.put(SESSIONS + "east", b"1", lease=lease.id)
+    watch = asyncio.create_task(agents.watch(await d.store.revision() + 1))
+    await settle(lambda: d.clock.sleepers >= 1)  # the store's lease sweeper
+    await d.store.revoke(lease.id)
+    with caplog.at_level(logging.ERROR), pytest.raises(AttributeError, match="a bug"):
+        await asyncio.wait_for(watch, 5)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[0].getMessage() == "the session watch stopped on a bug"
+    assert errors[0].exc_info is not None
