@@ -8,7 +8,9 @@ capacity, heartbeats, and runs the attempts it is assigned through its backend o
     abort  ─► kill;  stale ─► this session was fenced: kill everything, reconnect as a new session
 
 A lost connection is retried with capped backoff; work keeps running meanwhile, and a reconnect within the lease
-keeps it. Logs are shipped in batches.
+keeps it. Events go through an outbox (`agent._outbox`): kept until the gateway acknowledges them and sent again after
+a reconnect, so an attempt that ends while the gateway or its store is away is still reported as what it was (an OOM
+as `OOMError`, not as a lost cluster). Logs are shipped in batches, best effort.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pydantic
 
 from agent._admission import Admission
 from agent._images import Venvs, image_env, pip_layers
+from agent._outbox import Outbox
 from agent._pools import Pools
 from agent._settings import Prepared, SettingsError, prepare, remove_files
 from agent._spares import Spares
@@ -48,8 +51,6 @@ from flyte._runtime._up import UP_SOCKET_ENV
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
-    AgentEvent,
-    AgentEvents,
     AgentHeartbeat,
     AgentHello,
     AgentLogs,
@@ -59,6 +60,7 @@ from flyte._wire import (
     CloseCode,
     ClusterRecord,
     ErrorInfo,
+    EventsAck,
     Phase,
     StaleMessage,
     TaskSpec,
@@ -67,9 +69,8 @@ from flyte._wire import (
 
 log = logging.getLogger("flyte.agent")
 
-_GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMessage] = pydantic.TypeAdapter(
-    AssignMessage | AbortMessage | StaleMessage
-)
+GatewayMessage = AssignMessage | AbortMessage | StaleMessage | EventsAck
+_GATEWAY_MESSAGES: pydantic.TypeAdapter[GatewayMessage] = pydantic.TypeAdapter(GatewayMessage)
 _NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
@@ -132,7 +133,8 @@ class Agent:
         self.spares = Spares(self, sockets, spares if backend.runs_on_this_host else 0)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._events: list[AgentEvent] = []
+        self.outbox = Outbox()
+        """Events (an attempt running, failed) until the gateway acknowledges them: see `agent._outbox`."""
         self._logs: dict[tuple[str, str, int, str], bytearray] = {}
         self._bundles: dict[str, asyncio.Future[Path]] = {}
         self.venvs = Venvs(work_dir / "venvs")
@@ -184,7 +186,10 @@ class Agent:
         async with self._http.ws_connect(
             f"{self.gateway}/api/v1/agents/connect", heartbeat=5.0, max_msg_size=64 * 1024 * 1024
         ) as ws:
-            await ws.send_str(AgentHello(cluster=self._record(), running=list(self.running)).model_dump_json())
+            # Attempts that ended with their end still in the outbox are ours to report, not lost work to move.
+            reporting = sorted(self.outbox.ended() - self.running.keys())
+            hello = AgentHello(cluster=self._record(), running=list(self.running), reporting=reporting)
+            await ws.send_str(hello.model_dump_json())
             answer = await ws.receive(timeout=10)
             if answer.type is not aiohttp.WSMsgType.TEXT:
                 # The gateway closed or broke the connection before welcoming us (a restart, a store outage).
@@ -196,6 +201,7 @@ class Agent:
             except pydantic.ValidationError as error:
                 raise ConnectionError(f"the gateway's welcome is not one this agent understands: {error}") from None
             self.epoch = welcome.epoch
+            self.outbox.reconnected()
             self._ws = ws
             log.info("connected to %s as %s, epoch %d", self.gateway, self.cluster.name, self.epoch)
             heartbeat = asyncio.create_task(self._heartbeat_forever(welcome.heartbeat_interval))
@@ -249,6 +255,8 @@ class Agent:
                 self._start(assignment)
         elif isinstance(message, AbortMessage):
             await self._abort(message.keys)
+        elif isinstance(message, EventsAck):
+            self.outbox.acked(message.incarnation, message.upto)
         else:
             await self._drop_everything(message.reason)
 
@@ -538,7 +546,7 @@ class Agent:
             error=error,
             at=time.time() if phase is Phase.RUNNING else None,
         )
-        self._events.append(AgentEvent(run=assignment.run, action=assignment.action, event=event))
+        self.outbox.add(assignment.run, assignment.action, event)
 
     async def _abort(self, keys: list[str]) -> None:
         items = {key: item for key in keys if (item := self.running.get(key)) is not None}
@@ -595,9 +603,8 @@ class Agent:
             await asyncio.sleep(_LOG_FLUSH_SECONDS)
             if self._ws is None:
                 continue
-            if self._events:
-                events, self._events = self._events, []
-                await self._send(AgentEvents(events=events))
+            for batch in self.outbox.due():
+                await self._send(batch)
             logs, self._logs = self._logs, {}
             for (run, action, attempt, stream), data in logs.items():
                 text = data.decode(errors="replace")
