@@ -396,7 +396,7 @@ class Agent:
 
     async def _prepare(self, assignment: Assignment) -> Prepared:
         assert self._http is not None
-        task = await self._task_spec(assignment)
+        task = await self.task_spec(assignment)
         prepared = await prepare(self._http, self.gateway, assignment, task)
         layers = pip_layers(task.image_spec)
         if not self.backend.runs_on_this_host or task.image_spec is None:
@@ -420,7 +420,7 @@ class Agent:
         """An attempt on a backend that does not share this machine (a pod): the assignment, token included, travels
         as secret environment, and the worker fetches its bundle from the gateway."""
         assignment = item.assignment
-        task = await self._task_spec(assignment)
+        task = await self.task_spec(assignment)
         env = {
             **prepared.env,
             "FLYTE_ENDPOINT": self.gateway,
@@ -454,7 +454,7 @@ class Agent:
             item.handle = await self.backend.launch(spec, on_output)
         return await item.handle.wait()
 
-    async def _task_spec(self, assignment: Assignment) -> TaskSpec:
+    async def task_spec(self, assignment: Assignment) -> TaskSpec:
         """The deployed task's spec (image, env_vars), fetched once per task version: versions never change."""
         cache_key = (assignment.project, assignment.domain, assignment.task, assignment.version)
         spec = self._task_specs.get(cache_key)
