@@ -288,71 +288,74 @@ class Agent:
 
     async def _run(self, key: str) -> None:
         item = self.running[key]
-        # From here on the assignment carries the agent's attempt span: the worker's spans hang under it.
-        item.assignment = assignment = self.tracing.begin(item.assignment)
-        failure: str | None = None
         try:
-            if not self.backend.runs_on_this_host:
-                prepared = await self._prepare(assignment)
-                self._event(assignment, Phase.RUNNING)
-                if assignment.reusable:
-                    # The pod fetches its bundle itself.
-                    exit = await self.pools.run(assignment, Path("/"), prepared)
-                else:
-                    exit = await self._run_elsewhere(key, item, prepared)
-                if not item.aborted:
-                    self._report_exit(assignment, exit, bytes(item.stderr_tail))
-                return
-            if hold := failpoints.slow_start_seconds(self.cluster.name):
-                await asyncio.sleep(hold)
-                if item.aborted:
-                    return
-            fetched = self._bundles.get(assignment.bundle_digest)
-            # Only a bundle not yet on this machine gets a span: looking one up costs nothing worth showing.
-            with self.tracing.span("bundle fetch", assignment) if fetched is None or not fetched.done() else _NO_SPAN:
-                bundle = await self._bundle(assignment.bundle_digest)
-            prepared = await self._prepare(assignment)
-            if item.aborted:
-                return  # aborted or moved away (a drain) while its image was built: it never starts here
-            if not assignment.reusable:
-                # It stays `placed` until a process slot is free; an abort or a drain ends the wait.
-                if not await self.admission.process(item.stop):
-                    return
-                item.admitted = True
-            self._event(assignment, Phase.RUNNING)
-            spare = None if assignment.reusable else self.spares.take(assignment, prepared)
-            if assignment.reusable:
-                exit = await self.pools.run(assignment, bundle, prepared)
-            else:
-                attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
-                try:
-                    prepared = prepared.with_files_in(attempt_dir / "secrets")
-                    if self.run_as is not None and attempt_dir.exists():
-                        self.run_as.own(attempt_dir)
-                    if spare is not None:
-                        item.handle = spare.handle
-                        exit = await self.spares.run(spare, assignment, bundle, prepared)
-                        item.stderr_tail = spare.output
-                    else:
-                        exit = await self._run_process(key, item, bundle, prepared)
-                finally:
-                    remove_files(attempt_dir)
-            self.tracing.read_reported(assignment)
-            if not item.aborted:
-                self._report_exit(assignment, exit, bytes(item.stderr_tail), bundle)
+            with self.tracing.attempt(item.assignment) as traced:
+                # From here on the assignment carries the agent's attempt span: the worker's spans hang under it.
+                item.assignment = traced
+                await self._attempt(key, item)
         except SettingsError as error:
             # The task asks for what cannot be had (a secret not set): the user's to fix, so no retry helps.
-            failure = str(error)
-            self._fail(assignment, "NonRecoverableError", error.code, "user", failure)
+            self._fail(item.assignment, "NonRecoverableError", error.code, "user", str(error))
         except Exception as error:
             log.exception("running %s failed", key)
             failure = f"the agent could not run it: {error}"
-            self._fail(assignment, "RuntimeSystemError", "AgentError", "system", failure)
+            self._fail(item.assignment, "RuntimeSystemError", "AgentError", "system", failure)
         finally:
             if item.admitted:
                 self.admission.release()
             self.running.pop(key, None)
-            self.tracing.end(assignment, failure)
+
+    async def _attempt(self, key: str, item: Running) -> None:
+        """Run one attempt to its end and report what its worker cannot (out of memory, timed out, crashed); an
+        exception means the agent could not run it."""
+        assignment = item.assignment
+        if not self.backend.runs_on_this_host:
+            prepared = await self._prepare(assignment)
+            self._event(assignment, Phase.RUNNING)
+            if assignment.reusable:
+                # The pod fetches its bundle itself.
+                exit = await self.pools.run(assignment, Path("/"), prepared)
+            else:
+                exit = await self._run_elsewhere(key, item, prepared)
+            if not item.aborted:
+                self._report_exit(assignment, exit, bytes(item.stderr_tail))
+            return
+        if hold := failpoints.slow_start_seconds(self.cluster.name):
+            await asyncio.sleep(hold)
+            if item.aborted:
+                return
+        fetched = self._bundles.get(assignment.bundle_digest)
+        # Only a bundle not yet on this machine gets a span: looking one up costs nothing worth showing.
+        with self.tracing.span("bundle fetch", assignment) if fetched is None or not fetched.done() else _NO_SPAN:
+            bundle = await self._bundle(assignment.bundle_digest)
+        prepared = await self._prepare(assignment)
+        if item.aborted:
+            return  # aborted or moved away (a drain) while its image was built: it never starts here
+        if not assignment.reusable:
+            # It stays `placed` until a process slot is free; an abort or a drain ends the wait.
+            if not await self.admission.process(item.stop):
+                return
+            item.admitted = True
+        self._event(assignment, Phase.RUNNING)
+        spare = None if assignment.reusable else self.spares.take(assignment, prepared)
+        if assignment.reusable:
+            exit = await self.pools.run(assignment, bundle, prepared)
+        else:
+            attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
+            try:
+                prepared = prepared.with_files_in(attempt_dir / "secrets")
+                if self.run_as is not None and attempt_dir.exists():
+                    self.run_as.own(attempt_dir)
+                if spare is not None:
+                    item.handle = spare.handle
+                    exit = await self.spares.run(spare, assignment, bundle, prepared)
+                    item.stderr_tail = spare.output
+                else:
+                    exit = await self._run_process(key, item, bundle, prepared)
+            finally:
+                remove_files(attempt_dir)
+        if not item.aborted:
+            self._report_exit(assignment, exit, bytes(item.stderr_tail), bundle)
 
     async def _run_process(self, key: str, item: Running, bundle: Path, prepared: Prepared) -> Exit:
         assignment = item.assignment
