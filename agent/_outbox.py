@@ -39,7 +39,11 @@ log = logging.getLogger("flyte.agent.outbox")
 LIMIT = 10_000
 """Events kept at most while the gateway does not acknowledge them."""
 BATCH = 100
-"""Events per `AgentEvents` message (the wire takes up to 1000; a failure can carry a few KB of traceback)."""
+"""Events per `AgentEvents` message at most (the wire takes up to 1000)."""
+BATCH_BYTES = 1024 * 1024
+"""Bytes of events per message at most, well under the gateway's 8 MiB message limit: a failure carries its message
+and traceback (up to about 1 MB by the wire's own limits), and a message the gateway refuses would be sent again and
+again."""
 ACK_TIMEOUT = 2.0
 """Seconds an acknowledgement may take (a store write, under load) before the events are sent again; each resend
 without progress waits longer (capped exponential backoff with jitter, `RetryDelay`)."""
@@ -53,6 +57,7 @@ class Outbox:
         *,
         limit: int = LIMIT,
         batch: int = BATCH,
+        batch_bytes: int = BATCH_BYTES,
         resend: RetryDelay | None = None,
         clock: Callable[[], float] = time.monotonic,
         incarnation: str | None = None,
@@ -62,6 +67,7 @@ class Outbox:
         self.incarnation = incarnation or secrets.token_hex(8)
         self._limit = limit
         self._batch = batch
+        self._batch_bytes = batch_bytes
         self._resend = resend or RetryDelay(1.0, 30.0)
         self._clock = clock
         self._pending: deque[AgentEvent] = deque()
@@ -103,17 +109,26 @@ class Outbox:
         if self._resend_at is not None and now >= self._resend_at:
             self._sent = 0
             self._resend_at = now + ACK_TIMEOUT + self._resend.next()
-        fresh = [item for item in self._pending if item.seq > self._sent]
-        if not fresh:
+        if not self._pending or self._pending[-1].seq <= self._sent:
             return []
+        fresh = [item for item in self._pending if item.seq > self._sent]
         self._sent = fresh[-1].seq
         if self._resend_at is None:
             self._resend_at = now + ACK_TIMEOUT
         since = self._pending[0].seq
-        return [
-            AgentEvents(incarnation=self.incarnation, since=since, events=fresh[i : i + self._batch])
-            for i in range(0, len(fresh), self._batch)
-        ]
+        return [AgentEvents(incarnation=self.incarnation, since=since, events=batch) for batch in self._batches(fresh)]
+
+    def _batches(self, items: list[AgentEvent]) -> list[list[AgentEvent]]:
+        batches: list[list[AgentEvent]] = [[]]
+        size = 0
+        for item in items:
+            item_size = len(item.model_dump_json())
+            if batches[-1] and (len(batches[-1]) >= self._batch or size + item_size > self._batch_bytes):
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += item_size
+        return batches
 
     def acked(self, incarnation: str, upto: int) -> None:
         """The gateway applied every event up to `upto`: forget them."""

@@ -137,6 +137,14 @@ def test_batches_split_a_long_outbox() -> None:
     assert {m.since for m in messages} == {1}
 
 
+def test_batches_stay_under_a_size() -> None:
+    box = outbox(Clock(), batch_bytes=1500)
+    long = OOM.model_copy(update={"traceback": "x" * 1000})
+    for n in range(1, 4):
+        box.add("r1", name(n), ActionEvent(phase=Phase.FAILED, attempt=1, cluster="c", epoch=1, error=long))
+    assert [seqs([m]) for m in box.due()] == [[1], [2], [3]], "two of them would not fit in one"
+
+
 def test_ended_names_the_attempts_whose_end_waits_in_the_outbox() -> None:
     box = outbox(Clock())
     running(box, 1)
