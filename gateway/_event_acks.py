@@ -17,6 +17,9 @@ from aiohttp import web
 
 KEPT = 1024
 """Agent incarnations remembered (the least recently heard from is forgotten first): a few per cluster."""
+ABOVE_KEPT = 20_000
+"""Numbers done out of order kept per incarnation (an agent's outbox holds 10,000): past it they are forgotten, and
+their repeats go to the store, where they change nothing."""
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Applied:
 
     def done(self, seq: int) -> None:
         if seq > self.upto:
+            if len(self.above) >= ABOVE_KEPT:
+                self.above.clear()
             self.above.add(seq)
             self._advance()
 
