@@ -8,7 +8,9 @@ capacity, heartbeats, and runs the attempts it is assigned through its backend o
     abort  ─► kill;  stale ─► this session was fenced: kill everything, reconnect as a new session
 
 A lost connection is retried with capped backoff; work keeps running meanwhile, and a reconnect within the lease
-keeps it. Logs are shipped in batches.
+keeps it. Events go through an outbox (`agent._outbox`): kept until the gateway acknowledges them and sent again after
+a reconnect, so an attempt that ends while the gateway or its store is away is still reported as what it was (an OOM
+as `OOMError`, not as a lost cluster). Logs are shipped in batches, best effort.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pydantic
 
 from agent._admission import Admission
 from agent._images import Venvs, image_env, pip_layers
+from agent._outbox import Outbox
 from agent._pools import Pools
 from agent._settings import Prepared, SettingsError, prepare, remove_files
 from agent._spares import Spares
@@ -48,8 +51,6 @@ from flyte._runtime._up import UP_SOCKET_ENV
 from flyte._wire import (
     AbortMessage,
     ActionEvent,
-    AgentEvent,
-    AgentEvents,
     AgentHeartbeat,
     AgentHello,
     AgentLogs,
@@ -59,6 +60,7 @@ from flyte._wire import (
     CloseCode,
     ClusterRecord,
     ErrorInfo,
+    EventsAck,
     Phase,
     StaleMessage,
     TaskSpec,
@@ -67,9 +69,8 @@ from flyte._wire import (
 
 log = logging.getLogger("flyte.agent")
 
-_GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMessage] = pydantic.TypeAdapter(
-    AssignMessage | AbortMessage | StaleMessage
-)
+GatewayMessage = AssignMessage | AbortMessage | StaleMessage | EventsAck
+_GATEWAY_MESSAGES: pydantic.TypeAdapter[GatewayMessage] = pydantic.TypeAdapter(GatewayMessage)
 _NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
@@ -132,7 +133,8 @@ class Agent:
         self.spares = Spares(self, sockets, spares if backend.runs_on_this_host else 0)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._events: list[AgentEvent] = []
+        self.outbox = Outbox()
+        """Events (an attempt running, failed) until the gateway acknowledges them: see `agent._outbox`."""
         self._logs: dict[tuple[str, str, int, str], bytearray] = {}
         self._bundles: dict[str, asyncio.Future[Path]] = {}
         self.venvs = Venvs(work_dir / "venvs")
@@ -184,7 +186,10 @@ class Agent:
         async with self._http.ws_connect(
             f"{self.gateway}/api/v1/agents/connect", heartbeat=5.0, max_msg_size=64 * 1024 * 1024
         ) as ws:
-            await ws.send_str(AgentHello(cluster=self._record(), running=list(self.running)).model_dump_json())
+            # Attempts that ended with their end still in the outbox are ours to report, not lost work to move.
+            reporting = sorted(self.outbox.ended() - self.running.keys())
+            hello = AgentHello(cluster=self._record(), running=list(self.running), reporting=reporting)
+            await ws.send_str(hello.model_dump_json())
             answer = await ws.receive(timeout=10)
             if answer.type is not aiohttp.WSMsgType.TEXT:
                 # The gateway closed or broke the connection before welcoming us (a restart, a store outage).
@@ -196,6 +201,7 @@ class Agent:
             except pydantic.ValidationError as error:
                 raise ConnectionError(f"the gateway's welcome is not one this agent understands: {error}") from None
             self.epoch = welcome.epoch
+            self.outbox.reconnected()
             self._ws = ws
             log.info("connected to %s as %s, epoch %d", self.gateway, self.cluster.name, self.epoch)
             heartbeat = asyncio.create_task(self._heartbeat_forever(welcome.heartbeat_interval))
@@ -249,6 +255,8 @@ class Agent:
                 self._start(assignment)
         elif isinstance(message, AbortMessage):
             await self._abort(message.keys)
+        elif isinstance(message, EventsAck):
+            self.outbox.acked(message.incarnation, message.upto)
         else:
             await self._drop_everything(message.reason)
 
@@ -280,71 +288,74 @@ class Agent:
 
     async def _run(self, key: str) -> None:
         item = self.running[key]
-        # From here on the assignment carries the agent's attempt span: the worker's spans hang under it.
-        item.assignment = assignment = self.tracing.begin(item.assignment)
-        failure: str | None = None
         try:
-            if not self.backend.runs_on_this_host:
-                prepared = await self._prepare(assignment)
-                self._event(assignment, Phase.RUNNING)
-                if assignment.reusable:
-                    # The pod fetches its bundle itself.
-                    exit = await self.pools.run(assignment, Path("/"), prepared)
-                else:
-                    exit = await self._run_elsewhere(key, item, prepared)
-                if not item.aborted:
-                    self._report_exit(assignment, exit, bytes(item.stderr_tail))
-                return
-            if hold := failpoints.slow_start_seconds(self.cluster.name):
-                await asyncio.sleep(hold)
-                if item.aborted:
-                    return
-            fetched = self._bundles.get(assignment.bundle_digest)
-            # Only a bundle not yet on this machine gets a span: looking one up costs nothing worth showing.
-            with self.tracing.span("bundle fetch", assignment) if fetched is None or not fetched.done() else _NO_SPAN:
-                bundle = await self._bundle(assignment.bundle_digest)
-            prepared = await self._prepare(assignment)
-            if item.aborted:
-                return  # aborted or moved away (a drain) while its image was built: it never starts here
-            if not assignment.reusable:
-                # It stays `placed` until a process slot is free; an abort or a drain ends the wait.
-                if not await self.admission.process(item.stop):
-                    return
-                item.admitted = True
-            self._event(assignment, Phase.RUNNING)
-            spare = None if assignment.reusable else self.spares.take(assignment, prepared)
-            if assignment.reusable:
-                exit = await self.pools.run(assignment, bundle, prepared)
-            else:
-                attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
-                try:
-                    prepared = prepared.with_files_in(attempt_dir / "secrets")
-                    if self.run_as is not None and attempt_dir.exists():
-                        self.run_as.own(attempt_dir)
-                    if spare is not None:
-                        item.handle = spare.handle
-                        exit = await self.spares.run(spare, assignment, bundle, prepared)
-                        item.stderr_tail = spare.output
-                    else:
-                        exit = await self._run_process(key, item, bundle, prepared)
-                finally:
-                    remove_files(attempt_dir)
-            self.tracing.read_reported(assignment)
-            if not item.aborted:
-                self._report_exit(assignment, exit, bytes(item.stderr_tail), bundle)
+            with self.tracing.attempt(item.assignment) as traced:
+                # From here on the assignment carries the agent's attempt span: the worker's spans hang under it.
+                item.assignment = traced
+                await self._attempt(key, item)
         except SettingsError as error:
             # The task asks for what cannot be had (a secret not set): the user's to fix, so no retry helps.
-            failure = str(error)
-            self._fail(assignment, "NonRecoverableError", error.code, "user", failure)
+            self._fail(item.assignment, "NonRecoverableError", error.code, "user", str(error))
         except Exception as error:
             log.exception("running %s failed", key)
             failure = f"the agent could not run it: {error}"
-            self._fail(assignment, "RuntimeSystemError", "AgentError", "system", failure)
+            self._fail(item.assignment, "RuntimeSystemError", "AgentError", "system", failure)
         finally:
             if item.admitted:
                 self.admission.release()
             self.running.pop(key, None)
-            self.tracing.end(assignment, failure)
+
+    async def _attempt(self, key: str, item: Running) -> None:
+        """Run one attempt to its end and report what its worker cannot (out of memory, timed out, crashed); an
+        exception means the agent could not run it."""
+        assignment = item.assignment
+        if not self.backend.runs_on_this_host:
+            prepared = await self._prepare(assignment)
+            self._event(assignment, Phase.RUNNING)
+            if assignment.reusable:
+                # The pod fetches its bundle itself.
+                exit = await self.pools.run(assignment, Path("/"), prepared)
+            else:
+                exit = await self._run_elsewhere(key, item, prepared)
+            if not item.aborted:
+                self._report_exit(assignment, exit, bytes(item.stderr_tail))
+            return
+        if hold := failpoints.slow_start_seconds(self.cluster.name):
+            await asyncio.sleep(hold)
+            if item.aborted:
+                return
+        fetched = self._bundles.get(assignment.bundle_digest)
+        # Only a bundle not yet on this machine gets a span: looking one up costs nothing worth showing.
+        with self.tracing.span("bundle fetch", assignment) if fetched is None or not fetched.done() else _NO_SPAN:
+            bundle = await self._bundle(assignment.bundle_digest)
+        prepared = await self._prepare(assignment)
+        if item.aborted:
+            return  # aborted or moved away (a drain) while its image was built: it never starts here
+        if not assignment.reusable:
+            # It stays `placed` until a process slot is free; an abort or a drain ends the wait.
+            if not await self.admission.process(item.stop):
+                return
+            item.admitted = True
+        self._event(assignment, Phase.RUNNING)
+        spare = None if assignment.reusable else self.spares.take(assignment, prepared)
+        if assignment.reusable:
+            exit = await self.pools.run(assignment, bundle, prepared)
+        else:
+            attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
+            try:
+                prepared = prepared.with_files_in(attempt_dir / "secrets")
+                if self.run_as is not None and attempt_dir.exists():
+                    self.run_as.own(attempt_dir)
+                if spare is not None:
+                    item.handle = spare.handle
+                    exit = await self.spares.run(spare, assignment, bundle, prepared)
+                    item.stderr_tail = spare.output
+                else:
+                    exit = await self._run_process(key, item, bundle, prepared)
+            finally:
+                remove_files(attempt_dir)
+        if not item.aborted:
+            self._report_exit(assignment, exit, bytes(item.stderr_tail), bundle)
 
     async def _run_process(self, key: str, item: Running, bundle: Path, prepared: Prepared) -> Exit:
         assignment = item.assignment
@@ -388,7 +399,7 @@ class Agent:
 
     async def _prepare(self, assignment: Assignment) -> Prepared:
         assert self._http is not None
-        task = await self._task_spec(assignment)
+        task = await self.task_spec(assignment)
         prepared = await prepare(self._http, self.gateway, assignment, task)
         layers = pip_layers(task.image_spec)
         if not self.backend.runs_on_this_host or task.image_spec is None:
@@ -412,7 +423,7 @@ class Agent:
         """An attempt on a backend that does not share this machine (a pod): the assignment, token included, travels
         as secret environment, and the worker fetches its bundle from the gateway."""
         assignment = item.assignment
-        task = await self._task_spec(assignment)
+        task = await self.task_spec(assignment)
         env = {
             **prepared.env,
             "FLYTE_ENDPOINT": self.gateway,
@@ -446,7 +457,7 @@ class Agent:
             item.handle = await self.backend.launch(spec, on_output)
         return await item.handle.wait()
 
-    async def _task_spec(self, assignment: Assignment) -> TaskSpec:
+    async def task_spec(self, assignment: Assignment) -> TaskSpec:
         """The deployed task's spec (image, env_vars), fetched once per task version: versions never change."""
         cache_key = (assignment.project, assignment.domain, assignment.task, assignment.version)
         spec = self._task_specs.get(cache_key)
@@ -538,7 +549,7 @@ class Agent:
             error=error,
             at=time.time() if phase is Phase.RUNNING else None,
         )
-        self._events.append(AgentEvent(run=assignment.run, action=assignment.action, event=event))
+        self.outbox.add(assignment.run, assignment.action, event)
 
     async def _abort(self, keys: list[str]) -> None:
         items = {key: item for key in keys if (item := self.running.get(key)) is not None}
@@ -595,9 +606,8 @@ class Agent:
             await asyncio.sleep(_LOG_FLUSH_SECONDS)
             if self._ws is None:
                 continue
-            if self._events:
-                events, self._events = self._events, []
-                await self._send(AgentEvents(events=events))
+            for batch in self.outbox.due():
+                await self._send(batch)
             logs, self._logs = self._logs, {}
             for (run, action, attempt, stream), data in logs.items():
                 text = data.decode(errors="replace")

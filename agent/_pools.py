@@ -27,15 +27,13 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any, TypeGuard
 
+from agent._host import AttemptHost
 from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
 from flyte._wire import Assignment
-
-if TYPE_CHECKING:
-    from agent._agent import Agent
 
 log = logging.getLogger("flyte.agent.pools")
 _OUTPUT_KEPT = 8192
@@ -91,7 +89,7 @@ class Pool:
 
 
 class Pools:
-    def __init__(self, agent: Agent, directory: Path):
+    def __init__(self, agent: AttemptHost, directory: Path):
         self.agent = agent
         self.directory = directory
         self.pools: dict[str, Pool] = {}

@@ -18,15 +18,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent._host import AttemptHost
 from agent._pools import Launching
 from agent._settings import WORKER_PYTHON, Prepared
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._wire import Assignment
-
-if TYPE_CHECKING:
-    from agent._agent import Agent
 
 log = logging.getLogger("flyte.agent.spares")
 
@@ -40,7 +38,7 @@ class Spare:
 
 
 class Spares:
-    def __init__(self, agent: Agent, directory: Path, count: int = 2):
+    def __init__(self, agent: AttemptHost, directory: Path, count: int = 2):
         self.agent = agent
         self.directory = directory
         self.count = count

@@ -8,6 +8,10 @@ its last spans, exiting) is the attempt span's `flyte.exit_ms`; log uploads afte
 worker says when it reported: a pool worker in its `done` message, other workers on this machine in a file (see
 `flyte._otel.REPORTED_DIR`). A worker in a pod says nothing: its attempt ends when the pod does.
 
+The agent opens an attempt's span with one `with tracing.attempt(assignment) as traced:` around the attempt: the
+span begins there, and ends when the block does (marked as an error if the block raised), at the time the worker
+reported if it said so.
+
 Spans go to the gateway's `/v1/traces` with the agent's token, batched in the SDK's export thread. An assignment
 without a traceparent (tracing off at the gateway) or `FLYTE_TRACING=0` here makes no spans at all.
 """
@@ -43,7 +47,22 @@ class AgentTracing:
         self._uploads: dict[str, list[tuple[int, int, int]]] = {}
         """Log uploads (start, end, bytes) of open attempts, made spans when the attempt ends (if they lie within)."""
 
-    def begin(self, assignment: Assignment) -> Assignment:
+    @contextlib.contextmanager
+    def attempt(self, assignment: Assignment) -> Iterator[Assignment]:
+        """The attempt's span around the block, which gets the assignment to hand on (it carries that span as the
+        worker's parent). An exception from the block ends the span as an error and goes on."""
+        traced = self._begin(assignment)
+        error: str | None = None
+        try:
+            yield traced
+        except Exception as failure:
+            error = f"{type(failure).__name__}: {failure}"[:1024]
+            raise
+        finally:
+            self._read_reported(traced)
+            self._end(traced, error)
+
+    def _begin(self, assignment: Assignment) -> Assignment:
         """Start the attempt's span; the assignment to hand on, carrying that span as the worker's parent."""
         if self._tracing is None or assignment.traceparent is None:
             return assignment
@@ -60,7 +79,7 @@ class AgentTracing:
         if key in self._spans:
             self._reported[key] = reported_ns
 
-    def read_reported(self, assignment: Assignment) -> None:
+    def _read_reported(self, assignment: Assignment) -> None:
         """When the worker reported the attempt, as it left it on this machine; the file goes either way."""
         path = _otel.reported_path(self._attempts_dir, assignment.run, assignment.action, assignment.attempt)
         try:
@@ -72,7 +91,7 @@ class AgentTracing:
             with contextlib.suppress(ValueError):
                 self._reported[_key(assignment)] = int(text)
 
-    def end(self, assignment: Assignment, error: str | None = None) -> None:
+    def _end(self, assignment: Assignment, error: str | None = None) -> None:
         key = _key(assignment)
         span = self._spans.pop(key, None)
         reported = self._reported.pop(key, None)
@@ -95,7 +114,7 @@ class AgentTracing:
         _otel.end_span(span, error, end)
 
     def span(self, name: str, assignment: Assignment) -> contextlib.AbstractContextManager[None]:
-        """A step of an attempt, under the attempt's span (`begin` handed it on in the assignment)."""
+        """A step of an attempt, under the attempt's span (`attempt` handed it on in the assignment)."""
         if self._tracing is None:
             return contextlib.nullcontext()
         return _ended(self._tracing.start(name, assignment.traceparent, _attributes(assignment)))

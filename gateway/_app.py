@@ -21,6 +21,7 @@ from gateway._blobs import BlobStore
 from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_connect
 from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
+from gateway._event_acks import EVENT_ACKS, EventAcks
 from gateway._leader import Election, Lead
 from gateway._metrics import Metrics
 from gateway._openapi import openapi_document
@@ -70,6 +71,7 @@ def create_app(
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
+    app[EVENT_ACKS] = EventAcks()
     app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app[RETENTION] = retention or Retention()
     app[HISTORY] = HISTORY_KEPT if history_kept is None else history_kept

@@ -1,7 +1,9 @@
 """The long-lived connections of remote execution: one WebSocket per agent, one per worker.
 
 Agents (`/api/v1/agents/connect`, scope `agent:CLUSTER`) say hello with their cluster's record, get an epoch and a
-lease, heartbeat, receive batched assignments and aborts, and report events and logs. Workers
+lease, heartbeat, receive batched assignments and aborts, and report events and logs. Events come from the agent's
+outbox, numbered, until acknowledged: each batch is answered with how far they are applied (`EventsAck`), and a
+repeat is acknowledged without being applied again (`gateway._event_acks`). Workers
 (`/api/v1/workers/connect`, scope `worker:RUN`) submit child actions in batches, watch their children, fetch
 and record trace checkpoints, and report their action's result. Messages are JSON `flyte._wire` models; a
 message that does not validate is answered with an error and dropped, never half-applied.
@@ -15,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import pydantic
@@ -28,6 +31,7 @@ from flyte._wire import (
     AgentLogs,
     AgentWelcome,
     CloseCode,
+    EventsAck,
     GatewayReply,
     StaleMessage,
     WireTrace,
@@ -49,8 +53,9 @@ from gateway._dispatch import (
     Dispatcher,
     Send,
 )
-from gateway._domain_errors import DomainError, NotFound
+from gateway._domain_errors import Busy, DomainError, NotFound
 from gateway._errors import ApiError, bad_request, describe_validation_error
+from gateway._event_acks import EVENT_ACKS, EventAcks
 from gateway._keys import placement_key, trace_key, traces_prefix
 from gateway._otlp import AUTHENTICATOR
 from gateway.store import Put, StoreError, StoreUnavailable
@@ -92,7 +97,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         await ws.close(code=CloseCode.FORBIDDEN, message=f"this token may not serve cluster {cluster}".encode())
         return ws
     try:
-        session = await dispatcher.open_session(hello.cluster, ws, hello.running)
+        session = await dispatcher.open_session(hello.cluster, ws, hello.running, hello.reporting)
     except StoreError as error:
         # The socket is a WebSocket now: an HTTP error answer would corrupt it. Close it; the agent retries.
         await ws.close(
@@ -118,7 +123,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
                 log.warning("closing the session of %s: %s", cluster, error.message)
                 await ws.close(code=CloseCode.UNAUTHORIZED, message=error.message[:120].encode())
                 break
-            await _agent_message(request.app[SERVICES], dispatcher, request.app[LOGS_DIR], session, message.data)
+            await _agent_message(request.app, dispatcher, session, message.data)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -128,7 +133,8 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, session: AgentSession, data: str) -> None:
+async def _agent_message(app: web.Application, dispatcher: Dispatcher, session: AgentSession, data: str) -> None:
+    svc = app[SERVICES]
     try:
         message = _AGENT_MESSAGES.validate_json(data)
     except pydantic.ValidationError as error:
@@ -137,10 +143,11 @@ async def _agent_message(svc: Services, dispatcher: Dispatcher, logs: Path, sess
     if isinstance(message, AgentHeartbeat):
         await dispatcher.heartbeat(session, message.free, message.warm, message.running)
     elif isinstance(message, AgentEvents):
-        await asyncio.gather(*(_agent_event(svc, session, item) for item in message.events))
+        ack = await _agent_events(svc, app[EVENT_ACKS], session, message)
+        session.outbox.put_nowait(ack.model_dump_json())
     else:
         try:
-            await _agent_logs(svc, session, logs, message)
+            await _agent_logs(svc, session, app[LOGS_DIR], message)
         except DomainError as error:
             log.info("refused logs of %s/%s from %s: %s", message.run, message.action, session.name, error.message)
 
@@ -171,7 +178,29 @@ async def _agent_logs(svc: Services, session: AgentSession, logs: Path, message:
     await asyncio.to_thread(_append, path, message.text)
 
 
-async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -> None:
+async def _agent_events(svc: Services, acks: EventAcks, session: AgentSession, message: AgentEvents) -> EventsAck:
+    """Apply a batch from an agent's outbox, each event once: one action's events in order, different actions'
+    concurrently. The answer says up to where the agent incarnation's events are done."""
+    applied = acks.of(session.name, message.incarnation)
+    applied.since(message.since)
+    by_action: dict[tuple[str, str], list[AgentEvent]] = defaultdict(list)
+    for item in sorted(message.events, key=lambda item: item.seq):
+        if not applied.has(item.seq):
+            by_action[(item.run, item.action)].append(item)
+
+    async def in_order(items: list[AgentEvent]) -> None:
+        for item in items:
+            if not await _agent_event(svc, session, item):
+                return  # this action's later events wait behind it for the resend
+            applied.done(item.seq)
+
+    await asyncio.gather(*(in_order(items) for items in by_action.values()))
+    return EventsAck(incarnation=message.incarnation, upto=applied.upto)
+
+
+async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -> bool:
+    """Apply one agent event; whether it is done (applied, a repeat, or refused for good) rather than to be sent
+    again (the store is unavailable, or the action changes too fast)."""
     # The cluster is the session's own; the epoch stays the assignment's, so an event about work this cluster was
     # given under an older session is refused if that work has since been placed again.
     event = item.event
@@ -184,7 +213,12 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
         )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
         await svc.runs.report(item.run, item.action, event)
+    except StoreError as error:
+        log.warning("%s event of %s/%s waits for the store (%s)", event.phase.value, item.run, item.action, error)
+        return False
     except DomainError as error:
+        if isinstance(error, Busy):
+            return False
         log.info(
             "refused %s event of %s/%s from %s: %s",
             event.phase.value,
@@ -193,6 +227,7 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
             session.name,
             error.message,
         )
+    return True
 
 
 def _append(path: Path, text: str) -> None:

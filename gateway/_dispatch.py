@@ -141,9 +141,15 @@ class Dispatcher:
         return self.admin.policy_document
 
     async def open_session(
-        self, record: ClusterRecord, ws: web.WebSocketResponse, running: Sequence[str] = ()
+        self,
+        record: ClusterRecord,
+        ws: web.WebSocketResponse,
+        running: Sequence[str] = (),
+        reporting: Sequence[str] = (),
     ) -> AgentSession:
-        return await self.agents.open_session(record, ws, running)
+        """Register a cluster's agent with a new epoch (fencing every older session) and a lease: see
+        `AgentSessions.open_session` (`reporting` are attempts that ended with their end still in its outbox)."""
+        return await self.agents.open_session(record, ws, running, reporting)
 
     async def heartbeat(
         self, session: AgentSession, free: dict[str, float], warm: dict[str, int], running: int = 0

@@ -138,11 +138,16 @@ class AgentSessions:
     # -- opening, heartbeats, closing ---------------------------------------------------------------------------
 
     async def open_session(
-        self, record: ClusterRecord, ws: web.WebSocketResponse, running: Sequence[str] = ()
+        self,
+        record: ClusterRecord,
+        ws: web.WebSocketResponse,
+        running: Sequence[str] = (),
+        reporting: Sequence[str] = (),
     ) -> AgentSession:
         """Register a cluster's agent with a new epoch (fencing every older session) and a lease.
 
-        `running` are the attempt keys (run/action/attempt) the agent says it still runs: see `_adopt`.
+        `running` are the attempt keys (run/action/attempt) the agent says it still runs, `reporting` those that
+        ended with their end still in its outbox: see `_adopt`.
         """
         epoch = await self._next_epoch()
         lease = await self._store.grant_lease(self._lease_ttl)
@@ -158,17 +163,18 @@ class AgentSessions:
         if old is not None and old.ws is not ws:
             with contextlib.suppress(Exception):
                 await old.ws.close(code=CloseCode.REPLACED, message=b"replaced by a newer session")
-        await self._adopt(session, set(running))
+        await self._adopt(session, set(running), set(reporting))
         self._rescan()
         return session
 
-    async def _adopt(self, session: AgentSession, running: set[str]) -> None:
+    async def _adopt(self, session: AgentSession, running: set[str], reporting: set[str]) -> None:
         """Reconcile a new session with the work older sessions of its cluster were given.
 
         The session key is put again under the new lease, so the old lease expiring moves nothing: work placed
         there that the agent does not run (it crashed and restarted, or the assignment was lost with the gateway)
         moves now. Attempts the agent runs that are no longer current there (moved while it was away) are
-        aborted, so it drops orphaned work instead of finishing it for nothing.
+        aborted, so it drops orphaned work instead of finishing it for nothing. Attempts it is `reporting` stay as
+        they are: their end is on its way.
         """
         kept: set[str] = set()
         for run, name in self._in_flight.in_flight(session.name):
@@ -177,7 +183,7 @@ class AgentSessions:
                 key = f"{run}/{name}/{current.attempts}"
                 if current.cluster != session.name or current.phase not in _LIVE:
                     continue
-                if key in running:
+                if key in running or key in reporting:
                     kept.add(key)
                     session.projects.add(await self._run_project(run))
                     session.runs.add(run)

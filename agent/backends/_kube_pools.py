@@ -29,20 +29,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent._host import AttemptHost
 from agent._pools import Pool, Pools, Worker
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
 
 from . import _kube_pods as pods
 from ._kubernetes import KubernetesBackend
 from ._protocol import Exit, ExitKind, LaunchSpec
-
-if TYPE_CHECKING:
-    from agent._agent import Agent
 
 log = logging.getLogger("flyte.agent.kubernetes.pools")
 
@@ -157,7 +155,7 @@ def _replica(worker: Worker) -> Replica:
 class KubePools(Pools):
     """The agent's pools when its backend is Kubernetes: one Deployment per (environment, version)."""
 
-    def __init__(self, agent: Agent, directory: Path) -> None:
+    def __init__(self, agent: AttemptHost, directory: Path) -> None:
         super().__init__(agent, directory)
         if not isinstance(agent.backend, KubernetesBackend):
             raise TypeError("pools of pods need the kubernetes backend")
@@ -260,7 +258,7 @@ class KubePools(Pools):
     async def _deploy(self, pool: Pool, deployment: _Deployment, replicas: int) -> None:
         """Make the pool's Secret and Deployment. One left by a previous agent process (same name) is updated to
         this one's address and secret: its pods roll over to this agent."""
-        task = await self.agent._task_spec(pool.template)
+        task = await self.agent.task_spec(pool.template)
         spec = LaunchSpec(
             key=self._key(pool),
             command=[

@@ -621,6 +621,9 @@ class AgentHello(WireModel):
     cluster: ClusterRecord
     running: list[str] = Field(default_factory=list)
     """`run/action/attempt` keys the agent is still running (after a reconnect)."""
+    reporting: list[str] = Field(default_factory=list)
+    """Keys of attempts that have ended whose result the agent has yet to deliver (its outbox holds it): the new
+    session keeps them as they are instead of failing them as lost."""
 
 
 class AgentWelcome(WireModel):
@@ -642,11 +645,29 @@ class AgentEvent(WireModel):
     run: Name
     action: ActionName
     event: ActionEvent
+    seq: int = Field(ge=1)
+    """Its place in the agent incarnation's outbox: 1, 2, 3, ... in the order the agent made them."""
 
 
 class AgentEvents(WireModel):
+    """A batch from the agent's outbox (`agent._outbox`): sent until acknowledged, so the gateway may see an event
+    more than once and applies it once."""
+
     type: Literal["events"] = "events"
-    events: list[AgentEvent]
+    incarnation: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,64}$")]
+    """The agent process that made them: its sequence numbers start at 1 again when it restarts."""
+    since: int = Field(ge=1)
+    """Every event of this incarnation before `since` was acknowledged or given up by the agent: none will come."""
+    events: list[AgentEvent] = Field(max_length=1000)
+
+
+class EventsAck(WireModel):
+    """The gateway to an agent: every event of `incarnation` up to `upto` is durably applied (or refused for good,
+    as stale); the agent forgets them. Sent after each `AgentEvents` batch."""
+
+    type: Literal["events_ack"] = "events_ack"
+    incarnation: str
+    upto: int = Field(ge=0)
 
 
 class AgentLogs(WireModel):

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -297,19 +297,30 @@ class Ledger:
 # -- invariants -----------------------------------------------------------------------------------------------
 
 
-def check_invariants(fed: Federation, run: str, ledger: Ledger, seed: int, phase: Phase = Phase.SUCCEEDED) -> None:
-    """What must hold after any fault: see the module docstring. Raises AssertionError naming the seed."""
+def check_invariants(
+    fed: Federation,
+    run: str,
+    ledger: Ledger,
+    seed: int,
+    phase: Phase = Phase.SUCCEEDED,
+    user_failed: Collection[str] = (),
+) -> None:
+    """What must hold after any fault: see the module docstring. Raises AssertionError naming the seed.
+
+    `user_failed`: actions whose one user error is the row's workload (an OOM), not something a fault spent: each ends
+    with exactly one user failure, in the version that ends it."""
     summary = fed.run(run)
     say = f"seed={seed} run={run}"
     assert summary.phase is phase, f"{say}: the run is {summary.phase.value}, expected {phase.value}: {summary.error}"
     final = {a.name: a for a in fed.actions(run)}
     for action in final.values():
         assert action.phase.is_terminal, f"{say}: {action.name} is left {action.phase.value}"
-        assert action.user_failures == 0, f"{say}: {action.name} spent user retries on a fault: {action.error}"
+        user_failures = int(action.name in user_failed)
+        assert action.user_failures == user_failures, f"{say}: {action.name} user failures: {action.error}"
         assert action.system_failures <= SYSTEM_RETRIES, f"{say}: {action.name} {action.system_failures} failures"
     history = fed.history(run)
     for name, versions in history.items():
-        _check_history(f"{say} action={name}", versions)
+        _check_history(f"{say} action={name}", versions, name in user_failed)
     per_attempt: dict[tuple[str, int], list[Entry]] = defaultdict(list)
     for entry in ledger.started(run):
         per_attempt[(entry.action, entry.attempt)].append(entry)
@@ -339,9 +350,10 @@ def check_room_returned(fed: Federation, seed: int, within: float = 30.0) -> Non
         time.sleep(0.1)
 
 
-def _check_history(say: str, versions: list[ActionSummary]) -> None:
+def _check_history(say: str, versions: list[ActionSummary], user_failed: bool = False) -> None:
     """Attempts only grow; each attempt ends once (a result, or a requeue); nothing changes after the end; and an
-    attempt stays with the cluster session it was placed on (no fenced or foreign agent moved it)."""
+    attempt stays with the cluster session it was placed on (no fenced or foreign agent moved it). A user failure
+    comes only with the end of an action that is `user_failed`."""
     ended: set[int] = set()
     placed: dict[int, tuple[str | None, int]] = {}
     previous: ActionSummary | None = None
@@ -352,7 +364,9 @@ def _check_history(say: str, versions: list[ActionSummary]) -> None:
         if previous is not None:
             assert not previous.phase.is_terminal, f"{say}: changed after it ended: {previous.phase} -> {version}"
             assert version.attempts >= previous.attempts, f"{say}: attempt went back {previous.attempts}->{version}"
-            assert version.user_failures == previous.user_failures, f"{say}: a fault spent a user retry"
+            ends_in_user_error = user_failed and version.phase is Phase.FAILED
+            spent = version.user_failures - previous.user_failures
+            assert spent == (1 if ends_in_user_error else 0), f"{say}: a fault spent a user retry: {version}"
             requeued = version.phase is Phase.QUEUED and previous.phase is not Phase.QUEUED
             if version.phase.is_terminal or requeued:
                 assert version.attempts not in ended, f"{say}: attempt {version.attempts} recorded two results"

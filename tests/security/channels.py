@@ -59,6 +59,8 @@ class AgentSocket:
         self.cluster = cluster
         self.epoch = 0
         self.assignments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.seq = 0
+        """The last event number sent (the agent's outbox numbers its events; see `agent._outbox`)."""
 
     async def assignment(self, run: str, action: str = "a0") -> dict[str, Any]:
         """The assignment of `run/action`, waiting for it to arrive."""
@@ -75,7 +77,16 @@ class AgentSocket:
 
     async def event(self, run: str, action: str, phase: str, attempt: int = 1, **extra: Any) -> None:
         event = {"phase": phase, "attempt": attempt, "cluster": self.cluster, "epoch": self.epoch, **extra}
-        await self.send({"type": "events", "events": [{"run": run, "action": action, "event": event}]})
+        self.seq += 1
+        item = {"run": run, "action": action, "event": event, "seq": self.seq}
+        await self.send({"type": "events", "incarnation": "5ec", "since": 1, "events": [item]})
+
+    async def acknowledged(self) -> int:
+        """The next `EventsAck`'s `upto` (other messages are skipped)."""
+        while True:
+            message = await self.ws.receive_json(timeout=RECEIVE_TIMEOUT)
+            if message["type"] == "events_ack":
+                return int(message["upto"])
 
     async def logs(self, run: str, action: str, text: str, attempt: int = 1) -> None:
         message = {"type": "logs", "run": run, "action": action, "attempt": attempt, "stream": "stdout", "text": text}
