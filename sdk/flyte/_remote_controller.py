@@ -19,11 +19,21 @@ from ._codec import EncodedValue, _blobs
 from ._context import ActionContext, current_group, effective_custom_context
 from ._interface import EncodedInputs
 from ._task import TaskTemplate
-from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
-from ._worker_link import WorkerLink
-from .errors import ActionAbortedError, RuntimeSystemError
+from ._wire import (
+    ActionSubmitRequest,
+    ActionSummary,
+    ConditionCreate,
+    ConditionRecord,
+    Phase,
+    TaskOverrides,
+    WireTrace,
+    WireValue,
+)
+from ._worker_link import LinkError, WorkerLink
+from .errors import ActionAbortedError, ConditionFailedError, ConditionTimedOutError, RuntimeSystemError
 
 if TYPE_CHECKING:
+    from ._condition import _Condition
     from ._remote_task import RemoteTask
 
 REPORT_TRACE_KEY = "flyte.report"
@@ -99,6 +109,33 @@ class RemoteController:
         trace = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
         self.recorded[key] = trace
         self.link.record_trace(action.action_name, key, trace)
+
+    async def create_condition(self, action: ActionContext, condition: _Condition[Any]) -> None:
+        body = ConditionCreate(
+            prompt=condition.prompt,
+            prompt_type=condition.prompt_type,
+            description=condition.description,
+            data_type=condition.type_name,
+            timeout_seconds=condition.timeout_seconds,
+        )
+        await self._condition(self.link.create_condition(action.action_name, condition.name, body))
+
+    async def wait_condition(self, action: ActionContext, condition: _Condition[Any]) -> Any:
+        record = await self._condition(self.link.wait_condition(action.action_name, condition.name))
+        if record.state == "signalled":
+            return condition.typed(record.value)
+        raise ConditionTimedOutError(
+            f"condition {condition.name!r} was not signalled within {condition.timeout_seconds:g} seconds"
+        )
+
+    async def _condition(self, call: Coroutine[Any, Any, ConditionRecord]) -> ConditionRecord:
+        """Run a condition call on the link's loop (a sync task's body waits from a thread of its own)."""
+        try:
+            if asyncio.get_running_loop() is self.loop:
+                return await call
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self.loop))
+        except LinkError as error:
+            raise ConditionFailedError(f"the gateway refused the condition: {error.message} ({error.code})") from None
 
     def save_report(self, action: ActionContext, page: str) -> str:
         """Put the page in the gateway's blob store and record the blob on the action, as a trace entry that

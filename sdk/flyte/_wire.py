@@ -766,3 +766,49 @@ class RunTrace(WireModel):
 
     run: str
     spans: list[SpanRecord]
+
+
+# -- conditions (human in the loop) -------------------------------------------------------------------------------
+
+ConditionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+ConditionDataType = Literal["bool", "int", "float", "str"]
+ConditionValue = Annotated[bool, Field(strict=True)] | Annotated[int, Field(strict=True)] | float | Text
+"""Strict: a JSON `true` is never the int 1, nor `1` the bool `true`, so the gateway can check the declared type."""
+
+
+class ConditionCreate(WireModel):
+    """`PUT /api/v1/runs/{run}/actions/{action}/conditions/{name}`: a task's `flyte.new_condition`. The first
+    creation wins; a re-attempt of the action creating it again is answered with the record as it stands."""
+
+    prompt: Text = "Approve?"
+    prompt_type: Literal["text", "markdown"] = "text"
+    description: Text = ""
+    data_type: ConditionDataType = "bool"
+    timeout_seconds: float | None = Field(default=None, gt=0)
+
+
+class ConditionSignal(WireModel):
+    """`POST /api/v1/runs/{run}/conditions/{name}/signal`: the value a waiting condition returns."""
+
+    value: ConditionValue
+    action: ActionName | None = None
+    """The action that created the condition, when several actions of the run created one of that name."""
+
+
+class ConditionRecord(WireModel):
+    """A condition as the gateway stores it: created waiting, then signalled or timed out, never changed after."""
+
+    run: str
+    action: ActionName
+    name: ConditionName
+    prompt: Text = "Approve?"
+    prompt_type: Literal["text", "markdown"] = "text"
+    description: Text = ""
+    data_type: ConditionDataType = "bool"
+    state: Literal["waiting", "signalled", "timed_out"] = "waiting"
+    created_at: float
+    deadline: float | None = None
+    """When a waiting condition times out (seconds since the epoch), from the first creation's timeout."""
+    value: ConditionValue | None = None
+    ended_at: float | None = None
+    signalled_by: Text | None = None

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
+import urllib.parse
 from collections import defaultdict
 
 import aiohttp
@@ -22,6 +24,8 @@ from ._wire import (
     ActionEvent,
     ActionSubmitRequest,
     ActionSummary,
+    ConditionCreate,
+    ConditionRecord,
     GatewayReply,
     WireTrace,
     WorkerReport,
@@ -38,6 +42,8 @@ STORE_UNAVAILABLE = "store_unavailable"
 """The error code of a request the gateway could not serve without its store: worth sending again."""
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 5.0
+CONDITION_POLL = 50.0
+"""Seconds one long poll of a waiting condition is held by the gateway before the worker asks again."""
 
 
 class LinkError(Exception):
@@ -52,6 +58,7 @@ class LinkError(Exception):
 class WorkerLink:
     def __init__(self, endpoint: str, token: str, run: str):
         self.url = endpoint.rstrip("/") + "/api/v1/workers/connect"
+        self.endpoint = endpoint.rstrip("/")
         self.run = run
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
@@ -210,3 +217,55 @@ class WorkerLink:
     async def report(self, action: str, event: ActionEvent, traces: dict[str, WireTrace]) -> ActionSummary:
         reply = await self._request(WorkerReport(run=self.run, action=action, event=event, traces=traces))
         return reply.actions[0]
+
+    # -- conditions (HTTP: a long poll each, so a wait outlives this socket and the gateway) --------------------
+
+    async def create_condition(self, action: str, name: str, body: ConditionCreate) -> ConditionRecord:
+        return await self._condition_call("PUT", action, name, body)
+
+    async def wait_condition(self, action: str, name: str) -> ConditionRecord:
+        """The condition once it is signalled or timed out, however long that takes (and across gateway restarts)."""
+        while True:
+            record = await self._condition_call("GET", action, name, params={"wait": str(CONDITION_POLL)})
+            if record.state != "waiting":
+                return record
+
+    async def _condition_call(
+        self,
+        method: str,
+        action: str,
+        name: str,
+        body: ConditionCreate | None = None,
+        params: dict[str, str] | None = None,
+    ) -> ConditionRecord:
+        assert self._session is not None
+        path = f"/api/v1/runs/{self.run}/actions/{action}/conditions/{urllib.parse.quote(name, safe='')}"
+        data = body.model_dump_json() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        timeout = aiohttp.ClientTimeout(total=CONDITION_POLL + 30, connect=10)
+        retry = RetryDelay(_RETRY_FIRST, _RETRY_MAX)
+        while True:
+            try:
+                async with self._session.request(
+                    method, self.endpoint + path, data=data, headers=headers, params=params, timeout=timeout
+                ) as response:
+                    text = await response.text()
+                    if response.status < 400:
+                        return ConditionRecord.model_validate_json(text)
+                    if response.status not in (502, 503, 504):
+                        raise _refusal(response.status, text)
+                    why = f"{response.status}: {text[:200]}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                why = str(error) or type(error).__name__
+            delay = retry.next()
+            log.warning("condition %s: the gateway did not answer (%s); retrying in %.2fs", name, why, delay)
+            await asyncio.sleep(delay)
+
+
+def _refusal(status: int, text: str) -> LinkError:
+    """The gateway's `{code, message}` answer as a LinkError (its text as it is when it is not one)."""
+    try:
+        answer = json.loads(text)
+        return LinkError(str(answer["code"]), str(answer["message"]))
+    except (ValueError, KeyError, TypeError):
+        return LinkError(str(status), text)
