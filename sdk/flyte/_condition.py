@@ -110,6 +110,7 @@ CONDITION_TRACE_PREFIX = "flyte.condition/"
 async def ask_on_terminal(condition: _Condition[T]) -> T:
     """Local mode: ask on the terminal (as Flyte 2 does), or fail saying why not when there is none."""
     import asyncio
+    import contextlib
     import sys
     import threading
 
@@ -130,6 +131,10 @@ async def ask_on_terminal(condition: _Condition[T]) -> T:
         else:
             answer.set_result(value)  # type: ignore[arg-type]
 
+    def deliver(value: T | None, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the wait timed out and nobody asks any more
+            loop.call_soon_threadsafe(settle, value, error)
+
     def ask() -> None:
         prompt = f"\n[condition {condition.name}] {condition.prompt}"
         if condition.description:
@@ -141,18 +146,18 @@ async def ask_on_terminal(condition: _Condition[T]) -> T:
                 sys.stderr.flush()
                 line = stdin.readline()
             except (OSError, ValueError) as error:
-                loop.call_soon_threadsafe(settle, None, error)
+                deliver(None, error)
                 return
             if not line:
                 closed = ConditionFailedError(f"stdin closed before condition {condition.name!r}")
-                loop.call_soon_threadsafe(settle, None, closed)
+                deliver(None, closed)
                 return
             try:
                 value = condition.typed(parse_text(condition.name, condition.type_name, line.strip()))
             except ValueError as error:
                 sys.stderr.write(f"{error}\n")
                 continue
-            loop.call_soon_threadsafe(settle, value, None)
+            deliver(value, None)
             return
 
     # A daemon thread: a timed-out prompt must not keep the process alive waiting for a line.
