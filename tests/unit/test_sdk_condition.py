@@ -79,7 +79,7 @@ def test_an_unanswered_condition_times_out(monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         assert terminal.hold is not None
         terminal.hold.set()
-    with pytest.raises(flyte.errors.ConditionTimedOutError, match="was not signalled within 0.3 seconds"):
+    with pytest.raises(flyte.errors.ConditionTimedOutError, match=r"was not signalled within 0\.3 seconds"):
         run.wait()
 
 
@@ -106,5 +106,5 @@ def test_text_is_read_as_the_condition_type(kind: str, text: str, value: object)
 
 
 def test_text_of_another_type_is_refused() -> None:
-    with pytest.raises(ValueError, match="condition 'c' takes a int; '2.5' is not one"):
+    with pytest.raises(ValueError, match=r"condition 'c' takes a int; '2\.5' is not one"):
         parse_text("c", "int", "2.5")
