@@ -22,11 +22,24 @@ import time
 
 from aiohttp import web
 
-from flyte._wire import ConditionCreate, ConditionRecord, ConditionSignal, ConditionValue, RunSummary
+from flyte._wire import (
+    ActionSummary,
+    ConditionCreate,
+    ConditionRecord,
+    ConditionSignal,
+    ConditionValue,
+    Phase,
+    RunSummary,
+    SuspendAnswer,
+    SuspendRequest,
+)
 from gateway._api import Route, _json, read_model, services, visible_run
 from gateway._auth import principal_of
 from gateway._authz import Act, Target, authorize
+from gateway._connections import TRACES
+from gateway._connections import _safe as trace_key
 from gateway._errors import bad_request, conflict, not_found
+from gateway._runs import action_key, decode_action
 from gateway.store import Compare, Put, Store
 
 CONDITIONS = "/flyte/conditions/"
@@ -35,6 +48,8 @@ MAX_WAIT = 60.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ACTION = re.compile(r"^a(0|[0-9a-f]{20})$")
 _CAS_ATTEMPTS = 20
+NEVER = 10 * 365 * 86400.0
+"""How far off an action suspended on a condition without a timeout is due: its signal wakes it sooner."""
 
 
 def condition_key(run: str, action: str, name: str) -> str:
@@ -179,7 +194,10 @@ async def signal_condition(request: web.Request) -> web.Response:
             raise conflict(f"condition {name!r} was already signalled with {current.value!r}", code="condition_ended")
         update = {"state": "signalled", "value": value, "ended_at": time.time(), "signalled_by": by}
         signalled = current.model_copy(update=update)
-        result = await store.txn([Compare(key, kv.mod_revision)], [Put(key, signalled.model_dump_json().encode())])
+        compares, ops = await _wake(store, signalled)
+        compares.append(Compare(key, kv.mod_revision))
+        ops.append(Put(key, signalled.model_dump_json().encode()))
+        result = await store.txn(compares, ops)
         if result.succeeded:
             return _json(signalled)
     raise conflict(f"condition {name!r} is changing too fast to signal; try again", code="busy")
@@ -201,6 +219,82 @@ async def _expire_if_due(store: Store, key: str, record: ConditionRecord) -> Con
     return record
 
 
+# -- suspension: a waiting attempt gives its worker back -------------------------------------------------------
+
+
+def suspended_on(name: str) -> str:
+    """The `waiting` text of an action suspended on condition `name` (what a signal looks for to wake it)."""
+    return f"suspended: waiting for condition {name!r}"
+
+
+async def _wake(store: Store, record: ConditionRecord) -> tuple[list[Compare], list[Put]]:
+    """The compare and put that queue the action suspended on `record` for now, to ride in the transaction that
+    ends the condition; nothing when the action is not suspended on it (its worker still polls, or it ended)."""
+    key = action_key(record.run, record.action)
+    kv = await store.get(key)
+    if kv is None:
+        return [], []
+    current = decode_action(kv)
+    # Compared even when not suspended: a suspension landing meanwhile makes the signal try again, and wake it.
+    if current.phase is not Phase.QUEUED or current.waiting != suspended_on(record.name):
+        return [Compare(key, kv.mod_revision)], []
+    # Due now, not unset: placement counts a queued action's wait from `not_before`.
+    woken = current.model_copy(update={"not_before": time.time(), "waiting": None, "updated_at": time.time()})
+    return [Compare(key, kv.mod_revision)], [Put(key, _encode_action(woken))]
+
+
+async def suspend_attempt(request: web.Request) -> web.Response:
+    """End a running attempt without a result (no retry spent): the action queues again, due when its condition
+    ends or its durable sleep does. A condition that ended meanwhile is answered instead, and nothing changes."""
+    action = _path_action(request)
+    body = await read_model(request, SuspendRequest)
+    run = await visible_run(request)
+    authorize(principal_of(request), Act.REPORT, Target(run.project, run.name, action=action, attempt=body.attempt))
+    store = services(request).store
+    if body.traces:
+        puts = [
+            Put(f"{TRACES}{run.name}/{action}/{trace_key(k)}", t.model_dump_json().encode())
+            for k, t in body.traces.items()
+        ]
+        for i in range(0, len(puts), 100):
+            await store.txn([], puts[i : i + 100])
+    key = action_key(run.name, action)
+    for _ in range(_CAS_ATTEMPTS):
+        kv = await store.get(key)
+        if kv is None:
+            raise not_found(f"run {run.name} has no action {action}")
+        current = decode_action(kv)
+        if current.phase not in (Phase.PLACED, Phase.RUNNING) or current.attempts != body.attempt:
+            raise conflict(f"attempt {body.attempt} of {action} is not running", code="stale_attempt")
+        compares = [Compare(key, kv.mod_revision)]
+        now = time.time()
+        if body.condition is not None:
+            ckey = condition_key(run.name, action, body.condition)
+            ckv = await store.get(ckey)
+            if ckv is None:
+                raise not_found(f"action {action} has no condition {body.condition!r}")
+            record = await _expire_if_due(store, ckey, ConditionRecord.model_validate_json(ckv.value))
+            if record.state != "waiting":
+                return _json(SuspendAnswer(suspended=False, condition=record))
+            compares.append(Compare(ckey, ckv.mod_revision))
+            due = record.deadline if record.deadline is not None else now + NEVER
+            waiting = suspended_on(body.condition)
+        else:
+            assert body.until is not None
+            due = body.until
+            waiting = f"suspended: durable sleep until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(due))}"
+        update = {"phase": Phase.QUEUED, "cluster": None, "not_before": due, "waiting": waiting, "updated_at": now}
+        suspended = current.model_copy(update=update)
+        result = await store.txn(compares, [Put(key, _encode_action(suspended))])
+        if result.succeeded:
+            return _json(SuspendAnswer(suspended=True))
+    raise conflict(f"action {action} is changing too fast to suspend; try again", code="busy")
+
+
+def _encode_action(action: ActionSummary) -> bytes:
+    return action.model_dump_json(exclude={"revision"}).encode()
+
+
 _ONE = "/api/v1/runs/{run}/actions/{action}/conditions/{name}"
 CONDITION_ROUTES: list[Route] = [
     Route(
@@ -208,6 +302,14 @@ CONDITION_ROUTES: list[Route] = [
     ),
     Route("GET", _ONE, get_condition, "One condition; ?wait=S long-polls while it waits", None, ConditionRecord),
     Route("GET", "/api/v1/runs/{run}/conditions", list_conditions, "A run's conditions", None, ConditionRecord, True),
+    Route(
+        "POST",
+        "/api/v1/runs/{run}/actions/{action}/suspend",
+        suspend_attempt,
+        "End a waiting attempt and queue its action for when the wait ends (its worker)",
+        SuspendRequest,
+        SuspendAnswer,
+    ),
     Route(
         "POST",
         "/api/v1/runs/{run}/conditions/{name}/signal",

@@ -51,6 +51,10 @@ class Controller(Protocol):
         """The condition's value once signalled; `ConditionTimedOutError` past its timeout."""
         ...
 
+    async def sleep_until(self, action: ActionContext, wake_at: float) -> None:
+        """A durable sleep's wait, until `wake_at` (seconds since the epoch)."""
+        ...
+
 
 @dataclass(slots=True)
 class ActionContext:

@@ -19,6 +19,7 @@ import inspect
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -98,6 +99,9 @@ class LocalController:
         value = await ask_on_terminal(condition)
         self.record_trace(action, key, "json", json.dumps(value).encode())
         return value
+
+    async def sleep_until(self, action: ActionContext, wake_at: float) -> None:
+        await asyncio.sleep(max(0.0, wake_at - time.time()))
 
     # -- running actions ---------------------------------------------------------------------------------
 

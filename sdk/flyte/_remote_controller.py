@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
+import time
 from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _otel
 from ._codec import EncodedValue, _blobs
@@ -25,6 +27,7 @@ from ._wire import (
     ConditionCreate,
     ConditionRecord,
     Phase,
+    SuspendRequest,
     TaskOverrides,
     WireTrace,
     WireValue,
@@ -35,6 +38,27 @@ from .errors import ActionAbortedError, ConditionFailedError, ConditionTimedOutE
 if TYPE_CHECKING:
     from ._condition import _Condition
     from ._remote_task import RemoteTask
+
+R = TypeVar("R")
+SUSPEND_AFTER = 60.0
+"""Seconds a condition is waited for, or the shortest durable sleep, before the attempt gives its worker back
+(`FLYTE_SUSPEND_AFTER` in the worker's environment changes it)."""
+
+
+def suspend_after() -> float:
+    text = os.environ.get("FLYTE_SUSPEND_AFTER")
+    try:
+        return max(0.0, float(text)) if text else SUSPEND_AFTER
+    except ValueError:
+        return SUSPEND_AFTER
+
+
+class AttemptSuspended(BaseException):
+    """Unwinds a suspended attempt's code: the gateway already ended the attempt, so its worker reports nothing.
+    A BaseException, so the task's own `except Exception` does not swallow it."""
+
+    from ._remote_task import RemoteTask
+
 
 REPORT_TRACE_KEY = "flyte.report"
 """The action's trace entry that names its report's blob (kind "report", payload the blob reference)."""
@@ -121,14 +145,34 @@ class RemoteController:
         await self._condition(self.link.create_condition(action.action_name, condition.name, body))
 
     async def wait_condition(self, action: ActionContext, condition: _Condition[Any]) -> Any:
-        record = await self._condition(self.link.wait_condition(action.action_name, condition.name))
+        link = self.link
+        # Waited for here a while (a quick answer keeps the worker); then the attempt gives its worker back.
+        record = await self._condition(link.wait_condition(action.action_name, condition.name, suspend_after()))
+        if record.state == "waiting":
+            record = await self._suspend(action, SuspendRequest(attempt=action.attempt, condition=condition.name))
         if record.state == "signalled":
             return condition.typed(record.value)
         raise ConditionTimedOutError(
             f"condition {condition.name!r} was not signalled within {condition.timeout_seconds:g} seconds"
         )
 
-    async def _condition(self, call: Coroutine[Any, Any, ConditionRecord]) -> ConditionRecord:
+    async def sleep_until(self, action: ActionContext, wake_at: float) -> None:
+        left = wake_at - time.time()
+        if left > suspend_after():
+            await self._suspend(action, SuspendRequest(attempt=action.attempt, until=wake_at))
+        if left > 0:
+            await asyncio.sleep(left)
+
+    async def _suspend(self, action: ActionContext, request: SuspendRequest) -> ConditionRecord:
+        """Suspend this attempt (raising `AttemptSuspended`), or the condition that ended meanwhile."""
+        request = request.model_copy(update={"traces": dict(self.recorded)})
+        answer = await self._condition(self.link.suspend(action.action_name, request))
+        if answer.suspended:
+            raise AttemptSuspended(request.condition or f"until {request.until}")
+        assert answer.condition is not None
+        return answer.condition
+
+    async def _condition(self, call: Coroutine[Any, Any, R]) -> R:
         """Run a condition call on the link's loop (a sync task's body waits from a thread of its own)."""
         try:
             if asyncio.get_running_loop() is self.loop:

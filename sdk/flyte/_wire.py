@@ -812,3 +812,28 @@ class ConditionRecord(WireModel):
     value: ConditionValue | None = None
     ended_at: float | None = None
     signalled_by: Text | None = None
+
+
+class SuspendRequest(WireModel):
+    """`POST /api/v1/runs/{run}/actions/{action}/suspend`, from the attempt's worker: end this attempt without a
+    result and queue the action again when `condition` is signalled (or times out) or at `until` (a durable sleep).
+    The next attempt replays up to the wait, which then returns at once."""
+
+    attempt: int = Field(ge=1)
+    condition: ConditionName | None = None
+    until: float | None = Field(default=None, ge=0, validate_default=True)
+    traces: dict[str, WireTrace] = Field(default_factory=dict)
+    """The attempt's trace checkpoints, made durable before it ends (as a result's are)."""
+
+    @field_validator("until")
+    @classmethod
+    def _one_reason(cls, until: float | None, info: Any) -> float | None:
+        if (until is None) == (info.data.get("condition") is None):
+            raise ValueError("give either condition or until")
+        return until
+
+
+class SuspendAnswer(WireModel):
+    suspended: bool
+    """False when the condition ended meanwhile: the attempt goes on with `condition`'s value."""
+    condition: ConditionRecord | None = None

@@ -13,8 +13,10 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 import urllib.parse
 from collections import defaultdict
+from typing import TypeVar
 
 import aiohttp
 import pydantic
@@ -27,6 +29,8 @@ from ._wire import (
     ConditionCreate,
     ConditionRecord,
     GatewayReply,
+    SuspendAnswer,
+    SuspendRequest,
     WireTrace,
     WorkerReport,
     WorkerSubmit,
@@ -36,6 +40,7 @@ from ._wire import (
 )
 
 log = logging.getLogger("flyte.worker")
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 _MAX_BATCH = 500
 STORE_UNAVAILABLE = "store_unavailable"
@@ -221,25 +226,35 @@ class WorkerLink:
     # -- conditions (HTTP: a long poll each, so a wait outlives this socket and the gateway) --------------------
 
     async def create_condition(self, action: str, name: str, body: ConditionCreate) -> ConditionRecord:
-        return await self._condition_call("PUT", action, name, body)
+        return await self._http(ConditionRecord, "PUT", self._condition_path(action, name), body)
 
-    async def wait_condition(self, action: str, name: str) -> ConditionRecord:
-        """The condition once it is signalled or timed out, however long that takes (and across gateway restarts)."""
+    async def wait_condition(self, action: str, name: str, within: float | None = None) -> ConditionRecord:
+        """The condition once it is signalled or timed out, or as it is after `within` seconds (None: however long
+        that takes, across gateway restarts)."""
+        deadline = None if within is None else time.monotonic() + within
         while True:
-            record = await self._condition_call("GET", action, name, params={"wait": str(CONDITION_POLL)})
-            if record.state != "waiting":
+            wait = CONDITION_POLL if deadline is None else min(CONDITION_POLL, deadline - time.monotonic())
+            params = {"wait": f"{max(wait, 0.0):.3f}"}
+            record = await self._http(ConditionRecord, "GET", self._condition_path(action, name), params=params)
+            if record.state != "waiting" or (deadline is not None and time.monotonic() >= deadline):
                 return record
 
-    async def _condition_call(
+    async def suspend(self, action: str, body: SuspendRequest) -> SuspendAnswer:
+        return await self._http(SuspendAnswer, "POST", f"/api/v1/runs/{self.run}/actions/{action}/suspend", body)
+
+    def _condition_path(self, action: str, name: str) -> str:
+        return f"/api/v1/runs/{self.run}/actions/{action}/conditions/{urllib.parse.quote(name, safe='')}"
+
+    async def _http(
         self,
+        answer: type[M],
         method: str,
-        action: str,
-        name: str,
-        body: ConditionCreate | None = None,
+        path: str,
+        body: pydantic.BaseModel | None = None,
         params: dict[str, str] | None = None,
-    ) -> ConditionRecord:
+    ) -> M:
+        """One call of the gateway's HTTP API, sent again while the gateway is away (every one is idempotent)."""
         assert self._session is not None
-        path = f"/api/v1/runs/{self.run}/actions/{action}/conditions/{urllib.parse.quote(name, safe='')}"
         data = body.model_dump_json() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else None
         timeout = aiohttp.ClientTimeout(total=CONDITION_POLL + 30, connect=10)
@@ -251,14 +266,14 @@ class WorkerLink:
                 ) as response:
                     text = await response.text()
                     if response.status < 400:
-                        return ConditionRecord.model_validate_json(text)
+                        return answer.model_validate_json(text)
                     if response.status not in (502, 503, 504):
                         raise _refusal(response.status, text)
                     why = f"{response.status}: {text[:200]}"
             except (aiohttp.ClientError, TimeoutError) as error:
                 why = str(error) or type(error).__name__
             delay = retry.next()
-            log.warning("condition %s: the gateway did not answer (%s); retrying in %.2fs", name, why, delay)
+            log.warning("%s %s: the gateway did not answer (%s); retrying in %.2fs", method, path, why, delay)
             await asyncio.sleep(delay)
 
 

@@ -7,6 +7,8 @@ from test_rig import Rig
 from waiting import assert_eventually
 
 import flyte
+from flyte._client import call_sync, client_for
+from flyte._wire import ActionSummary, Phase
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -66,3 +68,72 @@ def test_flyte_remote_signals_a_sync_task(one_cluster_rig: Rig) -> None:
     assert (condition.phase, condition.prompt, condition.data_type) == ("waiting", "Whose?", "str")
     condition.signal("ada")
     assert run.outputs() == ("ada:7",)
+
+
+SUSPENDS = """
+import flyte
+import flyte.durable
+
+# Waits longer than a second give the worker back (60 s unless this is set).
+env = flyte.TaskEnvironment("suspend_env", env_vars={"FLYTE_SUSPEND_AFTER": "1"}, resources=flyte.Resources(cpu=1))
+
+
+@flyte.trace
+async def before() -> int:
+    return 1
+
+
+@env.task
+async def approve(x: int) -> int:
+    first = await before()
+    ok = await flyte.new_condition.aio("ok", prompt="Go on?", data_type=bool)
+    return x + first if await ok.wait.aio() else -1
+
+
+@env.task
+async def nap(seconds: float) -> float:
+    started = await flyte.durable.time.aio()
+    await flyte.durable.sleep.aio(seconds)
+    return await flyte.durable.time.aio() - started
+"""
+
+
+def _root(run: str) -> ActionSummary:
+    return next(a for a in call_sync(client_for().list_actions(run)) if a.parent is None)
+
+
+def _free_cpu() -> float:
+    return sum(c.free.get("cpu", 0.0) for c in call_sync(client_for().list_clusters()))
+
+
+def test_a_suspended_condition_holds_no_worker_and_the_signal_resumes_it(one_cluster_rig: Rig) -> None:
+    rig = one_cluster_rig
+    program = rig.load("suspend_program", SUSPENDS)
+    rig.connect()
+    idle = _free_cpu()
+    run = flyte.run(program.approve, x=41)
+    assert_eventually(lambda: (_root(run.name).waiting or "").startswith("suspended"), timeout=60)
+    root = _root(run.name)
+    assert (root.phase, root.attempts, root.cluster) == (Phase.QUEUED, 1, None)
+    assert root.waiting == "suspended: waiting for condition 'ok'"
+    # The agent's next heartbeat shows its cpu free again: no worker waits for the answer.
+    assert_eventually(lambda: _free_cpu() == idle, timeout=30)
+
+    signalled = rig.flyte("signal", "condition", run.name, "ok", "yes")
+    assert signalled.returncode == 0, signalled.stderr
+    assert run.outputs() == (42,)
+    root = _root(run.name)
+    assert root.attempts == 2, "the signal placed it again; the second attempt replayed up to the wait"
+    assert (root.user_failures, root.system_failures) == (0, 0), "a suspension is not a retry"
+
+
+def test_a_long_durable_sleep_holds_no_worker(one_cluster_rig: Rig) -> None:
+    rig = one_cluster_rig
+    program = rig.load("nap_program", SUSPENDS)
+    rig.connect()
+    run = flyte.run(program.nap, seconds=4.0)
+    assert_eventually(lambda: (_root(run.name).waiting or "").startswith("suspended: durable sleep"), timeout=60)
+    (slept,) = run.outputs()
+    assert 4.0 <= slept < 30.0, "durable time is the first attempt's, and the sleep ended on time"
+    root = _root(run.name)
+    assert (root.attempts, root.user_failures, root.system_failures) == (2, 0, 0)
