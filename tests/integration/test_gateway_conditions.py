@@ -136,3 +136,61 @@ async def test_a_wait_outlives_a_gateway_sigkill(tmp_path: Path) -> None:
         if link is not None:
             await link.close()
         gateway.stop()
+
+
+async def _running(api: Api) -> str:
+    run = (await new_run(api))["name"]
+    status, body = await api.call("POST", f"/api/v1/runs/{run}/actions/a0/events", {"phase": "running", "attempt": 1})
+    assert status == 200, body
+    return str(run)
+
+
+async def test_a_suspended_attempt_is_queued_until_its_signal(api: Api) -> None:
+    run = await _running(api)
+    await api.call("PUT", _one(run, "ok"), {"timeout_seconds": 3600})
+    suspend = f"/api/v1/runs/{run}/actions/a0/suspend"
+    traces = {"k": {"kind": "json", "payload_b64": "MQ=="}}
+    status, answer = await api.call("POST", suspend, {"attempt": 1, "condition": "ok", "traces": traces})
+    assert (status, answer) == (200, {"suspended": True, "condition": None})
+    status, action = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+    assert (action["phase"], action["attempts"], action["cluster"]) == ("queued", 1, None)
+    assert action["waiting"] == "suspended: waiting for condition 'ok'"
+    assert action["user_failures"] == action["system_failures"] == 0
+    status, condition = await api.call("GET", _one(run, "ok"))
+    assert action["not_before"] == condition["deadline"], "it is placed again at the timeout, to time out"
+
+    status, stale = await api.call("POST", suspend, {"attempt": 1, "condition": "ok"})
+    assert (status, stale["code"]) == (409, "stale_attempt"), "an ended attempt never changes"
+
+    before = time.time()
+    status, _ = await api.call("POST", _signal(run, "ok"), {"value": True})
+    assert status == 200
+    status, action = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+    assert action["phase"] == "queued"
+    assert action["waiting"] is None
+    assert before <= action["not_before"] <= time.time(), "the signal made it due now"
+
+
+async def test_a_condition_signalled_first_is_answered_instead_of_suspending(api: Api) -> None:
+    run = await _running(api)
+    await api.call("PUT", _one(run, "ok"), {"data_type": "float"})
+    await api.call("POST", _signal(run, "ok"), {"value": 2})
+    status, answer = await api.call("POST", f"/api/v1/runs/{run}/actions/a0/suspend", {"attempt": 1, "condition": "ok"})
+    assert status == 200
+    assert answer["suspended"] is False
+    assert (answer["condition"]["state"], answer["condition"]["value"]) == ("signalled", 2.0)
+    status, action = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+    assert action["phase"] == "running"
+
+
+async def test_a_durable_sleep_suspends_until_it_ends(api: Api) -> None:
+    run = await _running(api)
+    until = time.time() + 600
+    status, answer = await api.call("POST", f"/api/v1/runs/{run}/actions/a0/suspend", {"attempt": 1, "until": until})
+    assert (status, answer["suspended"]) == (200, True)
+    status, action = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+    assert (action["phase"], action["not_before"]) == ("queued", until)
+    assert action["waiting"].startswith("suspended: durable sleep until ")
+    status, refused = await api.call("POST", f"/api/v1/runs/{run}/actions/a0/suspend", {"attempt": 1})
+    assert status == 400
+    assert "give either condition or until" in refused["message"]
