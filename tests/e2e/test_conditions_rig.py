@@ -137,3 +137,43 @@ def test_a_long_durable_sleep_holds_no_worker(one_cluster_rig: Rig) -> None:
     assert 4.0 <= slept < 30.0, "durable time is the first attempt's, and the sleep ended on time"
     root = _root(run.name)
     assert (root.attempts, root.user_failures, root.system_failures) == (2, 0, 0)
+
+
+def test_the_action_page_signals_a_condition(one_cluster_rig: Rig) -> None:
+    import shutil
+
+    import yaml
+    from playwright.sync_api import expect, sync_playwright
+    from prerequisites import CHROMIUM_INSTALL, on_path, require
+
+    require(on_path("chromium"), CHROMIUM_INSTALL)
+    rig = one_cluster_rig
+    program = rig.load("cond_ui_program", WAITS)
+    rig.connect()
+    run = flyte.run(program.main, x=1)
+    assert_eventually(lambda: _waiting(rig, run.name, "more"), timeout=60)
+    admin = yaml.safe_load((rig.cwd / ".flyte" / "config.yaml").read_text())["admin"]
+    endpoint = admin["endpoint"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"))
+        try:
+            page = browser.new_page()
+            page.goto(f"{endpoint}/login")
+            page.fill("#token", admin["api_key"])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{endpoint}/runs")
+            page.goto(f"{endpoint}/runs/{run.name}")
+            field = page.locator("#condition-value-more")
+            expect(field).to_be_visible(timeout=30_000)
+            expect(page.locator("#conditions")).to_contain_text("What should I add?")
+            field.fill("2.5")
+            page.click("#conditions button[type=submit]")
+            expect(page.locator("#condition-error-more")).to_have_text(
+                "condition 'more' takes a int; 2.5 is a float", timeout=10_000
+            )
+            field.fill("9")
+            page.click("#conditions button[type=submit]")
+            expect(page.locator("#conditions")).to_contain_text("Value: 9", timeout=10_000)
+        finally:
+            browser.close()
+    assert run.outputs() == (10,)
