@@ -11,6 +11,10 @@ So a condition outlives the worker, the agent and the gateway: a later attempt o
 is answered with the stored record, and returns the value at once when it was signalled meanwhile. A condition's
 timeout counts from its first creation; the gateway ends it as `timed_out` when a wait or a signal finds the
 deadline passed, in one compare-and-swap, so a signal and a timeout never both win.
+
+A worker that waited `FLYTE_SUSPEND_AFTER` seconds suspends its attempt (`POST .../actions/{action}/suspend`): the
+attempt ends without a result and the action queues again, due at the condition's deadline (or a durable sleep's
+end). A signal makes it due now in its own transaction. See docs/conditions.md.
 """
 
 from __future__ import annotations
