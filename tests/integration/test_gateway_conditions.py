@@ -194,3 +194,31 @@ async def test_a_durable_sleep_suspends_until_it_ends(api: Api) -> None:
     status, refused = await api.call("POST", f"/api/v1/runs/{run}/actions/a0/suspend", {"attempt": 1})
     assert status == 400
     assert "give either condition or until" in refused["message"]
+
+
+async def test_a_suspended_action_is_woken_by_a_signal_after_a_gateway_sigkill(tmp_path: Path) -> None:
+    gateway = GatewayProcess(f"sqlite:{tmp_path / 'state.db'}", tmp_path / "home").start()
+    try:
+        headers = {"Authorization": f"Bearer {gateway.token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            api = Api(gateway.endpoint, session)
+            run = await _running(api)
+            await api.call("PUT", _one(run, "ok"), {})
+            status, answer = await api.call(
+                "POST", f"/api/v1/runs/{run}/actions/a0/suspend", {"attempt": 1, "condition": "ok"}
+            )
+            assert (status, answer["suspended"]) == (200, True)
+        gateway.kill()
+        gateway.start()
+        async with aiohttp.ClientSession(headers=headers) as session:
+            api = Api(gateway.endpoint, session)
+            status, action = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+            assert action["waiting"] == "suspended: waiting for condition 'ok'"
+            assert action["not_before"] > time.time() + 86400, "no timeout: only the signal wakes it"
+            status, _ = await api.call("POST", _signal(run, "ok"), {"value": True})
+            assert status == 200
+            status, action = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+            assert (action["phase"], action["waiting"]) == ("queued", None)
+            assert action["not_before"] <= time.time()
+    finally:
+        gateway.stop()
