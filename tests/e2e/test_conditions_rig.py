@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
-from test_rig import Rig
+from test_rig import Rig, start_rig
 from waiting import assert_eventually
 
 import flyte
@@ -177,3 +181,36 @@ def test_the_action_page_signals_a_condition(one_cluster_rig: Rig) -> None:
         finally:
             browser.close()
     assert run.outputs() == (10,)
+
+
+HELD = """
+import flyte
+
+env = flyte.TaskEnvironment("held_env", resources=flyte.Resources(cpu=1))
+
+
+@env.task
+async def main() -> str:
+    ok = await flyte.new_condition.aio("ok", data_type=str)
+    return f"{flyte.ctx().attempt}:{await ok.wait.aio()}"
+"""
+
+
+def test_a_wait_survives_its_agent_being_killed(tmp_path: Path) -> None:
+    rig = start_rig(tmp_path / "held", FLYTE_LEASE_TTL="3")
+    try:
+        program = rig.load("held_program", HELD)
+        rig.connect()
+        run = flyte.run(program.main)
+        assert_eventually(lambda: _waiting(rig, run.name, "ok"), timeout=60)
+        victim = _root(run.name).cluster
+        assert victim is not None, "the worker holds its slot while it waits (60 s before it suspends)"
+        os.kill(rig.pids()[f"agent-{victim}"], signal.SIGKILL)
+        # The lost cluster's work is placed again; the new attempt finds the condition as it was, still waiting.
+        assert_eventually(lambda: _root(run.name).attempts == 2 and _root(run.name).cluster not in (None, victim), 60)
+        assert len(list(flyte.remote.Condition.listall(run_name=run.name))) == 1
+        signalled = rig.flyte("signal", "condition", run.name, "ok", "still here")
+        assert signalled.returncode == 0, signalled.stderr
+        assert run.outputs() == ("2:still here",)
+    finally:
+        rig.flyte("rig", "down")
