@@ -142,12 +142,12 @@ class RemoteController:
             data_type=condition.type_name,
             timeout_seconds=condition.timeout_seconds,
         )
-        await self._condition(self.link.create_condition(action.action_name, condition.name, body))
+        await self._on_link_loop(self.link.create_condition(action.action_name, condition.name, body))
 
     async def wait_condition(self, action: ActionContext, condition: _Condition[Any]) -> Any:
         link = self.link
         # Waited for here a while (a quick answer keeps the worker); then the attempt gives its worker back.
-        record = await self._condition(link.wait_condition(action.action_name, condition.name, suspend_after()))
+        record = await self._on_link_loop(link.wait_condition(action.action_name, condition.name, suspend_after()))
         if record.state == "waiting":
             record = await self._suspend(action, SuspendRequest(attempt=action.attempt, condition=condition.name))
         if record.state == "signalled":
@@ -166,13 +166,13 @@ class RemoteController:
     async def _suspend(self, action: ActionContext, request: SuspendRequest) -> ConditionRecord:
         """Suspend this attempt (raising `AttemptSuspended`), or the condition that ended meanwhile."""
         request = request.model_copy(update={"traces": dict(self.recorded)})
-        answer = await self._condition(self.link.suspend(action.action_name, request))
+        answer = await self._on_link_loop(self.link.suspend(action.action_name, request))
         if answer.suspended:
             raise AttemptSuspended(request.condition or f"until {request.until}")
         assert answer.condition is not None
         return answer.condition
 
-    async def _condition(self, call: Coroutine[Any, Any, R]) -> R:
+    async def _on_link_loop(self, call: Coroutine[Any, Any, R]) -> R:
         """Run a condition call on the link's loop (a sync task's body waits from a thread of its own)."""
         try:
             if asyncio.get_running_loop() is self.loop:

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_rig import Rig, start_rig
+from test_rig import Rig, _alive, start_rig
 from waiting import assert_eventually
 
 import flyte
@@ -75,6 +75,8 @@ def test_flyte_remote_signals_a_sync_task(one_cluster_rig: Rig) -> None:
 
 
 SUSPENDS = """
+import os
+
 import flyte
 import flyte.durable
 
@@ -88,7 +90,9 @@ async def before() -> int:
 
 
 @env.task
-async def approve(x: int) -> int:
+async def approve(x: int, pids: str) -> int:
+    with open(pids, "a") as out:
+        out.write(f"{os.getpid()}\\n")
     first = await before()
     ok = await flyte.new_condition.aio("ok", prompt="Go on?", data_type=bool)
     return x + first if await ok.wait.aio() else -1
@@ -115,8 +119,11 @@ def test_a_suspended_condition_holds_no_worker_and_the_signal_resumes_it(one_clu
     program = rig.load("suspend_program", SUSPENDS)
     rig.connect()
     idle = _free_cpu()
-    run = flyte.run(program.approve, x=41)
+    pids = rig.cwd.parent / "suspend-pids.txt"  # outside the program's folder: it is bundled whole
+    run = flyte.run(program.approve, x=41, pids=str(pids))
     assert_eventually(lambda: (_root(run.name).waiting or "").startswith("suspended"), timeout=60)
+    (worker,) = (int(line) for line in pids.read_text().split())
+    assert_eventually(lambda: not _alive(worker), timeout=30)
     root = _root(run.name)
     assert (root.phase, root.attempts, root.cluster) == (Phase.QUEUED, 1, None)
     assert root.waiting == "suspended: waiting for condition 'ok'"
