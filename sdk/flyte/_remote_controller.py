@@ -27,6 +27,7 @@ from ._wire import (
     ConditionCreate,
     ConditionRecord,
     Phase,
+    SuspendAnswer,
     SuspendRequest,
     TaskOverrides,
     WireTrace,
@@ -165,8 +166,13 @@ class RemoteController:
 
     async def _suspend(self, action: ActionContext, request: SuspendRequest) -> ConditionRecord:
         """Suspend this attempt (raising `AttemptSuspended`), or the condition that ended meanwhile."""
-        request = request.model_copy(update={"traces": dict(self.recorded)})
-        answer = await self._on_link_loop(self.link.suspend(action.action_name, request))
+
+        async def send() -> SuspendAnswer:
+            # Read on the loop: a sync body's last checkpoints were queued there (record_trace) before this call.
+            with_traces = request.model_copy(update={"traces": dict(self.recorded)})
+            return await self.link.suspend(action.action_name, with_traces)
+
+        answer = await self._on_link_loop(send())
         if answer.suspended:
             raise AttemptSuspended(request.condition or f"until {request.until}")
         assert answer.condition is not None

@@ -103,6 +103,13 @@ async def nap(seconds: float) -> float:
     started = await flyte.durable.time.aio()
     await flyte.durable.sleep.aio(seconds)
     return await flyte.durable.time.aio() - started
+
+
+@env.task
+def nap_sync(seconds: float) -> float:
+    started = flyte.durable.time()
+    flyte.durable.sleep(seconds)
+    return flyte.durable.time() - started
 """
 
 
@@ -138,11 +145,12 @@ def test_a_suspended_condition_holds_no_worker_and_the_signal_resumes_it(one_clu
     assert (root.user_failures, root.system_failures) == (0, 0), "a suspension is not a retry"
 
 
-def test_a_long_durable_sleep_holds_no_worker(one_cluster_rig: Rig) -> None:
+@pytest.mark.parametrize("task", ["nap", "nap_sync"])
+def test_a_long_durable_sleep_holds_no_worker(one_cluster_rig: Rig, task: str) -> None:
     rig = one_cluster_rig
-    program = rig.load("nap_program", SUSPENDS)
+    program = rig.load(f"{task}_program", SUSPENDS)
     rig.connect()
-    run = flyte.run(program.nap, seconds=4.0)
+    run = flyte.run(getattr(program, task), seconds=4.0)
     assert_eventually(lambda: (_root(run.name).waiting or "").startswith("suspended: durable sleep"), timeout=60)
     (slept,) = run.outputs()
     assert 4.0 <= slept < 30.0, "durable time is the first attempt's, and the sleep ended on time"
