@@ -34,6 +34,7 @@ from pathlib import Path
 
 from flyte._wire import ActionSummary, Phase, RunSummary
 from gateway._blobs import OWNERS
+from gateway._conditions import CONDITIONS
 from gateway._connections import TRACES
 from gateway._pending import PLACEMENTS
 from gateway._registry import TASKS
@@ -128,8 +129,14 @@ def run_keys(run: RunSummary) -> list[str]:
 
 
 def run_prefixes(run: RunSummary) -> list[str]:
-    """Prefixes holding a run's many keys: placement records, spans, trace records, and its actions."""
-    return [f"{PLACEMENTS}{run.name}/", f"{SPANS}{run.name}/", f"{TRACES}{run.name}/", actions_prefix(run.name)]
+    """Prefixes holding a run's many keys: placement records, spans, trace records, conditions, and its actions."""
+    return [
+        f"{PLACEMENTS}{run.name}/",
+        f"{SPANS}{run.name}/",
+        f"{TRACES}{run.name}/",
+        f"{CONDITIONS}{run.name}/",
+        actions_prefix(run.name),
+    ]
 
 
 def run_logs_dir(logs_dir: Path, run: RunSummary) -> Path:
