@@ -1,11 +1,11 @@
 """Authorisation: one function decides what each kind of token may do, for the HTTP routes and both WebSockets.
 
-    token \\ act     read  run/abort  deploy  submit/watch  report  checkpoint  agent event/logs  spans  blobs
-    admin           all   all        all     all           all     all         all               all    all
-    deploy          proj  -          proj    -             -       -           -                 -      proj
-    run             proj  proj       -       watch only    -       read        -                 -      proj
-    worker          run   -          -       own action    own     own action  -                 run    proj
-    agent:C         -     -          -       -             -       -           placed on C       C's    C's work
+    token \\ act     read  run/abort  deploy  submit/watch  report  checkpoint  agent event/logs  spans  blobs  signal
+    admin           all   all        all     all           all     all         all               all    all    all
+    deploy          proj  -          proj    -             -       -           -                 -      proj   -
+    run             proj  proj       -       watch only    -       read        -                 -      proj   proj
+    worker          run   -          -       own action    own     own action  -                 run    proj   -
+    agent:C         -     -          -       -             -       -           placed on C       C's    C's work -
 
 (`proj`: the token's projects; a worker acts only for the attempt its token names, an agent only for attempts placed
 on its own cluster.) `docs/security.md` has the same table in words. The caller loads what the decision needs into a
@@ -43,6 +43,8 @@ class Act(StrEnum):
     BLOB_READ = "read blob"
     READ_TASK = "read task"
     """A deployed task's spec (agents fetch it for the attempts they were given)."""
+    SIGNAL = "signal condition"
+    """Give a waiting condition of a run its value (`flyte signal condition`)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ _BY_SCOPE: dict[Act, frozenset[str]] = {
     Act.READ_TASK: _READERS,
     Act.CREATE_RUN: frozenset({"run"}),
     Act.ABORT_RUN: frozenset({"run"}),
+    Act.SIGNAL: frozenset({"run"}),
     Act.DEPLOY: frozenset({"deploy"}),
     Act.WATCH_CHILDREN: frozenset({"run"}),
     Act.CHECKPOINT_READ: frozenset({"run"}),

@@ -335,7 +335,7 @@ async def _worker_message(
     elif isinstance(message, WorkerWatch):
         await dispatcher.watch_children(message.run, message.parent, send, message.id)
     elif isinstance(message, WorkerTrace):
-        key = trace_key(message.run, message.action, _safe(message.key))
+        key = trace_key(message.run, message.action, encode_trace_key(message.key))
         await svc.store.put(key, message.trace.model_dump_json().encode())
     elif isinstance(message, WorkerTraces):
         kvs, _ = await svc.store.range(traces_prefix(message.run, message.action))
@@ -344,7 +344,7 @@ async def _worker_message(
     else:
         if message.traces:
             ops = [
-                Put(trace_key(message.run, message.action, _safe(k)), t.model_dump_json().encode())
+                Put(trace_key(message.run, message.action, encode_trace_key(k)), t.model_dump_json().encode())
                 for k, t in message.traces.items()
             ]
             for i in range(0, len(ops), 100):
@@ -353,7 +353,7 @@ async def _worker_message(
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 
 
-def _safe(key: str) -> str:
+def encode_trace_key(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode()
 
 

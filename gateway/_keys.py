@@ -26,6 +26,7 @@ another's records (`tests/unit/test_store_keys.py` checks it).
 | `/flyte/secrets/worker-token-key`                     | the worker tokens' signing key      | `_auth`        |
 | `/flyte/blobs/{sha256}`                               | the projects that own a blob        | `_blobs`       |
 | `/flyte/ui-logins/{sha256(code)}`                     | an unused one-time UI login code    | `_ui`          |
+| `/flyte/conditions/{run}/{action}/{name}`              | a condition a task waits on         | `_conditions`  |
 
 The worker token key sits beside the secrets, one segment deep, so it never falls under a project's secrets prefix
 (`/flyte/secrets/{project}/`), the only secrets range the gateway reads.
@@ -57,6 +58,7 @@ SECRETS = "/flyte/secrets/"
 WORKER_TOKEN_KEY = "/flyte/secrets/worker-token-key"
 BLOB_OWNERS = "/flyte/blobs/"
 UI_LOGINS = "/flyte/ui-logins/"
+CONDITIONS = "/flyte/conditions/"
 
 
 def run_key(run: str) -> str:
@@ -155,3 +157,11 @@ def blob_owners_key(digest: str) -> str:
 def ui_login_key(digest: str) -> str:
     """Where a one-time UI login code is kept; `digest` is the sha256 of the code."""
     return f"{UI_LOGINS}{digest}"
+
+
+def condition_key(run: str, action: str, name: str) -> str:
+    return f"{CONDITIONS}{run}/{action}/{name}"
+
+
+def conditions_prefix(run: str) -> str:
+    return f"{CONDITIONS}{run}/"

@@ -42,6 +42,7 @@ from gateway._keys import (
     actions_prefix,
     blob_owners_key,
     cache_entry_key,
+    conditions_prefix,
     idempotency_key,
     placements_prefix,
     run_key,
@@ -138,8 +139,14 @@ def run_keys(run: RunSummary) -> list[str]:
 
 
 def run_prefixes(run: RunSummary) -> list[str]:
-    """Prefixes holding a run's many keys: placement records, spans, trace records, and its actions."""
-    return [placements_prefix(run.name), spans_prefix(run.name), traces_prefix(run.name), actions_prefix(run.name)]
+    """Prefixes holding a run's many keys: placement records, spans, trace records, conditions, and its actions."""
+    return [
+        placements_prefix(run.name),
+        spans_prefix(run.name),
+        traces_prefix(run.name),
+        conditions_prefix(run.name),
+        actions_prefix(run.name),
+    ]
 
 
 def run_logs_dir(logs_dir: Path, run: RunSummary) -> Path:

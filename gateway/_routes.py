@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gateway._api import ROUTES, Route
+from gateway._conditions import CONDITION_ROUTES
 from gateway._placement_api import PLACEMENT_ROUTES
 from gateway._secrets import SECRET_ROUTES
 from gateway._tokens_api import TOKEN_ROUTES
 
-ALL_ROUTES: list[Route] = [*ROUTES, *PLACEMENT_ROUTES, *SECRET_ROUTES, *TOKEN_ROUTES]
+ALL_ROUTES: list[Route] = [*ROUTES, *PLACEMENT_ROUTES, *SECRET_ROUTES, *TOKEN_ROUTES, *CONDITION_ROUTES]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from . import errors, extend, io, remote, storage, types
     from ._cache import Cache, CachePolicy
+    from ._condition import ConditionWebhook, new_condition
     from ._config import (
         current_domain,
         current_project,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
         AppHandle,
         BaseCheckpoint,
         Checkpoint,
-        ConditionWebhook,
         Cron,
         Documentation,
         FixedRate,
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
         latest_checkpoint,
         load_interactive_ctx,
         load_plugin_config,
-        new_condition,
         run_python_script,
         serve,
         with_servecontext,
@@ -87,7 +86,7 @@ _HOMES: dict[str, str] = {
     "CachePolicy": "._cache",
     "CacheRequest": "._environment",
     "Checkpoint": "._unimplemented",
-    "ConditionWebhook": "._unimplemented",
+    "ConditionWebhook": "._condition",
     "Cron": "._unimplemented",
     "Deployment": "._deploy",
     "Device": "._devices",
@@ -140,7 +139,7 @@ _HOMES: dict[str, str] = {
     "load_plugin_config": "._unimplemented",
     "logger": "._logging",
     "map": "._map",
-    "new_condition": "._unimplemented",
+    "new_condition": "._condition",
     "rerun": "._run",
     "run": "._run",
     "run_python_script": "._unimplemented",

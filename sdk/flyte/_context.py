@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ._condition import _Condition
     from ._task import TaskTemplate
     from .report import Report
 
@@ -40,6 +41,18 @@ class Controller(Protocol):
 
     def save_report(self, action: ActionContext, page: str) -> str:
         """Keep the action's rendered report (replacing an earlier save); returns where it went."""
+        ...
+
+    async def create_condition(self, action: ActionContext, condition: _Condition[Any]) -> None:
+        """Record a condition of the action (`flyte.new_condition`), so it can be signalled."""
+        ...
+
+    async def wait_condition(self, action: ActionContext, condition: _Condition[Any]) -> Any:
+        """The condition's value once signalled; `ConditionTimedOutError` past its timeout."""
+        ...
+
+    async def sleep_until(self, action: ActionContext, wake_at: float) -> None:
+        """A durable sleep's wait, until `wake_at` (seconds since the epoch)."""
         ...
 
 

@@ -16,12 +16,15 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import json
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._codec import EncodedValue
+from ._condition import CONDITION_TRACE_PREFIX, _Condition, ask_on_terminal
 from ._context import ActionContext, current_group, effective_custom_context
 from ._execute import execute_body
 from ._interface import EncodedInputs
@@ -83,6 +86,22 @@ class LocalController:
         partial.write_text(page, encoding="utf-8")
         partial.replace(path)
         return str(path)
+
+    async def create_condition(self, action: ActionContext, condition: _Condition[Any]) -> None:
+        """Nothing to record before the wait: the answer is kept (as a trace entry) once given."""
+
+    async def wait_condition(self, action: ActionContext, condition: _Condition[Any]) -> Any:
+        """Read the value from the terminal; a re-attempt of the action gets the answer it was given."""
+        key = f"{CONDITION_TRACE_PREFIX}{condition.name}"
+        known = self.trace_checkpoint(action, key)
+        if known is not None:
+            return condition.typed(json.loads(known[1]))
+        value = await ask_on_terminal(condition)
+        self.record_trace(action, key, "json", json.dumps(value).encode())
+        return value
+
+    async def sleep_until(self, action: ActionContext, wake_at: float) -> None:
+        await asyncio.sleep(max(0.0, wake_at - time.time()))
 
     # -- running actions ---------------------------------------------------------------------------------
 

@@ -10,21 +10,56 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
+import time
 from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _otel
 from ._codec import EncodedValue, _blobs
 from ._context import ActionContext, current_group, effective_custom_context
 from ._interface import EncodedInputs
 from ._task import TaskTemplate
-from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
-from ._worker_link import WorkerLink
-from .errors import ActionAbortedError, RuntimeSystemError
+from ._wire import (
+    ActionSubmitRequest,
+    ActionSummary,
+    ConditionCreate,
+    ConditionRecord,
+    Phase,
+    SuspendAnswer,
+    SuspendRequest,
+    TaskOverrides,
+    WireTrace,
+    WireValue,
+)
+from ._worker_link import LinkError, WorkerLink
+from .errors import ActionAbortedError, ConditionFailedError, ConditionTimedOutError, RuntimeSystemError
 
 if TYPE_CHECKING:
+    from ._condition import _Condition
     from ._remote_task import RemoteTask
+
+R = TypeVar("R")
+SUSPEND_AFTER = 60.0
+"""Seconds a condition is waited for, or the shortest durable sleep, before the attempt gives its worker back
+(`FLYTE_SUSPEND_AFTER` in the worker's environment changes it)."""
+
+
+def suspend_after() -> float:
+    text = os.environ.get("FLYTE_SUSPEND_AFTER")
+    try:
+        return max(0.0, float(text)) if text else SUSPEND_AFTER
+    except ValueError:
+        return SUSPEND_AFTER
+
+
+class AttemptSuspended(BaseException):
+    """Unwinds a suspended attempt's code: the gateway already ended the attempt, so its worker reports nothing.
+    A BaseException, so the task's own `except Exception` does not swallow it."""
+
+    from ._remote_task import RemoteTask
+
 
 REPORT_TRACE_KEY = "flyte.report"
 """The action's trace entry that names its report's blob (kind "report", payload the blob reference)."""
@@ -99,6 +134,58 @@ class RemoteController:
         trace = WireTrace(kind=kind, payload_b64=base64.b64encode(payload).decode())
         self.recorded[key] = trace
         self.link.record_trace(action.action_name, key, trace)
+
+    async def create_condition(self, action: ActionContext, condition: _Condition[Any]) -> None:
+        body = ConditionCreate(
+            prompt=condition.prompt,
+            prompt_type=condition.prompt_type,
+            description=condition.description,
+            data_type=condition.type_name,
+            timeout_seconds=condition.timeout_seconds,
+        )
+        await self._on_link_loop(self.link.create_condition(action.action_name, condition.name, body))
+
+    async def wait_condition(self, action: ActionContext, condition: _Condition[Any]) -> Any:
+        link = self.link
+        # Waited for here a while (a quick answer keeps the worker); then the attempt gives its worker back.
+        record = await self._on_link_loop(link.wait_condition(action.action_name, condition.name, suspend_after()))
+        if record.state == "waiting":
+            record = await self._suspend(action, SuspendRequest(attempt=action.attempt, condition=condition.name))
+        if record.state == "signalled":
+            return condition.typed(record.value)
+        raise ConditionTimedOutError(
+            f"condition {condition.name!r} was not signalled within {condition.timeout_seconds:g} seconds"
+        )
+
+    async def sleep_until(self, action: ActionContext, wake_at: float) -> None:
+        left = wake_at - time.time()
+        if left > suspend_after():
+            await self._suspend(action, SuspendRequest(attempt=action.attempt, until=wake_at))
+        if left > 0:
+            await asyncio.sleep(left)
+
+    async def _suspend(self, action: ActionContext, request: SuspendRequest) -> ConditionRecord:
+        """Suspend this attempt (raising `AttemptSuspended`), or the condition that ended meanwhile."""
+
+        async def send() -> SuspendAnswer:
+            # Read on the loop: a sync body's last checkpoints were queued there (record_trace) before this call.
+            with_traces = request.model_copy(update={"traces": dict(self.recorded)})
+            return await self.link.suspend(action.action_name, with_traces)
+
+        answer = await self._on_link_loop(send())
+        if answer.suspended:
+            raise AttemptSuspended(request.condition or f"until {request.until}")
+        assert answer.condition is not None
+        return answer.condition
+
+    async def _on_link_loop(self, call: Coroutine[Any, Any, R]) -> R:
+        """Run a condition call on the link's loop (a sync task's body waits from a thread of its own)."""
+        try:
+            if asyncio.get_running_loop() is self.loop:
+                return await call
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self.loop))
+        except LinkError as error:
+            raise ConditionFailedError(f"the gateway refused the condition: {error.message} ({error.code})") from None
 
     def save_report(self, action: ActionContext, page: str) -> str:
         """Put the page in the gateway's blob store and record the blob on the action, as a trace entry that

@@ -53,7 +53,6 @@ class _TriggerTime:
 
 
 _SCHEDULES = "schedules run by the gateway (issue 20 item 2)"
-_CONDITIONS = "human-in-the-loop conditions (issue 20 item 3)"
 _APPS = "serving apps (AppEnvironment)"
 
 TriggerTime = _TriggerTime()
@@ -63,8 +62,6 @@ FixedRate = missing_class("flyte.FixedRate", _SCHEDULES)
 OnArtifact = missing_class("flyte.OnArtifact", "artifact-triggered runs (no artifact service)")
 TriggeredArtifact = missing_class("flyte.TriggeredArtifact", "artifact-triggered runs (no artifact service)")
 TriggeredPartition = missing_class("flyte.TriggeredPartition", "artifact-triggered runs (no artifact service)")
-new_condition = missing_function("flyte.new_condition", _CONDITIONS)
-ConditionWebhook = missing_class("flyte.ConditionWebhook", _CONDITIONS)
 serve = missing_function("flyte.serve", _APPS)
 with_servecontext = missing_function("flyte.with_servecontext", _APPS)
 AppHandle = missing_class("flyte.AppHandle", _APPS)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
+import time
+import urllib.parse
 from collections import defaultdict
+from typing import TypeVar
 
 import aiohttp
 import pydantic
@@ -22,7 +26,11 @@ from ._wire import (
     ActionEvent,
     ActionSubmitRequest,
     ActionSummary,
+    ConditionCreate,
+    ConditionRecord,
     GatewayReply,
+    SuspendAnswer,
+    SuspendRequest,
     WireTrace,
     WorkerReport,
     WorkerSubmit,
@@ -32,12 +40,15 @@ from ._wire import (
 )
 
 log = logging.getLogger("flyte.worker")
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 _MAX_BATCH = 500
 STORE_UNAVAILABLE = "store_unavailable"
 """The error code of a request the gateway could not serve without its store: worth sending again."""
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 5.0
+CONDITION_POLL = 50.0
+"""Seconds one long poll of a waiting condition is held by the gateway before the worker asks again."""
 
 
 class LinkError(Exception):
@@ -52,6 +63,7 @@ class LinkError(Exception):
 class WorkerLink:
     def __init__(self, endpoint: str, token: str, run: str):
         self.url = endpoint.rstrip("/") + "/api/v1/workers/connect"
+        self.endpoint = endpoint.rstrip("/")
         self.run = run
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
@@ -210,3 +222,65 @@ class WorkerLink:
     async def report(self, action: str, event: ActionEvent, traces: dict[str, WireTrace]) -> ActionSummary:
         reply = await self._request(WorkerReport(run=self.run, action=action, event=event, traces=traces))
         return reply.actions[0]
+
+    # -- conditions (HTTP: a long poll each, so a wait outlives this socket and the gateway) --------------------
+
+    async def create_condition(self, action: str, name: str, body: ConditionCreate) -> ConditionRecord:
+        return await self._http(ConditionRecord, "PUT", self._condition_path(action, name), body)
+
+    async def wait_condition(self, action: str, name: str, within: float | None = None) -> ConditionRecord:
+        """The condition once it is signalled or timed out, or as it is after `within` seconds (None: however long
+        that takes, across gateway restarts)."""
+        deadline = None if within is None else time.monotonic() + within
+        while True:
+            wait = CONDITION_POLL if deadline is None else min(CONDITION_POLL, deadline - time.monotonic())
+            params = {"wait": f"{max(wait, 0.0):.3f}"}
+            record = await self._http(ConditionRecord, "GET", self._condition_path(action, name), params=params)
+            if record.state != "waiting" or (deadline is not None and time.monotonic() >= deadline):
+                return record
+
+    async def suspend(self, action: str, body: SuspendRequest) -> SuspendAnswer:
+        return await self._http(SuspendAnswer, "POST", f"/api/v1/runs/{self.run}/actions/{action}/suspend", body)
+
+    def _condition_path(self, action: str, name: str) -> str:
+        return f"/api/v1/runs/{self.run}/actions/{action}/conditions/{urllib.parse.quote(name, safe='')}"
+
+    async def _http(
+        self,
+        answer: type[M],
+        method: str,
+        path: str,
+        body: pydantic.BaseModel | None = None,
+        params: dict[str, str] | None = None,
+    ) -> M:
+        """One call of the gateway's HTTP API, sent again while the gateway is away (every one is idempotent)."""
+        assert self._session is not None
+        data = body.model_dump_json() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        timeout = aiohttp.ClientTimeout(total=CONDITION_POLL + 30, connect=10)
+        retry = RetryDelay(_RETRY_FIRST, _RETRY_MAX)
+        while True:
+            try:
+                async with self._session.request(
+                    method, self.endpoint + path, data=data, headers=headers, params=params, timeout=timeout
+                ) as response:
+                    text = await response.text()
+                    if response.status < 400:
+                        return answer.model_validate_json(text)
+                    if response.status not in (502, 503, 504):
+                        raise _refusal(response.status, text)
+                    why = f"{response.status}: {text[:200]}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                why = str(error) or type(error).__name__
+            delay = retry.next()
+            log.warning("%s %s: the gateway did not answer (%s); retrying in %.2fs", method, path, why, delay)
+            await asyncio.sleep(delay)
+
+
+def _refusal(status: int, text: str) -> LinkError:
+    """The gateway's `{code, message}` answer as a LinkError (its text as it is when it is not one)."""
+    try:
+        answer = json.loads(text)
+        return LinkError(str(answer["code"]), str(answer["message"]))
+    except (ValueError, KeyError, TypeError):
+        return LinkError(str(status), text)

@@ -277,6 +277,11 @@ TABLE = [
     ("agent", Act.READ_TASK, Target("beta", agent_projects=frozenset({"alpha"})), False),
     ("agent", Act.BLOB_READ, Target(projects=frozenset({"beta"}), agent_projects=frozenset({"alpha"})), False),
     ("agent", Act.REPORT, Target("alpha", "r1", "a0", 1), False),
+    ("run", Act.SIGNAL, ALPHA_RUN, True),
+    ("run", Act.SIGNAL, Target("beta", "r2"), False),
+    ("deploy", Act.SIGNAL, ALPHA_RUN, False),
+    ("worker", Act.SIGNAL, ALPHA_RUN, False),
+    ("agent", Act.SIGNAL, ALPHA_RUN, False),
 ]
 
 

@@ -233,8 +233,8 @@ def test_submodules_export_flyte2_names(module_name: str) -> None:
 def test_missing_functions_also_refuse_from_async_code() -> None:
     import asyncio
 
-    with pytest.raises(NotImplementedError, match="new_condition"):
-        asyncio.run(flyte.new_condition.aio("approve"))
+    with pytest.raises(NotImplementedError, match="serve"):
+        asyncio.run(flyte.serve.aio("app"))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from .._config import init
 from .._context import ActionContext
 from .._execute import execute_body
 from .._interface import EncodedInputs
-from .._remote_controller import RemoteController
+from .._remote_controller import AttemptSuspended, RemoteController
 from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
 from ._bundle import BundleLoadError, find_task, load_bundle, user_paths
@@ -32,7 +32,12 @@ async def run_assignment(
         link = WorkerLink(endpoint, assignment.token, assignment.run)
         await link.connect()
     try:
-        event = await _attempt(assignment, bundle, link, received_ns or time.time_ns())
+        try:
+            event = await _attempt(assignment, bundle, link, received_ns or time.time_ns())
+        except AttemptSuspended as suspended:
+            # The gateway ended this attempt when it suspended it: there is no result to report.
+            log.info("attempt %d of %s suspended (%s)", assignment.attempt, assignment.task, suspended)
+            return time.time_ns()
         reported_ns = time.time_ns()
         await link.report(assignment.action, event[0], event[1])
         return reported_ns

@@ -6,7 +6,8 @@ against the environments defined in this process; with a gateway they will read 
 
 from ._action import Action
 from ._cluster import Cluster
+from ._condition import Condition
 from ._run import Run
 from ._task import Task, TaskInfo, TaskReference
 
-__all__ = ["Action", "Cluster", "Run", "Task", "TaskInfo", "TaskReference"]
+__all__ = ["Action", "Cluster", "Condition", "Run", "Task", "TaskInfo", "TaskReference"]

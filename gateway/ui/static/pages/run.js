@@ -6,6 +6,7 @@
 
 import { ApiError, follow, getJSON, getOptional, getText, postJSON } from "../lib/api.js";
 import { duration, empty, h, labels, phaseBadge, replace, TERMINAL, when } from "../lib/dom.js";
+import { conditionsView } from "./conditions.js";
 import { timeline } from "./timeline.js";
 import { waterfall } from "./trace.js";
 
@@ -179,6 +180,7 @@ export async function render(root, { run: name, query }) {
       h("h3", {}, "Output"),
       action.output ? valueView(action.output) : empty(action.phase === "succeeded" ? "None" : "No output yet."),
       action.error ? [h("h3", {}, "Error"), errorBlock(action.error)] : null,
+      conditionsView(name, action),
     );
   }
 
