@@ -37,6 +37,7 @@ from ._source import (
     source_root,
 )
 from ._task import TaskTemplate
+from ._trigger import trigger_specs
 from ._wire import DeployRequest, ParameterSpec, SecretRef, TaskSpec
 from .errors import DeploymentError
 
@@ -300,6 +301,7 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
         secrets=[SecretRef.model_validate(secret.to_dict()) for secret in s.secrets],
         max_inline_io_bytes=s.max_inline_io_bytes,
         source_root=source_root,
+        triggers=trigger_specs(task),
     )
 
 

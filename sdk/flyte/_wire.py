@@ -285,6 +285,67 @@ class SecretValues(WireModel):
     values: dict[SecretName, Annotated[str, StringConstraints(max_length=65_536)]]
 
 
+# -- triggers (schedules) -----------------------------------------------------------------------------------
+
+TriggerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+
+
+class CronSpec(WireModel):
+    """`flyte.Cron`: fire at the times a five-field cron expression names, in `timezone` (an IANA name)."""
+
+    kind: Literal["cron"] = "cron"
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
+
+
+class FixedRateSpec(WireModel):
+    """`flyte.FixedRate`: fire every `interval_minutes`, counted from `start_time` (epoch seconds) when given,
+    else from when the gateway first saw the trigger."""
+
+    kind: Literal["fixed_rate"] = "fixed_rate"
+    interval_minutes: int = Field(ge=1, le=366 * 24 * 60)
+    start_time: float | None = None
+
+
+class TriggerSpec(WireModel):
+    """A `flyte.Trigger` on a task, deployed with the task's version: the gateway starts the task's runs by it."""
+
+    name: TriggerName
+    automation: Annotated[CronSpec | FixedRateSpec, Field(discriminator="kind")]
+    description: Text = ""
+    auto_activate: bool = True
+    inputs: dict[str, WireValue] = Field(default_factory=dict, max_length=256)
+    """Fixed inputs of every run it starts, encoded at deploy time."""
+    trigger_time_input: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")] | None = None
+    """The input that receives the firing time (`flyte.TriggerTime`)."""
+    overwrite_cache: bool = False
+    labels: dict[Label, Label] = Field(default_factory=dict, max_length=64)
+
+
+class TriggerRecord(WireModel):
+    """A trigger's state in the store (`/flyte/triggers/...`) and in the API: where its firings are, and whether
+    it fires. Every change is a compare-and-swap on this record, so one firing is claimed by one scheduler."""
+
+    project: Name
+    domain: Name
+    task: TaskName
+    name: TriggerName
+    automation: Annotated[CronSpec | FixedRateSpec, Field(discriminator="kind")]
+    description: Text = ""
+    active: bool
+    anchor: float
+    """When the gateway first saw this automation: a `FixedRate` without `start_time` counts from it."""
+    next_at: float
+    """The next firing time (epoch seconds)."""
+    pending_at: float | None = None
+    """A claimed firing whose run is not yet recorded as started: finished (idempotently) by the next pass."""
+    last_fired_at: float | None = None
+    last_run: Name | None = None
+    last_error: Text | None = None
+    fired: int = 0
+    automation_digest: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
 class TaskSpec(WireModel):
     """One task of a deployed environment: everything an agent needs to run it, and the CLI to call it."""
 
@@ -320,6 +381,8 @@ class TaskSpec(WireModel):
     """The directory the code bundle's files came from on the deploying machine: a remote attempt's traceback names
     the user's files under it, not the agent's copy. Not content: the same code deployed from another checkout is
     the same version (the first deploy's root is kept)."""
+    triggers: list[TriggerSpec] = Field(default_factory=list, max_length=16)
+    """`@env.task(triggers=...)`: schedules the gateway runs this task by, while this is the latest version."""
 
     @field_validator("secrets", mode="before")
     @classmethod
