@@ -27,6 +27,7 @@ from gateway._routes import ALL_ROUTES
 from gateway._runs import Runs
 from gateway._secrets import SECRET_KEY
 from gateway._tracing import TRACING, GatewayTracing
+from gateway._triggers_api import add_scheduler
 from gateway._ui import add_ui_routes
 from gateway.store import Store, StoreError
 
@@ -65,6 +66,7 @@ def create_app(
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
+    add_scheduler(app)
     app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app[RETENTION] = retention or Retention()
     app[HISTORY] = HISTORY_KEPT if history_kept is None else history_kept
