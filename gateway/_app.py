@@ -19,6 +19,7 @@ from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_conne
 from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
 from gateway._metrics import Metrics
+from gateway._notify import SmtpSettings, add_notifier
 from gateway._openapi import openapi_document
 from gateway._otlp import AUTHENTICATOR, receive_traces
 from gateway._registry import Registry
@@ -44,6 +45,7 @@ def create_app(
     secret_key: AESGCM | None = None,
     retention: Retention | None = None,
     history_kept: int | None = None,
+    smtp: SmtpSettings | None = None,
 ) -> web.Application:
     metrics = Metrics()
     authenticator = Authenticator(store)
@@ -67,6 +69,7 @@ def create_app(
         app.router.add_route(route.method, route.path, route.handler)
     app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
     add_scheduler(app)
+    add_notifier(app, store, smtp)
     app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app[RETENTION] = retention or Retention()
     app[HISTORY] = HISTORY_KEPT if history_kept is None else history_kept

@@ -65,6 +65,8 @@ NOT_RETRYABLE = frozenset(
 )
 ACTIONS = "/flyte/actions/"
 IDEMPOTENCY = "/flyte/idempotency/"
+NOTIFY_RULES = "/flyte/notify-rules/"
+"""A run's notification rules (gateway/_notify.py), apart from its record: webhook URLs are secrets."""
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PLACED, Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
@@ -249,6 +251,9 @@ class Runs:
             if idem_key is not None:
                 compares.append(Compare(idem_key, 0))
                 ops.append(Put(idem_key, f"{name}\n{digest}".encode()))
+            if request.notifications:
+                rules = request.model_dump_json(include={"notifications"}).encode()
+                ops.append(Put(f"{NOTIFY_RULES}{name}", rules))
             spans = self.tracing.ended(root) if root.phase.is_terminal else None  # a cache hit ends at once
             if spans is not None:
                 ops.append(spans.put)

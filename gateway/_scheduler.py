@@ -284,6 +284,7 @@ class Scheduler:
             labels={**spec.labels, "flyte.trigger": record.name},
             overwrite_cache=spec.overwrite_cache,
             idempotency_key=idempotency_key(record, at),
+            notifications=spec.notifications,
         )
 
     # -- reading and activation --------------------------------------------------------------------------------

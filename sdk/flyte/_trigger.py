@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from ._wire import CronSpec, FixedRateSpec, TriggerSpec, WireValue
+from .notify import rules_to_wire
 
 if TYPE_CHECKING:
     from ._task import TaskTemplate
@@ -109,8 +110,11 @@ class Trigger:
     queue: str | None = None
     labels: Mapping[str, str] | None = None
     annotations: Mapping[str, str] | None = None
+    notifications: Any = None
+    """`flyte.notify` rules for every run the trigger starts."""
 
     def __post_init__(self) -> None:
+        rules_to_wire(self.notifications)  # a bad rule fails here
         if not self.name:
             raise ValueError("Trigger name cannot be empty")
         if not isinstance(self.automation, Cron | FixedRate):
@@ -177,6 +181,7 @@ class Trigger:
             trigger_time_input=time_input,
             overwrite_cache=self.overwrite_cache,
             labels=dict(self.labels or {}),
+            notifications=rules_to_wire(self.notifications),
         )
 
 

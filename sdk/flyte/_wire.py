@@ -285,7 +285,79 @@ class SecretValues(WireModel):
     values: dict[SecretName, Annotated[str, StringConstraints(max_length=65_536)]]
 
 
-# -- triggers (schedules) -----------------------------------------------------------------------------------
+# -- triggers (schedules) and notifications ------------------------------------------------------------------
+
+NotifyPhase = Literal["succeeded", "failed", "aborted", "timed_out"]
+"""The run phases a notification rule may name (Flyte 2's terminal phases; `timed_out` is a run that failed by
+its timeout)."""
+Url = Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)]
+Template = Annotated[str, StringConstraints(max_length=65_536)]
+
+
+class _Rule(WireModel):
+    on_phase: list[NotifyPhase] = Field(min_length=1, max_length=4)
+
+
+class EmailRule(_Rule):
+    kind: Literal["email"] = "email"
+    recipients: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        min_length=1, max_length=100
+    )
+    cc: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    bcc: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    subject: Template
+    body: Template
+    html_body: Template | None = None
+
+
+class SlackRule(_Rule):
+    kind: Literal["slack"] = "slack"
+    webhook_url: Url
+    message: Template | None = None
+    blocks: list[dict[str, Any]] | None = None
+
+
+class TeamsRule(_Rule):
+    kind: Literal["teams"] = "teams"
+    webhook_url: Url
+    title: Template
+    message: Template | None = None
+    card: dict[str, Any] | None = None
+
+
+class WebhookRule(_Rule):
+    kind: Literal["webhook"] = "webhook"
+    url: Url
+    method: Literal["POST", "PUT", "PATCH", "GET", "DELETE"] = "POST"
+    headers: dict[str, Template] = Field(default_factory=dict, max_length=64)
+    body: dict[str, Any] | None = None
+
+
+NotificationRule = Annotated[EmailRule | SlackRule | TeamsRule | WebhookRule, Field(discriminator="kind")]
+"""`flyte.notify.Email/Slack/Teams/Webhook`: sent by the gateway when the run ends in one of `on_phase`."""
+
+
+class NotificationDelivery(WireModel):
+    """One rule's delivery for a run: its state, kept in the store and answered by the API."""
+
+    rule: int
+    """The rule's index among the run's rules."""
+    kind: Literal["email", "slack", "teams", "webhook"]
+    target: Annotated[str, StringConstraints(max_length=1024)]
+    """Where it goes, without secrets: the recipients, or the webhook's scheme and host."""
+    phase: NotifyPhase
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int = 0
+    error: Text | None = None
+    delivered_at: float | None = None
+
+
+class RunNotifications(WireModel):
+    """`GET /api/v1/runs/{run}/notifications`: the deliveries of a run's notification rules."""
+
+    run: str
+    deliveries: list[NotificationDelivery] = Field(default_factory=list)
+
 
 TriggerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 
@@ -320,6 +392,8 @@ class TriggerSpec(WireModel):
     """The input that receives the firing time (`flyte.TriggerTime`)."""
     overwrite_cache: bool = False
     labels: dict[Label, Label] = Field(default_factory=dict, max_length=64)
+    notifications: list[NotificationRule] = Field(default_factory=list, max_length=16)
+    """Rules for every run it starts (Flyte 2's `Trigger(notifications=)`)."""
 
 
 class TriggerRecord(WireModel):
@@ -438,6 +512,9 @@ class RunCreateRequest(WireModel):
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     max_wait_seconds: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
     """An action of the run queued longer than this fails (`MaxWaitExceeded`), naming why it waited."""
+    notifications: list[NotificationRule] = Field(default_factory=list, max_length=16)
+    """Sent by the gateway when the run ends (`with_runcontext(notifications=)`); kept apart from the run's record,
+    which any reader of the project sees, because webhook URLs are secrets."""
 
 
 class TaskOverrides(WireModel):

@@ -91,6 +91,14 @@ def gateway() -> None:
     metavar="REVISIONS",
     help="Store revisions of history kept for watches to resume from (default 100000); older history is compacted.",
 )
+@click.option(
+    "--smtp-url",
+    envvar="FLYTE_SMTP_URL",
+    default=None,
+    metavar="URL",
+    help="Where email notifications go: smtp://[user:password@]host[:port] or smtps://... (env FLYTE_SMTP_URL).",
+)
+@click.option("--smtp-from", default=None, metavar="ADDRESS", help="The From of email notifications.")
 def serve(
     store_url: str | None,
     blobs: Path | None,
@@ -103,6 +111,8 @@ def serve(
     retain_projects: tuple[str, ...],
     blob_grace: str,
     history_kept: int | None,
+    smtp_url: str | None,
+    smtp_from: str | None,
 ) -> None:
     """Serve the gateway API (and, later, the UI) until SIGTERM or Ctrl-C."""
     from gateway._retention import Retention, parse_duration, parse_project_retention
@@ -117,6 +127,14 @@ def serve(
         )
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None
+    from gateway._notify import SmtpSettings
+
+    smtp = None
+    if smtp_url is not None:
+        try:
+            smtp = SmtpSettings(smtp_url, smtp_from or "flyte@localhost")
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
 
     # Everything the gateway writes (state, its WAL, logs, blobs) holds every run's inputs and outputs: only this
     # user may read it, whatever the umask it was started with.
@@ -136,6 +154,7 @@ def serve(
                 secrets_key_file=secrets_key_file,
                 retention=retention,
                 history_kept=history_kept,
+                smtp=smtp,
             )
         )
     except ValueError as exc:
