@@ -4,7 +4,6 @@ pending by a gateway that stopped (on the embedded store, against a local webhoo
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -16,7 +15,7 @@ from flyte._run_state import RunOptions
 from flyte._wire import ErrorInfo, NotificationDelivery, Phase, RunNotifications, RunSummary
 from gateway._notify import DELIVERIES, Notifier, render, run_phase, target
 from gateway._runs import NOTIFY_RULES, run_key
-from gateway.store import Store, open_store
+from gateway.store import Store
 
 
 def _run(phase: Phase, error: ErrorInfo | None = None) -> RunSummary:
@@ -78,15 +77,6 @@ def test_what_the_gateway_renders() -> None:
     assert target(hook) == "https://hooks.example.com"
     email = notify.Email(on_phase="failed", recipients=["a@example.com", "b@example.com"]).to_wire()
     assert target(email) == "a@example.com, b@example.com"
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    opened = await open_store("memory")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_a_pending_delivery_is_sent_when_the_notifier_starts_again(store: Store) -> None:

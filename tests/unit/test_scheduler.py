@@ -18,7 +18,7 @@ from flyte._wire import CronSpec, DeployRequest, FixedRateSpec, TriggerRecord
 from gateway._registry import Registry
 from gateway._runs import Runs
 from gateway._scheduler import Scheduler, latest_at_or_before, next_after, time_value
-from gateway.store import Store, open_store
+from gateway.store import Store
 
 T0 = datetime.datetime(2026, 12, 5, 10, 0, 30, tzinfo=datetime.UTC).timestamp()
 MINUTE = 60.0
@@ -42,15 +42,6 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    opened = await open_store("memory")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
