@@ -45,6 +45,8 @@ _DATETIME = TypeAdapter(datetime.datetime)
 
 Automation = CronSpec | FixedRateSpec
 Clock = Callable[[], float]
+Deployed = tuple[str, str, str, TriggerSpec]
+"""A deployed trigger: project, domain, task and the trigger."""
 
 
 def trigger_key(project: str, domain: str, task: str, name: str) -> str:
@@ -113,6 +115,8 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.ticks = 0
+        self._pointers: tuple[tuple[str, int], ...] | None = None
+        self._triggers: dict[str, Deployed] = {}
         """Passes completed since this scheduler started (the API shows it: tests wait for passes with it)."""
 
     @property
@@ -173,10 +177,18 @@ class Scheduler:
         self.ticks += 1
         return soonest
 
-    async def _deployed(self) -> dict[str, tuple[str, str, str, TriggerSpec]]:
+    async def _deployed(self) -> dict[str, Deployed]:
+        """The triggers of every environment's latest version; read again only when a latest pointer moved."""
         pointers, _ = await self._store.range(LATEST)
+        seen = tuple((kv.key, kv.mod_revision) for kv in pointers)
+        if seen != self._pointers:
+            self._triggers = await self._read_deployed(pointers)
+            self._pointers = seen
+        return self._triggers
+
+    async def _read_deployed(self, pointers: list[KeyValue]) -> dict[str, Deployed]:
         scopes = sorted({tuple(kv.key[len(LATEST) :].split("/")[:2]) for kv in pointers})
-        found: dict[str, tuple[str, str, str, TriggerSpec]] = {}
+        found: dict[str, Deployed] = {}
         for project, domain in scopes:
             for version in await self._registry.list_latest(project, domain):
                 for spec in version.spec.triggers:
