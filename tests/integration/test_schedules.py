@@ -37,6 +37,16 @@ async def stamp(when: datetime.datetime) -> str:
 """
 
 
+REMOTE = """
+import flyte
+
+flyte.init_from_config()
+paused = flyte.remote.Trigger.get(name="every", task_name="sched_it.stamp")
+again = flyte.remote.Trigger.update("every", "sched_it.stamp", True)
+print(paused.is_active, again.is_active, again.task_name)
+"""
+
+
 @pytest.fixture
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     state = tmp_path_factory.mktemp("sched-gateway")
@@ -114,6 +124,16 @@ async def test_a_fixed_rate_trigger_fires_once_and_a_restart_does_not_fire_it_ag
     table = cli(gateway, "get", "trigger", "sched_it.stamp", "-o", "wide", cwd=tmp_path)
     assert "every 1 min" in table.stdout
     assert "inactive" in table.stdout
+    remote = subprocess.run(
+        [sys.executable, "-c", REMOTE],
+        env={**os.environ, "HOME": str(gateway.home)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout.split() == ["False", "True", "sched_it.stamp"]
     missing = cli(gateway, "update", "trigger", "nope", "sched_it.stamp", "--activate", cwd=tmp_path)
     assert missing.returncode == 1
     assert "no trigger nope in default/development" in missing.stderr

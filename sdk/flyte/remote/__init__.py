@@ -8,5 +8,6 @@ from ._action import Action
 from ._cluster import Cluster
 from ._run import Run
 from ._task import Task, TaskInfo, TaskReference
+from ._trigger import Trigger
 
-__all__ = ["Action", "Cluster", "Run", "Task", "TaskInfo", "TaskReference"]
+__all__ = ["Action", "Cluster", "Run", "Task", "TaskInfo", "TaskReference", "Trigger"]
