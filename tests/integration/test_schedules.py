@@ -64,8 +64,13 @@ async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
 
 
 def cli(gateway: GatewayProcess, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return python(gateway, "-m", "flyte.cli", *args, cwd=cwd, **env)
+
+
+def python(gateway: GatewayProcess, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """This interpreter with the gateway's home, whose config points at it with an admin token."""
     return subprocess.run(
-        [sys.executable, "-m", "flyte.cli", *args],
+        [sys.executable, *args],
         env={**os.environ, "HOME": str(gateway.home), **env},
         cwd=cwd,
         capture_output=True,
@@ -124,14 +129,7 @@ async def test_a_fixed_rate_trigger_fires_once_and_a_restart_does_not_fire_it_ag
     table = cli(gateway, "get", "trigger", "sched_it.stamp", "-o", "wide", cwd=tmp_path)
     assert "every 1 min" in table.stdout
     assert "inactive" in table.stdout
-    remote = subprocess.run(
-        [sys.executable, "-c", REMOTE],
-        env={**os.environ, "HOME": str(gateway.home)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    remote = python(gateway, "-c", REMOTE, cwd=tmp_path)
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout.split() == ["False", "True", "sched_it.stamp"]
     missing = cli(gateway, "update", "trigger", "nope", "sched_it.stamp", "--activate", cwd=tmp_path)
