@@ -226,8 +226,10 @@ class Notifier:
     async def _deliver(self, name: str) -> None:
         try:
             rules_kv = await self._store.get(f"{NOTIFY_RULES}{name}")
+            if rules_kv is None:
+                return  # no rules, or all sent
             run_kv = await self._store.get(run_key(name))
-            if rules_kv is None or run_kv is None:
+            if run_kv is None:
                 return
             run = decode_run(run_kv)
             phase = run_phase(run)

@@ -161,21 +161,34 @@ class Scheduler:
         kvs, _ = await self._store.range(TRIGGERS)
         records = {kv.key: kv for kv in kvs}
         soonest: float | None = None
-        for key, (project, domain, task, spec) in deployed.items():
-            kv = await self._reconcile(records.get(key), key, project, domain, task, spec)
-            if kv is None:
+        for key, trigger in deployed.items():
+            try:
+                next_at = await self._one(key, records.get(key), trigger)
+            except StoreError:
+                raise
+            except Exception:
+                # One trigger's fault (a bug, a record that no longer parses) must not stop the others firing.
+                log.exception("trigger %s skipped in this pass", key)
                 continue
-            record = TriggerRecord.model_validate_json(kv.value)
-            if record.pending_at is not None or (record.active and record.next_at <= self._clock()):
-                record = await self._fire(kv, spec)
-            if record.active:
-                soonest = record.next_at if soonest is None else min(soonest, record.next_at)
+            if next_at is not None:
+                soonest = next_at if soonest is None else min(soonest, next_at)
         for key, kv in records.items():
             if key not in deployed:
                 # The trigger left the latest deployment: it no longer fires.
                 await self._store.txn([Compare(key, kv.mod_revision)], [Delete(key)])
         self.ticks += 1
         return soonest
+
+    async def _one(self, key: str, kv: KeyValue | None, trigger: Deployed) -> float | None:
+        """Reconcile one trigger's record and fire it if due; its next firing time while it is active."""
+        project, domain, task, spec = trigger
+        kv = await self._reconcile(kv, key, project, domain, task, spec)
+        if kv is None:
+            return None
+        record = TriggerRecord.model_validate_json(kv.value)
+        if record.pending_at is not None or (record.active and record.next_at <= self._clock()):
+            record = await self._fire(kv, spec)
+        return record.next_at if record.active else None
 
     async def _deployed(self) -> dict[str, Deployed]:
         """The triggers of every environment's latest version; read again only when a latest pointer moved."""
@@ -262,10 +275,11 @@ class Scheduler:
             run, _ = await self._runs.create_run(self._request(record, spec, at))
             outcome.update(last_run=run.name, last_error=None)
             log.info("trigger %s of %s fired for %s: run %s", record.name, record.task, at, run.name)
-        except ApiError as error:
+        except (ApiError, ValueError) as error:
             # The deployed task cannot take this run (its inputs changed, say): a later firing may; this one is done.
-            outcome.update(last_error=f"{error.code}: {error.message}")
-            log.warning("trigger %s of %s could not start a run: %s", record.name, record.task, error.message)
+            message = f"{error.code}: {error.message}" if isinstance(error, ApiError) else str(error)
+            outcome.update(last_error=message[:4096])
+            log.warning("trigger %s of %s could not start a run: %s", record.name, record.task, message)
         return await self._finish(kv, at, outcome) or record
 
     async def _finish(self, kv: KeyValue, at: float, outcome: dict[str, object]) -> TriggerRecord | None:

@@ -14,7 +14,7 @@ import pytest
 
 import flyte
 from flyte._deploy import task_spec
-from flyte._wire import CronSpec, DeployRequest, FixedRateSpec, TriggerRecord
+from flyte._wire import CronSpec, DeployRequest, FixedRateSpec, TriggerRecord, TriggerSpec
 from gateway._registry import Registry
 from gateway._runs import Runs
 from gateway._scheduler import Scheduler, latest_at_or_before, next_after, time_value
@@ -212,3 +212,22 @@ def test_trigger_values_check_what_they_are_given() -> None:
     daily = flyte.Trigger.daily()
     assert daily.inputs == {"trigger_time": flyte.TriggerTime}
     assert daily.automation == flyte.Cron("0 0 * * *")
+
+
+async def test_a_firing_whose_run_cannot_start_records_why_and_the_schedule_goes_on(store: Store, runs: Runs) -> None:
+    # Deployed by hand (the SDK checks a trigger's inputs against its task): the trigger omits a required input.
+    spec = task_spec(stamp).model_copy(
+        update={"triggers": [TriggerSpec(name="broken", automation=FixedRateSpec(interval_minutes=1))]}
+    )
+    request = DeployRequest(
+        project="p", domain="d", env="sched_unit", version="v3", bundle_digest="0" * 64, tasks=[spec]
+    )
+    await runs.registry.deploy(request)
+    clock = ManualClock()
+    scheduler = Scheduler(store, runs.registry, runs, clock)
+    await scheduler.tick()
+    clock.now = T0 + MINUTE
+    await scheduler.tick()
+    record = (await _records(scheduler))["broken"]
+    assert record.last_error == "missing_input: missing inputs ['when']"
+    assert (record.fired, record.pending_at, record.last_run, record.next_at) == (1, None, None, T0 + 2 * MINUTE)
