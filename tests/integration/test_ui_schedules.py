@@ -1,5 +1,6 @@
-"""The UI lists triggers: a gateway process with one task deployed with two triggers, shown in a real browser
-(Debian's chromium driven by playwright) on the tasks page and on the task's page, with their state."""
+"""The UI shows schedules and notifications, in a real browser (Debian's chromium driven by playwright) against a
+gateway process: a task's two triggers on the tasks page and the task's page, with their state; a run's
+notification deliveries on the run's page."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 from prerequisites import CHROMIUM_INSTALL, on_path, require
 from processes import GatewayProcess
 from waiting import eventually_async
+
+import flyte.notify as notify
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,12 +68,16 @@ def page() -> Iterator[Page]:
             browser.close()
 
 
-def test_the_tasks_pages_list_triggers_with_their_state(deployed: GatewayProcess, page: Page) -> None:
-    gateway = deployed
+def _log_in(page: Page, gateway: GatewayProcess) -> None:
     page.goto(f"{gateway.endpoint}/login")
     page.fill("#token", gateway.token)
     page.click("button[type=submit]")
     page.wait_for_url(f"{gateway.endpoint}/runs")
+
+
+def test_the_tasks_pages_list_triggers_with_their_state(deployed: GatewayProcess, page: Page) -> None:
+    gateway = deployed
+    _log_in(page, gateway)
     page.click("[data-nav=tasks]")
     nightly = page.locator("#triggers tr[data-trigger='ui_sched.main/nightly']")
     expect(nightly).to_contain_text("cron 0 2 * * * (Europe/Paris)")
@@ -80,3 +87,42 @@ def test_the_tasks_pages_list_triggers_with_their_state(deployed: GatewayProcess
     expect(often.locator(".badge")).to_have_text(["inactive"])
     page.click("#tasks a[href='/tasks/ui_sched.main']")
     expect(page.locator("#triggers tbody tr")).to_have_count(2)
+
+
+async def _notified_run(gateway: GatewayProcess) -> str:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.token}"}) as session:
+        api = Api(gateway.endpoint, session)
+        # The gateway's own health endpoint stands in for a webhook receiver.
+        rule = notify.Webhook(on_phase="aborted", url=f"{gateway.endpoint}/healthz", method="GET")
+        body = {
+            "project": "default",
+            "domain": "development",
+            "task": "ui_sched.main",
+            "notifications": [rule.to_wire().model_dump(mode="json")],
+        }
+        status, run = await api.call("POST", "/api/v1/runs", body)
+        assert status == 201, run
+        status, _ = await api.call("POST", f"/api/v1/runs/{run['name']}/abort", {"reason": "ui test"})
+        assert status == 200
+
+        async def delivered() -> bool:
+            _, record = await api.call("GET", f"/api/v1/runs/{run['name']}/notifications")
+            return [d["status"] for d in record["deliveries"]] == ["delivered"]
+
+        await eventually_async(delivered, within=20)
+        return str(run["name"])
+
+
+@pytest.fixture
+def notified(deployed: GatewayProcess) -> tuple[GatewayProcess, str]:
+    return deployed, asyncio.run(_notified_run(deployed))
+
+
+def test_a_runs_page_shows_its_notification_deliveries(notified: tuple[GatewayProcess, str], page: Page) -> None:
+    gateway, run = notified
+    _log_in(page, gateway)
+    page.goto(f"{gateway.endpoint}/runs/{run}")
+    deliveries = page.locator("#notifications li")
+    expect(deliveries).to_have_count(1)
+    expect(deliveries).to_contain_text(f"webhook to {gateway.endpoint}")
+    expect(deliveries.locator(".badge")).to_have_text(["delivered"])
