@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from etcd_process import EtcdProcess
 
 import flyte
 from flyte._deploy import task_spec
@@ -18,7 +19,7 @@ from flyte._wire import CronSpec, DeployRequest, FixedRateSpec, TriggerRecord, T
 from gateway._registry import Registry
 from gateway._runs import Runs
 from gateway._scheduler import Scheduler, latest_at_or_before, next_after, time_value
-from gateway.store import Store
+from gateway.store import Store, open_store
 
 T0 = datetime.datetime(2026, 12, 5, 10, 0, 30, tzinfo=datetime.UTC).timestamp()
 MINUTE = 60.0
@@ -231,3 +232,22 @@ async def test_a_firing_whose_run_cannot_start_records_why_and_the_schedule_goes
     record = (await _records(scheduler))["broken"]
     assert record.last_error == "missing_input: missing inputs ['when']"
     assert (record.fired, record.pending_at, record.last_run, record.next_at) == (1, None, None, T0 + 2 * MINUTE)
+
+
+async def test_two_gateways_on_one_etcd_start_each_firing_once(etcd_fresh: EtcdProcess) -> None:
+    # Two clients of one etcd, each with its own registry, runs and scheduler: as two gateway replicas.
+    stores = [await open_store(etcd_fresh.url) for _ in range(2)]
+    services = [Runs(s, Registry(s)) for s in stores]
+    try:
+        await services[0].registry.deploy(_deployment("v1"))
+        clock = ManualClock()
+        a, b = (Scheduler(s, r.registry, r, clock) for s, r in zip(stores, services, strict=True))
+        await asyncio.gather(a.tick(), b.tick())
+        for step in range(1, 4):
+            clock.now = T0 + step * 2 * MINUTE
+            await asyncio.gather(a.tick(), b.tick())
+        assert len(await _trigger_runs(services[1])) == 3
+    finally:
+        for runs, store in zip(services, stores, strict=True):
+            await runs.close()
+            await store.close()
