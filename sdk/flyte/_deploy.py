@@ -85,6 +85,9 @@ class Deployment:
         if self.dry_run:
             lines[0] += " (dry run)"
         lines += [f"  task {name}" for name in self.tasks]
+        for task in self.env.tasks.values():
+            # The gateway runs them while this is the latest version (docs/schedules.md).
+            lines += [f"  trigger {t.name} of {task.name}: {t.automation}" for t in task.settings.triggers]
         b = self.bundle
         lines.append(f"  code bundle {b.digest} ({len(b.files)} files, {human_size(b.size)}) from {b.root}")
         if self.dry_run:

@@ -95,6 +95,7 @@ async def test_a_fixed_rate_trigger_fires_once_and_a_restart_does_not_fire_it_ag
     start = time.time() - 55
     deployed = cli(gateway, "deploy", "sched.py", "sched_it", "--version", "v1", cwd=program, TRIGGER_START=str(start))
     assert deployed.returncode == 0, deployed.stderr
+    assert "trigger every of sched_it.stamp: FixedRate Trigger: every 1 minutes" in deployed.stdout
 
     async def fired() -> bool:
         records = await _get(api, gateway, "/api/v1/triggers")
