@@ -209,6 +209,10 @@ class Notifier:
             except (Compacted, StoreError) as error:
                 log.warning("notifications: re-reading after %s", error)
                 await delay.sleep()
+            except Exception:
+                # A bug here must not end notifications for the gateway's lifetime: start over from a fresh read.
+                log.exception("notifications: following runs failed; re-reading")
+                await delay.sleep()
 
     async def _resume(self) -> int:
         """Pick up every run with rules that has ended and is not done (deliveries pending after a restart)."""
