@@ -47,6 +47,24 @@ print(paused.is_active, again.is_active, again.task_name)
 """
 
 
+DEPLOYMENT = {
+    "project": "default",
+    "domain": "development",
+    "env": "sched_it",
+    "version": "v2",
+    "bundle_digest": "0" * 64,
+    "tasks": [
+        {
+            "name": "sched_it.stamp",
+            "short_name": "stamp",
+            "signature": "stamp() -> None",
+            "interface_digest": "0123456789abcdef",
+            "triggers": [{"name": "t", "automation": {"kind": "fixed_rate", "interval_minutes": 5}}],
+        }
+    ],
+}
+
+
 @pytest.fixture
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     state = tmp_path_factory.mktemp("sched-gateway")
@@ -149,3 +167,10 @@ async def test_a_fixed_rate_trigger_fires_once_and_a_restart_does_not_fire_it_ag
     status, refused = await api.call("POST", "/api/v1/triggers/every/activate", headers=runner)
     assert status == 403
     assert "may not deploy" in refused["message"]
+    deploy_only = {"scopes": ["deploy"], "projects": ["default"]}
+    status, made = await api.call("POST", "/api/v1/tokens", deploy_only, headers=admin)
+    assert status == 201, made
+    deployer = {"Authorization": f"Bearer {made['token']}"}
+    status, refused = await api.call("POST", "/api/v1/deployments", DEPLOYMENT, headers=deployer)
+    assert status == 403, "triggers start runs: a deploy-only token may not deploy them"
+    assert "may not create run" in refused["message"]
