@@ -23,6 +23,7 @@ import logging
 import re
 import smtplib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -46,7 +47,7 @@ from flyte._wire import (
     TeamsRule,
     WebhookRule,
 )
-from gateway._api import Route, _json, services, visible_run
+from gateway._api import SERVICES, Route, _json, services, visible_run
 from gateway._runs import NOTIFY_RULES, RUNS, decode_run, run_key
 from gateway.store import Compacted, Compare, Delete, EventType, KeyValue, Put, Store, StoreError
 
@@ -167,8 +168,11 @@ class Notifier:
         first_delay: float = 0.5,
         max_delay: float = 30.0,
         clock: Callable[[], float] = time.time,
+        events: Counter[str] | None = None,
     ):
         self._store = store
+        self._events: Counter[str] = Counter() if events is None else events
+        """`/metrics` counters: notifications_delivered and notifications_failed."""
         self._smtp = smtp
         self._attempts = attempts
         self._delays = (first_delay, max_delay)
@@ -284,6 +288,7 @@ class Notifier:
                 continue
             error = None
             break
+        self._events["notifications_delivered" if error is None else "notifications_failed"] += 1
         done = delivery.model_copy(
             update={
                 "status": "delivered" if error is None else "failed",
@@ -350,7 +355,7 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 
 
 def add_notifier(app: web.Application, store: Store, smtp: SmtpSettings | None) -> None:
-    app[NOTIFIER] = Notifier(store, smtp)
+    app[NOTIFIER] = Notifier(store, smtp, events=app[SERVICES].metrics.events)
 
     async def start(app: web.Application) -> None:
         await app[NOTIFIER].start()

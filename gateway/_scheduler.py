@@ -25,6 +25,7 @@ import hashlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
@@ -106,8 +107,18 @@ def idempotency_key(record: TriggerRecord, at: float) -> str:
 class Scheduler:
     """Fires due triggers in passes; `tick()` is one pass (tests drive it with a manual clock)."""
 
-    def __init__(self, store: Store, registry: Registry, runs: Runs, clock: Clock = time.time, interval: float = 1.0):
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        runs: Runs,
+        clock: Clock = time.time,
+        interval: float = 1.0,
+        events: Counter[str] | None = None,
+    ):
         self._store = store
+        self._events: Counter[str] = Counter() if events is None else events
+        """`/metrics` counters: trigger_firings, trigger_errors, and runs_created for the runs it starts."""
         self._registry = registry
         self._runs = runs
         self._clock = clock
@@ -272,13 +283,16 @@ class Scheduler:
             return record
         outcome: dict[str, object] = {"pending_at": None, "last_fired_at": at, "fired": record.fired + 1}
         try:
-            run, _ = await self._runs.create_run(self._request(record, spec, at))
+            run, created = await self._runs.create_run(self._request(record, spec, at))
             outcome.update(last_run=run.name, last_error=None)
+            self._events["trigger_firings"] += 1
+            self._events["runs_created"] += int(created)
             log.info("trigger %s of %s fired for %s: run %s", record.name, record.task, at, run.name)
         except (ApiError, ValueError) as error:
             # The deployed task cannot take this run (its inputs changed, say): a later firing may; this one is done.
             message = f"{error.code}: {error.message}" if isinstance(error, ApiError) else str(error)
             outcome.update(last_error=message[:4096])
+            self._events["trigger_errors"] += 1
             log.warning("trigger %s of %s could not start a run: %s", record.name, record.task, message)
         return await self._finish(kv, at, outcome) or record
 

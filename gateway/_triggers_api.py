@@ -26,7 +26,7 @@ _TASK = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\.[A-Za-z_][A-Za-z0-9_]{0,127}$")
 def add_scheduler(app: web.Application) -> None:
     """Make the app's scheduler and run it from startup to cleanup (HA will start it on the leader only)."""
     svc = app[SERVICES]
-    app[SCHEDULER] = Scheduler(svc.store, svc.registry, svc.runs)
+    app[SCHEDULER] = Scheduler(svc.store, svc.registry, svc.runs, events=svc.metrics.events)
 
     async def start(app: web.Application) -> None:
         await app[SCHEDULER].start()

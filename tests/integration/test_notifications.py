@@ -145,6 +145,9 @@ async def test_a_run_that_ends_notifies_every_channel_and_records_the_deliveries
 
             await eventually_async(settled, within=60)
             _, record = await api.call("GET", f"/api/v1/runs/{name}/notifications")
+            _, metrics = await api.call("GET", "/metrics")
+        assert 'flyte_gateway_events_total{event="notifications_delivered"} 5' in metrics
+        assert 'flyte_gateway_events_total{event="notifications_failed"} 1' in metrics
         by_rule = {d["rule"]: d for d in record["deliveries"]}
         assert set(by_rule) == {0, 1, 2, 4, 5, 6}, "the rule on succeeded is not sent"
         assert {i: d["status"] for i, d in by_rule.items()} == {

@@ -125,6 +125,8 @@ async def test_a_fixed_rate_trigger_fires_once_and_a_restart_does_not_fire_it_ag
     assert len(runs) == 1
     when = datetime.datetime.fromisoformat(json.loads(runs[0]["inputs"]["when"]["json_text"]))
     assert abs(when.timestamp() - (start + 60)) < 0.01
+    metrics = await _get(api, gateway, "/metrics")
+    assert 'flyte_gateway_events_total{event="trigger_firings"} 1' in str(metrics)
 
     gateway.kill()
     gateway.start()
