@@ -237,7 +237,8 @@ class Notifier:
             if rules_kv is None:
                 return  # no rules, or all sent
             run_kv = await self._store.get(run_key(name))
-            if run_kv is None:
+            if run_kv is None:  # deleted (retention) before it was notified: nothing to send any more
+                await self._store.txn([Compare(rules_kv.key, rules_kv.mod_revision)], [Delete(rules_kv.key)])
                 return
             run = decode_run(run_kv)
             phase = run_phase(run)

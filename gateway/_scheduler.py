@@ -234,15 +234,11 @@ class Scheduler:
             current = TriggerRecord.model_validate_json(kv.value)
             if current.automation_digest == digest and current.description == spec.description:
                 return kv
-            record = current.model_copy(
-                update={
-                    "automation": spec.automation,
-                    "description": spec.description,
-                    "automation_digest": digest,
-                    "anchor": now,
-                    "next_at": next_after(spec.automation, now, now),
-                }
-            )
+            record = current.model_copy(update={"description": spec.description})
+            if current.automation_digest != digest:
+                # A new schedule: its firings start from now, as a trigger seen for the first time.
+                moved = {"automation": spec.automation, "automation_digest": digest, "anchor": now}
+                record = record.model_copy(update={**moved, "next_at": next_after(spec.automation, now, now)})
         else:
             record = TriggerRecord(
                 project=project,

@@ -251,3 +251,31 @@ async def test_two_gateways_on_one_etcd_start_each_firing_once(etcd_fresh: EtcdP
         for runs, store in zip(services, stores, strict=True):
             await runs.close()
             await store.close()
+
+
+async def test_a_redeployed_trigger_keeps_its_state_and_a_new_schedule_starts_from_now(
+    store: Store, runs: Runs
+) -> None:
+    clock = ManualClock()
+    scheduler = Scheduler(store, runs.registry, runs, clock)
+    await scheduler.tick()
+    await scheduler.set_active("p", "d", stamp.name, "every2", False)
+    described = task_spec(stamp).model_copy(
+        update={"triggers": [t.model_copy(update={"description": "new words"}) for t in task_spec(stamp).triggers]}
+    )
+    await runs.registry.deploy(DeployRequest(**{**_deployment("v4").model_dump(), "tasks": [described]}))
+    clock.now = T0 + 30
+    await scheduler.tick()
+    record = (await _records(scheduler))["every2"]
+    assert (record.description, record.active, record.next_at) == ("new words", False, T0 + 2 * MINUTE)
+    faster = described.model_copy(
+        update={
+            "triggers": [
+                t.model_copy(update={"automation": FixedRateSpec(interval_minutes=1)}) for t in described.triggers
+            ]
+        }
+    )
+    await runs.registry.deploy(DeployRequest(**{**_deployment("v5").model_dump(), "tasks": [faster]}))
+    await scheduler.tick()
+    record = (await _records(scheduler))["every2"]
+    assert (record.active, record.anchor, record.next_at) == (False, T0 + 30, T0 + 30 + MINUTE)
