@@ -221,6 +221,9 @@ def _given(request: web.Request) -> frozenset[str]:
 async def deploy(request: web.Request) -> web.Response:
     body = await read_model(request, DeployRequest)
     allow(request, Act.DEPLOY, Target(body.project))
+    if any(task.triggers for task in body.tasks):
+        # Triggers start runs: deploying them takes a token that may start runs of the project too.
+        allow(request, Act.CREATE_RUN, Target(body.project))
     svc = services(request)
     if body.project not in await svc.blobs.projects(body.bundle_digest) or not await svc.blobs.exists(
         body.bundle_digest

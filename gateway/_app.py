@@ -24,6 +24,7 @@ from gateway._errors import error_middleware
 from gateway._event_acks import EVENT_ACKS, EventAcks
 from gateway._leader import Election, Lead
 from gateway._metrics import Metrics
+from gateway._notify import NOTIFIER, SmtpSettings, add_notifier
 from gateway._openapi import openapi_document
 from gateway._otlp import AUTHENTICATOR, receive_traces
 from gateway._registry import Registry
@@ -32,6 +33,7 @@ from gateway._routes import ALL_ROUTES
 from gateway._runs import Runs
 from gateway._secrets import SECRET_KEY
 from gateway._tracing import TRACING, GatewayTracing
+from gateway._triggers_api import SCHEDULER, add_scheduler
 from gateway._ui import add_ui_routes
 from gateway.store import Store, StoreError
 
@@ -49,6 +51,7 @@ def create_app(
     retention: Retention | None = None,
     history_kept: int | None = None,
     replica: str | None = None,
+    smtp: SmtpSettings | None = None,
 ) -> web.Application:
     metrics = Metrics()
     authenticator = Authenticator(store)
@@ -72,6 +75,8 @@ def create_app(
         app.router.add_route(route.method, route.path, route.handler)
     app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
     app[EVENT_ACKS] = EventAcks()
+    add_scheduler(app)
+    add_notifier(app, store, smtp)
     app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app[RETENTION] = retention or Retention()
     app[HISTORY] = HISTORY_KEPT if history_kept is None else history_kept
@@ -139,17 +144,24 @@ async def _stop_dispatcher(app: web.Application) -> None:
 
 
 def _leader_duties(app: web.Application) -> Lead:
-    """The work one replica does for all of them, while it leads: compacting the store's history and retention."""
+    """The work one replica does for all of them, while it leads: the trigger scheduler, the notifier, compacting
+    the store's history and retention."""
 
     async def lead(term: int) -> None:
         store = app[SERVICES].store
-        async with asyncio.TaskGroup() as duties:
-            duties.create_task(_compact_forever(store, app[HISTORY]), name="compaction")
-            retention = app[RETENTION]
-            if retention.enabled:
-                duties.create_task(
-                    retain_forever(store, retention, app[SERVICES].blobs.root, app[LOGS_DIR]), name="retention"
-                )
+        await app[SCHEDULER].start()
+        await app[NOTIFIER].start()
+        try:
+            async with asyncio.TaskGroup() as duties:
+                duties.create_task(_compact_forever(store, app[HISTORY]), name="compaction")
+                retention = app[RETENTION]
+                if retention.enabled:
+                    duties.create_task(
+                        retain_forever(store, retention, app[SERVICES].blobs.root, app[LOGS_DIR]), name="retention"
+                    )
+        finally:
+            await app[NOTIFIER].stop()
+            await app[SCHEDULER].stop()
 
     return lead
 

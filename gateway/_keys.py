@@ -27,6 +27,9 @@ another's records (`tests/unit/test_store_keys.py` checks it).
 | `/flyte/blobs/{sha256}`                               | the projects that own a blob        | `_blobs`       |
 | `/flyte/ui-logins/{sha256(code)}`                     | an unused one-time UI login code    | `_ui`          |
 | `/flyte/conditions/{run}/{action}/{name}`              | a condition a task waits on         | `_conditions`  |
+| `/flyte/triggers/{project}/{domain}/{task}/{name}`     | a trigger's state and next firing   | `_scheduler`   |
+| `/flyte/notify-rules/{run}`                            | a run's notification rules          | `_notify`      |
+| `/flyte/notifications/{run}`                           | a run's notification deliveries     | `_notify`      |
 
 The worker token key sits beside the secrets, one segment deep, so it never falls under a project's secrets prefix
 (`/flyte/secrets/{project}/`), the only secrets range the gateway reads.
@@ -59,6 +62,10 @@ WORKER_TOKEN_KEY = "/flyte/secrets/worker-token-key"
 BLOB_OWNERS = "/flyte/blobs/"
 UI_LOGINS = "/flyte/ui-logins/"
 CONDITIONS = "/flyte/conditions/"
+TRIGGERS = "/flyte/triggers/"
+NOTIFY_RULES = "/flyte/notify-rules/"
+"""A run's notification rules, apart from its record: webhook URLs are secrets."""
+DELIVERIES = "/flyte/notifications/"
 
 
 def run_key(run: str) -> str:
@@ -165,3 +172,19 @@ def condition_key(run: str, action: str, name: str) -> str:
 
 def conditions_prefix(run: str) -> str:
     return f"{CONDITIONS}{run}/"
+
+
+def trigger_key(project: str, domain: str, task: str, name: str) -> str:
+    return f"{TRIGGERS}{project}/{domain}/{task}/{name}"
+
+
+def triggers_prefix(project: str, domain: str) -> str:
+    return f"{TRIGGERS}{project}/{domain}/"
+
+
+def notify_rules_key(run: str) -> str:
+    return f"{NOTIFY_RULES}{run}"
+
+
+def deliveries_key(run: str) -> str:
+    return f"{DELIVERIES}{run}"

@@ -51,7 +51,7 @@ from gateway._domain_errors import (
     StaleEpoch,
 )
 from gateway._group_commit import GroupCommit
-from gateway._keys import RUNS, action_key, actions_prefix, cache_entry_key, idempotency_key, run_key
+from gateway._keys import RUNS, action_key, actions_prefix, cache_entry_key, idempotency_key, notify_rules_key, run_key
 from gateway._registry import Registry
 from gateway._tracing import GatewayTracing
 from gateway._values import check_inputs, check_output
@@ -233,6 +233,9 @@ class Runs:
             if idem_key is not None:
                 compares.append(Compare(idem_key, 0))
                 ops.append(Put(idem_key, f"{name}\n{digest}".encode()))
+            if request.notifications:
+                rules = request.model_dump_json(include={"notifications"}).encode()
+                ops.append(Put(notify_rules_key(name), rules))
             spans = self.tracing.ended(root) if root.phase.is_terminal else None  # a cache hit ends at once
             if spans is not None:
                 ops.append(spans.put)

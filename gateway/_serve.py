@@ -20,6 +20,7 @@ from flyte._config import write_config
 from gateway._app import create_app
 from gateway._auth import create_token
 from gateway._dispatch import DISPATCHER
+from gateway._notify import SmtpSettings
 from gateway._retention import Retention
 from gateway._secrets import load_key
 from gateway.store import Store, open_store
@@ -74,6 +75,7 @@ async def serve(
     retention: Retention | None = None,
     history_kept: int | None = None,
     replica: str | None = None,
+    smtp: SmtpSettings | None = None,
 ) -> None:
     policy_text = None
     # A bad key file is refused before anything starts, like a bad policy.
@@ -83,7 +85,7 @@ async def serve(
         parse_policy(policy_text, policy_file.name)  # refuse a bad file before anything starts
     store = await open_store(store_url)
     app = create_app(
-        store, blobs, secret_key=secret_key, retention=retention, history_kept=history_kept, replica=replica
+        store, blobs, secret_key=secret_key, retention=retention, history_kept=history_kept, replica=replica, smtp=smtp
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

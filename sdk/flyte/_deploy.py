@@ -37,6 +37,7 @@ from ._source import (
     source_root,
 )
 from ._task import TaskTemplate
+from ._trigger import trigger_specs
 from ._wire import DeployRequest, ParameterSpec, SecretRef, TaskSpec
 from .errors import DeploymentError
 
@@ -84,6 +85,9 @@ class Deployment:
         if self.dry_run:
             lines[0] += " (dry run)"
         lines += [f"  task {name}" for name in self.tasks]
+        for task in self.env.tasks.values():
+            # The gateway runs them while this is the latest version (docs/schedules.md).
+            lines += [f"  trigger {t.name} of {task.name}: {t.automation}" for t in task.settings.triggers]
         b = self.bundle
         lines.append(f"  code bundle {b.digest} ({len(b.files)} files, {human_size(b.size)}) from {b.root}")
         if self.dry_run:
@@ -300,6 +304,7 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
         secrets=[SecretRef.model_validate(secret.to_dict()) for secret in s.secrets],
         max_inline_io_bytes=s.max_inline_io_bytes,
         source_root=source_root,
+        triggers=trigger_specs(task),
     )
 
 

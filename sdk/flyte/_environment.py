@@ -23,6 +23,7 @@ from ._reusable import ReusePolicy
 from ._secret import Secret, normalize_secrets
 from ._task import DEFAULT_MAX_INLINE_IO_BYTES, TaskSettings, TaskTemplate
 from ._timeout import Timeout, normalize_timeout
+from ._trigger import normalize_triggers, trigger_specs
 from ._unimplemented import not_implemented
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -174,8 +175,9 @@ class TaskEnvironment:
             raise ValueError(f"task: max_inline_io_bytes={max_inline_io_bytes!r} must be a positive int")
         if placement is not None and self.placement is not None:
             placement = self.placement.merge(placement)
-        if triggers or links:
-            raise not_implemented("@env.task(triggers=/links=)", "schedules and UI links on tasks")
+        if links:
+            raise not_implemented("@env.task(links=)", "UI links on tasks")
+        task_triggers = normalize_triggers(triggers)
         if pod_template is not None and not isinstance(pod_template, PodTemplate | str):
             raise ValueError(f"task: pod_template={pod_template!r} must be a flyte.PodTemplate")
         retry_strategy = normalize_retries(retries)
@@ -202,8 +204,10 @@ class TaskEnvironment:
                 entrypoint=bool(entrypoint),
                 interruptible=self.interruptible if interruptible is None else interruptible,
                 docs=docs,
+                triggers=task_triggers,
             )
             template: TaskTemplate[..., Any] = TaskTemplate(func, self, settings)
+            trigger_specs(template)  # a trigger's inputs that do not fit the task fail here, not at deploy
             self._tasks[func.__name__] = template
             return template  # type: ignore[return-value]
 

@@ -85,6 +85,7 @@ def _create_run(
         overwrite_cache=options.overwrite_cache,
         disable_run_cache=options.disable_run_cache,
         max_wait_seconds=options.max_wait_seconds,
+        notifications=list(options.notifications),
     )
     return RemoteRun(client, call_sync(client.create_run(request)), task)
 

@@ -35,6 +35,7 @@ from ._timeout import to_timedelta
 from ._unimplemented import not_implemented
 from ._wire import ActionSummary, ErrorInfo, Phase
 from .errors import ActionAbortedError, RemoteTaskNotFoundError
+from .notify import rules_to_wire
 
 RunMode = Literal["local", "remote"]
 if TYPE_CHECKING:
@@ -324,12 +325,14 @@ def with_runcontext(
     max_action_concurrency: int | None = None,
     custom_context: Mapping[str, str] | None = None,
     max_wait: timedelta | int | float | None = None,
+    notifications: Any = None,
     **flyte2: Any,
 ) -> RunContext:
     """Settings for the next run: `flyte.with_runcontext(name="nightly").run(main, x=1)`.
 
     `max_wait` (seconds or a timedelta) bounds how long any action of a remote run may stay queued: past it the
     action fails with `MaxWaitExceeded`, naming the reason it waited. Local runs queue nothing and ignore it.
+    `notifications` (`flyte.notify` rules) are sent by the gateway when a remote run ends; local runs send none.
     Flyte 2's other settings are accepted by name (see `FLYTE2_RUN_SETTINGS`): `log_level` sets the loggers'
     level, `dry_run=True` and `copy_bundle_to` raise `NotImplementedError`, and the rest have no effect here.
     """
@@ -350,6 +353,7 @@ def with_runcontext(
         max_action_concurrency=max_action_concurrency,
         custom_context=dict(custom_context or {}),
         max_wait_seconds=wait,
+        notifications=tuple(rules_to_wire(notifications)),
     )
     return RunContext(mode, options)
 

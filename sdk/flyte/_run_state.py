@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ._codec import EncodedValue
 from ._interface import EncodedInputs, TaskInterface
-from ._wire import ActionSummary, ErrorInfo, Phase, RunSummary, WireValue, wire_value_fields
+from ._wire import ActionSummary, ErrorInfo, NotificationRule, Phase, RunSummary, WireValue, wire_value_fields
 
 
 @dataclass(slots=True)
@@ -73,6 +73,8 @@ class RunOptions:
     custom_context: Mapping[str, str] = field(default_factory=dict)
     max_wait_seconds: float | None = None
     """How long an action of a remote run may stay queued before it fails (None: no limit)."""
+    notifications: tuple[NotificationRule, ...] = ()
+    """`flyte.notify` rules in wire form, sent by the gateway when a remote run ends (local runs send none)."""
 
 
 class RunState:

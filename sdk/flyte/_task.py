@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from ._context import ActionContext
     from ._environment import TaskEnvironment
+    from ._trigger import Trigger
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -63,6 +64,8 @@ class TaskSettings:
     """Flyte 2's marker for the tasks a user starts runs from (listed first by tools)."""
     interruptible: bool | None = None
     docs: str | None = None
+    triggers: tuple[Trigger, ...] = ()
+    """`@env.task(triggers=...)`: deployed with the task; the gateway runs them (docs/schedules.md)."""
 
 
 class TaskTemplate(Generic[P, R]):

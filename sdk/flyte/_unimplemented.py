@@ -45,20 +45,8 @@ def missing_class(name: str, what: str) -> type[Any]:
     return type(short, (), {"__init__": __init__, "__doc__": f"Not implemented yet: {what}.", "__module__": "flyte"})
 
 
-class _TriggerTime:
-    """Stands for a trigger's firing time where a trigger's inputs name it (Flyte 2's `flyte.TriggerTime`)."""
-
-    def __repr__(self) -> str:
-        return "flyte.TriggerTime"
-
-
-_SCHEDULES = "schedules run by the gateway (issue 20 item 2)"
 _APPS = "serving apps (AppEnvironment)"
 
-TriggerTime = _TriggerTime()
-Trigger = missing_class("flyte.Trigger", _SCHEDULES)
-Cron = missing_class("flyte.Cron", _SCHEDULES)
-FixedRate = missing_class("flyte.FixedRate", _SCHEDULES)
 OnArtifact = missing_class("flyte.OnArtifact", "artifact-triggered runs (no artifact service)")
 TriggeredArtifact = missing_class("flyte.TriggeredArtifact", "artifact-triggered runs (no artifact service)")
 TriggeredPartition = missing_class("flyte.TriggeredPartition", "artifact-triggered runs (no artifact service)")

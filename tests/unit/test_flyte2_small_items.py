@@ -145,8 +145,10 @@ def test_a_dict_for_a_pydantic_input_is_validated_into_the_model() -> None:
         flyte.run(norm1, {"y": 1})  # type: ignore[arg-type]
 
 
-def test_triggers_on_a_task_say_they_are_not_implemented() -> None:
+def test_links_on_a_task_say_they_are_not_implemented_and_triggers_are_checked() -> None:
     with pytest.raises(NotImplementedError, match="issue 20"):
+        env.task(links=("docs",))(lambda: None)
+    with pytest.raises(ValueError, match=r"triggers= takes flyte.Trigger values, not 'nightly'"):
         env.task(triggers=("nightly",))(lambda: None)
 
 

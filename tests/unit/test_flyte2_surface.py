@@ -171,6 +171,7 @@ FLYTE2_SUBMODULES: dict[str, list[str]] = {
         "literal_string_repr",
     ],
     "flyte.durable": ["now", "sleep", "time"],
+    "flyte.notify": ["Email", "Notification", "Slack", "Teams", "Webhook"],
     "flyte.report": [
         "DataProcessingTracker",
         "Report",

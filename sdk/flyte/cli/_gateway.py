@@ -97,6 +97,14 @@ def gateway() -> None:
     metavar="NAME",
     help="This replica's name among gateways sharing one store (default: host name and a random suffix).",
 )
+@click.option(
+    "--smtp-url",
+    envvar="FLYTE_SMTP_URL",
+    default=None,
+    metavar="URL",
+    help="Where email notifications go: smtp://[user:password@]host[:port] or smtps://... (env FLYTE_SMTP_URL).",
+)
+@click.option("--smtp-from", default=None, metavar="ADDRESS", help="The From of email notifications.")
 def serve(
     store_url: str | None,
     blobs: Path | None,
@@ -110,6 +118,8 @@ def serve(
     blob_grace: str,
     history_kept: int | None,
     replica: str | None,
+    smtp_url: str | None,
+    smtp_from: str | None,
 ) -> None:
     """Serve the gateway (API, UI, agent and worker connections) until SIGTERM or Ctrl-C. Several replicas may share
     one etcd store: all serve, and one, elected, does the work that must happen once."""
@@ -125,6 +135,14 @@ def serve(
         )
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None
+    from gateway._notify import SmtpSettings
+
+    smtp = None
+    if smtp_url is not None:
+        try:
+            smtp = SmtpSettings(smtp_url, smtp_from or "flyte@localhost")
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
 
     # Everything the gateway writes (state, its WAL, logs, blobs) holds every run's inputs and outputs: only this
     # user may read it, whatever the umask it was started with.
@@ -145,6 +163,7 @@ def serve(
                 retention=retention,
                 history_kept=history_kept,
                 replica=replica,
+                smtp=smtp,
             )
         )
     except ValueError as exc:

@@ -26,11 +26,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rig": ("._rig", "A local multi-cluster rig: a gateway and agents as processes on this machine."),
     "run": ("._run", "Run a task from a Python file."),
     "signal": ("._signal", "Signal a run's waiting conditions."),
+    "update": ("._triggers", "Activate or deactivate triggers."),
 }
 """Each subcommand: the module that defines it (as an attribute of its own name), and its help as `--help` lists
 it. A test checks the help against the command's own."""
 
-EXTENSIONS: dict[str, tuple[str, ...]] = {"create": ("._secrets",), "get": ("._placement", "._secrets", "._signal")}
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "create": ("._secrets",),
+    "get": ("._placement", "._secrets", "._signal", "._triggers"),
+}
 """Modules that add subcommands to a group defined elsewhere (`flyte get placement`): imported with the group."""
 
 

@@ -9,5 +9,6 @@ from ._cluster import Cluster
 from ._condition import Condition
 from ._run import Run
 from ._task import Task, TaskInfo, TaskReference
+from ._trigger import Trigger
 
-__all__ = ["Action", "Cluster", "Condition", "Run", "Task", "TaskInfo", "TaskReference"]
+__all__ = ["Action", "Cluster", "Condition", "Run", "Task", "TaskInfo", "TaskReference", "Trigger"]

@@ -21,6 +21,13 @@ export async function render(root, { run: name, query }) {
     return;
   }
   const actions = new Map();
+  // The deliveries of the run's `flyte.notify` rules, once it has ended (the gateway sends them then).
+  let deliveries = [];
+  async function loadDeliveries() {
+    if (!TERMINAL.has(run.phase)) return;
+    deliveries = (await getJSON(`/api/v1/runs/${encodeURIComponent(name)}/notifications`)).deliveries;
+    drawHead();
+  }
   const view = { tab: query.get("tab") ?? "actions", action: query.get("action") ?? "a0", detail: query.get("detail") ?? "overview" };
 
   const head = h("div", { class: "run-head" });
@@ -59,6 +66,7 @@ export async function render(root, { run: name, query }) {
         fact("Actions", String(actions.size)),
         Object.keys(run.labels ?? {}).length ? fact("Labels", labels(run.labels)) : null,
         run.abort_reason ? fact("Aborted", run.abort_reason) : null,
+        deliveries.length ? fact("Notifications", notifications(deliveries)) : null,
       ),
       run.error ? errorBlock(run.error) : null,
     );
@@ -299,7 +307,10 @@ export async function render(root, { run: name, query }) {
         rootChanged ||= action.name === "a0" && before?.phase !== action.phase;
       }
       if (message.type === "marker") live = true;
-      if (rootChanged && live) run = await getJSON(`/api/v1/runs/${encodeURIComponent(name)}`);
+      if (rootChanged && live) {
+        run = await getJSON(`/api/v1/runs/${encodeURIComponent(name)}`);
+        loadDeliveries().catch(() => {});
+      }
       if (live) schedule();
     },
   });
@@ -311,10 +322,18 @@ export async function render(root, { run: name, query }) {
     }
   }, 1000);
   draw();
+  loadDeliveries().catch(() => {});
   return () => {
     clearInterval(tick);
     stream.close();
   };
+}
+
+function notifications(deliveries) {
+  const tone = { delivered: "good", failed: "bad", pending: "warn" };
+  return h("ul", { class: "notifications", id: "notifications" }, deliveries.map((d) =>
+    h("li", { title: d.error ?? "" }, `${d.kind} to ${d.target}`,
+      h("span", { class: `badge ${tone[d.status]}` }, d.status))));
 }
 
 function fact(term, value) {

@@ -9,11 +9,35 @@ function resources(spec) {
     .join(", ");
 }
 
+function schedule(automation) {
+  if (automation.kind === "cron") {
+    return automation.timezone === "UTC" ? `cron ${automation.expression}` : `cron ${automation.expression} (${automation.timezone})`;
+  }
+  return `every ${automation.interval_minutes} min`;
+}
+
+// The triggers (schedules) of the latest deployed tasks: what fires, when next, and the last run it started.
+function triggersTable(triggers) {
+  return h("table", { class: "tasks", id: "triggers" },
+    h("thead", {}, h("tr", {}, ["Trigger", "Task", "Schedule", "State", "Next", "Last fired", "Last run"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, triggers.map((t) => h("tr", { dataset: { trigger: `${t.task}/${t.name}` } },
+      h("td", { title: t.description }, t.name),
+      h("td", {}, h("a", { href: `/tasks/${t.task}` }, t.task)),
+      h("td", {}, h("code", {}, schedule(t.automation))),
+      h("td", {}, h("span", { class: `badge ${t.active ? "good" : "warn"}` }, t.active ? "active" : "inactive"),
+        t.last_error ? h("span", { class: "badge bad", title: t.last_error }, "error") : ""),
+      h("td", {}, t.active ? when(t.next_at) : ""),
+      h("td", {}, when(t.last_fired_at)),
+      h("td", {}, t.last_run ? h("a", { href: `/runs/${t.last_run}` }, t.last_run) : ""),
+    ))),
+  );
+}
+
 export async function render(root, { task }) {
   replace(root, empty("Loading…"));
   try {
     if (task) return await renderVersions(root, task);
-    const tasks = await getJSON("/api/v1/tasks");
+    const [tasks, triggers] = await Promise.all([getJSON("/api/v1/tasks"), getJSON("/api/v1/triggers")]);
     tasks.sort((a, b) => a.spec.name.localeCompare(b.spec.name));
     replace(root,
       h("div", { class: "page-head" }, h("h1", {}, "Tasks"), h("span", { class: "muted" }, `${tasks.length} deployed`)),
@@ -28,6 +52,8 @@ export async function render(root, { task }) {
             h("td", {}, resources(t.spec)),
           ))))
         : empty("No tasks are deployed. Deploy with `flyte deploy FILE ENV`."),
+      h("h2", {}, "Triggers"),
+      triggers.length ? triggersTable(triggers) : empty("No task has a trigger. Add `triggers=` to `@env.task`."),
     );
   } catch (error) {
     replace(root, empty(error.message));
@@ -43,6 +69,7 @@ async function renderVersions(root, task) {
     throw error;
   }
   versions.reverse();
+  const triggers = (await getJSON("/api/v1/triggers")).filter((t) => t.task === task);
   replace(root,
     h("div", { class: "page-head" }, h("h1", {}, h("code", {}, task)), h("a", { href: "/tasks" }, "all tasks")),
     h("p", {}, h("a", { href: `/runs?task=${encodeURIComponent(task)}` }, "Runs of this task")),
@@ -58,5 +85,6 @@ async function renderVersions(root, task) {
         h("td", {}, v.spec.cache?.behavior ?? ""),
       ))),
     ),
+    triggers.length ? [h("h2", {}, "Triggers"), triggersTable(triggers)] : "",
   );
 }
