@@ -21,7 +21,7 @@ from ._interface import EncodedInputs
 from ._task import TaskTemplate
 from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
 from ._worker_link import WorkerLink
-from .errors import ActionAbortedError, RuntimeSystemError
+from .errors import ActionAbortedError, RuntimeSystemError, from_info
 
 if TYPE_CHECKING:
     from ._remote_task import RemoteTask
@@ -119,7 +119,7 @@ def decode_result(output: OutputDecoder, child: ActionSummary) -> Any:
             return None
         return output.decode(child.output.to_encoded())
     if child.error is not None:
-        raise child.error.to_exception()
+        raise from_info(child.error)
     if child.phase is Phase.ABORTED:
         raise ActionAbortedError(f"action {child.name} was aborted")
     raise RuntimeSystemError("UnknownOutcome", f"action {child.name} ended {child.phase.value} without an error")

@@ -22,7 +22,7 @@ from typing import Any
 import cloudpickle
 import pydantic_core
 
-from ._codec import EncodedValue, encoded
+from ._codec import EncodedValue, encoded, value_bytes
 from ._interface import EncodedInputs, as_outputs
 from ._naming import child_action_name
 from ._placement import Placement
@@ -64,7 +64,7 @@ class SchemaCodec:
         return encoded("json", data)
 
     def decode(self, value: EncodedValue) -> Any:
-        data = value.data()
+        data = value_bytes(value)
         if value.kind == "pickle":
             return cloudpickle.loads(data)
         decoded = json.loads(data)

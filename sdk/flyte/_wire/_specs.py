@@ -9,6 +9,7 @@ field, instead of failing later for everyone.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from ._base import WireModel
 
 MAX_CPU = 4096.0
 """Cores one attempt may ask for."""
@@ -129,3 +132,25 @@ Backoff = dict[
 ResourcesDict = Annotated[dict[str, Any], _checked(ResourcesSpec)]
 ReusableDict = Annotated[dict[str, Any], _checked(ReusableSpec)]
 PlacementDict = Annotated[dict[str, Any], _checked(PlacementSpec)]
+
+
+class TaskOverrides(WireModel):
+    """What `task.override(...)` changed for one call: it wins over the deployed task's settings."""
+
+    resources: ResourcesDict | None = None
+    retries: int | None = Field(default=None, ge=0, le=100)
+    timeout_seconds: Seconds | None = None
+    max_queued_seconds: Seconds | None = None
+    reusable: ReusableDict | None = None
+    reusable_off: bool = False
+    placement: PlacementDict | None = None
+    env_vars: dict[str, str] | None = None
+    """The call's variables over the task's (a reusable task then runs in its own process: `reusable_off`)."""
+
+
+def derived_env_var(key: str) -> str:
+    """The environment variable a secret is handed to its task in when no name is chosen: the key upper-cased with every
+    other character turned into '_' (`flyte.Secret.env_var`)."""
+    derived = re.sub(r"[^A-Za-z0-9]", "_", key).upper()
+    # A key such as "1password" would otherwise give a name no shell can export.
+    return f"_{derived}" if derived[:1].isdigit() else derived

@@ -1,0 +1,101 @@
+"""The agent's conversation with the gateway: one WebSocket per cluster session (hello, welcome, assignments,
+heartbeats, events, logs, aborts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from ._base import ActionName, Digest, Name, TaskName, TraceParent, Version, WireModel
+from ._records import ActionEvent, ClusterRecord
+from ._values import WireValue
+
+
+class Assignment(WireModel):
+    """One attempt of an action given to a cluster: everything its worker needs to run it."""
+
+    run: Name
+    action: ActionName
+    parent: ActionName | None = None
+    attempt: int = Field(ge=1)
+    epoch: int = Field(ge=0)
+    cluster: Name
+    project: Name
+    domain: Name
+    task: TaskName
+    version: Version
+    bundle_digest: Digest
+    inputs: dict[str, WireValue] = Field(default_factory=dict)
+    custom_context: dict[str, str] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float | None = None
+    reusable: dict[str, Any] | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    """Variables an `override(env_vars=...)` of this call set, over the deployed task's."""
+    token: str
+    """A token scoped to this run (`worker:RUN`): what the worker uses to submit children and report."""
+    traceparent: TraceParent | None = None
+    """The span this attempt's spans hang under (the action's, then the agent's); None: not traced."""
+    source_root: str | None = None
+    """Where the bundle's files came from (its task spec's `source_root`): tracebacks name files there."""
+
+
+class AgentHello(WireModel):
+    type: Literal["hello"] = "hello"
+    cluster: ClusterRecord
+    running: list[str] = Field(default_factory=list)
+    """`run/action/attempt` keys the agent is still running (after a reconnect)."""
+
+
+class AgentWelcome(WireModel):
+    type: Literal["welcome"] = "welcome"
+    epoch: int
+    lease_ttl: float
+    heartbeat_interval: float
+
+
+class AgentHeartbeat(WireModel):
+    type: Literal["heartbeat"] = "heartbeat"
+    free: dict[str, float] = Field(default_factory=dict)
+    running: int = 0
+    warm: dict[str, int] = Field(default_factory=dict)
+    """Free warm slots by `env@version`."""
+
+
+class AgentEvent(WireModel):
+    run: Name
+    action: ActionName
+    event: ActionEvent
+
+
+class AgentEvents(WireModel):
+    type: Literal["events"] = "events"
+    events: list[AgentEvent]
+
+
+class AgentLogs(WireModel):
+    type: Literal["logs"] = "logs"
+    run: Name
+    action: ActionName
+    attempt: int
+    stream: Literal["stdout", "stderr"]
+    text: Annotated[str, StringConstraints(max_length=1_048_576)]
+
+
+class AssignMessage(WireModel):
+    type: Literal["assign"] = "assign"
+    assignments: list[Assignment]
+
+
+class AbortMessage(WireModel):
+    type: Literal["abort"] = "abort"
+    keys: list[str]
+    """`run/action/attempt` keys to stop."""
+
+
+class StaleMessage(WireModel):
+    """Sent to an agent whose session was replaced: its work was moved; it must drop what it runs."""
+
+    type: Literal["stale"] = "stale"
+    reason: str
