@@ -56,6 +56,7 @@ from flyte._wire import (
     AgentWelcome,
     Assignment,
     AssignMessage,
+    AttemptKey,
     CloseCode,
     ClusterRecord,
     ErrorInfo,
@@ -255,7 +256,7 @@ class Agent:
     # -- running attempts ----------------------------------------------------------------------------------------
 
     def _start(self, assignment: Assignment) -> None:
-        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        key = str(AttemptKey.of(assignment))
         if key in self.running or key in self._started:
             log.info("assignment %s delivered twice; it already ran or runs", key)
             return
@@ -266,7 +267,7 @@ class Agent:
         demand = {
             # A one-off attempt counts as the cluster's default request where it declares none, as the gateway
             # counted it when it placed it here.
-            resource: float((resources.get(resource) or {}).get("request") or 0.0)
+            resource: (resources.request(resource) or 0.0)
             or (0.0 if assignment.reusable else self.cluster.default_request[resource])
             for resource in ("cpu", "memory")
         }
@@ -355,8 +356,8 @@ class Agent:
         if self.run_as is not None:
             self.run_as.open_folder(spec_path.parent, 0o730)  # private_dir just made it 0700 again
             self.run_as.own(spec_path)
-        memory = (assignment.resources.get("memory") or {}).get("limit")
-        cpu = (assignment.resources.get("cpu") or {}).get("limit")
+        memory = assignment.resources.limit("memory")
+        cpu = assignment.resources.limit("cpu")
         timeout = assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None
         spec = LaunchSpec(
             key=key,

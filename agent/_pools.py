@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
-from flyte._wire import Assignment
+from flyte._wire import Assignment, AttemptKey, ReusableSpec
 
 if TYPE_CHECKING:
     from agent._agent import Agent
@@ -105,7 +105,7 @@ class Pools:
         return {key: pool.free_slots() for key, pool in self.pools.items()}
 
     async def run(self, assignment: Assignment, bundle: Path, prepared: Prepared | None = None) -> Exit:
-        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        key = str(AttemptKey.of(assignment))
         done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         # From the pool's lookup to the hand-over: waiting for a free slot (or a new worker) shows here.
         with self.agent.tracing.dispatch(assignment):
@@ -143,7 +143,7 @@ class Pools:
         pool = self.pools.get(key)
         if pool is not None:
             return pool
-        policy = assignment.reusable or {}
+        policy = assignment.reusable or ReusableSpec(min_replicas=1, max_replicas=1, concurrency=1)
         self.directory.mkdir(parents=True, exist_ok=True)
         socket = self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
         socket.unlink(missing_ok=True)
@@ -151,10 +151,10 @@ class Pools:
             key=key,
             bundle=bundle,
             socket=socket,
-            min_replicas=int(policy.get("min_replicas") or 1),
-            max_replicas=int(policy.get("max_replicas") or 1),
-            concurrency=int(policy.get("concurrency") or 1),
-            idle_ttl=float(policy["idle_ttl"]) if policy.get("idle_ttl") else None,
+            min_replicas=policy.min_replicas or 1,
+            max_replicas=policy.max_replicas,
+            concurrency=policy.concurrency,
+            idle_ttl=policy.idle_ttl,
             template=assignment,
             prepared=prepared,
         )
@@ -183,8 +183,8 @@ class Pools:
 
     async def _start_worker(self, pool: Pool) -> Worker:
         resources = pool.template.resources
-        memory = (resources.get("memory") or {}).get("limit")
-        cpu = (resources.get("cpu") or {}).get("limit")
+        memory = resources.limit("memory")
+        cpu = resources.limit("cpu")
         ident = f"pool/{pool.key}/{time.monotonic_ns()}"
         spec = LaunchSpec(
             key=ident,

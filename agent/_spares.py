@@ -134,7 +134,7 @@ class Spares:
     def take(self, assignment: Assignment, prepared: Prepared) -> Spare | None:
         """A ready spare for this attempt, or None (the caller starts a cold process). A spare runs the agent's
         Python: an attempt whose image has its own starts cold."""
-        cpu = (assignment.resources.get("cpu") or {}).get("limit")
+        cpu = assignment.resources.limit("cpu")
         if cpu or not self._ready or prepared.python != WORKER_PYTHON:
             return None
         spare = self._ready.pop(0)
@@ -143,7 +143,7 @@ class Spares:
 
     async def run(self, spare: Spare, assignment: Assignment, bundle: Path, prepared: Prepared) -> Exit:
         spare.assignment = assignment
-        memory = (assignment.resources.get("memory") or {}).get("limit")
+        memory = assignment.resources.limit("memory")
         if memory:
             limit = getattr(spare.handle, "limit_memory", None)
             if limit is None or not limit(int(memory)):

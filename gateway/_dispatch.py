@@ -35,6 +35,7 @@ from flyte._wire import (
     ActionSummary,
     Assignment,
     AssignMessage,
+    AttemptKey,
     CloseCode,
     ClusterRecord,
     CordonRecord,
@@ -259,7 +260,7 @@ class Dispatcher:
             if action.phase is Phase.ABORTED:
                 session = self.sessions.get(action.cluster)
                 if session is not None:
-                    message = AbortMessage(keys=[f"{action.run}/{action.name}/{action.attempts}"])
+                    message = AbortMessage(keys=[str(AttemptKey(action.run, action.name, action.attempts))])
                     session.outbox.put_nowait(message.model_dump_json())
 
     async def _notify(self, key: tuple[str, str], actions: list[ActionSummary]) -> None:
@@ -433,7 +434,7 @@ class Dispatcher:
         timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
         queued_limit = o.max_queued_seconds if o and o.max_queued_seconds is not None else spec.max_queued_seconds
         limit = queue_limit(max_wait, queued_limit)
-        prefer_warm = (placement or {}).get("prefer_warm", True)
+        prefer_warm = placement.prefer_warm if placement else True
         queued_since = action.not_before or action.created_at or now
         demand = demand_of(
             resources,
@@ -443,7 +444,7 @@ class Dispatcher:
             project=project,
             parent_cluster=self._where.get((action.run, action.parent)) if action.parent else None,
             waited_seconds=max(0.0, now - queued_since),
-            spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
+            spread_key=f"{action.run}/{action.parent}" if placement and placement.spread else None,
         )
         if reusable is None:
             # A one-off action starts a process of its own: asking for nothing must not mean it fits forever.
@@ -595,7 +596,7 @@ class Dispatcher:
                 if current.phase is Phase.PLACED and await self.runs.requeue_placed(run, name, cluster, why):
                     session = self.sessions.get(cluster)
                     if session is not None:
-                        message = AbortMessage(keys=[f"{run}/{name}/{current.attempts}"])
+                        message = AbortMessage(keys=[str(AttemptKey(run, name, current.attempts))])
                         session.outbox.put_nowait(message.model_dump_json())
         self._rescan()
 
@@ -672,7 +673,7 @@ class Dispatcher:
         for run, name in list(self._inflight.get(session.name, ())):
             with contextlib.suppress(ApiError):
                 current = await self.runs.get_action(run, name)
-                key = f"{run}/{name}/{current.attempts}"
+                key = str(AttemptKey(run, name, current.attempts))
                 if current.cluster != session.name or current.phase not in (Phase.PLACED, Phase.RUNNING):
                     continue
                 if key in running:
@@ -783,9 +784,10 @@ class Dispatcher:
 
 def _attempt(key: str) -> Attempt:
     """An agent's attempt key (run/action/attempt) as a reservation's key; a malformed one matches nothing."""
-    run, _, rest = key.partition("/")
-    action, _, number = rest.rpartition("/")
-    return (run, action, int(number) if number.isdigit() else -1)
+    try:
+        return AttemptKey.parse(key)
+    except ValueError:
+        return (key, "", -1)
 
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

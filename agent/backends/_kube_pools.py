@@ -355,7 +355,7 @@ class KubePools(Pools):
         if pool.pending or any(w.inflight for w in pool.workers):
             deployment.active_at = now
             return
-        scaledown = (pool.template.reusable or {}).get("scaledown_ttl") or pool.idle_ttl
+        scaledown = (pool.template.reusable and pool.template.reusable.scaledown_ttl) or pool.idle_ttl
         above_floor = deployment.wanted() - pool.min_replicas
         if scaledown is not None and above_floor > 0:
             idle = [w for w in pool.workers if now - w.idle_since > float(scaledown)]

@@ -19,7 +19,17 @@ from ._codec import EncodedValue, _blobs
 from ._context import ActionContext, current_group, effective_custom_context
 from ._interface import EncodedInputs
 from ._task import TaskTemplate
-from ._wire import ActionSubmitRequest, ActionSummary, Phase, TaskOverrides, WireTrace, WireValue
+from ._wire import (
+    ActionSubmitRequest,
+    ActionSummary,
+    Phase,
+    PlacementSpec,
+    ResourcesSpec,
+    ReusableSpec,
+    TaskOverrides,
+    WireTrace,
+    WireValue,
+)
 from ._worker_link import WorkerLink
 from .errors import ActionAbortedError, RuntimeSystemError, from_info
 
@@ -135,12 +145,18 @@ def overrides_of(task: TaskTemplate[..., Any]) -> TaskOverrides | None:
     # A pool's workers share their environment's variables: a call with its own runs in a process of its own.
     own_process = env_vars is not None and s.reusable is not None
     return TaskOverrides(
-        resources=s.resources.to_dict() if s.resources is not None and s.resources != d.resources else None,
+        resources=ResourcesSpec.model_validate(s.resources.to_dict())
+        if s.resources is not None and s.resources != d.resources
+        else None,
         retries=s.retries.count if s.retries != d.retries else None,
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None and s.timeout != d.timeout else None,
         max_queued_seconds=s.timeout.max_queued_seconds if s.timeout is not None and s.timeout != d.timeout else None,
-        reusable=dict(s.reusable.to_dict()) if s.reusable is not None and s.reusable != d.reusable else None,
+        reusable=ReusableSpec.model_validate(s.reusable.to_dict())
+        if s.reusable is not None and s.reusable != d.reusable
+        else None,
         reusable_off=(s.reusable is None and d.reusable is not None) or own_process,
-        placement=s.placement.to_dict() if s.placement is not None and s.placement != d.placement else None,
+        placement=PlacementSpec.model_validate(s.placement.to_dict())
+        if s.placement is not None and s.placement != d.placement
+        else None,
         env_vars=env_vars,
     )

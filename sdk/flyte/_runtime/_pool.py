@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import _otel
-from .._wire import Assignment
+from .._wire import Assignment, AttemptKey
 from .._worker_link import WorkerLink
 from ._bundle import BundleLoadError, fetch_bundle, load_bundle
 from ._output import AttemptOutput
@@ -105,7 +105,7 @@ async def serve_pool(
                 task.cancel()
             continue
         assignment = Assignment.model_validate(message)
-        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        key = str(AttemptKey.of(assignment))
         running[key] = asyncio.create_task(run_one(assignment, key))
     shipper.cancel()
 

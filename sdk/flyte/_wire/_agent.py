@@ -3,12 +3,13 @@ heartbeats, events, logs, aborts)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
 from ._base import ActionName, Digest, Name, TaskName, TraceParent, Version, WireModel
 from ._records import ActionEvent, ClusterRecord
+from ._specs import ResourcesSpec, ReusableSpec
 from ._values import WireValue
 
 
@@ -28,9 +29,9 @@ class Assignment(WireModel):
     bundle_digest: Digest
     inputs: dict[str, WireValue] = Field(default_factory=dict)
     custom_context: dict[str, str] = Field(default_factory=dict)
-    resources: dict[str, Any] = Field(default_factory=dict)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     timeout_seconds: float | None = None
-    reusable: dict[str, Any] | None = None
+    reusable: ReusableSpec | None = None
     env_vars: dict[str, str] = Field(default_factory=dict)
     """Variables an `override(env_vars=...)` of this call set, over the deployed task's."""
     token: str

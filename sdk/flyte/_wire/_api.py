@@ -8,7 +8,16 @@ from pydantic import Field, StringConstraints, field_validator
 
 from ._base import ActionName, Digest, Label, Name, TaskName, Text, TraceParent, Version, WireModel
 from ._records import ActionSummary, ClusterRecord, RunSummary
-from ._specs import Backoff, PlacementDict, ResourcesDict, ReusableDict, Seconds, TaskOverrides, derived_env_var
+from ._specs import (
+    BackoffSpec,
+    CacheSpec,
+    PlacementSpec,
+    ResourcesSpec,
+    ReusableSpec,
+    Seconds,
+    TaskOverrides,
+    derived_env_var,
+)
 from ._values import WireValue
 
 # -- the task registry ---------------------------------------------------------------------------------------
@@ -73,16 +82,15 @@ class TaskSpec(WireModel):
     """As `ParameterSpec.kind`, for the output."""
     output_schema: dict[str, Any] | None = None
     is_async: bool = True
-    resources: ResourcesDict = Field(default_factory=dict)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     retries: int = Field(default=0, ge=0, le=100)
-    backoff: Backoff = Field(default_factory=dict)
-    """base, factor and cap of the retry delay, in seconds."""
+    backoff: BackoffSpec = Field(default_factory=BackoffSpec)
     timeout_seconds: Seconds | None = None
     max_queued_seconds: Seconds | None = None
     """`Timeout(max_queued_time=)`: an action queued longer fails (`MaxWaitExceeded`), naming why it waited."""
-    cache: dict[str, Any] = Field(default_factory=dict)
-    reusable: ReusableDict | None = None
-    placement: PlacementDict | None = None
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    reusable: ReusableSpec | None = None
+    placement: PlacementSpec | None = None
     queue: Name | None = None
     image: Annotated[str, StringConstraints(max_length=1024)] | None = None
     image_spec: dict[str, Any] | None = None

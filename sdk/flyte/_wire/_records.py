@@ -4,7 +4,7 @@ writes into a run's metadata directory; and the `run/action/attempt` key that na
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 from pydantic import Field, StringConstraints
 
@@ -26,6 +26,41 @@ class Phase(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED)
+
+
+class AttemptKey(NamedTuple):
+    """One attempt of one action: `run/action/attempt` as a string on the wire (an agent's running and aborted
+    attempts), a backend's launch key, a pool's assignment key."""
+
+    run: str
+    action: str
+    attempt: int
+
+    def __str__(self) -> str:
+        return f"{self.run}/{self.action}/{self.attempt}"
+
+    @classmethod
+    def of(cls, item: _HasAttempt) -> AttemptKey:
+        """The key of anything that names a run, an action and an attempt (an `Assignment`, say)."""
+        return cls(item.run, item.action, item.attempt)
+
+    @classmethod
+    def parse(cls, key: str) -> AttemptKey:
+        """The inverse of `str()`; a key that is not `run/action/N` raises ValueError."""
+        run, _, rest = key.partition("/")
+        action, _, number = rest.rpartition("/")
+        if not run or not action or not number.isdigit():
+            raise ValueError(f"not a run/action/attempt key: {key!r}")
+        return cls(run, action, int(number))
+
+
+class _HasAttempt(Protocol):
+    @property
+    def run(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
 
 
 class ErrorInfo(WireModel):

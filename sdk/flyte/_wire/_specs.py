@@ -1,10 +1,11 @@
-"""The wire shapes of a task's settings (`Resources.to_dict()`, `ReusePolicy.to_dict()`, `Placement.to_dict()`), with
-bounds, checked wherever a spec or an override arrives: deployment and child submission use the same models.
+"""The wire shapes of a task's settings (`Resources.to_dict()`, `ReusePolicy.to_dict()`, `Placement.to_dict()`,
+`Backoff.to_dict()`, `Cache.to_dict()`) and of a call's overrides, with bounds, checked wherever a spec or an override
+arrives: deployment and child submission use the same models.
 
-The settings travel as plain mappings (every reader does `.get(...)` on them), so each validator checks the mapping
-against its model and passes on the model's normalised dump. A value a placement pass or a backend could not judge
-(a CPU request of "abc", a memory request of [1], a timeout of 1e308, NaN) is refused here, at the edge, naming the
-field, instead of failing later for everyone.
+Each is a typed model that readers use by attribute, and serialises to exactly the JSON it always had: only the
+fields its sender set (the keys of `to_dict()`), so stored specs and old messages parse, and new ones read the same
+to an older reader. A value a placement pass or a backend could not judge (a CPU request of "abc", a memory request
+of [1], a timeout of 1e308, NaN) is refused here, at the edge, naming the field, instead of failing later for everyone.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
     Strict,
     StringConstraints,
-    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_serializer,
     model_validator,
 )
 
@@ -45,6 +48,34 @@ _Word = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_serializer(mode="wrap")
+    def _as_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The fields the sender set, and only those: the JSON these settings had as checked plain mappings.
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in self._order(data) if key in self.model_fields_set}
+
+    def _order(self, data: dict[str, Any]) -> list[tuple[str, Any]]:
+        return list(data.items())
+
+
+class _KeptOrder(_Spec):
+    """A setting that travelled as an unchecked mapping (backoff, cache): its keys go out in the order they came in,
+    as they always did, so a stored spec's JSON (and its content digest) does not change."""
+
+    _sent_order: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_order(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        spec = handler(data)
+        if isinstance(data, dict) and isinstance(spec, _KeptOrder):
+            spec._sent_order = tuple(data)
+        return spec
+
+    def _order(self, data: dict[str, Any]) -> list[tuple[str, Any]]:
+        rank = {key: index for index, key in enumerate(self._sent_order)}
+        return sorted(data.items(), key=lambda item: rank.get(item[0], len(rank)))
+
 
 class _RequestLimit(_Spec):
     request: float
@@ -57,17 +88,17 @@ class _RequestLimit(_Spec):
         return self
 
 
-class _CpuSpec(_RequestLimit):
+class CpuSpec(_RequestLimit):
     request: Cores
     limit: Cores
 
 
-class _MemorySpec(_RequestLimit):
+class MemorySpec(_RequestLimit):
     request: Bytes
     limit: Bytes
 
 
-class _GpuSpec(_Spec):
+class GpuSpec(_Spec):
     type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     count: Annotated[int, Strict(), Field(ge=1, le=MAX_GPU)]
 
@@ -75,11 +106,21 @@ class _GpuSpec(_Spec):
 class ResourcesSpec(_Spec):
     """`Resources.to_dict()`: cores as numbers, sizes in bytes."""
 
-    cpu: _CpuSpec | None = None
-    memory: _MemorySpec | None = None
-    gpu: _GpuSpec | None = None
+    cpu: CpuSpec | None = None
+    memory: MemorySpec | None = None
+    gpu: GpuSpec | None = None
     disk: Bytes | None = None
     shm: Bytes | Literal["auto"] | None = None
+
+    def request(self, resource: Literal["cpu", "memory"]) -> float | None:
+        """The declared request of cpu (cores) or memory (bytes); None: none declared."""
+        spec = self.cpu if resource == "cpu" else self.memory
+        return None if spec is None else spec.request
+
+    def limit(self, resource: Literal["cpu", "memory"]) -> float | None:
+        """The declared limit of cpu (cores) or memory (bytes); None: none declared."""
+        spec = self.cpu if resource == "cpu" else self.memory
+        return None if spec is None else spec.limit
 
 
 class ReusableSpec(_Spec):
@@ -110,40 +151,51 @@ class PlacementSpec(_Spec):
     prefer_warm: Annotated[bool, Strict()] = True
 
 
-def _checked(model: type[_Spec]) -> AfterValidator:
-    def check(value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            dumped: dict[str, Any] = model.model_validate(value).model_dump(exclude_unset=True)
-        except ValidationError as error:
-            # Re-raised as a ValueError so the outer model's error names the whole path (overrides.resources...).
-            first = error.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ValueError(f"{where}: {first['msg']}" if where else first["msg"]) from None
-        return dumped
-
-    return AfterValidator(check)
+_Delay = Annotated[float, Strict(), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
-Backoff = dict[
-    Annotated[str, StringConstraints(pattern=r"^(base|factor|cap)$")],
-    Annotated[float, Strict(), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)],
-]
-"""A retry's delay: base, factor and cap, in seconds (finite: the bounds refuse NaN and infinity)."""
-ResourcesDict = Annotated[dict[str, Any], _checked(ResourcesSpec)]
-ReusableDict = Annotated[dict[str, Any], _checked(ReusableSpec)]
-PlacementDict = Annotated[dict[str, Any], _checked(PlacementSpec)]
+class BackoffSpec(_KeptOrder):
+    """`Backoff.to_dict()`: a retry's delay, base * factor ** (failures - 1) capped, in seconds (finite: the bounds
+    refuse NaN and infinity). A field the sender left out is its default."""
+
+    base: _Delay = 1.0
+    factor: _Delay = 2.0
+    cap: _Delay = 60.0
+
+    def delay(self, failures: int) -> float:
+        """The wait before the retry after `failures` failures (>= 1)."""
+        return min(self.cap, self.base * self.factor ** (failures - 1))
+
+
+_CacheText = Annotated[str, StringConstraints(max_length=4096)]
+_CacheWord = Annotated[str, StringConstraints(max_length=256)]
+
+
+class CacheSpec(_KeptOrder):
+    """`Cache.to_dict()` plus the version the SDK derived for it; empty: the task is not cached."""
+
+    behavior: Literal["auto", "override", "disable"] = "auto"
+    version_override: _CacheText | None = None
+    ignored_inputs: list[_CacheWord] = Field(default_factory=list, max_length=256)
+    salt: _CacheText = ""
+    version: _CacheText = ""
+    """What the cache key is made of besides the inputs: `version_override`, or a digest of the task's code."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model_fields_set) and self.behavior != "disable"
 
 
 class TaskOverrides(WireModel):
     """What `task.override(...)` changed for one call: it wins over the deployed task's settings."""
 
-    resources: ResourcesDict | None = None
+    resources: ResourcesSpec | None = None
     retries: int | None = Field(default=None, ge=0, le=100)
     timeout_seconds: Seconds | None = None
     max_queued_seconds: Seconds | None = None
-    reusable: ReusableDict | None = None
+    reusable: ReusableSpec | None = None
     reusable_off: bool = False
-    placement: PlacementDict | None = None
+    placement: PlacementSpec | None = None
     env_vars: dict[str, str] | None = None
     """The call's variables over the task's (a reusable task then runs in its own process: `reusable_off`)."""
 

@@ -1,0 +1,115 @@
+"""The wire's shared shapes: the attempt key, and the typed task settings that keep the JSON they always had."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from flyte._wire import Assignment, AttemptKey, TaskOverrides, TaskSpec
+
+
+def test_an_attempt_key_formats_and_parses_back() -> None:
+    key = AttemptKey("r1", "a0", 3)
+    assert str(key) == "r1/a0/3"
+    assert AttemptKey.parse("r1/a0/3") == key
+    assert AttemptKey.parse(str(key)).attempt == 3
+
+
+@pytest.mark.parametrize("bad", ["", "r1", "r1/a0", "r1/a0/x", "r1//3", "/a0/3", "r1/a0/-1"])
+def test_a_malformed_attempt_key_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="run/action/attempt"):
+        AttemptKey.parse(bad)
+
+
+_SPEC = {
+    "name": "env.train",
+    "short_name": "train",
+    "signature": "()",
+    "interface_digest": "0123456789abcdef",
+    "resources": {
+        "cpu": {"request": 0.5, "limit": 1.0},
+        "memory": {"request": 1024, "limit": 2048},
+        "gpu": {"count": 1},
+    },
+    "backoff": {"base": 2.0, "cap": 30.0},
+    "cache": {"behavior": "auto", "version_override": None, "ignored_inputs": ["x"], "salt": "", "version": "v1"},
+    "reusable": {"min_replicas": 0, "max_replicas": 2, "concurrency": 4, "idle_ttl": None},
+    "placement": {"clusters": ["east"], "spread": True},
+}
+
+
+def test_typed_settings_keep_the_json_they_had() -> None:
+    """Only the fields a sender set travel: a stored spec reads back and writes out byte for byte."""
+    text = TaskSpec.model_validate(_SPEC).model_dump_json()
+    again = TaskSpec.model_validate_json(text)
+    assert again.model_dump_json() == text
+    dumped = json.loads(text)
+    for field in ("resources", "backoff", "cache", "reusable", "placement"):
+        assert dumped[field] == _SPEC[field]
+    # Backoff and cache were unchecked mappings: their keys keep the sender's order (a spec's digest depends on it).
+    assert '"backoff":{"base":2.0,"cap":30.0}' in text
+
+
+def test_unset_settings_are_empty_mappings_as_before() -> None:
+    spec = TaskSpec.model_validate({key: _SPEC[key] for key in ("name", "short_name", "signature", "interface_digest")})
+    dumped = json.loads(spec.model_dump_json())
+    assert (dumped["resources"], dumped["backoff"], dumped["cache"]) == ({}, {}, {})
+    assert dumped["reusable"] is None
+    assert dumped["placement"] is None
+    assert not spec.cache.enabled
+    assert spec.backoff.delay(1) == 1.0
+    assert spec.backoff.delay(10) == 60.0
+
+
+def test_typed_settings_read_by_attribute() -> None:
+    spec = TaskSpec.model_validate(_SPEC)
+    assert spec.resources.request("cpu") == 0.5
+    assert spec.resources.limit("memory") == 2048
+    assert spec.resources.request("memory") == 1024
+    assert spec.resources.limit("cpu") == 1.0
+    assert spec.backoff.delay(2) == 4.0
+    assert spec.cache.enabled
+    assert spec.cache.version == "v1"
+    assert spec.reusable is not None
+    assert spec.reusable.concurrency == 4
+    assert spec.placement is not None
+    assert spec.placement.clusters == ["east"]
+    assert spec.placement.prefer_warm
+
+
+def test_an_assignment_carries_the_same_resources_json() -> None:
+    resources = {"memory": {"request": 64, "limit": 128}, "shm": "auto"}
+    assignment = Assignment.model_validate(
+        {
+            **dict.fromkeys(("run", "cluster", "project", "domain"), "r1"),
+            "action": "a0",
+            "attempt": 1,
+            "epoch": 0,
+            "task": "env.train",
+            "version": "v1",
+            "bundle_digest": "0" * 64,
+            "token": "t",
+            "resources": resources,
+        }
+    )
+    assert json.loads(assignment.model_dump_json())["resources"] == resources
+    assert assignment.resources.limit("cpu") is None
+    assert assignment.resources.shm == "auto"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"resources": {"cpu": {"request": "abc"}}}, "resources.cpu.request"),
+        ({"resources": {"cpu": {"request": 2.0, "limit": 1.0}}}, "resources.cpu"),
+        ({"reusable": {"min_replicas": 3, "max_replicas": 2, "concurrency": 1}}, "reusable"),
+        ({"placement": {"spread": "yes"}}, "placement.spread"),
+    ],
+)
+def test_a_bad_override_names_its_field(overrides: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TaskOverrides.model_validate(overrides)
+    assert ".".join(str(part) for part in caught.value.errors()[0]["loc"]).startswith(where)
