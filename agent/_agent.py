@@ -46,6 +46,7 @@ from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
 from flyte._runtime._up import UP_SOCKET_ENV
 from flyte._wire import (
+    TO_AGENT,
     AbortMessage,
     ActionEvent,
     AgentEvent,
@@ -61,16 +62,12 @@ from flyte._wire import (
     ClusterRecord,
     ErrorInfo,
     Phase,
-    StaleMessage,
     TaskSpec,
     TaskVersion,
 )
 
 log = logging.getLogger("flyte.agent")
 
-_GATEWAY_MESSAGES: pydantic.TypeAdapter[AssignMessage | AbortMessage | StaleMessage] = pydantic.TypeAdapter(
-    AssignMessage | AbortMessage | StaleMessage
-)
 _NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
@@ -241,7 +238,7 @@ class Agent:
 
     async def _on_message(self, data: str) -> None:
         try:
-            message = _GATEWAY_MESSAGES.validate_json(data)
+            message = TO_AGENT.validate_json(data)
         except pydantic.ValidationError as error:
             log.warning("ignoring a message the agent does not understand: %s", error)
             return

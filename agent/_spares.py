@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from agent._pools import Launching
 from agent._settings import WORKER_PYTHON, Prepared
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
-from flyte._wire import Assignment
+from flyte._wire import ON_SPARE_SOCKET, Assignment, SpareAssign, WorkerUp
 
 if TYPE_CHECKING:
     from agent._agent import Agent
@@ -111,12 +112,16 @@ class Spares:
             self._up.pop(pid, None)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = json.loads(await reader.readline() or b"{}")
-        if "up" in hello:  # a cold worker, which only says so
-            self._mark_up(int(hello["up"]))
+        try:
+            hello = ON_SPARE_SOCKET.validate_json(await reader.readline())
+        except ValidationError:
             writer.close()
             return
-        pid = int(hello.get("hello", -1))
+        if isinstance(hello, WorkerUp):  # a cold worker, which only says so
+            self._mark_up(hello.up)
+            writer.close()
+            return
+        pid = hello.hello
         spare = self._waiting.pop(pid, None)
         if spare is None:
             writer.close()
@@ -155,13 +160,9 @@ class Spares:
         env = {k: v for k, v in prepared.env.items() if k not in fixed}
         spare.writer.write(
             # The task's variables go with the assignment: the spare sets them before it loads any user code.
-            json.dumps(
-                {
-                    "assignment": assignment.model_dump(mode="json"),
-                    "bundle": str(bundle),
-                    "env": {**env, **prepared.secret_env},
-                }
-            ).encode()
+            SpareAssign(assignment=assignment, bundle=str(bundle), env={**env, **prepared.secret_env})
+            .model_dump_json()
+            .encode()
             + b"\n"
         )
         await spare.writer.drain()

@@ -36,6 +36,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent._pools import Pool, Pools, Worker
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
+from flyte._wire import PoolHello
 
 from . import _kube_pods as pods
 from ._kubernetes import KubernetesBackend
@@ -185,8 +186,8 @@ class KubePools(Pools):
         """`<cluster>/<env>@<version>`: agents of several clusters may share a namespace, each with its own pools."""
         return f"{self.backend.owner}/{pool.key}"
 
-    def _claim(self, pool: Pool, hello: dict[str, Any]) -> Worker | None:
-        name = str(hello.get("worker") or "")
+    def _claim(self, pool: Pool, hello: PoolHello) -> Worker | None:
+        name = hello.worker or ""
         worker = next((w for w in pool.pending if isinstance(w.handle, Replica) and not w.ident), None)
         if not name or worker is None:
             # More pods than replicas (a rollout's surge, a replacement that raced a scale-down): this one waits

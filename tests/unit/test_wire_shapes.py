@@ -8,7 +8,27 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from flyte._wire import Assignment, AttemptKey, TaskOverrides, TaskSpec
+from flyte._wire import (
+    FROM_AGENT,
+    FROM_POOL_WORKER,
+    FROM_WORKER,
+    ON_SPARE_SOCKET,
+    TO_AGENT,
+    TO_POOL_WORKER,
+    AbortMessage,
+    AgentHeartbeat,
+    Assignment,
+    AttemptKey,
+    PoolAbort,
+    PoolDone,
+    PoolHello,
+    PoolLog,
+    SpareHello,
+    TaskOverrides,
+    TaskSpec,
+    WorkerUp,
+    WorkerWatch,
+)
 
 
 def test_an_attempt_key_formats_and_parses_back() -> None:
@@ -113,3 +133,39 @@ def test_a_bad_override_names_its_field(overrides: dict[str, Any], where: str) -
     with pytest.raises(ValidationError) as caught:
         TaskOverrides.model_validate(overrides)
     assert ".".join(str(part) for part in caught.value.errors()[0]["loc"]).startswith(where)
+
+
+def test_each_conversation_tells_its_messages_apart_by_type() -> None:
+    assert isinstance(FROM_AGENT.validate_json('{"type": "heartbeat", "running": 2}'), AgentHeartbeat)
+    assert isinstance(TO_AGENT.validate_json('{"type": "abort", "keys": ["r1/a0/1"]}'), AbortMessage)
+    report = FROM_WORKER.validate_json('{"type": "watch", "run": "r1", "parent": "a0"}')
+    assert isinstance(report, WorkerWatch)
+    with pytest.raises(ValidationError) as caught:
+        FROM_AGENT.validate_json('{"type": "assign", "assignments": []}')
+    assert caught.value.errors()[0]["type"] == "union_tag_invalid"
+
+
+@pytest.mark.parametrize(
+    ("line", "shape"),
+    [
+        ({"log": "r1/a0/1", "stream": "stderr", "text": "boom"}, PoolLog),
+        ({"done": "r1/a0/1", "reported": 1_700_000_000_000_000_000}, PoolDone),
+        ({"done": "r1/a0/1"}, PoolDone),
+    ],
+)
+def test_pool_lines_as_workers_have_always_sent_them(line: dict[str, object], shape: type) -> None:
+    """A pool worker runs its image's SDK, maybe an older one: its lines (json.dumps, spaces and all) still parse."""
+    message = FROM_POOL_WORKER.validate_json(json.dumps(line))
+    assert isinstance(message, shape)
+    assert {**json.loads(message.model_dump_json()), **line} == json.loads(message.model_dump_json())
+
+
+def test_the_agent_sends_a_pool_worker_an_assignment_or_an_abort() -> None:
+    assert isinstance(TO_POOL_WORKER.validate_json('{"abort": "r1/a0/1"}'), PoolAbort)
+    assert json.loads(PoolAbort(abort="r1/a0/1").model_dump_json()) == {"abort": "r1/a0/1"}
+    hello = PoolHello.model_validate_json('{"hello": 42, "worker": "w1", "secret": "s"}')
+    assert (hello.hello, hello.worker, hello.secret) == (42, "w1", "s")
+    assert isinstance(ON_SPARE_SOCKET.validate_json('{"up": 7}'), WorkerUp)
+    assert isinstance(ON_SPARE_SOCKET.validate_json('{"hello": 7}'), SpareHello)
+    with pytest.raises(ValidationError):
+        ON_SPARE_SOCKET.validate_json("{}")

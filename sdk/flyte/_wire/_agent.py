@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, TypeAdapter
 
 from ._base import ActionName, Digest, Name, TaskName, TraceParent, Version, WireModel
 from ._records import ActionEvent, ClusterRecord
@@ -100,3 +100,11 @@ class StaleMessage(WireModel):
 
     type: Literal["stale"] = "stale"
     reason: str
+
+
+FromAgent = Annotated[AgentHeartbeat | AgentEvents | AgentLogs, Field(discriminator="type")]
+"""What an agent sends after its hello, told apart by `type`."""
+ToAgent = Annotated[AssignMessage | AbortMessage | StaleMessage, Field(discriminator="type")]
+"""What the gateway sends an agent after its welcome, told apart by `type`."""
+FROM_AGENT: TypeAdapter[FromAgent] = TypeAdapter(FromAgent)
+TO_AGENT: TypeAdapter[ToAgent] = TypeAdapter(ToAgent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, TypeAdapter
 
 from ._api import ActionSubmitRequest
 from ._base import ActionName, Name, Payload, WireModel
@@ -76,3 +76,10 @@ class GatewayReply(WireModel):
     traces: dict[str, WireTrace] = Field(default_factory=dict)
     code: str | None = None
     message: str | None = None
+
+
+FromWorker = Annotated[
+    WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces | WorkerTrace, Field(discriminator="type")
+]
+"""What a worker sends the gateway, told apart by `type`; the gateway answers each with a `GatewayReply`."""
+FROM_WORKER: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)
