@@ -64,7 +64,8 @@ class _HasAttempt(Protocol):
 
 
 class ErrorInfo(WireModel):
-    """A failure as it crosses a boundary; `flyte.errors.from_parts` turns it back into an exception."""
+    """A failure as it crosses a boundary; `flyte.errors.error_info` makes one from an exception, `from_info` turns it
+    back into one."""
 
     error_type: Annotated[str, StringConstraints(max_length=64)]
     """The flyte.errors class, e.g. RuntimeUserError or OOMError."""
