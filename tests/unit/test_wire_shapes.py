@@ -169,3 +169,14 @@ def test_the_agent_sends_a_pool_worker_an_assignment_or_an_abort() -> None:
     assert isinstance(ON_SPARE_SOCKET.validate_json('{"hello": 7}'), SpareHello)
     with pytest.raises(ValidationError):
         ON_SPARE_SOCKET.validate_json("{}")
+
+
+def test_a_dump_is_the_callers_to_change() -> None:
+    """A spec's dump is made once and kept (specs are frozen); what a caller gets is a copy."""
+    spec = TaskSpec.model_validate(_SPEC)
+    first = spec.model_dump()
+    first["resources"]["cpu"]["request"] = 99.0
+    first["placement"]["clusters"].append("west")
+    again = spec.model_dump()
+    assert again["resources"]["cpu"]["request"] == 0.5
+    assert again["placement"]["clusters"] == ["east"]

@@ -18,7 +18,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    SerializerFunctionWrapHandler,
     Strict,
     StringConstraints,
     ValidatorFunctionWrapHandler,
@@ -48,14 +47,32 @@ _Word = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @model_serializer(mode="wrap")
-    def _as_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The fields the sender set, and only those: the JSON these settings had as checked plain mappings.
-        data: dict[str, Any] = handler(self)
-        return {key: value for key, value in self._order(data) if key in self.model_fields_set}
+    _sent: dict[str, Any] | None = PrivateAttr(default=None)
 
-    def _order(self, data: dict[str, Any]) -> list[tuple[str, Any]]:
-        return list(data.items())
+    @model_serializer(mode="plain")
+    def _as_sent(self) -> dict[str, Any]:
+        # The fields the sender set, and only those: the JSON these settings had as checked plain mappings. Made
+        # once per (frozen) spec, of plain values: an attempt's assignment dumps the task's spec each time.
+        # Through the private dict itself: pydantic's attribute lookup of a private field costs more than the dump.
+        private = self.__pydantic_private__
+        assert private is not None
+        sent: dict[str, Any] | None = private["_sent"]
+        if sent is None:
+            sent = private["_sent"] = {key: _plain(getattr(self, key)) for key in self._sent_keys()}
+        return sent
+
+    def _sent_keys(self) -> list[str]:
+        return [key for key in type(self).model_fields if key in self.model_fields_set]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Spec):
+        return value._as_sent()
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
 
 
 class _KeptOrder(_Spec):
@@ -72,9 +89,9 @@ class _KeptOrder(_Spec):
             spec._sent_order = tuple(data)
         return spec
 
-    def _order(self, data: dict[str, Any]) -> list[tuple[str, Any]]:
+    def _sent_keys(self) -> list[str]:
         rank = {key: index for index, key in enumerate(self._sent_order)}
-        return sorted(data.items(), key=lambda item: rank.get(item[0], len(rank)))
+        return sorted(super()._sent_keys(), key=lambda key: rank.get(key, len(rank)))
 
 
 class _RequestLimit(_Spec):
