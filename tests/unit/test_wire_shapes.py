@@ -180,3 +180,15 @@ def test_a_dump_is_the_callers_to_change() -> None:
     again = spec.model_dump()
     assert again["resources"]["cpu"]["request"] == 0.5
     assert again["placement"]["clusters"] == ["east"]
+
+
+def test_specs_are_equal_by_content() -> None:
+    """Neither the kept dump nor the sender's key order makes two equal settings differ."""
+    one, two = TaskSpec.model_validate(_SPEC), TaskSpec.model_validate(_SPEC)
+    one.model_dump_json()
+    assert one == two
+    assert hash(one.resources) == hash(two.resources)
+    reordered = TaskSpec.model_validate({**_SPEC, "backoff": {"cap": 30.0, "base": 2.0}})
+    assert reordered.backoff == one.backoff
+    assert '"backoff":{"cap":30.0,"base":2.0}' in reordered.model_dump_json()
+    assert one.resources != TaskSpec.model_validate({**_SPEC, "resources": {}}).resources

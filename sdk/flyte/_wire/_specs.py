@@ -64,6 +64,15 @@ class _Spec(BaseModel):
     def _sent_keys(self) -> list[str]:
         return [key for key in type(self).model_fields if key in self.model_fields_set]
 
+    def __eq__(self, other: object) -> bool:
+        # By content: the kept dump and the sender's key order (private state) are not part of a spec's value.
+        if not isinstance(other, _Spec):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((type(self), *(repr(value) for value in self.__dict__.values())))
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, _Spec):
