@@ -192,3 +192,41 @@ def test_specs_are_equal_by_content() -> None:
     assert reordered.backoff == one.backoff
     assert '"backoff":{"cap":30.0,"base":2.0}' in reordered.model_dump_json()
     assert one.resources != TaskSpec.model_validate({**_SPEC, "resources": {}}).resources
+
+
+# What the wire of dict-typed settings (before the typed models) wrote for these specs and overrides, byte for byte.
+_GOLDEN_SPECS = [
+    (
+        '{"name":"env.train","short_name":"train","signature":"()","interface_digest":"0123456789abcdef",'
+        '"inputs":[],"output":"None","output_kind":"json","output_schema":null,"is_async":true,"resources'
+        '":{"cpu":{"request":1.0,"limit":2.0},"memory":{"request":1024,"limit":2048},"gpu":{"type":"A100"'
+        ',"count":1},"disk":10,"shm":"auto"},"retries":0,"backoff":{"base":2.0,"cap":30.0,"factor":1.5},"'
+        'timeout_seconds":null,"max_queued_seconds":null,"cache":{"behavior":"auto","version_override":nu'
+        'll,"ignored_inputs":["x"],"salt":"s","version":"v1"},"reusable":{"min_replicas":0,"max_replicas"'
+        ':2,"concurrency":4,"idle_ttl":null,"scaledown_ttl":5.0},"placement":{"regions":[],"clusters":["e'
+        'ast"],"labels":{"a":"b"},"spread":true,"prefer_warm":false},"queue":null,"image":null,"image_spe'
+        'c":null,"env_vars":{},"secrets":[],"max_inline_io_bytes":10485760,"source_root":null}'
+    ),
+    (
+        '{"name":"env.train","short_name":"train","signature":"()","interface_digest":"0123456789abcdef",'
+        '"inputs":[],"output":"None","output_kind":"json","output_schema":null,"is_async":true,"resources'
+        '":{"memory":{"request":64,"limit":128}},"retries":0,"backoff":{},"timeout_seconds":null,"max_que'
+        'ued_seconds":null,"cache":{},"reusable":null,"placement":null,"queue":null,"image":null,"image_s'
+        'pec":null,"env_vars":{},"secrets":[],"max_inline_io_bytes":10485760,"source_root":null}'
+    ),
+]
+_GOLDEN_OVERRIDES = (
+    '{"resources":{"cpu":{"request":1.0,"limit":1.0}},"retries":2,"timeout_seconds":null,"max_queued_'
+    'seconds":null,"reusable":{"min_replicas":1,"max_replicas":1,"concurrency":1},"reusable_off":fals'
+    'e,"placement":{"avoid":["x"]},"env_vars":null}'
+)
+
+
+@pytest.mark.parametrize("text", _GOLDEN_SPECS)
+def test_a_spec_stored_before_the_typed_settings_writes_back_the_same_bytes(text: str) -> None:
+    assert TaskSpec.model_validate_json(text).model_dump_json() == text
+    assert TaskSpec.model_validate(json.loads(text)).model_dump_json() == text
+
+
+def test_overrides_sent_before_the_typed_settings_write_back_the_same_bytes() -> None:
+    assert TaskOverrides.model_validate_json(_GOLDEN_OVERRIDES).model_dump_json() == _GOLDEN_OVERRIDES
