@@ -47,41 +47,21 @@ _Word = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    _sent: dict[str, Any] | None = PrivateAttr(default=None)
-
     @model_serializer(mode="plain")
     def _as_sent(self) -> dict[str, Any]:
-        # The fields the sender set, and only those: the JSON these settings had as checked plain mappings. Made
-        # once per (frozen) spec, of plain values: an attempt's assignment dumps the task's spec each time.
-        # Through the private dict itself: pydantic's attribute lookup of a private field costs more than the dump.
-        private = self.__pydantic_private__
-        assert private is not None
-        sent: dict[str, Any] | None = private["_sent"]
-        if sent is None:
-            sent = private["_sent"] = {key: _plain(getattr(self, key)) for key in self._sent_keys()}
-        return sent
-
-    def _sent_keys(self) -> list[str]:
-        return [key for key in type(self).model_fields if key in self.model_fields_set]
+        # The fields the sender set, and only those: the JSON these settings had as checked plain mappings. Read
+        # through the model's own slots: a spec has no private attributes, whose set-up costs more than its parse.
+        given = self.__pydantic_fields_set__
+        return {key: value for key, value in self.__dict__.items() if key in given}
 
     def __eq__(self, other: object) -> bool:
-        # By content: the kept dump and the sender's key order (private state) are not part of a spec's value.
+        # By content: the sender's key order (a kept-order spec's private state) is not part of its value.
         if not isinstance(other, _Spec):
             return NotImplemented
         return type(self) is type(other) and self.__dict__ == other.__dict__
 
     def __hash__(self) -> int:
         return hash((type(self), *(repr(value) for value in self.__dict__.values())))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, _Spec):
-        return value._as_sent()
-    if isinstance(value, list):
-        return list(value)
-    if isinstance(value, dict):
-        return dict(value)
-    return value
 
 
 class _KeptOrder(_Spec):
@@ -98,9 +78,11 @@ class _KeptOrder(_Spec):
             spec._sent_order = tuple(data)
         return spec
 
-    def _sent_keys(self) -> list[str]:
+    @model_serializer(mode="plain")
+    def _as_sent(self) -> dict[str, Any]:
+        sent = super()._as_sent()
         rank = {key: index for index, key in enumerate(self._sent_order)}
-        return sorted(super()._sent_keys(), key=lambda key: rank.get(key, len(rank)))
+        return {key: sent[key] for key in sorted(sent, key=lambda key: rank.get(key, len(rank)))}
 
 
 class _RequestLimit(_Spec):
