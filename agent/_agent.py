@@ -49,6 +49,7 @@ from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
 from flyte._runtime._up import UP_SOCKET_ENV
 from flyte._wire import (
+    TO_AGENT,
     AbortMessage,
     ActionEvent,
     AgentHeartbeat,
@@ -57,20 +58,18 @@ from flyte._wire import (
     AgentWelcome,
     Assignment,
     AssignMessage,
+    AttemptKey,
     CloseCode,
     ClusterRecord,
     ErrorInfo,
     EventsAck,
     Phase,
-    StaleMessage,
     TaskSpec,
     TaskVersion,
 )
 
 log = logging.getLogger("flyte.agent")
 
-GatewayMessage = AssignMessage | AbortMessage | StaleMessage | EventsAck
-_GATEWAY_MESSAGES: pydantic.TypeAdapter[GatewayMessage] = pydantic.TypeAdapter(GatewayMessage)
 _NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
@@ -246,7 +245,7 @@ class Agent:
 
     async def _on_message(self, data: str) -> None:
         try:
-            message = _GATEWAY_MESSAGES.validate_json(data)
+            message = TO_AGENT.validate_json(data)
         except pydantic.ValidationError as error:
             log.warning("ignoring a message the agent does not understand: %s", error)
             return
@@ -263,7 +262,7 @@ class Agent:
     # -- running attempts ----------------------------------------------------------------------------------------
 
     def _start(self, assignment: Assignment) -> None:
-        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        key = str(AttemptKey.of(assignment))
         if key in self.running or key in self._started:
             log.info("assignment %s delivered twice; it already ran or runs", key)
             return
@@ -274,7 +273,7 @@ class Agent:
         demand = {
             # A one-off attempt counts as the cluster's default request where it declares none, as the gateway
             # counted it when it placed it here.
-            resource: float((resources.get(resource) or {}).get("request") or 0.0)
+            resource: (resources.request(resource) or 0.0)
             or (0.0 if assignment.reusable else self.cluster.default_request[resource])
             for resource in ("cpu", "memory")
         }
@@ -366,8 +365,8 @@ class Agent:
         if self.run_as is not None:
             self.run_as.open_folder(spec_path.parent, 0o730)  # private_dir just made it 0700 again
             self.run_as.own(spec_path)
-        memory = (assignment.resources.get("memory") or {}).get("limit")
-        cpu = (assignment.resources.get("cpu") or {}).get("limit")
+        memory = assignment.resources.limit("memory")
+        cpu = assignment.resources.limit("cpu")
         timeout = assignment.timeout_seconds + _TIMEOUT_GRACE if assignment.timeout_seconds else None
         spec = LaunchSpec(
             key=key,

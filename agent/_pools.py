@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import time
@@ -29,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from pydantic import ValidationError
+
 from agent._host import AttemptHost
 from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
-from flyte._wire import Assignment
+from flyte._wire import FROM_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolHello, PoolLog, ReusableSpec
 
 log = logging.getLogger("flyte.agent.pools")
 _OUTPUT_KEPT = 8192
@@ -103,7 +104,7 @@ class Pools:
         return {key: pool.free_slots() for key, pool in self.pools.items()}
 
     async def run(self, assignment: Assignment, bundle: Path, prepared: Prepared | None = None) -> Exit:
-        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        key = str(AttemptKey.of(assignment))
         done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         # From the pool's lookup to the hand-over: waiting for a free slot (or a new worker) shows here.
         with self.agent.tracing.dispatch(assignment):
@@ -133,7 +134,7 @@ class Pools:
         for pool in self.pools.values():
             for worker in pool.workers:
                 if key in worker.inflight and worker.writer is not None:
-                    worker.writer.write(json.dumps({"abort": key}).encode() + b"\n")
+                    worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
 
     async def _pool(self, assignment: Assignment, bundle: Path, prepared: Prepared) -> Pool:
         env = assignment.task.rpartition(".")[0]
@@ -141,7 +142,7 @@ class Pools:
         pool = self.pools.get(key)
         if pool is not None:
             return pool
-        policy = assignment.reusable or {}
+        policy = assignment.reusable or ReusableSpec(min_replicas=1, max_replicas=1, concurrency=1)
         self.directory.mkdir(parents=True, exist_ok=True)
         socket = self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
         socket.unlink(missing_ok=True)
@@ -149,10 +150,10 @@ class Pools:
             key=key,
             bundle=bundle,
             socket=socket,
-            min_replicas=int(policy.get("min_replicas") or 1),
-            max_replicas=int(policy.get("max_replicas") or 1),
-            concurrency=int(policy.get("concurrency") or 1),
-            idle_ttl=float(policy["idle_ttl"]) if policy.get("idle_ttl") else None,
+            min_replicas=policy.min_replicas or 1,
+            max_replicas=policy.max_replicas,
+            concurrency=policy.concurrency,
+            idle_ttl=policy.idle_ttl,
             template=assignment,
             prepared=prepared,
         )
@@ -181,8 +182,8 @@ class Pools:
 
     async def _start_worker(self, pool: Pool) -> Worker:
         resources = pool.template.resources
-        memory = (resources.get("memory") or {}).get("limit")
-        cpu = (resources.get("cpu") or {}).get("limit")
+        memory = resources.limit("memory")
+        cpu = resources.limit("cpu")
         ident = f"pool/{pool.key}/{time.monotonic_ns()}"
         spec = LaunchSpec(
             key=ident,
@@ -229,8 +230,8 @@ class Pools:
 
     async def _accept(self, pool: Pool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            hello = json.loads(await reader.readline())
-        except ValueError:
+            hello: PoolHello | None = PoolHello.model_validate_json(await reader.readline())
+        except ValidationError:
             hello = None
         worker = self._claim(pool, hello) if _authentic(hello, pool) else None
         if worker is None:
@@ -244,22 +245,26 @@ class Pools:
         async with pool.changed:
             pool.changed.notify_all()
         while line := await reader.readline():
-            message: dict[str, Any] = json.loads(line)
-            if "log" in message:
-                assignment = self._assignments.get(str(message["log"]))
-                if assignment is not None and message.get("stream") in ("stdout", "stderr"):
-                    self.agent.ship_log(assignment, message["stream"], str(message.get("text", "")).encode())
+            try:
+                message = FROM_POOL_WORKER.validate_json(line)
+            except ValidationError as error:
+                log.warning("pool %s: a worker sent an unreadable line: %s", pool.key, error.errors()[0]["msg"])
                 continue
-            done = worker.inflight.get(str(message.get("done")))
-            if isinstance(message.get("reported"), int):
-                self.agent.tracing.reported(str(message["done"]), message["reported"])
+            if isinstance(message, PoolLog):
+                assignment = self._assignments.get(message.log)
+                if assignment is not None:
+                    self.agent.ship_log(assignment, message.stream, message.text.encode())
+                continue
+            done = worker.inflight.get(message.done)
+            if message.reported is not None:
+                self.agent.tracing.reported(message.done, message.reported)
             if done is not None and not done.done():
                 done.set_result(Exit(ExitKind.EXITED, 0))
 
-    def _claim(self, pool: Pool, hello: dict[str, Any]) -> Worker | None:
+    def _claim(self, pool: Pool, hello: PoolHello) -> Worker | None:
         """The launched worker a connection is, taken from `pending`. Workers connect in any order: a connection
         belongs to the process that names itself, so that a dead process fails its own attempts and not another's."""
-        worker = next((w for w in pool.pending if w.ident and w.ident == hello.get("worker")), None)
+        worker = next((w for w in pool.pending if w.ident and w.ident == hello.worker), None)
         if worker is not None:
             pool.pending.remove(worker)
         return worker
@@ -353,11 +358,11 @@ class Pools:
         return self.agent.work_dir / "pools" / pool.socket.stem / "secrets"
 
 
-def _authentic(hello: object, pool: Pool) -> TypeGuard[dict[str, Any]]:
+def _authentic(hello: PoolHello | None, pool: Pool) -> TypeGuard[PoolHello]:
     """A hello from one of the pool's workers: it knows the pool's secret."""
-    if not isinstance(hello, dict) or "hello" not in hello:
+    if hello is None:
         return False
-    return hmac.compare_digest(str(hello.get("secret") or "").encode(), pool.secret.encode())
+    return hmac.compare_digest((hello.secret or "").encode(), pool.secret.encode())
 
 
 class Launching:

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agent._host import AttemptHost
 from agent._pools import Launching
 from agent._settings import WORKER_PYTHON, Prepared
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
-from flyte._wire import Assignment
+from flyte._wire import ON_SPARE_SOCKET, Assignment, SpareAssign, WorkerUp
 
 log = logging.getLogger("flyte.agent.spares")
 
@@ -109,12 +110,16 @@ class Spares:
             self._up.pop(pid, None)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = json.loads(await reader.readline() or b"{}")
-        if "up" in hello:  # a cold worker, which only says so
-            self._mark_up(int(hello["up"]))
+        try:
+            hello = ON_SPARE_SOCKET.validate_json(await reader.readline())
+        except ValidationError:
             writer.close()
             return
-        pid = int(hello.get("hello", -1))
+        if isinstance(hello, WorkerUp):  # a cold worker, which only says so
+            self._mark_up(hello.up)
+            writer.close()
+            return
+        pid = hello.hello
         spare = self._waiting.pop(pid, None)
         if spare is None:
             writer.close()
@@ -132,7 +137,7 @@ class Spares:
     def take(self, assignment: Assignment, prepared: Prepared) -> Spare | None:
         """A ready spare for this attempt, or None (the caller starts a cold process). A spare runs the agent's
         Python: an attempt whose image has its own starts cold."""
-        cpu = (assignment.resources.get("cpu") or {}).get("limit")
+        cpu = assignment.resources.limit("cpu")
         if cpu or not self._ready or prepared.python != WORKER_PYTHON:
             return None
         spare = self._ready.pop(0)
@@ -141,7 +146,7 @@ class Spares:
 
     async def run(self, spare: Spare, assignment: Assignment, bundle: Path, prepared: Prepared) -> Exit:
         spare.assignment = assignment
-        memory = (assignment.resources.get("memory") or {}).get("limit")
+        memory = assignment.resources.limit("memory")
         if memory:
             limit = getattr(spare.handle, "limit_memory", None)
             if limit is None or not limit(int(memory)):
@@ -153,13 +158,9 @@ class Spares:
         env = {k: v for k, v in prepared.env.items() if k not in fixed}
         spare.writer.write(
             # The task's variables go with the assignment: the spare sets them before it loads any user code.
-            json.dumps(
-                {
-                    "assignment": assignment.model_dump(mode="json"),
-                    "bundle": str(bundle),
-                    "env": {**env, **prepared.secret_env},
-                }
-            ).encode()
+            SpareAssign(assignment=assignment, bundle=str(bundle), env={**env, **prepared.secret_env})
+            .model_dump_json()
+            .encode()
             + b"\n"
         )
         await spare.writer.drain()

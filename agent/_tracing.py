@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flyte import _otel
-from flyte._wire import Assignment, ClusterRecord
+from flyte._wire import Assignment, AttemptKey, ClusterRecord
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Span
@@ -141,7 +141,7 @@ class AgentTracing:
     def log_upload(self, run: str, action: str, attempt: int, size: int) -> Iterator[None]:
         """Sending a log batch of an attempt to the gateway: a span under the attempt's, if the attempt is open and
         the upload ends before the attempt does (the span is made when the attempt ends)."""
-        key = f"{run}/{action}/{attempt}"
+        key = str(AttemptKey(run, action, attempt))
         if self._tracing is None or key not in self._spans:
             yield
             return
@@ -166,7 +166,7 @@ def _ended(span: Span | None) -> Iterator[None]:
 
 
 def _key(assignment: Assignment) -> str:
-    return f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+    return str(AttemptKey.of(assignment))
 
 
 def _attributes(assignment: Assignment) -> dict[str, str | int | float | bool]:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from flyte._clock import SYSTEM_CLOCK, Clock
-from flyte._wire import ClusterRecord, CordonRecord, Phase, PolicyDocument
+from flyte._wire import AttemptKey, ClusterRecord, CordonRecord, Phase, PolicyDocument
 from gateway._action_index import InFlight
 from gateway._keys import CORDONS, POLICY_KEY, cordon_key
 from gateway._metrics import ClusterRoom
@@ -78,7 +78,7 @@ class ClusterAdmin:
             for run, name in self._in_flight.in_flight(cluster):
                 current = await self._runs.get_action(run, name)
                 if current.phase is Phase.PLACED and await self._runs.requeue_placed(run, name, cluster, why):
-                    self._sessions.abort(cluster, [f"{run}/{name}/{current.attempts}"])
+                    self._sessions.abort(cluster, [str(AttemptKey(run, name, current.attempts))])
         self._changed()
 
     async def uncordon(self, cluster: str) -> None:

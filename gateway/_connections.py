@@ -24,6 +24,8 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from flyte._wire import (
+    FROM_AGENT,
+    FROM_WORKER,
     AgentEvent,
     AgentEvents,
     AgentHeartbeat,
@@ -32,10 +34,10 @@ from flyte._wire import (
     AgentWelcome,
     CloseCode,
     EventsAck,
+    FromWorker,
     GatewayReply,
     StaleMessage,
     WireTrace,
-    WorkerReport,
     WorkerSubmit,
     WorkerTrace,
     WorkerTraces,
@@ -66,11 +68,6 @@ LOGS_DIR = web.AppKey("logs_dir", Path)
 LOG_LIMIT = int(os.environ.get("FLYTE_ATTEMPT_LOG_LIMIT", str(32 * 1024 * 1024)))
 """The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
 _LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"
-_AGENT_MESSAGES: pydantic.TypeAdapter[AgentHeartbeat | AgentEvents | AgentLogs] = pydantic.TypeAdapter(
-    AgentHeartbeat | AgentEvents | AgentLogs
-)
-WorkerMessage = WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces | WorkerTrace
-_WORKER_MESSAGES: pydantic.TypeAdapter[WorkerMessage] = pydantic.TypeAdapter(WorkerMessage)
 
 
 async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
@@ -136,7 +133,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
 async def _agent_message(app: web.Application, dispatcher: Dispatcher, session: AgentSession, data: str) -> None:
     svc = app[SERVICES]
     try:
-        message = _AGENT_MESSAGES.validate_json(data)
+        message = FROM_AGENT.validate_json(data)
     except pydantic.ValidationError as error:
         log.warning("bad message from %s: %s", session.name, describe_validation_error(error))
         return
@@ -282,7 +279,7 @@ async def _handle_worker_message(
 ) -> None:
     request_id = 0
     try:
-        parsed = _WORKER_MESSAGES.validate_json(data)
+        parsed = FROM_WORKER.validate_json(data)
         request_id = parsed.id
         # The socket authenticated once, when it opened: its token must still be good for each message (not revoked
         # or expired; a worker token's attempt not over), before the message learns anything, even whether a run exists.
@@ -305,7 +302,7 @@ async def _handle_worker_message(
         await send(GatewayReply(type="error", id=request_id, code="internal", message="internal error"))
 
 
-def _worker_acts(message: WorkerMessage, project: str) -> list[tuple[Act, Target]]:
+def _worker_acts(message: FromWorker, project: str) -> list[tuple[Act, Target]]:
     """What a worker message does, for `authorize`: one act per child of a submission."""
     run = message.run
     if isinstance(message, WorkerSubmit):
@@ -322,7 +319,7 @@ def _worker_acts(message: WorkerMessage, project: str) -> list[tuple[Act, Target
 async def _worker_message(
     svc: Services,
     dispatcher: Dispatcher,
-    message: WorkerMessage,
+    message: FromWorker,
     send: Send,
     *,
     from_worker: bool,

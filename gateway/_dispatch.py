@@ -22,7 +22,7 @@ from collections.abc import Coroutine, Sequence
 from aiohttp import web
 
 from flyte._clock import SYSTEM_CLOCK, Clock
-from flyte._wire import ActionSummary, ClusterRecord, Phase, PolicyDocument
+from flyte._wire import ActionSummary, AttemptKey, ClusterRecord, Phase, PolicyDocument
 from gateway._action_index import ActionIndex, Send
 from gateway._auth import WorkerTokens
 from gateway._cluster_admin import ClusterAdmin
@@ -90,7 +90,7 @@ class Dispatcher:
     def _observed(self, action: ActionSummary) -> None:
         self.placer.observe(action)
         if action.cluster is not None and action.phase is Phase.ABORTED:
-            self.agents.abort(action.cluster, [f"{action.run}/{action.name}/{action.attempts}"])
+            self.agents.abort(action.cluster, [str(AttemptKey(action.run, action.name, action.attempts))])
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 

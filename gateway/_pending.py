@@ -6,9 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
-from flyte._wire import DEFAULT_REQUEST, ActionSummary, ClusterRecord, TaskVersion
+from flyte._wire import (
+    DEFAULT_REQUEST,
+    ActionSummary,
+    ClusterRecord,
+    PlacementSpec,
+    ResourcesSpec,
+    ReusableSpec,
+    TaskVersion,
+)
 from gateway._keys import placement_key
 from gateway.store import Put
 from policies import Decision, Demand, demand_to_dict
@@ -23,8 +30,8 @@ class Pending:
     task: TaskVersion
     project: str
     domain: str
-    resources: dict[str, Any]
-    reusable: dict[str, Any] | None
+    resources: ResourcesSpec
+    reusable: ReusableSpec | None
     timeout: float | None
     max_wait: tuple[float, str] | None
     """How long it may stay queued, and whose limit that is (`queue_limit`)."""
@@ -54,8 +61,8 @@ def record_put(item: Pending, snapshots: list[str], decision: Decision, now: flo
 
 
 def demand_of(
-    resources: dict[str, Any],
-    placement: dict[str, Any] | None,
+    resources: ResourcesSpec,
+    placement: PlacementSpec | None,
     *,
     warm_key: str | None,
     queue: str | None,
@@ -64,27 +71,20 @@ def demand_of(
     waited_seconds: float,
     spread_key: str | None,
 ) -> Demand:
-    """What an action asks for, from its task spec (`Resources.to_dict()` and `Placement.to_dict()`)."""
-    cpu = resources.get("cpu") or {}
-    memory = resources.get("memory") or {}
-    gpu = resources.get("gpu") or {}
-    placement = placement or {}
-
-    def names(key: str) -> tuple[str, ...]:
-        return tuple(str(v) for v in placement.get(key) or ())
-
+    """What an action asks for, from its task spec's (or its overrides') resources and placement."""
+    placement = placement or PlacementSpec()
     return Demand(
-        cpu=float(cpu.get("request") or 0.0),
-        memory=int(memory.get("request") or 0),
-        gpu=int(gpu.get("count") or 0),
-        gpu_type=gpu.get("type"),
+        cpu=resources.cpu.request if resources.cpu else 0.0,
+        memory=resources.memory.request if resources.memory else 0,
+        gpu=resources.gpu.count if resources.gpu else 0,
+        gpu_type=resources.gpu.type if resources.gpu else None,
         warm_key=warm_key,
-        clusters=names("clusters"),
-        regions=names("regions"),
-        clouds=names("clouds"),
-        avoid=names("avoid"),
+        clusters=tuple(placement.clusters),
+        regions=tuple(placement.regions),
+        clouds=tuple(placement.clouds),
+        avoid=tuple(placement.avoid),
         project=project,
-        labels=tuple(sorted((str(k), str(v)) for k, v in (placement.get("labels") or {}).items())),
+        labels=tuple(sorted(placement.labels.items())),
         queue=queue,
         parent_cluster=parent_cluster,
         waited_seconds=waited_seconds,

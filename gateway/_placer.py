@@ -278,7 +278,7 @@ class Placer:
         timeout = o.timeout_seconds if o and o.timeout_seconds is not None else spec.timeout_seconds
         queued_limit = o.max_queued_seconds if o and o.max_queued_seconds is not None else spec.max_queued_seconds
         limit = queue_limit(max_wait, queued_limit)
-        prefer_warm = (placement or {}).get("prefer_warm", True)
+        prefer_warm = placement.prefer_warm if placement else True
         queued_since = action.not_before or action.created_at or now
         demand = demand_of(
             resources,
@@ -288,7 +288,7 @@ class Placer:
             project=project,
             parent_cluster=self._where.get((action.run, action.parent)) if action.parent else None,
             waited_seconds=max(0.0, now - queued_since),
-            spread_key=f"{action.run}/{action.parent}" if (placement or {}).get("spread") else None,
+            spread_key=f"{action.run}/{action.parent}" if placement and placement.spread else None,
         )
         if reusable is None:
             # A one-off action starts a process of its own: asking for nothing must not mean it fits forever.

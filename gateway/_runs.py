@@ -311,16 +311,16 @@ class Runs:
     async def _with_cache(self, action: ActionSummary, spec: TaskSpec, run: RunSummary) -> ActionSummary:
         """Attach the cache key of a cached task; on a hit, the action is born succeeded with the cached output."""
         cache = spec.cache
-        if not cache or cache.get("behavior") == "disable" or run.disable_run_cache:
+        if not cache.enabled or run.disable_run_cache:
             return action
         # A project's cache is its own: another tenant's result for the same task and inputs never answers it.
         key = f"{run.project}/{run.domain}/" + cache_key(
             spec.name,
             spec.interface_digest,
-            str(cache.get("version", "")),
+            cache.version,
             {name: value.to_encoded() for name, value in action.inputs.items()},
-            tuple(cache.get("ignored_inputs", ())),
-            str(cache.get("salt", "")),
+            tuple(cache.ignored_inputs),
+            cache.salt,
         )
         action = action.model_copy(update={"cache_key": key})
         if run.overwrite_cache:
@@ -540,8 +540,7 @@ class Runs:
         retries = failed.overrides.retries if failed.overrides and failed.overrides.retries is not None else None
         if failures > (spec.retries if retries is None else retries):
             return failed.model_copy(update={"user_failures": failures})
-        base, factor, cap = (spec.backoff.get(k, d) for k, d in (("base", 1.0), ("factor", 2.0), ("cap", 60.0)))
-        return _requeued(failed, {"user_failures": failures}, delay=min(cap, base * factor ** (failures - 1)))
+        return _requeued(failed, {"user_failures": failures}, delay=spec.backoff.delay(failures))
 
     async def abort(self, run: str, reason: str) -> RunSummary:
         """End a run as aborted and abort every action of it that has not ended."""

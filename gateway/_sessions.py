@@ -27,6 +27,7 @@ from flyte._wire import (
     AbortMessage,
     ActionEvent,
     ActionSummary,
+    AttemptKey,
     CloseCode,
     ClusterRecord,
     Phase,
@@ -180,7 +181,7 @@ class AgentSessions:
         for run, name in self._in_flight.in_flight(session.name):
             with contextlib.suppress(DomainError):
                 current = await self._runs.get_action(run, name)
-                key = f"{run}/{name}/{current.attempts}"
+                key = str(AttemptKey(run, name, current.attempts))
                 if current.cluster != session.name or current.phase not in _LIVE:
                     continue
                 if key in running or key in reporting:
@@ -294,6 +295,7 @@ class AgentSessions:
 
 def attempt_of(key: str) -> Attempt:
     """An agent's attempt key (run/action/attempt) as a reservation's key; a malformed one matches nothing."""
-    run, _, rest = key.partition("/")
-    action, _, number = rest.rpartition("/")
-    return (run, action, int(number) if number.isdigit() else -1)
+    try:
+        return AttemptKey.parse(key)
+    except ValueError:
+        return (key, "", -1)

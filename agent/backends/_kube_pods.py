@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 from flyte._resources import parse_cpu, parse_quantity
+from flyte._wire import ResourcesSpec
 
 from ._protocol import Exit, ExitKind, LaunchSpec
 
@@ -64,25 +65,20 @@ def _cpu(cores: float) -> str:
     return f"{math.ceil(cores * 1000)}m"
 
 
-def _requests_and_limits(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
+def _requests_and_limits(resources: ResourcesSpec) -> dict[str, dict[str, str]]:
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    cpu = resources.get("cpu") or {}
-    if cpu.get("request") is not None:
-        requests["cpu"] = _cpu(float(cpu["request"]))
-    if cpu.get("limit") is not None:
-        limits["cpu"] = _cpu(float(cpu["limit"]))
-    memory = resources.get("memory") or {}
-    if memory.get("request") is not None:
-        requests["memory"] = str(int(memory["request"]))
-    if memory.get("limit") is not None:
-        limits["memory"] = str(int(memory["limit"]))
-    if resources.get("disk") is not None:
-        requests["ephemeral-storage"] = limits["ephemeral-storage"] = str(int(resources["disk"]))
-    gpu = resources.get("gpu") or {}
-    if gpu.get("count"):
+    if resources.cpu is not None:
+        requests["cpu"] = _cpu(resources.cpu.request)
+        limits["cpu"] = _cpu(resources.cpu.limit)
+    if resources.memory is not None:
+        requests["memory"] = str(int(resources.memory.request))
+        limits["memory"] = str(int(resources.memory.limit))
+    if resources.disk is not None:
+        requests["ephemeral-storage"] = limits["ephemeral-storage"] = str(resources.disk)
+    if resources.gpu is not None:
         # Extended resources are limits only (the request defaults to the limit and may not differ).
-        limits[GPU_RESOURCE] = str(int(gpu["count"]))
+        limits[GPU_RESOURCE] = str(resources.gpu.count)
     out = {}
     if requests:
         out["requests"] = requests
@@ -139,13 +135,13 @@ def pod_manifest(
     }
     if spec.timeout_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = max(1, math.ceil(spec.timeout_seconds))
-    gpu = spec.resources.get("gpu") or {}
-    if gpu.get("count"):
+    gpu = spec.resources.gpu
+    if gpu is not None:
         pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-        if gpu.get("type"):
-            pod_spec["nodeSelector"] = {gpu_type_label: str(gpu["type"])}
+        if gpu.type:
+            pod_spec["nodeSelector"] = {gpu_type_label: gpu.type}
     volumes, mounts = _secret_volumes(name, spec.secret_files)
-    shm = spec.resources.get("shm")
+    shm = spec.resources.shm
     if shm is not None:
         volume: dict[str, Any] = {"medium": "Memory"}
         if shm != "auto":

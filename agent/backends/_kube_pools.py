@@ -37,6 +37,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agent._host import AttemptHost
 from agent._pools import Pool, Pools, Worker
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
+from flyte._wire import PoolHello
 
 from . import _kube_pods as pods
 from ._kubernetes import KubernetesBackend
@@ -183,8 +184,8 @@ class KubePools(Pools):
         """`<cluster>/<env>@<version>`: agents of several clusters may share a namespace, each with its own pools."""
         return f"{self.backend.owner}/{pool.key}"
 
-    def _claim(self, pool: Pool, hello: dict[str, Any]) -> Worker | None:
-        name = str(hello.get("worker") or "")
+    def _claim(self, pool: Pool, hello: PoolHello) -> Worker | None:
+        name = hello.worker or ""
         worker = next((w for w in pool.pending if isinstance(w.handle, Replica) and not w.ident), None)
         if not name or worker is None:
             # More pods than replicas (a rollout's surge, a replacement that raced a scale-down): this one waits
@@ -353,7 +354,7 @@ class KubePools(Pools):
         if pool.pending or any(w.inflight for w in pool.workers):
             deployment.active_at = now
             return
-        scaledown = (pool.template.reusable or {}).get("scaledown_ttl") or pool.idle_ttl
+        scaledown = (pool.template.reusable and pool.template.reusable.scaledown_ttl) or pool.idle_ttl
         above_floor = deployment.wanted() - pool.min_replicas
         if scaledown is not None and above_floor > 0:
             idle = [w for w in pool.workers if now - w.idle_since > float(scaledown)]

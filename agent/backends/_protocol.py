@@ -13,7 +13,9 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from flyte._wire import ResourcesSpec
 
 OutputSink = Callable[[str, bytes], None]
 """Called with ("stdout" | "stderr", a chunk of bytes) as the attempt writes."""
@@ -40,8 +42,8 @@ class LaunchSpec:
     its files from the agent instead (under `$FLYTE_SECRETS_DIR`)."""
     image: str | None = None
     """The container image of a pod backend (the environment's `flyte.Image` URI); None: the backend's default."""
-    resources: dict[str, Any] = field(default_factory=dict)
-    """Requests and limits as `flyte.Resources.to_dict()` gives them (cpu, memory, gpu type and count, disk, shm),
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    """Requests and limits as `flyte.Resources` declares them (cpu, memory, gpu type and count, disk, shm),
     for backends that hand them to a scheduler; the process backend uses the two limits above."""
     traceparent: str | None = None
     """The W3C traceparent of the attempt's span, passed to the worker as TRACEPARENT."""

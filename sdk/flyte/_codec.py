@@ -23,20 +23,19 @@ import types
 import typing
 import uuid
 import warnings
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import cloudpickle
 import pydantic
 import pydantic_core
 from pydantic import ConfigDict, TypeAdapter
 
+from ._wire import EncodedValue as EncodedValue
+from ._wire import ValueKind as ValueKind
 from .errors import ValueEncodingError
 
 INLINE_LIMIT = 64 * 1024
 """Encoded values larger than this many bytes are stored as blobs and travel by reference."""
-
-ValueKind = Literal["json", "pickle"]
 
 _SCALARS: frozenset[object] = frozenset(
     {
@@ -61,24 +60,12 @@ _CONTAINERS: frozenset[object] = frozenset(
 _NEEDS_OWN_CONFIG = (pydantic.BaseModel,)
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedValue:
-    """One value in wire form: inline bytes or a blob reference, with the digest of the encoded bytes."""
-
-    kind: ValueKind
-    digest: str
-    payload: bytes | None = None
-    ref: str | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.payload) if self.payload is not None else 0
-
-    def data(self) -> bytes:
-        if self.payload is not None:
-            return self.payload
-        assert self.ref is not None
-        return _blobs.get(self.ref)
+def value_bytes(value: EncodedValue) -> bytes:
+    """A value's encoded bytes: inline, or fetched from the blob store."""
+    if value.payload is not None:
+        return value.payload
+    assert value.ref is not None
+    return _blobs.get(value.ref)
 
 
 def is_json_friendly(annotation: object) -> bool:
@@ -214,8 +201,8 @@ class ValueCodec:
                     f"{self.where} expects {_type_name(self.annotation)}, which travels as JSON; "
                     "refusing a pickled value"
                 )
-            return cloudpickle.loads(value.data())
-        data = value.data()
+            return cloudpickle.loads(value_bytes(value))
+        data = value_bytes(value)
         if self._adapter is None:
             # JSON produced elsewhere (CLI, UI, another SDK) for a parameter we pickle: trust the JSON.
             return TypeAdapter(Any).validate_json(data)

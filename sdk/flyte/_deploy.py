@@ -38,7 +38,17 @@ from ._source import (
 )
 from ._task import TaskTemplate
 from ._trigger import trigger_specs
-from ._wire import DeployRequest, ParameterSpec, SecretRef, TaskSpec
+from ._wire import (
+    BackoffSpec,
+    CacheSpec,
+    DeployRequest,
+    ParameterSpec,
+    PlacementSpec,
+    ResourcesSpec,
+    ReusableSpec,
+    SecretRef,
+    TaskSpec,
+)
 from .errors import DeploymentError
 
 
@@ -289,14 +299,16 @@ def task_spec(task: TaskTemplate[..., Any], source_root: str | None = None) -> T
         output_kind=interface.output_codec.kind,
         output_schema=interface.output_codec.json_schema() if interface.has_output else None,
         is_async=task.is_async,
-        resources=s.resources.to_dict() if s.resources is not None else {},
+        resources=ResourcesSpec.model_validate(s.resources.to_dict() if s.resources is not None else {}),
         retries=s.retries.count,
-        backoff=s.retries.backoff.to_dict(),
+        backoff=BackoffSpec.model_validate(s.retries.backoff.to_dict()),
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None else None,
         max_queued_seconds=s.timeout.max_queued_seconds if s.timeout is not None else None,
-        cache={**s.cache.to_dict(), "version": _cache_version(task)} if s.cache.is_enabled else {},
-        reusable=dict(s.reusable.to_dict()) if s.reusable is not None else None,
-        placement=s.placement.to_dict() if s.placement is not None else None,
+        cache=CacheSpec.model_validate(
+            {**s.cache.to_dict(), "version": _cache_version(task)} if s.cache.is_enabled else {}
+        ),
+        reusable=ReusableSpec.model_validate(s.reusable.to_dict()) if s.reusable is not None else None,
+        placement=PlacementSpec.model_validate(s.placement.to_dict()) if s.placement is not None else None,
         queue=s.queue,
         image=image.uri if isinstance(image, Image) else None,
         image_spec=image.to_dict() if isinstance(image, Image) and image.layers else None,

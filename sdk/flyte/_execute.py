@@ -19,8 +19,7 @@ from typing import Any
 from ._codec import EncodedValue
 from ._context import ActionContext, _group_path, current_action
 from ._task import TaskTemplate
-from ._wire import ErrorInfo
-from .errors import BaseRuntimeError, InlineIOMaxBytesBreached, TaskTimeoutError
+from .errors import BaseRuntimeError, InlineIOMaxBytesBreached, TaskTimeoutError, error_info, from_info
 from .report import Report
 
 log = logging.getLogger("flyte.report")
@@ -49,13 +48,13 @@ async def execute_body(
                 f"{task.name} ran past its timeout of {seconds or 0:g}s (attempt {action.attempt})"
             ) from None
         # The task's own code raised TimeoutError: an ordinary user error.
-        raise ErrorInfo.from_exception(error).to_exception() from None
+        raise from_info(error_info(error)) from None
     except BaseRuntimeError:
         raise
     except asyncio.CancelledError:
         raise
     except Exception as error:
-        raise ErrorInfo.from_exception(error).to_exception() from None
+        raise from_info(error_info(error)) from None
     finally:
         _group_path.reset(group_token)
         current_action.reset(action_token)

@@ -33,13 +33,14 @@ from ._local_env import EnvGate
 from ._paths import cache_db_path
 from ._run_state import ActionRecord, RunState
 from ._task import TaskTemplate
-from ._wire import ErrorInfo, Phase
+from ._wire import Phase
 from .errors import (
     ActionAbortedError,
     BaseRuntimeError,
     InlineIOMaxBytesBreached,
     NonRecoverableError,
     RetriesExhaustedError,
+    error_info,
 )
 
 SYSTEM_RETRIES = 3
@@ -113,10 +114,10 @@ class LocalController:
             state.phase = Phase.SUCCEEDED
         except asyncio.CancelledError:
             state.phase = Phase.ABORTED
-            state.error = ErrorInfo.from_exception(ActionAbortedError(f"run {state.name} was aborted"))
+            state.error = error_info(ActionAbortedError(f"run {state.name} was aborted"))
         except BaseRuntimeError as error:
             state.phase = Phase.ABORTED if isinstance(error, ActionAbortedError) else Phase.FAILED
-            state.error = ErrorInfo.from_exception(error)
+            state.error = error_info(error)
 
     async def _call(
         self,
@@ -242,7 +243,7 @@ class LocalController:
             return output
 
     def _fail(self, record: ActionRecord, error: BaseRuntimeError, phase: Phase = Phase.FAILED) -> None:
-        record.error = ErrorInfo.from_exception(error)
+        record.error = error_info(error)
         self.state.move(record, phase)
 
     def _cache_key(self, task: TaskTemplate[..., Any], inputs: EncodedInputs) -> str | None:

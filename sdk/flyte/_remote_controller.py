@@ -27,6 +27,9 @@ from ._wire import (
     ConditionCreate,
     ConditionRecord,
     Phase,
+    PlacementSpec,
+    ResourcesSpec,
+    ReusableSpec,
     SuspendAnswer,
     SuspendRequest,
     TaskOverrides,
@@ -34,7 +37,7 @@ from ._wire import (
     WireValue,
 )
 from ._worker_link import LinkError, WorkerLink
-from .errors import ActionAbortedError, ConditionFailedError, ConditionTimedOutError, RuntimeSystemError
+from .errors import ActionAbortedError, ConditionFailedError, ConditionTimedOutError, RuntimeSystemError, from_info
 
 if TYPE_CHECKING:
     from ._condition import _Condition
@@ -206,7 +209,7 @@ def decode_result(output: OutputDecoder, child: ActionSummary) -> Any:
             return None
         return output.decode(child.output.to_encoded())
     if child.error is not None:
-        raise child.error.to_exception()
+        raise from_info(child.error)
     if child.phase is Phase.ABORTED:
         raise ActionAbortedError(f"action {child.name} was aborted")
     raise RuntimeSystemError("UnknownOutcome", f"action {child.name} ended {child.phase.value} without an error")
@@ -222,12 +225,18 @@ def overrides_of(task: TaskTemplate[..., Any]) -> TaskOverrides | None:
     # A pool's workers share their environment's variables: a call with its own runs in a process of its own.
     own_process = env_vars is not None and s.reusable is not None
     return TaskOverrides(
-        resources=s.resources.to_dict() if s.resources is not None and s.resources != d.resources else None,
+        resources=ResourcesSpec.model_validate(s.resources.to_dict())
+        if s.resources is not None and s.resources != d.resources
+        else None,
         retries=s.retries.count if s.retries != d.retries else None,
         timeout_seconds=s.timeout.max_runtime_seconds if s.timeout is not None and s.timeout != d.timeout else None,
         max_queued_seconds=s.timeout.max_queued_seconds if s.timeout is not None and s.timeout != d.timeout else None,
-        reusable=dict(s.reusable.to_dict()) if s.reusable is not None and s.reusable != d.reusable else None,
+        reusable=ReusableSpec.model_validate(s.reusable.to_dict())
+        if s.reusable is not None and s.reusable != d.reusable
+        else None,
         reusable_off=(s.reusable is None and d.reusable is not None) or own_process,
-        placement=s.placement.to_dict() if s.placement is not None and s.placement != d.placement else None,
+        placement=PlacementSpec.model_validate(s.placement.to_dict())
+        if s.placement is not None and s.placement != d.placement
+        else None,
         env_vars=env_vars,
     )

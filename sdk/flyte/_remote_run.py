@@ -24,6 +24,7 @@ from ._retrying import RetryDelay
 from ._run_state import RunOptions
 from ._task import TaskTemplate
 from ._wire import ActionSummary, Phase, RunCreateRequest, RunSummary, WatchMessage, WireValue
+from .errors import from_info
 
 _RECONNECT_FIRST = 0.1
 _RECONNECT_MAX = 5.0
@@ -125,7 +126,7 @@ class RemoteRun:
         if not self._summary.phase.is_terminal:
             call_sync(asyncio.wait_for(self._follow(on_change), timeout))
         if self._summary.error is not None:
-            raise self._summary.error.to_exception()
+            raise from_info(self._summary.error)
 
     async def _follow(self, on_change: Callable[[ActionSummary], None] | None) -> None:
         import aiohttp

@@ -22,7 +22,7 @@ from typing import Any
 import cloudpickle
 import pydantic_core
 
-from ._codec import EncodedValue, encoded
+from ._codec import EncodedValue, encoded, value_bytes
 from ._interface import EncodedInputs, as_outputs
 from ._naming import child_action_name
 from ._placement import Placement
@@ -31,7 +31,7 @@ from ._retry import RetryStrategy, normalize_retries
 from ._reusable import ReusePolicy
 from ._schema import describe, schema_errors
 from ._timeout import Timeout, normalize_timeout
-from ._wire import ParameterSpec, TaskOverrides, TaskSpec, TaskVersion
+from ._wire import ParameterSpec, PlacementSpec, ResourcesSpec, ReusableSpec, TaskOverrides, TaskSpec, TaskVersion
 from .errors import RemoteTaskNotFoundError, ValueEncodingError
 
 
@@ -64,7 +64,7 @@ class SchemaCodec:
         return encoded("json", data)
 
     def decode(self, value: EncodedValue) -> Any:
-        data = value.data()
+        data = value_bytes(value)
         if value.kind == "pickle":
             return cloudpickle.loads(data)
         decoded = json.loads(data)
@@ -230,12 +230,18 @@ class RemoteTask:
         limit = normalize_timeout(timeout) if timeout is not None else None
         new = old.model_copy(
             update={
-                "resources": resources.to_dict() if resources is not None else old.resources,
+                "resources": ResourcesSpec.model_validate(resources.to_dict())
+                if resources is not None
+                else old.resources,
                 "retries": normalize_retries(retries).count if retries is not None else old.retries,
                 "timeout_seconds": limit.max_runtime_seconds if limit is not None else old.timeout_seconds,
-                "reusable": dict(reusable.to_dict()) if isinstance(reusable, ReusePolicy) else old.reusable,
+                "reusable": ReusableSpec.model_validate(reusable.to_dict())
+                if isinstance(reusable, ReusePolicy)
+                else old.reusable,
                 "reusable_off": reusable == "off" or old.reusable_off,
-                "placement": placement.to_dict() if placement is not None else old.placement,
+                "placement": PlacementSpec.model_validate(placement.to_dict())
+                if placement is not None
+                else old.placement,
             }
         )
         return RemoteTask(self.task_version, new)

@@ -33,8 +33,8 @@ from ._run_state import ActionRecord, RunOptions, RunState, read_action_summarie
 from ._task import TaskTemplate
 from ._timeout import to_timedelta
 from ._unimplemented import not_implemented
-from ._wire import ActionSummary, ErrorInfo, Phase
-from .errors import ActionAbortedError, RemoteTaskNotFoundError
+from ._wire import ActionSummary, Phase
+from .errors import ActionAbortedError, RemoteTaskNotFoundError, error_info, from_info
 from .notify import rules_to_wire
 
 RunMode = Literal["local", "remote"]
@@ -81,7 +81,7 @@ class Run:
         if not self._state.finished.wait(timeout):
             raise TimeoutError(f"run {self.name} is still {self.phase} after {timeout}s")
         if self._state.error is not None:
-            raise self._state.error.to_exception()
+            raise from_info(self._state.error)
 
     def outputs(self) -> RunOutputs:
         """The root task's outputs; waits for the run first."""
@@ -270,7 +270,7 @@ async def _run_and_record(controller: LocalController, task: TaskTemplate[..., A
         if not state.phase.is_terminal or state.phase is Phase.ABORTED:
             state.phase = Phase.ABORTED
             reason = state.aborted_reason or f"run {state.name} was aborted"
-            state.error = ErrorInfo.from_exception(ActionAbortedError(reason))
+            state.error = error_info(ActionAbortedError(reason))
         state.ended_at = time.time()
         try:
             state.write_metadata()

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
 
+from ._wire import derived_env_var
+
 __all__ = ["Secret", "normalize_secrets"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -53,11 +55,7 @@ class Secret:
     @property
     def env_var(self) -> str:
         """`as_env_var`, or the key upper-cased with every other character turned into '_'."""
-        if self.as_env_var is not None:
-            return self.as_env_var
-        derived = re.sub(r"[^A-Za-z0-9]", "_", self.key).upper()
-        # A key such as "1password" would otherwise give a name no shell can export.
-        return f"_{derived}" if derived[0].isdigit() else derived
+        return self.as_env_var if self.as_env_var is not None else derived_env_var(self.key)
 
     def to_dict(self) -> dict[str, str | None]:
         """The normalised reference, for the wire and for display."""

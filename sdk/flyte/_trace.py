@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import cloudpickle
 
 from . import _otel
-from ._codec import EncodedValue, ValueKind
+from ._codec import EncodedValue, ValueKind, value_bytes
 from ._context import ActionContext, current_action, in_trace
 from ._interface import TaskInterface
 
@@ -47,7 +47,7 @@ def trace(func: F) -> F:
 
     def record(action: ActionContext, key: str, value: Any) -> None:
         out: EncodedValue = interface.output_codec.encode(value)
-        action.controller.record_trace(action, key, out.kind, out.data())
+        action.controller.record_trace(action, key, out.kind, value_bytes(out))
 
     if inspect.isasyncgenfunction(func):
 

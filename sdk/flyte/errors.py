@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import builtins
 import sys
+import traceback as _traceback
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from flyte._wire import ErrorInfo
+    from ._wire import ErrorInfo
 
 ErrorKind = Literal["user", "system"]
 
@@ -118,7 +119,7 @@ class BaseRuntimeError(RuntimeError):
     ) -> ErrorInfo:
         """The wire record of a failure of this class that no code raised (the platform decided it): its kind is
         the class's, its code the class name unless given."""
-        from flyte._wire import ErrorInfo  # the wire module imports this one
+        from ._wire import ErrorInfo  # here: `flyte.errors` stays free of pydantic for the CLI's fast paths
 
         return ErrorInfo(
             error_type=cls.__name__,
@@ -575,3 +576,48 @@ def _rebuild(
     return from_parts(
         error_type, code, message, kind=kind, exception_type=exception_type, traceback=traceback, worker=worker
     )
+
+
+def error_info(error: BaseException) -> ErrorInfo:
+    """The wire record of an exception raised by a task's code (a user error) or a flyte error; `from_info` is its
+    inverse."""
+    # Imported here: `flyte.errors` stays free of pydantic for the CLI's fast paths, and the wire sits below it.
+    from ._wire import ErrorInfo
+
+    if isinstance(error, BaseRuntimeError):
+        error_type, exception_type = describe(error)
+        return ErrorInfo(
+            error_type=error_type,
+            code=error.code,
+            kind=error.kind,
+            message=error.message[:65_536],
+            exception_type=exception_type,
+            traceback=_tail(error.traceback),
+            worker=error.worker,
+        )
+    return ErrorInfo(
+        error_type="RuntimeUserError",
+        code=type(error).__name__,
+        kind="user",
+        message=str(error)[:65_536],
+        exception_type=f"{type(error).__module__}.{type(error).__qualname__}",
+        traceback=_tail("".join(_traceback.format_exception(error))),
+    )
+
+
+def from_info(info: ErrorInfo) -> BaseRuntimeError:
+    """The exception a wire error record stands for (the inverse of `error_info`)."""
+    return from_parts(
+        info.error_type,
+        info.code,
+        info.message,
+        kind=info.kind,
+        exception_type=info.exception_type,
+        traceback=info.traceback,
+        worker=info.worker,
+    )
+
+
+def _tail(text: str | None, limit: int = 1_048_576) -> str | None:
+    """Keep the end of an over-long traceback: the frame that raised is at the bottom."""
+    return text if text is None or len(text) <= limit else text[-limit:]

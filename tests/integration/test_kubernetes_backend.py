@@ -33,6 +33,7 @@ from waiting import async_assert_eventually
 
 from agent.backends import Capacity, Exit, ExitKind, LaunchSpec
 from agent.backends._kubernetes import DEFAULT_IMAGE, KubernetesBackend
+from flyte._wire import ResourcesSpec
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -77,6 +78,8 @@ def spec(key: str, **fields: object) -> LaunchSpec:
         "cwd": Path("/"),
         "secret_env": {"FLYTE_ASSIGNMENT": '{"token": "secret-token"}'},
     }
+    if isinstance(resources := fields.get("resources"), dict):
+        fields["resources"] = ResourcesSpec.model_validate(resources)
     return LaunchSpec(key=key, **{**base, **fields})  # type: ignore[arg-type]
 
 

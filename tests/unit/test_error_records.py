@@ -9,6 +9,7 @@ import pytest
 
 import flyte.errors
 from flyte._wire import ErrorInfo
+from flyte.errors import from_info
 
 CLASSES = sorted(
     (
@@ -29,7 +30,7 @@ def test_a_record_built_from_a_class_names_it_and_comes_back_as_it(cls: type[fly
         cls.kind,
         "what happened",
     )
-    back = ErrorInfo.model_validate_json(record.model_dump_json()).to_exception()
+    back = from_info(ErrorInfo.model_validate_json(record.model_dump_json()))
     assert isinstance(back, cls)
     assert (back.kind, back.message, back.worker) == (cls.kind, "what happened", "east")
 

@@ -11,6 +11,7 @@ import kubernetes_validate
 from agent.backends import LaunchSpec
 from agent.backends._kube_pods import pod_manifest, secret_manifest
 from agent.backends._kube_pools import deployment_manifest
+from flyte._wire import ResourcesSpec
 
 KUBERNETES = "1.33.0"
 
@@ -23,7 +24,7 @@ def pool_spec(**resources: object) -> LaunchSpec:
         cwd=Path("/"),
         secret_env={"FLYTE_POOL_SECRET": "s3cret"},
         image="repo/train:v7",
-        resources=dict(resources),
+        resources=ResourcesSpec.model_validate(resources),
     )
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import flyte.errors
 from flyte._runtime._bundle import BundleLoadError, load_bundle
-from flyte._wire import ErrorInfo
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -22,7 +22,7 @@ def test_a_module_reading_argv_sees_its_own_path_and_fails_as_python_would(tmp_p
     assert isinstance(caught.value.error, IndexError)
     assert sys.argv == before, "the worker's own argv is back after the import"
     assert "argv_reader" not in sys.modules, "a module that failed is not left half-imported"
-    info = ErrorInfo.from_exception(caught.value.error)
+    info = flyte.errors.error_info(caught.value.error)
     assert info.code == "IndexError"
     assert info.traceback is not None
     assert info.traceback.splitlines()[1].strip().startswith(f'File "{tmp_path / "argv_reader.py"}"'), info.traceback

@@ -216,10 +216,10 @@ def test_a_module_load_error_is_also_the_exception_the_module_raised() -> None:
         message="importing prog.py from the code bundle failed: IndexError: list index out of range",
         exception_type="builtins.IndexError",
     )
-    error = info.to_exception()
+    error = flyte.errors.from_info(info)
     assert isinstance(error, flyte.errors.ModuleLoadError)
     assert isinstance(error, IndexError)
-    assert ErrorInfo.from_exception(error).model_dump(exclude={"traceback"}) == info.model_dump(exclude={"traceback"})
+    assert flyte.errors.error_info(error).model_dump(exclude={"traceback"}) == info.model_dump(exclude={"traceback"})
 
 
 def test_taxonomy_system_error() -> None:

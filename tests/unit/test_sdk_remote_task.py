@@ -118,7 +118,8 @@ def test_override_of_a_remote_task_sends_only_what_changed() -> None:
     changed = remote.override(retries=3, resources=flyte.Resources(cpu=2)).override(reusable="off")
     assert changed.overrides is not None
     assert changed.overrides.retries == 3
-    assert changed.overrides.resources == flyte.Resources(cpu=2).to_dict()
+    assert changed.overrides.resources is not None
+    assert changed.overrides.resources.model_dump() == flyte.Resources(cpu=2).to_dict()
     assert changed.overrides.reusable_off
     assert remote.overrides is None, "override returns a copy"
     with pytest.raises(ValueError, match="cache cannot be overridden per call"):

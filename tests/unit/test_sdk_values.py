@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 import flyte
 import flyte.errors
-from flyte._codec import INLINE_LIMIT
+from flyte._codec import INLINE_LIMIT, value_bytes
 from flyte._wire import Phase
 from flyte.io import Dir, File
 
@@ -252,7 +252,7 @@ def test_json_friendly_values_travel_as_json(task: Any, value: Any, as_json: Any
     assert run.outputs()[0] == value
     (encoded,) = run._state.inputs.values.values()
     assert encoded.kind == "json"
-    assert json.loads(encoded.data()) == as_json
+    assert json.loads(value_bytes(encoded)) == as_json
     assert run._state.output is not None
     assert run._state.output.kind == "json"
 

@@ -71,7 +71,7 @@ def test_waiting_past_the_max_wait_names_the_reason() -> None:
     assert error.message == (
         "queued 12s, longer than the run's max wait of 10s: it waited because no cluster has room now (busy: 1)"
     )
-    assert isinstance(error.to_exception(), flyte.errors.NonRecoverableError)
+    assert isinstance(flyte.errors.from_info(error), flyte.errors.NonRecoverableError)
 
 
 def test_max_wait_is_validated_and_carried_in_seconds() -> None:

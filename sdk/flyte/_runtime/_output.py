@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import TextIO
 
+from .._wire import STREAMS, Stream
+
 _attempt: contextvars.ContextVar[str | None] = contextvars.ContextVar("flyte_attempt_output", default=None)
 
 
@@ -31,16 +33,16 @@ class AttemptOutput:
         with self._lock:
             self._pending.setdefault(key, []).append((stream, text))
 
-    def take(self, key: str | None = None) -> list[tuple[str, str, str]]:
+    def take(self, key: str | None = None) -> list[tuple[str, Stream, str]]:
         """(key, stream, text) written since the last take: of one attempt, or of all."""
         with self._lock:
             if key is None:
                 pending, self._pending = self._pending, {}
             else:
                 pending = {key: self._pending.pop(key)} if key in self._pending else {}
-        taken: list[tuple[str, str, str]] = []
+        taken: list[tuple[str, Stream, str]] = []
         for attempt, chunks in pending.items():
-            for stream in ("stdout", "stderr"):
+            for stream in STREAMS:
                 text = "".join(t for s, t in chunks if s == stream)
                 if text:
                     taken.append((attempt, stream, text))

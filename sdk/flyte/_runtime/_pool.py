@@ -8,14 +8,13 @@ the worker's hello names it and says the pool's secret."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
 from pathlib import Path
 
 from .. import _otel
-from .._wire import Assignment
+from .._wire import TO_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolDone, PoolHello, PoolLog
 from .._worker_link import WorkerLink
 from ._bundle import BundleLoadError, fetch_bundle, load_bundle
 from ._output import AttemptOutput
@@ -44,8 +43,8 @@ async def serve_pool(
             # again and fails with this error, as the user's, traceback and all.
             log.exception("the code bundle failed to load; its assignments will fail with this error")
     reader, writer = await _dial(address)
-    hello = {"hello": os.getpid(), "worker": os.environ.get(POOL_WORKER_ENV), "secret": os.environ.get(POOL_SECRET_ENV)}
-    writer.write(json.dumps(hello).encode() + b"\n")
+    hello = PoolHello(hello=os.getpid(), worker=os.environ.get(POOL_WORKER_ENV), secret=os.environ.get(POOL_SECRET_ENV))
+    writer.write(hello.model_dump_json().encode() + b"\n")
     await writer.drain()
     running: dict[str, asyncio.Task[None]] = {}
     current: dict[str, Assignment] = {}
@@ -55,7 +54,7 @@ async def serve_pool(
         if output is None:
             return
         for attempt, stream, text in output.take(key):
-            writer.write(json.dumps({"log": attempt, "stream": stream, "text": text}).encode() + b"\n")
+            writer.write(PoolLog(log=attempt, stream=stream, text=text).model_dump_json().encode() + b"\n")
         await writer.drain()
 
     async def ship_output_forever() -> None:
@@ -94,18 +93,18 @@ async def serve_pool(
                 running.pop(key, None)
                 await send_output(key)
                 # When it reported: the agent ends the attempt's span there (see `_otel.REPORTED_DIR`).
-                writer.write(json.dumps({"done": key, "reported": reported}).encode() + b"\n")
+                writer.write(PoolDone(done=key, reported=reported).model_dump_json().encode() + b"\n")
                 await writer.drain()
 
     while line := await reader.readline():
-        message = json.loads(line)
-        if "abort" in message:
-            task = running.get(message["abort"])
+        message = TO_POOL_WORKER.validate_json(line)
+        if isinstance(message, PoolAbort):
+            task = running.get(message.abort)
             if task is not None:
                 task.cancel()
             continue
-        assignment = Assignment.model_validate(message)
-        key = f"{assignment.run}/{assignment.action}/{assignment.attempt}"
+        assignment = message
+        key = str(AttemptKey.of(assignment))
         running[key] = asyncio.create_task(run_one(assignment, key))
     shipper.cancel()
 

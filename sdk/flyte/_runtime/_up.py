@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
+
+from .._wire import WorkerUp
 
 UP_SOCKET_ENV = "FLYTE_AGENT_UP_SOCKET"
 """The agent's local socket a worker says `{"up": pid}` on once the interpreter and the SDK are loaded."""
@@ -19,4 +20,4 @@ def say_up() -> None:
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as link:
         link.settimeout(1.0)
         link.connect(path)
-        link.sendall(json.dumps({"up": os.getpid()}).encode() + b"\n")
+        link.sendall(WorkerUp(up=os.getpid()).model_dump_json().encode() + b"\n")

@@ -16,6 +16,7 @@ from .._interface import EncodedInputs
 from .._remote_controller import AttemptSuspended, RemoteController
 from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
+from ..errors import error_info
 from ._bundle import BundleLoadError, find_task, load_bundle, user_paths
 
 log = logging.getLogger("flyte.worker")
@@ -98,7 +99,7 @@ async def _attempt(
     except BundleLoadError as error:
         # A ModuleLoadError with the original exception's type and traceback, so `except ValueError` in a parent
         # matches too; the message says it happened at import, not in the task's body.
-        info = ErrorInfo.from_exception(error.error).model_copy(
+        info = error_info(error.error).model_copy(
             update={"error_type": "ModuleLoadError", "kind": "user", "message": str(error)[:65_536]}
         )
         info = info.model_copy(update={"traceback": user_paths(info.traceback, bundle, assignment.source_root)})
@@ -107,7 +108,7 @@ async def _attempt(
     except (Exception, SystemExit) as error:
         # A flyte error as it is; anything else (an input failed to decode, the body raised or called `sys.exit`)
         # is the user's code or values, reported as a user error.
-        info = ErrorInfo.from_exception(error)
+        info = error_info(error)
         info = info.model_copy(update={"traceback": user_paths(info.traceback, bundle, assignment.source_root)})
         _log_failure(assignment, info)
         return ended(Phase.FAILED, error=info), dict(controller.recorded)

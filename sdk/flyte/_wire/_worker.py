@@ -1,0 +1,85 @@
+"""A worker's conversation with the gateway: submit children, watch them, report its result, keep trace checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, TypeAdapter
+
+from ._api import ActionSubmitRequest
+from ._base import ActionName, Name, Payload, WireModel
+from ._records import ActionEvent, ActionSummary
+
+
+class WireTrace(WireModel):
+    kind: str
+    payload_b64: Payload
+
+
+class WorkerSubmit(WireModel):
+    type: Literal["submit"] = "submit"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
+    run: Name
+    actions: list[ActionSubmitRequest] = Field(max_length=1000)
+
+
+class WorkerWatch(WireModel):
+    """Stream the children of `parent`: a snapshot of those that exist, then every change."""
+
+    type: Literal["watch"] = "watch"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
+    run: Name
+    parent: ActionName
+
+
+class WorkerReport(WireModel):
+    type: Literal["report"] = "report"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
+    run: Name
+    action: ActionName
+    event: ActionEvent
+    traces: dict[str, WireTrace] = Field(default_factory=dict)
+    """Trace checkpoints recorded by this attempt, made durable with (before) the result."""
+
+
+class WorkerTrace(WireModel):
+    """A trace checkpoint, sent as soon as it is recorded so it outlives a crash of this attempt."""
+
+    type: Literal["trace"] = "trace"
+    id: int = 0
+    run: Name
+    action: ActionName
+    key: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    trace: WireTrace
+
+
+class WorkerTraces(WireModel):
+    """Ask for the trace checkpoints earlier attempts of an action recorded."""
+
+    type: Literal["traces"] = "traces"
+    id: int = 0
+    """Echoed in the reply, so a worker can match answers to requests."""
+    run: Name
+    action: ActionName
+
+
+class GatewayReply(WireModel):
+    """The gateway's answer on a worker connection: children, submissions, traces, or an error."""
+
+    type: Literal["children", "submitted", "traces", "reported", "error"]
+    id: int = 0
+    parent: str | None = None
+    actions: list[ActionSummary] = Field(default_factory=list)
+    traces: dict[str, WireTrace] = Field(default_factory=dict)
+    code: str | None = None
+    message: str | None = None
+
+
+FromWorker = Annotated[
+    WorkerSubmit | WorkerWatch | WorkerReport | WorkerTraces | WorkerTrace, Field(discriminator="type")
+]
+"""What a worker sends the gateway, told apart by `type`; the gateway answers each with a `GatewayReply`."""
+FROM_WORKER: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)
