@@ -186,7 +186,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     except ApiError:
         # Whether another project has these bytes is not this token's business: the same answer as no blob.
         raise not_found(f"no blob {digest}") from None
-    return web.FileResponse(await blobs.get(digest), headers={"Content-Type": "application/octet-stream"})
+    return await blobs.response(digest)
 
 
 async def head_blob(request: web.Request) -> web.Response:

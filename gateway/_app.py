@@ -14,7 +14,7 @@ import flyte
 from flyte._paths import private_dir
 from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
-from gateway._blobs import BlobStore
+from gateway._blobs import BlobStore, LocalBlobStore
 from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_connect
 from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
@@ -40,6 +40,7 @@ def create_app(
     store: Store,
     blobs_dir: Path,
     logs_dir: Path | None = None,
+    blobs: BlobStore | None = None,
     secret_key: AESGCM | None = None,
     retention: Retention | None = None,
     history_kept: int | None = None,
@@ -58,7 +59,7 @@ def create_app(
         store=store,
         registry=registry,
         runs=Runs(store, registry, app[TRACING]),
-        blobs=BlobStore(blobs_dir, store),
+        blobs=blobs or LocalBlobStore(blobs_dir, store),
         metrics=metrics,
         watchers=set(),
     )
@@ -107,7 +108,7 @@ async def _start_dispatcher(app: web.Application) -> None:
     app[COMPACTOR] = asyncio.create_task(_compact_forever(store, app[HISTORY]))
     retention = app[RETENTION]
     if retention.enabled:
-        app[RETAINER] = asyncio.create_task(retain_forever(store, retention, app[SERVICES].blobs.root, app[LOGS_DIR]))
+        app[RETAINER] = asyncio.create_task(retain_forever(store, retention, app[SERVICES].blobs, app[LOGS_DIR]))
 
 
 async def _stop_dispatcher(app: web.Application) -> None:

