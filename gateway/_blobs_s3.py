@@ -20,7 +20,7 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -50,7 +50,9 @@ def _is_loopback_url(url: str) -> bool:
 
 
 class ObjectBlobStore:
-    def __init__(self, url: str, store: Store, endpoint: str | None = None):
+    def __init__(
+        self, url: str, store: Store, endpoint: str | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         config: S3Config = {}
         client: ClientConfig = {}
         if endpoint is not None:
@@ -64,6 +66,7 @@ class ObjectBlobStore:
         self.description = self.url
         self.object_store: ObjectStore = from_url(self.url, config=config or None, client_options=client or None)
         self._store = store
+        self._clock = clock
 
     @staticmethod
     def key(digest: str) -> str:
@@ -74,7 +77,7 @@ class ObjectBlobStore:
             await obstore.head_async(self.object_store, self.key(digest))
         except FileNotFoundError:
             return False
-        await self._store.put(SEEN + digest, str(time.time()).encode())
+        await self._store.put(SEEN + digest, str(self._clock()).encode())
         return True
 
     async def projects(self, digest: str) -> frozenset[str]:

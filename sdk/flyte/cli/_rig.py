@@ -91,8 +91,18 @@ async def _mint(store_url: str, clusters: list[str]) -> dict[str, str]:
     default=None,
     help="Placement policy file for the gateway.",
 )
+@click.option(
+    "--blobs",
+    "blobs_url",
+    default=None,
+    metavar="URL",
+    help="Keep the gateway's blobs in this object store (s3://BUCKET/PREFIX; credentials and endpoint from the "
+    "AWS_* environment) instead of the rig's directory.",
+)
 @click.option("--replace", is_flag=True, help="Stop the rig that is up, if any, and start this one in its place.")
-def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None, replace: bool) -> None:
+def up(
+    clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None, blobs_url: str | None, replace: bool
+) -> None:
     """Start the rig and point ./.flyte/config.yaml at it."""
     names = [c.strip() for c in clusters.split(",") if c.strip()]
     if not names or any(not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", n) for n in names):
@@ -127,7 +137,7 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
             "--store",
             store_url,
             "--blobs",
-            str(directory / "blobs"),
+            blobs_url or str(directory / "blobs"),
             "--port",
             str(port),
             "--no-write-config",
