@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 from s3_server import S3Server
-from test_rig import EXAMPLES, Rig, start_rig
-
-import flyte
+from test_rig import EXAMPLES, Rig, run_example, start_rig
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,13 +33,7 @@ def s3_rig(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Ite
 @pytest.mark.parametrize("program", EXAMPLES, ids=lambda p: p.stem)
 def test_example_runs_with_blobs_in_s3(s3_rig: tuple[Rig, str], s3_server: S3Server, program: Path) -> None:
     rig, prefix = s3_rig
-    result = rig.python(program)
-    assert result.returncode == 0, result.stderr
-    run_name = result.stdout.strip().splitlines()[-2]
-    rig.connect()
-    run = flyte.remote.Run.get(run_name)
-    assert run.phase == "succeeded"
-    assert all(a.phase == "succeeded" for a in run.actions())
+    assert all(a.phase == "succeeded" for a in run_example(rig, program).actions())
     stored = s3_server.keys(f"{prefix}/blobs/")
     assert stored, "the code bundle is in the bucket"
     assert not [k for k in s3_server.keys(f"{prefix}/uploads/")], "no upload left half-way"
