@@ -51,6 +51,8 @@ class BlobStore(Protocol):
 
     description: str
     """Where, for logs: a directory or an `s3://bucket/prefix` URL."""
+    url_seconds: int
+    """How long the presigned URLs it issues stay valid (0: it issues none)."""
 
     async def exists(self, digest: str) -> bool:
         """Whether the blob is stored; a yes counts as a use for retention's grace period."""
@@ -75,6 +77,19 @@ class BlobStore(Protocol):
 
     async def sweep(self, marked: set[str], older_than: float) -> list[str]:
         """Delete the blobs not in `marked` last stored or used before `older_than`; returns their digests."""
+        ...
+
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+        """A presigned URL to PUT the blob's bytes straight into the store, for `project`, and the upload's id
+        (a 409 `no_direct_transfer` for a store that has none: the caller uploads through the blob API)."""
+        ...
+
+    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+        """Check a direct upload's bytes against `digest` and store them as `put` does."""
+        ...
+
+    async def download_url(self, digest: str) -> str:
+        """A presigned URL to GET the blob straight from the store (a 409 where there is none, a 404 if missing)."""
         ...
 
 
@@ -139,6 +154,7 @@ class LocalBlobStore:
         self.root = private_dir(root)
         self._store = store
         self.description = str(self.root)
+        self.url_seconds = 0
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
@@ -202,6 +218,19 @@ class LocalBlobStore:
 
     async def sweep(self, marked: set[str], older_than: float) -> list[str]:
         return await asyncio.to_thread(_sweep, _blob_files(self.root), marked, older_than)
+
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+        raise _no_direct()
+
+    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+        raise _no_direct()
+
+    async def download_url(self, digest: str) -> str:
+        raise _no_direct()
+
+
+def _no_direct() -> ApiError:
+    return ApiError(409, "no_direct_transfer", "this gateway's blob store is a directory: use the blob API")
 
 
 def _blob_files(root: Path) -> Iterable[Path]:

@@ -1,6 +1,7 @@
 """Blobs in S3-compatible object storage (or GCS, or Azure) through obstore: `flyte gateway serve --blobs s3://B/P`.
 
-Layout under the URL's prefix: `blobs/<sha256>` for stored blobs, `uploads/<random>` for uploads in progress. An
+Layout under the URL's prefix: `blobs/<sha256>` for stored blobs, `uploads/<random>` for uploads through the gateway
+in progress, `uploads/<project>/<sha256>/<random>` for direct uploads (a presigned PUT URL names one such key). An
 upload streams into a staging object, hashed on the way (obstore turns a stream into a multipart upload, so memory
 stays flat); only when the digest matches is it copied to its final key, server-side, and the staging object is
 deleted either way. A reader therefore never sees a blob whose bytes were not checked.
@@ -21,11 +22,12 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import obstore
 from aiohttp import web
-from obstore.store import ObjectStore, from_url
+from obstore.store import AzureStore, GCSStore, ObjectStore, S3Store, from_url
 
 from gateway._blobs import HashingStream, add_owner, blob_projects, check_digest, is_digest
 from gateway._errors import not_found
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config
 
 SEEN = "/flyte/blob-seen/"
+URL_SECONDS = float(os.environ.get("FLYTE_BLOB_URL_SECONDS", "300"))
+"""How long a presigned URL the gateway issues stays valid."""
 _STREAM_CHUNK = 1024 * 1024
 _PART = 5 * 1024 * 1024
 _PARTS_IN_FLIGHT = 4
@@ -51,7 +55,12 @@ def _is_loopback_url(url: str) -> bool:
 
 class ObjectBlobStore:
     def __init__(
-        self, url: str, store: Store, endpoint: str | None = None, clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        store: Store,
+        endpoint: str | None = None,
+        clock: Callable[[], float] = time.time,
+        url_seconds: float = URL_SECONDS,
     ) -> None:
         config: S3Config = {}
         client: ClientConfig = {}
@@ -64,9 +73,14 @@ class ObjectBlobStore:
             client["allow_http"] = True
         self.url = url.rstrip("/")
         self.description = self.url
-        self.object_store: ObjectStore = from_url(self.url, config=config or None, client_options=client or None)
+        made = from_url(self.url, config=config or None, client_options=client or None)
+        if not isinstance(made, S3Store | GCSStore | AzureStore):
+            raise ValueError(f"--blobs {url}: an object store is s3://, gs:// or az://BUCKET/PREFIX")
+        self.object_store = made
         self._store = store
         self._clock = clock
+        self.url_seconds = max(1, int(url_seconds))
+        self.url_lifetime = timedelta(seconds=self.url_seconds)
 
     @staticmethod
     def key(digest: str) -> str:
@@ -105,6 +119,40 @@ class ObjectBlobStore:
         await add_owner(self._store, digest, project)
         return created, stream.size
 
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+        upload = uuid.uuid4().hex
+        url = await obstore.sign_async(self.object_store, "PUT", _staged(digest, project, upload), self.url_lifetime)
+        return url, upload
+
+    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+        """The bytes are read back from the store and hashed (store to gateway, never from the client): a URL
+        cannot make the store check a sha256 (the checksum header would have to be signed, which obstore does
+        not do), and a digest is only ever stored over the bytes it names."""
+        staged = _staged(digest, project, upload)
+        try:
+            result = await obstore.get_async(self.object_store, staged)
+        except FileNotFoundError:
+            raise not_found(f"no upload {upload} of blob {digest} (never sent, or committed already)") from None
+        try:
+            stream = HashingStream(_bytes(result.stream(min_chunk_size=_STREAM_CHUNK)))
+            async for _ in stream:
+                pass
+            stream.check(digest)
+            created = not await self.exists(digest)
+            if created:
+                await obstore.copy_async(self.object_store, staged, self.key(digest))
+        finally:
+            await _delete_quietly(self.object_store, staged)
+        await add_owner(self._store, digest, project)
+        return created, stream.size
+
+    async def download_url(self, digest: str) -> str:
+        try:
+            await obstore.head_async(self.object_store, self.key(digest))
+        except FileNotFoundError:
+            raise not_found(f"no blob {digest}") from None
+        return await obstore.sign_async(self.object_store, "GET", self.key(digest), self.url_lifetime)
+
     async def response(self, digest: str) -> web.StreamResponse:
         try:
             result = await obstore.get_async(self.object_store, self.key(digest))
@@ -138,6 +186,11 @@ class ObjectBlobStore:
         for start in range(0, len(removed), _BATCH):
             await self._store.txn([], [Delete(SEEN + d) for d in removed[start : start + _BATCH]])
         return removed
+
+
+def _staged(digest: str, project: str, upload: str) -> str:
+    """Where a direct upload lands: its project, digest and id in the key, so a URL is good for nothing else."""
+    return f"uploads/{project}/{check_digest(digest)}/{upload}"
 
 
 async def _bytes(stream: Any) -> AsyncIterator[bytes]:
