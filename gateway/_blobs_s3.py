@@ -185,7 +185,15 @@ class ObjectBlobStore:
             removed.append(digest)
         for start in range(0, len(removed), _BATCH):
             await self._store.txn([], [Delete(SEEN + d) for d in removed[start : start + _BATCH]])
+        await self._sweep_uploads(older_than)
         return removed
+
+    async def _sweep_uploads(self, older_than: float) -> None:
+        """Staged uploads that old were abandoned (a URL issued and never committed, a gateway killed mid-upload)."""
+        async for batch in obstore.list(self.object_store, "uploads/"):
+            stale = [meta["path"] for meta in batch if meta["last_modified"].timestamp() < older_than]
+            if stale:
+                await obstore.delete_async(self.object_store, stale)
 
 
 def _staged(digest: str, project: str, upload: str) -> str:

@@ -5,12 +5,14 @@ mark and sweep."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from s3_server import S3Server
 
@@ -119,3 +121,21 @@ async def test_plain_http_is_for_a_loopback_endpoint_only(state: SqliteStore, tm
     assert isinstance(open_blob_store("s3://bucket/prefix", state, endpoint="http://127.0.0.1:9000"), ObjectBlobStore)
     with pytest.raises(ValueError, match="is for an object store"):
         open_blob_store(tmp_path, state, endpoint="http://127.0.0.1:9000")
+
+
+async def test_the_sweep_takes_abandoned_direct_uploads(
+    state: SqliteStore, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    prefix = f"abandoned-{uuid.uuid4().hex[:8]}"
+    s3 = ObjectBlobStore(f"s3://{s3_server.bucket}/{prefix}", state)
+    data = b"sent, never committed"
+    url, _ = await s3.upload_url(sha(data), "alpha")
+    async with aiohttp.ClientSession() as http, http.put(url, data=io.BytesIO(data)) as response:
+        assert response.status == 200
+    assert len(s3_server.keys(f"{prefix}/uploads/")) == 1
+    assert await collect_blobs(state, BlobMarker(s3), grace=3600) == 0
+    assert len(s3_server.keys(f"{prefix}/uploads/")) == 1, "young: it may still be committed"
+    await collect_blobs(state, BlobMarker(s3), grace=0, now=FUTURE)
+    assert s3_server.keys(f"{prefix}/uploads/") == []
