@@ -10,9 +10,10 @@ import prerequisites
 import pytest
 from etcd_process import EtcdProcess
 from prerequisites import ETCD_INSTALL, WEED_INSTALL, on_path, require
-from s3_server import S3Server, weed_binary
+from s3_server import S3Server
 
 import flyte._config as config
+from flyte.cli._s3_local import weed_binary
 
 
 @pytest.fixture(autouse=True)
