@@ -166,10 +166,29 @@ class GatewayClient:
     # -- blobs ----------------------------------------------------------------------------------------------
 
     async def put_blob(self, data: bytes, project: str | None = None) -> str:
-        """Upload bytes as a blob of `project` (default: the client's); tokens of that project may read it."""
+        """Upload bytes as a blob of `project` (default: the client's); tokens of that project may read it.
+        Straight into the gateway's object store when it has one (see `GatewayBlobs`), else through the gateway."""
         digest = hashlib.sha256(data).hexdigest()
-        await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params={"project": project or self.project})
+        params = {"project": project or self.project}
+        transfer = await self._blob_transfer("POST", f"/api/v1/blobs/{digest}/uploads", params)
+        if transfer is not None and transfer.upload is not None:
+            await _store_request("PUT", transfer.url, data)
+            await self.request("POST", f"/api/v1/blobs/{digest}/uploads/{transfer.upload}", params=params)
+            return digest
+        await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params=params)
         return digest
+
+    async def _blob_transfer(self, method: str, path: str, params: dict[str, str] | None = None) -> BlobTransfer | None:
+        if self.endpoint in _NO_DIRECT:
+            return None
+        try:
+            return BlobTransfer.model_validate(await self.request(method, path, params=params))
+        except GatewayError as error:
+            if error.status == 409:
+                _NO_DIRECT.add(self.endpoint)
+            if error.status in (404, 405, 409):
+                return None
+            raise
 
     async def has_blob(self, digest: str, project: str | None = None) -> bool:
         """Whether the gateway stores the blob for `project` (default: the client's)."""
@@ -182,6 +201,9 @@ class GatewayClient:
         return True
 
     async def get_blob(self, digest: str) -> bytes:
+        transfer = await self._blob_transfer("GET", f"/api/v1/blobs/{digest}/url")
+        if transfer is not None:
+            return await _store_request("GET", transfer.url)
         data = await self.request("GET", f"/api/v1/blobs/{digest}")
         assert isinstance(data, bytes)
         return data
@@ -336,6 +358,17 @@ class GatewayBlobs(BlobBackend):
             if error.code in (404, 405, 409):
                 return None
             raise
+
+
+async def _store_request(method: str, url: str, data: bytes | None = None) -> bytes:
+    """A request to the object store through a presigned URL: a session of its own, so no token of ours goes there."""
+    import aiohttp
+
+    body = io.BytesIO(data) if data is not None else None
+    async with aiohttp.ClientSession() as http, http.request(method, url, data=body) as response:
+        if response.status >= 400:
+            raise GatewayError(response.status, "object_store", (await response.text())[:500])
+        return await response.read()
 
 
 _NO_DIRECT: set[str] = set()
