@@ -40,6 +40,13 @@ _WRITE_CHUNK = 1024 * 1024
 """Bytes gathered before each write to disk (off the event loop)."""
 
 
+class BlobStoreUnavailable(ApiError):
+    """The blob store is down or refusing: a 503, which clients retry as any unavailable service."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "blob_store_unavailable", "the blob store is unavailable; try again shortly")
+
+
 def check_digest(digest: str) -> str:
     if not _DIGEST.match(digest):
         raise bad_request(f"a blob key is the sha256 of its content (64 lower-case hex digits), not {digest[:80]!r}")

@@ -17,26 +17,34 @@ An object's time cannot be refreshed in place, so a use (`exists`) is recorded i
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import obstore
+import obstore.exceptions
 from aiohttp import web
 from obstore.store import AzureStore, GCSStore, ObjectStore, S3Store, from_url
 
-from gateway._blobs import HashingStream, add_owner, blob_projects, check_digest, is_digest
+from gateway._blobs import BlobStoreUnavailable, HashingStream, add_owner, blob_projects, check_digest, is_digest
 from gateway._errors import not_found
 from gateway.store import Delete, Store
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, S3Config
+    from obstore.store import ClientConfig, RetryConfig, S3Config
+
+P = ParamSpec("P")
+T = TypeVar("T")
+log = logging.getLogger("flyte.gateway")
 
 SEEN = "/flyte/blob-seen/"
+RETRY_SECONDS = 10.0
 URL_SECONDS = float(os.environ.get("FLYTE_BLOB_URL_SECONDS", "300"))
 """How long a presigned URL the gateway issues stays valid."""
 _STREAM_CHUNK = 1024 * 1024
@@ -44,6 +52,21 @@ _PART = 5 * 1024 * 1024
 _PARTS_IN_FLIGHT = 4
 """A multipart upload holds up to this many parts in memory: the gateway's memory stays flat whatever the size."""
 _BATCH = 100
+
+
+def _guarded(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """The object store's failures (down, refusing, timing out) as a 503 `blob_store_unavailable`; the details go
+    to the log, not to the client."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except obstore.exceptions.BaseError as error:
+            log.warning("blob store: %s failed: %s", method.__name__, error)
+            raise BlobStoreUnavailable() from error
+
+    return call
 
 
 def _is_loopback_url(url: str) -> bool:
@@ -73,7 +96,10 @@ class ObjectBlobStore:
             client["allow_http"] = True
         self.url = url.rstrip("/")
         self.description = self.url
-        made = from_url(self.url, config=config or None, client_options=client or None)
+        # A store that is down is a 503 within seconds, so the client's own retries (a worker's attempt, the SDK)
+        # take over, rather than a request held for obstore's default three minutes.
+        retry: RetryConfig = {"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_SECONDS)}
+        made = from_url(self.url, config=config or None, client_options=client or None, retry_config=retry)
         if not isinstance(made, S3Store | GCSStore | AzureStore):
             raise ValueError(f"--blobs {url}: an object store is s3://, gs:// or az://BUCKET/PREFIX")
         self.object_store = made
@@ -86,6 +112,7 @@ class ObjectBlobStore:
     def key(digest: str) -> str:
         return f"blobs/{check_digest(digest)}"
 
+    @_guarded
     async def exists(self, digest: str) -> bool:
         try:
             await obstore.head_async(self.object_store, self.key(digest))
@@ -97,6 +124,7 @@ class ObjectBlobStore:
     async def projects(self, digest: str) -> frozenset[str]:
         return await blob_projects(self._store, digest)
 
+    @_guarded
     async def put(self, digest: str, chunks: AsyncIterator[bytes], project: str) -> tuple[bool, int]:
         final = self.key(digest)
         staging = f"uploads/{uuid.uuid4().hex}"
@@ -119,11 +147,13 @@ class ObjectBlobStore:
         await add_owner(self._store, digest, project)
         return created, stream.size
 
+    @_guarded
     async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
         upload = uuid.uuid4().hex
         url = await obstore.sign_async(self.object_store, "PUT", _staged(digest, project, upload), self.url_lifetime)
         return url, upload
 
+    @_guarded
     async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
         """The bytes are read back from the store and hashed (store to gateway, never from the client): a URL
         cannot make the store check a sha256 (the checksum header would have to be signed, which obstore does
@@ -146,6 +176,7 @@ class ObjectBlobStore:
         await add_owner(self._store, digest, project)
         return created, stream.size
 
+    @_guarded
     async def download_url(self, digest: str) -> str:
         try:
             await obstore.head_async(self.object_store, self.key(digest))
@@ -153,6 +184,7 @@ class ObjectBlobStore:
             raise not_found(f"no blob {digest}") from None
         return await obstore.sign_async(self.object_store, "GET", self.key(digest), self.url_lifetime)
 
+    @_guarded
     async def response(self, digest: str) -> web.StreamResponse:
         try:
             result = await obstore.get_async(self.object_store, self.key(digest))
@@ -164,11 +196,14 @@ class ObjectBlobStore:
     async def chunks(self, digest: str) -> AsyncIterator[bytes]:
         try:
             result = await obstore.get_async(self.object_store, self.key(digest))
+            async for chunk in _bytes(result.stream(min_chunk_size=_STREAM_CHUNK)):
+                yield chunk
         except FileNotFoundError:
             return
-        async for chunk in _bytes(result.stream(min_chunk_size=_STREAM_CHUNK)):
-            yield chunk
+        except obstore.exceptions.BaseError as error:
+            raise BlobStoreUnavailable() from error
 
+    @_guarded
     async def sweep(self, marked: set[str], older_than: float) -> list[str]:
         candidates: list[str] = []
         async for batch in obstore.list(self.object_store, "blobs/"):

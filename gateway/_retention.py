@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flyte._wire import ActionSummary, Phase, RunSummary
-from gateway._blobs import OWNERS, BlobStore
+from gateway._blobs import OWNERS, BlobStore, BlobStoreUnavailable
 from gateway._connections import TRACES
 from gateway._pending import PLACEMENTS
 from gateway._registry import TASKS
@@ -296,7 +296,7 @@ async def retain_forever(store: Store, retention: Retention, blobs: BlobStore, l
         try:
             runs, keys = await retain_once(store, retention, logs_dir, time.time())
             blobs_removed = await collect_blobs(store, marker, retention.blob_grace)
-        except StoreError as error:
+        except (StoreError, BlobStoreUnavailable) as error:
             log.warning("retention pass skipped: %s", error)
             continue
         if runs or blobs_removed:

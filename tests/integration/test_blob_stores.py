@@ -9,7 +9,7 @@ import io
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -139,3 +139,26 @@ async def test_the_sweep_takes_abandoned_direct_uploads(
     assert len(s3_server.keys(f"{prefix}/uploads/")) == 1, "young: it may still be committed"
     await collect_blobs(state, BlobMarker(s3), grace=0, now=FUTURE)
     assert s3_server.keys(f"{prefix}/uploads/") == []
+
+
+async def test_a_store_that_is_down_is_a_503_within_seconds(
+    state: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = S3Server(tmp_path / "down")  # never started: nothing listens on its port
+    for name, value in down.env().items():
+        monkeypatch.setenv(name, value)
+    blobs = ObjectBlobStore(f"s3://{down.bucket}/gone", state)
+    data = b"nowhere to go"
+    started = time.monotonic()
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: blobs.put(sha(data), stream(data), "alpha"),
+        lambda: blobs.exists(sha(data)),
+        lambda: blobs.download_url(sha(data)),
+    ]
+    for call in calls:
+        with pytest.raises(ApiError) as refused:
+            await call()
+        assert (refused.value.status, refused.value.code) == (503, "blob_store_unavailable")
+    with pytest.raises(ApiError):
+        await read(blobs, sha(data))
+    assert time.monotonic() - started < 4 * 15, "bounded retries, not obstore's three minutes each"
