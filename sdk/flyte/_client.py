@@ -173,7 +173,7 @@ class GatewayClient:
         params = {"project": project or self.project}
         transfer = await self._blob_transfer("POST", f"/api/v1/blobs/{digest}/uploads", params)
         if transfer is not None and transfer.upload is not None:
-            await _store_request("PUT", transfer.url, data)
+            await store_request("PUT", transfer.url, data)
             await self.request("POST", f"/api/v1/blobs/{digest}/uploads/{transfer.upload}", params=params)
             return digest
         await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params=params)
@@ -204,7 +204,7 @@ class GatewayClient:
     async def get_blob(self, digest: str) -> bytes:
         transfer = await self._blob_transfer("GET", f"/api/v1/blobs/{digest}/url")
         if transfer is not None:
-            return await _store_request("GET", transfer.url)
+            return await store_request("GET", transfer.url)
         data = await self.request("GET", f"/api/v1/blobs/{digest}")
         assert isinstance(data, bytes)
         return data
@@ -393,7 +393,7 @@ class GatewayBlobs(BlobBackend):
             raise
 
 
-async def _store_request(method: str, url: str, data: bytes | None = None) -> bytes:
+async def store_request(method: str, url: str, data: bytes | None = None) -> bytes:
     """A request to the object store through a presigned URL: a session of its own, so no token of ours goes there."""
     import aiohttp
 
