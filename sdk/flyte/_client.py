@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import hashlib
 import io
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +25,7 @@ from pydantic import TypeAdapter
 
 from ._codec import BlobBackend
 from ._config import Config, current_config
+from ._retrying import RetryDelay
 from ._wire import (
     AbortRequest,
     ActionSummary,
@@ -323,6 +325,15 @@ class GatewayBlobs(BlobBackend):
         """The project a blob is written for (a worker's token names its own, so a worker leaves it out)."""
 
     def put(self, data: bytes) -> str:
+        return retry_transient(lambda: self._put(data))
+
+    def get(self, ref: str) -> bytes:
+        return retry_transient(lambda: self._get(ref))
+
+    def put_file(self, path: Path) -> str:
+        return retry_transient(lambda: self._put_file(path))
+
+    def _put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         blob = f"{self.endpoint}/api/v1/blobs/{digest}"
         transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
@@ -337,7 +348,7 @@ class GatewayBlobs(BlobBackend):
         _call(request, self)
         return f"blob:{digest}"
 
-    def get(self, ref: str) -> bytes:
+    def _get(self, ref: str) -> bytes:
         if not ref.startswith("blob:"):
             return super().get(ref)
         blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
@@ -346,7 +357,7 @@ class GatewayBlobs(BlobBackend):
             return _call(urllib.request.Request(transfer.url))
         return _call(urllib.request.Request(blob), self)
 
-    def put_file(self, path: Path) -> str:
+    def _put_file(self, path: Path) -> str:
         """Stream a file to the store through a presigned URL (it is not read into memory), else `put` it."""
         from .io._blobs import file_sha256
 
@@ -354,7 +365,7 @@ class GatewayBlobs(BlobBackend):
         blob = f"{self.endpoint}/api/v1/blobs/{digest}"
         transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
         if transfer is None or transfer.upload is None:
-            return self.put(path.read_bytes())
+            return self._put(path.read_bytes())
         size = path.stat().st_size
         with path.open("rb") as body:
             request = urllib.request.Request(transfer.url, data=body, method="PUT")
@@ -406,6 +417,31 @@ async def store_request(method: str, url: str, data: bytes | None = None) -> byt
 
 _NO_DIRECT: set[str] = set()
 """Gateways that said their blob store offers no direct transfers (a directory): asked once per process."""
+
+
+STORE_OUTAGE_SECONDS = 60.0
+"""How long a blob transfer keeps retrying through an outage (the store or the gateway unreachable, or a 503)."""
+R = TypeVar("R")
+
+
+def retry_transient(transfer: Callable[[], R], within: float | None = None) -> R:
+    """Run a whole blob transfer again (a fresh presigned URL each time) while it fails transiently, up to
+    `within` seconds (`STORE_OUTAGE_SECONDS`); a lasting outage, or any other failure, is raised."""
+    deadline = time.monotonic() + (STORE_OUTAGE_SECONDS if within is None else within)
+    delays = RetryDelay(0.2, 5.0)
+    while True:
+        try:
+            return transfer()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            if not _transient(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delays.next())
+
+
+def _transient(error: Exception) -> bool:
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code in (502, 503, 504)
+    return True
 
 
 def _call(request: urllib.request.Request, gateway: GatewayBlobs | None = None) -> bytes:

@@ -298,6 +298,8 @@ def _fetch_file(uri: str) -> Path:
 
 def _download(digest: str, uri: str, target: Path) -> None:
     """Stream the blob to `target`, hashed on the way: renamed into place only if the bytes are the digest's."""
+    from flyte._client import retry_transient
+
     gateway = _checked_gateway(digest, uri)
     with _atomic_writer(target) as out:
         hasher = hashlib.sha256()
@@ -306,8 +308,16 @@ def _download(digest: str, uri: str, target: Path) -> None:
             hasher.update(chunk)
             out.write(chunk)
 
-        try:
+        def attempt() -> None:
+            nonlocal hasher
+            # A retried download starts over: what an interrupted one wrote is dropped.
+            out.seek(0)
+            out.truncate()
+            hasher = hashlib.sha256()
             gateway.download(f"blob:{digest}", write)
+
+        try:
+            retry_transient(attempt)
         except OSError as error:
             raise FileNotFoundError(f"blob not found: {uri} ({error})") from None
         if hasher.hexdigest() != digest:
