@@ -99,7 +99,10 @@ class ObjectBlobStore:
         # A store that is down is a 503 within seconds, so the client's own retries (a worker's attempt, the SDK)
         # take over, rather than a request held for obstore's default three minutes.
         retry: RetryConfig = {"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_SECONDS)}
-        made = from_url(self.url, config=config or None, client_options=client or None, retry_config=retry)
+        try:
+            made = from_url(self.url, config=config or None, client_options=client or None, retry_config=retry)
+        except obstore.exceptions.BaseError:
+            made = None
         if not isinstance(made, S3Store | GCSStore | AzureStore):
             raise ValueError(f"--blobs {url}: an object store is s3://, gs:// or az://BUCKET/PREFIX")
         self.object_store = made

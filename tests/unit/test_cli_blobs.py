@@ -18,6 +18,8 @@ from flyte.cli import main
             "plain http on a remote host",
         ),
         (["gateway", "serve", "--blobs", "file:///tmp/x"], "an object store is s3://, gs:// or az://"),
+        (["gateway", "serve", "--blobs", "s3://"], "an object store is s3://, gs:// or az://"),
+        (["gateway", "serve", "--blobs", "ftp://host/dir"], "an object store is s3://, gs:// or az://"),
         (["rig", "up", "--s3", "--blobs", "s3://bucket/p"], "--s3 starts a local S3 server"),
     ],
 )
