@@ -44,6 +44,7 @@ from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
 from agent.backends._run_as import RunAs
 from flyte import _failpoints as failpoints
 from flyte import _otel
+from flyte._client import store_request
 from flyte._paths import private_dir, write_private
 from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
@@ -584,9 +585,17 @@ class Agent:
         if (target / ".complete").exists():
             return await self._share_bundle(target)
         assert self._http is not None
-        async with self._http.get(f"{self.gateway}/api/v1/blobs/{digest}") as response:
-            response.raise_for_status()
-            data = await response.read()
+        # Straight from the gateway's object store when it has one (a presigned URL), else through the gateway.
+        async with self._http.get(f"{self.gateway}/api/v1/blobs/{digest}/url") as response:
+            url = str((await response.json())["url"]) if response.status == 200 else None
+        if url is not None:
+            data = await store_request("GET", url)
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise ValueError(f"the object store returned other content than the bundle {digest}")
+        else:
+            async with self._http.get(f"{self.gateway}/api/v1/blobs/{digest}") as response:
+                response.raise_for_status()
+                data = await response.read()
         await asyncio.to_thread(extract_bundle, data, target)
         return await self._share_bundle(target)
 

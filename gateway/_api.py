@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from flyte._wire import (
     ActionEvent,
     ActionSubmitRequest,
     ActionSummary,
+    BlobTransfer,
     DeployRequest,
     ErrorBody,
     Phase,
@@ -171,7 +172,8 @@ async def put_blob(request: web.Request) -> web.Response:
         raise ApiError(429, "too_many_uploads", f"this token has {UPLOADS_PER_TOKEN} uploads in flight; wait for one")
     _uploads[uploader] += 1
     try:
-        created, size = await services(request).blobs.put(digest, request.content.iter_chunked(256 * 1024), project)
+        svc = services(request)
+        created, size = await svc.blobs.put(digest, _counted(request.content.iter_chunked(256 * 1024), svc), project)
     finally:
         _uploads[uploader] -= 1
         if not _uploads[uploader]:
@@ -179,7 +181,8 @@ async def put_blob(request: web.Request) -> web.Response:
     return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
-async def get_blob(request: web.Request) -> web.StreamResponse:
+async def _readable_blob(request: web.Request) -> tuple[str, BlobStore]:
+    """The digest the path names, once the caller may read that blob (a 404 otherwise)."""
     digest = check_digest(request.match_info["digest"])
     blobs = services(request).blobs
     try:
@@ -187,7 +190,48 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     except Forbidden:
         # Whether another project has these bytes is not this token's business: the same answer as no blob.
         raise not_found(f"no blob {digest}") from None
-    return web.FileResponse(await blobs.get(digest), headers={"Content-Type": "application/octet-stream"})
+    return digest, blobs
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    digest, blobs = await _readable_blob(request)
+    response = await blobs.response(digest)
+    services(request).metrics.blob_bytes_sent += response.content_length or 0
+    return response
+
+
+async def _counted(chunks: AsyncIterator[bytes], svc: Services) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        svc.metrics.blob_bytes_received += len(chunk)
+        yield chunk
+
+
+async def upload_url(request: web.Request) -> web.Response:
+    """A presigned URL to upload a blob straight into the object store, for one project and this digest only."""
+    digest = check_digest(request.match_info["digest"])
+    project = _blob_project(request)
+    allow(request, Act.BLOB_WRITE, Target(project))
+    blobs = services(request).blobs
+    url, upload = await blobs.upload_url(digest, project)
+    return _json(BlobTransfer(url=url, upload=upload, expires_in=blobs.url_seconds), status=201)
+
+
+async def commit_upload(request: web.Request) -> web.Response:
+    """A direct upload's bytes are in the store: check them against the digest and make them the blob."""
+    digest = check_digest(request.match_info["digest"])
+    upload = request.match_info["upload"]
+    if not re.fullmatch(r"[0-9a-f]{32}", upload):
+        raise bad_request(f"an upload id is 32 lower-case hex digits, not {upload[:40]!r}")
+    project = _blob_project(request)
+    allow(request, Act.BLOB_WRITE, Target(project))
+    created, size = await services(request).blobs.commit_upload(digest, project, upload)
+    return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
+
+
+async def download_url(request: web.Request) -> web.Response:
+    """A presigned URL to download a blob straight from the object store; authorized as reading it is."""
+    digest, blobs = await _readable_blob(request)
+    return _json(BlobTransfer(url=await blobs.download_url(digest), expires_in=blobs.url_seconds))
 
 
 async def head_blob(request: web.Request) -> web.Response:
@@ -492,6 +536,26 @@ ROUTES: list[Route] = [
     Route("PUT", "/api/v1/blobs/{digest}", put_blob, "Upload a blob under the sha256 of its content"),
     Route("GET", "/api/v1/blobs/{digest}", get_blob, "Download a blob"),
     Route("HEAD", "/api/v1/blobs/{digest}", head_blob, "Whether a blob is stored (200) or not (404)"),
+    Route(
+        "POST",
+        "/api/v1/blobs/{digest}/uploads",
+        upload_url,
+        "A presigned URL to upload a blob straight into the object store (409 for a directory store)",
+        answer=BlobTransfer,
+    ),
+    Route(
+        "POST",
+        "/api/v1/blobs/{digest}/uploads/{upload}",
+        commit_upload,
+        "Commit a direct upload: its bytes are checked against the digest",
+    ),
+    Route(
+        "GET",
+        "/api/v1/blobs/{digest}/url",
+        download_url,
+        "A presigned URL to download a blob straight from the object store (409 for a directory store)",
+        answer=BlobTransfer,
+    ),
     Route(
         "POST",
         "/api/v1/deployments",

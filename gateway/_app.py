@@ -17,7 +17,7 @@ import flyte
 from flyte._paths import private_dir
 from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
-from gateway._blobs import BlobStore
+from gateway._blobs import BlobStore, LocalBlobStore
 from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_connect
 from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
@@ -47,6 +47,7 @@ def create_app(
     store: Store,
     blobs_dir: Path,
     logs_dir: Path | None = None,
+    blobs: BlobStore | None = None,
     secret_key: AESGCM | None = None,
     retention: Retention | None = None,
     history_kept: int | None = None,
@@ -67,7 +68,7 @@ def create_app(
         store=store,
         registry=registry,
         runs=Runs(store, registry, app[TRACING]),
-        blobs=BlobStore(blobs_dir, store),
+        blobs=blobs or LocalBlobStore(blobs_dir, store),
         metrics=metrics,
         watchers=set(),
     )
@@ -157,7 +158,7 @@ def _leader_duties(app: web.Application) -> Lead:
                 retention = app[RETENTION]
                 if retention.enabled:
                     duties.create_task(
-                        retain_forever(store, retention, app[SERVICES].blobs.root, app[LOGS_DIR]), name="retention"
+                        retain_forever(store, retention, app[SERVICES].blobs, app[LOGS_DIR]), name="retention"
                     )
         finally:
             await app[NOTIFIER].stop()

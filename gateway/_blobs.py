@@ -1,4 +1,8 @@
-"""The gateway's blob store: content-addressed bytes (code bundles, large values, files) in a local directory.
+"""The gateway's blob store: content-addressed bytes (code bundles, large values, files).
+
+`BlobStore` is the boundary; `LocalBlobStore` (here: a local directory, the embedded default) and
+`gateway._blobs_s3.ObjectBlobStore` (S3-compatible object storage through obstore) are its two implementations, and
+`open_blob_store` picks one from `flyte gateway serve --blobs`.
 
 A blob's key is the sha256 of its content, checked on upload, so a key is never a path: nothing a client sends can
 name a file outside the store. An upload streams to a temporary file beside its target, hashed on the way, and is
@@ -18,12 +22,14 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
+
+from aiohttp import web
 
 from flyte._paths import private_dir
-from gateway._domain_errors import Invalid, NotFound, TooLarge
+from gateway._domain_errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
 from gateway._keys import blob_owners_key
 from gateway.store import Compare, Put, Store
 
@@ -34,16 +40,128 @@ _WRITE_CHUNK = 1024 * 1024
 """Bytes gathered before each write to disk (off the event loop)."""
 
 
+class BlobStoreUnavailable(Unavailable):
+    """The blob store is down or refusing: a 503, which clients retry as any unavailable service."""
+
+    def __init__(self) -> None:
+        super().__init__("the blob store is unavailable; try again shortly", code="blob_store_unavailable")
+
+
 def check_digest(digest: str) -> str:
     if not _DIGEST.match(digest):
         raise Invalid(f"a blob key is the sha256 of its content (64 lower-case hex digits), not {digest[:80]!r}")
     return digest
 
 
-class BlobStore:
+class BlobStore(Protocol):
+    """Where blobs live. Who may read one (its projects) is kept in the state store, the same for every kind."""
+
+    description: str
+    """Where, for logs: a directory or an `s3://bucket/prefix` URL."""
+    url_seconds: int
+    """How long the presigned URLs it issues stay valid (0: it issues none)."""
+
+    async def exists(self, digest: str) -> bool:
+        """Whether the blob is stored; a yes counts as a use for retention's grace period."""
+        ...
+
+    async def projects(self, digest: str) -> frozenset[str]:
+        """The projects whose tokens may read the blob."""
+        ...
+
+    async def put(self, digest: str, chunks: AsyncIterator[bytes], project: str) -> tuple[bool, int]:
+        """Store a stream under its digest for `project` (a 400 if it does not hash to `digest`, a 413 over
+        `MAX_BLOB`, leaving nothing either way); returns whether the bytes were new, and their size."""
+        ...
+
+    async def response(self, digest: str) -> web.StreamResponse:
+        """The blob as an HTTP response body (a 404 if there is none)."""
+        ...
+
+    def chunks(self, digest: str) -> AsyncIterator[bytes]:
+        """The blob's bytes, streamed (nothing if there is none)."""
+        ...
+
+    async def sweep(self, marked: set[str], older_than: float) -> list[str]:
+        """Delete the blobs not in `marked` last stored or used before `older_than`; returns their digests."""
+        ...
+
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+        """A presigned URL to PUT the blob's bytes straight into the store, for `project`, and the upload's id
+        (a 409 `no_direct_transfer` for a store that has none: the caller uploads through the blob API)."""
+        ...
+
+    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+        """Check a direct upload's bytes against `digest` and store them as `put` does."""
+        ...
+
+    async def download_url(self, digest: str) -> str:
+        """A presigned URL to GET the blob straight from the store (a 409 where there is none, a 404 if missing)."""
+        ...
+
+
+async def blob_projects(store: Store, digest: str) -> frozenset[str]:
+    kv = await store.get(blob_owners_key(check_digest(digest)))
+    return frozenset(json.loads(kv.value)) if kv is not None else frozenset()
+
+
+async def add_owner(store: Store, digest: str, project: str) -> None:
+    """Add `project` to the blob's readers (a compare-and-swap: concurrent uploads both land)."""
+    key = blob_owners_key(digest)
+    while True:
+        kv = await store.get(key)
+        owners = set(json.loads(kv.value)) if kv is not None else set()
+        if project in owners:
+            return
+        value = json.dumps(sorted(owners | {project})).encode()
+        result = await store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, value)])
+        if result.succeeded:
+            return
+
+
+class HashingStream:
+    """Passes a stream through, hashing and counting it on the way, and refusing it past `MAX_BLOB`."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]):
+        self._chunks = chunks
+        self._hasher = hashlib.sha256()
+        self.size = 0
+        self.error: Exception | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pass()
+
+    async def _pass(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._chunks:
+                self.size += len(chunk)
+                if self.size > MAX_BLOB:
+                    raise TooLarge(f"the blob is over the limit of {MAX_BLOB} bytes")
+                self._hasher.update(chunk)
+                yield chunk
+        except Exception as error:
+            # A consumer in another runtime (obstore's) may wrap what it caught; the caller re-raises the original.
+            self.error = error
+            raise
+
+    def check(self, digest: str) -> None:
+        actual = self._hasher.hexdigest()
+        if actual != digest:
+            raise Invalid(f"the content's sha256 is {actual}, not {digest}", code="digest_mismatch")
+
+
+def is_digest(name: str) -> bool:
+    return _DIGEST.match(name) is not None
+
+
+class LocalBlobStore:
+    """Blobs as files in a private directory, `<xx>/<sha256>`; a use refreshes the file's time."""
+
     def __init__(self, root: Path, store: Store):
         self.root = private_dir(root)
         self._store = store
+        self.description = str(self.root)
+        self.url_seconds = 0
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
@@ -64,8 +182,7 @@ class BlobStore:
 
     async def projects(self, digest: str) -> frozenset[str]:
         """The projects whose tokens may read the blob (none: nobody but an admin)."""
-        kv = await self._store.get(blob_owners_key(check_digest(digest)))
-        return frozenset(json.loads(kv.value)) if kv is not None else frozenset()
+        return await blob_projects(self._store, digest)
 
     async def put(self, digest: str, chunks: AsyncIterator[bytes], project: str) -> tuple[bool, int]:
         """Store a stream under its digest for `project`; returns whether the bytes were new, and their size.
@@ -76,29 +193,16 @@ class BlobStore:
         await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
         fd, tmp = await asyncio.to_thread(tempfile.mkstemp, dir=target.parent, prefix=".upload-")
         try:
-            size, actual = await _receive(fd, chunks)
-            if actual != digest:
-                raise Invalid(f"the content's sha256 is {actual}, not {digest}", code="digest_mismatch")
+            stream = HashingStream(chunks)
+            await _receive(fd, aiter(stream))
+            stream.check(digest)
             created = await asyncio.to_thread(_install, Path(tmp), target)
             if not created:
                 self._touch(target)  # found already there: as new to retention's grace period as an upload
         finally:
             await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
-        await self._own(digest, project)
-        return created, size
-
-    async def _own(self, digest: str, project: str) -> None:
-        """Add `project` to the blob's readers (a compare-and-swap: concurrent uploads both land)."""
-        key = blob_owners_key(digest)
-        while True:
-            kv = await self._store.get(key)
-            owners = set(json.loads(kv.value)) if kv is not None else set()
-            if project in owners:
-                return
-            value = json.dumps(sorted(owners | {project})).encode()
-            result = await self._store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, value)])
-            if result.succeeded:
-                return
+        await add_owner(self._store, digest, project)
+        return created, stream.size
 
     async def get(self, digest: str) -> Path:
         """The blob's file (`NotFound` if there is none), for the caller to stream."""
@@ -107,26 +211,67 @@ class BlobStore:
             raise NotFound(f"no blob {digest}")
         return path
 
+    async def response(self, digest: str) -> web.StreamResponse:
+        return web.FileResponse(await self.get(digest), headers={"Content-Type": "application/octet-stream"})
 
-async def _receive(fd: int, chunks: AsyncIterator[bytes]) -> tuple[int, str]:
-    """Write the stream to `fd`, a megabyte at a time; returns its size and sha256."""
-    hasher = hashlib.sha256()
-    size = 0
+    async def chunks(self, digest: str) -> AsyncIterator[bytes]:
+        try:
+            blob = await asyncio.to_thread(self.path(digest).open, "rb")
+        except FileNotFoundError:
+            return
+        with blob:
+            while chunk := await asyncio.to_thread(blob.read, _WRITE_CHUNK):
+                yield chunk
+
+    async def sweep(self, marked: set[str], older_than: float) -> list[str]:
+        return await asyncio.to_thread(_sweep, _blob_files(self.root), marked, older_than)
+
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+        raise _no_direct()
+
+    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+        raise _no_direct()
+
+    async def download_url(self, digest: str) -> str:
+        raise _no_direct()
+
+
+def _no_direct() -> Conflict:
+    return Conflict("this gateway's blob store is a directory: use the blob API", code="no_direct_transfer")
+
+
+def _blob_files(root: Path) -> Iterable[Path]:
+    if not root.is_dir():
+        return
+    for shard in root.iterdir():
+        if shard.is_dir():
+            yield from (p for p in shard.iterdir() if is_digest(p.name))
+
+
+def _sweep(files: Iterable[Path], marked: set[str], older_than: float) -> list[str]:
+    removed: list[str] = []
+    for path in files:
+        try:
+            if path.name not in marked and path.stat().st_mtime < older_than:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+async def _receive(fd: int, chunks: AsyncIterator[bytes]) -> None:
+    """Write the stream to `fd`, a megabyte at a time."""
     pending: list[bytes] = []
     buffered = 0
     with os.fdopen(fd, "wb") as out:
         async for chunk in chunks:
-            size += len(chunk)
-            if size > MAX_BLOB:
-                raise TooLarge(f"the blob is over the limit of {MAX_BLOB} bytes")
-            hasher.update(chunk)
             pending.append(chunk)
             buffered += len(chunk)
             if buffered >= _WRITE_CHUNK:
                 await asyncio.to_thread(out.writelines, pending)
                 pending, buffered = [], 0
         await asyncio.to_thread(_finish, out, pending)
-    return size, hasher.hexdigest()
 
 
 def _finish(out: BinaryIO, pending: list[bytes]) -> None:
@@ -141,3 +286,15 @@ def _install(tmp: Path, target: Path) -> bool:
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return True
+
+
+def open_blob_store(where: str | Path, store: Store, endpoint: str | None = None) -> BlobStore:
+    """The blob store `flyte gateway serve --blobs` names: an `s3://`, `gs://` or `az://` URL, else a directory."""
+    text = str(where)
+    if "://" in text:
+        from gateway._blobs_s3 import ObjectBlobStore
+
+        return ObjectBlobStore(text, store, endpoint=endpoint)
+    if endpoint is not None:
+        raise ValueError(f"--blobs-endpoint {endpoint} is for an object store; --blobs {text} is a directory")
+    return LocalBlobStore(Path(text), store)

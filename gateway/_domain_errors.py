@@ -8,13 +8,14 @@ words, never as HTTP: `gateway._errors` maps each kind to its HTTP answer, the o
     ├── TooLarge             a value is over its limit
     ├── NotFound             what it names does not exist, or the caller may not know that it does
     ├── Forbidden            the caller may not do this (a token's scope, an agent speaking for another cluster)
+    ├── Unavailable          a service the domain needs (the blob store) is down: trying again later may work
     └── Conflict             it clashes with what is stored (a name taken, a run that has ended)
         ├── Busy             it lost a race with other writers too often: trying again may work
         ├── StaleEpoch       an event from an older session of a cluster than the one that holds the action
         ├── StaleAttempt     an event about another attempt than the action's current one
         └── IllegalTransition  the action's state machine does not allow the move
 
-Only `Busy` says anything about time: every other kind is the same however often it is tried.
+Only `Busy` and `Unavailable` say anything about time: every other kind is the same however often it is tried.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
+
+
+class Unavailable(DomainError):
+    default_code = "unavailable"
 
 
 class Invalid(DomainError):

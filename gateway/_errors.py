@@ -27,6 +27,7 @@ from gateway._domain_errors import (
     StaleAttempt,
     StaleEpoch,
     TooLarge,
+    Unavailable,
 )
 from gateway.store import QuotaExceeded, StoreUnavailable
 
@@ -73,6 +74,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     StaleAttempt: 409,
     IllegalTransition: 409,
     TooLarge: 413,
+    Unavailable: 503,
 }
 """The HTTP status of each kind of domain error (a kind not listed answers as its nearest listed base)."""
 

@@ -30,6 +30,7 @@ another's records (`tests/unit/test_store_keys.py` checks it).
 | `/flyte/triggers/{project}/{domain}/{task}/{name}`     | a trigger's state and next firing   | `_scheduler`   |
 | `/flyte/notify-rules/{run}`                            | a run's notification rules          | `_notify`      |
 | `/flyte/notifications/{run}`                           | a run's notification deliveries     | `_notify`      |
+| `/flyte/blob-seen/{sha256}`                            | when an object-store blob was used  | `_blobs_s3`    |
 
 The worker token key sits beside the secrets, one segment deep, so it never falls under a project's secrets prefix
 (`/flyte/secrets/{project}/`), the only secrets range the gateway reads.
@@ -66,6 +67,8 @@ TRIGGERS = "/flyte/triggers/"
 NOTIFY_RULES = "/flyte/notify-rules/"
 """A run's notification rules, apart from its record: webhook URLs are secrets."""
 DELIVERIES = "/flyte/notifications/"
+BLOB_SEEN = "/flyte/blob-seen/"
+"""When an object store's blob was last used (its mark-and-sweep's grace period counts from it)."""
 
 
 def run_key(run: str) -> str:
@@ -188,3 +191,7 @@ def notify_rules_key(run: str) -> str:
 
 def deliveries_key(run: str) -> str:
     return f"{DELIVERIES}{run}"
+
+
+def blob_seen_key(digest: str) -> str:
+    return f"{BLOB_SEEN}{digest}"

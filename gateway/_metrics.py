@@ -25,6 +25,9 @@ class Metrics:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.events: Counter[str] = Counter()
         self.request_seconds = 0.0
+        self.blob_bytes_received = 0
+        """Blob bytes uploaded through the blob API (none when clients transfer straight to an object store)."""
+        self.blob_bytes_sent = 0
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests[(method, route, status)] += 1
@@ -53,6 +56,12 @@ class Metrics:
             "# HELP flyte_gateway_watchers Open watch streams.",
             "# TYPE flyte_gateway_watchers gauge",
             f"flyte_gateway_watchers {watchers}",
+        ]
+        lines += [
+            "# HELP flyte_gateway_blob_bytes_total Blob bytes through the gateway's blob API, by direction.",
+            "# TYPE flyte_gateway_blob_bytes_total counter",
+            f'flyte_gateway_blob_bytes_total{{direction="received"}} {self.blob_bytes_received}',
+            f'flyte_gateway_blob_bytes_total{{direction="sent"}} {self.blob_bytes_sent}',
         ]
         lines += _room(clusters)
         return "\n".join(lines) + "\n"

@@ -28,11 +28,12 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flyte._wire import ActionSummary, Phase, RunSummary
+from gateway._blobs import BlobStore, BlobStoreUnavailable
 from gateway._keys import (
     ACTIONS,
     CACHE,
@@ -61,7 +62,6 @@ BLOB_GRACE = 3600.0
 _ENDED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED})
 _DIGEST = re.compile(rb"[0-9a-f]{64}")
 _PICKLE_B64 = re.compile(rb'"pickle_b64":\s*"([A-Za-z0-9+/=]+)"')
-_SCAN_CHUNK = 1 << 20
 _PAGE = 500
 _BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
 _REFERRING = (RUNS, ACTIONS, TASKS, CACHE, TRACES)
@@ -253,18 +253,14 @@ def _digests_in(data: bytes) -> set[str]:
     return found
 
 
-def _digests_in_file(path: Path) -> frozenset[str]:
+async def _digests_in_blob(blobs: BlobStore, digest: str) -> frozenset[str]:
     found: set[str] = set()
     tail = b""
-    try:
-        with path.open("rb") as blob:
-            while chunk := blob.read(_SCAN_CHUNK):
-                # Overlap the chunks by a digest's length, so a digest split across two reads is still seen.
-                window = tail + chunk
-                found.update(m.decode() for m in _DIGEST.findall(window))
-                tail = window[-63:]
-    except FileNotFoundError:
-        pass
+    async for chunk in blobs.chunks(digest):
+        # Overlap the chunks by a digest's length, so a digest split across two reads is still seen.
+        window = tail + chunk
+        found.update(m.decode() for m in _DIGEST.findall(window))
+        tail = window[-63:]
     return frozenset(found)
 
 
@@ -273,8 +269,8 @@ class BlobMarker:
     blobs (a directory's manifest, a large value holding a `File`). A blob's content never changes, so what it
     names is read once per gateway process and remembered."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, blobs: BlobStore):
+        self.blobs = blobs
         self._inside: dict[str, frozenset[str]] = {}
 
     async def mark(self, store: Store) -> set[str]:
@@ -288,7 +284,7 @@ class BlobMarker:
             digest = frontier.pop()
             inside = self._inside.get(digest)
             if inside is None:
-                inside = await asyncio.to_thread(_digests_in_file, self.root / digest[:2] / digest)
+                inside = await _digests_in_blob(self.blobs, digest)
                 self._inside[digest] = inside
             for named in inside - marked:
                 marked.add(named)
@@ -299,38 +295,19 @@ class BlobMarker:
         return marked
 
 
-def _blob_files(root: Path) -> Iterator[Path]:
-    with contextlib.suppress(FileNotFoundError):
-        for shard in root.iterdir():
-            if shard.is_dir():
-                yield from (p for p in shard.iterdir() if _BLOB_NAME.match(p.name))
-
-
-def _sweep(root: Path, marked: set[str], older_than: float) -> list[str]:
-    removed: list[str] = []
-    for path in _blob_files(root):
-        try:
-            if path.name not in marked and path.stat().st_mtime < older_than:
-                path.unlink()
-                removed.append(path.name)
-        except FileNotFoundError:
-            continue
-    return removed
-
-
 async def collect_blobs(store: Store, marker: BlobMarker, grace: float, now: float | None = None) -> int:
     """Delete blobs no retained run, action, task version, cache entry or trace names; returns how many."""
     # The time is taken before the mark: a blob touched after it is younger than the cut-off whatever the mark saw.
     cutoff = (time.time() if now is None else now) - grace
     marked = await marker.mark(store)
-    removed = await asyncio.to_thread(_sweep, marker.root, marked, cutoff)
+    removed = await marker.blobs.sweep(marked, cutoff)
     # Which projects may read a blob goes with it: bytes uploaded again later start with no readers but the uploader.
     for start in range(0, len(removed), BATCH):
         await store.txn([], [Delete(blob_owners_key(digest)) for digest in removed[start : start + BATCH]])
     return len(removed)
 
 
-async def retain_forever(store: Store, retention: Retention, blobs: Path, logs_dir: Path) -> None:
+async def retain_forever(store: Store, retention: Retention, blobs: BlobStore, logs_dir: Path) -> None:
     """The gateway's background task: a retention pass, then a blob collection, every `retention.interval`."""
     marker = BlobMarker(blobs)
     while True:
@@ -338,7 +315,7 @@ async def retain_forever(store: Store, retention: Retention, blobs: Path, logs_d
         try:
             runs, keys = await retain_once(store, retention, logs_dir, time.time())
             blobs_removed = await collect_blobs(store, marker, retention.blob_grace)
-        except StoreError as error:
+        except (StoreError, BlobStoreUnavailable) as error:
             log.warning("retention pass skipped: %s", error)
             continue
         if runs or blobs_removed:

@@ -19,6 +19,7 @@ from aiohttp import web
 from flyte._config import write_config
 from gateway._app import create_app
 from gateway._auth import create_token
+from gateway._blobs import open_blob_store
 from gateway._dispatch import DISPATCHER
 from gateway._notify import SmtpSettings
 from gateway._retention import Retention
@@ -76,7 +77,11 @@ async def serve(
     history_kept: int | None = None,
     replica: str | None = None,
     smtp: SmtpSettings | None = None,
+    blobs_url: str | None = None,
+    blobs_endpoint: str | None = None,
 ) -> None:
+    """Serve until SIGTERM or SIGINT. Blobs go to the directory `blobs`, or to the object store `blobs_url` if
+    given (`blobs` then only places the logs beside it)."""
     policy_text = None
     # A bad key file is refused before anything starts, like a bad policy.
     secret_key = load_key(secrets_key_file) if secrets_key_file is not None else None
@@ -84,8 +89,20 @@ async def serve(
         policy_text = await asyncio.to_thread(policy_file.read_text)
         parse_policy(policy_text, policy_file.name)  # refuse a bad file before anything starts
     store = await open_store(store_url)
+    try:
+        blob_store = open_blob_store(blobs_url or blobs, store, endpoint=blobs_endpoint)
+    except BaseException:
+        await store.close()
+        raise
     app = create_app(
-        store, blobs, secret_key=secret_key, retention=retention, history_kept=history_kept, replica=replica, smtp=smtp
+        store,
+        blobs,
+        blobs=blob_store,
+        secret_key=secret_key,
+        retention=retention,
+        history_kept=history_kept,
+        replica=replica,
+        smtp=smtp,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -95,7 +112,7 @@ async def serve(
     endpoint = f"http://{host}:{bound[1]}"
     if config_path is not None and is_loopback(host) and await write_local_config(store, endpoint, config_path):
         log.info("wrote %s", config_path)
-    log.info("gateway listening on %s (store %s, blobs %s)", endpoint, store_url, blobs)
+    log.info("gateway listening on %s (store %s, blobs %s)", endpoint, store_url, blob_store.description)
     print(f"flyte gateway listening on {endpoint}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

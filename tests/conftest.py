@@ -9,9 +9,11 @@ from pathlib import Path
 import prerequisites
 import pytest
 from etcd_process import EtcdCluster, EtcdProcess
-from prerequisites import ETCD_INSTALL, on_path, require
+from prerequisites import ETCD_INSTALL, WEED_INSTALL, on_path, require
+from s3_server import S3Server
 
 import flyte._config as config
+from flyte.cli._s3_local import weed_binary
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +61,17 @@ def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server (SeaweedFS) for the session, bucket `flyte`; tests isolate by key prefix."""
+    require(None if weed_binary() else "no `weed` binary beside python or on PATH", WEED_INSTALL)
+    server = S3Server(tmp_path_factory.mktemp("s3") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

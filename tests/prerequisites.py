@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 
+from flyte.cli import _s3_local
+
 SKIP_MISSING = "FLYTE_TESTS_SKIP_MISSING"
 """Set to 1 by `scripts/test.sh --skip-missing`: a missing prerequisite skips its tests instead of failing them."""
 
@@ -39,4 +41,5 @@ def on_path(command: str) -> str | None:
 ETCD_INSTALL = "apt-get install etcd-server (or bash scripts/test.sh, which installs it as root)"
 CHROMIUM_INSTALL = "apt-get install chromium (or bash scripts/test.sh, which installs it as root)"
 IPROUTE_INSTALL = "apt-get install iproute2, and run as root (CAP_NET_ADMIN) for network namespaces"
+WEED_INSTALL = _s3_local.WEED_INSTALL
 CGROUPS_INSTALL = "run as root on a machine with a writable cgroup memory hierarchy (cgroup v1 or v2)"

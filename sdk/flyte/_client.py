@@ -12,9 +12,12 @@ import atexit
 import contextlib
 import hashlib
 import io
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
@@ -22,9 +25,11 @@ from pydantic import TypeAdapter
 
 from ._codec import BlobBackend
 from ._config import Config, current_config, endpoints_of
+from ._retrying import RetryDelay
 from ._wire import (
     AbortRequest,
     ActionSummary,
+    BlobTransfer,
     ClusterRecord,
     DeployRequest,
     Phase,
@@ -190,10 +195,29 @@ class GatewayClient:
     # -- blobs ----------------------------------------------------------------------------------------------
 
     async def put_blob(self, data: bytes, project: str | None = None) -> str:
-        """Upload bytes as a blob of `project` (default: the client's); tokens of that project may read it."""
+        """Upload bytes as a blob of `project` (default: the client's); tokens of that project may read it.
+        Straight into the gateway's object store when it has one (see `GatewayBlobs`), else through the gateway."""
         digest = hashlib.sha256(data).hexdigest()
-        await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params={"project": project or self.project})
+        params = {"project": project or self.project}
+        transfer = await self._blob_transfer("POST", f"/api/v1/blobs/{digest}/uploads", params)
+        if transfer is not None and transfer.upload is not None:
+            await store_request("PUT", transfer.url, data)
+            await self.request("POST", f"/api/v1/blobs/{digest}/uploads/{transfer.upload}", params=params)
+            return digest
+        await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params=params)
         return digest
+
+    async def _blob_transfer(self, method: str, path: str, params: dict[str, str] | None = None) -> BlobTransfer | None:
+        if self.endpoint in _NO_DIRECT:
+            return None
+        try:
+            return BlobTransfer.model_validate(await self.request(method, path, params=params))
+        except GatewayError as error:
+            if error.status == 409:
+                _NO_DIRECT.add(self.endpoint)
+            if error.status in (404, 405, 409):
+                return None
+            raise
 
     async def has_blob(self, digest: str, project: str | None = None) -> bool:
         """Whether the gateway stores the blob for `project` (default: the client's)."""
@@ -206,6 +230,9 @@ class GatewayClient:
         return True
 
     async def get_blob(self, digest: str) -> bytes:
+        transfer = await self._blob_transfer("GET", f"/api/v1/blobs/{digest}/url")
+        if transfer is not None:
+            return await store_request("GET", transfer.url)
         data = await self.request("GET", f"/api/v1/blobs/{digest}")
         assert isinstance(data, bytes)
         return data
@@ -324,23 +351,133 @@ class GatewayBlobs(BlobBackend):
         """The project a blob is written for (a worker's token names its own, so a worker leaves it out)."""
 
     def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        request = urllib.request.Request(
-            f"{self.endpoint}/api/v1/blobs/{digest}{self._query}",
-            data=data,
-            method="PUT",
-            headers={**self._headers, "Content-Type": "application/octet-stream"},
-        )
-        with urllib.request.urlopen(request, timeout=120):
-            pass
-        return f"blob:{digest}"
+        return retry_transient(lambda: self._put(data))
 
     def get(self, ref: str) -> bytes:
+        return retry_transient(lambda: self._get(ref))
+
+    def put_file(self, path: Path) -> str:
+        return retry_transient(lambda: self._put_file(path))
+
+    def _put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        blob = f"{self.endpoint}/api/v1/blobs/{digest}"
+        transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
+        if transfer is not None and transfer.upload is not None:
+            # Straight into the object store (no token of ours goes there), then the gateway checks the digest.
+            _call(urllib.request.Request(transfer.url, data=data, method="PUT"))
+            _call(urllib.request.Request(f"{blob}/uploads/{transfer.upload}{self._query}", method="POST"), self)
+            return f"blob:{digest}"
+        request = urllib.request.Request(
+            f"{blob}{self._query}", data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
+        )
+        _call(request, self)
+        return f"blob:{digest}"
+
+    def _get(self, ref: str) -> bytes:
         if not ref.startswith("blob:"):
             return super().get(ref)
-        request = urllib.request.Request(
-            f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}", headers=self._headers
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            data: bytes = response.read()
-            return data
+        blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
+        transfer = self._transfer(urllib.request.Request(f"{blob}/url"))
+        if transfer is not None:
+            return _call(urllib.request.Request(transfer.url))
+        return _call(urllib.request.Request(blob), self)
+
+    def _put_file(self, path: Path) -> str:
+        """Stream a file to the store through a presigned URL (it is not read into memory), else `put` it."""
+        from .io._blobs import file_sha256
+
+        digest = file_sha256(path)
+        blob = f"{self.endpoint}/api/v1/blobs/{digest}"
+        transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
+        if transfer is None or transfer.upload is None:
+            return self._put(path.read_bytes())
+        size = path.stat().st_size
+        with path.open("rb") as body:
+            request = urllib.request.Request(transfer.url, data=body, method="PUT")
+            request.add_header("Content-Length", str(size))
+            _call(request)
+        _call(urllib.request.Request(f"{blob}/uploads/{transfer.upload}{self._query}", method="POST"), self)
+        return f"blob:{digest}"
+
+    def download(self, ref: str, write: Callable[[bytes], object]) -> None:
+        """Stream the blob to `write`, a megabyte at a time, from the object store when the gateway has one."""
+        if not ref.startswith("blob:"):
+            super().download(ref, write)
+            return
+        blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
+        transfer = self._transfer(urllib.request.Request(f"{blob}/url"))
+        request = urllib.request.Request(transfer.url if transfer is not None else blob)
+        if transfer is None:
+            for name, value in self._headers.items():
+                request.add_header(name, value)
+        with urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response:
+            while chunk := response.read(1 << 20):
+                write(chunk)
+
+    def _transfer(self, request: urllib.request.Request) -> BlobTransfer | None:
+        """A presigned URL for a direct transfer, or None where the gateway offers none (a directory store, an
+        older gateway, or a blob it does not have: the blob API then answers as it always did)."""
+        if self.endpoint in _NO_DIRECT:
+            return None
+        try:
+            return BlobTransfer.model_validate_json(_call(request, self))
+        except urllib.error.HTTPError as error:
+            if error.code == 409:
+                _NO_DIRECT.add(self.endpoint)
+            if error.code in (404, 405, 409):
+                return None
+            raise
+
+
+async def store_request(method: str, url: str, data: bytes | None = None) -> bytes:
+    """A request to the object store through a presigned URL: a session of its own, so no token of ours goes there."""
+    import aiohttp
+
+    body = io.BytesIO(data) if data is not None else None
+    async with aiohttp.ClientSession() as http, http.request(method, url, data=body) as response:
+        if response.status >= 400:
+            raise GatewayError(response.status, "object_store", (await response.text())[:500])
+        return await response.read()
+
+
+_NO_DIRECT: set[str] = set()
+"""Gateways that said their blob store offers no direct transfers (a directory): asked once per process."""
+
+
+STORE_OUTAGE_SECONDS = 60.0
+"""How long a blob transfer keeps retrying through an outage (the store or the gateway unreachable, or a 503)."""
+R = TypeVar("R")
+
+
+def retry_transient(transfer: Callable[[], R], within: float | None = None) -> R:
+    """Run a whole blob transfer again (a fresh presigned URL each time) while it fails transiently, up to
+    `within` seconds (`STORE_OUTAGE_SECONDS`); a lasting outage, or any other failure, is raised."""
+    deadline = time.monotonic() + (STORE_OUTAGE_SECONDS if within is None else within)
+    delays = RetryDelay(0.2, 5.0)
+    while True:
+        try:
+            return transfer()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            if not _transient(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delays.next())
+
+
+def _transient(error: Exception) -> bool:
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code in (502, 503, 504)
+    return True
+
+
+def _call(request: urllib.request.Request, gateway: GatewayBlobs | None = None) -> bytes:
+    """Send `request` (with the gateway's token when it goes to the gateway); returns the body."""
+    if gateway is not None:
+        for name, value in gateway._headers.items():
+            request.add_header(name, value)
+    with urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response:
+        body: bytes = response.read()
+        return body
+
+
+_TRANSFER_SECONDS = 300

@@ -235,6 +235,14 @@ class BlobBackend:
 
         return get_bytes(ref)
 
+    def put_file(self, path: pathlib.Path) -> str:
+        """`put` of a file's content; a backend that can streams it rather than reading it into memory."""
+        return self.put(path.read_bytes())
+
+    def download(self, ref: str, write: typing.Callable[[bytes], object]) -> None:
+        """Pass the payload `ref` names to `write`; a backend that can streams it, a chunk per call."""
+        write(self.get(ref))
+
 
 _LOCAL = BlobBackend()
 _backend: contextvars.ContextVar[BlobBackend | None] = contextvars.ContextVar("flyte_blobs", default=None)

@@ -85,15 +85,20 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         started.flyte("rig", "down")
 
 
-@pytest.mark.parametrize("program", EXAMPLES, ids=lambda p: p.stem)
-def test_example_runs_through_the_rig(rig: Rig, program: Path) -> None:
+def run_example(rig: Rig, program: Path) -> flyte.remote.Run:
+    """Run one of the brief's programs against the rig; returns its run, checked to have succeeded."""
     result = rig.python(program)
     assert result.returncode == 0, result.stderr
     run_name = result.stdout.strip().splitlines()[-2]
     rig.connect()
     run = flyte.remote.Run.get(run_name)
     assert run.phase == "succeeded"
-    actions = run.actions()
+    return run
+
+
+@pytest.mark.parametrize("program", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_through_the_rig(rig: Rig, program: Path) -> None:
+    actions = run_example(rig, program).actions()
     assert all(a.phase == "succeeded" for a in actions)
     assert all(a.attempts == 1 for a in actions), "nothing ran twice"
 

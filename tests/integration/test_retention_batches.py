@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flyte._wire import ActionSummary, Phase, RunSummary, WireValue
+from gateway._blobs import LocalBlobStore
 from gateway._keys import action_key, run_key
 from gateway._retention import BlobMarker, Retention, collect_blobs, delete_run, parse_duration, parse_project_retention
 from gateway.store._sqlite import SqliteStore
@@ -91,7 +92,7 @@ async def test_the_sweep_spares_young_and_referenced_blobs(tmp_path: Path) -> No
         inner = blob(b"inner", 100)
         outer = blob(f'{{"files": [["x", "{inner}"]]}}'.encode(), 100)
         await store.put("/flyte/tasks/p/d/env/v1", f'{{"bundle_digest": "{outer}"}}'.encode())
-        assert await collect_blobs(store, BlobMarker(root), grace=10) == 1
+        assert await collect_blobs(store, BlobMarker(LocalBlobStore(root, store)), grace=10) == 1
         remaining = {p.name for p in root.glob("*/*")}
         assert remaining == {young_orphan, inner, outer}
         assert old_orphan not in remaining

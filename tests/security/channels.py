@@ -20,12 +20,13 @@ RECEIVE_TIMEOUT = 20.0
 
 
 @contextmanager
-def gateway_process(directory: Path, **env: str) -> Iterator[GatewayProcess]:
-    """A gateway process on the in-memory store, started with `env` (limits lowered for a test) added."""
+def gateway_process(directory: Path, *args: str, **env: str) -> Iterator[GatewayProcess]:
+    """A gateway process on the in-memory store, started with `args` (more `serve` options) and `env` (limits
+    lowered for a test) added."""
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        process = GatewayProcess("memory", directory).start()
+        process = GatewayProcess("memory", directory, extra_args=list(args)).start()
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +16,7 @@ import pytest
 from channels import admin_api, files_under, gateway_process, headers, token
 from integration.gateway_api import Api, task_spec
 from processes import GatewayProcess
+from s3_server import S3Server
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1024 * 1024
@@ -22,22 +24,38 @@ LIMIT = 210 * MiB
 CHUNK = b"\x00" * MiB
 
 
+@pytest.fixture(scope="module", params=["local", "s3"])
+def blob_gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, Callable[[], list[str]]]]:
+    """A gateway on each blob store, and what that store holds (names of blobs and of uploads in progress)."""
+    limits = {"FLYTE_MAX_BLOB_BYTES": str(LIMIT), "FLYTE_BLOB_UPLOADS_PER_TOKEN": "2"}
+    directory = tmp_path_factory.mktemp("gateway")
+    if request.param == "local":
+        with gateway_process(directory, **limits) as process:
+            root = process.home / "flyte" / "gateway" / "blobs"
+            yield process, lambda: [p.name for p in files_under(root)]
+        return
+    s3: S3Server = request.getfixturevalue("s3_server")
+    prefix = f"blobs-{uuid.uuid4().hex[:8]}"
+    with gateway_process(directory, "--blobs", f"s3://{s3.bucket}/{prefix}", **limits, **s3.env()) as process:
+        yield process, lambda: [key.rsplit("/", 1)[-1] for key in s3.keys(prefix)]
+
+
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with gateway_process(
-        tmp_path_factory.mktemp("gateway"), FLYTE_MAX_BLOB_BYTES=str(LIMIT), FLYTE_BLOB_UPLOADS_PER_TOKEN="2"
-    ) as process:
-        yield process
+def gateway(blob_gateway: tuple[GatewayProcess, Callable[[], list[str]]]) -> GatewayProcess:
+    return blob_gateway[0]
+
+
+@pytest.fixture(scope="module")
+def stored(blob_gateway: tuple[GatewayProcess, Callable[[], list[str]]]) -> Callable[[], list[str]]:
+    return blob_gateway[1]
 
 
 @pytest.fixture
 async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
     async with admin_api(gateway) as called:
         yield called
-
-
-def blob_files(gateway: GatewayProcess) -> list[Path]:
-    return files_under(gateway.home / "flyte" / "gateway" / "blobs")
 
 
 def peak_rss(gateway: GatewayProcess) -> int:
@@ -74,26 +92,32 @@ async def read(gateway: GatewayProcess, bearer: str, digest: str) -> tuple[int, 
         return response.status, await response.read()
 
 
-async def test_an_upload_streams_to_disk_and_a_wrong_digest_leaves_nothing(api: Api, gateway: GatewayProcess) -> None:
+async def test_an_upload_streams_to_disk_and_a_wrong_digest_leaves_nothing(
+    api: Api, gateway: GatewayProcess, stored: Callable[[], list[str]]
+) -> None:
     """Finding 7: 250 MiB uploads with wrong digests took the gateway from 60 to 1,804 MiB."""
     before, revision = peak_rss(gateway), await api.revision()
     status, body = await upload(gateway, gateway.token, "0" * 64, zeros(200))
     assert (status, body["code"]) == (400, "digest_mismatch")
     grown = peak_rss(gateway) - before
     assert grown < 50 * MiB, f"the gateway's peak memory grew by {grown / MiB:.0f} MiB for a 200 MiB upload"
-    assert blob_files(gateway) == []
+    assert stored() == []
     assert await api.revision() == revision
 
 
-async def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(api: Api, gateway: GatewayProcess) -> None:
+async def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
+    api: Api, gateway: GatewayProcess, stored: Callable[[], list[str]]
+) -> None:
     status, body = await upload(gateway, gateway.token, "1" * 64, zeros(LIMIT // MiB + 1))
     assert (status, body["code"]) == (413, "too_large")
     status, body = await api.call("PUT", f"/api/v1/blobs/{'2' * 64}", headers={"Content-Length": str(LIMIT + 1)})
     assert status == 413
-    assert blob_files(gateway) == []
+    assert stored() == []
 
 
-async def test_concurrent_uploads_per_token_are_capped(api: Api, gateway: GatewayProcess) -> None:
+async def test_concurrent_uploads_per_token_are_capped(
+    api: Api, gateway: GatewayProcess, stored: Callable[[], list[str]]
+) -> None:
     uploader = await token(api, "run", projects=("alpha",))
     gate = asyncio.Event()
     # Three uploads held open by their sender; the limit is two: whichever arrives last is refused at once.
@@ -110,7 +134,7 @@ async def test_concurrent_uploads_per_token_are_capped(api: Api, gateway: Gatewa
     assert status == 201, "the cap is per token"
     gate.set()
     assert [status for status, _ in await asyncio.gather(*pending)] == [400, 400]
-    assert blob_files(gateway) == [Path(gateway.home / "flyte" / "gateway" / "blobs" / data_digest[:2] / data_digest)]
+    assert stored() == [data_digest]
 
 
 async def test_a_blob_is_readable_only_by_its_projects(api: Api, gateway: GatewayProcess) -> None:

@@ -39,6 +39,7 @@ from ._agent import (
 from ._api import (
     AbortRequest,
     ActionSubmitRequest,
+    BlobTransfer,
     CordonRequest,
     DeployRequest,
     EnvVarName,
@@ -195,6 +196,7 @@ __all__ = [
     "Assignment",
     "AttemptKey",
     "BackoffSpec",
+    "BlobTransfer",
     "Bytes",
     "CacheSpec",
     "CloseCode",

@@ -276,3 +276,13 @@ class ErrorBody(WireModel):
 
     code: str
     message: str
+
+
+class BlobTransfer(WireModel):
+    """`POST /api/v1/blobs/{digest}/uploads` and `GET /api/v1/blobs/{digest}/url`: a presigned URL of the object
+    store for one blob, valid for `expires_in` seconds, which the caller uses with no token of ours."""
+
+    url: str
+    expires_in: int
+    upload: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    """An upload's id, to commit it with `POST /api/v1/blobs/{digest}/uploads/{upload}` once the bytes are in."""

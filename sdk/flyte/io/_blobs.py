@@ -152,7 +152,7 @@ def put_file_hashed(local: Path, name: str) -> tuple[str, str]:
         copy_file_atomic(source, target)
     gateway = _gateway()
     if gateway is not None:
-        gateway.put(target.read_bytes())
+        gateway.put_file(target)
         return f"blob://{digest}/{quote(name, safe='')}", digest
     return path_to_uri(target), digest
 
@@ -266,12 +266,17 @@ def _gateway() -> BlobBackend | None:
     return GatewayBlobs(config.endpoint, config.api_key, config.project)
 
 
-def _gateway_bytes(digest: str, uri: str) -> bytes:
+def _checked_gateway(digest: str, uri: str) -> BlobBackend:
     if not _DIGEST.match(digest):
         raise ValueError(f"{uri!r} does not name a blob by its sha256")
     gateway = _gateway()
     if gateway is None:
         raise ValueError(f"{uri} is stored in a gateway, and no gateway is configured here")
+    return gateway
+
+
+def _gateway_bytes(digest: str, uri: str) -> bytes:
+    gateway = _checked_gateway(digest, uri)
     try:
         data = gateway.get(f"blob:{digest}")
     except OSError as error:
@@ -287,10 +292,36 @@ def _fetch_file(uri: str) -> Path:
     _check_name(name)
     target = blob_dir() / digest / name
     if not target.exists():
-        data = _gateway_bytes(digest, uri)
-        with _atomic_writer(target) as out:
-            out.write(data)
+        _download(digest, uri, target)
     return target
+
+
+def _download(digest: str, uri: str, target: Path) -> None:
+    """Stream the blob to `target`, hashed on the way: renamed into place only if the bytes are the digest's."""
+    from flyte._client import retry_transient
+
+    gateway = _checked_gateway(digest, uri)
+    with _atomic_writer(target) as out:
+        hasher = hashlib.sha256()
+
+        def write(chunk: bytes) -> None:
+            hasher.update(chunk)
+            out.write(chunk)
+
+        def attempt() -> None:
+            nonlocal hasher
+            # A retried download starts over: what an interrupted one wrote is dropped.
+            out.seek(0)
+            out.truncate()
+            hasher = hashlib.sha256()
+            gateway.download(f"blob:{digest}", write)
+
+        try:
+            retry_transient(attempt)
+        except OSError as error:
+            raise FileNotFoundError(f"blob not found: {uri} ({error})") from None
+        if hasher.hexdigest() != digest:
+            raise ValueError(f"{uri}: the gateway returned other content than its digest names")
 
 
 def _fetch_dir(uri: str) -> Path:
