@@ -15,22 +15,22 @@ another's records (`tests/unit/test_store_keys.py` checks it).
 | `/flyte/placements/{run}/{action}/{attempt:06d}`      | a placement decision                | `_pending`     |
 | `/flyte/spans/{run}/{stamp}`                          | a batch of a run's trace spans      | `_tracing`     |
 | `/flyte/traces/{run}/{action}/{key}`                  | a `flyte.trace` checkpoint          | `_connections` |
-| `/flyte/clusters/{cluster}`                           | a `ClusterRecord`                   | `_dispatch`    |
-| `/flyte/sessions/{cluster}`                           | a live session's epoch (leased)     | `_dispatch`    |
-| `/flyte/cordons/{cluster}`                            | a `CordonRecord`                    | `_dispatch`    |
-| `/flyte/epoch`                                        | the last session epoch handed out   | `_dispatch`    |
-| `/flyte/policy`                                       | the placement policy document       | `_dispatch`    |
+| `/flyte/clusters/{cluster}`                           | a `ClusterRecord`                   | `_sessions`    |
+| `/flyte/sessions/{cluster}`                           | a live session's epoch (leased)     | `_sessions`    |
+| `/flyte/cordons/{cluster}`                            | a `CordonRecord`                    | `_cluster_admin` |
+| `/flyte/epoch`                                        | the last session epoch handed out   | `_sessions`    |
+| `/flyte/policy`                                       | the placement policy document       | `_cluster_admin` |
 | `/flyte/leader`                                       | the leader replica (leased)         | `_leader`      |
 | `/flyte/tokens/{sha256(token)}`                       | a `TokenRecord`, never the token    | `_auth`        |
 | `/flyte/secrets/{project}/{name}`                     | a sealed secret                     | `_secrets`     |
 | `/flyte/secrets/worker-token-key`                     | the worker tokens' signing key      | `_auth`        |
 | `/flyte/blobs/{sha256}`                               | the projects that own a blob        | `_blobs`       |
 | `/flyte/ui-logins/{sha256(code)}`                     | an unused one-time UI login code    | `_ui`          |
-| `/flyte/conditions/{run}/{action}/{name}`              | a condition a task waits on         | `_conditions`  |
-| `/flyte/triggers/{project}/{domain}/{task}/{name}`     | a trigger's state and next firing   | `_scheduler`   |
-| `/flyte/notify-rules/{run}`                            | a run's notification rules          | `_notify`      |
-| `/flyte/notifications/{run}`                           | a run's notification deliveries     | `_notify`      |
-| `/flyte/blob-seen/{sha256}`                            | when an object-store blob was used  | `_blobs_s3`    |
+| `/flyte/conditions/{run}/{action}/{name}`             | a condition a task waits on         | `_conditions`  |
+| `/flyte/triggers/{project}/{domain}/{task}/{name}`    | a trigger's state and next firing   | `_scheduler`   |
+| `/flyte/notify-rules/{run}`                           | a run's notification rules          | `_notify`      |
+| `/flyte/notifications/{run}`                          | a run's notification deliveries     | `_notify`      |
+| `/flyte/blob-seen/{sha256}`                           | when an object-store blob was used  | `_blobs_s3`    |
 
 The worker token key sits beside the secrets, one segment deep, so it never falls under a project's secrets prefix
 (`/flyte/secrets/{project}/`), the only secrets range the gateway reads.
