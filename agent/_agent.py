@@ -68,6 +68,7 @@ from flyte._wire import (
     TaskSpec,
     TaskVersion,
 )
+from flyte.errors import NonRecoverableError, OOMError, RuntimeSystemError, RuntimeUserError, TaskTimeoutError
 
 log = logging.getLogger("flyte.agent")
 
@@ -295,11 +296,11 @@ class Agent:
                 await self._attempt(key, item)
         except SettingsError as error:
             # The task asks for what cannot be had (a secret not set): the user's to fix, so no retry helps.
-            self._fail(item.assignment, "NonRecoverableError", error.code, "user", str(error))
+            self._fail(item.assignment, NonRecoverableError.info(str(error), code=error.code))
         except Exception as error:
             log.exception("running %s failed", key)
             failure = f"the agent could not run it: {error}"
-            self._fail(item.assignment, "RuntimeSystemError", "AgentError", "system", failure)
+            self._fail(item.assignment, RuntimeSystemError.info(failure, code="AgentError"))
         finally:
             if item.admitted:
                 self.admission.release()
@@ -498,47 +499,26 @@ class Agent:
         if exit.kind is ExitKind.EXITED and exit.code == 0:
             return
         if exit.kind is ExitKind.OOM:
-            self._fail(assignment, "OOMError", "OOMError", "user", exit.detail or "the task ran out of memory")
+            self._fail(assignment, OOMError.info(exit.detail or "the task ran out of memory"))
         elif exit.kind is ExitKind.UNSTARTABLE:
             # Its image or its configuration is wrong: every retry would fail the same way.
-            self._fail(assignment, "NonRecoverableError", "ContainerNotStarted", "user", exit.detail)
+            self._fail(assignment, NonRecoverableError.info(exit.detail, code="ContainerNotStarted"))
         elif exit.kind is ExitKind.START_FAILED:
             # Its own code stops the worker from starting: a user error, retried only by the task's retries.
-            self._fail(
-                assignment,
-                "RuntimeUserError",
-                "WorkerStartFailed",
-                "user",
-                exit.detail,
-                traceback=exit.output or tail or None,
+            failure = RuntimeUserError.info(
+                exit.detail, code="WorkerStartFailed", traceback=exit.output or tail or None
             )
+            self._fail(assignment, failure)
         elif exit.kind is ExitKind.TIMEOUT:
-            self._fail(assignment, "TaskTimeoutError", "TaskTimeoutError", "user", "the task ran past its timeout")
+            self._fail(assignment, TaskTimeoutError.info("the task ran past its timeout"))
         else:
             what = f"exit code {exit.code}" if exit.kind is ExitKind.EXITED else exit.kind.value
-            self._fail(
-                assignment,
-                "RuntimeSystemError",
-                "WorkerLost",
-                "system",
-                f"the worker ended without reporting ({what}) {exit.detail}".strip(),
-                traceback=tail or None,
-            )
+            message = f"the worker ended without reporting ({what}) {exit.detail}".strip()
+            self._fail(assignment, RuntimeSystemError.info(message, code="WorkerLost", traceback=tail or None))
 
-    def _fail(
-        self, assignment: Assignment, error_type: str, code: str, kind: str, message: str, traceback: str | None = None
-    ) -> None:
-        error = ErrorInfo.model_validate(
-            {
-                "error_type": error_type,
-                "code": code,
-                "kind": kind,
-                "message": message,
-                "traceback": traceback,
-                "worker": self.cluster.name,
-            }
-        )
-        self._event(assignment, Phase.FAILED, error)
+    def _fail(self, assignment: Assignment, error: ErrorInfo) -> None:
+        """Report the attempt failed with `error` (built from its `flyte.errors` class), naming this cluster."""
+        self._event(assignment, Phase.FAILED, error.model_copy(update={"worker": self.cluster.name}))
 
     def _event(self, assignment: Assignment, phase: Phase, error: ErrorInfo | None = None) -> None:
         event = ActionEvent(
