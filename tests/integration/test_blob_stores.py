@@ -18,7 +18,8 @@ from s3_server import S3Server
 
 from gateway._blobs import BlobStore, LocalBlobStore, open_blob_store
 from gateway._blobs_s3 import ObjectBlobStore
-from gateway._errors import ApiError
+from gateway._domain_errors import DomainError
+from gateway._errors import as_api_error
 from gateway._retention import BlobMarker, collect_blobs
 from gateway.store._sqlite import SqliteStore
 
@@ -76,21 +77,21 @@ async def test_a_blob_is_stored_under_its_digest_for_the_projects_that_uploaded_
 
 async def test_a_refused_upload_leaves_nothing(blobs: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     digest = sha(b"claimed")
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await blobs.put(digest, stream(b"other bytes"), "alpha")
-    assert refused.value.code == "digest_mismatch"
+    assert (as_api_error(refused.value).status, refused.value.code) == (400, "digest_mismatch")
     monkeypatch.setattr("gateway._blobs.MAX_BLOB", 10)
     big = b"0123456789abc"
-    with pytest.raises(ApiError) as too_big:
+    with pytest.raises(DomainError) as too_big:
         await blobs.put(sha(big), stream(big[:5], big[5:]), "alpha")
-    assert (too_big.value.status, too_big.value.code) == (413, "too_large")
+    assert (as_api_error(too_big.value).status, too_big.value.code) == (413, "too_large")
     assert not await blobs.exists(digest)
     assert not await blobs.exists(sha(big))
     assert await blobs.projects(digest) == frozenset()
     assert await read(blobs, digest) == b""
-    with pytest.raises(ApiError) as missing:
+    with pytest.raises(DomainError) as missing:
         await blobs.response(digest)
-    assert missing.value.status == 404
+    assert as_api_error(missing.value).status == 404
 
 
 async def test_the_sweep_takes_old_orphans_and_spares_referenced_and_used_blobs(
@@ -156,9 +157,9 @@ async def test_a_store_that_is_down_is_a_503_within_seconds(
         lambda: blobs.download_url(sha(data)),
     ]
     for call in calls:
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(DomainError) as refused:
             await call()
-        assert (refused.value.status, refused.value.code) == (503, "blob_store_unavailable")
-    with pytest.raises(ApiError):
+        assert (as_api_error(refused.value).status, refused.value.code) == (503, "blob_store_unavailable")
+    with pytest.raises(DomainError):
         await read(blobs, sha(data))
     assert time.monotonic() - started < 4 * 15, "bounded retries, not obstore's three minutes each"
