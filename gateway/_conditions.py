@@ -23,12 +23,15 @@ import asyncio
 import contextlib
 import re
 import time
+from typing import Any
 
 from aiohttp import web
 
 from flyte._wire import (
     ActionSummary,
     ConditionCreate,
+    ConditionHook,
+    ConditionHookDelivery,
     ConditionRecord,
     ConditionSignal,
     ConditionValue,
@@ -42,7 +45,7 @@ from gateway._auth import principal_of
 from gateway._authz import Act, Target, authorize
 from gateway._connections import encode_trace_key
 from gateway._errors import bad_request, conflict, not_found
-from gateway._keys import action_key, condition_key, conditions_prefix, trace_key
+from gateway._keys import action_key, condition_hook_key, condition_key, conditions_prefix, trace_key
 from gateway._runs import decode_action
 from gateway.store import Compare, Put, Store
 
@@ -111,7 +114,12 @@ async def create_condition(request: web.Request) -> web.Response:
         deadline=now + body.timeout_seconds if body.timeout_seconds is not None else None,
     )
     key = condition_key(run.name, action, name)
-    result = await svc.store.txn([Compare(key, 0)], [Put(key, record.model_dump_json().encode())])
+    puts = [Put(key, record.model_dump_json().encode())]
+    if body.webhook is not None:
+        # In the creation's transaction: the first creation alone sends it, and the notifier finds it after a crash.
+        hook = hook_delivery(body.webhook, record, f"{request.scheme}://{request.host}")
+        puts.append(Put(condition_hook_key(run.name, action, name), hook.model_dump_json().encode()))
+    result = await svc.store.txn([Compare(key, 0)], puts)
     if result.succeeded:
         return _json(record, status=201)
     current = result.current.get(key)
@@ -123,6 +131,33 @@ async def create_condition(request: web.Request) -> web.Response:
             code="condition_exists",
         )
     return _json(await _expire_if_due(svc.store, key, existing))
+
+
+def hook_delivery(hook: ConditionHook, record: ConditionRecord, origin: str) -> ConditionHookDelivery:
+    """What to post for a condition's webhook: its payload with `{callback_uri}` filled in, or a default one."""
+    callback = f"{origin}/api/v1/runs/{record.run}/conditions/{record.name}/signal"
+    if hook.payload is None:
+        body: dict[str, Any] = {
+            "run": record.run,
+            "action": record.action,
+            "condition": record.name,
+            "prompt": record.prompt,
+            "data_type": record.data_type,
+            "callback_uri": callback,
+        }
+    else:
+        body = _fill(hook.payload, callback)
+    return ConditionHookDelivery(url=hook.url, body=body)
+
+
+def _fill(value: Any, callback: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{callback_uri}", callback)
+    if isinstance(value, dict):
+        return {key: _fill(item, callback) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, callback) for item in value]
+    return value
 
 
 async def get_condition(request: web.Request) -> web.Response:

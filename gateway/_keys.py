@@ -27,6 +27,7 @@ another's records (`tests/unit/test_store_keys.py` checks it).
 | `/flyte/blobs/{sha256}`                               | the projects that own a blob        | `_blobs`       |
 | `/flyte/ui-logins/{sha256(code)}`                     | an unused one-time UI login code    | `_ui`          |
 | `/flyte/conditions/{run}/{action}/{name}`             | a condition a task waits on         | `_conditions`  |
+| `/flyte/condition-hooks/{run}/{action}/{name}`        | a condition's webhook, until sent   | `_notify`      |
 | `/flyte/triggers/{project}/{domain}/{task}/{name}`    | a trigger's state and next firing   | `_scheduler`   |
 | `/flyte/notify-rules/{run}`                           | a run's notification rules          | `_notify`      |
 | `/flyte/notifications/{run}`                          | a run's notification deliveries     | `_notify`      |
@@ -63,6 +64,8 @@ WORKER_TOKEN_KEY = "/flyte/secrets/worker-token-key"
 BLOB_OWNERS = "/flyte/blobs/"
 UI_LOGINS = "/flyte/ui-logins/"
 CONDITIONS = "/flyte/conditions/"
+CONDITION_HOOKS = "/flyte/condition-hooks/"
+"""A condition's `ConditionWebhook` still to send, apart from the condition's record: its URL may be a secret."""
 TRIGGERS = "/flyte/triggers/"
 NOTIFY_RULES = "/flyte/notify-rules/"
 """A run's notification rules, apart from its record: webhook URLs are secrets."""
@@ -171,6 +174,10 @@ def ui_login_key(digest: str) -> str:
 
 def condition_key(run: str, action: str, name: str) -> str:
     return f"{CONDITIONS}{run}/{action}/{name}"
+
+
+def condition_hook_key(run: str, action: str, name: str) -> str:
+    return f"{CONDITION_HOOKS}{run}/{action}/{name}"
 
 
 def conditions_prefix(run: str) -> str:

@@ -9,6 +9,10 @@ each outcome. Nothing here touches the run: a slow or failing receiver never hol
 final the rules key is deleted, so the pass at startup, which resumes pending deliveries after a restart, reads only
 the unfinished ones. Delivery is at least once: a crash between sending and recording sends again.
 
+The same component sends conditions' webhooks (`flyte.new_condition(webhook=ConditionWebhook(...))`): the gateway
+writes one under `/flyte/condition-hooks/...` in the transaction that creates the condition; the notifier posts it
+(retried the same way) and deletes it, also after a restart.
+
 Channels: `Webhook` (any method, headers, a JSON body), `Slack` and `Teams` (their incoming-webhook JSON), `Email`
 (SMTP, `flyte gateway serve --smtp-url smtp://[user:password@]host[:port] --smtp-from ADDRESS`; `smtps://` for TLS).
 Texts take Flyte 2's template variables: `{{.Run.Name}}`, `{{.Run.Project}}`, `{{.Run.Domain}}`, `{{.Run.Task}}`,
@@ -19,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import smtplib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -36,6 +41,7 @@ from pydantic import BaseModel
 
 from flyte._retrying import RetryDelay
 from flyte._wire import (
+    ConditionHookDelivery,
     EmailRule,
     NotificationDelivery,
     NotificationRule,
@@ -48,9 +54,9 @@ from flyte._wire import (
     WebhookRule,
 )
 from gateway._api import SERVICES, Route, _json, services, visible_run
-from gateway._keys import NOTIFY_RULES, RUNS, deliveries_key, notify_rules_key, run_key
+from gateway._keys import CONDITION_HOOKS, NOTIFY_RULES, RUNS, deliveries_key, notify_rules_key, run_key
 from gateway._runs import decode_run
-from gateway.store import Compacted, Compare, Delete, EventType, KeyValue, Put, Store, StoreError
+from gateway.store import Compacted, Compare, Delete, EventType, KeyValue, Put, Store, StoreError, WatchEvent
 
 log = logging.getLogger("flyte.gateway.notify")
 
@@ -119,8 +125,13 @@ def target(rule: NotificationRule) -> str:
     """Where a rule sends, fit to show anyone who reads the run: webhook paths and queries carry secrets."""
     if isinstance(rule, EmailRule):
         return ", ".join(rule.recipients)
-    url = urlsplit(rule.url if isinstance(rule, WebhookRule) else rule.webhook_url)
-    return f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
+    return origin(rule.url if isinstance(rule, WebhookRule) else rule.webhook_url)
+
+
+def origin(url: str) -> str:
+    """A URL's scheme and host, without credentials, path or query (which may carry secrets)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _request(
@@ -172,12 +183,14 @@ class Notifier:
     ):
         self._store = store
         self._events: Counter[str] = Counter() if events is None else events
-        """`/metrics` counters: notifications_delivered and notifications_failed."""
+        """`/metrics` counters: notifications_delivered, notifications_failed, condition_webhooks_delivered and
+        condition_webhooks_failed."""
         self._smtp = smtp
         self._attempts = attempts
         self._delays = (first_delay, max_delay)
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._hooks_task: asyncio.Task[None] | None = None
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -185,10 +198,11 @@ class Notifier:
         if self._task is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT))
             self._task = asyncio.create_task(self._follow(), name="notifier")
+            self._hooks_task = asyncio.create_task(self._follow_hooks(), name="condition-hooks")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._sending.values()) if t is not None]
-        self._task = None
+        tasks = [t for t in (self._task, self._hooks_task, *self._sending.values()) if t is not None]
+        self._task = self._hooks_task = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -198,24 +212,34 @@ class Notifier:
             await self._session.close()
 
     async def _follow(self) -> None:
+        await self._watch("notifications", RUNS, self._resume, self._on_run)
+
+    def _on_run(self, event: WatchEvent) -> None:
+        run = decode_run(KeyValue(event.key, event.value, 0, event.mod_revision, 0))
+        if run.phase.is_terminal:
+            self._consider(run.name)
+
+    async def _watch(
+        self, what: str, prefix: str, start: Callable[[], Awaitable[int]], on_put: Callable[[WatchEvent], None]
+    ) -> None:
+        """`start()` (which picks up what is pending and answers the revision it read at), then `on_put` for each
+        later write under `prefix`; again from `start()` after a compaction or a store failure."""
         delay = RetryDelay(*self._delays)
         while True:
             try:
-                revision = await self._resume()
-                async for events in self._store.watch(RUNS, revision + 1):
+                revision = await start()
+                async for events in self._store.watch(prefix, revision + 1):
                     delay.reset()
                     for event in events:
                         if event.type is EventType.PUT:
-                            run = decode_run(KeyValue(event.key, event.value, 0, event.mod_revision, 0))
-                            if run.phase.is_terminal:
-                                self._consider(run.name)
+                            on_put(event)
                 return
             except (Compacted, StoreError) as error:
-                log.warning("notifications: re-reading after %s", error)
+                log.warning("%s: re-reading after %s", what, error)
                 await delay.sleep()
             except Exception:
-                # A bug here must not end notifications for the gateway's lifetime: start over from a fresh read.
-                log.exception("notifications: following runs failed; re-reading")
+                # A bug here must not end these sends for the gateway's lifetime: start over from a fresh read.
+                log.exception("%s: following the store failed; re-reading", what)
                 await delay.sleep()
 
     async def _resume(self) -> int:
@@ -226,10 +250,14 @@ class Notifier:
         return revision
 
     def _consider(self, run: str) -> None:
-        if run not in self._sending:
-            task = asyncio.create_task(self._deliver(run), name=f"notify-{run}")
-            self._sending[run] = task
-            task.add_done_callback(lambda _: self._sending.pop(run, None))
+        self._once(run, lambda: self._deliver(run))
+
+    def _once(self, key: str, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start `send()` unless a send for `key` (a run name, or a condition webhook's store key) is under way."""
+        if key not in self._sending:
+            task = asyncio.create_task(send(), name=f"notify {key}")
+            self._sending[key] = task
+            task.add_done_callback(lambda _: self._sending.pop(key, None))
 
     async def _deliver(self, name: str) -> None:
         try:
@@ -270,25 +298,11 @@ class Notifier:
         return made if existing is None else RunNotifications.model_validate_json(existing.value)
 
     async def _send(self, run: RunSummary, rule: NotificationRule, delivery: NotificationDelivery) -> None:
-        delay = RetryDelay(*self._delays)
-        phase = delivery.phase
-        error: str | None = None
-        attempts = delivery.attempts
-        while attempts < self._attempts:
-            attempts += 1
-            try:
-                await self._send_once(run, rule, phase)
-            except PermanentFailure as refused:
-                error = str(refused)
-                break
-            except (aiohttp.ClientError, TimeoutError, OSError, smtplib.SMTPException) as failure:
-                error = f"{type(failure).__name__}: {failure}"
-                log.info("notification %d of %s failed (attempt %d): %s", delivery.rule, run.name, attempts, error)
-                if attempts < self._attempts:
-                    await delay.sleep()
-                continue
-            error = None
-            break
+        attempts, error = await self._with_retries(
+            lambda: self._send_once(run, rule, delivery.phase),
+            delivery.attempts,
+            f"notification {delivery.rule} of {run.name}",
+        )
         self._events["notifications_delivered" if error is None else "notifications_failed"] += 1
         done = delivery.model_copy(
             update={
@@ -300,6 +314,28 @@ class Notifier:
         )
         await self._record(run.name, done)
 
+    async def _with_retries(
+        self, send: Callable[[], Awaitable[None]], attempts: int, what: str
+    ) -> tuple[int, str | None]:
+        """Call `send` until it succeeds, is refused for good, or has been tried `attempts`-many times in all;
+        failures that may pass (connection errors, 429, 5xx) wait a growing `RetryDelay`. (attempts, error)."""
+        delay = RetryDelay(*self._delays)
+        error: str | None = None
+        while attempts < self._attempts:
+            attempts += 1
+            try:
+                await send()
+            except PermanentFailure as refused:
+                return attempts, str(refused)
+            except (aiohttp.ClientError, TimeoutError, OSError, smtplib.SMTPException) as failure:
+                error = f"{type(failure).__name__}: {failure}"
+                log.info("%s failed (attempt %d): %s", what, attempts, error)
+                if attempts < self._attempts:
+                    await delay.sleep()
+                continue
+            return attempts, None
+        return attempts, error
+
     async def _send_once(self, run: RunSummary, rule: NotificationRule, phase: str) -> None:
         if isinstance(rule, EmailRule):
             if self._smtp is None:
@@ -308,8 +344,12 @@ class Notifier:
             message = _email(rule, run, phase, self._smtp.sender)
             await asyncio.to_thread(_send_mail, self._smtp, message, recipients)
             return
-        assert self._session is not None
         method, url, body, headers = _request(rule, run, phase)
+        await self._http(method, url, body, headers, target(rule))
+
+    async def _http(self, method: str, url: str, body: Any, headers: dict[str, str], shown: str) -> None:
+        """One request; a refusal that retrying will not change raises `PermanentFailure` (`shown`: the target)."""
+        assert self._session is not None
         async with self._session.request(method, url, json=body, headers=headers) as response:
             if response.status < 300:
                 return
@@ -318,7 +358,41 @@ class Notifier:
                 raise aiohttp.ClientResponseError(
                     response.request_info, (), status=response.status, message=text or response.reason or ""
                 )
-            raise PermanentFailure(f"{response.status} from {target(rule)}: {text}")
+            raise PermanentFailure(f"{response.status} from {shown}: {text}")
+
+    # -- condition webhooks ----------------------------------------------------------------------------------
+
+    async def _follow_hooks(self) -> None:
+        """Send each condition's webhook (`/flyte/condition-hooks/...`, written when the condition is created)."""
+        await self._watch(
+            "condition webhooks", CONDITION_HOOKS, self._resume_hooks, lambda e: self._consider_hook(e.key)
+        )
+
+    async def _resume_hooks(self) -> int:
+        kvs, revision = await self._store.range(CONDITION_HOOKS)
+        for kv in kvs:
+            self._consider_hook(kv.key)
+        return revision
+
+    def _consider_hook(self, key: str) -> None:
+        self._once(key, lambda: self._send_hook(key))
+
+    async def _send_hook(self, key: str) -> None:
+        try:
+            kv = await self._store.get(key)
+            if kv is None:
+                return
+            hook = ConditionHookDelivery.model_validate_json(kv.value)
+            shown = origin(hook.url)
+            send = functools.partial(self._http, "POST", hook.url, hook.body, {}, shown)
+            _, error = await self._with_retries(send, hook.attempts, f"condition webhook {key}")
+            self._events["condition_webhooks_delivered" if error is None else "condition_webhooks_failed"] += 1
+            if error is not None:
+                log.warning("condition webhook %s to %s failed for good: %s", key, shown, error)
+            # Sent or given up: at least once, as notifications (a crash before this line sends again).
+            await self._store.txn([Compare(key, kv.mod_revision)], [Delete(key)])
+        except StoreError as error:
+            log.warning("condition webhook %s: %s (retried when the gateway next leads)", key, error)
 
     async def _record(self, run: str, done: NotificationDelivery) -> None:
         key = deliveries_key(run)

@@ -14,6 +14,8 @@ middleware accepts in place of the header. Two ways in:
                                        one): the code is spent on first use, and the session gets a new token
                                        with the minting token's scopes
 
+An action's `flyte.report` page is served sandboxed for the action's Report tab (`gateway._reports` says how).
+
 Live streams (WebSockets, fed by the store's watch; the run watch of `_api.py` covers one run's actions):
 
     GET /api/v1/watch/runs?project&domain&phase&task&label&limit   run summaries
@@ -54,6 +56,7 @@ from gateway._auth import (
 from gateway._dispatch import DISPATCHER
 from gateway._keys import ACTIONS, CLUSTERS, CORDONS, RUNS, SESSIONS, UI_LOGINS, ui_login_key
 from gateway._otlp import AUTHENTICATOR
+from gateway._reports import get_report
 from gateway.store import Compacted, Compare, Delete, EventType, Store
 
 STATIC = Path(__file__).parent / "ui" / "static"
@@ -87,6 +90,7 @@ def add_ui_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/ui/logins", _make_login_link)
     app.router.add_get("/api/v1/watch/runs", _watch_runs)
     app.router.add_get("/api/v1/watch/clusters", _watch_clusters)
+    app.router.add_get("/api/v1/runs/{run}/actions/{action}/report", get_report)
 
 
 async def _page(request: web.Request) -> web.StreamResponse:

@@ -28,10 +28,15 @@ DATA_TYPES: dict[type, Literal["bool", "int", "float", "str"]] = {bool: "bool", 
 
 @dataclass(frozen=True)
 class ConditionWebhook:
-    """Flyte 2's webhook called when a condition is created (`{callback_uri}` in the payload is replaced)."""
+    """Flyte 2's webhook called when a condition is created (`{callback_uri}` in the payload is replaced by the
+    URL that signals the condition: `POST` `{"value": ...}` to it with a token allowed to signal)."""
 
     url: str
     payload: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"ConditionWebhook: url={self.url!r} must be an http:// or https:// URL")
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,11 @@ async def new_condition(
     timeout: timedelta | int | float | None = None,  # noqa: ASYNC109 (Flyte 2's signature; the gateway keeps it)
     webhook: ConditionWebhook | None = None,
 ) -> _Condition[T]:
-    """Create a condition of the running task (Flyte 2's signature); await its `wait` for the value."""
-    if webhook is not None:
-        raise NotImplementedError("flyte.new_condition(webhook=...): condition webhooks are not sent yet (issue 20)")
+    """Create a condition of the running task (Flyte 2's signature); await its `wait` for the value.
+
+    Remotely, the gateway posts to `webhook` once when the condition is first created (not on a re-attempt's
+    creation); local runs send none.
+    """
     condition = _Condition(name, prompt, prompt_type, data_type, description, timeout, webhook)
     action = current_action.get()
     if action is not None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._logging import set_log_level
+
+if TYPE_CHECKING:
+    from .storage import Storage
 
 __all__ = [
     "Config",
@@ -124,8 +127,11 @@ def init(
     root_dir: str | Path | None = None,
     log_level: int | str | None = None,
     log_format: str | None = None,
+    storage: Storage | None = None,
 ) -> None:
     """Set the process-wide config. No endpoint (and no `FLYTE_ENDPOINT`) means local mode.
+
+    `storage` (`flyte.storage.S3`, `GCS` or `ABFS`) configures `flyte.storage`'s access to that kind of object store.
 
     Arguments left as None fall back to the `FLYTE_*` environment variables, then to the defaults. `org` and
     `log_format` are accepted for Flyte 2 programs and have no effect here (there is one organisation per gateway,
@@ -133,6 +139,10 @@ def init(
     """
     global _current
     set_log_level(log_level)
+    if storage is not None:
+        from .storage._config import configure
+
+        configure(storage)
     base = Config(
         endpoint=normalize_endpoint(endpoint, insecure) if endpoint else None,
         insecure=insecure,

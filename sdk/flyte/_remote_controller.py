@@ -25,6 +25,7 @@ from ._wire import (
     ActionSubmitRequest,
     ActionSummary,
     ConditionCreate,
+    ConditionHook,
     ConditionRecord,
     Phase,
     PlacementSpec,
@@ -145,6 +146,9 @@ class RemoteController:
             description=condition.description,
             data_type=condition.type_name,
             timeout_seconds=condition.timeout_seconds,
+            webhook=None
+            if condition.webhook is None
+            else ConditionHook(url=condition.webhook.url, payload=condition.webhook.payload),
         )
         await self._on_link_loop(self.link.create_condition(action.action_name, condition.name, body))
 

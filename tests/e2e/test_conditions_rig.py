@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from test_rig import Rig, _alive, start_rig
 from waiting import assert_eventually
 
@@ -229,3 +234,59 @@ def test_a_wait_survives_its_agent_being_killed(tmp_path: Path) -> None:
         assert run.outputs() == ("2:still here",)
     finally:
         rig.flyte("rig", "down")
+
+
+HOOKED = """
+import flyte
+
+env = flyte.TaskEnvironment("cond_hook_env")
+
+
+@env.task
+async def main(hook: str) -> str:
+    approval = await flyte.new_condition.aio(
+        "approval",
+        prompt="Ship it?",
+        webhook=flyte.ConditionWebhook(hook, payload={"text": "Answer at {callback_uri}"}),
+    )
+    return "shipped" if await approval.wait.aio() else "held"
+"""
+
+
+def test_a_conditions_webhook_reaches_a_receiver_that_answers_through_its_callback(one_cluster_rig: Rig) -> None:
+    received: list[dict[str, str]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rig = one_cluster_rig
+        program = rig.load("cond_hook_program", HOOKED)
+        rig.connect()
+        run = flyte.run(program.main, hook=f"http://127.0.0.1:{server.server_port}/approvals")
+        assert_eventually(lambda: bool(received), timeout=60)
+        (message,) = received
+        callback = message["text"].removeprefix("Answer at ")
+        assert callback.endswith(f"/api/v1/runs/{run.name}/conditions/approval/signal")
+        # The receiver (a chat bot, say) answers through the callback with a token of its own.
+        token = yaml.safe_load((rig.cwd / ".flyte" / "config.yaml").read_text())["admin"]["api_key"]
+        answer = urllib.request.Request(
+            callback,
+            data=json.dumps({"value": True}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(answer, timeout=10) as response:
+            assert response.status == 200
+        assert run.outputs() == ("shipped",)
+        assert len(received) == 1
+    finally:
+        server.shutdown()
+        server.server_close()

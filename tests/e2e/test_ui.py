@@ -339,3 +339,93 @@ def test_a_one_time_login_link_logs_in_once(rig: Rig, endpoint: str, browser: Br
         page.goto(link)
         page.wait_for_url(f"{endpoint}/login?error=used")
         expect(page.locator("#login-error")).to_contain_text("already used")
+
+
+REPORT_PROGRAM = '''
+import flyte
+import flyte.report
+
+env = flyte.TaskEnvironment("ui_report")
+
+# Tries what a hostile report would: read the session cookie, call the API as the logged-in user.
+PROBE = """
+<p id="probe">probing</p>
+<script>
+(async () => {
+  let cookie;
+  try { cookie = document.cookie ? "read the cookie" : "no cookie"; } catch (e) { cookie = "cookie blocked"; }
+  let api;
+  try {
+    const answer = await fetch("/api/v1/clusters", { credentials: "include" });
+    api = "api answered " + answer.status;
+  } catch (e) {
+    api = "api blocked";
+  }
+  document.getElementById("probe").textContent = cookie + ", " + api;
+})();
+</script>
+"""
+
+
+@env.task(report=True)
+async def main() -> str:
+    flyte.report.log("<h2 id='greeting'>Hello from the report</h2>")
+    flyte.report.log(PROBE)
+    return "reported"
+
+
+if __name__ == "__main__":
+    flyte.init_from_config()
+    run = flyte.run(main)
+    print(run.name)
+    print(run.url)
+'''
+
+
+def _headers(endpoint: str, path: str, headers: dict[str, str]) -> dict[str, str]:
+    with urllib.request.urlopen(urllib.request.Request(endpoint + path, headers=headers), timeout=10) as response:
+        return dict(response.headers)
+
+
+def test_an_actions_report_shows_sandboxed_on_its_page(rig: Rig, endpoint: str, page: Page, artifacts: Path) -> None:
+    program = rig.cwd / "ui_report_program.py"
+    program.write_text(REPORT_PROGRAM)
+    started = subprocess.run(
+        [sys.executable, str(program)], cwd=rig.cwd, env=rig.env, capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode == 0, started.stderr
+    name, url = started.stdout.split()[-2:]
+    _log_in(page, rig, endpoint)
+    page.goto(f"{url}?detail=report")
+    expect(page.locator("#tree button.node[data-action='a0']")).to_have_attribute(
+        "data-phase", "succeeded", timeout=PHASE_TIMEOUT
+    )
+    page.click("#detail-tab-report")
+    report = page.frame_locator("#report")
+    expect(report.locator("#greeting")).to_have_text("Hello from the report")
+    # The page's scripts run, but in an opaque origin: no cookie, and the API neither answers them nor is read.
+    expect(report.locator("#probe")).to_have_text("cookie blocked, api blocked")
+    expect(page.locator("#report")).to_have_attribute("sandbox", "allow-scripts")
+    _screenshot(page, artifacts, "report.png")
+
+    path = f"/api/v1/runs/{name}/actions/a0/report"
+    # Opened on its own, outside the frame, the gateway's CSP sandboxes it all the same.
+    page.goto(endpoint + path)
+    expect(page.locator("#probe")).to_have_text("cookie blocked, api blocked")
+
+    admin = {"Authorization": f"Bearer {_config(rig)['token']}"}
+    headers = _headers(endpoint, path, admin)
+    assert headers["Content-Security-Policy"] == "sandbox allow-scripts"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Type"].startswith("text/html")
+    # Another project's token learns nothing about the run, nor whether it has a report.
+    request = urllib.request.Request(
+        endpoint + "/api/v1/tokens",
+        data=json.dumps({"scopes": ["run"], "projects": ["elsewhere"]}).encode(),
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        other = {"Authorization": f"Bearer {json.loads(answer.read())['token']}"}
+    assert _status(endpoint, path, other) == 404
+    assert _status(endpoint, f"/api/v1/runs/{name}/actions/a0", other) == 404
+    assert _status(endpoint, f"/api/v1/runs/{name}/actions/a9/report", admin) == 404

@@ -10,8 +10,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from gateway_api import Api, new_run
 from processes import GatewayProcess
+from waiting import async_assert_eventually
 
 from flyte._wire import ConditionCreate
 from flyte._worker_link import WorkerLink
@@ -222,3 +224,58 @@ async def test_a_suspended_action_is_woken_by_a_signal_after_a_gateway_sigkill(t
             assert action["not_before"] <= time.time()
     finally:
         gateway.stop()
+
+
+async def test_a_conditions_webhook_is_posted_once_with_its_callback(api: Api) -> None:
+    received: list[dict[str, Any]] = []
+    flaky = {"left": 1}
+
+    async def hook(request: web.Request) -> web.Response:
+        if request.path == "/flaky" and flaky["left"]:
+            flaky["left"] -= 1
+            return web.Response(status=503)
+        received.append({"path": request.path, **await request.json()})
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{name}", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        run = (await new_run(api))["name"]
+        payload = {"text": "Approve at {callback_uri}", "links": ["{callback_uri}"], "n": 1}
+        body = {"prompt": "Ship?", "webhook": {"url": f"http://127.0.0.1:{port}/flaky", "payload": payload}}
+        status, record = await api.call("PUT", _one(run, "ship"), body)
+        assert status == 201, record
+        assert "webhook" not in record, "the webhook URL is not on the record every reader of the run sees"
+        callback = f"{api.endpoint}{_signal(run, 'ship')}"
+        await async_assert_eventually(lambda: bool(received), within=20)
+        # The receiver's 503 was retried; the payload's `{callback_uri}` is the condition's signal URL.
+        assert received == [
+            {"path": "/flaky", "text": f"Approve at {callback}", "links": [callback], "n": 1},
+        ]
+        # A re-attempt creating it again sends nothing; a condition without a payload gets the default one.
+        assert (await api.call("PUT", _one(run, "ship"), body))[0] == 200
+        plain = {"data_type": "int", "webhook": {"url": f"http://127.0.0.1:{port}/plain"}}
+        assert (await api.call("PUT", _one(run, "count"), plain))[0] == 201
+        await async_assert_eventually(lambda: len(received) == 2, within=20)
+        assert received[1] == {
+            "path": "/plain",
+            "run": run,
+            "action": "a0",
+            "condition": "count",
+            "prompt": "Approve?",
+            "data_type": "int",
+            "callback_uri": f"{api.endpoint}{_signal(run, 'count')}",
+        }
+        # The callback is the signal endpoint: a receiver holding a token may answer through it.
+        async with api.session.post(callback, json={"value": True}) as answered:
+            assert answered.status == 200
+        status, done = await api.call("GET", _one(run, "ship"))
+        assert (done["state"], done["value"]) == ("signalled", True)
+        assert len(received) == 2
+    finally:
+        await runner.cleanup()

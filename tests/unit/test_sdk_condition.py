@@ -92,8 +92,11 @@ def test_flyte2_checks_and_outside_a_task() -> None:
         flyte.new_condition("bad", data_type=list)  # type: ignore[type-var]
     with pytest.raises(ValueError, match="timeout"):
         flyte.new_condition("bad", timeout=0)
-    with pytest.raises(NotImplementedError, match="webhook"):
-        flyte.new_condition("hook", webhook=flyte.ConditionWebhook("https://example.com/hook"))
+    with pytest.raises(ValueError, match="ConditionWebhook"):
+        flyte.ConditionWebhook("ftp://example.com/hook")
+    # Outside a task (and in local runs) a webhook is accepted and nothing is sent.
+    hooked = flyte.new_condition("hook", webhook=flyte.ConditionWebhook("https://example.com/hook", {"a": 1}))
+    assert hooked.webhook == flyte.ConditionWebhook("https://example.com/hook", {"a": 1})
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,8 @@ from ._base import (
 from ._conditions import (
     ConditionCreate,
     ConditionDataType,
+    ConditionHook,
+    ConditionHookDelivery,
     ConditionName,
     ConditionRecord,
     ConditionSignal,
@@ -203,6 +205,8 @@ __all__ = [
     "ClusterRecord",
     "ConditionCreate",
     "ConditionDataType",
+    "ConditionHook",
+    "ConditionHookDelivery",
     "ConditionName",
     "ConditionRecord",
     "ConditionSignal",

@@ -15,6 +15,22 @@ ConditionValue = Annotated[bool, Field(strict=True)] | Annotated[int, Field(stri
 """Strict: a JSON `true` is never the int 1, nor `1` the bool `true`, so the gateway can check the declared type."""
 
 
+class ConditionHook(WireModel):
+    """`flyte.ConditionWebhook`: posted to once by the gateway when the condition is created. In every string of
+    `payload`, `{callback_uri}` becomes the condition's signal URL (a default payload names the condition)."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)]
+    payload: dict[str, Any] | None = None
+
+
+class ConditionHookDelivery(WireModel):
+    """A condition's webhook still to send, kept apart from the condition's record (its URL may be a secret)."""
+
+    url: str
+    body: dict[str, Any]
+    attempts: int = 0
+
+
 class ConditionCreate(WireModel):
     """`PUT /api/v1/runs/{run}/actions/{action}/conditions/{name}`: a task's `flyte.new_condition`. The first
     creation wins; a re-attempt of the action creating it again is answered with the record as it stands."""
@@ -24,6 +40,7 @@ class ConditionCreate(WireModel):
     description: Text = ""
     data_type: ConditionDataType = "bool"
     timeout_seconds: float | None = Field(default=None, gt=0)
+    webhook: ConditionHook | None = None
 
 
 class ConditionSignal(WireModel):

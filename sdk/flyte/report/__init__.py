@@ -8,11 +8,13 @@ async def train() -> None:
     await flyte.report.flush.aio()
 ```
 
+`DataProcessingTracker` and `TrainingLossTracker` are Flyte 2's ready-made widgets (progress, loss curves).
+
 Local runs keep each action's report as `~/.flyte/local/runs/<run>/reports/<action>.html`.
 """
 
-from .._unimplemented import missing_class
 from ._report import Report, Tab, current_report, flush, get_tab, log, replace
+from ._trackers import DataProcessingTracker, TrainingLossTracker
 
 __all__ = [
     "DataProcessingTracker",
@@ -25,6 +27,3 @@ __all__ = [
     "log",
     "replace",
 ]
-
-DataProcessingTracker = missing_class("flyte.report.DataProcessingTracker", "progress-tracker widgets in reports")
-TrainingLossTracker = missing_class("flyte.report.TrainingLossTracker", "loss-curve widgets in reports")

@@ -1,5 +1,5 @@
 // One run: its action tree with phases, a timeline of actions per cluster, the selected action's inputs, outputs,
-// error, logs and placement, the run's trace as a waterfall, and an abort button.
+// error, logs, report and placement, the run's trace as a waterfall, and an abort button.
 //
 // Everything live comes from the run's watch stream (a snapshot of its actions, a marker, then each change); the
 // run record itself is read again only when its root action changes phase.
@@ -158,7 +158,7 @@ export async function render(root, { run: name, query }) {
       detail,
       h("div", { class: "page-head" }, h("h2", {}, h("code", {}, action.task)), phaseBadge(action.phase)),
       h("nav", { class: "tabs small" },
-        ["overview", "logs", "placement"].map((d) =>
+        ["overview", "logs", "report", "placement"].map((d) =>
           h("button", { class: view.detail === d ? "tab active" : "tab", id: `detail-tab-${d}`, onclick: () => setView({ detail: d }) },
             d[0].toUpperCase() + d.slice(1)),
         ),
@@ -166,6 +166,7 @@ export async function render(root, { run: name, query }) {
       sub,
     );
     if (view.detail === "logs") drawLogs(sub, action);
+    else if (view.detail === "report") drawReport(sub, action);
     else if (view.detail === "placement") drawPlacement(sub, action);
     else drawOverview(sub, action);
   }
@@ -211,6 +212,33 @@ export async function render(root, { run: name, query }) {
       }
     }
     await load(attempt);
+  }
+
+  // The report is the task's own HTML: it is shown in a sandboxed frame (scripts run, in an opaque origin, so they
+  // cannot read this page, its cookie or the API), and the gateway serves it with the same sandbox as its CSP.
+  async function drawReport(sub, action) {
+    const url = `/api/v1/runs/${encodeURIComponent(name)}/actions/${encodeURIComponent(action.name)}/report`;
+    replace(sub, empty("Loading…"));
+    let status;
+    try {
+      status = (await fetch(url, { method: "HEAD", credentials: "same-origin" })).status;
+    } catch (error) {
+      replace(sub, empty(error.message));
+      return;
+    }
+    if (status === 404) {
+      replace(sub, empty("No report for this action (yet): a task declared with report=True saves one when it flushes and when an attempt ends."));
+      return;
+    }
+    if (status !== 200) {
+      replace(sub, empty(`The report could not be read (HTTP ${status}).`));
+      return;
+    }
+    // Flushes replace the page while the action runs: a reload button shows the latest.
+    const frame = h("iframe", { class: "report", id: "report", sandbox: "allow-scripts", src: url, title: `Report of ${action.task}` });
+    const reload = h("button", { id: "report-reload", onclick: () => drawReport(sub, action) }, "Reload");
+    const open = h("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, "Open in a new tab");
+    replace(sub, h("div", { class: "toolbar" }, reload, " ", open), frame);
   }
 
   async function drawPlacement(sub, action) {
