@@ -38,7 +38,8 @@ from flyte._wire import (
 )
 from gateway._auth import Principal, principal_of
 from gateway._authz import Act, Target, authorize
-from gateway._blobs import MAX_BLOB, BlobStore, check_digest
+from gateway._blob_stores import ClusterBlobStores
+from gateway._blobs import MAX_BLOB, check_digest
 from gateway._domain_errors import Forbidden
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway._keys import actions_prefix
@@ -62,7 +63,7 @@ class Services:
     store: Store
     registry: Registry
     runs: Runs
-    blobs: BlobStore
+    blobs: ClusterBlobStores
     metrics: Metrics
     watchers: set[web.WebSocketResponse]
 
@@ -181,7 +182,7 @@ async def put_blob(request: web.Request) -> web.Response:
     return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
-async def _readable_blob(request: web.Request) -> tuple[str, BlobStore]:
+async def _readable_blob(request: web.Request) -> tuple[str, ClusterBlobStores]:
     """The digest the path names, once the caller may read that blob (a 404 otherwise)."""
     digest = check_digest(request.match_info["digest"])
     blobs = services(request).blobs
@@ -211,9 +212,9 @@ async def upload_url(request: web.Request) -> web.Response:
     digest = check_digest(request.match_info["digest"])
     project = _blob_project(request)
     allow(request, Act.BLOB_WRITE, Target(project))
-    blobs = services(request).blobs
+    blobs = await services(request).blobs.of_cluster(_cluster(request))
     url, upload = await blobs.upload_url(digest, project)
-    return _json(BlobTransfer(url=url, upload=upload, expires_in=blobs.url_seconds), status=201)
+    return _json(BlobTransfer(url=url, upload=upload, expires_in=blobs.url_seconds, store=blobs.description), 201)
 
 
 async def commit_upload(request: web.Request) -> web.Response:
@@ -224,14 +225,24 @@ async def commit_upload(request: web.Request) -> web.Response:
         raise bad_request(f"an upload id is 32 lower-case hex digits, not {upload[:40]!r}")
     project = _blob_project(request)
     allow(request, Act.BLOB_WRITE, Target(project))
-    created, size = await services(request).blobs.commit_upload(digest, project, upload)
+    blobs = await services(request).blobs.of_cluster(_cluster(request))
+    created, size = await blobs.commit_upload(digest, project, upload)
     return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
 async def download_url(request: web.Request) -> web.Response:
     """A presigned URL to download a blob straight from the object store; authorized as reading it is."""
     digest, blobs = await _readable_blob(request)
-    return _json(BlobTransfer(url=await blobs.download_url(digest), expires_in=blobs.url_seconds))
+    cluster = _cluster(request)
+    held, mine = await blobs.holding(digest, cluster), await blobs.of_cluster(cluster)
+    url = await held.download_url(digest)
+    return _json(BlobTransfer(url=url, expires_in=held.url_seconds, store=held.description, remote=held is not mine))
+
+
+def _cluster(request: web.Request) -> str | None:
+    """`?cluster=`: where the caller runs, so its blobs go to (and come first from) that cluster's store. A hint of
+    locality only: who may read or write a blob does not depend on it."""
+    return _name(request, "cluster") if "cluster" in request.query else None
 
 
 async def head_blob(request: web.Request) -> web.Response:

@@ -100,23 +100,58 @@ class BlobStore(Protocol):
         ...
 
 
+def _owners(value: bytes) -> tuple[set[str], set[str]]:
+    """A blob's record: its projects and the stores that hold it (an older record is a bare list of projects, for
+    a blob in the gateway's own store)."""
+    data = json.loads(value)
+    if isinstance(data, list):
+        return set(data), set()
+    return set(data["projects"]), set(data.get("at", []))
+
+
 async def blob_projects(store: Store, digest: str) -> frozenset[str]:
     kv = await store.get(blob_owners_key(check_digest(digest)))
-    return frozenset(json.loads(kv.value)) if kv is not None else frozenset()
+    return frozenset(_owners(kv.value)[0]) if kv is not None else frozenset()
 
 
-async def add_owner(store: Store, digest: str, project: str) -> None:
-    """Add `project` to the blob's readers (a compare-and-swap: concurrent uploads both land)."""
+async def blob_locations(store: Store, digest: str) -> frozenset[str]:
+    """The stores (their `description`) recorded as holding the blob; empty for the gateway's own store only."""
+    kv = await store.get(blob_owners_key(check_digest(digest)))
+    return frozenset(_owners(kv.value)[1]) if kv is not None else frozenset()
+
+
+async def add_owner(store: Store, digest: str, project: str | None, at: str | None = None) -> None:
+    """Add `project` to the blob's readers and `at` (a store's description) to where it is held (a compare-and-swap:
+    concurrent uploads both land)."""
     key = blob_owners_key(digest)
     while True:
         kv = await store.get(key)
-        owners = set(json.loads(kv.value)) if kv is not None else set()
-        if project in owners:
+        projects, stores = _owners(kv.value) if kv is not None else (set(), set())
+        if (project is None or project in projects) and (at is None or at in stores):
             return
-        value = json.dumps(sorted(owners | {project})).encode()
+        projects |= {project} if project is not None else set()
+        stores |= {at} if at is not None else set()
+        value = json.dumps({"projects": sorted(projects), "at": sorted(stores)}).encode()
         result = await store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, value)])
         if result.succeeded:
             return
+
+
+async def drop_locations(store: Store, digest: str, lost: set[str]) -> frozenset[str]:
+    """Remove stores that no longer hold the blob from its record; returns the stores left (none: it is gone)."""
+    key = blob_owners_key(digest)
+    while True:
+        kv = await store.get(key)
+        if kv is None:
+            return frozenset()
+        projects, stores = _owners(kv.value)
+        left = stores - lost
+        if not left:
+            return frozenset()
+        value = json.dumps({"projects": sorted(projects), "at": sorted(left)}).encode()
+        result = await store.txn([Compare(key, kv.mod_revision)], [Put(key, value)])
+        if result.succeeded:
+            return frozenset(left)
 
 
 class HashingStream:
@@ -201,7 +236,7 @@ class LocalBlobStore:
                 self._touch(target)  # found already there: as new to retention's grace period as an upload
         finally:
             await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
-        await add_owner(self._store, digest, project)
+        await add_owner(self._store, digest, project, at=self.description)
         return created, stream.size
 
     async def get(self, digest: str) -> Path:

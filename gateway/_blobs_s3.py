@@ -147,7 +147,7 @@ class ObjectBlobStore:
                 await obstore.copy_async(self.object_store, staging, final)
         finally:
             await _delete_quietly(self.object_store, staging)
-        await add_owner(self._store, digest, project)
+        await add_owner(self._store, digest, project, at=self.description)
         return created, stream.size
 
     @_guarded
@@ -176,7 +176,7 @@ class ObjectBlobStore:
                 await obstore.copy_async(self.object_store, staged, self.key(digest))
         finally:
             await _delete_quietly(self.object_store, staged)
-        await add_owner(self._store, digest, project)
+        await add_owner(self._store, digest, project, at=self.description)
         return created, stream.size
 
     @_guarded
@@ -185,7 +185,7 @@ class ObjectBlobStore:
             await obstore.head_async(self.object_store, self.key(digest))
         except FileNotFoundError:
             raise NotFound(f"no blob {digest}") from None
-        return await obstore.sign_async(self.object_store, "GET", self.key(digest), self.url_lifetime)
+        return str(await obstore.sign_async(self.object_store, "GET", self.key(digest), self.url_lifetime))
 
     @_guarded
     async def response(self, digest: str) -> web.StreamResponse:

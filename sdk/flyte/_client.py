@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +40,7 @@ from ._wire import (
 
 if TYPE_CHECKING:
     import aiohttp
+    from opentelemetry.trace import Span
 
 T = TypeVar("T")
 _REPEATABLE = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -344,11 +345,15 @@ class GatewayBlobs(BlobBackend):
 
     remote = True
 
-    def __init__(self, endpoint: str, token: str | None, project: str | None = None):
+    def __init__(self, endpoint: str, token: str | None, project: str | None = None, cluster: str | None = None):
         self.endpoint = endpoint.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._query = f"?{urllib.parse.urlencode({'project': project})}" if project else ""
-        """The project a blob is written for (a worker's token names its own, so a worker leaves it out)."""
+        where = {"cluster": cluster} if cluster else {}
+        query = ({"project": project} if project else {}) | where
+        self._query = f"?{urllib.parse.urlencode(query)}" if query else ""
+        """The project a blob is written for (a worker's token names its own, so a worker leaves it out), and the
+        cluster a worker runs on: its blobs go to that cluster's store, and are read from it first."""
+        self._where = f"?{urllib.parse.urlencode(where)}" if where else ""
 
     def put(self, data: bytes) -> str:
         return retry_transient(lambda: self._put(data))
@@ -378,9 +383,12 @@ class GatewayBlobs(BlobBackend):
         if not ref.startswith("blob:"):
             return super().get(ref)
         blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
-        transfer = self._transfer(urllib.request.Request(f"{blob}/url"))
+        transfer = self._transfer(urllib.request.Request(f"{blob}/url{self._where}"))
         if transfer is not None:
-            return _call(urllib.request.Request(transfer.url))
+            with _transfer_span(ref, transfer) as span:
+                data = _call(urllib.request.Request(transfer.url))
+                _count(span, len(data))
+            return data
         return _call(urllib.request.Request(blob), self)
 
     def _put_file(self, path: Path) -> str:
@@ -406,14 +414,20 @@ class GatewayBlobs(BlobBackend):
             super().download(ref, write)
             return
         blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
-        transfer = self._transfer(urllib.request.Request(f"{blob}/url"))
+        transfer = self._transfer(urllib.request.Request(f"{blob}/url{self._where}"))
         request = urllib.request.Request(transfer.url if transfer is not None else blob)
         if transfer is None:
             for name, value in self._headers.items():
                 request.add_header(name, value)
-        with urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response:
+        size = 0
+        with (
+            _transfer_span(ref, transfer) as span,
+            urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response,
+        ):
             while chunk := response.read(1 << 20):
+                size += len(chunk)
                 write(chunk)
+            _count(span, size)
 
     def _transfer(self, request: urllib.request.Request) -> BlobTransfer | None:
         """A presigned URL for a direct transfer, or None where the gateway offers none (a directory store, an
@@ -428,6 +442,32 @@ class GatewayBlobs(BlobBackend):
             if error.code in (404, 405, 409):
                 return None
             raise
+
+
+@contextlib.contextmanager
+def _transfer_span(ref: str, transfer: BlobTransfer | None) -> Iterator[Span | None]:
+    """A `blob download` span in the worker's trace: which store the bytes came from, whether that crossed from
+    another cluster's store, and (set by `_count`) how many bytes."""
+    from . import _otel
+
+    attributes: dict[str, str | bool] = {
+        "flyte.blob": ref.removeprefix("blob:")[:16],
+        "flyte.blob.direct": transfer is not None,
+    }
+    if transfer is not None:
+        attributes |= {"flyte.blob.store": transfer.store or "", "flyte.blob.cross_region": transfer.remote}
+    span = _otel.start_span("blob download", attributes)
+    try:
+        yield span
+    except BaseException as error:
+        _otel.end_span(span, f"{type(error).__name__}: {error}"[:1024])
+        raise
+    _otel.end_span(span)
+
+
+def _count(span: Span | None, size: int) -> None:
+    if span is not None:
+        span.set_attribute("flyte.blob.bytes", size)
 
 
 async def store_request(method: str, url: str, data: bytes | None = None) -> bytes:

@@ -90,8 +90,10 @@ def blob_bytes(rig: Rig) -> dict[str, int]:
     return {direction: int(count) for direction, count in found}
 
 
-def test_a_50_mib_file_crosses_clusters_without_passing_through_the_gateway(s3_rig: tuple[Rig, str]) -> None:
-    rig, _ = s3_rig
+def test_a_50_mib_file_crosses_clusters_without_passing_through_the_gateway(
+    s3_rig: tuple[Rig, str], s3_server: S3Server
+) -> None:
+    rig, prefix = s3_rig
     program = rig.load("big_file_program", BIG_FILE)
     rig.connect()
     before = blob_bytes(rig)
@@ -100,3 +102,11 @@ def test_a_50_mib_file_crosses_clusters_without_passing_through_the_gateway(s3_r
     after = blob_bytes(rig)
     # The file, and the program's code bundle, go straight between the clusters and the store.
     assert after == before, (before, after)
+    # Written on us-east, so into us-east's own store (a prefix per cluster here), and read there in place by
+    # eu-west: no copy in eu-west's store, none in the gateway's.
+    east = s3_server.keys(f"{prefix}/clusters/us-east/blobs/")
+    assert east, "the File's blob is in the writer's cluster's store"
+    assert not set(k.rsplit("/", 1)[1] for k in east) & set(
+        k.rsplit("/", 1)[1] for k in s3_server.keys(f"{prefix}/blobs/")
+    )
+    assert not s3_server.keys(f"{prefix}/clusters/eu-west/blobs/")

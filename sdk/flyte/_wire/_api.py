@@ -286,3 +286,8 @@ class BlobTransfer(WireModel):
     expires_in: int
     upload: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
     """An upload's id, to commit it with `POST /api/v1/blobs/{digest}/uploads/{upload}` once the bytes are in."""
+    store: str | None = None
+    """The object store the URL points at (`s3://BUCKET/PREFIX`), for the trace: a read from another cluster's store
+    crosses regions."""
+    remote: bool = False
+    """A download from a store that is not the calling cluster's own: the bytes cross regions."""
