@@ -16,16 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from flyte._wire import ClusterRecord
-from gateway._blobs import BlobStore, blob_locations, drop_locations
+from flyte._wire import ClusterRecord, WireValue
+from gateway._blobs import BlobStore, blob_locations, blob_placement, drop_locations
 from gateway._keys import CLUSTERS, cluster_key
 from gateway.store import Store
 
 log = logging.getLogger("flyte.gateway")
+_BLOB_REF = re.compile(r"blob(?:dir)?:(?://)?([0-9a-f]{64})")
+"""A blob named in a value: a large value's `blob:<sha256>`, a `File`'s `blob://<sha256>/name`, a `Dir`'s manifest."""
+
+
+async def input_bytes(
+    store: Store, inputs: Mapping[str, WireValue], clusters: Mapping[str, ClusterRecord]
+) -> tuple[tuple[str, int], ...]:
+    """(region, bytes) of the blobs an action's inputs name, by the region of the store that holds each (a cluster's
+    store is in that cluster's region; the gateway's is in none, ""), for data-aware placement. Blobs named inside
+    other blobs (a `Dir`'s files, a large value holding a `File`) are not read: one store read per named blob."""
+    digests = {m for value in inputs.values() for m in _BLOB_REF.findall(value.model_dump_json())}
+    regions = {record.blobs.rstrip("/"): record.region for record in clusters.values() if record.blobs}
+    held: dict[str, int] = {}
+    for digest in sorted(digests):
+        at, size = await blob_placement(store, digest)
+        if size:
+            region = next((regions[s] for s in sorted(at) if s in regions), "")
+            held[region] = held.get(region, 0) + size
+    return tuple(sorted(held.items()))
 
 
 class ClusterBlobStores:

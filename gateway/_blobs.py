@@ -100,13 +100,17 @@ class BlobStore(Protocol):
         ...
 
 
-def _owners(value: bytes) -> tuple[set[str], set[str]]:
-    """A blob's record: its projects and the stores that hold it (an older record is a bare list of projects, for
-    a blob in the gateway's own store)."""
+def _owners(value: bytes) -> tuple[set[str], set[str], int]:
+    """A blob's record: its projects, the stores that hold it and its size (an older record is a bare list of
+    projects, for a blob in the gateway's own store, of a size not recorded: 0)."""
     data = json.loads(value)
     if isinstance(data, list):
-        return set(data), set()
-    return set(data["projects"]), set(data.get("at", []))
+        return set(data), set(), 0
+    return set(data["projects"]), set(data.get("at", [])), int(data.get("size", 0))
+
+
+def _record(projects: set[str], stores: set[str], size: int) -> bytes:
+    return json.dumps({"projects": sorted(projects), "at": sorted(stores), "size": size}).encode()
 
 
 async def blob_projects(store: Store, digest: str) -> frozenset[str]:
@@ -116,22 +120,28 @@ async def blob_projects(store: Store, digest: str) -> frozenset[str]:
 
 async def blob_locations(store: Store, digest: str) -> frozenset[str]:
     """The stores (their `description`) recorded as holding the blob; empty for the gateway's own store only."""
+    return (await blob_placement(store, digest))[0]
+
+
+async def blob_placement(store: Store, digest: str) -> tuple[frozenset[str], int]:
+    """The stores recorded as holding the blob, and its size (0 where not recorded)."""
     kv = await store.get(blob_owners_key(check_digest(digest)))
-    return frozenset(_owners(kv.value)[1]) if kv is not None else frozenset()
+    if kv is None:
+        return frozenset(), 0
+    _, stores, size = _owners(kv.value)
+    return frozenset(stores), size
 
 
-async def add_owner(store: Store, digest: str, project: str | None, at: str | None = None) -> None:
-    """Add `project` to the blob's readers and `at` (a store's description) to where it is held (a compare-and-swap:
-    concurrent uploads both land)."""
+async def add_owner(store: Store, digest: str, project: str, at: str | None = None, size: int = 0) -> None:
+    """Add `project` to the blob's readers, `at` (a store's description) to where it is held, and its size (for
+    data-aware placement); a compare-and-swap, so concurrent uploads both land."""
     key = blob_owners_key(digest)
     while True:
         kv = await store.get(key)
-        projects, stores = _owners(kv.value) if kv is not None else (set(), set())
-        if (project is None or project in projects) and (at is None or at in stores):
+        projects, stores, known = _owners(kv.value) if kv is not None else (set(), set(), 0)
+        if project in projects and (at is None or at in stores) and (known or not size):
             return
-        projects |= {project} if project is not None else set()
-        stores |= {at} if at is not None else set()
-        value = json.dumps({"projects": sorted(projects), "at": sorted(stores)}).encode()
+        value = _record(projects | {project}, stores | ({at} if at else set()), known or size)
         result = await store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, value)])
         if result.succeeded:
             return
@@ -144,11 +154,11 @@ async def drop_locations(store: Store, digest: str, lost: set[str]) -> frozenset
         kv = await store.get(key)
         if kv is None:
             return frozenset()
-        projects, stores = _owners(kv.value)
+        projects, stores, size = _owners(kv.value)
         left = stores - lost
         if not left:
             return frozenset()
-        value = json.dumps({"projects": sorted(projects), "at": sorted(left)}).encode()
+        value = _record(projects, left, size)
         result = await store.txn([Compare(key, kv.mod_revision)], [Put(key, value)])
         if result.succeeded:
             return frozenset(left)
@@ -236,7 +246,7 @@ class LocalBlobStore:
                 self._touch(target)  # found already there: as new to retention's grace period as an upload
         finally:
             await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
-        await add_owner(self._store, digest, project, at=self.description)
+        await add_owner(self._store, digest, project, at=self.description, size=stream.size)
         return created, stream.size
 
     async def get(self, digest: str) -> Path:

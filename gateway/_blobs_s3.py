@@ -147,7 +147,7 @@ class ObjectBlobStore:
                 await obstore.copy_async(self.object_store, staging, final)
         finally:
             await _delete_quietly(self.object_store, staging)
-        await add_owner(self._store, digest, project, at=self.description)
+        await add_owner(self._store, digest, project, at=self.description, size=stream.size)
         return created, stream.size
 
     @_guarded
@@ -176,7 +176,7 @@ class ObjectBlobStore:
                 await obstore.copy_async(self.object_store, staged, self.key(digest))
         finally:
             await _delete_quietly(self.object_store, staged)
-        await add_owner(self._store, digest, project, at=self.description)
+        await add_owner(self._store, digest, project, at=self.description, size=stream.size)
         return created, stream.size
 
     @_guarded
