@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from s3_server import S3Server
 from test_rig import EXAMPLES, Rig, run_example, start_rig
+from test_tracing import wait_for_spans
 
 import flyte
+from flyte._wire import SpanRecord
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -110,6 +112,21 @@ def test_a_50_mib_file_crosses_clusters_without_passing_through_the_gateway(
         k.rsplit("/", 1)[1] for k in s3_server.keys(f"{prefix}/blobs/")
     )
     assert not s3_server.keys(f"{prefix}/clusters/eu-west/blobs/")
+    # The read crossed regions, and the reader's trace says so, with the bytes.
+    spans = wait_for_spans(run.name, lambda spans: big_cross_region_reads(spans, 50 * 1024 * 1024))
+    (read,) = big_cross_region_reads(spans, 50 * 1024 * 1024)
+    assert read.cluster == "eu-west"
+    assert str(read.attributes["flyte.blob.store"]).endswith(f"{prefix}/clusters/us-east")
+
+
+def big_cross_region_reads(spans: list[SpanRecord], size: int) -> list[SpanRecord]:
+    return [
+        s
+        for s in spans
+        if s.name == "blob download"
+        and s.attributes.get("flyte.blob.cross_region") is True
+        and s.attributes.get("flyte.blob.bytes") == size
+    ]
 
 
 NEAR_DATA = """
