@@ -166,6 +166,10 @@ def serve(
         raise CliUsageError(f"--default-cpu/--default-memory: {exc}") from None
     if blobs_endpoint is not None and blobs_url is None:
         raise CliUsageError("--blobs-endpoint is for the cluster's object store: give --blobs s3://BUCKET/PREFIX too")
+    if blobs_url is not None and not blobs_url.startswith(("s3://", "gs://", "az://")):
+        raise CliUsageError(
+            f"--blobs {blobs_url}: a cluster's store is an object store, s3://BUCKET/PREFIX (or gs://, az://)"
+        )
     if gpu:
         kind, _, count = gpu.partition(":")
         capacity[f"gpu:{kind}"] = float(count or 1)
