@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import hashlib
 import io
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -485,22 +486,29 @@ _NO_DIRECT: set[str] = set()
 """Gateways that said their blob store offers no direct transfers (a directory): asked once per process."""
 
 
-STORE_OUTAGE_SECONDS = 60.0
+STORE_OUTAGE_SECONDS = float(os.environ.get("FLYTE_STORE_OUTAGE_SECONDS", "60"))
 """How long a blob transfer keeps retrying through an outage (the store or the gateway unreachable, or a 503)."""
 R = TypeVar("R")
 
 
 def retry_transient(transfer: Callable[[], R], within: float | None = None) -> R:
     """Run a whole blob transfer again (a fresh presigned URL each time) while it fails transiently, up to
-    `within` seconds (`STORE_OUTAGE_SECONDS`); a lasting outage, or any other failure, is raised."""
-    deadline = time.monotonic() + (STORE_OUTAGE_SECONDS if within is None else within)
+    `within` seconds (`STORE_OUTAGE_SECONDS`). An outage that lasts longer is a `RuntimeSystemError` (in a worker,
+    the attempt is retried on the system budget, never the user's); any other failure is raised as it is."""
+    budget = STORE_OUTAGE_SECONDS if within is None else within
+    deadline = time.monotonic() + budget
     delays = RetryDelay(0.2, 5.0)
     while True:
         try:
             return transfer()
         except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            if not _transient(error) or time.monotonic() > deadline:
+            if not _transient(error):
                 raise
+            if time.monotonic() > deadline:
+                from .errors import RuntimeSystemError
+
+                message = f"the blob store stayed unreachable for {budget:g}s: {error}"
+                raise RuntimeSystemError("BlobStoreUnavailable", message) from error
             time.sleep(delays.next())
 
 
