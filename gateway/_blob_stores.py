@@ -143,8 +143,15 @@ class ClusterBlobStores:
     async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
         return await self.default.upload_url(digest, project)
 
-    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
-        return await self.default.commit_upload(digest, project, upload)
+    async def commit_upload(
+        self, digest: str, project: str, upload: str, multipart: str | None = None
+    ) -> tuple[bool, int]:
+        return await self.default.commit_upload(digest, project, upload, multipart)
+
+    async def multipart_urls(
+        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+    ) -> tuple[str, str, dict[int, str], list[int]]:
+        return await self.default.multipart_urls(digest, project, count, upload, multipart)
 
     async def download_url(self, digest: str) -> str:
         return await (await self.holding(digest)).download_url(digest)

@@ -91,8 +91,18 @@ class BlobStore(Protocol):
         (a 409 `no_direct_transfer` for a store that has none: the caller uploads through the blob API)."""
         ...
 
-    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
-        """Check a direct upload's bytes against `digest` and store them as `put` does."""
+    async def commit_upload(
+        self, digest: str, project: str, upload: str, multipart: str | None = None
+    ) -> tuple[bool, int]:
+        """Check a direct upload's bytes against `digest` and store them as `put` does (joining its parts first,
+        for a multipart upload)."""
+        ...
+
+    async def multipart_urls(
+        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+    ) -> tuple[str, str, dict[int, str], list[int]]:
+        """A multipart upload in `count` parts: (upload id, the store's id, URLs of the parts still missing, parts
+        held); starts one unless `upload` and `multipart` name one to resume (a 409 where there are none)."""
         ...
 
     async def download_url(self, digest: str) -> str:
@@ -274,7 +284,14 @@ class LocalBlobStore:
     async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
         raise _no_direct()
 
-    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+    async def commit_upload(
+        self, digest: str, project: str, upload: str, multipart: str | None = None
+    ) -> tuple[bool, int]:
+        raise _no_direct()
+
+    async def multipart_urls(
+        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+    ) -> tuple[str, str, dict[int, str], list[int]]:
         raise _no_direct()
 
     async def download_url(self, digest: str) -> str:

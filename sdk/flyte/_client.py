@@ -355,6 +355,11 @@ class GatewayBlobs(BlobBackend):
         """The project a blob is written for (a worker's token names its own, so a worker leaves it out), and the
         cluster a worker runs on: its blobs go to that cluster's store, and are read from it first."""
         self._where = f"?{urllib.parse.urlencode(where)}" if where else ""
+        self._broken: dict[str, tuple[str, str]] = {}
+        """Multipart uploads that broke, by digest: (upload, the store's id), resumed by the next try."""
+
+    def _with(self, **more: str) -> str:
+        return self._query + ("&" if self._query else "?") + urllib.parse.urlencode(more)
 
     def put(self, data: bytes) -> str:
         return retry_transient(lambda: self._put(data))
@@ -398,6 +403,9 @@ class GatewayBlobs(BlobBackend):
 
         digest = file_sha256(path)
         blob = f"{self.endpoint}/api/v1/blobs/{digest}"
+        size = path.stat().st_size
+        if size > MULTIPART_BYTES and self.endpoint not in _NO_MULTIPART and self._put_parts(path, digest, size):
+            return f"blob:{digest}"
         transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
         if transfer is None or transfer.upload is None:
             return self._put(path.read_bytes())
@@ -408,6 +416,45 @@ class GatewayBlobs(BlobBackend):
             _call(request)
         _call(urllib.request.Request(f"{blob}/uploads/{transfer.upload}{self._query}", method="POST"), self)
         return f"blob:{digest}"
+
+    def _put_parts(self, path: Path, digest: str, size: int) -> bool:
+        """Send a large file in parts, `PARTS_IN_FLIGHT` at once, each to a presigned URL of its own; a try after
+        a broken one sends only the parts the store lacks. False where the gateway offers no multipart upload."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        blob = f"{self.endpoint}/api/v1/blobs/{digest}"
+        count = -(-size // PART_BYTES)
+        broken = self._broken.get(digest)
+        if broken is None:
+            ask = f"{blob}/uploads{self._with(parts=str(count))}"
+        else:
+            ask = f"{blob}/uploads/{broken[0]}/parts{self._with(parts=str(count), multipart=broken[1])}"
+        try:
+            transfer = BlobTransfer.model_validate_json(_call(urllib.request.Request(ask, method="POST"), self))
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and broken is not None:
+                del self._broken[digest]  # the store forgot it (collected): start afresh on the next try
+                raise
+            if error.code in (404, 405, 409):
+                _NO_MULTIPART.add(self.endpoint)
+                return False
+            raise
+        if transfer.upload is None or transfer.multipart is None:
+            _NO_MULTIPART.add(self.endpoint)  # a gateway from before multipart: it answered one URL
+            return False
+        self._broken[digest] = (transfer.upload, transfer.multipart)
+
+        def send(number: int) -> None:
+            with path.open("rb") as source:
+                source.seek((number - 1) * PART_BYTES)
+                _call(urllib.request.Request(transfer.parts[number], data=source.read(PART_BYTES), method="PUT"))
+
+        with ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
+            list(pool.map(send, sorted(transfer.parts)))
+        commit = f"{blob}/uploads/{transfer.upload}{self._with(multipart=transfer.multipart)}"
+        _call(urllib.request.Request(commit, method="POST"), self)
+        del self._broken[digest]
+        return True
 
     def download(self, ref: str, write: Callable[[bytes], object]) -> None:
         """Stream the blob to `write`, a megabyte at a time, from the object store when the gateway has one."""
@@ -482,6 +529,13 @@ async def store_request(method: str, url: str, data: bytes | None = None) -> byt
         return await response.read()
 
 
+MULTIPART_BYTES = 64 * 1024 * 1024
+"""A file larger than this goes to an object store in parts (S3's minimum part is 5 MiB)."""
+PART_BYTES = 16 * 1024 * 1024
+PARTS_IN_FLIGHT = 4
+"""Parts sent at once: at most this many parts of a file are in memory."""
+_NO_MULTIPART: set[str] = set()
+"""Gateways whose store takes no multipart upload (a directory, or no key pair to sign parts with)."""
 _NO_DIRECT: set[str] = set()
 """Gateways that said their blob store offers no direct transfers (a directory): asked once per process."""
 

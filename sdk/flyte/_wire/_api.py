@@ -291,3 +291,10 @@ class BlobTransfer(WireModel):
     crosses regions."""
     remote: bool = False
     """A download from a store that is not the calling cluster's own: the bytes cross regions."""
+    multipart: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """A multipart upload's id in the store (`?parts=N`): the client sends the parts to `parts`' URLs, then commits
+    with `?multipart=` this id."""
+    parts: dict[int, str] = Field(default_factory=dict)
+    """Part number -> a presigned PUT URL, for the parts still to send (every part 5 MiB or more but the last)."""
+    done: list[int] = Field(default_factory=list)
+    """The parts the store already holds (resuming a broken upload: `POST .../uploads/{upload}/parts`)."""
