@@ -38,6 +38,7 @@ from flyte._wire import (
 )
 from gateway._auth import Principal, principal_of
 from gateway._authz import Act, Target, authorize
+from gateway._blob_stores import ClusterBlobStores
 from gateway._blobs import MAX_BLOB, BlobStore, check_digest
 from gateway._domain_errors import Forbidden
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
@@ -45,6 +46,7 @@ from gateway._keys import actions_prefix
 from gateway._metrics import Metrics
 from gateway._registry import Registry
 from gateway._runs import Runs, decode_event
+from gateway._s3_multipart import MULTIPART_ID, PART_NUMBERS
 from gateway._values import INLINE_VALUE_LIMIT
 from gateway.store import Compacted, EventType, Store
 
@@ -62,7 +64,7 @@ class Services:
     store: Store
     registry: Registry
     runs: Runs
-    blobs: BlobStore
+    blobs: ClusterBlobStores
     metrics: Metrics
     watchers: set[web.WebSocketResponse]
 
@@ -181,7 +183,7 @@ async def put_blob(request: web.Request) -> web.Response:
     return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
-async def _readable_blob(request: web.Request) -> tuple[str, BlobStore]:
+async def _readable_blob(request: web.Request) -> tuple[str, ClusterBlobStores]:
     """The digest the path names, once the caller may read that blob (a 404 otherwise)."""
     digest = check_digest(request.match_info["digest"])
     blobs = services(request).blobs
@@ -211,27 +213,88 @@ async def upload_url(request: web.Request) -> web.Response:
     digest = check_digest(request.match_info["digest"])
     project = _blob_project(request)
     allow(request, Act.BLOB_WRITE, Target(project))
-    blobs = services(request).blobs
+    blobs = await services(request).blobs.of_cluster(_cluster(request))
+    if "parts" in request.query:
+        return await _multipart(request, blobs, digest, project, None)
     url, upload = await blobs.upload_url(digest, project)
-    return _json(BlobTransfer(url=url, upload=upload, expires_in=blobs.url_seconds), status=201)
+    return _json(BlobTransfer(url=url, upload=upload, expires_in=blobs.url_seconds, store=blobs.description), 201)
+
+
+async def resume_upload(request: web.Request) -> web.Response:
+    """A broken multipart upload: the parts the store holds, and fresh URLs for the ones still missing."""
+    digest = check_digest(request.match_info["digest"])
+    project = _blob_project(request)
+    allow(request, Act.BLOB_WRITE, Target(project))
+    blobs = await services(request).blobs.of_cluster(_cluster(request))
+    return await _multipart(request, blobs, digest, project, _upload_id(request))
+
+
+async def _multipart(
+    request: web.Request, blobs: BlobStore, digest: str, project: str, upload: str | None
+) -> web.Response:
+    count = _int(request, "parts", 1, len(PART_NUMBERS))
+    multipart = _multipart_id(request) if upload is not None else None
+    if upload is not None and multipart is None:
+        raise bad_request("resuming a multipart upload needs ?multipart=, the id its start answered")
+    upload, multipart, missing, done = await blobs.multipart_urls(digest, project, count, upload, multipart)
+    first = missing[min(missing)] if missing else ""
+    transfer = BlobTransfer(
+        url=first,
+        upload=upload,
+        expires_in=blobs.url_seconds,
+        store=blobs.description,
+        multipart=multipart,
+        parts=missing,
+        done=done,
+    )
+    return _json(transfer, 201 if not done else 200)
+
+
+def _upload_id(request: web.Request) -> str:
+    upload = request.match_info["upload"]
+    if not re.fullmatch(r"[0-9a-f]{32}", upload):
+        raise bad_request(f"an upload id is 32 lower-case hex digits, not {upload[:40]!r}")
+    return upload
+
+
+def _multipart_id(request: web.Request) -> str | None:
+    value = request.query.get("multipart")
+    if value is not None and not MULTIPART_ID.match(value):
+        raise bad_request("?multipart= is the id a multipart upload's start answered")
+    return value
+
+
+def _int(request: web.Request, field: str, low: int, high: int) -> int:
+    text = request.query.get(field, "")
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise bad_request(f"query parameter {field}={text[:20]!r} must be a whole number from {low} to {high}")
+    return int(text)
 
 
 async def commit_upload(request: web.Request) -> web.Response:
     """A direct upload's bytes are in the store: check them against the digest and make them the blob."""
     digest = check_digest(request.match_info["digest"])
-    upload = request.match_info["upload"]
-    if not re.fullmatch(r"[0-9a-f]{32}", upload):
-        raise bad_request(f"an upload id is 32 lower-case hex digits, not {upload[:40]!r}")
+    upload = _upload_id(request)
     project = _blob_project(request)
     allow(request, Act.BLOB_WRITE, Target(project))
-    created, size = await services(request).blobs.commit_upload(digest, project, upload)
+    blobs = await services(request).blobs.of_cluster(_cluster(request))
+    created, size = await blobs.commit_upload(digest, project, upload, _multipart_id(request))
     return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
 async def download_url(request: web.Request) -> web.Response:
     """A presigned URL to download a blob straight from the object store; authorized as reading it is."""
     digest, blobs = await _readable_blob(request)
-    return _json(BlobTransfer(url=await blobs.download_url(digest), expires_in=blobs.url_seconds))
+    cluster = _cluster(request)
+    held, mine = await blobs.holding(digest, cluster), await blobs.of_cluster(cluster)
+    url = await held.download_url(digest)
+    return _json(BlobTransfer(url=url, expires_in=held.url_seconds, store=held.description, remote=held is not mine))
+
+
+def _cluster(request: web.Request) -> str | None:
+    """`?cluster=`: where the caller runs, so its blobs go to (and come first from) that cluster's store. A hint of
+    locality only: who may read or write a blob does not depend on it."""
+    return _name(request, "cluster") if "cluster" in request.query else None
 
 
 async def head_blob(request: web.Request) -> web.Response:
@@ -547,7 +610,14 @@ ROUTES: list[Route] = [
         "POST",
         "/api/v1/blobs/{digest}/uploads/{upload}",
         commit_upload,
-        "Commit a direct upload: its bytes are checked against the digest",
+        "Commit a direct upload (?multipart=ID: join its parts first): its bytes are checked against the digest",
+    ),
+    Route(
+        "POST",
+        "/api/v1/blobs/{digest}/uploads/{upload}/parts",
+        resume_upload,
+        "Resume a multipart upload (?multipart=ID&parts=N): the parts held, and URLs for the missing ones",
+        answer=BlobTransfer,
     ),
     Route(
         "GET",

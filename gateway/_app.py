@@ -17,6 +17,7 @@ import flyte
 from flyte._paths import private_dir
 from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
+from gateway._blob_stores import ClusterBlobStores
 from gateway._blobs import BlobStore, LocalBlobStore
 from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_connect
 from gateway._dispatch import DISPATCHER, Dispatcher
@@ -68,7 +69,7 @@ def create_app(
         store=store,
         registry=registry,
         runs=Runs(store, registry, app[TRACING]),
-        blobs=blobs or LocalBlobStore(blobs_dir, store),
+        blobs=ClusterBlobStores(blobs or LocalBlobStore(blobs_dir, store), store),
         metrics=metrics,
         watchers=set(),
     )

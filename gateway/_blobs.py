@@ -91,8 +91,18 @@ class BlobStore(Protocol):
         (a 409 `no_direct_transfer` for a store that has none: the caller uploads through the blob API)."""
         ...
 
-    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
-        """Check a direct upload's bytes against `digest` and store them as `put` does."""
+    async def commit_upload(
+        self, digest: str, project: str, upload: str, multipart: str | None = None
+    ) -> tuple[bool, int]:
+        """Check a direct upload's bytes against `digest` and store them as `put` does (joining its parts first,
+        for a multipart upload)."""
+        ...
+
+    async def multipart_urls(
+        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+    ) -> tuple[str, str, dict[int, str], list[int]]:
+        """A multipart upload in `count` parts: (upload id, the store's id, URLs of the parts still missing, parts
+        held); starts one unless `upload` and `multipart` name one to resume (a 409 where there are none)."""
         ...
 
     async def download_url(self, digest: str) -> str:
@@ -100,23 +110,68 @@ class BlobStore(Protocol):
         ...
 
 
+def _owners(value: bytes) -> tuple[set[str], set[str], int]:
+    """A blob's record: its projects, the stores that hold it and its size (an older record is a bare list of
+    projects, for a blob in the gateway's own store, of a size not recorded: 0)."""
+    data = json.loads(value)
+    if isinstance(data, list):
+        return set(data), set(), 0
+    return set(data["projects"]), set(data.get("at", [])), int(data.get("size", 0))
+
+
+def _record(projects: set[str], stores: set[str], size: int) -> bytes:
+    return json.dumps({"projects": sorted(projects), "at": sorted(stores), "size": size}).encode()
+
+
 async def blob_projects(store: Store, digest: str) -> frozenset[str]:
     kv = await store.get(blob_owners_key(check_digest(digest)))
-    return frozenset(json.loads(kv.value)) if kv is not None else frozenset()
+    return frozenset(_owners(kv.value)[0]) if kv is not None else frozenset()
 
 
-async def add_owner(store: Store, digest: str, project: str) -> None:
-    """Add `project` to the blob's readers (a compare-and-swap: concurrent uploads both land)."""
+async def blob_locations(store: Store, digest: str) -> frozenset[str]:
+    """The stores (their `description`) recorded as holding the blob; empty for the gateway's own store only."""
+    return (await blob_placement(store, digest))[0]
+
+
+async def blob_placement(store: Store, digest: str) -> tuple[frozenset[str], int]:
+    """The stores recorded as holding the blob, and its size (0 where not recorded)."""
+    kv = await store.get(blob_owners_key(check_digest(digest)))
+    if kv is None:
+        return frozenset(), 0
+    _, stores, size = _owners(kv.value)
+    return frozenset(stores), size
+
+
+async def add_owner(store: Store, digest: str, project: str, at: str | None = None, size: int = 0) -> None:
+    """Add `project` to the blob's readers, `at` (a store's description) to where it is held, and its size (for
+    data-aware placement); a compare-and-swap, so concurrent uploads both land."""
     key = blob_owners_key(digest)
     while True:
         kv = await store.get(key)
-        owners = set(json.loads(kv.value)) if kv is not None else set()
-        if project in owners:
+        projects, stores, known = _owners(kv.value) if kv is not None else (set(), set(), 0)
+        if project in projects and (at is None or at in stores) and (known or not size):
             return
-        value = json.dumps(sorted(owners | {project})).encode()
+        value = _record(projects | {project}, stores | ({at} if at else set()), known or size)
         result = await store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, value)])
         if result.succeeded:
             return
+
+
+async def drop_locations(store: Store, digest: str, lost: set[str]) -> frozenset[str]:
+    """Remove stores that no longer hold the blob from its record; returns the stores left (none: it is gone)."""
+    key = blob_owners_key(digest)
+    while True:
+        kv = await store.get(key)
+        if kv is None:
+            return frozenset()
+        projects, stores, size = _owners(kv.value)
+        left = stores - lost
+        if not left:
+            return frozenset()
+        value = _record(projects, left, size)
+        result = await store.txn([Compare(key, kv.mod_revision)], [Put(key, value)])
+        if result.succeeded:
+            return frozenset(left)
 
 
 class HashingStream:
@@ -201,7 +256,7 @@ class LocalBlobStore:
                 self._touch(target)  # found already there: as new to retention's grace period as an upload
         finally:
             await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
-        await add_owner(self._store, digest, project)
+        await add_owner(self._store, digest, project, at=self.description, size=stream.size)
         return created, stream.size
 
     async def get(self, digest: str) -> Path:
@@ -229,7 +284,14 @@ class LocalBlobStore:
     async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
         raise _no_direct()
 
-    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+    async def commit_upload(
+        self, digest: str, project: str, upload: str, multipart: str | None = None
+    ) -> tuple[bool, int]:
+        raise _no_direct()
+
+    async def multipart_urls(
+        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+    ) -> tuple[str, str, dict[int, str], list[int]]:
         raise _no_direct()
 
     async def download_url(self, digest: str) -> str:

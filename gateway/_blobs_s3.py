@@ -32,9 +32,11 @@ import obstore.exceptions
 from aiohttp import web
 from obstore.store import AzureStore, GCSStore, ObjectStore, S3Store, from_url
 
+from gateway import _s3_multipart as s3_multipart
 from gateway._blobs import BlobStoreUnavailable, HashingStream, add_owner, blob_projects, check_digest, is_digest
-from gateway._domain_errors import NotFound
+from gateway._domain_errors import Conflict, NotFound
 from gateway._keys import blob_seen_key
+from gateway._s3_multipart import Credentials
 from gateway.store import Delete, Store
 
 if TYPE_CHECKING:
@@ -147,7 +149,7 @@ class ObjectBlobStore:
                 await obstore.copy_async(self.object_store, staging, final)
         finally:
             await _delete_quietly(self.object_store, staging)
-        await add_owner(self._store, digest, project)
+        await add_owner(self._store, digest, project, at=self.description, size=stream.size)
         return created, stream.size
 
     @_guarded
@@ -157,11 +159,56 @@ class ObjectBlobStore:
         return url, upload
 
     @_guarded
-    async def commit_upload(self, digest: str, project: str, upload: str) -> tuple[bool, int]:
+    async def multipart_urls(
+        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+    ) -> tuple[str, str, dict[int, str], list[int]]:
+        credentials = Credentials.from_environment()
+        if credentials is None or not isinstance(self.object_store, S3Store):
+            raise Conflict("this store takes an upload in one piece: use the URL of uploads", code="no_multipart")
+        upload = upload or uuid.uuid4().hex
+        url = await self._object_url(_staged(digest, project, upload))
+        try:
+            if multipart is None:
+                multipart, held = await s3_multipart.start(url, credentials, self.url_seconds), {}
+            else:
+                held = await s3_multipart.parts(url, multipart, credentials, self.url_seconds)
+        except s3_multipart.MultipartError as error:
+            log.warning("blob store: multipart upload of %s: %s", digest, error)
+            raise NotFound(f"no multipart upload {upload} of blob {digest} to resume") from None
+        missing = {
+            n: s3_multipart.part_url(url, multipart, n, credentials, self.url_seconds)
+            for n in range(1, count + 1)
+            if n not in held
+        }
+        return upload, multipart, missing, sorted(held)
+
+    async def _object_url(self, key: str) -> str:
+        """The object's URL as obstore addresses it (path or virtual-hosted style, its encoding), unsigned."""
+        signed = await obstore.sign_async(self.object_store, "PUT", key, self.url_lifetime)
+        return str(signed).split("?", 1)[0]
+
+    async def _join_parts(self, staged: str, multipart: str) -> None:
+        credentials = Credentials.from_environment()
+        if credentials is None:
+            raise Conflict("this store takes an upload in one piece", code="no_multipart")
+        url = await self._object_url(staged)
+        try:
+            held = await s3_multipart.parts(url, multipart, credentials, self.url_seconds)
+            await s3_multipart.complete(url, multipart, held, credentials, self.url_seconds)
+        except s3_multipart.MultipartError as error:
+            log.warning("blob store: joining the parts of %s: %s", staged, error)
+            raise NotFound(f"no multipart upload {multipart} with parts to join at {staged}") from None
+
+    @_guarded
+    async def commit_upload(
+        self, digest: str, project: str, upload: str, multipart: str | None = None
+    ) -> tuple[bool, int]:
         """The bytes are read back from the store and hashed (store to gateway, never from the client): a URL
         cannot make the store check a sha256 (the checksum header would have to be signed, which obstore does
         not do), and a digest is only ever stored over the bytes it names."""
         staged = _staged(digest, project, upload)
+        if multipart is not None:
+            await self._join_parts(staged, multipart)
         try:
             result = await obstore.get_async(self.object_store, staged)
         except FileNotFoundError:
@@ -176,7 +223,7 @@ class ObjectBlobStore:
                 await obstore.copy_async(self.object_store, staged, self.key(digest))
         finally:
             await _delete_quietly(self.object_store, staged)
-        await add_owner(self._store, digest, project)
+        await add_owner(self._store, digest, project, at=self.description, size=stream.size)
         return created, stream.size
 
     @_guarded
@@ -185,7 +232,7 @@ class ObjectBlobStore:
             await obstore.head_async(self.object_store, self.key(digest))
         except FileNotFoundError:
             raise NotFound(f"no blob {digest}") from None
-        return await obstore.sign_async(self.object_store, "GET", self.key(digest), self.url_lifetime)
+        return str(await obstore.sign_async(self.object_store, "GET", self.key(digest), self.url_lifetime))
 
     @_guarded
     async def response(self, digest: str) -> web.StreamResponse:

@@ -70,6 +70,7 @@ def demand_of(
     parent_cluster: str | None,
     waited_seconds: float,
     spread_key: str | None,
+    input_bytes: tuple[tuple[str, int], ...] = (),
 ) -> Demand:
     """What an action asks for, from its task spec's (or its overrides') resources and placement."""
     placement = placement or PlacementSpec()
@@ -89,6 +90,7 @@ def demand_of(
         parent_cluster=parent_cluster,
         waited_seconds=waited_seconds,
         spread_key=spread_key,
+        input_bytes=input_bytes,
     )
 
 

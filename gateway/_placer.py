@@ -26,6 +26,7 @@ from flyte._wire import ActionEvent, ActionSummary, Assignment, AssignMessage, E
 from flyte.errors import NonRecoverableError
 from gateway._action_index import TEMPORARY, Key
 from gateway._auth import AttemptRef, WorkerTokens
+from gateway._blob_stores import input_bytes
 from gateway._cluster_admin import ClusterAdmin
 from gateway._domain_errors import DomainError
 from gateway._judging import UNJUDGEABLE, cannot_judge
@@ -289,6 +290,10 @@ class Placer:
             parent_cluster=self._where.get((action.run, action.parent)) if action.parent else None,
             waited_seconds=max(0.0, now - queued_since),
             spread_key=f"{action.run}/{action.parent}" if placement and placement.spread else None,
+            # Store reads per input blob: only where the policy weighs data locality.
+            input_bytes=await input_bytes(self._runs.store, action.inputs, self._sessions.known)
+            if self._admin.policy.weights.data_locality and action.inputs
+            else (),
         )
         if reusable is None:
             # A one-off action starts a process of its own: asking for nothing must not mean it fits forever.

@@ -118,6 +118,11 @@ class Runs:
 
     # -- reading -------------------------------------------------------------------------------------------
 
+    @property
+    def store(self) -> Store:
+        """The state store (placement reads the blob records of an action's inputs from it)."""
+        return self._store
+
     async def get_run(self, run: str) -> RunSummary:
         kv = await self._store.get(run_key(run))
         if kv is None:

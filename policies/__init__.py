@@ -7,7 +7,7 @@ and `simulate` (replaying recorded decisions under another policy).
 from ._explain import explain
 from ._fair import fair_share_order
 from ._model import ClusterSnapshot, Decision, Demand
-from ._place import place
+from ._place import bytes_crossing, place
 from ._policy import DEFAULT_POLICY, Policy, Project, Quota, Tier, Weights, load_policy, parse_policy
 from ._replay import demand_from_dict, demand_to_dict, snapshot_from_dict, snapshot_to_dict
 from ._simulate import Outcome, Recorded, Simulation, simulate
@@ -27,6 +27,7 @@ __all__ = [
     "Tier",
     "Weights",
     "amount_text",
+    "bytes_crossing",
     "demand_from_dict",
     "demand_to_dict",
     "explain",

@@ -35,6 +35,9 @@ class Demand:
     """How long the action has been queued: opens the policy's fallback tiers."""
     spread_key: str | None = None
     """Actions sharing this key are spread: clusters with fewer of them placed (`placed_counts`) score higher."""
+    input_bytes: tuple[tuple[str, int], ...] = ()
+    """(region, bytes) of the action's input blobs by the region whose store holds them ("" for a store of no
+    region, the gateway's): the data-locality scorer prefers clusters where fewer bytes would cross regions."""
 
 
 @dataclass(frozen=True, slots=True)

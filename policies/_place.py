@@ -187,11 +187,11 @@ def place(
     has_static = bool(
         d.clusters or d.avoid or d.regions or d.clouds or d.labels or d.avoid_labels or d.queue is not None
     )
-    w_warm, w_local, w_least, w_pack, w_cost, w_spread = cp.weights
+    w_warm, w_local, w_least, w_pack, w_cost, w_spread, w_data = cp.weights
     warm_key = d.warm_key if w_warm else None
     parent = d.parent_cluster if w_local else None
     by_load = bool(w_least or w_pack)
-    keep_fits = bool(tiers or w_cost or (w_spread and d.spread_key is not None))
+    keep_fits = bool(tiers or w_cost or (w_spread and d.spread_key is not None) or (w_data and d.input_bytes))
     scores: dict[str, float] = {}
     fits: list[tuple[int, ClusterSnapshot]] = []
     could_ever = False
@@ -283,12 +283,20 @@ def place(
         key = d.spread_key
         counts = [float(c.placed_counts.get(key, 0)) for _, c in fits]
         _add_normalised(scores, [c.name for _, c in fits], counts, w_spread)
+    if w_data and d.input_bytes:
+        crossing = [float(bytes_crossing(d, c.region)) for _, c in fits]
+        _add_normalised(scores, [c.name for _, c in fits], crossing, w_data)
 
     top = max(scores.values())
     best_name = min(n for n, s in scores.items() if s == top)
     verdicts[best_name] = "chosen"
     reason = f"placed on {best_name}" + (f" (tier {tier_name})" if tier_name is not None else "")
     return Decision(best_name, False, reason, verdicts, scores, version, tier_name)
+
+
+def bytes_crossing(demand: Demand, region: str) -> int:
+    """The bytes of `demand`'s input blobs a cluster in `region` would read from another region's store."""
+    return sum(size for where, size in demand.input_bytes if where != region)
 
 
 def _add_normalised(scores: dict[str, float], names: list[str], values: list[float], weight: float) -> None:

@@ -27,6 +27,8 @@ class Weights(_Model):
     bin_packing: float = Field(default=0.0, ge=0)
     cost: float = Field(default=0.0, ge=0)
     spread: float = Field(default=0.0, ge=0)
+    data_locality: float = Field(default=0.0, ge=0)
+    """Prefer clusters in the region that already holds the action's input blobs (by the bytes that would cross)."""
 
 
 class Tier(_Model):
@@ -162,7 +164,7 @@ class Compiled:
     """A policy read once into plain values."""
 
     version: str
-    weights: tuple[float, float, float, float, float, float]
+    weights: tuple[float, float, float, float, float, float, float]
     """warm, locality, least_loaded, bin_packing, cost, spread: each divided by their sum (all 0 if the sum is 0)."""
     tiers: tuple[CompiledTier, ...]
     tiers_use_labels: bool
@@ -196,9 +198,9 @@ class Compiled:
 
 def _compile(policy: Policy) -> Compiled:
     w = policy.weights
-    raw = (w.warm, w.locality, w.least_loaded, w.bin_packing, w.cost, w.spread)
+    raw = (w.warm, w.locality, w.least_loaded, w.bin_packing, w.cost, w.spread, w.data_locality)
     total = sum(raw)
-    weights = tuple(x / total for x in raw) if total > 0 else (0.0,) * 6
+    weights = tuple(x / total for x in raw) if total > 0 else (0.0,) * len(raw)
     tiers = tuple(
         CompiledTier(
             name=t.name,

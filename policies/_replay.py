@@ -33,6 +33,7 @@ def demand_to_dict(demand: Demand) -> dict[str, Any]:
         "parent_cluster": d.parent_cluster,
         "waited_seconds": d.waited_seconds,
         "spread_key": d.spread_key,
+        "input_bytes": [list(kv) for kv in d.input_bytes],
     }
 
 
@@ -66,6 +67,8 @@ def demand_from_dict(data: Mapping[str, Any]) -> Demand:
     for key in ("labels", "avoid_labels"):
         if key in values:
             values[key] = tuple((str(k), str(v)) for k, v in values[key])
+    if "input_bytes" in values:
+        values["input_bytes"] = tuple((str(k), int(v)) for k, v in values["input_bytes"])
     return Demand(**values)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._model import ClusterSnapshot, Demand
-from ._place import place
+from ._place import bytes_crossing, place
 from ._policy import Policy
 from ._replay import demand_from_dict, snapshot_from_dict
 
@@ -33,6 +33,8 @@ class Outcome:
     cost_per_hour: float = 0.0
     """Sum over placed decisions of what their demand costs per hour on the chosen cluster."""
     regions: Counter[str] = field(default_factory=Counter)
+    bytes_crossing: int = 0
+    """Sum over placed decisions of the input bytes the chosen cluster reads from another region's store."""
 
     def spread(self) -> float:
         """The largest share of placed decisions in one region (1.0: all in one; lower: more spread)."""
@@ -89,3 +91,4 @@ def _count(
     outcome.placed[chosen.name] += 1
     outcome.regions[chosen.region] += 1
     outcome.cost_per_hour += demand.cpu * chosen.cost_per_cpu_hour + demand.gpu * chosen.cost_per_gpu_hour
+    outcome.bytes_crossing += bytes_crossing(demand, chosen.region)

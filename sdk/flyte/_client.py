@@ -12,11 +12,12 @@ import atexit
 import contextlib
 import hashlib
 import io
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +41,7 @@ from ._wire import (
 
 if TYPE_CHECKING:
     import aiohttp
+    from opentelemetry.trace import Span
 
 T = TypeVar("T")
 _REPEATABLE = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -344,11 +346,20 @@ class GatewayBlobs(BlobBackend):
 
     remote = True
 
-    def __init__(self, endpoint: str, token: str | None, project: str | None = None):
+    def __init__(self, endpoint: str, token: str | None, project: str | None = None, cluster: str | None = None):
         self.endpoint = endpoint.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._query = f"?{urllib.parse.urlencode({'project': project})}" if project else ""
-        """The project a blob is written for (a worker's token names its own, so a worker leaves it out)."""
+        where = {"cluster": cluster} if cluster else {}
+        query = ({"project": project} if project else {}) | where
+        self._query = f"?{urllib.parse.urlencode(query)}" if query else ""
+        """The project a blob is written for (a worker's token names its own, so a worker leaves it out), and the
+        cluster a worker runs on: its blobs go to that cluster's store, and are read from it first."""
+        self._where = f"?{urllib.parse.urlencode(where)}" if where else ""
+        self._broken: dict[str, tuple[str, str]] = {}
+        """Multipart uploads that broke, by digest: (upload, the store's id), resumed by the next try."""
+
+    def _with(self, **more: str) -> str:
+        return self._query + ("&" if self._query else "?") + urllib.parse.urlencode(more)
 
     def put(self, data: bytes) -> str:
         return retry_transient(lambda: self._put(data))
@@ -378,9 +389,12 @@ class GatewayBlobs(BlobBackend):
         if not ref.startswith("blob:"):
             return super().get(ref)
         blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
-        transfer = self._transfer(urllib.request.Request(f"{blob}/url"))
+        transfer = self._transfer(urllib.request.Request(f"{blob}/url{self._where}"))
         if transfer is not None:
-            return _call(urllib.request.Request(transfer.url))
+            with _transfer_span(ref, transfer) as span:
+                data = _call(urllib.request.Request(transfer.url))
+                _count(span, len(data))
+            return data
         return _call(urllib.request.Request(blob), self)
 
     def _put_file(self, path: Path) -> str:
@@ -389,6 +403,9 @@ class GatewayBlobs(BlobBackend):
 
         digest = file_sha256(path)
         blob = f"{self.endpoint}/api/v1/blobs/{digest}"
+        size = path.stat().st_size
+        if size > MULTIPART_BYTES and self.endpoint not in _NO_MULTIPART and self._put_parts(path, digest, size):
+            return f"blob:{digest}"
         transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
         if transfer is None or transfer.upload is None:
             return self._put(path.read_bytes())
@@ -400,20 +417,65 @@ class GatewayBlobs(BlobBackend):
         _call(urllib.request.Request(f"{blob}/uploads/{transfer.upload}{self._query}", method="POST"), self)
         return f"blob:{digest}"
 
+    def _put_parts(self, path: Path, digest: str, size: int) -> bool:
+        """Send a large file in parts, `PARTS_IN_FLIGHT` at once, each to a presigned URL of its own; a try after
+        a broken one sends only the parts the store lacks. False where the gateway offers no multipart upload."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        blob = f"{self.endpoint}/api/v1/blobs/{digest}"
+        count = -(-size // PART_BYTES)
+        broken = self._broken.get(digest)
+        if broken is None:
+            ask = f"{blob}/uploads{self._with(parts=str(count))}"
+        else:
+            ask = f"{blob}/uploads/{broken[0]}/parts{self._with(parts=str(count), multipart=broken[1])}"
+        try:
+            transfer = BlobTransfer.model_validate_json(_call(urllib.request.Request(ask, method="POST"), self))
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and broken is not None:
+                del self._broken[digest]  # the store forgot it (collected): start afresh on the next try
+                raise
+            if error.code in (404, 405, 409):
+                _NO_MULTIPART.add(self.endpoint)
+                return False
+            raise
+        if transfer.upload is None or transfer.multipart is None:
+            _NO_MULTIPART.add(self.endpoint)  # a gateway from before multipart: it answered one URL
+            return False
+        self._broken[digest] = (transfer.upload, transfer.multipart)
+
+        def send(number: int) -> None:
+            with path.open("rb") as source:
+                source.seek((number - 1) * PART_BYTES)
+                _call(urllib.request.Request(transfer.parts[number], data=source.read(PART_BYTES), method="PUT"))
+
+        with ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
+            list(pool.map(send, sorted(transfer.parts)))
+        commit = f"{blob}/uploads/{transfer.upload}{self._with(multipart=transfer.multipart)}"
+        _call(urllib.request.Request(commit, method="POST"), self)
+        del self._broken[digest]
+        return True
+
     def download(self, ref: str, write: Callable[[bytes], object]) -> None:
         """Stream the blob to `write`, a megabyte at a time, from the object store when the gateway has one."""
         if not ref.startswith("blob:"):
             super().download(ref, write)
             return
         blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
-        transfer = self._transfer(urllib.request.Request(f"{blob}/url"))
+        transfer = self._transfer(urllib.request.Request(f"{blob}/url{self._where}"))
         request = urllib.request.Request(transfer.url if transfer is not None else blob)
         if transfer is None:
             for name, value in self._headers.items():
                 request.add_header(name, value)
-        with urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response:
+        size = 0
+        with (
+            _transfer_span(ref, transfer) as span,
+            urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response,
+        ):
             while chunk := response.read(1 << 20):
+                size += len(chunk)
                 write(chunk)
+            _count(span, size)
 
     def _transfer(self, request: urllib.request.Request) -> BlobTransfer | None:
         """A presigned URL for a direct transfer, or None where the gateway offers none (a directory store, an
@@ -430,6 +492,32 @@ class GatewayBlobs(BlobBackend):
             raise
 
 
+@contextlib.contextmanager
+def _transfer_span(ref: str, transfer: BlobTransfer | None) -> Iterator[Span | None]:
+    """A `blob download` span in the worker's trace: which store the bytes came from, whether that crossed from
+    another cluster's store, and (set by `_count`) how many bytes."""
+    from . import _otel
+
+    attributes: dict[str, str | bool] = {
+        "flyte.blob": ref.removeprefix("blob:")[:16],
+        "flyte.blob.direct": transfer is not None,
+    }
+    if transfer is not None:
+        attributes |= {"flyte.blob.store": transfer.store or "", "flyte.blob.cross_region": transfer.remote}
+    span = _otel.start_span("blob download", attributes)
+    try:
+        yield span
+    except BaseException as error:
+        _otel.end_span(span, f"{type(error).__name__}: {error}"[:1024])
+        raise
+    _otel.end_span(span)
+
+
+def _count(span: Span | None, size: int) -> None:
+    if span is not None:
+        span.set_attribute("flyte.blob.bytes", size)
+
+
 async def store_request(method: str, url: str, data: bytes | None = None) -> bytes:
     """A request to the object store through a presigned URL: a session of its own, so no token of ours goes there."""
     import aiohttp
@@ -441,26 +529,40 @@ async def store_request(method: str, url: str, data: bytes | None = None) -> byt
         return await response.read()
 
 
+MULTIPART_BYTES = 64 * 1024 * 1024
+"""A file larger than this goes to an object store in parts (S3's minimum part is 5 MiB)."""
+PART_BYTES = 16 * 1024 * 1024
+PARTS_IN_FLIGHT = 4
+"""Parts sent at once: at most this many parts of a file are in memory."""
+_NO_MULTIPART: set[str] = set()
+"""Gateways whose store takes no multipart upload (a directory, or no key pair to sign parts with)."""
 _NO_DIRECT: set[str] = set()
 """Gateways that said their blob store offers no direct transfers (a directory): asked once per process."""
 
 
-STORE_OUTAGE_SECONDS = 60.0
+STORE_OUTAGE_SECONDS = float(os.environ.get("FLYTE_STORE_OUTAGE_SECONDS", "60"))
 """How long a blob transfer keeps retrying through an outage (the store or the gateway unreachable, or a 503)."""
 R = TypeVar("R")
 
 
 def retry_transient(transfer: Callable[[], R], within: float | None = None) -> R:
     """Run a whole blob transfer again (a fresh presigned URL each time) while it fails transiently, up to
-    `within` seconds (`STORE_OUTAGE_SECONDS`); a lasting outage, or any other failure, is raised."""
-    deadline = time.monotonic() + (STORE_OUTAGE_SECONDS if within is None else within)
+    `within` seconds (`STORE_OUTAGE_SECONDS`). An outage that lasts longer is a `RuntimeSystemError` (in a worker,
+    the attempt is retried on the system budget, never the user's); any other failure is raised as it is."""
+    budget = STORE_OUTAGE_SECONDS if within is None else within
+    deadline = time.monotonic() + budget
     delays = RetryDelay(0.2, 5.0)
     while True:
         try:
             return transfer()
         except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            if not _transient(error) or time.monotonic() > deadline:
+            if not _transient(error):
                 raise
+            if time.monotonic() > deadline:
+                from .errors import RuntimeSystemError
+
+                message = f"the blob store stayed unreachable for {budget:g}s: {error}"
+                raise RuntimeSystemError("BlobStoreUnavailable", message) from error
             time.sleep(delays.next())
 
 

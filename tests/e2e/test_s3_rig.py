@@ -15,6 +15,7 @@ from prerequisites import WEED_INSTALL, require
 from test_rig import EXAMPLES, Rig, run_example
 from waiting import assert_eventually
 
+from flyte._client import call_sync, client_for
 from flyte.cli._s3_local import LocalS3, weed_binary
 
 pytestmark = pytest.mark.timeout(240)
@@ -30,7 +31,11 @@ def test_rig_up_s3_keeps_blobs_in_its_own_s3_server_and_rig_down_stops_it(tmp_pa
     assert up.returncode == 0, up.stderr + up.stdout
     directory = tmp_path / "flyte-home" / "rig"
     try:
-        served = re.search(r"blobs: s3://flyte/rig on the local S3 server http://127\.0\.0\.1:(\d+)", up.stdout)
+        served = re.search(
+            r"blobs: s3://flyte/rig, and s3://flyte/rig/clusters/CLUSTER for each cluster's own, on the local S3"
+            r" server http://127\.0\.0\.1:(\d+)",
+            up.stdout,
+        )
         assert served is not None, up.stdout
         keys = json.loads((directory / "s3.json").read_text())
         assert (directory / "s3.json").stat().st_mode & 0o777 == 0o600
@@ -40,6 +45,9 @@ def test_rig_up_s3_keeps_blobs_in_its_own_s3_server_and_rig_down_stops_it(tmp_pa
         stored = [meta["path"] for batch in obstore.list(store, "rig/blobs/") for meta in batch]
         assert stored, "the code bundle is in the rig's bucket"
         assert not [p for p in (directory / "blobs").rglob("*") if p.is_file()], "none in the rig's directory"
+        # The agent registered its cluster's own store, on the same server (a prefix standing for a region's bucket).
+        (cluster,) = call_sync(client_for().list_clusters())
+        assert (cluster.blobs, cluster.blobs_endpoint) == ("s3://flyte/rig/clusters/us-east", s3.endpoint)
         pid = json.loads((directory / "rig.json").read_text())["pids"]["s3"]
     finally:
         down = rig.flyte("rig", "down", timeout=60)

@@ -71,6 +71,8 @@ class Federation:
     gateway_env: dict[str, str] = field(default_factory=dict)
     """More environment for the gateway (failpoints)."""
     replicas: list[Proc] = field(default_factory=list)
+    blobs: str | None = None
+    """The gateway's blob store (an `s3://` URL, its credentials in the environment); default a directory."""
 
     @property
     def endpoint(self) -> str:
@@ -95,7 +97,7 @@ class Federation:
         if "admin" not in self.tokens:
             self.tokens["admin"] = self.mint("admin")
         if self.gateway is None:
-            extra = ["--blobs", str(self.root / "blobs"), "--host", self.host, "--no-write-config"]
+            extra = ["--blobs", self.blobs or str(self.root / "blobs"), "--host", self.host, "--no-write-config"]
             command = gateway_command(self.etcd.url, port=self.port, extra_args=extra)
             self.gateway = Proc("gateway", command, self.root / "gateway.log", {**self.env, **self.gateway_env})
         match = self.gateway.start(LISTENING)

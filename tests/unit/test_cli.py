@@ -772,6 +772,8 @@ def test_placement_commands_explain_bad_use(
         ("--default-memory", "lots", "'lots'"),
         ("--max-processes", "0", "--max-processes"),
         ("--max-starting", "-1", "--max-starting"),
+        ("--blobs-endpoint", "http://127.0.0.1:9000", "--blobs-endpoint is for the cluster's object store"),
+        ("--blobs", "/var/blobs", "--blobs /var/blobs: a cluster's store is an object store"),
     ],
 )
 def test_agent_serve_refuses_bad_admission_flags(isolated_home: Path, flag: str, value: str, complaint: str) -> None:

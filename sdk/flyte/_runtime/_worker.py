@@ -128,4 +128,4 @@ def configure(assignment: Assignment, endpoint: str) -> None:
     init(endpoint=endpoint, api_key=assignment.token, project=assignment.project, domain=assignment.domain)
     if assignment.traceparent is not None:
         _otel.configure_worker(endpoint, assignment.run, assignment.token, os.environ.get("FLYTE_CLUSTER"))
-    use_blob_backend(GatewayBlobs(endpoint, assignment.token))
+    use_blob_backend(GatewayBlobs(endpoint, assignment.token, cluster=os.environ.get("FLYTE_CLUSTER")))

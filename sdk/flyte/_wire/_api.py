@@ -286,3 +286,15 @@ class BlobTransfer(WireModel):
     expires_in: int
     upload: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
     """An upload's id, to commit it with `POST /api/v1/blobs/{digest}/uploads/{upload}` once the bytes are in."""
+    store: str | None = None
+    """The object store the URL points at (`s3://BUCKET/PREFIX`), for the trace: a read from another cluster's store
+    crosses regions."""
+    remote: bool = False
+    """A download from a store that is not the calling cluster's own: the bytes cross regions."""
+    multipart: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """A multipart upload's id in the store (`?parts=N`): the client sends the parts to `parts`' URLs, then commits
+    with `?multipart=` this id."""
+    parts: dict[int, str] = Field(default_factory=dict)
+    """Part number -> a presigned PUT URL, for the parts still to send (every part 5 MiB or more but the last)."""
+    done: list[int] = Field(default_factory=list)
+    """The parts the store already holds (resuming a broken upload: `POST .../uploads/{upload}/parts`)."""

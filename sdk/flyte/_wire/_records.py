@@ -185,6 +185,10 @@ def _platform_default() -> dict[Literal["cpu", "memory"], float]:
     return {"cpu": DEFAULT_REQUEST["cpu"], "memory": DEFAULT_REQUEST["memory"]}
 
 
+StoreUrl = Annotated[str, StringConstraints(pattern=r"^(s3|gs|az)://[a-z0-9][a-z0-9._-]{1,62}(/[A-Za-z0-9._/-]*)?$")]
+"""An object store's bucket and prefix."""
+
+
 class ClusterRecord(WireModel):
     """A cluster as its agent registers it (next issue) and the gateway shows it."""
 
@@ -209,6 +213,11 @@ class ClusterRecord(WireModel):
     """What a one-off action that declares no request for a resource is counted as holding here (`flyte agent
     serve --default-cpu/--default-memory`): the gateway reserves it and the agent admits by it, so a fan-out of
     tasks with no declared resources cannot start more processes than the cluster has room for."""
+    blobs: StoreUrl | None = None
+    """The object store this cluster keeps its data in (`flyte agent serve --blobs s3://BUCKET/PREFIX`): its
+    workers write new blobs there and read them from there first. None: the gateway's own store."""
+    blobs_endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+/?$")] | None = None
+    """That store's endpoint (an S3-compatible server), where the usual environment does not name it."""
     connected: bool = False
     """An agent holds a live session for it now."""
     epoch: int = 0

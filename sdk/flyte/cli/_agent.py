@@ -94,6 +94,20 @@ def agent() -> None:
     metavar="USER",
     help="process: start every task process as USER, not as the agent's user (the agent must run as root).",
 )
+@click.option(
+    "--blobs",
+    "blobs_url",
+    default=None,
+    metavar="URL",
+    help="The object store this cluster keeps its data in (s3://BUCKET/PREFIX, also gs://, az://): its workers "
+    "write new blobs there. The gateway signs its URLs, so the gateway's credentials must reach it [the gateway's].",
+)
+@click.option(
+    "--blobs-endpoint",
+    default=None,
+    metavar="URL",
+    help="That store's endpoint, for an S3-compatible server (plain http only on a loopback address).",
+)
 def serve(
     gateway_url: str,
     token_file: Path | None,
@@ -118,6 +132,8 @@ def serve(
     max_processes: int | None,
     max_starting: int | None,
     run_as_user: str | None,
+    blobs_url: str | None,
+    blobs_endpoint: str | None,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
     from agent import Agent, UnsafeDirectory
@@ -148,6 +164,12 @@ def serve(
             raise ValueError(f"{default_memory!r} must be > 0")
     except ValueError as exc:
         raise CliUsageError(f"--default-cpu/--default-memory: {exc}") from None
+    if blobs_endpoint is not None and blobs_url is None:
+        raise CliUsageError("--blobs-endpoint is for the cluster's object store: give --blobs s3://BUCKET/PREFIX too")
+    if blobs_url is not None and not blobs_url.startswith(("s3://", "gs://", "az://")):
+        raise CliUsageError(
+            f"--blobs {blobs_url}: a cluster's store is an object store, s3://BUCKET/PREFIX (or gs://, az://)"
+        )
     if gpu:
         kind, _, count = gpu.partition(":")
         capacity[f"gpu:{kind}"] = float(count or 1)
@@ -163,6 +185,8 @@ def serve(
             cost_per_cpu_hour=cost_cpu_hour,
             cost_per_gpu_hour=cost_gpu_hour,
             default_request=default_request,
+            blobs=blobs_url,
+            blobs_endpoint=blobs_endpoint,
         )
     except ValueError as exc:
         raise CliUsageError(str(exc).splitlines()[0]) from None

@@ -56,6 +56,7 @@ def get_placement(run_name: str, action: str) -> None:
         _gateway_call("GET", f"/api/v1/runs/{run_name}/actions/{action}/placement", scoped=True)
     )
     demand = {k: v for k, v in record.demand.items() if v not in (0, 0.0, None, [], {}, "default")}
+    inputs = demand.pop("input_bytes", [])
     click.echo(f"{run_name}/{action} attempt {record.attempt}, decided {_when(record.decided_at)}")
     shown = [
         f"{k.removesuffix('_seconds')}={format_duration(v)}"
@@ -66,6 +67,8 @@ def get_placement(run_name: str, action: str) -> None:
         for k, v in sorted(demand.items())
     ]
     click.echo("demand: " + (", ".join(shown) or "nothing in particular"))
+    if inputs:
+        _show_input_bytes(inputs, record.snapshots)
     decision = Decision(
         record.cluster,
         record.never_fits,
@@ -76,6 +79,22 @@ def get_placement(run_name: str, action: str) -> None:
         record.tier,
     )
     click.echo(explain(decision))
+
+
+def _show_input_bytes(inputs: list[list[Any]], snapshots: list[dict[str, Any]]) -> None:
+    """Where the action's input blobs are, and what each cluster would read from another region (data locality)."""
+    from policies import amount_text, bytes_crossing, demand_from_dict
+
+    held = ", ".join(
+        f"{amount_text('memory', size).replace(' ', '')} in {region or '(gateway)'}" for region, size in inputs
+    )
+    click.echo(f"input blobs: {held}")
+    demand = demand_from_dict({"input_bytes": inputs})
+    crossing = [
+        f"{s['name']} {amount_text('memory', bytes_crossing(demand, s['region'])).replace(' ', '')}" for s in snapshots
+    ]
+    if crossing:
+        click.echo("bytes crossing regions: " + ", ".join(crossing))
 
 
 @click.command("clusters")
@@ -138,7 +157,7 @@ def policy_apply(file: Path) -> None:
 def policy_simulate(policy_file: Path, since: str) -> None:
     """Replay recorded placement decisions under another policy and show what would change."""
     from flyte._wire import PlacementRecord
-    from policies import Recorded, load_policy, simulate
+    from policies import Recorded, amount_text, load_policy, simulate
 
     try:
         candidate = load_policy(policy_file)
@@ -165,6 +184,11 @@ def policy_simulate(policy_file: Path, since: str) -> None:
         ["cost per hour", f"{b.cost_per_hour:.2f}", f"{a.cost_per_hour:.2f}"],
         ["regions used", str(len(b.regions)), str(len(a.regions))],
         ["largest region share", f"{b.spread():.0%}", f"{a.spread():.0%}"],
+        [
+            "input bytes crossing regions",
+            amount_text("memory", b.bytes_crossing),
+            amount_text("memory", a.bytes_crossing),
+        ],
     ]
     print_listing("what would change", ["", "recorded", candidate.version], rows)
     if sim.moves:

@@ -204,6 +204,7 @@ def up(
                     memory,
                     "--work-dir",
                     str(directory / "agents" / name),
+                    *_cluster_blobs(blobs_url, name, s3.endpoint if local_s3 else None),
                 ],
                 log,
                 # Each cluster gets its own flyte home (blob store), as separate machines would: values and files
@@ -221,9 +222,24 @@ def up(
     write_config(CONFIG, endpoint, None, None, insecure=True, force=True, api_key=tokens["admin"])
     click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
     if local_s3:
-        click.echo(f"blobs: {blobs_url} on the local S3 server {s3.endpoint} (credentials: {directory / 's3.json'})")
+        click.echo(
+            f"blobs: {blobs_url}, and {blobs_url}/clusters/CLUSTER for each cluster's own, on the local S3 server"
+            f" {s3.endpoint} (credentials: {directory / 's3.json'})"
+        )
     click.echo(f"config: {CONFIG.resolve()}; logs: {directory}")
     click.echo(f"ui: {_login_link(endpoint, tokens['admin'])}  (one-time; `flyte rig login` makes another)")
+
+
+def _cluster_blobs(blobs_url: str | None, cluster: str, endpoint: str | None) -> list[str]:
+    """An agent's own store, on an object store: a prefix per cluster (a bucket per region in a real federation),
+    which the gateway signs for with the credentials it already has."""
+    if blobs_url is None or "://" not in blobs_url:
+        return []
+    return [
+        "--blobs",
+        f"{blobs_url.rstrip('/')}/clusters/{cluster}",
+        *(["--blobs-endpoint", endpoint] if endpoint else []),
+    ]
 
 
 def _start_s3(directory: Path) -> tuple[LocalS3, int]:
