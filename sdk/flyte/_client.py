@@ -456,10 +456,11 @@ class GatewayBlobs(BlobBackend):
         del self._broken[digest]
         return True
 
-    def download(self, ref: str, write: Callable[[bytes], object]) -> None:
-        """Stream the blob to `write`, a megabyte at a time, from the object store when the gateway has one."""
+    def download(self, ref: str, write: Callable[[bytes], object], offset: int = 0) -> None:
+        """Stream the blob to `write`, a megabyte at a time, from the object store when the gateway has one; from
+        byte `offset` on when a broken download resumes (a ranged GET: only the missing bytes cross again)."""
         if not ref.startswith("blob:"):
-            super().download(ref, write)
+            super().download(ref, write, offset)
             return
         blob = f"{self.endpoint}/api/v1/blobs/{ref.removeprefix('blob:')}"
         transfer = self._transfer(urllib.request.Request(f"{blob}/url{self._where}"))
@@ -467,12 +468,19 @@ class GatewayBlobs(BlobBackend):
         if transfer is None:
             for name, value in self._headers.items():
                 request.add_header(name, value)
+        if offset:
+            request.add_header("Range", f"bytes={offset}-")
         size = 0
         with (
             _transfer_span(ref, transfer) as span,
             urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response,
         ):
+            # A server that ignores the range sends the whole blob: the bytes already written are skipped.
+            skip = offset if offset and response.status != 206 else 0
             while chunk := response.read(1 << 20):
+                if skip:
+                    dropped = min(skip, len(chunk))
+                    chunk, skip = chunk[dropped:], skip - dropped
                 size += len(chunk)
                 write(chunk)
             _count(span, size)

@@ -239,9 +239,10 @@ class BlobBackend:
         """`put` of a file's content; a backend that can streams it rather than reading it into memory."""
         return self.put(path.read_bytes())
 
-    def download(self, ref: str, write: typing.Callable[[bytes], object]) -> None:
-        """Pass the payload `ref` names to `write`; a backend that can streams it, a chunk per call."""
-        write(self.get(ref))
+    def download(self, ref: str, write: typing.Callable[[bytes], object], offset: int = 0) -> None:
+        """Pass the payload `ref` names to `write`, from byte `offset` on (a broken download resumes there); a
+        backend that can streams it, a chunk per call."""
+        write(self.get(ref)[offset:])
 
 
 _LOCAL = BlobBackend()

@@ -1,6 +1,7 @@
 """Multipart direct uploads (issue 19): a large blob goes to the object store in parts, each through a presigned
 URL of its own (the bytes never pass through the gateway); a broken upload resumes with only the parts the store
 lacks; the commit joins the parts and checks the whole against the digest, so a missing or wrong part is refused.
+A broken download resumes with a ranged GET for the missing bytes only.
 Against a real gateway process on a real S3 server (SeaweedFS)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from channels import admin_api, gateway_process, token
@@ -19,6 +21,7 @@ from processes import GatewayProcess
 from s3_server import S3Server
 from test_blob_urls import as_, received, store_call
 
+import flyte
 import flyte._client
 from flyte._client import GatewayBlobs
 
@@ -131,3 +134,51 @@ def test_the_sdk_sends_a_large_file_in_parts_and_resumes_a_broken_upload(
     assert len(sent) == 4, f"parts 1 and 2 went once, part 3 once again after the break: {sent}"
     monkeypatch.setattr(flyte._client, "_call", real)
     assert blobs.get(ref) == data
+
+
+def test_a_broken_download_resumes_where_it_broke(
+    gateway: GatewayProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flyte.io import _blobs as io_blobs
+
+    data = os.urandom(7 * MiB)
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    ref = GatewayBlobs(gateway.endpoint, gateway.token, "alpha").put_file(path)
+    digest = ref.removeprefix("blob:")
+    flyte.init(endpoint=gateway.endpoint, api_key=gateway.token, project="alpha", insecure=True)
+    ranges: list[str | None] = []
+    served: list[int] = []
+    real = urllib.request.urlopen
+
+    class Breaking:
+        """The first download's connection drops after 3 MiB, as a flaky link would."""
+
+        def __init__(self, response: Any, limit: int | None):
+            self.response, self.limit, self.status = response, limit, response.status
+
+        def __enter__(self) -> Breaking:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.response.close()
+
+        def read(self, n: int) -> bytes:
+            if self.limit is not None and sum(served) >= self.limit:
+                raise ConnectionResetError("the connection broke mid-download")
+            chunk: bytes = self.response.read(n)
+            served.append(len(chunk))
+            return chunk
+
+    def opening(request: urllib.request.Request, timeout: float | None = None) -> Any:
+        if request.full_url.startswith(gateway.endpoint):
+            return real(request, timeout=timeout)  # the gateway's answers (the presigned URL) are not the bytes
+        ranges.append(request.get_header("Range"))
+        return Breaking(real(request, timeout=timeout), 3 * MiB if len(ranges) == 1 else None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", opening)
+    target = tmp_path / "fetched" / "model.bin"
+    io_blobs._download(digest, f"blob://{digest}/model.bin", target)
+    assert target.read_bytes() == data
+    assert ranges == [None, f"bytes={3 * MiB}-"], "the second try asks only for what is missing"
+    assert sum(served) == len(data), "no byte crossed twice"

@@ -303,18 +303,17 @@ def _download(digest: str, uri: str, target: Path) -> None:
     gateway = _checked_gateway(digest, uri)
     with _atomic_writer(target) as out:
         hasher = hashlib.sha256()
+        written = 0
 
         def write(chunk: bytes) -> None:
-            hasher.update(chunk)
+            nonlocal written
             out.write(chunk)
+            hasher.update(chunk)
+            written += len(chunk)
 
         def attempt() -> None:
-            nonlocal hasher
-            # A retried download starts over: what an interrupted one wrote is dropped.
-            out.seek(0)
-            out.truncate()
-            hasher = hashlib.sha256()
-            gateway.download(f"blob:{digest}", write)
+            # A retried download resumes after the bytes an interrupted one wrote (hashed already, in order).
+            gateway.download(f"blob:{digest}", write, offset=written)
 
         try:
             retry_transient(attempt)
