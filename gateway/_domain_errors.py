@@ -72,3 +72,9 @@ class StaleAttempt(Conflict):
 
 class IllegalTransition(Conflict):
     default_code = "illegal_transition"
+
+
+class Fenced(Conflict):
+    """A leader-only write carried a term that has ended: another replica leads now."""
+
+    default_code = "fenced"
