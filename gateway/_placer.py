@@ -171,6 +171,8 @@ class Placer:
         store transaction.
         """
         now = self._clock.time()
+        # The term this pass decides in: every placement it writes holds only while that term does.
+        fence = self.fence() if self.fence is not None else None
         next_due: float | None = None
         keys = list(self.queue) if self._full_pass else [k for k in self._fresh if k in self.queue]
         self._fresh, self._full_pass = [], False
@@ -228,7 +230,7 @@ class Placer:
                     next_due = due if next_due is None else min(next_due, due)
             if waiting and not waited_out and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
-            record = record_put(item, seen, decision, now)
+            record = record_put(item, seen, decision, now, fence.mod_revision if fence is not None else None)
             if decision.cluster is not None:
                 assert assignment is not None
                 decided.append((assignment, record))
@@ -253,7 +255,7 @@ class Placer:
                 notes.append(
                     self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, [record])
                 )
-        placed = await asyncio.gather(*(self._commit(a, r) for a, r in decided), *notes)
+        placed = await asyncio.gather(*(self._commit(a, r, fence) for a, r in decided), *notes)
         assigned: dict[str, list[Assignment]] = defaultdict(list)
         for result in placed[: len(decided)]:
             if isinstance(result, Assignment):
@@ -372,14 +374,13 @@ class Placer:
             source_root=item.task.spec.source_root,
         )
 
-    async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
+    async def _commit(self, assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
         """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
         the room back."""
         event = ActionEvent(
             phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
         )
         try:
-            fence = self.fence() if self.fence is not None else None
             await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence)
         except DomainError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)

@@ -345,7 +345,8 @@ class GatewayBlobs(BlobBackend):
     remote = True
 
     def __init__(self, endpoint: str, token: str | None, project: str | None = None):
-        self.endpoint = endpoint.rstrip("/")
+        # Of several replicas, the first (a worker's agent lists the one it is connected to first).
+        self.endpoint = endpoints_of(endpoint)[0].rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._query = f"?{urllib.parse.urlencode({'project': project})}" if project else ""
         """The project a blob is written for (a worker's token names its own, so a worker leaves it out)."""

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from dispatcher_parts import Domain, cluster, dispatcher, domain, idle, leading, new_run, settle, socket
 
-from flyte._wire import ActionEvent, AssignMessage, Phase
+from flyte._wire import ActionEvent, AssignMessage, Phase, PlacementRecord
 from gateway._dispatch import Dispatcher
 from gateway._domain_errors import Fenced
-from gateway._keys import LEADER_KEY
+from gateway._keys import LEADER_KEY, placement_key
 from gateway.store import Compare
 
 
@@ -51,6 +51,9 @@ async def test_the_leader_places_onto_an_agent_another_replica_holds_which_sends
         assert [(a.run, a.action, a.attempt, a.epoch) for a in message.assignments] == [(run, "a0", 1, session.epoch)]
         assert (run, "proj") == (next(iter(session.runs)), next(iter(session.projects)))
         assert leader.sessions == {}  # the leader holds no agent: it placed through the store
+        record = await d.store.get(placement_key(run, "a0", 1))
+        assert record is not None
+        assert PlacementRecord.model_validate_json(record.value).term == election.term
         # The watch may see the placement again (a re-list): the agent is told once.
         follower._observed(action)
         await settle(lambda: follower._to_assign.empty())
