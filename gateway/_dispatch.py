@@ -28,13 +28,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from aiohttp import web
 
 from flyte._clock import SYSTEM_CLOCK, Clock
-from flyte._wire import ActionSummary, AssignMessage, AttemptKey, ClusterRecord, Phase, PolicyDocument
+from flyte._wire import ActionSummary, Assignment, AttemptKey, ClusterRecord, Phase, PolicyDocument
 from gateway._action_index import ActionIndex, Send
 from gateway._auth import WorkerTokens
 from gateway._cluster_admin import ClusterAdmin
 from gateway._domain_errors import DomainError
 from gateway._metrics import ClusterRoom
-from gateway._placer import Placer, RunScopes, claim
+from gateway._placer import Placer, RunScopes, deliver
 from gateway._reservations import Reservations
 from gateway._runs import Runs
 from gateway._sessions import HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, AgentSessions
@@ -113,21 +113,27 @@ class Dispatcher:
                 self.agents.abort(action.cluster, [str(key)])
 
     async def _assign_observed(self) -> None:
-        """Send each attempt seen placed on a cluster whose agent is held here (by whichever replica placed it)."""
+        """Send each attempt seen placed on a cluster whose agent is held here (by whichever replica placed it); what
+        was seen together goes in one message per agent."""
         while True:
-            action = await self._to_assign.get()
-            session = self.agents.sessions.get(action.cluster or "")
-            if session is None or session.epoch != action.epoch:
-                continue
-            try:
-                item = await self.placer.pending(action, self._clock.time())
-                assignment = await self.placer.assignment(item, action.attempts, session.name, session.epoch)
-            except DomainError as error:
-                # The attempt stays placed; its agent's next session (or the leader's failover) moves it.
-                log.warning("cannot send %s/%s to %s: %s", action.run, action.name, session.name, error.message)
-                continue
-            if claim(session, assignment):
-                session.outbox.put_nowait(AssignMessage(assignments=[assignment]).model_dump_json())
+            seen = [await self._to_assign.get()]
+            while not self._to_assign.empty():
+                seen.append(self._to_assign.get_nowait())
+            batches: dict[str, tuple[AgentSession, list[Assignment]]] = {}
+            for action in seen:
+                session = self.agents.sessions.get(action.cluster or "")
+                if session is None or session.epoch != action.epoch:
+                    continue
+                try:
+                    item = await self.placer.pending(action, self._clock.time())
+                    assignment = await self.placer.assignment(item, action.attempts, session.name, session.epoch)
+                except DomainError as error:
+                    # The attempt stays placed; its agent's next session (or the leader's failover) moves it.
+                    log.warning("cannot send %s/%s to %s: %s", action.run, action.name, session.name, error.message)
+                    continue
+                batches.setdefault(session.name, (session, []))[1].append(assignment)
+            for session, assignments in batches.values():
+                deliver(session, assignments)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 

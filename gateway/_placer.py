@@ -54,16 +54,25 @@ def temporary(error: Exception) -> bool:
     return isinstance(error, TEMPORARY) or (isinstance(error, DomainError) and not cannot_judge(error))
 
 
-def claim(session: AgentSession, assignment: Assignment) -> bool:
-    """Whether `assignment` is still to be sent to `session`'s agent (then it counts as sent): the placer and the
-    action watch may both try; the agent is told once. Its agent may then read the run's project and send its spans."""
-    key = AttemptKey(assignment.run, assignment.action, assignment.attempt)
-    if key in session.sent:
-        return False
-    session.sent.add(key)
-    session.projects.add(assignment.project)
-    session.runs.add(assignment.run)
-    return True
+def deliver(session: AgentSession, assignments: list[Assignment]) -> None:
+    """Send `session`'s agent those of `assignments` made for its epoch and not sent yet: the placer (when this
+    replica holds the agent) and the action watch may both try; the agent is told once. Its agent may then read the
+    runs' projects and send their spans."""
+    fresh = []
+    for assignment in assignments:
+        key = AttemptKey(assignment.run, assignment.action, assignment.attempt)
+        if assignment.epoch != session.epoch or key in session.sent:
+            continue
+        session.sent.add(key)
+        session.projects.add(assignment.project)
+        session.runs.add(assignment.run)
+        fresh.append(assignment)
+    if not fresh:
+        return
+    message = AssignMessage(assignments=fresh).model_dump_json()
+    session.outbox.put_nowait(message)
+    if (again := failpoints.duplicate_assign_after()) is not None:
+        asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
 
 
 class RunScopes:
@@ -265,12 +274,7 @@ class Placer:
             # sees the placements in its action watch (`Dispatcher._observed`).
             session = self._sessions.sessions.get(cluster)
             if session is not None:
-                mine = [a for a in assignments if a.epoch == session.epoch and claim(session, a)]
-                if mine:
-                    message = AssignMessage(assignments=mine).model_dump_json()
-                    session.outbox.put_nowait(message)
-                    if (again := failpoints.duplicate_assign_after()) is not None:
-                        asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
+                deliver(session, assignments)
         return next_due
 
     async def reserve_inflight(self, actions: list[ActionSummary]) -> None:

@@ -40,9 +40,9 @@ from programs import write_and_import
 
 import flyte
 from flyte._client import GatewayClient, call_sync, client_for
-from flyte._wire import ActionSummary, Phase, RunSummary
+from flyte._wire import ActionSummary, Phase, PlacementRecord, RunSummary
 from gateway._auth import create_token
-from gateway._keys import actions_prefix
+from gateway._keys import PLACEMENTS, actions_prefix
 from gateway._runs import SYSTEM_RETRIES, decode_event
 from gateway.store import Compacted, EventType, Store, open_store
 
@@ -113,6 +113,21 @@ class Federation:
         self.replicas.append(replica)
         return replica, replica.start(LISTENING).group(1)
 
+    def start_replicas(self, count: int, leader_ttl: float) -> dict[str, Proc]:
+        """The gateway and `count - 1` more replicas on its store, their leader lease `leader_ttl`: by endpoint."""
+        self.gateway_env["FLYTE_LEADER_TTL"] = str(leader_ttl)
+        self.start_gateway()
+        assert self.gateway is not None
+        processes = {self.endpoint: self.gateway}
+        for _ in range(count - 1):
+            replica, endpoint = self.start_replica()
+            processes[endpoint] = replica
+        return processes
+
+    def placements(self, run: str) -> list[PlacementRecord]:
+        """Every placement decision recorded for `run`'s actions."""
+        return asyncio.run(_placements(self.etcd.url, run))
+
     def start_agent(
         self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 1, gateway: str | None = None
     ) -> int:
@@ -179,6 +194,15 @@ async def _mint(store_url: str, scopes: list[str], projects: list[str] | None, e
     store = await open_store(store_url)
     try:
         return await create_token(store, scopes, projects, "fault matrix", expires_in)
+    finally:
+        await store.close()
+
+
+async def _placements(store_url: str, run: str) -> list[PlacementRecord]:
+    store = await open_store(store_url)
+    try:
+        kvs, _ = await store.range(f"{PLACEMENTS}{run}/")
+        return [PlacementRecord.model_validate_json(kv.value) for kv in kvs]
     finally:
         await store.close()
 
