@@ -172,14 +172,15 @@ class AgentSessions:
             log.warning("ignoring the unreadable session key of %s", cluster)
             return
         known = self.live.get(cluster)
-        if known is None or known.epoch != state.epoch:
+        opened = known is None or known.epoch != state.epoch
+        if opened:
             kv = await self._store.get(cluster_key(cluster))
             if kv is not None:
                 self.known[cluster] = ClusterRecord.model_validate_json(kv.value)
                 self.default_request = default_request(self.known.values())
+        if opened or state.free:
+            # Seen late (after placements since) it is still right: what those hold is subtracted from the base.
             self._reservations.rebase(cluster, state.free, {attempt_of(key) for key in state.running})
-        elif state.free:
-            self._reservations.rebase(cluster, state.free, set())
         self.live[cluster] = LiveCluster(state.epoch, state.warm)
         self._rescan()
 

@@ -109,9 +109,15 @@ class Federation:
         assert self.gateway is not None
         command = list(self.gateway.command)
         command[command.index("--port") + 1] = "0"
-        replica = Proc("replica", command, self.root / "replica.log", {**self.env, **self.gateway_env})
+        number = len(self.replicas) + 1
+        replica = Proc(
+            f"replica-{number}", command, self.root / f"replica-{number}.log", {**self.env, **self.gateway_env}
+        )
         self.replicas.append(replica)
-        return replica, replica.start(LISTENING).group(1)
+        endpoint = replica.start(LISTENING).group(1)
+        # A restart comes back on the same port: the endpoints agents and clients were given stay right.
+        command[command.index("--port") + 1] = endpoint.rsplit(":", 1)[1]
+        return replica, endpoint
 
     def start_replicas(self, count: int, leader_ttl: float) -> dict[str, Proc]:
         """The gateway and `count - 1` more replicas on its store, their leader lease `leader_ttl`: by endpoint."""

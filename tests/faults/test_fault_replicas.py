@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from federation import Federation, Ledger, Recovery, check_invariants, expected, workload
-from processes import Proc
+from processes import LISTENING, Proc
 from waiting import assert_eventually
 
 import flyte
@@ -253,3 +253,34 @@ def test_a_leader_paused_past_its_lease_steps_down_and_places_nothing(
     for placement in federation.placements(run.name):
         assert placement.term != old_term, f"seed={seed}: the paused leader placed {placement} after its term ended"
         assert placement.term is not None
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.seeds(1)
+def test_a_rolling_restart_of_every_replica_under_load_fails_no_run(
+    federation: Federation, seed: int, recovery: Recovery
+) -> None:
+    rng = random.Random(seed)
+    ttl = 2.0
+    processes = federation.start_replicas(3, ttl)
+    endpoints = list(processes)
+    federation.start_agent("a", gateway=rotated(endpoints, endpoints[0]))
+    federation.start_agent("b", gateway=rotated(endpoints, endpoints[1]))
+    flyte.init(endpoint=rotated(endpoints, endpoints[2]), api_key=federation.tokens["admin"], insecure=True)
+    program = workload(federation, f"rolling_{seed}")
+    ledger = Ledger(federation.root / "ledger.jsonl")
+    runs = []
+    for endpoint, process in processes.items():
+        # A run in flight through each restart, and another submitted while the replica is down.
+        runs.append(flyte.run(program.main, n=2, ledger=str(ledger.path), hold=rng.uniform(1.0, 2.0)))
+        assert_eventually(lambda: len(ledger.started(runs[-1].name)) >= 1, timeout=60)
+        began = time.time()
+        process.stop()
+        runs.append(flyte.run(program.main, n=1, ledger=str(ledger.path), hold=0.5))
+        process.start(LISTENING)
+        assert_eventually(lambda: len(leaders(endpoints)) == 1, timeout=ttl * 5)
+        recovery.record(time.time() - began, bound=30.0, what=f"replica {endpoint} restarted under load")
+    for run in runs:
+        run.wait()
+        assert federation.run(run.name).phase.value == "succeeded", f"seed={seed}: {run.name} did not succeed"
+        check_invariants(federation, run.name, ledger, seed)
