@@ -34,7 +34,7 @@ from gateway._auth import WorkerTokens
 from gateway._cluster_admin import ClusterAdmin
 from gateway._domain_errors import DomainError
 from gateway._metrics import ClusterRoom
-from gateway._placer import Placer, RunScopes, deliver
+from gateway._placer import Placer, RunScopes, deliver, pass_retry, temporary
 from gateway._reservations import Reservations
 from gateway._runs import Runs
 from gateway._sessions import HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, AgentSessions
@@ -115,11 +115,13 @@ class Dispatcher:
     async def _assign_observed(self) -> None:
         """Send each attempt seen placed on a cluster whose agent is held here (by whichever replica placed it); what
         was seen together goes in one message per agent."""
+        retry = pass_retry()
         while True:
             seen = [await self._to_assign.get()]
             while not self._to_assign.empty():
                 seen.append(self._to_assign.get_nowait())
             batches: dict[str, tuple[AgentSession, list[Assignment]]] = {}
+            again: list[ActionSummary] = []
             for action in seen:
                 session = self.agents.sessions.get(action.cluster or "")
                 if session is None or session.epoch != action.epoch:
@@ -127,13 +129,21 @@ class Dispatcher:
                 try:
                     item = await self.placer.pending(action, self._clock.time())
                     assignment = await self.placer.assignment(item, action.attempts, session.name, session.epoch)
-                except DomainError as error:
-                    # The attempt stays placed; its agent's next session (or the leader's failover) moves it.
-                    log.warning("cannot send %s/%s to %s: %s", action.run, action.name, session.name, error.message)
+                except Exception as error:
+                    if not temporary(error):
+                        raise
+                    again.append(action)  # the store is away: this agent is told once it is back
                     continue
                 batches.setdefault(session.name, (session, []))[1].append(assignment)
             for session, assignments in batches.values():
                 deliver(session, assignments)
+            if again:
+                log.warning("cannot make %d assignments yet (the store does not answer); trying again", len(again))
+                await self._clock.sleep(retry.next())
+                for action in again:
+                    self._to_assign.put_nowait(action)
+            else:
+                retry.reset()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -153,16 +163,9 @@ class Dispatcher:
     async def lead(self, fence: Callable[[], Compare]) -> None:
         """The leader's part, until cancelled: placement passes whose writes carry `fence`, and moving the work of
         clusters whose session ended (also those that ended while no replica led)."""
-        # What the previous leader placed since this replica started is held here too before anything is placed.
-        for run, name in list(self.index.where):
-            if not self.reservations.held_by(run, name):
-                with contextlib.suppress(DomainError):
-                    await self.placer.reserve_inflight([await self._runs.get_action(run, name)])
-        await self.agents.load_live()
         self.placer.fence, self.agents.leading = fence, True
         try:
-            await self.agents.fail_over_vanished(set(self.agents.live))
-            self.placer.rescan()
+            await self._take_over()
             await self.placer.run()
         except Exception as error:
             self.failure = self.failure or error
@@ -170,6 +173,26 @@ class Dispatcher:
             raise
         finally:
             self.placer.fence, self.agents.leading = None, False
+
+    async def _take_over(self) -> None:
+        """Before the first pass: hold what the previous leader placed since this replica started, and move the work
+        of clusters whose session ended while nobody led. Tried again while the store does not answer."""
+        retry = pass_retry()
+        while True:
+            try:
+                for run, name in list(self.index.where):
+                    if not self.reservations.held_by(run, name):
+                        with contextlib.suppress(DomainError):
+                            await self.placer.reserve_inflight([await self._runs.get_action(run, name)])
+                await self.agents.load_live()
+                await self.agents.fail_over_vanished(set(self.agents.live))
+                self.placer.rescan()
+                return
+            except Exception as error:
+                if not temporary(error):
+                    raise
+                log.warning("taking over placement failed (%s: %s); trying again", type(error).__name__, error)
+                await self._clock.sleep(retry.next())
 
     def _supervised(self, loop: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(loop, name=name)

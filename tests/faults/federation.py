@@ -71,6 +71,13 @@ class Federation:
     gateway_env: dict[str, str] = field(default_factory=dict)
     """More environment for the gateway (failpoints)."""
     replicas: list[Proc] = field(default_factory=list)
+    members: str | None = None
+    """The store URL naming every member of an etcd cluster, when the federation runs on one (`etcd` is then the
+    cluster's first member)."""
+
+    @property
+    def store_url(self) -> str:
+        return self.members or self.etcd.url
 
     @property
     def endpoint(self) -> str:
@@ -87,7 +94,7 @@ class Federation:
         }
 
     def mint(self, *scopes: str, projects: list[str] | None = None, expires_in: float | None = None) -> str:
-        return asyncio.run(_mint(self.etcd.url, list(scopes), projects, expires_in))
+        return asyncio.run(_mint(self.store_url, list(scopes), projects, expires_in))
 
     def start_gateway(self) -> None:
         """Start (or restart, on the same port) the gateway; the first start picks a free port."""
@@ -96,7 +103,7 @@ class Federation:
             self.tokens["admin"] = self.mint("admin")
         if self.gateway is None:
             extra = ["--blobs", str(self.root / "blobs"), "--host", self.host, "--no-write-config"]
-            command = gateway_command(self.etcd.url, port=self.port, extra_args=extra)
+            command = gateway_command(self.store_url, port=self.port, extra_args=extra)
             self.gateway = Proc("gateway", command, self.root / "gateway.log", {**self.env, **self.gateway_env})
         match = self.gateway.start(LISTENING)
         if self.port == 0:
@@ -132,7 +139,7 @@ class Federation:
 
     def placements(self, run: str) -> list[PlacementRecord]:
         """Every placement decision recorded for `run`'s actions."""
-        return asyncio.run(_placements(self.etcd.url, run))
+        return asyncio.run(_placements(self.store_url, run))
 
     def start_agent(
         self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 1, gateway: str | None = None
@@ -185,7 +192,7 @@ class Federation:
         return call_sync(self.client.list_actions(run))
 
     def history(self, run: str) -> dict[str, list[ActionSummary]]:
-        return asyncio.run(_history(self.etcd.url, run))
+        return asyncio.run(_history(self.store_url, run))
 
     def close(self) -> None:
         for proc in [*self.agents.values(), *self.replicas]:

@@ -13,8 +13,10 @@ import socket
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from etcd_process import EtcdCluster
 from federation import Federation, Ledger, Recovery, check_invariants, expected, workload
 from processes import LISTENING, Proc
 from waiting import assert_eventually
@@ -284,3 +286,39 @@ def test_a_rolling_restart_of_every_replica_under_load_fails_no_run(
         run.wait()
         assert federation.run(run.name).phase.value == "succeeded", f"seed={seed}: {run.name} did not succeed"
         check_invariants(federation, run.name, ledger, seed)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.seeds(1)
+def test_replicas_on_a_three_member_etcd_ride_out_a_member_killed_under_load(
+    tmp_path: Path, etcd_cluster: EtcdCluster, seed: int, recovery: Recovery
+) -> None:
+    rng = random.Random(seed)
+    federation = Federation(tmp_path / "fed", etcd_cluster.members[0], members=etcd_cluster.url)
+    federation.root.mkdir()
+    try:
+        processes = federation.start_replicas(2, 2.0)
+        endpoints = list(processes)
+        federation.start_agent("a", gateway=rotated(endpoints, endpoints[0]))
+        federation.start_agent("b", gateway=rotated(endpoints, endpoints[1]))
+        flyte.init(endpoint=",".join(endpoints), api_key=federation.tokens["admin"], insecure=True)
+        program = workload(federation, f"members_{seed}")
+        ledger = Ledger(federation.root / "ledger.jsonl")
+        n = 3
+        run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=rng.uniform(2.0, 3.0))
+        assert_eventually(lambda: len(ledger.started(run.name)) >= 1, timeout=60)
+        victim = etcd_cluster.members[rng.randrange(len(etcd_cluster.members))]
+        killed_at = time.time()
+        victim.kill()
+        during = flyte.run(program.main, n=1, ledger=str(ledger.path), hold=0.5)
+        during.wait()
+        recovery.record(time.time() - killed_at, bound=60.0, what="an etcd member killed -> a new run completes")
+        victim.start()
+        run.wait()
+        for each in (run, during):
+            assert federation.run(each.name).phase.value == "succeeded", f"seed={seed}: {each.name}"
+            check_invariants(federation, each.name, ledger, seed)
+        assert run.outputs() == (expected(n),), f"seed={seed}"
+        assert len(leaders(endpoints)) == 1
+    finally:
+        federation.close()
