@@ -56,6 +56,18 @@ HEARTBEAT_INTERVAL = 1.0
 _LIVE = (Phase.PLACED, Phase.RUNNING)
 
 
+class SessionState(BaseModel):
+    """The value of a session key: what the leader needs of a cluster whose agent another replica may hold."""
+
+    epoch: int
+    free: dict[str, float] = Field(default_factory=dict)
+    """The agent's last report of its free room taken as a base: when its session opened, or later when it ran
+    nothing (a busy agent's reports lag its assignments, so they are not)."""
+    running: list[str] = Field(default_factory=list)
+    """The attempts (run/action/attempt) the agent ran at that report, which `free` already excludes."""
+    warm: dict[str, int] = Field(default_factory=dict)
+
+
 @dataclass
 class AgentSession:
     """A connected agent: where to send assignments, and what it has room for."""
@@ -82,23 +94,12 @@ class AgentSession:
     """Attempts whose assignment is in `outbox` (the placer's and the action watch's paths must not both send)."""
     key_revision: int = 0
     """The session key's revision as this session last wrote it (each rewrite compares it)."""
-    stated: tuple[dict[str, float], dict[str, int]] | None = None
-    """The free room (when idle) and warm slots last written to the session key."""
+    state: SessionState | None = None
+    """What this session last wrote to its session key."""
 
     @property
     def name(self) -> str:
         return self.record.name
-
-
-class SessionState(BaseModel):
-    """The value of a session key: what the leader needs of a cluster whose agent another replica may hold."""
-
-    epoch: int
-    free: dict[str, float] = Field(default_factory=dict)
-    """The agent's report of its free room: when its session opened, or later when it ran nothing."""
-    running: list[str] = Field(default_factory=list)
-    """At open only: the attempts (run/action/attempt) the agent runs, which `free` already excludes."""
-    warm: dict[str, int] = Field(default_factory=dict)
 
 
 def session_state(value: bytes) -> SessionState:
@@ -172,15 +173,13 @@ class AgentSessions:
             log.warning("ignoring the unreadable session key of %s", cluster)
             return
         known = self.live.get(cluster)
-        opened = known is None or known.epoch != state.epoch
-        if opened:
+        if known is None or known.epoch != state.epoch:
             kv = await self._store.get(cluster_key(cluster))
             if kv is not None:
                 self.known[cluster] = ClusterRecord.model_validate_json(kv.value)
                 self.default_request = default_request(self.known.values())
-        if opened or state.free:
-            # Seen late (after placements since) it is still right: what those hold is subtracted from the base.
-            self._reservations.rebase(cluster, state.free, {attempt_of(key) for key in state.running})
+        # Seen late (after placements since) it is still right: what those hold is subtracted from the base.
+        self._reservations.rebase(cluster, state.free, {attempt_of(key) for key in state.running})
         self.live[cluster] = LiveCluster(state.epoch, state.warm)
         self._rescan()
 
@@ -224,7 +223,9 @@ class AgentSessions:
         revision = await self._store.put(session_key(record.name), state.model_dump_json().encode(), lease=lease.id)
         old = self.sessions.get(record.name)
         free = self._reservations.rebase(record.name, dict(record.free), {attempt_of(key) for key in running})
-        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=free, key_revision=revision)
+        session = AgentSession(
+            record=record, epoch=epoch, lease=lease.id, ws=ws, free=free, key_revision=revision, state=state
+        )
         self.sessions[record.name] = session
         self.live[record.name] = LiveCluster(epoch, {})
         if old is not None and old.ws is not ws:
@@ -271,19 +272,22 @@ class AgentSessions:
         if running == 0:
             self._reservations.rebase(session.name, free, set())
         session.warm = warm
-        await self._state(session, free if running == 0 else {}, warm)
+        await self._state(session, free if running == 0 else None, warm)
         self._rescan()
 
-    async def _state(self, session: AgentSession, free: dict[str, float], warm: dict[str, int]) -> None:
-        """Tell the leader (through the session key) what changed: warm slots, or the free room of an idle agent.
-        Unchanged, nothing is written: a heartbeat is a lease renewal, not a write."""
-        if (free, warm) == session.stated or (not free and warm == (session.stated or ({}, {}))[1]):
+    async def _state(self, session: AgentSession, idle_free: dict[str, float] | None, warm: dict[str, int]) -> None:
+        """Tell the leader (through the session key) what changed: warm slots, or the free room of an idle agent (a
+        busy one's base stays the last one written). Unchanged, nothing is written: a heartbeat renews a lease."""
+        last = session.state or SessionState(epoch=session.epoch)
+        base = {"free": idle_free, "running": []} if idle_free is not None else {}
+        state = last.model_copy(update={**base, "warm": warm})
+        if state == last:
             return
         key = session_key(session.name)
-        value = SessionState(epoch=session.epoch, free=free, warm=warm).model_dump_json().encode()
-        result = await self._store.txn([Compare(key, session.key_revision)], [Put(key, value, session.lease)])
+        put = Put(key, state.model_dump_json().encode(), session.lease)
+        result = await self._store.txn([Compare(key, session.key_revision)], [put])
         if result.succeeded:
-            session.key_revision, session.stated = result.revision, (free, warm)
+            session.key_revision, session.state = result.revision, state
 
     def close_session(self, session: AgentSession) -> None:
         """The connection closed; the lease (not the socket) decides when its work moves."""

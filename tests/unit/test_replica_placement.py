@@ -84,3 +84,18 @@ async def test_a_placement_decided_in_an_ended_term_is_refused(d: Domain) -> Non
     assert current is not None
     placed = await d.runs.report(run, "a0", event, fence=Compare(LEADER_KEY, current.mod_revision))
     assert placed.phase is Phase.PLACED
+
+
+async def test_a_busy_remote_agents_room_survives_the_leader_reloading_the_sessions(
+    d: Domain, pair: tuple[Dispatcher, Dispatcher]
+) -> None:
+    leader, follower = pair
+    session = await follower.open_session(cluster("east"), socket())
+    # Busy (its report lags its assignments, so it is no base) with a warm slot: only the warm slot is written.
+    await follower.heartbeat(session, {"cpu": 0.5}, {"env@v1": 1}, running=3)
+    await settle(lambda: "east" in leader.agents.live and leader.agents.live["east"].warm == {"env@v1": 1})
+    await leader.agents.load_live()  # as on taking the lead
+    assert leader.reservations.free("east")["cpu"] == 4.0
+    # Idle, its report is the base again, wherever the leader is.
+    await follower.heartbeat(session, {"cpu": 3.0, "memory": 1.0}, {"env@v1": 1}, running=0)
+    await settle(lambda: leader.reservations.free("east").get("cpu") == 3.0)
