@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,21 +17,13 @@ from pathlib import Path
 import pytest
 from etcd_process import EtcdCluster
 from federation import Federation, Ledger, Recovery, check_invariants, expected, workload
-from processes import LISTENING, Proc
+from processes import LISTENING, Proc, refused_endpoint
 from waiting import assert_eventually
 
 import flyte
 from flyte._client import client_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def refused_endpoint() -> str:
-    """An address nothing listens on (a replica that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.seeds(1)

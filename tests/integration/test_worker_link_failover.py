@@ -3,26 +3,17 @@ the others) moves past one that does not answer, for its connection and for its 
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 from gateway_api import Api, new_run
-from processes import GatewayProcess
+from processes import GatewayProcess, refused_endpoint
 
 from flyte._wire import ConditionCreate
 from flyte._worker_link import WorkerLink
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def refused_endpoint() -> str:
-    """An address nothing listens on (a replica that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 async def test_a_worker_link_moves_past_a_replica_that_does_not_answer(tmp_path: Path) -> None:
