@@ -135,7 +135,9 @@ class Placer:
         key = (action.run, action.name)
         if action.phase is Phase.QUEUED:
             self.queue[key] = action
-            self._fresh.append(key)
+            if not self._full_pass:
+                # (A full pass looks at every queued action: a follower, whose passes wait for the lead, keeps none.)
+                self._fresh.append(key)
             self._wake.set()
         else:
             self.queue.pop(key, None)

@@ -70,6 +70,7 @@ async def test_the_follower_places_nothing_and_moves_no_lost_work(
         await settle(lambda: leader.index.where.get((run, "a0")) == "east")
         assert not follower.agents.leading
         assert follower.placer.fence is None
+        assert not follower.placer._fresh  # what it observes queued waits in its queue alone, not in a growing list
 
 
 async def test_a_placement_decided_in_an_ended_term_is_refused(d: Domain) -> None:
