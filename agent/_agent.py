@@ -45,6 +45,7 @@ from agent.backends._run_as import RunAs
 from flyte import _failpoints as failpoints
 from flyte import _otel
 from flyte._client import store_request
+from flyte._config import endpoints_of
 from flyte._paths import private_dir, write_private
 from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
@@ -111,7 +112,10 @@ class Agent:
     ) -> None:
         self.run_as: RunAs | None = getattr(backend, "run_as", None)
         """The user task processes run as (`agent.backends._run_as`): what of the work folder is opened to it."""
-        self.gateway = gateway.rstrip("/")
+        self.endpoints = [e.rstrip("/") for e in endpoints_of(gateway)] or [gateway.rstrip("/")]
+        """Every gateway replica: a lost or refused connection moves on to the next (`run`)."""
+        self.gateway = self.endpoints[0]
+        """The replica this agent is connected to (or trying): its own calls go there."""
         self.token = token
         self.cluster = cluster
         self.backend = backend
@@ -164,9 +168,14 @@ class Agent:
                     await self._session()
                     retry.reset()
                 except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
-                    log.warning("gateway unreachable (%s); retrying within %.1fs", error, retry.ceiling)
+                    log.warning(
+                        "gateway %s unreachable (%s); retrying within %.1fs", self.gateway, error, retry.ceiling
+                    )
                 if self._stopping.is_set():
                     break
+                # The session ended (the replica went away, or never answered): the next replica, if there are
+                # several; the outbox and the attempts running carry over to the new session.
+                self.gateway = self.endpoints[(self.endpoints.index(self.gateway) + 1) % len(self.endpoints)]
                 await retry.sleep(self._stopping)
         finally:
             flusher.cancel()
@@ -427,7 +436,7 @@ class Agent:
         task = await self.task_spec(assignment)
         env = {
             **prepared.env,
-            "FLYTE_ENDPOINT": self.gateway,
+            "FLYTE_ENDPOINT": self.worker_endpoints(),
             "FLYTE_CLUSTER": self.cluster.name,
             "FLYTE_RUN": assignment.run,
             "FLYTE_ACTION": assignment.action,
@@ -479,10 +488,15 @@ class Agent:
         env.update(self.fixed_worker_env())
         return env
 
+    def worker_endpoints(self) -> str:
+        """FLYTE_ENDPOINT for a worker: every replica, the one this agent is connected to first."""
+        at = self.endpoints.index(self.gateway)
+        return ",".join(self.endpoints[at:] + self.endpoints[:at])
+
     def fixed_worker_env(self) -> dict[str, str]:
         """What every worker is told about where it runs; a task's own variables never replace these."""
         return {
-            "FLYTE_ENDPOINT": self.gateway,
+            "FLYTE_ENDPOINT": self.worker_endpoints(),
             "PYTHONUNBUFFERED": "1",
             "FLYTE_CLUSTER": self.cluster.name,
             "FLYTE_REGION": self.cluster.region,

@@ -20,7 +20,10 @@ from flyte._wire import Assignment, ClusterRecord, TaskSpec
 class AttemptHost(Protocol):
     @property
     def gateway(self) -> str:
-        """The gateway's base URL, which workers dial."""
+        """The base URL of the gateway replica the agent is connected to."""
+
+    def worker_endpoints(self) -> str:
+        """What workers dial (FLYTE_ENDPOINT): every replica, the agent's own first."""
 
     @property
     def cluster(self) -> ClusterRecord: ...

@@ -146,15 +146,17 @@ async def _stop_dispatcher(app: web.Application) -> None:
 
 
 def _leader_duties(app: web.Application) -> Lead:
-    """The work one replica does for all of them, while it leads: the trigger scheduler, the notifier, compacting
-    the store's history and retention."""
+    """The work one replica does for all of them, while it leads: placement (and moving lost clusters' work), the
+    trigger scheduler, the notifier, compacting the store's history and retention."""
 
     async def lead(term: int) -> None:
         store = app[SERVICES].store
+        election = app[ELECTION]
         await app[SCHEDULER].start()
         await app[NOTIFIER].start()
         try:
             async with asyncio.TaskGroup() as duties:
+                duties.create_task(app[DISPATCHER].lead(election.fence), name="placement")
                 duties.create_task(_compact_forever(store, app[HISTORY]), name="compaction")
                 retention = app[RETENTION]
                 if retention.enabled:

@@ -1,37 +1,44 @@
 """The dispatcher: the parts that move actions from the queue onto clusters, put together.
 
-    store watch /flyte/actions/ ──► ActionIndex ──► Placer (queue, passes) ──► assignments to agents
+    store watch /flyte/actions/ ──► ActionIndex ──► Placer queue ──► (the leader) passes ──► placed, fenced by its term
+                               │                ├─► placed on a cluster whose agent is held here ──► assignment to it
                                │                └─► aborted on a cluster ──► abort message to its agent
                                └─► children of a watched parent ──► the workers waiting on them
-    store watch /flyte/sessions/ ─► AgentSessions ──► a lease ended ──► its work fails as `ClusterLost` and is retried
+    store watch /flyte/sessions/ ─► AgentSessions ──► live clusters (any replica's) ──► where the leader places
+                                                 └─► (the leader) a lease ended ──► its work fails as `ClusterLost`
     operators ──► ClusterAdmin (policy, cordons) ──► the placer looks at the whole queue again
 
 Each part is a module of its own (`_action_index`, `_placer`, `_sessions`, `_cluster_admin`) and takes what it uses;
 this one builds them, starts their loops, and keeps the surface the connection handlers and the API use.
 
-The store is the truth: everything here is rebuilt from a range and a watch after a restart, which is also what
-lets several gateway replicas share one store later (one of them elected to run the placement loop).
+The store is the truth: everything here is rebuilt from a range and a watch after a restart, and several gateway
+replicas share one store. Every replica keeps the queue, the index and the live clusters; the one elected leader
+(`gateway/_leader.py`) runs the placement passes and moves the work of lost clusters (`lead`). The action watch is
+also the assignment channel: the replica holding a cluster's agent sends it each attempt placed there in its
+session's epoch when it sees the placement, so the placement write is the only write an assignment costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 
 from aiohttp import web
 
 from flyte._clock import SYSTEM_CLOCK, Clock
-from flyte._wire import ActionSummary, AttemptKey, ClusterRecord, Phase, PolicyDocument
+from flyte._wire import ActionSummary, Assignment, AttemptKey, ClusterRecord, Phase, PolicyDocument
 from gateway._action_index import ActionIndex, Send
 from gateway._auth import WorkerTokens
 from gateway._cluster_admin import ClusterAdmin
+from gateway._domain_errors import DomainError
 from gateway._metrics import ClusterRoom
-from gateway._placer import Placer, RunScopes
+from gateway._placer import Placer, RunScopes, deliver, pass_retry, temporary
 from gateway._reservations import Reservations
 from gateway._runs import Runs
 from gateway._sessions import HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, AgentSessions
-from gateway.store import Store
+from gateway.store import Compare, Store
 
 log = logging.getLogger("flyte.gateway.dispatch")
 
@@ -83,14 +90,60 @@ class Dispatcher:
             self.index.where,
             clock=clock,
         )
+        self._clock = clock
+        self._runs = runs
+        self._to_assign: asyncio.Queue[ActionSummary] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: BaseException | None = None
         """Why a loop stopped on a bug (the gateway then places nothing and reports itself unhealthy)."""
 
     def _observed(self, action: ActionSummary) -> None:
         self.placer.observe(action)
-        if action.cluster is not None and action.phase is Phase.ABORTED:
-            self.agents.abort(action.cluster, [str(AttemptKey(action.run, action.name, action.attempts))])
+        if action.cluster is None:
+            return
+        session = self.agents.sessions.get(action.cluster)
+        if session is None:
+            return
+        key = AttemptKey(action.run, action.name, action.attempts)
+        if action.phase is Phase.PLACED and action.epoch == session.epoch and key not in session.sent:
+            self._to_assign.put_nowait(action)
+        elif action.phase is not Phase.PLACED:
+            session.sent.discard(key)
+            if action.phase is Phase.ABORTED:
+                self.agents.abort(action.cluster, [str(key)])
+
+    async def _assign_observed(self) -> None:
+        """Send each attempt seen placed on a cluster whose agent is held here (by whichever replica placed it); what
+        was seen together goes in one message per agent."""
+        retry = pass_retry()
+        while True:
+            seen = [await self._to_assign.get()]
+            while not self._to_assign.empty():
+                seen.append(self._to_assign.get_nowait())
+            batches: dict[str, tuple[AgentSession, list[Assignment]]] = {}
+            again: list[ActionSummary] = []
+            for action in seen:
+                session = self.agents.sessions.get(action.cluster or "")
+                if session is None or session.epoch != action.epoch:
+                    continue
+                try:
+                    item = await self.placer.pending(action, self._clock.time())
+                    assignment = await self.placer.assignment(item, action.attempts, session.name, session.epoch)
+                except Exception as error:
+                    if not temporary(error):
+                        raise
+                    again.append(action)  # the store is away: this agent is told once it is back
+                    continue
+                batches.setdefault(session.name, (session, []))[1].append(assignment)
+            for session, assignments in batches.values():
+                deliver(session, assignments)
+            if again:
+                log.warning("cannot make %d assignments yet (the store does not answer); trying again", len(again))
+                await self._clock.sleep(retry.next())
+                for action in again:
+                    self._to_assign.put_nowait(action)
+            else:
+                retry.reset()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -99,14 +152,47 @@ class Dispatcher:
         await self.admin.load()
         actions = await self.index.load()
         await self.placer.reserve_inflight(actions)
-        live = await self.agents.live()
+        await self.agents.load_live()
         start = self.index.revision + 1
         self._tasks = [
             self._supervised(self.index.watch(start), "watch-actions"),
             self._supervised(self.agents.watch(start), "watch-sessions"),
-            self._supervised(self.placer.run(), "placement"),
+            self._supervised(self._assign_observed(), "assign"),
         ]
-        await self.agents.fail_over_vanished(live)
+
+    async def lead(self, fence: Callable[[], Compare]) -> None:
+        """The leader's part, until cancelled: placement passes whose writes carry `fence`, and moving the work of
+        clusters whose session ended (also those that ended while no replica led)."""
+        self.placer.fence, self.agents.leading = fence, True
+        try:
+            await self._take_over()
+            await self.placer.run()
+        except Exception as error:
+            self.failure = self.failure or error
+            log.critical("the dispatcher's placement loop stopped on a bug: this gateway no longer places")
+            raise
+        finally:
+            self.placer.fence, self.agents.leading = None, False
+
+    async def _take_over(self) -> None:
+        """Before the first pass: hold what the previous leader placed since this replica started, and move the work
+        of clusters whose session ended while nobody led. Tried again while the store does not answer."""
+        retry = pass_retry()
+        while True:
+            try:
+                for run, name in list(self.index.where):
+                    if not self.reservations.held_by(run, name):
+                        with contextlib.suppress(DomainError):
+                            await self.placer.reserve_inflight([await self._runs.get_action(run, name)])
+                await self.agents.load_live()
+                await self.agents.fail_over_vanished(set(self.agents.live))
+                self.placer.rescan()
+                return
+            except Exception as error:
+                if not temporary(error):
+                    raise
+                log.warning("taking over placement failed (%s: %s); trying again", type(error).__name__, error)
+                await self._clock.sleep(retry.next())
 
     def _supervised(self, loop: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(loop, name=name)

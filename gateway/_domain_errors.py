@@ -13,7 +13,8 @@ words, never as HTTP: `gateway._errors` maps each kind to its HTTP answer, the o
         ├── Busy             it lost a race with other writers too often: trying again may work
         ├── StaleEpoch       an event from an older session of a cluster than the one that holds the action
         ├── StaleAttempt     an event about another attempt than the action's current one
-        └── IllegalTransition  the action's state machine does not allow the move
+        ├── IllegalTransition  the action's state machine does not allow the move
+        └── Fenced           a leader-only write from a term that has ended (another replica leads)
 
 Only `Busy` and `Unavailable` say anything about time: every other kind is the same however often it is tried.
 """
@@ -72,3 +73,9 @@ class StaleAttempt(Conflict):
 
 class IllegalTransition(Conflict):
     default_code = "illegal_transition"
+
+
+class Fenced(Conflict):
+    """A leader-only write carried a term that has ended: another replica leads now."""
+
+    default_code = "fenced"

@@ -20,6 +20,7 @@ from gateway._domain_errors import (
     Busy,
     Conflict,
     DomainError,
+    Fenced,
     Forbidden,
     IllegalTransition,
     Invalid,
@@ -73,6 +74,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     StaleEpoch: 409,
     StaleAttempt: 409,
     IllegalTransition: 409,
+    Fenced: 409,
     TooLarge: 413,
     Unavailable: 503,
 }

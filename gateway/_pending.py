@@ -37,7 +37,7 @@ class Pending:
     """How long it may stay queued, and whose limit that is (`queue_limit`)."""
 
 
-def record_put(item: Pending, snapshots: list[str], decision: Decision, now: float) -> Put:
+def record_put(item: Pending, snapshots: list[str], decision: Decision, now: float, term: int | None = None) -> Put:
     """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON
     (this runs once per decision, and most snapshots are the same from one decision to the next)."""
     action = item.action
@@ -55,6 +55,7 @@ def record_put(item: Pending, snapshots: list[str], decision: Decision, now: flo
         "verdicts": decision.verdicts,
         "scores": decision.scores,
         "demand": demand_to_dict(item.demand),
+        "term": term,
     }
     text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
     return Put(placement_key(action.run, action.name, attempt), text.encode())

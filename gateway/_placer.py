@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from flyte import _failpoints as failpoints
 from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
 from flyte._retrying import RetryDelay
-from flyte._wire import ActionEvent, ActionSummary, Assignment, AssignMessage, ErrorInfo, Phase
+from flyte._wire import ActionEvent, ActionSummary, Assignment, AssignMessage, AttemptKey, ErrorInfo, Phase
 from flyte.errors import NonRecoverableError
 from gateway._action_index import TEMPORARY, Key
 from gateway._auth import AttemptRef, WorkerTokens
@@ -33,9 +33,9 @@ from gateway._judging import UNJUDGEABLE, cannot_judge
 from gateway._pending import Pending, demand_of, record_put, with_default_request
 from gateway._reservations import Reservations
 from gateway._runs import Runs
-from gateway._sessions import AgentSessions
+from gateway._sessions import AgentSession, AgentSessions
 from gateway._waits import ancestors_bound, queue_limit, waited_too_long
-from gateway.store import Put
+from gateway.store import Compare, Put
 from policies import ClusterSnapshot, Decision, fair_share_order, place, snapshot_to_dict
 
 log = logging.getLogger("flyte.gateway.dispatch")
@@ -53,6 +53,27 @@ def pass_retry() -> RetryDelay:
 def temporary(error: Exception) -> bool:
     """Whether a failed pass is worth trying again: the store is unreachable or busy (not a bug)."""
     return isinstance(error, TEMPORARY) or (isinstance(error, DomainError) and not cannot_judge(error))
+
+
+def deliver(session: AgentSession, assignments: list[Assignment]) -> None:
+    """Send `session`'s agent those of `assignments` made for its epoch and not sent yet: the placer (when this
+    replica holds the agent) and the action watch may both try; the agent is told once. Its agent may then read the
+    runs' projects and send their spans."""
+    fresh = []
+    for assignment in assignments:
+        key = AttemptKey(assignment.run, assignment.action, assignment.attempt)
+        if assignment.epoch != session.epoch or key in session.sent:
+            continue
+        session.sent.add(key)
+        session.projects.add(assignment.project)
+        session.runs.add(assignment.run)
+        fresh.append(assignment)
+    if not fresh:
+        return
+    message = AssignMessage(assignments=fresh).model_dump_json()
+    session.outbox.put_nowait(message)
+    if (again := failpoints.duplicate_assign_after()) is not None:
+        asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
 
 
 class RunScopes:
@@ -107,13 +128,17 @@ class Placer:
         self._full_pass = True
         self._noted: dict[Key, str] = {}
         """The waiting reason last recorded for each queued action: recorded again only when it changes."""
+        self.fence: Callable[[], Compare] | None = None
+        """While this replica leads: its term's compare, carried by every placement write (`Election.fence`)."""
 
     def observe(self, action: ActionSummary) -> None:
         """An action changed: queue it, or drop it from the queue, and give back what its ended attempts held."""
         key = (action.run, action.name)
         if action.phase is Phase.QUEUED:
             self.queue[key] = action
-            self._fresh.append(key)
+            if not self._full_pass:
+                # (A full pass looks at every queued action: a follower, whose passes wait for the lead, keeps none.)
+                self._fresh.append(key)
             self._wake.set()
         else:
             self.queue.pop(key, None)
@@ -158,10 +183,12 @@ class Placer:
         store transaction.
         """
         now = self._clock.time()
+        # The term this pass decides in: every placement it writes holds only while that term does.
+        fence = self.fence() if self.fence is not None else None
         next_due: float | None = None
         keys = list(self.queue) if self._full_pass else [k for k in self._fresh if k in self.queue]
         self._fresh, self._full_pass = [], False
-        if not self._sessions.sessions:
+        if not self._sessions.live:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
         pending: list[tuple[Key, Pending]] = []
@@ -177,7 +204,7 @@ class Placer:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             try:
-                pending.append((key, await self._pending(action, now)))
+                pending.append((key, await self.pending(action, now)))
             except UNJUDGEABLE as unjudgeable:
                 if not cannot_judge(unjudgeable):
                     raise
@@ -215,7 +242,7 @@ class Placer:
                     next_due = due if next_due is None else min(next_due, due)
             if waiting and not waited_out and self._noted.get(key) == decision.reason:
                 continue  # still waiting, for the reason already recorded
-            record = record_put(item, seen, decision, now)
+            record = record_put(item, seen, decision, now, fence.mod_revision if fence is not None else None)
             if decision.cluster is not None:
                 assert assignment is not None
                 decided.append((assignment, record))
@@ -240,18 +267,17 @@ class Placer:
                 notes.append(
                     self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, [record])
                 )
-        placed = await asyncio.gather(*(self._commit(a, r) for a, r in decided), *notes)
+        placed = await asyncio.gather(*(self._commit(a, r, fence) for a, r in decided), *notes)
         assigned: dict[str, list[Assignment]] = defaultdict(list)
         for result in placed[: len(decided)]:
             if isinstance(result, Assignment):
                 assigned[result.cluster].append(result)
         for cluster, assignments in assigned.items():
+            # An agent held here gets its assignments now; one held by another replica gets them when that replica
+            # sees the placements in its action watch (`Dispatcher._observed`).
             session = self._sessions.sessions.get(cluster)
             if session is not None:
-                message = AssignMessage(assignments=assignments).model_dump_json()
-                session.outbox.put_nowait(message)
-                if (again := failpoints.duplicate_assign_after()) is not None:
-                    asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
+                deliver(session, assignments)
         return next_due
 
     async def reserve_inflight(self, actions: list[ActionSummary]) -> None:
@@ -261,13 +287,13 @@ class Placer:
             if action.cluster is None or action.phase not in (Phase.PLACED, Phase.RUNNING):
                 continue
             try:
-                demand = (await self._pending(action, now)).demand
+                demand = (await self.pending(action, now)).demand
             except DomainError as error:
                 log.warning("cannot account for %s/%s: %s", action.run, action.name, error.message)
                 continue
             self._reservations.reserve((action.run, action.name, action.attempts), action.cluster, demand)
 
-    async def _pending(self, action: ActionSummary, now: float) -> Pending:
+    async def pending(self, action: ActionSummary, now: float) -> Pending:
         """What placing `action` needs: its demand (from the task spec, its overrides and where its parent runs)."""
         project, domain, max_wait = await self._scopes.get(action.run)
         task = await self._runs.registry.get(project, domain, action.task, action.version)
@@ -304,18 +330,17 @@ class Placer:
         """Every registered cluster as placement sees it: connected ones live, the others as unhealthy."""
         out = []
         for name, record in sorted(self._sessions.known.items()):
-            session = self._sessions.sessions.get(name)
-            if session is not None:
-                record = session.record
+            # Live through the store (`AgentSessions.live`): the leader places onto clusters held by any replica.
+            live = self._sessions.live.get(name)
             out.append(
                 ClusterSnapshot(
                     name=name,
                     region=record.region,
                     cloud=record.cloud,
                     capacity=record.capacity,
-                    free=session.free if session is not None else {},
-                    warm=session.warm if session is not None else {},
-                    healthy=session is not None,
+                    free=self._reservations.free(name) if live is not None else {},
+                    warm=live.warm if live is not None else {},
+                    healthy=live is not None,
                     cordoned=name in self._admin.cordons,
                     labels=record.labels,
                     cost_per_cpu_hour=record.cost_per_cpu_hour,
@@ -327,17 +352,23 @@ class Placer:
 
     async def _assign(self, item: Pending, cluster: str) -> Assignment:
         """Reserve room on `cluster` for the action and make its assignment."""
-        session = self._sessions.sessions[cluster]
         action = item.action
         attempt = action.attempts + 1
         # Made before anything is reserved: an assignment that cannot be made holds no room.
-        assignment = Assignment(
+        assignment = await self.assignment(item, attempt, cluster, self._sessions.live[cluster].epoch)
+        self._reservations.reserve((action.run, action.name, attempt), cluster, item.demand)
+        return assignment
+
+    async def assignment(self, item: Pending, attempt: int, cluster: str, epoch: int) -> Assignment:
+        """What the agent of `cluster` (in session `epoch`) is told to run for attempt `attempt` of `item`."""
+        action = item.action
+        return Assignment(
             run=action.run,
             action=action.name,
             parent=action.parent,
             attempt=attempt,
-            epoch=session.epoch,
-            cluster=session.name,
+            epoch=epoch,
+            cluster=cluster,
             project=item.project,
             domain=item.domain,
             task=action.task,
@@ -353,19 +384,15 @@ class Placer:
             traceparent=action.traceparent,
             source_root=item.task.spec.source_root,
         )
-        self._reservations.reserve((action.run, action.name, attempt), cluster, item.demand)
-        session.projects.add(item.project)
-        session.runs.add(action.run)
-        return assignment
 
-    async def _commit(self, assignment: Assignment, record: Put) -> Assignment | None:
+    async def _commit(self, assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
         """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
         the room back."""
         event = ActionEvent(
             phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
         )
         try:
-            await self._runs.report(assignment.run, assignment.action, event, [record])
+            await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence)
         except DomainError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
             if self._reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:

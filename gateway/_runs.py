@@ -43,6 +43,7 @@ from flyte.errors import ActionAbortedError, RetriesExhaustedError, is_retryable
 from gateway._domain_errors import (
     Busy,
     Conflict,
+    Fenced,
     Forbidden,
     IllegalTransition,
     Invalid,
@@ -355,7 +356,14 @@ class Runs:
     # -- the state machine -------------------------------------------------------------------------------------
 
     async def report(
-        self, run: str, action: str, event: ActionEvent, also: Sequence[Op] = (), *, from_worker: bool = False
+        self,
+        run: str,
+        action: str,
+        event: ActionEvent,
+        also: Sequence[Op] = (),
+        *,
+        from_worker: bool = False,
+        fence: Compare | None = None,
     ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
 
@@ -380,7 +388,7 @@ class Runs:
                 output_checked = True
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
-            compares = [Compare(key, kv.mod_revision)]
+            compares = [Compare(key, kv.mod_revision)] if fence is None else [Compare(key, kv.mod_revision), fence]
             ops: list[Op] = [Put(key, _encode(updated)), *also]
             if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(cache_entry_key(updated.cache_key), updated.output.model_dump_json().encode()))
@@ -408,7 +416,13 @@ class Runs:
                     self.tracing.written(spans)
                 return updated.model_copy(update={"revision": result.revision})
             self._count_new_action(run, uncounted)
+            if fence is not None and await self._fenced(fence):
+                raise Fenced(f"refused {event.phase.value} for {run}/{action}: the term it was decided in has ended")
         raise Busy(f"action {action} is changing too fast to update; try again")
+
+    async def _fenced(self, fence: Compare) -> bool:
+        kv = await self._store.get(fence.key)
+        return (kv.mod_revision if kv is not None else 0) != fence.mod_revision
 
     # -- counting actions ------------------------------------------------------------------------------------
 

@@ -2,10 +2,15 @@
 and a lease it keeps alive by heartbeating; a session whose lease ends has its work moved elsewhere.
 
     open ──► next epoch, lease, /flyte/sessions/<cluster> under the lease ──► adopt what older sessions were given
-    store watch /flyte/sessions/ ─► a session key expired ──► that session's placed/running actions fail as
-                                    system errors (`ClusterLost`), which the retry policy requeues as the next attempt
+    heartbeat ──► lease kept alive; the session key rewritten when its free room (idle) or warm slots changed
+    store watch /flyte/sessions/ ─► `live`: every connected cluster, whichever replica holds its agent (epoch, warm
+                               │    slots, free room through `Reservations.rebase`): what the leader places onto
+                               └─► a session key expired ──► (the leader) that session's placed/running actions fail
+                                    as system errors (`ClusterLost`), which the retry policy requeues
 
 The lease, not the socket, decides when work moves: an agent that reconnects within its lease keeps its work.
+The session key's value is a `SessionState`; each rewrite compares the key's revision, so only the session that
+wrote it last (the current one) rewrites it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from flyte._clock import SYSTEM_CLOCK, Clock
 from flyte._retrying import RetryDelay
@@ -50,6 +56,18 @@ HEARTBEAT_INTERVAL = 1.0
 _LIVE = (Phase.PLACED, Phase.RUNNING)
 
 
+class SessionState(BaseModel):
+    """The value of a session key: what the leader needs of a cluster whose agent another replica may hold."""
+
+    epoch: int
+    free: dict[str, float] = Field(default_factory=dict)
+    """The agent's last report of its free room taken as a base: when its session opened, or later when it ran
+    nothing (a busy agent's reports lag its assignments, so they are not)."""
+    running: list[str] = Field(default_factory=list)
+    """The attempts (run/action/attempt) the agent ran at that report, which `free` already excludes."""
+    warm: dict[str, int] = Field(default_factory=dict)
+
+
 @dataclass
 class AgentSession:
     """A connected agent: where to send assignments, and what it has room for."""
@@ -72,10 +90,30 @@ class AgentSession:
     """Spans its agent sent per run, against `SPAN_LIMIT`."""
     log_attempts: set[tuple[str, str, int]] = field(default_factory=set)
     """Attempts whose logs this session may send, once checked (logs come in batches, several a second)."""
+    sent: set[AttemptKey] = field(default_factory=set)
+    """Attempts whose assignment is in `outbox` (the placer's and the action watch's paths must not both send)."""
+    key_revision: int = 0
+    """The session key's revision as this session last wrote it (each rewrite compares it)."""
+    state: SessionState | None = None
+    """What this session last wrote to its session key."""
 
     @property
     def name(self) -> str:
         return self.record.name
+
+
+def session_state(value: bytes) -> SessionState:
+    """A session key's value (an epoch alone, as written before replicas placed remotely, reads as one too)."""
+    text = value.decode()
+    return SessionState(epoch=int(text)) if text.isdigit() else SessionState.model_validate_json(text)
+
+
+@dataclass
+class LiveCluster:
+    """A connected cluster as the store says, whichever replica holds its agent."""
+
+    epoch: int
+    warm: dict[str, int]
 
 
 class AgentSessions:
@@ -108,6 +146,10 @@ class AgentSessions:
         """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self.default_request: Mapping[str, float] = DEFAULT_REQUEST
         """What a one-off action counts as holding where it declares nothing: see `default_request`."""
+        self.live: dict[str, LiveCluster] = {}
+        """Every cluster with a session key, on whichever replica its agent is: where the leader places."""
+        self.leading = False
+        """Whether this replica leads: only the leader moves the work of a cluster whose session ended."""
 
     async def load(self) -> None:
         """Read every registered cluster (at start)."""
@@ -115,10 +157,31 @@ class AgentSessions:
         self.known = {kv.key.removeprefix(CLUSTERS): ClusterRecord.model_validate_json(kv.value) for kv in clusters}
         self.default_request = default_request(self.known.values())
 
-    async def live(self) -> set[str]:
-        """The clusters whose session key exists (whose lease has not ended)."""
-        sessions, _ = await self._store.range(SESSIONS)
-        return {kv.key.removeprefix(SESSIONS) for kv in sessions}
+    async def load_live(self) -> int:
+        """Read every session key (at start, and on taking the lead); returns the revision read at."""
+        sessions, revision = await self._store.range(SESSIONS)
+        self.live = {}
+        for kv in sessions:
+            await self._stated(kv.key.removeprefix(SESSIONS), kv.value)
+        return revision
+
+    async def _stated(self, cluster: str, value: bytes) -> None:
+        """A session key was written: the cluster is live at its epoch, with this room."""
+        try:
+            state = session_state(value)
+        except ValueError:
+            log.warning("ignoring the unreadable session key of %s", cluster)
+            return
+        known = self.live.get(cluster)
+        if known is None or known.epoch != state.epoch:
+            kv = await self._store.get(cluster_key(cluster))
+            if kv is not None:
+                self.known[cluster] = ClusterRecord.model_validate_json(kv.value)
+                self.default_request = default_request(self.known.values())
+        # Seen late (after placements since) it is still right: what those hold is subtracted from the base.
+        self._reservations.rebase(cluster, state.free, {attempt_of(key) for key in state.running})
+        self.live[cluster] = LiveCluster(state.epoch, state.warm)
+        self._rescan()
 
     async def fail_over_vanished(self, live: set[str]) -> None:
         """Work placed on clusters whose sessions vanished while no gateway was watching (not `live`) moves now."""
@@ -156,11 +219,15 @@ class AgentSessions:
         await self._store.put(cluster_key(record.name), record.model_dump_json().encode())
         self.known[record.name] = record
         self.default_request = default_request(self.known.values())
-        await self._store.put(session_key(record.name), str(epoch).encode(), lease=lease.id)
+        state = SessionState(epoch=epoch, free=dict(record.free), running=list(running))
+        revision = await self._store.put(session_key(record.name), state.model_dump_json().encode(), lease=lease.id)
         old = self.sessions.get(record.name)
         free = self._reservations.rebase(record.name, dict(record.free), {attempt_of(key) for key in running})
-        session = AgentSession(record=record, epoch=epoch, lease=lease.id, ws=ws, free=free)
+        session = AgentSession(
+            record=record, epoch=epoch, lease=lease.id, ws=ws, free=free, key_revision=revision, state=state
+        )
         self.sessions[record.name] = session
+        self.live[record.name] = LiveCluster(epoch, {})
         if old is not None and old.ws is not ws:
             with contextlib.suppress(Exception):
                 await old.ws.close(code=CloseCode.REPLACED, message=b"replaced by a newer session")
@@ -205,7 +272,22 @@ class AgentSessions:
         if running == 0:
             self._reservations.rebase(session.name, free, set())
         session.warm = warm
+        await self._state(session, free if running == 0 else None, warm)
         self._rescan()
+
+    async def _state(self, session: AgentSession, idle_free: dict[str, float] | None, warm: dict[str, int]) -> None:
+        """Tell the leader (through the session key) what changed: warm slots, or the free room of an idle agent (a
+        busy one's base stays the last one written). Unchanged, nothing is written: a heartbeat renews a lease."""
+        last = session.state or SessionState(epoch=session.epoch)
+        base = {"free": idle_free, "running": []} if idle_free is not None else {}
+        state = last.model_copy(update={**base, "warm": warm})
+        if state == last:
+            return
+        key = session_key(session.name)
+        put = Put(key, state.model_dump_json().encode(), session.lease)
+        result = await self._store.txn([Compare(key, session.key_revision)], [put])
+        if result.succeeded:
+            session.key_revision, session.state = result.revision, state
 
     def close_session(self, session: AgentSession) -> None:
         """The connection closed; the lease (not the socket) decides when its work moves."""
@@ -239,8 +321,11 @@ class AgentSessions:
                 async for batch in self._store.watch(SESSIONS, start):
                     for event in batch:
                         start = event.mod_revision + 1
+                        cluster = event.key.removeprefix(SESSIONS)
                         if event.type is EventType.DELETE:
-                            await self._session_gone(event.key.removeprefix(SESSIONS))
+                            await self._session_gone(cluster)
+                        else:
+                            await self._stated(cluster, event.value)
             except TEMPORARY as error:
                 # A session that expired while the watch was down shows only as a missing key: look for those.
                 log.warning("the session watch failed (%s: %s); re-listing", type(error).__name__, error)
@@ -253,7 +338,10 @@ class AgentSessions:
             try:
                 kvs, revision = await self._store.range(SESSIONS)
                 live = {kv.key.removeprefix(SESSIONS) for kv in kvs}
-                for cluster in [c for c in {*self._in_flight.clusters(), *self.sessions} if c not in live]:
+                for kv in kvs:
+                    await self._stated(kv.key.removeprefix(SESSIONS), kv.value)
+                gone = {*self._in_flight.clusters(), *self.sessions, *self.live} - live
+                for cluster in sorted(gone):
                     await self._session_gone(cluster)
                 return revision + 1
             except TEMPORARY as error:
@@ -264,11 +352,13 @@ class AgentSessions:
         session = self.sessions.get(cluster)
         if await self._store.get(session_key(cluster)) is not None:
             return
+        self.live.pop(cluster, None)
         if session is not None:
             self.sessions.pop(cluster, None)
             with contextlib.suppress(Exception):
                 await session.ws.close(code=CloseCode.LEASE_EXPIRED, message=b"lease expired")
-        await self.fail_over(cluster, "its agent stopped heartbeating (lease expired)")
+        if self.leading:
+            await self.fail_over(cluster, "its agent stopped heartbeating (lease expired)")
 
     async def fail_over(self, cluster: str, why: str) -> None:
         """Every action placed on or running in `cluster` fails as a system error: the retry policy moves it."""

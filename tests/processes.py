@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,3 +149,11 @@ class GatewayProcess:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+
+
+def refused_endpoint() -> str:
+    """An address nothing listens on (a replica that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

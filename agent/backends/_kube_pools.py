@@ -273,7 +273,7 @@ class KubePools(Pools):
             ],
             env={
                 **task.env_vars,
-                "FLYTE_ENDPOINT": self.agent.gateway,
+                "FLYTE_ENDPOINT": self.agent.worker_endpoints(),
                 "FLYTE_CLUSTER": self.agent.cluster.name,
                 "PYTHONUNBUFFERED": "1",
             },

@@ -347,7 +347,8 @@ class GatewayBlobs(BlobBackend):
     remote = True
 
     def __init__(self, endpoint: str, token: str | None, project: str | None = None, cluster: str | None = None):
-        self.endpoint = endpoint.rstrip("/")
+        # Of several replicas, the first (a worker's agent lists the one it is connected to first).
+        self.endpoint = endpoints_of(endpoint)[0].rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         where = {"cluster": cluster} if cluster else {}
         query = ({"project": project} if project else {}) | where

@@ -66,7 +66,8 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
 
 
 def traces_url(endpoint: str) -> str:
-    return endpoint.rstrip("/") + "/v1/traces"
+    """Where spans go: the first of several replicas (spans are best effort; they do not fail over)."""
+    return endpoint.split(",")[0].rstrip("/") + "/v1/traces"
 
 
 # -- a process's tracer ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TypeVar
 import aiohttp
 import pydantic
 
+from ._config import endpoints_of
 from ._retrying import RetryDelay
 from ._wire import (
     ActionEvent,
@@ -62,8 +63,9 @@ class LinkError(Exception):
 
 class WorkerLink:
     def __init__(self, endpoint: str, token: str, run: str):
-        self.url = endpoint.rstrip("/") + "/api/v1/workers/connect"
-        self.endpoint = endpoint.rstrip("/")
+        self._endpoints = [e.rstrip("/") for e in endpoints_of(endpoint)] or [endpoint.rstrip("/")]
+        """Every gateway replica (FLYTE_ENDPOINT may list several): a lost connection or call moves to the next."""
+        self._current = 0
         self.run = run
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
@@ -80,6 +82,17 @@ class WorkerLink:
         self._closing = False
         self._background: set[asyncio.Future[None]] = set()
 
+    @property
+    def endpoint(self) -> str:
+        return self._endpoints[self._current]
+
+    @property
+    def url(self) -> str:
+        return self.endpoint + "/api/v1/workers/connect"
+
+    def _next_endpoint(self) -> None:
+        self._current = (self._current + 1) % len(self._endpoints)
+
     async def connect(self) -> None:
         self._session = aiohttp.ClientSession(headers=self._headers)
         await self._open()
@@ -95,6 +108,7 @@ class WorkerLink:
             except aiohttp.ClientError as error:
                 if self._closing:
                     raise
+                self._next_endpoint()
                 delay = retry.next()
                 log.warning("cannot reach the gateway (%s); retrying in %.2fs", error, delay)
                 await asyncio.sleep(delay)
@@ -152,7 +166,8 @@ class WorkerLink:
             if self._closing:
                 return
             self._connected.clear()
-            log.warning("lost the gateway connection; reconnecting")
+            self._next_endpoint()
+            log.warning("lost the gateway connection; reconnecting to %s", self.endpoint)
             await self._open()
 
     def _dispatch(self, reply: GatewayReply) -> None:
@@ -272,6 +287,7 @@ class WorkerLink:
                     why = f"{response.status}: {text[:200]}"
             except (aiohttp.ClientError, TimeoutError) as error:
                 why = str(error) or type(error).__name__
+            self._next_endpoint()
             delay = retry.next()
             log.warning("%s %s: the gateway did not answer (%s); retrying in %.2fs", method, path, why, delay)
             await asyncio.sleep(delay)

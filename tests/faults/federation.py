@@ -40,9 +40,9 @@ from programs import write_and_import
 
 import flyte
 from flyte._client import GatewayClient, call_sync, client_for
-from flyte._wire import ActionSummary, Phase, RunSummary
+from flyte._wire import ActionSummary, Phase, PlacementRecord, RunSummary
 from gateway._auth import create_token
-from gateway._keys import actions_prefix
+from gateway._keys import PLACEMENTS, actions_prefix
 from gateway._runs import SYSTEM_RETRIES, decode_event
 from gateway.store import Compacted, EventType, Store, open_store
 
@@ -73,6 +73,13 @@ class Federation:
     replicas: list[Proc] = field(default_factory=list)
     blobs: str | None = None
     """The gateway's blob store (an `s3://` URL, its credentials in the environment); default a directory."""
+    members: str | None = None
+    """The store URL naming every member of an etcd cluster, when the federation runs on one (`etcd` is then the
+    cluster's first member)."""
+
+    @property
+    def store_url(self) -> str:
+        return self.members or self.etcd.url
 
     @property
     def endpoint(self) -> str:
@@ -89,7 +96,7 @@ class Federation:
         }
 
     def mint(self, *scopes: str, projects: list[str] | None = None, expires_in: float | None = None) -> str:
-        return asyncio.run(_mint(self.etcd.url, list(scopes), projects, expires_in))
+        return asyncio.run(_mint(self.store_url, list(scopes), projects, expires_in))
 
     def start_gateway(self) -> None:
         """Start (or restart, on the same port) the gateway; the first start picks a free port."""
@@ -98,7 +105,7 @@ class Federation:
             self.tokens["admin"] = self.mint("admin")
         if self.gateway is None:
             extra = ["--blobs", self.blobs or str(self.root / "blobs"), "--host", self.host, "--no-write-config"]
-            command = gateway_command(self.etcd.url, port=self.port, extra_args=extra)
+            command = gateway_command(self.store_url, port=self.port, extra_args=extra)
             self.gateway = Proc("gateway", command, self.root / "gateway.log", {**self.env, **self.gateway_env})
         match = self.gateway.start(LISTENING)
         if self.port == 0:
@@ -111,9 +118,30 @@ class Federation:
         assert self.gateway is not None
         command = list(self.gateway.command)
         command[command.index("--port") + 1] = "0"
-        replica = Proc("replica", command, self.root / "replica.log", {**self.env, **self.gateway_env})
+        number = len(self.replicas) + 1
+        replica = Proc(
+            f"replica-{number}", command, self.root / f"replica-{number}.log", {**self.env, **self.gateway_env}
+        )
         self.replicas.append(replica)
-        return replica, replica.start(LISTENING).group(1)
+        endpoint = replica.start(LISTENING).group(1)
+        # A restart comes back on the same port: the endpoints agents and clients were given stay right.
+        command[command.index("--port") + 1] = endpoint.rsplit(":", 1)[1]
+        return replica, endpoint
+
+    def start_replicas(self, count: int, leader_ttl: float) -> dict[str, Proc]:
+        """The gateway and `count - 1` more replicas on its store, their leader lease `leader_ttl`: by endpoint."""
+        self.gateway_env["FLYTE_LEADER_TTL"] = str(leader_ttl)
+        self.start_gateway()
+        assert self.gateway is not None
+        processes = {self.endpoint: self.gateway}
+        for _ in range(count - 1):
+            replica, endpoint = self.start_replica()
+            processes[endpoint] = replica
+        return processes
+
+    def placements(self, run: str) -> list[PlacementRecord]:
+        """Every placement decision recorded for `run`'s actions."""
+        return asyncio.run(_placements(self.store_url, run))
 
     def start_agent(
         self, name: str, *, cpu: str = "4", netns: str | None = None, spares: int = 1, gateway: str | None = None
@@ -166,7 +194,7 @@ class Federation:
         return call_sync(self.client.list_actions(run))
 
     def history(self, run: str) -> dict[str, list[ActionSummary]]:
-        return asyncio.run(_history(self.etcd.url, run))
+        return asyncio.run(_history(self.store_url, run))
 
     def close(self) -> None:
         for proc in [*self.agents.values(), *self.replicas]:
@@ -181,6 +209,15 @@ async def _mint(store_url: str, scopes: list[str], projects: list[str] | None, e
     store = await open_store(store_url)
     try:
         return await create_token(store, scopes, projects, "fault matrix", expires_in)
+    finally:
+        await store.close()
+
+
+async def _placements(store_url: str, run: str) -> list[PlacementRecord]:
+    store = await open_store(store_url)
+    try:
+        kvs, _ = await store.range(f"{PLACEMENTS}{run}/")
+        return [PlacementRecord.model_validate_json(kv.value) for kv in kvs]
     finally:
         await store.close()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -16,6 +16,7 @@ import flyte
 from flyte._clock import ManualClock
 from flyte._wire import ActionSubmitRequest, ClusterRecord, DeployRequest, RunCreateRequest, TaskSpec
 from gateway._dispatch import Dispatcher
+from gateway._leader import Election
 from gateway._registry import Registry
 from gateway._runs import Runs
 from gateway.store import Store, open_store
@@ -55,6 +56,25 @@ async def domain() -> Domain:
 
 def dispatcher(d: Domain) -> Dispatcher:
     return Dispatcher(d.store, d.runs, clock=d.clock, lease_ttl=TTL)
+
+
+@contextlib.asynccontextmanager
+async def leading(d: Domain, dispatch: Dispatcher, replica: str = "r1") -> AsyncIterator[Election]:
+    """`dispatch` elected leader (so it places) through a real election on the domain's store. Its lease is far
+    longer than any test advances the clock: only the agents' leases end in these tests."""
+
+    async def lead(_: int) -> None:
+        await dispatch.lead(election.fence)
+
+    election = Election(d.store, replica, lead, ttl=1e6)
+    campaign = asyncio.create_task(election.run())
+    try:
+        await settle(lambda: election.leading or campaign.done())
+        yield election
+    finally:
+        campaign.cancel()
+        with contextlib.suppress(BaseException):
+            await campaign
 
 
 async def new_run(runs: Runs, **request: object) -> str:

@@ -9,7 +9,19 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from dispatcher_parts import TTL, Domain, cluster, dispatcher, domain, idle, new_run, settle, socket, stopped
+from dispatcher_parts import (
+    TTL,
+    Domain,
+    cluster,
+    dispatcher,
+    domain,
+    idle,
+    leading,
+    new_run,
+    settle,
+    socket,
+    stopped,
+)
 
 from flyte._retrying import RetryDelay
 from flyte._wire import ActionEvent, Phase
@@ -34,7 +46,8 @@ async def dispatch(d: Domain) -> AsyncIterator[Dispatcher]:
     """A started dispatcher: its watches and placement loop run on the domain's clock."""
     dispatch = dispatcher(d)
     await dispatch.start()
-    yield dispatch
+    async with leading(d, dispatch):
+        yield dispatch
     await dispatch.stop()
 
 
@@ -124,9 +137,12 @@ class NoneInFlight:
 
 
 def sessions(d: Domain, in_flight: BrokenInFlight | NoneInFlight) -> AgentSessions:
-    return AgentSessions(
+    """The sessions of the leading replica (only the leader moves a lost cluster's work)."""
+    agents = AgentSessions(
         d.store, d.runs, Reservations(), in_flight, _project, lambda: None, clock=d.clock, lease_ttl=TTL, retry=no_wait
     )
+    agents.leading = True
+    return agents
 
 
 async def _project(run: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from dispatcher_parts import Domain, cluster, dispatcher, domain, new_run, settle, socket, stopped
+from dispatcher_parts import Domain, cluster, dispatcher, domain, leading, new_run, settle, socket, stopped
 
 from flyte._retrying import RetryDelay
 from flyte._wire import ActionEvent, AssignMessage, ErrorInfo, Phase
@@ -164,7 +164,8 @@ async def test_a_dispatcher_loop_that_stops_on_a_bug_marks_the_dispatcher_failed
     try:
         await dispatch.open_session(cluster("east"), socket())
         await new_run(d.runs)
-        await settle(lambda: dispatch.failure is not None)
+        async with leading(d, dispatch):
+            await settle(lambda: dispatch.failure is not None)
         assert isinstance(dispatch.failure, AttributeError)
         assert "the dispatcher's placement loop stopped on a bug" in caplog.text
         app = web.Application()

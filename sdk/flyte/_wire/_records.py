@@ -257,6 +257,8 @@ class PlacementRecord(WireModel):
     """The `policies.Demand` as a mapping."""
     snapshots: list[dict[str, Any]] = Field(default_factory=list)
     """The `policies.ClusterSnapshot` of every cluster considered (omitted past a size bound)."""
+    term: int | None = None
+    """The term of the leader replica that decided it (`gateway._leader`): its writes hold only within it."""
 
 
 # -- tracing ------------------------------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ def agent() -> None:
 
 
 @agent.command("serve")
-@click.option("--gateway", "gateway_url", required=True, metavar="URL", help="The gateway's endpoint.")
+@click.option(
+    "--gateway",
+    "gateway_url",
+    required=True,
+    metavar="URL[,URL...]",
+    help="The gateway's endpoint, or every replica's (comma-separated): the agent moves to the next when one is lost.",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),

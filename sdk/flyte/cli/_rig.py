@@ -1,4 +1,5 @@
-"""`flyte rig up|down|status`: a gateway and one agent per cluster on this machine, as separate processes.
+"""`flyte rig up|down|status`: a gateway and one agent per cluster on this machine, as separate processes
+(with `--replicas N`: N gateways on one etcd, every agent and the config given every gateway).
 
 `up` mints the tokens straight into the rig's embedded store (before the gateway opens it), starts the gateway,
 then the agents, waits until each agent has connected, and writes `.flyte/config.yaml` in the current directory
@@ -30,6 +31,7 @@ from flyte._config import write_config
 from flyte._paths import flyte_home, private_dir, write_private
 
 from ._errors import CliError, CliUsageError
+from ._rig_etcd import etcd_command, readiness, stop_order, wait_for_etcd
 from ._s3_local import WEED_INSTALL, LocalS3, free_port, weed_binary
 
 _LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
@@ -109,6 +111,13 @@ async def _mint(store_url: str, clusters: list[str]) -> dict[str, str]:
     "rig down stops it.",
 )
 @click.option("--replace", is_flag=True, help="Stop the rig that is up, if any, and start this one in its place.")
+@click.option(
+    "--replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    help="Gateways to start; more than one share an etcd the rig starts (Debian's etcd-server, or etcd on PATH).",
+)
 def up(
     clusters: str,
     port: int,
@@ -118,6 +127,7 @@ def up(
     blobs_url: str | None,
     local_s3: bool,
     replace: bool,
+    replicas: int,
 ) -> None:
     """Start the rig and point ./.flyte/config.yaml at it."""
     names = [c.strip() for c in clusters.split(",") if c.strip()]
@@ -135,9 +145,17 @@ def up(
         _down(quiet=True)
     if local_s3 and blobs_url is not None:
         raise CliUsageError("--s3 starts a local S3 server for the blobs; --blobs names another store: give one")
-    store_url = f"sqlite:{directory / 'state.db'}"
-    tokens = asyncio.run(_mint(store_url, names))
     pids: dict[str, int] = {}
+    store_url = f"sqlite:{directory / 'state.db'}"
+    if replicas > 1:
+        command, store_url = etcd_command(directory)
+        etcd_log = directory / "etcd.log"
+        etcd = _spawn(command, etcd_log)
+        pids["etcd"] = etcd.pid
+        # Written now, so `rig down` stops etcd even if what follows fails.
+        (directory / "rig.json").write_text(json.dumps({"endpoint": "", "pids": pids, "config": str(CONFIG.resolve())}))
+        wait_for_etcd(store_url, lambda: etcd.poll() is None, etcd_log)
+    tokens = asyncio.run(_mint(store_url, names))
     gateway_env = None
     if local_s3:
         s3, pids["s3"] = _start_s3(directory)
@@ -151,33 +169,41 @@ def up(
         from gateway._secrets import generate_key_file
 
         generate_key_file(secrets_key)
-    gateway_log = directory / "gateway.log"
-    gateway_log.unlink(missing_ok=True)
-    gateway = _spawn(
-        [
-            python,
-            "-m",
-            "flyte.cli",
-            "gateway",
-            "serve",
-            "--store",
-            store_url,
-            "--blobs",
-            blobs_url or str(directory / "blobs"),
-            "--port",
-            str(port),
-            "--no-write-config",
-            *(["--policy", str(policy_file.resolve())] if policy_file else []),
-            "--secrets-key-file",
-            str(secrets_key),
-        ],
-        gateway_log,
-        gateway_env,
-    )
-    pids["gateway"] = gateway.pid
-    endpoint = _wait_for(gateway_log, _LISTENING, gateway, 30).group(1)
+    endpoints = []
+    for i in range(replicas):
+        # The first is `gateway` (its log gateway.log), as a rig of one has always named it.
+        name = "gateway" if i == 0 else f"gateway-{i + 1}"
+        gateway_log = directory / f"{name}.log"
+        gateway_log.unlink(missing_ok=True)
+        gateway = _spawn(
+            [
+                python,
+                "-m",
+                "flyte.cli",
+                "gateway",
+                "serve",
+                "--store",
+                store_url,
+                "--blobs",
+                blobs_url or str(directory / "blobs"),
+                "--port",
+                str(port if i == 0 else 0),
+                "--no-write-config",
+                *(["--policy", str(policy_file.resolve())] if policy_file else []),
+                "--secrets-key-file",
+                str(secrets_key),
+                *(["--replica", name] if replicas > 1 else []),
+            ],
+            gateway_log,
+            gateway_env,
+        )
+        pids[name] = gateway.pid
+        endpoints.append(_wait_for(gateway_log, _LISTENING, gateway, 30).group(1))
+    endpoint = endpoints[0]
     agents = {}
-    for name in names:
+    for i, name in enumerate(names):
+        # Every gateway, each agent starting at another: the agents' sessions spread over the replicas.
+        dialed = ",".join(endpoints[i % replicas :] + endpoints[: i % replicas])
         log = directory / f"agent-{name}.log"
         log.unlink(missing_ok=True)
         agents[name] = (
@@ -189,7 +215,7 @@ def up(
                     "agent",
                     "serve",
                     "--gateway",
-                    endpoint,
+                    dialed,
                     "--token-file",
                     str(_token_file(directory, name, tokens[name])),
                     "--cluster",
@@ -215,12 +241,15 @@ def up(
         )
         pids[f"agent-{name}"] = agents[name][0].pid
     (directory / "rig.json").write_text(
-        json.dumps({"endpoint": endpoint, "pids": pids, "config": str(CONFIG.resolve())})
+        json.dumps({"endpoint": endpoint, "endpoints": endpoints, "pids": pids, "config": str(CONFIG.resolve())})
     )
     for process, log in agents.values():
         _wait_for(log, re.compile(r"connected to .* epoch"), process, 30)
-    write_config(CONFIG, endpoint, None, None, insecure=True, force=True, api_key=tokens["admin"])
-    click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
+    write_config(CONFIG, ",".join(endpoints), None, None, insecure=True, force=True, api_key=tokens["admin"])
+    if replicas > 1:
+        click.echo(f"rig up: gateways {', '.join(endpoints)} on etcd {store_url}, clusters {', '.join(names)}")
+    else:
+        click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
     if local_s3:
         click.echo(
             f"blobs: {blobs_url}, and {blobs_url}/clusters/CLUSTER for each cluster's own, on the local S3 server"
@@ -302,8 +331,7 @@ def _down(quiet: bool = False) -> None:
         return
     state = json.loads(state_file.read_text())
     pids: dict[str, int] = state["pids"]
-    # Agents first, then the gateway, then the store it keeps its blobs in.
-    order = [k for k in pids if k not in ("gateway", "s3")] + [k for k in ("gateway", "s3") if k in pids]
+    order = stop_order(pids)
     for name in order:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pids[name], signal.SIGTERM)
@@ -317,7 +345,7 @@ def _down(quiet: bool = False) -> None:
     config = Path(state["config"])
     if config.exists():
         written = yaml.safe_load(config.read_text()) or {}
-        if (written.get("admin") or {}).get("endpoint") == state["endpoint"]:
+        if (written.get("admin") or {}).get("endpoint") in (state["endpoint"], ",".join(state.get("endpoints", []))):
             config.unlink()
     state_file.unlink()
     if not quiet:
@@ -340,7 +368,7 @@ def _alive(pid: int) -> bool:
 
 @rig.command("down")
 def down() -> None:
-    """Stop the rig's agents and gateway."""
+    """Stop the rig's agents, gateways and the stores it started (etcd, S3)."""
     _down()
 
 
@@ -363,6 +391,10 @@ def status() -> None:
         click.echo("no rig is up")
         return
     state = json.loads(state_file.read_text())
-    click.echo(f"gateway {state['endpoint']}")
+    endpoints = state.get("endpoints") or [state["endpoint"]]
+    if len(endpoints) == 1:
+        click.echo(f"gateway {state['endpoint']}")
+    for endpoint in endpoints if len(endpoints) > 1 else []:
+        click.echo(f"gateway {endpoint}: {readiness(endpoint)}")
     for name, pid in state["pids"].items():
         click.echo(f"  {name}: pid {pid} {'running' if _alive(pid) else 'stopped'}")
