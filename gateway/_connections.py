@@ -17,6 +17,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -58,7 +60,7 @@ from gateway._dispatch import (
 from gateway._domain_errors import Busy, DomainError, NotFound
 from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._event_acks import EVENT_ACKS, EventAcks
-from gateway._keys import placement_key, trace_key, traces_prefix
+from gateway._keys import log_chunk_key, logs_prefix, placement_key, trace_key, traces_prefix
 from gateway._otlp import AUTHENTICATOR
 from gateway.store import Put, StoreError, StoreUnavailable
 
@@ -144,7 +146,7 @@ async def _agent_message(app: web.Application, dispatcher: Dispatcher, session: 
         session.outbox.put_nowait(ack.model_dump_json())
     else:
         try:
-            await _agent_logs(svc, session, app[LOGS_DIR], message)
+            await _agent_logs(svc, session, message)
         except DomainError as error:
             log.info("refused logs of %s/%s from %s: %s", message.run, message.action, session.name, error.message)
 
@@ -154,7 +156,7 @@ def _session_principal(session: AgentSession) -> Principal:
     return Principal(frozenset({f"agent:{session.name}"}), frozenset())
 
 
-async def _agent_logs(svc: Services, session: AgentSession, logs: Path, message: AgentLogs) -> None:
+async def _agent_logs(svc: Services, session: AgentSession, message: AgentLogs) -> None:
     """Append an attempt's log, if that attempt was placed on the session's cluster, up to `LOG_LIMIT`."""
     key = (message.run, message.action, message.attempt)
     if key not in session.log_attempts:
@@ -170,9 +172,19 @@ async def _agent_logs(svc: Services, session: AgentSession, logs: Path, message:
         authorize(_session_principal(session), Act.AGENT_LOGS, target)
         if len(session.log_attempts) >= 10_000:
             session.log_attempts.clear()
-        session.log_attempts.add(key)
-    path = logs / message.run / f"{message.action}.{message.attempt}.log"
-    await asyncio.to_thread(_append, path, message.text)
+        # What this attempt logged before (through another replica, or before a reconnect) counts to its limit.
+        kvs, _ = await svc.store.range(logs_prefix(message.run, message.action, message.attempt))
+        session.log_attempts[key] = sum(len(kv.value) for kv in kvs)
+    size = session.log_attempts[key]
+    if size >= LOG_LIMIT:
+        return
+    data = message.text.encode()
+    if size + len(data) > LOG_LIMIT:
+        data = data[: LOG_LIMIT - size] + _LOG_CUT.format(LOG_LIMIT).encode()
+    session.log_attempts[key] = size + len(data)
+    # Chunks keyed by when they arrived: one attempt's output comes from one agent over one socket, in order.
+    stamp = f"{time.time_ns():020d}-{secrets.token_hex(2)}"
+    await svc.store.put(log_chunk_key(message.run, message.action, message.attempt, stamp), data)
 
 
 async def _agent_events(svc: Services, acks: EventAcks, session: AgentSession, message: AgentEvents) -> EventsAck:
@@ -225,19 +237,6 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
             error.message,
         )
     return True
-
-
-def _append(path: Path, text: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = text.encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "ab") as out:
-        size = out.seek(0, os.SEEK_END)
-        if size >= LOG_LIMIT:
-            return
-        if size + len(data) > LOG_LIMIT:
-            data = data[: LOG_LIMIT - size] + _LOG_CUT.format(LOG_LIMIT).encode()
-        out.write(data)
 
 
 async def worker_connect(request: web.Request) -> web.StreamResponse:
@@ -361,8 +360,8 @@ async def get_logs(request: web.Request) -> web.Response:
     attempt = request.query.get("attempt", str(max(action.attempts, 1)))
     if not attempt.isdigit():
         raise bad_request("attempt must be a number")
-    path = request.app[LOGS_DIR] / run.name / f"{action.name}.{attempt}.log"
-    text = await asyncio.to_thread(lambda: path.read_text() if path.exists() else "")
+    kvs, _ = await svc.store.range(logs_prefix(run.name, action.name, int(attempt)))
+    text = b"".join(kv.value for kv in kvs).decode(errors="replace")
     return web.Response(text=text, content_type="text/plain")
 
 

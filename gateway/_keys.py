@@ -32,6 +32,7 @@ another's records (`tests/unit/test_store_keys.py` checks it).
 | `/flyte/notify-rules/{run}`                           | a run's notification rules          | `_notify`      |
 | `/flyte/notifications/{run}`                          | a run's notification deliveries     | `_notify`      |
 | `/flyte/blob-seen/{sha256}`                           | when an object-store blob was used  | `_blobs_s3`    |
+| `/flyte/logs/{run}/{action}/{attempt:06d}/{stamp}`    | a chunk of an attempt's output      | `_connections` |
 
 The worker token key sits beside the secrets, one segment deep, so it never falls under a project's secrets prefix
 (`/flyte/secrets/{project}/`), the only secrets range the gateway reads.
@@ -70,6 +71,8 @@ TRIGGERS = "/flyte/triggers/"
 NOTIFY_RULES = "/flyte/notify-rules/"
 """A run's notification rules, apart from its record: webhook URLs are secrets."""
 DELIVERIES = "/flyte/notifications/"
+LOGS = "/flyte/logs/"
+"""An attempt's output, in the chunks its agent sent: in the store, so every replica serves it."""
 BLOB_SEEN = "/flyte/blob-seen/"
 """When an object store's blob was last used (its mark-and-sweep's grace period counts from it)."""
 
@@ -202,3 +205,14 @@ def deliveries_key(run: str) -> str:
 
 def blob_seen_key(digest: str) -> str:
     return f"{BLOB_SEEN}{digest}"
+
+
+def log_chunk_key(run: str, action: str, attempt: int, stamp: str) -> str:
+    return f"{LOGS}{run}/{action}/{attempt:06d}/{stamp}"
+
+
+def logs_prefix(run: str, action: str | None = None, attempt: int | None = None) -> str:
+    """A run's logs, or one action's, or one attempt's."""
+    if action is None:
+        return f"{LOGS}{run}/"
+    return f"{LOGS}{run}/{action}/" if attempt is None else f"{LOGS}{run}/{action}/{attempt:06d}/"

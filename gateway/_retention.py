@@ -45,6 +45,7 @@ from gateway._keys import (
     cache_entry_key,
     conditions_prefix,
     idempotency_key,
+    logs_prefix,
     placements_prefix,
     run_key,
     spans_prefix,
@@ -139,9 +140,11 @@ def run_keys(run: RunSummary) -> list[str]:
 
 
 def run_prefixes(run: RunSummary) -> list[str]:
-    """Prefixes holding a run's many keys: placement records, spans, trace records, conditions, and its actions."""
+    """Prefixes holding a run's many keys: placement records, spans, trace records, conditions, logs, and its
+    actions (last)."""
     return [
         placements_prefix(run.name),
+        logs_prefix(run.name),
         spans_prefix(run.name),
         traces_prefix(run.name),
         conditions_prefix(run.name),

@@ -45,7 +45,7 @@ from gateway._keys import CLUSTERS, EPOCH_KEY, SESSIONS, cluster_key, session_ke
 from gateway._pending import default_request
 from gateway._reservations import Attempt, Reservations
 from gateway._runs import Runs
-from gateway.store import Compare, EventType, Put, Store
+from gateway.store import Compare, EventType, Put, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.dispatch")
 
@@ -66,6 +66,9 @@ class SessionState(BaseModel):
     running: list[str] = Field(default_factory=list)
     """The attempts (run/action/attempt) the agent ran at that report, which `free` already excludes."""
     warm: dict[str, int] = Field(default_factory=dict)
+    connected: bool = True
+    """False once its agent's socket closed: no new work goes there, and what it holds waits for the agent to come
+    back within the lease (or moves when the lease ends)."""
 
 
 @dataclass
@@ -88,8 +91,9 @@ class AgentSession:
     """The runs this session was given work in: whose spans its agent may send."""
     spans: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Spans its agent sent per run, against `SPAN_LIMIT`."""
-    log_attempts: set[tuple[str, str, int]] = field(default_factory=set)
-    """Attempts whose logs this session may send, once checked (logs come in batches, several a second)."""
+    log_attempts: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    """Attempts whose logs this session may send, once checked (logs come in batches, several a second), with the
+    bytes each has logged so far (against `LOG_LIMIT`)."""
     sent: set[AttemptKey] = field(default_factory=set)
     """Attempts whose assignment is in `outbox` (the placer's and the action watch's paths must not both send)."""
     key_revision: int = 0
@@ -146,6 +150,7 @@ class AgentSessions:
         """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self.default_request: Mapping[str, float] = DEFAULT_REQUEST
         """What a one-off action counts as holding where it declares nothing: see `default_request`."""
+        self._closing: set[asyncio.Task[None]] = set()
         self.live: dict[str, LiveCluster] = {}
         """Every cluster with a session key, on whichever replica its agent is: where the leader places."""
         self.leading = False
@@ -178,6 +183,9 @@ class AgentSessions:
             if kv is not None:
                 self.known[cluster] = ClusterRecord.model_validate_json(kv.value)
                 self.default_request = default_request(self.known.values())
+        if not state.connected:
+            self.live.pop(cluster, None)  # placement passes it by; its lease decides about the work it holds
+            return
         # Seen late (after placements since) it is still right: what those hold is subtracted from the base.
         self._reservations.rebase(cluster, state.free, {attempt_of(key) for key in state.running})
         self.live[cluster] = LiveCluster(state.epoch, state.warm)
@@ -290,9 +298,21 @@ class AgentSessions:
             session.key_revision, session.state = result.revision, state
 
     def close_session(self, session: AgentSession) -> None:
-        """The connection closed; the lease (not the socket) decides when its work moves."""
+        """The connection closed: nothing new is placed there (the session key says so, for the leader wherever it
+        runs); the lease, not the socket, decides when its work moves."""
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
+            task = asyncio.get_running_loop().create_task(self._disconnected(session))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _disconnected(self, session: AgentSession) -> None:
+        state = (session.state or SessionState(epoch=session.epoch)).model_copy(update={"connected": False})
+        key = session_key(session.name)
+        # Only over this session's own write: a newer session of the cluster (a reconnect) has rewritten the key.
+        with contextlib.suppress(StoreError):
+            put = Put(key, state.model_dump_json().encode(), session.lease)
+            await self._store.txn([Compare(key, session.key_revision)], [put])
 
     async def _next_epoch(self) -> int:
         while True:
