@@ -22,9 +22,9 @@ from typing import Protocol
 from flyte._clock import SYSTEM_CLOCK, Clock
 from flyte._retrying import RetryDelay
 from flyte._wire import ActionSummary, GatewayReply, Phase
+from gateway._decoded import DecodedActions
 from gateway._judging import readable_action
 from gateway._keys import ACTIONS
-from gateway._runs import decode_action
 from gateway.store import EventType, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.dispatch")
@@ -62,7 +62,9 @@ class ActionIndex:
         *,
         clock: Clock = SYSTEM_CLOCK,
         retry: Callable[[], RetryDelay] = watch_retry,
+        decoded: DecodedActions | None = None,
     ):
+        self._decoded = decoded or DecodedActions()
         self._store = store
         self._list_children = list_children
         self._on_action = on_action
@@ -87,7 +89,7 @@ class ActionIndex:
     async def load(self) -> list[ActionSummary]:
         """Observe every stored action; returns them (the revision they were read at is `revision`)."""
         kvs, self.revision = await self._store.range(ACTIONS)
-        actions = [decode_action(kv) for kv in kvs]
+        actions = [self._decoded.decode(kv.key, kv.value, kv.mod_revision) for kv in kvs]
         for action in actions:
             self.observe(action)
         return actions
@@ -129,7 +131,7 @@ class ActionIndex:
                     for event in batch:
                         if event.type is not EventType.PUT:
                             continue
-                        action = readable_action(event.key, event.value, event.mod_revision)
+                        action = readable_action(event.key, event.value, event.mod_revision, self._decoded)
                         if action is None:
                             continue
                         self.observe(action)
@@ -156,7 +158,7 @@ class ActionIndex:
                 log.warning("re-listing actions failed (%s); retrying within %.1fs", error, retry.ceiling)
         children: dict[Key, list[ActionSummary]] = defaultdict(list)
         for kv in kvs:
-            action = readable_action(kv.key, kv.value, kv.mod_revision)
+            action = readable_action(kv.key, kv.value, kv.mod_revision, self._decoded)
             if action is None:
                 continue
             self.observe(action)
