@@ -1,10 +1,10 @@
 """The action index: one watch over every action keeps what the other dispatcher parts ask about each action, and
-tells workers waiting on a parent of every change to its children.
+tells workers waiting on a parent of each of its children that ends.
 
     store watch /flyte/actions/ ──► observe ──► parent (while not ended), cluster (while placed or running),
                                │               actions in flight per cluster ──► `on_action` (queue, reservations,
                                │                                                    aborts to agents)
-                               └─► children of a watched parent ──► the workers waiting on them
+                               └─► children of a watched parent that end ──► the workers waiting on them
 
 A watch that fails for a reason that passes (the store is unreachable, the watch fell behind a compaction) re-lists
 once the store answers again, since what changed meanwhile is only in a fresh range. Any other failure is a bug: it
@@ -135,7 +135,9 @@ class ActionIndex:
                         if action is None:
                             continue
                         self.observe(action)
-                        if action.parent is not None:
+                        if action.parent is not None and action.phase.is_terminal:
+                            # A waiting worker acts on a child's end only: the changes before it are not sent
+                            # (in a fan-out they were four messages in five, each encoded here and parsed there).
                             changed[(action.run, action.parent)].append(action)
                     start = batch[-1].mod_revision + 1
                     self.revision = batch[-1].mod_revision
@@ -178,7 +180,7 @@ class ActionIndex:
                 await send(GatewayReply(type="children", parent=key[1], actions=actions))
 
     async def watch_children(self, run: str, parent: str, send: Send, request_id: int = 0) -> None:
-        """Send the children `parent` has now, then every change to them (until `unwatch`)."""
+        """Send the children `parent` has now, then each one that ends (until `unwatch`)."""
         self._watchers[(run, parent)].add(send)
         children, _ = await self._list_children(run, parent)
         await send(GatewayReply(type="children", id=request_id, parent=parent, actions=children))
