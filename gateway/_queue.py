@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from flyte._wire import ActionSummary
+from flyte._wire import ActionSummary, Phase
 from gateway._pending import Pending
 from policies import Demand
 
@@ -28,6 +28,9 @@ Key = tuple[str, str]
 
 GroupKey = tuple[Demand, str, str | None, tuple[float, str] | None]
 """(the demand without `waited_seconds`, run, parent, queue limit)."""
+
+
+_NO_ACTION = ActionSummary(name="", parent=None, task="", phase=Phase.QUEUED)
 
 
 class Group:
@@ -150,7 +153,10 @@ class PlacementQueue:
         if reason is not None:
             group.reasons[reason] += 1
         queued_since = action.not_before or action.created_at or now
-        self._statics[key] = _Static((action.attempts, action.not_before), pending, queued_since, group)
+        # Kept without its action: the queue holds the current one, and a kept older one (before its waiting
+        # reason was written, say) would double what a queued action costs in memory.
+        kept = replace(pending, action=_NO_ACTION)
+        self._statics[key] = _Static((action.attempts, action.not_before), kept, queued_since, group)
 
     def drop_static(self, key: Key) -> None:
         static = self._statics.pop(key, None)
