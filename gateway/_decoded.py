@@ -18,6 +18,16 @@ class DecodedActions:
     def __init__(self, kept: int = KEPT):
         self._kept = kept
         self._items: dict[tuple[str, int], ActionSummary] = {}
+        self._written: dict[tuple[str, bytes], ActionSummary] = {}
+        """Records being written, by their bytes: the watch may see one before its writer learns its revision."""
+
+    def written(self, key: str, value: bytes, action: ActionSummary) -> bytes:
+        """`value`, the encoding of `action`, is about to be written at `key`; returns `value`."""
+        written = self._written
+        written[(key, value)] = action
+        if len(written) > self._kept:
+            del written[next(iter(written))]
+        return value
 
     def remember(self, key: str, action: ActionSummary) -> ActionSummary:
         """`action` (with its `revision` set) as stored at `key`; returns it."""
@@ -32,5 +42,8 @@ class DecodedActions:
         hit = self._items.get((key, revision))
         if hit is not None:
             return hit
+        mine = self._written.pop((key, value), None)
+        if mine is not None:
+            return self.remember(key, mine.model_copy(update={"revision": revision}))
         action = ActionSummary.model_validate_json(value).model_copy(update={"revision": revision})
         return self.remember(key, action)

@@ -300,7 +300,7 @@ class Runs:
         )
         action = await self._with_cache(action, task.spec, run_record)
         key = action_key(run, request.name)
-        ops: list[Op] = [Put(key, _encode(action))]
+        ops: list[Op] = [Put(key, self.decoded.written(key, _encode(action), action))]
         spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
         if spans is not None:
             ops.append(spans.put)
@@ -382,7 +382,7 @@ class Runs:
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, kv.mod_revision)]
-            ops: list[Op] = [Put(key, _encode(updated)), *also]
+            ops: list[Op] = [Put(key, self.decoded.written(key, _encode(updated), updated)), *also]
             if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(cache_entry_key(updated.cache_key), updated.output.model_dump_json().encode()))
             uncounted = 0
@@ -515,7 +515,8 @@ class Runs:
                 return False
             if changed is current:
                 return True
-            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(changed)), *also])
+            data = self.decoded.written(key, _encode(changed), changed)
+            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, data), *also])
             if result.succeeded:
                 self.decoded.remember(key, changed.model_copy(update={"revision": result.revision}))
                 return True

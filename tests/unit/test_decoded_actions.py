@@ -40,3 +40,12 @@ def test_the_oldest_entries_go_first() -> None:
     with pytest.raises(pydantic.ValidationError):
         decoded.decode(KEY, b"{}", 1)
     assert decoded.decode(KEY, b"{}", 3).revision == 3
+
+
+def test_a_record_seen_before_its_writer_learns_the_revision_is_not_parsed() -> None:
+    decoded = DecodedActions()
+    mine = action(0, Phase.RUNNING)
+    value = decoded.written(KEY, mine.model_dump_json(exclude={"revision"}).encode(), mine)
+    seen = decoded.decode(KEY, value, 12)
+    assert (seen.phase, seen.revision) == (Phase.RUNNING, 12)
+    assert decoded.decode(KEY, b"", 12) is seen
