@@ -1,10 +1,10 @@
 """The action index: one watch over every action keeps what the other dispatcher parts ask about each action, and
-tells workers waiting on a parent of every change to its children.
+tells workers waiting on a parent of each of its children that ends.
 
     store watch /flyte/actions/ ──► observe ──► parent (while not ended), cluster (while placed or running),
                                │               actions in flight per cluster ──► `on_action` (queue, reservations,
                                │                                                    aborts to agents)
-                               └─► children of a watched parent ──► the workers waiting on them
+                               └─► children of a watched parent that end ──► the workers waiting on them
 
 A watch that fails for a reason that passes (the store is unreachable, the watch fell behind a compaction) re-lists
 once the store answers again, since what changed meanwhile is only in a fresh range. Any other failure is a bug: it
@@ -22,9 +22,9 @@ from typing import Protocol
 from flyte._clock import SYSTEM_CLOCK, Clock
 from flyte._retrying import RetryDelay
 from flyte._wire import ActionSummary, GatewayReply, Phase
+from gateway._decoded import DecodedActions
 from gateway._judging import readable_action
 from gateway._keys import ACTIONS
-from gateway._runs import decode_action
 from gateway.store import EventType, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.dispatch")
@@ -62,7 +62,9 @@ class ActionIndex:
         *,
         clock: Clock = SYSTEM_CLOCK,
         retry: Callable[[], RetryDelay] = watch_retry,
+        decoded: DecodedActions | None = None,
     ):
+        self._decoded = decoded or DecodedActions()
         self._store = store
         self._list_children = list_children
         self._on_action = on_action
@@ -87,7 +89,7 @@ class ActionIndex:
     async def load(self) -> list[ActionSummary]:
         """Observe every stored action; returns them (the revision they were read at is `revision`)."""
         kvs, self.revision = await self._store.range(ACTIONS)
-        actions = [decode_action(kv) for kv in kvs]
+        actions = [self._decoded.decode(kv.key, kv.value, kv.mod_revision) for kv in kvs]
         for action in actions:
             self.observe(action)
         return actions
@@ -129,11 +131,13 @@ class ActionIndex:
                     for event in batch:
                         if event.type is not EventType.PUT:
                             continue
-                        action = readable_action(event.key, event.value, event.mod_revision)
+                        action = readable_action(event.key, event.value, event.mod_revision, self._decoded)
                         if action is None:
                             continue
                         self.observe(action)
-                        if action.parent is not None:
+                        if action.parent is not None and action.phase.is_terminal:
+                            # A waiting worker acts on a child's end only: the changes before it are not sent
+                            # (in a fan-out they were four messages in five, each encoded here and parsed there).
                             changed[(action.run, action.parent)].append(action)
                     start = batch[-1].mod_revision + 1
                     self.revision = batch[-1].mod_revision
@@ -156,7 +160,7 @@ class ActionIndex:
                 log.warning("re-listing actions failed (%s); retrying within %.1fs", error, retry.ceiling)
         children: dict[Key, list[ActionSummary]] = defaultdict(list)
         for kv in kvs:
-            action = readable_action(kv.key, kv.value, kv.mod_revision)
+            action = readable_action(kv.key, kv.value, kv.mod_revision, self._decoded)
             if action is None:
                 continue
             self.observe(action)
@@ -176,7 +180,7 @@ class ActionIndex:
                 await send(GatewayReply(type="children", parent=key[1], actions=actions))
 
     async def watch_children(self, run: str, parent: str, send: Send, request_id: int = 0) -> None:
-        """Send the children `parent` has now, then every change to them (until `unwatch`)."""
+        """Send the children `parent` has now, then each one that ends (until `unwatch`)."""
         self._watchers[(run, parent)].add(send)
         children, _ = await self._list_children(run, parent)
         await send(GatewayReply(type="children", id=request_id, parent=parent, actions=children))

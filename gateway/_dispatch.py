@@ -65,7 +65,7 @@ class Dispatcher:
         self.reservations = Reservations()
         """What placed and running attempts hold: free room per cluster, usage per project (quotas, fair share)."""
         scopes = RunScopes(runs)
-        self.index = ActionIndex(store, runs.list_actions, self._observed, clock=clock)
+        self.index = ActionIndex(store, runs.list_actions, self._observed, clock=clock, decoded=runs.decoded)
         self.agents = AgentSessions(
             store,
             runs,

@@ -10,6 +10,7 @@ import logging
 import pydantic
 
 from flyte._wire import ActionSummary
+from gateway._decoded import DecodedActions
 from gateway._domain_errors import Conflict, DomainError
 from gateway._errors import describe_validation_error
 from gateway.store import StoreError
@@ -20,10 +21,14 @@ UNJUDGEABLE = (ValueError, TypeError, KeyError, ArithmeticError, DomainError)
 """What a placement pass may fail to judge about one action (bad data, a missing task); see `cannot_judge`."""
 
 
-def readable_action(key: str, value: bytes, revision: int) -> ActionSummary | None:
+def readable_action(
+    key: str, value: bytes, revision: int, decoded: DecodedActions | None = None
+) -> ActionSummary | None:
     """The action a record holds, or None (logged) for one today's models refuse, e.g. an override written before
     overrides were validated: one such record must not stop the watch that places everyone's work."""
     try:
+        if decoded is not None:
+            return decoded.decode(key, value, revision)
         return ActionSummary.model_validate_json(value).model_copy(update={"revision": revision})
     except pydantic.ValidationError as error:
         log.warning("ignoring the unreadable action record %s: %s", key, describe_validation_error(error))

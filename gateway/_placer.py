@@ -31,6 +31,7 @@ from gateway._cluster_admin import ClusterAdmin
 from gateway._domain_errors import DomainError
 from gateway._judging import UNJUDGEABLE, cannot_judge
 from gateway._pending import Pending, demand_of, record_put, with_default_request
+from gateway._queue import PlacementQueue
 from gateway._reservations import Reservations
 from gateway._runs import Runs
 from gateway._sessions import AgentSession, AgentSessions
@@ -74,6 +75,28 @@ def deliver(session: AgentSession, assignments: list[Assignment]) -> None:
     session.outbox.put_nowait(message)
     if (again := failpoints.duplicate_assign_after()) is not None:
         asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
+
+
+class _Pass:
+    """What one placement pass has decided so far."""
+
+    def __init__(self, now: float, snapshots: list[ClusterSnapshot]):
+        self.now = now
+        self.next_due: float | None = None
+        self.snapshots = snapshots
+        # Each decision records the snapshots it saw; only the chosen cluster's changes between decisions.
+        recorded = len(snapshots) <= SNAPSHOTS_RECORDED
+        self.seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if recorded else []
+        self.position = {c.name: i for i, c in enumerate(snapshots)}
+        self.decided: list[tuple[Assignment, Put]] = []
+        self.notes: list[Awaitable[object]] = []
+        self.blocked: dict[int, Decision] = {}
+        """The waiting decision of each group (by id) this pass found waiting."""
+        self.fence: Compare | None = None
+        """The leader's term this pass decides in, carried by each placement it writes."""
+
+    def due(self, seconds: float) -> None:
+        self.next_due = seconds if self.next_due is None else min(self.next_due, seconds)
 
 
 class RunScopes:
@@ -121,28 +144,29 @@ class Placer:
         self._where = where
         self._clock = clock
         self._retry = retry
-        self.queue: dict[Key, ActionSummary] = {}
+        self._queue = PlacementQueue()
         self._wake = asyncio.Event()
         self._fresh: list[Key] = []
         """Actions queued since the last pass: all a pass looks at unless capacity changed."""
         self._full_pass = True
-        self._noted: dict[Key, str] = {}
-        """The waiting reason last recorded for each queued action: recorded again only when it changes."""
         self.fence: Callable[[], Compare] | None = None
         """While this replica leads: its term's compare, carried by every placement write (`Election.fence`)."""
+
+    @property
+    def queue(self) -> Mapping[Key, ActionSummary]:
+        return self._queue.actions
 
     def observe(self, action: ActionSummary) -> None:
         """An action changed: queue it, or drop it from the queue, and give back what its ended attempts held."""
         key = (action.run, action.name)
         if action.phase is Phase.QUEUED:
-            self.queue[key] = action
+            self._queue.put(action)
             if not self._full_pass:
                 # (A full pass looks at every queued action: a follower, whose passes wait for the lead, keeps none.)
                 self._fresh.append(key)
             self._wake.set()
         else:
-            self.queue.pop(key, None)
-            self._noted.pop(key, None)
+            self._queue.drop(key)
         if self._reservations.observe(action.run, action.name, action.phase, action.attempts, action.cluster):
             self.rescan()
 
@@ -153,7 +177,7 @@ class Placer:
 
     def replan(self) -> None:
         """The policy or a cordon changed: every waiting reason may differ, so each is recorded again."""
-        self._noted.clear()
+        self._queue.forget_notes()
         self.rescan()
 
     async def run(self) -> None:
@@ -178,96 +202,142 @@ class Placer:
     async def place_some(self) -> float | None:
         """One pass over the queue in fair-share order; returns when to look again for actions still backing off.
 
+        A pass after capacity changed walks the queue's groups (`gateway._queue`) and leaves each at its first
+        action that waits for a reason all of it has recorded: its cost is what it places, not what waits.
         Decisions are made one by one (each reserves capacity before the next is made); the placed transitions,
         each with its decision record, are then written concurrently, so group commit puts many of them in one
         store transaction.
         """
         now = self._clock.time()
-        # The term this pass decides in: every placement it writes holds only while that term does.
-        fence = self.fence() if self.fence is not None else None
-        next_due: float | None = None
-        keys = list(self.queue) if self._full_pass else [k for k in self._fresh if k in self.queue]
-        self._fresh, self._full_pass = [], False
+        full = self._full_pass
+        fresh, self._fresh, self._full_pass = self._fresh, [], False
         if not self._sessions.live:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
-        pending: list[tuple[Key, Pending]] = []
-        notes: list[Awaitable[object]] = []
-        for examined, key in enumerate(keys):
-            action = self.queue.get(key)
-            if action is None:
-                continue
-            if examined % 256 == 255:
-                await asyncio.sleep(0)  # a long queue must not hold the loop that serves the API
-            if action.not_before is not None and action.not_before > now:
-                due = action.not_before - now
-                next_due = due if next_due is None else min(next_due, due)
-                continue
-            try:
-                pending.append((key, await self.pending(action, now)))
-            except UNJUDGEABLE as unjudgeable:
-                if not cannot_judge(unjudgeable):
-                    raise
-                notes.append(self._unjudgeable(key, action, unjudgeable))
+        self._queue.valid_for(self._sessions.default_request, self._admin.policy)
+        work = _Pass(now, self._snapshots())
+        # The term this pass decides in: every placement it writes holds only while that term does.
+        work.fence = self.fence() if self.fence is not None else None
+        if full:
+            await self._ready(work, self._queue.ungrouped())  # grouped now, decided below in arrival order
+            if len(self._queue.projects()) <= 1:
+                await self._walk(work)
+                return await self._finish(work)
+            # Fair share interleaves the projects over the whole queue, not group by group.
+            keys = list(self._queue.actions)
+        else:
+            keys = [k for k in dict.fromkeys(fresh) if k in self._queue]
+        pending = await self._ready(work, keys)
         if len({p.demand.project for _, p in pending}) > 1:
             usage = {project: used["cpu"] for project, used in self._reservations.usage.items()}
             by_key = dict(pending)
             pending = [
                 (k, by_key[k]) for k in fair_share_order([(k, p.demand) for k, p in pending], usage, self._admin.policy)
             ]
-        snapshots = self._snapshots()
-        # Each decision records the snapshots it saw; only the chosen cluster's changes between decisions.
-        seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if len(snapshots) <= SNAPSHOTS_RECORDED else []
-        position = {c.name: i for i, c in enumerate(snapshots)}
-        decided: list[tuple[Assignment, Put]] = []
         for key, item in pending:
-            # One action the pass cannot judge fails alone; every other is still placed.
-            assignment: Assignment | None = None
+            await self._decide(work, key, item)
+        return await self._finish(work)
+
+    async def _walk(self, work: _Pass) -> None:
+        """Decide the whole queue group by group in arrival order, leaving each group at its first action that waits
+        for a reason every action of the group has recorded already."""
+        left: set[int] = set()
+        for examined, key in enumerate(self._queue.walk(left)):
+            if examined % 256 == 255:
+                await asyncio.sleep(0)  # a long queue must not hold the loop that serves the API
+            for _, item in await self._ready(work, [key]):
+                group = self._queue.group_of(key)
+                reason = await self._decide(work, key, item)
+                if reason is not None and group is not None and self._queue.all_noted(key, reason):
+                    left.add(group)
+
+    async def _ready(self, work: _Pass, keys: list[Key]) -> list[tuple[Key, Pending]]:
+        """What placing each of `keys` needs, for those still queued and not backing off."""
+        out: list[tuple[Key, Pending]] = []
+        for examined, key in enumerate(keys):
+            action = self._queue.actions.get(key)
+            if action is None:
+                continue
+            if examined % 256 == 255:
+                await asyncio.sleep(0)  # a long queue must not hold the loop that serves the API
+            if action.not_before is not None and action.not_before > work.now:
+                work.due(action.not_before - work.now)
+                continue
+            item = self._queue.pending(key, action, work.now)
+            if item is None:
+                try:
+                    item = await self.pending(action, work.now)
+                except UNJUDGEABLE as unjudgeable:
+                    if not cannot_judge(unjudgeable):
+                        raise
+                    work.notes.append(self._unjudgeable(key, action, unjudgeable))
+                    continue
+                if self._queue.actions.get(key) is not action:
+                    continue  # it changed while its task was read: the pass its change woke looks at it
+                self._queue.keep(key, item, work.now)
+            out.append((key, item))
+        return out
+
+    async def _decide(self, work: _Pass, key: Key, item: Pending) -> str | None:
+        """Place one action, or record why it waits (returned), or fail it if it never fits or waited too long."""
+        group = self._queue.group_of(key)
+        # Within a pass room only shrinks: what the group's earlier action waited for, this one waits for too.
+        decision = work.blocked.get(group) if group is not None else None
+        assignment: Assignment | None = None
+        if decision is None:
             try:
-                decision = place(item.demand, snapshots, self._admin.policy, usage=self._reservations.usage)
+                decision = place(item.demand, work.snapshots, self._admin.policy, usage=self._reservations.usage)
                 if decision.cluster is not None:
                     assignment = await self._assign(item, decision.cluster)
             except UNJUDGEABLE as unjudgeable:
+                # One action the pass cannot judge fails alone; every other is still placed.
                 if not cannot_judge(unjudgeable):
                     raise
-                notes.append(self._unjudgeable(key, item.action, unjudgeable))
-                continue
-            waiting = decision.cluster is None and not decision.never_fits
-            waited_out = False
-            if waiting:
-                decision = self._explain_wait(item, decision, snapshots)
-                if item.max_wait is not None:
-                    waited_out = item.demand.waited_seconds >= item.max_wait[0]
-                    due = item.max_wait[0] - item.demand.waited_seconds
-                    next_due = due if next_due is None else min(next_due, due)
-            if waiting and not waited_out and self._noted.get(key) == decision.reason:
-                continue  # still waiting, for the reason already recorded
-            record = record_put(item, seen, decision, now, fence.mod_revision if fence is not None else None)
-            if decision.cluster is not None:
-                assert assignment is not None
-                decided.append((assignment, record))
-                self._runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
-                self.queue.pop(key, None)
-                if seen:
-                    i = position[decision.cluster]
-                    seen[i] = json.dumps(snapshot_to_dict(snapshots[i]))
-            elif decision.never_fits:
-                detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
-                message = f"{decision.reason} ({detail})" if detail else decision.reason
-                # No retry could ever fit it either: the user's to fix (smaller resources), failed at once.
-                error = NonRecoverableError.info(message, code="NeverFits")
-                notes.append(self._fail_queued(item.action, error, record))
-            elif waited_out:
-                assert item.max_wait is not None
-                error = waited_too_long(item.demand.waited_seconds, *item.max_wait, decision.reason)
-                notes.append(self._fail_queued(item.action, error, record))
-            else:
-                self._noted[key] = decision.reason
-                action = item.action
-                notes.append(
-                    self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, [record])
-                )
-        placed = await asyncio.gather(*(self._commit(a, r, fence) for a, r in decided), *notes)
+                work.notes.append(self._unjudgeable(key, item.action, unjudgeable))
+                return None
+            if decision.cluster is None and not decision.never_fits:
+                decision = self._explain_wait(item, decision, work.snapshots)
+                if item.max_wait is None and not self._admin.policy.tiers and group is not None:
+                    work.blocked[group] = decision  # neither the wait nor the tiers depend on how long it waited
+        waiting = decision.cluster is None and not decision.never_fits
+        waited_out = False
+        if waiting and item.max_wait is not None:
+            waited_out = item.demand.waited_seconds >= item.max_wait[0]
+            work.due(item.max_wait[0] - item.demand.waited_seconds)
+        if waiting and not waited_out and self._queue.noted.get(key) == decision.reason:
+            return decision.reason  # still waiting, for the reason already recorded
+        record = record_put(item, work.seen, decision, work.now, work.fence.mod_revision if work.fence else None)
+        if decision.cluster is not None:
+            assert assignment is not None
+            work.decided.append((assignment, record))
+            self._runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
+            self._queue.drop(key)
+            if work.seen:
+                i = work.position[decision.cluster]
+                work.seen[i] = json.dumps(snapshot_to_dict(work.snapshots[i]))
+        elif decision.never_fits:
+            detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
+            message = f"{decision.reason} ({detail})" if detail else decision.reason
+            # No retry could ever fit it either: the user's to fix (smaller resources), failed at once.
+            error = NonRecoverableError.info(message, code="NeverFits")
+            work.notes.append(self._fail_queued(item.action, error, record))
+        elif waited_out:
+            assert item.max_wait is not None
+            error = waited_too_long(item.demand.waited_seconds, *item.max_wait, decision.reason)
+            work.notes.append(self._fail_queued(item.action, error, record))
+        else:
+            self._queue.note(key, decision.reason)
+            action = item.action
+            work.notes.append(
+                self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, [record])
+            )
+            return decision.reason
+        return None
+
+    async def _finish(self, work: _Pass) -> float | None:
+        """Write the pass's decisions and notes, and send each agent its assignments."""
+        decided = work.decided
+        placed = await asyncio.gather(*(self._commit(a, r, work.fence) for a, r in decided), *work.notes)
         assigned: dict[str, list[Assignment]] = defaultdict(list)
         for result in placed[: len(decided)]:
             if isinstance(result, Assignment):
@@ -278,7 +348,7 @@ class Placer:
             session = self._sessions.sessions.get(cluster)
             if session is not None:
                 deliver(session, assignments)
-        return next_due
+        return work.next_due
 
     async def reserve_inflight(self, actions: list[ActionSummary]) -> None:
         """After a restart: what placed and running actions hold is held again, so it comes back when they end."""
@@ -427,7 +497,7 @@ class Placer:
 
     async def _unjudgeable(self, key: Key, action: ActionSummary, error: Exception) -> None:
         """Fail an action placement cannot judge (a spec or override it cannot read), so it stalls nobody else."""
-        self.queue.pop(key, None)
+        self._queue.drop(key)
         reason = error.message if isinstance(error, DomainError) else f"{type(error).__name__}: {error}"
         log.warning("failing %s/%s: placement cannot judge it: %s", action.run, action.name, reason)
         message = f"placement cannot judge this action: {reason}"[:65_536]

@@ -40,6 +40,7 @@ from flyte._wire import (
     WireValue,
 )
 from flyte.errors import ActionAbortedError, RetriesExhaustedError, is_retryable
+from gateway._decoded import DecodedActions
 from gateway._domain_errors import (
     Busy,
     Conflict,
@@ -111,6 +112,8 @@ class Runs:
         self.registry = registry
         self.tracing = tracing or GatewayTracing(store, enabled=False)
         self._commit = GroupCommit(store)
+        self.decoded = DecodedActions()
+        """Action records by (key, revision): each decoded once, and the ones written here never."""
         self._uncounted: dict[str, int] = {}
         """New actions per run not yet added to the run record's `action_count`."""
         self._counter: asyncio.Task[None] | None = None
@@ -123,6 +126,9 @@ class Runs:
     def store(self) -> Store:
         """The state store (placement reads the blob records of an action's inputs from it)."""
         return self._store
+
+    def _decode(self, kv: KeyValue) -> ActionSummary:
+        return self.decoded.decode(kv.key, kv.value, kv.mod_revision)
 
     async def get_run(self, run: str) -> RunSummary:
         kv = await self._store.get(run_key(run))
@@ -166,13 +172,13 @@ class Runs:
         kv = await self._store.get(action_key(run, action))
         if kv is None:
             raise NotFound(f"run {run} has no action {action}")
-        return decode_action(kv)
+        return self._decode(kv)
 
     async def list_actions(
         self, run: str, parent: str | None = None, phase: Phase | None = None
     ) -> tuple[list[ActionSummary], int]:
         kvs, revision = await self._store.range(actions_prefix(run))
-        actions = [decode_action(kv) for kv in kvs]
+        actions = [self._decode(kv) for kv in kvs]
         if parent is not None:
             actions = [a for a in actions if a.parent == parent]
         if phase is not None:
@@ -271,7 +277,7 @@ class Runs:
         """Add a child action; a resubmission of the same name answers the existing action."""
         existing = await self._store.get(action_key(run, request.name))
         if existing is not None:
-            return self._same_submission(decode_action(existing), request), False
+            return self._same_submission(self._decode(existing), request), False
         run_record = await self.get_run(run)
         if run_record.phase.is_terminal:
             raise Conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
@@ -281,7 +287,7 @@ class Runs:
         task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
         _check_inputs(request.inputs, task.spec)
         now = time.time()
-        traceparent, span_parent = self.tracing.child_context(request.traceparent, lambda: decode_action(parent))
+        traceparent, span_parent = self.tracing.child_context(request.traceparent, lambda: self._decode(parent))
         action = ActionSummary(
             name=request.name,
             parent=request.parent,
@@ -300,7 +306,7 @@ class Runs:
         )
         action = await self._with_cache(action, task.spec, run_record)
         key = action_key(run, request.name)
-        ops: list[Op] = [Put(key, _encode(action))]
+        ops: list[Op] = [Put(key, self.decoded.written(key, _encode(action), action))]
         spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
         if spans is not None:
             ops.append(spans.put)
@@ -309,10 +315,10 @@ class Runs:
             if spans is not None:
                 self.tracing.written(spans)
             self._count_new_action(run)
-            return action.model_copy(update={"revision": result.revision}), True
+            return self.decoded.remember(key, action.model_copy(update={"revision": result.revision})), True
         current = result.current[action_key(run, request.name)]
         assert current is not None
-        return self._same_submission(decode_action(current), request), False
+        return self._same_submission(self._decode(current), request), False
 
     async def _with_cache(self, action: ActionSummary, spec: TaskSpec, run: RunSummary) -> ActionSummary:
         """Attach the cache key of a cached task; on a hit, the action is born succeeded with the cached output."""
@@ -377,7 +383,7 @@ class Runs:
             kv = await self._store.get(key)
             if kv is None:
                 raise NotFound(f"run {run} has no action {action}")
-            current = decode_action(kv)
+            current = self._decode(kv)
             if _late_start(current, event):
                 return current
             updated = _transition(current, event)
@@ -389,7 +395,7 @@ class Runs:
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, kv.mod_revision)] if fence is None else [Compare(key, kv.mod_revision), fence]
-            ops: list[Op] = [Put(key, _encode(updated)), *also]
+            ops: list[Op] = [Put(key, self.decoded.written(key, _encode(updated), updated)), *also]
             if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(cache_entry_key(updated.cache_key), updated.output.model_dump_json().encode()))
             uncounted = 0
@@ -414,7 +420,7 @@ class Runs:
             if result.succeeded:
                 if spans is not None:
                     self.tracing.written(spans)
-                return updated.model_copy(update={"revision": result.revision})
+                return self.decoded.remember(key, updated.model_copy(update={"revision": result.revision}))
             self._count_new_action(run, uncounted)
             if fence is not None and await self._fenced(fence):
                 raise Fenced(f"refused {event.phase.value} for {run}/{action}: the term it was decided in has ended")
@@ -522,14 +528,16 @@ class Runs:
             kv = await self._store.get(key)
             if kv is None:
                 return False
-            current = decode_action(kv)
+            current = self._decode(kv)
             changed = change(current)
             if changed is None:
                 return False
             if changed is current:
                 return True
-            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, _encode(changed)), *also])
+            data = self.decoded.written(key, _encode(changed), changed)
+            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, data), *also])
             if result.succeeded:
+                self.decoded.remember(key, changed.model_copy(update={"revision": result.revision}))
                 return True
         return False
 
@@ -589,7 +597,7 @@ class Runs:
     async def _abort_actions(self, run: str, reason: str) -> None:
         for _ in range(_CAS_ATTEMPTS):
             kvs, _ = await self._store.range(actions_prefix(run))
-            live = [kv for kv in kvs if not decode_action(kv).phase.is_terminal]
+            live = [kv for kv in kvs if not self._decode(kv).phase.is_terminal]
             if not live:
                 return
             now = time.time()
@@ -597,7 +605,7 @@ class Runs:
             for batch in _batches(live, MAX_TXN_OPS - 1):
                 compares = [Compare(kv.key, kv.mod_revision) for kv in batch]
                 update = {"phase": Phase.ABORTED, "ended_at": now, "updated_at": now, "error": _aborted_error(reason)}
-                aborted = [decode_action(kv).model_copy(update=update) for kv in batch]
+                aborted = [self._decode(kv).model_copy(update=update) for kv in batch]
                 ops: list[Op] = [Put(kv.key, _encode(action)) for kv, action in zip(batch, aborted, strict=True)]
                 spans = self.tracing.ended(*aborted)
                 if spans is not None:

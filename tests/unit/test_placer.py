@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from dispatcher_parts import Domain, cluster, dispatcher, domain, leading, new_run, settle, socket, stopped
+from dispatcher_parts import Domain, child, cluster, dispatcher, domain, leading, new_run, settle, socket, stopped
 
 from flyte._retrying import RetryDelay
 from flyte._wire import ActionEvent, AssignMessage, ErrorInfo, Phase
@@ -177,3 +177,26 @@ async def test_a_dispatcher_loop_that_stops_on_a_bug_marks_the_dispatcher_failed
         assert "the dispatcher stopped: AttributeError: a bug" in health.text
     finally:
         await dispatch.stop()
+
+
+async def test_after_room_frees_the_oldest_waiting_sibling_is_placed_and_the_others_keep_their_reason(
+    d: Domain,
+) -> None:
+    dispatch = dispatcher(d)
+    session = await dispatch.open_session(cluster("east", cpu=4.0), socket())
+    run = await new_run(d.runs)
+    await placed(dispatch)  # the parent holds 1 cpu: room for 3 children
+    names = [await child(d.runs, run, f"a{i:020d}") for i in range(6)]
+    await placed(dispatch)
+    phases = [(await d.runs.get_action(run, n)).phase for n in names]
+    assert phases == [Phase.PLACED] * 3 + [Phase.QUEUED] * 3
+    reasons = {(await d.runs.get_action(run, n)).waiting for n in names[3:]}
+    assert len(reasons) == 1
+    assert None not in reasons
+
+    await d.runs.report(run, names[1], ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=session.epoch))
+    await d.runs.report(run, names[1], ActionEvent(phase=Phase.SUCCEEDED, attempt=1))
+    await placed(dispatch)  # the room it held is back: the pass looks at the whole queue again
+    phases = [(await d.runs.get_action(run, n)).phase for n in names]
+    assert phases == [Phase.PLACED, Phase.SUCCEEDED, Phase.PLACED, Phase.PLACED, Phase.QUEUED, Phase.QUEUED]
+    assert {(await d.runs.get_action(run, n)).waiting for n in names[4:]} == reasons

@@ -25,7 +25,7 @@ class WorkerSubmit(WireModel):
 
 
 class WorkerWatch(WireModel):
-    """Stream the children of `parent`: a snapshot of those that exist, then every change."""
+    """Stream the children of `parent`: a snapshot of those that exist, then each one that ends."""
 
     type: Literal["watch"] = "watch"
     id: int = 0
