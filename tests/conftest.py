@@ -63,11 +63,26 @@ def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
         cluster.stop()
 
 
+def _require_weed() -> None:
+    require(None if weed_binary() else "no `weed` binary beside python or on PATH", WEED_INSTALL)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One S3-compatible server (SeaweedFS) for the session, bucket `flyte`; tests isolate by key prefix."""
-    require(None if weed_binary() else "no `weed` binary beside python or on PATH", WEED_INSTALL)
+    _require_weed()
     server = S3Server(tmp_path_factory.mktemp("s3") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_fresh(tmp_path: Path) -> Iterator[S3Server]:
+    """An S3 server of this test's own, for tests (and fault rows) that stop it."""
+    _require_weed()
+    server = S3Server(tmp_path / "s3").start()
     try:
         yield server
     finally:

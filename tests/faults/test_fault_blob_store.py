@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from federation import Federation, Ledger, Recovery, check_invariants
-from prerequisites import WEED_INSTALL, require
 from s3_server import S3Server
 from waiting import assert_eventually
 
 import flyte
-from flyte.cli._s3_local import weed_binary
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,25 +60,15 @@ async def main(n: int, ledger: str, hold: float) -> int:
 """
 
 
-@pytest.fixture
-def own_s3(tmp_path: Path) -> Iterator[S3Server]:
-    require(None if weed_binary() else "no `weed` binary beside python or on PATH", WEED_INSTALL)
-    server = S3Server(tmp_path / "s3").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.seeds(1)
 def test_the_blob_store_down_mid_run_retries_attempts_as_system_errors_and_loses_nothing(
-    federation: Federation, own_s3: S3Server, seed: int, recovery: Recovery, monkeypatch: pytest.MonkeyPatch
+    federation: Federation, s3_fresh: S3Server, seed: int, recovery: Recovery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(seed)
     # The gateway, the agents and their workers take the environment of this process.
-    for name, value in {**own_s3.env(), "FLYTE_STORE_OUTAGE_SECONDS": str(BUDGET)}.items():
+    for name, value in {**s3_fresh.env(), "FLYTE_STORE_OUTAGE_SECONDS": str(BUDGET)}.items():
         monkeypatch.setenv(name, value)
-    federation.blobs = f"s3://{own_s3.bucket}/faults"
+    federation.blobs = f"s3://{s3_fresh.bucket}/faults"
     federation.start_gateway()
     for name in ("a", "b"):
         federation.start_agent(name)
@@ -93,11 +79,11 @@ def test_the_blob_store_down_mid_run_retries_attempts_as_system_errors_and_loses
     run = flyte.run(program.main, n=n, ledger=str(ledger.path), hold=hold)
     assert_eventually(lambda: len(ledger.started(run.name)) >= n, timeout=60)
     stopped_at = time.monotonic()
-    own_s3.stop()
+    s3_fresh.stop()
     # The steps end during the outage: their outputs cannot be stored, and the attempts fail as system errors.
     assert_eventually(lambda: any(a.system_failures for a in federation.actions(run.name)), timeout=OUTAGE)
     time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped_at)))  # the outage is the fault: it lasts its length
-    own_s3.start()
+    s3_fresh.start()
     back = time.monotonic()
     assert run.outputs() == (sum(i * i for i in range(n)),), f"seed={seed}"
     recovery.record(time.monotonic() - back, bound=30.0, what="run done")

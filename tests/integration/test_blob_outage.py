@@ -13,32 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prerequisites import WEED_INSTALL, require
 from processes import GatewayProcess
 from s3_server import S3Server
 from waiting import assert_eventually
 
 from flyte._client import GatewayBlobs
-from flyte.cli._s3_local import weed_binary
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def own_s3(tmp_path: Path) -> Iterator[S3Server]:
-    require(None if weed_binary() else "no `weed` binary beside python or on PATH", WEED_INSTALL)
-    server = S3Server(tmp_path / "s3").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, own_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayProcess]:
-    for name, value in own_s3.env().items():
+def gateway(tmp_path: Path, s3_fresh: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayProcess]:
+    for name, value in s3_fresh.env().items():
         monkeypatch.setenv(name, value)
-    extra = ["--blobs", f"s3://{own_s3.bucket}/outage"]
+    extra = ["--blobs", f"s3://{s3_fresh.bucket}/outage"]
     process = GatewayProcess("memory", tmp_path / "gateway", extra_args=extra).start()
     try:
         yield process
@@ -47,20 +35,20 @@ def gateway(tmp_path: Path, own_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_an_upload_during_a_store_outage_lands_once_the_store_is_back(
-    tmp_path: Path, gateway: GatewayProcess, own_s3: S3Server
+    tmp_path: Path, gateway: GatewayProcess, s3_fresh: S3Server
 ) -> None:
     data = os.urandom(2 * 1024 * 1024)
     path = tmp_path / "payload.bin"
     path.write_bytes(data)
     blobs = GatewayBlobs(gateway.endpoint, gateway.token, "alpha")
-    own_s3.stop()
+    s3_fresh.stop()
     outcome: list[object] = []
     upload = threading.Thread(target=lambda: outcome.append(_try(lambda: blobs.put_file(path))), daemon=True)
     upload.start()
     # The client goes back for a fresh URL after each refused PUT: a second URL issued means it is retrying.
     assert_eventually(lambda: _upload_urls_issued(gateway) >= 2, timeout=30, interval=0.2)
     assert not outcome, "still retrying while the store is down"
-    own_s3.start()
+    s3_fresh.start()
     upload.join(timeout=90)
     assert outcome == [f"blob:{hashlib.sha256(data).hexdigest()}"]
     assert blobs.get(str(outcome[0])) == data
