@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import os
 import re
 import time
@@ -26,6 +27,7 @@ from flyte._wire import (
     ActionSubmitRequest,
     ActionSummary,
     BlobTransfer,
+    CloseCode,
     DeployRequest,
     ErrorBody,
     Phase,
@@ -48,7 +50,7 @@ from gateway._registry import Registry
 from gateway._runs import Runs, decode_event
 from gateway._s3_multipart import MULTIPART_ID, PART_NUMBERS
 from gateway._values import INLINE_VALUE_LIMIT
-from gateway.store import Compacted, EventType, Store
+from gateway.store import Compacted, EventType, Store, StoreError
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,6 +59,8 @@ JSON_BODY_LIMIT = 16 * 1024 * 1024
 """The largest JSON request body; blobs have their own, larger limit."""
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _SNAPSHOT_CHUNK = 500
+
+log = logging.getLogger("flyte.gateway.api")
 
 
 @dataclass(frozen=True)
@@ -538,6 +542,9 @@ async def serve_watch(
     await ws.prepare(request)
     svc.watchers.add(ws)
     stream = asyncio.create_task(follow(ws))
+    # A stream that ends on its own (its store failing, say) must close the socket: heartbeats alone would keep the
+    # client waiting forever for changes that never come.
+    stream.add_done_callback(lambda _: _spawn(_end_watch(ws, stream)))
     try:
         async for message in ws:
             if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
@@ -549,6 +556,25 @@ async def serve_watch(
         svc.watchers.discard(ws)
         await ws.close()
     return ws
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _spawn(closing: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(closing)
+    _closing.add(task)  # held until done: the loop keeps only weak references to tasks
+    task.add_done_callback(_closing.discard)
+
+
+async def _end_watch(ws: web.WebSocketResponse, stream: asyncio.Task[None]) -> None:
+    if stream.cancelled() or ws.closed:
+        return
+    error = stream.exception()
+    if error is not None and not isinstance(error, StoreError):
+        log.error("a watch stream failed", exc_info=error)
+    reason = "the gateway cannot follow its store now; resume from the last revision seen"
+    await ws.close(code=CloseCode.STORE_UNAVAILABLE, message=reason.encode())
 
 
 async def _stream(

@@ -104,7 +104,11 @@ class EtcdStore:
         manager.target = grpc_target(members)
         # gRPC backs off reconnecting for up to 2 minutes by default, failing every call meanwhile; a gateway should
         # be ready again within a second of etcd coming back.
+        # etcd refuses keepalive pings on a connection without a stream (GOAWAY too_many_pings, then a reconnect):
+        # an idle client pings nobody, and one with a watch or a lease stream open pings as before.
+        manager.grpc_options = [o for o in manager.grpc_options if o[0] != "grpc.keepalive_permit_without_calls"]
         manager.grpc_options += [
+            ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),

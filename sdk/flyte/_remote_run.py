@@ -23,7 +23,7 @@ from ._remote_task import RemoteTask
 from ._retrying import RetryDelay
 from ._run_state import RunOptions
 from ._task import TaskTemplate
-from ._wire import ActionSummary, Phase, RunCreateRequest, RunSummary, WatchMessage, WireValue
+from ._wire import ActionSummary, CloseCode, Phase, RunCreateRequest, RunSummary, WatchMessage, WireValue
 from .errors import from_info
 
 _RECONNECT_FIRST = 0.1
@@ -141,10 +141,10 @@ class RemoteRun:
                 url += f"from_revision={revision + 1}"
             try:
                 async with self._client._http().ws_connect(url, heartbeat=15.0) as ws:
-                    retry.reset()
                     async for message in ws:
                         if message.type is not aiohttp.WSMsgType.TEXT:
                             break
+                        retry.reset()
                         update = WatchMessage.model_validate_json(message.data)
                         revision = max(revision, update.revision)
                         for action in update.actions:
@@ -154,19 +154,22 @@ class RemoteRun:
                                 self._summary = await self._client.get_run(self._id)
                                 if self._summary.phase.is_terminal:
                                     return
+                if ws.close_code == CloseCode.STORE_UNAVAILABLE:
+                    # This replica cannot follow its store now: another one may.
+                    self._client.fail_over(endpoint)
             except aiohttp.ClientError:
                 # Resumed from the last revision seen, on another replica if there is one.
                 self._client.fail_over(endpoint)
-                await retry.sleep()
+            # The stream ended before the run did (a replica going away, a store failing): look, then resume.
             try:
                 self._summary = await self._client.get_run(self._id)
             except GatewayError as error:
                 # A gateway restarting, or without its store for a while, answers 503 or not at all: follow on.
                 if error.status != 503:
                     raise
-                continue
             if self._summary.phase.is_terminal:
                 return
+            await retry.sleep()
 
     def outputs(self) -> tuple[Any, ...]:
         from ._run import RunOutputs

@@ -16,7 +16,8 @@ import logging
 import time
 import urllib.parse
 from collections import defaultdict
-from typing import TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 import pydantic
@@ -113,10 +114,23 @@ class WorkerLink:
                 log.warning("cannot reach the gateway (%s); retrying in %.2fs", error, delay)
                 await asyncio.sleep(delay)
         self._connected.set()
+        # Watched again as requests of their own (not from this reader's task, which their answers need): one the
+        # gateway cannot serve yet is retried, so a child that ended meanwhile is not missed.
         for parent in self._watched:
-            await self._send(WorkerWatch(run=self.run, parent=parent))
+            self._in_background(self._watch_again(parent))
         for request_id, (_, message) in list(self._pending.items()):
             await self._send_raw(message.model_copy(update={"id": request_id}))
+
+    async def _watch_again(self, parent: str) -> None:
+        try:
+            await self._request(WorkerWatch(run=self.run, parent=parent))
+        except LinkError as error:
+            log.error("cannot watch the children of %s again: %s", parent, error.message)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         self._closing = True
@@ -227,9 +241,7 @@ class WorkerLink:
 
     def record_trace(self, action: str, key: str, trace: WireTrace) -> None:
         """Send a checkpoint now, without waiting for an answer: losing one only means running it again."""
-        task = asyncio.ensure_future(self._send(WorkerTrace(run=self.run, action=action, key=key, trace=trace)))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._send(WorkerTrace(run=self.run, action=action, key=key, trace=trace)))
 
     async def traces(self, action: str) -> dict[str, WireTrace]:
         return (await self._request(WorkerTraces(run=self.run, action=action))).traces

@@ -10,10 +10,12 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,10 @@ def test_a_store_outage_is_a_503_loses_nothing_and_recovers(
     # Acknowledged just before the outage: these must all be there after it.
     acknowledged = [flyte.run(program.main, n=1, ledger=str(ledger.path), hold=0.0).name for _ in range(3)]
     assert_eventually(lambda: len(ledger.started(run.name)) >= n, timeout=60)
+    # A user following the run through the outage: the gateway's watch fails with its store, and the user's resumes.
+    following = threading.Event()
+    follower = ThreadPoolExecutor(1).submit(run.wait, on_change=lambda _: following.set())
+    assert following.wait(timeout=30), f"seed={seed}: the run's watch never opened"
     stopped_at = time.monotonic()
     federation.etcd.stop()
     assert_eventually(lambda: not ready(federation), timeout=15)
@@ -86,6 +92,7 @@ def test_a_store_outage_is_a_503_loses_nothing_and_recovers(
     back = time.monotonic()
     assert_eventually(lambda: ready(federation), timeout=30)
     recovery.record(time.monotonic() - back, bound=2 * federation.lease_ttl + FIRST_SYSTEM_BACKOFF, what="ready")
+    follower.result(timeout=60)
     assert run.outputs() == (expected(n),), f"seed={seed}"
     check_invariants(federation, run.name, ledger, seed)
     for name in acknowledged:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 
 class CloseCode(IntEnum):
-    """Why the gateway closed an agent's or worker's WebSocket (the 4000-4999 range is the application's own)."""
+    """Why the gateway closed a WebSocket (the 4000-4999 range is the application's own)."""
 
     REPLACED = 4000
     """A newer session of the same cluster took over: this one is fenced, its work moved or kept by the new one."""
@@ -22,7 +22,8 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4403
     """The token may not act as what the hello claims (another cluster, say)."""
     STORE_UNAVAILABLE = 4503
-    """The gateway could not open the session in its store now: retry with backoff."""
+    """The gateway could not serve the socket from its store now (open a session, follow a watch): retry with backoff
+    (a watch resumes from its last revision)."""
 
 
 class WireModel(BaseModel):
