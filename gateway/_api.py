@@ -71,6 +71,11 @@ class Services:
     blobs: ClusterBlobStores
     metrics: Metrics
     watchers: set[web.WebSocketResponse]
+    """Open watch streams (API and UI)."""
+    links: set[web.WebSocketResponse]
+    """Open agent sessions and worker links. Closed, with the watches, when the gateway shuts down: a peer told
+    the replica is going away reconnects (to another, if there are several) at once, and the shutdown does not wait
+    for it to notice on its own."""
 
 
 SERVICES = web.AppKey("services", Services)

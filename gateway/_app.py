@@ -10,7 +10,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import flyte
@@ -72,6 +72,7 @@ def create_app(
         blobs=ClusterBlobStores(blobs or LocalBlobStore(blobs_dir, store), store),
         metrics=metrics,
         watchers=set(),
+        links=set(),
     )
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
@@ -103,7 +104,7 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    app.on_shutdown.append(_close_watchers)
+    app.on_shutdown.append(_close_sockets)
     return app
 
 
@@ -234,6 +235,10 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-async def _close_watchers(app: web.Application) -> None:
-    for ws in list(app[SERVICES].watchers):
-        await ws.close(code=1001, message=b"gateway shutting down")
+async def _close_sockets(app: web.Application) -> None:
+    svc = app[SERVICES]
+    sockets = [*svc.watchers, *svc.links]
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down") for ws in sockets),
+        return_exceptions=True,
+    )

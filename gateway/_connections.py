@@ -82,6 +82,15 @@ async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=5.0, max_msg_size=8 * 1024 * 1024)
     await ws.prepare(request)
+    links = services(request).links
+    links.add(ws)
+    try:
+        return await _serve_agent(request, ws)
+    finally:
+        links.discard(ws)
+
+
+async def _serve_agent(request: web.Request, ws: web.WebSocketResponse) -> web.WebSocketResponse:
     dispatcher = request.app[DISPATCHER]
     try:
         first = await ws.receive(timeout=10)
@@ -253,6 +262,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
 
     writer = asyncio.create_task(_writer(ws, outbox))
     handlers: set[asyncio.Task[None]] = set()
+    svc.links.add(ws)
     try:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
@@ -264,6 +274,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
             handlers.add(task)
             task.add_done_callback(handlers.discard)
     finally:
+        svc.links.discard(ws)
         dispatcher.unwatch(send)
         for handler in handlers:
             handler.cancel()

@@ -154,8 +154,8 @@ class RemoteRun:
                                 self._summary = await self._client.get_run(self._id)
                                 if self._summary.phase.is_terminal:
                                     return
-                if ws.close_code == CloseCode.STORE_UNAVAILABLE:
-                    # This replica cannot follow its store now: another one may.
+                if ws.close_code in (CloseCode.STORE_UNAVAILABLE, aiohttp.WSCloseCode.GOING_AWAY):
+                    # This replica cannot follow its store now, or is shutting down: another one may.
                     self._client.fail_over(endpoint)
             except aiohttp.ClientError:
                 # Resumed from the last revision seen, on another replica if there is one.

@@ -402,9 +402,10 @@ def test_an_actions_report_shows_sandboxed_on_its_page(rig: Rig, endpoint: str, 
     )
     page.click("#detail-tab-report")
     report = page.frame_locator("#report")
-    expect(report.locator("#greeting")).to_have_text("Hello from the report")
+    # The frame loads the report in a request of its own: on a busy machine that outlasts expect's default 5 s.
+    expect(report.locator("#greeting")).to_have_text("Hello from the report", timeout=PHASE_TIMEOUT)
     # The page's scripts run, but in an opaque origin: no cookie, and the API neither answers them nor is read.
-    expect(report.locator("#probe")).to_have_text("cookie blocked, api blocked")
+    expect(report.locator("#probe")).to_have_text("cookie blocked, api blocked", timeout=PHASE_TIMEOUT)
     expect(page.locator("#report")).to_have_attribute("sandbox", "allow-scripts")
     _screenshot(page, artifacts, "report.png")
 
