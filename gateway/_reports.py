@@ -1,6 +1,7 @@
 """An action's `flyte.report` page, served for the UI to show in a sandboxed frame.
 
     GET /api/v1/runs/{run}/actions/{action}/report      the page (text/html), 404 when the action has none
+                                                        (HEAD: the same answer without its body)
 
 A worker records its report as a blob reference in the action's trace entry `flyte.report`
 (`flyte._remote_controller.REPORT_TRACE_KEY`); this route reads that entry and streams the blob.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import base64
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from flyte._remote_controller import REPORT_TRACE_KEY
 from flyte._wire import WireTrace
@@ -53,7 +54,11 @@ async def get_report(request: web.Request) -> web.StreamResponse:
         raise not_found(f"the report of action {action.name} is no longer stored")
     response = web.StreamResponse(headers=REPORT_HEADERS)
     await response.prepare(request)
-    async for chunk in svc.blobs.chunks(digest):
-        await response.write(chunk)
+    # aiohttp leaves a streamed HEAD answer's body to its handler, and would send what it is given: bytes after the
+    # headers of a HEAD answer, which the client reads as the start of its next answer on the kept-alive connection
+    # (the UI's HEAD and then its frame's GET: the frame showed an invalid response instead of the report).
+    if request.method != hdrs.METH_HEAD:
+        async for chunk in svc.blobs.chunks(digest):
+            await response.write(chunk)
     await response.write_eof()
     return response

@@ -9,12 +9,14 @@ once. Screenshots go to the test's artifacts, and to docs/screenshots/ when FLYT
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -387,6 +389,21 @@ def _headers(endpoint: str, path: str, headers: dict[str, str]) -> dict[str, str
         return dict(response.headers)
 
 
+def _head_then_get(endpoint: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, int, bytes]:
+    """A HEAD and then a GET of `path` on one kept-alive connection, as a browser sends them: both statuses, bodies."""
+    address = urllib.parse.urlsplit(endpoint)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+    try:
+        connection.request("HEAD", path, headers=headers)
+        head = connection.getresponse()
+        head_body = head.read()
+        connection.request("GET", path, headers=headers)
+        get = connection.getresponse()
+        return head.status, head_body, get.status, get.read()
+    finally:
+        connection.close()
+
+
 def test_an_actions_report_shows_sandboxed_on_its_page(rig: Rig, endpoint: str, page: Page, artifacts: Path) -> None:
     program = rig.cwd / "ui_report_program.py"
     program.write_text(REPORT_PROGRAM)
@@ -419,6 +436,12 @@ def test_an_actions_report_shows_sandboxed_on_its_page(rig: Rig, endpoint: str, 
     assert headers["Content-Security-Policy"] == "sandbox allow-scripts"
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Content-Type"].startswith("text/html")
+    # The UI asks with a HEAD before it shows the frame, whose GET the browser then sends on the same connection:
+    # a HEAD answer with bytes after its headers would be read as the GET's (an invalid response, an empty frame).
+    head_status, head_body, get_status, page_body = _head_then_get(endpoint, path, admin)
+    assert (head_status, head_body) == (200, b"")
+    assert get_status == 200
+    assert b"Hello from the report" in page_body
     # Another project's token learns nothing about the run, nor whether it has a report.
     request = urllib.request.Request(
         endpoint + "/api/v1/tokens",
