@@ -153,6 +153,8 @@ class AgentSessions:
         self._closing: set[asyncio.Task[None]] = set()
         self.live: dict[str, LiveCluster] = {}
         """Every cluster with a session key, on whichever replica its agent is: where the leader places."""
+        self._based_on: dict[str, _Report] = {}
+        """The agent report each cluster's free room was last based on (`_stated`)."""
         self.leading = False
         """Whether this replica leads: only the leader moves the work of a cluster whose session ended."""
 
@@ -186,8 +188,14 @@ class AgentSessions:
         if not state.connected:
             self.live.pop(cluster, None)  # placement passes it by; its lease decides about the work it holds
             return
-        # Seen late (after placements since) it is still right: what those hold is subtracted from the base.
-        self._reservations.rebase(cluster, state.free, {attempt_of(key) for key in state.running})
+        # Seen late (after placements since) it is still right: what those hold is subtracted from the base. Seen
+        # again (taking the lead, a re-list, a busy agent's key rewritten for its warm slots) it is not: an attempt
+        # it lists that ended since was released, and the base still leaves its room out for as long as the agent
+        # stays busy. So a report is the base once.
+        report = _report_of(state)
+        if self._based_on.get(cluster) != report:
+            self._reservations.rebase(cluster, state.free, {attempt_of(key) for key in state.running})
+            self._based_on[cluster] = report
         self.live[cluster] = LiveCluster(state.epoch, state.warm)
         self._rescan()
 
@@ -231,6 +239,7 @@ class AgentSessions:
         revision = await self._store.put(session_key(record.name), state.model_dump_json().encode(), lease=lease.id)
         old = self.sessions.get(record.name)
         free = self._reservations.rebase(record.name, dict(record.free), {attempt_of(key) for key in running})
+        self._based_on[record.name] = _report_of(state)
         session = AgentSession(
             record=record, epoch=epoch, lease=lease.id, ws=ws, free=free, key_revision=revision, state=state
         )
@@ -401,6 +410,14 @@ class AgentSessions:
         await self._runs.report(
             run, name, ActionEvent(phase=Phase.FAILED, attempt=attempt, cluster=cluster, epoch=epoch, error=error)
         )
+
+
+_Report = tuple[int, tuple[tuple[str, float], ...], tuple[str, ...]]
+
+
+def _report_of(state: SessionState) -> _Report:
+    """What an agent reported of its room: the session's epoch, its free room and the attempts it ran then."""
+    return state.epoch, tuple(sorted((state.free or {}).items())), tuple(sorted(state.running))
 
 
 def attempt_of(key: str) -> Attempt:

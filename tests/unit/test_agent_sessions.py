@@ -114,6 +114,26 @@ async def test_a_restarted_agent_that_lost_its_work_has_it_moved_at_once(d: Doma
     assert "restarted without it" in action.error.message
 
 
+async def test_a_session_key_read_again_does_not_take_back_room_given_back_since(
+    d: Domain, dispatch: Dispatcher
+) -> None:
+    run = await new_run(d.runs)
+    await dispatch.open_session(cluster("east"), socket())
+    await settle(lambda: dispatch.index.where.get((run, "a0")) == "east")
+    capacity = cluster("east").capacity["cpu"]
+    placed = dispatch.reservations.free("east")["cpu"]
+    assert placed < capacity
+    # The agent comes back running a0: its report of free room leaves a0's share out.
+    back = cluster("east").model_copy(update={"free": {**cluster("east").free, "cpu": placed}})
+    session = await dispatch.open_session(back, socket(), running=[f"{run}/a0/1"])
+    for phase in (Phase.RUNNING, Phase.SUCCEEDED):
+        await d.runs.report(run, "a0", ActionEvent(phase=phase, attempt=1, cluster="east", epoch=session.epoch))
+    await settle(lambda: dispatch.reservations.free("east")["cpu"] == capacity)
+    # Taking the lead reads every session key again: the one written when the session opened still lists a0.
+    await dispatch.agents.load_live()
+    assert dispatch.reservations.free("east")["cpu"] == capacity
+
+
 def no_wait() -> RetryDelay:
     return RetryDelay(1.0, 1.0, draw=lambda ceiling: ceiling)
 
