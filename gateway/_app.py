@@ -14,12 +14,11 @@ from aiohttp import WSCloseCode, web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import flyte
-from flyte._paths import private_dir
 from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
 from gateway._blob_stores import ClusterBlobStores
 from gateway._blobs import BlobStore, LocalBlobStore
-from gateway._connections import LOGS_DIR, agent_connect, get_logs, worker_connect
+from gateway._connections import agent_connect, get_logs, worker_connect
 from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._errors import error_middleware
 from gateway._event_acks import EVENT_ACKS, EventAcks
@@ -47,7 +46,6 @@ MAX_BODY = 256 * 1024 * 1024
 def create_app(
     store: Store,
     blobs_dir: Path,
-    logs_dir: Path | None = None,
     blobs: BlobStore | None = None,
     secret_key: AESGCM | None = None,
     retention: Retention | None = None,
@@ -80,7 +78,6 @@ def create_app(
     app[EVENT_ACKS] = EventAcks()
     add_scheduler(app)
     add_notifier(app, store, smtp)
-    app[LOGS_DIR] = private_dir(logs_dir or blobs_dir.parent / "logs")
     app[RETENTION] = retention or Retention()
     app[HISTORY] = HISTORY_KEPT if history_kept is None else history_kept
     app[ELECTION] = Election(store, replica or default_replica_name(), _leader_duties(app), ttl=LEADER_TTL)
@@ -161,9 +158,7 @@ def _leader_duties(app: web.Application) -> Lead:
                 duties.create_task(_compact_forever(store, app[HISTORY]), name="compaction")
                 retention = app[RETENTION]
                 if retention.enabled:
-                    duties.create_task(
-                        retain_forever(store, retention, app[SERVICES].blobs, app[LOGS_DIR]), name="retention"
-                    )
+                    duties.create_task(retain_forever(store, retention, app[SERVICES].blobs), name="retention")
         finally:
             await app[NOTIFIER].stop()
             await app[SCHEDULER].stop()

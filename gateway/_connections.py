@@ -20,7 +20,6 @@ import os
 import secrets
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import pydantic
 from aiohttp import WSMsgType, web
@@ -66,7 +65,6 @@ from gateway.store import Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
-LOGS_DIR = web.AppKey("logs_dir", Path)
 LOG_LIMIT = int(os.environ.get("FLYTE_ATTEMPT_LOG_LIMIT", str(32 * 1024 * 1024)))
 """The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
 _LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"

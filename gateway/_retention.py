@@ -1,12 +1,12 @@
 """Retention: ended runs older than their project's retention are deleted, with everything keyed by them, and blobs
 nothing retained refers to are collected.
 
-What belongs to a run is found from its record alone, through `run_keys`, `run_prefixes` and `run_logs_dir`: a
-change of key layout (say, runs named per project) is a change to those three functions and nothing else. A run is
-deleted children first and its record last, in transactions of at most `BATCH` keys (shared by small runs) with a
-yield to the event loop between them, so the API stays responsive and a gateway that dies half-way finds the record
-still there and finishes the job on its next pass. Running runs are never touched: only a run whose record says it
-ended (a terminal phase and an `ended_at`) is a candidate.
+What belongs to a run is found from its record alone, through `run_keys` and `run_prefixes` (its logs are keys too,
+under `/flyte/logs/`): a change of key layout (say, runs named per project) is a change to those two functions and
+nothing else. A run is deleted children first and its record last, in transactions of at most `BATCH` keys (shared
+by small runs) with a yield to the event loop between them, so the API stays responsive and a gateway that dies
+half-way finds the record still there and finishes the job on its next pass. Running runs are never touched: only a
+run whose record says it ended (a terminal phase and an `ended_at`) is a candidate.
 
 Blobs are collected by mark and sweep. Mark: every 64-hex-digit string in a value under the prefixes that can refer
 to a blob (runs, actions, task versions, the cache, traces), inline pickles decoded, then every such string inside
@@ -26,11 +26,9 @@ import functools
 import hashlib
 import logging
 import re
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from flyte._wire import ActionSummary, Phase, RunSummary
 from gateway._blobs import BlobStore, BlobStoreUnavailable
@@ -152,10 +150,6 @@ def run_prefixes(run: RunSummary) -> list[str]:
     ]
 
 
-def run_logs_dir(logs_dir: Path, run: RunSummary) -> Path:
-    return logs_dir / run.name
-
-
 # -- deleting ------------------------------------------------------------------------------------------------------
 
 
@@ -207,21 +201,18 @@ async def _cache_entry_written(store: Store, kv: KeyValue) -> str | None:
     return cache_entry_key(action.cache_key)
 
 
-async def _delete_run(deleter: _Deleter, run: RunSummary, logs_dir: Path | None) -> None:
+async def _delete_run(deleter: _Deleter, run: RunSummary) -> None:
     store = deleter.store
     for prefix in run_prefixes(run):
         also = functools.partial(_cache_entry_written, store) if prefix == actions_prefix(run.name) else None
         await deleter.add_prefix(prefix, also)
-    # Logs go before the record: a gateway stopped in between finds the record and finishes the job.
-    if logs_dir is not None:
-        await asyncio.to_thread(shutil.rmtree, run_logs_dir(logs_dir, run), True)
     await deleter.add([key for key in run_keys(run) if await store.get(key) is not None])
 
 
-async def delete_run(store: Store, run: RunSummary, logs_dir: Path | None = None) -> int:
+async def delete_run(store: Store, run: RunSummary) -> int:
     """Delete a run and everything keyed by it; returns the number of keys deleted. Safe to repeat."""
     deleter = _Deleter(store)
-    await _delete_run(deleter, run, logs_dir)
+    await _delete_run(deleter, run)
     await deleter.flush()
     return deleter.deleted
 
@@ -234,12 +225,12 @@ async def expired_runs(store: Store, retention: Retention, now: float) -> list[R
     return expired
 
 
-async def retain_once(store: Store, retention: Retention, logs_dir: Path | None, now: float) -> tuple[int, int]:
+async def retain_once(store: Store, retention: Retention, now: float) -> tuple[int, int]:
     """One pass over the runs; returns (runs deleted, keys deleted)."""
     runs = await expired_runs(store, retention, now)
     deleter = _Deleter(store)
     for run in runs:
-        await _delete_run(deleter, run, logs_dir)
+        await _delete_run(deleter, run)
     await deleter.flush()
     return len(runs), deleter.deleted
 
@@ -310,13 +301,13 @@ async def collect_blobs(store: Store, marker: BlobMarker, grace: float, now: flo
     return len(removed)
 
 
-async def retain_forever(store: Store, retention: Retention, blobs: BlobStore, logs_dir: Path) -> None:
+async def retain_forever(store: Store, retention: Retention, blobs: BlobStore) -> None:
     """The gateway's background task: a retention pass, then a blob collection, every `retention.interval`."""
     marker = BlobMarker(blobs)
     while True:
         await asyncio.sleep(retention.interval)
         try:
-            runs, keys = await retain_once(store, retention, logs_dir, time.time())
+            runs, keys = await retain_once(store, retention, time.time())
             blobs_removed = await collect_blobs(store, marker, retention.blob_grace)
         except (StoreError, BlobStoreUnavailable) as error:
             log.warning("retention pass skipped: %s", error)

@@ -146,7 +146,7 @@ _HOMES: dict[str, str] = {
     "with_runcontext": "._run",
     "with_servecontext": "._unimplemented",
 }
-_SUBMODULES = frozenset({"durable", "errors", "extend", "io", "remote", "report", "storage", "types"})
+_SUBMODULES = frozenset({"artifacts", "durable", "errors", "extend", "io", "remote", "report", "storage", "types"})
 
 
 def _version() -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from flyte._wire import ActionSummary, Phase, RunSummary, WireValue
 from gateway._blobs import LocalBlobStore
-from gateway._keys import action_key, run_key
+from gateway._keys import action_key, log_chunk_key, run_key
 from gateway._retention import BlobMarker, Retention, collect_blobs, delete_run, parse_duration, parse_project_retention
 from gateway.store._sqlite import SqliteStore
 
@@ -127,5 +127,20 @@ async def test_a_run_takes_the_cache_entries_it_wrote_and_leaves_the_others() ->
         await delete_run(store, run)
         left = sorted(kv.key for kv in (await store.range("/flyte/cache/"))[0])
         assert left == ["/flyte/cache/hit", "/flyte/cache/rewritten"], "only the entry the run computed goes"
+    finally:
+        await store.close()
+
+
+async def test_a_run_takes_its_logs_and_leaves_another_runs() -> None:
+    store = SqliteStore(":memory:")
+    try:
+        run = _run("logged", Phase.SUCCEEDED, 0.0)
+        await store.put(run_key("logged"), run.model_dump_json().encode())
+        for name in ("logged", "logged2"):
+            for attempt in (1, 2):
+                await store.put(log_chunk_key(name, "a0", attempt, "0001"), b"a line\n")
+        assert await delete_run(store, run) == 3
+        left = [kv.key for kv in (await store.range("/flyte/logs/"))[0]]
+        assert left == [log_chunk_key("logged2", "a0", 1, "0001"), log_chunk_key("logged2", "a0", 2, "0001")]
     finally:
         await store.close()

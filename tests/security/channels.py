@@ -20,13 +20,13 @@ RECEIVE_TIMEOUT = 20.0
 
 
 @contextmanager
-def gateway_process(directory: Path, *args: str, **env: str) -> Iterator[GatewayProcess]:
-    """A gateway process on the in-memory store, started with `args` (more `serve` options) and `env` (limits
-    lowered for a test) added."""
+def gateway_process(directory: Path, *args: str, store: str = "memory", **env: str) -> Iterator[GatewayProcess]:
+    """A gateway process on `store` (the in-memory store unless a test reads the store itself), started with `args`
+    (more `serve` options) and `env` (limits lowered for a test) added."""
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        process = GatewayProcess("memory", directory, extra_args=list(args)).start()
+        process = GatewayProcess(store, directory, extra_args=list(args)).start()
     finally:
         os.environ.clear()
         os.environ.update(saved)

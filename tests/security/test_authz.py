@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from channels import admin_api, agent_socket, ask, files_under, gateway_process, headers, token, worker_socket
+from channels import admin_api, agent_socket, ask, gateway_process, headers, token, worker_socket
 from integration.gateway_api import Api, new_run, value
 from processes import GatewayProcess
 
@@ -23,6 +22,8 @@ from gateway._auth import AttemptRef, Principal
 from gateway._authz import Act, Target, authorize
 from gateway._domain_errors import Forbidden
 from gateway._errors import as_api_error
+from gateway._keys import logs_prefix
+from gateway.store import open_store
 
 pytestmark = pytest.mark.timeout(90)
 LOG_LIMIT = 4096
@@ -32,8 +33,13 @@ TRACE = {"kind": "json", "payload_b64": "MQ=="}
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    directory = tmp_path_factory.mktemp("gateway")
+    # On a SQLite file, so a test can read what the gateway wrote (`log_keys`) beside it.
     with gateway_process(
-        tmp_path_factory.mktemp("gateway"), FLYTE_WORKER_TOKEN_GRACE=str(GRACE), FLYTE_ATTEMPT_LOG_LIMIT=str(LOG_LIMIT)
+        directory,
+        store=f"sqlite:{directory / 'state.db'}",
+        FLYTE_WORKER_TOKEN_GRACE=str(GRACE),
+        FLYTE_ATTEMPT_LOG_LIMIT=str(LOG_LIMIT),
     ) as process:
         yield process
 
@@ -44,8 +50,14 @@ async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
         yield called
 
 
-def logs_dir(gateway: GatewayProcess) -> Path:
-    return gateway.home / "flyte" / "gateway" / "logs"
+async def log_keys(gateway: GatewayProcess, run: str) -> list[str]:
+    """The log chunks the gateway keeps for `run` (logs live in the store, under `/flyte/logs/`)."""
+    store = await open_store(gateway.store_url, read_only=True)
+    try:
+        kvs, _ = await store.range(logs_prefix(run))
+    finally:
+        await store.close()
+    return [kv.key for kv in kvs]
 
 
 async def action(api: Api, run: str, name: str = "a0") -> dict[str, Any]:
@@ -172,8 +184,9 @@ async def test_an_agent_acts_and_logs_only_for_attempts_placed_on_its_cluster(
             await thief.logs("no-such-run", "a0", "x" * 100_000)
         await disconnected(api, west)
         assert (await action(api, run))["phase"] == "placed"
-        assert files_under(logs_dir(gateway) / run) == []
-        assert not (logs_dir(gateway) / "no-such-run").exists(), "logs for a run that does not exist were written"
+        assert await log_keys(gateway, run) == [], "the thief's log was kept"
+        assert await log_keys(gateway, "no-such-run") == [], "logs for a run that does not exist were kept"
+        assert await api.call("GET", f"/api/v1/runs/{run}/actions/a0/logs?attempt=1") == (200, "")
 
         # The owner's logs are kept, up to the limit per attempt.
         await owner.event(run, "a0", "running")
@@ -186,6 +199,7 @@ async def test_an_agent_acts_and_logs_only_for_attempts_placed_on_its_cluster(
     assert "z" not in text
     assert len(text) < LOG_LIMIT + 200, len(text)
     assert "reached its limit" in text
+    assert await log_keys(gateway, run), "the owner's logs are in the store, where the checks above looked"
 
 
 async def test_an_agent_token_reads_no_runs(api: Api, gateway: GatewayProcess) -> None:

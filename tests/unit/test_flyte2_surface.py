@@ -88,6 +88,7 @@ FLYTE2_ALL = [
 ]
 
 FLYTE2_SUBMODULES: dict[str, list[str]] = {
+    "flyte.artifacts": ["Artifact", "Metadata", "new"],
     "flyte.errors": [
         "ActionAbortedError",
         "ActionNotFoundError",
