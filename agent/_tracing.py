@@ -39,9 +39,8 @@ class AgentTracing:
         self._attempts_dir = attempts_dir
         self._tracing: _otel.ProcessTracing | None = None
         if _otel.enabled():
-            url = _otel.traces_url(gateway)
             resource = {"flyte.cluster": cluster.name, "cloud.region": cluster.region, "cloud.provider": cluster.cloud}
-            self._tracing = _otel.make_tracing("flyte-agent", resource, _otel.exporter(url, lambda _: token))
+            self._tracing = _otel.make_tracing("flyte-agent", resource, _otel.exporter(gateway, lambda _: token))
         self._spans: dict[str, Span] = {}
         self._reported: dict[str, int] = {}
         self._uploads: dict[str, list[tuple[int, int, int]]] = {}

@@ -42,8 +42,10 @@ from gateway._keys import (
     blob_owners_key,
     cache_entry_key,
     conditions_prefix,
+    deliveries_key,
     idempotency_key,
     logs_prefix,
+    notify_rules_key,
     placements_prefix,
     run_key,
     spans_prefix,
@@ -129,8 +131,10 @@ def parse_project_retention(items: tuple[str, ...] | list[str]) -> dict[str, flo
 
 
 def run_keys(run: RunSummary) -> list[str]:
-    """Single keys of a run, deleted last: the idempotency key (if any), then the run record itself."""
-    keys = []
+    """Single keys of a run, deleted last: its notification rules (still there if a delivery was pending), its
+    notification deliveries, the idempotency key (if any), then the run record itself. The rules go first: a pass
+    stopped after them leaves a notifier nothing to send again (rules beside a run would be sent anew)."""
+    keys = [notify_rules_key(run.name), deliveries_key(run.name)]
     if run.idempotency_key is not None:
         digest = hashlib.sha256(run.idempotency_key.encode()).hexdigest()
         keys.append(idempotency_key(run.project, run.domain, digest))

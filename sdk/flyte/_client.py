@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 
 from ._codec import BlobBackend
 from ._config import Config, current_config, endpoints_of
+from ._replicas import Replicas, replica_down
 from ._retrying import RetryDelay
 from ._wire import (
     AbortRequest,
@@ -347,8 +348,9 @@ class GatewayBlobs(BlobBackend):
     remote = True
 
     def __init__(self, endpoint: str, token: str | None, project: str | None = None, cluster: str | None = None):
-        # Of several replicas, the first (a worker's agent lists the one it is connected to first).
-        self.endpoint = endpoints_of(endpoint)[0].rstrip("/")
+        self.replicas = Replicas(endpoint)
+        """Every replica, in the order given (a worker's agent lists its own first); a transfer the current one does
+        not serve is sent again whole, by `retry_transient`, to the next."""
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         where = {"cluster": cluster} if cluster else {}
         query = ({"project": project} if project else {}) | where
@@ -358,6 +360,11 @@ class GatewayBlobs(BlobBackend):
         self._where = f"?{urllib.parse.urlencode(where)}" if where else ""
         self._broken: dict[str, tuple[str, str]] = {}
         """Multipart uploads that broke, by digest: (upload, the store's id), resumed by the next try."""
+
+    @property
+    def endpoint(self) -> str:
+        """The replica transfers go to now."""
+        return self.replicas.current
 
     def _with(self, **more: str) -> str:
         return self._query + ("&" if self._query else "?") + urllib.parse.urlencode(more)
@@ -474,6 +481,7 @@ class GatewayBlobs(BlobBackend):
         size = 0
         with (
             _transfer_span(ref, transfer) as span,
+            _failing_over(self if transfer is None else None, request.full_url),
             urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response,
         ):
             # A server that ignores the range sends the whole blob: the bytes already written are skipped.
@@ -586,9 +594,24 @@ def _call(request: urllib.request.Request, gateway: GatewayBlobs | None = None) 
     if gateway is not None:
         for name, value in gateway._headers.items():
             request.add_header(name, value)
-    with urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response:
+    with (
+        _failing_over(gateway, request.full_url),
+        urllib.request.urlopen(request, timeout=_TRANSFER_SECONDS) as response,
+    ):
         body: bytes = response.read()
         return body
+
+
+@contextlib.contextmanager
+def _failing_over(gateway: GatewayBlobs | None, url: str) -> Iterator[None]:
+    """A gateway replica that is down hands the transfers to the next; the error goes on to `retry_transient`,
+    which sends the whole transfer again (now there). An object store's URL (no `gateway`) has no other replica."""
+    try:
+        yield
+    except OSError as error:  # urllib's errors, and a reset while the body is read
+        if gateway is not None and replica_down(error):
+            gateway.replicas.fail_over(url)
+        raise
 
 
 _TRANSFER_SECONDS = 300

@@ -65,9 +65,13 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
     return match.group(1), match.group(2)
 
 
+TRACES_PATH = "/v1/traces"
+"""OTLP/HTTP's path for spans, on a gateway replica as on any collector."""
+
+
 def traces_url(endpoint: str) -> str:
-    """Where spans go: the first of several replicas (spans are best effort; they do not fail over)."""
-    return endpoint.split(",")[0].rstrip("/") + "/v1/traces"
+    """Where an OTLP endpoint (one, such as `OTEL_EXPORTER_OTLP_ENDPOINT`) takes spans."""
+    return endpoint.rstrip("/") + TRACES_PATH
 
 
 # -- a process's tracer ---------------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ def start_worker(endpoint: str, cluster: str | None) -> None:
         for key, variable in (("cloud.region", "FLYTE_REGION"), ("cloud.provider", "FLYTE_CLOUD")):
             if os.environ.get(variable):
                 resource[key] = os.environ[variable]
-        _worker = make_tracing("flyte-worker", resource, exporter(traces_url(endpoint), _token_of_run), mark_runs=True)
+        _worker = make_tracing("flyte-worker", resource, exporter(endpoint, _token_of_run), mark_runs=True)
         # Spans users make inside their tasks join the run's trace, under the task span.
         trace.set_tracer_provider(_worker.provider)
 
@@ -274,9 +278,32 @@ def start_span(name: str, attributes: Attributes) -> Span | None:
     return tracing.start(name, span_traceparent(active), attributes)  # type: ignore[arg-type]
 
 
-def exporter(url: str, token_of: Callable[[str | None], str | None]) -> SpanExporter:
-    """An OTLP/HTTP (protobuf) exporter that sends each run's spans with `token_of(run)`'s bearer token."""
+def exporter(gateway: str, token_of: Callable[[str | None], str | None]) -> SpanExporter:
+    """An OTLP/HTTP (protobuf) exporter to the gateway (`a,b,c`: its replicas, tried in turn) that sends each run's
+    spans with `token_of(run)`'s bearer token."""
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from ._replicas import Replicas, replica_down
+
+    replicas = Replicas(gateway)
+
+    def send(body: bytes, headers: dict[str, str]) -> bool:
+        """One batch, to the current replica, and on to the next while one is down: each replica once, no waiting
+        (the batch is dropped rather than held up). A batch cut off by a reset may have been kept by the replica
+        that reset it and is then kept twice: the gateway does not deduplicate what it stores, but its trace
+        reader shows each (trace id, span id) once, so the cost is a batch counted twice against the run's span
+        limit (and forwarded twice to an external collector, which keys spans by id too)."""
+        for _ in replicas.endpoints:
+            url = replicas.current + TRACES_PATH
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return bool(response.status < 300)
+            except (OSError, ValueError) as error:
+                if not replica_down(error):
+                    return False
+                replicas.fail_over(url)
+        return False
 
     class OtlpExporter(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -289,12 +316,8 @@ def exporter(url: str, token_of: Callable[[str | None], str | None]) -> SpanExpo
             ok = True
             for token, batch in by_token.items():
                 headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
-                request = urllib.request.Request(url, data=encode_spans(batch), headers=headers, method="POST")
-                try:
-                    with urllib.request.urlopen(request, timeout=10) as response:
-                        ok = ok and response.status < 300
-                except (OSError, ValueError):
-                    ok = False  # the batch is dropped: spans are best effort, and never worth blocking for
+                # A batch no replica took is dropped: spans are best effort, and never worth blocking for.
+                ok = send(encode_spans(batch), headers) and ok
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     return OtlpExporter()

@@ -102,7 +102,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 def test_files_at_rest_are_the_users_alone(rig: Rig) -> None:
-    """Finding 12: state.db, its WAL and the logs were 0644 in 0755 folders."""
+    """Finding 12: state.db, its WAL and the logs were 0644 in 0755 folders (the logs live in state.db now)."""
     program = rig.load("files_program", TASK)
     rig.connect()
     run = flyte.run(program.main, x=1)
@@ -111,7 +111,6 @@ def test_files_at_rest_are_the_users_alone(rig: Rig) -> None:
     # The agent ships logs in batches: the run can end before its last batch arrives. They are kept in the store
     # (state.db below), so every replica serves them, not in files of the gateway's.
     assert_eventually(lambda: "a line for the logs" in rig.flyte("get", "logs", run.name).stdout, timeout=20)
-    assert not any((root / "logs").rglob("*.log"))
     kept = {
         "state": root / "state.db",
         "wal": root / "state.db-wal",
@@ -120,7 +119,7 @@ def test_files_at_rest_are_the_users_alone(rig: Rig) -> None:
     }
     for what, path in kept.items():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{what} {path} is {path.stat().st_mode & 0o777:o}"
-    folders = [root, root / "logs", root / "blobs", root / "tokens", root / "agents" / "us-east"]
+    folders = [root, root / "blobs", root / "tokens", root / "agents" / "us-east"]
     for folder in folders:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, f"{folder} is {folder.stat().st_mode & 0o777:o}"
     # Everything else (bundles, the agent's own blobs, other logs) is inside one of those folders.
