@@ -153,6 +153,8 @@ class AgentSessions:
         self._closing: set[asyncio.Task[None]] = set()
         self.live: dict[str, LiveCluster] = {}
         """Every cluster with a session key, on whichever replica its agent is: where the leader places."""
+        self._key_revision: dict[str, int] = {}
+        """The store revision of the newest session key (or its deletion) taken for each cluster."""
         self._based_on: dict[str, _Report] = {}
         """The agent report each cluster's free room was last based on (`_stated`)."""
         self.leading = False
@@ -167,13 +169,21 @@ class AgentSessions:
     async def load_live(self) -> int:
         """Read every session key (at start, and on taking the lead); returns the revision read at."""
         sessions, revision = await self._store.range(SESSIONS)
-        self.live = {}
-        for kv in sessions:
-            await self._stated(kv.key.removeprefix(SESSIONS), kv.value)
+        keys = {kv.key.removeprefix(SESSIONS): kv for kv in sessions}
+        # A session opened (here, or seen through the watch) while the read was on its way is newer than the read:
+        # it stays. Only what the read says is gone, and nothing newer says otherwise, goes.
+        for cluster in [c for c in self.live if c not in keys and self._key_revision.get(c, 0) <= revision]:
+            del self.live[cluster]
+        for cluster, kv in keys.items():
+            await self._stated(cluster, kv.value, kv.mod_revision)
         return revision
 
-    async def _stated(self, cluster: str, value: bytes) -> None:
-        """A session key was written: the cluster is live at its epoch, with this room."""
+    async def _stated(self, cluster: str, value: bytes, revision: int) -> None:
+        """A session key was written (at `revision`): the cluster is live at its epoch, with this room. A version
+        older than one already taken (a read that raced the watch) changes nothing."""
+        if revision < self._key_revision.get(cluster, 0):
+            return
+        self._key_revision[cluster] = revision
         try:
             state = session_state(value)
         except ValueError:
@@ -202,7 +212,8 @@ class AgentSessions:
     async def fail_over_vanished(self, live: set[str]) -> None:
         """Work placed on clusters whose sessions vanished while no gateway was watching (not `live`) moves now."""
         for cluster in self._in_flight.clusters():
-            if cluster not in live:
+            # Read again: a session opened since `live` was read (on any replica) keeps its cluster's work.
+            if cluster not in live and await self._store.get(session_key(cluster)) is None:
                 await self.fail_over(cluster, "its agent's session ended while the gateway was down")
 
     def send(self, cluster: str, message: str) -> None:
@@ -240,6 +251,7 @@ class AgentSessions:
         old = self.sessions.get(record.name)
         free = self._reservations.rebase(record.name, dict(record.free), {attempt_of(key) for key in running})
         self._based_on[record.name] = _report_of(state)
+        self._key_revision[record.name] = max(self._key_revision.get(record.name, 0), revision)
         session = AgentSession(
             record=record, epoch=epoch, lease=lease.id, ws=ws, free=free, key_revision=revision, state=state
         )
@@ -352,9 +364,10 @@ class AgentSessions:
                         start = event.mod_revision + 1
                         cluster = event.key.removeprefix(SESSIONS)
                         if event.type is EventType.DELETE:
+                            self._key_revision[cluster] = event.mod_revision
                             await self._session_gone(cluster)
                         else:
-                            await self._stated(cluster, event.value)
+                            await self._stated(cluster, event.value, event.mod_revision)
             except TEMPORARY as error:
                 # A session that expired while the watch was down shows only as a missing key: look for those.
                 log.warning("the session watch failed (%s: %s); re-listing", type(error).__name__, error)
@@ -368,7 +381,7 @@ class AgentSessions:
                 kvs, revision = await self._store.range(SESSIONS)
                 live = {kv.key.removeprefix(SESSIONS) for kv in kvs}
                 for kv in kvs:
-                    await self._stated(kv.key.removeprefix(SESSIONS), kv.value)
+                    await self._stated(kv.key.removeprefix(SESSIONS), kv.value, kv.mod_revision)
                 gone = {*self._in_flight.clusters(), *self.sessions, *self.live} - live
                 for cluster in sorted(gone):
                     await self._session_gone(cluster)

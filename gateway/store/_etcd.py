@@ -52,6 +52,8 @@ from ._protocol import (
 )
 
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.05, 1.0
+_MAX_MESSAGE = 2**31 - 1
+"""The largest gRPC message taken from etcd: as etcd's clientv3 (`MaxCallRecvMsgSize`), no limit of our own."""
 
 
 def _kv(pb: Any) -> KeyValue:
@@ -109,6 +111,9 @@ class EtcdStore:
         manager.grpc_options = [o for o in manager.grpc_options if o[0] != "grpc.keepalive_permit_without_calls"]
         manager.grpc_options += [
             ("grpc.keepalive_permit_without_calls", 0),
+            # gRPC's 4 MiB default is below what etcd sends a watch catching up over many revisions, or a range of
+            # thousands of actions; etcd's own Go client lifts the limit the same way.
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),

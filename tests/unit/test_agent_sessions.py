@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from dispatcher_parts import (
@@ -132,6 +133,29 @@ async def test_a_session_key_read_again_does_not_take_back_room_given_back_since
     # Taking the lead reads every session key again: the one written when the session opened still lists a0.
     await dispatch.agents.load_live()
     assert dispatch.reservations.free("east")["cpu"] == capacity
+
+
+async def test_a_session_opened_while_the_sessions_are_read_again_stays_live(
+    d: Domain, dispatch: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taking the lead reads every session key; an agent connects while that read is on its way back.
+    read, answer = asyncio.Event(), asyncio.Event()
+    range_now = d.store.range
+
+    async def late_range(prefix: str, *, limit: int = 0) -> tuple[list[Any], int]:
+        result = await range_now(prefix, limit=limit)
+        read.set()
+        await answer.wait()
+        return result
+
+    monkeypatch.setattr(d.store, "range", late_range)
+    reading = asyncio.create_task(dispatch.agents.load_live())
+    await read.wait()
+    monkeypatch.setattr(d.store, "range", range_now)
+    await dispatch.open_session(cluster("east"), socket())
+    answer.set()
+    await reading
+    assert "east" in dispatch.agents.live, "a session newer than the read was dropped: nothing would be placed there"
 
 
 def no_wait() -> RetryDelay:
