@@ -12,6 +12,7 @@ from etcd_process import EtcdCluster, EtcdProcess
 from prerequisites import ETCD_INSTALL, WEED_INSTALL, on_path, require
 from s3_server import S3Server
 
+import flyte._client as flyte_client
 import flyte._config as config
 from flyte.cli._s3_local import weed_binary
 
@@ -25,6 +26,10 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("HOME", str(user_home))
     for var in ("FLYTECTL_CONFIG", "FLYTE_ENDPOINT", "FLYTE_PROJECT", "FLYTE_DOMAIN", "FLYTE_API_KEY"):
         monkeypatch.delenv(var, raising=False)
+    # The SDK remembers, for its process's life, the gateways that offered no direct or multipart blob transfers:
+    # a port an earlier test's gateway had may be this test's gateway's now.
+    monkeypatch.setattr(flyte_client, "_NO_DIRECT", set())
+    monkeypatch.setattr(flyte_client, "_NO_MULTIPART", set())
     config.init()
     yield home
     config.init()
