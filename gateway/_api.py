@@ -30,6 +30,7 @@ from flyte._wire import (
     CloseCode,
     DeployRequest,
     ErrorBody,
+    PartChecksums,
     Phase,
     RunCreateRequest,
     RunSummary,
@@ -184,6 +185,7 @@ async def put_blob(request: web.Request) -> web.Response:
     _uploads[uploader] += 1
     try:
         svc = services(request)
+        await svc.blobs.settle(digest, project)
         created, size = await svc.blobs.put(digest, _counted(request.content.iter_chunked(256 * 1024), svc), project)
     finally:
         _uploads[uploader] -= 1
@@ -225,8 +227,11 @@ async def upload_url(request: web.Request) -> web.Response:
     blobs = await services(request).blobs.of_cluster(_cluster(request))
     if "parts" in request.query:
         return await _multipart(request, blobs, digest, project, None)
-    url, upload = await blobs.upload_url(digest, project)
-    return _json(BlobTransfer(url=url, upload=upload, expires_in=blobs.url_seconds, store=blobs.description), 201)
+    url, upload, headers = await blobs.upload_url(digest, project)
+    transfer = BlobTransfer(
+        url=url, upload=upload, expires_in=blobs.url_seconds, store=blobs.description, headers=headers
+    )
+    return _json(transfer, 201)
 
 
 async def resume_upload(request: web.Request) -> web.Response:
@@ -245,7 +250,14 @@ async def _multipart(
     multipart = _multipart_id(request) if upload is not None else None
     if upload is not None and multipart is None:
         raise bad_request("resuming a multipart upload needs ?multipart=, the id its start answered")
-    upload, multipart, missing, done = await blobs.multipart_urls(digest, project, count, upload, multipart)
+    sha256 = (await read_model(request, PartChecksums)).sha256 if request.can_read_body else []
+    if len(sha256) != count:
+        raise bad_request(
+            f"{len(sha256)} part checksums for {count} parts: send each part's sha256 (base64) in the body, "
+            '{"sha256": [...]}, so the store checks every part',
+            code="part_checksums",
+        )
+    upload, multipart, missing, done = await blobs.multipart_urls(digest, project, sha256, upload, multipart)
     first = missing[min(missing)] if missing else ""
     transfer = BlobTransfer(
         url=first,
@@ -286,8 +298,12 @@ async def commit_upload(request: web.Request) -> web.Response:
     upload = _upload_id(request)
     project = _blob_project(request)
     allow(request, Act.BLOB_WRITE, Target(project))
-    blobs = await services(request).blobs.of_cluster(_cluster(request))
-    created, size = await blobs.commit_upload(digest, project, upload, _multipart_id(request))
+    svc = services(request)
+    await svc.blobs.settle(digest, project)
+    blobs = await svc.blobs.of_cluster(_cluster(request))
+    multipart = _multipart_id(request)
+    parts = _int(request, "parts", 1, len(PART_NUMBERS)) if multipart is not None else 0
+    created, size = await blobs.commit_upload(digest, project, upload, multipart, parts)
     return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 
@@ -634,20 +650,24 @@ ROUTES: list[Route] = [
         "POST",
         "/api/v1/blobs/{digest}/uploads",
         upload_url,
-        "A presigned URL to upload a blob straight into the object store (409 for a directory store)",
+        "A presigned URL to upload a blob straight into the object store, signed with its sha256 (409 for a"
+        " directory store); ?parts=N with each part's sha256 in the body: a multipart upload",
+        body=PartChecksums,
         answer=BlobTransfer,
     ),
     Route(
         "POST",
         "/api/v1/blobs/{digest}/uploads/{upload}",
         commit_upload,
-        "Commit a direct upload (?multipart=ID: join its parts first): its bytes are checked against the digest",
+        "Commit a direct upload (?multipart=ID&parts=N: join its N parts first) and make it the blob",
     ),
     Route(
         "POST",
         "/api/v1/blobs/{digest}/uploads/{upload}/parts",
         resume_upload,
-        "Resume a multipart upload (?multipart=ID&parts=N): the parts held, and URLs for the missing ones",
+        "Resume a multipart upload (?multipart=ID&parts=N, each part's sha256 in the body): the parts held, and"
+        " URLs for the missing ones",
+        body=PartChecksums,
         answer=BlobTransfer,
     ),
     Route(

@@ -226,7 +226,9 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     rooms = request.app[DISPATCHER].rooms()
-    text = svc.metrics.render(await _store_revision(request) is not None, len(svc.watchers), rooms)
+    text = svc.metrics.render(
+        await _store_revision(request) is not None, len(svc.watchers), rooms, svc.blobs.checked_bytes
+    )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

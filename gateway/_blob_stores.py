@@ -17,12 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from aiohttp import web
 
 from flyte._wire import ClusterRecord, WireValue
-from gateway._blobs import BlobStore, blob_locations, blob_placement, drop_locations
+from gateway._blobs import (
+    BlobStore,
+    HashingStream,
+    blob_locations,
+    blob_placement,
+    blob_record,
+    drop_locations,
+    settle_claim,
+)
 from gateway._keys import CLUSTERS, cluster_key
 from gateway.store import Store
 
@@ -60,6 +68,7 @@ class ClusterBlobStores:
         self._lock = asyncio.Lock()
         self.description = default.description
         self.url_seconds = default.url_seconds
+        self._settled_bytes = 0
 
     async def of_cluster(self, cluster: str | None) -> BlobStore:
         """The store a worker on `cluster` writes to: the cluster's own if its record names one, else the gateway's."""
@@ -140,18 +149,50 @@ class ClusterBlobStores:
                 gone.append(digest)
         return gone
 
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+    async def delete(self, digest: str) -> None:
+        """Remove the blob's bytes from every store that holds them."""
+        for store in await self.stores():
+            await store.delete(digest)
+
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
         return await self.default.upload_url(digest, project)
 
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None
+        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
-        return await self.default.commit_upload(digest, project, upload, multipart)
+        return await self.default.commit_upload(digest, project, upload, multipart, parts)
 
     async def multipart_urls(
-        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
-        return await self.default.multipart_urls(digest, project, count, upload, multipart)
+        return await self.default.multipart_urls(digest, project, sha256, upload, multipart)
+
+    @property
+    def checked_bytes(self) -> int:
+        """Bytes read back from any store to check a digest, this gateway's life long."""
+        stores = [self.default, *(s for s in self._opened.values() if s is not self.default)]
+        return self._settled_bytes + sum(s.checked_bytes for s in stores)
+
+    async def settle(self, digest: str, project: str) -> None:
+        """Before `project` uploads a digest that another project holds on a claim (bytes no store checked): read
+        the claimed bytes back and hash them, once. They hold: the blob is an ordinary one, which the upload then
+        joins as any other. They do not: the claim was false, its bytes and record go, and the upload stores the
+        blob afresh (the claimer, who never had these bytes, loses the blob it claimed and nothing else)."""
+        record = await blob_record(self._store, digest)
+        if record is None or not record.claimed or record.projects <= {project}:
+            return
+        holder = await self.holding(digest)
+        stream = HashingStream(holder.chunks(digest), limited=False)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            self._settled_bytes += stream.size
+        held = stream.matches(digest)
+        if not held:
+            log.warning("blob %s: the claim of %s did not hold (other bytes); dropped", digest, sorted(record.projects))
+            await holder.delete(digest)
+        await settle_claim(self._store, digest, held)
 
     async def download_url(self, digest: str) -> str:
         return await (await self.holding(digest)).download_url(digest)

@@ -17,12 +17,14 @@ it needs a token of one of those projects (`gateway._authz`); any other token ge
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -31,7 +33,7 @@ from aiohttp import web
 from flyte._paths import private_dir
 from gateway._domain_errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
 from gateway._keys import blob_owners_key
-from gateway.store import Compare, Put, Store
+from gateway.store import Compare, Delete, Put, Store
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 MAX_BLOB = int(os.environ.get("FLYTE_MAX_BLOB_BYTES", str(256 * 1024 * 1024)))
@@ -61,6 +63,11 @@ class BlobStore(Protocol):
     url_seconds: int
     """How long the presigned URLs it issues stay valid (0: it issues none)."""
 
+    @property
+    def checked_bytes(self) -> int:
+        """Bytes read back from the store to check a digest (the `checked` direction of the blob-bytes metric)."""
+        ...
+
     async def exists(self, digest: str) -> bool:
         """Whether the blob is stored; a yes counts as a use for retention's grace period."""
         ...
@@ -86,23 +93,30 @@ class BlobStore(Protocol):
         """Delete the blobs not in `marked` last stored or used before `older_than`; returns their digests."""
         ...
 
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
-        """A presigned URL to PUT the blob's bytes straight into the store, for `project`, and the upload's id
-        (a 409 `no_direct_transfer` for a store that has none: the caller uploads through the blob API)."""
+    async def delete(self, digest: str) -> None:
+        """Remove the blob's bytes from this store (nothing if there are none)."""
+        ...
+
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
+        """A presigned URL to PUT the blob's bytes straight into the store, for `project`, the upload's id and the
+        headers the PUT must carry (the sha256 the store checks the bytes against, where the URL is signed with
+        it); a 409 `no_direct_transfer` for a store that has none: the caller uploads through the blob API."""
         ...
 
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None
+        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
-        """Check a direct upload's bytes against `digest` and store them as `put` does (joining its parts first,
-        for a multipart upload)."""
+        """Make a direct upload the blob (joining its `parts` parts first, for a multipart upload: a 400 when the
+        store lacks one), as `put` does; bytes the store did not check against `digest` become a claim
+        (`BlobRecord.claimed`) or are read back and hashed."""
         ...
 
     async def multipart_urls(
-        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
-        """A multipart upload in `count` parts: (upload id, the store's id, URLs of the parts still missing, parts
-        held); starts one unless `upload` and `multipart` name one to resume (a 409 where there are none)."""
+        """A multipart upload of parts whose sha256 (base64) are `sha256`, in order: (upload id, the store's id, URLs
+        of the parts still missing, parts held); starts one unless `upload` and `multipart` name one to resume (a 409
+        where there are none). Each part's URL is signed with its sha256, so the store refuses other bytes for it."""
         ...
 
     async def download_url(self, digest: str) -> str:
@@ -110,22 +124,48 @@ class BlobStore(Protocol):
         ...
 
 
-def _owners(value: bytes) -> tuple[set[str], set[str], int]:
-    """A blob's record: its projects, the stores that hold it and its size (an older record is a bare list of
-    projects, for a blob in the gateway's own store, of a size not recorded: 0)."""
+@dataclass(frozen=True)
+class BlobRecord:
+    """What the state store knows of a blob (`/flyte/blobs/{digest}`)."""
+
+    projects: frozenset[str]
+    """Whose tokens may read it."""
+    stores: frozenset[str]
+    """The stores (their `description`) holding it; empty for an old record of the gateway's own store."""
+    size: int
+    """Its size (0 where not recorded)."""
+    claimed: bool = False
+    """Its bytes were never hashed whole: they came from one upload the store could not check against the digest (a
+    multipart upload, whose parts the store checked against the sha256 each part's URL was signed with, but whose
+    whole digest is the uploader's claim). Its one reader is that uploader, until another upload of the digest has
+    the gateway check the bytes once (`ClusterBlobStores.settle`): a claim can neither serve another project bytes
+    it did not ask for nor give the claimer access to bytes it did not have."""
+
+
+def _owners(value: bytes) -> BlobRecord:
     data = json.loads(value)
-    if isinstance(data, list):
-        return set(data), set(), 0
-    return set(data["projects"]), set(data.get("at", [])), int(data.get("size", 0))
+    if isinstance(data, list):  # an older record: a bare list of projects, in the gateway's own store
+        return BlobRecord(frozenset(data), frozenset(), 0)
+    return BlobRecord(
+        frozenset(data["projects"]), frozenset(data.get("at", [])), int(data.get("size", 0)), bool(data.get("claimed"))
+    )
 
 
-def _record(projects: set[str], stores: set[str], size: int) -> bytes:
-    return json.dumps({"projects": sorted(projects), "at": sorted(stores), "size": size}).encode()
+def _record(record: BlobRecord) -> bytes:
+    value = {"projects": sorted(record.projects), "at": sorted(record.stores), "size": record.size}
+    if record.claimed:
+        value["claimed"] = True
+    return json.dumps(value).encode()
+
+
+async def blob_record(store: Store, digest: str) -> BlobRecord | None:
+    kv = await store.get(blob_owners_key(check_digest(digest)))
+    return _owners(kv.value) if kv is not None else None
 
 
 async def blob_projects(store: Store, digest: str) -> frozenset[str]:
-    kv = await store.get(blob_owners_key(check_digest(digest)))
-    return frozenset(_owners(kv.value)[0]) if kv is not None else frozenset()
+    record = await blob_record(store, digest)
+    return record.projects if record is not None else frozenset()
 
 
 async def blob_locations(store: Store, digest: str) -> frozenset[str]:
@@ -135,25 +175,55 @@ async def blob_locations(store: Store, digest: str) -> frozenset[str]:
 
 async def blob_placement(store: Store, digest: str) -> tuple[frozenset[str], int]:
     """The stores recorded as holding the blob, and its size (0 where not recorded)."""
-    kv = await store.get(blob_owners_key(check_digest(digest)))
-    if kv is None:
-        return frozenset(), 0
-    _, stores, size = _owners(kv.value)
-    return frozenset(stores), size
+    record = await blob_record(store, digest)
+    return (record.stores, record.size) if record is not None else (frozenset(), 0)
 
 
-async def add_owner(store: Store, digest: str, project: str, at: str | None = None, size: int = 0) -> None:
+class ClaimedElsewhere(Unavailable):
+    """Another project's claim on the digest landed while this upload was being stored: the client tries again, and
+    the gateway then checks the claimed bytes first."""
+
+    def __init__(self) -> None:
+        super().__init__("another upload of this blob is being committed; try again shortly", code="blob_busy")
+
+
+async def add_owner(
+    store: Store, digest: str, project: str, at: str | None = None, size: int = 0, claimed: bool = False
+) -> bool:
     """Add `project` to the blob's readers, `at` (a store's description) to where it is held, and its size (for
-    data-aware placement); a compare-and-swap, so concurrent uploads both land."""
+    data-aware placement); a compare-and-swap, so concurrent uploads both land.
+
+    `claimed`: bytes the store did not check against the digest. They make a record only where there was none: False
+    (nothing written) when the digest has readers already, whose bytes a claim must not join unchecked. Checked
+    bytes never join another project's claim either (`ClaimedElsewhere`): the blob API settles a claim before an
+    upload, so that is only a race with one."""
     key = blob_owners_key(digest)
     while True:
         kv = await store.get(key)
-        projects, stores, known = _owners(kv.value) if kv is not None else (set(), set(), 0)
-        if project in projects and (at is None or at in stores) and (known or not size):
-            return
-        value = _record(projects | {project}, stores | ({at} if at else set()), known or size)
-        result = await store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, value)])
+        old = _owners(kv.value) if kv is not None else BlobRecord(frozenset(), frozenset(), 0)
+        if claimed and old.projects:
+            return False
+        if not claimed and old.claimed and old.projects - {project}:
+            raise ClaimedElsewhere()
+        stores = old.stores | ({at} if at else set())
+        new = BlobRecord(old.projects | {project}, stores, old.size or size, claimed or old.claimed)
+        if new == old:
+            return True
+        result = await store.txn([Compare(key, kv.mod_revision if kv else 0)], [Put(key, _record(new))])
         if result.succeeded:
+            return True
+
+
+async def settle_claim(store: Store, digest: str, held: bool) -> None:
+    """A claimed blob was read back and hashed: `held` (the bytes are the digest's) makes it an ordinary blob;
+    otherwise the claim was false and its record goes (the caller deletes the bytes)."""
+    key = blob_owners_key(digest)
+    while True:
+        kv = await store.get(key)
+        if kv is None or not (old := _owners(kv.value)).claimed:
+            return
+        write = Put(key, _record(dataclasses.replace(old, claimed=False))) if held else Delete(key)
+        if (await store.txn([Compare(key, kv.mod_revision)], [write])).succeeded:
             return
 
 
@@ -164,12 +234,13 @@ async def drop_locations(store: Store, digest: str, lost: set[str]) -> frozenset
         kv = await store.get(key)
         if kv is None:
             return frozenset()
-        projects, stores, size = _owners(kv.value)
-        left = stores - lost
+        old = _owners(kv.value)
+        left = old.stores - lost
         if not left:
             return frozenset()
-        value = _record(projects, left, size)
-        result = await store.txn([Compare(key, kv.mod_revision)], [Put(key, value)])
+        result = await store.txn(
+            [Compare(key, kv.mod_revision)], [Put(key, _record(dataclasses.replace(old, stores=left)))]
+        )
         if result.succeeded:
             return frozenset(left)
 
@@ -177,8 +248,9 @@ async def drop_locations(store: Store, digest: str, lost: set[str]) -> frozenset
 class HashingStream:
     """Passes a stream through, hashing and counting it on the way, and refusing it past `MAX_BLOB`."""
 
-    def __init__(self, chunks: AsyncIterator[bytes]):
+    def __init__(self, chunks: AsyncIterator[bytes], limited: bool = True):
         self._chunks = chunks
+        self._limit = MAX_BLOB if limited else None
         self._hasher = hashlib.sha256()
         self.size = 0
         self.error: Exception | None = None
@@ -190,14 +262,17 @@ class HashingStream:
         try:
             async for chunk in self._chunks:
                 self.size += len(chunk)
-                if self.size > MAX_BLOB:
-                    raise TooLarge(f"the blob is over the limit of {MAX_BLOB} bytes")
+                if self._limit is not None and self.size > self._limit:
+                    raise TooLarge(f"the blob is over the limit of {self._limit} bytes")
                 self._hasher.update(chunk)
                 yield chunk
         except Exception as error:
             # A consumer in another runtime (obstore's) may wrap what it caught; the caller re-raises the original.
             self.error = error
             raise
+
+    def matches(self, digest: str) -> bool:
+        return self._hasher.hexdigest() == digest
 
     def check(self, digest: str) -> None:
         actual = self._hasher.hexdigest()
@@ -217,6 +292,7 @@ class LocalBlobStore:
         self._store = store
         self.description = str(self.root)
         self.url_seconds = 0
+        self.checked_bytes = 0
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
@@ -281,16 +357,19 @@ class LocalBlobStore:
     async def sweep(self, marked: set[str], older_than: float) -> list[str]:
         return await asyncio.to_thread(_sweep, _blob_files(self.root), marked, older_than)
 
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+    async def delete(self, digest: str) -> None:
+        await asyncio.to_thread(self.path(digest).unlink, missing_ok=True)
+
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
         raise _no_direct()
 
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None
+        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
         raise _no_direct()
 
     async def multipart_urls(
-        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
         raise _no_direct()
 

@@ -16,6 +16,7 @@ An object's time cannot be refreshed in place, so a use (`exists`) is recorded i
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import logging
@@ -23,7 +24,7 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -33,8 +34,16 @@ from aiohttp import web
 from obstore.store import AzureStore, GCSStore, ObjectStore, S3Store, from_url
 
 from gateway import _s3_multipart as s3_multipart
-from gateway._blobs import BlobStoreUnavailable, HashingStream, add_owner, blob_projects, check_digest, is_digest
-from gateway._domain_errors import Conflict, NotFound
+from gateway._blobs import (
+    BlobStoreUnavailable,
+    HashingStream,
+    add_owner,
+    blob_projects,
+    blob_record,
+    check_digest,
+    is_digest,
+)
+from gateway._domain_errors import Conflict, Invalid, NotFound
 from gateway._keys import blob_seen_key
 from gateway._s3_multipart import Credentials
 from gateway.store import Delete, Store
@@ -112,6 +121,7 @@ class ObjectBlobStore:
         self._clock = clock
         self.url_seconds = max(1, int(url_seconds))
         self.url_lifetime = timedelta(seconds=self.url_seconds)
+        self.checked_bytes = 0
 
     @staticmethod
     def key(digest: str) -> str:
@@ -152,18 +162,33 @@ class ObjectBlobStore:
         await add_owner(self._store, digest, project, at=self.description, size=stream.size)
         return created, stream.size
 
+    def _signer(self) -> Credentials | None:
+        """The key pair to sign S3 URLs with ourselves (checksums, multipart); None: only obstore's plain URLs."""
+        return Credentials.from_environment() if isinstance(self.object_store, S3Store) else None
+
     @_guarded
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str]:
+    async def delete(self, digest: str) -> None:
+        await _delete_quietly(self.object_store, self.key(digest))
+
+    @_guarded
+    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
         upload = uuid.uuid4().hex
-        url = await obstore.sign_async(self.object_store, "PUT", _staged(digest, project, upload), self.url_lifetime)
-        return url, upload
+        staged = _staged(digest, project, upload)
+        credentials = self._signer()
+        if credentials is None:
+            return str(await obstore.sign_async(self.object_store, "PUT", staged, self.url_lifetime)), upload, {}
+        headers = s3_multipart.checksum_headers(_base64(digest))
+        url = s3_multipart.presign(
+            "PUT", await self._object_url(staged), {}, credentials, self.url_seconds, None, headers
+        )
+        return url, upload, headers
 
     @_guarded
     async def multipart_urls(
-        self, digest: str, project: str, count: int, upload: str | None = None, multipart: str | None = None
+        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
-        credentials = Credentials.from_environment()
-        if credentials is None or not isinstance(self.object_store, S3Store):
+        credentials = self._signer()
+        if credentials is None:
             raise Conflict("this store takes an upload in one piece: use the URL of uploads", code="no_multipart")
         upload = upload or uuid.uuid4().hex
         url = await self._object_url(_staged(digest, project, upload))
@@ -176,8 +201,10 @@ class ObjectBlobStore:
             log.warning("blob store: multipart upload of %s: %s", digest, error)
             raise NotFound(f"no multipart upload {upload} of blob {digest} to resume") from None
         missing = {
-            n: s3_multipart.part_url(url, multipart, n, credentials, self.url_seconds)
-            for n in range(1, count + 1)
+            n: s3_multipart.part_url(
+                url, multipart, n, credentials, self.url_seconds, sha256[n - 1] if sha256 else None
+            )
+            for n in range(1, len(sha256) + 1)
             if n not in held
         }
         return upload, multipart, missing, sorted(held)
@@ -187,13 +214,23 @@ class ObjectBlobStore:
         signed = await obstore.sign_async(self.object_store, "PUT", key, self.url_lifetime)
         return str(signed).split("?", 1)[0]
 
-    async def _join_parts(self, staged: str, multipart: str) -> None:
-        credentials = Credentials.from_environment()
+    async def _join_parts(self, staged: str, multipart: str, count: int) -> None:
+        credentials = self._signer()
         if credentials is None:
             raise Conflict("this store takes an upload in one piece", code="no_multipart")
         url = await self._object_url(staged)
         try:
             held = await s3_multipart.parts(url, multipart, credentials, self.url_seconds)
+        except s3_multipart.MultipartError as error:
+            log.warning("blob store: listing the parts of %s: %s", staged, error)
+            raise NotFound(f"no multipart upload {multipart} with parts to join at {staged}") from None
+        missing = sorted(set(range(1, count + 1)) - set(held))
+        if missing or len(held) != count:
+            raise Invalid(
+                f"the upload holds {len(held)} parts of {count} (missing: {missing[:10]}): send them, then commit",
+                code="parts_missing",
+            )
+        try:
             await s3_multipart.complete(url, multipart, held, credentials, self.url_seconds)
         except s3_multipart.MultipartError as error:
             log.warning("blob store: joining the parts of %s: %s", staged, error)
@@ -201,30 +238,54 @@ class ObjectBlobStore:
 
     @_guarded
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None
+        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
-        """The bytes are read back from the store and hashed (store to gateway, never from the client): a URL
-        cannot make the store check a sha256 (the checksum header would have to be signed, which obstore does
-        not do), and a digest is only ever stored over the bytes it names."""
+        """A single PUT through a URL signed with the digest was checked by the store: it is copied to the blob's
+        key, server-side, and no byte comes to the gateway. Other uploads (multipart, whose whole digest no store
+        checks; a URL obstore signed, without the checksum) are the uploader's claim: the first of a digest becomes
+        a claimed blob only the uploader reads; one of a digest that others hold is read back and hashed here
+        (a rare case: the client asks first whether the blob is there), and one of a digest the uploader reads
+        already is dropped."""
         staged = _staged(digest, project, upload)
         if multipart is not None:
-            await self._join_parts(staged, multipart)
+            await self._join_parts(staged, multipart, parts)
         try:
-            result = await obstore.get_async(self.object_store, staged)
+            size = int((await obstore.head_async(self.object_store, staged))["size"])
         except FileNotFoundError:
             raise NotFound(f"no upload {upload} of blob {digest} (never sent, or committed already)") from None
         try:
-            stream = HashingStream(_bytes(result.stream(min_chunk_size=_STREAM_CHUNK)))
-            async for _ in stream:
-                pass
-            stream.check(digest)
-            created = not await self.exists(digest)
-            if created:
-                await obstore.copy_async(self.object_store, staged, self.key(digest))
+            checked = multipart is None and self._signer() is not None
+            if not checked:
+                record = await blob_record(self._store, digest)
+                if record is not None and project in record.projects:
+                    return False, size
+                if await add_owner(self._store, digest, project, at=self.description, size=size, claimed=True):
+                    return await self._install(staged, digest), size
+                await self._read_back(staged, digest)
+            created = await self._install(staged, digest)
         finally:
             await _delete_quietly(self.object_store, staged)
-        await add_owner(self._store, digest, project, at=self.description, size=stream.size)
-        return created, stream.size
+        await add_owner(self._store, digest, project, at=self.description, size=size)
+        return created, size
+
+    async def _install(self, staged: str, digest: str) -> bool:
+        """Copy the staged bytes to the blob's key unless it is there already; whether they were new."""
+        created = not await self.exists(digest)
+        if created:
+            await obstore.copy_async(self.object_store, staged, self.key(digest))
+        return created
+
+    async def _read_back(self, key: str, digest: str) -> None:
+        """Hash the object at `key` here (`Invalid` unless it is `digest`'s bytes): store to gateway, for bytes that
+        no store checked and that must prove they are the digest's."""
+        result = await obstore.get_async(self.object_store, key)
+        stream = HashingStream(_bytes(result.stream(min_chunk_size=_STREAM_CHUNK)), limited=False)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            self.checked_bytes += stream.size
+        stream.check(digest)
 
     @_guarded
     async def download_url(self, digest: str) -> str:
@@ -279,6 +340,11 @@ class ObjectBlobStore:
             stale = [meta["path"] for meta in batch if meta["last_modified"].timestamp() < older_than]
             if stale:
                 await obstore.delete_async(self.object_store, stale)
+
+
+def _base64(digest: str) -> str:
+    """A hex sha256 as S3's checksum headers spell it."""
+    return base64.b64encode(bytes.fromhex(digest)).decode()
 
 
 def _staged(digest: str, project: str, upload: str) -> str:

@@ -33,7 +33,9 @@ class Metrics:
         self.requests[(method, route, status)] += 1
         self.request_seconds += seconds
 
-    def render(self, store_up: bool, watchers: int, clusters: Sequence[ClusterRoom] = ()) -> str:
+    def render(
+        self, store_up: bool, watchers: int, clusters: Sequence[ClusterRoom] = (), blob_bytes_checked: int = 0
+    ) -> str:
         lines = [
             "# HELP flyte_gateway_requests_total HTTP requests by method, route and status.",
             "# TYPE flyte_gateway_requests_total counter",
@@ -58,10 +60,12 @@ class Metrics:
             f"flyte_gateway_watchers {watchers}",
         ]
         lines += [
-            "# HELP flyte_gateway_blob_bytes_total Blob bytes through the gateway's blob API, by direction.",
+            "# HELP flyte_gateway_blob_bytes_total Blob bytes through the gateway: received and sent by its blob API,"
+            " checked: read back from an object store to hash an upload no store checked.",
             "# TYPE flyte_gateway_blob_bytes_total counter",
             f'flyte_gateway_blob_bytes_total{{direction="received"}} {self.blob_bytes_received}',
             f'flyte_gateway_blob_bytes_total{{direction="sent"}} {self.blob_bytes_sent}',
+            f'flyte_gateway_blob_bytes_total{{direction="checked"}} {blob_bytes_checked}',
         ]
         lines += _room(clusters)
         return "\n".join(lines) + "\n"

@@ -1,12 +1,15 @@
-"""Presigned S3 multipart uploads: a URL per part, so a large upload goes from the client to the store in parallel
-parts, and a broken one resumes with the parts that are missing.
+"""Presigned S3 uploads that the store checks: a PUT URL signed with the sha256 of the bytes it takes, and multipart
+uploads with a URL per part (so a large upload goes from the client to the store in parallel parts, each checked,
+and a broken one resumes with the parts that are missing).
 
-obstore signs a URL for a method and a key, never with query parameters, and S3's multipart calls are all query
-parameters of the object's URL (`?uploads`, `?partNumber=N&uploadId=U`, `?uploadId=U`). So the object's URL comes
-from obstore (its style and encoding as obstore addresses the store) and its query-string signature (AWS Signature
-Version 4, `UNSIGNED-PAYLOAD`, only the host header signed) is made here, with the credentials from the usual
-environment. The gateway makes the control calls itself (start, list the parts, complete; a few hundred bytes
-each); the parts' bytes only ever go client to store.
+obstore signs a URL for a method and a key, never with query parameters or headers, and S3's multipart calls are all
+query parameters of the object's URL (`?uploads`, `?partNumber=N&uploadId=U`, `?uploadId=U`). So the object's URL
+comes from obstore (its style and encoding as obstore addresses the store) and its query-string signature (AWS
+Signature Version 4, `UNSIGNED-PAYLOAD`) is made here, with the credentials from the usual environment. Signing the
+`x-amz-checksum-sha256` header into a URL makes the client send exactly that header (any other value breaks the
+signature), and the store refuses a body whose sha256 is not it (`BadDigest`): the check happens in the store, and
+the bytes never come to the gateway to be hashed. The gateway makes the control calls itself (start, list the
+parts, complete; a few hundred bytes each); the bytes only ever go client to store.
 """
 
 from __future__ import annotations
@@ -62,25 +65,28 @@ def presign(
     credentials: Credentials,
     seconds: int,
     now: datetime.datetime | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> str:
-    """`url` (an object's URL, its path already encoded) with `query`, signed for `method` for `seconds`."""
+    """`url` (an object's URL, its path already encoded) with `query`, signed for `method` for `seconds`; `headers`
+    are signed too, so a request through the URL must carry them with exactly these values."""
     parts = urllib.parse.urlsplit(url)
     when = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
     scope = f"{when[:8]}/{credentials.region}/s3/aws4_request"
+    signed = {"host": parts.netloc, **{name.lower(): value.strip() for name, value in (headers or {}).items()}}
+    names = ";".join(sorted(signed))
     params = {
         **query,
         "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
         "X-Amz-Credential": f"{credentials.access_key}/{scope}",
         "X-Amz-Date": when,
         "X-Amz-Expires": str(seconds),
-        "X-Amz-SignedHeaders": "host",
+        "X-Amz-SignedHeaders": names,
     }
     if credentials.session_token:
         params["X-Amz-Security-Token"] = credentials.session_token
     canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(params.items()))
-    canonical = "\n".join(
-        [method, parts.path or "/", canonical_query, f"host:{parts.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
-    )
+    canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in sorted(signed))
+    canonical = "\n".join([method, parts.path or "/", canonical_query, canonical_headers, names, "UNSIGNED-PAYLOAD"])
     to_sign = "\n".join(["AWS4-HMAC-SHA256", when, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = ("AWS4" + credentials.secret_key).encode()
     for step in (when[:8], credentials.region, "s3", "aws4_request"):
@@ -109,8 +115,20 @@ async def start(url: str, credentials: Credentials, seconds: int) -> str:
     return html.unescape(found.group(1))
 
 
-def part_url(url: str, upload_id: str, number: int, credentials: Credentials, seconds: int) -> str:
-    return presign("PUT", url, {"partNumber": str(number), "uploadId": upload_id}, credentials, seconds)
+CHECKSUM_HEADER = "x-amz-checksum-sha256"
+
+
+def checksum_headers(sha256_base64: str | None) -> dict[str, str]:
+    """The header a PUT carries so the store checks its bytes against `sha256_base64` (none: unchecked)."""
+    return {CHECKSUM_HEADER: sha256_base64} if sha256_base64 else {}
+
+
+def part_url(
+    url: str, upload_id: str, number: int, credentials: Credentials, seconds: int, sha256: str | None = None
+) -> str:
+    """A part's PUT URL; with `sha256` (base64) the store takes only the part whose sha256 it is."""
+    query = {"partNumber": str(number), "uploadId": upload_id}
+    return presign("PUT", url, query, credentials, seconds, headers=checksum_headers(sha256))
 
 
 async def parts(url: str, upload_id: str, credentials: Credentials, seconds: int) -> dict[int, str]:

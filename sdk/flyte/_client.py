@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import hashlib
 import io
@@ -34,6 +35,7 @@ from ._wire import (
     BlobTransfer,
     ClusterRecord,
     DeployRequest,
+    PartChecksums,
     Phase,
     RunCreateRequest,
     RunSummary,
@@ -204,7 +206,7 @@ class GatewayClient:
         params = {"project": project or self.project}
         transfer = await self._blob_transfer("POST", f"/api/v1/blobs/{digest}/uploads", params)
         if transfer is not None and transfer.upload is not None:
-            await store_request("PUT", transfer.url, data)
+            await store_request("PUT", transfer.url, data, transfer.headers)
             await self.request("POST", f"/api/v1/blobs/{digest}/uploads/{transfer.upload}", params=params)
             return digest
         await self.request("PUT", f"/api/v1/blobs/{digest}", data=data, params=params)
@@ -383,8 +385,9 @@ class GatewayBlobs(BlobBackend):
         blob = f"{self.endpoint}/api/v1/blobs/{digest}"
         transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
         if transfer is not None and transfer.upload is not None:
-            # Straight into the object store (no token of ours goes there), then the gateway checks the digest.
-            _call(urllib.request.Request(transfer.url, data=data, method="PUT"))
+            # Straight into the object store (no token of ours goes there; the store checks the sha256 the URL is
+            # signed with), then the gateway makes it the blob.
+            _call(urllib.request.Request(transfer.url, data=data, method="PUT", headers=transfer.headers))
             _call(urllib.request.Request(f"{blob}/uploads/{transfer.upload}{self._query}", method="POST"), self)
             return f"blob:{digest}"
         request = urllib.request.Request(
@@ -409,36 +412,41 @@ class GatewayBlobs(BlobBackend):
         """Stream a file to the store through a presigned URL (it is not read into memory), else `put` it."""
         from .io._blobs import file_sha256
 
-        digest = file_sha256(path)
-        blob = f"{self.endpoint}/api/v1/blobs/{digest}"
         size = path.stat().st_size
-        if size > MULTIPART_BYTES and self.endpoint not in _NO_MULTIPART and self._put_parts(path, digest, size):
-            return f"blob:{digest}"
+        if size > MULTIPART_BYTES and self.endpoint not in _NO_MULTIPART:
+            digest, parts = _file_digests(path, PART_BYTES)
+            if self._put_parts(path, digest, parts):
+                return f"blob:{digest}"
+        else:
+            digest = file_sha256(path)
+        blob = f"{self.endpoint}/api/v1/blobs/{digest}"
         transfer = self._transfer(urllib.request.Request(f"{blob}/uploads{self._query}", method="POST"))
         if transfer is None or transfer.upload is None:
             return self._put(path.read_bytes())
-        size = path.stat().st_size
         with path.open("rb") as body:
-            request = urllib.request.Request(transfer.url, data=body, method="PUT")
+            request = urllib.request.Request(transfer.url, data=body, method="PUT", headers=transfer.headers)
             request.add_header("Content-Length", str(size))
             _call(request)
         _call(urllib.request.Request(f"{blob}/uploads/{transfer.upload}{self._query}", method="POST"), self)
         return f"blob:{digest}"
 
-    def _put_parts(self, path: Path, digest: str, size: int) -> bool:
-        """Send a large file in parts, `PARTS_IN_FLIGHT` at once, each to a presigned URL of its own; a try after
-        a broken one sends only the parts the store lacks. False where the gateway offers no multipart upload."""
+    def _put_parts(self, path: Path, digest: str, checksums: list[str]) -> bool:
+        """Send a large file in parts, `PARTS_IN_FLIGHT` at once, each to a presigned URL of its own, signed with
+        the part's sha256 (`checksums`, base64) so the store takes only those bytes; a try after a broken one sends
+        only the parts the store lacks. False where the gateway offers no multipart upload."""
         from concurrent.futures import ThreadPoolExecutor
 
         blob = f"{self.endpoint}/api/v1/blobs/{digest}"
-        count = -(-size // PART_BYTES)
+        count = len(checksums)
+        body = PartChecksums(sha256=checksums).model_dump_json().encode()
         broken = self._broken.get(digest)
         if broken is None:
             ask = f"{blob}/uploads{self._with(parts=str(count))}"
         else:
             ask = f"{blob}/uploads/{broken[0]}/parts{self._with(parts=str(count), multipart=broken[1])}"
         try:
-            transfer = BlobTransfer.model_validate_json(_call(urllib.request.Request(ask, method="POST"), self))
+            request = urllib.request.Request(ask, data=body, method="POST", headers=_JSON)
+            transfer = BlobTransfer.model_validate_json(_call(request, self))
         except urllib.error.HTTPError as error:
             if error.code == 404 and broken is not None:
                 del self._broken[digest]  # the store forgot it (collected): start afresh on the next try
@@ -455,11 +463,13 @@ class GatewayBlobs(BlobBackend):
         def send(number: int) -> None:
             with path.open("rb") as source:
                 source.seek((number - 1) * PART_BYTES)
-                _call(urllib.request.Request(transfer.parts[number], data=source.read(PART_BYTES), method="PUT"))
+                piece = source.read(PART_BYTES)
+            checked = {"x-amz-checksum-sha256": checksums[number - 1]}
+            _call(urllib.request.Request(transfer.parts[number], data=piece, method="PUT", headers=checked))
 
         with ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
             list(pool.map(send, sorted(transfer.parts)))
-        commit = f"{blob}/uploads/{transfer.upload}{self._with(multipart=transfer.multipart)}"
+        commit = f"{blob}/uploads/{transfer.upload}{self._with(multipart=transfer.multipart, parts=str(count))}"
         _call(urllib.request.Request(commit, method="POST"), self)
         del self._broken[digest]
         return True
@@ -535,17 +545,33 @@ def _count(span: Span | None, size: int) -> None:
         span.set_attribute("flyte.blob.bytes", size)
 
 
-async def store_request(method: str, url: str, data: bytes | None = None) -> bytes:
-    """A request to the object store through a presigned URL: a session of its own, so no token of ours goes there."""
+async def store_request(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> bytes:
+    """A request to the object store through a presigned URL: a session of its own, so no token of ours goes there;
+    `headers` are those the URL was signed with (the checksum the store checks the bytes against)."""
     import aiohttp
 
     body = io.BytesIO(data) if data is not None else None
-    async with aiohttp.ClientSession() as http, http.request(method, url, data=body) as response:
+    async with aiohttp.ClientSession() as http, http.request(method, url, data=body, headers=headers) as response:
         if response.status >= 400:
             raise GatewayError(response.status, "object_store", (await response.text())[:500])
         return await response.read()
 
 
+def _file_digests(path: Path, part: int) -> tuple[str, list[str]]:
+    """The file's sha256 (hex) and each `part`-sized piece's (base64, as S3's checksum header spells it), in one
+    read of the file."""
+    whole = hashlib.sha256()
+    pieces: list[str] = []
+    with path.open("rb") as source:
+        while piece := source.read(part):
+            whole.update(piece)
+            pieces.append(base64.b64encode(hashlib.sha256(piece).digest()).decode())
+    return whole.hexdigest(), pieces
+
+
+_JSON = {"Content-Type": "application/json"}
 MULTIPART_BYTES = 64 * 1024 * 1024
 """A file larger than this goes to an object store in parts (S3's minimum part is 5 MiB)."""
 PART_BYTES = 16 * 1024 * 1024

@@ -132,8 +132,8 @@ async def test_the_sweep_takes_abandoned_direct_uploads(
     prefix = f"abandoned-{uuid.uuid4().hex[:8]}"
     s3 = ObjectBlobStore(f"s3://{s3_server.bucket}/{prefix}", state)
     data = b"sent, never committed"
-    url, _ = await s3.upload_url(sha(data), "alpha")
-    async with aiohttp.ClientSession() as http, http.put(url, data=io.BytesIO(data)) as response:
+    url, _, headers = await s3.upload_url(sha(data), "alpha")
+    async with aiohttp.ClientSession() as http, http.put(url, data=io.BytesIO(data), headers=headers) as response:
         assert response.status == 200
     assert len(s3_server.keys(f"{prefix}/uploads/")) == 1
     assert await collect_blobs(state, BlobMarker(s3), grace=3600) == 0

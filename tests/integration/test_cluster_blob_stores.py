@@ -45,8 +45,8 @@ async def stores(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> AsyncI
 async def direct_upload(stores: ClusterBlobStores, data: bytes, cluster: str | None) -> str:
     digest = hashlib.sha256(data).hexdigest()
     target = await stores.of_cluster(cluster)
-    url, upload = await target.upload_url(digest, "alpha")
-    async with aiohttp.ClientSession() as http, http.put(url, data=io.BytesIO(data)) as response:
+    url, upload, headers = await target.upload_url(digest, "alpha")
+    async with aiohttp.ClientSession() as http, http.put(url, data=io.BytesIO(data), headers=headers) as response:
         assert response.status == 200
     assert (await target.commit_upload(digest, "alpha", upload))[0]
     return digest

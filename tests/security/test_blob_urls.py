@@ -1,10 +1,12 @@
 """Direct transfers to an object store (issue 19): the gateway issues short-lived presigned URLs for one project's
 upload of one digest, or for reading one blob, only after the same authorization as the blob API; a URL is refused
-by the store once it expires or if pointed at another key; a direct upload is checked against its digest before it
-becomes the blob. Against a real gateway process on a real S3 server (SeaweedFS); a directory store issues none."""
+by the store once it expires or if pointed at another key; an upload URL is signed with the digest, so the store
+itself refuses other bytes, and no byte comes to the gateway to be checked. Against a real gateway process on a
+real S3 server (SeaweedFS); a directory store issues none."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -37,54 +39,78 @@ async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
         yield called
 
 
-async def as_(api: Api, bearer: str, method: str, path: str) -> tuple[int, dict[str, object]]:
-    status, body = await api.call(method, path, headers=headers(bearer))
+async def as_(api: Api, bearer: str, method: str, path: str, body: object = None) -> tuple[int, dict[str, object]]:
+    status, body = await api.call(method, path, body, headers=headers(bearer))
     assert isinstance(body, dict), body
     return status, body
 
 
-async def store_call(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+async def store_call(
+    method: str, url: str, data: bytes | None = None, sent: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """A request to the object store itself, with no token of ours: only the URL's signature counts."""
     body = io.BytesIO(data) if data is not None else None
-    async with aiohttp.ClientSession() as http, http.request(method, url, data=body) as response:
+    async with aiohttp.ClientSession() as http, http.request(method, url, data=body, headers=sent) as response:
         return response.status, await response.read()
 
 
-async def received(api: Api) -> int:
+async def blob_bytes(api: Api, direction: str) -> int:
+    """The gateway's blob-bytes counter: `received`/`sent` through its blob API, `checked` read back from a store."""
     status, text = await api.call("GET", "/metrics")
     assert status == 200
-    prefix = 'flyte_gateway_blob_bytes_total{direction="received"}'
+    prefix = f'flyte_gateway_blob_bytes_total{{direction="{direction}"}}'
     line = next(x for x in str(text).splitlines() if x.startswith(prefix))
     return int(line.rsplit(" ", 1)[1])
+
+
+async def received(api: Api) -> int:
+    return await blob_bytes(api, "received")
 
 
 async def direct_upload(api: Api, bearer: str, data: bytes, digest: str | None = None) -> tuple[int, dict[str, object]]:
     digest = digest or hashlib.sha256(data).hexdigest()
     status, transfer = await as_(api, bearer, "POST", f"/api/v1/blobs/{digest}/uploads")
     assert status == 201, transfer
-    assert (await store_call("PUT", str(transfer["url"]), data))[0] == 200
+    assert (await store_call("PUT", str(transfer["url"]), data, signed_headers(transfer)))[0] == 200
     return await as_(api, bearer, "POST", f"/api/v1/blobs/{digest}/uploads/{transfer['upload']}")
+
+
+def signed_headers(transfer: dict[str, object]) -> dict[str, str]:
+    sent = transfer["headers"]
+    assert isinstance(sent, dict)
+    return {str(k): str(v) for k, v in sent.items()}
 
 
 async def test_a_direct_upload_and_download_never_pass_bytes_through_the_blob_api(api: Api) -> None:
     alpha = await token(api, "run", projects=("alpha",))
     data = os.urandom(3 * 1024 * 1024)
     digest = hashlib.sha256(data).hexdigest()
-    before = await received(api)
+    before = await received(api), await blob_bytes(api, "checked")
     assert (await direct_upload(api, alpha, data))[0] == 201
     status, transfer = await as_(api, alpha, "GET", f"/api/v1/blobs/{digest}/url")
     assert status == 200
     assert await store_call("GET", str(transfer["url"])) == (200, data)
-    assert await received(api) == before
+    assert (await received(api), await blob_bytes(api, "checked")) == before, "not received, not read back either"
 
 
-async def test_a_direct_upload_with_other_bytes_than_its_digest_is_refused_and_leaves_nothing(api: Api) -> None:
+async def test_the_store_refuses_other_bytes_than_the_digest_an_upload_url_is_signed_with(api: Api) -> None:
     alpha = await token(api, "run", projects=("alpha",))
-    claimed = hashlib.sha256(b"what was promised").hexdigest()
-    status, body = await direct_upload(api, alpha, b"something else", digest=claimed)
-    assert (status, body["code"]) == (400, "digest_mismatch")
+    promised = b"what was promised"
+    claimed = hashlib.sha256(promised).hexdigest()
+    status, transfer = await as_(api, alpha, "POST", f"/api/v1/blobs/{claimed}/uploads")
+    assert status == 201, transfer
+    url, checksum = str(transfer["url"]), signed_headers(transfer)
+    assert checksum == {"x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(promised).digest()).decode()}
+    other = {"x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(b"something else").digest()).decode()}
+    assert (await store_call("PUT", url, b"something else", checksum))[0] == 400, "the store hashes the body"
+    assert (await store_call("PUT", url, b"something else", other))[0] == 403, "another checksum breaks the signature"
+    assert (await store_call("PUT", url, b"something else"))[0] == 403, "so does leaving it out"
+    status, body = await as_(api, alpha, "POST", f"/api/v1/blobs/{claimed}/uploads/{transfer['upload']}")
+    assert (status, body["code"]) == (404, "not_found"), "nothing was staged to commit"
     assert (await as_(api, alpha, "GET", f"/api/v1/blobs/{claimed}/url"))[0] == 404
     assert (await api.call("HEAD", f"/api/v1/blobs/{claimed}"))[0] == 404
+    assert (await store_call("PUT", url, promised, checksum))[0] == 200, "the promised bytes go through the same URL"
+    assert (await as_(api, alpha, "POST", f"/api/v1/blobs/{claimed}/uploads/{transfer['upload']}"))[0] == 201
 
 
 async def test_no_url_is_issued_for_another_projects_blob_or_upload(api: Api) -> None:
@@ -102,7 +128,7 @@ async def test_no_url_is_issued_for_another_projects_blob_or_upload(api: Api) ->
     assert status == 201
     other = str(transfer["url"]).replace(f"/beta/{digest}/", f"/alpha/{digest}/")
     assert other != transfer["url"]
-    assert (await store_call("PUT", other, b"poison"))[0] == 403
+    assert (await store_call("PUT", other, b"poison", signed_headers(transfer)))[0] == 403
 
 
 async def test_a_presigned_url_is_refused_after_it_expires(api: Api) -> None:

@@ -298,3 +298,17 @@ class BlobTransfer(WireModel):
     """Part number -> a presigned PUT URL, for the parts still to send (every part 5 MiB or more but the last)."""
     done: list[int] = Field(default_factory=list)
     """The parts the store already holds (resuming a broken upload: `POST .../uploads/{upload}/parts`)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Headers the PUT to `url` must carry: the sha256 the URL is signed with, which the store checks the bytes
+    against (a part's URL is signed with the part's, from `PartChecksums`: its PUT carries `x-amz-checksum-sha256`
+    with that value)."""
+
+
+_SHA256_BASE64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+
+
+class PartChecksums(WireModel):
+    """The body of `POST /api/v1/blobs/{digest}/uploads?parts=N` (and of resuming one): each part's sha256, in
+    base64, in order. Each part's URL is signed with its checksum, so the store takes only those bytes for it."""
+
+    sha256: list[_SHA256_BASE64] = Field(default_factory=list, max_length=10_000)
