@@ -29,3 +29,14 @@ def test_the_multipart_parameters_and_a_session_token_are_signed_too() -> None:
     assert "X-Amz-Security-Token=token%2Fwith%2Bchars" in url
     other = presign("PUT", "http://127.0.0.1:9000/b/k", {"partNumber": "3", "uploadId": "u+1"}, with_token, 60, WHEN)
     assert url.rsplit("=", 1)[1] != other.rsplit("=", 1)[1], "another part is another signature"
+
+
+def test_a_checksum_header_is_signed_so_the_request_must_carry_exactly_it() -> None:
+    plain = presign("PUT", "http://127.0.0.1:9000/b/k", {}, AWS_EXAMPLE, 60, WHEN)
+    checked = presign(
+        "PUT", "http://127.0.0.1:9000/b/k", {}, AWS_EXAMPLE, 60, WHEN, {"X-Amz-Checksum-SHA256": " abc= "}
+    )
+    assert "X-Amz-SignedHeaders=host%3Bx-amz-checksum-sha256" in checked
+    other = presign("PUT", "http://127.0.0.1:9000/b/k", {}, AWS_EXAMPLE, 60, WHEN, {"x-amz-checksum-sha256": "abd="})
+    signatures = {url.rsplit("=", 1)[1] for url in (plain, checked, other)}
+    assert len(signatures) == 3, "the header's value is part of the signature"
