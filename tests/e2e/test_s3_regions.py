@@ -11,6 +11,7 @@ for the 1 GiB of issue #19's test plan. Run with `-s` to see the throughput each
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -73,14 +74,13 @@ def regions(tmp_path_factory: pytest.TempPathFactory, s3_regions: tuple[S3Server
         FLYTE_MAX_BLOB_BYTES=str((SIZE_MIB + 64) * MIB),
         **near.env(),
     )
-    agent = None
     try:
         agent = _start_far_agent(rig, root, f"s3://{far.bucket}/{prefix}/clusters/{FAR}", far.endpoint)
-        yield Regions(rig, near, far, prefix)
+        try:
+            yield Regions(rig, near, far, prefix)
+        finally:
+            _stop(agent)
     finally:
-        if agent is not None:
-            os.killpg(agent.pid, signal.SIGTERM)
-            agent.wait(timeout=30)
         rig.flyte("rig", "down")
 
 
@@ -109,9 +109,24 @@ def _start_far_agent(rig: Rig, root: Path, blobs: str, endpoint: str) -> subproc
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    assert_eventually(lambda: _connected(FAR) or agent.poll() is not None, timeout=30, interval=0.1)
-    assert agent.poll() is None, (root / f"agent-{FAR}.log").read_text()
+    try:
+        assert_eventually(lambda: _connected(FAR) or agent.poll() is not None, timeout=30, interval=0.1)
+        assert agent.poll() is None, (root / f"agent-{FAR}.log").read_text()
+    except BaseException:
+        _stop(agent)
+        raise
     return agent
+
+
+def _stop(agent: subprocess.Popen[bytes]) -> None:
+    """Stop the agent as `flyte rig down` stops the rig's: SIGTERM to its process group, SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(agent.pid, signal.SIGTERM)
+    try:
+        agent.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
 
 
 def _connected(cluster: str) -> bool:
