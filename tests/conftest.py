@@ -83,6 +83,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_regions(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[S3Server, S3Server]]:
+    """Two S3 servers standing for two regions' object stores (same test key pair, bucket `flyte` on each): the
+    session's `s3_server` and a second one, started here and stopped here. Tests isolate by key prefix."""
+    _require_weed()
+    other = S3Server(tmp_path_factory.mktemp("s3-region-2") / "data").launch()
+    try:
+        # Asked for once the second is launched: when the session has not started the first yet, both start at once.
+        first: S3Server = request.getfixturevalue("s3_server")
+        yield first, other.ready()
+    finally:
+        other.stop()
+
+
 @pytest.fixture
 def s3_fresh(tmp_path: Path) -> Iterator[S3Server]:
     """An S3 server of this test's own, for tests (and fault rows) that stop it."""

@@ -1,7 +1,7 @@
 """A throwaway S3-compatible server (SeaweedFS) on 127.0.0.1 for tests and benchmarks, started the way `flyte rig up
 --s3` starts one (`flyte.cli._s3_local`), with a fixed test key pair. `start()` returns once a signed write into
 the bucket succeeds, within a deadline; `stop()` kills it (weed takes ~25 s to stop on SIGTERM, and a test server's
-data is thrown away)."""
+data is thrown away). `launch()` and `ready()` are `start()` in two halves."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ class S3Server:
         return self.local.env()
 
     def start(self, *, within: float = 60.0) -> S3Server:
+        return self.launch().ready(within=within)
+
+    def launch(self) -> S3Server:
+        """Start the server without waiting for it (`ready` waits), so that a caller can start two at once."""
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 self.local.command(self.binary, self.data_dir),
@@ -43,7 +47,12 @@ class S3Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self
+
+    def ready(self, *, within: float = 60.0) -> S3Server:
+        """Wait until a launched server takes signed writes; stopped, and a RuntimeError, if not within `within`."""
         proc = self._proc
+        assert proc is not None, "launch() first"
         try:
             self.local.wait_ready(lambda: proc.poll() is None, within)
         except (RuntimeError, TimeoutError) as error:

@@ -64,10 +64,11 @@ east.add_dependency(west)
 
 @east.task
 async def produce(mib: int) -> tuple[File, str]:
-    path = Path(tempfile.mkdtemp()) / "big.bin"
     data = os.urandom(mib * 1024 * 1024)
-    path.write_bytes(data)
-    return await File.from_local(path), hashlib.sha256(data).hexdigest()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "big.bin"
+        path.write_bytes(data)
+        return await File.from_local(path), hashlib.sha256(data).hexdigest()
 
 
 @west.task
@@ -144,9 +145,10 @@ eu.add_dependency(anywhere)
 
 @eu.task
 async def produce(mib: int) -> File:
-    path = Path(tempfile.mkdtemp()) / "data.bin"
-    path.write_bytes(os.urandom(mib * 1024 * 1024))
-    return await File.from_local(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "data.bin"
+        path.write_bytes(os.urandom(mib * 1024 * 1024))
+        return await File.from_local(path)
 
 
 @anywhere.task
