@@ -30,6 +30,7 @@ from gateway._blobs import (
     blob_record,
     drop_locations,
     settle_claim,
+    store_identity,
 )
 from gateway._keys import CLUSTERS, cluster_key
 from gateway.store import Store
@@ -46,7 +47,7 @@ async def input_bytes(
     store is in that cluster's region; the gateway's is in none, ""), for data-aware placement. Blobs named inside
     other blobs (a `Dir`'s files, a large value holding a `File`) are not read: one store read per named blob."""
     digests = {m for value in inputs.values() for m in _BLOB_REF.findall(value.model_dump_json())}
-    regions = {record.blobs.rstrip("/"): record.region for record in clusters.values() if record.blobs}
+    regions = {store_identity(r.blobs, r.blobs_endpoint): r.region for r in clusters.values() if r.blobs}
     held: dict[str, int] = {}
     for digest in sorted(digests):
         at, size = await blob_placement(store, digest)
@@ -80,7 +81,7 @@ class ClusterBlobStores:
         return await self._open(ClusterRecord.model_validate_json(kv.value))
 
     async def _open(self, record: ClusterRecord) -> BlobStore:
-        if record.blobs is None or record.blobs.rstrip("/") == self.default.description:
+        if record.blobs is None or store_identity(record.blobs, record.blobs_endpoint) == self.default.description:
             return self.default
         where = (record.blobs.rstrip("/"), record.blobs_endpoint)
         async with self._lock:

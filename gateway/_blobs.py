@@ -49,6 +49,13 @@ class BlobStoreUnavailable(Unavailable):
         super().__init__("the blob store is unavailable; try again shortly", code="blob_store_unavailable")
 
 
+def store_identity(url: str, endpoint: str | None = None) -> str:
+    """How blob records name a store (its `description`): its URL, with the endpoint where one is given, since two
+    regions' S3 servers may each have a bucket and prefix of the same name."""
+    url = url.rstrip("/")
+    return url if endpoint is None else f"{url} at {endpoint.rstrip('/')}"
+
+
 def check_digest(digest: str) -> str:
     if not _DIGEST.match(digest):
         raise Invalid(f"a blob key is the sha256 of its content (64 lower-case hex digits), not {digest[:80]!r}")

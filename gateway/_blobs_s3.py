@@ -42,6 +42,7 @@ from gateway._blobs import (
     blob_record,
     check_digest,
     is_digest,
+    store_identity,
 )
 from gateway._domain_errors import Conflict, Invalid, NotFound
 from gateway._keys import blob_seen_key
@@ -106,7 +107,7 @@ class ObjectBlobStore:
                 raise ValueError(f"the object store endpoint {target} is plain http on a remote host: use https")
             client["allow_http"] = True
         self.url = url.rstrip("/")
-        self.description = self.url
+        self.description = store_identity(self.url, endpoint)
         # A store that is down is a 503 within seconds, so the client's own retries (a worker's attempt, the SDK)
         # take over, rather than a request held for obstore's default three minutes.
         retry: RetryConfig = {"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_SECONDS)}

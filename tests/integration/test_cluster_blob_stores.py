@@ -104,3 +104,21 @@ async def test_the_sweep_collects_in_every_clusters_store(stores: tuple[ClusterB
     assert removed == [orphan]
     assert await blobs.exists(kept)
     assert not await blobs.exists(orphan)
+
+
+async def test_a_store_of_the_same_bucket_and_prefix_on_another_endpoint_is_another_store(
+    stores: tuple[ClusterBlobStores, str], s3_server: S3Server
+) -> None:
+    """Two regions may each run an S3 server with a bucket of the same name: a store is its URL and its endpoint."""
+    blobs, root = stores
+    elsewhere = "http://127.0.0.1:9"
+    record = ClusterRecord(name="ap-south", region="ap-south", cloud="local", blobs=f"{root}/gateway")
+    for endpoint in (elsewhere, None):
+        given = record.model_copy(update={"blobs_endpoint": endpoint})
+        await blobs._store.put(cluster_key("ap-south"), given.model_dump_json().encode())
+        own = await blobs.of_cluster("ap-south")
+        assert (own is blobs.default) == (endpoint is None), endpoint
+    await blobs._store.put(
+        cluster_key("ap-south"), record.model_copy(update={"blobs_endpoint": elsewhere}).model_dump_json().encode()
+    )
+    assert (await blobs.of_cluster("ap-south")).description == f"{root}/gateway at {elsewhere}"
