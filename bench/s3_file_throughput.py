@@ -5,10 +5,11 @@ bytes on the same S3 server.
 
 Starts its own rig on a local S3 server (`flyte rig up --s3 --clusters us-east,eu-west`, in a temporary
 FLYTE_HOME), runs a program whose task on us-east writes `--mib` MiB of random bytes and returns them as a `File`
-(timing `File.from_local`: hash, presigned PUT, the gateway's digest check and server-side copy), and whose task on
+(timing `File.from_local`: hash, presigned PUTs the store checks, and the server-side copy), and whose task on
 eu-west reads it (timing the presigned GET to disk). Then it copies the same number of bytes with bare obstore
 (`put` of a file, `get` to memory) on the same server. Prints MiB/s for each and their ratio, the gateway's peak
-resident memory and the blob bytes its blob API received. Timing only; never pass/fail.
+resident memory and the blob bytes through it (its blob API's, and any read back to check a digest). Timing
+only; never pass/fail.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,13 +43,14 @@ PROGRAM = textwrap.dedent("""
 
     @east.task
     async def produce(mib: int) -> tuple[File, float]:
-        path = Path(tempfile.mkdtemp()) / "big.bin"
-        with path.open("wb") as out:
-            for _ in range(mib):
-                out.write(os.urandom(1024 * 1024))
-        started = time.perf_counter()
-        f = await File.from_local(path)
-        return f, time.perf_counter() - started
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "big.bin"
+            with path.open("wb") as out:
+                for _ in range(mib):
+                    out.write(os.urandom(1024 * 1024))
+            started = time.perf_counter()
+            f = await File.from_local(path)
+            return f, time.perf_counter() - started
 
 
     @west.task
@@ -80,11 +83,12 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-def blob_bytes_received(endpoint: str) -> int:
+def blob_bytes(endpoint: str) -> dict[str, int]:
+    """The gateway's blob-bytes counter by direction: received and sent by its blob API, checked (read back)."""
     with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = re.search(r'^flyte_gateway_blob_bytes_total\{direction="received"\} (\d+)$', text, re.MULTILINE)
-    return int(found.group(1)) if found else -1
+    found = re.findall(r'^flyte_gateway_blob_bytes_total\{direction="(\w+)"\} (\d+)$', text, re.MULTILINE)
+    return {direction: int(count) for direction, count in found}
 
 
 def bare_copy(s3_port: int, keys: dict[str, str], mib: int, scratch: Path) -> tuple[float, float]:
@@ -131,7 +135,7 @@ def main() -> None:
         state = json.loads((directory / "rig.json").read_text())
         port = re.search(r"local S3 server http://127\.0\.0\.1:(\d+)", up.stdout)
         assert port is not None, up.stdout
-        before = blob_bytes_received(state["endpoint"])
+        before = blob_bytes(state["endpoint"])
         runner = textwrap.dedent(f"""
             import json, flyte, bench_program
             flyte.init_from_config()
@@ -144,13 +148,14 @@ def main() -> None:
         if result.returncode != 0:
             sys.exit(result.stderr)
         flyte_up, flyte_down = json.loads(result.stdout.strip().splitlines()[-1])
-        received = blob_bytes_received(state["endpoint"]) - before
+        through = {k: v - before.get(k, 0) for k, v in blob_bytes(state["endpoint"]).items()}
         gateway_peak = peak_rss(state["pids"]["gateway"])
         bare_up, bare_down = bare_copy(
             int(port.group(1)), json.loads((directory / "s3.json").read_text()), args.mib, root
         )
     finally:
         flyte_cli(root, env, "rig", "down")
+        shutil.rmtree(root, ignore_errors=True)  # the S3 server's data: the file, twice
 
     def rate(seconds: float) -> float:
         return args.mib / seconds
@@ -164,7 +169,10 @@ def main() -> None:
         f"  File download (other cluster): {rate(flyte_down):8.1f} MiB/s   bare obstore get: {rate(bare_down):8.1f}"
         f" MiB/s   File/bare {bare_down / flyte_down:.2f}"
     )
-    print(f"  gateway: blob API received {received} bytes; peak resident memory {gateway_peak / 2**20:.0f} MiB")
+    print(
+        f"  gateway: blob bytes {through} (its API's received and sent, read back to check);"
+        f" peak RSS {gateway_peak / 2**20:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":
