@@ -42,7 +42,7 @@ from flyte._wire import (
 from gateway._auth import Principal, principal_of
 from gateway._authz import Act, Target, authorize
 from gateway._blob_stores import ClusterBlobStores
-from gateway._blobs import MAX_BLOB, BlobStore, check_digest
+from gateway._blobs import MAX_BLOB, BlobStore, Uploader, check_digest
 from gateway._domain_errors import Forbidden
 from gateway._errors import ApiError, bad_request, describe_validation_error, not_found
 from gateway._keys import actions_prefix
@@ -173,6 +173,10 @@ def _blob_project(request: web.Request) -> str:
     return "default"
 
 
+def _uploader(request: web.Request, project: str) -> Uploader:
+    return Uploader(project, principal_of(request).token_id)
+
+
 async def put_blob(request: web.Request) -> web.Response:
     digest = check_digest(request.match_info["digest"])
     project = _blob_project(request)
@@ -227,7 +231,7 @@ async def upload_url(request: web.Request) -> web.Response:
     blobs = await services(request).blobs.of_cluster(_cluster(request))
     if "parts" in request.query:
         return await _multipart(request, blobs, digest, project, None)
-    url, upload, headers = await blobs.upload_url(digest, project)
+    url, upload, headers = await blobs.upload_url(digest, _uploader(request, project))
     transfer = BlobTransfer(
         url=url, upload=upload, expires_in=blobs.url_seconds, store=blobs.description, headers=headers
     )
@@ -257,7 +261,9 @@ async def _multipart(
             '{"sha256": [...]}, so the store checks every part',
             code="part_checksums",
         )
-    upload, multipart, missing, done = await blobs.multipart_urls(digest, project, sha256, upload, multipart)
+    uploader = _uploader(request, project)
+    resume = (upload, multipart) if upload is not None and multipart is not None else None
+    upload, multipart, missing, done = await blobs.multipart_urls(digest, uploader, sha256, resume)
     first = missing[min(missing)] if missing else ""
     transfer = BlobTransfer(
         url=first,
@@ -303,7 +309,7 @@ async def commit_upload(request: web.Request) -> web.Response:
     blobs = await svc.blobs.of_cluster(_cluster(request))
     multipart = _multipart_id(request)
     parts = _int(request, "parts", 1, len(PART_NUMBERS)) if multipart is not None else 0
-    created, size = await blobs.commit_upload(digest, project, upload, multipart, parts)
+    created, size = await blobs.commit_upload(digest, _uploader(request, project), upload, multipart, parts)
     return web.json_response({"digest": digest, "size": size}, status=201 if created else 200)
 
 

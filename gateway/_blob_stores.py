@@ -25,6 +25,7 @@ from flyte._wire import ClusterRecord, WireValue
 from gateway._blobs import (
     BlobStore,
     HashingStream,
+    Uploader,
     blob_locations,
     blob_placement,
     blob_record,
@@ -155,18 +156,18 @@ class ClusterBlobStores:
         for store in await self.stores():
             await store.delete(digest)
 
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
-        return await self.default.upload_url(digest, project)
+    async def upload_url(self, digest: str, uploader: Uploader) -> tuple[str, str, dict[str, str]]:
+        return await self.default.upload_url(digest, uploader)
 
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
+        self, digest: str, uploader: Uploader, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
-        return await self.default.commit_upload(digest, project, upload, multipart, parts)
+        return await self.default.commit_upload(digest, uploader, upload, multipart, parts)
 
     async def multipart_urls(
-        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
+        self, digest: str, uploader: Uploader, sha256: Sequence[str], resume: tuple[str, str] | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
-        return await self.default.multipart_urls(digest, project, sha256, upload, multipart)
+        return await self.default.multipart_urls(digest, uploader, sha256, resume)
 
     @property
     def checked_bytes(self) -> int:

@@ -49,6 +49,20 @@ class BlobStoreUnavailable(Unavailable):
         super().__init__("the blob store is unavailable; try again shortly", code="blob_store_unavailable")
 
 
+@dataclass(frozen=True)
+class Uploader:
+    """Whom a direct upload is for: the project whose blob it becomes, and the token that asked for it (a worker's
+    token acts for one attempt). The staged object's key names both, so its URLs, its resumption and its commit are
+    that token's alone: a URL that leaks is good for nothing once its attempt ends."""
+
+    project: str
+    token: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.project}/{self.token or 'anonymous'}"
+
+
 def store_identity(url: str, endpoint: str | None = None) -> str:
     """How blob records name a store (its `description`): its URL, with the endpoint where one is given, since two
     regions' S3 servers may each have a bucket and prefix of the same name."""
@@ -104,14 +118,14 @@ class BlobStore(Protocol):
         """Remove the blob's bytes from this store (nothing if there are none)."""
         ...
 
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
+    async def upload_url(self, digest: str, uploader: Uploader) -> tuple[str, str, dict[str, str]]:
         """A presigned URL to PUT the blob's bytes straight into the store, for `project`, the upload's id and the
         headers the PUT must carry (the sha256 the store checks the bytes against, where the URL is signed with
         it); a 409 `no_direct_transfer` for a store that has none: the caller uploads through the blob API."""
         ...
 
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
+        self, digest: str, uploader: Uploader, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
         """Make a direct upload the blob (joining its `parts` parts first, for a multipart upload: a 400 when the
         store lacks one), as `put` does; bytes the store did not check against `digest` become a claim
@@ -119,11 +133,12 @@ class BlobStore(Protocol):
         ...
 
     async def multipart_urls(
-        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
+        self, digest: str, uploader: Uploader, sha256: Sequence[str], resume: tuple[str, str] | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
         """A multipart upload of parts whose sha256 (base64) are `sha256`, in order: (upload id, the store's id, URLs
-        of the parts still missing, parts held); starts one unless `upload` and `multipart` name one to resume (a 409
-        where there are none). Each part's URL is signed with its sha256, so the store refuses other bytes for it."""
+        of the parts still missing, parts held); starts one unless `resume` (the upload id, the store's id) names one
+        to resume (a 409 where there are none). Each part's URL is signed with its sha256, so the store refuses other
+        bytes for it."""
         ...
 
     async def download_url(self, digest: str) -> str:
@@ -367,16 +382,16 @@ class LocalBlobStore:
     async def delete(self, digest: str) -> None:
         await asyncio.to_thread(self.path(digest).unlink, missing_ok=True)
 
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
+    async def upload_url(self, digest: str, uploader: Uploader) -> tuple[str, str, dict[str, str]]:
         raise _no_direct()
 
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
+        self, digest: str, uploader: Uploader, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
         raise _no_direct()
 
     async def multipart_urls(
-        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
+        self, digest: str, uploader: Uploader, sha256: Sequence[str], resume: tuple[str, str] | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
         raise _no_direct()
 

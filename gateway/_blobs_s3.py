@@ -1,10 +1,12 @@
 """Blobs in S3-compatible object storage (or GCS, or Azure) through obstore: `flyte gateway serve --blobs s3://B/P`.
 
 Layout under the URL's prefix: `blobs/<sha256>` for stored blobs, `uploads/<random>` for uploads through the gateway
-in progress, `uploads/<project>/<sha256>/<random>` for direct uploads (a presigned PUT URL names one such key). An
-upload streams into a staging object, hashed on the way (obstore turns a stream into a multipart upload, so memory
-stays flat); only when the digest matches is it copied to its final key, server-side, and the staging object is
-deleted either way. A reader therefore never sees a blob whose bytes were not checked.
+in progress, `uploads/<project>/<token id>/<sha256>/<random>` for direct uploads (a presigned PUT URL names one such
+key). An upload through the gateway streams into a staging object, hashed on the way (obstore turns a stream into a
+multipart upload, so memory stays flat); only when the digest matches is it copied to its final key, server-side,
+and the staging object is deleted either way. A direct upload is checked by the store (its URL is signed with the
+sha256), or else is its uploader's claim (`gateway._blobs.BlobRecord.claimed`): no project ever reads bytes that
+were not checked unless it uploaded them itself.
 
 Credentials and the endpoint come from the usual environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_REGION`, `AWS_ENDPOINT_URL`, ...), read by obstore; `--blobs-endpoint` overrides the endpoint, and plain http is
@@ -37,6 +39,7 @@ from gateway import _s3_multipart as s3_multipart
 from gateway._blobs import (
     BlobStoreUnavailable,
     HashingStream,
+    Uploader,
     add_owner,
     blob_projects,
     blob_record,
@@ -172,9 +175,9 @@ class ObjectBlobStore:
         await _delete_quietly(self.object_store, self.key(digest))
 
     @_guarded
-    async def upload_url(self, digest: str, project: str) -> tuple[str, str, dict[str, str]]:
+    async def upload_url(self, digest: str, uploader: Uploader) -> tuple[str, str, dict[str, str]]:
         upload = uuid.uuid4().hex
-        staged = _staged(digest, project, upload)
+        staged = _staged(digest, uploader, upload)
         credentials = self._signer()
         if credentials is None:
             return str(await obstore.sign_async(self.object_store, "PUT", staged, self.url_lifetime)), upload, {}
@@ -186,25 +189,24 @@ class ObjectBlobStore:
 
     @_guarded
     async def multipart_urls(
-        self, digest: str, project: str, sha256: Sequence[str], upload: str | None = None, multipart: str | None = None
+        self, digest: str, uploader: Uploader, sha256: Sequence[str], resume: tuple[str, str] | None = None
     ) -> tuple[str, str, dict[int, str], list[int]]:
         credentials = self._signer()
         if credentials is None:
             raise Conflict("this store takes an upload in one piece: use the URL of uploads", code="no_multipart")
-        upload = upload or uuid.uuid4().hex
-        url = await self._object_url(_staged(digest, project, upload))
+        upload = resume[0] if resume else uuid.uuid4().hex
+        url = await self._object_url(_staged(digest, uploader, upload))
         try:
-            if multipart is None:
+            if resume is None:
                 multipart, held = await s3_multipart.start(url, credentials, self.url_seconds), {}
             else:
+                multipart = resume[1]
                 held = await s3_multipart.parts(url, multipart, credentials, self.url_seconds)
         except s3_multipart.MultipartError as error:
             log.warning("blob store: multipart upload of %s: %s", digest, error)
             raise NotFound(f"no multipart upload {upload} of blob {digest} to resume") from None
         missing = {
-            n: s3_multipart.part_url(
-                url, multipart, n, credentials, self.url_seconds, sha256[n - 1] if sha256 else None
-            )
+            n: s3_multipart.part_url(url, multipart, n, credentials, self.url_seconds, sha256[n - 1])
             for n in range(1, len(sha256) + 1)
             if n not in held
         }
@@ -239,7 +241,7 @@ class ObjectBlobStore:
 
     @_guarded
     async def commit_upload(
-        self, digest: str, project: str, upload: str, multipart: str | None = None, parts: int = 0
+        self, digest: str, uploader: Uploader, upload: str, multipart: str | None = None, parts: int = 0
     ) -> tuple[bool, int]:
         """A single PUT through a URL signed with the digest was checked by the store: it is copied to the blob's
         key, server-side, and no byte comes to the gateway. Other uploads (multipart, whose whole digest no store
@@ -247,7 +249,7 @@ class ObjectBlobStore:
         a claimed blob only the uploader reads; one of a digest that others hold is read back and hashed here
         (a rare case: the client asks first whether the blob is there), and one of a digest the uploader reads
         already is dropped."""
-        staged = _staged(digest, project, upload)
+        staged = _staged(digest, uploader, upload)
         if multipart is not None:
             await self._join_parts(staged, multipart, parts)
         try:
@@ -258,15 +260,15 @@ class ObjectBlobStore:
             checked = multipart is None and self._signer() is not None
             if not checked:
                 record = await blob_record(self._store, digest)
-                if record is not None and project in record.projects:
+                if record is not None and uploader.project in record.projects:
                     return False, size
-                if await add_owner(self._store, digest, project, at=self.description, size=size, claimed=True):
+                if await add_owner(self._store, digest, uploader.project, at=self.description, size=size, claimed=True):
                     return await self._install(staged, digest), size
                 await self._read_back(staged, digest)
             created = await self._install(staged, digest)
         finally:
             await _delete_quietly(self.object_store, staged)
-        await add_owner(self._store, digest, project, at=self.description, size=size)
+        await add_owner(self._store, digest, uploader.project, at=self.description, size=size)
         return created, size
 
     async def _install(self, staged: str, digest: str) -> bool:
@@ -348,9 +350,9 @@ def _base64(digest: str) -> str:
     return base64.b64encode(bytes.fromhex(digest)).decode()
 
 
-def _staged(digest: str, project: str, upload: str) -> str:
-    """Where a direct upload lands: its project, digest and id in the key, so a URL is good for nothing else."""
-    return f"uploads/{project}/{check_digest(digest)}/{upload}"
+def _staged(digest: str, uploader: Uploader, upload: str) -> str:
+    """Where a direct upload lands: its project, token, digest and id in the key, so a URL is good for nothing else."""
+    return f"uploads/{uploader.prefix}/{check_digest(digest)}/{upload}"
 
 
 async def _bytes(stream: Any) -> AsyncIterator[bytes]:

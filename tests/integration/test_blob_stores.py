@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from s3_server import S3Server
 
-from gateway._blobs import BlobStore, LocalBlobStore, open_blob_store
+from gateway._blobs import BlobStore, LocalBlobStore, Uploader, open_blob_store
 from gateway._blobs_s3 import ObjectBlobStore
 from gateway._domain_errors import DomainError
 from gateway._errors import as_api_error
@@ -132,7 +132,7 @@ async def test_the_sweep_takes_abandoned_direct_uploads(
     prefix = f"abandoned-{uuid.uuid4().hex[:8]}"
     s3 = ObjectBlobStore(f"s3://{s3_server.bucket}/{prefix}", state)
     data = b"sent, never committed"
-    url, _, headers = await s3.upload_url(sha(data), "alpha")
+    url, _, headers = await s3.upload_url(sha(data), Uploader("alpha", "0123456789abcdef"))
     async with aiohttp.ClientSession() as http, http.put(url, data=io.BytesIO(data), headers=headers) as response:
         assert response.status == 200
     assert len(s3_server.keys(f"{prefix}/uploads/")) == 1

@@ -19,7 +19,7 @@ from s3_server import S3Server
 
 from flyte._wire import ClusterRecord
 from gateway._blob_stores import ClusterBlobStores
-from gateway._blobs import blob_locations, blob_projects
+from gateway._blobs import Uploader, blob_locations, blob_projects
 from gateway._blobs_s3 import ObjectBlobStore
 from gateway._keys import blob_owners_key, cluster_key
 from gateway.store._sqlite import SqliteStore
@@ -45,10 +45,11 @@ async def stores(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> AsyncI
 async def direct_upload(stores: ClusterBlobStores, data: bytes, cluster: str | None) -> str:
     digest = hashlib.sha256(data).hexdigest()
     target = await stores.of_cluster(cluster)
-    url, upload, headers = await target.upload_url(digest, "alpha")
+    uploader = Uploader("alpha", "0123456789abcdef")
+    url, upload, headers = await target.upload_url(digest, uploader)
     async with aiohttp.ClientSession() as http, http.put(url, data=io.BytesIO(data), headers=headers) as response:
         assert response.status == 200
-    assert (await target.commit_upload(digest, "alpha", upload))[0]
+    assert (await target.commit_upload(digest, uploader, upload))[0]
     return digest
 
 

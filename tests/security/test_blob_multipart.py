@@ -98,6 +98,9 @@ async def test_a_broken_multipart_upload_resumes_with_the_missing_parts_only(api
     for number, url in missing.items():
         assert await put_part(url, pieces[number - 1]) == 200
     commit = f"/api/v1/blobs/{digest}/uploads/{upload}?multipart={multipart}&parts=3"
+    other = await token(api, "run", projects=("alpha",))
+    assert (await as_(api, other, "POST", resume, checksums(pieces)))[0] == 404, "another token resumes nothing"
+    assert (await as_(api, other, "POST", commit))[0] == 404, "nor commits it"
     status, committed = await as_(api, alpha, "POST", commit)
     assert (status, committed["size"]) == (201, len(data)), committed
     status, transfer = await as_(api, alpha, "GET", f"/api/v1/blobs/{digest}/url")

@@ -126,9 +126,25 @@ async def test_no_url_is_issued_for_another_projects_blob_or_upload(api: Api) ->
     # An upload URL names one project's one digest: pointed at another key, the store refuses it.
     status, transfer = await as_(api, beta, "POST", f"/api/v1/blobs/{digest}/uploads")
     assert status == 201
-    other = str(transfer["url"]).replace(f"/beta/{digest}/", f"/alpha/{digest}/")
+    other = str(transfer["url"]).replace("/beta/", "/alpha/")
     assert other != transfer["url"]
     assert (await store_call("PUT", other, b"poison", signed_headers(transfer)))[0] == 403
+
+
+async def test_a_direct_upload_is_the_asking_tokens_alone(api: Api) -> None:
+    """A worker's token acts for one attempt: the upload it staged is its own to send, resume and commit; another
+    token of the same project (another attempt) can do none of it."""
+    first = await token(api, "run", projects=("alpha",))
+    second = await token(api, "run", projects=("alpha",))
+    data = os.urandom(2048)
+    digest = hashlib.sha256(data).hexdigest()
+    status, transfer = await as_(api, first, "POST", f"/api/v1/blobs/{digest}/uploads")
+    assert status == 201, transfer
+    assert (await store_call("PUT", str(transfer["url"]), data, signed_headers(transfer)))[0] == 200
+    commit = f"/api/v1/blobs/{digest}/uploads/{transfer['upload']}"
+    status, refused = await as_(api, second, "POST", commit)
+    assert (status, refused["code"]) == (404, "not_found"), "another token finds no such upload"
+    assert (await as_(api, first, "POST", commit))[0] == 201
 
 
 async def test_a_presigned_url_is_refused_after_it_expires(api: Api) -> None:
