@@ -63,13 +63,16 @@ class LinkError(Exception):
 
 
 class WorkerLink:
-    def __init__(self, endpoint: str, token: str, run: str):
+    def __init__(self, endpoint: str, token: str, run: str, session: aiohttp.ClientSession | None = None):
+        """`session`: a pool worker's, shared by the links of its attempts (each link says its own token), so an
+        attempt does not pay for a connection pool of its own; a link without one makes its own and closes it."""
         self._endpoints = [e.rstrip("/") for e in endpoints_of(endpoint)] or [endpoint.rstrip("/")]
         """Every gateway replica (FLYTE_ENDPOINT may list several): a lost connection or call moves to the next."""
         self._current = 0
         self.run = run
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._session: aiohttp.ClientSession | None = None
+        self._session = session
+        self._owns_session = session is None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[GatewayReply], pydantic.BaseModel]] = {}
@@ -95,7 +98,8 @@ class WorkerLink:
         self._current = (self._current + 1) % len(self._endpoints)
 
     async def connect(self) -> None:
-        self._session = aiohttp.ClientSession(headers=self._headers)
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
         await self._open()
         self._reader = asyncio.create_task(self._read_forever())
 
@@ -104,7 +108,9 @@ class WorkerLink:
         retry = RetryDelay(0.05, 5.0)
         while True:
             try:
-                self._ws = await self._session.ws_connect(self.url, heartbeat=15.0, max_msg_size=64 * 1024 * 1024)
+                self._ws = await self._session.ws_connect(
+                    self.url, headers=self._headers, heartbeat=15.0, max_msg_size=64 * 1024 * 1024
+                )
                 break
             except aiohttp.ClientError as error:
                 if self._closing:
@@ -140,7 +146,7 @@ class WorkerLink:
                 await self._reader
         if self._ws is not None:
             await self._ws.close()
-        if self._session is not None:
+        if self._session is not None and self._owns_session:
             await self._session.close()
 
     async def _send_raw(self, message: pydantic.BaseModel) -> None:
@@ -283,7 +289,7 @@ class WorkerLink:
         """One call of the gateway's HTTP API, sent again while the gateway is away (every one is idempotent)."""
         assert self._session is not None
         data = body.model_dump_json() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else None
+        headers = {**self._headers, "Content-Type": "application/json"} if data is not None else self._headers
         timeout = aiohttp.ClientTimeout(total=CONDITION_POLL + 30, connect=10)
         retry = RetryDelay(_RETRY_FIRST, _RETRY_MAX)
         while True:
