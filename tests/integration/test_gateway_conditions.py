@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from gateway_api import Api, new_run
+from http_receiver import http_receiver
 from processes import GatewayProcess
 from waiting import async_assert_eventually
 
@@ -237,14 +238,8 @@ async def test_a_conditions_webhook_is_posted_once_with_its_callback(api: Api) -
         received.append({"path": request.path, **await request.json()})
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/{name}", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with http_receiver(hook) as url:
+        port = int(url.rsplit(":", 1)[1])
         run = (await new_run(api))["name"]
         payload = {"text": "Approve at {callback_uri}", "links": ["{callback_uri}"], "n": 1}
         body = {"prompt": "Ship?", "webhook": {"url": f"http://127.0.0.1:{port}/flaky", "payload": payload}}
@@ -277,5 +272,3 @@ async def test_a_conditions_webhook_is_posted_once_with_its_callback(api: Api) -
         status, done = await api.call("GET", _one(run, "ship"))
         assert (done["state"], done["value"]) == ("signalled", True)
         assert len(received) == 2
-    finally:
-        await runner.cleanup()

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from gateway_api import Api, task_spec
+from http_receiver import http_receiver
 from processes import GatewayProcess
 from waiting import eventually_async
 
@@ -81,20 +82,13 @@ class SmtpReceiver:
 @pytest.fixture
 async def receivers() -> AsyncIterator[tuple[Receiver, SmtpReceiver, int, int]]:
     receiver, smtp = Receiver(), SmtpReceiver()
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    http_port = runner.addresses[0][1]
-    server = await asyncio.start_server(smtp.serve, "127.0.0.1", 0)
-    smtp_port = server.sockets[0].getsockname()[1]
-    try:
-        yield receiver, smtp, http_port, smtp_port
-    finally:
-        server.close()
-        await runner.cleanup()
+    async with http_receiver(receiver.handle) as url:
+        server = await asyncio.start_server(smtp.serve, "127.0.0.1", 0)
+        smtp_port = server.sockets[0].getsockname()[1]
+        try:
+            yield receiver, smtp, int(url.rsplit(":", 1)[1]), smtp_port
+        finally:
+            server.close()
 
 
 async def test_a_run_that_ends_notifies_every_channel_and_records_the_deliveries(

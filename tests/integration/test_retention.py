@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from http_receiver import http_receiver
 from integration.gateway_api import Api, task_spec, unique, value
 from processes import GatewayProcess
 from security.channels import AgentSocket, agent_socket, token
@@ -86,15 +87,8 @@ async def hooks() -> AsyncIterator[tuple[str, set[str]]]:
         notified.add((await request.json())["run"])
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", notified
-    finally:
-        await runner.cleanup()
+    async with http_receiver(handle) as url:
+        yield f"{url}/hook", notified
 
 
 async def test_old_ended_runs_and_unreferenced_blobs_go_the_rest_stays(

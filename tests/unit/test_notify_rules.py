@@ -7,6 +7,7 @@ import datetime
 
 import pytest
 from aiohttp import web
+from http_receiver import http_receiver
 from waiting import eventually_async
 
 import flyte
@@ -86,30 +87,26 @@ async def test_a_pending_delivery_is_sent_when_the_notifier_starts_again(store: 
         received.append(await request.json())
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    # As a gateway leaves it when it stops after noting the deliveries and before sending them.
-    rule = notify.Webhook(on_phase="aborted", url=url, body={"phase": "{{.Phase}}"}).to_wire()
-    await store.put(run_key("r123"), _run(Phase.ABORTED).model_dump_json().encode())
-    await store.put(f"{NOTIFY_RULES}r123", f'{{"notifications": [{rule.model_dump_json()}]}}'.encode())
-    pending = NotificationDelivery(rule=0, kind="webhook", target=target(rule), phase="aborted", status="pending")
-    await store.put(f"{DELIVERIES}r123", RunNotifications(run="r123", deliveries=[pending]).model_dump_json().encode())
-    notifier = Notifier(store)
-    await notifier.start()
-    try:
+    async with http_receiver(hook) as base:
+        url = f"{base}/hook"
+        # As a gateway leaves it when it stops after noting the deliveries and before sending them.
+        rule = notify.Webhook(on_phase="aborted", url=url, body={"phase": "{{.Phase}}"}).to_wire()
+        await store.put(run_key("r123"), _run(Phase.ABORTED).model_dump_json().encode())
+        await store.put(f"{NOTIFY_RULES}r123", f'{{"notifications": [{rule.model_dump_json()}]}}'.encode())
+        pending = NotificationDelivery(rule=0, kind="webhook", target=target(rule), phase="aborted", status="pending")
+        runs = RunNotifications(run="r123", deliveries=[pending])
+        await store.put(f"{DELIVERIES}r123", runs.model_dump_json().encode())
+        notifier = Notifier(store)
+        await notifier.start()
+        try:
 
-        async def delivered() -> bool:
-            kv = await store.get(f"{DELIVERIES}r123")
-            assert kv is not None
-            return RunNotifications.model_validate_json(kv.value).deliveries[0].status == "delivered"
+            async def delivered() -> bool:
+                kv = await store.get(f"{DELIVERIES}r123")
+                assert kv is not None
+                return RunNotifications.model_validate_json(kv.value).deliveries[0].status == "delivered"
 
-        await eventually_async(delivered, within=10)
-        assert received == [{"phase": "ABORTED"}]
-        assert await store.get(f"{NOTIFY_RULES}r123") is None, "done: the rules are dropped"
-    finally:
-        await notifier.stop()
-        await runner.cleanup()
+            await eventually_async(delivered, within=10)
+            assert received == [{"phase": "ABORTED"}]
+            assert await store.get(f"{NOTIFY_RULES}r123") is None, "done: the rules are dropped"
+        finally:
+            await notifier.stop()
