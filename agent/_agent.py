@@ -45,8 +45,8 @@ from agent.backends._run_as import RunAs
 from flyte import _failpoints as failpoints
 from flyte import _otel
 from flyte._client import store_request
-from flyte._config import endpoints_of
 from flyte._paths import private_dir, write_private
+from flyte._replicas import Replicas
 from flyte._retrying import RetryDelay
 from flyte._runtime._bundle import extract_bundle, user_paths
 from flyte._runtime._up import UP_SOCKET_ENV
@@ -112,10 +112,8 @@ class Agent:
     ) -> None:
         self.run_as: RunAs | None = getattr(backend, "run_as", None)
         """The user task processes run as (`agent.backends._run_as`): what of the work folder is opened to it."""
-        self.endpoints = [e.rstrip("/") for e in endpoints_of(gateway)] or [gateway.rstrip("/")]
+        self.replicas = Replicas(gateway)
         """Every gateway replica: a lost or refused connection moves on to the next (`run`)."""
-        self.gateway = self.endpoints[0]
-        """The replica this agent is connected to (or trying): its own calls go there."""
         self.token = token
         self.cluster = cluster
         self.backend = backend
@@ -175,7 +173,7 @@ class Agent:
                     break
                 # The session ended (the replica went away, or never answered): the next replica, if there are
                 # several; the outbox and the attempts running carry over to the new session.
-                self.gateway = self.endpoints[(self.endpoints.index(self.gateway) + 1) % len(self.endpoints)]
+                self.replicas.fail_over(self.gateway)
                 await retry.sleep(self._stopping)
         finally:
             flusher.cancel()
@@ -488,10 +486,14 @@ class Agent:
         env.update(self.fixed_worker_env())
         return env
 
+    @property
+    def gateway(self) -> str:
+        """The replica this agent is connected to (or trying): its own calls go there."""
+        return self.replicas.current
+
     def worker_endpoints(self) -> str:
         """FLYTE_ENDPOINT for a worker: every replica, the one this agent is connected to first."""
-        at = self.endpoints.index(self.gateway)
-        return ",".join(self.endpoints[at:] + self.endpoints[:at])
+        return ",".join(self.replicas.in_order())
 
     def fixed_worker_env(self) -> dict[str, str]:
         """What every worker is told about where it runs; a task's own variables never replace these."""

@@ -26,7 +26,7 @@ import pydantic
 from pydantic import TypeAdapter
 
 from ._codec import BlobBackend
-from ._config import Config, current_config, endpoints_of
+from ._config import Config, current_config
 from ._replicas import Replicas, replica_down
 from ._retrying import RetryDelay
 from ._wire import (
@@ -107,9 +107,8 @@ class GatewayClient:
     def __init__(self, config: Config):
         if config.endpoint is None:
             raise ValueError("no gateway endpoint is configured (flyte.init(endpoint=...) or a config file)")
-        self.endpoints = [endpoint.rstrip("/") for endpoint in endpoints_of(config.endpoint)]
+        self.replicas = Replicas(config.endpoint)
         """The gateway's replicas; requests go to one until it stops answering, then to the next."""
-        self._current = 0
         self.project = config.project
         self.domain = config.domain
         self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
@@ -118,12 +117,7 @@ class GatewayClient:
     @property
     def endpoint(self) -> str:
         """The replica requests go to now."""
-        return self.endpoints[self._current]
-
-    def fail_over(self, endpoint: str) -> None:
-        """`endpoint` did not answer: the next replica takes the requests (unless another caller moved on already)."""
-        if len(self.endpoints) > 1 and self.endpoint == endpoint:
-            self._current = (self._current + 1) % len(self.endpoints)
+        return self.replicas.current
 
     def _http(self) -> aiohttp.ClientSession:
         # aiohttp is imported on first use: commands that never call the gateway should not pay for it.
@@ -157,7 +151,7 @@ class GatewayClient:
             kwargs["headers"] = {"Content-Type": "application/octet-stream"}
         import aiohttp
 
-        for attempt in range(len(self.endpoints)):
+        for attempt in range(len(self.replicas.endpoints)):
             endpoint = self.endpoint
             if attempt and isinstance(kwargs.get("data"), io.BytesIO):
                 kwargs["data"].seek(0)
@@ -176,10 +170,10 @@ class GatewayClient:
                 # Another replica may answer. A request that never reached this one (no connection) is safe to send
                 # again anywhere; one cut off midway is sent again only if repeating it changes nothing.
                 never_sent = isinstance(error, aiohttp.ClientConnectorError)
-                if attempt + 1 < len(self.endpoints) and (never_sent or method in _REPEATABLE):
-                    self.fail_over(endpoint)
+                if attempt + 1 < len(self.replicas.endpoints) and (never_sent or method in _REPEATABLE):
+                    self.replicas.fail_over(endpoint)
                     continue
-                self.fail_over(endpoint)
+                self.replicas.fail_over(endpoint)
                 raise GatewayUnreachableError(endpoint, error) from None
         raise AssertionError("unreachable: the loop returns or raises")
 

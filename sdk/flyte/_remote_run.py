@@ -156,10 +156,10 @@ class RemoteRun:
                                     return
                 if ws.close_code in (CloseCode.STORE_UNAVAILABLE, aiohttp.WSCloseCode.GOING_AWAY):
                     # This replica cannot follow its store now, or is shutting down: another one may.
-                    self._client.fail_over(endpoint)
+                    self._client.replicas.fail_over(endpoint)
             except aiohttp.ClientError:
                 # Resumed from the last revision seen, on another replica if there is one.
-                self._client.fail_over(endpoint)
+                self._client.replicas.fail_over(endpoint)
             # The stream ended before the run did (a replica going away, a store failing): look, then resume.
             try:
                 self._summary = await self._client.get_run(self._id)

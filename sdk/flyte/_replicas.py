@@ -1,4 +1,5 @@
-"""Which of several gateway replicas a sync (urllib) call goes to: a worker's blob transfers and span exports.
+"""Which of several gateway replicas calls go to: the SDK's client, a worker's link, blob transfers and span exports,
+and an agent's session all keep one `Replicas`.
 
 `FLYTE_ENDPOINT` may list every replica (`a,b,c`, the agent's own first). Calls go to one until it refuses or resets
 the connection, or answers 503 (a replica without its store): then to the next. Any other answer, an error
@@ -19,10 +20,10 @@ __all__ = ["Replicas", "replica_down"]
 
 class Replicas:
     """The replicas of one endpoint, and the one calls go to now; shared by threads (a worker's task and its
-    span exporter's)."""
+    span exporter's) and by a loop's tasks."""
 
     def __init__(self, endpoint: str):
-        self.endpoints = [part.rstrip("/") for part in endpoints_of(endpoint)]
+        self.endpoints = [part.rstrip("/") for part in endpoints_of(endpoint)] or [endpoint.rstrip("/")]
         self._current = 0
         self._lock = threading.Lock()
 
@@ -31,10 +32,15 @@ class Replicas:
         return self.endpoints[self._current]
 
     def fail_over(self, url: str) -> None:
-        """A call to `url` found its replica down: the next takes the calls (unless another thread moved on)."""
+        """A call to `url` (a replica's endpoint, or a URL under it) found its replica down: the next takes the
+        calls, unless another caller moved on already."""
         with self._lock:
-            if len(self.endpoints) > 1 and url.startswith(f"{self.current}/"):
+            if len(self.endpoints) > 1 and (url == self.current or url.startswith(f"{self.current}/")):
                 self._current = (self._current + 1) % len(self.endpoints)
+
+    def in_order(self) -> list[str]:
+        """Every replica, the current one first (a worker's FLYTE_ENDPOINT: its agent's replica, then the rest)."""
+        return self.endpoints[self._current :] + self.endpoints[: self._current]
 
 
 def replica_down(error: BaseException) -> bool:

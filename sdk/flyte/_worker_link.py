@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pydantic
 
-from ._config import endpoints_of
+from ._replicas import Replicas
 from ._retrying import RetryDelay
 from ._wire import (
     ActionEvent,
@@ -66,9 +66,8 @@ class WorkerLink:
     def __init__(self, endpoint: str, token: str, run: str, session: aiohttp.ClientSession | None = None):
         """`session`: a pool worker's, shared by the links of its attempts (each link says its own token), so an
         attempt does not pay for a connection pool of its own; a link without one makes its own and closes it."""
-        self._endpoints = [e.rstrip("/") for e in endpoints_of(endpoint)] or [endpoint.rstrip("/")]
+        self.replicas = Replicas(endpoint)
         """Every gateway replica (FLYTE_ENDPOINT may list several): a lost connection or call moves to the next."""
-        self._current = 0
         self.run = run
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session = session
@@ -88,14 +87,14 @@ class WorkerLink:
 
     @property
     def endpoint(self) -> str:
-        return self._endpoints[self._current]
+        return self.replicas.current
 
     @property
     def url(self) -> str:
         return self.endpoint + "/api/v1/workers/connect"
 
     def _next_endpoint(self) -> None:
-        self._current = (self._current + 1) % len(self._endpoints)
+        self.replicas.fail_over(self.endpoint)
 
     async def connect(self) -> None:
         if self._session is None:
