@@ -28,7 +28,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pydantic
@@ -44,6 +43,7 @@ from agent.backends import Backend, Exit, ExitKind, Handle, LaunchSpec
 from agent.backends._run_as import RunAs
 from flyte import _failpoints as failpoints
 from flyte import _otel
+from flyte._background import Background
 from flyte._client import store_request
 from flyte._paths import private_dir, write_private
 from flyte._replicas import Replicas
@@ -143,7 +143,7 @@ class Agent:
         self.venvs = Venvs(work_dir / "venvs")
         self._shared_venvs: set[str] = set()
         self._task_specs: dict[tuple[str, str, str, str], TaskSpec] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
         self._stopping = asyncio.Event()
         self.admission = admission or Admission.for_cluster(cluster.capacity.get("cpu"), cluster.default_request["cpu"])
 
@@ -187,7 +187,7 @@ class Agent:
     def stop(self) -> None:
         self._stopping.set()
         if self._ws is not None:
-            self._spawn(self._ws.close())
+            self._tasks.spawn(self._ws.close())
 
     async def _session(self) -> None:
         assert self._http is not None
@@ -287,12 +287,7 @@ class Agent:
             for resource in ("cpu", "memory")
         }
         self.running[key] = Running(assignment, demand=demand)
-        self._spawn(self._run(key))
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(key))
 
     async def _run(self, key: str) -> None:
         item = self.running[key]

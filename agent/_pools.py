@@ -26,13 +26,14 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 from pydantic import ValidationError
 
 from agent._host import AttemptHost
 from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
+from flyte._background import Background
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
 from flyte._wire import FROM_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolHello, PoolLog, ReusableSpec
 
@@ -95,7 +96,7 @@ class Pools:
         self.directory = directory
         self.pools: dict[str, Pool] = {}
         self._reaper: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
         self._closing = False
         self._assignments: dict[str, Assignment] = {}
         """In flight on a worker, by key: whose logs a worker's `log` lines are."""
@@ -215,12 +216,8 @@ class Pools:
 
         worker.handle = await self.agent.backend.launch(spec, on_output)
         pool.pending.append(worker)
-        self._keep(asyncio.create_task(self._watch_worker(pool, worker)))
+        self._tasks.spawn(self._watch_worker(pool, worker))
         return worker
-
-    def _keep(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _grow(self, pool: Pool, placeholder: Worker) -> None:
         try:
@@ -327,7 +324,7 @@ class Pools:
                     # Launching takes a moment; the placeholder stops other waiters from launching more.
                     placeholder = Worker(handle=Launching())
                     pool.pending.append(placeholder)
-                    self._keep(asyncio.create_task(self._grow(pool, placeholder)))
+                    self._tasks.spawn(self._grow(pool, placeholder))
                 await pool.changed.wait()
 
     async def _reap_forever(self) -> None:

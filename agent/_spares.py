@@ -17,7 +17,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,6 +24,7 @@ from agent._host import AttemptHost
 from agent._pools import Launching
 from agent._settings import WORKER_PYTHON, Prepared
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
+from flyte._background import Background
 from flyte._wire import ON_SPARE_SOCKET, Assignment, SpareAssign, WorkerUp
 
 log = logging.getLogger("flyte.agent.spares")
@@ -50,7 +50,7 @@ class Spares:
         """Workers' start-ups by pid; whichever of the worker and the agent comes first creates the entry, and the
         agent's `until_up`, which always follows the launch, removes it."""
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
 
     async def start(self) -> None:
         if not self.agent.backend.runs_on_this_host:
@@ -63,9 +63,7 @@ class Spares:
             self._refill()
 
     def _refill(self) -> None:
-        task = asyncio.create_task(self._launch())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._launch())
 
     async def _launch(self) -> None:
         spare = Spare(handle=Launching())

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pydantic
 from aiohttp import WSMsgType, web
 
+from flyte._background import Background
 from flyte._wire import (
     AbortRequest,
     ActionEvent,
@@ -571,7 +572,7 @@ async def serve_watch(
     stream = asyncio.create_task(follow(ws))
     # A stream that ends on its own (its store failing, say) must close the socket: heartbeats alone would keep the
     # client waiting forever for changes that never come.
-    stream.add_done_callback(lambda _: _spawn(_end_watch(ws, stream)))
+    stream.add_done_callback(lambda _: _closing.spawn(_end_watch(ws, stream)))
     try:
         async for message in ws:
             if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
@@ -585,13 +586,7 @@ async def serve_watch(
     return ws
 
 
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _spawn(closing: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.ensure_future(closing)
-    _closing.add(task)  # held until done: the loop keeps only weak references to tasks
-    task.add_done_callback(_closing.discard)
+_closing = Background()
 
 
 async def _end_watch(ws: web.WebSocketResponse, stream: asyncio.Task[None]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
+from flyte._background import Background
 from flyte._config import write_config
 from gateway._app import create_app
 from gateway._auth import create_token
@@ -120,12 +121,10 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     if policy_file is not None and policy_text is not None:
         await app[DISPATCHER].apply_policy(policy_text, policy_file.name)
-        reloads: set[asyncio.Task[None]] = set()
+        reloads = Background()
 
         def reload() -> None:
-            task = asyncio.create_task(_reload_policy(app, policy_file))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
+            reloads.spawn(_reload_policy(app, policy_file))
 
         loop.add_signal_handler(signal.SIGHUP, reload)
     if ready is not None:

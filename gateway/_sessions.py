@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from flyte._background import Background
 from flyte._clock import SYSTEM_CLOCK, Clock
 from flyte._retrying import RetryDelay
 from flyte._wire import (
@@ -150,7 +151,7 @@ class AgentSessions:
         """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self.default_request: Mapping[str, float] = DEFAULT_REQUEST
         """What a one-off action counts as holding where it declares nothing: see `default_request`."""
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = Background()
         self.live: dict[str, LiveCluster] = {}
         """Every cluster with a session key, on whichever replica its agent is: where the leader places."""
         self._key_revision: dict[str, int] = {}
@@ -323,9 +324,7 @@ class AgentSessions:
         runs); the lease, not the socket, decides when its work moves."""
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
-            task = asyncio.get_running_loop().create_task(self._disconnected(session))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._closing.spawn(self._disconnected(session))
 
     async def _disconnected(self, session: AgentSession) -> None:
         state = (session.state or SessionState(epoch=session.epoch)).model_copy(update={"connected": False})

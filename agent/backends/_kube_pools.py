@@ -218,7 +218,7 @@ class KubePools(Pools):
         worker = Worker(Replica(lambda replica: self._retire(pool, replica)))
         pool.pending.append(worker)
         deployment.members.append(worker)
-        self._keep(asyncio.create_task(self._watch_worker(pool, worker)))
+        self._tasks.spawn(self._watch_worker(pool, worker))
         try:
             await self._scale(pool, deployment)
         except Exception:

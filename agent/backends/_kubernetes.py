@@ -40,6 +40,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from flyte._background import Background
 from flyte._retrying import RetryDelay
 
 from . import _kube_pods as pods
@@ -223,7 +224,7 @@ class KubernetesBackend:
         self._handles: dict[str, KubernetesHandle] = {}
         self._lists_started = 0
         self._capacity: Capacity | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
         self._collecting: set[str] = set()
         self._closed = False
 
@@ -257,8 +258,8 @@ class KubernetesBackend:
             await self._api.close()
             raise ConnectionError(f"cannot list pods in namespace {self.namespace!r}: {error}") from None
         await self._refresh_capacity()
-        self._spawn(self._watch_forever())
-        self._spawn(self._capacity_forever())
+        self._tasks.spawn(self._watch_forever())
+        self._tasks.spawn(self._capacity_forever())
 
     def capacity(self) -> Capacity | None:
         return self._capacity
@@ -294,7 +295,7 @@ class KubernetesBackend:
         handle.known_after = self._lists_started
         uid = ((created or {}).get("metadata") or {}).get("uid")
         if uid:
-            self._spawn(self._tie_secret(handle.name, uid))
+            self._tasks.spawn(self._tie_secret(handle.name, uid))
         return handle
 
     async def _tie_secret(self, name: str, uid: str) -> None:
@@ -321,7 +322,7 @@ class KubernetesBackend:
         if name in self._collecting or self._closed:
             return
         self._collecting.add(name)
-        self._spawn(self._collect(name))
+        self._tasks.spawn(self._collect(name))
 
     async def _collect(self, name: str) -> None:
         try:
@@ -455,11 +456,6 @@ class KubernetesBackend:
         self._capacity = Capacity(allocatable=allocatable, free=free)
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
-
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         self._closed = True

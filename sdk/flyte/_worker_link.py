@@ -16,12 +16,12 @@ import logging
 import time
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import pydantic
 
+from ._background import Background
 from ._replicas import Replicas
 from ._retrying import RetryDelay
 from ._wire import (
@@ -83,7 +83,7 @@ class WorkerLink:
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
-        self._background: set[asyncio.Future[None]] = set()
+        self._background = Background()
 
     @property
     def endpoint(self) -> str:
@@ -122,7 +122,7 @@ class WorkerLink:
         # Watched again as requests of their own (not from this reader's task, which their answers need): one the
         # gateway cannot serve yet is retried, so a child that ended meanwhile is not missed.
         for parent in self._watched:
-            self._in_background(self._watch_again(parent))
+            self._background.spawn(self._watch_again(parent))
         for request_id, (_, message) in list(self._pending.items()):
             await self._send_raw(message.model_copy(update={"id": request_id}))
 
@@ -131,11 +131,6 @@ class WorkerLink:
             await self._request(WorkerWatch(run=self.run, parent=parent))
         except LinkError as error:
             log.error("cannot watch the children of %s again: %s", parent, error.message)
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         self._closing = True
@@ -246,7 +241,7 @@ class WorkerLink:
 
     def record_trace(self, action: str, key: str, trace: WireTrace) -> None:
         """Send a checkpoint now, without waiting for an answer: losing one only means running it again."""
-        self._in_background(self._send(WorkerTrace(run=self.run, action=action, key=key, trace=trace)))
+        self._background.spawn(self._send(WorkerTrace(run=self.run, action=action, key=key, trace=trace)))
 
     async def traces(self, action: str) -> dict[str, WireTrace]:
         return (await self._request(WorkerTraces(run=self.run, action=action))).traces
