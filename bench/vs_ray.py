@@ -11,13 +11,15 @@ Ray: the same two workloads as nested tasks (a remote parent that submits N remo
 on `ray.init(num_cpus=<cores>)` on this machine. Ray is installed on first use into a virtualenv of its own
 (`~/.cache/flyte-bench/ray-<version>`), never into the project's environment: it is no dependency of ours.
 
-Prints both figures and their ratio. Timing only; never pass/fail. Targets (the hot-path issue): fan-outs >= 2x Ray's
+Also the gateway's resident memory before each fan-out, its peak during it, and the growth per action. Prints
+both figures and their ratio. Timing only; never pass/fail. Targets (the hot-path issue): fan-outs >= 2x Ray's
 nested tasks, chain p50 <= 2 ms and below Ray's, gateway CPU <= 0.5 ms and agent CPU <= 0.3 ms per action.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -130,6 +132,17 @@ def cpu_by_part(rig_state: Path) -> dict[str, float]:
     return {part: t / os.sysconf("SC_CLK_TCK") for part, t in ticks.items()}
 
 
+def gateway_memory(rig_state: Path, reset_peak: bool = False) -> tuple[float, float]:
+    """The gateway's resident and peak resident memory, MB; `reset_peak` first makes the peak the current size
+    (`/proc/PID/clear_refs`, 5), so the peak after a fan-out is that fan-out's own."""
+    pid = json.loads(rig_state.read_text())["pids"]["gateway"]
+    if reset_peak:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
 def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]:
     env = {**os.environ, "FLYTE_HOME": str(root / "home"), "HOME": str(root)}
     os.environ.update({"FLYTE_HOME": env["FLYTE_HOME"], "HOME": env["HOME"]})
@@ -158,13 +171,18 @@ def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]
         }
         state = root / "home" / "rig" / "rig.json"
         for n in fanouts:
+            resident, _ = gateway_memory(state, reset_peak=True)
             before = cpu_by_part(state)
             seconds = flyte.run(vs_ray_program.fan_out, n=n).outputs()[0]
             time.sleep(2.0)  # spans and final reports of the fan-out are still being written: their CPU counts too
             after = cpu_by_part(state)
+            _, peak = gateway_memory(state)
             figures[f"fan-out {n:,} actions/s"] = n / seconds
             for part in after:
                 figures[f"fan-out {n:,} {part} CPU ms/action"] = 1000 * (after[part] - before[part]) / n
+            figures[f"fan-out {n:,} gateway RSS MB before"] = resident
+            figures[f"fan-out {n:,} gateway peak RSS MB"] = peak
+            figures[f"fan-out {n:,} gateway peak KB/action"] = 1024 * (peak - resident) / n
         return figures
     finally:
         subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], env=env, capture_output=True)
