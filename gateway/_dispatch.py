@@ -126,6 +126,15 @@ class Dispatcher:
                 session = self.agents.sessions.get(action.cluster or "")
                 if session is None or session.epoch != action.epoch:
                     continue
+                key = AttemptKey(action.run, action.name, action.attempts)
+                if key in session.sent:
+                    continue  # this replica's placer sent it while the event queued
+                # Placed by this replica's pass, still being written: its assignment is at hand (made again, its
+                # demand and a signed token would cost as much as the placement).
+                made = self.placer.made(key)
+                if made is not None and (made.cluster, made.epoch) == (session.name, session.epoch):
+                    batches.setdefault(session.name, (session, []))[1].append(made)
+                    continue
                 try:
                     item = await self.placer.pending(action, self._clock.time())
                     assignment = await self.placer.assignment(item, action.attempts, session.name, session.epoch)

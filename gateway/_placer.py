@@ -151,6 +151,8 @@ class Placer:
         self._full_pass = True
         self.fence: Callable[[], Compare] | None = None
         """While this replica leads: its term's compare, carried by every placement write (`Election.fence`)."""
+        self._made: dict[AttemptKey, Assignment] = {}
+        """The assignments of the pass being written: the action watch sees them placed before the pass ends."""
 
     @property
     def queue(self) -> Mapping[Key, ActionSummary]:
@@ -337,18 +339,29 @@ class Placer:
     async def _finish(self, work: _Pass) -> float | None:
         """Write the pass's decisions and notes, and send each agent its assignments."""
         decided = work.decided
-        placed = await asyncio.gather(*(self._commit(a, r, work.fence) for a, r in decided), *work.notes)
-        assigned: dict[str, list[Assignment]] = defaultdict(list)
-        for result in placed[: len(decided)]:
-            if isinstance(result, Assignment):
-                assigned[result.cluster].append(result)
-        for cluster, assignments in assigned.items():
-            # An agent held here gets its assignments now; one held by another replica gets them when that replica
-            # sees the placements in its action watch (`Dispatcher._observed`).
-            session = self._sessions.sessions.get(cluster)
-            if session is not None:
-                deliver(session, assignments)
+        made = {AttemptKey(a.run, a.action, a.attempt): a for a, _ in decided}
+        self._made.update(made)
+        try:
+            placed = await asyncio.gather(*(self._commit(a, r, work.fence) for a, r in decided), *work.notes)
+            assigned: dict[str, list[Assignment]] = defaultdict(list)
+            for result in placed[: len(decided)]:
+                if isinstance(result, Assignment):
+                    assigned[result.cluster].append(result)
+            for cluster, assignments in assigned.items():
+                # An agent held here gets its assignments now; one held by another replica gets them when that
+                # replica sees the placements in its action watch (`Dispatcher._observed`).
+                session = self._sessions.sessions.get(cluster)
+                if session is not None:
+                    deliver(session, assignments)
+        finally:
+            for key in made:
+                self._made.pop(key, None)
         return work.next_due
+
+    def made(self, key: AttemptKey) -> Assignment | None:
+        """The assignment this replica's pass made for attempt `key`, while the pass writes it: the action watch
+        sends it (often before the pass gets to) instead of making it again."""
+        return self._made.get(key)
 
     async def reserve_inflight(self, actions: list[ActionSummary]) -> None:
         """After a restart: what placed and running actions hold is held again, so it comes back when they end."""

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from dispatcher_parts import Domain, cluster, dispatcher, domain, idle, leading, new_run, settle, socket
 
-from flyte._wire import ActionEvent, AssignMessage, Phase, PlacementRecord
+from flyte._wire import ActionEvent, AssignMessage, AttemptKey, Phase, PlacementRecord
+from gateway._auth import AttemptRef
 from gateway._dispatch import Dispatcher
 from gateway._domain_errors import Fenced
 from gateway._keys import LEADER_KEY, placement_key
@@ -100,3 +101,32 @@ async def test_a_busy_remote_agents_room_survives_the_leader_reloading_the_sessi
     # Idle, its report is the base again, wherever the leader is.
     await follower.heartbeat(session, {"cpu": 3.0, "memory": 1.0}, {"env@v1": 1}, running=0)
     await settle(lambda: leader.reservations.free("east").get("cpu") == 3.0)
+
+
+async def test_a_leader_holding_the_agent_makes_each_assignment_once(
+    d: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = dispatcher(d)
+    minted: list[str] = []
+    mint = leader.placer._workers.mint
+
+    async def counted(ref: AttemptRef) -> str:
+        minted.append(ref.action)
+        return await mint(ref)
+
+    monkeypatch.setattr(leader.placer._workers, "mint", counted)
+    await leader.start()
+    try:
+        session = await leader.open_session(cluster("east"), socket())
+        run = await new_run(d.runs)
+        async with leading(d, leader):
+            await settle(lambda: not session.outbox.empty())
+            await idle()
+            message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+            # The watch saw the placement while the pass wrote it, and sent the pass's own assignment.
+            assert [(a.run, a.action, a.attempt) for a in message.assignments] == [(run, "a0", 1)]
+            assert session.outbox.empty()
+            assert minted == ["a0"]
+            assert leader.placer.made(AttemptKey(run, "a0", 1)) is None  # kept only while the pass writes
+    finally:
+        await leader.stop()
