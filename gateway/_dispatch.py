@@ -131,8 +131,8 @@ class Dispatcher:
                     continue  # this replica's placer sent it while the event queued
                 # Placed by this replica's pass, still being written: its assignment is at hand (made again, its
                 # demand and a signed token would cost as much as the placement).
-                made = self.placer.made(key)
-                if made is not None and (made.cluster, made.epoch) == (session.name, session.epoch):
+                made = self.placer.take_made(key, session.name, session.epoch)
+                if made is not None:
                     batches.setdefault(session.name, (session, []))[1].append(made)
                     continue
                 try:

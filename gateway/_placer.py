@@ -344,8 +344,10 @@ class Placer:
         try:
             placed = await asyncio.gather(*(self._commit(a, r, work.fence) for a, r in decided), *work.notes)
             assigned: dict[str, list[Assignment]] = defaultdict(list)
-            for result in placed[: len(decided)]:
-                if isinstance(result, Assignment):
+            for key, result in zip(made, placed[: len(decided)], strict=True):
+                # One the action watch took (`take_made`) was sent already, and may be running by now: its key has
+                # left the session's `sent`, and sending it again would reach the agent as a duplicate.
+                if isinstance(result, Assignment) and key in self._made:
                     assigned[result.cluster].append(result)
             for cluster, assignments in assigned.items():
                 # An agent held here gets its assignments now; one held by another replica gets them when that
@@ -358,10 +360,14 @@ class Placer:
                 self._made.pop(key, None)
         return work.next_due
 
-    def made(self, key: AttemptKey) -> Assignment | None:
-        """The assignment this replica's pass made for attempt `key`, while the pass writes it: the action watch
-        sends it (often before the pass gets to) instead of making it again."""
-        return self._made.get(key)
+    def take_made(self, key: AttemptKey, cluster: str, epoch: int) -> Assignment | None:
+        """The assignment this replica's pass made for attempt `key` on `cluster` in session `epoch`, while the pass
+        writes it, for the action watch to send (it sees the placement before the pass ends) instead of making it
+        again; the pass then leaves it."""
+        made = self._made.get(key)
+        if made is None or (made.cluster, made.epoch) != (cluster, epoch):
+            return None
+        return self._made.pop(key)
 
     async def reserve_inflight(self, actions: list[ActionSummary]) -> None:
         """After a restart: what placed and running actions hold is held again, so it comes back when they end."""

@@ -4,17 +4,18 @@ placement; a placement decided in a term that has ended is refused by the store 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from dispatcher_parts import Domain, cluster, dispatcher, domain, idle, leading, new_run, settle, socket
 
-from flyte._wire import ActionEvent, AssignMessage, AttemptKey, Phase, PlacementRecord
+from flyte._wire import ActionEvent, Assignment, AssignMessage, AttemptKey, Phase, PlacementRecord
 from gateway._auth import AttemptRef
 from gateway._dispatch import Dispatcher
 from gateway._domain_errors import Fenced
 from gateway._keys import LEADER_KEY, placement_key
-from gateway.store import Compare
+from gateway.store import Compare, Put
 
 
 @pytest.fixture
@@ -127,6 +128,37 @@ async def test_a_leader_holding_the_agent_makes_each_assignment_once(
             assert [(a.run, a.action, a.attempt) for a in message.assignments] == [(run, "a0", 1)]
             assert session.outbox.empty()
             assert minted == ["a0"]
-            assert leader.placer.made(AttemptKey(run, "a0", 1)) is None  # kept only while the pass writes
+            assert leader.placer.take_made(AttemptKey(run, "a0", 1), "east", session.epoch) is None  # taken
+    finally:
+        await leader.stop()
+
+
+async def test_an_attempt_the_watch_sent_is_not_sent_again_when_its_pass_ends_after_it_started(
+    d: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = dispatcher(d)
+    written = asyncio.Event()
+    commit = leader.placer._commit
+
+    async def slow(assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
+        placed = await commit(assignment, record, fence)
+        await written.wait()  # the pass ends only once the attempt runs
+        return placed
+
+    monkeypatch.setattr(leader.placer, "_commit", slow)
+    await leader.start()
+    try:
+        session = await leader.open_session(cluster("east"), socket())
+        run = await new_run(d.runs)
+        async with leading(d, leader):
+            await settle(lambda: not session.outbox.empty())
+            message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+            assert [(a.action, a.attempt) for a in message.assignments] == [("a0", 1)]
+            event = ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=session.epoch)
+            await d.runs.report(run, "a0", event)
+            await settle(lambda: AttemptKey(run, "a0", 1) not in session.sent)  # running: no longer kept as sent
+            written.set()
+            await idle()
+            assert session.outbox.empty()  # the agent would have seen it twice
     finally:
         await leader.stop()
