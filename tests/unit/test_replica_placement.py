@@ -15,6 +15,7 @@ from gateway._auth import AttemptRef
 from gateway._dispatch import Dispatcher
 from gateway._domain_errors import Fenced
 from gateway._keys import LEADER_KEY, placement_key
+from gateway._sessions import AgentSession
 from gateway.store import Compare, Put
 
 
@@ -104,10 +105,19 @@ async def test_a_busy_remote_agents_room_survives_the_leader_reloading_the_sessi
     await settle(lambda: leader.reservations.free("east").get("cpu") == 3.0)
 
 
-async def test_a_leader_holding_the_agent_makes_each_assignment_once(
-    d: Domain, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def own_agent(d: Domain) -> AsyncIterator[tuple[Dispatcher, AgentSession]]:
+    """A dispatcher holding the agent of `east` itself (not leading yet)."""
     leader = dispatcher(d)
+    await leader.start()
+    yield leader, await leader.open_session(cluster("east"), socket())
+    await leader.stop()
+
+
+async def test_a_leader_holding_the_agent_makes_each_assignment_once(
+    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader, session = own_agent
     minted: list[str] = []
     mint = leader.placer._workers.mint
 
@@ -116,27 +126,22 @@ async def test_a_leader_holding_the_agent_makes_each_assignment_once(
         return await mint(ref)
 
     monkeypatch.setattr(leader.placer._workers, "mint", counted)
-    await leader.start()
-    try:
-        session = await leader.open_session(cluster("east"), socket())
-        run = await new_run(d.runs)
-        async with leading(d, leader):
-            await settle(lambda: not session.outbox.empty())
-            await idle()
-            message = AssignMessage.model_validate_json(session.outbox.get_nowait())
-            # The watch saw the placement while the pass wrote it, and sent the pass's own assignment.
-            assert [(a.run, a.action, a.attempt) for a in message.assignments] == [(run, "a0", 1)]
-            assert session.outbox.empty()
-            assert minted == ["a0"]
-            assert leader.placer.take_made(AttemptKey(run, "a0", 1), "east", session.epoch) is None  # taken
-    finally:
-        await leader.stop()
+    run = await new_run(d.runs)
+    async with leading(d, leader):
+        await settle(lambda: not session.outbox.empty())
+        await idle()
+        message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+        # The watch saw the placement while the pass wrote it, and sent the pass's own assignment.
+        assert [(a.run, a.action, a.attempt) for a in message.assignments] == [(run, "a0", 1)]
+        assert session.outbox.empty()
+        assert minted == ["a0"]
+        assert leader.placer.take_made(AttemptKey(run, "a0", 1), "east", session.epoch) is None  # taken
 
 
 async def test_an_attempt_the_watch_sent_is_not_sent_again_when_its_pass_ends_after_it_started(
-    d: Domain, monkeypatch: pytest.MonkeyPatch
+    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    leader = dispatcher(d)
+    leader, session = own_agent
     written = asyncio.Event()
     commit = leader.placer._commit
 
@@ -146,19 +151,14 @@ async def test_an_attempt_the_watch_sent_is_not_sent_again_when_its_pass_ends_af
         return placed
 
     monkeypatch.setattr(leader.placer, "_commit", slow)
-    await leader.start()
-    try:
-        session = await leader.open_session(cluster("east"), socket())
-        run = await new_run(d.runs)
-        async with leading(d, leader):
-            await settle(lambda: not session.outbox.empty())
-            message = AssignMessage.model_validate_json(session.outbox.get_nowait())
-            assert [(a.action, a.attempt) for a in message.assignments] == [("a0", 1)]
-            event = ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=session.epoch)
-            await d.runs.report(run, "a0", event)
-            await settle(lambda: AttemptKey(run, "a0", 1) not in session.sent)  # running: no longer kept as sent
-            written.set()
-            await idle()
-            assert session.outbox.empty()  # the agent would have seen it twice
-    finally:
-        await leader.stop()
+    run = await new_run(d.runs)
+    async with leading(d, leader):
+        await settle(lambda: not session.outbox.empty())
+        message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+        assert [(a.action, a.attempt) for a in message.assignments] == [("a0", 1)]
+        event = ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=session.epoch)
+        await d.runs.report(run, "a0", event)
+        await settle(lambda: AttemptKey(run, "a0", 1) not in session.sent)  # running: no longer kept as sent
+        written.set()
+        await idle()
+        assert session.outbox.empty()  # the agent would have seen it twice
