@@ -114,7 +114,7 @@ async def own_agent(d: Domain) -> AsyncIterator[tuple[Dispatcher, AgentSession]]
     await leader.stop()
 
 
-async def test_a_leader_holding_the_agent_makes_each_assignment_once(
+async def test_a_leader_holding_the_agent_makes_each_assignment_once_and_sends_a_pass_in_one_message(
     d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     leader, session = own_agent
@@ -131,34 +131,56 @@ async def test_a_leader_holding_the_agent_makes_each_assignment_once(
         await settle(lambda: not session.outbox.empty())
         await idle()
         message = AssignMessage.model_validate_json(session.outbox.get_nowait())
-        # The watch saw the placement while the pass wrote it, and sent the pass's own assignment.
         assert [(a.run, a.action, a.attempt) for a in message.assignments] == [(run, "a0", 1)]
         assert session.outbox.empty()
-        assert minted == ["a0"]
-        assert leader.placer.take_made(AttemptKey(run, "a0", 1), "east", session.epoch) is None  # taken
+        assert minted == ["a0"]  # the watch saw the placement while the pass wrote it, and left it to the pass
 
 
-async def test_an_attempt_the_watch_sent_is_not_sent_again_when_its_pass_ends_after_it_started(
+def held_pass(leader: Dispatcher, monkeypatch: pytest.MonkeyPatch, *, lost: bool) -> asyncio.Event:
+    """The leader's pass holds on after writing its placements until the event is set; `lost`: it then takes its
+    placement for one it lost (a race, a failure), as if another's write had been the one seen."""
+    release = asyncio.Event()
+    commit = leader.placer._commit
+
+    async def held(assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
+        placed = await commit(assignment, record, fence)
+        await release.wait()
+        return None if lost else placed
+
+    monkeypatch.setattr(leader.placer, "_commit", held)
+    return release
+
+
+async def test_the_watch_leaves_a_placement_to_its_pass_which_sends_it_once(
     d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     leader, session = own_agent
-    written = asyncio.Event()
-    commit = leader.placer._commit
-
-    async def slow(assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
-        placed = await commit(assignment, record, fence)
-        await written.wait()  # the pass ends only once the attempt runs
-        return placed
-
-    monkeypatch.setattr(leader.placer, "_commit", slow)
+    release = held_pass(leader, monkeypatch, lost=False)
     run = await new_run(d.runs)
     async with leading(d, leader):
+        await settle(lambda: AttemptKey(run, "a0", 1) in leader.placer._deferred)
+        await idle()
+        assert session.outbox.empty()  # seen placed, left to the pass
+        release.set()
         await settle(lambda: not session.outbox.empty())
+        await idle()
         message = AssignMessage.model_validate_json(session.outbox.get_nowait())
         assert [(a.action, a.attempt) for a in message.assignments] == [("a0", 1)]
-        event = ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=session.epoch)
-        await d.runs.report(run, "a0", event)
-        await settle(lambda: AttemptKey(run, "a0", 1) not in session.sent)  # running: no longer kept as sent
-        written.set()
+        assert session.outbox.empty()
+
+
+async def test_a_placement_the_watch_left_to_a_pass_that_did_not_send_it_is_sent_by_the_watch(
+    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader, session = own_agent
+    release = held_pass(leader, monkeypatch, lost=True)
+    run = await new_run(d.runs)
+    async with leading(d, leader):
+        await settle(lambda: AttemptKey(run, "a0", 1) in leader.placer._deferred)
+        release.set()
+        await settle(lambda: not session.outbox.empty())
         await idle()
-        assert session.outbox.empty()  # the agent would have seen it twice
+        message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+        assert [(a.action, a.attempt, a.epoch) for a in message.assignments] == [("a0", 1, session.epoch)]
+        assert session.outbox.empty()
+        assert leader.placer._deferred == {}
