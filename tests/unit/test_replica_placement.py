@@ -151,32 +151,17 @@ def held_pass(leader: Dispatcher, monkeypatch: pytest.MonkeyPatch, *, lost: bool
     return release
 
 
-async def test_the_watch_leaves_a_placement_to_its_pass_which_sends_it_once(
-    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("lost", [False, True], ids=["the pass sends it", "the pass lost it: the watch sends it"])
+async def test_the_watch_leaves_a_placement_to_its_pass_and_the_agent_is_told_once(
+    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch, lost: bool
 ) -> None:
     leader, session = own_agent
-    release = held_pass(leader, monkeypatch, lost=False)
+    release = held_pass(leader, monkeypatch, lost=lost)
     run = await new_run(d.runs)
     async with leading(d, leader):
         await settle(lambda: AttemptKey(run, "a0", 1) in leader.placer._deferred)
         await idle()
         assert session.outbox.empty()  # seen placed, left to the pass
-        release.set()
-        await settle(lambda: not session.outbox.empty())
-        await idle()
-        message = AssignMessage.model_validate_json(session.outbox.get_nowait())
-        assert [(a.action, a.attempt) for a in message.assignments] == [("a0", 1)]
-        assert session.outbox.empty()
-
-
-async def test_a_placement_the_watch_left_to_a_pass_that_did_not_send_it_is_sent_by_the_watch(
-    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    leader, session = own_agent
-    release = held_pass(leader, monkeypatch, lost=True)
-    run = await new_run(d.runs)
-    async with leading(d, leader):
-        await settle(lambda: AttemptKey(run, "a0", 1) in leader.placer._deferred)
         release.set()
         await settle(lambda: not session.outbox.empty())
         await idle()
