@@ -171,6 +171,8 @@ class WorkerTokens:
         self._lock = asyncio.Lock()
 
     async def _signing_key(self) -> bytes:
+        if self._key is not None:
+            return self._key  # set once, never changed: every mint and verify after the first
         async with self._lock:
             while self._key is None:
                 kv = await self._store.get(WORKER_TOKEN_KEY)
