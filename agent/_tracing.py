@@ -80,6 +80,8 @@ class AgentTracing:
 
     def _read_reported(self, assignment: Assignment) -> None:
         """When the worker reported the attempt, as it left it on this machine; the file goes either way."""
+        if assignment.reusable is not None:
+            return  # a pool worker leaves no file: it says when in its `done` (`reported`)
         path = _otel.reported_path(self._attempts_dir, assignment.run, assignment.action, assignment.attempt)
         try:
             text = path.read_text()

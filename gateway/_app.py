@@ -54,19 +54,21 @@ def create_app(
     smtp: SmtpSettings | None = None,
 ) -> web.Application:
     metrics = Metrics()
-    authenticator = Authenticator(store)
+    registry = Registry(store)
+    tracing = GatewayTracing(store)
+    runs = Runs(store, registry, tracing)
+    authenticator = Authenticator(store, decoded=runs.decoded)
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[timing_middleware(metrics), error_middleware, auth_middleware(authenticator)],
     )
-    registry = Registry(store)
     if secret_key is not None:
         app[SECRET_KEY] = secret_key
-    app[TRACING] = GatewayTracing(store)
+    app[TRACING] = tracing
     app[SERVICES] = Services(
         store=store,
         registry=registry,
-        runs=Runs(store, registry, app[TRACING]),
+        runs=runs,
         blobs=ClusterBlobStores(blobs or LocalBlobStore(blobs_dir, store), store),
         metrics=metrics,
         watchers=set(),

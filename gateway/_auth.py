@@ -39,6 +39,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from flyte._wire import ActionSummary, Phase
+from gateway._decoded import DecodedActions
 from gateway._errors import forbidden, unauthorized
 from gateway._keys import TOKENS, WORKER_TOKEN_KEY, action_key, token_record_key
 from gateway.store import Compare, Put, Store
@@ -170,6 +171,8 @@ class WorkerTokens:
         self._lock = asyncio.Lock()
 
     async def _signing_key(self) -> bytes:
+        if self._key is not None:
+            return self._key  # set once, never changed: every mint and verify after the first
         async with self._lock:
             while self._key is None:
                 kv = await self._store.get(WORKER_TOKEN_KEY)
@@ -250,9 +253,11 @@ class Principal:
 class Authenticator:
     """Looks tokens up in the store, remembering answers for a few seconds."""
 
-    def __init__(self, store: Store, workers: WorkerTokens | None = None):
+    def __init__(self, store: Store, workers: WorkerTokens | None = None, decoded: DecodedActions | None = None):
         self._store = store
         self.workers = workers or WorkerTokens(store)
+        self._decoded = decoded or DecodedActions()
+        """Action records by revision, shared with `Runs`: a worker token's attempt is one the gateway just wrote."""
         self._cache: dict[str, tuple[float, Principal | None, float | None]] = {}
         """By token hash: until when the answer holds, the principal (None: no such token), its expiry."""
 
@@ -314,7 +319,7 @@ class Authenticator:
             kv = await self._store.get(action_key(ref.run, ref.action))
             if kv is None:
                 raise unauthorized("the token's attempt does not exist")
-            action = ActionSummary.model_validate_json(kv.value)
+            action = self._decoded.decode(kv.key, kv.value, kv.mod_revision)
         since = attempt_over_since(action, ref.attempt)
         if since is not None and since + WORKER_GRACE <= time.time():
             raise unauthorized(f"the token has expired: attempt {ref.attempt} of {ref.action} has ended")

@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 from flyte._wire import (
     FROM_AGENT,
     FROM_WORKER,
+    ActionSummary,
     AgentEvent,
     AgentEvents,
     AgentHeartbeat,
@@ -39,6 +40,7 @@ from flyte._wire import (
     GatewayReply,
     StaleMessage,
     WireTrace,
+    WorkerReport,
     WorkerSubmit,
     WorkerTrace,
     WorkerTraces,
@@ -61,7 +63,7 @@ from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._event_acks import EVENT_ACKS, EventAcks
 from gateway._keys import log_chunk_key, logs_prefix, placement_key, trace_key, traces_prefix
 from gateway._otlp import AUTHENTICATOR
-from gateway.store import Put, StoreError, StoreUnavailable
+from gateway.store import KeyValue, Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
@@ -223,12 +225,12 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
     if event.cluster != session.name:
         event = event.model_copy(update={"cluster": session.name})
     try:
-        current = await svc.runs.get_action(item.run, item.action)
+        current, read = await svc.runs.read_action(item.run, item.action)
         target = Target(
             run=item.run, action=item.action, attempt=event.attempt, current=current, event_phase=event.phase
         )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
-        await svc.runs.report(item.run, item.action, event)
+        await svc.runs.report(item.run, item.action, event, read=read)
     except StoreError as error:
         log.warning("%s event of %s/%s waits for the store (%s)", event.phase.value, item.run, item.action, error)
         return False
@@ -289,15 +291,24 @@ async def _handle_worker_message(
     try:
         parsed = FROM_WORKER.validate_json(data)
         request_id = parsed.id
+        # A worker reporting its own attempt: the action is read once, for the token check and the report.
+        read = await _own_attempt(svc, principal, parsed)
         # The socket authenticated once, when it opened: its token must still be good for each message (not revoked
         # or expired; a worker token's attempt not over), before the message learns anything, even whether a run exists.
-        await authenticator.check_current(principal)
+        await authenticator.check_current(principal, read[0] if read is not None else None)
         run = await svc.runs.get_run(parsed.run)
         if not may_read(principal, run):
             raise NotFound(f"no run named {parsed.run}")
         for act, target in _worker_acts(parsed, run.project):
             authorize(principal, act, target)
-        await _worker_message(svc, dispatcher, parsed, send, from_worker=principal.attempt is not None)
+        await _worker_message(
+            svc,
+            dispatcher,
+            parsed,
+            send,
+            from_worker=principal.attempt is not None,
+            read=read[1] if read is not None else None,
+        )
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
     except (ApiError, DomainError) as error:
@@ -308,6 +319,20 @@ async def _handle_worker_message(
     except Exception:
         log.exception("a worker message failed")
         await send(GatewayReply(type="error", id=request_id, code="internal", message="internal error"))
+
+
+async def _own_attempt(
+    svc: Services, principal: Principal, message: FromWorker
+) -> tuple[ActionSummary, KeyValue] | None:
+    """The action a worker token's holder reports on, when it is the token's own (so the token check reads it
+    anyway); None for any other message, or an action that is not there (the token check says why)."""
+    ref = principal.attempt
+    if not isinstance(message, WorkerReport) or ref is None or (ref.run, ref.action) != (message.run, message.action):
+        return None
+    try:
+        return await svc.runs.read_action(message.run, message.action)
+    except NotFound:
+        return None
 
 
 def _worker_acts(message: FromWorker, project: str) -> list[tuple[Act, Target]]:
@@ -331,7 +356,9 @@ async def _worker_message(
     send: Send,
     *,
     from_worker: bool,
+    read: KeyValue | None = None,
 ) -> None:
+    """`read`: the reported action's record, as just read for the token check."""
     if isinstance(message, WorkerSubmit):
         # Concurrently: their writes share transactions (group commit) instead of waiting on each other.
         results = await asyncio.gather(*(svc.runs.submit(message.run, r) for r in message.actions))
@@ -354,7 +381,7 @@ async def _worker_message(
             ]
             for i in range(0, len(ops), 100):
                 await svc.store.txn([], ops[i : i + 100])
-        action = await svc.runs.report(message.run, message.action, message.event, from_worker=from_worker)
+        action = await svc.runs.report(message.run, message.action, message.event, from_worker=from_worker, read=read)
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 
 

@@ -93,6 +93,7 @@ class Dispatcher:
         self._clock = clock
         self._runs = runs
         self._to_assign: asyncio.Queue[ActionSummary] = asyncio.Queue()
+        self.placer.undelivered = self._to_assign.put_nowait
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: BaseException | None = None
         """Why a loop stopped on a bug (the gateway then places nothing and reports itself unhealthy)."""
@@ -125,6 +126,13 @@ class Dispatcher:
             for action in seen:
                 session = self.agents.sessions.get(action.cluster or "")
                 if session is None or session.epoch != action.epoch:
+                    continue
+                key = AttemptKey(action.run, action.name, action.attempts)
+                if key in session.sent:
+                    continue  # this replica's placer sent it while the event queued
+                if self.placer.defer(action, session.name, session.epoch):
+                    # Placed by this replica's pass, still being written: the pass sends it (made again here, its
+                    # demand and a signed token would cost as much as the placement).
                     continue
                 try:
                     item = await self.placer.pending(action, self._clock.time())

@@ -60,9 +60,13 @@ class GroupCommit:
         compares = ops = 0
         rest: list[_Pending] = []
         for pending in self._queue:
-            mine = pending.keys()
             fits = compares + len(pending.compares) <= MAX_TXN_OPS and ops + len(pending.ops) <= MAX_TXN_OPS
-            if batch and (not fits or keys & mine):
+            if batch and not fits:
+                # Its keys are not worth a look: a fan-out queues thousands behind one full batch.
+                rest.append(pending)
+                continue
+            mine = pending.keys()
+            if batch and keys & mine:
                 rest.append(pending)
                 continue
             batch.append(pending)

@@ -61,6 +61,10 @@ def record_put(item: Pending, snapshots: list[str], decision: Decision, now: flo
     return Put(placement_key(action.run, action.name, attempt), text.encode())
 
 
+_NO_PLACEMENT = PlacementSpec()
+"""What an action without placement settings asks: made once (one made per action was most of `demand_of`'s time)."""
+
+
 def demand_of(
     resources: ResourcesSpec,
     placement: PlacementSpec | None,
@@ -74,7 +78,7 @@ def demand_of(
     input_bytes: tuple[tuple[str, int], ...] = (),
 ) -> Demand:
     """What an action asks for, from its task spec's (or its overrides') resources and placement."""
-    placement = placement or PlacementSpec()
+    placement = placement or _NO_PLACEMENT
     return Demand(
         cpu=resources.cpu.request if resources.cpu else 0.0,
         memory=resources.memory.request if resources.memory else 0,

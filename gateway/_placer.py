@@ -151,6 +151,12 @@ class Placer:
         self._full_pass = True
         self.fence: Callable[[], Compare] | None = None
         """While this replica leads: its term's compare, carried by every placement write (`Election.fence`)."""
+        self._made: dict[AttemptKey, Assignment] = {}
+        """The assignments of the pass being written: the action watch sees them placed before the pass ends."""
+        self._deferred: dict[AttemptKey, ActionSummary] = {}
+        """Placements of those the action watch saw and left to the pass (`defer`)."""
+        self.undelivered: Callable[[ActionSummary], None] = lambda _: None
+        """Given a placement the watch left to the pass that the pass did not deliver: the watch's again."""
 
     @property
     def queue(self) -> Mapping[Key, ActionSummary]:
@@ -337,18 +343,40 @@ class Placer:
     async def _finish(self, work: _Pass) -> float | None:
         """Write the pass's decisions and notes, and send each agent its assignments."""
         decided = work.decided
-        placed = await asyncio.gather(*(self._commit(a, r, work.fence) for a, r in decided), *work.notes)
-        assigned: dict[str, list[Assignment]] = defaultdict(list)
-        for result in placed[: len(decided)]:
-            if isinstance(result, Assignment):
-                assigned[result.cluster].append(result)
-        for cluster, assignments in assigned.items():
-            # An agent held here gets its assignments now; one held by another replica gets them when that replica
-            # sees the placements in its action watch (`Dispatcher._observed`).
-            session = self._sessions.sessions.get(cluster)
-            if session is not None:
-                deliver(session, assignments)
+        made = {AttemptKey(a.run, a.action, a.attempt): a for a, _ in decided}
+        self._made.update(made)
+        delivered: set[AttemptKey] = set()
+        try:
+            placed = await asyncio.gather(*(self._commit(a, r, work.fence) for a, r in decided), *work.notes)
+            assigned: dict[str, list[Assignment]] = defaultdict(list)
+            for result in placed[: len(decided)]:
+                if isinstance(result, Assignment):
+                    assigned[result.cluster].append(result)
+            for cluster, assignments in assigned.items():
+                # An agent held here gets its assignments now, in one message; one held by another replica gets them
+                # when that replica sees the placements in its action watch (`Dispatcher._observed`).
+                session = self._sessions.sessions.get(cluster)
+                if session is not None:
+                    deliver(session, assignments)
+                    delivered.update(AttemptKey(a.run, a.action, a.attempt) for a in assignments)
+        finally:
+            for key in made:
+                self._made.pop(key, None)
+                seen = self._deferred.pop(key, None)
+                if seen is not None and key not in delivered:
+                    self.undelivered(seen)  # the pass lost it (a race, a failure): the watch's to send after all
         return work.next_due
+
+    def defer(self, placed: ActionSummary, cluster: str, epoch: int) -> bool:
+        """Whether this replica's pass, still writing, placed `placed` (seen by the action watch) on `cluster` in
+        session `epoch`: the pass then sends it with the rest of the pass, in one message (the watch sees a pass's
+        placements a few at a time), and hands it back through `undelivered` if it does not."""
+        key = AttemptKey(placed.run, placed.name, placed.attempts)
+        made = self._made.get(key)
+        if made is None or (made.cluster, made.epoch) != (cluster, epoch):
+            return False
+        self._deferred[key] = placed
+        return True
 
     async def reserve_inflight(self, actions: list[ActionSummary]) -> None:
         """After a restart: what placed and running actions hold is held again, so it comes back when they end."""

@@ -74,6 +74,8 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.ABORTED: frozenset(),
 }
 _CAS_ATTEMPTS = 20
+_RUN_RECORDS_KEPT = 1024
+"""Run records kept decoded (`Runs.get_run`): the runs with actions in flight, in all but the largest gateways."""
 COUNT_FLUSH_SECONDS = 0.25
 _SCOPES_KEPT = 10_000
 """Runs whose project and domain `Runs` remembers (the oldest is forgotten first)."""
@@ -119,6 +121,9 @@ class Runs:
         self._counter: asyncio.Task[None] | None = None
         self._closed = False
         self._scopes: dict[str, tuple[str, str]] = {}
+        self._run_records: dict[str, tuple[int, RunSummary]] = {}
+        """Run records as last decoded, by key with their revision: every submission and worker message reads its
+        run, which rarely changes."""
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -134,7 +139,14 @@ class Runs:
         kv = await self._store.get(run_key(run))
         if kv is None:
             raise NotFound(f"no run named {run}")
-        return decode_run(kv)
+        known = self._run_records.get(kv.key)
+        if known is not None and known[0] == kv.mod_revision:
+            return known[1]
+        summary = decode_run(kv)
+        if len(self._run_records) >= _RUN_RECORDS_KEPT:
+            del self._run_records[next(iter(self._run_records))]
+        self._run_records[kv.key] = (kv.mod_revision, summary)
+        return summary
 
     async def resolve(self, ref: str, scope: tuple[str, str]) -> RunSummary:
         """The run `ref` names: a name chosen in `scope` (project, domain), else an identity."""
@@ -169,10 +181,14 @@ class Runs:
         return runs[:limit]
 
     async def get_action(self, run: str, action: str) -> ActionSummary:
+        return (await self.read_action(run, action))[0]
+
+    async def read_action(self, run: str, action: str) -> tuple[ActionSummary, KeyValue]:
+        """The action and the record it was read from: a `report` given that record (`read=`) does not read it again."""
         kv = await self._store.get(action_key(run, action))
         if kv is None:
             raise NotFound(f"run {run} has no action {action}")
-        return self._decode(kv)
+        return self._decode(kv), kv
 
     async def list_actions(
         self, run: str, parent: str | None = None, phase: Phase | None = None
@@ -370,17 +386,22 @@ class Runs:
         *,
         from_worker: bool = False,
         fence: Compare | None = None,
+        read: KeyValue | None = None,
     ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
 
         `also` rides in the same transaction when the change is applied (the placement record of a placed event).
         `from_worker`: the reporter holds the run's worker token, so a result it reports was produced by the attempt
         and may be cached; a result from anyone else ends the action but is never written to the cache.
+        `read`: the action's record as the caller just read it (`read_action`), compared against as a read here would
+        be; a lost race reads it again.
         """
         key = action_key(run, action)
         output_checked = event.output is None
+        kv = read
         for _ in range(_CAS_ATTEMPTS):
-            kv = await self._store.get(key)
+            if kv is None:
+                kv = await self._store.get(key)
             if kv is None:
                 raise NotFound(f"run {run} has no action {action}")
             current = self._decode(kv)
@@ -421,6 +442,7 @@ class Runs:
                 if spans is not None:
                     self.tracing.written(spans)
                 return self.decoded.remember(key, updated.model_copy(update={"revision": result.revision}))
+            kv = None
             self._count_new_action(run, uncounted)
             if fence is not None and await self._fenced(fence):
                 raise Fenced(f"refused {event.phase.value} for {run}/{action}: the term it was decided in has ended")

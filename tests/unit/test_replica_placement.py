@@ -4,16 +4,19 @@ placement; a placement decided in a term that has ended is refused by the store 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from dispatcher_parts import Domain, cluster, dispatcher, domain, idle, leading, new_run, settle, socket
 
-from flyte._wire import ActionEvent, AssignMessage, Phase, PlacementRecord
+from flyte._wire import ActionEvent, Assignment, AssignMessage, AttemptKey, Phase, PlacementRecord
+from gateway._auth import AttemptRef
 from gateway._dispatch import Dispatcher
 from gateway._domain_errors import Fenced
 from gateway._keys import LEADER_KEY, placement_key
-from gateway.store import Compare
+from gateway._sessions import AgentSession
+from gateway.store import Compare, Put
 
 
 @pytest.fixture
@@ -100,3 +103,69 @@ async def test_a_busy_remote_agents_room_survives_the_leader_reloading_the_sessi
     # Idle, its report is the base again, wherever the leader is.
     await follower.heartbeat(session, {"cpu": 3.0, "memory": 1.0}, {"env@v1": 1}, running=0)
     await settle(lambda: leader.reservations.free("east").get("cpu") == 3.0)
+
+
+@pytest.fixture
+async def own_agent(d: Domain) -> AsyncIterator[tuple[Dispatcher, AgentSession]]:
+    """A dispatcher holding the agent of `east` itself (not leading yet)."""
+    leader = dispatcher(d)
+    await leader.start()
+    yield leader, await leader.open_session(cluster("east"), socket())
+    await leader.stop()
+
+
+async def test_a_leader_holding_the_agent_makes_each_assignment_once_and_sends_a_pass_in_one_message(
+    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader, session = own_agent
+    minted: list[str] = []
+    mint = leader.placer._workers.mint
+
+    async def counted(ref: AttemptRef) -> str:
+        minted.append(ref.action)
+        return await mint(ref)
+
+    monkeypatch.setattr(leader.placer._workers, "mint", counted)
+    run = await new_run(d.runs)
+    async with leading(d, leader):
+        await settle(lambda: not session.outbox.empty())
+        await idle()
+        message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+        assert [(a.run, a.action, a.attempt) for a in message.assignments] == [(run, "a0", 1)]
+        assert session.outbox.empty()
+        assert minted == ["a0"]  # the watch saw the placement while the pass wrote it, and left it to the pass
+
+
+def held_pass(leader: Dispatcher, monkeypatch: pytest.MonkeyPatch, *, lost: bool) -> asyncio.Event:
+    """The leader's pass holds on after writing its placements until the event is set; `lost`: it then takes its
+    placement for one it lost (a race, a failure), as if another's write had been the one seen."""
+    release = asyncio.Event()
+    commit = leader.placer._commit
+
+    async def held(assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
+        placed = await commit(assignment, record, fence)
+        await release.wait()
+        return None if lost else placed
+
+    monkeypatch.setattr(leader.placer, "_commit", held)
+    return release
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["the pass sends it", "the pass lost it: the watch sends it"])
+async def test_the_watch_leaves_a_placement_to_its_pass_and_the_agent_is_told_once(
+    d: Domain, own_agent: tuple[Dispatcher, AgentSession], monkeypatch: pytest.MonkeyPatch, lost: bool
+) -> None:
+    leader, session = own_agent
+    release = held_pass(leader, monkeypatch, lost=lost)
+    run = await new_run(d.runs)
+    async with leading(d, leader):
+        await settle(lambda: AttemptKey(run, "a0", 1) in leader.placer._deferred)
+        await idle()
+        assert session.outbox.empty()  # seen placed, left to the pass
+        release.set()
+        await settle(lambda: not session.outbox.empty())
+        await idle()
+        message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+        assert [(a.action, a.attempt, a.epoch) for a in message.assignments] == [("a0", 1, session.epoch)]
+        assert session.outbox.empty()
+        assert leader.placer._deferred == {}
