@@ -24,6 +24,7 @@ from collections import defaultdict
 import pydantic
 from aiohttp import WSMsgType, web
 
+from flyte._background import Background
 from flyte._wire import (
     FROM_AGENT,
     FROM_WORKER,
@@ -261,18 +262,14 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
         outbox.put_nowait(reply.model_dump_json())
 
     writer = asyncio.create_task(_writer(ws, outbox))
-    handlers: set[asyncio.Task[None]] = set()
+    handlers = Background()
     svc.links.add(ws)
     try:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 break
             # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
-            task = asyncio.create_task(
-                _handle_worker_message(svc, dispatcher, authenticator, principal, message.data, send)
-            )
-            handlers.add(task)
-            task.add_done_callback(handlers.discard)
+            handlers.spawn(_handle_worker_message(svc, dispatcher, authenticator, principal, message.data, send))
     finally:
         svc.links.discard(ws)
         dispatcher.unwatch(send)
