@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
-import concurrent.futures
 import contextlib
 import hashlib
 import io
@@ -320,9 +319,6 @@ def client_for(config: Config | None = None) -> GatewayClient:
     return client
 
 
-_INTERRUPT_CHECK_SECONDS = 0.2
-
-
 def call_sync(call: Coroutine[Any, Any, T]) -> T:
     """Run a client coroutine on the SDK's loop thread from sync code."""
     from ._run import sdk_loop
@@ -332,11 +328,7 @@ def call_sync(call: Coroutine[Any, Any, T]) -> T:
     except RuntimeError:
         future = asyncio.run_coroutine_threadsafe(call, sdk_loop.get())
         try:
-            while True:
-                # Waited on in slices: a Ctrl-C the kernel hands to another thread (the loop's, an exporter's) does
-                # not wake a wait with no deadline, so the main thread would see it only when the call ends.
-                with contextlib.suppress(concurrent.futures.TimeoutError):
-                    return future.result(timeout=_INTERRUPT_CHECK_SECONDS)
+            return future.result()
         except BaseException:
             # Ctrl-C in the caller abandons the call: it must not go on (a watch printing progress) behind it.
             future.cancel()
