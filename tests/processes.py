@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,18 @@ import yaml
 
 LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 """The line a gateway prints once it serves; group 1 is its endpoint."""
+
+
+@contextlib.contextmanager
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Processes started inside take Ctrl-C as a terminal would give it, for tests that send one. A test run
+    started in the background of a shell ignores SIGINT, and an ignored signal is inherited across exec (a handler
+    is not): with a handler here while they start, they begin with the default."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Proc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from processes import ctrl_c_reaches_children
 from test_rig import Rig
 from waiting import assert_eventually
 
@@ -97,14 +98,15 @@ class Flyte:
 
 @contextmanager
 def flyte_cli(rig: Rig, *args: str, **env: str) -> Iterator[Flyte]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flyte.cli", *args],
-        cwd=rig.cwd,
-        env={**rig.env, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with ctrl_c_reaches_children():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flyte.cli", *args],
+            cwd=rig.cwd,
+            env={**rig.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     try:
         yield Flyte(process)
     finally:

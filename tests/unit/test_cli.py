@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from processes import ctrl_c_reaches_children
 from waiting import assert_eventually
 
 import flyte
@@ -695,14 +696,17 @@ def test_console_script_usage_error_has_no_traceback(tmp_path: Path) -> None:
 def test_ctrl_c_aborts_the_run_and_exits_130(tmp_path: Path, isolated_home: Path) -> None:
     program = write_program(tmp_path, HANGING)
     marker = tmp_path / "started"
-    with subprocess.Popen(
-        [flyte_script(), "run", "--local", "--name", "to-interrupt", str(program), "main"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "CLI_TEST_MARKER": str(marker)},
-    ) as process:
+    with (
+        ctrl_c_reaches_children(),
+        subprocess.Popen(
+            [flyte_script(), "run", "--local", "--name", "to-interrupt", str(program), "main"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "CLI_TEST_MARKER": str(marker)},
+        ) as process,
+    ):
         try:
             assert_eventually(marker.exists, timeout=30)
             process.send_signal(signal.SIGINT)
