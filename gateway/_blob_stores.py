@@ -101,6 +101,10 @@ class ClusterBlobStores:
         """The gateway's store and every cluster's, opening those named by cluster records and not used yet."""
         for kv in (await self._store.range(CLUSTERS))[0]:
             await self._open(ClusterRecord.model_validate_json(kv.value))
+        return self._open_stores()
+
+    def _open_stores(self) -> list[BlobStore]:
+        """The gateway's store and the clusters' opened so far."""
         return [self.default, *(s for s in self._opened.values() if s is not self.default)]
 
     async def holding(self, digest: str, cluster: str | None = None) -> BlobStore:
@@ -172,8 +176,7 @@ class ClusterBlobStores:
     @property
     def checked_bytes(self) -> int:
         """Bytes read back from any store to check a digest, this gateway's life long."""
-        stores = [self.default, *(s for s in self._opened.values() if s is not self.default)]
-        return self._settled_bytes + sum(s.checked_bytes for s in stores)
+        return self._settled_bytes + sum(s.checked_bytes for s in self._open_stores())
 
     async def settle(self, digest: str, project: str) -> None:
         """Before `project` uploads a digest that another project holds on a claim (bytes no store checked): read
@@ -186,8 +189,7 @@ class ClusterBlobStores:
         holder = await self.holding(digest)
         stream = HashingStream(holder.chunks(digest), limited=False)
         try:
-            async for _ in stream:
-                pass
+            await stream.drain()
         finally:
             self._settled_bytes += stream.size
         held = stream.matches(digest)

@@ -293,6 +293,11 @@ class HashingStream:
             self.error = error
             raise
 
+    async def drain(self) -> None:
+        """Read the whole stream, hashing and counting it (for bytes read only to be checked)."""
+        async for _ in self._pass():
+            pass
+
     def matches(self, digest: str) -> bool:
         return self._hasher.hexdigest() == digest
 

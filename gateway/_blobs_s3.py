@@ -284,8 +284,7 @@ class ObjectBlobStore:
         result = await obstore.get_async(self.object_store, key)
         stream = HashingStream(_bytes(result.stream(min_chunk_size=_STREAM_CHUNK)), limited=False)
         try:
-            async for _ in stream:
-                pass
+            await stream.drain()
         finally:
             self.checked_bytes += stream.size
         stream.check(digest)

@@ -27,6 +27,8 @@ from xml.sax.saxutils import escape
 
 import aiohttp
 
+from flyte._wire import CHECKSUM_HEADER
+
 PART_NUMBERS = range(1, 10_001)
 """S3's part numbers."""
 _UPLOAD_ID = re.compile(r"<UploadId>([^<]+)</UploadId>")
@@ -115,18 +117,13 @@ async def start(url: str, credentials: Credentials, seconds: int) -> str:
     return html.unescape(found.group(1))
 
 
-CHECKSUM_HEADER = "x-amz-checksum-sha256"
+def checksum_headers(sha256_base64: str) -> dict[str, str]:
+    """The header a PUT carries so the store checks its bytes against `sha256_base64`."""
+    return {CHECKSUM_HEADER: sha256_base64}
 
 
-def checksum_headers(sha256_base64: str | None) -> dict[str, str]:
-    """The header a PUT carries so the store checks its bytes against `sha256_base64` (none: unchecked)."""
-    return {CHECKSUM_HEADER: sha256_base64} if sha256_base64 else {}
-
-
-def part_url(
-    url: str, upload_id: str, number: int, credentials: Credentials, seconds: int, sha256: str | None = None
-) -> str:
-    """A part's PUT URL; with `sha256` (base64) the store takes only the part whose sha256 it is."""
+def part_url(url: str, upload_id: str, number: int, credentials: Credentials, seconds: int, sha256: str) -> str:
+    """A part's PUT URL: the store takes only the part whose sha256 (base64) is `sha256`."""
     query = {"partNumber": str(number), "uploadId": upload_id}
     return presign("PUT", url, query, credentials, seconds, headers=checksum_headers(sha256))
 

@@ -30,6 +30,7 @@ from ._config import Config, current_config
 from ._replicas import Replicas, replica_down
 from ._retrying import RetryDelay
 from ._wire import (
+    CHECKSUM_HEADER,
     AbortRequest,
     ActionSummary,
     BlobTransfer,
@@ -458,7 +459,7 @@ class GatewayBlobs(BlobBackend):
             with path.open("rb") as source:
                 source.seek((number - 1) * PART_BYTES)
                 piece = source.read(PART_BYTES)
-            checked = {"x-amz-checksum-sha256": checksums[number - 1]}
+            checked = {CHECKSUM_HEADER: checksums[number - 1]}
             _call(urllib.request.Request(transfer.parts[number], data=piece, method="PUT", headers=checked))
 
         with ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:

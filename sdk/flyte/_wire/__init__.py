@@ -37,6 +37,7 @@ from ._agent import (
     ToAgent,
 )
 from ._api import (
+    CHECKSUM_HEADER,
     AbortRequest,
     ActionSubmitRequest,
     BlobTransfer,
@@ -170,6 +171,7 @@ from ._worker import (
 )
 
 __all__ = [
+    "CHECKSUM_HEADER",
     "DEFAULT_REQUEST",
     "FROM_AGENT",
     "FROM_POOL_WORKER",

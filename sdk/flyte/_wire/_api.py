@@ -304,6 +304,10 @@ class BlobTransfer(WireModel):
     with that value)."""
 
 
+CHECKSUM_HEADER = "x-amz-checksum-sha256"
+"""The header that carries a sha256 (base64) the object store checks a PUT's bytes against: a direct upload's URL,
+and each part's, is signed with it, so the PUT must carry it as signed."""
+
 _SHA256_BASE64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
 
 
