@@ -20,6 +20,8 @@ import yaml
 
 LISTENING = re.compile(r"flyte gateway listening on (http://\S+)")
 """The line a gateway prints once it serves; group 1 is its endpoint."""
+AGENT_CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")
+"""The line an agent logs once its session with a gateway is open; group 1 is the session's epoch."""
 
 
 @contextlib.contextmanager

@@ -11,11 +11,8 @@ for the 1 GiB of issue #19's test plan. Run with `-s` to see the throughput each
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -23,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from processes import AGENT_CONNECTED, Proc
 from s3_server import S3Server
 from test_rig import EXAMPLES, Rig, run_example, start_rig
 from test_s3_examples import blob_bytes
-from waiting import assert_eventually
 
 import flyte
 from flyte._client import call_sync, client_for
@@ -79,12 +76,12 @@ def regions(tmp_path_factory: pytest.TempPathFactory, s3_regions: tuple[S3Server
         try:
             yield Regions(rig, near, far, prefix)
         finally:
-            _stop(agent)
+            agent.stop()
     finally:
         rig.flyte("rig", "down")
 
 
-def _start_far_agent(rig: Rig, root: Path, blobs: str, endpoint: str) -> subprocess.Popen[bytes]:
+def _start_far_agent(rig: Rig, root: Path, blobs: str, endpoint: str) -> Proc:
     """eu-west's agent, joining the rig's gateway with a token of its own and its store on the far server. Its
     environment holds no S3 key pair: its workers move bytes with the URLs the gateway signs."""
     made = rig.flyte("gateway", "token", "create", "--scope", f"agent:{FAR}", "--description", "far region")
@@ -95,42 +92,19 @@ def _start_far_agent(rig: Rig, root: Path, blobs: str, endpoint: str) -> subproc
     home = root / FAR
     env = {k: v for k, v in rig.env.items() if not k.startswith("AWS_")}
     rig.connect()
-    with (root / f"agent-{FAR}.log").open("ab") as log:
-        agent = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", client_for().endpoint),
-                *("--token-file", str(token_file), "--cluster", FAR, "--region", FAR, "--cloud", "local"),
-                *("--cpu", "2", "--memory", "8Gi", "--work-dir", str(home / "work")),
-                *("--blobs", blobs, "--blobs-endpoint", endpoint),
-            ],
-            env={**env, "FLYTE_HOME": str(home / "flyte-home")},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    command = [
+        *(sys.executable, "-m", "flyte.cli", "agent", "serve", "--gateway", client_for().endpoint),
+        *("--token-file", str(token_file), "--cluster", FAR, "--region", FAR, "--cloud", "local"),
+        *("--cpu", "2", "--memory", "8Gi", "--work-dir", str(home / "work")),
+        *("--blobs", blobs, "--blobs-endpoint", endpoint),
+    ]
+    agent = Proc(FAR, command, root / f"agent-{FAR}.log", {**env, "FLYTE_HOME": str(home / "flyte-home")})
     try:
-        assert_eventually(lambda: _connected(FAR) or agent.poll() is not None, timeout=30, interval=0.1)
-        assert agent.poll() is None, (root / f"agent-{FAR}.log").read_text()
+        agent.start(AGENT_CONNECTED)
     except BaseException:
-        _stop(agent)
+        agent.stop()
         raise
     return agent
-
-
-def _stop(agent: subprocess.Popen[bytes]) -> None:
-    """Stop the agent as `flyte rig down` stops the rig's: SIGTERM to its process group, SIGKILL if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(agent.pid, signal.SIGTERM)
-    try:
-        agent.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(agent.pid, signal.SIGKILL)
-        agent.wait()
-
-
-def _connected(cluster: str) -> bool:
-    return any(c.name == cluster and c.connected for c in call_sync(client_for().list_clusters()))
 
 
 def test_three_clusters_on_two_stores(regions: Regions) -> None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 from etcd_process import EtcdProcess
 from prerequisites import ETCD_INSTALL, on_path, require
-from processes import LISTENING, Proc, gateway_command
+from processes import AGENT_CONNECTED, LISTENING, Proc, gateway_command
 from programs import write_and_import
 
 import flyte
@@ -46,7 +45,6 @@ from gateway._keys import PLACEMENTS, actions_prefix
 from gateway._runs import SYSTEM_RETRIES, decode_event
 from gateway.store import Compacted, EventType, Store, open_store
 
-_CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")
 FIRST_SYSTEM_BACKOFF = 1.0
 """The gateway's backoff before the first system retry (`gateway._runs._maybe_retry`: 2 ** 0 s)."""
 
@@ -169,7 +167,7 @@ class Federation:
                 # The token in the environment, never on the command line (the agent removes it at start).
                 {**self.env, "FLYTE_HOME": str(work), "FLYTE_AGENT_TOKEN": self.tokens[name]},
             )
-        return int(agent.start(_CONNECTED).group(1))
+        return int(agent.start(AGENT_CONNECTED).group(1))
 
     def connect(self) -> None:
         """Point this test process's SDK at the federation."""
