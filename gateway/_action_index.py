@@ -128,6 +128,7 @@ class ActionIndex:
             try:
                 async for batch in self._store.watch(ACTIONS, start):
                     changed: dict[Key, list[ActionSummary]] = defaultdict(list)
+                    ended: list[Key] = []
                     for event in batch:
                         if event.type is not EventType.PUT:
                             continue
@@ -135,6 +136,8 @@ class ActionIndex:
                         if action is None:
                             continue
                         self.observe(action)
+                        if action.phase.is_terminal:
+                            ended.append((action.run, action.name))
                         if action.parent is not None and action.phase.is_terminal:
                             # A waiting worker acts on a child's end only: the changes before it are not sent
                             # (in a fan-out they were four messages in five, each encoded here and parsed there).
@@ -143,6 +146,7 @@ class ActionIndex:
                     self.revision = batch[-1].mod_revision
                     for key, actions in changed.items():
                         await self._notify(key, actions)
+                    self._forget_watchers(ended)
             except TEMPORARY as error:
                 log.warning("the action watch failed (%s: %s); re-listing", type(error).__name__, error)
                 start = await self._relist()
@@ -159,16 +163,20 @@ class ActionIndex:
             except TEMPORARY as error:
                 log.warning("re-listing actions failed (%s); retrying within %.1fs", error, retry.ceiling)
         children: dict[Key, list[ActionSummary]] = defaultdict(list)
+        ended: list[Key] = []
         for kv in kvs:
             action = readable_action(kv.key, kv.value, kv.mod_revision, self._decoded)
             if action is None:
                 continue
             self.observe(action)
+            if action.phase.is_terminal:
+                ended.append((action.run, action.name))
             if action.parent is not None and (action.run, action.parent) in self._watchers:
                 children[(action.run, action.parent)].append(action)
         self.revision = revision
         for key, actions in children.items():
             await self._notify(key, actions)
+        self._forget_watchers(ended)
         return revision + 1
 
     # -- workers waiting on children ----------------------------------------------------------------------------
@@ -177,13 +185,19 @@ class ActionIndex:
         for send in list(self._watchers.get(key, ())):
             # A worker whose socket is closing misses this; it re-watches (and gets everything) when it reconnects.
             with contextlib.suppress(Exception):
-                await send(GatewayReply(type="children", parent=key[1], actions=actions))
+                await send(GatewayReply(type="children", run=key[0], parent=key[1], actions=actions))
 
     async def watch_children(self, run: str, parent: str, send: Send, request_id: int = 0) -> None:
         """Send the children `parent` has now, then each one that ends (until `unwatch`)."""
         self._watchers[(run, parent)].add(send)
         children, _ = await self._list_children(run, parent)
-        await send(GatewayReply(type="children", id=request_id, parent=parent, actions=children))
+        await send(GatewayReply(type="children", id=request_id, run=run, parent=parent, actions=children))
+
+    def _forget_watchers(self, parents: list[Key]) -> None:
+        """A parent that ended waits on nothing: its watchers go (a pool worker's socket outlives its attempts,
+        and would otherwise keep a watch per parent it ever ran)."""
+        for key in parents:
+            self._watchers.pop(key, None)
 
     def unwatch(self, send: Send) -> None:
         for key, sends in list(self._watchers.items()):

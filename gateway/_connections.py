@@ -25,6 +25,7 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from flyte._background import Background
+from flyte._gateway_socket import STORE_UNAVAILABLE
 from flyte._wire import (
     FROM_AGENT,
     FROM_WORKER,
@@ -47,7 +48,6 @@ from flyte._wire import (
     WorkerTraces,
     WorkerWatch,
 )
-from flyte._worker_link import STORE_UNAVAILABLE
 from gateway._api import SERVICES, Services, may_read, services, visible_run
 from gateway._auth import Authenticator, Principal, principal_of
 from gateway._authz import Act, Target, authorize
@@ -254,8 +254,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     svc = services(request)
     dispatcher = request.app[DISPATCHER]
-    principal = principal_of(request)
-    authenticator = request.app[AUTHENTICATOR]
+    principals = SocketPrincipals(request.app[AUTHENTICATOR], principal_of(request))
     outbox: asyncio.Queue[str] = asyncio.Queue()
 
     async def send(reply: GatewayReply) -> None:
@@ -264,12 +263,14 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     writer = asyncio.create_task(_writer(ws, outbox))
     handlers = Background()
     svc.links.add(ws)
+    # One per one-shot worker and one per pool worker (its attempts share it): more means workers reconnect.
+    svc.metrics.events["worker_sockets_opened"] += 1
     try:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 break
             # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
-            handlers.spawn(_handle_worker_message(svc, dispatcher, authenticator, principal, message.data, send))
+            handlers.spawn(_handle_worker_message(svc, dispatcher, principals, message.data, send))
     finally:
         svc.links.discard(ws)
         dispatcher.unwatch(send)
@@ -281,13 +282,40 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+class SocketPrincipals:
+    """Who each message on a worker socket acts as: the token it says (a pool worker's socket carries the messages
+    of every attempt it runs, each with that attempt's token), or else the one that opened the socket. A token is
+    verified once per socket; whether it is still good (not revoked, its attempt not long over) is checked for
+    every message, as for the socket's own."""
+
+    _LIMIT = 1024
+
+    def __init__(self, authenticator: Authenticator, opened_by: Principal):
+        self.authenticator = authenticator
+        self._opened_by = opened_by
+        self._verified: dict[str, Principal] = {}
+
+    async def of(self, token: str | None) -> Principal:
+        if token is None:
+            return self._opened_by
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = await self.authenticator.principal(f"Bearer {token}")
+            if len(self._verified) >= self._LIMIT:
+                self._verified.clear()
+            self._verified[token] = principal
+        return principal
+
+
 async def _handle_worker_message(
-    svc: Services, dispatcher: Dispatcher, authenticator: Authenticator, principal: Principal, data: str, send: Send
+    svc: Services, dispatcher: Dispatcher, principals: SocketPrincipals, data: str, send: Send
 ) -> None:
     request_id = 0
     try:
         parsed = FROM_WORKER.validate_json(data)
         request_id = parsed.id
+        principal = await principals.of(parsed.token)
+        authenticator = principals.authenticator
         # A worker reporting its own attempt: the action is read once, for the token check and the report.
         read = await _own_attempt(svc, principal, parsed)
         # The socket authenticated once, when it opened: its token must still be good for each message (not revoked

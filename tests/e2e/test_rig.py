@@ -4,11 +4,14 @@ aborts that reach running children, and an agent killed mid-run without losing o
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,6 +309,47 @@ def test_the_gateway_cache_answers_without_placing(rig: Rig) -> None:
     (rerun,) = [a for a in call_sync(client_for().list_actions(fresh.name)) if a.parent == "a0"]
     assert not rerun.cached
     assert rerun.attempts == 1
+
+
+POOLED_FAN_OUT = """
+import asyncio
+import os
+
+import flyte
+
+pool = flyte.TaskEnvironment("socket_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=8))
+env = flyte.TaskEnvironment("socket_parent", depends_on=[pool])
+
+
+@pool.task
+async def where(i: int) -> int:
+    return os.getpid()
+
+
+@env.task
+async def main(n: int) -> list[int]:
+    return list(await asyncio.gather(*(where(i) for i in range(n))))
+"""
+
+
+def worker_sockets_opened(rig: Rig) -> int:
+    state = json.loads((Path(rig.env["FLYTE_HOME"]) / "rig" / "rig.json").read_text())
+    with urllib.request.urlopen(f"{state['endpoint']}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(r'^flyte_gateway_events_total\{event="worker_sockets_opened"\} (\d+)$', text, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+def test_a_pool_workers_attempts_share_one_socket_to_the_gateway(rig: Rig) -> None:
+    program = rig.load("pooled_fan_out_program", POOLED_FAN_OUT)
+    rig.connect()
+    before = worker_sockets_opened(rig)
+    run = flyte.run(program.main, n=40)
+    (pids,) = run.outputs()
+    assert len(pids) == 40
+    opened = worker_sockets_opened(rig) - before
+    # The parent's worker opens one; each pool worker that ran children opens one, not one per child.
+    assert 1 <= opened <= 1 + len(set(pids)) < 40, (opened, set(pids))
 
 
 FAILING = """

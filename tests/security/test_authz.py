@@ -142,6 +142,49 @@ async def test_a_worker_token_acts_only_for_its_own_attempt(api: Api, gateway: G
             assert refused.value.status == 401
 
 
+async def test_on_a_shared_socket_each_message_acts_for_the_token_it_says(api: Api, gateway: GatewayProcess) -> None:
+    """A pool worker's one socket carries every attempt's messages, each saying its token: a message acts for that
+    token alone, whatever opened the socket, and a forged, stored or spent token said in a message is refused."""
+    mine, other = (await new_run(api))["name"], (await new_run(api))["name"]
+    cluster = "authz-shared"
+    attacker = await token(api, "run", projects=("default",))
+    async with agent_socket(gateway.endpoint, await token(api, f"agent:{cluster}"), cluster) as agent:
+        mine_token = (await agent.assignment(mine))["token"]
+        other_token = (await agent.assignment(other))["token"]
+        before = await api.revision()
+        async with worker_socket(gateway.endpoint, mine_token) as ws:
+            forged = other_token[:-4] + ("AAAA" if not other_token.endswith("AAAA") else "BBBB")
+            for said, attack, refusal in (
+                # The socket's own token says nothing more for another run when a message names it.
+                (mine_token, {"type": "report", "run": other, "action": "a0"}, "not_found"),
+                (forged, {"type": "report", "run": other, "action": "a0"}, "unauthorized"),
+                (attacker, {"type": "report", "run": other, "action": "a0"}, "forbidden"),
+                ("not-a-token", {"type": "watch", "run": other, "parent": "a0"}, "unauthorized"),
+            ):
+                if attack["type"] == "report":
+                    attack = {**attack, "event": succeeded(1, cluster, agent.epoch)}
+                reply = await ask(ws, {**attack, "token": said})
+                assert (reply["type"], reply["code"]) == ("error", refusal), (said[:12], reply)
+            assert await api.revision() == before, "nothing was written"
+            # The other attempt's own token, said on this socket, reports that attempt.
+            report = {"type": "report", "run": other, "action": "a0", "event": succeeded(1, cluster, agent.epoch)}
+            reply = await ask(ws, {**report, "token": other_token})
+            assert reply["type"] == "reported", reply.get("message")
+            assert (await action(api, other))["phase"] == "succeeded"
+            # Once that attempt is over (and its grace spent), its token is refused on the socket that still serves
+            # the socket's own token.
+            deadline = time.monotonic() + 20
+            while True:
+                reply = await ask(ws, {"type": "traces", "run": other, "action": "a0", "token": other_token})
+                if reply["type"] == "error":
+                    break
+                assert time.monotonic() < deadline, "a spent token kept acting on a shared socket"
+                await asyncio.sleep(0.1)
+            assert reply["code"] == "unauthorized", reply
+            reply = await ask(ws, {"type": "traces", "run": mine, "action": "a0"})
+            assert reply["type"] == "traces", reply
+
+
 async def test_an_agent_cannot_take_queued_work_on_a_cordoned_cluster(api: Api, gateway: GatewayProcess) -> None:
     """Finding 4: a stolen agent token took and completed a queued action on a cordoned cluster."""
     cluster = "authz-cordoned"

@@ -33,17 +33,29 @@ def index(d: Domain, seen: list[ActionSummary] | None = None) -> ActionIndex:
     )
 
 
-async def test_a_childs_end_notifies_the_waiting_parent(d: Domain) -> None:
+class Watcher:
+    """A worker's socket, as the index sees it: what it was sent."""
+
+    def __init__(self) -> None:
+        self.replies: list[GatewayReply] = []
+
+    async def send(self, reply: GatewayReply) -> None:
+        self.replies.append(reply)
+
+
+async def watched_run(d: Domain) -> tuple[str, str, ActionIndex, asyncio.Task[None]]:
+    """A run with one child, and an index loaded and watching (stop the task with `stopped`)."""
     run = await new_run(d.runs)
     name = await child(d.runs, run)
     actions = index(d)
     await actions.load()
-    watch = asyncio.create_task(actions.watch(actions.revision + 1))
-    replies: list[GatewayReply] = []
+    return run, name, actions, asyncio.create_task(actions.watch(actions.revision + 1))
 
-    async def send(reply: GatewayReply) -> None:
-        replies.append(reply)
 
+async def test_a_childs_end_notifies_the_waiting_parent(d: Domain) -> None:
+    run, name, actions, watch = await watched_run(d)
+    watcher = Watcher()
+    send, replies = watcher.send, watcher.replies
     try:
         await actions.watch_children(run, "a0", send, request_id=7)
         assert replies[0].id == 7
@@ -61,6 +73,27 @@ async def test_a_childs_end_notifies_the_waiting_parent(d: Domain) -> None:
         await d.runs.report(run, "a0", ActionEvent(phase=Phase.PLACED, attempt=1, cluster="east"))
         await settle(lambda: actions.where.get((run, "a0")) == "east")
         assert len(replies) == count  # unwatched: told nothing more
+    finally:
+        await stopped(watch)
+
+
+async def test_a_parent_that_ended_is_watched_no_more(d: Domain) -> None:
+    """A pool worker's socket outlives the attempts it carries: a parent's watch ends with the parent."""
+    run, name, actions, watch = await watched_run(d)
+    watcher = Watcher()
+    replies = watcher.replies
+    try:
+        await actions.watch_children(run, "a0", watcher.send)
+        for phase in (Phase.PLACED, Phase.RUNNING, Phase.SUCCEEDED):
+            await d.runs.report(run, "a0", ActionEvent(phase=phase, attempt=1, cluster="east"))
+        parent_ended = await d.store.revision()
+        await settle(lambda: actions.revision >= parent_ended)
+        count = len(replies)
+        for phase in (Phase.PLACED, Phase.RUNNING, Phase.SUCCEEDED):
+            await d.runs.report(run, name, ActionEvent(phase=phase, attempt=1, cluster="east"))
+        child_ended = await d.store.revision()
+        await settle(lambda: actions.revision >= child_ended)
+        assert len(replies) == count, "a child that ended after its parent was sent to the parent's old watcher"
     finally:
         await stopped(watch)
 

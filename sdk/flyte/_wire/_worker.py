@@ -16,53 +16,53 @@ class WireTrace(WireModel):
     payload_b64: Payload
 
 
-class WorkerSubmit(WireModel):
-    type: Literal["submit"] = "submit"
+WorkerToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class WorkerMessage(WireModel):
+    """What every worker message says besides its content."""
+
     id: int = 0
     """Echoed in the reply, so a worker can match answers to requests."""
     run: Name
+    token: WorkerToken | None = None
+    """The attempt token this message acts for. A pool worker's one socket carries the messages of every attempt it
+    runs, each with its own token; without one, a message acts for the token that opened the socket."""
+
+
+class WorkerSubmit(WorkerMessage):
+    type: Literal["submit"] = "submit"
     actions: list[ActionSubmitRequest] = Field(max_length=1000)
 
 
-class WorkerWatch(WireModel):
+class WorkerWatch(WorkerMessage):
     """Stream the children of `parent`: a snapshot of those that exist, then each one that ends."""
 
     type: Literal["watch"] = "watch"
-    id: int = 0
-    """Echoed in the reply, so a worker can match answers to requests."""
-    run: Name
     parent: ActionName
 
 
-class WorkerReport(WireModel):
+class WorkerReport(WorkerMessage):
     type: Literal["report"] = "report"
-    id: int = 0
-    """Echoed in the reply, so a worker can match answers to requests."""
-    run: Name
     action: ActionName
     event: ActionEvent
     traces: dict[str, WireTrace] = Field(default_factory=dict)
     """Trace checkpoints recorded by this attempt, made durable with (before) the result."""
 
 
-class WorkerTrace(WireModel):
+class WorkerTrace(WorkerMessage):
     """A trace checkpoint, sent as soon as it is recorded so it outlives a crash of this attempt."""
 
     type: Literal["trace"] = "trace"
-    id: int = 0
-    run: Name
     action: ActionName
     key: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     trace: WireTrace
 
 
-class WorkerTraces(WireModel):
+class WorkerTraces(WorkerMessage):
     """Ask for the trace checkpoints earlier attempts of an action recorded."""
 
     type: Literal["traces"] = "traces"
-    id: int = 0
-    """Echoed in the reply, so a worker can match answers to requests."""
-    run: Name
     action: ActionName
 
 
@@ -71,6 +71,8 @@ class GatewayReply(WireModel):
 
     type: Literal["children", "submitted", "traces", "reported", "error"]
     id: int = 0
+    run: str | None = None
+    """With `parent`, on "children": whose children these are (one socket may watch parents of several runs)."""
     parent: str | None = None
     actions: list[ActionSummary] = Field(default_factory=list)
     traces: dict[str, WireTrace] = Field(default_factory=dict)
