@@ -76,6 +76,10 @@ log = logging.getLogger("flyte.agent")
 _NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
+RUNNING_AFTER = 0.2
+"""Seconds an attempt runs before the agent reports it `running`. One that ends sooner goes from `placed` straight to
+its result (whose `started_at` its worker reports): on a warm pool most attempts take milliseconds, and a `running`
+record for each cost the gateway a write, a watch event and a refusal when it arrived after the result."""
 """The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
 _CREDENTIAL = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
 """Environment variables a task never inherits from its agent."""
@@ -93,6 +97,8 @@ class Running:
     admitted: bool = False
     """It holds one of the agent's process slots (see `Admission`)."""
     stderr_tail: bytearray = field(default_factory=bytearray)
+    running_report: asyncio.TimerHandle | None = None
+    """Reports the attempt `running` once it has run `RUNNING_AFTER` seconds; cancelled when it ends sooner."""
 
     @property
     def aborted(self) -> bool:
@@ -304,6 +310,8 @@ class Agent:
             failure = f"the agent could not run it: {error}"
             self._fail(item.assignment, RuntimeSystemError.info(failure, code="AgentError"))
         finally:
+            if item.running_report is not None:
+                item.running_report.cancel()
             if item.admitted:
                 self.admission.release()
             self.running.pop(key, None)
@@ -314,7 +322,7 @@ class Agent:
         assignment = item.assignment
         if not self.backend.runs_on_this_host:
             prepared = await self._prepare(assignment)
-            self._event(assignment, Phase.RUNNING)
+            self._running_soon(item)
             if assignment.reusable:
                 # The pod fetches its bundle itself.
                 exit = await self.pools.run(assignment, Path("/"), prepared)
@@ -339,7 +347,7 @@ class Agent:
             if not await self.admission.process(item.stop):
                 return
             item.admitted = True
-        self._event(assignment, Phase.RUNNING)
+        self._running_soon(item)
         spare = None if assignment.reusable else self.spares.take(assignment, prepared)
         if assignment.reusable:
             exit = await self.pools.run(assignment, bundle, prepared)
@@ -527,19 +535,26 @@ class Agent:
             message = f"the worker ended without reporting ({what}) {exit.detail}".strip()
             self._fail(assignment, RuntimeSystemError.info(message, code="WorkerLost", traceback=tail or None))
 
+    def _running_soon(self, item: Running) -> None:
+        """The attempt starts now: it is reported `running` (as of now) if it is still running `RUNNING_AFTER` later."""
+        at = time.time()
+        assignment = item.assignment
+
+        def report() -> None:
+            if not item.aborted:
+                self._event(assignment, Phase.RUNNING, at=at)
+
+        item.running_report = asyncio.get_running_loop().call_later(RUNNING_AFTER, report)
+
     def _fail(self, assignment: Assignment, error: ErrorInfo) -> None:
         """Report the attempt failed with `error` (built from its `flyte.errors` class), naming this cluster."""
         self._event(assignment, Phase.FAILED, error.model_copy(update={"worker": self.cluster.name}))
 
-    def _event(self, assignment: Assignment, phase: Phase, error: ErrorInfo | None = None) -> None:
-        event = ActionEvent(
-            phase=phase,
-            attempt=assignment.attempt,
-            cluster=self.cluster.name,
-            epoch=assignment.epoch,
-            error=error,
-            at=time.time() if phase is Phase.RUNNING else None,
-        )
+    def _event(
+        self, assignment: Assignment, phase: Phase, error: ErrorInfo | None = None, at: float | None = None
+    ) -> None:
+        cluster, epoch = self.cluster.name, assignment.epoch
+        event = ActionEvent(phase=phase, attempt=assignment.attempt, cluster=cluster, epoch=epoch, error=error, at=at)
         self.outbox.add(assignment.run, assignment.action, event)
 
     async def _abort(self, keys: list[str]) -> None:

@@ -45,6 +45,8 @@ class AgentTracing:
         self._reported: dict[str, int] = {}
         self._uploads: dict[str, list[tuple[int, int, int]]] = {}
         """Log uploads (start, end, bytes) of open attempts, made spans when the attempt ends (if they lie within)."""
+        self._dispatched: dict[str, int] = {}
+        """When the hand-over of an open attempt ended, if it was slow enough to be a span of its own."""
 
     @contextlib.contextmanager
     def attempt(self, assignment: Assignment) -> Iterator[Assignment]:
@@ -96,13 +98,15 @@ class AgentTracing:
         key = _key(assignment)
         span = self._spans.pop(key, None)
         reported = self._reported.pop(key, None)
+        dispatched = self._dispatched.pop(key, 0)
         uploads = self._uploads.pop(key, [])
         if span is None or self._tracing is None:
             return
         now = time.time_ns()
         end = now
         if reported is not None:
-            end = min(now, max(reported, span.start_time or 0))
+            # Not before its hand-over ended: a pool worker may report before the agent's write to it returns.
+            end = min(now, max(reported, span.start_time or 0, dispatched))
             span.set_attribute("flyte.exit_ms", round((now - end) / 1e6, 3))
         parent = assignment.traceparent
         for start, finish, size in uploads:
@@ -137,6 +141,8 @@ class AgentTracing:
             span = self._tracing.start("pool dispatch", assignment.traceparent, _attributes(assignment), start)
             if span is not None:
                 span.end(end)
+                if attempt is not None:
+                    self._dispatched[_key(assignment)] = end
 
     @contextlib.contextmanager
     def log_upload(self, run: str, action: str, attempt: int, size: int) -> Iterator[None]:
