@@ -14,7 +14,8 @@ width="${1:-2000}"
 tools="$HOME/.cache/flyte-bench/py-spy"
 if [ ! -x "$tools/bin/py-spy" ]; then
   python3 -m venv "$tools"
-  "$tools/bin/python" -m pip install -q py-spy
+  # Forced: a virtualenv whose py-spy package survived without its binary would otherwise be "already satisfied".
+  "$tools/bin/python" -m pip install -q --force-reinstall py-spy
 fi
 
 root=$(mktemp -d /tmp/flyte-profile-XXXXXX)
@@ -35,6 +36,7 @@ for recorder in "${recorders[@]}"; do wait "$recorder" || true; done
 cat "$root/bench.txt"
 
 for part in gateway agent; do
+  [ -s "$root/$part.txt" ] || { echo "py-spy recorded no profile of the $part (attaching needs root or ptrace permission)"; exit 1; }
   python3 - "$root/$part.txt" "$part" <<'PY'
 import collections
 import sys
