@@ -83,7 +83,7 @@ async def new_run(runs: Runs, **request: object) -> str:
 
 
 async def child(runs: Runs, run: str, name: str = "a" + "1" * 20) -> str:
-    await runs.submit(run, ActionSubmitRequest(name=name, parent="a0", task=TASK))
+    await runs.submit_many(await runs.get_run(run), [ActionSubmitRequest(name=name, parent="a0", task=TASK)])
     return name
 
 
