@@ -3,15 +3,13 @@ own (the run has ended, the parent does not exist, the name was submitted before
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from dispatcher_parts import TASK, Domain, domain, new_run
+from dispatcher_parts import TASK, Domain, counted_reads, domain, new_run
 
 from flyte._wire import ActionEvent, ActionSubmitRequest, Phase
 from gateway._domain_errors import Conflict, NotFound
-from gateway.store import KeyValue
 
 
 @pytest.fixture
@@ -27,20 +25,8 @@ def n(label: str) -> str:
 
 
 def child(label: str, parent: str = "a0") -> ActionSubmitRequest:
+    # An exact version, remembered by the registry since the run was made: the reads counted are the submission's.
     return ActionSubmitRequest(name=n(label), parent=parent if parent == "a0" else n(parent), task=TASK, version="v1")
-
-
-def counted_reads(d: Domain, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Store reads from here on, by key (the task version is remembered from the run's creation)."""
-    reads: Counter[str] = Counter()
-    get = d.store.get
-
-    async def counting(key: str) -> KeyValue | None:
-        reads[key] += 1
-        return await get(key)
-
-    monkeypatch.setattr(d.store, "get", counting)
-    return reads
 
 
 async def test_a_batch_reads_its_parent_once_and_each_child_s_name_once(
