@@ -404,10 +404,10 @@ async def list_task_versions(request: web.Request) -> web.Response:
 # -- runs and actions ----------------------------------------------------------------------------------------------
 
 
-def may_read(principal: Principal, run: RunSummary) -> bool:
-    """Whether the caller may see `run` at all; one that may not is told it does not exist."""
+def may_read(principal: Principal, project: str, run: str) -> bool:
+    """Whether the caller may see `run` (of `project`) at all; one that may not is told it does not exist."""
     try:
-        authorize(principal, Act.READ, Target(run.project, run.name))
+        authorize(principal, Act.READ, Target(project, run))
     except Forbidden:
         return False
     return True
@@ -425,7 +425,7 @@ async def visible_run(request: web.Request) -> RunSummary:
     projects which names exist.
     """
     run = await _resolve_run(request)
-    if not may_read(principal_of(request), run):
+    if not may_read(principal_of(request), run.project, run.name):
         raise not_found(f"no run named {request.match_info['run']}")
     return run
 
@@ -516,7 +516,7 @@ async def submit_action(request: web.Request) -> web.Response:
     allow(request, Act.SUBMIT, Target(run.project, run.name, action=body.parent))
     _check_inline(body.inputs)
     svc = services(request)
-    action, created = await svc.runs.submit(run.name, body)
+    [(action, created)] = await svc.runs.submit_many(run, [body])
     svc.metrics.events["actions_submitted"] += int(created)
     return _json(action, status=201 if created else 200)
 

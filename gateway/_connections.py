@@ -40,6 +40,7 @@ from flyte._wire import (
     EventsAck,
     FromWorker,
     GatewayReply,
+    RunSummary,
     StaleMessage,
     WireTrace,
     WorkerReport,
@@ -316,23 +317,26 @@ async def _handle_worker_message(
         request_id = parsed.id
         principal = await principals.of(parsed.token)
         authenticator = principals.authenticator
-        # A worker reporting its own attempt: the action is read once, for the token check and the report.
-        read = await _own_attempt(svc, principal, parsed)
+        # The token's own action, when the message reports its attempt or submits children under it: read once, for
+        # the token check and for the report (compared against) or the submission (the children's parent).
+        own = await _own_action(svc, principal, parsed)
         # The socket authenticated once, when it opened: its token must still be good for each message (not revoked
         # or expired; a worker token's attempt not over), before the message learns anything, even whether a run exists.
-        await authenticator.check_current(principal, read[0] if read is not None else None)
-        run = await svc.runs.get_run(parsed.run)
-        if not may_read(principal, run):
+        await authenticator.check_current(principal, own[0] if own is not None else None)
+        run: RunSummary | None = None
+        if isinstance(parsed, WorkerReport) and own is not None:
+            # Its action was just read, so its run exists (a run is deleted after its actions), and a run's project
+            # never changes: the report is authorized by the project as remembered, without reading the run.
+            project, _ = await svc.runs.scope_of(parsed.run)
+        else:
+            run = await svc.runs.get_run(parsed.run)  # a submission judges its children by it (has the run ended?)
+            project = run.project
+        if not may_read(principal, project, parsed.run):
             raise NotFound(f"no run named {parsed.run}")
-        for act, target in _worker_acts(parsed, run.project):
+        for act, target in _worker_acts(parsed, project):
             authorize(principal, act, target)
         await _worker_message(
-            svc,
-            dispatcher,
-            parsed,
-            send,
-            from_worker=principal.attempt is not None,
-            read=read[1] if read is not None else None,
+            svc, dispatcher, parsed, send, from_worker=principal.attempt is not None, run=run, own=own
         )
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
@@ -346,16 +350,19 @@ async def _handle_worker_message(
         await send(GatewayReply(type="error", id=request_id, code="internal", message="internal error"))
 
 
-async def _own_attempt(
+async def _own_action(
     svc: Services, principal: Principal, message: FromWorker
 ) -> tuple[ActionSummary, KeyValue] | None:
-    """The action a worker token's holder reports on, when it is the token's own (so the token check reads it
-    anyway); None for any other message, or an action that is not there (the token check says why)."""
+    """The action a worker token acts for, when the message reports on it or submits children in its run (under it:
+    `authorize` refuses any other parent), so the token check reads it anyway; None for any other message, or an
+    action that is not there (the token check says why)."""
     ref = principal.attempt
-    if not isinstance(message, WorkerReport) or ref is None or (ref.run, ref.action) != (message.run, message.action):
+    if ref is None or ref.run != message.run:
+        return None
+    if not (isinstance(message, WorkerSubmit) or (isinstance(message, WorkerReport) and message.action == ref.action)):
         return None
     try:
-        return await svc.runs.read_action(message.run, message.action)
+        return await svc.runs.read_action(ref.run, ref.action)
     except NotFound:
         return None
 
@@ -381,12 +388,15 @@ async def _worker_message(
     send: Send,
     *,
     from_worker: bool,
-    read: KeyValue | None = None,
+    run: RunSummary | None = None,
+    own: tuple[ActionSummary, KeyValue] | None = None,
 ) -> None:
-    """`read`: the reported action's record, as just read for the token check."""
+    """`run`: the run's record as just read (for a submission); `own`: the token's own action as just read for the
+    token check (the reported action, or the parent of the children submitted)."""
     if isinstance(message, WorkerSubmit):
-        # Concurrently: their writes share transactions (group commit) instead of waiting on each other.
-        results = await asyncio.gather(*(svc.runs.submit(message.run, r) for r in message.actions))
+        assert run is not None
+        parents = {own[0].name: own[1]} if own is not None else None
+        results = await svc.runs.submit_many(run, message.actions, parents)
         svc.metrics.events["actions_submitted"] += sum(created for _, created in results)
         await send(GatewayReply(type="submitted", id=message.id, actions=[action for action, _ in results]))
     elif isinstance(message, WorkerWatch):
@@ -406,6 +416,7 @@ async def _worker_message(
             ]
             for i in range(0, len(ops), 100):
                 await svc.store.txn([], ops[i : i + 100])
+        read = own[1] if own is not None else None
         action = await svc.runs.report(message.run, message.action, message.event, from_worker=from_worker, read=read)
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 

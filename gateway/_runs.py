@@ -289,15 +289,45 @@ class Runs:
             )
         return await self.get_run(name)
 
-    async def submit(self, run: str, request: ActionSubmitRequest) -> tuple[ActionSummary, bool]:
-        """Add a child action; a resubmission of the same name answers the existing action."""
-        existing = await self._store.get(action_key(run, request.name))
+    async def submit_many(
+        self, run: RunSummary, requests: Sequence[ActionSubmitRequest], parents: Mapping[str, KeyValue] | None = None
+    ) -> list[tuple[ActionSummary, bool]]:
+        """Add child actions to `run` (its record as the caller just read it); each answers the action and whether
+        it is new, a resubmission of a name the existing action.
+
+        A batch (a worker's `WorkerSubmit`) shares its run and its parents: the run is read once by the caller, and
+        each parent once here (or not at all: `parents`, records of the run's actions the caller just read, by
+        name), where reading both for every child made them two of the nine store reads per action. Each child is
+        still judged on its own (`_submit_one`). The children are submitted concurrently, so their writes share
+        transactions (group commit); when some are refused, the first refusal in request order is raised once every
+        child has been tried: the others are written, and a resubmission of the batch answers them.
+        """
+        known: dict[str, KeyValue | None] = dict(parents or {})
+        unread = list({r.parent for r in requests} - known.keys())
+        records = await asyncio.gather(*(self._store.get(action_key(run.name, name)) for name in unread))
+        known.update(zip(unread, records, strict=True))
+        results = await asyncio.gather(
+            *(self._submit_one(run, r, known[r.parent]) for r in requests), return_exceptions=True
+        )
+        submitted: list[tuple[ActionSummary, bool]] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            submitted.append(result)
+        return submitted
+
+    async def _submit_one(
+        self, run_record: RunSummary, request: ActionSubmitRequest, parent: KeyValue | None
+    ) -> tuple[ActionSummary, bool]:
+        """One child: answered by the existing action of its name if there is one, else refused when the run has
+        ended or the parent does not exist, or its task or inputs do not check."""
+        run = run_record.name
+        key = action_key(run, request.name)
+        existing = await self._store.get(key)
         if existing is not None:
             return self._same_submission(self._decode(existing), request), False
-        run_record = await self.get_run(run)
         if run_record.phase.is_terminal:
             raise Conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
-        parent = await self._store.get(action_key(run, request.parent))
         if parent is None:
             raise NotFound(f"run {run} has no action {request.parent} (the parent)")
         task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
@@ -321,7 +351,6 @@ class Runs:
             span_parent=span_parent,
         )
         action = await self._with_cache(action, task.spec, run_record)
-        key = action_key(run, request.name)
         ops: list[Op] = [Put(key, self.decoded.written(key, _encode(action), action))]
         spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
         if spans is not None:
@@ -332,7 +361,7 @@ class Runs:
                 self.tracing.written(spans)
             self._count_new_action(run)
             return self.decoded.remember(key, action.model_copy(update={"revision": result.revision})), True
-        current = result.current[action_key(run, request.name)]
+        current = result.current[key]
         assert current is not None
         return self._same_submission(self._decode(current), request), False
 
@@ -501,12 +530,13 @@ class Runs:
         await self.flush_counts()
 
     async def _check_result(self, run: str, action: ActionSummary, output: WireValue) -> None:
-        project, domain = await self._scope_of(run)
+        project, domain = await self.scope_of(run)
         task = await self.registry.get(project, domain, action.task, action.version)
         check_output(output, task.spec)
 
-    async def _scope_of(self, run: str) -> tuple[str, str]:
-        """A run's project and domain, which never change: remembered, so a result costs no extra store read."""
+    async def scope_of(self, run: str) -> tuple[str, str]:
+        """A run's project and domain, which never change: remembered, so a result (or the authorization of a
+        worker's report) costs no extra store read; `NotFound` for a run that does not exist."""
         scope = self._scopes.get(run)
         if scope is None:
             record = await self.get_run(run)

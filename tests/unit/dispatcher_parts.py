@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import pytest
 from aiohttp import web
 
 import flyte
@@ -19,7 +21,7 @@ from gateway._dispatch import Dispatcher
 from gateway._leader import Election
 from gateway._registry import Registry
 from gateway._runs import Runs
-from gateway.store import Store, open_store
+from gateway.store import KeyValue, Store, open_store
 
 PROJECT, DOMAIN, TASK = "proj", "dev", "env.work"
 TTL = 10.0
@@ -82,8 +84,21 @@ async def new_run(runs: Runs, **request: object) -> str:
     return run.name
 
 
+def counted_reads(d: Domain, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The domain's store reads from here on, by key."""
+    reads: Counter[str] = Counter()
+    get = d.store.get
+
+    async def counting(key: str) -> KeyValue | None:
+        reads[key] += 1
+        return await get(key)
+
+    monkeypatch.setattr(d.store, "get", counting)
+    return reads
+
+
 async def child(runs: Runs, run: str, name: str = "a" + "1" * 20) -> str:
-    await runs.submit(run, ActionSubmitRequest(name=name, parent="a0", task=TASK))
+    await runs.submit_many(await runs.get_run(run), [ActionSubmitRequest(name=name, parent="a0", task=TASK)])
     return name
 
 
