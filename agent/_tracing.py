@@ -12,7 +12,8 @@ The agent opens an attempt's span with one `with tracing.attempt(assignment) as 
 span begins there, and ends when the block does (marked as an error if the block raised), at the time the worker
 reported if it said so.
 
-Spans go to the gateway's `/v1/traces` with the agent's token, batched in the SDK's export thread. An assignment
+Spans are made without the OpenTelemetry SDK (`flyte._spans`) and go to the gateway's `/v1/traces` with the agent's
+token, batched in a thread of their own. An assignment
 without a traceparent (tracing off at the gateway) or `FLYTE_TRACING=0` here makes no spans at all.
 """
 
@@ -28,7 +29,7 @@ from flyte import _otel
 from flyte._wire import Assignment, AttemptKey, ClusterRecord
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import Span
+    from flyte._spans import Span
 
 _DISPATCH_SPAN_NS = 1_000_000
 """A pool hand-over that took longer than this (1 ms) waited for something: it gets a span of its own."""
@@ -40,7 +41,7 @@ class AgentTracing:
         self._tracing: _otel.ProcessTracing | None = None
         if _otel.enabled():
             resource = {"flyte.cluster": cluster.name, "cloud.region": cluster.region, "cloud.provider": cluster.cloud}
-            self._tracing = _otel.make_tracing("flyte-agent", resource, _otel.exporter(gateway, lambda _: token))
+            self._tracing = _otel.make_tracing("flyte-agent", resource, _otel.poster(gateway, lambda _: token))
         self._spans: dict[str, Span] = {}
         self._reported: dict[str, int] = {}
         self._uploads: dict[str, list[tuple[int, int, int]]] = {}
@@ -69,11 +70,10 @@ class AgentTracing:
             return assignment
         name = f"attempt {assignment.attempt} on {assignment.cluster}"
         span = self._tracing.start(name, assignment.traceparent, _attributes(assignment))
-        traceparent = _otel.span_traceparent(span)
-        if span is None or traceparent is None:
+        if span is None:
             return assignment
         self._spans[_key(assignment)] = span
-        return assignment.model_copy(update={"traceparent": traceparent})
+        return assignment.model_copy(update={"traceparent": span.traceparent})
 
     def reported(self, key: str, reported_ns: int) -> None:
         """The worker of attempt `key` (`run/action/attempt`) reported its result at `reported_ns`."""
@@ -106,7 +106,7 @@ class AgentTracing:
         end = now
         if reported is not None:
             # Not before its hand-over ended: a pool worker may report before the agent's write to it returns.
-            end = min(now, max(reported, span.start_time or 0, dispatched))
+            end = min(now, max(reported, span.start_time, dispatched))
             span.set_attribute("flyte.exit_ms", round((now - end) / 1e6, 3))
         parent = assignment.traceparent
         for start, finish, size in uploads:

@@ -4,9 +4,11 @@ The gateway gives every action a traceparent (its action span). An agent's attem
 its own traceparent to the worker; the worker's task span hangs under that, and the spans of its child calls are
 what the children's action spans hang under, so a run is one trace across every cluster it touches.
 
-Spans are batched (`BatchSpanProcessor`) and exported over OTLP/HTTP to the gateway, off the event loop, never on
-an action's critical path. Every span carries `flyte.run`: the gateway keeps spans per run by it, and a worker's
-spans go out with the token of the run they belong to (a pool worker serves several runs).
+Our own spans are made without the OpenTelemetry SDK (`flyte._spans`: the SDK's span cost more than a warm
+action's dispatch), batched and exported over OTLP/HTTP to the gateway by a thread of their own, never on an
+action's critical path; spans users make in tasks go through the SDK, into the same trace. Every span carries
+`flyte.run`: the gateway keeps spans per run by it, and a worker's spans go out with the token of the run they
+belong to (a pool worker serves several runs).
 
 `opentelemetry` is imported only when a process first traces: `import flyte` stays cheap, and local mode never
 pays for it. `FLYTE_TRACING=0` turns tracing off in the process that has it set (set on the gateway, it turns it
@@ -19,23 +21,24 @@ import contextlib
 import os
 import random
 import re
-import struct
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-    from opentelemetry.trace import Tracer
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace import Span as SdkSpan
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from ._spans import Batcher, Span
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 RUN_ATTRIBUTE = "flyte.run"
-_EXPORT_DELAY_MS = 500
+EXPORT_DELAY_MS = 500
 """How long a finished span may wait for its batch: short enough that `flyte get trace` is current."""
 Attributes = Mapping[str, str | int | float | bool]
 
@@ -57,12 +60,17 @@ def traceparent(trace_id: str, span_id: str) -> str:
     return f"00-{trace_id}-{span_id}-01"
 
 
-def parse_traceparent(value: str | None) -> tuple[str, str] | None:
-    """(trace id, span id) of a W3C traceparent, or None when it is absent or malformed."""
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+def parse_traceparent(value: str | None, sampled: bool = False) -> tuple[str, str] | None:
+    """(trace id, span id) of a W3C traceparent, or None when it is absent or malformed (or, with `sampled`, when
+    its flags do not say sampled, as ours always do)."""
     match = TRACEPARENT.match(value) if value else None
-    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+    if match is None or (sampled and not int(match.group(3), 16) & 1):
         return None
-    return match.group(1), match.group(2)
+    trace_id, span_id = match.group(1, 2)
+    return None if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN else (trace_id, span_id)
 
 
 TRACES_PATH = "/v1/traces"
@@ -78,75 +86,94 @@ def traces_url(endpoint: str) -> str:
 
 
 class ProcessTracing:
-    """The tracer of one agent or worker process: spans under traceparents, exported in batches."""
+    """The tracer of one agent or worker process: its own spans, made without the SDK (`flyte._spans`) and sent
+    in batches; a worker's also has the SDK's tracer provider, for the spans users make in tasks."""
 
-    def __init__(self, provider: TracerProvider, tracer: Tracer):
+    def __init__(self, batcher: Batcher, provider: TracerProvider | None = None, mark_runs: bool = False):
+        self.batcher = batcher
         self.provider = provider
-        self.tracer = tracer
+        self._mark_runs = mark_runs
 
     def start(
         self, name: str, parent: str | None, attributes: Attributes | None = None, start_time: int | None = None
     ) -> Span | None:
-        """A span under the traceparent `parent` (from `start_time`, ns, or now); None when there is no parent."""
-        context = _context_of(parent)
-        if context is None:
-            return None
-        span: Span = self.tracer.start_span(  # type: ignore[assignment]
-            name, context=context, attributes=attributes, start_time=start_time
-        )
-        return span
+        """A span under the traceparent `parent` (from `start_time`, ns, or now); None when there is no parent, or
+        it is not sampled (no span of ours ever is: the SDK's sampler would make a span that is not recorded)."""
+        ids = parse_traceparent(parent, sampled=True)
+        return None if ids is None else self.start_under(name, ids, attributes, start_time)
+
+    def start_under(
+        self, name: str, parent: tuple[str, str], attributes: Attributes | None, start_time: int | None = None
+    ) -> Span:
+        """A span under the span `parent` ((trace id, span id), hex)."""
+        kept = dict(attributes) if attributes else {}
+        if self._mark_runs and RUN_ATTRIBUTE not in kept:
+            from ._context import current_action
+
+            action = current_action.get()
+            if action is not None:
+                kept[RUN_ATTRIBUTE] = action.run_name
+        return self.batcher.start(name, parent, kept, start_time)
 
     def flush(self, timeout_millis: int = 5000) -> None:
-        self.provider.force_flush(timeout_millis)
+        self.batcher.flush()
+        if self.provider is not None:
+            self.provider.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
-        self.provider.shutdown()
+        self.batcher.shutdown()
+        if self.provider is not None:
+            self.provider.shutdown()
 
 
-def make_tracing(
-    service: str, resource: Mapping[str, str], exporter: SpanExporter, mark_runs: bool = False
-) -> ProcessTracing:
-    """A tracer provider exporting in batches; `mark_runs` gives spans made without `flyte.run` (users' spans in
-    tasks) the current action's run."""
+def make_tracing(service: str, resource: Mapping[str, str], post: Post, users_spans: bool = False) -> ProcessTracing:
+    """A process's tracer, sending its spans with `post`. With `users_spans` (a worker), spans made without
+    `flyte.run` get the current action's run, and the SDK's tracer provider (for users' spans in tasks) exports
+    in batches with `post` too."""
     from opentelemetry.sdk.resources import Resource
+
+    from ._spans import Batcher
+
+    attributes: dict[str, str | int] = {"service.name": service, "process.pid": os.getpid(), **resource}
+    # The SDK's resource, with what it adds (`telemetry.sdk.*`, OTEL_RESOURCE_ATTRIBUTES): users' spans carry it too.
+    created = Resource.create(attributes)
+    batcher = Batcher(created.attributes, post)  # type: ignore[arg-type]
+    if not users_spans:
+        return ProcessTracing(batcher)
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    attributes: dict[str, str | int] = {"service.name": service, "process.pid": os.getpid(), **resource}
-    provider = TracerProvider(resource=Resource.create(attributes))
-    if mark_runs:
-        provider.add_span_processor(_run_attribute())
+    provider = TracerProvider(resource=created)
+    provider.add_span_processor(_run_attribute())
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=_EXPORT_DELAY_MS, max_queue_size=16_384)
+        BatchSpanProcessor(_sdk_exporter(post), schedule_delay_millis=EXPORT_DELAY_MS, max_queue_size=16_384)
     )
-    return ProcessTracing(provider, provider.get_tracer("flyte"))
+    return ProcessTracing(batcher, provider, mark_runs=True)
 
 
 def span_traceparent(span: Span | None) -> str | None:
-    if span is None:
-        return None
-    context = span.get_span_context()
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    return None if span is None else span.traceparent
 
 
 def end_span(span: Span | None, error: str | None = None, end_time: int | None = None) -> None:
     if span is None:
         return
     if error is not None:
-        from opentelemetry.trace import Status, StatusCode
-
-        span.set_status(Status(StatusCode.ERROR, error))
+        span.fail(error)
     span.end(end_time)
 
 
-def _context_of(parent: str | None) -> Context | None:
-    ids = parse_traceparent(parent)
-    if ids is None:
-        return None
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+def _current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current OpenTelemetry span: one of ours, or a user's."""
+    from opentelemetry import trace
 
-    remote = SpanContext(int(ids[0], 16), int(ids[1], 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    return set_span_in_context(NonRecordingSpan(remote))
+    from ._spans import Span
+
+    active = trace.get_current_span()
+    if isinstance(active, Span):
+        return active.trace_id, active.span_id
+    context = active.get_span_context()
+    return (f"{context.trace_id:032x}", f"{context.span_id:016x}") if context.is_valid else None
 
 
 def _run_attribute() -> SpanProcessor:
@@ -155,7 +182,7 @@ def _run_attribute() -> SpanProcessor:
     from ._context import current_action
 
     class RunAttribute(SpanProcessor):
-        def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
             action = current_action.get()
             if action is not None and RUN_ATTRIBUTE not in (span.attributes or ()):
                 span.set_attribute(RUN_ATTRIBUTE, action.run_name)
@@ -193,8 +220,9 @@ def start_worker(endpoint: str, cluster: str | None) -> None:
         for key, variable in (("cloud.region", "FLYTE_REGION"), ("cloud.provider", "FLYTE_CLOUD")):
             if os.environ.get(variable):
                 resource[key] = os.environ[variable]
-        _worker = make_tracing("flyte-worker", resource, exporter(endpoint, _token_of_run), mark_runs=True)
+        _worker = make_tracing("flyte-worker", resource, poster(endpoint, _token_of_run), users_spans=True)
         # Spans users make inside their tasks join the run's trace, under the task span.
+        assert _worker.provider is not None
         trace.set_tracer_provider(_worker.provider)
 
 
@@ -215,21 +243,26 @@ def current_span(name: str, parent: str | None, attributes: Attributes) -> Itera
     if tracing is None:
         yield None
         return
-    from opentelemetry import trace
+    from opentelemetry import context, trace
 
     if parent is None:
-        active = trace.get_current_span()
-        parent = span_traceparent(active) if active.get_span_context().is_valid else None  # type: ignore[arg-type]
-    span = tracing.start(name, parent, attributes)
+        ids = _current_ids()
+        span = None if ids is None else tracing.start_under(name, ids, attributes)
+    else:
+        span = tracing.start(name, parent, attributes)
     if span is None:
         yield None
         return
-    with trace.use_span(span, end_on_exit=False):
-        try:
-            yield span_traceparent(span)
-        except BaseException as error:
-            end_span(span, f"{type(error).__name__}: {error}"[:1024])
-            raise
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield span.traceparent
+    except BaseException as error:
+        if isinstance(error, Exception):  # as `opentelemetry.trace.use_span` records it
+            span.record_exception(error)
+        end_span(span, f"{type(error).__name__}: {error}"[:1024])
+        raise
+    finally:
+        context.detach(token)
     span.end()
 
 
@@ -270,29 +303,34 @@ def start_span(name: str, attributes: Attributes) -> Span | None:
     tracing = _worker
     if tracing is None:
         return None
-    from opentelemetry import trace
-
-    active = trace.get_current_span()
-    if not active.get_span_context().is_valid:
-        return None
-    return tracing.start(name, span_traceparent(active), attributes)  # type: ignore[arg-type]
+    ids = _current_ids()
+    return None if ids is None else tracing.start_under(name, ids, attributes)
 
 
-def exporter(gateway: str, token_of: Callable[[str | None], str | None]) -> SpanExporter:
-    """An OTLP/HTTP (protobuf) exporter to the gateway (`a,b,c`: its replicas, tried in turn) that sends each run's
-    spans with `token_of(run)`'s bearer token."""
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+# -- sending spans ------------------------------------------------------------------------------------------------
 
+
+Post = Callable[[str | None, bytes], bool]
+"""Sends one OTLP protobuf request of spans of one run (None: of no run); False if it was not taken."""
+
+
+def poster(gateway: str, token_of: Callable[[str | None], str | None]) -> Post:
+    """Posts spans to the gateway's `/v1/traces` (`a,b,c`: its replicas, tried in turn), each run's with
+    `token_of(run)`'s bearer token; spans of a run with no token are dropped."""
     from ._replicas import Replicas, replica_down
 
     replicas = Replicas(gateway)
 
-    def send(body: bytes, headers: dict[str, str]) -> bool:
+    def post(run: str | None, body: bytes) -> bool:
         """One batch, to the current replica, and on to the next while one is down: each replica once, no waiting
         (the batch is dropped rather than held up). A batch cut off by a reset may have been kept by the replica
         that reset it and is then kept twice: the gateway does not deduplicate what it stores, but its trace
         reader shows each (trace id, span id) once, so the cost is a batch counted twice against the run's span
         limit (and forwarded twice to an external collector, which keys spans by id too)."""
+        token = token_of(run)
+        if token is None:
+            return True
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
         for _ in replicas.endpoints:
             url = replicas.current + TRACES_PATH
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")
@@ -305,101 +343,23 @@ def exporter(gateway: str, token_of: Callable[[str | None], str | None]) -> Span
                 replicas.fail_over(url)
         return False
 
+    return post
+
+
+def _sdk_exporter(post: Post) -> SpanExporter:
+    """The SDK's exporter of users' spans: each run's spans in a request of their own, with `post`."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from ._spans import encode_sdk_spans
+
     class OtlpExporter(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            by_token: dict[str, list[ReadableSpan]] = {}
+            by_run: dict[str | None, list[ReadableSpan]] = {}
             for span in spans:
                 run = (span.attributes or {}).get(RUN_ATTRIBUTE)
-                token = token_of(run if isinstance(run, str) else None)
-                if token is not None:
-                    by_token.setdefault(token, []).append(span)
-            ok = True
-            for token, batch in by_token.items():
-                headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
-                # A batch no replica took is dropped: spans are best effort, and never worth blocking for.
-                ok = send(encode_spans(batch), headers) and ok
+                by_run.setdefault(run if isinstance(run, str) else None, []).append(span)
+            # A batch no replica took is dropped: spans are best effort, and never worth blocking for.
+            ok = all([post(run, encode_sdk_spans(batch)) for run, batch in by_run.items()])
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     return OtlpExporter()
-
-
-# -- OTLP protobuf, written directly ------------------------------------------------------------------------------
-# The SDK's encoder builds a protobuf object per span, attribute and value: about 60 us a span, more than making the
-# span. These few lines write the same bytes (ExportTraceServiceRequest) for what our spans hold; spans with events
-# or links, which ours never have, go through the SDK's encoder.
-
-
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    if any(span.events or span.links for span in spans):
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
-
-        data: bytes = sdk_encode(spans).SerializePartialToString()
-        return data
-    groups: dict[tuple[int, str], list[ReadableSpan]] = {}
-    resources: dict[int, Any] = {}
-    for span in spans:
-        resources[id(span.resource)] = span.resource
-        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else ""
-        groups.setdefault((id(span.resource), scope), []).append(span)
-    out = bytearray()
-    for (resource_id, scope), group in groups.items():
-        resource = b"".join(_field(1, _key_value(k, v)) for k, v in resources[resource_id].attributes.items())
-        scope_spans = _field(1, _field(1, scope.encode())) + b"".join(_field(2, _span(span)) for span in group)
-        out += _field(1, _field(1, resource) + _field(2, scope_spans))
-    return bytes(out)
-
-
-def _span(span: ReadableSpan) -> bytes:
-    context = span.context
-    assert context is not None
-    out = _field(1, context.trace_id.to_bytes(16, "big")) + _field(2, context.span_id.to_bytes(8, "big"))
-    if span.parent is not None:
-        out += _field(4, span.parent.span_id.to_bytes(8, "big"))
-    out += _field(5, span.name.encode()) + _varint_field(6, span.kind.value + 1)  # the SDK's kinds start at 0
-    out += struct.pack("<BQBQ", 7 << 3 | 1, span.start_time or 0, 8 << 3 | 1, span.end_time or 0)
-    out += b"".join(_field(9, _key_value(k, v)) for k, v in (span.attributes or {}).items())
-    code = span.status.status_code.value  # UNSET 0, OK 1, ERROR 2: the same numbers as OTLP's
-    if code:
-        message = span.status.description or ""
-        out += _field(15, (_field(2, message.encode()) if message else b"") + _varint_field(3, code))
-    return out
-
-
-_KEYS: dict[str, bytes] = {}
-"""Attribute keys as encoded once: the same few keys recur on every span."""
-
-
-def _key_value(key: str, value: Any) -> bytes:
-    prefix = _KEYS.get(key)
-    if prefix is None:
-        prefix = _field(1, key.encode())
-        if len(_KEYS) < 4096:  # users' spans may use any keys: the cache stays bounded
-            _KEYS[key] = prefix
-    if isinstance(value, bool):
-        encoded = _varint_field(2, int(value))
-    elif isinstance(value, int):
-        encoded = _varint_field(3, value & 0xFFFFFFFFFFFFFFFF)  # int64: negatives as two's complement
-    elif isinstance(value, float):
-        encoded = struct.pack("<Bd", 4 << 3 | 1, value)
-    else:
-        encoded = _field(1, (value if isinstance(value, str) else str(list(value))).encode())
-    return prefix + _field(2, encoded)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

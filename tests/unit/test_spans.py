@@ -1,0 +1,167 @@
+"""Spans made without the OpenTelemetry SDK (`flyte._spans`) send what the SDK's spans sent: the same OTLP for the
+same span (ids, parent, name, times, attributes, status, events), and in a worker they stay current for users'
+SDK spans, which nest under them and may set attributes on them."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from flyte import _otel
+from flyte._spans import encode_sdk_spans
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+RESOURCE = {"flyte.cluster": "east", "cloud.region": "us-east-1"}
+
+
+class Posted:
+    def __init__(self) -> None:
+        self.bodies: list[tuple[str | None, bytes]] = []
+
+    def __call__(self, run: str | None, body: bytes) -> bool:
+        self.bodies.append((run, body))
+        return True
+
+    def spans(self) -> list[ExportTraceServiceRequest]:
+        return [ExportTraceServiceRequest.FromString(body) for _, body in self.bodies]
+
+
+@pytest.fixture
+def posted() -> Posted:
+    return Posted()
+
+
+@pytest.fixture
+def tracing(posted: Posted) -> Iterator[_otel.ProcessTracing]:
+    made = _otel.make_tracing("flyte-agent", RESOURCE, posted)
+    yield made
+    made.shutdown()
+
+
+def sdk_request(make: object, service: str = "flyte-agent") -> ExportTraceServiceRequest:
+    """What the SDK's span sent: `make(tracer, context)` makes and ends one span."""
+    batches: list[bytes] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            batches.append(encode_sdk_spans(spans))  # type: ignore[arg-type]
+            return SpanExportResult.SUCCESS
+
+    resource = Resource.create({"service.name": service, "process.pid": os.getpid(), **RESOURCE})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(Keep()))
+    remote = trace.SpanContext(
+        int(PARENT[3:35], 16), int(PARENT[36:52], 16), is_remote=True, trace_flags=trace.TraceFlags(1)
+    )
+    make(provider.get_tracer("flyte"), trace.set_span_in_context(trace.NonRecordingSpan(remote)))  # type: ignore[operator]
+    provider.shutdown()
+    (body,) = batches
+    return ExportTraceServiceRequest.FromString(body)
+
+
+def test_an_attempt_span_sends_the_bytes_the_sdk_span_sent(tracing: _otel.ProcessTracing, posted: Posted) -> None:
+    attributes = {"flyte.run": "r1", "flyte.action": "a0", "flyte.attempt": 2, "flyte.exit_ms": 0.25, "ok": True}
+    random.seed(17)
+    span = tracing.start("attempt 2 on east", PARENT, attributes, start_time=1_000)
+    assert span is not None
+    assert span.traceparent.startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    span.set_attribute("flyte.pool.dispatch_ms", 1.5)
+    _otel.end_span(span, "RuntimeError: boom", 5_000)
+    tracing.flush()
+
+    def make(tracer: trace.Tracer, context: object) -> None:
+        random.seed(17)
+        made = tracer.start_span("attempt 2 on east", context, attributes=attributes, start_time=1_000)  # type: ignore[arg-type]
+        made.set_attribute("flyte.pool.dispatch_ms", 1.5)
+        made.set_status(trace.Status(trace.StatusCode.ERROR, "RuntimeError: boom"))
+        made.end(5_000)
+
+    assert posted.bodies[0][0] == "r1"
+    assert posted.bodies[0][1] == sdk_request(make).SerializeToString()
+
+
+def test_spans_go_in_one_request_per_run(tracing: _otel.ProcessTracing, posted: Posted) -> None:
+    for run in ("r1", "r2", "r1"):
+        _otel.end_span(tracing.start("x", PARENT, {"flyte.run": run}))
+    tracing.flush()
+    assert [
+        (run, len(request.resource_spans[0].scope_spans[0].spans))
+        for run, request in zip([run for run, _ in posted.bodies], posted.spans(), strict=True)
+    ] == [("r1", 2), ("r2", 1)]
+
+
+def test_no_span_without_a_sampled_parent(tracing: _otel.ProcessTracing) -> None:
+    assert tracing.start("x", None) is None
+    assert tracing.start("x", "garbage") is None
+    assert tracing.start("x", PARENT[:-2] + "00") is None
+
+
+def test_a_worker_span_is_current_for_users_spans(monkeypatch: pytest.MonkeyPatch, posted: Posted) -> None:
+    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, users_spans=True)
+    monkeypatch.setattr(_otel, "_worker", worker)
+    assert worker.provider is not None
+    tracer = worker.provider.get_tracer("user")
+    with _otel.current_span("task env.fit", PARENT, {"flyte.run": "r1"}) as task:
+        assert task is not None
+        trace.get_current_span().set_attribute("user.rows", 3)
+        with (
+            tracer.start_as_current_span("load data", attributes={"flyte.run": "r1"}),
+            _otel.current_span("call env.child", None, {"flyte.task": "env.child"}) as call,
+        ):
+            assert call is not None
+    worker.flush()
+    worker.shutdown()
+    spans = {
+        span.name: span
+        for request in posted.spans()
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    }
+    assert set(spans) == {"task env.fit", "load data", "call env.child"}
+    assert spans["task env.fit"].parent_span_id.hex() == PARENT[36:52]
+    assert spans["load data"].parent_span_id == spans["task env.fit"].span_id
+    assert spans["call env.child"].parent_span_id == spans["load data"].span_id
+    assert call.split("-")[2] == spans["call env.child"].span_id.hex()
+    task_attributes = {kv.key: kv.value for kv in spans["task env.fit"].attributes}
+    assert task_attributes["user.rows"].int_value == 3
+
+
+def test_a_failing_block_records_the_exception_as_use_span_did(monkeypatch: pytest.MonkeyPatch, posted: Posted) -> None:
+    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, users_spans=True)
+    monkeypatch.setattr(_otel, "_worker", worker)
+    with pytest.raises(ValueError, match="bad input"), _otel.current_span("task env.fail", PARENT, {"flyte.run": "r1"}):
+        raise ValueError("bad input")
+    worker.flush()
+    worker.shutdown()
+    (span,) = posted.spans()[0].resource_spans[0].scope_spans[0].spans
+    assert span.status.code == 2
+    assert span.status.message == "ValueError: bad input"
+    (event,) = span.events
+    assert event.name == "exception"
+    assert {kv.key: kv.value.string_value for kv in event.attributes}["exception.type"] == "ValueError"
+
+
+def test_a_span_without_a_run_gets_the_current_actions(monkeypatch: pytest.MonkeyPatch, posted: Posted) -> None:
+    from flyte._context import current_action
+
+    class Action:
+        run_name = "r9"
+
+    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, users_spans=True)
+    token = current_action.set(Action())  # type: ignore[arg-type]
+    try:
+        span = worker.start("blob download", PARENT, {"flyte.bytes": 3})
+    finally:
+        current_action.reset(token)
+    assert span is not None
+    assert span.attributes == {"flyte.bytes": 3, "flyte.run": "r9"}
+    worker.shutdown()
