@@ -126,10 +126,12 @@ class ProcessTracing:
             self.provider.shutdown()
 
 
-def make_tracing(service: str, resource: Mapping[str, str], post: Post, users_spans: bool = False) -> ProcessTracing:
-    """A process's tracer, sending its spans with `post`. With `users_spans` (a worker), spans made without
-    `flyte.run` get the current action's run, and the SDK's tracer provider (for users' spans in tasks) exports
-    in batches with `post` too."""
+def make_tracing(
+    service: str, resource: Mapping[str, str], post: Post, token_of: TokenOf, users_spans: bool = False
+) -> ProcessTracing:
+    """A process's tracer, sending its spans with `post`, each with the token `token_of` its run. With
+    `users_spans` (a worker), spans made without `flyte.run` get the current action's run, and the SDK's tracer
+    provider (for users' spans in tasks) exports in batches the same way."""
     from opentelemetry.sdk.resources import Resource
 
     from ._spans import Batcher
@@ -137,7 +139,7 @@ def make_tracing(service: str, resource: Mapping[str, str], post: Post, users_sp
     attributes: dict[str, str | int] = {"service.name": service, "process.pid": os.getpid(), **resource}
     # The SDK's resource, with what it adds (`telemetry.sdk.*`, OTEL_RESOURCE_ATTRIBUTES): users' spans carry it too.
     created = Resource.create(attributes)
-    batcher = Batcher(created.attributes, post)  # type: ignore[arg-type]
+    batcher = Batcher(created.attributes, post, token_of)  # type: ignore[arg-type]
     if not users_spans:
         return ProcessTracing(batcher)
     from opentelemetry.sdk.trace import TracerProvider
@@ -146,7 +148,7 @@ def make_tracing(service: str, resource: Mapping[str, str], post: Post, users_sp
     provider = TracerProvider(resource=created)
     provider.add_span_processor(_run_attribute())
     provider.add_span_processor(
-        BatchSpanProcessor(_sdk_exporter(post), schedule_delay_millis=EXPORT_DELAY_MS, max_queue_size=16_384)
+        BatchSpanProcessor(_sdk_exporter(post, token_of), schedule_delay_millis=EXPORT_DELAY_MS, max_queue_size=16_384)
     )
     return ProcessTracing(batcher, provider, mark_runs=True)
 
@@ -220,7 +222,7 @@ def start_worker(endpoint: str, cluster: str | None) -> None:
         for key, variable in (("cloud.region", "FLYTE_REGION"), ("cloud.provider", "FLYTE_CLOUD")):
             if os.environ.get(variable):
                 resource[key] = os.environ[variable]
-        _worker = make_tracing("flyte-worker", resource, poster(endpoint, _token_of_run), users_spans=True)
+        _worker = make_tracing("flyte-worker", resource, poster(endpoint), _token_of_run, users_spans=True)
         # Spans users make inside their tasks join the run's trace, under the task span.
         assert _worker.provider is not None
         trace.set_tracer_provider(_worker.provider)
@@ -310,26 +312,24 @@ def start_span(name: str, attributes: Attributes) -> Span | None:
 # -- sending spans ------------------------------------------------------------------------------------------------
 
 
-Post = Callable[[str | None, bytes], bool]
-"""Sends one OTLP protobuf request of spans of one run (None: of no run); False if it was not taken."""
+Post = Callable[[str, bytes], bool]
+"""Sends one OTLP protobuf request with a bearer token; False if it was not taken."""
+TokenOf = Callable[[str | None], str | None]
+"""The token to send a run's spans with (None: a span of no run); None: they are not sent."""
 
 
-def poster(gateway: str, token_of: Callable[[str | None], str | None]) -> Post:
-    """Posts spans to the gateway's `/v1/traces` (`a,b,c`: its replicas, tried in turn), each run's with
-    `token_of(run)`'s bearer token; spans of a run with no token are dropped."""
+def poster(gateway: str) -> Post:
+    """Posts spans to the gateway's `/v1/traces` (`a,b,c`: its replicas, tried in turn)."""
     from ._replicas import Replicas, replica_down
 
     replicas = Replicas(gateway)
 
-    def post(run: str | None, body: bytes) -> bool:
+    def post(token: str, body: bytes) -> bool:
         """One batch, to the current replica, and on to the next while one is down: each replica once, no waiting
         (the batch is dropped rather than held up). A batch cut off by a reset may have been kept by the replica
         that reset it and is then kept twice: the gateway does not deduplicate what it stores, but its trace
         reader shows each (trace id, span id) once, so the cost is a batch counted twice against the run's span
         limit (and forwarded twice to an external collector, which keys spans by id too)."""
-        token = token_of(run)
-        if token is None:
-            return True
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
         for _ in replicas.endpoints:
             url = replicas.current + TRACES_PATH
@@ -346,20 +346,22 @@ def poster(gateway: str, token_of: Callable[[str | None], str | None]) -> Post:
     return post
 
 
-def _sdk_exporter(post: Post) -> SpanExporter:
-    """The SDK's exporter of users' spans: each run's spans in a request of their own, with `post`."""
+def _sdk_exporter(post: Post, token_of: TokenOf) -> SpanExporter:
+    """The SDK's exporter of users' spans: a request per token, with `post`."""
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from ._spans import encode_sdk_spans
 
     class OtlpExporter(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            by_run: dict[str | None, list[ReadableSpan]] = {}
+            by_token: dict[str, list[ReadableSpan]] = {}
             for span in spans:
                 run = (span.attributes or {}).get(RUN_ATTRIBUTE)
-                by_run.setdefault(run if isinstance(run, str) else None, []).append(span)
+                token = token_of(run if isinstance(run, str) else None)
+                if token is not None:
+                    by_token.setdefault(token, []).append(span)
             # A batch no replica took is dropped: spans are best effort, and never worth blocking for.
-            ok = all([post(run, encode_sdk_spans(batch)) for run, batch in by_run.items()])
+            ok = all([post(token, encode_sdk_spans(batch)) for token, batch in by_token.items()])
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     return OtlpExporter()

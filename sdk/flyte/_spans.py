@@ -151,12 +151,18 @@ def _valid(value: object) -> bool:
 
 class Batcher:
     """A process's finished spans, sent in batches by a thread of its own: every half second, or as soon as a
-    batch is full. `post(run, body)` sends one OTLP request of spans of `run` (their `flyte.run`), or of no run;
-    the spans of one request share a run, so each goes with that run's token."""
+    batch is full. `post(token, body)` sends one OTLP request with a bearer token: the spans of a request share
+    `token_of(run)` of their run (`flyte.run`); spans whose run has no token are dropped."""
 
-    def __init__(self, resource: Mapping[str, Value], post: Callable[[str | None, bytes], bool]):
+    def __init__(
+        self,
+        resource: Mapping[str, Value],
+        post: Callable[[str, bytes], bool],
+        token_of: Callable[[str | None], str | None],
+    ):
         self._resource = b"".join(_field(1, _key_value(k, v)) for k, v in resource.items())
         self._post = post
+        self._token_of = token_of
         self._queue: collections.deque[Span] = collections.deque()
         self._wake = threading.Event()
         self._sending = threading.Lock()
@@ -187,13 +193,14 @@ class Batcher:
         with self._sending:
             queue = self._queue
             while queue:
-                by_run: dict[str | None, list[Span]] = {}
+                by_token: dict[str | None, list[Span]] = {}
                 for _ in range(min(_BATCH, len(queue))):
                     span = queue.popleft()
                     run = span.attributes.get(RUN_ATTRIBUTE)
-                    by_run.setdefault(run if isinstance(run, str) else None, []).append(span)
-                for run, spans in by_run.items():
-                    ok = self._post(run, self.encode(spans)) and ok
+                    by_token.setdefault(self._token_of(run if isinstance(run, str) else None), []).append(span)
+                for token, spans in by_token.items():
+                    if token is not None:
+                        ok = self._post(token, self.encode(spans)) and ok
         return ok
 
     def encode(self, spans: Sequence[Span]) -> bytes:

@@ -26,12 +26,17 @@ class Posted:
     def __init__(self) -> None:
         self.bodies: list[tuple[str | None, bytes]] = []
 
-    def __call__(self, run: str | None, body: bytes) -> bool:
-        self.bodies.append((run, body))
+    def __call__(self, token: str, body: bytes) -> bool:
+        self.bodies.append((token, body))
         return True
 
     def spans(self) -> list[ExportTraceServiceRequest]:
         return [ExportTraceServiceRequest.FromString(body) for _, body in self.bodies]
+
+
+def token_of_run(run: str | None) -> str | None:
+    """Each run's spans with a token of their own, as a pool worker serving several runs sends them."""
+    return None if run is None else f"token of {run}"
 
 
 @pytest.fixture
@@ -41,7 +46,7 @@ def posted() -> Posted:
 
 @pytest.fixture
 def tracing(posted: Posted) -> Iterator[_otel.ProcessTracing]:
-    made = _otel.make_tracing("flyte-agent", RESOURCE, posted)
+    made = _otel.make_tracing("flyte-agent", RESOURCE, posted, token_of_run)
     yield made
     made.shutdown()
 
@@ -84,18 +89,20 @@ def test_an_attempt_span_sends_the_bytes_the_sdk_span_sent(tracing: _otel.Proces
         made.set_status(trace.Status(trace.StatusCode.ERROR, "RuntimeError: boom"))
         made.end(5_000)
 
-    assert posted.bodies[0][0] == "r1"
+    assert posted.bodies[0][0] == "token of r1"
     assert posted.bodies[0][1] == sdk_request(make).SerializeToString()
 
 
-def test_spans_go_in_one_request_per_run(tracing: _otel.ProcessTracing, posted: Posted) -> None:
+def test_spans_go_in_one_request_per_token(tracing: _otel.ProcessTracing, posted: Posted) -> None:
     for run in ("r1", "r2", "r1"):
         _otel.end_span(tracing.start("x", PARENT, {"flyte.run": run}))
+    _otel.end_span(tracing.start("x", PARENT))
     tracing.flush()
-    assert [
-        (run, len(request.resource_spans[0].scope_spans[0].spans))
-        for run, request in zip([run for run, _ in posted.bodies], posted.spans(), strict=True)
-    ] == [("r1", 2), ("r2", 1)]
+    sent = [
+        (token, len(request.resource_spans[0].scope_spans[0].spans))
+        for (token, _), request in zip(posted.bodies, posted.spans(), strict=True)
+    ]
+    assert sent == [("token of r1", 2), ("token of r2", 1)], "a span of no run has no token here: it is not sent"
 
 
 def test_no_span_without_a_sampled_parent(tracing: _otel.ProcessTracing) -> None:
@@ -105,7 +112,7 @@ def test_no_span_without_a_sampled_parent(tracing: _otel.ProcessTracing) -> None
 
 
 def test_a_worker_span_is_current_for_users_spans(monkeypatch: pytest.MonkeyPatch, posted: Posted) -> None:
-    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, users_spans=True)
+    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, token_of_run, users_spans=True)
     monkeypatch.setattr(_otel, "_worker", worker)
     assert worker.provider is not None
     tracer = worker.provider.get_tracer("user")
@@ -114,7 +121,7 @@ def test_a_worker_span_is_current_for_users_spans(monkeypatch: pytest.MonkeyPatc
         trace.get_current_span().set_attribute("user.rows", 3)
         with (
             tracer.start_as_current_span("load data", attributes={"flyte.run": "r1"}),
-            _otel.current_span("call env.child", None, {"flyte.task": "env.child"}) as call,
+            _otel.current_span("call env.child", None, {"flyte.run": "r1"}) as call,
         ):
             assert call is not None
     worker.flush()
@@ -136,7 +143,7 @@ def test_a_worker_span_is_current_for_users_spans(monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_failing_block_records_the_exception_as_use_span_did(monkeypatch: pytest.MonkeyPatch, posted: Posted) -> None:
-    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, users_spans=True)
+    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, token_of_run, users_spans=True)
     monkeypatch.setattr(_otel, "_worker", worker)
     with pytest.raises(ValueError, match="bad input"), _otel.current_span("task env.fail", PARENT, {"flyte.run": "r1"}):
         raise ValueError("bad input")
@@ -156,7 +163,7 @@ def test_a_span_without_a_run_gets_the_current_actions(monkeypatch: pytest.Monke
     class Action:
         run_name = "r9"
 
-    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, users_spans=True)
+    worker = _otel.make_tracing("flyte-worker", RESOURCE, posted, token_of_run, users_spans=True)
     token = current_action.set(Action())  # type: ignore[arg-type]
     try:
         span = worker.start("blob download", PARENT, {"flyte.bytes": 3})
