@@ -4,7 +4,10 @@ spans to the gateway, and the encoding of the gateway's own spans for forwarding
 A request is read completely and decoded before anything is kept: a malformed body is a 400 and changes nothing.
 Each span is filed under its run (the `flyte.run` span or resource attribute); a worker's token may file spans
 only under its own run (others are refused as a partial success, as OTLP has it); spans with no run are only
-forwarded. The body is forwarded as it came to `OTEL_EXPORTER_OTLP_ENDPOINT` when that is set.
+forwarded. A run's spans are kept as the OTLP protobuf they came in (`RunSpans`: a request of one run's spans is
+kept as it is, one of several is split per run) and decoded to records when the trace is read: decoding every
+attribute of every span on arrival was most of what tracing cost the gateway. The body is forwarded as it came to
+`OTEL_EXPORTER_OTLP_ENDPOINT` when that is set.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import binascii
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -69,10 +73,10 @@ async def receive_traces(request: web.Request) -> web.Response:
     if len(body) > MAX_OTLP_BODY:
         raise ApiError(413, "too_large", f"the body is over the limit of {MAX_OTLP_BODY} bytes")
     export = parse_request(body, content_type)
-    by_run = records_by_run(export)
+    by_run = spans_by_run(export, body if content_type == PROTOBUF else None)
     refused = 0
     tracing = request.app[TRACING]
-    for run, records in by_run.items():
+    for run, spans in by_run.items():
         if run is None:
             continue
         # An agent sends spans of the runs its session was given work in, up to SPAN_LIMIT each; a worker, its own.
@@ -80,14 +84,14 @@ async def receive_traces(request: web.Request) -> web.Response:
         try:
             authorize(principal, Act.SPANS, Target(run=run, placed_on=given.name if given else None))
         except Forbidden:
-            refused += len(records)
+            refused += spans.count
             continue
         if given is not None and "admin" not in principal.scopes:
-            if given.spans[run] + len(records) > SPAN_LIMIT:
-                refused += len(records)
+            if given.spans[run] + spans.count > SPAN_LIMIT:
+                refused += spans.count
                 continue
-            given.spans[run] += len(records)
-        await tracing.keep(run, records)
+            given.spans[run] += spans.count
+        await tracing.keep(run, spans)
     tracing.forward(body, content_type)
     return _answer(content_type, refused)
 
@@ -168,6 +172,74 @@ def _value(value: AnyValue) -> str | int | float | bool:
 
 def _attributes(items: Iterable[KeyValue]) -> dict[str, str | int | float | bool]:
     return {item.key[:256]: _value(item.value) for item in items}
+
+
+@dataclass(frozen=True)
+class RunSpans:
+    """Spans of one run as they came: an OTLP protobuf request holding them alone. Only their run and ids were
+    read; the rest is decoded when the trace is read (`records`), far less often than spans arrive."""
+
+    count: int
+    body: bytes
+
+    def records(self) -> list[Record]:
+        return records_of(self.body)
+
+
+def spans_by_run(export: ExportTraceServiceRequest, body: bytes | None = None) -> dict[str | None, RunSpans]:
+    """The request's spans by the run each names (None: no run), as `records_by_run` files them; `body` (the
+    request as protobuf, when it came so) is kept as it is when it holds one run's spans alone, as an agent's or
+    a worker's batch does."""
+    places: dict[str | None, list[tuple[int, int, int]]] = {}
+    for r, resource_spans in enumerate(export.resource_spans):
+        resource_run = _named_run(resource_spans.resource.attributes, None)
+        for s, scope_spans in enumerate(resource_spans.scope_spans):
+            for i, span in enumerate(scope_spans.spans):
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    raise bad_request("a span's trace_id must be 16 bytes and span_id 8", code="malformed_otlp")
+                run = _named_run(span.attributes, resource_run)
+                places.setdefault(run if isinstance(run, str) and _RUN.match(run) else None, []).append((r, s, i))
+    if len(places) == 1:
+        ((run, spans),) = places.items()
+        # Kept as it came, unless it begins as JSON would (`records_of` tells the two apart by the first byte).
+        kept = body if body is not None and body[:1] == b"\x0a" else export.SerializeToString()
+        return {run: RunSpans(len(spans), kept)}
+    return {run: RunSpans(len(spans), _subset(export, spans)) for run, spans in places.items()}
+
+
+def _named_run(items: Iterable[KeyValue], default: object) -> object:
+    """The value of the last `flyte.run` among the attributes (as a dict of them has it), else `default`."""
+    named: AnyValue | None = None
+    for item in items:
+        if item.key == RUN_ATTRIBUTE:
+            named = item.value
+    return default if named is None else _value(named)
+
+
+def _subset(export: ExportTraceServiceRequest, places: list[tuple[int, int, int]]) -> bytes:
+    """The spans at `places` ((resource, scope, span) indexes, in order) as a request of their own."""
+    subset = ExportTraceServiceRequest()
+    last: tuple[int, int] | None = None
+    scope_spans = ScopeSpans()
+    for r, s, i in places:
+        if (r, s) != last:
+            source = export.resource_spans[r]
+            resource_spans = subset.resource_spans.add(resource=source.resource, schema_url=source.schema_url)
+            scope = source.scope_spans[s]
+            scope_spans = resource_spans.scope_spans.add(scope=scope.scope, schema_url=scope.schema_url)
+            last = (r, s)
+        scope_spans.spans.append(export.resource_spans[r].scope_spans[s].spans[i])
+    data: bytes = subset.SerializeToString()
+    return data
+
+
+def records_of(value: bytes) -> list[Record]:
+    """A stored batch of a run's spans: records as JSON (the gateway's own), or an OTLP protobuf request."""
+    if value[:1] == b"[":
+        records: list[Record] = json.loads(value)
+        return records
+    export = ExportTraceServiceRequest.FromString(value)
+    return [record for records in records_by_run(export).values() for record in records]
 
 
 def records_by_run(export: ExportTraceServiceRequest) -> dict[str | None, list[Record]]:

@@ -35,7 +35,7 @@ from flyte import _otel
 from flyte._naming import ROOT_ACTION
 from flyte._wire import ActionSummary, Phase, SpanRecord
 from gateway._keys import span_key, spans_prefix
-from gateway._otlp import PROTOBUF, Record, encode_records
+from gateway._otlp import PROTOBUF, Record, RunSpans, encode_records, records_of
 from gateway.store import Put, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.tracing")
@@ -122,7 +122,7 @@ class GatewayTracing:
         self.enabled = _otel.enabled() if enabled is None else enabled
         url, headers = forward_target(os.environ if environ is None else environ)
         self.forwarder = Forwarder(url, headers) if url else None
-        self._pending: dict[str, list[Record]] = {}
+        self._pending: dict[str, _Buffer] = {}
         self._own: list[Record] = []
         self._counts: OrderedDict[str, int] = OrderedDict()
         self._flusher: asyncio.Task[None] | None = None
@@ -166,7 +166,7 @@ class GatewayTracing:
         record = _record(
             action.run, ids[0], _otel.new_span_id(), ids[1], "queued", _ns(action.updated_at), None, attributes
         )
-        self._pending.setdefault(action.run, []).append(record)
+        self._pending.setdefault(action.run, _Buffer()).add([record])
         if self.forwarder is not None:
             self._own.append(record)
         self._wake_flusher()
@@ -224,17 +224,19 @@ class GatewayTracing:
 
     # -- keeping spans per run ------------------------------------------------------------------------------------
 
-    async def keep(self, run: str, records: list[Record]) -> None:
+    async def keep(self, run: str, spans: list[Record] | RunSpans) -> None:
         """Buffer spans of `run` for the next flush, within the run's bound."""
         count = self._counts.get(run)
         if count is None:
             count = await self._count(run)
-        room = max(0, MAX_SPANS_PER_RUN - count - len(self._pending.get(run, ())))
-        if len(records) > room:
-            self.dropped += len(records) - room
-            records = records[:room]
-        if records:
-            self._pending.setdefault(run, []).extend(records)
+        pending = self._pending.get(run)
+        room = max(0, MAX_SPANS_PER_RUN - count - (pending.size if pending is not None else 0))
+        size = spans.count if isinstance(spans, RunSpans) else len(spans)
+        if size > room:
+            self.dropped += size - room
+            spans = (spans.records() if isinstance(spans, RunSpans) else spans)[:room]
+        if spans:
+            self._pending.setdefault(run, _Buffer()).add(spans)
             self._wake_flusher()
 
     def forward(self, body: bytes, content_type: str) -> None:
@@ -264,28 +266,27 @@ class GatewayTracing:
         own, self._own = self._own, []
         if own and self.forwarder is not None:
             self.forwarder.send(encode_records(own), PROTOBUF)
-        for run, records in pending.items():
+        for run, buffer in pending.items():
             counted = self._counts.get(run)
             if counted is None:
                 counted = await self._count(run)
-            records = records[: max(0, MAX_SPANS_PER_RUN - counted)]
-            if not records:
-                continue
-            key = self._key(run, len(records))
-            try:
-                await self.store.put(key, _encode(records))
-            except StoreError as error:
-                log.warning("could not keep %d spans of run %s: %s", len(records), run, error)
-                continue
-            self._counts[run] = counted + len(records)
-            self._counts.move_to_end(run)
+            for count, value in buffer.values(max(0, MAX_SPANS_PER_RUN - counted)):
+                try:
+                    await self.store.put(self._key(run, count), value)
+                except StoreError as error:
+                    log.warning("could not keep %d spans of run %s: %s", count, run, error)
+                    continue
+                counted += count
+                self._counts[run] = counted
+                self._counts.move_to_end(run)
 
     async def read(self, run: str) -> list[SpanRecord]:
         """The run's spans, kept and still buffered, each once, sorted by start."""
         kvs, _ = await self.store.range(spans_prefix(run))
         seen: dict[tuple[str, str], SpanRecord] = {}
-        raw: list[Record] = [r for kv in kvs for r in json.loads(kv.value)]
-        for record in [*raw, *self._pending.get(run, ())]:
+        raw: list[Record] = [r for kv in kvs for r in records_of(kv.value)]
+        pending = self._pending.get(run)
+        for record in [*raw, *(pending.records() if pending is not None else ())]:
             try:
                 span = _RECORD.validate_python(record)
             except pydantic.ValidationError:
@@ -304,6 +305,38 @@ class GatewayTracing:
 
 
 TRACING = web.AppKey("tracing", GatewayTracing)
+
+
+class _Buffer:
+    """A run's spans waiting for the next flush: records (the gateway's own) and OTLP requests as they came."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._records: list[Record] = []
+        self._received: list[RunSpans] = []
+
+    def add(self, spans: list[Record] | RunSpans) -> None:
+        if isinstance(spans, RunSpans):
+            self._received.append(spans)
+            self.size += spans.count
+        else:
+            self._records.extend(spans)
+            self.size += len(spans)
+
+    def records(self) -> list[Record]:
+        return [*self._records, *(record for spans in self._received for record in spans.records())]
+
+    def values(self, room: int) -> list[tuple[int, bytes]]:
+        """What to write, as (spans, value) pairs, within `room` spans: the records as JSON and the requests as
+        one (protobuf requests concatenated are one request with all their spans); records alone when the room
+        cuts the batch."""
+        if self.size > room:
+            records = self.records()[:room]
+            return [(len(records), _encode(records))] if records else []
+        values = [(len(self._records), _encode(self._records))] if self._records else []
+        if self._received:
+            values.append((self.size - len(self._records), b"".join(spans.body for spans in self._received)))
+        return values
 
 
 @dataclass(frozen=True)
