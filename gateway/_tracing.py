@@ -261,7 +261,8 @@ class GatewayTracing:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write each run's buffered spans as one key, and forward the gateway's own."""
+        """Write each run's buffered spans in one transaction (a key of records, a key of what came as OTLP), and
+        forward the gateway's own."""
         pending, self._pending = self._pending, {}
         own, self._own = self._own, []
         if own and self.forwarder is not None:
@@ -270,15 +271,17 @@ class GatewayTracing:
             counted = self._counts.get(run)
             if counted is None:
                 counted = await self._count(run)
-            for count, value in buffer.values(max(0, MAX_SPANS_PER_RUN - counted)):
-                try:
-                    await self.store.put(self._key(run, count), value)
-                except StoreError as error:
-                    log.warning("could not keep %d spans of run %s: %s", count, run, error)
-                    continue
-                counted += count
-                self._counts[run] = counted
-                self._counts.move_to_end(run)
+            values = buffer.values(max(0, MAX_SPANS_PER_RUN - counted))
+            if not values:
+                continue
+            count = sum(spans for spans, _ in values)
+            try:
+                await self.store.txn([], [Put(self._key(run, spans), value) for spans, value in values])
+            except StoreError as error:
+                log.warning("could not keep %d spans of run %s: %s", count, run, error)
+                continue
+            self._counts[run] = counted + count
+            self._counts.move_to_end(run)
 
     async def read(self, run: str) -> list[SpanRecord]:
         """The run's spans, kept and still buffered, each once, sorted by start."""
