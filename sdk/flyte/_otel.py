@@ -90,9 +90,12 @@ class ProcessTracing:
     in batches; a worker's also has the SDK's tracer provider, for the spans users make in tasks."""
 
     def __init__(self, batcher: Batcher, provider: TracerProvider | None = None, mark_runs: bool = False):
+        from ._context import current_action
+
         self.batcher = batcher
         self.provider = provider
-        self._mark_runs = mark_runs
+        self._current_action = current_action if mark_runs else None
+        """Where spans made without `flyte.run` find their run (users' and `call` spans in a worker)."""
 
     def start(
         self, name: str, parent: str | None, attributes: Attributes | None = None, start_time: int | None = None
@@ -107,10 +110,8 @@ class ProcessTracing:
     ) -> Span:
         """A span under the span `parent` ((trace id, span id), hex)."""
         kept = dict(attributes) if attributes else {}
-        if self._mark_runs and RUN_ATTRIBUTE not in kept:
-            from ._context import current_action
-
-            action = current_action.get()
+        if self._current_action is not None and RUN_ATTRIBUTE not in kept:
+            action = self._current_action.get()
             if action is not None:
                 kept[RUN_ATTRIBUTE] = action.run_name
         return self.batcher.start(name, parent, kept, start_time)
