@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Where the gateway's and the agent's time goes during a fan-out: py-spy profiles of both, and their top frames.
+# Where the gateway's, the agent's and its workers' time goes during a fan-out: py-spy profiles of each, their top
+# frames, and the share of their samples spent tracing.
 #
 #   bash bench/profile.sh [N]     # N-way fan-out of no-op children on a warm pool (default 2000)
 #
 # Runs bench/vs_ray.py's workload (--skip-ray) on a rig of its own, attaches py-spy to the gateway and the agent
-# once they are up, and prints the frames with the most samples, by self time and by total time. The raw profiles
-# (collapsed stacks, for flamegraph tools or speedscope) stay in the printed folder. py-spy is installed on first
+# once they are up, and to each process the agent starts (spare and pool workers; the pool worker runs the parent
+# and its children) as it appears, and prints the frames with the most samples, by self time and by total time.
+# The raw profiles (collapsed stacks, for flamegraph tools or speedscope) stay in the printed folder. A thread that
+# waits for a socket shows in py-spy's samples: the tracing share overstates the span export thread's CPU. py-spy is installed on first
 # use into a virtualenv of its own (~/.cache/flyte-bench/py-spy); attaching needs root or ptrace permission.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,34 +29,54 @@ for _ in $(seq 300); do [ -s "$state" ] && break; sleep 0.2; done
 [ -s "$state" ] || { echo "the rig did not come up; see $root/bench.txt"; exit 1; }
 
 recorders=()
+record() {  # record PID NAME
+  "$tools/bin/py-spy" record --pid "$1" --rate 200 --format raw --output "$root/$2.txt" --nonblocking >/dev/null 2>&1 &
+  recorders+=($!)
+}
 for part in gateway agent; do
   pid=$(python3 -c "import json,sys; p=json.load(open(sys.argv[1]))['pids']; print(next(v for k, v in p.items() if k.startswith(sys.argv[2])))" "$state" "$part")
-  "$tools/bin/py-spy" record --pid "$pid" --rate 200 --format raw --output "$root/$part.txt" --nonblocking >/dev/null 2>&1 &
-  recorders+=($!)
+  record "$pid" "$part"
+  [ "$part" = agent ] && agent=$pid
 done
-wait "$bench"
+parts=(gateway agent)
+while kill -0 "$bench" 2>/dev/null; do
+  for pid in $(ps -eo pid=,ppid=,sid= | awk -v agent="$agent" '$2 == agent || $3 == agent {print $1}'); do
+    if [[ ! " ${parts[*]} " =~ " worker-$pid " ]] && grep -q "flyte._runtime" "/proc/$pid/cmdline" 2>/dev/null; then
+      record "$pid" "worker-$pid"
+      parts+=("worker-$pid")
+    fi
+  done
+  sleep 0.5
+done
 for recorder in "${recorders[@]}"; do wait "$recorder" || true; done
 cat "$root/bench.txt"
 
-for part in gateway agent; do
-  [ -s "$root/$part.txt" ] || { echo "py-spy recorded no profile of the $part (attaching needs root or ptrace permission)"; exit 1; }
+for part in "${parts[@]}"; do
+  if [ ! -s "$root/$part.txt" ]; then
+    # A worker may have come and gone between two looks; the gateway and the agent are always there.
+    [[ "$part" == worker-* ]] && continue
+    echo "py-spy recorded no profile of the $part (attaching needs root or ptrace permission)"
+    exit 1
+  fi
   python3 - "$root/$part.txt" "$part" <<'PY'
 import collections
 import sys
 
+TRACING = ("flyte/_otel.py", "flyte/_spans.py", "agent/_tracing.py", "gateway/_tracing.py", "gateway/_otlp.py")
 self_time: collections.Counter[str] = collections.Counter()
 total_time: collections.Counter[str] = collections.Counter()
-samples = 0
+samples = tracing = 0
 for line in open(sys.argv[1]):
     stack, _, count = line.rstrip().rpartition(" ")
     if not stack:
         continue
     frames = stack.split(";")
     samples += int(count)
+    tracing += int(count) if any(name in frame for frame in frames for name in TRACING) else 0
     self_time[frames[-1]] += int(count)
     for frame in set(frames):
         total_time[frame] += int(count)
-print(f"\n== {sys.argv[2]}: {samples} samples")
+print(f"\n== {sys.argv[2]}: {samples} samples, {100 * tracing / max(samples, 1):.1f}% under tracing's modules")
 for title, counter in (("self", self_time), ("total", total_time)):
     print(f"-- top frames by {title} time")
     for frame, count in counter.most_common(15):
@@ -61,4 +84,4 @@ for title, counter in (("self", self_time), ("total", total_time)):
 PY
 done
 echo
-echo "raw profiles: $root/gateway.txt $root/agent.txt"
+echo "raw profiles: $root/*.txt"

@@ -229,7 +229,7 @@ class Batcher:
     def _forked(self) -> None:
         """A child of a fork starts with its parent's unsent spans (they are the parent's to send) and no thread."""
         self._queue.clear()
-        self._sending = threading.Lock()
+        self._wake, self._sending = threading.Event(), threading.Lock()  # another thread may have held them
         self._thread = self._start()
 
 
