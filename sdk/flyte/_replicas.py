@@ -5,7 +5,7 @@ and an agent's session all keep one `Replicas`.
 the connection, or answers 503 (a replica without its store): then to the next. Any other answer, an error
 included, came from a working replica and moves nothing. How a caller repeats a call, and whether it may, is its
 own: a blob transfer is sent again whole by `retry_transient` after its `RetryDelay` (content-addressed, so a
-repeat changes nothing), a span batch goes on to the next replica at once (see `_otel.exporter`).
+repeat changes nothing), a span batch goes on to the next replica at once (see `_otel.poster`).
 """
 
 from __future__ import annotations
