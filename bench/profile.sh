@@ -41,7 +41,7 @@ done
 parts=(gateway agent)
 while kill -0 "$bench" 2>/dev/null; do
   for pid in $(ps -eo pid=,ppid=,sid= | awk -v agent="$agent" '$2 == agent || $3 == agent {print $1}'); do
-    if [[ ! " ${parts[*]} " =~ " worker-$pid " ]] && grep -q "flyte._runtime" "/proc/$pid/cmdline" 2>/dev/null; then
+    if [[ " ${parts[*]} " != *" worker-$pid "* ]] && grep -q "flyte._runtime" "/proc/$pid/cmdline" 2>/dev/null; then
       record "$pid" "worker-$pid"
       parts+=("worker-$pid")
     fi
