@@ -320,7 +320,7 @@ class Runs:
         self, run_record: RunSummary, request: ActionSubmitRequest, parent: KeyValue | None
     ) -> tuple[ActionSummary, bool]:
         """One child: answered by the existing action of its name if there is one, else refused when the run has
-        ended or the parent does not exist, or its task or inputs do not check."""
+        ended, the parent does not exist or has ended, or its task or inputs do not check."""
         run = run_record.name
         key = action_key(run, request.name)
         existing = await self._store.get(key)
@@ -330,6 +330,12 @@ class Runs:
             raise Conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
         if parent is None:
             raise NotFound(f"run {run} has no action {request.parent} (the parent)")
+        if (parent_phase := self._decode(parent).phase).is_terminal:
+            # Nobody would wait for it: an ended parent's worker may still hold a token (for its final report).
+            raise Conflict(
+                f"action {request.parent} of run {run} is {parent_phase.value}; it takes no new children",
+                code="parent_ended",
+            )
         task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
         _check_inputs(request.inputs, task.spec)
         now = time.time()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from dispatcher_parts import TASK, Domain, counted_reads, domain, new_run
 
-from flyte._wire import ActionEvent, ActionSubmitRequest, Phase
+from flyte._wire import ActionEvent, ActionSubmitRequest, ErrorInfo, Phase
 from gateway._domain_errors import Conflict, NotFound
 
 
@@ -98,3 +98,25 @@ async def test_an_ended_run_takes_no_new_children_and_still_answers_the_existing
     assert refused.value.code == "run_ended"
     with pytest.raises(NotFound):
         await d.runs.get_action(name, n("c2"))
+
+
+async def test_an_ended_parent_takes_no_new_children_and_still_answers_the_existing_ones(d: Domain) -> None:
+    run = await d.runs.get_run(await new_run(d.runs))
+    await d.runs.submit_many(run, [child("p1")])
+    await d.runs.submit_many(run, [child("c1", parent="p1")])
+    for phase in (Phase.PLACED, Phase.RUNNING, Phase.FAILED):
+        error = (
+            ErrorInfo(error_type="ValueError", code="ValueError", kind="user", message="no")
+            if phase is Phase.FAILED
+            else None
+        )
+        event = ActionEvent(phase=phase, attempt=1, cluster="east", epoch=1, error=error)
+        await d.runs.report(run.name, n("p1"), event)
+    assert (await d.runs.get_action(run.name, n("p1"))).phase.is_terminal
+    [(existing, created)] = await d.runs.submit_many(run, [child("c1", parent="p1")])
+    assert (existing.name, created) == (n("c1"), False)
+    with pytest.raises(Conflict) as refused:
+        await d.runs.submit_many(run, [child("c2", parent="p1")])
+    assert refused.value.code == "parent_ended"
+    with pytest.raises(NotFound):
+        await d.runs.get_action(run.name, n("c2"))
