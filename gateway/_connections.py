@@ -40,6 +40,7 @@ from flyte._wire import (
     EventsAck,
     FromWorker,
     GatewayReply,
+    Phase,
     RunSummary,
     StaleMessage,
     WireTrace,
@@ -232,7 +233,9 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
             run=item.run, action=item.action, attempt=event.attempt, current=current, event_phase=event.phase
         )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
-        await svc.runs.report(item.run, item.action, event, read=read)
+        # A `running` mark need not survive a power cut: the attempt stays placed, and its agent's next session
+        # keeps it (`AgentSessions._adopt`). Its end is durable before it is acknowledged.
+        await svc.runs.report(item.run, item.action, event, read=read, durable=event.phase is not Phase.RUNNING)
     except StoreError as error:
         log.warning("%s event of %s/%s waits for the store (%s)", event.phase.value, item.run, item.action, error)
         return False
@@ -417,7 +420,15 @@ async def _worker_message(
             for i in range(0, len(ops), 100):
                 await svc.store.txn([], ops[i : i + 100])
         read = own[1] if own is not None else None
-        action = await svc.runs.report(message.run, message.action, message.event, from_worker=from_worker, read=read)
+        event = message.event
+        action = await svc.runs.report(
+            message.run,
+            message.action,
+            event,
+            from_worker=from_worker,
+            read=read,
+            durable=event.phase is not Phase.RUNNING,
+        )
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 
 

@@ -123,6 +123,7 @@ class Dispatcher:
                 seen.append(self._to_assign.get_nowait())
             batches: dict[str, tuple[AgentSession, list[Assignment]]] = {}
             again: list[ActionSummary] = []
+            batched: list[ActionSummary] = []
             for action in seen:
                 session = self.agents.sessions.get(action.cluster or "")
                 if session is None or session.epoch != action.epoch:
@@ -143,6 +144,16 @@ class Dispatcher:
                     again.append(action)  # the store is away: this agent is told once it is back
                     continue
                 batches.setdefault(session.name, (session, []))[1].append(assignment)
+                batched.append(action)
+            if batches:
+                try:
+                    # A placement may have been written without an fsync (`Placer._finish`): durable before it leaves.
+                    await self._runs.store.sync()
+                except Exception as error:
+                    if not temporary(error):
+                        raise
+                    again.extend(batched)
+                    batches.clear()
             for session, assignments in batches.values():
                 deliver(session, assignments)
             if again:

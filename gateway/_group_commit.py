@@ -1,10 +1,13 @@
 """Group commit: concurrent compare-and-swaps on distinct keys share one store transaction.
 
-Every acknowledged write must be durable, and a durable commit costs an fsync (SQLite) or a raft round (etcd).
-While one commit is in flight, the transactions that arrive queue up; the next commit takes as many of them as fit
-in one transaction (etcd's 128 compares and 128 operations, keys disjoint) and applies them together. If the
-combined transaction fails, some compare lost a race: the batch is retried one by one, so each caller gets
-exactly the answer it would have had alone. An idle gateway commits at once: nothing waits to form a batch.
+A durable commit costs an fsync (SQLite) or a raft round (etcd). While one commit is in flight, the transactions
+that arrive queue up; the next commit takes as many of them as fit in one transaction (etcd's 128 compares and 128
+operations, keys disjoint) and applies them together. If the combined transaction fails, some compare lost a race:
+the batch is retried one by one, so each caller gets exactly the answer it would have had alone. An idle gateway
+commits at once: nothing waits to form a batch.
+
+A transaction may be marked `durable=False` (a write recovery can rebuild, `gateway.store`); a merged batch is
+durable if any of its transactions is, so a durable caller never waits on less than an fsync.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from gateway.store import MAX_TXN_OPS, Compare, Delete, Op, Put, Store, TxnResul
 class _Pending:
     compares: Sequence[Compare]
     ops: Sequence[Op]
+    durable: bool
     future: asyncio.Future[TxnResult]
 
     def keys(self) -> set[str]:
@@ -33,9 +37,9 @@ class GroupCommit:
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
 
-    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op], *, durable: bool = True) -> TxnResult:
         future: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(compares, ops, future))
+        self._queue.append(_Pending(compares, ops, durable, future))
         if not self._draining:
             self._draining = True
             self._drainer = asyncio.create_task(self._drain())
@@ -78,11 +82,12 @@ class GroupCommit:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         if len(batch) > 1:
-            result = await self._store.txn([c for p in batch for c in p.compares], [o for p in batch for o in p.ops])
+            compares, ops = [c for p in batch for c in p.compares], [o for p in batch for o in p.ops]
+            result = await self._store.txn(compares, ops, durable=any(p.durable for p in batch))
             if result.succeeded:
                 for pending in batch:
                     current = {c.key: result.current.get(c.key) for c in pending.compares}
                     pending.future.set_result(TxnResult(True, result.revision, current))
                 return
         for pending in batch:
-            pending.future.set_result(await self._store.txn(pending.compares, pending.ops))
+            pending.future.set_result(await self._store.txn(pending.compares, pending.ops, durable=pending.durable))

@@ -2,7 +2,7 @@
 
     observed queued ──► queue ──► pass (fair-share order) ──► place() ──► reserve room, assignment
                                                                      ──► CAS queued->placed with the decision record
-                                                                     ──► assignments to each cluster's agent
+                                                                     ──► one sync, then assignments to each agent
 
 A pass looks at the actions queued since the last one, or at the whole queue when capacity, the policy or the
 cordons changed (`rescan`). A pass that fails for a reason that passes (the store is unreachable or busy) is tried
@@ -352,6 +352,10 @@ class Placer:
             for result in placed[: len(decided)]:
                 if isinstance(result, Assignment):
                     assigned[result.cluster].append(result)
+            if assigned:
+                # The placements were written without an fsync each: one makes them durable before any agent hears
+                # of them, so a power cut never takes back an attempt an agent was given (its number is not reused).
+                await self._runs.store.sync()
             for cluster, assignments in assigned.items():
                 # An agent held here gets its assignments now, in one message; one held by another replica gets them
                 # when that replica sees the placements in its action watch (`Dispatcher._observed`).
@@ -490,7 +494,7 @@ class Placer:
             phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
         )
         try:
-            await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence)
+            await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence, durable=False)
         except DomainError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
             if self._reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:

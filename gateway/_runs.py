@@ -422,6 +422,7 @@ class Runs:
         from_worker: bool = False,
         fence: Compare | None = None,
         read: KeyValue | None = None,
+        durable: bool = True,
     ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
 
@@ -430,6 +431,8 @@ class Runs:
         and may be cached; a result from anyone else ends the action but is never written to the cache.
         `read`: the action's record as the caller just read it (`read_action`), compared against as a read here would
         be; a lost race reads it again.
+        `durable=False`: a `placed` or `running` mark that a power cut may take back (`gateway.store`); recovery
+        rebuilds it (`docs/reliability.md`). A change that ends or requeues an attempt is durable whatever is asked.
         """
         key = action_key(run, action)
         output_checked = event.output is None
@@ -472,7 +475,8 @@ class Runs:
             spans = self.tracing.ended(updated) if updated.phase.is_terminal else None
             if spans is not None:
                 ops.append(spans.put)
-            result = await self._commit.txn(compares, ops)
+            mark = updated.phase in (Phase.PLACED, Phase.RUNNING)
+            result = await self._commit.txn(compares, ops, durable=durable or not mark)
             if result.succeeded:
                 if spans is not None:
                     self.tracing.written(spans)
@@ -552,14 +556,16 @@ class Runs:
         return scope
 
     async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
-        """Record why a queued action is not placed yet; False when it is no longer queued at that attempt."""
+        """Record why a queued action is not placed yet; False when it is no longer queued at that attempt.
+
+        Not durable: a power cut may take the reason back, and the next placement pass writes it again."""
 
         def noted(current: ActionSummary) -> ActionSummary | None:
             if current.phase is not Phase.QUEUED or current.attempts != attempts:
                 return None
             return current if current.waiting == reason else current.model_copy(update={"waiting": reason})
 
-        return await self._amend(run, action, noted, also)
+        return await self._amend(run, action, noted, also, durable=False)
 
     async def requeue_placed(self, run: str, action: str, cluster: str, why: str) -> bool:
         """Give back an action placed on `cluster` that has not started (a drain): it queues for its next attempt
@@ -579,6 +585,8 @@ class Runs:
         action: str,
         change: Callable[[ActionSummary], ActionSummary | None],
         also: Sequence[Op] = (),
+        *,
+        durable: bool = True,
     ) -> bool:
         """Compare-and-swap `change(current)` into the action; False when it answers None (no longer applies)."""
         key = action_key(run, action)
@@ -593,7 +601,7 @@ class Runs:
             if changed is current:
                 return True
             data = self.decoded.written(key, _encode(changed), changed)
-            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, data), *also])
+            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, data), *also], durable=durable)
             if result.succeeded:
                 self.decoded.remember(key, changed.model_copy(update={"revision": result.revision}))
                 return True

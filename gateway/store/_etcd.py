@@ -10,6 +10,9 @@ the response header's revision, which can skip history a watcher had not yet rec
 Errors: an unreachable cluster is `StoreUnavailable` naming host:port; etcd's own refusals map to `LeaseNotFound`,
 `QuotaExceeded`, `InvalidTxn` or `StoreError`. `Compacted.compact_revision` is the newest revision whose history is
 gone (etcd reports the first revision it still has, one more).
+
+Every acknowledged write is durable (raft persists it on a quorum), so `txn(durable=False)` and `sync` cost nothing
+less and nothing more here.
 """
 
 from __future__ import annotations
@@ -183,7 +186,10 @@ class EtcdStore:
         rev: int = resp.header.revision
         return rev if resp.deleted else 0
 
-    async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
+    ) -> TxnResult:
+        # `durable` changes nothing here: raft persists every write on a quorum before etcd answers.
         check_txn(compares, success, failure)
         keys = list(dict.fromkeys(c.key for c in compares))
         reads = [KVService.txn_op_get(k.encode()) for k in keys]
@@ -210,6 +216,9 @@ class EtcdStore:
             found = await self._read_at(keys, revision - 1 if wrote else revision)
         current = {k: (_kv(kvs[0]) if kvs else None) for k, kvs in zip(keys, found, strict=True)}
         return TxnResult(bool(resp.succeeded), revision, current)
+
+    async def sync(self) -> None:
+        """Nothing to do: every write etcd acknowledged is durable already."""
 
     async def _read_at(self, keys: list[str], revision: int) -> list[Any]:
         with self._errors():

@@ -7,6 +7,11 @@ expire unless kept alive, and deleting a lease deletes the keys attached to it. 
 under a prefix from a revision on, in revision order; asking for a revision the store has compacted away raises
 `Compacted`, and the watcher re-lists.
 
+Every write is durable when it is acknowledged (it survives a power cut), except a transaction a caller marks
+`durable=False`: it survives the gateway's process dying, but an OS crash or power cut may lose it, together with
+every later write not yet made durable. Loss is always a suffix of the history, never a hole: the next durable
+write (or `sync`) makes every earlier one durable. Only writes that can be rebuilt after a crash may skip durability.
+
 Two implementations stand behind it: the embedded SQLite store (default; `:memory:` for tests) and etcd.
 """
 
@@ -138,8 +143,14 @@ class Store(Protocol):
         ...
 
     async def txn(
-        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
-    ) -> TxnResult: ...
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
+    ) -> TxnResult:
+        """`durable=False`: the write may be lost to a power cut until a later durable write or `sync` (see above)."""
+        ...
+
+    async def sync(self) -> None:
+        """Make every write acknowledged so far durable: before what a non-durable write says leaves the gateway."""
+        ...
 
     async def grant_lease(self, ttl: float) -> Lease: ...
 

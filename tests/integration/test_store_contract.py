@@ -222,6 +222,23 @@ async def test_txn_compare_and_swap(store: Store, key_prefix: str) -> None:
     assert await store.get(k) is None
 
 
+async def test_a_txn_that_need_not_be_durable_is_a_write_like_any_other(store: Store, key_prefix: str) -> None:
+    k = key_prefix + "k"
+    marked = await store.txn([Compare(k, 0)], [Put(k, b"placed")], durable=False)
+    assert marked.succeeded
+    lost = await store.txn([Compare(k, 0)], [Put(k, b"again")], durable=False)
+    assert not lost.succeeded
+    ended = await store.txn([Compare(k, marked.revision)], [Put(k, b"ended")])
+    assert ended.revision == marked.revision + 1
+    await store.sync()
+    assert await store.revision() == ended.revision, "a sync writes nothing of the store's"
+    async with watching(store, key_prefix, marked.revision) as events:
+        assert [(e.value, e.mod_revision) for e in await events.take(2)] == [
+            (b"placed", marked.revision),
+            (b"ended", ended.revision),
+        ]
+
+
 async def test_txn_op_limit_and_duplicate_keys(store: Store, key_prefix: str) -> None:
     r0 = await store.revision()
     too_many = [Put(key_prefix + f"{i:03d}", b"") for i in range(MAX_TXN_OPS + 1)]
@@ -501,6 +518,9 @@ async def main() -> None:
     while True:
         if i % 5 == 0:
             rev = (await store.txn([], [Put(f"/txn/{i:06d}/{j}", b"%d" % i) for j in range(4)])).revision
+        elif i % 5 == 1:
+            # Not fsynced: only a power cut could lose it, never the process being killed.
+            rev = (await store.txn([], [Put(f"/put/{i:06d}", b"%d" % i)], durable=False)).revision
         else:
             rev = await store.put(f"/put/{i:06d}", b"%d" % i)
         print(i, rev, flush=True)

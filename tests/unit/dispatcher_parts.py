@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,7 +22,7 @@ from gateway._dispatch import Dispatcher
 from gateway._leader import Election
 from gateway._registry import Registry
 from gateway._runs import Runs
-from gateway.store import KeyValue, Store, open_store
+from gateway.store import KeyValue, Store, TxnResult, open_store
 
 PROJECT, DOMAIN, TASK = "proj", "dev", "env.work"
 TTL = 10.0
@@ -130,3 +131,21 @@ async def stopped(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def record_writes(d: Domain, monkeypatch: pytest.MonkeyPatch, at_sync: Callable[[], str] = lambda: "sync") -> list[str]:
+    """Record each transaction the store commits (durable or not) and each sync (as `at_sync` describes it)."""
+    writes: list[str] = []
+    txn, sync = d.store.txn, d.store.sync
+
+    async def recorded_txn(*args: Any, durable: bool = True, **kwargs: Any) -> TxnResult:
+        writes.append("durable" if durable else "not durable")
+        return await txn(*args, durable=durable, **kwargs)
+
+    async def recorded_sync() -> None:
+        writes.append(at_sync())
+        await sync()
+
+    monkeypatch.setattr(d.store, "txn", recorded_txn)
+    monkeypatch.setattr(d.store, "sync", recorded_sync)
+    return writes

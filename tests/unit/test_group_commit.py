@@ -4,12 +4,13 @@ one store transaction, and each caller still gets exactly the answer it would ha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from gateway._group_commit import GroupCommit
-from gateway.store import Compare, Put, Store, open_store
+from gateway.store import Compare, Op, Put, Store, TxnResult, open_store
+from gateway.store._sqlite import SqliteStore
 
 
 @pytest.fixture
@@ -52,3 +53,40 @@ async def test_writes_to_one_key_are_never_batched_together(store: Store) -> Non
         *(commit.txn([Compare("/one", 0)], [Put("/one", str(i).encode())]) for i in range(3))
     )
     assert [r.succeeded for r in results] == [True, False, False]  # each saw the one before it
+
+
+class _Recording(SqliteStore):
+    """The in-memory store, noting whether each transaction it commits asks to be durable."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.durable: list[bool] = []
+
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
+    ) -> TxnResult:
+        self.durable.append(durable)
+        return await super().txn(compares, success, failure, durable=durable)
+
+
+async def test_a_batch_is_durable_when_any_of_its_transactions_is() -> None:
+    store = _Recording()
+    try:
+        commit = GroupCommit(store)
+        marks = [commit.txn([Compare(f"/m{i}", 0)], [Put(f"/m{i}", b"v")], durable=False) for i in range(3)]
+        await asyncio.gather(*marks)
+        assert store.durable == [False]
+        mixed = [commit.txn([Compare(f"/n{i}", 0)], [Put(f"/n{i}", b"v")], durable=i != 1) for i in range(3)]
+        mixed.append(commit.txn([Compare("/n3", 0)], [Put("/n3", b"v")], durable=False))
+        await asyncio.gather(*mixed)
+        assert store.durable == [False, True]
+        # A batch that lost a race is retried one by one, each as durable as its caller asked.
+        await store.put("/taken", b"old")
+        lost = [
+            commit.txn([Compare("/taken", 0)], [Put("/taken", b"new")]),
+            commit.txn([Compare("/free", 0)], [Put("/free", b"v")], durable=False),
+        ]
+        await asyncio.gather(*lost)
+        assert store.durable[2:] == [True, True, False]
+    finally:
+        await store.close()

@@ -11,7 +11,19 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from dispatcher_parts import Domain, child, cluster, dispatcher, domain, leading, new_run, settle, socket, stopped
+from dispatcher_parts import (
+    Domain,
+    child,
+    cluster,
+    dispatcher,
+    domain,
+    leading,
+    new_run,
+    record_writes,
+    settle,
+    socket,
+    stopped,
+)
 
 from flyte._retrying import RetryDelay
 from flyte._wire import ActionEvent, AssignMessage, ErrorInfo, Phase
@@ -46,6 +58,26 @@ async def test_a_queued_action_is_placed_and_its_agent_told(d: Domain) -> None:
     assert [(a.run, a.action, a.attempt) for a in message.assignments] == [(run, "a0", 1)]
     assert session.free["cpu"] == 3.0  # its room is held at once, not at the agent's next heartbeat
     assert (run, "proj") == (next(iter(session.runs)), next(iter(session.projects)))
+
+
+async def test_placements_are_made_durable_once_before_their_agent_hears_of_them(
+    d: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatch = dispatcher(d)
+    session = await dispatch.open_session(cluster("east"), socket())
+    await new_run(d.runs)
+    await placed(dispatch)  # the first placement also makes the key worker tokens are signed with (durably)
+    session.outbox.get_nowait()
+    runs = [await new_run(d.runs) for _ in range(4)]
+    writes = record_writes(d, monkeypatch, lambda: f"sync, {session.outbox.qsize()} messages sent")
+    await placed(dispatch)
+    # The three placements and the fourth run's waiting reason share one commit, without an fsync; one sync follows.
+    assert writes == ["not durable", "sync, 0 messages sent"]
+    message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+    assert len(message.assignments) == 3
+    assert {a.run for a in message.assignments} < set(runs)
+    waiting = [await d.runs.get_action(run, "a0") for run in runs]
+    assert [a.phase for a in waiting].count(Phase.QUEUED) == 1
 
 
 async def test_a_cordoned_cluster_gets_no_placement(d: Domain) -> None:
