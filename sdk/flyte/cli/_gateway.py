@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import logging
 import os
 import re
@@ -166,6 +167,7 @@ def serve(
     if blobs_endpoint is not None and not is_url:
         raise CliUsageError("--blobs-endpoint is for an object store: give --blobs s3://BUCKET/PREFIX too")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_garbage_collector()
     try:
         asyncio.run(
             run_gateway(
@@ -409,3 +411,18 @@ async def _revoke_in_store(store_url: str, token_id: str) -> bool:
         return await revoke_token(store, token_id) is not None
     finally:
         await store.close()
+
+
+GC_THRESHOLDS = (20_000, 50, 100)
+"""The gateway's garbage collector thresholds (Python's defaults: 700, 10, 10)."""
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles less often in the gateway. It holds a record per queued action (~6 KB, hundreds of MB in a
+    100,000-way fan-out) and allocates a few hundred objects per action it handles: at Python's default thresholds the
+    collector ran every few actions and its older generations grew with the queue, which made the gateway's CPU per
+    action at 100,000 children 1.7x that at 1,000 (1.3x with these; bench/vs_ray.py, docs/performance.md). What
+    startup made is frozen out of every collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
