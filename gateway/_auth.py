@@ -264,14 +264,20 @@ class Authenticator:
     async def principal(self, header: str | None) -> Principal:
         if not header or not header.startswith("Bearer "):
             raise unauthorized("send a bearer token: Authorization: Bearer <token>")
-        token = header.removeprefix("Bearer ").strip()
+        principal = await self.identify(header.removeprefix("Bearer ").strip())
+        if principal.attempt is not None:
+            await self.check_current(principal)
+        return principal
+
+    async def identify(self, token: str) -> Principal:
+        """Whose token this is: a stored one that is not revoked or expired, or a well-signed worker token. Whether
+        a worker token's attempt is still current is `check_current`'s, which a worker socket asks for every
+        message anyway (with the action it reads for that message)."""
         if WorkerTokens.is_worker_token(token):
             ref = await self.workers.verify(token)
             if ref is None:
                 raise unauthorized("the token is not valid")
-            principal = Principal(frozenset({f"worker:{ref.run}"}), frozenset({ref.project}), ref, token_id(token))
-            await self.check_current(principal)
-            return principal
+            return Principal(frozenset({f"worker:{ref.run}"}), frozenset({ref.project}), ref, token_id(token))
         digest = _token_hash(token)
         found = await self._stored(digest)
         return dataclasses.replace(found, token_id=digest[:16], token_hash=digest)

@@ -304,7 +304,8 @@ class SocketPrincipals:
             return self._opened_by
         principal = self._verified.get(token)
         if principal is None:
-            principal = await self.authenticator.principal(f"Bearer {token}")
+            # Only identified here: the message's handler checks it is still current, with the action it reads.
+            principal = await self.authenticator.identify(token)
             if len(self._verified) >= self._LIMIT:
                 self._verified.clear()
             self._verified[token] = principal
