@@ -30,8 +30,11 @@ log = logging.getLogger("flyte.worker")
 
 STORE_UNAVAILABLE = "store_unavailable"
 """The error code of a request the gateway could not serve without its store: worth sending again."""
-_RETRY_FIRST = 0.1
-_RETRY_MAX = 5.0
+
+
+def request_retry() -> RetryDelay:
+    """The backoff of a request the gateway could not serve yet (without its store, or while it is away)."""
+    return RetryDelay(0.1, 5.0)
 
 
 class LinkError(Exception):
@@ -117,7 +120,7 @@ class GatewaySocket:
 
     async def request(self, message: WorkerMessage) -> GatewayReply:
         """Send and wait for the answer; a request the gateway could not serve without its store is sent again."""
-        retry = RetryDelay(_RETRY_FIRST, _RETRY_MAX)
+        retry = request_retry()
         while True:
             request_id = next(self._ids)
             message = message.model_copy(update={"id": request_id})

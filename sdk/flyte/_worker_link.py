@@ -22,9 +22,8 @@ import aiohttp
 import pydantic
 
 from ._background import Background
-from ._gateway_socket import STORE_UNAVAILABLE, GatewaySocket, LinkError
+from ._gateway_socket import GatewaySocket, LinkError, request_retry
 from ._replicas import Replicas
-from ._retrying import RetryDelay
 from ._wire import (
     ActionEvent,
     ActionSubmitRequest,
@@ -42,14 +41,12 @@ from ._wire import (
     WorkerWatch,
 )
 
-__all__ = ["STORE_UNAVAILABLE", "LinkError", "WorkerLink"]
+__all__ = ["LinkError", "WorkerLink"]
 
 log = logging.getLogger("flyte.worker")
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 _MAX_BATCH = 500
-_RETRY_FIRST = 0.1
-_RETRY_MAX = 5.0
 CONDITION_POLL = 50.0
 """Seconds one long poll of a waiting condition is held by the gateway before the worker asks again."""
 
@@ -203,7 +200,7 @@ class WorkerLink:
         data = body.model_dump_json() if body is not None else None
         headers = {**self._headers, "Content-Type": "application/json"} if data is not None else self._headers
         timeout = aiohttp.ClientTimeout(total=CONDITION_POLL + 30, connect=10)
-        retry = RetryDelay(_RETRY_FIRST, _RETRY_MAX)
+        retry = request_retry()
         while True:
             try:
                 async with session.request(
