@@ -76,11 +76,11 @@ log = logging.getLogger("flyte.agent")
 _NO_SPAN = contextlib.nullcontext()
 _LOG_FLUSH_SECONDS = 0.25
 _TIMEOUT_GRACE = 5.0
+"""The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
 RUNNING_AFTER = 0.2
 """Seconds an attempt runs before the agent reports it `running`. One that ends sooner goes from `placed` straight to
 its result (whose `started_at` its worker reports): on a warm pool most attempts take milliseconds, and a `running`
 record for each cost the gateway a write, a watch event and a refusal when it arrived after the result."""
-"""The worker enforces a task's timeout itself; the backend's hard limit is a little later, as a safety net."""
 _CREDENTIAL = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
 """Environment variables a task never inherits from its agent."""
 _STARTED_KEPT = 100_000
