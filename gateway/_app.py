@@ -76,7 +76,7 @@ def create_app(
     )
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
-    app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers)
+    app[DISPATCHER] = Dispatcher(store, app[SERVICES].runs, authenticator.workers, events=metrics.events)
     app[EVENT_ACKS] = EventAcks()
     add_scheduler(app)
     add_notifier(app, store, smtp)

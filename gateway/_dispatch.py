@@ -4,6 +4,7 @@
                                │                ├─► placed on a cluster whose agent is held here ──► assignment to it
                                │                └─► aborted on a cluster ──► abort message to its agent
                                └─► children of a watched parent ──► the workers waiting on them
+    a child submitted ──► (the leader, nothing queued) placed in its submission's transaction ──► assignment to it
     store watch /flyte/sessions/ ─► AgentSessions ──► live clusters (any replica's) ──► where the leader places
                                                  └─► (the leader) a lease ended ──► its work fails as `ClusterLost`
     operators ──► ClusterAdmin (policy, cordons) ──► the placer looks at the whole queue again
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 
 from aiohttp import web
@@ -61,6 +63,7 @@ class Dispatcher:
         *,
         clock: Clock = SYSTEM_CLOCK,
         lease_ttl: float = LEASE_TTL,
+        events: Counter[str] | None = None,
     ):
         self.reservations = Reservations()
         """What placed and running attempts hold: free room per cluster, usage per project (quotas, fair share)."""
@@ -89,11 +92,13 @@ class Dispatcher:
             self.index.parents,
             self.index.where,
             clock=clock,
+            events=events,
         )
         self._clock = clock
         self._runs = runs
         self._to_assign: asyncio.Queue[ActionSummary] = asyncio.Queue()
         self.placer.undelivered = self._to_assign.put_nowait
+        runs.place_at_submit = self.placer.place_at_submit
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: BaseException | None = None
         """Why a loop stopped on a bug (the gateway then places nothing and reports itself unhealthy)."""

@@ -2,9 +2,12 @@
 
 A durable commit costs an fsync (SQLite) or a raft round (etcd). While one commit is in flight, the transactions
 that arrive queue up; the next commit takes as many of them as fit in one transaction (etcd's 128 compares and 128
-operations, keys disjoint) and applies them together. If the combined transaction fails, some compare lost a race:
-the batch is retried one by one, so each caller gets exactly the answer it would have had alone. An idle gateway
-commits at once: nothing waits to form a batch.
+operations) and touch no key another of them writes, and applies them together. Transactions that only compare the
+same key against the same revision do not collide: every placement a leader writes compares its term's key
+(`Election.fence`), and a pass's placements share a commit, with that compare made once.
+
+If the combined transaction fails, some compare lost a race: the batch is retried one by one, so each caller gets
+exactly the answer it would have had alone. An idle gateway commits at once: nothing waits to form a batch.
 
 A transaction may be marked `durable=False` (a write recovery can rebuild, `gateway.store`); a merged batch is
 durable if any of its transactions is, so a durable caller never waits on less than an fsync.
@@ -26,8 +29,12 @@ class _Pending:
     durable: bool
     future: asyncio.Future[TxnResult]
 
-    def keys(self) -> set[str]:
-        return {c.key for c in self.compares} | {o.key for o in self.ops if isinstance(o, (Put, Delete))}
+    def written(self) -> set[str]:
+        return {o.key for o in self.ops if isinstance(o, (Put, Delete))}
+
+    def compared_only(self, written: set[str]) -> dict[str, int]:
+        """The keys this transaction compares and does not write, with the revision each must have."""
+        return {c.key: c.mod_revision for c in self.compares if c.key not in written}
 
 
 class GroupCommit:
@@ -60,29 +67,44 @@ class GroupCommit:
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
-        keys: set[str] = set()
-        compares = ops = 0
+        written: set[str] = set()
+        """Keys a transaction of the batch writes, or compares and writes."""
+        compared: dict[str, int] = {}
+        """Keys transactions of the batch only compare, with the revision they expect."""
+        compares: set[tuple[str, int]] = set()
+        ops = 0
         rest: list[_Pending] = []
         for pending in self._queue:
-            fits = compares + len(pending.compares) <= MAX_TXN_OPS and ops + len(pending.ops) <= MAX_TXN_OPS
+            theirs = {(c.key, c.mod_revision) for c in pending.compares}
+            fits = len(compares | theirs) <= MAX_TXN_OPS and ops + len(pending.ops) <= MAX_TXN_OPS
             if batch and not fits:
                 # Its keys are not worth a look: a fan-out queues thousands behind one full batch.
                 rest.append(pending)
                 continue
-            mine = pending.keys()
-            if batch and keys & mine:
+            mine = pending.written()
+            reads = pending.compared_only(mine)
+            collides = (
+                not mine.isdisjoint(written)
+                or not mine.isdisjoint(compared)
+                or not reads.keys().isdisjoint(written)
+                or any(compared.get(key, revision) != revision for key, revision in reads.items())
+            )
+            if batch and collides:
                 rest.append(pending)
                 continue
             batch.append(pending)
-            keys |= mine
-            compares += len(pending.compares)
+            written |= mine
+            compared.update(reads)
+            compares |= theirs
             ops += len(pending.ops)
         self._queue = rest
         return batch
 
     async def _commit(self, batch: list[_Pending]) -> None:
         if len(batch) > 1:
-            compares, ops = [c for p in batch for c in p.compares], [o for p in batch for o in p.ops]
+            # A compare several transactions share (the leader's term) is made once.
+            compares = list({(c.key, c.mod_revision): c for p in batch for c in p.compares}.values())
+            ops = [o for p in batch for o in p.ops]
             result = await self._store.txn(compares, ops, durable=any(p.durable for p in batch))
             if result.succeeded:
                 for pending in batch:

@@ -24,7 +24,8 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from flyte._local_cache import cache_key
 from flyte._naming import ROOT_ACTION, new_run_name
@@ -104,6 +105,18 @@ def decode_run(kv: KeyValue) -> RunSummary:
     return RunSummary.model_validate_json(kv.value)
 
 
+@dataclass(frozen=True, slots=True)
+class PlacedAtSubmit:
+    """A child's placement decided as it is submitted (`Placer.place_at_submit`), to ride in its submission's
+    transaction: its `placed` event, the decision record, and the leader's term it holds in."""
+
+    event: ActionEvent
+    also: list[Op]
+    fence: Compare
+    settle: Callable[[bool], None]
+    """Told whether the submission was written with it: its agent is sent the attempt, or its room given back."""
+
+
 def _encode(model: ActionSummary | RunSummary) -> bytes:
     return model.model_dump_json(exclude={"revision"} if isinstance(model, ActionSummary) else None).encode()
 
@@ -124,6 +137,8 @@ class Runs:
         self._run_records: dict[str, tuple[int, RunSummary]] = {}
         """Run records as last decoded, by key with their revision: every submission and worker message reads its
         run, which rarely changes."""
+        self.place_at_submit: Callable[[ActionSummary], Awaitable[PlacedAtSubmit | None]] | None = None
+        """The leader's placement of a child as it is submitted (set by the dispatcher); None writes it queued."""
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -356,20 +371,37 @@ class Runs:
             traceparent=traceparent,
             span_parent=span_parent,
         )
-        action = await self._with_cache(action, task.spec, run_record)
-        ops: list[Op] = [Put(key, self.decoded.written(key, _encode(action), action))]
-        spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
-        if spans is not None:
-            ops.append(spans.put)
-        result = await self._commit.txn([Compare(key, 0)], ops)
-        if result.succeeded:
+        queued = await self._with_cache(action, task.spec, run_record)
+        placing = self.place_at_submit
+        placement = await placing(queued) if placing is not None and queued.phase is Phase.QUEUED else None
+        while True:
+            action = queued if placement is None else _transition(queued, placement.event)
+            compares = [Compare(key, 0)] if placement is None else [Compare(key, 0), placement.fence]
+            ops: list[Op] = [Put(key, self.decoded.written(key, _encode(action), action))]
+            if placement is not None:
+                ops.extend(placement.also)
+            spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
             if spans is not None:
-                self.tracing.written(spans)
-            self._count_new_action(run)
-            return self.decoded.remember(key, action.model_copy(update={"revision": result.revision})), True
-        current = result.current[key]
-        assert current is not None
-        return self._same_submission(self._decode(current), request), False
+                ops.append(spans.put)
+            try:
+                result = await self._commit.txn(compares, ops)
+            except BaseException:
+                if placement is not None:
+                    placement.settle(False)
+                raise
+            if placement is not None:
+                placement.settle(result.succeeded)
+            if result.succeeded:
+                if spans is not None:
+                    self.tracing.written(spans)
+                self._count_new_action(run)
+                return self.decoded.remember(key, action.model_copy(update={"revision": result.revision})), True
+            current = result.current[key]
+            if current is not None:
+                return self._same_submission(self._decode(current), request), False
+            # Only the placement's term failed its compare (another replica leads now): written queued instead.
+            assert placement is not None
+            placement = None
 
     async def _with_cache(self, action: ActionSummary, spec: TaskSpec, run: RunSummary) -> ActionSummary:
         """Attach the cache key of a cached task; on a hit, the action is born succeeded with the cached output."""

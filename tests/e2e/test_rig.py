@@ -332,12 +332,16 @@ async def main(n: int) -> list[int]:
 """
 
 
-def worker_sockets_opened(rig: Rig) -> int:
+def gateway_events(rig: Rig, event: str) -> int:
     state = json.loads((Path(rig.env["FLYTE_HOME"]) / "rig" / "rig.json").read_text())
     with urllib.request.urlopen(f"{state['endpoint']}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = re.search(r'^flyte_gateway_events_total\{event="worker_sockets_opened"\} (\d+)$', text, re.MULTILINE)
+    found = re.search(rf'^flyte_gateway_events_total\{{event="{event}"\}} (\d+)$', text, re.MULTILINE)
     return int(found.group(1)) if found else 0
+
+
+def worker_sockets_opened(rig: Rig) -> int:
+    return gateway_events(rig, "worker_sockets_opened")
 
 
 def test_a_pool_workers_attempts_share_one_socket_to_the_gateway(rig: Rig) -> None:
@@ -350,6 +354,47 @@ def test_a_pool_workers_attempts_share_one_socket_to_the_gateway(rig: Rig) -> No
     opened = worker_sockets_opened(rig) - before
     # The parent's worker opens one; each pool worker that ran children opens one, not one per child.
     assert 1 <= opened <= 1 + len(set(pids)) < 40, (opened, set(pids))
+
+
+CHAIN = """
+import flyte
+
+pool = flyte.TaskEnvironment("chain_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=2))
+env = flyte.TaskEnvironment("chain_parent", depends_on=[pool])
+
+
+@pool.task
+async def step(x: int) -> int:
+    return x + 1
+
+
+@env.task
+async def main(n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = await step(x)
+    return x
+"""
+
+
+def test_a_child_submitted_while_nothing_waits_is_placed_in_its_submissions_commit(rig: Rig) -> None:
+    program = rig.load("chain_program", CHAIN)
+    rig.connect()
+    before = gateway_events(rig, "placed_at_submit")
+    run = flyte.run(program.main, n=6)
+    assert run.outputs() == (6,)
+    # Each child arrived alone, with nothing queued before it: the leader placed it as it was submitted.
+    assert gateway_events(rig, "placed_at_submit") - before == 6
+    children = [a for a in call_sync(client_for().list_actions(run.name)) if a.parent == "a0"]
+    assert len(children) == 6
+    assert all(a.attempts == 1 and a.cluster in ("us-east", "eu-west") for a in children)
+    for child in children:
+        # The decision is recorded as a pass's would be (`flyte get placement`, `flyte policy simulate`).
+        shown = rig.flyte("get", "placement", run.name, child.name)
+        assert shown.returncode == 0, shown.stderr
+        assert "attempt 1" in shown.stdout
+        assert child.cluster is not None
+        assert child.cluster in shown.stdout
 
 
 FAILING = """

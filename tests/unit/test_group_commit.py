@@ -55,6 +55,47 @@ async def test_writes_to_one_key_are_never_batched_together(store: Store) -> Non
     assert [r.succeeded for r in results] == [True, False, False]  # each saw the one before it
 
 
+async def test_writes_that_compare_one_unwritten_key_alike_share_a_transaction(store: Store) -> None:
+    # The leader's placements: each compares its term's key, which none of them writes.
+    await store.put("/leader", b"me")
+    term = await store.revision()
+    commit = GroupCommit(store)
+    results = await asyncio.gather(
+        *(commit.txn([Compare(f"/p{i}", 0), Compare("/leader", term)], [Put(f"/p{i}", b"v")]) for i in range(40))
+    )
+    assert all(r.succeeded for r in results)
+    assert await store.revision() == term + 1
+    assert all(r.current["/leader"] is not None for r in results)
+
+
+async def test_a_term_that_ended_fails_every_write_it_fences_and_no_other(store: Store) -> None:
+    await store.put("/leader", b"me")
+    old_term = await store.revision()
+    await store.put("/leader", b"another")
+    commit = GroupCommit(store)
+    fenced, free = await asyncio.gather(
+        commit.txn([Compare("/p", 0), Compare("/leader", old_term)], [Put("/p", b"v")]),
+        commit.txn([Compare("/q", 0)], [Put("/q", b"v")]),
+    )
+    assert not fenced.succeeded
+    assert free.succeeded
+    assert await store.get("/p") is None
+
+
+async def test_a_write_is_not_batched_with_one_that_compares_the_key_it_writes(store: Store) -> None:
+    await store.put("/leader", b"me")
+    term = await store.revision()
+    commit = GroupCommit(store)
+    fenced, deposed = await asyncio.gather(
+        commit.txn([Compare("/p", 0), Compare("/leader", term)], [Put("/p", b"v")]),
+        commit.txn([Compare("/leader", term)], [Put("/leader", b"another")]),
+    )
+    # In one transaction both compares would hold against the old term; apart, each sees the one before it.
+    assert fenced.succeeded
+    assert deposed.succeeded
+    assert await store.revision() == term + 2
+
+
 class _Recording(SqliteStore):
     """The in-memory store, noting whether each transaction it commits asks to be durable."""
 
