@@ -36,6 +36,7 @@ from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
 
 from ._common import check_txn, prefix_end
 from ._protocol import (
+    MAX_TXN_OPS,
     Compacted,
     Compare,
     Delete,
@@ -85,6 +86,8 @@ _WATCH_WINDOW = 512
 _PENDING_LIMIT = 10_000
 """Events held in memory for a watcher whose consumer is slow; past this it falls back to reading the log."""
 _SQLITE_FULL = 13
+_CACHED_STATEMENTS = 2 * MAX_TXN_OPS + 64
+"""Room for the compare reads (one statement per number of keys, `_current`) beside the store's other statements."""
 
 
 async def _yield_to_loop() -> None:
@@ -106,6 +109,26 @@ class _Watcher:
         """The first revision not yet read into `pending` or yielded."""
         self.pending: list[WatchEvent] = []
         self.wake = asyncio.Event()
+
+
+class _Errors:
+    """SQLite's errors as the store's, around a block. A class rather than a generator-based context manager: every
+    read and write enters one, and this costs a fraction of the generator's set-up."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: object):
+        self._store = store
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if not isinstance(exc, sqlite3.Error):
+            return
+        if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == _SQLITE_FULL:
+            raise QuotaExceeded(f"{self._store!r}: the disk is full: {exc}") from exc
+        raise StoreUnavailable(f"{self._store!r} cannot be used: {exc}") from exc
 
 
 def _private_files(path: str) -> None:
@@ -137,6 +160,7 @@ class SqliteStore:
         """The connection's synchronous mode (FULL: True); `_begin` switches it only when a commit needs the other."""
         self._unsynced = False
         """Whether a commit since the WAL's last fsync was not durable: what `sync` has to make durable."""
+        self._translated = _Errors(self)
         try:
             if read_only:
                 # For backups of a file a running gateway owns: no lease renewal, no sweeper, nothing written.
@@ -145,7 +169,9 @@ class SqliteStore:
             else:
                 _private_files(path)
                 # isolation_level=None: we issue BEGIN/COMMIT ourselves, one SQL transaction per revision.
-                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db = sqlite3.connect(
+                    path, isolation_level=None, check_same_thread=False, cached_statements=_CACHED_STATEMENTS
+                )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 # A burst (a 10,000-way fan-out) grows the WAL; without a limit it keeps its high point for good.
@@ -155,9 +181,11 @@ class SqliteStore:
                 # As etcd does when a new leader takes over: every lease gets at least a full TTL from now, so
                 # holders can reconnect and renew instead of all expiring the moment a gateway that was down comes
                 # back.
-                with self._db:
-                    self._begin()
-                    self._db.execute("UPDATE leases SET expires_at = MAX(expires_at, ? + ttl)", (self._clock.time(),))
+                with self._write() as db:
+                    db.execute("UPDATE leases SET expires_at = MAX(expires_at, ? + ttl)", (self._clock.time(),))
+                # After that commit, which may have written nothing and so synced nothing: a process that was killed
+                # may have left non-durable commits in the WAL that no fsync has reached yet.
+                self._unsynced = True
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the SQLite store at {path}: {exc}") from exc
         self._watchers: set[_Watcher] = set()
@@ -271,11 +299,9 @@ class SqliteStore:
             return
         # A FULL commit fsyncs the WAL, and with it the non-durable commits before it. An empty transaction writes
         # no frame and syncs nothing, so this one changes the header's user_version (nothing else reads it).
-        with self._errors(), self._db:
-            self._begin()
-            version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
-            self._db.execute(f"PRAGMA user_version = {(version + 1) % 2**31}")
-        self._unsynced = False
+        with self._errors(), self._write() as db:
+            version: int = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute(f"PRAGMA user_version = {(version + 1) % 2**31}")
 
     def _begin(self, durable: bool = True) -> None:
         """Open a write transaction whose commit is durable (synchronous=FULL) or not (NORMAL: no fsync)."""
@@ -285,6 +311,27 @@ class SqliteStore:
             self._durable = durable
         self._db.execute("BEGIN IMMEDIATE")
 
+    def _end(self, durable: bool) -> None:
+        """Commit the open transaction, which has written something (an empty commit writes no frame, syncs nothing).
+
+        A durable commit fsyncs the WAL, and with it every commit before it: `sync` has nothing left to do.
+        """
+        self._db.execute("COMMIT")
+        self._unsynced = not durable
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A durable write transaction around the block: committed when it ends, rolled back if it raises."""
+        db = self._db
+        self._begin()
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._end(durable=True)
+
     def _commit(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op], durable: bool = True
     ) -> tuple[TxnResult, bool]:
@@ -293,11 +340,12 @@ class SqliteStore:
         Also says whether anything changed, so `delete` can tell a delete from a miss without a second query.
         """
         db = self._db
+        # This connection is the file's only writer, so the revision it last committed is the file's.
+        rev = self._rev
         with self._errors():
             self._begin(durable)
             try:
-                rev: int = db.execute("SELECT revision FROM meta").fetchone()[0]
-                current = {c.key: self._get(c.key.encode()) for c in compares}
+                current = self._current(compares)
                 succeeded = all(
                     (kv.mod_revision if (kv := current[c.key]) is not None else 0) == c.mod_revision for c in compares
                 )
@@ -306,9 +354,7 @@ class SqliteStore:
                     db.execute("ROLLBACK")
                     return TxnResult(succeeded, rev, current), False
                 db.execute("UPDATE meta SET revision = ?", (rev + 1,))
-                db.execute("COMMIT")
-                # A durable commit fsyncs the WAL: the non-durable commits before it are durable now too.
-                self._unsynced = not durable
+                self._end(durable)
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -316,6 +362,19 @@ class SqliteStore:
         self._rev = rev + 1
         self._publish(rev + 1, events)
         return TxnResult(succeeded, rev + 1, current), True
+
+    def _current(self, compares: Sequence[Compare]) -> dict[str, KeyValue | None]:
+        """The compared keys as they are now (None: no such key), in one query however many there are."""
+        if not compares:
+            return {}
+        if len(compares) == 1:
+            key = compares[0].key
+            return {key: self._get(key.encode())}
+        keys = [c.key.encode() for c in compares]
+        # One statement per number of keys (at most MAX_TXN_OPS), each prepared once and kept in the statement cache.
+        sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE key IN ({','.join('?' * len(keys))})"
+        found = {row[0]: row for row in self._db.execute(sql, keys)}
+        return {c.key: None if (row := found.get(k)) is None else _kv(row) for c, k in zip(compares, keys, strict=True)}
 
     def _apply(self, ops: Sequence[Op], rev: int) -> list[WatchEvent]:
         """Apply `ops` inside the open SQL transaction; the events they caused (none: nothing changed)."""
@@ -325,17 +384,21 @@ class SqliteStore:
         now = self._clock.time()
         events: list[WatchEvent] = []
         rows: list[tuple[int, bytes, int, bytes]] = []
+        puts: list[tuple[bytes, bytes, int, int]] = []
         for op in ops:
             key = op.key.encode()
             if isinstance(op, Put):
                 if op.lease != 0 and not self._lease_alive(op.lease, now):
                     raise LeaseNotFound(f"lease {op.lease} not found (expired or revoked)")
-                db.execute(_UPSERT, (key, op.value, rev, op.lease))
+                puts.append((key, op.value, rev, op.lease))
                 events.append(WatchEvent(EventType.PUT, op.key, op.value, rev))
                 rows.append((rev, key, _PUT, op.value))
             elif db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
                 events.append(WatchEvent(EventType.DELETE, op.key, b"", rev))
                 rows.append((rev, key, _DELETE, b""))
+        # A branch writes each key once (`check_txn`), so the puts may follow the deletes: one statement for them all.
+        if puts:
+            db.executemany(_UPSERT, puts)
         if rows:
             db.executemany("INSERT INTO events (revision, key, type, value) VALUES (?, ?, ?, ?)", rows)
         return events
@@ -363,9 +426,8 @@ class SqliteStore:
                 # Random ids, like etcd's: an id from before a restart is never handed out again by accident.
                 lease_id = secrets.randbits(62) + 1
                 try:
-                    with self._db:
-                        self._begin()
-                        self._db.execute(
+                    with self._write() as db:
+                        db.execute(
                             "INSERT INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)",
                             (lease_id, ttl, self._clock.time() + ttl),
                         )
@@ -382,9 +444,8 @@ class SqliteStore:
         with self._errors():
             row = self._db.execute("SELECT ttl, expires_at FROM leases WHERE id = ?", (lease_id,)).fetchone()
             if row is not None and row[1] > now:
-                with self._db:
-                    self._begin()
-                    self._db.execute("UPDATE leases SET expires_at = ? WHERE id = ?", (now + row[0], lease_id))
+                with self._write() as db:
+                    db.execute("UPDATE leases SET expires_at = ? WHERE id = ?", (now + row[0], lease_id))
                 return
         if row is not None:
             # Expired but not swept yet: end it now so its keys are gone by the time the caller reacts.
@@ -410,12 +471,11 @@ class SqliteStore:
                     db.execute("ROLLBACK")
                     return False
                 keys = [r[0] for r in db.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease_id,))]
-                rev: int = db.execute("SELECT revision FROM meta").fetchone()[0]
+                rev = self._rev
                 events = self._apply([Delete(k.decode()) for k in keys], rev + 1)
                 if events:
                     db.execute("UPDATE meta SET revision = ?", (rev + 1,))
-                db.execute("COMMIT")
-                self._unsynced = False
+                self._end(durable=True)
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -489,8 +549,15 @@ class SqliteStore:
         for w in self._watchers:
             if w.next == rev:
                 # Caught up: hand the events over instead of making every watcher query the log.
-                w.pending.extend(e for e in events if e.key.startswith(w.prefix))
+                prefix = w.prefix
+                mine = [e for e in events if e.key.startswith(prefix)]
                 w.next = rev + 1
+                if not mine:
+                    # Nothing under its prefix: a watcher waiting for the next write has nothing to wake up for (the
+                    # gateway's watchers of sessions, the leader key, notifications would each take a turn of the
+                    # loop for every write of an action).
+                    continue
+                w.pending.extend(mine)
                 if len(w.pending) > _PENDING_LIMIT:
                     w.next = w.pending[0].mod_revision
                     w.pending.clear()
@@ -502,10 +569,9 @@ class SqliteStore:
             raise StoreError(f"cannot compact at {revision}: the store is at revision {self._rev}")
         if revision - 1 <= self._compacted:
             return
-        with self._errors(), self._db:
-            self._begin()
-            self._db.execute("DELETE FROM events WHERE revision < ?", (revision,))
-            self._db.execute("UPDATE meta SET compacted = ?", (revision - 1,))
+        with self._errors(), self._write() as db:
+            db.execute("DELETE FROM events WHERE revision < ?", (revision,))
+            db.execute("UPDATE meta SET compacted = ?", (revision - 1,))
         self._compacted = revision - 1
         for w in self._watchers:
             w.wake.set()
@@ -519,16 +585,8 @@ class SqliteStore:
             self._leases_changed = asyncio.Event()
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_leases(), name="sqlite-lease-sweep")
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == _SQLITE_FULL:
-                raise QuotaExceeded(f"{self!r}: the disk is full: {exc}") from exc
-            raise StoreUnavailable(f"{self!r} cannot be used: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{self!r} cannot be used: {exc}") from exc
+    def _errors(self) -> _Errors:
+        return self._translated
 
     async def close(self) -> None:
         if self._closed:
