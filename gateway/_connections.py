@@ -40,7 +40,6 @@ from flyte._wire import (
     EventsAck,
     FromWorker,
     GatewayReply,
-    Phase,
     RunSummary,
     StaleMessage,
     WireTrace,
@@ -233,9 +232,8 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
             run=item.run, action=item.action, attempt=event.attempt, current=current, event_phase=event.phase
         )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
-        # A `running` mark need not survive a power cut: the attempt stays placed, and its agent's next session
-        # keeps it (`AgentSessions._adopt`). Its end is durable before it is acknowledged.
-        await svc.runs.report(item.run, item.action, event, read=read, durable=event.phase is not Phase.RUNNING)
+        # Its end is durable before it is acknowledged; a `running` mark need not be (`Runs.report`).
+        await svc.runs.report(item.run, item.action, event, read=read)
     except StoreError as error:
         log.warning("%s event of %s/%s waits for the store (%s)", event.phase.value, item.run, item.action, error)
         return False
@@ -428,7 +426,6 @@ async def _worker_message(
             event,
             from_worker=from_worker,
             read=read,
-            durable=event.phase is not Phase.RUNNING,
         )
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 

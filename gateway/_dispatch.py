@@ -36,7 +36,7 @@ from gateway._auth import WorkerTokens
 from gateway._cluster_admin import ClusterAdmin
 from gateway._domain_errors import DomainError
 from gateway._metrics import ClusterRoom
-from gateway._placer import Placer, RunScopes, deliver, pass_retry, temporary
+from gateway._placer import Placer, RunScopes, deliver_placed, pass_retry, temporary
 from gateway._reservations import Reservations
 from gateway._runs import Runs
 from gateway._sessions import HEARTBEAT_INTERVAL, LEASE_TTL, AgentSession, AgentSessions
@@ -150,17 +150,12 @@ class Dispatcher:
                     continue
                 batches.setdefault(session.name, (session, []))[1].append(assignment)
                 batched.append(action)
-            if batches:
-                try:
-                    # A placement may have been written without an fsync (`Placer._finish`): durable before it leaves.
-                    await self._runs.store.sync()
-                except Exception as error:
-                    if not temporary(error):
-                        raise
-                    again.extend(batched)
-                    batches.clear()
-            for session, assignments in batches.values():
-                deliver(session, assignments)
+            try:
+                await deliver_placed(self._runs.store, batches.values())
+            except Exception as error:
+                if not temporary(error):
+                    raise
+                again.extend(batched)
             if again:
                 log.warning("cannot make %d assignments yet (the store does not answer); trying again", len(again))
                 await self._clock.sleep(retry.next())

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from flyte import _failpoints as failpoints
 from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
@@ -38,7 +38,7 @@ from gateway._reservations import Reservations
 from gateway._runs import PlacedAtSubmit, Runs
 from gateway._sessions import AgentSession, AgentSessions
 from gateway._waits import ancestors_bound, queue_limit, waited_too_long
-from gateway.store import Compare, Put
+from gateway.store import Compare, Put, Store
 from policies import ClusterSnapshot, Decision, fair_share_order, place, snapshot_to_dict
 
 log = logging.getLogger("flyte.gateway.dispatch")
@@ -56,6 +56,17 @@ def pass_retry() -> RetryDelay:
 def temporary(error: Exception) -> bool:
     """Whether a failed pass is worth trying again: the store is unreachable or busy (not a bug)."""
     return isinstance(error, TEMPORARY) or (isinstance(error, DomainError) and not cannot_judge(error))
+
+
+async def deliver_placed(store: Store, batches: Iterable[tuple[AgentSession, list[Assignment]]]) -> None:
+    """Send each agent its attempts whose placements were written without an fsync (`Runs.report`): one sync makes
+    them durable first, so a power cut never takes back an attempt an agent was given (its number is not reused)."""
+    batches = list(batches)
+    if not batches:
+        return
+    await store.sync()
+    for session, assignments in batches:
+        deliver(session, assignments)
 
 
 def deliver(session: AgentSession, assignments: list[Assignment]) -> None:
@@ -362,18 +373,12 @@ class Placer:
             for result in placed[: len(decided)]:
                 if isinstance(result, Assignment):
                     assigned[result.cluster].append(result)
-            if assigned:
-                # The placements were written without an fsync each: one makes them durable before any agent hears
-                # of them, so a power cut never takes back an attempt an agent was given (its number is not reused).
-                await self._runs.store.sync()
             self._events["placed_by_pass"] += sum(len(a) for a in assigned.values())
-            for cluster, assignments in assigned.items():
-                # An agent held here gets its assignments now, in one message; one held by another replica gets them
-                # when that replica sees the placements in its action watch (`Dispatcher._observed`).
-                session = self._sessions.sessions.get(cluster)
-                if session is not None:
-                    deliver(session, assignments)
-                    delivered.update(AttemptKey(a.run, a.action, a.attempt) for a in assignments)
+            # An agent held here gets its assignments now, in one message; one held by another replica gets them when
+            # that replica sees the placements in its action watch (`Dispatcher._observed`).
+            here = [(s, a) for c, a in assigned.items() if (s := self._sessions.sessions.get(c)) is not None]
+            await deliver_placed(self._runs.store, here)
+            delivered.update(AttemptKey(a.run, a.action, a.attempt) for _, batch in here for a in batch)
         finally:
             for key in made:
                 self._made.pop(key, None)
@@ -592,7 +597,7 @@ class Placer:
             phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
         )
         try:
-            await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence, durable=False)
+            await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence)
         except DomainError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
             if self._reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:

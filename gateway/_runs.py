@@ -454,7 +454,6 @@ class Runs:
         from_worker: bool = False,
         fence: Compare | None = None,
         read: KeyValue | None = None,
-        durable: bool = True,
     ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
 
@@ -463,8 +462,10 @@ class Runs:
         and may be cached; a result from anyone else ends the action but is never written to the cache.
         `read`: the action's record as the caller just read it (`read_action`), compared against as a read here would
         be; a lost race reads it again.
-        `durable=False`: a `placed` or `running` mark that a power cut may take back (`gateway.store`); recovery
-        rebuilds it (`docs/reliability.md`). A change that ends or requeues an attempt is durable whatever is asked.
+        A `placed` or `running` mark is written without an fsync: a power cut may take it back (`gateway.store`), and
+        recovery rebuilds it (`docs/reliability.md`). A placement is made durable before its agent hears of it
+        (`Placer._finish`); a `running` need not be, as the attempt stays placed and its agent's next session keeps it
+        (`AgentSessions._adopt`). A change that ends or requeues an attempt is durable before it returns.
         """
         key = action_key(run, action)
         output_checked = event.output is None
@@ -508,7 +509,7 @@ class Runs:
             if spans is not None:
                 ops.append(spans.put)
             mark = updated.phase in (Phase.PLACED, Phase.RUNNING)
-            result = await self._commit.txn(compares, ops, durable=durable or not mark)
+            result = await self._commit.txn(compares, ops, durable=not mark)
             if result.succeeded:
                 if spans is not None:
                     self.tracing.written(spans)

@@ -1,5 +1,5 @@
-"""Which action writes `gateway._runs.Runs` makes durable: a `placed` or `running` mark may be written without an
-fsync when its caller says so, an attempt's end and a retry's requeue always are, and a waiting reason never."""
+"""Which action writes `gateway._runs.Runs` makes durable: a `placed` or `running` mark is written without an fsync,
+an attempt's end and a retry's requeue always are durable, and a waiting reason never is."""
 
 from __future__ import annotations
 
@@ -22,18 +22,18 @@ def event(phase: Phase, attempt: int = 1, error: ErrorInfo | None = None) -> Act
     return ActionEvent(phase=phase, attempt=attempt, cluster="east", epoch=1, error=error)
 
 
-async def test_only_marks_skip_durability_and_an_end_is_durable_whatever_is_asked(
+async def test_only_marks_skip_durability_and_an_end_or_a_requeue_is_durable(
     d: Domain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = await new_run(d.runs)
     writes = record_writes(d, monkeypatch)
     assert await d.runs.note_waiting(run, "a0", 0, "no room")
-    await d.runs.report(run, "a0", event(Phase.PLACED), durable=False)
-    await d.runs.report(run, "a0", event(Phase.RUNNING), durable=False)
+    await d.runs.report(run, "a0", event(Phase.PLACED))
+    await d.runs.report(run, "a0", event(Phase.RUNNING))
     lost = ErrorInfo(error_type="RuntimeSystemError", code="ClusterLost", kind="system", message="gone")
-    requeued = await d.runs.report(run, "a0", event(Phase.FAILED, error=lost), durable=False)
+    requeued = await d.runs.report(run, "a0", event(Phase.FAILED, error=lost))
     assert requeued.phase is Phase.QUEUED  # a system retry: the requeue is durable
     await d.runs.report(run, "a0", event(Phase.RUNNING, attempt=2))
-    ended = await d.runs.report(run, "a0", event(Phase.SUCCEEDED, attempt=2), durable=False)
+    ended = await d.runs.report(run, "a0", event(Phase.SUCCEEDED, attempt=2))
     assert ended.phase is Phase.SUCCEEDED
-    assert writes == ["not durable", "not durable", "not durable", "durable", "durable", "durable"]
+    assert writes == ["not durable", "not durable", "not durable", "durable", "not durable", "durable"]
