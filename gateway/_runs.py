@@ -45,6 +45,7 @@ from gateway._decoded import DecodedActions
 from gateway._domain_errors import (
     Busy,
     Conflict,
+    DomainError,
     Fenced,
     Forbidden,
     IllegalTransition,
@@ -335,43 +336,19 @@ class Runs:
         self, run_record: RunSummary, request: ActionSubmitRequest, parent: KeyValue | None
     ) -> tuple[ActionSummary, bool]:
         """One child: answered by the existing action of its name if there is one, else refused when the run has
-        ended, the parent does not exist or has ended, or its task or inputs do not check."""
+        ended, the parent does not exist or has ended, or its task or inputs do not check.
+
+        A new child's name is not looked up first: its write fails when the name is taken and reads the existing
+        action in the same step, and a refusal looks before it is raised (a resubmission is still answered)."""
         run = run_record.name
         key = action_key(run, request.name)
-        existing = await self._store.get(key)
-        if existing is not None:
-            return self._same_submission(self._decode(existing), request), False
-        if run_record.phase.is_terminal:
-            raise Conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
-        if parent is None:
-            raise NotFound(f"run {run} has no action {request.parent} (the parent)")
-        if (parent_phase := self._decode(parent).phase).is_terminal:
-            # Nobody would wait for it: an ended parent's worker may still hold a token (for its final report).
-            raise Conflict(
-                f"action {request.parent} of run {run} is {parent_phase.value}; it takes no new children",
-                code="parent_ended",
-            )
-        task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
-        _check_inputs(request.inputs, task.spec)
-        now = time.time()
-        traceparent, span_parent = self.tracing.child_context(request.traceparent, lambda: self._decode(parent))
-        action = ActionSummary(
-            name=request.name,
-            parent=request.parent,
-            task=request.task,
-            version=task.version,
-            group=request.group,
-            phase=Phase.QUEUED,
-            run=run,
-            inputs=request.inputs,
-            custom_context=request.custom_context,
-            created_at=now,
-            updated_at=now,
-            overrides=request.overrides,
-            traceparent=traceparent,
-            span_parent=span_parent,
-        )
-        queued = await self._with_cache(action, task.spec, run_record)
+        try:
+            queued = await self._queued_child(run_record, request, parent)
+        except DomainError:
+            existing = await self._store.get(key)
+            if existing is not None:
+                return self._same_submission(self._decode(existing), request), False
+            raise
         placing = self.place_at_submit
         placement = await placing(queued) if placing is not None and queued.phase is Phase.QUEUED else None
         while True:
@@ -402,6 +379,44 @@ class Runs:
             # Only the placement's term failed its compare (another replica leads now): written queued instead.
             assert placement is not None
             placement = None
+
+    async def _queued_child(
+        self, run_record: RunSummary, request: ActionSubmitRequest, parent: KeyValue | None
+    ) -> ActionSummary:
+        """A new child's record as it enters the queue (or born succeeded, on a cache hit), once its run, parent, task
+        and inputs check."""
+        run = run_record.name
+        if run_record.phase.is_terminal:
+            raise Conflict(f"run {run} is {run_record.phase.value}; it takes no new actions", code="run_ended")
+        if parent is None:
+            raise NotFound(f"run {run} has no action {request.parent} (the parent)")
+        if (parent_phase := self._decode(parent).phase).is_terminal:
+            # Nobody would wait for it: an ended parent's worker may still hold a token (for its final report).
+            raise Conflict(
+                f"action {request.parent} of run {run} is {parent_phase.value}; it takes no new children",
+                code="parent_ended",
+            )
+        task = await self.registry.get(run_record.project, run_record.domain, request.task, request.version)
+        _check_inputs(request.inputs, task.spec)
+        now = time.time()
+        traceparent, span_parent = self.tracing.child_context(request.traceparent, lambda: self._decode(parent))
+        action = ActionSummary(
+            name=request.name,
+            parent=request.parent,
+            task=request.task,
+            version=task.version,
+            group=request.group,
+            phase=Phase.QUEUED,
+            run=run,
+            inputs=request.inputs,
+            custom_context=request.custom_context,
+            created_at=now,
+            updated_at=now,
+            overrides=request.overrides,
+            traceparent=traceparent,
+            span_parent=span_parent,
+        )
+        return await self._with_cache(action, task.spec, run_record)
 
     async def _with_cache(self, action: ActionSummary, spec: TaskSpec, run: RunSummary) -> ActionSummary:
         """Attach the cache key of a cached task; on a hit, the action is born succeeded with the cached output."""
