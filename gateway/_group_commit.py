@@ -6,8 +6,11 @@ operations) and touch no key another of them writes, and applies them together. 
 same key against the same revision do not collide: every placement a leader writes compares its term's key
 (`Election.fence`), and a pass's placements share a commit, with that compare made once.
 
-If the combined transaction fails, some compare lost a race: the batch is retried one by one, so each caller gets
-exactly the answer it would have had alone. An idle gateway commits at once: nothing waits to form a batch.
+If the combined transaction fails, some compare lost a race: nothing was written, and the store said what each
+compared key holds. A transaction whose compares fail against that is answered as it would have been alone; the
+rest go again together (one by one if none can be blamed), so each caller gets exactly the answer it would have had
+alone, and one stale compare does not cost its batch a commit each. An idle gateway commits at once: nothing waits
+to form a batch.
 
 A transaction may be marked `durable=False` (a write recovery can rebuild, `gateway.store`); a merged batch is
 durable if any of its transactions is, so a durable caller never waits on less than an fsync.
@@ -19,7 +22,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.store import MAX_TXN_OPS, Compare, Delete, Op, Put, Store, TxnResult
+from gateway.store import MAX_TXN_OPS, Compare, Delete, KeyValue, Op, Put, Store, TxnResult
 
 
 @dataclass
@@ -101,7 +104,7 @@ class GroupCommit:
         return batch
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        if len(batch) > 1:
+        while len(batch) > 1:
             # A compare several transactions share (the leader's term) is made once.
             compares = list({(c.key, c.mod_revision): c for p in batch for c in p.compares}.values())
             ops = [o for p in batch for o in p.ops]
@@ -111,5 +114,21 @@ class GroupCommit:
                     current = {c.key: result.current.get(c.key) for c in pending.compares}
                     pending.future.set_result(TxnResult(True, result.revision, current))
                 return
+            # Nothing was written. A transaction whose own compares fail against what the store holds gets the
+            # answer it would have had alone; the others, whose compares all held, go again together.
+            held: list[_Pending] = []
+            for pending in batch:
+                current = {c.key: result.current.get(c.key) for c in pending.compares}
+                if all(_revision(current[c.key]) == c.mod_revision for c in pending.compares):
+                    held.append(pending)
+                else:
+                    pending.future.set_result(TxnResult(False, result.revision, current))
+            if len(held) == len(batch):
+                break  # no compare to blame (the store moved on meanwhile): one by one
+            batch = held
         for pending in batch:
             pending.future.set_result(await self._store.txn(pending.compares, pending.ops, durable=pending.durable))
+
+
+def _revision(kv: KeyValue | None) -> int:
+    return kv.mod_revision if kv is not None else 0

@@ -101,7 +101,7 @@ class _Pass:
         recorded = len(snapshots) <= SNAPSHOTS_RECORDED
         self.seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if recorded else []
         self.position = {c.name: i for i, c in enumerate(snapshots)}
-        self.decided: list[tuple[Assignment, Put]] = []
+        self.decided: list[tuple[Assignment, Put, ActionSummary]] = []
         self.notes: list[Awaitable[object]] = []
         self.blocked: dict[int, Decision] = {}
         """The waiting decision of each group (by id) this pass found waiting."""
@@ -336,7 +336,7 @@ class Placer:
         record = record_put(item, work.seen, decision, work.now, work.fence.mod_revision if work.fence else None)
         if decision.cluster is not None:
             assert assignment is not None
-            work.decided.append((assignment, record))
+            work.decided.append((assignment, record, item.action))
             self._runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
             self._queue.drop(key)
             if work.seen:
@@ -356,7 +356,9 @@ class Placer:
             self._queue.note(key, decision.reason)
             action = item.action
             work.notes.append(
-                self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, [record])
+                self._runs.note_waiting(
+                    action.run, action.name, action.attempts, decision.reason, [record], seen=action
+                )
             )
             return decision.reason
         return None
@@ -364,11 +366,11 @@ class Placer:
     async def _finish(self, work: _Pass) -> float | None:
         """Write the pass's decisions and notes, and send each agent its assignments."""
         decided = work.decided
-        made = {AttemptKey(a.run, a.action, a.attempt): a for a, _ in decided}
+        made = {AttemptKey(a.run, a.action, a.attempt): a for a, _, _ in decided}
         self._made.update(made)
         delivered: set[AttemptKey] = set()
         try:
-            placed = await asyncio.gather(*(self._commit(a, r, work.fence) for a, r in decided), *work.notes)
+            placed = await asyncio.gather(*(self._commit(*placement, work.fence) for placement in decided), *work.notes)
             assigned: dict[str, list[Assignment]] = defaultdict(list)
             for result in placed[: len(decided)]:
                 if isinstance(result, Assignment):
@@ -590,14 +592,16 @@ class Placer:
             source_root=item.task.spec.source_root,
         )
 
-    async def _commit(self, assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
+    async def _commit(
+        self, assignment: Assignment, record: Put, action: ActionSummary, fence: Compare | None
+    ) -> Assignment | None:
         """Record the placement (queued -> placed) with its decision; a lost race (aborted, placed elsewhere) gives
         the room back."""
         event = ActionEvent(
             phase=Phase.PLACED, attempt=assignment.attempt, cluster=assignment.cluster, epoch=assignment.epoch
         )
         try:
-            await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence)
+            await self._runs.report(assignment.run, assignment.action, event, [record], fence=fence, seen=action)
         except DomainError as error:
             log.info("placing %s/%s lost a race: %s", assignment.run, assignment.action, error.message)
             if self._reservations.release((assignment.run, assignment.action, assignment.attempt)) is not None:

@@ -469,6 +469,7 @@ class Runs:
         from_worker: bool = False,
         fence: Compare | None = None,
         read: KeyValue | None = None,
+        seen: ActionSummary | None = None,
     ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
 
@@ -476,7 +477,8 @@ class Runs:
         `from_worker`: the reporter holds the run's worker token, so a result it reports was produced by the attempt
         and may be cached; a result from anyone else ends the action but is never written to the cache.
         `read`: the action's record as the caller just read it (`read_action`), compared against as a read here would
-        be; a lost race reads it again.
+        be; a lost race reads it again. `seen`: the action as the caller last saw it, with its revision (the queue's
+        record, from the action watch), used the same way.
         A `placed` or `running` mark is written without an fsync: a power cut may take it back (`gateway.store`), and
         recovery rebuilds it (`docs/reliability.md`). A placement is made durable before its agent hears of it
         (`Placer._finish`); a `running` need not be, as the attempt stays placed and its agent's next session keeps it
@@ -485,12 +487,15 @@ class Runs:
         key = action_key(run, action)
         output_checked = event.output is None
         kv = read
+        known = seen if seen is not None and seen.revision else None
         for _ in range(_CAS_ATTEMPTS):
-            if kv is None:
-                kv = await self._store.get(key)
-            if kv is None:
-                raise NotFound(f"run {run} has no action {action}")
-            current = self._decode(kv)
+            current = known
+            if current is None:
+                if kv is None:
+                    kv = await self._store.get(key)
+                if kv is None:
+                    raise NotFound(f"run {run} has no action {action}")
+                current = self._decode(kv)
             if _late_start(current, event):
                 return current
             updated = _transition(current, event)
@@ -501,7 +506,7 @@ class Runs:
                 output_checked = True
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
-            compares = [Compare(key, kv.mod_revision)] if fence is None else [Compare(key, kv.mod_revision), fence]
+            compares = [Compare(key, current.revision)] if fence is None else [Compare(key, current.revision), fence]
             ops: list[Op] = [Put(key, self.decoded.written(key, _encode(updated), updated)), *also]
             if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(cache_entry_key(updated.cache_key), updated.output.model_dump_json().encode()))
@@ -529,7 +534,7 @@ class Runs:
                 if spans is not None:
                     self.tracing.written(spans)
                 return self.decoded.remember(key, updated.model_copy(update={"revision": result.revision}))
-            kv = None
+            kv = known = None
             self._count_new_action(run, uncounted)
             if fence is not None and await self._fenced(fence):
                 raise Fenced(f"refused {event.phase.value} for {run}/{action}: the term it was decided in has ended")
@@ -603,8 +608,18 @@ class Runs:
             scope = self._scopes[run] = (record.project, record.domain)
         return scope
 
-    async def note_waiting(self, run: str, action: str, attempts: int, reason: str, also: Sequence[Op] = ()) -> bool:
-        """Record why a queued action is not placed yet; False when it is no longer queued at that attempt.
+    async def note_waiting(
+        self,
+        run: str,
+        action: str,
+        attempts: int,
+        reason: str,
+        also: Sequence[Op] = (),
+        *,
+        seen: ActionSummary | None = None,
+    ) -> bool:
+        """Record why a queued action is not placed yet; False when it is no longer queued at that attempt. `seen`:
+        the action as the caller last saw it, with its revision (compared against as a read would be).
 
         Not durable: a power cut may take the reason back, and the next placement pass writes it again."""
 
@@ -613,7 +628,7 @@ class Runs:
                 return None
             return current if current.waiting == reason else current.model_copy(update={"waiting": reason})
 
-        return await self._amend(run, action, noted, also, durable=False)
+        return await self._amend(run, action, noted, also, durable=False, seen=seen)
 
     async def requeue_placed(self, run: str, action: str, cluster: str, why: str) -> bool:
         """Give back an action placed on `cluster` that has not started (a drain): it queues for its next attempt
@@ -635,21 +650,26 @@ class Runs:
         also: Sequence[Op] = (),
         *,
         durable: bool = True,
+        seen: ActionSummary | None = None,
     ) -> bool:
-        """Compare-and-swap `change(current)` into the action; False when it answers None (no longer applies)."""
+        """Compare-and-swap `change(current)` into the action; False when it answers None (no longer applies).
+        `seen`: the action as last seen, with its revision, tried first without a read."""
         key = action_key(run, action)
+        known = seen if seen is not None and seen.revision else None
         for _ in range(_CAS_ATTEMPTS):
-            kv = await self._store.get(key)
-            if kv is None:
-                return False
-            current = self._decode(kv)
+            current, known = known, None
+            if current is None:
+                kv = await self._store.get(key)
+                if kv is None:
+                    return False
+                current = self._decode(kv)
             changed = change(current)
             if changed is None:
                 return False
             if changed is current:
                 return True
             data = self.decoded.written(key, _encode(changed), changed)
-            result = await self._commit.txn([Compare(key, kv.mod_revision)], [Put(key, data), *also], durable=durable)
+            result = await self._commit.txn([Compare(key, current.revision)], [Put(key, data), *also], durable=durable)
             if result.succeeded:
                 self.decoded.remember(key, changed.model_copy(update={"revision": result.revision}))
                 return True

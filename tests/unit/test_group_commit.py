@@ -96,6 +96,24 @@ async def test_a_write_is_not_batched_with_one_that_compares_the_key_it_writes(s
     assert await store.revision() == term + 2
 
 
+async def test_a_stale_compare_fails_alone_and_the_rest_of_its_batch_still_shares_one_commit() -> None:
+    store = _Recording()
+    try:
+        await store.put("/taken", b"old")
+        commit = GroupCommit(store)
+        results = await asyncio.gather(
+            commit.txn([Compare("/taken", 0)], [Put("/taken", b"new")]),
+            *(commit.txn([Compare(f"/k{i}", 0)], [Put(f"/k{i}", b"v")]) for i in range(20)),
+        )
+        assert not results[0].succeeded
+        assert all(r.succeeded for r in results[1:])
+        # The merged try, then the 20 whose compares held, together: not 21 commits.
+        assert len(store.durable) == 2
+        assert (await store.get("/taken")) is not None
+    finally:
+        await store.close()
+
+
 class _Recording(SqliteStore):
     """The in-memory store, noting whether each transaction it commits asks to be durable."""
 
@@ -121,13 +139,14 @@ async def test_a_batch_is_durable_when_any_of_its_transactions_is() -> None:
         mixed.append(commit.txn([Compare("/n3", 0)], [Put("/n3", b"v")], durable=False))
         await asyncio.gather(*mixed)
         assert store.durable == [False, True]
-        # A batch that lost a race is retried one by one, each as durable as its caller asked.
+        # A batch that lost a race: the loser is answered without a commit of its own, and the rest go again, as
+        # durable as their callers asked.
         await store.put("/taken", b"old")
         lost = [
             commit.txn([Compare("/taken", 0)], [Put("/taken", b"new")]),
             commit.txn([Compare("/free", 0)], [Put("/free", b"v")], durable=False),
         ]
         await asyncio.gather(*lost)
-        assert store.durable[2:] == [True, True, False]
+        assert store.durable[2:] == [True, False]
     finally:
         await store.close()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from dispatcher_parts import Domain, cluster, dispatcher, domain, idle, leading, new_run, settle, socket
 
-from flyte._wire import ActionEvent, Assignment, AssignMessage, AttemptKey, Phase, PlacementRecord
+from flyte._wire import ActionEvent, ActionSummary, Assignment, AssignMessage, AttemptKey, Phase, PlacementRecord
 from gateway._auth import AttemptRef
 from gateway._dispatch import Dispatcher
 from gateway._domain_errors import Fenced
@@ -142,8 +142,10 @@ def held_pass(leader: Dispatcher, monkeypatch: pytest.MonkeyPatch, *, lost: bool
     release = asyncio.Event()
     commit = leader.placer._commit
 
-    async def held(assignment: Assignment, record: Put, fence: Compare | None) -> Assignment | None:
-        placed = await commit(assignment, record, fence)
+    async def held(
+        assignment: Assignment, record: Put, action: ActionSummary, fence: Compare | None
+    ) -> Assignment | None:
+        placed = await commit(assignment, record, action, fence)
         await release.wait()
         return None if lost else placed
 
