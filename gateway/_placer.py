@@ -400,7 +400,7 @@ class Placer:
 
         None leaves the child to the passes (it is written queued): this replica does not lead, others go first,
         there is no room, or the decision cannot be made here (the pass makes it again and says why)."""
-        if not self._first_in_line() or action.phase is not Phase.QUEUED:
+        if not self._first_in_line() or action.phase is not Phase.QUEUED or self._known((action.run, action.name)):
             return None
         now = self._clock.time()
         try:
@@ -426,10 +426,12 @@ class Placer:
         self._reservations.reserve(attempt, cluster, item.demand)
         try:
             assignment = await self.assignment(item, 1, cluster, live.epoch)
-        except Exception:  # as above: the pass places it
+        except BaseException as error:
             if self._reservations.release(attempt) is not None:
                 self.rescan()
-            return None
+            if isinstance(error, Exception):
+                return None  # as above: the pass places it
+            raise  # cancelled: the submission goes no further
         record = record_put(item, work.seen, decision, now, fence.mod_revision)
         if work.seen:
             i = work.position[cluster]
@@ -437,8 +439,14 @@ class Placer:
         key = AttemptKey(*attempt)
         self._made[key] = assignment
 
+        settled: list[bool] = []
+
         def settle(written: bool) -> None:
-            self._made.pop(key, None)
+            if settled:
+                return  # the first answer holds
+            settled.append(written)
+            if self._made.get(key) is assignment:
+                del self._made[key]
             seen = self._deferred.pop(key, None)
             if written:
                 self._events["placed_at_submit"] += 1
@@ -455,6 +463,11 @@ class Placer:
 
         event = ActionEvent(phase=Phase.PLACED, attempt=1, cluster=cluster, epoch=live.epoch)
         return PlacedAtSubmit(event, [record], fence, settle)
+
+    def _known(self, key: Key) -> bool:
+        """Whether an action of this name is in flight already (a resubmission): its attempt's room is its own, and
+        a placement made for the name again must not take that reservation's place."""
+        return key in self._parents or bool(self._reservations.held_by(*key))
 
     def _first_in_line(self) -> bool:
         """Whether a child submitted now would be the next pass's first decision: this replica leads, no full pass is

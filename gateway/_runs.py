@@ -115,7 +115,8 @@ class PlacedAtSubmit:
     also: list[Op]
     fence: Compare
     settle: Callable[[bool], None]
-    """Told whether the submission was written with it: its agent is sent the attempt, or its room given back."""
+    """Told whether the submission was written with it: its agent is sent the attempt, or its room given back. The
+    first answer holds; the submission answers False once more whatever happens, so nothing is left held."""
 
 
 def _encode(model: ActionSummary | RunSummary) -> bytes:
@@ -351,6 +352,22 @@ class Runs:
             raise
         placing = self.place_at_submit
         placement = await placing(queued) if placing is not None and queued.phase is Phase.QUEUED else None
+        try:
+            return await self._write_child(key, run, request, queued, placement)
+        finally:
+            if placement is not None:
+                placement.settle(False)
+
+    async def _write_child(
+        self,
+        key: str,
+        run: str,
+        request: ActionSubmitRequest,
+        queued: ActionSummary,
+        placement: PlacedAtSubmit | None,
+    ) -> tuple[ActionSummary, bool]:
+        """Write a new child, placed if `placement` says where; answered by the existing action if its name is
+        taken."""
         while True:
             action = queued if placement is None else _transition(queued, placement.event)
             compares = [Compare(key, 0)] if placement is None else [Compare(key, 0), placement.fence]
@@ -360,12 +377,7 @@ class Runs:
             spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
             if spans is not None:
                 ops.append(spans.put)
-            try:
-                result = await self._commit.txn(compares, ops)
-            except BaseException:
-                if placement is not None:
-                    placement.settle(False)
-                raise
+            result = await self._commit.txn(compares, ops)
             if placement is not None:
                 placement.settle(result.succeeded)
             if result.succeeded:

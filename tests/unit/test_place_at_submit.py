@@ -1,0 +1,120 @@
+"""Placement at submission (`Placer.place_at_submit`): the leader places a child that the next pass would decide
+first in its submission's own transaction and sends its agent the attempt once that returns; a child that others go
+before, or that has no room, is written queued for the passes, and nothing it reserved stays held."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from dispatcher_parts import Domain, child, cluster, dispatcher, domain, idle, leading, new_run, settle, socket
+
+from flyte._wire import AssignMessage, Phase, PlacementRecord
+from gateway._dispatch import Dispatcher
+from gateway._keys import placement_key
+from gateway._sessions import AgentSession
+
+
+@pytest.fixture
+async def d() -> AsyncIterator[Domain]:
+    d = await domain()
+    yield d
+    await d.close()
+
+
+@pytest.fixture
+async def leader(d: Domain) -> AsyncIterator[tuple[Dispatcher, AgentSession]]:
+    """A leading dispatcher holding the agent of `east`, with the run's root placed and sent."""
+    leader = dispatcher(d)
+    await leader.start()
+    session = await leader.open_session(cluster("east", cpu=2.0), socket())
+    async with leading(d, leader):
+        yield leader, session
+    await leader.stop()
+
+
+async def placed_root(d: Domain, leader: Dispatcher, session: AgentSession) -> str:
+    run = await new_run(d.runs)
+    await settle(lambda: not session.outbox.empty())
+    session.outbox.get_nowait()
+    await settle(lambda: not leader.placer._fresh and not leader.placer._full_pass)
+    return run
+
+
+async def test_a_child_is_placed_in_its_submissions_commit_and_its_agent_told_once(
+    d: Domain, leader: tuple[Dispatcher, AgentSession]
+) -> None:
+    dispatch, session = leader
+    run = await placed_root(d, dispatch, session)
+    name = await child(d.runs, run)
+    action = await d.runs.get_action(run, name)
+    assert (action.phase, action.attempts, action.cluster, action.epoch) == (Phase.PLACED, 1, "east", session.epoch)
+    record = await d.store.get(placement_key(run, name, 1))
+    assert record is not None
+    assert PlacementRecord.model_validate_json(record.value).cluster == "east"
+    await settle(lambda: not session.outbox.empty())
+    message = AssignMessage.model_validate_json(session.outbox.get_nowait())
+    assert [(a.action, a.attempt) for a in message.assignments] == [(name, 1)]
+    assert dispatch.placer._events["placed_at_submit"] == 1
+    # The watch then sees it placed: the agent is not told again.
+    await idle()
+    assert session.outbox.empty()
+    assert len(dispatch.reservations.held_by(run, name)) == 1
+
+
+async def test_a_child_with_no_room_is_written_queued_and_holds_nothing(
+    d: Domain, leader: tuple[Dispatcher, AgentSession]
+) -> None:
+    dispatch, session = leader
+    run = await placed_root(d, dispatch, session)  # the root holds 1 of the 2 cpus
+    first = await child(d.runs, run, "a" + "b" * 20)
+    second = await child(d.runs, run, "a" + "c" * 20)
+    assert (await d.runs.get_action(run, first)).phase is Phase.PLACED
+    assert (await d.runs.get_action(run, second)).phase is Phase.QUEUED
+    assert dispatch.reservations.held_by(run, second) == []
+    assert dispatch.placer._events["placed_at_submit"] == 1
+
+
+async def test_a_child_submitted_while_a_full_pass_is_due_waits_for_the_pass(
+    d: Domain, leader: tuple[Dispatcher, AgentSession]
+) -> None:
+    dispatch, session = leader
+    run = await placed_root(d, dispatch, session)
+    dispatch.placer._full_pass = True  # room came back: those waiting go first, oldest first
+    name = await child(d.runs, run)
+    assert dispatch.placer._events["placed_at_submit"] == 0
+    # The pass places it, as any queued action.
+    await settle(lambda: dispatch.placer._events["placed_by_pass"] >= 1)
+    assert (await d.runs.get_action(run, name)).phase is Phase.PLACED
+
+
+async def test_a_resubmitted_child_keeps_its_own_reservation_and_reserves_nothing(d: Domain) -> None:
+    dispatch = dispatcher(d)
+    await dispatch.start()
+    session = await dispatch.open_session(cluster("east", cpu=8.0), socket())  # room for more: not why it is refused
+    try:
+        async with leading(d, dispatch):
+            run = await placed_root(d, dispatch, session)
+            name = await child(d.runs, run)
+            (hold,) = dispatch.reservations.held_by(run, name)
+            await settle(lambda: (run, name) in dispatch.index.parents)
+            assert await child(d.runs, run, name) == name
+            # Placing the name again would have put a hold of its own in the child's place, then given it back.
+            assert dispatch.reservations.held_by(run, name) == [hold]
+            assert len(dispatch.reservations) == 2  # the root and the child
+            assert dispatch.placer._events["placed_at_submit"] == 1
+            assert dispatch.placer._made == {}
+    finally:
+        await dispatch.stop()
+
+
+async def test_a_follower_places_no_child_at_submission(d: Domain) -> None:
+    follower = dispatcher(d)
+    await follower.start()
+    try:
+        await follower.open_session(cluster("east"), socket())
+        run = await new_run(d.runs)
+        name = await child(d.runs, run)
+        assert (await d.runs.get_action(run, name)).phase is Phase.QUEUED
+    finally:
+        await follower.stop()
