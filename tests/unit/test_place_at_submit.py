@@ -7,19 +7,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from dispatcher_parts import Domain, child, cluster, dispatcher, domain, idle, leading, new_run, settle, socket
+from dispatcher_parts import Domain, child, cluster, dispatcher, idle, leading, new_run, settle, socket
 
 from flyte._wire import AssignMessage, Phase, PlacementRecord
 from gateway._dispatch import Dispatcher
 from gateway._keys import placement_key
 from gateway._sessions import AgentSession
-
-
-@pytest.fixture
-async def d() -> AsyncIterator[Domain]:
-    d = await domain()
-    yield d
-    await d.close()
 
 
 @pytest.fixture
