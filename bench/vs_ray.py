@@ -22,12 +22,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 from remote_dispatch import percentile  # a sibling script: bench/ is on sys.path when a bench runs
@@ -132,6 +134,15 @@ def cpu_by_part(rig_state: Path) -> dict[str, float]:
     return {part: t / os.sysconf("SC_CLK_TCK") for part, t in ticks.items()}
 
 
+def placements(rig_state: Path) -> dict[str, int]:
+    """The gateway's placements so far: at submission (in the child's own commit) and by placement passes."""
+    endpoint = json.loads(rig_state.read_text())["endpoint"]
+    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = dict(re.findall(r'^flyte_gateway_events_total\{event="(placed_\w+)"\} (\d+)$', text, re.MULTILINE))
+    return {event: int(found.get(event, 0)) for event in ("placed_at_submit", "placed_by_pass")}
+
+
 def gateway_memory(rig_state: Path, reset_peak: bool = False) -> tuple[float, float]:
     """The gateway's resident and peak resident memory, MB; `reset_peak` first makes the peak the current size
     (`/proc/PID/clear_refs`, 5), so the peak after a fan-out is that fan-out's own."""
@@ -173,11 +184,15 @@ def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]
         for n in fanouts:
             resident, _ = gateway_memory(state, reset_peak=True)
             before = cpu_by_part(state)
+            placed_before = placements(state)
             seconds = flyte.run(vs_ray_program.fan_out, n=n).outputs()[0]
             time.sleep(2.0)  # spans and final reports of the fan-out are still being written: their CPU counts too
             after = cpu_by_part(state)
             _, peak = gateway_memory(state)
             figures[f"fan-out {n:,} actions/s"] = n / seconds
+            placed = {event: count - placed_before[event] for event, count in placements(state).items()}
+            share = placed["placed_at_submit"] / max(1, sum(placed.values()))
+            figures[f"fan-out {n:,} placed at submission %"] = 100 * share
             for part in after:
                 figures[f"fan-out {n:,} {part} CPU ms/action"] = 1000 * (after[part] - before[part]) / n
             figures[f"fan-out {n:,} gateway RSS MB before"] = resident
