@@ -217,12 +217,13 @@ def test_an_abort_reaches_running_children(rig: Rig) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not); it may be reaped between any two looks, which answers no too."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split()[2] != "Z"
 
 
 FAILOVER = """
