@@ -24,6 +24,15 @@ AGENT_CONNECTED = re.compile(r"connected to \S+ as \S+, epoch (\d+)")
 """The line an agent logs once its session with a gateway is open; group 1 is the session's epoch."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs: a zombie does not, and a process reaped at any moment of the look does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 @contextlib.contextmanager
 def ctrl_c_reaches_children() -> Iterator[None]:
     """Processes started inside take Ctrl-C as a terminal would give it, for tests that send one. A test run

@@ -19,6 +19,7 @@ from types import ModuleType
 
 import pytest
 from prerequisites import CGROUPS_INSTALL, require
+from processes import pid_alive
 from programs import write_and_import
 from waiting import assert_eventually
 
@@ -211,19 +212,9 @@ def test_an_abort_reaches_running_children(rig: Rig) -> None:
     assert_eventually(lambda: marker.exists() and marker.read_text().strip().isdigit(), timeout=60)
     pid = int(marker.read_text())
     run.abort("the test is done waiting")
-    assert_eventually(lambda: not _alive(pid), timeout=30)
+    assert_eventually(lambda: not pid_alive(pid), timeout=30)
     phases = {a.name: a.phase for a in flyte.remote.Run.get(run.name).actions()}
     assert set(phases.values()) == {"aborted"}
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie does not); it may be reaped between any two looks, which answers no too."""
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
 
 
 FAILOVER = """
@@ -263,7 +254,7 @@ def test_a_killed_agent_does_not_stop_the_run(tmp_path: Path) -> None:
         orphans = [int(line.split()[3]) for line in ledger.read_text().splitlines() if line.split()[1] == victim]
         os.kill(rig.pids()[f"agent-{victim}"], signal.SIGKILL)
         # The killed agent's workers die with it: nothing keeps running that no agent watches.
-        assert_eventually(lambda: not any(_alive(pid) for pid in orphans), timeout=15)
+        assert_eventually(lambda: not any(pid_alive(pid) for pid in orphans), timeout=15)
         started = time.monotonic()
         assert run.outputs() == (6,)
         assert time.monotonic() - started < 60

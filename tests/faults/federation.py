@@ -421,15 +421,6 @@ def placed_again_at(fed: Federation, run: str, action: str, attempt: int) -> flo
     raise AssertionError(f"{action} never started attempt {attempt}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 RECOVERY_TIMES: list[dict[str, Any]] = []
 """Every recovery time the session measured; conftest writes them out and prints them at the end."""
 

@@ -12,8 +12,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from federation import Federation, Ledger, Recovery, alive, check_invariants
+from federation import Federation, Ledger, Recovery, check_invariants
 from prerequisites import CGROUPS_INSTALL, require
+from processes import pid_alive
 from waiting import assert_eventually
 
 import flyte
@@ -96,7 +97,7 @@ def test_an_oom_while_the_store_is_down_reaches_the_parent_as_an_oom(
     time.sleep(rng.uniform(0.0, 2.0))
     go.touch()
     # Only the agent knows why it ended: its worker is dead.
-    assert_eventually(lambda: not alive(hog.pid), timeout=15)
+    assert_eventually(lambda: not pid_alive(hog.pid), timeout=15)
     assert not ready(federation), f"seed={seed}: the store came back too soon"
     # The outage is the fault: it lasts its length whatever else happens meanwhile.
     time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped_at)))

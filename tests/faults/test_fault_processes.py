@@ -21,13 +21,13 @@ from federation import (
     Federation,
     Ledger,
     Recovery,
-    alive,
     check_invariants,
     check_room_returned,
     expected,
     placed_again_at,
     workload,
 )
+from processes import pid_alive
 from waiting import assert_eventually
 
 import flyte
@@ -119,7 +119,7 @@ def test_a_killed_agent_restarted_at_once_launches_nothing_twice(
     killed_at = time.time()
     federation.agents[victim].kill()
     # Its workers die with it (PR_SET_PDEATHSIG): nothing runs that no agent watches.
-    assert_eventually(lambda: not any(alive(e.pid) for e in orphans), timeout=15)
+    assert_eventually(lambda: not any(pid_alive(e.pid) for e in orphans), timeout=15)
     # Back before its lease ends: the new session must give up the old one's work, not wait on it forever.
     federation.start_agent(victim)
     assert run.outputs() == (expected(n),), f"seed={seed}"
@@ -158,7 +158,7 @@ def test_a_paused_agent_learns_it_is_stale_and_drops_orphaned_work(
     assert_eventually(
         lambda: "dropping" in agent.text(offsets[0]) or "no longer its own" in gateway.text(offsets[1]), timeout=15
     )
-    assert_eventually(lambda: not any(alive(e.pid) for e in orphans), timeout=15)
+    assert_eventually(lambda: not any(pid_alive(e.pid) for e in orphans), timeout=15)
     assert run.outputs() == (expected(n),), f"seed={seed}"
     check_invariants(federation, run.name, ledger, seed)
     ended = {(e.action, e.attempt) for e in ledger.entries() if e.event == "end"}
@@ -237,7 +237,7 @@ def pool_workers(fed: Federation, cluster: str) -> set[int]:
             parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if b"--pool" in command and parent == agent and alive(int(proc.name)):
+        if b"--pool" in command and parent == agent and pid_alive(int(proc.name)):
             pids.add(int(proc.name))
     return pids
 

@@ -29,12 +29,12 @@ from federation import (
     Federation,
     Ledger,
     Recovery,
-    alive,
     check_invariants,
     expected,
     require_etcd,
     workload,
 )
+from processes import pid_alive
 from waiting import assert_eventually
 
 import flyte
@@ -226,5 +226,5 @@ def test_a_watch_behind_a_compaction_relists_and_misses_no_assignment_or_abort(
     gateway.wait_for(re.compile(r"the action watch failed \(Compacted"), within=30, offset=offset)
     assert fresh.outputs() == (expected(n),), f"seed={seed}: the new run's assignments were missed"
     check_invariants(federation, fresh.name, ledger, seed)
-    assert_eventually(lambda: not alive(doomed_step.pid), timeout=30)
+    assert_eventually(lambda: not pid_alive(doomed_step.pid), timeout=30)
     assert federation.run(doomed.name).phase.value == "aborted"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from prerequisites import CGROUPS_INSTALL, require
+from processes import pid_alive
 from waiting import async_assert_eventually
 
 from agent.backends import Exit, ExitKind, LaunchSpec, ProcessBackend, ProcessHandle, _cgroups
@@ -48,14 +49,6 @@ def spec(key: str, code: str, **kw: object) -> LaunchSpec:
         cwd=Path.cwd(),
         **kw,  # type: ignore[arg-type]
     )
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 SLEEPER = """
@@ -128,7 +121,7 @@ async def test_timeout_kills_the_whole_process_group(backend: ProcessBackend) ->
     assert "timeout of 1s" in exit.detail
     assert output.text(), "the timeout fired before the grandchild was started"
     grandchild = int(output.text().split()[0])
-    await async_assert_eventually(lambda: not alive(grandchild), within=5)
+    await async_assert_eventually(lambda: not pid_alive(grandchild), within=5)
 
 
 async def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(backend: ProcessBackend) -> None:
@@ -152,7 +145,7 @@ async def test_kill_on_request_is_idempotent(backend: ProcessBackend) -> None:
     exit = await handle.wait()
     assert (exit.kind, exit.detail) == (ExitKind.KILLED, "aborted by the user")
     assert handle.pid is not None
-    assert not alive(handle.pid)
+    assert not pid_alive(handle.pid)
 
 
 async def test_outside_signal_is_reported_as_killed(backend: ProcessBackend) -> None:
@@ -280,7 +273,7 @@ async def test_descendants_that_left_the_process_group_are_killed(limited: Proce
     handle = await limited.launch(spec("r/escape/0", code), output)
     assert await handle.wait() == Exit(ExitKind.EXITED, 0)
     escapee = int(output.text().split()[0])
-    await async_assert_eventually(lambda: not alive(escapee), within=5)
+    await async_assert_eventually(lambda: not pid_alive(escapee), within=5)
 
 
 async def test_without_cgroups_limits_are_skipped_with_one_warning(
