@@ -11,7 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from test_rig import Rig, _alive, start_rig
+from processes import pid_alive
+from test_rig import Rig, start_rig
 from waiting import assert_eventually
 
 import flyte
@@ -183,4 +184,4 @@ def test_an_attempt_waits_placed_for_admission_and_an_abort_ends_the_wait(rig: R
     def pids() -> list[int]:
         return [int(m.read_text()) for m in markers.iterdir() if m.read_text().strip().isdigit()]
 
-    assert_eventually(lambda: not any(_alive(pid) for pid in pids()), timeout=30)
+    assert_eventually(lambda: not any(pid_alive(pid) for pid in pids()), timeout=30)

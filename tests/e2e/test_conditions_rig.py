@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_rig import Rig, _alive, start_rig
+from processes import pid_alive
+from test_rig import Rig, start_rig
 from waiting import assert_eventually
 
 import flyte
@@ -135,7 +136,7 @@ def test_a_suspended_condition_holds_no_worker_and_the_signal_resumes_it(one_clu
     run = flyte.run(program.approve, x=41, pids=str(pids))
     assert_eventually(lambda: (_root(run.name).waiting or "").startswith("suspended"), timeout=60)
     (worker,) = (int(line) for line in pids.read_text().split())
-    assert_eventually(lambda: not _alive(worker), timeout=30)
+    assert_eventually(lambda: not pid_alive(worker), timeout=30)
     root = _root(run.name)
     assert (root.phase, root.attempts, root.cluster) == (Phase.QUEUED, 1, None)
     assert root.waiting == "suspended: waiting for condition 'ok'"
