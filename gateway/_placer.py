@@ -111,6 +111,12 @@ class _Pass:
     def due(self, seconds: float) -> None:
         self.next_due = seconds if self.next_due is None else min(self.next_due, seconds)
 
+    def chose(self, cluster: str) -> None:
+        """A decision placed an action on `cluster`: the next decision records that cluster's snapshot as it is now."""
+        if self.seen:
+            i = self.position[cluster]
+            self.seen[i] = json.dumps(snapshot_to_dict(self.snapshots[i]))
+
 
 class RunScopes:
     """Each run's project, domain and max wait, read once (a run's scope never changes)."""
@@ -339,9 +345,7 @@ class Placer:
             work.decided.append((assignment, record, item.action))
             self._runs.tracing.placed(item.action, decision.cluster, decision.scores, tier=decision.tier)
             self._queue.drop(key)
-            if work.seen:
-                i = work.position[decision.cluster]
-                work.seen[i] = json.dumps(snapshot_to_dict(work.snapshots[i]))
+            work.chose(decision.cluster)
         elif decision.never_fits:
             detail = "; ".join(f"{k}: {v}" for k, v in decision.verdicts.items())
             message = f"{decision.reason} ({detail})" if detail else decision.reason
@@ -419,23 +423,15 @@ class Placer:
             asyncio.get_running_loop().call_soon(setattr, self, "_submit_pass", None)
         decision = place(item.demand, work.snapshots, self._admin.policy, usage=self._reservations.usage)
         cluster = decision.cluster
-        live = self._sessions.live.get(cluster) if cluster is not None else None
-        if cluster is None or live is None:
+        if cluster is None or cluster not in self._sessions.live:
             return None
-        attempt = (action.run, action.name, 1)
-        self._reservations.reserve(attempt, cluster, item.demand)
         try:
-            assignment = await self.assignment(item, 1, cluster, live.epoch)
-        except BaseException as error:
-            if self._reservations.release(attempt) is not None:
-                self.rescan()
-            if isinstance(error, Exception):
-                return None  # as above: the pass places it
-            raise  # cancelled: the submission goes no further
+            assignment = await self._assign(item, cluster)
+        except Exception:  # as above: the pass places it (`_assign` gave back what it reserved)
+            return None
         record = record_put(item, work.seen, decision, now, fence.mod_revision)
-        if work.seen:
-            i = work.position[cluster]
-            work.seen[i] = json.dumps(snapshot_to_dict(work.snapshots[i]))
+        work.chose(cluster)
+        attempt = (action.run, action.name, assignment.attempt)
         key = AttemptKey(*attempt)
         self._made[key] = assignment
 
@@ -461,7 +457,7 @@ class Placer:
             if seen is not None:
                 self.undelivered(seen)  # the watch saw it placed and left it to us: the watch's to send after all
 
-        event = ActionEvent(phase=Phase.PLACED, attempt=1, cluster=cluster, epoch=live.epoch)
+        event = ActionEvent(phase=Phase.PLACED, attempt=assignment.attempt, cluster=cluster, epoch=assignment.epoch)
         return PlacedAtSubmit(event, [record], fence, settle)
 
     def _known(self, key: Key) -> bool:
@@ -576,7 +572,8 @@ class Placer:
         try:
             return await self.assignment(item, attempt[2], cluster, self._sessions.live[cluster].epoch)
         except BaseException:
-            self._reservations.release(attempt)
+            if self._reservations.release(attempt) is not None:
+                self.rescan()  # another decision may have waited for the room meanwhile
             raise
 
     async def assignment(self, item: Pending, attempt: int, cluster: str, epoch: int) -> Assignment:
