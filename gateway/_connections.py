@@ -227,13 +227,13 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
     if event.cluster != session.name:
         event = event.model_copy(update={"cluster": session.name})
     try:
-        current, read = await svc.runs.read_action(item.run, item.action)
+        current, _ = await svc.runs.read_action(item.run, item.action)
         target = Target(
             run=item.run, action=item.action, attempt=event.attempt, current=current, event_phase=event.phase
         )
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
         # Its end is durable before it is acknowledged; a `running` mark need not be (`Runs.report`).
-        await svc.runs.report(item.run, item.action, event, read=read)
+        await svc.runs.report(item.run, item.action, event, seen=current)
     except StoreError as error:
         log.warning("%s event of %s/%s waits for the store (%s)", event.phase.value, item.run, item.action, error)
         return False
@@ -418,14 +418,12 @@ async def _worker_message(
             ]
             for i in range(0, len(ops), 100):
                 await svc.store.txn([], ops[i : i + 100])
-        read = own[1] if own is not None else None
-        event = message.event
         action = await svc.runs.report(
             message.run,
             message.action,
-            event,
+            message.event,
             from_worker=from_worker,
-            read=read,
+            seen=own[0] if own is not None else None,
         )
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
 

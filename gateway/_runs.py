@@ -201,7 +201,7 @@ class Runs:
         return (await self.read_action(run, action))[0]
 
     async def read_action(self, run: str, action: str) -> tuple[ActionSummary, KeyValue]:
-        """The action and the record it was read from: a `report` given that record (`read=`) does not read it again."""
+        """The action and the record it was read from: a `report` given the action (`seen=`) does not read it again."""
         kv = await self._store.get(action_key(run, action))
         if kv is None:
             raise NotFound(f"run {run} has no action {action}")
@@ -351,7 +351,7 @@ class Runs:
                 return self._same_submission(self._decode(existing), request), False
             raise
         placing = self.place_at_submit
-        placement = await placing(queued) if placing is not None and queued.phase is Phase.QUEUED else None
+        placement = await placing(queued) if placing is not None else None
         try:
             return await self._write_child(key, run, request, queued, placement)
         finally:
@@ -480,7 +480,6 @@ class Runs:
         *,
         from_worker: bool = False,
         fence: Compare | None = None,
-        read: KeyValue | None = None,
         seen: ActionSummary | None = None,
     ) -> ActionSummary:
         """Apply one state change to one attempt, as a compare-and-swap; refuse what would go backwards.
@@ -488,9 +487,8 @@ class Runs:
         `also` rides in the same transaction when the change is applied (the placement record of a placed event).
         `from_worker`: the reporter holds the run's worker token, so a result it reports was produced by the attempt
         and may be cached; a result from anyone else ends the action but is never written to the cache.
-        `read`: the action's record as the caller just read it (`read_action`), compared against as a read here would
-        be; a lost race reads it again. `seen`: the action as the caller last saw it, with its revision (the queue's
-        record, from the action watch), used the same way.
+        `seen`: the action as the caller just read it (`read_action`) or last saw it (the queue's record, from the
+        action watch), with its revision: compared against as a read here would be; a lost race reads it again.
         A `placed` or `running` mark is written without an fsync: a power cut may take it back (`gateway.store`), and
         recovery rebuilds it (`docs/reliability.md`). A placement is made durable before its agent hears of it
         (`Placer._finish`); a `running` need not be, as the attempt stays placed and its agent's next session keeps it
@@ -498,13 +496,11 @@ class Runs:
         """
         key = action_key(run, action)
         output_checked = event.output is None
-        kv = read
         known = seen if seen is not None and seen.revision else None
         for _ in range(_CAS_ATTEMPTS):
-            current = known
+            current, known = known, None
             if current is None:
-                if kv is None:
-                    kv = await self._store.get(key)
+                kv = await self._store.get(key)
                 if kv is None:
                     raise NotFound(f"run {run} has no action {action}")
                 current = self._decode(kv)
@@ -546,7 +542,6 @@ class Runs:
                 if spans is not None:
                     self.tracing.written(spans)
                 return self.decoded.remember(key, updated.model_copy(update={"revision": result.revision}))
-            kv = known = None
             self._count_new_action(run, uncounted)
             if fence is not None and await self._fenced(fence):
                 raise Fenced(f"refused {event.phase.value} for {run}/{action}: the term it was decided in has ended")

@@ -20,22 +20,22 @@ async def d() -> AsyncIterator[Domain]:
 
 async def test_a_report_given_a_stale_read_reads_again_and_applies_to_the_current_record(d: Domain) -> None:
     run = await new_run(d.runs)
-    _, read = await d.runs.read_action(run, "a0")
+    read, _ = await d.runs.read_action(run, "a0")
     await d.runs.report(run, "a0", ActionEvent(phase=Phase.PLACED, attempt=1, cluster="east", epoch=1))
     running = await d.runs.report(
-        run, "a0", ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=1), read=read
+        run, "a0", ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=1), seen=read
     )
     assert (running.phase, running.attempts) == (Phase.RUNNING, 1)
     stored, kv = await d.runs.read_action(run, "a0")
     assert stored.phase is Phase.RUNNING
-    assert kv.mod_revision > read.mod_revision
+    assert kv.mod_revision > read.revision
 
 
 async def test_a_report_given_the_current_read_applies_it(d: Domain) -> None:
     run = await new_run(d.runs)
-    _, read = await d.runs.read_action(run, "a0")
+    read, _ = await d.runs.read_action(run, "a0")
     placed = await d.runs.report(
-        run, "a0", ActionEvent(phase=Phase.PLACED, attempt=1, cluster="east", epoch=1), read=read
+        run, "a0", ActionEvent(phase=Phase.PLACED, attempt=1, cluster="east", epoch=1), seen=read
     )
     assert (placed.phase, placed.cluster) == (Phase.PLACED, "east")
     assert (await d.runs.get_action(run, "a0")).phase is Phase.PLACED
