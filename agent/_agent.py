@@ -70,6 +70,7 @@ from flyte._wire import (
     TaskVersion,
 )
 from flyte.errors import NonRecoverableError, OOMError, RuntimeSystemError, RuntimeUserError, TaskTimeoutError
+from policies import pool_replicas
 
 log = logging.getLogger("flyte.agent")
 
@@ -243,9 +244,20 @@ class Agent:
             # The backend counts what runs (its pods' requests) itself.
             return dict(measured.free)
         free = dict(self.cluster.capacity)
+        pooled: dict[str, list[Running]] = {}
         for item in self.running.values():
+            if item.assignment.reusable is not None:
+                pooled.setdefault(item.assignment.pool_key, []).append(item)
+                continue
             for resource, amount in item.demand.items():
                 free[resource] = free.get(resource, 0.0) - amount
+        for items in pooled.values():
+            # A pool's attempts hold its replicas' room between them, as the gateway accounts it.
+            reusable = items[0].assignment.reusable
+            assert reusable is not None
+            replicas = pool_replicas(len(items), reusable.concurrency, reusable.max_replicas)
+            for resource, amount in items[0].demand.items():
+                free[resource] = free.get(resource, 0.0) - replicas * amount
         return free
 
     async def _heartbeat_forever(self, interval: float) -> None:

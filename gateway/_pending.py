@@ -76,8 +76,10 @@ def demand_of(
     waited_seconds: float,
     spread_key: str | None,
     input_bytes: tuple[tuple[str, int], ...] = (),
+    pool: tuple[str, ReusableSpec] | None = None,
 ) -> Demand:
-    """What an action asks for, from its task spec's (or its overrides') resources and placement."""
+    """What an action asks for, from its task spec's (or its overrides') resources and placement; `pool` is the
+    key and policy of the reusable environment's pool it runs in."""
     placement = placement or _NO_PLACEMENT
     return Demand(
         cpu=resources.cpu.request if resources.cpu else 0.0,
@@ -96,6 +98,9 @@ def demand_of(
         waited_seconds=waited_seconds,
         spread_key=spread_key,
         input_bytes=input_bytes,
+        pool_key=pool[0] if pool is not None else None,
+        pool_concurrency=pool[1].concurrency if pool is not None else 1,
+        pool_max_replicas=pool[1].max_replicas if pool is not None else 1,
     )
 
 

@@ -24,7 +24,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from flyte import _failpoints as failpoints
 from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
 from flyte._retrying import RetryDelay
-from flyte._wire import ActionEvent, ActionSummary, Assignment, AssignMessage, AttemptKey, ErrorInfo, Phase
+from flyte._wire import (
+    ActionEvent,
+    ActionSummary,
+    Assignment,
+    AssignMessage,
+    AttemptKey,
+    ErrorInfo,
+    Phase,
+    pool_key,
+)
 from flyte.errors import NonRecoverableError
 from gateway._action_index import TEMPORARY, Key
 from gateway._auth import AttemptRef, WorkerTokens
@@ -532,6 +541,8 @@ class Placer:
             input_bytes=await input_bytes(self._runs.store, action.inputs, self._sessions.known)
             if self._admin.policy.weights.data_locality and action.inputs
             else (),
+            # A pool's action takes a slot of its pool, whose replicas hold the environment's request.
+            pool=(pool_key(project, domain, task.env, task.version), reusable) if reusable is not None else None,
         )
         if reusable is None:
             # A one-off action starts a process of its own: asking for nothing must not mean it fits forever.
@@ -558,6 +569,7 @@ class Placer:
                     cost_per_cpu_hour=record.cost_per_cpu_hour,
                     cost_per_gpu_hour=record.cost_per_gpu_hour,
                     placed_counts=self._reservations.placed_counts(name),
+                    pool_in_flight=self._reservations.pool_in_flight(name),
                 )
             )
         return out

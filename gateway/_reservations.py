@@ -10,6 +10,11 @@ One rule decides, from each observed state of an action, which of its reservatio
 for attempt N lives while the action is placed or running at attempt N on the reserved cluster, or has not reached
 attempt N yet (placed but the store write not seen yet); anything else releases it.
 
+An attempt of a reusable environment's pool (`Demand.pool_key`) holds a slot of the pool, not room of its own: a
+replica holds the environment's request once for `pool_concurrency` attempts, so a pool's attempts on a cluster
+hold `pool_replicas(n)` replicas' worth of room between them (the agent counts its free room the same way), and a
+fan-out of a thousand on a pool of one replica holds one replica's room, not a thousand requests.
+
 Free room is each cluster's base (what its agent reported when its session opened, plus what the held attempts it
 said it runs hold, which it had already subtracted) less what is held there. Sums are recomputed from the base, and
 when nothing is held on a cluster its free room is the base again exactly: float sums cannot drift.
@@ -38,8 +43,8 @@ class Held:
     demand: Demand
 
 
-def _amounts(demand: Demand) -> tuple[tuple[str, float], ...]:
-    return (("cpu", demand.cpu), ("memory", float(demand.memory)))
+def _amounts(demand: Demand, times: int = 1) -> tuple[tuple[str, float], ...]:
+    return (("cpu", times * demand.cpu), ("memory", float(times * demand.memory)))
 
 
 class Reservations:
@@ -58,6 +63,11 @@ class Reservations:
         self.usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         """What each project's placed and running attempts hold (cpu, memory, gpu)."""
         self._project_count: dict[str, int] = defaultdict(int)
+        self._pool_in_flight: dict[str, dict[str, int]] = defaultdict(dict)
+        """Attempts held per cluster per pool; live dicts, as `_free`."""
+        self._pool_sized_by: dict[tuple[str, str], Demand] = {}
+        """(cluster, pool) -> the demand of the pool's first attempt there: it sizes every replica, as the
+        first assignment sizes the agent's pool, even when a later attempt's overrides ask for other room."""
 
     # -- clusters -------------------------------------------------------------------------------------------------
 
@@ -70,11 +80,21 @@ class Reservations:
         room; it may under-state it while the agent still runs an attempt that is no longer held (an orphan it is
         told to drop), until the next report with nothing running."""
         base = dict(reported_free)
+        pooled: dict[str, int] = defaultdict(int)
+        added: list[tuple[tuple[str, float], ...]] = []
         for attempt in running:
             held = self._held.get(attempt)
             if held is None or held.cluster != cluster:
                 continue
-            for resource, amount in _amounts(held.demand):
+            if held.demand.pool_key is not None:
+                pooled[held.demand.pool_key] += 1
+            else:
+                added.append(_amounts(held.demand))
+        for pool, count in pooled.items():
+            sized_by = self._pool_sized_by[(cluster, pool)]
+            added.append(_amounts(sized_by, sized_by.pool_replicas(count)))
+        for amounts in added:
+            for resource, amount in amounts:
                 base[resource] = base.get(resource, 0.0) + amount
         self._base[cluster] = base
         free = self._free.setdefault(cluster, {})
@@ -90,6 +110,9 @@ class Reservations:
 
     def placed_counts(self, cluster: str) -> dict[str, int]:
         return self._spread[cluster]
+
+    def pool_in_flight(self, cluster: str) -> dict[str, int]:
+        return self._pool_in_flight[cluster]
 
     def clusters(self) -> list[str]:
         return sorted({*self._base, *(c for c, n in self._count.items() if n)})
@@ -113,11 +136,7 @@ class Reservations:
         self._held[attempt] = Held(cluster, demand)
         self._attempts[attempt[:2]].add(attempt[2])
         self._count[cluster] += 1
-        reserved = self._reserved[cluster]
-        for resource, amount in _amounts(demand):
-            reserved[resource] += amount
-        self._refresh(cluster)
-        self._charge(cluster, demand, +1)
+        self._hold(cluster, demand, +1)
 
     def release(self, attempt: Attempt) -> Held | None:
         """Give back what `attempt` holds (None when it holds nothing: releasing twice is harmless)."""
@@ -130,14 +149,11 @@ class Reservations:
             del self._attempts[action]
         cluster = held.cluster
         self._count[cluster] -= 1
-        reserved = self._reserved[cluster]
-        for resource, amount in _amounts(held.demand):
-            reserved[resource] -= amount
+        self._hold(cluster, held.demand, -1)
         if self._count[cluster] == 0:
             del self._count[cluster]
-            del self._reserved[cluster]
-        self._refresh(cluster)
-        self._charge(cluster, held.demand, -1)
+            self._reserved.pop(cluster, None)
+            self._refresh(cluster)
         return held
 
     def observe(self, run: str, action: str, phase: Phase, attempts: int, cluster: str | None) -> list[Held]:
@@ -170,17 +186,37 @@ class Reservations:
         for resource, amount in reserved.items():
             free[resource] = base.get(resource, 0.0) - amount
 
-    def _charge(self, cluster: str, demand: Demand, sign: int) -> None:
+    def _hold(self, cluster: str, demand: Demand, sign: int) -> None:
+        """One attempt with `demand` starts (+1) or stops (-1) holding room on `cluster`."""
+        times, sized_by = sign, demand
+        pool = demand.pool_key
+        if pool is not None:
+            # Room changes only when the attempt opens or closes a replica of its pool.
+            in_flight = self._pool_in_flight[cluster]
+            before = in_flight.get(pool, 0)
+            after = before + sign
+            sized_by = self._pool_sized_by.setdefault((cluster, pool), demand)
+            if after > 0:
+                in_flight[pool] = after
+            else:
+                in_flight.pop(pool, None)
+                del self._pool_sized_by[(cluster, pool)]
+            times = sized_by.pool_replicas(after) - sized_by.pool_replicas(before)
+        if times:
+            reserved = self._reserved[cluster]
+            for resource, amount in _amounts(sized_by, times):
+                reserved[resource] += amount
+            self._refresh(cluster)
         project = demand.project
         self._project_count[project] += sign
         if self._project_count[project] == 0:
             del self._project_count[project]
             self.usage.pop(project, None)
-        else:
+        elif times:
             used = self.usage[project]
-            used["cpu"] += sign * demand.cpu
-            used["memory"] += sign * float(demand.memory)
-            used["gpu"] += sign * float(demand.gpu)
+            used["cpu"] += times * sized_by.cpu
+            used["memory"] += times * float(sized_by.memory)
+            used["gpu"] += times * float(sized_by.gpu)
         if demand.spread_key is not None:
             counts = self._spread[cluster]
             counts[demand.spread_key] += sign

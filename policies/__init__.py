@@ -6,7 +6,7 @@ and `simulate` (replaying recorded decisions under another policy).
 
 from ._explain import explain
 from ._fair import fair_share_order
-from ._model import ClusterSnapshot, Decision, Demand
+from ._model import ClusterSnapshot, Decision, Demand, pool_replicas
 from ._place import bytes_crossing, place
 from ._policy import DEFAULT_POLICY, Policy, Project, Quota, Tier, Weights, load_policy, parse_policy
 from ._replay import demand_from_dict, demand_to_dict, snapshot_from_dict, snapshot_to_dict
@@ -35,6 +35,7 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "place",
+    "pool_replicas",
     "simulate",
     "snapshot_from_dict",
     "snapshot_to_dict",

@@ -7,6 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
+def pool_replicas(in_flight: int, concurrency: int, max_replicas: int) -> int:
+    """The replicas of a reusable pool that `in_flight` of its actions occupy: as few as hold them at `concurrency`
+    each, and never more than `max_replicas` (past that they wait for a slot). The gateway reserves room for these
+    and the agent counts them in the free room it reports, so both sides account for a pool the same way."""
+    if in_flight <= 0:
+        return 0
+    return min(max_replicas, -(-in_flight // max(concurrency, 1)))
+
+
 @dataclass(frozen=True, slots=True)
 class Demand:
     """What one action needs."""
@@ -38,6 +47,17 @@ class Demand:
     input_bytes: tuple[tuple[str, int], ...] = ()
     """(region, bytes) of the action's input blobs by the region whose store holds them ("" for a store of no
     region, the gateway's): the data-locality scorer prefers clusters where fewer bytes would cross regions."""
+    pool_key: str | None = None
+    """The reusable environment's pool the action runs in. Its cpu, memory and gpu are then one replica's: a
+    replica holds them once for `pool_concurrency` actions, so an action that joins a replica with a free slot
+    needs no room, and one that opens a replica needs the replica's; a cluster holds at most
+    `pool_max_replicas * pool_concurrency` of the pool's actions (`ClusterSnapshot.pool_in_flight`)."""
+    pool_concurrency: int = 1
+    pool_max_replicas: int = 1
+
+    def pool_replicas(self, in_flight: int) -> int:
+        """The replicas `in_flight` of this demand's pool actions occupy on one cluster."""
+        return pool_replicas(in_flight, self.pool_concurrency, self.pool_max_replicas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +80,8 @@ class ClusterSnapshot:
     """Queue pools this cluster belongs to (besides those the policy names)."""
     placed_counts: Mapping[str, int] = field(default_factory=dict)
     """Actions placed here per spread key."""
+    pool_in_flight: Mapping[str, int] = field(default_factory=dict)
+    """Actions placed or running here per reusable pool (`Demand.pool_key`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,6 +192,9 @@ def place(
     parent = d.parent_cluster if w_local else None
     by_load = bool(w_least or w_pack)
     keep_fits = bool(tiers or w_cost or (w_spread and d.spread_key is not None) or (w_data and d.input_bytes))
+    pool_key = d.pool_key
+    pool_slots = d.pool_concurrency * d.pool_max_replicas
+    joins: set[str] = set()  # clusters where it joins a replica of its pool with a free slot: it needs no room
     scores: dict[str, float] = {}
     fits: list[tuple[int, ClusterSnapshot]] = []
     could_ever = False
@@ -226,7 +229,16 @@ def place(
             continue
         free = c.free
         free_cpu = free.get("cpu", 0.0)
-        if (
+        joining = False
+        if pool_key is not None:
+            in_flight = c.pool_in_flight.get(pool_key, 0)
+            if in_flight >= pool_slots:
+                verdicts[name] = f"busy: its pool is full ({in_flight} of {pool_slots} slots in flight)"
+                continue
+            if in_flight % d.pool_concurrency:
+                joining = True
+                joins.add(name)
+        if not joining and (
             free_cpu < cpu_need
             or (mem_need and free.get("memory", 0.0) < mem_need)
             or (gpu_need and free.get(gpu_key, 0.0) < gpu_need)
@@ -235,7 +247,7 @@ def place(
             continue
         verdicts[name] = "fits"
         s = 0.0
-        if warm_key and c.warm.get(warm_key, 0) > 0:
+        if warm_key and (joining or c.warm.get(warm_key, 0) > 0):
             s = w_warm
         if parent is not None and name == parent:
             s += w_local
@@ -261,9 +273,13 @@ def place(
     if not scores:
         return Decision(None, False, _waiting(verdicts), verdicts, {}, version)
     if quota is not None:
-        for name in scores:
+        # Joining a pool's replica adds nothing to what the project holds: only those clusters stay.
+        for name in [n for n in scores if n not in joins]:
             verdicts[name] = "fits, over quota: " + quota[0]
-        return Decision(None, False, quota[0], verdicts, {}, version)
+            del scores[name]
+        if not scores:
+            return Decision(None, False, quota[0], verdicts, {}, version)
+        fits = [(t, c) for t, c in fits if c.name in scores]
 
     tier_name = None
     if tiers:

@@ -34,6 +34,9 @@ def demand_to_dict(demand: Demand) -> dict[str, Any]:
         "waited_seconds": d.waited_seconds,
         "spread_key": d.spread_key,
         "input_bytes": [list(kv) for kv in d.input_bytes],
+        "pool_key": d.pool_key,
+        "pool_concurrency": d.pool_concurrency,
+        "pool_max_replicas": d.pool_max_replicas,
     }
 
 
@@ -55,6 +58,7 @@ def snapshot_to_dict(snapshot: ClusterSnapshot) -> dict[str, Any]:
         "queue_depth": c.queue_depth,
         "pools": list(c.pools),
         "placed_counts": dict(c.placed_counts),
+        "pool_in_flight": dict(c.pool_in_flight),
     }
 
 

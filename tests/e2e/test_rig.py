@@ -389,6 +389,56 @@ def test_a_child_submitted_while_nothing_waits_is_placed_in_its_submissions_comm
         assert child.cluster in shown.stdout
 
 
+POOLED = """
+import asyncio
+import os
+import time
+
+import flyte
+
+pool = flyte.TaskEnvironment(
+    "pooled_env",
+    resources=flyte.Resources(cpu=1),
+    reusable=flyte.ReusePolicy(replicas=1, concurrency=12),
+    placement=flyte.Placement(clusters=["us-east"]),
+)
+env = flyte.TaskEnvironment("pooled_parent", depends_on=[pool])
+
+
+@pool.task
+async def meet(folder: str, i: int, n: int) -> int:
+    # Returns only once all n are in flight together: on a cluster of 2 cpu, a request each would allow 2.
+    open(os.path.join(folder, str(i)), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(folder)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(folder))} of {n} were in flight together")
+        await asyncio.sleep(0.02)
+    return i
+
+
+@env.task
+async def main(folder: str, n: int) -> int:
+    return sum(await asyncio.gather(*(meet(folder, i, n) for i in range(n))))
+"""
+
+
+def test_a_pools_actions_hold_its_replicas_room_so_one_replica_takes_its_whole_concurrency(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Twelve children of a pool of one 1-cpu replica with 12 slots run together on a 2-cpu cluster: they hold the
+    replica's room once between them (a request each held the cluster's room after two)."""
+    program = rig.load("pooled_program", POOLED)
+    rig.connect()
+    folder = tmp_path / "met"
+    folder.mkdir()
+    run = flyte.run(program.main, folder=str(folder), n=12)
+    assert run.outputs() == (sum(range(12)),)
+    children = [a for a in call_sync(client_for().list_actions(run.name)) if a.parent == "a0"]
+    assert len(children) == 12
+    assert all(a.cluster == "us-east" and a.attempts == 1 for a in children)
+
+
 FAILING = """
 import flyte
 

@@ -164,6 +164,40 @@ def test_quota_never_and_not_now() -> None:
     assert place(Demand(cpu=4, project="ml"), clusters, policy, usage={"ml": {"cpu": 6}}).cluster == "a"
 
 
+def test_a_pools_action_joins_a_replica_with_a_free_slot_without_room_and_opens_one_only_where_it_fits() -> None:
+    key = "ml/development/env@v1"
+    pool = Demand(cpu=4, project="ml", warm_key="env@v1", pool_key=key, pool_concurrency=3, pool_max_replicas=2)
+    # One replica with 2 of its 3 slots taken on a full cluster: the action joins it there (a warm replica).
+    full = snap("full", cpu=8, free_cpu=0, pool_in_flight={key: 2})
+    empty = snap("empty", cpu=8, free_cpu=8)
+    joined = place(pool, [full, empty])
+    assert (joined.cluster, joined.verdicts["empty"]) == ("full", "fits")
+    # Its replica is full: a second replica needs 4 cpu, which only the empty cluster has.
+    opened = place(pool, [snap("full", cpu=8, free_cpu=0, pool_in_flight={key: 3}), empty])
+    assert opened.cluster == "empty"
+    assert opened.verdicts["full"].startswith("busy: cpu")
+    # Every replica full (2 x 3 slots): no more of the pool's actions go there, whatever the room.
+    at_max = place(pool, [snap("roomy", cpu=64, free_cpu=64, pool_in_flight={key: 6})])
+    assert (at_max.cluster, at_max.never_fits) == (None, False)
+    assert at_max.verdicts["roomy"] == "busy: its pool is full (6 of 6 slots in flight)"
+    # Another project's pool of the same environment is another pool.
+    assert place(pool, [snap("other", cpu=8, free_cpu=8, pool_in_flight={"etl/development/env@v1": 6})]).cluster
+
+
+def test_a_project_at_its_quota_still_joins_its_pools_replicas_but_opens_none() -> None:
+    policy = Policy(version="p", projects={"ml": {"quota": {"cpu": 8}}})  # type: ignore[dict-item]
+    key = "ml/development/env@v1"
+    pool = Demand(cpu=4, project="ml", pool_key=key, pool_concurrency=3, pool_max_replicas=4)
+    usage = {"ml": {"cpu": 8.0}}
+    clusters = [snap("a", cpu=64, pool_in_flight={key: 3}), snap("b", cpu=64, pool_in_flight={key: 4})]
+    joined = place(pool, clusters, policy, usage=usage)
+    assert joined.cluster == "b"
+    assert joined.verdicts["a"].startswith("fits, over quota")
+    waits = place(pool, [snap("a", cpu=64, pool_in_flight={key: 3})], policy, usage=usage)
+    assert (waits.cluster, waits.never_fits) == (None, False)
+    assert "over quota" in waits.reason
+
+
 # --- tiers, scorers ----------------------------------------------------------------------------------------------
 
 TIERED = Policy.model_validate(

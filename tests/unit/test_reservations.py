@@ -1,11 +1,14 @@
 """Reservation bookkeeping (hypothesis, stateful): random sequences of what happens to actions (placed, a lost
 placement race, started, succeeded, failed for good, retried, drained, aborted, their cluster lost, a session
-reopened, a duplicate or late state) keep free room equal to the base less what live attempts hold, and once every
-action has ended, every cluster's free room, every project's usage and every spread count are back to the start.
-The states observed are the ones the gateway's state machine writes (`gateway._runs`), in the watch's order."""
+reopened, a duplicate or late state) keep free room equal to the base less what live attempts hold (an attempt of a
+reusable pool holds a slot, and the pool's attempts on a cluster hold their replicas' room between them), and once
+every action has ended, every cluster's free room, every project's usage and every spread count are back to the
+start. The states observed are the ones the gateway's state machine writes (`gateway._runs`), in the watch's order."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
@@ -15,12 +18,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from flyte._wire import Phase
 from gateway._reservations import Reservations
-from policies import Demand
+from policies import Demand, pool_replicas
 
 CLUSTERS = {"us-east": {"cpu": 2.0, "memory": 8.0 * 2**30}, "eu-west": {"cpu": 2.25, "memory": 16.0 * 2**30}}
 CPUS = st.sampled_from([0.1, 0.25, 0.3, 0.5, 1.0, 1.7])
 MEMORY = st.sampled_from([0, 2**20, 3 * 10**8, 2**30])
 LIVE = (Phase.PLACED, Phase.RUNNING)
+POOL_CPU, POOL_MEMORY, POOL_CONCURRENCY, POOL_REPLICAS = 0.5, 2**20, 2, 3
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED)
 
 
@@ -61,6 +65,18 @@ class ReservationMachine(RuleBasedStateMachine):
         name = f"a{len(self.actions)}"
         demand = Demand(cpu=cpu, memory=memory, project=project, spread_key="run/a0" if spread else None)
         self.actions.append(Action("run", name, demand))
+
+    @rule(project=st.sampled_from(["ml", "etl"]))
+    def submit_to_a_pool(self, project: str) -> None:
+        demand = Demand(
+            cpu=POOL_CPU,
+            memory=POOL_MEMORY,
+            project=project,
+            pool_key=f"{project}/development/env@v1",
+            pool_concurrency=POOL_CONCURRENCY,
+            pool_max_replicas=POOL_REPLICAS,
+        )
+        self.actions.append(Action("run", f"a{len(self.actions)}", demand))
 
     @rule(index=st.integers(0, 99), cluster=st.sampled_from(sorted(CLUSTERS)))
     def place(self, index: int, cluster: str) -> None:
@@ -136,10 +152,9 @@ class ReservationMachine(RuleBasedStateMachine):
             if a.phase is Phase.RUNNING and a.cluster == cluster and a.pending is None
         }
         free = dict(CLUSTERS[cluster])
-        for action in self.actions:
-            if (action.run, action.name, action.attempts) in running:
-                free["cpu"] -= action.demand.cpu
-                free["memory"] -= action.demand.memory
+        holding = [a for a in self.actions if (a.run, a.name, a.attempts) in running]
+        for resource, amount in held(holding).items():
+            free[resource] -= amount
         self.book.rebase(cluster, free, running)
 
     @rule(index=st.integers(0, 99))
@@ -157,9 +172,8 @@ class ReservationMachine(RuleBasedStateMachine):
             holders = [a for a in self.actions if self._holds(a, cluster)]
             assert self.book.holding(cluster) == len(holders)
             free = self.book.free(cluster)
-            for resource in ("cpu", "memory"):
-                held = sum(getattr(a.demand, resource) for a in holders)
-                assert free[resource] == pytest.approx(capacity[resource] - held, abs=1e-6)
+            for resource, amount in held(holders).items():
+                assert free[resource] == pytest.approx(capacity[resource] - amount, abs=1e-6)
 
     @staticmethod
     def _holds(action: Action, cluster: str) -> bool:
@@ -180,7 +194,25 @@ class ReservationMachine(RuleBasedStateMachine):
             assert self.book.free(cluster) == capacity
             assert self.book.reserved(cluster) == {"cpu": 0.0, "memory": 0.0}
             assert not self.book.placed_counts(cluster)
+            assert not self.book.pool_in_flight(cluster)
         assert not self.book.usage
+
+
+def held(actions: Iterable[Action]) -> dict[str, float]:
+    """What `actions`, live on one cluster, hold: each its own request, or its pool's replicas between them."""
+    out = {"cpu": 0.0, "memory": 0.0}
+    pools: dict[str, int] = defaultdict(int)
+    for action in actions:
+        if action.demand.pool_key is not None:
+            pools[action.demand.pool_key] += 1
+        else:
+            out["cpu"] += action.demand.cpu
+            out["memory"] += action.demand.memory
+    for count in pools.values():
+        replicas = pool_replicas(count, POOL_CONCURRENCY, POOL_REPLICAS)
+        out["cpu"] += replicas * POOL_CPU
+        out["memory"] += replicas * POOL_MEMORY
+    return out
 
 
 ReservationMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
@@ -228,3 +260,37 @@ def test_a_reopened_session_counts_what_its_agent_runs_once() -> None:
     book.observe("r", "a2", Phase.QUEUED, 1, None)
     book.observe("r", "a1", Phase.SUCCEEDED, 1, "us-east")
     assert free["cpu"] == 2.0
+
+
+def test_a_pools_attempts_hold_its_replicas_room_not_a_request_each() -> None:
+    """A fan-out of 1,000 on a pool of at most 2 replicas of 512 slots, each asking 1 cpu, holds 2 cpu, not 1,000;
+    the pool's first attempt sizes its replicas; what the project holds follows the replicas too."""
+    book = Reservations()
+    free = book.rebase("us-east", {"cpu": 64.0, "memory": 2.0**40}, set())
+    pool = Demand(cpu=1.0, project="ml", pool_key="ml/development/env@v1", pool_concurrency=512, pool_max_replicas=2)
+    bigger = Demand(cpu=8.0, project="ml", pool_key=pool.pool_key, pool_concurrency=512, pool_max_replicas=2)
+    book.reserve(("r", "c0", 1), "us-east", pool)
+    assert (free["cpu"], book.usage["ml"]["cpu"]) == (63.0, 1.0)
+    for i in range(1, 1000):
+        book.reserve(("r", f"c{i}", 1), "us-east", bigger if i % 2 else pool)
+    assert (free["cpu"], book.usage["ml"]["cpu"]) == (62.0, 2.0)
+    assert book.pool_in_flight("us-east") == {pool.pool_key: 1000}
+    for i in range(1000 - 512):
+        book.release(("r", f"c{i}", 1))
+    assert free["cpu"] == 63.0
+    for i in range(1000 - 512, 1000):
+        book.release(("r", f"c{i}", 1))
+    assert (free["cpu"], dict(book.pool_in_flight("us-east")), dict(book.usage)) == (64.0, {}, {})
+
+
+def test_a_reopened_session_adds_back_the_replicas_its_agent_counts_for_a_pool() -> None:
+    book = Reservations()
+    book.rebase("us-east", {"cpu": 4.0}, set())
+    pool = Demand(cpu=1.0, pool_key="default/development/env@v1", pool_concurrency=2, pool_max_replicas=4)
+    for i in range(3):
+        book.reserve(("r", f"c{i}", 1), "us-east", pool)
+    # The agent runs c0 and c1 (one replica's room off what it reports); c2 never reached it.
+    free = book.rebase("us-east", {"cpu": 3.0}, {("r", "c0", 1), ("r", "c1", 1)})
+    assert free["cpu"] == 2.0
+    book.observe("r", "c2", Phase.QUEUED, 1, None)
+    assert free["cpu"] == 3.0

@@ -156,6 +156,7 @@ from ._specs import (
     Seconds,
     TaskOverrides,
     derived_env_var,
+    pool_key,
 )
 from ._values import EncodedValue, ValueKind, WireValue, wire_value_fields
 from ._worker import (
@@ -307,5 +308,6 @@ __all__ = [
     "WorkerUp",
     "WorkerWatch",
     "derived_env_var",
+    "pool_key",
     "wire_value_fields",
 ]

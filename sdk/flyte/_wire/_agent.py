@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints, TypeAdapter
 
 from ._base import ActionName, Digest, Name, TaskName, TraceParent, Version, WireModel
 from ._records import ActionEvent, ClusterRecord
-from ._specs import ResourcesSpec, ReusableSpec
+from ._specs import ResourcesSpec, ReusableSpec, pool_key
 from ._values import WireValue
 
 
@@ -40,6 +40,11 @@ class Assignment(WireModel):
     """The span this attempt's spans hang under (the action's, then the agent's); None: not traced."""
     source_root: str | None = None
     """Where the bundle's files came from (its task spec's `source_root`): tracebacks name files there."""
+
+    @property
+    def pool_key(self) -> str:
+        """The reusable pool this attempt runs in, when `reusable` is set (see `pool_key`)."""
+        return pool_key(self.project, self.domain, self.task.rpartition(".")[0], self.version)
 
 
 class AgentHello(WireModel):

@@ -147,6 +147,12 @@ class ReusableSpec(_Spec):
         return self
 
 
+def pool_key(project: str, domain: str, env: str, version: str) -> str:
+    """The reusable pool an action of environment `env` at `version` runs in, as placement accounts it (the gateway
+    reserves its replicas' room, the agent reports it)."""
+    return f"{project}/{domain}/{env}@{version}"
+
+
 class PlacementSpec(_Spec):
     """`Placement.to_dict()`."""
 
