@@ -168,6 +168,8 @@ class WorkerTokens:
     def __init__(self, store: Store):
         self._store = store
         self._key: bytes | None = None
+        self._keyed: hmac.HMAC | None = None
+        """An HMAC with the key already absorbed: each token copies it (a new one per token was most of a mint)."""
         self._lock = asyncio.Lock()
 
     async def _signing_key(self) -> bytes:
@@ -190,8 +192,12 @@ class WorkerTokens:
         return f"{_WORKER_PREFIX}{body}.{await self._sign(body)}"
 
     async def _sign(self, body: str) -> str:
-        mac = hmac.new(await self._signing_key(), body.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        keyed = self._keyed
+        if keyed is None:
+            keyed = self._keyed = hmac.new(await self._signing_key(), digestmod=hashlib.sha256)
+        mac = keyed.copy()
+        mac.update(body.encode())
+        return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
     async def verify(self, token: str) -> AttemptRef | None:
         """The attempt a well-signed worker token names; None for anything else."""

@@ -73,6 +73,14 @@ async def get_placement(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     kvs, _ = await services(request).store.range(placements_prefix(run.name, action))
     if not kvs:
+        waiting = await services(request).runs.get_action(run.name, action)
+        if waiting.waiting is not None:
+            # The placer records one decision for a group of like actions that wait for the same reason.
+            raise not_found(
+                f"no placement decision is recorded for {run.name}/{action}: it waits ({waiting.waiting}) behind "
+                f"an earlier action of {waiting.parent or 'its run'} with the same task and demand, whose decision "
+                "says why"
+            )
         raise not_found(f"no placement decision is recorded for {run.name}/{action}")
     return _json(PlacementRecord.model_validate_json(max(kvs, key=lambda kv: kv.key).value))
 

@@ -325,6 +325,7 @@ class Placer:
         group = self._queue.group_of(key)
         # Within a pass room only shrinks: what the group's earlier action waited for, this one waits for too.
         decision = work.blocked.get(group) if group is not None else None
+        follows = decision is not None
         assignment: Assignment | None = None
         if decision is None:
             try:
@@ -348,6 +349,16 @@ class Placer:
             work.due(item.max_wait[0] - item.demand.waited_seconds)
         if waiting and not waited_out and self._queue.noted.get(key) == decision.reason:
             return decision.reason  # still waiting, for the reason already recorded
+        if follows and waiting and key not in self._queue.noted:
+            # Its first wait, behind an earlier action of its group that this pass judged and recorded the decision
+            # of (the same verdicts): its reason is written without a copy of that record (a 10,000-way fan-out
+            # waiting for pool slots wrote 10,000 of them).
+            self._queue.note(key, decision.reason)
+            action = item.action
+            work.notes.append(
+                self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, seen=action)
+            )
+            return decision.reason
         record = record_put(item, work.seen, decision, work.now, work.fence.mod_revision if work.fence else None)
         if decision.cluster is not None:
             assert assignment is not None

@@ -779,12 +779,11 @@ def _aborted_error(reason: str) -> ErrorInfo:
 
 
 def _check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
-    names = set(inputs)
-    known = {p.name for p in spec.inputs}
-    unknown = names - known
+    known = spec.parameters
+    unknown = [name for name in inputs if name not in known]
     if unknown:
         raise Invalid(f"unknown inputs {sorted(unknown)}; the task takes {sorted(known)}", code="unknown_input")
-    missing = {p.name for p in spec.inputs if p.required} - names
+    missing = spec.required_inputs.difference(inputs)
     if missing:
         raise Invalid(f"missing inputs {sorted(missing)}", code="missing_input")
     check_inputs(inputs, spec)

@@ -45,7 +45,7 @@ _SCALAR_CHECKS: dict[str, Callable[[object], bool]] = {
 
 def check_inputs(inputs: Mapping[str, WireValue], spec: TaskSpec) -> None:
     """Refuse (`Invalid`, naming the input and its type) a value its declared type cannot take."""
-    declared = {p.name: p for p in spec.inputs}
+    declared = spec.parameters
     inline = 0
     for name, value in inputs.items():
         param = declared[name]

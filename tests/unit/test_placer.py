@@ -30,6 +30,7 @@ from flyte._wire import ActionEvent, AssignMessage, ErrorInfo, Phase
 from gateway._app import _healthz
 from gateway._dispatch import DISPATCHER, Dispatcher
 from gateway._domain_errors import Busy, Invalid
+from gateway._keys import placement_key
 from gateway._placer import Placer, RunScopes, temporary
 from gateway.store import StoreUnavailable
 
@@ -232,3 +233,20 @@ async def test_after_room_frees_the_oldest_waiting_sibling_is_placed_and_the_oth
     phases = [(await d.runs.get_action(run, n)).phase for n in names]
     assert phases == [Phase.PLACED, Phase.SUCCEEDED, Phase.PLACED, Phase.PLACED, Phase.QUEUED, Phase.QUEUED]
     assert {(await d.runs.get_action(run, n)).waiting for n in names[4:]} == reasons
+
+
+async def test_like_siblings_waiting_in_one_pass_share_the_first_ones_decision_record(d: Domain) -> None:
+    dispatch = dispatcher(d)
+    await dispatch.open_session(cluster("east", cpu=2.0), socket())
+    run = await new_run(d.runs)
+    await placed(dispatch)  # the parent holds 1 cpu: room for 1 child
+    names = [await child(d.runs, run, f"a{i:020d}") for i in range(5)]
+    await placed(dispatch)
+    phases = [(await d.runs.get_action(run, n)).phase for n in names]
+    assert phases == [Phase.PLACED] + [Phase.QUEUED] * 4
+    # Every waiting sibling says why; the decision, the same for all, is recorded once, for the first.
+    reasons = [(await d.runs.get_action(run, n)).waiting for n in names[1:]]
+    assert reasons[0] is not None
+    assert reasons == [reasons[0]] * 4
+    recorded = [await d.store.get(placement_key(run, n, 1)) is not None for n in names]
+    assert recorded == [True, True, False, False, False]

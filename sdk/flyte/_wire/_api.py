@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, field_validator, model_serializer
@@ -122,6 +123,15 @@ class TaskSpec(WireModel):
         if not isinstance(value, list):
             return value
         return [_bare_key(item) if isinstance(item, str) else item for item in value]
+
+    @cached_property
+    def parameters(self) -> dict[str, ParameterSpec]:
+        """The inputs by name (kept with the spec: every submission of the task looks its inputs up)."""
+        return {p.name: p for p in self.inputs}
+
+    @cached_property
+    def required_inputs(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.inputs if p.required)
 
 
 def _bare_key(key: str) -> dict[str, str | None]:
