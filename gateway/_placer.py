@@ -42,12 +42,12 @@ from gateway._cluster_admin import ClusterAdmin
 from gateway._domain_errors import DomainError
 from gateway._judging import UNJUDGEABLE, cannot_judge
 from gateway._pending import Pending, demand_of, record_put, with_default_request
-from gateway._queue import PlacementQueue
+from gateway._queue import GroupKey, PlacementQueue, group_key
 from gateway._reservations import Reservations
-from gateway._runs import PlacedAtSubmit, Runs
+from gateway._runs import AtSubmit, PlacedAtSubmit, Runs, WaitsAtSubmit
 from gateway._sessions import AgentSession, AgentSessions
 from gateway._waits import ancestors_bound, queue_limit, waited_too_long
-from gateway.store import Compare, Put, Store
+from gateway.store import Compare, Op, Put, Store
 from policies import ClusterSnapshot, Decision, fair_share_order, place, snapshot_to_dict
 
 log = logging.getLogger("flyte.gateway.dispatch")
@@ -55,6 +55,8 @@ log = logging.getLogger("flyte.gateway.dispatch")
 SNAPSHOTS_RECORDED = 64
 """A decision records every cluster's snapshot up to this many clusters (for `flyte policy simulate`); past it only
 the verdicts and scores, so a record stays a few KiB."""
+_JUDGED_KEPT = 100_000
+"""Children judged at submission whose `Pending` waits for the pass that sees them queued, at most."""
 
 
 def pass_retry() -> RetryDelay:
@@ -114,6 +116,8 @@ class _Pass:
         self.notes: list[Awaitable[object]] = []
         self.blocked: dict[int, Decision] = {}
         """The waiting decision of each group (by id) this pass found waiting."""
+        self.kinds_waiting: dict[GroupKey, Decision] = {}
+        """The same, by group key, for children judged as they are submitted (not in a group yet)."""
         self.fence: Compare | None = None
         """The leader's term this pass decides in, carried by each placement it writes."""
 
@@ -189,6 +193,8 @@ class Placer:
         self.undelivered: Callable[[ActionSummary], None] = lambda _: None
         """Given a placement the watch left to the pass that the pass did not deliver: the watch's again."""
         self._submit_pass: _Pass | None = None
+        self._judged: dict[Key, Pending] = {}
+        """What placing children judged at submission needs, until the pass that sees them queued takes it."""
         """What placement at submission decides in (`place_at_submit`): the snapshots of this loop tick, shared by the
         children of a batch as a pass's decisions share its own."""
         self._submitted: dict[str, list[Assignment]] = defaultdict(list)
@@ -306,7 +312,11 @@ class Placer:
                 work.due(action.not_before - work.now)
                 continue
             item = self._queue.pending(key, action, work.now)
-            if item is None:
+            judged = self._judged.pop(key, None) if item is None else None
+            if judged is not None and judged.action.attempts == action.attempts:
+                item = dataclasses.replace(judged, action=action)
+                self._queue.keep(key, item, work.now)
+            elif item is None:
                 try:
                     item = await self.pending(action, work.now)
                 except UNJUDGEABLE as unjudgeable:
@@ -413,7 +423,7 @@ class Placer:
                     self.undelivered(seen)  # the pass lost it (a race, a failure): the watch's to send after all
         return work.next_due
 
-    async def place_at_submit(self, action: ActionSummary) -> PlacedAtSubmit | None:
+    async def place_at_submit(self, action: ActionSummary) -> AtSubmit | None:
         """Place a child as it is submitted, when this replica leads and the next pass would decide it first: its
         `placed` goes in the submission's own durable transaction, and its agent hears of it once that returns. That
         is one commit, one fsync and the watch-to-pass hop fewer on a child's way to its worker.
@@ -422,17 +432,21 @@ class Placer:
         the room there is; they go first only once room comes back, and that makes the next pass a full one, oldest
         first: until it has run, and while earlier arrivals wait for their pass, submissions are left to the passes.
 
-        None leaves the child to the passes (it is written queued): this replica does not lead, others go first,
-        there is no room, or the decision cannot be made here (the pass makes it again and says why)."""
-        if not self._first_in_line() or action.phase is not Phase.QUEUED or self._known((action.run, action.name)):
+        A child that has to wait, in line or not, is judged so here as well (`WaitsAtSubmit`): it is written with its
+        reason, and the pass that sees it finds the reason recorded and what placing it needs already known, so a
+        fan-out wider than its room writes each waiting child once, not twice.
+
+        None leaves the child to the passes (it is written queued): this replica does not lead, it fits but others
+        go first, or the decision cannot be made here (the pass makes it again and says why)."""
+        if self.fence is None or action.phase is not Phase.QUEUED or self._known((action.run, action.name)):
             return None
         now = self._clock.time()
         try:
             item = await self.pending(action, now)
         except Exception:  # whatever it is, the pass meets it again, and judges and reports it
             return None
-        if not self._first_in_line() or self.fence is None:
-            return None  # the term ended, or others arrived first, while its task was read
+        if self.fence is None or not self._sessions.live:
+            return None  # the term ended while its task was read
         try:
             fence = self.fence()
         except RuntimeError:  # the term is ending (`NotLeader`): the next leader's pass places it
@@ -441,9 +455,23 @@ class Placer:
         if work is None:
             work = self._submit_pass = _Pass(now, self._snapshots())
             asyncio.get_running_loop().call_soon(setattr, self, "_submit_pass", None)
+        # Neither the wait nor the tiers depend on how long it waited: the kind's wait stands for this tick.
+        kind = group_key(item) if item.max_wait is None and not self._admin.policy.tiers else None
+        decision = work.kinds_waiting.get(kind) if kind is not None else None
+        if decision is not None:
+            return self._waits_at_submit(item, decision, [])
         decision = place(item.demand, work.snapshots, self._admin.policy, usage=self._reservations.usage)
         cluster = decision.cluster
-        if cluster is None or cluster not in self._sessions.live:
+        if cluster is None:
+            if decision.never_fits or kind is None:
+                return None  # the pass fails it, or judges it again as it waits longer
+            decision = self._explain_wait(item, decision, work.snapshots)
+            work.kinds_waiting[kind] = decision
+            return self._waits_at_submit(
+                item, decision, [record_put(item, work.seen, decision, now, fence.mod_revision)]
+            )
+        if not self._first_in_line() or cluster not in self._sessions.live:
+            self._judged_at_submit(item)
             return None
         try:
             assignment = await self._assign(item, cluster)
@@ -479,6 +507,28 @@ class Placer:
 
         event = ActionEvent(phase=Phase.PLACED, attempt=assignment.attempt, cluster=cluster, epoch=assignment.epoch)
         return PlacedAtSubmit(event, [record], fence, settle)
+
+    def _waits_at_submit(self, item: Pending, decision: Decision, also: list[Op]) -> WaitsAtSubmit:
+        """The child waits: written with `decision`'s reason (and `also`, its record, for the first of its kind in
+        this tick); once written, the queue knows the reason and the pass what placing it needs."""
+        key = (item.action.run, item.action.name)
+        settled: list[bool] = []
+
+        def settle(written: bool) -> None:
+            if settled:
+                return
+            settled.append(written)
+            if written:
+                self._queue.note(key, decision.reason)
+                self._judged_at_submit(item)
+
+        return WaitsAtSubmit(decision.reason, also, settle)
+
+    def _judged_at_submit(self, item: Pending) -> None:
+        """Keep what placing a child judged at its submission needs, for the pass that sees it queued."""
+        if len(self._judged) >= _JUDGED_KEPT:
+            self._judged.clear()  # a pass that finds none computes it again: bounded, whatever is never picked up
+        self._judged[(item.action.run, item.action.name)] = item
 
     def _known(self, key: Key) -> bool:
         """Whether an action of this name is in flight already (a resubmission): its attempt's room is its own, and

@@ -33,6 +33,12 @@ GroupKey = tuple[Demand, str, str | None, tuple[float, str] | None]
 _NO_ACTION = ActionSummary(name="", parent=None, task="", phase=Phase.QUEUED)
 
 
+def group_key(pending: Pending) -> GroupKey:
+    """The group `pending`'s action joins: the actions placing treats alike."""
+    action = pending.action
+    return (replace(pending.demand, waited_seconds=0.0), action.run, action.parent, pending.max_wait)
+
+
 class Group:
     """Queued actions placed alike, in the order they joined (entries of actions that left stay until skipped)."""
 
@@ -138,15 +144,10 @@ class PlacementQueue:
         """Remember what placing `key` needs, and put it in its group."""
         self.drop_static(key)
         action = pending.action
-        group_key: GroupKey = (
-            replace(pending.demand, waited_seconds=0.0),
-            action.run,
-            action.parent,
-            pending.max_wait,
-        )
-        group = self._groups.get(group_key)
+        joins = group_key(pending)
+        group = self._groups.get(joins)
         if group is None:
-            group = self._groups[group_key] = Group(group_key, pending.project)
+            group = self._groups[joins] = Group(joins, pending.project)
         group.keys.append(key)
         group.size += 1
         reason = self.noted.get(key)

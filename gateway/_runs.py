@@ -119,6 +119,22 @@ class PlacedAtSubmit:
     first answer holds; the submission answers False once more whatever happens, so nothing is left held."""
 
 
+@dataclass(frozen=True, slots=True)
+class WaitsAtSubmit:
+    """A child judged as it is submitted to wait (`Placer.place_at_submit`): written queued with its waiting reason
+    (and the decision record, for the first of its kind) in its submission's transaction, so the pass that sees it
+    has nothing to write for it."""
+
+    reason: str
+    also: list[Op]
+    settle: Callable[[bool], None]
+    """Told whether the submission was written with it (as `PlacedAtSubmit.settle`)."""
+
+
+AtSubmit = PlacedAtSubmit | WaitsAtSubmit
+"""What placement made of a child as it was submitted."""
+
+
 def _encode(model: ActionSummary | RunSummary) -> bytes:
     return model.model_dump_json(exclude={"revision"} if isinstance(model, ActionSummary) else None).encode()
 
@@ -139,7 +155,7 @@ class Runs:
         self._run_records: dict[str, tuple[int, RunSummary]] = {}
         """Run records as last decoded, by key with their revision: every submission and worker message reads its
         run, which rarely changes."""
-        self.place_at_submit: Callable[[ActionSummary], Awaitable[PlacedAtSubmit | None]] | None = None
+        self.place_at_submit: Callable[[ActionSummary], Awaitable[AtSubmit | None]] | None = None
         """The leader's placement of a child as it is submitted (set by the dispatcher); None writes it queued."""
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -364,13 +380,19 @@ class Runs:
         run: str,
         request: ActionSubmitRequest,
         queued: ActionSummary,
-        placement: PlacedAtSubmit | None,
+        placement: AtSubmit | None,
     ) -> tuple[ActionSummary, bool]:
-        """Write a new child, placed if `placement` says where; answered by the existing action if its name is
-        taken."""
+        """Write a new child, placed if `placement` says where (or with why it waits); answered by the existing
+        action if its name is taken."""
         while True:
-            action = queued if placement is None else _transition(queued, placement.event)
-            compares = [Compare(key, 0)] if placement is None else [Compare(key, 0), placement.fence]
+            compares = [Compare(key, 0)]
+            if isinstance(placement, PlacedAtSubmit):
+                action = _transition(queued, placement.event)
+                compares.append(placement.fence)
+            elif isinstance(placement, WaitsAtSubmit):
+                action = queued.model_copy(update={"waiting": placement.reason})
+            else:
+                action = queued
             ops: list[Op] = [Put(key, self.decoded.written(key, _encode(action), action))]
             if placement is not None:
                 ops.extend(placement.also)
@@ -389,7 +411,7 @@ class Runs:
             if current is not None:
                 return self._same_submission(self._decode(current), request), False
             # Only the placement's term failed its compare (another replica leads now): written queued instead.
-            assert placement is not None
+            assert isinstance(placement, PlacedAtSubmit)
             placement = None
 
     async def _queued_child(

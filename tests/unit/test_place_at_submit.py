@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from dispatcher_parts import Domain, child, cluster, dispatcher, idle, leading, new_run, settle, socket
+from dispatcher_parts import TASK, Domain, child, cluster, dispatcher, idle, leading, new_run, settle, socket
 
-from flyte._wire import AssignMessage, Phase, PlacementRecord
+from flyte._wire import ActionEvent, ActionSubmitRequest, AssignMessage, Phase, PlacementRecord
 from gateway._dispatch import Dispatcher
-from gateway._keys import placement_key
+from gateway._keys import action_key, placement_key
 from gateway._sessions import AgentSession
 
 
@@ -66,6 +66,41 @@ async def test_a_child_with_no_room_is_written_queued_and_holds_nothing(
     assert (await d.runs.get_action(run, second)).phase is Phase.QUEUED
     assert dispatch.reservations.held_by(run, second) == []
     assert dispatch.placer._events["placed_at_submit"] == 1
+
+
+async def test_children_with_no_room_are_written_with_their_reason_once_and_placed_when_room_comes_back(
+    d: Domain, leader: tuple[Dispatcher, AgentSession]
+) -> None:
+    dispatch, session = leader
+    run = await placed_root(d, dispatch, session)  # the root holds 1 of the 2 cpus
+    first = await child(d.runs, run, "a" + "b" * 20)
+    waiting = [f"a{c * 20}" for c in "cdef"]
+    await d.runs.submit_many(
+        await d.runs.get_run(run), [ActionSubmitRequest(name=n, parent="a0", task=TASK) for n in waiting]
+    )
+    actions = [await d.runs.get_action(run, n) for n in waiting]
+    assert {a.phase for a in actions} == {Phase.QUEUED}
+    # Each says why in the record its submission wrote; the decision is recorded for the first of the kind.
+    reason = actions[0].waiting
+    assert reason is not None
+    assert reason.startswith("no cluster has room now")
+    assert [a.waiting for a in actions] == [reason] * 4
+    assert [await d.store.get(placement_key(run, n, 1)) is not None for n in waiting] == [True, False, False, False]
+    # The pass that sees them queued finds their reason recorded: it writes nothing for them.
+    revisions = [(await d.store.get(action_key(run, n))).mod_revision for n in waiting]  # type: ignore[union-attr]
+    await settle(lambda: not dispatch.placer._fresh)
+    await idle()
+    assert [(await d.store.get(action_key(run, n))).mod_revision for n in waiting] == revisions  # type: ignore[union-attr]
+    assert dispatch.reservations.held_by(run, waiting[0]) == []
+    # Room comes back: the oldest of them is placed.
+    placed = await d.runs.get_action(run, first)
+    by_pass = dispatch.placer._events["placed_by_pass"]
+    await d.runs.report(run, first, ActionEvent(phase=Phase.RUNNING, attempt=1, cluster="east", epoch=session.epoch))
+    await d.runs.report(run, first, ActionEvent(phase=Phase.SUCCEEDED, attempt=1))
+    assert placed.cluster == "east"
+    await settle(lambda: dispatch.placer._events["placed_by_pass"] > by_pass)
+    phases = [(await d.runs.get_action(run, n)).phase for n in waiting]
+    assert phases == [Phase.PLACED, Phase.QUEUED, Phase.QUEUED, Phase.QUEUED]
 
 
 async def test_a_child_submitted_while_a_full_pass_is_due_waits_for_the_pass(
