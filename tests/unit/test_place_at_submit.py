@@ -1,6 +1,7 @@
 """Placement at submission (`Placer.place_at_submit`): the leader places a child that the next pass would decide
-first in its submission's own transaction and sends its agent the attempt once that returns; a child that others go
-before, or that has no room, is written queued for the passes, and nothing it reserved stays held."""
+first in its submission's own transaction and sends its agent the attempt once that returns; a child that has no
+room is written queued with its reason, which the pass does not write again; a child that others go before is
+written queued for the passes; nothing a child not placed reserved stays held."""
 
 from __future__ import annotations
 
@@ -55,19 +56,6 @@ async def test_a_child_is_placed_in_its_submissions_commit_and_its_agent_told_on
     assert len(dispatch.reservations.held_by(run, name)) == 1
 
 
-async def test_a_child_with_no_room_is_written_queued_and_holds_nothing(
-    d: Domain, leader: tuple[Dispatcher, AgentSession]
-) -> None:
-    dispatch, session = leader
-    run = await placed_root(d, dispatch, session)  # the root holds 1 of the 2 cpus
-    first = await child(d.runs, run, "a" + "b" * 20)
-    second = await child(d.runs, run, "a" + "c" * 20)
-    assert (await d.runs.get_action(run, first)).phase is Phase.PLACED
-    assert (await d.runs.get_action(run, second)).phase is Phase.QUEUED
-    assert dispatch.reservations.held_by(run, second) == []
-    assert dispatch.placer._events["placed_at_submit"] == 1
-
-
 async def test_children_with_no_room_are_written_with_their_reason_once_and_placed_when_room_comes_back(
     d: Domain, leader: tuple[Dispatcher, AgentSession]
 ) -> None:
@@ -92,6 +80,7 @@ async def test_children_with_no_room_are_written_with_their_reason_once_and_plac
     await idle()
     assert [(await d.store.get(action_key(run, n))).mod_revision for n in waiting] == revisions  # type: ignore[union-attr]
     assert dispatch.reservations.held_by(run, waiting[0]) == []
+    assert dispatch.placer._events["placed_at_submit"] == 1
     # Room comes back: the oldest of them is placed.
     placed = await d.runs.get_action(run, first)
     by_pass = dispatch.placer._events["placed_by_pass"]
