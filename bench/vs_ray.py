@@ -135,12 +135,15 @@ def cpu_by_part(rig_state: Path) -> dict[str, float]:
 
 
 def placements(rig_state: Path) -> dict[str, int]:
-    """The gateway's placements so far: at submission (in the child's own commit) and by placement passes."""
+    """The gateway's placements so far, at submission (in the child's own commit) and by placement passes, and its
+    waiting reasons written, likewise."""
     endpoint = json.loads(rig_state.read_text())["endpoint"]
     with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = dict(re.findall(r'^flyte_gateway_events_total\{event="(placed_\w+)"\} (\d+)$', text, re.MULTILINE))
-    return {event: int(found.get(event, 0)) for event in ("placed_at_submit", "placed_by_pass")}
+    counted = r'^flyte_gateway_events_total\{event="((?:placed|waiting_noted)_\w+)"\} (\d+)$'
+    found = dict(re.findall(counted, text, re.MULTILINE))
+    events = ("placed_at_submit", "placed_by_pass", "waiting_noted_at_submit", "waiting_noted_by_pass")
+    return {event: int(found.get(event, 0)) for event in events}
 
 
 def gateway_memory(rig_state: Path, reset_peak: bool = False) -> tuple[float, float]:
@@ -191,8 +194,10 @@ def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]
             _, peak = gateway_memory(state)
             figures[f"fan-out {n:,} actions/s"] = n / seconds
             placed = {event: count - placed_before[event] for event, count in placements(state).items()}
-            share = placed["placed_at_submit"] / max(1, sum(placed.values()))
+            share = placed["placed_at_submit"] / max(1, placed["placed_at_submit"] + placed["placed_by_pass"])
             figures[f"fan-out {n:,} placed at submission %"] = 100 * share
+            figures[f"fan-out {n:,} waiting noted at submission"] = placed["waiting_noted_at_submit"]
+            figures[f"fan-out {n:,} waiting noted by passes"] = placed["waiting_noted_by_pass"]
             for part in after:
                 figures[f"fan-out {n:,} {part} CPU ms/action"] = 1000 * (after[part] - before[part]) / n
             figures[f"fan-out {n:,} gateway RSS MB before"] = resident

@@ -364,6 +364,7 @@ class Placer:
             # of (the same verdicts): its reason is written without a copy of that record (a 10,000-way fan-out
             # waiting for pool slots wrote 10,000 of them).
             self._queue.note(key, decision.reason)
+            self._events["waiting_noted_by_pass"] += 1
             action = item.action
             work.notes.append(
                 self._runs.note_waiting(action.run, action.name, action.attempts, decision.reason, seen=action)
@@ -388,6 +389,7 @@ class Placer:
             work.notes.append(self._fail_queued(item.action, error, record))
         else:
             self._queue.note(key, decision.reason)
+            self._events["waiting_noted_by_pass"] += 1
             action = item.action
             work.notes.append(
                 self._runs.note_waiting(
@@ -459,7 +461,10 @@ class Placer:
         kind = group_key(item) if item.max_wait is None and not self._admin.policy.tiers else None
         decision = work.kinds_waiting.get(kind) if kind is not None else None
         if decision is not None:
-            return self._waits_at_submit(item, decision, [])
+            return self._waits_at_submit(item, decision.reason, [])
+        behind = self._queue.waiting_reason(kind) if kind is not None and not self._first_in_line() else None
+        if behind is not None:
+            return self._waits_at_submit(item, behind, [])  # it queues behind its kind, all waiting for this
         decision = place(item.demand, work.snapshots, self._admin.policy, usage=self._reservations.usage)
         cluster = decision.cluster
         if cluster is None:
@@ -468,7 +473,7 @@ class Placer:
             decision = self._explain_wait(item, decision, work.snapshots)
             work.kinds_waiting[kind] = decision
             return self._waits_at_submit(
-                item, decision, [record_put(item, work.seen, decision, now, fence.mod_revision)]
+                item, decision.reason, [record_put(item, work.seen, decision, now, fence.mod_revision)]
             )
         if not self._first_in_line() or cluster not in self._sessions.live:
             self._judged_at_submit(item)
@@ -508,10 +513,13 @@ class Placer:
         event = ActionEvent(phase=Phase.PLACED, attempt=assignment.attempt, cluster=cluster, epoch=assignment.epoch)
         return PlacedAtSubmit(event, [record], fence, settle)
 
-    def _waits_at_submit(self, item: Pending, decision: Decision, also: list[Op]) -> WaitsAtSubmit:
-        """The child waits: written with `decision`'s reason (and `also`, its record, for the first of its kind in
-        this tick); once written, the queue knows the reason and the pass what placing it needs."""
+    def _waits_at_submit(self, item: Pending, reason: str, also: list[Op]) -> WaitsAtSubmit:
+        """The child waits: written with `reason` (and `also`, its decision record, for the first of its kind in
+        this tick). The queue knows the reason, and the pass what placing it needs, before the write returns: the
+        pass may see the child queued first."""
         key = (item.action.run, item.action.name)
+        self._queue.note(key, reason)
+        self._judged_at_submit(item)
         settled: list[bool] = []
 
         def settle(written: bool) -> None:
@@ -519,10 +527,11 @@ class Placer:
                 return
             settled.append(written)
             if written:
-                self._queue.note(key, decision.reason)
-                self._judged_at_submit(item)
+                self._events["waiting_noted_at_submit"] += 1
+            else:
+                self._queue.unnote(key)  # the pass notes it (or the action of that name) when it sees it queued
 
-        return WaitsAtSubmit(decision.reason, also, settle)
+        return WaitsAtSubmit(reason, also, settle)
 
     def _judged_at_submit(self, item: Pending) -> None:
         """Keep what placing a child judged at its submission needs, for the pass that sees it queued."""

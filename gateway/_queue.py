@@ -120,6 +120,14 @@ class PlacementQueue:
         static = self._statics.get(key)
         return static is not None and static.group.reasons[reason] == static.group.size
 
+    def waiting_reason(self, joins: GroupKey) -> str | None:
+        """The reason every queued action of group `joins` has recorded, if they share one: an action joining the
+        group now is behind them all, and waits for it too."""
+        group = self._groups.get(joins)
+        if group is None or not group.size:
+            return None
+        return next((reason for reason, count in group.reasons.items() if count == group.size), None)
+
     # -- what placing needs ---------------------------------------------------------------------------------------
 
     def valid_for(self, *inputs: object) -> None:

@@ -81,6 +81,13 @@ async def test_children_with_no_room_are_written_with_their_reason_once_and_plac
     assert [(await d.store.get(action_key(run, n))).mod_revision for n in waiting] == revisions  # type: ignore[union-attr]
     assert dispatch.reservations.held_by(run, waiting[0]) == []
     assert dispatch.placer._events["placed_at_submit"] == 1
+    # A later one, out of line (a full pass is due), joins its kind behind them all: it waits for their reason.
+    dispatch.placer._full_pass = True
+    late = await child(d.runs, run, "a" + "9" * 20)
+    assert (await d.runs.get_action(run, late)).waiting == reason
+    assert await d.store.get(placement_key(run, late, 1)) is None
+    assert dispatch.placer._events["waiting_noted_at_submit"] == 5
+    assert dispatch.placer._events["waiting_noted_by_pass"] == 0
     # Room comes back: the oldest of them is placed.
     placed = await d.runs.get_action(run, first)
     by_pass = dispatch.placer._events["placed_by_pass"]
@@ -88,8 +95,8 @@ async def test_children_with_no_room_are_written_with_their_reason_once_and_plac
     await d.runs.report(run, first, ActionEvent(phase=Phase.SUCCEEDED, attempt=1))
     assert placed.cluster == "east"
     await settle(lambda: dispatch.placer._events["placed_by_pass"] > by_pass)
-    phases = [(await d.runs.get_action(run, n)).phase for n in waiting]
-    assert phases == [Phase.PLACED, Phase.QUEUED, Phase.QUEUED, Phase.QUEUED]
+    phases = [(await d.runs.get_action(run, n)).phase for n in [*waiting, late]]
+    assert phases == [Phase.PLACED] + [Phase.QUEUED] * 4
 
 
 async def test_a_child_submitted_while_a_full_pass_is_due_waits_for_the_pass(
