@@ -161,6 +161,10 @@ def attempt_over_since(action: ActionSummary, attempt: int) -> float | None:
     return action.ended_at or action.updated_at or 0.0
 
 
+_MINTED_KEPT = 65_536
+"""Worker tokens a replica remembers minting (the attempts in flight of a wide fan-out, a few MB)."""
+
+
 class WorkerTokens:
     """Signs and checks per-attempt worker tokens; the key is made once and kept in the store (every gateway
     replica shares it)."""
@@ -170,6 +174,9 @@ class WorkerTokens:
         self._key: bytes | None = None
         self._keyed: hmac.HMAC | None = None
         """An HMAC with the key already absorbed: each token copies it (a new one per token was most of a mint)."""
+        self._minted: dict[str, AttemptRef] = {}
+        """Tokens this replica minted lately: one shown back (a worker's report) is known good without checking
+        its signature again. Oldest forgotten first; a forgotten one is verified as any other."""
         self._lock = asyncio.Lock()
 
     async def _signing_key(self) -> bytes:
@@ -189,7 +196,11 @@ class WorkerTokens:
     async def mint(self, ref: AttemptRef) -> str:
         payload = json.dumps([ref.project, ref.run, ref.action, ref.attempt]).encode()
         body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-        return f"{_WORKER_PREFIX}{body}.{await self._sign(body)}"
+        token = f"{_WORKER_PREFIX}{body}.{await self._sign(body)}"
+        if len(self._minted) >= _MINTED_KEPT:
+            del self._minted[next(iter(self._minted))]
+        self._minted[token] = ref
+        return token
 
     async def _sign(self, body: str) -> str:
         keyed = self._keyed
@@ -201,6 +212,9 @@ class WorkerTokens:
 
     async def verify(self, token: str) -> AttemptRef | None:
         """The attempt a well-signed worker token names; None for anything else."""
+        minted = self._minted.get(token)
+        if minted is not None:
+            return minted
         body, _, signature = token.removeprefix(_WORKER_PREFIX).partition(".")
         if not hmac.compare_digest(signature.encode(), (await self._sign(body)).encode()):
             return None
