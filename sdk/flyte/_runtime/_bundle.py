@@ -38,8 +38,11 @@ def load_bundle(directory: Path) -> None:
     every attempt it is given instead of dying and being restarted. Each module runs with `sys.argv` as
     `python module.py` would give it (just the file's path): a program that reads its command line at import time
     must not see the worker's own arguments."""
-    directory = directory.resolve()
     if directory in _loaded:
+        return  # a warm worker loads its bundle once, and is given the same path for every attempt
+    given, directory = directory, directory.resolve()
+    if directory in _loaded:
+        _loaded.add(given)
         return
     manifest_path = directory / BUNDLE_MANIFEST
     argv = sys.argv
@@ -59,7 +62,7 @@ def load_bundle(directory: Path) -> None:
                 _import_as_program(directory, origin, functools.partial(importlib.import_module, module))
     finally:
         sys.argv = argv
-    _loaded.add(directory)
+    _loaded.update((directory, given))
 
 
 def _import_as_program(directory: Path, path: Path, load: Callable[[], object]) -> None:
