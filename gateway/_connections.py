@@ -131,6 +131,8 @@ async def _serve_agent(request: web.Request, ws: web.WebSocketResponse) -> web.W
                 await authenticator.check_current(principal)
             except ApiError as error:
                 log.warning("closing the session of %s: %s", cluster, error.message)
+                # Ended now: the close below waits for the agent's answer, up to 10 s from one that reads nothing.
+                dispatcher.close_session(session)
                 await ws.close(code=CloseCode.UNAUTHORIZED, message=error.message[:120].encode())
                 break
             await _agent_message(request.app, dispatcher, session, message.data)

@@ -73,4 +73,8 @@ ruff check .
 ruff format --check .
 mypy
 lint-imports
+# The suite starts hundreds of gateways, agents, workers and CLI commands, each importing the project. Where
+# PYTHONDONTWRITEBYTECODE is set none of them writes bytecode, and each compiles what it imports from source again
+# (0.05-0.1 s a process); compiled once here instead.
+python -m compileall -q sdk gateway agent policies
 python -m pytest "${pytest_args[@]}"

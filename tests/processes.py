@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,17 +109,36 @@ class Proc:
             self.process.wait(10)
 
     def stop(self) -> None:
+        stop_all([self])
+
+    def _terminate(self) -> None:
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
             os.killpg(self.process.pid, signal.SIGTERM)
+
+    def _reap(self, within: float) -> None:
+        """Wait for the terminated process; SIGKILL its group if it has not exited within `within` seconds."""
+        if self.process is None:
+            return
         try:
-            self.process.wait(10)
+            self.process.wait(within)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+def stop_all(procs: Iterable[Proc], within: float = 10.0) -> None:
+    """SIGTERM every process, then wait for each (SIGKILL past `within` seconds): their shutdowns overlap instead of
+    running one after another."""
+    procs = list(procs)
+    for proc in procs:
+        proc._terminate()
+    deadline = time.monotonic() + within
+    for proc in procs:
+        proc._reap(max(0.0, deadline - time.monotonic()))
 
 
 def gateway_command(store_url: str, *, port: int = 0, extra_args: list[str] | tuple[str, ...] = ()) -> list[str]:

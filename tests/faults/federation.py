@@ -34,7 +34,7 @@ from typing import Any
 
 from etcd_process import EtcdProcess
 from prerequisites import ETCD_INSTALL, on_path, require
-from processes import AGENT_CONNECTED, LISTENING, Proc, gateway_command
+from processes import AGENT_CONNECTED, LISTENING, Proc, gateway_command, stop_all
 from programs import write_and_import
 
 import flyte
@@ -195,8 +195,7 @@ class Federation:
         return asyncio.run(_history(self.store_url, run))
 
     def close(self) -> None:
-        for proc in [*self.agents.values(), *self.replicas]:
-            proc.stop()
+        stop_all([*self.agents.values(), *self.replicas])
         if self.gateway is not None:
             self.gateway.stop()
         with contextlib.suppress(Exception):

@@ -17,7 +17,7 @@ from flyte._paths import flyte_home
 from flyte._resources import parse_cpu, parse_quantity
 
 from ._errors import CliUsageError
-from ._run import parse_labels
+from ._labels import parse_labels
 
 TOKEN_ENV = "FLYTE_AGENT_TOKEN"
 
@@ -142,6 +142,9 @@ def serve(
     blobs_endpoint: str | None,
 ) -> None:
     """Connect to the gateway and run the actions it assigns to this cluster, until SIGTERM or Ctrl-C."""
+    # First: a token in the environment starts this process again without it, and the agent's modules (half a
+    # second to import) would load twice.
+    token = _read_token(token_file, token)
     from agent import Agent, UnsafeDirectory
     from agent._admission import Admission
     from agent.backends import Backend, ProcessBackend
@@ -156,7 +159,6 @@ def serve(
             run_as = RunAs.lookup(run_as_user)
         except ValueError as exc:
             raise CliUsageError(str(exc)) from None
-    token = _read_token(token_file, token)
     try:
         capacity = {"cpu": parse_cpu(cpu), "memory": float(parse_quantity(memory))}
     except ValueError as exc:

@@ -353,6 +353,9 @@ def _down(quiet: bool = False) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs. A zombie does not: it has exited and let go of its ports and files, and only waits
+    for its parent to reap it. The rig's processes outlive `rig up`, so their parent is init, which in a container
+    may reap only every second or so; waiting for that would add it to every `rig down`."""
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
         if waited == pid:
@@ -363,7 +366,13 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    if not Path("/proc/self/stat").exists():
+        return True  # no /proc here (macOS): the signal's answer stands
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False  # reaped since the signal above
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @rig.command("down")

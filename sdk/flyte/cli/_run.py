@@ -11,7 +11,6 @@ Ctrl-C aborts it and `--detach` is refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -27,22 +26,13 @@ from flyte.errors import DeploymentError, ValueEncodingError
 from ._deployed import DEPLOYED_TASK, deployed_help, parse_deployed_args, resolve_deployed
 from ._errors import CliError, CliUsageError
 from ._follow import INTERRUPTED, abort, announce, attach, report
+from ._labels import parse_labels
 from ._load import find_task, load_module
 from ._params import parse_task_args, task_help, usage_error
 from ._placement import parse_duration
 from ._progress import stderr_is_interactive, watch
 
 _RUN_OPTIONS = ("local", "follow", "detach", "label", "max-wait")
-
-
-def parse_labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in values:
-        key, has_equals, value = item.partition("=")
-        if not has_equals or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
-        labels[key] = value
-    return labels
 
 
 @click.command(
