@@ -59,6 +59,10 @@ class Worker:
 @dataclass
 class Pool:
     key: str
+    """Its project, domain, environment and version (`Assignment.pool_key`): another project's environment of the
+    same name and version is another pool, with its own code, settings and secrets."""
+    warm_key: str
+    """`env@version`, as the gateway's placement scores warm slots."""
     bundle: Path
     socket: Path
     min_replicas: int
@@ -102,7 +106,10 @@ class Pools:
         """In flight on a worker, by key: whose logs a worker's `log` lines are."""
 
     def warm(self) -> dict[str, int]:
-        return {key: pool.free_slots() for key, pool in self.pools.items()}
+        warm: dict[str, int] = {}
+        for pool in self.pools.values():
+            warm[pool.warm_key] = warm.get(pool.warm_key, 0) + pool.free_slots()
+        return warm
 
     async def run(self, assignment: Assignment, bundle: Path, prepared: Prepared | None = None) -> Exit:
         key = str(AttemptKey.of(assignment))
@@ -138,8 +145,7 @@ class Pools:
                     worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
 
     async def _pool(self, assignment: Assignment, bundle: Path, prepared: Prepared) -> Pool:
-        env = assignment.task.rpartition(".")[0]
-        key = f"{env}@{assignment.version}"
+        key = assignment.pool_key
         pool = self.pools.get(key)
         if pool is not None:
             return pool
@@ -149,6 +155,7 @@ class Pools:
         socket.unlink(missing_ok=True)
         pool = Pool(
             key=key,
+            warm_key=f"{assignment.task.rpartition('.')[0]}@{assignment.version}",
             bundle=bundle,
             socket=socket,
             min_replicas=policy.min_replicas or 1,

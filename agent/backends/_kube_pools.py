@@ -181,7 +181,8 @@ class KubePools(Pools):
         self._deployments[pool.key] = _Deployment(name=name, address=f"tcp://{host}:{port}")
 
     def _key(self, pool: Pool) -> str:
-        """`<cluster>/<env>@<version>`: agents of several clusters may share a namespace, each with its own pools."""
+        """`<cluster>/<project>/<domain>/<env>@<version>`: agents of several clusters may share a namespace, each with
+        its own pools."""
         return f"{self.backend.owner}/{pool.key}"
 
     def _claim(self, pool: Pool, hello: PoolHello) -> Worker | None:

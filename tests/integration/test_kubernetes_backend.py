@@ -565,7 +565,7 @@ async def test_a_reusable_environment_runs_on_a_deployment_that_scales_and_goes_
     labels = deployment["metadata"]["labels"]
     assert labels["app.kubernetes.io/managed-by"] == "flyte-agent"
     assert labels["flyte.org/owner"] == "k1"
-    assert deployment["metadata"]["annotations"]["flyte.org/key"].startswith("k1/kube_pool@")
+    assert deployment["metadata"]["annotations"]["flyte.org/key"].startswith("k1/default/development/kube_pool@")
     template = deployment["spec"]["template"]
     assert deployment["spec"]["selector"]["matchLabels"] == {"flyte.org/owner": "k1", "flyte.org/pool": name}
     assert template["metadata"]["labels"] == {"flyte.org/owner": "k1", "flyte.org/pool": name}
