@@ -106,8 +106,9 @@ import time
 import flyte
 
 home = flyte.TaskEnvironment("{env}-main")
+# 16 slots a cluster (2 replicas of 8): most leaves wait in the queue, so the successor places some of them.
 leaves = flyte.TaskEnvironment(
-    "{env}-leaf", resources=flyte.Resources(memory="64Mi"), reusable=flyte.ReusePolicy(replicas=2, concurrency=64)
+    "{env}-leaf", resources=flyte.Resources(memory="64Mi"), reusable=flyte.ReusePolicy(replicas=2, concurrency=8)
 )
 home.add_dependency(leaves)
 
