@@ -193,10 +193,10 @@ class Placer:
         self.undelivered: Callable[[ActionSummary], None] = lambda _: None
         """Given a placement the watch left to the pass that the pass did not deliver: the watch's again."""
         self._submit_pass: _Pass | None = None
-        self._judged: dict[Key, Pending] = {}
-        """What placing children judged at submission needs, until the pass that sees them queued takes it."""
         """What placement at submission decides in (`place_at_submit`): the snapshots of this loop tick, shared by the
         children of a batch as a pass's decisions share its own."""
+        self._judged: dict[Key, Pending] = {}
+        """What placing children judged at submission needs, until the pass that sees them queued takes it."""
         self._submitted: dict[str, list[Assignment]] = defaultdict(list)
         """Assignments placed at submission and written, per cluster: each agent gets those of a tick in one message."""
 
