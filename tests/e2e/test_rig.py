@@ -439,6 +439,59 @@ def test_a_pools_actions_hold_its_replicas_room_so_one_replica_takes_its_whole_c
     assert all(a.cluster == "us-east" and a.attempts == 1 for a in children)
 
 
+GATED = """
+import asyncio
+import os
+
+import flyte
+
+pool = flyte.TaskEnvironment(
+    "gated_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=1), placement=flyte.Placement(clusters=["us-east"])
+)
+env = flyte.TaskEnvironment("gated_parent", depends_on=[pool])
+
+
+@pool.task
+async def hold(gate: str, i: int) -> int:
+    while not os.path.exists(gate):
+        await asyncio.sleep(0.02)
+    return i
+
+
+@env.task
+async def main(gate: str, n: int) -> int:
+    return sum(await asyncio.gather(*(hold(gate, i) for i in range(n))))
+"""
+
+
+def test_children_waiting_for_a_full_pool_each_say_why_and_one_decision_is_recorded_for_them(
+    rig: Rig, tmp_path: Path
+) -> None:
+    program = rig.load("gated_program", GATED)
+    rig.connect()
+    gate = tmp_path / "gate"
+    run = flyte.run(program.main, gate=str(gate), n=4)
+
+    def children() -> list[flyte.remote.Action]:
+        return [a for a in call_sync(client_for().list_actions(run.name)) if a.parent == "a0"]
+
+    # One child holds the pool's only slot; the other three wait for it, each with its reason.
+    assert_eventually(lambda: sum(a.phase == "queued" and a.waiting is not None for a in children()) == 3, timeout=60)
+    waiting = [a for a in children() if a.phase == "queued"]
+    assert all((a.waiting or "").startswith("no cluster has room now (busy: 1") for a in waiting), waiting
+    shown = [rig.flyte("get", "placement", run.name, a.name) for a in waiting]
+    recorded = [s for s in shown if s.returncode == 0]
+    assert recorded, "the decision they wait on is recorded"
+    assert "its pool is full (1 of 1 slots in flight)" in recorded[0].stdout, recorded[0].stdout
+    pointing = [s for s in shown if s.returncode != 0]
+    assert pointing, "submitted together, they share the first one's decision"
+    for answer in pointing:
+        assert "behind an earlier action of a0 with the same task and demand" in answer.stderr + answer.stdout
+    gate.touch()
+    assert run.outputs() == (6,)
+    assert all(a.phase == "succeeded" and a.attempts == 1 for a in children())
+
+
 FAILING = """
 import flyte
 
