@@ -155,7 +155,7 @@ class Pools:
         socket.unlink(missing_ok=True)
         pool = Pool(
             key=key,
-            warm_key=f"{assignment.task.rpartition('.')[0]}@{assignment.version}",
+            warm_key=assignment.warm_key,
             bundle=bundle,
             socket=socket,
             min_replicas=policy.min_replicas or 1,

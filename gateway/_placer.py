@@ -33,6 +33,7 @@ from flyte._wire import (
     ErrorInfo,
     Phase,
     pool_key,
+    warm_key,
 )
 from flyte.errors import NonRecoverableError
 from gateway._action_index import TEMPORARY, Key
@@ -601,7 +602,7 @@ class Placer:
         demand = demand_of(
             resources,
             placement,
-            warm_key=f"{task.env}@{task.version}" if reusable and prefer_warm else None,
+            warm_key=warm_key(task.env, task.version) if reusable and prefer_warm else None,
             queue=spec.queue if spec.queue in self._admin.policy.queues else None,
             project=project,
             parent_cluster=self._where.get((action.run, action.parent)) if action.parent else None,

@@ -157,6 +157,7 @@ from ._specs import (
     TaskOverrides,
     derived_env_var,
     pool_key,
+    warm_key,
 )
 from ._values import EncodedValue, ValueKind, WireValue, wire_value_fields
 from ._worker import (
@@ -309,5 +310,6 @@ __all__ = [
     "WorkerWatch",
     "derived_env_var",
     "pool_key",
+    "warm_key",
     "wire_value_fields",
 ]

@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints, TypeAdapter
 
 from ._base import ActionName, Digest, Name, TaskName, TraceParent, Version, WireModel
 from ._records import ActionEvent, ClusterRecord
-from ._specs import ResourcesSpec, ReusableSpec, pool_key
+from ._specs import ResourcesSpec, ReusableSpec, pool_key, warm_key
 from ._values import WireValue
 
 
@@ -42,9 +42,19 @@ class Assignment(WireModel):
     """Where the bundle's files came from (its task spec's `source_root`): tracebacks name files there."""
 
     @property
+    def env(self) -> str:
+        """The environment of its task (`<environment>.<function>`)."""
+        return self.task.rpartition(".")[0]
+
+    @property
     def pool_key(self) -> str:
         """The reusable pool this attempt runs in, when `reusable` is set (see `pool_key`)."""
-        return pool_key(self.project, self.domain, self.task.rpartition(".")[0], self.version)
+        return pool_key(self.project, self.domain, self.env, self.version)
+
+    @property
+    def warm_key(self) -> str:
+        """What its pool's free slots are reported by (see `warm_key`)."""
+        return warm_key(self.env, self.version)
 
 
 class AgentHello(WireModel):

@@ -147,10 +147,15 @@ class ReusableSpec(_Spec):
         return self
 
 
+def warm_key(env: str, version: str) -> str:
+    """`env@version`: what an agent reports its free warm slots by, and placement's warm scorer looks up."""
+    return f"{env}@{version}"
+
+
 def pool_key(project: str, domain: str, env: str, version: str) -> str:
     """The reusable pool an action of environment `env` at `version` runs in, as placement accounts it (the gateway
     reserves its replicas' room, the agent reports it)."""
-    return f"{project}/{domain}/{env}@{version}"
+    return f"{project}/{domain}/{warm_key(env, version)}"
 
 
 class PlacementSpec(_Spec):
