@@ -272,7 +272,7 @@ class AgentSessions:
         there that the agent does not run (it crashed and restarted, or the assignment was lost with the gateway)
         moves now. Attempts the agent runs that are no longer current there (moved while it was away) are
         aborted, so it drops orphaned work instead of finishing it for nothing. Attempts it is `reporting` stay as
-        they are: their end is on its way.
+        they are: their end is on its way; so do those their worker ended by its own report (still exiting).
         """
         kept: set[str] = set()
         for run, name in self._in_flight.in_flight(session.name):
@@ -287,10 +287,27 @@ class AgentSessions:
                     session.runs.add(run)
                 elif current.epoch < session.epoch:
                     await self._lose(current, session.name, "its agent restarted without it")
-        orphans = sorted(running - kept)
+        orphans = [key for key in sorted(running - kept) if not await self._ended_by_its_report(session.name, key)]
         if orphans:
             log.info("%s runs %d attempts that are no longer its own; aborting them", session.name, len(orphans))
             session.outbox.put_nowait(AbortMessage(keys=orphans).model_dump_json())
+
+    async def _ended_by_its_report(self, cluster: str, key: str) -> bool:
+        """Whether the attempt `key` the agent still runs is its action's current one, here, and ended by its own
+        report (the worker's, straight to the gateway): its process is exiting, sending its last spans and logs, and
+        is left to, as it would be had the agent not reconnected. One the gateway failed as lost is orphaned."""
+        try:
+            attempt = AttemptKey.parse(key)
+            current = await self._runs.get_action(attempt.run, attempt.action)
+        except (ValueError, DomainError):
+            return False
+        lost = current.error is not None and current.error.code == "ClusterLost"
+        return (
+            current.cluster == cluster
+            and current.attempts == attempt.attempt
+            and current.phase in (Phase.SUCCEEDED, Phase.FAILED)
+            and not lost
+        )
 
     async def heartbeat(
         self, session: AgentSession, free: dict[str, float], warm: dict[str, int], running: int = 0

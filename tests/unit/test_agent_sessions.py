@@ -5,6 +5,7 @@ store outage (re-list) from a bug (stop, loudly)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,7 +32,7 @@ from gateway._domain_errors import StaleEpoch
 from gateway._errors import as_api_error
 from gateway._keys import SESSIONS
 from gateway._reservations import Reservations
-from gateway._sessions import AgentSessions
+from gateway._sessions import AgentSession, AgentSessions
 from gateway.store import LeaseNotFound
 
 
@@ -113,6 +114,31 @@ async def test_a_restarted_agent_that_lost_its_work_has_it_moved_at_once(d: Doma
     assert action.phase is Phase.QUEUED
     assert action.error is not None
     assert "restarted without it" in action.error.message
+
+
+async def test_a_reconnecting_agent_keeps_an_attempt_its_worker_ended_and_drops_an_aborted_one(
+    d: Domain, dispatch: Dispatcher
+) -> None:
+    reported, aborted = await new_run(d.runs), await new_run(d.runs)
+    first = await dispatch.open_session(cluster("east"), socket())
+    await settle(lambda: all(dispatch.index.where.get((run, "a0")) == "east" for run in (reported, aborted)))
+    # The worker reports straight to the gateway and is still exiting (sending its last spans) when its agent's
+    # session moves to another replica; the other run is aborted while the agent is away.
+    for phase in (Phase.RUNNING, Phase.SUCCEEDED):
+        await d.runs.report(reported, "a0", ActionEvent(phase=phase, attempt=1, cluster="east", epoch=first.epoch))
+    await d.runs.abort(aborted, "not needed")
+    drain(first)
+    second = await dispatch.open_session(cluster("east"), socket(), running=[f"{reported}/a0/1", f"{aborted}/a0/1"])
+    aborts = [m for m in drain(second) if m.get("type") == "abort"]
+    assert [m["keys"] for m in aborts] == [[f"{aborted}/a0/1"]]
+
+
+def drain(session: AgentSession) -> list[dict[str, Any]]:
+    """The messages queued for a session's agent so far."""
+    messages = []
+    while not session.outbox.empty():
+        messages.append(json.loads(session.outbox.get_nowait()))
+    return messages
 
 
 async def test_a_session_key_read_again_does_not_take_back_room_given_back_since(
