@@ -234,6 +234,8 @@ class GatewayTracing:
         size = spans.count if isinstance(spans, RunSpans) else len(spans)
         if size > room:
             self.dropped += size - room
+            if room == 0:
+                return  # a run at its bound (a wide fan-out reaches it): nothing is decoded only to be dropped
             spans = (spans.records() if isinstance(spans, RunSpans) else spans)[:room]
         if spans:
             self._pending.setdefault(run, _Buffer()).add(spans)

@@ -87,6 +87,11 @@ async def test_kept_requests_are_read_back_within_the_runs_bound(monkeypatch: py
         values = [kv.value for kv in (await store.range("/flyte/spans/r1/"))[0]]
         assert [value[:1] for value in values] == [b"\x0a", b"["], "as it came, then cut to the bound as records"
         assert [record["name"] for value in values for record in records_of(value)] == ["a", "b", "c", "d"]
+        # At the bound, a request is counted and dropped as it came: nothing of it is decoded.
+        monkeypatch.setattr(RunSpans, "records", lambda self: pytest.fail("decoded a request only to drop it"))
+        third = request((AGENT, [span("f", 6, "r1"), span("g", 7, "r1")]))
+        await tracing.keep("r1", spans_by_run(third, third.SerializeToString())["r1"])
+        assert tracing.dropped == 3
     finally:
         await tracing.close()
         await store.close()
