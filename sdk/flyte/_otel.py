@@ -18,11 +18,13 @@ off for the whole deployment, since actions then carry no traceparent).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import re
 import threading
 import time
+import types
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -166,14 +168,22 @@ def end_span(span: Span | None, error: str | None = None, end_time: int | None =
     span.end(end_time)
 
 
-def _current_ids() -> tuple[str, str] | None:
-    """(trace id, span id) of the current OpenTelemetry span: one of ours, or a user's."""
-    from opentelemetry import trace
+@functools.cache
+def _api() -> tuple[types.ModuleType, types.ModuleType, type[Span]]:
+    """OpenTelemetry's context and trace API and our span class, imported when first needed (~0.1 s): a `from`
+    import in a function runs the import machinery again at every call, on every action's path."""
+    from opentelemetry import context, trace
 
     from ._spans import Span
 
+    return context, trace, Span
+
+
+def _current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current OpenTelemetry span: one of ours, or a user's."""
+    _, trace, span_class = _api()
     active = trace.get_current_span()
-    if isinstance(active, Span):
+    if isinstance(active, span_class):
         return active.trace_id, active.span_id
     context = active.get_span_context()
     return (f"{context.trace_id:032x}", f"{context.span_id:016x}") if context.is_valid else None
@@ -246,8 +256,7 @@ def current_span(name: str, parent: str | None, attributes: Attributes) -> Itera
     if tracing is None:
         yield None
         return
-    from opentelemetry import context, trace
-
+    context, trace, _ = _api()
     if parent is None:
         ids = _current_ids()
         span = None if ids is None else tracing.start_under(name, ids, attributes)
