@@ -253,6 +253,38 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
     return True
 
 
+_NOT_FOR_WORKERS = {
+    "actions": {
+        "__all__": {
+            "inputs",
+            "custom_context",
+            "overrides",
+            "traceparent",
+            "span_parent",
+            "waiting",
+            "cache_key",
+            "not_before",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "ended_at",
+            "user_failures",
+            "system_failures",
+            "cluster",
+            "epoch",
+            "revision",
+            "version",
+        }
+    }
+}
+"""What a worker never reads of the actions it is sent (its children's and its own): a worker reads a child's phase,
+output and error. Left out, a reply is a fraction of the JSON to write and for the worker to validate."""
+
+
+def worker_reply_json(reply: GatewayReply) -> str:
+    return reply.model_dump_json(exclude=_NOT_FOR_WORKERS)
+
+
 async def worker_connect(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=32 * 1024 * 1024)
     await ws.prepare(request)
@@ -262,7 +294,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     outbox: asyncio.Queue[str] = asyncio.Queue()
 
     async def send(reply: GatewayReply) -> None:
-        outbox.put_nowait(reply.model_dump_json())
+        outbox.put_nowait(worker_reply_json(reply))
 
     writer = asyncio.create_task(_writer(ws, outbox))
     handlers = Background()

@@ -110,3 +110,30 @@ async def test_a_token_revoked_while_its_socket_is_open_is_refused_on_the_next_m
     refused = await worker.send(WorkerSubmit(id=2, run=run, actions=[child(2)]))
     assert (refused.type, refused.code) == ("error", "unauthorized")
     assert len((await d.runs.list_actions(run))[0]) == 2
+
+
+def test_a_reply_carries_what_the_worker_reads_of_a_child_and_not_its_inputs() -> None:
+    from flyte._remote_controller import decode_result
+    from flyte._wire import ActionSummary, EncodedValue, WireValue
+    from flyte.errors import RuntimeUserError, error_info
+    from gateway._connections import worker_reply_json
+
+    value = WireValue.from_encoded(EncodedValue("json", "0" * 64, payload=b'"a large input"' * 1000))
+    done = ActionSummary(
+        name="a1", parent="a0", task=TASK, phase=Phase.SUCCEEDED, run="r", inputs={"x": value}, output=value
+    )
+    failed = done.model_copy(
+        update={"name": "a2", "phase": Phase.FAILED, "output": None, "error": error_info(RuntimeUserError("E", "no"))}
+    )
+    text = worker_reply_json(GatewayReply(type="children", run="r", parent="a0", actions=[done, failed]))
+    assert len(text) < len(done.model_dump_json()), "the child's inputs stay behind"
+    succeeded, refused = GatewayReply.model_validate_json(text).actions
+    assert (succeeded.name, succeeded.phase, succeeded.output, succeeded.inputs) == ("a1", Phase.SUCCEEDED, value, {})
+
+    class Decoder:
+        def decode(self, encoded: EncodedValue) -> object:
+            return encoded
+
+    assert decode_result(Decoder(), succeeded) == value.to_encoded()
+    with pytest.raises(RuntimeUserError, match="no"):
+        decode_result(Decoder(), refused)
