@@ -157,10 +157,12 @@ def gateway_memory(rig_state: Path, reset_peak: bool = False) -> tuple[float, fl
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]:
+def rig_up(root: Path, program: str) -> dict[str, str]:
+    """A rig in `root` (its FLYTE_HOME, and this process's, under it), with `program` importable as
+    `vs_ray_program`; the environment to bring it down with."""
     env = {**os.environ, "FLYTE_HOME": str(root / "home"), "HOME": str(root)}
     os.environ.update({"FLYTE_HOME": env["FLYTE_HOME"], "HOME": env["HOME"]})
-    (root / "vs_ray_program.py").write_text(OURS)
+    (root / "vs_ray_program.py").write_text(program)
     os.chdir(root)
     sys.path.insert(0, str(root))
     up = subprocess.run(
@@ -171,6 +173,15 @@ def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]
     )
     if up.returncode != 0:
         sys.exit(up.stderr)
+    return env
+
+
+def rig_down(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], env=env, capture_output=True)
+
+
+def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]:
+    env = rig_up(root, OURS)
     try:
         import vs_ray_program  # type: ignore[import-not-found]
 
@@ -205,7 +216,7 @@ def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]
             figures[f"fan-out {n:,} gateway peak KB/action"] = 1024 * (peak - resident) / n
         return figures
     finally:
-        subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], env=env, capture_output=True)
+        rig_down(env)
 
 
 def ray_python(version: str) -> Path:
