@@ -147,7 +147,10 @@ class Election:
                     raise RuntimeError("the leader's work ended on its own")
                 sent_at = self._monotonic()
                 try:
-                    await asyncio.wait_for(self.store.keepalive(self._lease), timeout=self.ttl / 3)
+                    # `asyncio.timeout`, not `wait_for`: on Python 3.11 a cancel that lands as the renewal answers is
+                    # swallowed by `wait_for`, and this loop would lead on after being told to stop.
+                    async with asyncio.timeout(self.ttl / 3):
+                        await self.store.keepalive(self._lease)
                     renewed_at = sent_at
                 except (StoreUnavailable, TimeoutError) as error:
                     if self._monotonic() - renewed_at >= self.ttl:
@@ -170,7 +173,8 @@ class Election:
         lease, self._lease = self._lease, 0
         if lease:
             with contextlib.suppress(StoreError, TimeoutError):
-                await asyncio.wait_for(self.store.revoke(lease), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await self.store.revoke(lease)
 
 
 class NotLeader(RuntimeError):

@@ -158,7 +158,8 @@ class Scheduler:
                 log.exception("trigger pass failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):  # not `wait_for`, which on 3.11 can swallow a cancel
+                    await self._wake.wait()
 
     # -- one pass ----------------------------------------------------------------------------------------------
 

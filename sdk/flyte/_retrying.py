@@ -49,5 +49,6 @@ class RetryDelay:
             await asyncio.sleep(delay)
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                async with asyncio.timeout(delay):  # not `wait_for`, which on 3.11 can swallow a cancel
+                    await stop.wait()
         return delay
