@@ -41,7 +41,9 @@ class AgentTracing:
         self._tracing: _otel.ProcessTracing | None = None
         if _otel.enabled():
             resource = {"flyte.cluster": cluster.name, "cloud.region": cluster.region, "cloud.provider": cluster.cloud}
-            self._tracing = _otel.make_tracing("flyte-agent", resource, _otel.poster(gateway), lambda _: token)
+            self._tracing = _otel.make_tracing(
+                "flyte-agent", resource, _otel.poster(gateway), _otel.token_unless_full(token)
+            )
         self._spans: dict[str, Span] = {}
         self._reported: dict[str, int] = {}
         self._uploads: dict[str, list[tuple[int, int, int]]] = {}

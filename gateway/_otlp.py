@@ -8,6 +8,10 @@ forwarded. A run's spans are kept as the OTLP protobuf they came in (`RunSpans`:
 kept as it is, one of several is split per run) and decoded to records when the trace is read: decoding every
 attribute of every span on arrival was most of what tracing cost the gateway. The body is forwarded as it came to
 `OTEL_EXPORTER_OTLP_ENDPOINT` when that is set.
+
+A run's spans past its bound (`gateway._tracing.MAX_SPANS_PER_RUN`) are counted as rejected, and when nothing
+forwards them the answer names the run (`flyte._otel.FULL_RUNS`): the agents and workers that sent them stop
+sending that run's spans, which a wide fan-out would otherwise make, encode, send and parse only to be dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +35,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from flyte._otel import RUN_ATTRIBUTE
+from flyte._otel import FULL_RUNS, RUN_ATTRIBUTE
 from gateway._auth import Authenticator
 from gateway._domain_errors import Forbidden
 from gateway._errors import ApiError, bad_request, forbidden
@@ -74,7 +78,8 @@ async def receive_traces(request: web.Request) -> web.Response:
         raise ApiError(413, "too_large", f"the body is over the limit of {MAX_OTLP_BODY} bytes")
     export = parse_request(body, content_type)
     by_run = spans_by_run(export, body if content_type == PROTOBUF else None)
-    refused = 0
+    refused = dropped = 0
+    full: list[str] = []
     tracing = request.app[TRACING]
     for run, spans in by_run.items():
         if run is None:
@@ -91,9 +96,13 @@ async def receive_traces(request: web.Request) -> web.Response:
                 refused += spans.count
                 continue
             given.spans[run] += spans.count
-        await tracing.keep(run, spans)
+        past_bound = await tracing.keep(run, spans)
+        if past_bound:
+            dropped += past_bound
+            full.append(run)
     tracing.forward(body, content_type)
-    return _answer(content_type, refused)
+    # With a collector to forward to, a full run's spans are still wanted there: its senders are not told.
+    return _answer(content_type, refused, dropped, full if tracing.forwarder is None else [])
 
 
 def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
@@ -142,11 +151,18 @@ def _objects(value: Any) -> Iterable[dict[str, Any]]:
     return value
 
 
-def _answer(content_type: str, refused: int) -> web.Response:
+def _answer(content_type: str, refused: int, dropped: int = 0, full: Sequence[str] = ()) -> web.Response:
+    """OTLP's answer: a partial success when spans were `refused` (not the sender's to send) or `dropped` (past
+    their run's bound), naming the `full` runs in the message as `flyte._otel.full_runs_of` reads them."""
     response = ExportTraceServiceResponse()
-    if refused:
-        response.partial_success.rejected_spans = refused
-        response.partial_success.error_message = "spans of another run than the worker token's were refused"
+    if refused or dropped:
+        response.partial_success.rejected_spans = refused + dropped
+        reasons = ["spans of another run than the worker token's were refused"] if refused else []
+        if dropped:
+            reasons.append("spans past their run's bound were dropped")
+        if full:
+            reasons.append(FULL_RUNS + ",".join(full))
+        response.partial_success.error_message = "; ".join(reasons)
     if content_type == PROTOBUF:
         return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
     return web.json_response(json_format.MessageToDict(response))

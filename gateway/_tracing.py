@@ -40,7 +40,7 @@ from gateway.store import Put, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.tracing")
 
-MAX_SPANS_PER_RUN = 20_000
+MAX_SPANS_PER_RUN = int(os.environ.get("FLYTE_SPANS_PER_RUN", "20000"))
 """Spans kept per run; later ones are only forwarded (a 10,000-way fan-out makes about 60,000)."""
 FLUSH_SECONDS = 0.5
 SERVICE = "flyte-gateway"
@@ -224,8 +224,8 @@ class GatewayTracing:
 
     # -- keeping spans per run ------------------------------------------------------------------------------------
 
-    async def keep(self, run: str, spans: list[Record] | RunSpans) -> None:
-        """Buffer spans of `run` for the next flush, within the run's bound."""
+    async def keep(self, run: str, spans: list[Record] | RunSpans) -> int:
+        """Buffer spans of `run` for the next flush, within the run's bound; how many were past it (dropped)."""
         count = self._counts.get(run)
         if count is None:
             count = await self._count(run)
@@ -235,11 +235,12 @@ class GatewayTracing:
         if size > room:
             self.dropped += size - room
             if room == 0:
-                return  # a run at its bound (a wide fan-out reaches it): nothing is decoded only to be dropped
+                return size  # a run at its bound (a wide fan-out reaches it): nothing is decoded only to be dropped
             spans = (spans.records() if isinstance(spans, RunSpans) else spans)[:room]
         if spans:
             self._pending.setdefault(run, _Buffer()).add(spans)
             self._wake_flusher()
+        return max(0, size - room)
 
     def forward(self, body: bytes, content_type: str) -> None:
         if self.forwarder is not None:

@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 RUN_ATTRIBUTE = "flyte.run"
+FULL_RUNS = "runs at their span bound: "
+"""Begins the part of the gateway's OTLP answer that names runs whose spans it no longer keeps (comma-separated)."""
+_FULL_KEPT = 10_000
+_full: dict[str, None] = {}
+"""Runs the gateway said are at their span bound, oldest first: this process sends no more of their spans."""
 EXPORT_DELAY_MS = 500
 """How long a finished span may wait for its batch: short enough that `flyte get trace` is current."""
 Attributes = Mapping[str, str | int | float | bool]
@@ -240,7 +245,34 @@ def start_worker(endpoint: str, cluster: str | None) -> None:
 
 
 def _token_of_run(run: str | None) -> str | None:
-    return _run_tokens.get(run) if run is not None else None
+    return _run_tokens.get(run) if run is not None and run not in _full else None
+
+
+def token_unless_full(token: str) -> TokenOf:
+    """`token` for the spans of every run but those at their bound (a process that sends all its runs' spans with
+    one token: an agent's)."""
+    return lambda run: None if run in _full else token
+
+
+def full_runs_of(answer: bytes) -> list[str]:
+    """The runs an OTLP answer (protobuf) names as at their span bound; none if it names none or is not one."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    response = ExportTraceServiceResponse()
+    try:
+        response.ParseFromString(answer)
+    except DecodeError:
+        return []
+    _, named, rest = response.partial_success.error_message.partition(FULL_RUNS)
+    return [run for run in rest.split(";", 1)[0].split(",") if run] if named else []
+
+
+def _note_full(runs: list[str]) -> None:
+    for run in runs:
+        _full[run] = None
+    while len(_full) > _FULL_KEPT:
+        del _full[next(iter(_full))]
 
 
 def flush_worker() -> None:
@@ -346,7 +378,11 @@ def poster(gateway: str) -> Post:
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
-                    return bool(response.status < 300)
+                    answer = response.read()
+                    taken = bool(response.status < 300)
+                if answer:  # a partial success: some spans were not kept, and runs at their bound are named
+                    _note_full(full_runs_of(answer))
+                return taken
             except (OSError, ValueError) as error:
                 if not replica_down(error):
                     return False

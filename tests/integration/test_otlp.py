@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from gateway_api import Api, new_run
+from http_receiver import http_receiver
 from processes import GatewayProcess
 
+from flyte import _otel
 from gateway._tracing import GatewayTracing
 from gateway.store import open_store
 
@@ -237,3 +241,55 @@ async def test_an_aborted_run_ends_its_trace(api: Api) -> None:
         "error",
         "aborted",
     )
+
+
+@pytest.mark.parametrize("forwarding", [False, True], ids=["kept only", "forwarded too"])
+async def test_senders_are_told_a_run_is_full_and_send_no_more_of_its_spans_unless_they_are_forwarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forwarding: bool
+) -> None:
+    forwarded: list[bytes] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        forwarded.append(await request.read())
+        return web.Response()
+
+    monkeypatch.setenv("FLYTE_SPANS_PER_RUN", "3")
+    monkeypatch.setattr(_otel, "_full", {})
+    async with http_receiver(collect) as collector:
+        if forwarding:
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+        gateway = GatewayProcess("memory", tmp_path / "gateway").start()
+        try:
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.token}"}) as session:
+                api = Api(gateway.endpoint, session)
+                run = (await new_run(api))["name"]
+                status, root = await api.call("GET", f"/api/v1/runs/{run}/actions/a0")
+                assert status == 200
+                sender = await token(api, "admin")
+                posts: list[int] = []
+                post = _otel.poster(gateway.endpoint)
+
+                def counted(token: str, body: bytes) -> bool:
+                    posts.append(len(body))
+                    return post(token, body)
+
+                tracing = _otel.make_tracing("tests", {}, counted, _otel.token_unless_full(sender))
+
+                def spans(count: int) -> None:
+                    for _ in range(count):
+                        span = tracing.start("work", root["traceparent"], {_otel.RUN_ATTRIBUTE: run})
+                        assert span is not None
+                        span.end()
+                    tracing.flush()
+
+                await asyncio.to_thread(spans, 5)
+                assert len(posts) == 1
+                kept = [s for s in await trace(api, run) if s["name"] == "work"]
+                assert 0 < len(kept) <= 3, "the run's bound holds"
+                await asyncio.to_thread(spans, 2)
+                # Told the run is full, the sender sends nothing more of it; with a collector, it goes on sending.
+                assert len(posts) == (2 if forwarding else 1)
+                assert (run in _otel._full) is not forwarding
+                tracing.shutdown()
+        finally:
+            gateway.stop()
