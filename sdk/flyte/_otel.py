@@ -44,6 +44,7 @@ FULL_RUNS = "runs at their span bound: "
 """Begins the part of the gateway's OTLP answer that names runs whose spans it no longer keeps (comma-separated)."""
 _FULL_KEPT = 10_000
 _full: dict[str, None] = {}
+_full_lock = threading.Lock()
 """Runs the gateway said are at their span bound, oldest first: this process sends no more of their spans."""
 EXPORT_DELAY_MS = 500
 """How long a finished span may wait for its batch: short enough that `flyte get trace` is current."""
@@ -269,10 +270,14 @@ def full_runs_of(answer: bytes) -> list[str]:
 
 
 def _note_full(runs: list[str]) -> None:
-    for run in runs:
-        _full[run] = None
-    while len(_full) > _FULL_KEPT:
-        del _full[next(iter(_full))]
+    if not runs:
+        return
+    # Two export threads (ours and the SDK's) may note runs at once: trimming iterates the dict.
+    with _full_lock:
+        for run in runs:
+            _full[run] = None
+        while len(_full) > _FULL_KEPT:
+            del _full[next(iter(_full))]
 
 
 def flush_worker() -> None:
