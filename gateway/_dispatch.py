@@ -98,6 +98,7 @@ class Dispatcher:
         self._runs = runs
         self._to_assign: asyncio.Queue[ActionSummary] = asyncio.Queue()
         self.placer.undelivered = self._to_assign.put_nowait
+        self.agents.undelivered = self._to_assign.put_nowait
         runs.place_at_submit = self.placer.place_at_submit
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: BaseException | None = None

@@ -148,6 +148,8 @@ class AgentSessions:
         self._retry = retry
         self.sessions: dict[str, AgentSession] = {}
         self.known: dict[str, ClusterRecord] = {}
+        self.undelivered: Callable[[ActionSummary], None] | None = None
+        """Where an attempt placed for a session before it was held here goes to be sent (the dispatcher's)."""
         """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self.default_request: Mapping[str, float] = DEFAULT_REQUEST
         """What a one-off action counts as holding where it declares nothing: see `default_request`."""
@@ -287,6 +289,10 @@ class AgentSessions:
                     session.runs.add(run)
                 elif current.epoch < session.epoch:
                     await self._lose(current, session.name, "its agent restarted without it")
+                elif current.phase is Phase.PLACED and self.undelivered is not None:
+                    # Placed for this very session (by the leader, on seeing its key) before it was held here: the
+                    # action watch found no session of that epoch to send it to, and passed it by.
+                    self.undelivered(current)
         orphans = [key for key in sorted(running - kept) if not await self._ended_by_its_report(session.name, key)]
         if orphans:
             log.info("%s runs %d attempts that are no longer its own; aborting them", session.name, len(orphans))

@@ -30,7 +30,7 @@ from flyte._wire import ActionEvent, Phase
 from gateway._dispatch import Dispatcher
 from gateway._domain_errors import StaleEpoch
 from gateway._errors import as_api_error
-from gateway._keys import SESSIONS
+from gateway._keys import EPOCH_KEY, SESSIONS, action_key
 from gateway._reservations import Reservations
 from gateway._sessions import AgentSession, AgentSessions
 from gateway.store import LeaseNotFound
@@ -139,6 +139,29 @@ def drain(session: AgentSession) -> list[dict[str, Any]]:
     while not session.outbox.empty():
         messages.append(json.loads(session.outbox.get_nowait()))
     return messages
+
+
+async def test_an_attempt_placed_for_a_session_before_it_was_held_here_is_sent_when_it_is(d: Domain) -> None:
+    follower = dispatcher(d)  # another replica leads: this one only holds the agent's session
+    await follower.start()
+    try:
+        run = await new_run(d.runs)
+        # The leader places a0 on the agent's next session as soon as its key is written, before this replica holds
+        # that session: this replica's action watch finds no session of that epoch and passes it by.
+        epoch = int((await d.store.get(EPOCH_KEY)).value) + 1 if await d.store.get(EPOCH_KEY) else 1
+        kv = await d.store.get(action_key(run, "a0"))
+        assert kv is not None
+        placed = {**json.loads(kv.value), "phase": "placed", "attempts": 1, "cluster": "east", "epoch": epoch}
+        await d.store.put(kv.key, json.dumps(placed).encode())
+        await settle(lambda: follower.index.where.get((run, "a0")) == "east")
+        session = await follower.open_session(cluster("east"), socket(), running=[])
+        assert session.epoch == epoch
+        await settle(lambda: any(json.loads(m).get("type") == "assign" for m in list(session.outbox._queue)))
+        (assign,) = [m for m in drain(session) if m.get("type") == "assign"]
+        assert [(a["action"], a["epoch"]) for a in assign["assignments"]] == [("a0", epoch)]
+        assert (await d.runs.get_action(run, "a0")).phase is Phase.PLACED, "sent, not failed over"
+    finally:
+        await follower.stop()
 
 
 async def test_a_session_key_read_again_does_not_take_back_room_given_back_since(
