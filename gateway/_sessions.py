@@ -148,9 +148,9 @@ class AgentSessions:
         self._retry = retry
         self.sessions: dict[str, AgentSession] = {}
         self.known: dict[str, ClusterRecord] = {}
+        """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self.undelivered: Callable[[ActionSummary], None] | None = None
         """Where an attempt placed for a session before it was held here goes to be sent (the dispatcher's)."""
-        """Every registered cluster, connected or not: a demand that fits one that is down waits rather than fails."""
         self.default_request: Mapping[str, float] = DEFAULT_REQUEST
         """What a one-off action counts as holding where it declares nothing: see `default_request`."""
         self._closing = Background()
