@@ -358,6 +358,14 @@ class GatewayBlobs(BlobBackend):
         self._broken: dict[str, tuple[str, str]] = {}
         """Multipart uploads that broke, by digest: (upload, the store's id), resumed by the next try."""
 
+    def with_token(self, token: str) -> GatewayBlobs:
+        """This store for another token's transfers, sharing which replica answers (a pool worker's attempts)."""
+        other = object.__new__(GatewayBlobs)
+        other.replicas, other._query, other._where = self.replicas, self._query, self._where
+        other._headers = {"Authorization": f"Bearer {token}"}
+        other._broken = {}
+        return other
+
     @property
     def endpoint(self) -> str:
         """The replica transfers go to now."""

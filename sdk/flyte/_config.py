@@ -8,6 +8,8 @@ plane without a config file. Everything else in the SDK asks `current_config()` 
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,11 +67,38 @@ class Config:
 
 
 _current: Config | None = None
+_attempt: contextvars.ContextVar[Config | None] = contextvars.ContextVar("flyte_attempt_config", default=None)
+"""A worker's config for the attempt running in this context: a pool worker runs several at once, each with its
+own token (`use_attempt_config`)."""
 
 
 def current_config() -> Config:
-    """The config set by `init` / `init_from_config`; local mode if neither was called."""
+    """The config of the attempt running in this context (in a worker); else the one set by `init` /
+    `init_from_config`; local mode if neither was called."""
+    attempt = _attempt.get()
+    if attempt is not None:
+        return attempt
     return _current if _current is not None else Config()
+
+
+def use_attempt_config(endpoint: str, token: str, project: str, domain: str) -> None:
+    """A worker's config for the attempt about to run in this context, and the process's for code that runs outside
+    any attempt's context (a thread the task started itself). As `init(endpoint, project, domain, token)`, whose
+    explicit arguments leave nothing to the environment, without re-reading it: this runs for every attempt."""
+    global _current
+    config = Config(
+        endpoint=_normalized(endpoint),
+        project=project or DEFAULT_PROJECT,
+        domain=domain or DEFAULT_DOMAIN,
+        api_key=token,
+    )
+    _current = config
+    _attempt.set(config)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalized(endpoint: str) -> str:
+    return normalize_endpoint(endpoint)
 
 
 def is_remote() -> bool:
@@ -158,6 +187,7 @@ def init(
         keep_domain=domain is not None,
         keep_api_key=api_key is not None,
     )
+    _attempt.set(None)  # a task that calls `init` itself means it for the rest of its attempt
 
 
 def init_from_config(
@@ -183,6 +213,7 @@ def init_from_config(
     if domain is not None:
         changes["domain"] = domain
     _current = replace(config, **changes) if changes else config
+    _attempt.set(None)
 
 
 def init_from_api_key(

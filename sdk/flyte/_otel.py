@@ -219,7 +219,9 @@ _run_tokens: dict[str, str] = {}
 
 def configure_worker(endpoint: str, run: str, token: str, cluster: str | None) -> None:
     """Trace this worker process, and export the spans of `run` with its token."""
-    if enabled():
+    if _worker is not None:  # set up, so tracing is on: a pool worker comes here per attempt
+        _run_tokens[run] = token
+    elif enabled():
         _run_tokens[run] = token
         start_worker(endpoint, cluster)
 

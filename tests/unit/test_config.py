@@ -322,3 +322,42 @@ def test_write_config_rejects_an_unloadable_endpoint(workspace: Path) -> None:
     with pytest.raises(ValueError, match="ftp://"):
         write_config(target, "ftp://h", None, None, False)
     assert not target.exists()
+
+
+async def test_concurrent_attempts_of_a_pool_worker_each_see_their_own_token(workspace: Path) -> None:
+    """A pool worker runs several attempts at once, each in its own task: each sees its own token, and code outside
+    every attempt (a thread a task started itself) sees the last one set."""
+    import asyncio
+
+    from flyte._config import use_attempt_config
+
+    started = asyncio.Event()
+    seen: dict[str, str | None] = {}
+
+    async def attempt(token: str, project: str) -> None:
+        use_attempt_config("http://127.0.0.1:9", token, project, "development")
+        if token == "first":
+            await started.wait()  # the second attempt configures meanwhile
+        else:
+            started.set()
+        config = current_config()
+        seen[token] = config.api_key
+        assert (config.endpoint, config.project) == ("http://127.0.0.1:9", project)
+
+    await asyncio.gather(attempt("first", "p1"), attempt("second", "p2"))
+    assert seen == {"first": "first", "second": "second"}
+    assert current_config().api_key == "second"  # this context ran no attempt: the process's
+
+
+async def test_a_task_that_calls_init_itself_gets_what_it_asked_for(workspace: Path) -> None:
+    import asyncio
+
+    from flyte._config import use_attempt_config
+
+    async def attempt() -> Config:
+        use_attempt_config("http://127.0.0.1:9", "token", "p1", "development")
+        init(endpoint="http://127.0.0.1:10", project="other", api_key="theirs")
+        return current_config()
+
+    config = await asyncio.create_task(attempt())
+    assert (config.endpoint, config.project, config.api_key) == ("http://127.0.0.1:10", "other", "theirs")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import _otel
-from .._config import init
+from .._config import use_attempt_config
 from .._context import ActionContext
 from .._execute import execute_body
 from .._interface import EncodedInputs
@@ -18,6 +20,9 @@ from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireVa
 from .._worker_link import WorkerLink
 from ..errors import error_info
 from ._bundle import BundleLoadError, find_task, load_bundle, user_paths
+
+if TYPE_CHECKING:
+    from .._client import GatewayBlobs
 
 log = logging.getLogger("flyte.worker")
 
@@ -121,11 +126,26 @@ def _log_failure(assignment: Assignment, info: ErrorInfo) -> None:
 
 
 def configure(assignment: Assignment, endpoint: str) -> None:
-    """Point this process's SDK at the gateway, as the assignment's run."""
-    from .._client import GatewayBlobs
+    """Point this process's SDK at the gateway, as the assignment's run: for this context (the attempt's task) and, for
+    code outside any attempt's context, the process. A pool worker does this per attempt, so nothing here re-reads
+    the environment or builds what an earlier attempt built."""
     from .._codec import use_blob_backend
 
-    init(endpoint=endpoint, api_key=assignment.token, project=assignment.project, domain=assignment.domain)
+    use_attempt_config(endpoint, assignment.token, assignment.project, assignment.domain)
+    cluster = _cluster()
     if assignment.traceparent is not None:
-        _otel.configure_worker(endpoint, assignment.run, assignment.token, os.environ.get("FLYTE_CLUSTER"))
-    use_blob_backend(GatewayBlobs(endpoint, assignment.token, cluster=os.environ.get("FLYTE_CLUSTER")))
+        _otel.configure_worker(endpoint, assignment.run, assignment.token, cluster)
+    use_blob_backend(_blobs(endpoint, cluster).with_token(assignment.token))
+
+
+@functools.cache
+def _cluster() -> str | None:
+    return os.environ.get("FLYTE_CLUSTER")
+
+
+@functools.cache
+def _blobs(endpoint: str, cluster: str | None) -> GatewayBlobs:
+    """The gateway's blob store as this worker reaches it; each attempt's copy carries its own token."""
+    from .._client import GatewayBlobs
+
+    return GatewayBlobs(endpoint, None, cluster=cluster)
