@@ -11,7 +11,6 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -22,6 +21,7 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from flyte._background import Background
+from flyte._env import env_int
 from flyte._wire import (
     AbortRequest,
     ActionEvent,
@@ -157,7 +157,7 @@ def _json(model: pydantic.BaseModel | list[Any], status: int = 200) -> web.Respo
 # -- blobs ---------------------------------------------------------------------------------------------------
 
 
-UPLOADS_PER_TOKEN = int(os.environ.get("FLYTE_BLOB_UPLOADS_PER_TOKEN", "4"))
+UPLOADS_PER_TOKEN = env_int("FLYTE_BLOB_UPLOADS_PER_TOKEN", 4)
 """Blob uploads one token may have in flight at once; more are a 429."""
 _uploads: collections.Counter[str] = collections.Counter()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -14,6 +13,7 @@ from aiohttp import WSCloseCode, web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import flyte
+from flyte._env import env_float
 from gateway._api import SERVICES, Services, timing_middleware
 from gateway._auth import Authenticator, auth_middleware
 from gateway._blob_stores import ClusterBlobStores
@@ -119,7 +119,7 @@ RETENTION = web.AppKey("retention", Retention)
 HISTORY = web.AppKey("history_kept", int)
 ELECTION = web.AppKey("election", Election)
 CAMPAIGN = web.AppKey("campaign", asyncio.Task[None])
-LEADER_TTL = float(os.environ.get("FLYTE_LEADER_TTL", "10"))
+LEADER_TTL = env_float("FLYTE_LEADER_TTL", 10.0)
 """Seconds a leader's lease lasts without renewal: a killed leader's duties move within this (Armada uses 15 s)."""
 
 

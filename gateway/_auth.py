@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from flyte._env import env_float
 from flyte._wire import ActionSummary, Phase
 from gateway._decoded import DecodedActions
 from gateway._errors import forbidden, unauthorized
@@ -133,7 +133,7 @@ async def revoke_token(store: Store, token_id: str) -> TokenRecord | None:
     return TokenRecord.model_validate_json(kvs[0].value)
 
 
-WORKER_GRACE = float(os.environ.get("FLYTE_WORKER_TOKEN_GRACE", "30"))
+WORKER_GRACE = env_float("FLYTE_WORKER_TOKEN_GRACE", 30.0, above=False)
 """Seconds a worker token outlives its attempt: its final report and last checkpoints may still be in flight."""
 _WORKER_PREFIX = "ffw_"
 

@@ -30,13 +30,14 @@ from typing import BinaryIO, Protocol
 
 from aiohttp import web
 
+from flyte._env import env_int
 from flyte._paths import private_dir
 from gateway._domain_errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
 from gateway._keys import blob_owners_key
 from gateway.store import Compare, Delete, Put, Store
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-MAX_BLOB = int(os.environ.get("FLYTE_MAX_BLOB_BYTES", str(256 * 1024 * 1024)))
+MAX_BLOB = env_int("FLYTE_MAX_BLOB_BYTES", 256 * 1024 * 1024)
 """The largest blob an upload may carry."""
 _WRITE_CHUNK = 1024 * 1024
 """Bytes gathered before each write to disk (off the event loop)."""

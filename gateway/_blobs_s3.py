@@ -35,6 +35,7 @@ import obstore.exceptions
 from aiohttp import web
 from obstore.store import AzureStore, GCSStore, ObjectStore, S3Store, from_url
 
+from flyte._env import env_float
 from gateway import _s3_multipart as s3_multipart
 from gateway._blobs import (
     BlobStoreUnavailable,
@@ -60,7 +61,7 @@ T = TypeVar("T")
 log = logging.getLogger("flyte.gateway")
 
 RETRY_SECONDS = 10.0
-URL_SECONDS = float(os.environ.get("FLYTE_BLOB_URL_SECONDS", "300"))
+URL_SECONDS = env_float("FLYTE_BLOB_URL_SECONDS", 300.0)
 """How long a presigned URL the gateway issues stays valid."""
 _STREAM_CHUNK = 1024 * 1024
 _PART = 5 * 1024 * 1024

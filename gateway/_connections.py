@@ -16,7 +16,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import secrets
 import time
 from collections import defaultdict
@@ -25,6 +24,7 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from flyte._background import Background
+from flyte._env import env_int
 from flyte._gateway_socket import STORE_UNAVAILABLE
 from flyte._wire import (
     FROM_AGENT,
@@ -69,7 +69,7 @@ from gateway.store import KeyValue, Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
 
-LOG_LIMIT = int(os.environ.get("FLYTE_ATTEMPT_LOG_LIMIT", str(32 * 1024 * 1024)))
+LOG_LIMIT = env_int("FLYTE_ATTEMPT_LOG_LIMIT", 32 * 1024 * 1024)
 """The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
 _LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from flyte._background import Background
 from flyte._clock import SYSTEM_CLOCK, Clock
+from flyte._env import env_float
 from flyte._retrying import RetryDelay
 from flyte._wire import (
     DEFAULT_REQUEST,
@@ -50,7 +50,7 @@ from gateway.store import Compare, EventType, Put, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.dispatch")
 
-LEASE_TTL = float(os.environ.get("FLYTE_LEASE_TTL", "10"))
+LEASE_TTL = env_float("FLYTE_LEASE_TTL", 10.0)
 """Seconds an agent may go silent before its work is moved to another cluster (tests shorten it)."""
 HEARTBEAT_INTERVAL = 1.0
 

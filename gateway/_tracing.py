@@ -32,6 +32,7 @@ import pydantic
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from flyte import _otel
+from flyte._env import env_int
 from flyte._naming import ROOT_ACTION
 from flyte._wire import ActionSummary, Phase, SpanRecord
 from gateway._keys import span_key, spans_prefix
@@ -40,7 +41,7 @@ from gateway.store import Put, Store, StoreError
 
 log = logging.getLogger("flyte.gateway.tracing")
 
-MAX_SPANS_PER_RUN = int(os.environ.get("FLYTE_SPANS_PER_RUN", "20000"))
+MAX_SPANS_PER_RUN = env_int("FLYTE_SPANS_PER_RUN", 20000, minimum=0)
 """Spans kept per run; later ones are only forwarded (a 10,000-way fan-out makes about 60,000)."""
 FLUSH_SECONDS = 0.5
 SERVICE = "flyte-gateway"

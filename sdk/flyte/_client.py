@@ -13,7 +13,6 @@ import base64
 import contextlib
 import hashlib
 import io
-import os
 import time
 import urllib.error
 import urllib.parse
@@ -27,6 +26,7 @@ from pydantic import TypeAdapter
 
 from ._codec import BlobBackend
 from ._config import Config, current_config
+from ._env import env_float
 from ._replicas import Replicas, replica_down
 from ._retrying import RetryDelay
 from ._wire import (
@@ -586,16 +586,21 @@ _NO_DIRECT: set[str] = set()
 """Gateways that said their blob store offers no direct transfers (a directory): asked once per process."""
 
 
-STORE_OUTAGE_SECONDS = float(os.environ.get("FLYTE_STORE_OUTAGE_SECONDS", "60"))
-"""How long a blob transfer keeps retrying through an outage (the store or the gateway unreachable, or a 503)."""
+def store_outage_seconds() -> float:
+    """How long a blob transfer keeps retrying through an outage (the store or the gateway unreachable, or a 503):
+    `FLYTE_STORE_OUTAGE_SECONDS`, 60 by default. Read per transfer, so a bad value fails the transfer that meets it
+    with a message naming it, never `import flyte`."""
+    return env_float("FLYTE_STORE_OUTAGE_SECONDS", 60.0, above=False)
+
+
 R = TypeVar("R")
 
 
 def retry_transient(transfer: Callable[[], R], within: float | None = None) -> R:
     """Run a whole blob transfer again (a fresh presigned URL each time) while it fails transiently, up to
-    `within` seconds (`STORE_OUTAGE_SECONDS`). An outage that lasts longer is a `RuntimeSystemError` (in a worker,
+    `within` seconds (`store_outage_seconds`). An outage that lasts longer is a `RuntimeSystemError` (in a worker,
     the attempt is retried on the system budget, never the user's); any other failure is raised as it is."""
-    budget = STORE_OUTAGE_SECONDS if within is None else within
+    budget = store_outage_seconds() if within is None else within
     deadline = time.monotonic() + budget
     delays = RetryDelay(0.2, 5.0)
     while True:

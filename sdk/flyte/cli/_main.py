@@ -12,6 +12,9 @@ from typing import Any
 
 import click
 
+from .._env import EnvSettingError
+from ._errors import CliUsageError
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "abort": ("._inspect", "Abort runs."),
     "agent": ("._agent", "Run a cluster's agent."),
@@ -55,6 +58,13 @@ class LazyGroup(click.Group):
                 importlib.import_module(extension, __package__)
             self.add_command(getattr(module, cmd_name), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EnvSettingError as error:
+            # A setting read as its module loads (`FLYTE_LEASE_TTL=10s`): one line that names it, not a traceback.
+            raise CliUsageError(str(error)) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         names = self.list_commands(ctx)
