@@ -61,8 +61,6 @@ class Pool:
     key: str
     """Its project, domain, environment and version (`Assignment.pool_key`): another project's environment of the
     same name and version is another pool, with its own code, settings and secrets."""
-    warm_key: str
-    """`env@version`, as the gateway's placement scores warm slots."""
     bundle: Path
     socket: Path
     min_replicas: int
@@ -108,7 +106,7 @@ class Pools:
     def warm(self) -> dict[str, int]:
         warm: dict[str, int] = {}
         for pool in self.pools.values():
-            warm[pool.warm_key] = warm.get(pool.warm_key, 0) + pool.free_slots()
+            warm[pool.key] = pool.free_slots()
         return warm
 
     async def run(self, assignment: Assignment, bundle: Path, prepared: Prepared | None = None) -> Exit:
@@ -155,7 +153,6 @@ class Pools:
         socket.unlink(missing_ok=True)
         pool = Pool(
             key=key,
-            warm_key=assignment.warm_key,
             bundle=bundle,
             socket=socket,
             min_replicas=policy.min_replicas or 1,

@@ -33,7 +33,6 @@ from flyte._wire import (
     ErrorInfo,
     Phase,
     pool_key,
-    warm_key,
 )
 from flyte.errors import NonRecoverableError
 from gateway._action_index import TEMPORARY, Key
@@ -602,7 +601,8 @@ class Placer:
         demand = demand_of(
             resources,
             placement,
-            warm_key=warm_key(task.env, task.version) if reusable and prefer_warm else None,
+            # Warm slots are counted per pool: another project's pool of the same environment is no warm start.
+            warm_key=pool_key(project, domain, task.env, task.version) if reusable and prefer_warm else None,
             queue=spec.queue if spec.queue in self._admin.policy.queues else None,
             project=project,
             parent_cluster=self._where.get((action.run, action.parent)) if action.parent else None,

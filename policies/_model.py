@@ -25,7 +25,8 @@ class Demand:
     gpu: int = 0
     gpu_type: str | None = None
     warm_key: str | None = None
-    """`env@version` of a reusable environment: a cluster with a free warm slot for it scores higher."""
+    """The reusable environment's pool (`project/domain/env@version`): a cluster with a free warm slot in it scores
+    higher."""
     clusters: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     clouds: tuple[str, ...] = ()

@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints, TypeAdapter
 
 from ._base import ActionName, Digest, Name, TaskName, TraceParent, Version, WireModel
 from ._records import ActionEvent, ClusterRecord
-from ._specs import ResourcesSpec, ReusableSpec, pool_key, warm_key
+from ._specs import ResourcesSpec, ReusableSpec, pool_key
 from ._values import WireValue
 
 
@@ -51,11 +51,6 @@ class Assignment(WireModel):
         """The reusable pool this attempt runs in, when `reusable` is set (see `pool_key`)."""
         return pool_key(self.project, self.domain, self.env, self.version)
 
-    @property
-    def warm_key(self) -> str:
-        """What its pool's free slots are reported by (see `warm_key`)."""
-        return warm_key(self.env, self.version)
-
 
 class AgentHello(WireModel):
     type: Literal["hello"] = "hello"
@@ -79,7 +74,7 @@ class AgentHeartbeat(WireModel):
     free: dict[str, float] = Field(default_factory=dict)
     running: int = 0
     warm: dict[str, int] = Field(default_factory=dict)
-    """Free warm slots by `env@version`."""
+    """Free warm slots by pool (`pool_key`: project/domain/env@version), as placement's warm scorer looks them up."""
 
 
 class AgentEvent(WireModel):

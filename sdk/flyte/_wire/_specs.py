@@ -148,7 +148,7 @@ class ReusableSpec(_Spec):
 
 
 def warm_key(env: str, version: str) -> str:
-    """`env@version`: what an agent reports its free warm slots by, and placement's warm scorer looks up."""
+    """`env@version`: a reusable environment's version, as pool keys and pool names carry it."""
     return f"{env}@{version}"
 
 
