@@ -100,6 +100,18 @@ class FakeCluster:
                 connection.force_close()
             await server.__aexit__(None, None, None)
 
+    async def watched(self, plural: str = "pods", within: float = 10.0) -> None:
+        """Until a watch of `plural` streams. kmock's emulator streams what happens after a watch subscribes, where
+        a real API server replays from the list's resourceVersion: a pod created and deleted before the backend's
+        watch subscribed would go unseen there until the next list, minutes later. A test that acts right after a
+        backend starts waits for its watch first. (The emulator keeps its watchers in its per-resource buses.)"""
+        buses: dict[Any, Any] = self.emulator._buses
+        deadline = asyncio.get_running_loop().time() + within
+        while not any(getattr(key, "plural", None) == plural and bus.consumer_count for key, bus in buses.items()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no watch of {plural} within {within}s")
+            await asyncio.sleep(0.01)
+
     def add_node(self, name: str, allocatable: dict[str, str], labels: dict[str, str] | None = None) -> None:
         self.emulator.objects[NODES, None, name] = {
             "apiVersion": "v1",

@@ -54,6 +54,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[FakeCluster]:
 async def backend(cluster: FakeCluster) -> AsyncIterator[KubernetesBackend]:
     pods = KubernetesBackend(owner="k1", namespace="flyte", kubeconfig=cluster.kubeconfig, gc_after_seconds=0.0)
     await pods.start()
+    await cluster.watched()
     try:
         yield pods
     finally:
