@@ -323,6 +323,14 @@ def _login_link(endpoint: str, token: str) -> str:
         return endpoint + str(json.loads(response.read())["url"])
 
 
+_STOP_GRACE_DEFAULT = 10.0
+"""Seconds a rig process has to exit after SIGTERM before it is killed."""
+_STOP_GRACE = {"s3": 2.0}
+"""SeaweedFS's `weed server` stops serving at SIGTERM but never exits (its S3 part keeps retrying the filer it has
+just stopped), so `rig down` waited the whole default for it. Its volumes and filer store are written before it
+answers and survive a kill; it gets a short grace."""
+
+
 def _down(quiet: bool = False) -> None:
     state_file = rig_dir() / "rig.json"
     if not state_file.exists():
@@ -335,8 +343,9 @@ def _down(quiet: bool = False) -> None:
     for name in order:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pids[name], signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    stopping = time.monotonic()
     for name in order:
+        deadline = stopping + _STOP_GRACE.get(name, _STOP_GRACE_DEFAULT)
         while time.monotonic() < deadline and _alive(pids[name]):
             time.sleep(0.05)
         if _alive(pids[name]):
