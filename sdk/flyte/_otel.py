@@ -28,7 +28,7 @@ import types
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Span as SdkSpan
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from ._spans import Batcher, Span
+    from ._spans import Batcher, Span, Value
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 RUN_ATTRIBUTE = "flyte.run"
@@ -148,7 +148,8 @@ def make_tracing(
     attributes: dict[str, str | int] = {"service.name": service, "process.pid": os.getpid(), **resource}
     # The SDK's resource, with what it adds (`telemetry.sdk.*`, OTEL_RESOURCE_ATTRIBUTES): users' spans carry it too.
     created = Resource.create(attributes)
-    batcher = Batcher(created.attributes, post, token_of)  # type: ignore[arg-type]
+    # Resource attributes are scalars here (ours, `telemetry.sdk.*`, OTEL_RESOURCE_ATTRIBUTES).
+    batcher = Batcher(cast("Mapping[str, Value]", created.attributes), post, token_of)
     if not users_spans:
         return ProcessTracing(batcher)
     from opentelemetry.sdk.trace import TracerProvider

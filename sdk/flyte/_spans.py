@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
@@ -88,13 +88,15 @@ class Span(trace.Span):
     def get_span_context(self) -> SpanContext:
         return SpanContext(int(self.trace_id, 16), int(self.span_id, 16), False, TraceFlags(TraceFlags.SAMPLED))
 
-    def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
+    # Values typed `object`: what `_valid` admits is kept. (`types.AttributeValue` is no type to mypy under the
+    # lowest opentelemetry-api we allow, 1.45.)
+    def set_attributes(self, attributes: Mapping[str, object]) -> None:
         for key, value in attributes.items():
             self.set_attribute(key, value)
 
-    def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+    def set_attribute(self, key: str, value: object) -> None:
         if self.end_time is None and isinstance(key, str) and key and _valid(value):
-            self.attributes[key] = value if isinstance(value, _SCALARS) else tuple(value)  # type: ignore[arg-type]
+            self.attributes[key] = value if isinstance(value, _SCALARS) else tuple(cast("Sequence[Value]", value))
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self.end_time is None:
