@@ -265,15 +265,31 @@ def main() -> None:
     ray = {} if args.skip_ray else measure_ray(ray_python(args.ray_version), fanouts, args.chain)
     root = args.root or Path(tempfile.mkdtemp(prefix="flyte-vs-ray-"))
     ours = measure_ours(root, fanouts, args.chain)
-    print(f"\n{'figure':<44}{'flyte':>12}{'ray':>12}{'ratio':>10}")
+    print(f"\n{'figure':<44}{'flyte':>12}{'ray':>12}{'ratio':>10}  target")
     for name, value in ours.items():
         theirs = ray.get(name)
-        if theirs is None:
-            print(f"{name:<44}{value:>12.3f}")
-            continue
         # A ratio above 1 is ours better: more actions per second, or fewer milliseconds per call.
-        ratio = value / theirs if "actions/s" in name else theirs / value
-        print(f"{name:<44}{value:>12.3f}{theirs:>12.3f}{ratio:>9.2f}x")
+        ratio = "" if theirs is None else f"{value / theirs if 'actions/s' in name else theirs / value:>9.2f}x"
+        shown = "" if theirs is None else f"{theirs:.3f}"
+        print(f"{name:<44}{value:>12.3f}{shown:>12}{ratio:>10}  {target(name, value, theirs)}".rstrip())
+
+
+def target(name: str, value: float, theirs: float | None) -> str:
+    """The hot-path issue's target for a figure and whether this run met it ('' for a figure without one)."""
+    if name == "chain p50 ms":
+        met = value <= 2.0 and (theirs is None or value < theirs)
+        goal = "<= 2 ms and below Ray"
+    elif name.endswith("actions/s") and name.startswith("fan-out"):
+        if theirs is None:
+            return ">= 2x Ray"
+        met, goal = value >= 2 * theirs, ">= 2x Ray"
+    elif name.endswith("gateway CPU ms/action"):
+        met, goal = value <= 0.5, "<= 0.5"
+    elif name.endswith("agent CPU ms/action"):
+        met, goal = value <= 0.3, "<= 0.3"
+    else:
+        return ""
+    return f"{goal}: {'met' if met else 'not met'}"
 
 
 if __name__ == "__main__":
