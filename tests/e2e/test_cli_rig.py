@@ -4,6 +4,7 @@ task's logs, placement durations and JSON listings, all through the `flyte` comm
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,37 @@ def test_trace_spans_show_durations_rounded_on_one_line_each(rig: Rig, silent_ru
     assert shown.stdout.splitlines()[0] == f"trace of run {silent_run}"
     assert len(spans) >= 3
     assert all(re.search(r"  (\d+(\.\d)? ms|\d+\.\d s|\d+ m \d+ s)$", span) for span in spans), shown.stdout
+
+
+def test_a_rig_that_fails_to_come_up_leaves_nothing_running(tmp_path: Path) -> None:
+    # Its own FLYTE_HOME: the module's rig is not touched.
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "FLYTE_HOME": str(tmp_path / "flyte-home"), "HOME": str(tmp_path / "home")}
+    failed = Rig(tmp_path, env)
+
+    up = failed.flyte("rig", "up", "--clusters", "a,b", "--cpu", "lots", timeout=90)
+
+    assert up.returncode == 1
+    assert up.stderr.startswith("Error: agent-a did not come up"), up.stderr
+    assert "'lots' is not a CPU amount" in up.stderr
+    # The gateway (and any agent) it started went down with it: no process is left that runs from its home.
+    assert_eventually(lambda: _processes_under(tmp_path) == [], timeout=15)
+    assert not (tmp_path / "flyte-home" / "rig" / "rig.json").exists()
+    assert failed.flyte("rig", "down").stdout == "no rig is up\n"
+
+
+def _processes_under(root: Path) -> list[str]:
+    """The command lines of running processes that name a path under `root`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if str(root) in command and os.getpid() != int(entry.name):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(command)
+        except OSError:
+            continue  # it ended meanwhile
+    return found

@@ -146,117 +146,133 @@ def up(
     if local_s3 and blobs_url is not None:
         raise CliUsageError("--s3 starts a local S3 server for the blobs; --blobs names another store: give one")
     pids: dict[str, int] = {}
-    store_url = f"sqlite:{directory / 'state.db'}"
-    if replicas > 1:
-        command, store_url = etcd_command(directory)
-        etcd_log = directory / "etcd.log"
-        etcd = _spawn(command, etcd_log)
-        pids["etcd"] = etcd.pid
-        # Written now, so `rig down` stops etcd even if what follows fails.
-        (directory / "rig.json").write_text(json.dumps({"endpoint": "", "pids": pids, "config": str(CONFIG.resolve())}))
-        wait_for_etcd(store_url, lambda: etcd.poll() is None, etcd_log)
-    tokens = asyncio.run(_mint(store_url, names))
-    gateway_env = None
-    if local_s3:
-        s3, pids["s3"] = _start_s3(directory)
-        # Written now, so `rig down` stops the S3 server even if what follows fails.
-        (directory / "rig.json").write_text(json.dumps({"endpoint": "", "pids": pids, "config": str(CONFIG.resolve())}))
-        blobs_url = f"s3://{s3.bucket}/rig"
-        gateway_env = {**os.environ, **s3.env()}
-    python = sys.executable
-    secrets_key = directory / "secrets.key"
-    if not secrets_key.exists():
-        from gateway._secrets import generate_key_file
 
-        generate_key_file(secrets_key)
-    endpoints = []
-    for i in range(replicas):
-        # The first is `gateway` (its log gateway.log), as a rig of one has always named it.
-        name = "gateway" if i == 0 else f"gateway-{i + 1}"
-        gateway_log = directory / f"{name}.log"
-        gateway_log.unlink(missing_ok=True)
-        gateway = _spawn(
-            [
-                python,
-                "-m",
-                "flyte.cli",
-                "gateway",
-                "serve",
-                "--store",
-                store_url,
-                "--blobs",
-                blobs_url or str(directory / "blobs"),
-                "--port",
-                str(port if i == 0 else 0),
-                "--no-write-config",
-                *(["--policy", str(policy_file.resolve())] if policy_file else []),
-                "--secrets-key-file",
-                str(secrets_key),
-                *(["--replica", name] if replicas > 1 else []),
-            ],
-            gateway_log,
-            gateway_env,
-        )
-        pids[name] = gateway.pid
-        endpoints.append(_wait_for(gateway_log, _LISTENING, gateway, 30).group(1))
-    endpoint = endpoints[0]
-    agents = {}
-    for i, name in enumerate(names):
-        # Every gateway, each agent starting at another: the agents' sessions spread over the replicas.
-        dialed = ",".join(endpoints[i % replicas :] + endpoints[: i % replicas])
-        log = directory / f"agent-{name}.log"
-        log.unlink(missing_ok=True)
-        agents[name] = (
-            _spawn(
+    def start() -> None:
+        """Start the rig's processes, noting each in `pids` as it starts."""
+        nonlocal blobs_url
+        store_url = f"sqlite:{directory / 'state.db'}"
+        if replicas > 1:
+            command, store_url = etcd_command(directory)
+            etcd_log = directory / "etcd.log"
+            etcd = _spawn(command, etcd_log)
+            pids["etcd"] = etcd.pid
+            # Written now, so `rig down` stops etcd even if what follows fails.
+            (directory / "rig.json").write_text(
+                json.dumps({"endpoint": "", "pids": pids, "config": str(CONFIG.resolve())})
+            )
+            wait_for_etcd(store_url, lambda: etcd.poll() is None, etcd_log)
+        tokens = asyncio.run(_mint(store_url, names))
+        gateway_env = None
+        if local_s3:
+            s3, pids["s3"] = _start_s3(directory)
+            # Written now, so `rig down` stops the S3 server even if what follows fails.
+            (directory / "rig.json").write_text(
+                json.dumps({"endpoint": "", "pids": pids, "config": str(CONFIG.resolve())})
+            )
+            blobs_url = f"s3://{s3.bucket}/rig"
+            gateway_env = {**os.environ, **s3.env()}
+        python = sys.executable
+        secrets_key = directory / "secrets.key"
+        if not secrets_key.exists():
+            from gateway._secrets import generate_key_file
+
+            generate_key_file(secrets_key)
+        endpoints = []
+        for i in range(replicas):
+            # The first is `gateway` (its log gateway.log), as a rig of one has always named it.
+            name = "gateway" if i == 0 else f"gateway-{i + 1}"
+            gateway_log = directory / f"{name}.log"
+            gateway_log.unlink(missing_ok=True)
+            gateway = _spawn(
                 [
                     python,
                     "-m",
                     "flyte.cli",
-                    "agent",
+                    "gateway",
                     "serve",
-                    "--gateway",
-                    dialed,
-                    "--token-file",
-                    str(_token_file(directory, name, tokens[name])),
-                    "--cluster",
-                    name,
-                    "--region",
-                    name,
-                    "--cloud",
-                    "local",
-                    "--cpu",
-                    cpu,
-                    "--memory",
-                    memory,
-                    "--work-dir",
-                    str(directory / "agents" / name),
-                    *_cluster_blobs(blobs_url, name, s3.endpoint if local_s3 else None),
+                    "--store",
+                    store_url,
+                    "--blobs",
+                    blobs_url or str(directory / "blobs"),
+                    "--port",
+                    str(port if i == 0 else 0),
+                    "--no-write-config",
+                    *(["--policy", str(policy_file.resolve())] if policy_file else []),
+                    "--secrets-key-file",
+                    str(secrets_key),
+                    *(["--replica", name] if replicas > 1 else []),
                 ],
+                gateway_log,
+                gateway_env,
+            )
+            pids[name] = gateway.pid
+            endpoints.append(_wait_for(gateway_log, _LISTENING, gateway, 30).group(1))
+        endpoint = endpoints[0]
+        agents = {}
+        for i, name in enumerate(names):
+            # Every gateway, each agent starting at another: the agents' sessions spread over the replicas.
+            dialed = ",".join(endpoints[i % replicas :] + endpoints[: i % replicas])
+            log = directory / f"agent-{name}.log"
+            log.unlink(missing_ok=True)
+            agents[name] = (
+                _spawn(
+                    [
+                        python,
+                        "-m",
+                        "flyte.cli",
+                        "agent",
+                        "serve",
+                        "--gateway",
+                        dialed,
+                        "--token-file",
+                        str(_token_file(directory, name, tokens[name])),
+                        "--cluster",
+                        name,
+                        "--region",
+                        name,
+                        "--cloud",
+                        "local",
+                        "--cpu",
+                        cpu,
+                        "--memory",
+                        memory,
+                        "--work-dir",
+                        str(directory / "agents" / name),
+                        *_cluster_blobs(blobs_url, name, s3.endpoint if local_s3 else None),
+                    ],
+                    log,
+                    # Each cluster gets its own flyte home (blob store), as separate machines would: values and files
+                    # cross clusters only through the gateway.
+                    {**os.environ, "FLYTE_HOME": str(directory / "agents" / name / "home")},
+                ),
                 log,
-                # Each cluster gets its own flyte home (blob store), as separate machines would: values and files
-                # cross clusters only through the gateway.
-                {**os.environ, "FLYTE_HOME": str(directory / "agents" / name / "home")},
-            ),
-            log,
+            )
+            pids[f"agent-{name}"] = agents[name][0].pid
+        (directory / "rig.json").write_text(
+            json.dumps({"endpoint": endpoint, "endpoints": endpoints, "pids": pids, "config": str(CONFIG.resolve())})
         )
-        pids[f"agent-{name}"] = agents[name][0].pid
-    (directory / "rig.json").write_text(
-        json.dumps({"endpoint": endpoint, "endpoints": endpoints, "pids": pids, "config": str(CONFIG.resolve())})
-    )
-    for process, log in agents.values():
-        _wait_for(log, re.compile(r"connected to .* epoch"), process, 30)
-    write_config(CONFIG, ",".join(endpoints), None, None, insecure=True, force=True, api_key=tokens["admin"])
-    if replicas > 1:
-        click.echo(f"rig up: gateways {', '.join(endpoints)} on etcd {store_url}, clusters {', '.join(names)}")
-    else:
-        click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
-    if local_s3:
-        click.echo(
-            f"blobs: {blobs_url}, and {blobs_url}/clusters/CLUSTER for each cluster's own, on the local S3 server"
-            f" {s3.endpoint} (credentials: {directory / 's3.json'})"
-        )
-    click.echo(f"config: {CONFIG.resolve()}; logs: {directory}")
-    click.echo(f"ui: {_login_link(endpoint, tokens['admin'])}  (one-time; `flyte rig login` makes another)")
+        for process, log in agents.values():
+            _wait_for(log, re.compile(r"connected to .* epoch"), process, 30)
+        write_config(CONFIG, ",".join(endpoints), None, None, insecure=True, force=True, api_key=tokens["admin"])
+        if replicas > 1:
+            click.echo(f"rig up: gateways {', '.join(endpoints)} on etcd {store_url}, clusters {', '.join(names)}")
+        else:
+            click.echo(f"rig up: gateway {endpoint}, clusters {', '.join(names)}")
+        if local_s3:
+            click.echo(
+                f"blobs: {blobs_url}, and {blobs_url}/clusters/CLUSTER for each cluster's own, on the local S3 server"
+                f" {s3.endpoint} (credentials: {directory / 's3.json'})"
+            )
+        click.echo(f"config: {CONFIG.resolve()}; logs: {directory}")
+        click.echo(f"ui: {_login_link(endpoint, tokens['admin'])}  (one-time; `flyte rig login` makes another)")
+
+    try:
+        start()
+    except BaseException:
+        # A rig that failed to come up leaves nothing running: what it started goes down with it (its logs stay).
+        _stop(pids)
+        (directory / "rig.json").unlink(missing_ok=True)
+        raise
 
 
 def _cluster_blobs(blobs_url: str | None, cluster: str, endpoint: str | None) -> list[str]:
@@ -331,14 +347,8 @@ just stopped), so `rig down` waited the whole default for it. Its volumes and fi
 answers and survive a kill; it gets a short grace."""
 
 
-def _down(quiet: bool = False) -> None:
-    state_file = rig_dir() / "rig.json"
-    if not state_file.exists():
-        if not quiet:
-            click.echo("no rig is up")
-        return
-    state = json.loads(state_file.read_text())
-    pids: dict[str, int] = state["pids"]
+def _stop(pids: dict[str, int]) -> list[str]:
+    """Stop the rig's processes (SIGTERM, then SIGKILL after their grace), in `stop_order`; that order."""
     order = stop_order(pids)
     for name in order:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -351,6 +361,18 @@ def _down(quiet: bool = False) -> None:
         if _alive(pids[name]):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pids[name], signal.SIGKILL)
+    return order
+
+
+def _down(quiet: bool = False) -> None:
+    state_file = rig_dir() / "rig.json"
+    if not state_file.exists():
+        if not quiet:
+            click.echo("no rig is up")
+        return
+    state = json.loads(state_file.read_text())
+    pids: dict[str, int] = state["pids"]
+    order = _stop(pids)
     config = Path(state["config"])
     if config.exists():
         written = yaml.safe_load(config.read_text()) or {}
