@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import base64
 import contextlib
+import copy
 import hashlib
 import io
 import time
@@ -360,8 +361,7 @@ class GatewayBlobs(BlobBackend):
 
     def with_token(self, token: str) -> GatewayBlobs:
         """This store for another token's transfers, sharing which replica answers (a pool worker's attempts)."""
-        other = object.__new__(GatewayBlobs)
-        other.replicas, other._query, other._where = self.replicas, self._query, self._where
+        other = copy.copy(self)
         other._headers = {"Authorization": f"Bearer {token}"}
         other._broken = {}
         return other

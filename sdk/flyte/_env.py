@@ -16,7 +16,7 @@ def env_int(name: str, default: int, *, minimum: int = 1) -> int:
     if not raw:
         return default
     try:
-        value = int(raw.replace("_", ""))
+        value = int(raw)
     except ValueError:
         value = None
     if value is None or value < minimum:

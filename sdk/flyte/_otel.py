@@ -220,10 +220,11 @@ _run_tokens: dict[str, str] = {}
 
 def configure_worker(endpoint: str, run: str, token: str, cluster: str | None) -> None:
     """Trace this worker process, and export the spans of `run` with its token."""
-    if _worker is not None:  # set up, so tracing is on: a pool worker comes here per attempt
-        _run_tokens[run] = token
-    elif enabled():
-        _run_tokens[run] = token
+    # Once set up, tracing is on: a pool worker comes here per attempt, and skips the environment's look.
+    if _worker is None and not enabled():
+        return
+    _run_tokens[run] = token
+    if _worker is None:
         start_worker(endpoint, cluster)
 
 
