@@ -98,6 +98,8 @@ class Running:
     admitted: bool = False
     """It holds one of the agent's process slots (see `Admission`)."""
     stderr_tail: bytearray = field(default_factory=bytearray)
+    held: bool = False
+    """Given to the pool worker that submitted it as well: it runs there once that worker takes it."""
 
     @property
     def aborted(self) -> bool:
@@ -280,8 +282,9 @@ class Agent:
             log.warning("ignoring a message the agent does not understand: %s", error)
             return
         if isinstance(message, AssignMessage):
+            held = set(message.held)
             for assignment in message.assignments:
-                self._start(assignment)
+                self._start(assignment, held=bool(held) and str(AttemptKey.of(assignment)) in held)
         elif isinstance(message, AbortMessage):
             await self._abort(message.keys)
         elif isinstance(message, EventsAck):
@@ -291,7 +294,8 @@ class Agent:
 
     # -- running attempts ----------------------------------------------------------------------------------------
 
-    def _start(self, assignment: Assignment) -> None:
+    def _start(self, assignment: Assignment, held: bool = False) -> None:
+        """Run `assignment`; `held`: the pool worker that submitted it was given it too (see `agent._pools`)."""
         key = str(AttemptKey.of(assignment))
         if key in self.running or key in self._started:
             log.info("assignment %s delivered twice; it already ran or runs", key)
@@ -307,7 +311,7 @@ class Agent:
             or (0.0 if assignment.reusable else self.cluster.default_request[resource])
             for resource in ("cpu", "memory")
         }
-        self.running[key] = Running(assignment, demand=demand)
+        self.running[key] = Running(assignment, demand=demand, held=held)
         self._tasks.spawn(self._run(key))
 
     async def _run(self, key: str) -> None:
@@ -339,7 +343,7 @@ class Agent:
             self._running_soon(key, item)
             if assignment.reusable:
                 # The pod fetches its bundle itself.
-                exit = await self.pools.run(assignment, Path("/"), prepared)
+                exit = await self.pools.run(assignment, Path("/"), prepared, held=item.held)
             else:
                 exit = await self._run_elsewhere(key, item, prepared)
             if not item.aborted:
@@ -364,7 +368,7 @@ class Agent:
         self._running_soon(key, item)
         spare = None if assignment.reusable else self.spares.take(assignment, prepared)
         if assignment.reusable:
-            exit = await self.pools.run(assignment, bundle, prepared)
+            exit = await self.pools.run(assignment, bundle, prepared, held=item.held)
         else:
             attempt_dir = self.work_dir / "attempts" / key.replace("/", "_")
             try:

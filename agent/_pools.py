@@ -10,7 +10,13 @@ at import does not kill the worker: each attempt reports the exception itself.)
 
 The socket carries JSON lines: the worker says `{"hello": pid, "worker": its name, "secret": the pool's}`; the agent
 sends an `Assignment` or `{"abort": key}`; the worker sends `{"log": key, "stream": ..., "text": ...}` with what an
-attempt printed or logged, and `{"done": key}` once it has reported the attempt's result to the gateway.
+attempt printed or logged, `{"adopt": key}` when it starts a child the gateway gave it directly, and
+`{"done": key}` once it has reported the attempt's result to the gateway.
+
+A child of a pool worker's own pool may be given to that worker in the answer to its submission (`GatewayReply.here`):
+the gateway sends the agent its copy marked held, and the agent waits up to `HELD_SECONDS` for the worker's
+`adopt`, then counts the attempt as that worker's as if it had sent it there. Without one in time (the worker died,
+or never had the answer) the agent runs it on the pool as any other, and tells a late adopter to abort its copy.
 The socket is a Unix socket here; `KubePools` (agent/backends/_kube_pools.py) serves the
 same protocol over TCP to pods, and starts and stops workers by scaling a Deployment.
 """
@@ -24,6 +30,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
@@ -35,12 +42,25 @@ from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._background import Background
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
-from flyte._wire import FROM_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolHello, PoolLog, ReusableSpec
+from flyte._wire import (
+    FROM_POOL_WORKER,
+    HELD_SECONDS,
+    Assignment,
+    AttemptKey,
+    PoolAbort,
+    PoolAdopt,
+    PoolHello,
+    PoolLog,
+    ReusableSpec,
+    Stream,
+)
 
 log = logging.getLogger("flyte.agent.pools")
 _OUTPUT_KEPT = 8192
 _BACKOFF_FIRST = 1.0
 _BACKOFF_CAP = 60.0
+_REFUSED_KEPT = 4096
+"""Held attempts the agent ran itself (or that were aborted), remembered so a late `adopt` is told to abort."""
 
 
 @dataclass
@@ -92,6 +112,28 @@ class Pool:
         return sum(self.concurrency - len(w.inflight) for w in self.workers if w.writer is not None)
 
 
+@dataclass
+class _EarlyAdopt:
+    """A worker's `adopt` that came before the gateway's copy of the attempt, with what it sent of it since."""
+
+    worker: Worker
+    at: float
+    logs: list[tuple[Stream, str]] = field(default_factory=list)
+    done: bool = False
+    reported: int | None = None
+
+
+@dataclass
+class _Held:
+    """An attempt the agent holds for the worker the gateway also gave it to, until that worker's `adopt`."""
+
+    pool: Pool
+    assignment: Assignment
+    done: asyncio.Future[Exit]
+    waiting: asyncio.Future[Worker | Exit]
+    """The adopter, or how the wait ended (an abort)."""
+
+
 class Pools:
     def __init__(self, agent: AttemptHost, directory: Path):
         self.agent = agent
@@ -102,6 +144,11 @@ class Pools:
         self._closing = False
         self._assignments: dict[str, Assignment] = {}
         """In flight on a worker, by key: whose logs a worker's `log` lines are."""
+        self._held: dict[str, _Held] = {}
+        """Held attempts waiting for their worker's `adopt` (or an abort), by key."""
+        self._early: dict[str, _EarlyAdopt] = {}
+        """Adopts that came before the gateway's copy of their attempt, by key."""
+        self._refused: OrderedDict[str, None] = OrderedDict()
 
     def warm(self) -> dict[str, int]:
         warm: dict[str, int] = {}
@@ -109,23 +156,34 @@ class Pools:
             warm[pool.key] = pool.free_slots()
         return warm
 
-    async def run(self, assignment: Assignment, bundle: Path, prepared: Prepared | None = None) -> Exit:
+    async def run(
+        self, assignment: Assignment, bundle: Path, prepared: Prepared | None = None, held: bool = False
+    ) -> Exit:
+        """Run `assignment` on its pool's worker to its end. `held`: the gateway gave it to the pool worker that
+        submitted it too; it runs there once that worker says it took it."""
         key = str(AttemptKey.of(assignment))
         done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         # From the pool's lookup to the hand-over: waiting for a free slot (or a new worker) shows here.
         with self.agent.tracing.dispatch(assignment):
             pool = await self._pool(assignment, bundle, prepared or Prepared())
-            worker = await self._slot(pool)
-            if isinstance(worker, Exit):
-                if worker.output:
-                    # What the dying worker printed is this attempt's log too: `flyte get logs` shows why.
-                    self.agent.ship_log(assignment, "stderr", worker.output.encode())
-                return worker
-            worker.inflight[key] = done
-            self._assignments[key] = assignment
-            assert worker.writer is not None
-            worker.writer.write(assignment.model_dump_json().encode() + b"\n")
-            await worker.writer.drain()
+            adopter = await self._adopter(pool, key, assignment, done) if held else None
+            if isinstance(adopter, Exit):
+                return adopter
+            if adopter is not None:
+                worker = adopter
+            else:
+                slot = await self._slot(pool)
+                if isinstance(slot, Exit):
+                    if slot.output:
+                        # What the dying worker printed is this attempt's log too: `flyte get logs` shows why.
+                        self.agent.ship_log(assignment, "stderr", slot.output.encode())
+                    return slot
+                worker = slot
+                worker.inflight[key] = done
+                self._assignments[key] = assignment
+                assert worker.writer is not None
+                worker.writer.write(assignment.model_dump_json().encode() + b"\n")
+                await worker.writer.drain()
         try:
             return await done
         finally:
@@ -136,7 +194,80 @@ class Pools:
                 # One slot freed: wake one waiter, not all of them (a fan-out has thousands waiting).
                 pool.changed.notify()
 
+    async def _adopter(
+        self, pool: Pool, key: str, assignment: Assignment, done: asyncio.Future[Exit]
+    ) -> Worker | Exit | None:
+        """The worker of `pool` that took the held attempt `key` (its `adopt`), the attempt counted as its own with
+        `done` resolved by its `done`; or None once `HELD_SECONDS` passed without one: the agent runs it itself, and
+        a late adopter is told to abort. An Exit if it was aborted meanwhile."""
+        early = self._early.get(key)
+        if early is not None:
+            if early.worker in pool.workers:
+                self._take_over(early.worker, key, assignment, done)
+                return early.worker
+            del self._early[key]  # a worker of another pool: not its to take
+        held = _Held(pool, assignment, done, asyncio.get_running_loop().create_future())
+        self._held[key] = held
+        try:
+            return await asyncio.wait_for(held.waiting, HELD_SECONDS)
+        except TimeoutError:
+            log.info("pool %s: %s was held for its submitting worker, which did not take it; running it", pool.key, key)
+            self._refuse(key)
+            return None
+        finally:
+            self._held.pop(key, None)
+
+    def _take_over(self, worker: Worker, key: str, assignment: Assignment, done: asyncio.Future[Exit]) -> None:
+        """Count the attempt a worker adopted as that worker's, with what it already sent of it."""
+        worker.inflight[key] = done
+        self._assignments[key] = assignment
+        early = self._early.pop(key, None)
+        if early is None:
+            return
+        for stream, text in early.logs:
+            self.agent.ship_log(assignment, stream, text.encode())
+        if early.done:
+            if early.reported is not None:
+                self.agent.tracing.reported(key, early.reported)
+            done.set_result(Exit(ExitKind.EXITED, 0))
+
+    def _adopted(self, pool: Pool, worker: Worker, key: str) -> None:
+        """A worker says it started `key`, given it by the gateway: it is the held attempt's worker, or tells one it
+        comes too late (the agent runs it, or it was aborted) to abort its copy."""
+        held = self._held.get(key)
+        if held is not None and not held.waiting.done():
+            if held.pool is pool and worker in pool.workers:
+                # Counted as the worker's at once: its `done` may be the very next line.
+                self._take_over(worker, key, held.assignment, held.done)
+                held.waiting.set_result(worker)
+            return
+        if key in worker.inflight:
+            return  # said twice
+        if key in self._refused or key in self._assignments:
+            assert worker.writer is not None
+            worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
+            return
+        # Before the gateway's copy: kept for it a while (an adopt for an attempt never sent here is dropped).
+        now = time.monotonic()
+        for stale in [k for k, e in self._early.items() if now - e.at > 2 * HELD_SECONDS]:
+            del self._early[stale]
+        self._early[key] = _EarlyAdopt(worker, now)
+
+    def _refuse(self, key: str) -> None:
+        self._refused[key] = None
+        if len(self._refused) > _REFUSED_KEPT:
+            self._refused.popitem(last=False)
+
     async def abort(self, key: str) -> None:
+        # A worker that adopts it from now on is told to abort its copy.
+        self._refuse(key)
+        held = self._held.get(key)
+        if held is not None and not held.waiting.done():
+            held.waiting.set_result(Exit(ExitKind.KILLED, detail="aborted while held for its worker"))
+        early = self._early.pop(key, None)
+        if early is not None and early.worker.writer is not None:
+            # Adopted before the agent got to it: that worker runs it.
+            early.worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
         for pool in self.pools.values():
             for worker in pool.workers:
                 if key in worker.inflight and worker.writer is not None:
@@ -255,6 +386,14 @@ class Pools:
                 assignment = self._assignments.get(message.log)
                 if assignment is not None:
                     self.agent.ship_log(assignment, message.stream, message.text.encode())
+                elif (early := self._early.get(message.log)) is not None and early.worker is worker:
+                    early.logs.append((message.stream, message.text))
+                continue
+            if isinstance(message, PoolAdopt):
+                self._adopted(pool, worker, message.adopt)
+                continue
+            if (early := self._early.get(message.done)) is not None and early.worker is worker:
+                early.done, early.reported = True, message.reported
                 continue
             done = worker.inflight.get(message.done)
             if message.reported is not None:

@@ -8,8 +8,10 @@ reads the run's trace from the gateway, and prints for each step of a call the m
 
     call -> created        the parent's worker sends the submission; the gateway starts the child's action span
     created -> placed      the gateway validates, commits (and fsyncs) the child, placed in that commit
-    placed -> received     the assignment travels to the agent, which starts the attempt's span
-    received -> started    the agent hands it to the pool worker, which starts the task (its start-up span)
+    placed -> received     the assignment travels to the agent, which starts the attempt's span; for a child given
+                           to its parent's worker (`GatewayReply.here`), the answer travels to that worker
+    received -> started    the agent hands it to the pool worker, which starts the task (its start-up span); for a
+                           child given here, the worker's start-up alone
     task                   the user's function
     task end -> ended      the worker reports; the gateway commits (and fsyncs) the end
     ended -> returned      the end reaches the parent's worker, whose call returns
@@ -57,15 +59,18 @@ def breakdown(spans: list[dict[str, Any]]) -> dict[str, list[float]]:
         action = next((s for s in children[call["span_id"]] if s["name"].endswith(".noop")), None)
         queued = action and child(action, "queued")
         attempt = action and child(action, "attempt")
-        started = attempt and child(attempt, "start-up")
-        task = attempt and child(attempt, "task")
-        if not (action and queued and attempt and started and task):
+        # A child given to its parent's worker hangs its spans under the action's, not its agent's attempt span:
+        # it is received where its start-up span starts.
+        under = attempt if attempt and child(attempt, "task") else action
+        started = under and child(under, "start-up")
+        task = under and child(under, "task")
+        if not (action and queued and under and started and task):
             continue
         points = (
             call["start_ns"],
             action["start_ns"],
             queued["end_ns"],
-            attempt["start_ns"],
+            under["start_ns"] if under is attempt else started["start_ns"],
             started["end_ns"],
             task["end_ns"],
             action["end_ns"],

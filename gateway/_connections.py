@@ -19,6 +19,8 @@ import logging
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import pydantic
 from aiohttp import WSMsgType, web
@@ -29,6 +31,7 @@ from flyte._gateway_socket import STORE_UNAVAILABLE
 from flyte._wire import (
     FROM_AGENT,
     FROM_WORKER,
+    WORKER_PROTOCOL,
     ActionSummary,
     AgentEvent,
     AgentEvents,
@@ -36,10 +39,12 @@ from flyte._wire import (
     AgentHello,
     AgentLogs,
     AgentWelcome,
+    Assignment,
     CloseCode,
     EventsAck,
     FromWorker,
     GatewayReply,
+    Phase,
     RunSummary,
     StaleMessage,
     WireTrace,
@@ -48,6 +53,7 @@ from flyte._wire import (
     WorkerTrace,
     WorkerTraces,
     WorkerWatch,
+    pool_key,
 )
 from gateway._api import SERVICES, Services, may_read, services, visible_run
 from gateway._auth import Authenticator, Principal, principal_of
@@ -65,9 +71,12 @@ from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._event_acks import EVENT_ACKS, EventAcks
 from gateway._keys import log_chunk_key, logs_prefix, placement_key, trace_key, traces_prefix
 from gateway._otlp import AUTHENTICATOR
+from gateway._runs import ChildrenHere
 from gateway.store import KeyValue, Put, StoreError, StoreUnavailable
 
 log = logging.getLogger("flyte.gateway.connections")
+Give = Callable[[list[Assignment]], None]
+"""Sends a worker children to start itself (`GatewayReply.here`)."""
 
 LOG_LIMIT = env_int("FLYTE_ATTEMPT_LOG_LIMIT", 32 * 1024 * 1024)
 """The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
@@ -253,7 +262,7 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
     return True
 
 
-_NOT_FOR_WORKERS = {
+_NOT_FOR_WORKERS: dict[str, Any] = {
     "actions": {
         "__all__": {
             "inputs",
@@ -279,14 +288,17 @@ _NOT_FOR_WORKERS = {
 }
 """What a worker never reads of the actions it is sent (its children's and its own): a worker reads a child's phase,
 output and error. Left out, a reply is a fraction of the JSON to write and for the worker to validate."""
+_NOT_FOR_WORKERS_NOR_HERE: dict[str, Any] = {**_NOT_FOR_WORKERS, "here": True}
+_RUNNING_SOMEWHERE = (Phase.PLACED, Phase.RUNNING)
 
 
 def worker_reply_json(reply: GatewayReply) -> str:
-    return reply.model_dump_json(exclude=_NOT_FOR_WORKERS)
+    # `here` only goes to a worker that offered room (so to a worker whose SDK knows it).
+    return reply.model_dump_json(exclude=_NOT_FOR_WORKERS if reply.here else _NOT_FOR_WORKERS_NOR_HERE)
 
 
 async def worker_connect(request: web.Request) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=32 * 1024 * 1024)
+    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=32 * 1024 * 1024, protocols=(WORKER_PROTOCOL,))
     await ws.prepare(request)
     svc = services(request)
     dispatcher = request.app[DISPATCHER]
@@ -295,6 +307,9 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
 
     async def send(reply: GatewayReply) -> None:
         outbox.put_nowait(worker_reply_json(reply))
+
+    def give(assignments: list[Assignment]) -> None:
+        outbox.put_nowait(worker_reply_json(GatewayReply(type="here", here=assignments)))
 
     writer = asyncio.create_task(_writer(ws, outbox))
     handlers = Background()
@@ -306,7 +321,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
             if message.type is not WSMsgType.TEXT:
                 break
             # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
-            handlers.spawn(_handle_worker_message(svc, dispatcher, principals, message.data, send))
+            handlers.spawn(_handle_worker_message(svc, dispatcher, principals, message.data, send, give))
     finally:
         svc.links.discard(ws)
         dispatcher.unwatch(send)
@@ -345,8 +360,9 @@ class SocketPrincipals:
 
 
 async def _handle_worker_message(
-    svc: Services, dispatcher: Dispatcher, principals: SocketPrincipals, data: str, send: Send
+    svc: Services, dispatcher: Dispatcher, principals: SocketPrincipals, data: str, send: Send, give: Give | None = None
 ) -> None:
+    """`give`: sends the worker children to start (`GatewayReply.here`); None where there is no socket to send on."""
     request_id = 0
     try:
         parsed = FROM_WORKER.validate_json(data)
@@ -372,7 +388,7 @@ async def _handle_worker_message(
         for act, target in _worker_acts(parsed, project):
             authorize(principal, act, target)
         await _worker_message(
-            svc, dispatcher, parsed, send, from_worker=principal.attempt is not None, run=run, own=own
+            svc, dispatcher, parsed, send, from_worker=principal.attempt is not None, run=run, own=own, give=give
         )
     except pydantic.ValidationError as error:
         await send(GatewayReply(type="error", id=request_id, code="invalid", message=describe_validation_error(error)))
@@ -426,14 +442,18 @@ async def _worker_message(
     from_worker: bool,
     run: RunSummary | None = None,
     own: tuple[ActionSummary, KeyValue] | None = None,
+    give: Give | None = None,
 ) -> None:
     """`run`: the run's record as just read (for a submission); `own`: the token's own action as just read for the
-    token check (the reported action, or the parent of the children submitted)."""
+    token check (the reported action, or the parent of the children submitted); `give`: as for
+    `_handle_worker_message`."""
     if isinstance(message, WorkerSubmit):
         assert run is not None
         parents = {own[0].name: own[1]} if own is not None else None
-        results = await svc.runs.submit_many(run, message.actions, parents)
+        here = _children_here(message, run, own[0] if own is not None else None, give) if give is not None else None
+        results = await svc.runs.submit_many(run, message.actions, parents, here)
         svc.metrics.events["actions_submitted"] += sum(created for _, created in results)
+        svc.metrics.events["actions_given_here"] += here.given if here is not None else 0
         await send(GatewayReply(type="submitted", id=message.id, actions=[action for action, _ in results]))
     elif isinstance(message, WorkerWatch):
         await dispatcher.watch_children(message.run, message.parent, send, message.id)
@@ -460,6 +480,19 @@ async def _worker_message(
             seen=own[0] if own is not None else None,
         )
         await send(GatewayReply(type="reported", id=message.id, actions=[action]))
+
+
+def _children_here(
+    message: WorkerSubmit, run: RunSummary, parent: ActionSummary | None, give: Give
+) -> ChildrenHere | None:
+    """The submitting pool worker's offer to start children of its own pool itself: its parent's pool, where that
+    runs. The parent is the token's own action (every child's parent, as `authorize` checked), running somewhere."""
+    if message.room == 0 or parent is None or parent.phase not in _RUNNING_SOMEWHERE:
+        return None
+    if parent.cluster is None or parent.version is None:
+        return None
+    env = parent.task.rpartition(".")[0]
+    return ChildrenHere(parent.cluster, pool_key(run.project, run.domain, env, parent.version), message.room, give)
 
 
 def encode_trace_key(key: str) -> str:

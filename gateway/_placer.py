@@ -44,7 +44,7 @@ from gateway._judging import UNJUDGEABLE, cannot_judge
 from gateway._pending import Pending, demand_of, record_put, with_default_request
 from gateway._queue import GroupKey, PlacementQueue, group_key
 from gateway._reservations import Reservations
-from gateway._runs import AtSubmit, PlacedAtSubmit, Runs, WaitsAtSubmit
+from gateway._runs import AtSubmit, ChildrenHere, PlacedAtSubmit, Runs, WaitsAtSubmit
 from gateway._sessions import AgentSession, AgentSessions
 from gateway._waits import ancestors_bound, queue_limit, waited_too_long
 from gateway.store import Compare, Op, Put, Store
@@ -95,7 +95,9 @@ def deliver(session: AgentSession, assignments: list[Assignment]) -> None:
         fresh.append(assignment)
     if not fresh:
         return
-    message = AssignMessage(assignments=fresh).model_dump_json()
+    held = [key for a in fresh if (key := AttemptKey.of(a)) in session.held] if session.held else []
+    session.held.difference_update(held)
+    message = AssignMessage(assignments=fresh, held=[str(key) for key in held]).model_dump_json()
     session.outbox.put_nowait(message)
     if (again := failpoints.duplicate_assign_after()) is not None:
         asyncio.get_running_loop().call_later(again, session.outbox.put_nowait, message)
@@ -425,7 +427,7 @@ class Placer:
                     self.undelivered(seen)  # the pass lost it (a race, a failure): the watch's to send after all
         return work.next_due
 
-    async def place_at_submit(self, action: ActionSummary) -> AtSubmit | None:
+    async def place_at_submit(self, action: ActionSummary, here: ChildrenHere | None = None) -> AtSubmit | None:
         """Place a child as it is submitted, when this replica leads and the next pass would decide it first: its
         `placed` goes in the submission's own durable transaction, and its agent hears of it once that returns. That
         is one commit, one fsync and the watch-to-pass hop fewer on a child's way to its worker.
@@ -439,7 +441,11 @@ class Placer:
         fan-out wider than its room writes each waiting child once, not twice.
 
         None leaves the child to the passes (it is written queued): this replica does not lead, it fits but others
-        go first, or the decision cannot be made here (the pass makes it again and says why)."""
+        go first, or the decision cannot be made here (the pass makes it again and says why).
+
+        `here`: the submitting pool worker's offer (`ChildrenHere`). A child placed in its pool on its cluster, whose
+        agent this replica holds, is given to the worker as well once written, and its agent told to hold it for
+        the worker (`AgentSession.held`)."""
         if self.fence is None or action.phase is not Phase.QUEUED or self._known((action.run, action.name)):
             return None
         now = self._clock.time()
@@ -487,6 +493,8 @@ class Placer:
         attempt = (action.run, action.name, assignment.attempt)
         key = AttemptKey(*attempt)
         self._made[key] = assignment
+        # Only where this replica holds the agent: it alone can tell the agent to hold the child for the worker.
+        given_here = here is not None and cluster in self._sessions.sessions and here.take(cluster, assignment)
 
         settled: list[bool] = []
 
@@ -500,13 +508,19 @@ class Placer:
             if written:
                 self._events["placed_at_submit"] += 1
                 self._runs.tracing.placed(action, cluster, decision.scores, tier=decision.tier)
-                if cluster in self._sessions.sessions:
+                session = self._sessions.sessions.get(cluster)
+                if session is not None:
+                    if given_here and here is not None and session.epoch == assignment.epoch:
+                        session.held.add(key)
+                        here.give(assignment)
                     if not self._submitted:
                         asyncio.get_running_loop().call_soon(self._deliver_submitted)
                     self._submitted[cluster].append(assignment)
                     return
             elif self._reservations.release(attempt) is not None:
                 self.rescan()
+            if given_here and here is not None:
+                here.room += 1
             if seen is not None:
                 self.undelivered(seen)  # the watch saw it placed and left it to us: the watch's to send after all
 

@@ -25,7 +25,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flyte._local_cache import cache_key
 from flyte._naming import ROOT_ACTION, new_run_name
@@ -33,6 +33,7 @@ from flyte._wire import (
     ActionEvent,
     ActionSubmitRequest,
     ActionSummary,
+    Assignment,
     ErrorInfo,
     Phase,
     RunCreateRequest,
@@ -135,6 +136,45 @@ AtSubmit = PlacedAtSubmit | WaitsAtSubmit
 """What placement made of a child as it was submitted."""
 
 
+@dataclass(slots=True)
+class ChildrenHere:
+    """A pool worker's offer to start children of its own pool itself (`WorkerSubmit.room`). A child placed at its
+    submission in that pool, on that worker's cluster, is sent to the worker as soon as its submission is written
+    (`GatewayReply.here`, batched per loop turn), as well as to its agent, which holds it for the worker: the child
+    starts without the gateway -> agent -> worker hops, and before the submission's own answer."""
+
+    cluster: str
+    """Where the submitting worker runs: its parent's cluster."""
+    pool: str
+    """The submitting worker's pool (`pool_key`)."""
+    room: int
+    """How many more it takes."""
+    send: Callable[[list[Assignment]], None]
+    """Sends the worker children to start."""
+    given: int = 0
+    _sending: list[Assignment] = field(default_factory=list)
+
+    def take(self, cluster: str, assignment: Assignment) -> bool:
+        """Whether the worker takes this child (placed on `cluster`); it then has one slot fewer to offer."""
+        if self.room <= 0 or cluster != self.cluster or assignment.reusable is None:
+            return False
+        if assignment.pool_key != self.pool:
+            return False
+        self.room -= 1
+        return True
+
+    def give(self, assignment: Assignment) -> None:
+        """Send the worker this child, written and placed, with the others written in this loop turn."""
+        self.given += 1
+        if not self._sending:
+            asyncio.get_running_loop().call_soon(self._send)
+        self._sending.append(assignment)
+
+    def _send(self) -> None:
+        sending, self._sending = self._sending, []
+        self.send(sending)
+
+
 def _encode(model: ActionSummary | RunSummary) -> bytes:
     return model.model_dump_json(exclude={"revision"} if isinstance(model, ActionSummary) else None).encode()
 
@@ -155,7 +195,7 @@ class Runs:
         self._run_records: dict[str, tuple[int, RunSummary]] = {}
         """Run records as last decoded, by key with their revision: every submission and worker message reads its
         run, which rarely changes."""
-        self.place_at_submit: Callable[[ActionSummary], Awaitable[AtSubmit | None]] | None = None
+        self.place_at_submit: Callable[[ActionSummary, ChildrenHere | None], Awaitable[AtSubmit | None]] | None = None
         """The leader's placement of a child as it is submitted (set by the dispatcher); None writes it queued."""
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -323,7 +363,11 @@ class Runs:
         return await self.get_run(name)
 
     async def submit_many(
-        self, run: RunSummary, requests: Sequence[ActionSubmitRequest], parents: Mapping[str, KeyValue] | None = None
+        self,
+        run: RunSummary,
+        requests: Sequence[ActionSubmitRequest],
+        parents: Mapping[str, KeyValue] | None = None,
+        here: ChildrenHere | None = None,
     ) -> list[tuple[ActionSummary, bool]]:
         """Add child actions to `run` (its record as the caller just read it); each answers the action and whether
         it is new, a resubmission of a name the existing action.
@@ -334,13 +378,15 @@ class Runs:
         still judged on its own (`_submit_one`). The children are submitted concurrently, so their writes share
         transactions (group commit); when some are refused, the first refusal in request order is raised once every
         child has been tried: the others are written, and a resubmission of the batch answers them.
+
+        `here`: the submitting pool worker's offer to start children of its own pool itself (`ChildrenHere`).
         """
         known: dict[str, KeyValue | None] = dict(parents or {})
         unread = list({r.parent for r in requests} - known.keys())
         records = await asyncio.gather(*(self._store.get(action_key(run.name, name)) for name in unread))
         known.update(zip(unread, records, strict=True))
         results = await asyncio.gather(
-            *(self._submit_one(run, r, known[r.parent]) for r in requests), return_exceptions=True
+            *(self._submit_one(run, r, known[r.parent], here) for r in requests), return_exceptions=True
         )
         submitted: list[tuple[ActionSummary, bool]] = []
         for result in results:
@@ -350,7 +396,11 @@ class Runs:
         return submitted
 
     async def _submit_one(
-        self, run_record: RunSummary, request: ActionSubmitRequest, parent: KeyValue | None
+        self,
+        run_record: RunSummary,
+        request: ActionSubmitRequest,
+        parent: KeyValue | None,
+        here: ChildrenHere | None = None,
     ) -> tuple[ActionSummary, bool]:
         """One child: answered by the existing action of its name if there is one, else refused when the run has
         ended, the parent does not exist or has ended, or its task or inputs do not check.
@@ -367,7 +417,7 @@ class Runs:
                 return self._same_submission(self._decode(existing), request), False
             raise
         placing = self.place_at_submit
-        placement = await placing(queued) if placing is not None else None
+        placement = await placing(queued, here) if placing is not None else None
         try:
             return await self._write_child(key, run, request, queued, placement)
         finally:

@@ -97,6 +97,9 @@ class AgentSession:
     bytes each has logged so far (against `LOG_LIMIT`)."""
     sent: set[AttemptKey] = field(default_factory=set)
     """Attempts whose assignment is in `outbox` (the placer's and the action watch's paths must not both send)."""
+    held: set[AttemptKey] = field(default_factory=set)
+    """Attempts given to the pool worker that submitted them as well (`GatewayReply.here`), not yet sent: whichever
+    path sends one marks it held, so the agent waits for that worker instead of running it too."""
     key_revision: int = 0
     """The session key's revision as this session last wrote it (each rewrite compares it)."""
     state: SessionState | None = None

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DUPLICATE_ASSIGN", "SLOW_START", "duplicate_assign_after", "slow_start_seconds"]
+__all__ = [
+    "DROP_HERE",
+    "DUPLICATE_ASSIGN",
+    "SLOW_START",
+    "drops_children_given_here",
+    "duplicate_assign_after",
+    "slow_start_seconds",
+]
 
 DUPLICATE_ASSIGN = "FLYTE_FAILPOINT_DUPLICATE_ASSIGN"
 """Gateway: `SECONDS` sends every assignment to its agent again this many seconds later (a duplicated delivery)."""
@@ -17,7 +24,12 @@ DUPLICATE_ASSIGN = "FLYTE_FAILPOINT_DUPLICATE_ASSIGN"
 SLOW_START = "FLYTE_FAILPOINT_SLOW_START"
 """Agent: `CLUSTER=SECONDS` holds every attempt on that cluster this long before it starts (a slow code download)."""
 
+DROP_HERE = "FLYTE_FAILPOINT_DROP_HERE"
+"""Pool worker (set on its agent, whose workers inherit it): `1` drops the children the gateway gives it directly, as
+if the answer was lost on the way (their agent runs its held copies itself)."""
+
 _duplicate_assign = os.environ.get(DUPLICATE_ASSIGN)
+_drop_here = os.environ.get(DROP_HERE) == "1"
 _slow_cluster, _, _slow_seconds = os.environ.get(SLOW_START, "").partition("=")
 
 
@@ -29,3 +41,8 @@ def duplicate_assign_after() -> float | None:
 def slow_start_seconds(cluster: str) -> float:
     """How long the agent of `cluster` holds each attempt before starting it (0: the failpoint is off for it)."""
     return float(_slow_seconds) if _slow_cluster and _slow_cluster == cluster else 0.0
+
+
+def drops_children_given_here() -> bool:
+    """Whether a pool worker drops the children given to it in answers to its submissions (the failpoint is on)."""
+    return _drop_here

@@ -24,7 +24,7 @@ import pydantic
 
 from ._replicas import Replicas
 from ._retrying import RetryDelay
-from ._wire import GatewayReply, WorkerMessage
+from ._wire import WORKER_PROTOCOL, Assignment, GatewayReply, WorkerMessage
 
 log = logging.getLogger("flyte.worker")
 
@@ -56,6 +56,16 @@ class Attached(Protocol):
     def children(self, reply: GatewayReply) -> None: ...
 
 
+class RunsHere(Protocol):
+    """A pool worker, able to start children of its own pool itself (`WorkerSubmit.room`, `GatewayReply.here`)."""
+
+    def room(self) -> int:
+        """How many more attempts it would start now."""
+
+    def start(self, assignment: Assignment) -> None:
+        """Start an attempt the gateway sent it: a child one of its attempts submitted, offering room."""
+
+
 class GatewaySocket:
     def __init__(self, endpoint: str, session: aiohttp.ClientSession | None = None):
         """`session`: for the socket and its links' HTTP calls; without one the socket makes its own and closes it."""
@@ -73,6 +83,10 @@ class GatewaySocket:
         self._attached = asyncio.Event()
         self._opening: asyncio.Task[None] | None = None
         self._closing = False
+        self.runs_here: RunsHere | None = None
+        """Set by a pool worker: its submissions offer room for children of its pool (see `room`)."""
+        self._speaks_here = False
+        """The gateway chose `WORKER_PROTOCOL`: it takes `room` and may answer with children to run `here`."""
 
     @property
     def endpoint(self) -> str:
@@ -112,6 +126,19 @@ class GatewaySocket:
                 self.session = aiohttp.ClientSession()
             self._opening = asyncio.create_task(self._serve())
         await self._connected.wait()
+
+    def room(self) -> int:
+        """The room a submission offers: a pool worker's free slots, where the gateway takes the offer."""
+        if self.runs_here is None or not self._speaks_here:
+            return 0
+        return self.runs_here.room()
+
+    def start_here(self, assignments: list[Assignment]) -> None:
+        """Start the children the gateway sent for submissions that offered room (`GatewayReply.here`)."""
+        if self.runs_here is None:
+            return  # not offered; an attempt's agent holds its copy and runs it after `HELD_SECONDS`
+        for assignment in assignments:
+            self.runs_here.start(assignment)
 
     async def send(self, message: WorkerMessage) -> None:
         """Send without waiting for an answer."""
@@ -173,7 +200,9 @@ class GatewaySocket:
                     headers={"Authorization": f"Bearer {token}"},
                     heartbeat=15.0,
                     max_msg_size=64 * 1024 * 1024,
+                    protocols=(WORKER_PROTOCOL,),
                 )
+                self._speaks_here = self._ws.protocol == WORKER_PROTOCOL
                 break
             except aiohttp.ClientError as error:
                 self.replicas.fail_over(self.endpoint)
@@ -187,6 +216,9 @@ class GatewaySocket:
             await self._send_raw(message)
 
     def _dispatch(self, reply: GatewayReply) -> None:
+        if reply.here:
+            # Started as the message is read (a `here` message comes ahead of its submission's answer).
+            self.start_here(reply.here)
         if reply.type == "children" and reply.run is not None and reply.parent is not None:
             link = self._parents.get((reply.run, reply.parent))
             if link is not None:

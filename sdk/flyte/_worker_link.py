@@ -120,11 +120,17 @@ class WorkerLink:
     async def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._to_submit = self._to_submit, []
+        await self._socket.ready()  # the gateway's protocol is known once connected: whether it takes `room`
         for i in range(0, len(batch), _MAX_BATCH):
             chunk = batch[i : i + _MAX_BATCH]
             try:
                 reply = await self._socket.request(
-                    WorkerSubmit(run=self.run, actions=[r for r, _ in chunk], token=self._says_token)
+                    WorkerSubmit(
+                        run=self.run,
+                        actions=[r for r, _ in chunk],
+                        token=self._says_token,
+                        room=min(self._socket.room(), len(chunk)),
+                    )
                 )
             except LinkError as error:
                 for _, future in chunk:

@@ -1,5 +1,7 @@
 """A warm pool worker: loads its environment's bundle once, then runs assignments from its agent's socket, up to
-`concurrency` at a time, each reporting to the gateway like a one-shot worker would.
+`concurrency` at a time, each reporting to the gateway like a one-shot worker would. Children of its own pool that
+its attempts submit may be sent back to it by the gateway (`GatewayReply.here`); it starts them at once and tells
+its agent (`PoolAdopt`), which holds its own copy for it.
 
 The socket is a Unix socket's path for a worker on the agent's machine, or `tcp://HOST:PORT` for a worker in a pod,
 which also has no bundle on disk: it fetches it from the gateway with its first assignment's token. Either way
@@ -13,9 +15,10 @@ import os
 import time
 from pathlib import Path
 
+from .. import _failpoints as failpoints
 from .. import _otel
 from .._gateway_socket import GatewaySocket
-from .._wire import TO_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolDone, PoolHello, PoolLog
+from .._wire import TO_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolAdopt, PoolDone, PoolHello, PoolLog
 from .._worker_link import WorkerLink
 from ._bundle import BundleLoadError, fetch_bundle, load_bundle
 from ._output import AttemptOutput
@@ -100,6 +103,22 @@ async def serve_pool(
                 writer.write(PoolDone(done=key, reported=reported).model_dump_json().encode() + b"\n")
                 await writer.drain()
 
+    class Here:
+        """Children of this pool that this worker's attempts submit, sent back to it by the gateway to start itself."""
+
+        def room(self) -> int:
+            return max(0, concurrency - len(running))
+
+        def start(self, assignment: Assignment) -> None:
+            key = str(AttemptKey.of(assignment))
+            if key in running or failpoints.drops_children_given_here():
+                return
+            # Said before it starts, so the agent hears of it before its `done` (the agent holds its own copy).
+            writer.write(PoolAdopt(adopt=key).model_dump_json().encode() + b"\n")
+            running[key] = asyncio.create_task(run_one(assignment, key))
+
+    socket.runs_here = Here()
+
     while line := await reader.readline():
         message = TO_POOL_WORKER.validate_json(line)
         if isinstance(message, PoolAbort):
@@ -109,6 +128,8 @@ async def serve_pool(
             continue
         assignment = message
         key = str(AttemptKey.of(assignment))
+        if key in running:
+            continue  # taken already, given by the gateway (the agent's copy of a child this worker adopted)
         running[key] = asyncio.create_task(run_one(assignment, key))
     shipper.cancel()
     await socket.close()

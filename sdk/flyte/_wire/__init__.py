@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ._agent import (
     FROM_AGENT,
+    HELD_SECONDS,
     TO_AGENT,
     AbortMessage,
     AgentEvent,
@@ -98,6 +99,7 @@ from ._pool import (
     FromPoolWorker,
     OnSpareSocket,
     PoolAbort,
+    PoolAdopt,
     PoolDone,
     PoolHello,
     PoolLog,
@@ -162,6 +164,7 @@ from ._specs import (
 from ._values import EncodedValue, ValueKind, WireValue, wire_value_fields
 from ._worker import (
     FROM_WORKER,
+    WORKER_PROTOCOL,
     FromWorker,
     GatewayReply,
     WireTrace,
@@ -179,6 +182,7 @@ __all__ = [
     "FROM_AGENT",
     "FROM_POOL_WORKER",
     "FROM_WORKER",
+    "HELD_SECONDS",
     "MAX_BYTES",
     "MAX_CPU",
     "MAX_GPU",
@@ -188,6 +192,7 @@ __all__ = [
     "STREAMS",
     "TO_AGENT",
     "TO_POOL_WORKER",
+    "WORKER_PROTOCOL",
     "AbortMessage",
     "AbortRequest",
     "ActionEvent",
@@ -254,6 +259,7 @@ __all__ = [
     "PlacementSpec",
     "PolicyDocument",
     "PoolAbort",
+    "PoolAdopt",
     "PoolDone",
     "PoolHello",
     "PoolLog",

@@ -118,6 +118,14 @@ class AgentLogs(WireModel):
 class AssignMessage(WireModel):
     type: Literal["assign"] = "assign"
     assignments: list[Assignment]
+    held: list[str] = Field(default_factory=list)
+    """Keys (`run/action/attempt`) of those given to the pool worker that submitted them as well (`GatewayReply.here`):
+    the agent waits up to `HELD_SECONDS` for that worker to say it took one (`PoolAdopt`) before it runs it itself."""
+
+
+HELD_SECONDS = 5.0
+"""How long an agent holds an assignment for the pool worker it was also given to: past it, the agent runs it on its
+pool as any other (the worker died, or never had the answer), and a late `PoolAdopt` is told to abort its copy."""
 
 
 class AbortMessage(WireModel):

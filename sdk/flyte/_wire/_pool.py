@@ -3,7 +3,7 @@
 JSON lines, one message each. They are told apart by the key each carries, not by a `type` field: a pool worker
 runs the SDK of its environment's image, which may be older than the agent's, so the shapes stay as they were.
 
-- pool socket, worker -> agent: `PoolHello` first, then `PoolLog` and `PoolDone` (`FROM_POOL_WORKER`);
+- pool socket, worker -> agent: `PoolHello` first, then `PoolLog`, `PoolAdopt` and `PoolDone` (`FROM_POOL_WORKER`);
 - pool socket, agent -> worker: an `Assignment` or a `PoolAbort` (`TO_POOL_WORKER`);
 - spare socket, worker -> agent: a spare's `SpareHello`, or a one-off worker's `WorkerUp` (`ON_SPARE_SOCKET`);
 - spare socket, agent -> spare: one `SpareAssign`.
@@ -50,6 +50,15 @@ class PoolDone(WireModel):
     """When it reported (ns since the epoch): the agent ends the attempt's span there."""
 
 
+class PoolAdopt(WireModel):
+    """The worker starts this attempt itself: the gateway gave it in answer to the worker's own submission (a child
+    in the worker's pool, `GatewayReply.here`). The agent counts it as the worker's, as if it had sent it there. An
+    older agent does not know this line and skips it (it then runs its held copy after `HELD_SECONDS`)."""
+
+    adopt: str
+    """The attempt's key (`AttemptKey`)."""
+
+
 class PoolAbort(WireModel):
     """Stop one attempt (cancel its task in the worker)."""
 
@@ -88,7 +97,8 @@ def _by_key(*keys: str, otherwise: str | None = None) -> Callable[[dict[str, obj
 
 
 FromPoolWorker = Annotated[
-    Annotated[PoolLog, Tag("log")] | Annotated[PoolDone, Tag("done")], Discriminator(_by_key("log", "done"))
+    Annotated[PoolLog, Tag("log")] | Annotated[PoolAdopt, Tag("adopt")] | Annotated[PoolDone, Tag("done")],
+    Discriminator(_by_key("log", "adopt", "done")),
 ]
 ToPoolWorker = Annotated[
     Annotated[PoolAbort, Tag("abort")] | Annotated[Assignment, Tag("assignment")],

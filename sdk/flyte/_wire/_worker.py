@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, TypeAdapter
 
+from ._agent import Assignment
 from ._api import ActionSubmitRequest
 from ._base import ActionName, Name, Payload, WireModel
 from ._records import ActionEvent, ActionSummary
@@ -17,6 +18,10 @@ class WireTrace(WireModel):
 
 
 WorkerToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+WORKER_PROTOCOL = "flyte-worker.2"
+"""The worker socket's WebSocket subprotocol when both ends speak this version: a submission may then offer `room`
+and be answered with children to run `here`. A worker offers it when it connects; an older gateway does not choose
+it, and the worker then never sends `room` (which that gateway's models would refuse)."""
 
 
 class WorkerMessage(WireModel):
@@ -33,6 +38,10 @@ class WorkerMessage(WireModel):
 class WorkerSubmit(WorkerMessage):
     type: Literal["submit"] = "submit"
     actions: list[ActionSubmitRequest] = Field(max_length=1000)
+    room: int = Field(default=0, ge=0, le=100_000)
+    """How many of these children the sender would start itself, at once: a pool worker's free slots (sent only on
+    a `WORKER_PROTOCOL` socket). The gateway may answer children placed in the sender's own pool on its own cluster
+    with their assignments (`GatewayReply.here`), sparing them the hop through the agent."""
 
 
 class WorkerWatch(WorkerMessage):
@@ -69,13 +78,17 @@ class WorkerTraces(WorkerMessage):
 class GatewayReply(WireModel):
     """The gateway's answer on a worker connection: children, submissions, traces, or an error."""
 
-    type: Literal["children", "submitted", "traces", "reported", "error"]
+    type: Literal["children", "submitted", "here", "traces", "reported", "error"]
     id: int = 0
     run: str | None = None
     """With `parent`, on "children": whose children these are (one socket may watch parents of several runs)."""
     parent: str | None = None
     actions: list[ActionSummary] = Field(default_factory=list)
     traces: dict[str, WireTrace] = Field(default_factory=dict)
+    here: list[Assignment] = Field(default_factory=list)
+    """On "here" (sent only to a worker that offered `room`): children of its submissions it starts itself, sent as
+    soon as they are written, before the submission's answer. Their agent has them too, held for this worker: the
+    worker says it took each (`PoolAdopt`), or the agent runs it after `HELD_SECONDS`."""
     code: str | None = None
     message: str | None = None
 

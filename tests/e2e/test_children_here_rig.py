@@ -1,0 +1,173 @@
+"""Children started by their parent's own pool worker (`GatewayReply.here`): a child of the parent's pool, placed on
+the parent's cluster, is given to the parent's worker in the answer to its submission, and that worker's agent holds
+its own copy until the worker says it took it. Through a real rig: the child runs in the parent's process even where
+the pool has an idle worker, its output reaches its log, an abort reaches it, a killed worker takes it along (it runs
+again), and a worker that never takes it leaves it to its agent."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from processes import pid_alive
+from test_rig import Rig, gateway_events, start_rig
+from waiting import assert_eventually
+
+import flyte
+from flyte._client import call_sync, client_for
+from flyte._failpoints import DROP_HERE
+
+pytestmark = pytest.mark.timeout(180)
+
+CHAIN = """
+import os
+
+import flyte
+
+pool = flyte.TaskEnvironment("here_pool", reusable=flyte.ReusePolicy(replicas=2, concurrency=4))
+
+
+@pool.task
+async def step(x: int) -> int:
+    print(f"step {x} ran in {os.getpid()}")
+    return os.getpid()
+
+
+@pool.task
+async def main(n: int) -> list[int]:
+    pids = [await step(i) for i in range(n)]
+    return [os.getpid(), *pids]
+"""
+
+
+@pytest.fixture(scope="module")
+def dropping_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """A rig whose pool workers drop the children given to them, as if each answer was lost on the way."""
+    started = start_rig(tmp_path_factory.mktemp("dropping"), clusters="us-east", **{DROP_HERE: "1"})
+    try:
+        yield started
+    finally:
+        started.flyte("rig", "down")
+
+
+def children_of(run: flyte.remote.Run, parent: str = "a0") -> list[flyte.remote.Action]:
+    return sorted((a for a in run.actions() if a.parent == parent), key=lambda a: a.name)
+
+
+def test_a_child_of_its_parents_pool_runs_in_the_parents_worker_and_its_output_reaches_its_log(
+    one_cluster_rig: Rig,
+) -> None:
+    rig = one_cluster_rig
+    program = rig.load("here_chain", CHAIN)
+    rig.connect()
+    before = gateway_events(rig, "actions_given_here")
+    run = flyte.run(program.main, n=4)
+    (pids,) = run.outputs()
+    parent_pid, *child_pids = pids
+    # The pool has a second, idle worker: its agent would have sent each child there, the less busy one.
+    assert child_pids == [parent_pid] * 4
+    assert gateway_events(rig, "actions_given_here") - before == 4
+    remote = flyte.remote.Run.get(run.name)
+    children = children_of(remote)
+    assert [c.attempts for c in children] == [1, 1, 1, 1]
+    first = children[0].name
+    assert_eventually(lambda: f"step 0 ran in {parent_pid}" in rig.flyte("get", "logs", run.name, first).stdout, 30)
+
+
+ABORT = """
+import asyncio
+from pathlib import Path
+
+import flyte
+
+pool = flyte.TaskEnvironment("here_abort_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=4))
+
+
+@pool.task
+async def wait(folder: str) -> None:
+    Path(folder, "started").write_text("")
+    try:
+        await asyncio.sleep(300)
+    except asyncio.CancelledError:
+        Path(folder, "cancelled").write_text("")
+        raise
+
+
+@pool.task
+async def main(folder: str) -> None:
+    await wait(folder)
+"""
+
+
+def test_an_abort_reaches_a_child_its_parents_worker_started(one_cluster_rig: Rig, tmp_path: Path) -> None:
+    rig = one_cluster_rig
+    program = rig.load("here_abort", ABORT)
+    rig.connect()
+    before = gateway_events(rig, "actions_given_here")
+    run = flyte.run(program.main, folder=str(tmp_path))
+    assert_eventually(lambda: (tmp_path / "started").exists(), timeout=60)
+    assert gateway_events(rig, "actions_given_here") - before == 1
+    run.abort("the test is done waiting")
+    # The agent counts the child as its worker's: the abort goes to that worker, which cancels it.
+    assert_eventually(lambda: (tmp_path / "cancelled").exists(), timeout=30)
+    remote = flyte.remote.Run.get(run.name)
+    assert {a.phase for a in remote.actions()} == {"aborted"}
+
+
+KILLED = """
+import asyncio
+import os
+from pathlib import Path
+
+import flyte
+
+pool = flyte.TaskEnvironment("here_killed_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=4))
+
+
+@pool.task
+async def hang(folder: str) -> int:
+    if flyte.ctx().attempt == 1:
+        Path(folder, "worker.pid").write_text(str(os.getpid()))
+        await asyncio.sleep(300)
+    return flyte.ctx().attempt
+
+
+@pool.task
+async def main(folder: str) -> int:
+    return await hang(folder)
+"""
+
+
+def test_a_killed_worker_takes_the_child_it_started_along_and_the_child_runs_again(
+    one_cluster_rig: Rig, tmp_path: Path
+) -> None:
+    rig = one_cluster_rig
+    program = rig.load("here_killed", KILLED)
+    rig.connect()
+    run = flyte.run(program.main, folder=str(tmp_path))
+    marker = tmp_path / "worker.pid"
+    assert_eventually(lambda: marker.exists() and marker.read_text().isdigit(), timeout=60)
+    pid = int(marker.read_text())
+    os.kill(pid, signal.SIGKILL)
+    assert_eventually(lambda: not pid_alive(pid), timeout=10)
+    # Its agent knew the child as that worker's: both it and its parent end lost, and run again (system retries).
+    assert run.outputs() == (2,)
+    (child,) = children_of(flyte.remote.Run.get(run.name))
+    assert child.attempts == 2
+    (ended,) = [a for a in call_sync(client_for().list_actions(run.name)) if a.name == child.name]
+    assert ended.system_failures == 1
+
+
+def test_a_child_its_worker_never_takes_is_run_by_its_agent(dropping_rig: Rig) -> None:
+    rig = dropping_rig
+    program = rig.load("here_dropped", CHAIN)
+    rig.connect()
+    run = flyte.run(program.main, n=2)
+    (pids,) = run.outputs()
+    assert len(pids) == 3
+    # Given to the parent's worker, which dropped them: their agent ran its held copies, once each.
+    assert gateway_events(rig, "actions_given_here") == 2
+    assert [c.attempts for c in children_of(flyte.remote.Run.get(run.name))] == [1, 1]
