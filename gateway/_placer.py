@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+from pydantic_core import to_json
 
 from flyte import _failpoints as failpoints
 from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
@@ -112,7 +113,7 @@ class _Pass:
         self.snapshots = snapshots
         # Each decision records the snapshots it saw; only the chosen cluster's changes between decisions.
         recorded = len(snapshots) <= SNAPSHOTS_RECORDED
-        self.seen = [json.dumps(snapshot_to_dict(c)) for c in snapshots] if recorded else []
+        self.seen = [to_json(snapshot_to_dict(c)) for c in snapshots] if recorded else []
         self.position = {c.name: i for i, c in enumerate(snapshots)}
         self.decided: list[tuple[Assignment, Put, ActionSummary]] = []
         self.notes: list[Awaitable[object]] = []
@@ -130,7 +131,7 @@ class _Pass:
         """A decision placed an action on `cluster`: the next decision records that cluster's snapshot as it is now."""
         if self.seen:
             i = self.position[cluster]
-            self.seen[i] = json.dumps(snapshot_to_dict(self.snapshots[i]))
+            self.seen[i] = to_json(snapshot_to_dict(self.snapshots[i]))
 
 
 class RunScopes:

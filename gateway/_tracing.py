@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 import pydantic
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from pydantic_core import to_json
 
 from flyte import _otel
 from flyte._env import env_int
@@ -380,4 +380,4 @@ def _record(
 
 
 def _encode(records: list[Record]) -> bytes:
-    return json.dumps(records, separators=(",", ":")).encode()
+    return to_json(records)
