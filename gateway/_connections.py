@@ -311,6 +311,9 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     def give(assignments: list[Assignment]) -> None:
         outbox.put_nowait(worker_reply_json(GatewayReply(type="here", here=assignments)))
 
+    # A worker of the first protocol takes no `room`, and reads its report's answer for the action it reported.
+    speaks_here = ws.ws_protocol == WORKER_PROTOCOL
+
     writer = asyncio.create_task(_writer(ws, outbox))
     handlers = Background()
     svc.links.add(ws)
@@ -321,7 +324,9 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
             if message.type is not WSMsgType.TEXT:
                 break
             # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
-            handlers.spawn(_handle_worker_message(svc, dispatcher, principals, message.data, send, give))
+            handlers.spawn(
+                _handle_worker_message(svc, dispatcher, principals, message.data, send, give if speaks_here else None)
+            )
     finally:
         svc.links.discard(ws)
         dispatcher.unwatch(send)
@@ -362,7 +367,8 @@ class SocketPrincipals:
 async def _handle_worker_message(
     svc: Services, dispatcher: Dispatcher, principals: SocketPrincipals, data: str, send: Send, give: Give | None = None
 ) -> None:
-    """`give`: sends the worker children to start (`GatewayReply.here`); None where there is no socket to send on."""
+    """`give`: sends the worker children to start (`GatewayReply.here`); None for a worker of the first protocol
+    (`WORKER_PROTOCOL` not chosen), which takes no `room` and reads the action it reported in its report's answer."""
     request_id = 0
     try:
         parsed = FROM_WORKER.validate_json(data)
@@ -479,7 +485,8 @@ async def _worker_message(
             from_worker=from_worker,
             seen=own[0] if own is not None else None,
         )
-        await send(GatewayReply(type="reported", id=message.id, actions=[action]))
+        # A worker of `WORKER_PROTOCOL` does not read the action back: one record fewer to encode and to validate.
+        await send(GatewayReply(type="reported", id=message.id, actions=[] if give is not None else [action]))
 
 
 def _children_here(

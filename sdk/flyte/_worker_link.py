@@ -165,10 +165,10 @@ class WorkerLink:
     async def traces(self, action: str) -> dict[str, WireTrace]:
         return (await self._socket.request(WorkerTraces(run=self.run, action=action, token=self._says_token))).traces
 
-    async def report(self, action: str, event: ActionEvent, traces: dict[str, WireTrace]) -> ActionSummary:
+    async def report(self, action: str, event: ActionEvent, traces: dict[str, WireTrace]) -> None:
+        """Report the attempt's end; returns once the gateway has it (written, durably)."""
         report = WorkerReport(run=self.run, action=action, event=event, traces=traces, token=self._says_token)
-        reply = await self._socket.request(report)
-        return reply.actions[0]
+        await self._socket.request(report)
 
     # -- conditions (HTTP: a long poll each, so a wait outlives this socket and the gateway) --------------------
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from dispatcher_parts import PROJECT, TASK, Domain, counted_reads, dispatcher, domain, new_run
 
-from flyte._wire import ActionEvent, ActionSubmitRequest, GatewayReply, Phase, WorkerReport, WorkerSubmit
+from flyte._wire import ActionEvent, ActionSubmitRequest, Assignment, GatewayReply, Phase, WorkerReport, WorkerSubmit
 from gateway._api import Services
 from gateway._auth import AttemptRef, Authenticator, Principal, create_token, revoke_token, token_id
 from gateway._connections import SocketPrincipals, _handle_worker_message
@@ -26,9 +26,14 @@ async def d() -> AsyncIterator[Domain]:
 class Worker:
     """Sends messages as one principal and keeps the replies."""
 
-    def __init__(self, d: Domain, principal: Principal, authenticator: Authenticator | None = None):
+    def __init__(
+        self, d: Domain, principal: Principal, authenticator: Authenticator | None = None, *, second: bool = False
+    ):
+        """`second`: the worker speaks `WORKER_PROTOCOL` (it takes children to run here)."""
         self.d = d
         self.principal = principal
+        self.given: list[list[Assignment]] = []
+        self.second = second
         self.authenticator = authenticator or Authenticator(d.store, decoded=d.runs.decoded)
         blobs = cast(Any, None)  # no message here touches blobs
         self.svc = Services(d.store, d.runs.registry, d.runs, blobs, Metrics(), set(), set())
@@ -39,7 +44,10 @@ class Worker:
             self.replies.append(answer)
 
         principals = SocketPrincipals(self.authenticator, self.principal)
-        handled = _handle_worker_message(self.svc, dispatcher(self.d), principals, message.model_dump_json(), reply)
+        give = self.given.append if self.second else None
+        handled = _handle_worker_message(
+            self.svc, dispatcher(self.d), principals, message.model_dump_json(), reply, give
+        )
         await handled
         return self.replies[-1]
 
@@ -83,6 +91,16 @@ async def test_a_report_of_the_token_s_own_attempt_reads_its_action_once_and_not
     assert reads[f"/flyte/actions/{run}/a0"] == 1
     # The root's end writes the run's end: that read is the report's own, not the authorization's.
     assert reads[f"/flyte/runs/{run}"] == 1
+
+
+async def test_a_worker_of_the_second_protocol_is_not_sent_back_the_action_it_reported(d: Domain) -> None:
+    run = await running_root(d)
+    event = ActionEvent(phase=Phase.SUCCEEDED, attempt=1, cluster="east", epoch=1)
+    reply = await Worker(d, worker_of_root(run), second=True).send(
+        WorkerReport(id=9, run=run, action="a0", event=event)
+    )
+    assert (reply.type, reply.id, reply.actions) == ("reported", 9, [])
+    assert (await d.runs.get_action(run, "a0")).phase is Phase.SUCCEEDED
 
 
 async def test_a_report_of_a_run_never_seen_reads_the_run_for_its_project(d: Domain) -> None:
