@@ -25,7 +25,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flyte._local_cache import cache_key
 from flyte._naming import ROOT_ACTION, new_run_name
@@ -152,7 +152,8 @@ class ChildrenHere:
     send: Callable[[list[Assignment]], None]
     """Sends the worker children to start."""
     given: int = 0
-    _sending: list[Assignment] = field(default_factory=list)
+    _sending: list[Assignment] | None = None
+    """Children given in this loop turn after its first, which left at once; None: none given this turn."""
 
     def take(self, cluster: str, assignment: Assignment) -> bool:
         """Whether the worker takes this child (placed on `cluster`); it then has one slot fewer to offer."""
@@ -164,15 +165,20 @@ class ChildrenHere:
         return True
 
     def give(self, assignment: Assignment) -> None:
-        """Send the worker this child, written and placed, with the others written in this loop turn."""
+        """Send the worker this child, written and placed: the first of a loop turn at once (a sequential child is
+        the only one), those written after it in the same turn together."""
         self.given += 1
-        if not self._sending:
+        if self._sending is None:
+            self.send([assignment])
+            self._sending = []
             asyncio.get_running_loop().call_soon(self._send)
-        self._sending.append(assignment)
+        else:
+            self._sending.append(assignment)
 
     def _send(self) -> None:
-        sending, self._sending = self._sending, []
-        self.send(sending)
+        sending, self._sending = self._sending, None
+        if sending:
+            self.send(sending)
 
 
 def _encode(model: ActionSummary | RunSummary) -> bytes:
