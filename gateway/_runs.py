@@ -140,8 +140,8 @@ AtSubmit = PlacedAtSubmit | WaitsAtSubmit
 class ChildrenHere:
     """A pool worker's offer to start children of its own pool itself (`WorkerSubmit.room`). A child placed at its
     submission in that pool, on that worker's cluster, is sent to the worker as soon as its submission is written
-    (`GatewayReply.here`, batched per loop turn), as well as to its agent, which holds it for the worker: the child
-    starts without the gateway -> agent -> worker hops, and before the submission's own answer."""
+    (`GatewayReply.here`), as well as to its agent, which holds it for the worker: the child starts without the
+    gateway -> agent -> worker hops, and before the submission's own answer."""
 
     cluster: str
     """Where the submitting worker runs: its parent's cluster."""
