@@ -26,7 +26,7 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from flyte._background import Background
-from flyte._env import env_int
+from flyte._env import env_int, env_switch
 from flyte._gateway_socket import STORE_UNAVAILABLE
 from flyte._wire import (
     FROM_AGENT,
@@ -78,6 +78,10 @@ log = logging.getLogger("flyte.gateway.connections")
 Give = Callable[[list[Assignment]], None]
 """Sends a worker children to start itself (`GatewayReply.here`)."""
 
+CHILDREN_HERE = env_switch("FLYTE_CHILDREN_HERE", True)
+"""Whether a pool worker's children of its own pool may be sent to it to start itself (`ChildrenHere`); off, the
+gateway does not choose `WORKER_PROTOCOL`, so workers offer no room and every child goes through its agent."""
+_WORKER_PROTOCOLS = (WORKER_PROTOCOL,) if CHILDREN_HERE else ()
 LOG_LIMIT = env_int("FLYTE_ATTEMPT_LOG_LIMIT", 32 * 1024 * 1024)
 """The most log bytes kept per attempt (tests lower it); past it, an agent's uploads are dropped (with one note)."""
 _LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"
@@ -298,7 +302,7 @@ def worker_reply_json(reply: GatewayReply) -> str:
 
 
 async def worker_connect(request: web.Request) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=32 * 1024 * 1024, protocols=(WORKER_PROTOCOL,))
+    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=32 * 1024 * 1024, protocols=_WORKER_PROTOCOLS)
     await ws.prepare(request)
     svc = services(request)
     dispatcher = request.app[DISPATCHER]

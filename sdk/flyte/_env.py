@@ -1,4 +1,4 @@
-"""Numeric settings read from environment variables, with a clear error for a value that is not one."""
+"""Settings read from environment variables (numbers and switches), with a clear error for a value that is not one."""
 
 from __future__ import annotations
 
@@ -43,3 +43,23 @@ def env_float(name: str, default: float, *, minimum: float = 0.0, above: bool = 
             f"{name}={raw!r} is not a number {bound}; give one (the default is {default:g}) or unset it"
         )
     return value
+
+
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """`name` as on (`1`, `true`, `yes`, `on`) or off (`0`, `false`, `no`, `off`), in any case; `default` when it is
+    unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in _ON:
+        return True
+    if raw.lower() in _OFF:
+        return False
+    raise EnvSettingError(
+        f"{name}={raw!r} is neither on (1, true, yes, on) nor off (0, false, no, off); "
+        f"give one (the default is {'on' if default else 'off'}) or unset it"
+    )

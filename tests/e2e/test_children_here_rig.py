@@ -53,6 +53,16 @@ def dropping_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         started.flyte("rig", "down")
 
 
+@pytest.fixture(scope="module")
+def switched_off_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """A rig whose gateway sends no child to its parent's worker (`FLYTE_CHILDREN_HERE=0`)."""
+    started = start_rig(tmp_path_factory.mktemp("switched-off"), clusters="us-east", FLYTE_CHILDREN_HERE="0")
+    try:
+        yield started
+    finally:
+        started.flyte("rig", "down")
+
+
 def children_of(run: flyte.remote.Run, parent: str = "a0") -> list[flyte.remote.Action]:
     return sorted((a for a in run.actions() if a.parent == parent), key=lambda a: a.name)
 
@@ -171,3 +181,14 @@ def test_a_child_its_worker_never_takes_is_run_by_its_agent(dropping_rig: Rig) -
     # Given to the parent's worker, which dropped it: its agent ran its held copy, once.
     assert gateway_events(rig, "actions_given_here") == 1
     assert [c.attempts for c in children_of(flyte.remote.Run.get(run.name))] == [1]
+
+
+def test_with_children_here_switched_off_every_child_goes_through_its_agent(switched_off_rig: Rig) -> None:
+    rig = switched_off_rig
+    program = rig.load("here_off", CHAIN)
+    rig.connect()
+    run = flyte.run(program.main, n=3)
+    (pids,) = run.outputs()
+    assert len(pids) == 4
+    assert gateway_events(rig, "placed_at_submit") >= 3  # placed as they were submitted, as before
+    assert gateway_events(rig, "actions_given_here") == 0
