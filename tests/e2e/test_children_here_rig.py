@@ -6,6 +6,7 @@ again), and a worker that never takes it leaves it to its agent."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -43,24 +44,28 @@ async def main(n: int) -> list[int]:
 """
 
 
-@pytest.fixture(scope="module")
-def dropping_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    """A rig whose pool workers drop the children given to them, as if each answer was lost on the way."""
-    started = start_rig(tmp_path_factory.mktemp("dropping"), clusters="us-east", **{DROP_HERE: "1"})
+@contextlib.contextmanager
+def one_cluster_rig_with(root: Path, **env: str) -> Iterator[Rig]:
+    """A one-cluster rig whose gateway and agent run with `env` (a failpoint, a setting), stopped at the end."""
+    started = start_rig(root, clusters="us-east", **env)
     try:
         yield started
     finally:
         started.flyte("rig", "down")
+
+
+@pytest.fixture(scope="module")
+def dropping_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """Pool workers drop the children given to them, as if each was lost on the way."""
+    with one_cluster_rig_with(tmp_path_factory.mktemp("dropping"), **{DROP_HERE: "1"}) as rig:
+        yield rig
 
 
 @pytest.fixture(scope="module")
 def switched_off_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    """A rig whose gateway sends no child to its parent's worker (`FLYTE_CHILDREN_HERE=0`)."""
-    started = start_rig(tmp_path_factory.mktemp("switched-off"), clusters="us-east", FLYTE_CHILDREN_HERE="0")
-    try:
-        yield started
-    finally:
-        started.flyte("rig", "down")
+    """The gateway sends no child to its parent's worker (`FLYTE_CHILDREN_HERE=0`)."""
+    with one_cluster_rig_with(tmp_path_factory.mktemp("switched-off"), FLYTE_CHILDREN_HERE="0") as rig:
+        yield rig
 
 
 def children_of(run: flyte.remote.Run, parent: str = "a0") -> list[flyte.remote.Action]:
