@@ -197,3 +197,70 @@ def test_with_children_here_switched_off_every_child_goes_through_its_agent(swit
     assert len(pids) == 4
     assert gateway_events(rig, "placed_at_submit") >= 3  # placed as they were submitted, as before
     assert gateway_events(rig, "actions_given_here") == 0
+
+
+VICTIM = """
+import asyncio
+import os
+from pathlib import Path
+
+import flyte
+from flyte._naming import child_action_name
+
+victim_pool = flyte.TaskEnvironment("victim_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=4))
+
+
+@victim_pool.task
+async def step(x: int) -> int:
+    return os.getpid()
+
+
+@victim_pool.task
+async def main(folder: str) -> list[int]:
+    # Its first child's key, said before the child exists: another pool's code tries to take it.
+    inputs = step.interface.encode_inputs(step.interface.bind((7,), {}))
+    name = child_action_name("a0", step.identity, inputs.digest, 0)
+    Path(folder, "key").write_text(f"{flyte.ctx().action.run_name}/{name}/1")
+    while not Path(folder, "go").exists():
+        await asyncio.sleep(0.05)
+    return [os.getpid(), await step(7)]
+"""
+
+ATTACKER = """
+import asyncio
+import gc
+
+import flyte
+
+attacker_pool = flyte.TaskEnvironment("attacker_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=4))
+
+
+@attacker_pool.task
+async def adopt(key: str) -> int:
+    # Its own worker's line to the agent, written as the worker would: "I took this attempt".
+    writers = [o for o in gc.get_objects() if isinstance(o, asyncio.StreamWriter)]
+    for writer in writers:
+        writer.write(('{"adopt": "%s"}\\n' % key).encode())
+        await writer.drain()
+    return len(writers)
+"""
+
+
+def test_a_worker_of_another_pool_cannot_take_a_held_child(dropping_rig: Rig, tmp_path: Path) -> None:
+    rig = dropping_rig
+    victim = rig.load("here_victim", VICTIM)
+    attacker = rig.load("here_attacker", ATTACKER)
+    rig.connect()
+    run = flyte.run(victim.main, folder=str(tmp_path))
+    key = tmp_path / "key"
+    assert_eventually(lambda: key.exists() and key.read_text().endswith("/1"), timeout=60)
+    # Before the child is submitted, a task of another pool says its worker took it.
+    (written,) = flyte.run(attacker.adopt, key=key.read_text()).outputs()
+    assert written >= 1
+    (tmp_path / "go").write_text("")
+    # Its own worker drops it (the failpoint); its agent does not count it as the other pool's worker's, and runs
+    # its held copy itself, on the child's own pool.
+    (pids,) = run.outputs()
+    parent_pid, child_pid = pids
+    assert child_pid == parent_pid  # the victim pool's one worker
+    assert [c.attempts for c in children_of(flyte.remote.Run.get(run.name))] == [1]
