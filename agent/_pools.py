@@ -244,8 +244,7 @@ class Pools:
         if key in worker.inflight:
             return  # said twice
         if key in self._refused or key in self._assignments:
-            assert worker.writer is not None
-            worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
+            _tell_abort(worker, key)
             return
         # Before the gateway's copy: kept for it a while (an adopt for an attempt never sent here is dropped).
         now = time.monotonic()
@@ -265,13 +264,12 @@ class Pools:
         if held is not None and not held.waiting.done():
             held.waiting.set_result(Exit(ExitKind.KILLED, detail="aborted while held for its worker"))
         early = self._early.pop(key, None)
-        if early is not None and early.worker.writer is not None:
-            # Adopted before the agent got to it: that worker runs it.
-            early.worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
+        if early is not None:
+            _tell_abort(early.worker, key)  # adopted before the agent got to it: that worker runs it
         for pool in self.pools.values():
             for worker in pool.workers:
-                if key in worker.inflight and worker.writer is not None:
-                    worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
+                if key in worker.inflight:
+                    _tell_abort(worker, key)
 
     async def _pool(self, assignment: Assignment, bundle: Path, prepared: Prepared) -> Pool:
         key = assignment.pool_key
@@ -496,6 +494,12 @@ class Pools:
 
     def _secrets_dir(self, pool: Pool) -> Path:
         return self.agent.work_dir / "pools" / pool.socket.stem / "secrets"
+
+
+def _tell_abort(worker: Worker, key: str) -> None:
+    """Tell a connected worker to stop attempt `key` (cancel its task)."""
+    if worker.writer is not None:
+        worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
 
 
 def _authentic(hello: PoolHello | None, pool: Pool) -> TypeGuard[PoolHello]:

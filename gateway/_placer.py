@@ -495,7 +495,9 @@ class Placer:
         key = AttemptKey(*attempt)
         self._made[key] = assignment
         # Only where this replica holds the agent: it alone can tell the agent to hold the child for the worker.
-        given_here = here is not None and cluster in self._sessions.sessions and here.take(cluster, assignment)
+        taker = (
+            here if here is not None and cluster in self._sessions.sessions and here.take(cluster, assignment) else None
+        )
 
         settled: list[bool] = []
 
@@ -511,17 +513,17 @@ class Placer:
                 self._runs.tracing.placed(action, cluster, decision.scores, tier=decision.tier)
                 session = self._sessions.sessions.get(cluster)
                 if session is not None:
-                    if given_here and here is not None and session.epoch == assignment.epoch:
+                    if taker is not None and session.epoch == assignment.epoch:
                         session.held.add(key)
-                        here.give(assignment)
+                        taker.give(assignment)
                     if not self._submitted:
                         asyncio.get_running_loop().call_soon(self._deliver_submitted)
                     self._submitted[cluster].append(assignment)
                     return
             elif self._reservations.release(attempt) is not None:
                 self.rescan()
-            if given_here and here is not None:
-                here.room += 1
+            if taker is not None:
+                taker.room += 1
             if seen is not None:
                 self.undelivered(seen)  # the watch saw it placed and left it to us: the watch's to send after all
 
