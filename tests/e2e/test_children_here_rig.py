@@ -68,6 +68,15 @@ def switched_off_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         yield rig
 
 
+def chain_on(rig: Rig, module: str, n: int) -> tuple[str, list[int]]:
+    """`CHAIN`'s parent calling `n` children on `rig`: the run's name, and the parent's pid then each child's."""
+    program = rig.load(module, CHAIN)
+    rig.connect()
+    run = flyte.run(program.main, n=n)
+    (pids,) = run.outputs()
+    return run.name, pids
+
+
 def children_of(run: flyte.remote.Run, parent: str = "a0") -> list[flyte.remote.Action]:
     return sorted((a for a in run.actions() if a.parent == parent), key=lambda a: a.name)
 
@@ -76,20 +85,15 @@ def test_a_child_of_its_parents_pool_runs_in_the_parents_worker_and_its_output_r
     one_cluster_rig: Rig,
 ) -> None:
     rig = one_cluster_rig
-    program = rig.load("here_chain", CHAIN)
-    rig.connect()
     before = gateway_events(rig, "actions_given_here")
-    run = flyte.run(program.main, n=4)
-    (pids,) = run.outputs()
-    parent_pid, *child_pids = pids
+    run_name, (parent_pid, *child_pids) = chain_on(rig, "here_chain", 4)
     # The pool has a second, idle worker: its agent would have sent each child there, the less busy one.
     assert child_pids == [parent_pid] * 4
     assert gateway_events(rig, "actions_given_here") - before == 4
-    remote = flyte.remote.Run.get(run.name)
-    children = children_of(remote)
+    children = children_of(flyte.remote.Run.get(run_name))
     assert [c.attempts for c in children] == [1, 1, 1, 1]
     first = children[0].name
-    assert_eventually(lambda: f"step 0 ran in {parent_pid}" in rig.flyte("get", "logs", run.name, first).stdout, 30)
+    assert_eventually(lambda: f"step 0 ran in {parent_pid}" in rig.flyte("get", "logs", run_name, first).stdout, 30)
 
 
 ABORT = """
@@ -178,22 +182,16 @@ def test_a_killed_worker_takes_the_child_it_started_along_and_the_child_runs_aga
 
 def test_a_child_its_worker_never_takes_is_run_by_its_agent(dropping_rig: Rig) -> None:
     rig = dropping_rig
-    program = rig.load("here_dropped", CHAIN)
-    rig.connect()
-    run = flyte.run(program.main, n=1)
-    (pids,) = run.outputs()
+    run_name, pids = chain_on(rig, "here_dropped", 1)
     assert len(pids) == 2
     # Given to the parent's worker, which dropped it: its agent ran its held copy, once.
     assert gateway_events(rig, "actions_given_here") == 1
-    assert [c.attempts for c in children_of(flyte.remote.Run.get(run.name))] == [1]
+    assert [c.attempts for c in children_of(flyte.remote.Run.get(run_name))] == [1]
 
 
 def test_with_children_here_switched_off_every_child_goes_through_its_agent(switched_off_rig: Rig) -> None:
     rig = switched_off_rig
-    program = rig.load("here_off", CHAIN)
-    rig.connect()
-    run = flyte.run(program.main, n=3)
-    (pids,) = run.outputs()
+    _, pids = chain_on(rig, "here_off", 3)
     assert len(pids) == 4
     assert gateway_events(rig, "placed_at_submit") >= 3  # placed as they were submitted, as before
     assert gateway_events(rig, "actions_given_here") == 0

@@ -22,6 +22,7 @@ from gateway._dispatch import Dispatcher
 from gateway._leader import Election
 from gateway._registry import Registry
 from gateway._runs import Runs
+from gateway._sessions import AgentSession
 from gateway.store import KeyValue, Store, TxnResult, open_store
 
 PROJECT, DOMAIN, TASK = "proj", "dev", "env.work"
@@ -78,6 +79,17 @@ async def leading(d: Domain, dispatch: Dispatcher, replica: str = "r1") -> Async
         campaign.cancel()
         with contextlib.suppress(BaseException):
             await campaign
+
+
+@contextlib.asynccontextmanager
+async def leader_holding_east(d: Domain, cpu: float) -> AsyncIterator[tuple[Dispatcher, AgentSession]]:
+    """A started dispatcher holding the agent of `east` (`cpu` of room), elected leader; stopped at the end."""
+    leader = dispatcher(d)
+    await leader.start()
+    session = await leader.open_session(cluster("east", cpu=cpu), socket())
+    async with leading(d, leader):
+        yield leader, session
+    await leader.stop()
 
 
 async def new_run(runs: Runs, **request: object) -> str:

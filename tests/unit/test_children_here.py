@@ -8,7 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from dispatcher_parts import DOMAIN, PROJECT, Domain, cluster, dispatcher, domain, leading, settle, socket
+from dispatcher_parts import (
+    DOMAIN,
+    PROJECT,
+    Domain,
+    domain,
+    leader_holding_east,
+    settle,
+)
 
 import flyte
 from flyte._wire import (
@@ -53,12 +60,8 @@ async def d() -> AsyncIterator[Domain]:
 
 @pytest.fixture
 async def leader(d: Domain) -> AsyncIterator[tuple[Dispatcher, AgentSession]]:
-    leader = dispatcher(d)
-    await leader.start()
-    session = await leader.open_session(cluster("east", cpu=8.0), socket())
-    async with leading(d, leader):
-        yield leader, session
-    await leader.stop()
+    async with leader_holding_east(d, cpu=8.0) as held:
+        yield held
 
 
 async def assigned(session: AgentSession) -> AssignMessage:

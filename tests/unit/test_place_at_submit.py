@@ -8,7 +8,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from dispatcher_parts import TASK, Domain, child, cluster, dispatcher, idle, leading, new_run, settle, socket
+from dispatcher_parts import (
+    TASK,
+    Domain,
+    child,
+    cluster,
+    dispatcher,
+    idle,
+    leader_holding_east,
+    leading,
+    new_run,
+    settle,
+    socket,
+)
 
 from flyte._wire import ActionEvent, ActionSubmitRequest, AssignMessage, Phase, PlacementRecord
 from gateway._dispatch import Dispatcher
@@ -19,12 +31,8 @@ from gateway._sessions import AgentSession
 @pytest.fixture
 async def leader(d: Domain) -> AsyncIterator[tuple[Dispatcher, AgentSession]]:
     """A leading dispatcher holding the agent of `east`, with the run's root placed and sent."""
-    leader = dispatcher(d)
-    await leader.start()
-    session = await leader.open_session(cluster("east", cpu=2.0), socket())
-    async with leading(d, leader):
-        yield leader, session
-    await leader.stop()
+    async with leader_holding_east(d, cpu=2.0) as held:
+        yield held
 
 
 async def placed_root(d: Domain, leader: Dispatcher, session: AgentSession) -> str:
