@@ -265,6 +265,10 @@ class Placer:
         if not self._sessions.live:
             # Nowhere to place anything; a session opening rescans the queue.
             return None
+        if not self._queue.actions:
+            # Nothing waits: a pass would only gather the clusters' snapshots. (A sequential child's end frees room
+            # and asks for a full pass each time.)
+            return None
         self._queue.valid_for(self._sessions.default_request, self._admin.policy)
         work = _Pass(now, self._snapshots())
         # The term this pass decides in: every placement it writes holds only while that term does.
