@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,18 @@ log = logging.getLogger("flyte.gateway.runs")
 
 SYSTEM_RETRIES = 3
 """Attempts the platform may lose to its own failures before an action fails; never the user's retries."""
+SYSTEM_BACKOFF_CAP = 30.0
+"""Seconds a system retry waits at most."""
+
+
+def system_retry_delay(failures: int, draw: float | None = None) -> float:
+    """How long the retry after an action's `failures`-th system failure waits: an exponential backoff (1, 2, 4 s ...
+    up to `SYSTEM_BACKOFF_CAP`), of which a random half is kept (`draw` in [0, 1): none given, a fresh one). A lost
+    cluster fails all of its attempts at once; without the jitter they would all come back in the same instant, to
+    the same placement pass and the same agents' start-ups. Halved, a retry never waits longer than the backoff."""
+    backoff = min(2.0 ** (failures - 1), SYSTEM_BACKOFF_CAP)
+    return backoff * (0.5 + 0.5 * (random.random() if draw is None else draw))
+
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PLACED, Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
@@ -777,7 +790,7 @@ class Runs:
                     worker=error.worker,
                 )
                 return failed.model_copy(update={"system_failures": failures, "error": exhausted})
-            return _requeued(failed, {"system_failures": failures}, delay=min(2.0 ** (failures - 1), 30.0))
+            return _requeued(failed, {"system_failures": failures}, delay=system_retry_delay(failures))
         if not is_retryable(error.error_type):
             return failed
         run_record = await self.get_run(run)
