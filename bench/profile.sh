@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Where the gateway's, the agent's and its workers' time goes during a fan-out: py-spy profiles of each, their top
-# frames, and the share of their samples spent tracing.
+# Where the gateway's, the agent's and its workers' time goes during a fan-out or a chain: py-spy profiles of each,
+# their top frames, and the share of their samples spent tracing.
 #
-#   bash bench/profile.sh [N]     # N-way fan-out of no-op children on a warm pool (default 2000)
+#   bash bench/profile.sh [N]         # N-way fan-out of no-op children on a warm pool (default 2000)
+#   bash bench/profile.sh chain [N]   # N sequential child calls on the warm pool (default 3000)
+#
+# A chain is profiled with py-spy's --gil: only samples that hold the GIL, so time a process waits in an fsync or a
+# socket write (the chain's processes are mostly waiting for each other) does not count as its own. The fan-out's
+# profile counts every active sample, as earlier passes' figures in docs/performance.md did.
 #
 # Runs bench/vs_ray.py's workload (--skip-ray) on a rig of its own, attaches py-spy to the gateway and the agent
 # once they are up, and to each process the agent starts (spare and pool workers; the pool worker runs the parent
@@ -12,7 +17,13 @@
 # use into a virtualenv of its own (~/.cache/flyte-bench/py-spy); attaching needs root or ptrace permission.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-width="${1:-2000}"
+if [ "${1:-}" = chain ]; then
+  workload=(--fanout 10 --chain "${2:-3000}")
+  sampling=(--gil)
+else
+  workload=(--fanout "${1:-2000}" --chain 20)
+  sampling=()
+fi
 
 tools="$HOME/.cache/flyte-bench/py-spy"
 if [ ! -x "$tools/bin/py-spy" ]; then
@@ -22,7 +33,7 @@ if [ ! -x "$tools/bin/py-spy" ]; then
 fi
 
 root=$(mktemp -d /tmp/flyte-profile-XXXXXX)
-python bench/vs_ray.py --skip-ray --root "$root" --fanout "$width" --chain 20 >"$root/bench.txt" 2>&1 &
+python bench/vs_ray.py --skip-ray --root "$root" "${workload[@]}" >"$root/bench.txt" 2>&1 &
 bench=$!
 state="$root/home/rig/rig.json"
 for _ in $(seq 300); do [ -s "$state" ] && break; sleep 0.2; done
@@ -30,7 +41,8 @@ for _ in $(seq 300); do [ -s "$state" ] && break; sleep 0.2; done
 
 recorders=()
 record() {  # record PID NAME
-  "$tools/bin/py-spy" record --pid "$1" --rate 200 --format raw --output "$root/$2.txt" --nonblocking >/dev/null 2>&1 &
+  "$tools/bin/py-spy" record --pid "$1" --rate 200 "${sampling[@]}" --format raw --output "$root/$2.txt" --nonblocking \
+    >/dev/null 2>&1 &
   recorders+=($!)
 }
 for part in gateway agent; do
