@@ -275,7 +275,8 @@ class SpanRecord(WireModel):
     end_ns: int
     service: Annotated[str, StringConstraints(max_length=256)]
     cluster: Annotated[str, StringConstraints(max_length=256)] | None = None
-    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # bool first: pydantic before 2.8 wrote `true` in this union as 1.0 (the first member whose type it is).
+    attributes: dict[str, bool | int | float | str] = Field(default_factory=dict)
     status: Literal["ok", "error", "unset"] = "unset"
 
 
