@@ -45,8 +45,9 @@ def env_float(name: str, default: float, *, minimum: float = 0.0, above: bool = 
     return value
 
 
-_ON = frozenset({"1", "true", "yes", "on"})
-_OFF = frozenset({"0", "false", "no", "off"})
+ON_WORDS = frozenset({"1", "true", "yes", "on"})
+"""What a switch says to mean on, lower-cased: in the environment here, and on the command line (`flyte run`)."""
+OFF_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 def env_switch(name: str, default: bool) -> bool:
@@ -55,9 +56,9 @@ def env_switch(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    if raw.lower() in _ON:
+    if raw.lower() in ON_WORDS:
         return True
-    if raw.lower() in _OFF:
+    if raw.lower() in OFF_WORDS:
         return False
     raise EnvSettingError(
         f"{name}={raw!r} is neither on (1, true, yes, on) nor off (0, false, no, off); "

@@ -19,13 +19,12 @@ from typing import Any, NoReturn
 import pydantic
 from pydantic import TypeAdapter, ValidationError
 
+from flyte._env import OFF_WORDS, ON_WORDS
 from flyte._interface import Parameter, TaskInterface
 from flyte.io import Dir, File
 
 from ._errors import CliError, CliUsageError
 
-_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
-_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 _JSON_STARTS = ('"', "[", "{")
 _STRUCTURED_ORIGINS: tuple[Any, ...] = (list, tuple, dict, set, frozenset, Collection, Sequence)
 
@@ -127,9 +126,9 @@ def _convert(interface: TaskInterface, p: Parameter, key: str, text: str) -> Any
         return text
     if _is_flag(annotation):
         word = text.lower()
-        if word in _TRUE_WORDS:
+        if word in ON_WORDS:
             return True
-        if word in _FALSE_WORDS:
+        if word in OFF_WORDS:
             return False
         if word not in ("none", "null") or annotation is bool:
             raise usage_error(interface, f"invalid value {_preview(text)} for --{key}: expected true or false")
