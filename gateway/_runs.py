@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from flyte._local_cache import cache_key
 from flyte._naming import ROOT_ACTION, new_run_name
+from flyte._retrying import capped_exponential
 from flyte._wire import (
     ActionEvent,
     ActionSubmitRequest,
@@ -75,8 +76,9 @@ def system_retry_delay(failures: int, draw: float | None = None) -> float:
     """How long the retry after an action's `failures`-th system failure waits: an exponential backoff (1, 2, 4 s ...
     up to `SYSTEM_BACKOFF_CAP`), of which a random half is kept (`draw` in [0, 1): none given, a fresh one). A lost
     cluster fails all of its attempts at once; without the jitter they would all come back in the same instant, to
-    the same placement pass and the same agents' start-ups. Halved, a retry never waits longer than the backoff."""
-    backoff = min(2.0 ** (failures - 1), SYSTEM_BACKOFF_CAP)
+    the same placement pass and the same agents' start-ups. Halved, a retry never waits longer than the backoff.
+    Not `RetryDelay`'s full jitter, which may draw no wait at all: a retry keeps at least half its backoff."""
+    backoff = capped_exponential(1.0, SYSTEM_BACKOFF_CAP, failures - 1)
     return backoff * (0.5 + 0.5 * (random.random() if draw is None else draw))
 
 

@@ -13,7 +13,12 @@ import contextlib
 import random
 from collections.abc import Callable
 
-__all__ = ["RetryDelay"]
+__all__ = ["RetryDelay", "capped_exponential"]
+
+
+def capped_exponential(first: float, cap: float, failures: int) -> float:
+    """`first * 2**failures`, at most `cap`: the most the wait after `failures` failures may be."""
+    return min(cap, first * 2.0 ** min(failures, 62))
 
 
 class RetryDelay:
@@ -30,7 +35,7 @@ class RetryDelay:
     @property
     def ceiling(self) -> float:
         """The most the next wait can be."""
-        return min(self.cap, self.first * 2.0 ** min(self._failures, 62))
+        return capped_exponential(self.first, self.cap, self._failures)
 
     def next(self) -> float:
         """The next wait in seconds; each call counts one more failure."""
