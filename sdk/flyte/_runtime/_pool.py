@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from .. import _collector, _otel
 from .. import _failpoints as failpoints
-from .. import _otel
 from .._gateway_socket import GatewaySocket
 from .._wire import TO_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolAdopt, PoolDone, PoolHello, PoolLog
 from .._worker_link import WorkerLink
@@ -46,6 +46,8 @@ async def serve_pool(
             # Not fatal: a worker that died here would be restarted for ever. Each assignment tries the import
             # again and fails with this error, as the user's, traceback and all.
             log.exception("the code bundle failed to load; its assignments will fail with this error")
+    # After the bundle: the environment's modules live as long as the worker, so no collection looks at them again.
+    _collector.collect_less_often()
     reader, writer = await _dial(address)
     hello = PoolHello(hello=os.getpid(), worker=os.environ.get(POOL_WORKER_ENV), secret=os.environ.get(POOL_SECRET_ENV))
     writer.write(hello.model_dump_json().encode() + b"\n")

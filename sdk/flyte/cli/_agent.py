@@ -13,6 +13,7 @@ from typing import Literal, NoReturn
 
 import click
 
+from flyte._collector import collect_less_often
 from flyte._paths import flyte_home
 from flyte._resources import parse_cpu, parse_quantity
 
@@ -232,6 +233,7 @@ def serve(
             raise CliUsageError(str(exc)) from None
         return pods
 
+    collect_less_often()
     asyncio.run(main())
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import gc
 import logging
 import os
 import re
@@ -18,6 +17,7 @@ from urllib.parse import quote
 
 import click
 
+from flyte._collector import collect_less_often
 from flyte._paths import flyte_home, private_dir
 
 from ._errors import CliError, CliUsageError
@@ -167,7 +167,7 @@ def serve(
     if blobs_endpoint is not None and not is_url:
         raise CliUsageError("--blobs-endpoint is for an object store: give --blobs s3://BUCKET/PREFIX too")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tune_garbage_collector()
+    collect_less_often()
     try:
         asyncio.run(
             run_gateway(
@@ -411,18 +411,3 @@ async def _revoke_in_store(store_url: str, token_id: str) -> bool:
         return await revoke_token(store, token_id) is not None
     finally:
         await store.close()
-
-
-GC_THRESHOLDS = (20_000, 50, 100)
-"""The gateway's garbage collector thresholds (Python's defaults: 700, 10, 10)."""
-
-
-def tune_garbage_collector() -> None:
-    """Collect cycles less often in the gateway. It holds a record per queued action (~6 KB, hundreds of MB in a
-    100,000-way fan-out) and allocates a few hundred objects per action it handles: at Python's default thresholds the
-    collector ran every few actions and its older generations grew with the queue, which made the gateway's CPU per
-    action at 100,000 children 1.7x that at 1,000 (1.3x with these; bench/vs_ray.py, docs/performance.md). What
-    startup made is frozen out of every collection."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
