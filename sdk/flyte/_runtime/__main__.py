@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import _otel
+from .. import _collector, _otel
 from .._wire import Assignment
 from ._bundle import fetch_bundle
 from ._output import capture
@@ -59,6 +59,8 @@ def main() -> int:
     else:
         text = os.environ.pop("FLYTE_ASSIGNMENT")
     assignment = Assignment.model_validate_json(text)
+    # A parent with thousands of children in flight holds them all: collections would walk them again and again.
+    _collector.collect_less_often(collect_first=False)
     bundle = args.bundle or fetch_bundle(endpoint, assignment.token, assignment.bundle_digest)
     configure(assignment, endpoint)
     launched = os.environ.get(_otel.LAUNCHED_ENV)
