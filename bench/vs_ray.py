@@ -228,8 +228,15 @@ def ray_python(version: str) -> Path:
     if not python.exists():
         print(f"installing ray {version} into {venv} (first use only) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"ray=={version}"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"ray=={version}"], env=ray_env(), check=True)
     return python
+
+
+def ray_env() -> dict[str, str]:
+    """This environment for Ray's own virtualenv, less a `PYTHONPATH` pointing at a checkout of ours: pip there would
+    find our package on it and warn that its dependencies are missing."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def measure_ray(python: Path, fanouts: list[int], chain: int) -> dict[str, float]:
@@ -240,7 +247,7 @@ def measure_ray(python: Path, fanouts: list[int], chain: int) -> dict[str, float
             [str(python), str(script), ",".join(map(str, fanouts)), str(chain)],
             capture_output=True,
             text=True,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            env=ray_env(),
             timeout=1800,
         )
     line = next((x for x in done.stdout.splitlines() if x.startswith("FIGURES ")), None)
