@@ -1,7 +1,7 @@
 """Flyte Federation against Ray on this machine, one run: fan-outs of no-op children and a sequential chain.
 
     python bench/vs_ray.py [--fanout 1000 --fanout 10000] [--chain 200] [--ray-version 2.60.0] [--skip-ray]
-                           [--root DIR]
+                           [--root DIR] [--gc]
 
 Ours: a rig (`flyte rig up`: a gateway and one agent as separate processes) with a reusable environment; a parent
 task fans out N no-op children on the warm pool, and calls C children one after another. The rig's CPU is read from
@@ -11,7 +11,8 @@ Ray: the same two workloads as nested tasks (a remote parent that submits N remo
 on `ray.init(num_cpus=<cores>)` on this machine. Ray is installed on first use into a virtualenv of its own
 (`~/.cache/flyte-bench/ray-<version>`), never into the project's environment: it is no dependency of ours.
 
-Also the gateway's resident memory before each fan-out, its peak during it, and the growth per action. Prints
+Also the gateway's resident memory before each fan-out, its peak during it, and the growth per action; with `--gc`,
+the time each process's cycle collector took per action (`bench/gc_probe`). Prints
 both figures and their ratio. Timing only; never pass/fail. Targets (the hot-path issue): fan-outs >= 2x Ray's
 nested tasks, chain p50 <= 2 ms and below Ray's, gateway CPU <= 0.5 ms and agent CPU <= 0.3 ms per action.
 """
@@ -113,25 +114,46 @@ def chain_figures(latencies: list[float]) -> dict[str, float]:
     return {"chain p50 ms": 1000 * statistics.median(latencies), "chain p99 ms": 1000 * percentile(latencies, 0.99)}
 
 
-def cpu_by_part(rig_state: Path) -> dict[str, float]:
-    """CPU seconds used so far by the gateway, the agent process and the agent's workers (live ones only)."""
+def parts_by_pid(rig_state: Path) -> dict[int, str]:
+    """The rig's live processes: the gateway, the agent process itself, and the agent's workers."""
     pids: dict[str, int] = json.loads(rig_state.read_text())["pids"]
     agent = next(pid for name, pid in pids.items() if name.startswith("agent-"))
-    ticks = {"gateway": 0, "agent": 0, "workers": 0}
+    parts: dict[int, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # ended meanwhile
-        used = int(fields[11]) + int(fields[12])  # utime, stime; fields[1] is the parent, fields[3] the session
-        pid, parent, session = int(stat.parent.name), int(fields[1]), int(fields[3])
+        pid, parent, session = int(stat.parent.name), int(fields[1]), int(fields[3])  # fields[3]: the session
         if session == pids["gateway"]:
-            ticks["gateway"] += used
+            parts[pid] = "gateway"
         elif pid == agent:
-            ticks["agent"] += used
+            parts[pid] = "agent"
         elif agent in (parent, session):  # workers run in sessions of their own, started by the agent
-            ticks["workers"] += used
+            parts[pid] = "workers"
+    return parts
+
+
+def cpu_by_part(rig_state: Path) -> dict[str, float]:
+    """CPU seconds used so far by the gateway, the agent process and the agent's workers (live ones only)."""
+    ticks = {"gateway": 0, "agent": 0, "workers": 0}
+    for pid, part in parts_by_pid(rig_state).items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks[part] += int(fields[11]) + int(fields[12])  # utime, stime
     return {part: t / os.sysconf("SC_CLK_TCK") for part, t in ticks.items()}
+
+
+def gc_by_part(rig_state: Path, gc_dir: Path) -> dict[str, float]:
+    """Seconds the cycle collector took so far in the gateway, the agent and its workers (`--gc`; live ones only),
+    as `bench/gc_probe` last wrote them (every half second)."""
+    seconds = {"gateway": 0.0, "agent": 0.0, "workers": 0.0}
+    for pid, part in parts_by_pid(rig_state).items():
+        with contextlib.suppress(OSError, ValueError):
+            seconds[part] += sum(json.loads((gc_dir / f"{pid}.json").read_text())["seconds"])
+    return seconds
 
 
 def placements(rig_state: Path) -> dict[str, int]:
@@ -157,10 +179,18 @@ def gateway_memory(rig_state: Path, reset_peak: bool = False) -> tuple[float, fl
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def rig_up(root: Path, program: str) -> dict[str, str]:
+GC_PROBE = Path(__file__).resolve().parent / "gc_probe"
+
+
+def rig_up(root: Path, program: str, gc_dir: Path | None = None) -> dict[str, str]:
     """A rig in `root` (its FLYTE_HOME, and this process's, under it), with `program` importable as
-    `vs_ray_program`; the environment to bring it down with."""
+    `vs_ray_program`; the environment to bring it down with. `gc_dir`: every process of the rig writes the time its
+    cycle collector takes there (`bench/gc_probe`)."""
     env = {**os.environ, "FLYTE_HOME": str(root / "home"), "HOME": str(root)}
+    if gc_dir is not None:
+        gc_dir.mkdir(parents=True, exist_ok=True)
+        path = os.pathsep.join(p for p in (str(GC_PROBE), env.get("PYTHONPATH")) if p)
+        env.update({"PYTHONPATH": path, "FLYTE_BENCH_GC_DIR": str(gc_dir)})
     os.environ.update({"FLYTE_HOME": env["FLYTE_HOME"], "HOME": env["HOME"]})
     (root / "vs_ray_program.py").write_text(program)
     os.chdir(root)
@@ -180,8 +210,10 @@ def rig_down(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], env=env, capture_output=True)
 
 
-def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]:
-    env = rig_up(root, OURS)
+def measure_ours(root: Path, fanouts: list[int], chain: int, with_gc: bool = False) -> dict[str, float]:
+    # Outside `root`: the bundle is made of `root`, and files changing there would make every run a new version.
+    gc_dir = Path(tempfile.mkdtemp(prefix="flyte-vs-ray-gc-")) if with_gc else None
+    env = rig_up(root, OURS, gc_dir)
     try:
         import vs_ray_program  # type: ignore[import-not-found]
 
@@ -190,21 +222,23 @@ def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]
         flyte.init_from_config()
         flyte.run(vs_ray_program.chain, n=20).wait()  # warm up: deploy, start the pool, load the bundle
         state = root / "home" / "rig" / "rig.json"
-        before = cpu_by_part(state)
+        before, gc_before = cpu_by_part(state), collected(state, gc_dir)
         latencies = flyte.run(vs_ray_program.chain, n=chain).outputs()[0]
         time.sleep(2.0)  # as below: the chain's last spans and reports are still being written
-        after = cpu_by_part(state)
+        after, gc_after = cpu_by_part(state), collected(state, gc_dir)
         figures = chain_figures(latencies)
         # CPU per call is steadier than latency on a shared machine: it says what a change costs, not how it waited.
         for part in after:
             figures[f"chain {part} CPU ms/call"] = 1000 * (after[part] - before[part]) / chain
+        for part in gc_after:
+            figures[f"chain {part} GC ms/call"] = 1000 * (gc_after[part] - gc_before[part]) / chain
         for n in fanouts:
             resident, _ = gateway_memory(state, reset_peak=True)
-            before = cpu_by_part(state)
+            before, gc_before = cpu_by_part(state), collected(state, gc_dir)
             placed_before = placements(state)
             seconds = flyte.run(vs_ray_program.fan_out, n=n).outputs()[0]
             time.sleep(2.0)  # spans and final reports of the fan-out are still being written: their CPU counts too
-            after = cpu_by_part(state)
+            after, gc_after = cpu_by_part(state), collected(state, gc_dir)
             _, peak = gateway_memory(state)
             figures[f"fan-out {n:,} actions/s"] = n / seconds
             placed = {event: count - placed_before[event] for event, count in placements(state).items()}
@@ -214,12 +248,22 @@ def measure_ours(root: Path, fanouts: list[int], chain: int) -> dict[str, float]
             figures[f"fan-out {n:,} waiting noted by passes"] = placed["waiting_noted_by_pass"]
             for part in after:
                 figures[f"fan-out {n:,} {part} CPU ms/action"] = 1000 * (after[part] - before[part]) / n
+            for part in gc_after:
+                figures[f"fan-out {n:,} {part} GC ms/action"] = 1000 * (gc_after[part] - gc_before[part]) / n
             figures[f"fan-out {n:,} gateway RSS MB before"] = resident
             figures[f"fan-out {n:,} gateway peak RSS MB"] = peak
             figures[f"fan-out {n:,} gateway peak KB/action"] = 1024 * (peak - resident) / n
         return figures
     finally:
         rig_down(env)
+
+
+def collected(rig_state: Path, gc_dir: Path | None) -> dict[str, float]:
+    """`gc_by_part` with `--gc`, once the probes have written their totals; nothing without it."""
+    if gc_dir is None:
+        return {}
+    time.sleep(0.6)  # each probe writes every half second
+    return gc_by_part(rig_state, gc_dir)
 
 
 def ray_python(version: str) -> Path:
@@ -270,11 +314,14 @@ def main() -> None:
     parser.add_argument("--ray-version", default="2.60.0")
     parser.add_argument("--skip-ray", action="store_true", help="only our figures")
     parser.add_argument("--root", type=Path, help="folder for the rig (default: a new temporary one)")
+    parser.add_argument(
+        "--gc", action="store_true", help="also the time each process's cycle collector takes (bench/gc_probe)"
+    )
     args = parser.parse_args()
     fanouts = args.fanout or [1000, 10000]
     ray = {} if args.skip_ray else measure_ray(ray_python(args.ray_version), fanouts, args.chain)
     root = args.root or Path(tempfile.mkdtemp(prefix="flyte-vs-ray-"))
-    ours = measure_ours(root, fanouts, args.chain)
+    ours = measure_ours(root, fanouts, args.chain, args.gc)
     print(f"\n{'figure':<44}{'flyte':>12}{'ray':>12}{'ratio':>10}  target")
     for name, value in ours.items():
         theirs = ray.get(name)
