@@ -32,6 +32,12 @@ class _Pending:
     durable: bool
     future: asyncio.Future[TxnResult]
 
+    def answer(self, result: TxnResult) -> None:
+        """Answer the caller, unless it was cancelled meanwhile (its socket closed): its write still went with its
+        batch, and answering a cancelled future would raise, and fail the rest of the batch with it."""
+        if not self.future.done():
+            self.future.set_result(result)
+
     def written(self) -> set[str]:
         return {o.key for o in self.ops if isinstance(o, (Put, Delete))}
 
@@ -114,7 +120,7 @@ class GroupCommit:
             if result.succeeded:
                 for pending in batch:
                     current = {c.key: result.current.get(c.key) for c in pending.compares}
-                    pending.future.set_result(TxnResult(True, result.revision, current))
+                    pending.answer(TxnResult(True, result.revision, current))
                 return
             # Nothing was written. A transaction whose own compares fail against what the store holds gets the
             # answer it would have had alone; the others, whose compares all held, go again together.
@@ -124,12 +130,12 @@ class GroupCommit:
                 if all(_revision(current[c.key]) == c.mod_revision for c in pending.compares):
                     held.append(pending)
                 else:
-                    pending.future.set_result(TxnResult(False, result.revision, current))
+                    pending.answer(TxnResult(False, result.revision, current))
             if len(held) == len(batch):
                 break  # no compare to blame (the store moved on meanwhile): one by one
             batch = held
         for pending in batch:
-            pending.future.set_result(await self._store.txn(pending.compares, pending.ops, durable=pending.durable))
+            pending.answer(await self._store.txn(pending.compares, pending.ops, durable=pending.durable))
 
 
 def _revision(kv: KeyValue | None) -> int:

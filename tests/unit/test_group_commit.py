@@ -150,3 +150,18 @@ async def test_a_batch_is_durable_when_any_of_its_transactions_is() -> None:
         assert store.durable[2:] == [True, False]
     finally:
         await store.close()
+
+
+async def test_a_caller_cancelled_while_queued_leaves_the_rest_of_its_batch_answered(store: Store) -> None:
+    # A worker's socket that closes cancels its handlers; one of them may be waiting in a batch with other workers'
+    # writes, which are committed with it and must still be answered as committed.
+    commit = GroupCommit(store)
+    callers = [asyncio.create_task(commit.txn([Compare(f"/q{i}", 0)], [Put(f"/q{i}", b"v")])) for i in range(3)]
+    await asyncio.sleep(0)  # all three queued; the batch has not been committed yet
+    callers[1].cancel()
+    first, _, third = await asyncio.gather(*callers, return_exceptions=True)
+    for answer in (first, third):
+        assert isinstance(answer, TxnResult), answer
+        assert answer.succeeded
+    assert callers[1].cancelled()
+    assert len((await store.range("/q"))[0]) == 3  # the cancelled caller's write went with its batch
