@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import Callable
 
 GC_THRESHOLDS = (20_000, 50, 100)
 """Generation thresholds (Python's defaults: 700, 10, 10)."""
+IDLE_COLLECT_SECONDS = 0.5
+"""How long a pool worker has had no attempt running before it collects in full (`WhenIdle`)."""
 
 
 def collect_less_often(collect_first: bool = True) -> None:
@@ -25,3 +29,27 @@ def collect_less_often(collect_first: bool = True) -> None:
         gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+class WhenIdle:
+    """A full collection once a pool worker has run nothing for `IDLE_COLLECT_SECONDS`.
+
+    With `GC_THRESHOLDS`, the oldest generation is collected only every hundred million allocations or so, and a
+    worker runs users' code for as long as it lives: garbage in cycles that outlived two collections (an exception
+    caught with its traceback, whose frames hold a task's large locals) would stay until then. Collected between
+    bursts instead, off any attempt's path."""
+
+    def __init__(self, running: Callable[[], bool]):
+        self._running = running
+        self._timer: asyncio.TimerHandle | None = None
+
+    def now_idle(self) -> None:
+        """The last running attempt ended: collect unless another starts within `IDLE_COLLECT_SECONDS`."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(IDLE_COLLECT_SECONDS, self._collect)
+
+    def _collect(self) -> None:
+        self._timer = None
+        if not self._running():
+            gc.collect()

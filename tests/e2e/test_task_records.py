@@ -16,6 +16,7 @@ pytestmark = pytest.mark.timeout(180)
 
 PROGRAM = """
 import logging
+import weakref
 
 import flyte
 
@@ -47,6 +48,26 @@ async def main(x: int) -> int:
 @pooled.task
 async def fails() -> int:
     raise ValueError("no such thing as a free lunch")
+
+
+class Node:
+    # Refers to itself: only the cycle collector frees one.
+    def __init__(self) -> None:
+        self.me = self
+
+
+made: list[weakref.ref[Node]] = []
+
+
+@pooled.task
+async def make_cycle() -> int:
+    made.append(weakref.ref(Node()))
+    return len(made)
+
+
+@pooled.task
+async def cycles_alive() -> int:
+    return sum(1 for node in made if node() is not None)
 
 
 @oneoff.task(cache="auto")
@@ -81,6 +102,19 @@ def finished(rig: Rig) -> RemoteRun:
     assert isinstance(run, RemoteRun)
     assert run.outputs()[0] == 16
     return run
+
+
+def test_a_pool_worker_frees_garbage_in_cycles_once_it_is_idle(rig: Rig) -> None:
+    # Its collector runs rarely (`flyte._collector`): a worker's own collections come every 20,000 allocations, which a
+    # few small attempts do not reach, so a cycle an attempt left is freed by the collection made once it is idle.
+    program = rig.load("records_program", PROGRAM)
+    rig.connect()
+    assert flyte.run(program.make_cycle).outputs()[0] >= 1
+
+    def freed() -> bool:
+        return flyte.run(program.cycles_alive).outputs()[0] == 0
+
+    assert_eventually(freed, timeout=10, interval=1.0)
 
 
 def test_pool_attempts_have_start_times(rig: Rig, finished: RemoteRun) -> None:

@@ -55,6 +55,7 @@ async def serve_pool(
     running: dict[str, asyncio.Task[None]] = {}
     current: dict[str, Assignment] = {}
     slots = asyncio.Semaphore(concurrency)
+    idle = _collector.WhenIdle(lambda: bool(running))
     # The attempts' links share one socket (and its HTTP session): a WebSocket opened per attempt cost a round trip
     # before each attempt could report, and ~15% of a busy pool worker's time.
     socket = GatewaySocket(endpoint)
@@ -100,6 +101,8 @@ async def serve_pool(
                 if current:
                     configure(next(reversed(current.values())), endpoint)
                 running.pop(key, None)
+                if not running:
+                    idle.now_idle()
                 await send_output(key)
                 # When it reported: the agent ends the attempt's span there (see `_otel.REPORTED_DIR`).
                 writer.write(PoolDone(done=key, reported=reported).model_dump_json().encode() + b"\n")
