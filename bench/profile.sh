@@ -11,7 +11,8 @@
 #
 # Runs bench/vs_ray.py's workload (--skip-ray) on a rig of its own, attaches py-spy to the gateway and the agent
 # once they are up, and to each process the agent starts (spare and pool workers; the pool worker runs the parent
-# and its children) as it appears, and prints the frames with the most samples, by self time and by total time.
+# and its children) as it appears, and prints the frames with the most samples, by self time and (our own frames) by
+# total time. Samples taken while a process imports (its start-up, a module first used) are left out and counted.
 # The raw profiles (collapsed stacks, for flamegraph tools or speedscope) stay in the printed folder. A thread that
 # waits for a socket shows in py-spy's samples: the tracing share overstates the span export thread's CPU. py-spy is installed on first
 # use into a virtualenv of its own (~/.cache/flyte-bench/py-spy); attaching needs root or ptrace permission.
@@ -72,25 +73,36 @@ for part in "${parts[@]}"; do
   fi
   python3 - "$root/$part.txt" "$part" <<'PY'
 import collections
+import re
 import sys
 
 TRACING = ("flyte/_otel.py", "flyte/_spans.py", "agent/_tracing.py", "gateway/_tracing.py", "gateway/_otlp.py")
+# Our own frames: the total-time listing shows these, not the loop and click frames every sample passes through.
+OURS = re.compile(r"\((?:gateway|agent|policies|flyte)/")
 self_time: collections.Counter[str] = collections.Counter()
 total_time: collections.Counter[str] = collections.Counter()
-samples = tracing = 0
+samples = tracing = importing = 0
 for line in open(sys.argv[1]):
     stack, _, count = line.rstrip().rpartition(" ")
     if not stack:
         continue
     frames = stack.split(";")
+    if any("_find_and_load " in frame for frame in frames):
+        # A process's start-up, or a module imported on first use: not what it costs per action.
+        importing += int(count)
+        continue
     samples += int(count)
     tracing += int(count) if any(name in frame for frame in frames for name in TRACING) else 0
     self_time[frames[-1]] += int(count)
     for frame in set(frames):
-        total_time[frame] += int(count)
-print(f"\n== {sys.argv[2]}: {samples} samples, {100 * tracing / max(samples, 1):.1f}% under tracing's modules")
-for title, counter in (("self", self_time), ("total", total_time)):
-    print(f"-- top frames by {title} time")
+        if OURS.search(frame):
+            total_time[frame] += int(count)
+print(
+    f"\n== {sys.argv[2]}: {samples} samples ({importing} more while importing, left out),"
+    f" {100 * tracing / max(samples, 1):.1f}% under tracing's modules"
+)
+for title, counter in (("self time", self_time), ("total time, our own frames", total_time)):
+    print(f"-- top frames by {title}")
     for frame, count in counter.most_common(15):
         print(f"{100 * count / max(samples, 1):6.1f}%  {frame[:150]}")
 PY
