@@ -87,6 +87,48 @@ LOG_LIMIT = env_int("FLYTE_ATTEMPT_LOG_LIMIT", 32 * 1024 * 1024)
 _LOG_CUT = "\n[flyte: this attempt's log reached its limit of {} bytes; the rest was dropped]\n"
 
 
+WORKER_UNREAD_LIMIT = env_int("FLYTE_WORKER_UNREAD_LIMIT", 64 * 1024 * 1024)
+"""Bytes of answers a worker socket may leave unread before the gateway cuts it off (tests lower it)."""
+
+
+class _WorkerOutbox:
+    """What the gateway has yet to send on one worker socket, bounded. A worker that stops reading (a hostile one:
+    any task's code holds its attempt's token) would otherwise have its answers buffered without end; past
+    `WORKER_UNREAD_LIMIT` the socket is cut off instead. A worker reconnects and asks again: every request is
+    idempotent, its watches are renewed, and a child sent to start `here` is run by its agent after `HELD_SECONDS`."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, svc: Services, limit: int):
+        self._ws = ws
+        self._request = request
+        self._svc = svc
+        self._limit = limit
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._unsent = 0
+        self._cut_off = False
+
+    def put(self, text: str) -> None:
+        if self._cut_off:
+            return
+        self._unsent += len(text)
+        if self._unsent <= self._limit:
+            self._queue.put_nowait(text)
+            return
+        self._cut_off = True
+        self._svc.metrics.events["worker_sockets_cut_off"] += 1
+        log.warning("a worker left over %d bytes of answers unread: its socket is cut off", self._limit)
+        if self._request.transport is not None:
+            self._request.transport.abort()
+
+    async def write_forever(self) -> None:
+        while True:
+            text = await self._queue.get()
+            try:
+                await self._ws.send_str(text)
+            except ConnectionResetError:
+                return  # the socket closed (or was cut off): its reader ends the connection
+            self._unsent -= len(text)
+
+
 async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
     """One writer per socket: sends never interleave, and a slow peer never blocks the dispatcher."""
     while True:
@@ -307,18 +349,18 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     dispatcher = request.app[DISPATCHER]
     principals = SocketPrincipals(request.app[AUTHENTICATOR], principal_of(request))
-    outbox: asyncio.Queue[str] = asyncio.Queue()
+    outbox = _WorkerOutbox(ws, request, svc, WORKER_UNREAD_LIMIT)
 
     async def send(reply: GatewayReply) -> None:
-        outbox.put_nowait(worker_reply_json(reply))
+        outbox.put(worker_reply_json(reply))
 
     def give(assignments: list[Assignment]) -> None:
-        outbox.put_nowait(worker_reply_json(GatewayReply(type="here", here=assignments)))
+        outbox.put(worker_reply_json(GatewayReply(type="here", here=assignments)))
 
     # A worker of the first protocol takes no `room`, and reads its report's answer for the action it reported.
     speaks_here = ws.ws_protocol == WORKER_PROTOCOL
 
-    writer = asyncio.create_task(_writer(ws, outbox))
+    writer = asyncio.create_task(outbox.write_forever())
     handlers = Background()
     svc.links.add(ws)
     # One per one-shot worker and one per pool worker (its attempts share it): more means workers reconnect.
