@@ -60,7 +60,7 @@ def main() -> int:
         text = os.environ.pop("FLYTE_ASSIGNMENT")
     assignment = Assignment.model_validate_json(text)
     # A parent with thousands of children in flight holds them all: collections would walk them again and again.
-    _collector.collect_less_often(collect_first=False)
+    _collector.collect_less_often(_collector.WORKER_GC_THRESHOLDS, collect_first=False)
     bundle = args.bundle or fetch_bundle(endpoint, assignment.token, assignment.bundle_digest)
     configure(assignment, endpoint)
     launched = os.environ.get(_otel.LAUNCHED_ENV)

@@ -15,7 +15,7 @@ from ._worker import configure, run_assignment
 async def serve_once(socket: Path, endpoint: str) -> None:
     _otel.start_worker(endpoint, os.environ.get("FLYTE_CLUSTER"))
     # Started ahead of its assignment, so its first collection costs the attempt nothing.
-    _collector.collect_less_often()
+    _collector.collect_less_often(_collector.WORKER_GC_THRESHOLDS)
     reader, writer = await asyncio.open_unix_connection(str(socket))
     writer.write(SpareHello(hello=os.getpid()).model_dump_json().encode() + b"\n")
     await writer.drain()
