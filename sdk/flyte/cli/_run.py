@@ -157,13 +157,16 @@ def _run_deployed(
 
 
 def _follow_and_report(ctx: click.Context, started: Run | RemoteRun, follow: bool) -> None:
-    announce(started)
     if isinstance(started, RemoteRun):
+        announce(started)
         if not follow:
             click.echo(f"Detached: the run goes on; follow it with flyte get run {started.name} --follow", err=True)
             ctx.exit(0)
         ctx.exit(attach(started))
     try:
+        # A local run is already running (its task may be at work): Ctrl-C from here on ends it, even while its
+        # name is being printed.
+        announce(started)
         watch(started, stderr_is_interactive())
     except KeyboardInterrupt:
         # A local run lives in this process: leaving it is ending it.
