@@ -120,20 +120,25 @@ class _WorkerOutbox:
             self._request.transport.abort()
 
     async def write_forever(self) -> None:
-        while True:
-            text = await self._queue.get()
-            try:
-                await self._ws.send_str(text)
-            except ConnectionResetError:
-                return  # the socket closed (or was cut off): its reader ends the connection
-            self._unsent -= len(text)
+        await _writer(self._ws, self._queue, self._sent)
+
+    def _sent(self, text: str) -> None:
+        self._unsent -= len(text)
 
 
-async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
-    """One writer per socket: sends never interleave, and a slow peer never blocks the dispatcher."""
+async def _writer(
+    ws: web.WebSocketResponse, outbox: asyncio.Queue[str], sent: Callable[[str], None] | None = None
+) -> None:
+    """One writer per socket: sends never interleave, and a slow peer never blocks the dispatcher. `sent` is told of
+    each message once the socket has taken it."""
     while True:
         message = await outbox.get()
-        await ws.send_str(message)
+        try:
+            await ws.send_str(message)
+        except ConnectionResetError:
+            return  # the socket closed (or was cut off): its reader ends the connection
+        if sent is not None:
+            sent(message)
 
 
 async def agent_connect(request: web.Request) -> web.StreamResponse:
