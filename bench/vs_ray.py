@@ -114,35 +114,33 @@ def chain_figures(latencies: list[float]) -> dict[str, float]:
     return {"chain p50 ms": 1000 * statistics.median(latencies), "chain p99 ms": 1000 * percentile(latencies, 0.99)}
 
 
-def parts_by_pid(rig_state: Path) -> dict[int, str]:
-    """The rig's live processes: the gateway, the agent process itself, and the agent's workers."""
+def rig_processes(rig_state: Path) -> dict[int, tuple[str, int]]:
+    """The rig's live processes, each with its part (the gateway, the agent process itself, or the agent's workers)
+    and the CPU it has used so far, in clock ticks."""
     pids: dict[str, int] = json.loads(rig_state.read_text())["pids"]
     agent = next(pid for name, pid in pids.items() if name.startswith("agent-"))
-    parts: dict[int, str] = {}
+    found: dict[int, tuple[str, int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # ended meanwhile
-        pid, parent, session = int(stat.parent.name), int(fields[1]), int(fields[3])  # fields[3]: the session
+        used = int(fields[11]) + int(fields[12])  # utime, stime; fields[1] is the parent, fields[3] the session
+        pid, parent, session = int(stat.parent.name), int(fields[1]), int(fields[3])
         if session == pids["gateway"]:
-            parts[pid] = "gateway"
+            found[pid] = ("gateway", used)
         elif pid == agent:
-            parts[pid] = "agent"
+            found[pid] = ("agent", used)
         elif agent in (parent, session):  # workers run in sessions of their own, started by the agent
-            parts[pid] = "workers"
-    return parts
+            found[pid] = ("workers", used)
+    return found
 
 
 def cpu_by_part(rig_state: Path) -> dict[str, float]:
     """CPU seconds used so far by the gateway, the agent process and the agent's workers (live ones only)."""
     ticks = {"gateway": 0, "agent": 0, "workers": 0}
-    for pid, part in parts_by_pid(rig_state).items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks[part] += int(fields[11]) + int(fields[12])  # utime, stime
+    for part, used in rig_processes(rig_state).values():
+        ticks[part] += used
     return {part: t / os.sysconf("SC_CLK_TCK") for part, t in ticks.items()}
 
 
@@ -150,7 +148,7 @@ def gc_by_part(rig_state: Path, gc_dir: Path) -> dict[str, float]:
     """Seconds the cycle collector took so far in the gateway, the agent and its workers (`--gc`; live ones only),
     as `bench/gc_probe` last wrote them (every half second)."""
     seconds = {"gateway": 0.0, "agent": 0.0, "workers": 0.0}
-    for pid, part in parts_by_pid(rig_state).items():
+    for pid, (part, _) in rig_processes(rig_state).items():
         with contextlib.suppress(OSError, ValueError):
             seconds[part] += sum(json.loads((gc_dir / f"{pid}.json").read_text())["seconds"])
     return seconds
