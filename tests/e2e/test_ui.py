@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from prerequisites import CHROMIUM_INSTALL, on_path, require
 from test_rig import Rig, start_rig
 from waiting import assert_eventually
@@ -297,6 +297,34 @@ def test_clusters_and_tasks_show_what_the_rig_registered(rig: Rig, endpoint: str
     page.click("#tasks a[href='/tasks/ui_tasks.main']")
     expect(page.locator("#versions tbody tr")).to_have_count(1)
     expect(page.locator("#versions")).to_contain_text("main(n: int, gate: str) -> int")
+
+
+def test_a_page_left_while_it_loads_does_not_draw_over_the_next(rig: Rig, endpoint: str, page: Page) -> None:
+    """A click on "Clusters" while the runs page is still loading (right after logging in, say): the runs page,
+    once loaded, must not replace the clusters page the user moved to."""
+    _log_in(page, rig, endpoint)
+
+    def held_until_released(route: Route) -> None:
+        # The runs page's module, held by a top-level await until the test releases it.
+        module = route.fetch().text()
+        route.fulfill(
+            body="await new Promise((go) => { window.releaseRuns = go; });\n" + module,
+            content_type="text/javascript",
+        )
+
+    page.route("**/ui/pages/runs.js", held_until_released)
+    page.reload()  # a new document: its first page, the runs page, loads its module again
+    page.wait_for_function("() => window.releaseRuns !== undefined")
+    page.click("[data-nav=clusters]")
+    expect(page.locator("article.cluster[data-cluster='us-east']")).to_be_visible()
+    # Released, and loaded: the runs page's render would have run once this import and a turn after it are done.
+    page.evaluate(
+        "() => { window.releaseRuns(); return import('/ui/pages/runs.js')"
+        ".then(() => new Promise((done) => setTimeout(done, 0))); }"
+    )
+    expect(page.locator("h1")).to_have_text("Clusters")
+    expect(page.locator("#runs")).to_have_count(0)
+    expect(page.locator("article.cluster[data-cluster='us-east']")).to_be_visible()
 
 
 def test_without_a_session_the_ui_asks_for_a_token_and_refuses_a_bad_one(

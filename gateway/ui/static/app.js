@@ -15,8 +15,13 @@ const ROUTES = [
 ];
 
 let cleanup = null;
+let routed = 0;
 
+// Each navigation renders into a view of its own, and only the latest one stays: a page still loading when the user
+// moves on (its module, or an async render's first fetch) must neither draw over the page that replaced it nor keep
+// its streams open. Right after logging in, a click on "Clusters" used to be overwritten by the runs page it left.
 async function route() {
+  const mine = ++routed;
   const root = document.getElementById("page");
   if (cleanup) cleanup();
   cleanup = null;
@@ -27,11 +32,19 @@ async function route() {
       link.classList.toggle("active", link.dataset.nav === nav);
     }
     const page = await load();
+    if (mine !== routed) return;
     const params = { ...(match.groups ?? {}), query: new URLSearchParams(location.search) };
     for (const key of Object.keys(params)) {
       if (typeof params[key] === "string") params[key] = decodeURIComponent(params[key]);
     }
-    cleanup = (await page.render(root, params)) ?? null;
+    const view = h("div", { class: "view" });
+    replace(root, view);
+    const close = (await page.render(view, params)) ?? null;
+    if (mine !== routed) {
+      if (close) close();
+      return;
+    }
+    cleanup = close;
     return;
   }
   replace(root, h("p", { class: "empty" }, `No page at ${location.pathname}.`));
