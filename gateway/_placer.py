@@ -566,9 +566,19 @@ class Placer:
         return key in self._parents or bool(self._reservations.held_by(*key))
 
     def _first_in_line(self) -> bool:
-        """Whether a child submitted now would be the next pass's first decision: this replica leads, no full pass is
-        due (room came back, or the policy changed) and no earlier arrival waits for its pass."""
-        return self.fence is not None and not self._full_pass and not self._fresh and bool(self._sessions.live)
+        """Whether a child submitted now would be the next pass's first decision: this replica leads, and no action
+        waits, or none waits for the pass that comes next: no full pass is due (room came back, or the policy changed)
+        and no earlier arrival waits for its pass.
+
+        A full pass with nothing queued and no child on its way to the queue (`noted`: judged waiting at its
+        submission, its write not yet seen) would decide nothing: a child submitted then is first. Without this, every
+        child submitted while others end (each end asks for a full pass) went through the queue and a pass, though
+        nothing waited: one more write and a pass's decision per child."""
+        if self.fence is None or not self._sessions.live:
+            return False
+        if not self._queue.actions and not self._queue.noted:
+            return True
+        return not self._full_pass and not self._fresh
 
     def _deliver_submitted(self) -> None:
         """Send each agent the children placed at submission whose transactions returned this tick, in one message."""

@@ -22,7 +22,16 @@ from dispatcher_parts import (
     socket,
 )
 
-from flyte._wire import ActionEvent, ActionSubmitRequest, AssignMessage, Phase, PlacementRecord
+import flyte
+from flyte._wire import (
+    ActionEvent,
+    ActionSubmitRequest,
+    AssignMessage,
+    Phase,
+    PlacementRecord,
+    ResourcesSpec,
+    TaskOverrides,
+)
 from gateway._dispatch import Dispatcher
 from gateway._keys import action_key, placement_key
 from gateway._sessions import AgentSession
@@ -107,17 +116,47 @@ async def test_children_with_no_room_are_written_with_their_reason_once_and_plac
     assert phases == [Phase.PLACED] + [Phase.QUEUED] * 4
 
 
-async def test_a_child_submitted_while_a_full_pass_is_due_waits_for_the_pass(
+async def test_a_child_submitted_while_a_full_pass_is_due_and_nothing_waits_is_placed_at_once(
     d: Domain, leader: tuple[Dispatcher, AgentSession]
 ) -> None:
     dispatch, session = leader
     run = await placed_root(d, dispatch, session)
-    dispatch.placer._full_pass = True  # room came back: those waiting go first, oldest first
+    by_pass = dispatch.placer._events["placed_by_pass"]  # the root's
+    dispatch.placer._full_pass = True  # room came back (another child ended), but nothing is queued to take it
     name = await child(d.runs, run)
+    assert dispatch.placer._events["placed_at_submit"] == 1
+    action = await d.runs.get_action(run, name)
+    assert (action.phase, action.cluster) == (Phase.PLACED, "east")
+    await idle()
+    assert dispatch.placer._events["placed_by_pass"] == by_pass
+
+
+async def test_a_child_submitted_while_a_full_pass_is_due_and_others_wait_waits_for_the_pass(
+    d: Domain, leader: tuple[Dispatcher, AgentSession]
+) -> None:
+    dispatch, session = leader
+    run = await placed_root(d, dispatch, session)  # the root holds 1 of the 2 cpus
+    big = "a" + "b" * 20
+    await d.runs.submit_many(
+        await d.runs.get_run(run),
+        [
+            ActionSubmitRequest(
+                name=big,
+                parent="a0",
+                task=TASK,
+                overrides=TaskOverrides(resources=ResourcesSpec.model_validate(flyte.Resources(cpu=2).to_dict())),
+            )
+        ],
+    )
+    assert (await d.runs.get_action(run, big)).phase is Phase.QUEUED  # waits for 2 cpus
+    await settle(lambda: (run, big) in dispatch.placer.queue)
+    by_pass = dispatch.placer._events["placed_by_pass"]  # the root's
+    dispatch.placer._full_pass = True  # room came back: those waiting go first, oldest first
+    name = await child(d.runs, run)  # it fits in the cpu left, but the pass decides the waiting one first
     assert dispatch.placer._events["placed_at_submit"] == 0
-    # The pass places it, as any queued action.
-    await settle(lambda: dispatch.placer._events["placed_by_pass"] >= 1)
+    await settle(lambda: dispatch.placer._events["placed_by_pass"] > by_pass)
     assert (await d.runs.get_action(run, name)).phase is Phase.PLACED
+    assert (await d.runs.get_action(run, big)).phase is Phase.QUEUED
 
 
 async def test_a_resubmitted_child_keeps_its_own_reservation_and_reserves_nothing(d: Domain) -> None:
