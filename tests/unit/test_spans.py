@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from flyte import _otel
-from flyte._spans import encode_sdk_spans
+from flyte._spans import Batcher, encode_sdk_spans
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 RESOURCE = {"flyte.cluster": "east", "cloud.region": "us-east-1"}
@@ -103,6 +104,36 @@ def test_spans_go_in_one_request_per_token(tracing: _otel.ProcessTracing, posted
         for (token, _), request in zip(posted.bodies, posted.spans(), strict=True)
     ]
     assert sent == [("token of r1", 2), ("token of r2", 1)], "a span of no run has no token here: it is not sent"
+
+
+def test_spans_finished_while_a_batch_is_sent_wait_for_the_next_round(
+    monkeypatch: pytest.MonkeyPatch, posted: Posted
+) -> None:
+    """A busy process finishes spans while its batch is on the way: they go with the next round's batch, not in a
+    request of their own right after (a pool worker running a chain sent one request per call that way)."""
+    # No sending thread: the test says when a round is sent.
+    monkeypatch.setattr(Batcher, "_start", lambda self: threading.Thread(target=lambda: None))
+    finished_while_sending: list[int] = []
+
+    def post_while_busy(token: str, body: bytes) -> bool:
+        if not finished_while_sending:
+            # The next call finishes its span while this batch is being sent.
+            finished_while_sending.append(1)
+            batcher.start("y", (PARENT[3:35], PARENT[36:52]), {"flyte.run": "r1"}).end()
+        return posted(token, body)
+
+    batcher = Batcher({"service.name": "flyte-worker"}, post_while_busy, token_of_run)
+    for _ in range(3):
+        batcher.start("x", (PARENT[3:35], PARENT[36:52]), {"flyte.run": "r1"}).end()
+    batcher.send_round()
+    assert [len(r.resource_spans[0].scope_spans[0].spans) for r in posted.spans()] == [3]
+    batcher.send_round()  # the next round: what finished meanwhile
+    assert [len(r.resource_spans[0].scope_spans[0].spans) for r in posted.spans()] == [3, 1]
+    # A flush (at exit, say) sends what finishes while it sends too.
+    finished_while_sending.clear()
+    batcher.start("z", (PARENT[3:35], PARENT[36:52]), {"flyte.run": "r1"}).end()
+    batcher.flush()
+    assert [len(r.resource_spans[0].scope_spans[0].spans) for r in posted.spans()] == [3, 1, 1, 1]
 
 
 def test_no_span_without_a_sampled_parent(tracing: _otel.ProcessTracing) -> None:
