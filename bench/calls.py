@@ -36,11 +36,11 @@ PROBE = HERE / "call_probe"
 DIVISOR = {
     "gateway": ("gateway/_runs.py", "_check_inputs"),
     "agent": ("agent/_agent.py", "_start"),
-    "worker": ("flyte/_runtime/_worker.py", "configure"),
+    "worker": ("flyte/_runtime/_bundle.py", "find_task"),
 }
 """Per part, a function it calls once per action (a plain function: see the note on coroutines above), as (the end of
 its file's path, its name): the gateway checks each child's inputs (and each run's), the agent starts each
-assignment, a worker configures itself for each attempt."""
+assignment, a worker finds each attempt's task."""
 _STARTUP = {
     "<built-in method builtins.compile>",
     "<built-in method builtins.exec>",
