@@ -327,13 +327,27 @@ def test_spans_of_warm_pool_attempts_nest_within_their_actions(rig: Rig) -> None
     assert run.outputs() == (5,)
 
     def complete(spans: list[SpanRecord]) -> bool:
-        return sum(s.name == "task traced_pool.square" for s in spans) == 3 and any(
-            s.name == f"run {run.name}" for s in spans
+        # Each process sends its spans in rounds of its own: wait for every span the checks below look at, the
+        # agent's attempts and the workers' start-ups included, not only the first to arrive.
+        return (
+            sum(s.name == "task traced_pool.square" for s in spans) == 3
+            and all(
+                any(u.name == "start-up" and u.parent_span_id == task.parent_span_id for u in spans)
+                for task in spans
+                if task.name.startswith("task ")
+            )
+            and len(pooled_attempts(spans)) == 3
+            and any(s.name == f"run {run.name}" for s in spans)
         )
 
     spans = wait_for_spans(run.name, complete)
     assert_nested(spans)
     assert_start_up_and_queueing_shown(spans)
-    pooled = [s for s in spans if s.name.startswith("attempt") and s.attributes["flyte.task"] == "traced_pool.square"]
+    pooled = pooled_attempts(spans)
     assert len(pooled) == 3
     assert all("flyte.exit_ms" in s.attributes for s in pooled), "a pool worker says when it reported"
+
+
+def pooled_attempts(spans: list[SpanRecord]) -> list[SpanRecord]:
+    """The agent's attempt spans of the pooled task."""
+    return [s for s in spans if s.name.startswith("attempt") and s.attributes.get("flyte.task") == "traced_pool.square"]
