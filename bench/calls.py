@@ -61,10 +61,11 @@ def profile(part: str, workload: list[str], folder: Path) -> pstats.Stats:
     if done.returncode != 0:
         sys.exit(f"the bench failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
     # Only the processes that ran actions: a spare worker that only started up would count its imports.
-    files = [str(p) for p in sorted(folder.glob(f"{part}-*.prof")) if _actions(pstats.Stats(str(p)), part)]
-    if not files:
+    ran = [stats for p in sorted(folder.glob(f"{part}-*.prof")) if _actions(stats := pstats.Stats(str(p)), part)]
+    if not ran:
         sys.exit(f"no {part} process that ran actions wrote a profile")
-    return pstats.Stats(*files)
+    merged, *others = ran
+    return merged.add(*others)
 
 
 def _actions(stats: pstats.Stats, part: str) -> int:
