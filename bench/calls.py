@@ -41,6 +41,8 @@ DIVISOR = {
 """Per part, a function it calls once per action (a plain function: see the note on coroutines above), as (the end of
 its file's path, its name): the gateway checks each child's inputs (and each run's), the agent starts each
 assignment, a worker finds each attempt's task."""
+_WAITING = "<method 'poll' of 'select.epoll' objects>"
+"""The event loop waiting for something to do: not work done for an action."""
 _STARTUP = {
     "<built-in method builtins.compile>",
     "<built-in method builtins.exec>",
@@ -78,14 +80,17 @@ def show(stats: pstats.Stats, part: str, top: int, by_calls: bool) -> None:
     actions = _actions(stats, part)
     rows = []
     calls = 0
+    busy = 0.0
     for (file, line, name), (_, ncalls, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
         if "importlib" in file or name in _STARTUP:
             continue  # the process's imports (its start-up, a module first used): not per action
         calls += ncalls
+        busy += 0.0 if name == _WAITING else own
         if ncalls >= actions / 2:
             rows.append((own / actions, ncalls / actions, f"{name} ({_short(file)}:{line})"))
     rows.sort(key=lambda row: row[1] if by_calls else row[0], reverse=True)
-    print(f"{part}: {actions:,} actions, {calls / actions:,.0f} Python calls per action")
+    print(f"{part}: {actions:,} actions, {calls / actions:,.0f} Python calls per action", end="")
+    print(f", {1e6 * busy / actions:,.0f} us of own time per action (waiting in `poll` left out)")
     print(f"{'own us/action':>14}{'calls/action':>14}  function")
     for own, per_action, name in rows[:top]:
         print(f"{1e6 * own:>14.1f}{per_action:>14.2f}  {name[:110]}")
