@@ -40,9 +40,10 @@ class Api:
                 return response.status, text
 
     async def revision(self) -> int:
-        """The store's revision once every run's `action_count` has caught up with its actions. The gateway adds
-        new actions to their run's count in the background, a quarter second after they were submitted: a test
-        comparing revisions around a request that must write nothing would otherwise see an earlier test's count."""
+        """The store's revision once every run's `action_count` has caught up with its actions (the runs of the
+        default project and domain, where `new_run` makes them). The gateway adds new actions to their run's count
+        in the background, a quarter second after they were submitted: a test comparing revisions around a request
+        that must write nothing would otherwise see an earlier test's count."""
         await eventually_async(self._every_run_counted)
         status, body = await self.call("GET", "/readyz")
         assert status == 200
