@@ -32,10 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 PHASE_TIMEOUT = 60_000
 """Milliseconds a page may take to show a phase: cold workers start on a shared 2-core machine."""
-SHOW_TIMEOUT = 20_000
-"""Milliseconds any other expectation may take (Playwright's default is 5 s): the rigs' tests run two at a time
-(`scripts/test.sh`), so a page may render while another rig keeps both cores busy."""
-expect.set_options(timeout=SHOW_TIMEOUT)
 
 pytestmark = pytest.mark.timeout(240)
 
