@@ -54,7 +54,8 @@ class Api:
         assert status == 200, runs
         for run in runs:
             status, actions = await self.call("GET", f"/api/v1/runs/{run['name']}/actions")
-            if status == 200 and run["action_count"] != len(actions):
+            assert status == 200, actions
+            if run["action_count"] != len(actions):
                 return False
         return True
 
