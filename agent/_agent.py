@@ -81,9 +81,14 @@ _TIMEOUT_GRACE = 5.0
 RUNNING_AFTER = 0.2
 """Seconds an attempt runs before the agent reports it `running`. One that ends sooner goes from `placed` straight to
 its result (whose `started_at` its worker reports): on a warm pool most attempts take milliseconds, and a `running`
-record for each cost the gateway a write, a watch event and a refusal when it arrived after the result."""
+record for each cost the gateway a write, a watch event and a refusal when it arrived after the result. Nor one whose
+task has ended, its result on the way to the gateway (`finished`): under load the gateway may take longer than this to
+take it."""
 _CREDENTIAL = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
 """Environment variables a task never inherits from its agent."""
+_FINISHED_EARLY_KEPT = 10_000
+"""Attempts remembered as finished before their `running` report was due (a child started by its parent's worker
+ends before its agent's copy gets that far; one that never gets there is forgotten in time)."""
 _STARTED_KEPT = 100_000
 """Attempt keys remembered against duplicate deliveries (an attempt is never assigned again once it ended)."""
 
@@ -131,6 +136,8 @@ class Agent:
         started, the attempt). One timer serves them all (`_report_running`): a timer each cost a fan-out's agent ~8%
         of its CPU, in the timer heap's Python-level comparisons."""
         self._running_timer: asyncio.TimerHandle | None = None
+        self._finished_early: OrderedDict[str, None] = OrderedDict()
+        """Attempts whose worker said they finished before they were due a `running` report (`finished`)."""
         self._started: OrderedDict[str, None] = OrderedDict()
         """Attempt keys started lately, finished or not: a late duplicate delivery must not start one again."""
         self.epoch = 0
@@ -330,6 +337,7 @@ class Agent:
             self._fail(item.assignment, RuntimeSystemError.info(failure, code="AgentError"))
         finally:
             self._starting.pop(key, None)
+            self._finished_early.pop(key, None)
             if item.admitted:
                 self.admission.release()
             self.running.pop(key, None)
@@ -555,10 +563,23 @@ class Agent:
 
     def _running_soon(self, key: str, item: Running) -> None:
         """The attempt starts now: it is reported `running` (as of now) if it is still running `RUNNING_AFTER` later."""
+        if self._finished_early.pop(key, False) is None:
+            return
         loop = asyncio.get_running_loop()
         self._starting[key] = (loop.time() + RUNNING_AFTER, time.time(), item)
         if self._running_timer is None:
             self._running_timer = loop.call_later(RUNNING_AFTER, self._report_running)
+
+    def finished(self, key: str) -> None:
+        """The attempt's worker says its task ended and it is reporting the result (`PoolFinished`): no `running`
+        report is due for it any more. It still holds its slot until its worker says the gateway has the result.
+
+        A child the gateway gave its parent's worker may end there before this agent has its own copy of it going:
+        its key is kept, so that copy is not reported `running` either."""
+        if self._starting.pop(key, None) is None:
+            self._finished_early[key] = None
+            if len(self._finished_early) > _FINISHED_EARLY_KEPT:
+                self._finished_early.popitem(last=False)
 
     def _report_running(self) -> None:
         """Report `running` each attempt started `RUNNING_AFTER` ago and still running; wake again for the next."""

@@ -57,3 +57,6 @@ class AttemptHost(Protocol):
 
     def ship_log(self, assignment: Assignment, stream: str, data: bytes) -> None:
         """Output of an attempt, for its log."""
+
+    def finished(self, key: str) -> None:
+        """The attempt's task has ended and its worker is reporting its result: it is not to be reported `running`."""

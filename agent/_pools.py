@@ -49,6 +49,7 @@ from flyte._wire import (
     AttemptKey,
     PoolAbort,
     PoolAdopt,
+    PoolFinished,
     PoolHello,
     PoolLog,
     ReusableSpec,
@@ -389,6 +390,9 @@ class Pools:
                 continue
             if isinstance(message, PoolAdopt):
                 self._adopted(pool, worker, message.adopt)
+                continue
+            if isinstance(message, PoolFinished):
+                self.agent.finished(message.finished)
                 continue
             if (early := self._early.get(message.done)) is not None and early.worker is worker:
                 early.done, early.reported = True, message.reported

@@ -296,6 +296,7 @@ async def _agent_event(svc: Services, session: AgentSession, item: AgentEvent) -
         authorize(_session_principal(session), Act.AGENT_EVENT, target)
         # Its end is durable before it is acknowledged; a `running` mark need not be (`Runs.report`).
         await svc.runs.report(item.run, item.action, event, seen=current)
+        svc.metrics.events[f"agent_events_{event.phase.value}"] += 1
     except StoreError as error:
         log.warning("%s event of %s/%s waits for the store (%s)", event.phase.value, item.run, item.action, error)
         return False

@@ -12,9 +12,11 @@ import os
 __all__ = [
     "DROP_HERE",
     "DUPLICATE_ASSIGN",
+    "SLOW_REPORT",
     "SLOW_START",
     "drops_children_given_here",
     "duplicate_assign_after",
+    "slow_report_seconds",
     "slow_start_seconds",
 ]
 
@@ -24,12 +26,17 @@ DUPLICATE_ASSIGN = "FLYTE_FAILPOINT_DUPLICATE_ASSIGN"
 SLOW_START = "FLYTE_FAILPOINT_SLOW_START"
 """Agent: `CLUSTER=SECONDS` holds every attempt on that cluster this long before it starts (a slow code download)."""
 
+SLOW_REPORT = "FLYTE_FAILPOINT_SLOW_REPORT"
+"""Worker (set on its agent, whose workers inherit it): `SECONDS` holds each attempt's result this long once its task
+has ended, before it is reported (a gateway slow to take results)."""
+
 DROP_HERE = "FLYTE_FAILPOINT_DROP_HERE"
 """Pool worker (set on its agent, whose workers inherit it): `1` drops the children the gateway gives it directly, as
 if the answer was lost on the way (their agent runs its held copies itself)."""
 
 _duplicate_assign = os.environ.get(DUPLICATE_ASSIGN)
 _drop_here = os.environ.get(DROP_HERE) == "1"
+_slow_report = float(os.environ.get(SLOW_REPORT) or 0.0)
 _slow_cluster, _, _slow_seconds = os.environ.get(SLOW_START, "").partition("=")
 
 
@@ -46,3 +53,8 @@ def slow_start_seconds(cluster: str) -> float:
 def drops_children_given_here() -> bool:
     """Whether a pool worker drops the children given to it in answers to its submissions (the failpoint is on)."""
     return _drop_here
+
+
+def slow_report_seconds() -> float:
+    """How long a worker holds each result before reporting it (0: the failpoint is off)."""
+    return _slow_report

@@ -18,7 +18,17 @@ from pathlib import Path
 from .. import _collector, _otel
 from .. import _failpoints as failpoints
 from .._gateway_socket import GatewaySocket
-from .._wire import TO_POOL_WORKER, Assignment, AttemptKey, PoolAbort, PoolAdopt, PoolDone, PoolHello, PoolLog
+from .._wire import (
+    TO_POOL_WORKER,
+    Assignment,
+    AttemptKey,
+    PoolAbort,
+    PoolAdopt,
+    PoolDone,
+    PoolFinished,
+    PoolHello,
+    PoolLog,
+)
 from .._worker_link import WorkerLink
 from ._bundle import BundleLoadError, fetch_bundle, load_bundle
 from ._output import AttemptOutput
@@ -74,6 +84,10 @@ async def serve_pool(
 
     shipper = asyncio.create_task(ship_output_forever())
 
+    def tell_finished(key: str) -> None:
+        # Before the result's report: the agent must not report `running` while the gateway is taking the result.
+        writer.write(PoolFinished(finished=key).model_dump_json().encode() + b"\n")
+
     async def run_one(assignment: Assignment, key: str) -> None:
         received = time.time_ns()
         reported: int | None = None
@@ -90,7 +104,9 @@ async def serve_pool(
                     here = await asyncio.to_thread(fetch_bundle, endpoint, assignment.token, assignment.bundle_digest)
                 token = AttemptOutput.attribute(key)
                 try:
-                    reported = await run_assignment(assignment, here, endpoint, link, received)
+                    reported = await run_assignment(
+                        assignment, here, endpoint, link, received, finished=lambda: tell_finished(key)
+                    )
                 finally:
                     AttemptOutput.detach(token)
             except Exception:

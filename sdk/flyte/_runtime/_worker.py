@@ -7,16 +7,18 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import _failpoints as failpoints
 from .. import _otel
 from .._config import use_attempt_config
 from .._context import ActionContext
 from .._execute import execute_body
 from .._interface import EncodedInputs
 from .._remote_controller import AttemptSuspended, RemoteController
-from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
+from .._wire import FINISHED_NOTICE_SECONDS, ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
 from ..errors import error_info
 from ._bundle import BundleLoadError, find_task, load_bundle, user_paths
@@ -28,11 +30,18 @@ log = logging.getLogger("flyte.worker")
 
 
 async def run_assignment(
-    assignment: Assignment, bundle: Path, endpoint: str, link: WorkerLink | None = None, received_ns: int | None = None
+    assignment: Assignment,
+    bundle: Path,
+    endpoint: str,
+    link: WorkerLink | None = None,
+    received_ns: int | None = None,
+    finished: Callable[[], None] | None = None,
 ) -> int:
     """Run one attempt and report how it ended; returns when (ns) it reported, which is before the gateway ended the
     action. Raises only when the result could not be reported. `received_ns`: when this worker was handed the
-    attempt (its process launched, or the assignment arrived), the start of its `start-up` span."""
+    attempt (its process launched, or the assignment arrived), the start of its `start-up` span. `finished`: called
+    when the attempt's result, its task ended, is still being reported `FINISHED_NOTICE_SECONDS` after the attempt
+    was received (a pool worker tells its agent, `PoolFinished`); a result the gateway takes sooner says nothing."""
     own_link = link is None
     if link is None:
         link = WorkerLink(endpoint, assignment.token, assignment.run)
@@ -44,8 +53,18 @@ async def run_assignment(
             # The gateway ended this attempt when it suspended it: there is no result to report.
             log.info("attempt %d of %s suspended (%s)", assignment.attempt, assignment.task, suspended)
             return time.time_ns()
-        reported_ns = time.time_ns()
-        await link.report(assignment.action, event[0], event[1])
+        notice = None
+        if finished is not None:
+            ran = (time.time_ns() - (received_ns or 0)) / 1e9
+            notice = asyncio.get_running_loop().call_later(max(0.0, FINISHED_NOTICE_SECONDS - ran), finished)
+        try:
+            if hold := failpoints.slow_report_seconds():
+                await asyncio.sleep(hold)
+            reported_ns = time.time_ns()
+            await link.report(assignment.action, event[0], event[1])
+        finally:
+            if notice is not None:
+                notice.cancel()
         return reported_ns
     finally:
         if own_link:

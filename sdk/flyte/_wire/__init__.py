@@ -92,6 +92,7 @@ from ._conditions import (
     SuspendRequest,
 )
 from ._pool import (
+    FINISHED_NOTICE_SECONDS,
     FROM_POOL_WORKER,
     ON_SPARE_SOCKET,
     STREAMS,
@@ -101,6 +102,7 @@ from ._pool import (
     PoolAbort,
     PoolAdopt,
     PoolDone,
+    PoolFinished,
     PoolHello,
     PoolLog,
     SpareAssign,
@@ -179,6 +181,7 @@ from ._worker import (
 __all__ = [
     "CHECKSUM_HEADER",
     "DEFAULT_REQUEST",
+    "FINISHED_NOTICE_SECONDS",
     "FROM_AGENT",
     "FROM_POOL_WORKER",
     "FROM_WORKER",
@@ -261,6 +264,7 @@ __all__ = [
     "PoolAbort",
     "PoolAdopt",
     "PoolDone",
+    "PoolFinished",
     "PoolHello",
     "PoolLog",
     "RecordsMessage",

@@ -3,7 +3,8 @@
 JSON lines, one message each. They are told apart by the key each carries, not by a `type` field: a pool worker
 runs the SDK of its environment's image, which may be older than the agent's, so the shapes stay as they were.
 
-- pool socket, worker -> agent: `PoolHello` first, then `PoolLog`, `PoolAdopt` and `PoolDone` (`FROM_POOL_WORKER`);
+- pool socket, worker -> agent: `PoolHello` first, then `PoolLog`, `PoolAdopt`, `PoolFinished` and `PoolDone`
+  (`FROM_POOL_WORKER`);
 - pool socket, agent -> worker: an `Assignment` or a `PoolAbort` (`TO_POOL_WORKER`);
 - spare socket, worker -> agent: a spare's `SpareHello`, or a one-off worker's `WorkerUp` (`ON_SPARE_SOCKET`);
 - spare socket, agent -> spare: one `SpareAssign`.
@@ -48,6 +49,23 @@ class PoolDone(WireModel):
     """The attempt's key (`AttemptKey`)."""
     reported: int | None = None
     """When it reported (ns since the epoch): the agent ends the attempt's span there."""
+
+
+FINISHED_NOTICE_SECONDS = 0.1
+"""How long after a pool worker received an attempt it says the attempt finished (`PoolFinished`), if by then its task
+has ended and its result is still on its way to the gateway. Half the agent's `RUNNING_AFTER` (the agent starts that
+clock a hop earlier); a result the gateway takes sooner, as in a quiet chain of calls, needs no line at all."""
+
+
+class PoolFinished(WireModel):
+    """The attempt's task has ended and the worker is reporting its result to the gateway (its `PoolDone` follows
+    once the gateway has it), which has not answered within `FINISHED_NOTICE_SECONDS` of the attempt's start. The
+    agent then never reports it `running`: its result is on its way, and a `running` record would cost a busy gateway
+    a write for a phase already over. An older agent does not know this line and skips it (it may then report
+    `running` for an attempt whose result waits for the gateway, as before)."""
+
+    finished: str
+    """The attempt's key (`AttemptKey`)."""
 
 
 class PoolAdopt(WireModel):
@@ -97,8 +115,11 @@ def _by_key(*keys: str, otherwise: str | None = None) -> Callable[[dict[str, obj
 
 
 FromPoolWorker = Annotated[
-    Annotated[PoolLog, Tag("log")] | Annotated[PoolAdopt, Tag("adopt")] | Annotated[PoolDone, Tag("done")],
-    Discriminator(_by_key("log", "adopt", "done")),
+    Annotated[PoolLog, Tag("log")]
+    | Annotated[PoolAdopt, Tag("adopt")]
+    | Annotated[PoolFinished, Tag("finished")]
+    | Annotated[PoolDone, Tag("done")],
+    Discriminator(_by_key("log", "adopt", "finished", "done")),
 ]
 ToPoolWorker = Annotated[
     Annotated[PoolAbort, Tag("abort")] | Annotated[Assignment, Tag("assignment")],

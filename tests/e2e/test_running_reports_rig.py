@@ -1,0 +1,68 @@
+"""The agent reports `running` only for attempts still running `RUNNING_AFTER` in: an attempt whose task has ended,
+its result on the way to a gateway slow to take it, is not reported `running` (its pool worker says it finished,
+`PoolFinished`), whether its agent sent it to the worker or the gateway gave it to its parent's worker directly.
+
+Through a real rig whose workers hold each result a second before reporting it (`SLOW_REPORT`), as a busy gateway
+would keep them waiting; the gateway counts the `running` events it takes from agents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_rig import Rig, gateway_events, start_rig
+
+import flyte
+from flyte._failpoints import SLOW_REPORT
+
+pytestmark = pytest.mark.timeout(180)
+
+PROGRAM = """
+import asyncio
+
+import flyte
+
+pool = flyte.TaskEnvironment("marks_pool", reusable=flyte.ReusePolicy(replicas=2, concurrency=8))
+
+
+@pool.task
+async def quick(x: int) -> int:
+    return x
+
+
+@pool.task
+async def slow(x: int) -> int:
+    await asyncio.sleep(1.5)
+    return x
+
+
+@pool.task
+async def main(n: int) -> int:
+    quick_ones = await asyncio.gather(*(quick(i) for i in range(n)))
+    return sum(quick_ones) + await slow(n)
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_results_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    started = start_rig(tmp_path_factory.mktemp("slow-results"), clusters="us-east", **{SLOW_REPORT: "1.0"})
+    try:
+        yield started
+    finally:
+        started.flyte("rig", "down")
+
+
+def test_an_attempt_whose_task_ended_is_not_reported_running_while_its_result_waits(slow_results_rig: Rig) -> None:
+    rig = slow_results_rig
+    program = rig.load("running_marks", PROGRAM)
+    rig.connect()
+    given_here = gateway_events(rig, "actions_given_here")
+    before = gateway_events(rig, "agent_events_running")
+    run = flyte.run(program.main, n=6)
+    assert run.outputs() == (sum(range(6)) + 6,)
+    # Each quick child ended at once and waited a second to report: none was running then.
+    # The parent and the slow child were still running 0.2 s in, and are reported so.
+    assert gateway_events(rig, "agent_events_running") - before == 2
+    assert gateway_events(rig, "actions_given_here") > given_here, "children given to the parent's worker count too"
+    actions = {a.name: a for a in flyte.remote.Run.get(run.name).actions()}
+    assert {a.phase for a in actions.values()} == {"succeeded"}
