@@ -348,7 +348,8 @@ class Agent:
         assignment = item.assignment
         if not self.backend.runs_on_this_host:
             prepared = await self._prepare(assignment)
-            self._running_soon(key, item)
+            if not assignment.reusable:
+                self._running_soon(key, item)
             if assignment.reusable:
                 # The pod fetches its bundle itself.
                 exit = await self.pools.run(assignment, Path("/"), prepared, held=item.held)
@@ -373,7 +374,7 @@ class Agent:
             if not await self.admission.process(item.stop):
                 return
             item.admitted = True
-        self._running_soon(key, item)
+            self._running_soon(key, item)
         spare = None if assignment.reusable else self.spares.take(assignment, prepared)
         if assignment.reusable:
             exit = await self.pools.run(assignment, bundle, prepared, held=item.held)
@@ -569,6 +570,14 @@ class Agent:
         self._starting[key] = (loop.time() + RUNNING_AFTER, time.time(), item)
         if self._running_timer is None:
             self._running_timer = loop.call_later(RUNNING_AFTER, self._report_running)
+
+    def handed_over(self, key: str) -> None:
+        """A pool's attempt reached its worker (sent to it, or the worker took it from the gateway): it is reported
+        `running` if still running `RUNNING_AFTER` later. Not before: waiting for a slot, or for a new worker to
+        start, it is still `placed`, as a one-off attempt is while it waits for a process slot."""
+        item = self.running.get(key)
+        if item is not None:
+            self._running_soon(key, item)
 
     def finished(self, key: str) -> None:
         """The attempt's worker says its task ended and it is reporting the result (`PoolFinished`): no `running`

@@ -58,5 +58,8 @@ class AttemptHost(Protocol):
     def ship_log(self, assignment: Assignment, stream: str, data: bytes) -> None:
         """Output of an attempt, for its log."""
 
+    def handed_over(self, key: str) -> None:
+        """A pool's attempt reached its worker: from now on it counts as running."""
+
     def finished(self, key: str) -> None:
         """The attempt's task has ended and its worker is reporting its result: it is not to be reported `running`."""

@@ -184,6 +184,7 @@ class Pools:
                 self._assignments[key] = assignment
                 assert worker.writer is not None
                 worker.writer.write(assignment.model_dump_json().encode() + b"\n")
+                self.agent.handed_over(key)
                 await worker.writer.drain()
         try:
             return await done
@@ -222,6 +223,7 @@ class Pools:
         """Count the attempt a worker adopted as that worker's, with what it already sent of it."""
         worker.inflight[key] = done
         self._assignments[key] = assignment
+        self.agent.handed_over(key)
         early = self._early.pop(key, None)
         if early is None:
             return

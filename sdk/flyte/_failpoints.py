@@ -12,10 +12,12 @@ import os
 __all__ = [
     "DROP_HERE",
     "DUPLICATE_ASSIGN",
+    "SLOW_POOL_START",
     "SLOW_REPORT",
     "SLOW_START",
     "drops_children_given_here",
     "duplicate_assign_after",
+    "slow_pool_start_seconds",
     "slow_report_seconds",
     "slow_start_seconds",
 ]
@@ -30,12 +32,17 @@ SLOW_REPORT = "FLYTE_FAILPOINT_SLOW_REPORT"
 """Worker (set on its agent, whose workers inherit it): `SECONDS` holds each attempt's result this long once its task
 has ended, before it is reported (a gateway slow to take results)."""
 
+SLOW_POOL_START = "FLYTE_FAILPOINT_SLOW_POOL_START"
+"""Pool worker (set on its agent, whose workers inherit it): `SECONDS` it waits before it says hello to its agent (a
+worker slow to start: heavy imports, a cold image)."""
+
 DROP_HERE = "FLYTE_FAILPOINT_DROP_HERE"
 """Pool worker (set on its agent, whose workers inherit it): `1` drops the children the gateway gives it directly, as
 if the answer was lost on the way (their agent runs its held copies itself)."""
 
 _duplicate_assign = os.environ.get(DUPLICATE_ASSIGN)
 _drop_here = os.environ.get(DROP_HERE) == "1"
+_slow_pool_start = float(os.environ.get(SLOW_POOL_START) or 0.0)
 _slow_report = float(os.environ.get(SLOW_REPORT) or 0.0)
 _slow_cluster, _, _slow_seconds = os.environ.get(SLOW_START, "").partition("=")
 
@@ -58,3 +65,8 @@ def drops_children_given_here() -> bool:
 def slow_report_seconds() -> float:
     """How long a worker holds each result before reporting it (0: the failpoint is off)."""
     return _slow_report
+
+
+def slow_pool_start_seconds() -> float:
+    """How long a pool worker waits before it says hello to its agent (0: the failpoint is off)."""
+    return _slow_pool_start

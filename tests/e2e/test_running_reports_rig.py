@@ -1,9 +1,11 @@
-"""The agent reports `running` only for attempts still running `RUNNING_AFTER` in: an attempt whose task has ended,
-its result on the way to a gateway slow to take it, is not reported `running` (its pool worker says it finished,
-`PoolFinished`), whether its agent sent it to the worker or the gateway gave it to its parent's worker directly.
+"""The agent reports `running` only for attempts that run: one still running `RUNNING_AFTER` after it reached its
+worker. An attempt whose task has ended, its result on the way to a gateway slow to take it, is not reported
+`running` (its pool worker says it finished, `PoolFinished`), whether its agent sent it to the worker or the gateway
+gave it to its parent's worker directly; nor is one waiting for its pool's new worker to start.
 
 Through a real rig whose workers hold each result a second before reporting it (`SLOW_REPORT`), as a busy gateway
-would keep them waiting; the gateway counts the `running` events it takes from agents."""
+would keep them waiting, and whose pool workers take two seconds to start (`SLOW_POOL_START`); the gateway counts the
+`running` events it takes from agents."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 from test_rig import Rig, gateway_events, start_rig
 
 import flyte
-from flyte._failpoints import SLOW_REPORT
+from flyte._failpoints import SLOW_POOL_START, SLOW_REPORT
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,7 +47,8 @@ async def main(n: int) -> int:
 
 @pytest.fixture(scope="module")
 def slow_results_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    started = start_rig(tmp_path_factory.mktemp("slow-results"), clusters="us-east", **{SLOW_REPORT: "1.0"})
+    slow = {SLOW_REPORT: "1.0", SLOW_POOL_START: "2.0"}
+    started = start_rig(tmp_path_factory.mktemp("slow-results"), clusters="us-east", **slow)
     try:
         yield started
     finally:
@@ -66,3 +69,28 @@ def test_an_attempt_whose_task_ended_is_not_reported_running_while_its_result_wa
     assert gateway_events(rig, "actions_given_here") > given_here, "children given to the parent's worker count too"
     actions = {a.name: a for a in flyte.remote.Run.get(run.name).actions()}
     assert {a.phase for a in actions.values()} == {"succeeded"}
+
+
+NEW_POOL = """
+import flyte
+
+fresh = flyte.TaskEnvironment("fresh_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=2))
+
+
+@fresh.task
+async def main(x: int) -> int:
+    return x + 1
+"""
+
+
+def test_an_attempt_waiting_for_its_pools_new_worker_is_not_reported_running(slow_results_rig: Rig) -> None:
+    rig = slow_results_rig
+    program = rig.load("fresh_pool", NEW_POOL)
+    rig.connect()
+    before = gateway_events(rig, "agent_events_running")
+    run = flyte.run(program.main, x=1)
+    assert run.outputs() == (2,)
+    # Its pool had no worker: the attempt waited two seconds for one to start, placed, then ran at once.
+    assert gateway_events(rig, "agent_events_running") - before == 0
+    (action,) = flyte.remote.Run.get(run.name).actions()
+    assert action.phase == "succeeded"

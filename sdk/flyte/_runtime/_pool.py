@@ -58,6 +58,8 @@ async def serve_pool(
             log.exception("the code bundle failed to load; its assignments will fail with this error")
     # After the bundle: the environment's modules live as long as the worker, so no collection looks at them again.
     _collector.collect_less_often(_collector.WORKER_GC_THRESHOLDS)
+    if hold := failpoints.slow_pool_start_seconds():
+        await asyncio.sleep(hold)
     reader, writer = await _dial(address)
     hello = PoolHello(hello=os.getpid(), worker=os.environ.get(POOL_WORKER_ENV), secret=os.environ.get(POOL_SECRET_ENV))
     writer.write(hello.model_dump_json().encode() + b"\n")
