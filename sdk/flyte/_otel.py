@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import os
 import random
 import re
 import threading
 import time
 import types
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -370,10 +371,13 @@ TokenOf = Callable[[str | None], str | None]
 
 
 def poster(gateway: str) -> Post:
-    """Posts spans to the gateway's `/v1/traces` (`a,b,c`: its replicas, tried in turn)."""
+    """Posts spans to the gateway's `/v1/traces` (`a,b,c`: its replicas, tried in turn), over a connection to each
+    kept open between batches (`flyte._kept_http`)."""
+    from ._kept_http import KeptConnection
     from ._replicas import Replicas, replica_down
 
     replicas = Replicas(gateway)
+    connections: dict[str, KeptConnection] = {}
 
     def post(token: str, body: bytes) -> bool:
         """One batch, to the current replica, and on to the next while one is down: each replica once, no waiting
@@ -383,19 +387,24 @@ def poster(gateway: str) -> Post:
         limit (and forwarded twice to an external collector, which keys spans by id too)."""
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
         for _ in replicas.endpoints:
-            url = replicas.current + TRACES_PATH
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            replica = replicas.current
+            path = urllib.parse.urlsplit(replica).path + TRACES_PATH
             try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    answer = response.read()
-                    taken = bool(response.status < 300)
-                if answer:  # a partial success: some spans were not kept, and runs at their bound are named
-                    _note_full(full_runs_of(answer))
-                return taken
-            except (OSError, ValueError) as error:
+                connection = connections.get(replica) or connections.setdefault(replica, KeptConnection(replica, 10))
+                answer = connection.post(path, body, headers)
+            except (OSError, ValueError, http.client.HTTPException) as error:
                 if not replica_down(error):
                     return False
-                replicas.fail_over(url)
+                replicas.fail_over(replica + TRACES_PATH)
+                continue
+            if answer.status == 503:  # not serving: another replica may
+                replicas.fail_over(replica + TRACES_PATH)
+                continue
+            if answer.status >= 300:
+                return False
+            if answer.body:  # a partial success: some spans were not kept, and runs at their bound are named
+                _note_full(full_runs_of(answer.body))
+            return True
         return False
 
     return post
