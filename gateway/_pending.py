@@ -37,6 +37,21 @@ class Pending:
     max_wait: tuple[float, str] | None
     """How long it may stay queued, and whose limit that is (`queue_limit`)."""
 
+    def with_action(self, action: ActionSummary, demand: Demand | None = None) -> Pending:
+        """This, for `action` as it is now (and `demand`, if given). Made field by field: `dataclasses.replace` is
+        several times slower, and runs for each queued action a pass looks at."""
+        return Pending(
+            action,
+            self.demand if demand is None else demand,
+            self.task,
+            self.project,
+            self.domain,
+            self.resources,
+            self.reusable,
+            self.timeout,
+            self.max_wait,
+        )
+
 
 def record_put(item: Pending, snapshots: list[bytes], decision: Decision, now: float, term: int | None = None) -> Put:
     """The store write of a decision: a `PlacementRecord`, serialised directly, with the snapshots already in JSON

@@ -321,7 +321,7 @@ class Placer:
             item = self._queue.pending(key, action, work.now)
             judged = self._judged.pop(key, None) if item is None else None
             if judged is not None and judged.action.attempts == action.attempts:
-                item = dataclasses.replace(judged, action=action)
+                item = judged.with_action(action)
                 self._queue.keep(key, item, work.now)
             elif item is None:
                 try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from flyte._wire import ActionSummary, Phase
 from gateway._pending import Pending
@@ -36,7 +36,7 @@ _NO_ACTION = ActionSummary(name="", parent=None, task="", phase=Phase.QUEUED)
 def group_key(pending: Pending) -> GroupKey:
     """The group `pending`'s action joins: the actions placing treats alike."""
     action = pending.action
-    return (replace(pending.demand, waited_seconds=0.0), action.run, action.parent, pending.max_wait)
+    return (pending.demand.waited(0.0), action.run, action.parent, pending.max_wait)
 
 
 class Group:
@@ -147,19 +147,7 @@ class PlacementQueue:
             return None
         waited = max(0.0, now - static.queued_since)
         p = static.pending
-        # Made field by field: `dataclasses.replace` is several times slower, and runs for each action a pass looks at.
-        demand = replace(p.demand, waited_seconds=waited)
-        return Pending(
-            action=action,
-            demand=demand,
-            task=p.task,
-            project=p.project,
-            domain=p.domain,
-            resources=p.resources,
-            reusable=p.reusable,
-            timeout=p.timeout,
-            max_wait=p.max_wait,
-        )
+        return p.with_action(action, p.demand.waited(waited))
 
     def keep(self, key: Key, pending: Pending, now: float) -> None:
         """Remember what placing `key` needs, and put it in its group."""
@@ -177,7 +165,7 @@ class PlacementQueue:
         queued_since = action.not_before or action.created_at or now
         # Kept without its action: the queue holds the current one, and a kept older one (before its waiting
         # reason was written, say) would double what a queued action costs in memory.
-        kept = replace(pending, action=_NO_ACTION)
+        kept = pending.with_action(_NO_ACTION)
         self._statics[key] = _Static((action.attempts, action.not_before), kept, queued_since, group)
 
     def drop_static(self, key: Key) -> None:

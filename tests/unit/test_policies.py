@@ -3,6 +3,7 @@ opening over time, spread, cost, quotas, fair share, the policy file's errors, a
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -372,3 +373,18 @@ def test_reasons_name_memory_in_human_units() -> None:
     never = place(Demand(cpu=1, memory=1000 * gib), [small, busy])
     assert never.never_fits
     assert never.reason == "no cluster has cpu 1, memory 1000 GiB"
+
+
+def test_a_demand_waited_longer_differs_in_its_wait_alone() -> None:
+    every_field = Demand(
+        cpu=2.5, memory=3, gpu=1, gpu_type="a100", warm_key="w", clusters=("a",), regions=("r",), clouds=("c",),
+        avoid=("b",), project="p", priority=4, labels=(("k", "v"),), avoid_labels=(("x", "y"),), queue="q",
+        parent_cluster="a", waited_seconds=1.0, spread_key="s", input_bytes=(("r", 9),), pool_key="pool",
+        pool_concurrency=8, pool_max_replicas=3,
+    )  # fmt: skip
+    later = every_field.waited(7.5)
+    assert later.waited_seconds == 7.5
+    assert later == dataclasses.replace(every_field, waited_seconds=7.5)
+    assert every_field.waited_seconds == 1.0, "the demand it was made from is unchanged"
+    # Every field is given above, none left at its default: a field added later must be given too.
+    assert all(getattr(every_field, f.name) != f.default for f in dataclasses.fields(Demand))
