@@ -10,15 +10,18 @@ the worker's hello names it and says the pool's secret."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import _collector, _otel
 from .. import _failpoints as failpoints
 from .._gateway_socket import GatewaySocket
 from .._wire import (
+    FINISHED_NOTICE_SECONDS,
     TO_POOL_WORKER,
     Assignment,
     AttemptKey,
@@ -87,8 +90,9 @@ async def serve_pool(
     shipper = asyncio.create_task(ship_output_forever())
 
     def tell_finished(key: str) -> None:
-        # Before the result's report: the agent must not report `running` while the gateway is taking the result.
         writer.write(PoolFinished(finished=key).model_dump_json().encode() + b"\n")
+
+    notices = FinishNotices(tell_finished)
 
     async def run_one(assignment: Assignment, key: str) -> None:
         received = time.time_ns()
@@ -106,9 +110,8 @@ async def serve_pool(
                     here = await asyncio.to_thread(fetch_bundle, endpoint, assignment.token, assignment.bundle_digest)
                 token = AttemptOutput.attribute(key)
                 try:
-                    reported = await run_assignment(
-                        assignment, here, endpoint, link, received, finished=lambda: tell_finished(key)
-                    )
+                    reporting = functools.partial(notices.reporting, key)
+                    reported = await run_assignment(assignment, here, endpoint, link, received, reporting=reporting)
                 finally:
                     AttemptOutput.detach(token)
             except Exception:
@@ -163,3 +166,38 @@ async def _dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
         host, _, port = address.removeprefix("tcp://").rpartition(":")
         return await asyncio.open_connection(host.strip("[]"), int(port))
     return await asyncio.open_unix_connection(address)
+
+
+class FinishNotices:
+    """Results being reported to the gateway, in the order their reports began. One still unanswered
+    `FINISHED_NOTICE_SECONDS` after its report began is told to the agent (`PoolFinished`), which then does not
+    report its attempt `running`. One timer serves them all: a timer each cost every call of a chain twenty Python
+    calls of the worker's loop, for a line it almost never sends."""
+
+    def __init__(self, tell: Callable[[str], None]) -> None:
+        self._tell = tell
+        self._due: dict[str, float] = {}
+        """Attempt keys whose result is being reported, with when (on the loop's clock) the agent is told."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def reporting(self, key: str, begun: bool) -> None:
+        """The result of attempt `key` begins to be reported (`begun`), or the report was answered."""
+        if not begun:
+            self._due.pop(key, None)
+            return
+        loop = asyncio.get_running_loop()
+        due = self._due[key] = loop.time() + FINISHED_NOTICE_SECONDS
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._tell_due)
+
+    def _tell_due(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._due:
+            key, due = next(iter(self._due.items()))
+            if due > now:
+                self._timer = loop.call_at(due, self._tell_due)
+                return
+            del self._due[key]
+            self._tell(key)

@@ -18,7 +18,7 @@ from .._context import ActionContext
 from .._execute import execute_body
 from .._interface import EncodedInputs
 from .._remote_controller import AttemptSuspended, RemoteController
-from .._wire import FINISHED_NOTICE_SECONDS, ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
+from .._wire import ActionEvent, Assignment, ErrorInfo, Phase, WireTrace, WireValue
 from .._worker_link import WorkerLink
 from ..errors import error_info
 from ._bundle import BundleLoadError, find_task, load_bundle, user_paths
@@ -35,13 +35,13 @@ async def run_assignment(
     endpoint: str,
     link: WorkerLink | None = None,
     received_ns: int | None = None,
-    finished: Callable[[], None] | None = None,
+    reporting: Callable[[bool], None] | None = None,
 ) -> int:
     """Run one attempt and report how it ended; returns when (ns) it reported, which is before the gateway ended the
     action. Raises only when the result could not be reported. `received_ns`: when this worker was handed the
-    attempt (its process launched, or the assignment arrived), the start of its `start-up` span. `finished`: called
-    when the attempt's result, its task ended, is still being reported `FINISHED_NOTICE_SECONDS` after the attempt
-    was received (a pool worker tells its agent, `PoolFinished`); a result the gateway takes sooner says nothing."""
+    attempt (its process launched, or the assignment arrived), the start of its `start-up` span. `reporting`: told
+    True as the attempt's result begins to be reported, its task ended, and False once the gateway answered (a pool
+    worker tells its agent of a report left unanswered a while, `FinishNotices`)."""
     own_link = link is None
     if link is None:
         link = WorkerLink(endpoint, assignment.token, assignment.run)
@@ -53,18 +53,16 @@ async def run_assignment(
             # The gateway ended this attempt when it suspended it: there is no result to report.
             log.info("attempt %d of %s suspended (%s)", assignment.attempt, assignment.task, suspended)
             return time.time_ns()
-        notice = None
-        if finished is not None:
-            ran = (time.time_ns() - (received_ns or 0)) / 1e9
-            notice = asyncio.get_running_loop().call_later(max(0.0, FINISHED_NOTICE_SECONDS - ran), finished)
+        if reporting is not None:
+            reporting(True)
         try:
             if hold := failpoints.slow_report_seconds():
                 await asyncio.sleep(hold)
             reported_ns = time.time_ns()
             await link.report(assignment.action, event[0], event[1])
         finally:
-            if notice is not None:
-                notice.cancel()
+            if reporting is not None:
+                reporting(False)
         return reported_ns
     finally:
         if own_link:

@@ -52,14 +52,14 @@ class PoolDone(WireModel):
 
 
 FINISHED_NOTICE_SECONDS = 0.1
-"""How long after a pool worker received an attempt it says the attempt finished (`PoolFinished`), if by then its task
-has ended and its result is still on its way to the gateway. Half the agent's `RUNNING_AFTER` (the agent starts that
-clock a hop earlier); a result the gateway takes sooner, as in a quiet chain of calls, needs no line at all."""
+"""How long a pool worker's report of a result may go unanswered before the worker tells its agent the attempt
+finished (`PoolFinished`): half the agent's `RUNNING_AFTER`. A result the gateway takes sooner, as in a quiet chain of
+calls, needs no line at all."""
 
 
 class PoolFinished(WireModel):
     """The attempt's task has ended and the worker is reporting its result to the gateway (its `PoolDone` follows
-    once the gateway has it), which has not answered within `FINISHED_NOTICE_SECONDS` of the attempt's start. The
+    once the gateway has it), which has not answered within `FINISHED_NOTICE_SECONDS`. The
     agent then never reports it `running`: its result is on its way, and a `running` record would cost a busy gateway
     a write for a phase already over. An older agent does not know this line and skips it (it may then report
     `running` for an attempt whose result waits for the gateway, as before)."""
