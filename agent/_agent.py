@@ -348,12 +348,11 @@ class Agent:
         assignment = item.assignment
         if not self.backend.runs_on_this_host:
             prepared = await self._prepare(assignment)
-            if not assignment.reusable:
-                self._running_soon(key, item)
             if assignment.reusable:
-                # The pod fetches its bundle itself.
+                # The pod fetches its bundle itself. It runs once its worker has it (`handed_over`).
                 exit = await self.pools.run(assignment, Path("/"), prepared, held=item.held)
             else:
+                self._running_soon(key, item)
                 exit = await self._run_elsewhere(key, item, prepared)
             if not item.aborted:
                 self._report_exit(assignment, exit, bytes(item.stderr_tail))
@@ -374,7 +373,7 @@ class Agent:
             if not await self.admission.process(item.stop):
                 return
             item.admitted = True
-            self._running_soon(key, item)
+            self._running_soon(key, item)  # a pool's attempt: once its worker has it (`handed_over`)
         spare = None if assignment.reusable else self.spares.take(assignment, prepared)
         if assignment.reusable:
             exit = await self.pools.run(assignment, bundle, prepared, held=item.held)

@@ -30,7 +30,8 @@ class KeptConnection:
     """POSTs to one origin (`scheme://host:port`), one at a time, over a connection kept open between them.
 
     A kept connection the server closed in the meantime (its idle timeout) fails the next request before it reaches
-    the server; that request is sent once more on a new connection. A failure on a new connection is raised."""
+    the server; that request is sent once more on a new connection. A failure on a new connection, or a timeout, is
+    raised."""
 
     def __init__(self, origin: str, timeout: float):
         parts = urllib.parse.urlsplit(origin)
@@ -60,10 +61,10 @@ class KeptConnection:
                     conn.request("POST", path, body, headers)
                     response = conn.getresponse()
                     answer = Answer(response.status, response.read())
-                except (OSError, http.client.HTTPException):
+                except (OSError, http.client.HTTPException) as error:
                     conn.close()
-                    if kept:
-                        continue
+                    if kept and isinstance(error, (ConnectionError, http.client.HTTPException)):
+                        continue  # closed under us, not slow: a timeout is not sent again
                     raise
                 if response.will_close:
                     conn.close()

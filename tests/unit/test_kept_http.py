@@ -18,12 +18,15 @@ from flyte._kept_http import KeptConnection
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, drop_after_answer: bool = False) -> None:
+    def __init__(self, drop_after_answer: bool = False, answer_first: int | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.connections = 0
         self.requests: list[tuple[str, bytes]] = []
         self.drop_after_answer = drop_after_answer
         """Close each connection after answering, without saying so (as an idle timeout would, later)."""
+        self.answer_first = answer_first
+        """Answer this many requests, then take the rest and never answer (a server stuck)."""
+        self.stuck = threading.Event()
         self.lock = threading.Lock()
 
     @property
@@ -44,6 +47,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         with self.server.lock:
             self.server.requests.append((self.path, body))
+            stuck = self.server.answer_first is not None and len(self.server.requests) > self.server.answer_first
+        if stuck:
+            self.server.stuck.wait(10)
+            return
         answer = b"got " + body
         self.send_response(200)
         self.send_header("Content-Length", str(len(answer)))
@@ -57,13 +64,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(**options: bool) -> Iterator[_Server]:
+def serving(**options: bool | int) -> Iterator[_Server]:
     server = _Server(**options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
     finally:
+        server.stuck.set()
         server.shutdown()
         server.server_close()
 
@@ -93,6 +101,17 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_request_is_sent_onc
     assert (first.body, second.body) == (b"got one", b"got two")
     assert server.requests == [("/a", b"one"), ("/b", b"two")]
     assert server.connections == 2
+
+
+def test_a_timeout_on_a_kept_connection_is_raised_not_sent_again() -> None:
+    with serving(answer_first=1) as server:
+        connection = KeptConnection(server.origin, timeout=0.5)
+        connection.post("/a", b"answered", {})
+        with pytest.raises(TimeoutError):
+            connection.post("/b", b"taken, never answered", {})
+        connection.close()
+    # The server may be working on it: sending it again would make it two.
+    assert server.requests == [("/a", b"answered"), ("/b", b"taken, never answered")]
 
 
 def test_a_failure_on_a_new_connection_is_raised() -> None:

@@ -61,8 +61,8 @@ class PoolFinished(WireModel):
     """The attempt's task has ended and the worker is reporting its result to the gateway (its `PoolDone` follows
     once the gateway has it), which has not answered within `FINISHED_NOTICE_SECONDS`. The
     agent then never reports it `running`: its result is on its way, and a `running` record would cost a busy gateway
-    a write for a phase already over. An older agent does not know this line and skips it (it may then report
-    `running` for an attempt whose result waits for the gateway, as before)."""
+    a write for a phase already over. An older agent does not know this line: it logs it as unreadable and skips it
+    (and may then report `running` for an attempt whose result waits for the gateway, as before)."""
 
     finished: str
     """The attempt's key (`AttemptKey`)."""
