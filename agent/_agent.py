@@ -45,6 +45,7 @@ from flyte import _failpoints as failpoints
 from flyte import _otel
 from flyte._background import Background
 from flyte._client import store_request
+from flyte._due_in_order import DueInOrder
 from flyte._paths import private_dir, write_private
 from flyte._replicas import Replicas
 from flyte._retrying import RetryDelay
@@ -131,11 +132,8 @@ class Agent:
         self.backend = backend
         self.work_dir = work_dir
         self.running: dict[str, Running] = {}
-        self._starting: dict[str, tuple[float, float, Running]] = {}
-        """Attempts started in the last `RUNNING_AFTER` seconds, oldest first: (when due on the loop's clock, when
-        started, the attempt). One timer serves them all (`_report_running`): a timer each cost a fan-out's agent ~8%
-        of its CPU, in the timer heap's Python-level comparisons."""
-        self._running_timer: asyncio.TimerHandle | None = None
+        self._starting: DueInOrder[tuple[float, Running]] = DueInOrder(RUNNING_AFTER, self._report_running)
+        """Attempts started in the last `RUNNING_AFTER` seconds, with when each started: reported `running` once due."""
         self._finished_early: OrderedDict[str, None] = OrderedDict()
         """Attempts whose worker said they finished before they were due a `running` report (`finished`)."""
         self._started: OrderedDict[str, None] = OrderedDict()
@@ -336,7 +334,7 @@ class Agent:
             failure = f"the agent could not run it: {error}"
             self._fail(item.assignment, RuntimeSystemError.info(failure, code="AgentError"))
         finally:
-            self._starting.pop(key, None)
+            self._starting.drop(key)
             self._finished_early.pop(key, None)
             if item.admitted:
                 self.admission.release()
@@ -563,12 +561,10 @@ class Agent:
 
     def _running_soon(self, key: str, item: Running) -> None:
         """The attempt starts now: it is reported `running` (as of now) if it is still running `RUNNING_AFTER` later."""
-        if self._finished_early.pop(key, False) is None:
+        if key in self._finished_early:
+            del self._finished_early[key]  # its worker said it finished before this clock started
             return
-        loop = asyncio.get_running_loop()
-        self._starting[key] = (loop.time() + RUNNING_AFTER, time.time(), item)
-        if self._running_timer is None:
-            self._running_timer = loop.call_later(RUNNING_AFTER, self._report_running)
+        self._starting.add(key, (time.time(), item))
 
     def handed_over(self, key: str) -> None:
         """A pool's attempt reached its worker (sent to it, or the worker took it from the gateway): it is reported
@@ -584,24 +580,16 @@ class Agent:
 
         A child the gateway gave its parent's worker may end there before this agent has its own copy of it going:
         its key is kept, so that copy is not reported `running` either."""
-        if self._starting.pop(key, None) is None:
+        if not self._starting.drop(key):
             self._finished_early[key] = None
             if len(self._finished_early) > _FINISHED_EARLY_KEPT:
                 self._finished_early.popitem(last=False)
 
-    def _report_running(self) -> None:
-        """Report `running` each attempt started `RUNNING_AFTER` ago and still running; wake again for the next."""
-        self._running_timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while self._starting:
-            key, (due, at, item) = next(iter(self._starting.items()))
-            if due > now:
-                self._running_timer = loop.call_at(due, self._report_running)
-                return
-            del self._starting[key]
-            if not item.aborted:
-                self._event(item.assignment, Phase.RUNNING, at=at)
+    def _report_running(self, key: str, started: tuple[float, Running]) -> None:
+        """Report `running` an attempt started `RUNNING_AFTER` ago and still running, as of when it started."""
+        at, item = started
+        if not item.aborted:
+            self._event(item.assignment, Phase.RUNNING, at=at)
 
     def _fail(self, assignment: Assignment, error: ErrorInfo) -> None:
         """Report the attempt failed with `error` (built from its `flyte.errors` class), naming this cluster."""

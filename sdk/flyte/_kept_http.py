@@ -27,31 +27,34 @@ class Answer(NamedTuple):
 
 
 class KeptConnection:
-    """POSTs to one origin (`scheme://host:port`), one at a time, over a connection kept open between them.
+    """POSTs under one base URL (`scheme://host:port[/prefix]`), one at a time, over a connection kept open between
+    them.
 
     A kept connection the server closed in the meantime (its idle timeout) fails the next request before it reaches
     the server; that request is sent once more on a new connection. A failure on a new connection, or a timeout, is
     raised."""
 
-    def __init__(self, origin: str, timeout: float):
-        parts = urllib.parse.urlsplit(origin)
+    def __init__(self, base: str, timeout: float):
+        parts = urllib.parse.urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) origin: {origin!r}")
+            raise ValueError(f"not an http(s) URL: {base!r}")
         self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._prefix = parts.path.rstrip("/")
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname, parts.port
         self._timeout = timeout
         # Its own opener, built with the proxies of now: `urlopen`'s is built once per process, at its first use.
-        self._proxied = urllib.request.build_opener() if _proxied(parts.scheme, parts.hostname) else None
+        self._via_proxy = urllib.request.build_opener() if _proxied(parts.scheme, parts.hostname) else None
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         _OPEN.add(self)
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
-        """The answer to one POST of `body` to `path`; raises OSError (or `http.client.HTTPException`) when there is
-        none. Any status is an answer: none is raised."""
-        if self._proxied is not None:
-            return self._through_urllib(self._proxied, path, body, headers)
+        """The answer to one POST of `body` to `path` under the base URL; raises OSError (or
+        `http.client.HTTPException`) when there is none. Any status is an answer: none is raised."""
+        path = self._prefix + path
+        if self._via_proxy is not None:
+            return self._through_urllib(self._via_proxy, path, body, headers)
         with self._lock:
             while True:
                 kept = self._conn is not None

@@ -26,7 +26,6 @@ import re
 import threading
 import time
 import types
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -388,10 +387,9 @@ def poster(gateway: str) -> Post:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
         for _ in replicas.endpoints:
             replica = replicas.current
-            path = urllib.parse.urlsplit(replica).path + TRACES_PATH
             try:
                 connection = connections.get(replica) or connections.setdefault(replica, KeptConnection(replica, 10))
-                answer = connection.post(path, body, headers)
+                answer = connection.post(TRACES_PATH, body, headers)
             except (OSError, ValueError, http.client.HTTPException) as error:
                 if not replica_down(error):
                     return False

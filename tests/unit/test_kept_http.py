@@ -92,6 +92,14 @@ def test_posts_share_one_connection_and_each_gets_its_answer() -> None:
     assert server.connections == 1
 
 
+def test_paths_are_posted_under_the_base_urls_own_path() -> None:
+    with serving() as server:
+        connection = KeptConnection(f"{server.origin}/flyte/", timeout=5)
+        connection.post("/v1/traces", b"spans", {})
+        connection.close()
+    assert server.requests == [("/flyte/v1/traces", b"spans")]
+
+
 def test_a_connection_the_server_dropped_is_replaced_and_the_request_is_sent_once() -> None:
     with serving(drop_after_answer=True) as server:
         connection = KeptConnection(server.origin, timeout=5)

@@ -14,11 +14,11 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from .. import _collector, _otel
 from .. import _failpoints as failpoints
+from .._due_in_order import DueInOrder
 from .._gateway_socket import GatewaySocket
 from .._wire import (
     FINISHED_NOTICE_SECONDS,
@@ -92,7 +92,9 @@ async def serve_pool(
     def tell_finished(key: str) -> None:
         writer.write(PoolFinished(finished=key).model_dump_json().encode() + b"\n")
 
-    notices = FinishNotices(tell_finished)
+    # Results being reported, each told to the agent (`PoolFinished`) if still unanswered a while after its report
+    # began: the agent then does not report its attempt `running`.
+    notices: DueInOrder[None] = DueInOrder(FINISHED_NOTICE_SECONDS, lambda key, _: tell_finished(key))
 
     async def run_one(assignment: Assignment, key: str) -> None:
         received = time.time_ns()
@@ -110,7 +112,7 @@ async def serve_pool(
                     here = await asyncio.to_thread(fetch_bundle, endpoint, assignment.token, assignment.bundle_digest)
                 token = AttemptOutput.attribute(key)
                 try:
-                    reporting = functools.partial(notices.reporting, key)
+                    reporting = functools.partial(_reporting, notices, key)
                     reported = await run_assignment(assignment, here, endpoint, link, received, reporting=reporting)
                 finally:
                     AttemptOutput.detach(token)
@@ -168,36 +170,9 @@ async def _dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     return await asyncio.open_unix_connection(address)
 
 
-class FinishNotices:
-    """Results being reported to the gateway, in the order their reports began. One still unanswered
-    `FINISHED_NOTICE_SECONDS` after its report began is told to the agent (`PoolFinished`), which then does not
-    report its attempt `running`. One timer serves them all: a timer each cost every call of a chain twenty Python
-    calls of the worker's loop, for a line it almost never sends."""
-
-    def __init__(self, tell: Callable[[str], None]) -> None:
-        self._tell = tell
-        self._due: dict[str, float] = {}
-        """Attempt keys whose result is being reported, with when (on the loop's clock) the agent is told."""
-        self._timer: asyncio.TimerHandle | None = None
-
-    def reporting(self, key: str, begun: bool) -> None:
-        """The result of attempt `key` begins to be reported (`begun`), or the report was answered."""
-        if not begun:
-            self._due.pop(key, None)
-            return
-        loop = asyncio.get_running_loop()
-        due = self._due[key] = loop.time() + FINISHED_NOTICE_SECONDS
-        if self._timer is None:
-            self._timer = loop.call_at(due, self._tell_due)
-
-    def _tell_due(self) -> None:
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while self._due:
-            key, due = next(iter(self._due.items()))
-            if due > now:
-                self._timer = loop.call_at(due, self._tell_due)
-                return
-            del self._due[key]
-            self._tell(key)
+def _reporting(notices: DueInOrder[None], key: str, begun: bool) -> None:
+    """Attempt `key`'s result begins to be reported (`begun`), or its report was answered."""
+    if begun:
+        notices.add(key, None)
+    else:
+        notices.drop(key)
