@@ -41,7 +41,7 @@ async def run_assignment(
     action. Raises only when the result could not be reported. `received_ns`: when this worker was handed the
     attempt (its process launched, or the assignment arrived), the start of its `start-up` span. `reporting`: told
     True as the attempt's result begins to be reported, its task ended, and False once the gateway answered (a pool
-    worker tells its agent of a report left unanswered a while, `FinishNotices`)."""
+    worker tells its agent of a report left unanswered a while, `PoolFinished`)."""
     own_link = link is None
     if link is None:
         link = WorkerLink(endpoint, assignment.token, assignment.run)
