@@ -394,7 +394,12 @@ class Pools:
                 self._adopted(pool, worker, message.adopt)
                 continue
             if isinstance(message, PoolFinished):
-                self.agent.finished(message.finished)
+                # Only for an attempt this worker holds (or adopted ahead of the agent's copy): a worker runs users'
+                # code, and must not keep another attempt, another pool's, from being reported `running`.
+                key = message.finished
+                early = self._early.get(key)
+                if key in worker.inflight or (early is not None and early.worker is worker):
+                    self.agent.finished(key)
                 continue
             if (early := self._early.get(message.done)) is not None and early.worker is worker:
                 early.done, early.reported = True, message.reported

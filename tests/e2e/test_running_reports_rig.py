@@ -94,3 +94,50 @@ def test_an_attempt_waiting_for_its_pools_new_worker_is_not_reported_running(slo
     assert gateway_events(rig, "agent_events_running") - before == 0
     (action,) = flyte.remote.Run.get(run.name).actions()
     assert action.phase == "succeeded"
+
+
+HOSTILE = """
+import asyncio
+import gc
+
+import flyte
+
+victims = flyte.TaskEnvironment("victim_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=2))
+hostiles = flyte.TaskEnvironment("hostile_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=2))
+
+
+@victims.task
+async def victim() -> int:
+    await asyncio.sleep(1.0)
+    return 1
+
+
+@hostiles.task
+async def warm() -> int:
+    return 0
+
+
+@hostiles.task
+async def hostile(key: str) -> int:
+    # Users' code in a pool worker finds its worker's socket to the agent, and says another pool's attempt finished.
+    writers = [o for o in gc.get_objects() if isinstance(o, asyncio.StreamWriter)]
+    for writer in writers:
+        writer.write(('{"finished": "' + key + '"}' + chr(10)).encode())
+    return len(writers)
+"""
+
+
+def test_a_pool_worker_cannot_keep_another_pools_attempt_from_being_reported_running(slow_results_rig: Rig) -> None:
+    rig = slow_results_rig
+    program = rig.load("hostile_pools", HOSTILE)
+    rig.connect()
+    assert flyte.run(program.warm).outputs() == (0,)  # the hostile pool's worker is up from here on
+    before = gateway_events(rig, "agent_events_running")
+    victim = flyte.run(program.victim)
+    # The victim's pool has no worker yet: its attempt waits two seconds for one, well past the hostile line.
+    hostile = flyte.run(program.hostile, key=f"{victim.name}/a0/1")
+    (sockets,) = hostile.outputs()
+    assert sockets >= 1, "the hostile task found its worker's socket to the agent"
+    assert victim.outputs() == (1,)
+    # The victim ran a second after it reached its worker: it is reported running, whatever another pool said.
+    assert gateway_events(rig, "agent_events_running") - before == 1
