@@ -384,7 +384,8 @@ class Pools:
                 log.warning("pool %s: a worker sent an unreadable line: %s", pool.key, error.errors()[0]["msg"])
                 continue
             if isinstance(message, PoolLog):
-                assignment = self._assignments.get(message.log)
+                # Only into the log of an attempt this worker holds: users' code must not write into another's.
+                assignment = self._assignments.get(message.log) if message.log in worker.inflight else None
                 if assignment is not None:
                     self.agent.ship_log(assignment, message.stream, message.text.encode())
                 elif (early := self._early.get(message.log)) is not None and early.worker is worker:
@@ -405,9 +406,11 @@ class Pools:
                 early.done, early.reported = True, message.reported
                 continue
             done = worker.inflight.get(message.done)
+            if done is None:
+                continue  # not an attempt this worker holds
             if message.reported is not None:
                 self.agent.tracing.reported(message.done, message.reported)
-            if done is not None and not done.done():
+            if not done.done():
                 done.set_result(Exit(ExitKind.EXITED, 0))
 
     def _claim(self, pool: Pool, hello: PoolHello) -> Worker | None:

@@ -10,9 +10,11 @@ would keep them waiting, and whose pool workers take two seconds to start (`SLOW
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_rig import Rig, gateway_events, start_rig
+from waiting import assert_eventually
 
 import flyte
 from flyte._failpoints import SLOW_POOL_START, SLOW_REPORT
@@ -141,3 +143,53 @@ def test_a_pool_worker_cannot_keep_another_pools_attempt_from_being_reported_run
     assert victim.outputs() == (1,)
     # The victim ran a second after it reached its worker: it is reported running, whatever another pool said.
     assert gateway_events(rig, "agent_events_running") - before == 1
+
+
+INJECTING = """
+import asyncio
+import gc
+import json
+from pathlib import Path
+
+import flyte
+
+logged = flyte.TaskEnvironment("logged_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=2))
+writers_pool = flyte.TaskEnvironment("writers_pool", reusable=flyte.ReusePolicy(replicas=1, concurrency=2))
+
+
+@logged.task
+async def victim(folder: str) -> int:
+    print("the victim's own line")
+    Path(folder, "started").write_text("")
+    await asyncio.sleep(3.0)
+    return 1
+
+
+@writers_pool.task
+async def inject(key: str, folder: str) -> int:
+    while not Path(folder, "started").exists():
+        await asyncio.sleep(0.05)
+    line = json.dumps({"log": key, "stream": "stdout", "text": "injected by another pool"}) + chr(10)
+    writers = [o for o in gc.get_objects() if isinstance(o, asyncio.StreamWriter)]
+    for writer in writers:
+        writer.write(line.encode())
+        await writer.drain()
+    return len(writers)
+"""
+
+
+def test_a_pool_worker_cannot_write_into_another_pools_attempts_log(slow_results_rig: Rig, tmp_path: Path) -> None:
+    rig = slow_results_rig
+    program = rig.load("injecting_pools", INJECTING)
+    rig.connect()
+    victim = flyte.run(program.victim, folder=str(tmp_path))
+    injecting = flyte.run(program.inject, key=f"{victim.name}/a0/1", folder=str(tmp_path))
+    (sockets,) = injecting.outputs()
+    assert sockets >= 1, "the injecting task found its worker's socket to the agent"
+    assert victim.outputs() == (1,)
+
+    def victims_log() -> str:
+        return rig.flyte("get", "logs", victim.name, "a0").stdout
+
+    assert_eventually(lambda: "the victim's own line" in victims_log(), 30)
+    assert "injected by another pool" not in victims_log()
