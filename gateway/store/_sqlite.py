@@ -19,6 +19,10 @@ hand-offs), and reads would pay a thread hop each. Each write yields to the loop
 that are caught up get each commit's events handed over in memory; a watcher that is behind (or starts in the past)
 reads the event log, so a watch never misses an event and never sees one twice. One process owns the file:
 watchers are woken in-process.
+
+A file's checkpoints (copying the WAL into the database file) are made by a thread with a connection of its own,
+never inside a commit (`_checkpoints.py`): the commit that crossed SQLite's threshold held the event loop for a
+checkpoint's writes and fsync.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 
 from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
 
+from ._checkpoints import PAGE, Checkpoints
 from ._common import check_txn, prefix_end
 from ._protocol import (
     MAX_TXN_OPS,
@@ -161,6 +166,11 @@ class SqliteStore:
         self._unsynced = False
         """Whether a commit since the WAL's last fsync was not durable: what `sync` has to make durable."""
         self._translated = _Errors(self)
+        self._checkpoints: Checkpoints | None = None
+        """The thread checkpointing a file's log (`_checkpoints.py`); none for `:memory:` or a URI, whose commits
+        checkpoint as SQLite does by default."""
+        self._appended = 0
+        """Bytes of values the open transaction wrote (each twice: `kv` and `events`)."""
         try:
             if read_only:
                 # For backups of a file a running gateway owns: no lease renewal, no sweeper, nothing written.
@@ -174,6 +184,9 @@ class SqliteStore:
                 )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
+                if path != ":memory:" and not path.startswith("file:"):
+                    self._db.execute("PRAGMA wal_autocheckpoint=0")
+                    self._checkpoints = Checkpoints(path)
                 # A burst (a 10,000-way fan-out) grows the WAL; without a limit it keeps its high point for good.
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 self._db.executescript(_SCHEMA)
@@ -310,6 +323,7 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self._durable = durable
         self._db.execute("BEGIN IMMEDIATE")
+        self._appended = 0
 
     def _end(self, durable: bool) -> None:
         """Commit the open transaction, which has written something (an empty commit writes no frame, syncs nothing).
@@ -318,6 +332,8 @@ class SqliteStore:
         """
         self._db.execute("COMMIT")
         self._unsynced = not durable
+        if self._checkpoints is not None:
+            self._checkpoints.wrote(self._appended + 3 * PAGE)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -385,12 +401,14 @@ class SqliteStore:
         events: list[WatchEvent] = []
         rows: list[tuple[int, bytes, int, bytes]] = []
         puts: list[tuple[bytes, bytes, int, int]] = []
+        appended = 0
         for op in ops:
             key = op.key.encode()
             if isinstance(op, Put):
                 if op.lease != 0 and not self._lease_alive(op.lease, now):
                     raise LeaseNotFound(f"lease {op.lease} not found (expired or revoked)")
                 puts.append((key, op.value, rev, op.lease))
+                appended += len(op.value)
                 events.append(WatchEvent(EventType.PUT, op.key, op.value, rev))
                 rows.append((rev, key, _PUT, op.value))
             elif db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
@@ -401,6 +419,7 @@ class SqliteStore:
             db.executemany(_UPSERT, puts)
         if rows:
             db.executemany("INSERT INTO events (revision, key, type, value) VALUES (?, ?, ?, ?)", rows)
+        self._appended += 2 * appended
         return events
 
     def _check_quota(self) -> None:
@@ -598,4 +617,6 @@ class SqliteStore:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self._db.close()
