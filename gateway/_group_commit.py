@@ -10,7 +10,11 @@ If the combined transaction fails, some compare lost a race: nothing was written
 compared key holds. A transaction whose compares fail against that is answered as it would have been alone; the
 rest go again together (one by one if none can be blamed), so each caller gets exactly the answer it would have had
 alone, and one stale compare does not cost its batch a commit each. An idle gateway commits at once: nothing waits
-to form a batch.
+to form a batch. A transaction that is all its caller has to write (`alone`: an attempt's end, a submission of one
+child) is then committed in the caller's own task, without the drainer's task and the two turns of the loop it takes
+to start and to answer: a chain call's two commits (bench/calls.py: 2,484 -> 2,373 gateway calls per chain call).
+Callers that start several at once (a placement pass, a fan-out's submission) leave them to the drainer, which
+finds them all queued and commits them together.
 
 A transaction may be marked `durable=False` (a write recovery can rebuild, `gateway.store`); a merged batch is
 durable if any of its transactions is, so a durable caller never waits on less than an fsync.
@@ -53,13 +57,29 @@ class GroupCommit:
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
 
-    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op], *, durable: bool = True) -> TxnResult:
+    async def txn(
+        self, compares: Sequence[Compare], ops: Sequence[Op], *, durable: bool = True, alone: bool = False
+    ) -> TxnResult:
+        """`alone`: the caller starts no other transaction with this one (see the module's docstring)."""
+        if alone and not self._draining:
+            return await self._at_once(compares, ops, durable)
         future: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(compares, ops, durable, future))
         if not self._draining:
             self._draining = True
             self._drainer = asyncio.create_task(self._drain())
         return await future
+
+    async def _at_once(self, compares: Sequence[Compare], ops: Sequence[Op], durable: bool) -> TxnResult:
+        """Nothing in flight: commit in the caller's task. What others start meanwhile queues for the drainer."""
+        self._draining = True
+        try:
+            return await self._store.txn(compares, ops, durable=durable)
+        finally:
+            if self._queue:
+                self._drainer = asyncio.create_task(self._drain())
+            else:
+                self._draining = False
 
     async def _drain(self) -> None:
         try:

@@ -407,7 +407,8 @@ class Runs:
         records = await asyncio.gather(*(self._store.get(action_key(run.name, name)) for name in unread))
         known.update(zip(unread, records, strict=True))
         results = await asyncio.gather(
-            *(self._submit_one(run, r, known[r.parent], here) for r in requests), return_exceptions=True
+            *(self._submit_one(run, r, known[r.parent], here, alone=len(requests) == 1) for r in requests),
+            return_exceptions=True,
         )
         submitted: list[tuple[ActionSummary, bool]] = []
         for result in results:
@@ -422,9 +423,12 @@ class Runs:
         request: ActionSubmitRequest,
         parent: KeyValue | None,
         here: ChildrenHere | None = None,
+        *,
+        alone: bool = False,
     ) -> tuple[ActionSummary, bool]:
         """One child: answered by the existing action of its name if there is one, else refused when the run has
-        ended, the parent does not exist or has ended, or its task or inputs do not check.
+        ended, the parent does not exist or has ended, or its task or inputs do not check. `alone`: the only child
+        of its submission (a chain's call), committed at once when nothing else is (`GroupCommit`).
 
         A new child's name is not looked up first: its write fails when the name is taken and reads the existing
         action in the same step, and a refusal looks before it is raised (a resubmission is still answered)."""
@@ -440,7 +444,7 @@ class Runs:
         placing = self.place_at_submit
         placement = await placing(queued, here) if placing is not None else None
         try:
-            return await self._write_child(key, run, request, queued, placement)
+            return await self._write_child(key, run, request, queued, placement, alone)
         finally:
             if placement is not None:
                 placement.settle(False)
@@ -452,6 +456,7 @@ class Runs:
         request: ActionSubmitRequest,
         queued: ActionSummary,
         placement: AtSubmit | None,
+        alone: bool,
     ) -> tuple[ActionSummary, bool]:
         """Write a new child, placed if `placement` says where (or with why it waits); answered by the existing
         action if its name is taken."""
@@ -470,7 +475,7 @@ class Runs:
             spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
             if spans is not None:
                 ops.append(spans.put)
-            result = await self._commit.txn(compares, ops)
+            result = await self._commit.txn(compares, ops, alone=alone)
             if placement is not None:
                 placement.settle(result.succeeded)
             if result.succeeded:
@@ -630,7 +635,8 @@ class Runs:
             if spans is not None:
                 ops.append(spans.put)
             mark = updated.phase in (Phase.PLACED, Phase.RUNNING)
-            result = await self._commit.txn(compares, ops, durable=not mark)
+            # An attempt's end is its reporter's one write; marks come many at once (a pass's, an agent's batch).
+            result = await self._commit.txn(compares, ops, durable=not mark, alone=not mark)
             if result.succeeded:
                 if spans is not None:
                     self.tracing.written(spans)

@@ -120,11 +120,13 @@ class _Recording(SqliteStore):
     def __init__(self) -> None:
         super().__init__(":memory:")
         self.durable: list[bool] = []
+        self.tasks: list[asyncio.Task[object] | None] = []
 
     async def txn(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
     ) -> TxnResult:
         self.durable.append(durable)
+        self.tasks.append(asyncio.current_task())
         return await super().txn(compares, success, failure, durable=durable)
 
 
@@ -165,3 +167,30 @@ async def test_a_caller_cancelled_while_queued_leaves_the_rest_of_its_batch_answ
         assert answer.succeeded
     assert callers[1].cancelled()
     assert len((await store.range("/q"))[0]) == 3  # the cancelled caller's write went with its batch
+
+
+async def test_a_lone_write_with_nothing_in_flight_is_committed_in_its_callers_task() -> None:
+    # A chain call's two commits each took the drainer's task and two turns of the loop (to start it, to answer).
+    store = _Recording()
+    try:
+        commit = GroupCommit(store)
+        assert (await commit.txn([Compare("/a", 0)], [Put("/a", b"v")], alone=True)).succeeded
+        assert store.tasks == [asyncio.current_task()]
+        # Writes started meanwhile queue behind it and go together, in the drainer's task.
+        results = await asyncio.gather(
+            commit.txn([Compare("/b", 0)], [Put("/b", b"v")], alone=True),
+            *(commit.txn([Compare(f"/c{i}", 0)], [Put(f"/c{i}", b"v")]) for i in range(3)),
+        )
+        assert all(r.succeeded for r in results)
+        assert len(store.tasks) == 3
+        assert store.tasks[2] is not store.tasks[1]
+        # While a commit is in flight a lone write queues too: it shares the drainer's next commit.
+        first = asyncio.create_task(commit.txn([Compare("/d", 0)], [Put("/d", b"v")]))
+        second = asyncio.create_task(commit.txn([Compare("/e", 0)], [Put("/e", b"v")]))
+        await asyncio.sleep(0)  # both queued, the drainer started: the lone write finds it in flight
+        lone = await commit.txn([Compare("/f", 0)], [Put("/f", b"v")], alone=True)
+        assert lone.succeeded
+        await asyncio.gather(first, second)
+        assert store.tasks[-1] is not asyncio.current_task()
+    finally:
+        await store.close()
