@@ -42,6 +42,7 @@ from agent._settings import Prepared, remove_files
 from agent.backends import Exit, ExitKind, Handle, LaunchSpec
 from flyte._background import Background
 from flyte._runtime._pool import POOL_SECRET_ENV, POOL_WORKER_ENV
+from flyte._tick_writer import TickWriter
 from flyte._wire import (
     FROM_POOL_WORKER,
     HELD_SECONDS,
@@ -70,6 +71,8 @@ class Worker:
     ident: str = ""
     """Given to the process at launch and said back in its hello: which process a connection belongs to."""
     writer: asyncio.StreamWriter | None = None
+    lines: TickWriter | None = None
+    """What the agent says to it, through `writer`: a turn's assignments (a batch of children) in one write."""
     inflight: dict[str, asyncio.Future[Exit]] = field(default_factory=dict)
     idle_since: float = field(default_factory=time.monotonic)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -182,10 +185,10 @@ class Pools:
                 worker = slot
                 worker.inflight[key] = done
                 self._assignments[key] = assignment
-                assert worker.writer is not None
-                worker.writer.write(assignment.model_dump_json().encode() + b"\n")
+                assert worker.lines is not None
+                worker.lines.write(assignment.model_dump_json().encode() + b"\n")
                 self.agent.handed_over(key)
-                await worker.writer.drain()
+                await worker.lines.drain()
         try:
             return await done
         finally:
@@ -370,7 +373,7 @@ class Pools:
         if worker is None:
             writer.close()
             return
-        worker.writer = writer
+        worker.writer, worker.lines = writer, TickWriter(writer)
         worker.output.clear()
         pool.start_failures, pool.start_failed = 0, None
         pool.workers.append(worker)
@@ -512,8 +515,8 @@ class Pools:
 
 def _tell_abort(worker: Worker, key: str) -> None:
     """Tell a connected worker to stop attempt `key` (cancel its task)."""
-    if worker.writer is not None:
-        worker.writer.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
+    if worker.lines is not None:
+        worker.lines.write(PoolAbort(abort=key).model_dump_json().encode() + b"\n")
 
 
 def _authentic(hello: PoolHello | None, pool: Pool) -> TypeGuard[PoolHello]:

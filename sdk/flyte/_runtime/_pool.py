@@ -20,6 +20,7 @@ from .. import _collector, _otel
 from .. import _failpoints as failpoints
 from .._due_in_order import DueInOrder
 from .._gateway_socket import GatewaySocket
+from .._tick_writer import TickWriter
 from .._wire import (
     FINISHED_NOTICE_SECONDS,
     TO_POOL_WORKER,
@@ -63,10 +64,12 @@ async def serve_pool(
     _collector.collect_less_often(_collector.WORKER_GC_THRESHOLDS)
     if hold := failpoints.slow_pool_start_seconds():
         await asyncio.sleep(hold)
-    reader, writer = await _dial(address)
+    reader, stream = await _dial(address)
     hello = PoolHello(hello=os.getpid(), worker=os.environ.get(POOL_WORKER_ENV), secret=os.environ.get(POOL_SECRET_ENV))
-    writer.write(hello.model_dump_json().encode() + b"\n")
-    await writer.drain()
+    stream.write(hello.model_dump_json().encode() + b"\n")
+    await stream.drain()
+    # A turn's lines in one write: the `done`s of results answered together, a batch of `adopt`s.
+    writer = TickWriter(stream)
     running: dict[str, asyncio.Task[None]] = {}
     current: dict[str, Assignment] = {}
     slots = asyncio.Semaphore(concurrency)
