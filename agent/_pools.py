@@ -11,7 +11,8 @@ at import does not kill the worker: each attempt reports the exception itself.)
 The socket carries JSON lines: the worker says `{"hello": pid, "worker": its name, "secret": the pool's}`; the agent
 sends an `Assignment` or `{"abort": key}`; the worker sends `{"log": key, "stream": ..., "text": ...}` with what an
 attempt printed or logged, `{"adopt": key}` when it starts a child the gateway gave it directly, and
-`{"done": key}` once it has reported the attempt's result to the gateway.
+`{"done": key}` once it has reported the attempt's result to the gateway. Each side writes the lines of one turn of
+its event loop at once (`flyte/_tick_writer.py`): a fan-out's lines leave a batch at a time.
 
 A child of a pool worker's own pool may be given to that worker in the answer to its submission (`GatewayReply.here`):
 the gateway sends the agent its copy marked held, and the agent waits up to `HELD_SECONDS` for the worker's
