@@ -33,8 +33,6 @@ class Checkpoints:
         self._owed = 0
         self._wake = threading.Event()
         self._stopped = False
-        self.made = 0
-        """Checkpoints made (tests wait on it)."""
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoints", daemon=True)
         self._thread.start()
 
@@ -54,7 +52,7 @@ class Checkpoints:
 
     def _run(self) -> None:
         try:
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=1.0)
+            db = sqlite3.connect(self._path, isolation_level=None, timeout=1.0)
         except sqlite3.Error as error:
             log.warning("cannot open %s for checkpoints (%s); the log grows until the store closes", self._path, error)
             return
@@ -69,7 +67,5 @@ class Checkpoints:
                 except sqlite3.Error as error:
                     # The next wake tries again: what was not copied stays in the log, which only grows meanwhile.
                     log.warning("a checkpoint of %s failed: %s", self._path, error)
-                else:
-                    self.made += 1
         finally:
             db.close()

@@ -184,9 +184,9 @@ class SqliteStore:
                 )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                if path != ":memory:" and not path.startswith("file:"):
+                own_checkpoints = path != ":memory:" and not path.startswith("file:")
+                if own_checkpoints:
                     self._db.execute("PRAGMA wal_autocheckpoint=0")
-                    self._checkpoints = Checkpoints(path)
                 # A burst (a 10,000-way fan-out) grows the WAL; without a limit it keeps its high point for good.
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 self._db.executescript(_SCHEMA)
@@ -199,6 +199,9 @@ class SqliteStore:
                 # After that commit, which may have written nothing and so synced nothing: a process that was killed
                 # may have left non-durable commits in the WAL that no fsync has reached yet.
                 self._unsynced = True
+                if own_checkpoints:
+                    # Last: a store that failed to open leaves no thread behind.
+                    self._checkpoints = Checkpoints(path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the SQLite store at {path}: {exc}") from exc
         self._watchers: set[_Watcher] = set()
