@@ -20,9 +20,9 @@ that are caught up get each commit's events handed over in memory; a watcher tha
 reads the event log, so a watch never misses an event and never sees one twice. One process owns the file:
 watchers are woken in-process.
 
-A file's checkpoints (copying the WAL into the database file) are made by a thread with a connection of its own,
-never inside a commit (`_checkpoints.py`): the commit that crossed SQLite's threshold held the event loop for a
-checkpoint's writes and fsync.
+A file's checkpoints (copying the WAL into the database file) are made by a thread with a connection of its own
+(`_checkpoints.py`), not inside the commit that crosses SQLite's threshold, which held the event loop for a
+checkpoint's writes and fsync: the writer only finishes each, between two commits.
 """
 
 from __future__ import annotations
@@ -335,8 +335,19 @@ class SqliteStore:
         """
         self._db.execute("COMMIT")
         self._unsynced = not durable
-        if self._checkpoints is not None:
-            self._checkpoints.wrote(self._appended + 3 * PAGE)
+        if self._checkpoints is not None and self._checkpoints.due(self._appended + 3 * PAGE):
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Between two commits: copy what the checkpoint thread left (`_checkpoints.py`), so the next commit starts
+        the log again. A failure is not the commit's (it is made): the next one tries again."""
+        assert self._checkpoints is not None
+        try:
+            busy, in_log, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as error:
+            log.warning("a checkpoint of %s failed: %s", self._path, error)
+            return
+        self._checkpoints.made(complete=not busy and in_log == copied)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

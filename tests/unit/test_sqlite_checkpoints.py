@@ -1,6 +1,7 @@
-"""The SQLite store's checkpoints (`gateway/store/_checkpoints.py`): commits never copy the write-ahead log into the
-database file (that held the gateway's event loop for milliseconds); a thread of the store's own does, every so many
-bytes, and closing the store stops it and leaves no log behind."""
+"""The SQLite store's checkpoints (`gateway/store/_checkpoints.py`): commits do not copy the write-ahead log into the
+database file by themselves (that held the gateway's event loop for milliseconds); a thread of the store's own does,
+every so many bytes, the writer finishing what it copied between two commits so that the log starts again from its
+beginning, and closing the store stops the thread and leaves no log behind."""
 
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ async def test_the_thread_checkpoints_every_so_many_bytes_and_nothing_is_lost(
         before = size(path)
         for i in range(200):
             await store.txn([], [Put(f"/k/{i}", VALUE)], durable=False)
-        # The log's pages reach the file while the writer goes on.
+        # The log's pages reach the file while the writer goes on, copied by the thread.
         await async_assert_eventually(lambda: size(path) > before + 2 * 2**20)
+        assert store._checkpoints is not None
+        assert store._checkpoints.rounds >= 1
         kvs, _ = await store.range("/k/")
         assert len(kvs) == 200
         assert all(kv.value == VALUE for kv in kvs)
@@ -61,3 +64,20 @@ async def test_the_thread_checkpoints_every_so_many_bytes_and_nothing_is_lost(
         assert sorted(kv.key for kv in kvs) == sorted(f"/k/{i}" for i in range(200))
     finally:
         await reopened.close()
+
+
+async def test_the_log_stays_short_while_writes_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite starts the log again only at a write that finds all of it copied: a thread copying while the writer
+    # appends never got there, and the log grew as long as the writes went on.
+    monkeypatch.setattr(_checkpoints, "CHECKPOINT_BYTES", 512 * 2**10)
+    path = str(tmp_path / "store.db")
+    store = SqliteStore(path)
+    try:
+        longest = 0
+        for i in range(2400):  # ~40 MB into the log, kv and events
+            await store.txn([], [Put(f"/k/{i}", b"v" * 8192)], durable=False)
+            if i % 50 == 0:
+                longest = max(longest, size(path + "-wal"))
+        assert longest < 16 * 2**20
+    finally:
+        await store.close()
