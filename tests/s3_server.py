@@ -1,7 +1,11 @@
 """A throwaway S3-compatible server (SeaweedFS) on 127.0.0.1 for tests and benchmarks, started the way `flyte rig up
 --s3` starts one (`flyte.cli._s3_local`), with a fixed test key pair. `start()` returns once a signed write into
 the bucket succeeds, within a deadline; `stop()` kills it (weed takes ~25 s to stop on SIGTERM, and a test server's
-data is thrown away). `launch()` and `ready()` are `start()` in two halves."""
+data is thrown away). `launch()` and `ready()` are `start()` in two halves.
+
+Its ports are found free and then given to weed, which binds them a moment later: with tests running in parallel,
+another process may take one in between, and weed exits at once ("address already in use"). `start()` then starts
+it again on fresh ports, a few times."""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ class S3Server:
         self.bucket = bucket
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.exited_starting = False
+        """The last `ready` found the server gone (it did not time out)."""
 
     @property
     def endpoint(self) -> str:
@@ -35,8 +41,15 @@ class S3Server:
     def env(self) -> dict[str, str]:
         return self.local.env()
 
-    def start(self, *, within: float = 60.0) -> S3Server:
-        return self.launch().ready(within=within)
+    def start(self, *, within: float = 60.0, tries: int = 3) -> S3Server:
+        for tried in range(1, tries + 1):
+            try:
+                return self.launch().ready(within=within)
+            except RuntimeError:
+                if tried == tries or not self.exited_starting:
+                    raise
+                self.local = LocalS3(free_port(), ACCESS_KEY, SECRET_KEY, self.bucket)
+        raise AssertionError("unreachable")
 
     def launch(self) -> S3Server:
         """Start the server without waiting for it (`ready` waits), so that a caller can start two at once."""
@@ -56,6 +69,7 @@ class S3Server:
         try:
             self.local.wait_ready(lambda: proc.poll() is None, within)
         except (RuntimeError, TimeoutError) as error:
+            self.exited_starting = proc.poll() is not None
             self.stop()
             raise RuntimeError(f"{error}; see {self.log_path}") from None
         return self
