@@ -42,14 +42,14 @@ class S3Server:
         return self.local.env()
 
     def start(self, *, within: float = 60.0, tries: int = 3) -> S3Server:
-        for tried in range(1, tries + 1):
+        for _ in range(tries - 1):
             try:
                 return self.launch().ready(within=within)
             except RuntimeError:
-                if tried == tries or not self.exited_starting:
+                if not self.exited_starting:
                     raise
-                self.local = LocalS3(free_port(), ACCESS_KEY, SECRET_KEY, self.bucket)
-        raise AssertionError("unreachable")
+            self.local = LocalS3(free_port(), ACCESS_KEY, SECRET_KEY, self.bucket)
+        return self.launch().ready(within=within)
 
     def launch(self) -> S3Server:
         """Start the server without waiting for it (`ready` waits), so that a caller can start two at once."""

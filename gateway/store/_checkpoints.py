@@ -3,16 +3,16 @@
 SQLite copies the write-ahead log into the database file (a checkpoint) inside the commit that takes the log past
 1,000 pages, and fsyncs the database file there: ~5-15 ms while the gateway's event loop waits. In a 10,000-way
 fan-out those commits held the loop for ~0.7 s of a 13 s run (bench/, docs/performance.md). Here the writer's
-connection does not checkpoint by itself (`wal_autocheckpoint=0`). It tells `Checkpoints.wrote` roughly how many
-bytes each commit appended, and every `every` bytes a thread checkpoints on a connection of its own: PASSIVE, so the
-writer never waits for it, and Python's sqlite3 module lets go of the GIL while SQLite works.
+connection does not checkpoint by itself (`wal_autocheckpoint=0`). It tells `Checkpoints.due` roughly how many
+bytes each commit appended, and every `CHECKPOINT_BYTES` a thread checkpoints on a connection of its own: PASSIVE,
+so the writer never waits for it, and Python's sqlite3 module lets go of the GIL while SQLite works.
 
 SQLite starts the log again from its beginning only at a write that finds every frame in it copied, and the writer
 appends while the thread copies: alone, the thread never gets there and the log grows for as long as the writes go
 on (270 MB for 90 MB of writes). So once the thread has copied the bulk, the writer finishes the checkpoint between
 two of its commits (`due` says when): it copies the few frames appended meanwhile, and its next commit starts the
 log again. Should the thread fall behind (a busy machine), the writer checkpoints by itself once `BEHIND` times
-`every` bytes are waiting, as SQLite would have: the log stays within a few times the length SQLite's own
+`CHECKPOINT_BYTES` are waiting, as SQLite would have: the log stays within a few times the length SQLite's own
 checkpoints keep it. Durability is SQLite's own (a checkpoint fsyncs the log before copying it).
 """
 
@@ -26,20 +26,24 @@ log = logging.getLogger("flyte.gateway.store")
 
 CHECKPOINT_BYTES = 4 * 2**20
 """Bytes appended to the log between checkpoints: SQLite's own default (1,000 pages of 4 KiB)."""
+CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+"""A checkpoint that never waits for the writer (the thread's) nor for readers: its row says (busy, frames in the
+log, frames copied)."""
 _ROUNDS = 4
 """Checkpoints one wake of the thread makes at most."""
 BEHIND = 4
-"""How many times `every` bytes may wait for the thread before the writer checkpoints by itself."""
+"""How many times `CHECKPOINT_BYTES` may wait for the thread before the writer checkpoints by itself."""
 PAGE = 4096
 """What a commit appends besides its values: at least a page for each table and index it touches."""
 
 
 class Checkpoints:
-    """A thread checkpointing the SQLite database at `path` in WAL mode, woken by the writer every `every` bytes."""
+    """A thread checkpointing the SQLite database at `path` in WAL mode, woken by the writer every
+    `CHECKPOINT_BYTES`."""
 
-    def __init__(self, path: str, every: int | None = None):
+    def __init__(self, path: str):
         self._path = path
-        self._every = CHECKPOINT_BYTES if every is None else every
+        self._every = CHECKPOINT_BYTES
         self._owed = 0
         """Bytes appended since the last complete checkpoint."""
         self._asked = False
@@ -105,7 +109,7 @@ class Checkpoints:
         shorter than the one before, and what is left for the writer to copy between its commits is the least."""
         frames = -1
         for _ in range(_ROUNDS):
-            _, in_log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _, in_log, _ = db.execute(CHECKPOINT).fetchone()
             if in_log == frames:
                 return
             frames = in_log

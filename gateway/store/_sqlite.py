@@ -38,7 +38,7 @@ from typing import Any
 
 from flyte._clock import SYSTEM_CLOCK, Clock, wait_event
 
-from ._checkpoints import PAGE, Checkpoints
+from ._checkpoints import CHECKPOINT, PAGE, Checkpoints
 from ._common import check_txn, prefix_end
 from ._protocol import (
     MAX_TXN_OPS,
@@ -169,8 +169,6 @@ class SqliteStore:
         self._checkpoints: Checkpoints | None = None
         """The thread checkpointing a file's log (`_checkpoints.py`); none for `:memory:` or a URI, whose commits
         checkpoint as SQLite does by default."""
-        self._appended = 0
-        """Bytes of values the open transaction wrote (each twice: `kv` and `events`)."""
         try:
             if read_only:
                 # For backups of a file a running gateway owns: no lease renewal, no sweeper, nothing written.
@@ -326,16 +324,17 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self._durable = durable
         self._db.execute("BEGIN IMMEDIATE")
-        self._appended = 0
 
-    def _end(self, durable: bool) -> None:
+    def _end(self, durable: bool, events: Sequence[WatchEvent] = ()) -> None:
         """Commit the open transaction, which has written something (an empty commit writes no frame, syncs nothing).
 
         A durable commit fsyncs the WAL, and with it every commit before it: `sync` has nothing left to do.
         """
         self._db.execute("COMMIT")
         self._unsynced = not durable
-        if self._checkpoints is not None and self._checkpoints.due(self._appended + 3 * PAGE):
+        # What the commit appended to the log, about: its values, each twice (`kv` and `events`), and the pages of
+        # the tables and indexes it touched.
+        if self._checkpoints is not None and self._checkpoints.due(2 * sum(len(e.value) for e in events) + 3 * PAGE):
             self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -343,7 +342,7 @@ class SqliteStore:
         the log again. A failure is not the commit's (it is made): the next one tries again."""
         assert self._checkpoints is not None
         try:
-            busy, in_log, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, in_log, copied = self._db.execute(CHECKPOINT).fetchone()
         except sqlite3.Error as error:
             log.warning("a checkpoint of %s failed: %s", self._path, error)
             return
@@ -384,7 +383,7 @@ class SqliteStore:
                     db.execute("ROLLBACK")
                     return TxnResult(succeeded, rev, current), False
                 db.execute("UPDATE meta SET revision = ?", (rev + 1,))
-                self._end(durable)
+                self._end(durable, events)
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -415,14 +414,12 @@ class SqliteStore:
         events: list[WatchEvent] = []
         rows: list[tuple[int, bytes, int, bytes]] = []
         puts: list[tuple[bytes, bytes, int, int]] = []
-        appended = 0
         for op in ops:
             key = op.key.encode()
             if isinstance(op, Put):
                 if op.lease != 0 and not self._lease_alive(op.lease, now):
                     raise LeaseNotFound(f"lease {op.lease} not found (expired or revoked)")
                 puts.append((key, op.value, rev, op.lease))
-                appended += len(op.value)
                 events.append(WatchEvent(EventType.PUT, op.key, op.value, rev))
                 rows.append((rev, key, _PUT, op.value))
             elif db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
@@ -433,7 +430,6 @@ class SqliteStore:
             db.executemany(_UPSERT, puts)
         if rows:
             db.executemany("INSERT INTO events (revision, key, type, value) VALUES (?, ?, ?, ?)", rows)
-        self._appended += 2 * appended
         return events
 
     def _check_quota(self) -> None:
