@@ -509,23 +509,26 @@ class Placer:
             if settled:
                 return  # the first answer holds
             settled.append(written)
-            if self._made.get(key) is assignment:
-                del self._made[key]
-            seen = self._deferred.pop(key, None)
             if written:
                 self._events["placed_at_submit"] += 1
-                self._runs.tracing.placed(action, cluster, decision.scores, tier=decision.tier)
                 session = self._sessions.sessions.get(cluster)
+                if session is not None and taker is not None and session.epoch == assignment.epoch:
+                    session.held.add(key)
+                    taker.give(assignment)  # first: the worker starts the child while the rest is done here
+                self._runs.tracing.placed(action, cluster, decision.scores, tier=decision.tier)
                 if session is not None:
-                    if taker is not None and session.epoch == assignment.epoch:
-                        session.held.add(key)
-                        taker.give(assignment)
                     if not self._submitted:
                         asyncio.get_running_loop().call_soon(self._deliver_submitted)
+                    # Still `made` until it is delivered: the watch, which may see it placed before then (a lone
+                    # write commits in this task, which goes on before the watch's sender), leaves it to us (`defer`)
+                    # instead of making its assignment, a pending, a token, again.
                     self._submitted[cluster].append(assignment)
                     return
             elif self._reservations.release(attempt) is not None:
                 self.rescan()
+            if self._made.get(key) is assignment:
+                del self._made[key]
+            seen = self._deferred.pop(key, None)
             if taker is not None:
                 taker.room += 1
             if seen is not None:
@@ -584,12 +587,21 @@ class Placer:
         """Send each agent the children placed at submission whose transactions returned this tick, in one message."""
         submitted, self._submitted = self._submitted, defaultdict(list)
         for cluster, assignments in submitted.items():
+            deferred = []
+            for assignment in assignments:
+                key = AttemptKey.of(assignment)
+                if self._made.get(key) is assignment:
+                    del self._made[key]
+                if (seen := self._deferred.pop(key, None)) is not None:
+                    deferred.append(seen)
             session = self._sessions.sessions.get(cluster)
             if session is not None:
                 deliver(session, assignments)
             else:
                 # Its agent went away meanwhile: the attempts stay placed, and move with the cluster's other work.
                 log.info("%d attempts placed at submission on %s found no session", len(assignments), cluster)
+                for seen in deferred:
+                    self.undelivered(seen)  # the watch left them to us: its again (it finds no session either)
 
     def defer(self, placed: ActionSummary, cluster: str, epoch: int) -> bool:
         """Whether this replica's pass, still writing, placed `placed` (seen by the action watch) on `cluster` in

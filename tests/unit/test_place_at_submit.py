@@ -26,6 +26,7 @@ import flyte
 from flyte._wire import (
     ActionEvent,
     ActionSubmitRequest,
+    Assignment,
     AssignMessage,
     Phase,
     PlacementRecord,
@@ -34,6 +35,7 @@ from flyte._wire import (
 )
 from gateway._dispatch import Dispatcher
 from gateway._keys import action_key, placement_key
+from gateway._pending import Pending
 from gateway._sessions import AgentSession
 
 
@@ -57,6 +59,7 @@ async def test_a_child_is_placed_in_its_submissions_commit_and_its_agent_told_on
 ) -> None:
     dispatch, session = leader
     run = await placed_root(d, dispatch, session)
+    made = made_assignments(dispatch)
     name = await child(d.runs, run)
     action = await d.runs.get_action(run, name)
     assert (action.phase, action.attempts, action.cluster, action.epoch) == (Phase.PLACED, 1, "east", session.epoch)
@@ -67,10 +70,25 @@ async def test_a_child_is_placed_in_its_submissions_commit_and_its_agent_told_on
     message = AssignMessage.model_validate_json(session.outbox.get_nowait())
     assert [(a.action, a.attempt) for a in message.assignments] == [(name, 1)]
     assert dispatch.placer._events["placed_at_submit"] == 1
-    # The watch then sees it placed: the agent is not told again.
+    # The watch then sees it placed: the agent is not told again, nor its assignment (a token, a pending) made again.
+    # A lone submission commits in its own task, which goes on before the watch's sender runs.
     await idle()
     assert session.outbox.empty()
+    assert made == [(name, 1)]
     assert len(dispatch.reservations.held_by(run, name)) == 1
+
+
+def made_assignments(dispatch: Dispatcher) -> list[tuple[str, int]]:
+    """The (action, attempt) of each assignment the dispatcher makes from now on, as it makes them."""
+    made: list[tuple[str, int]] = []
+    make = dispatch.placer.assignment
+
+    async def counted(item: Pending, attempt: int, cluster: str, epoch: int) -> Assignment:
+        made.append((item.action.name, attempt))
+        return await make(item, attempt, cluster, epoch)
+
+    dispatch.placer.assignment = counted  # type: ignore[method-assign]
+    return made
 
 
 async def test_children_with_no_room_are_written_with_their_reason_once_and_placed_when_room_comes_back(
