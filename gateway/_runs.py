@@ -406,9 +406,12 @@ class Runs:
         unread = list({r.parent for r in requests} - known.keys())
         records = await asyncio.gather(*(self._store.get(action_key(run.name, name)) for name in unread))
         known.update(zip(unread, records, strict=True))
+        if len(requests) == 1:
+            # A chain's call: in this task, without a task of its own and the turn of the loop it takes to start.
+            request = requests[0]
+            return [await self._submit_one(run, request, known[request.parent], here, alone=True)]
         results = await asyncio.gather(
-            *(self._submit_one(run, r, known[r.parent], here, alone=len(requests) == 1) for r in requests),
-            return_exceptions=True,
+            *(self._submit_one(run, r, known[r.parent], here) for r in requests), return_exceptions=True
         )
         submitted: list[tuple[ActionSummary, bool]] = []
         for result in results:

@@ -167,7 +167,9 @@ async def test_a_child_submitted_while_a_full_pass_is_due_and_others_wait_waits_
         ],
     )
     assert (await d.runs.get_action(run, big)).phase is Phase.QUEUED  # waits for 2 cpus
-    await settle(lambda: (run, big) in dispatch.placer.queue)
+    # Queued, and the pass its arrival asked for has run: the next pass is the full one asked for below.
+    placer = dispatch.placer
+    await settle(lambda: (run, big) in placer.queue and not placer._fresh and not placer._wake.is_set())
     by_pass = dispatch.placer._events["placed_by_pass"]  # the root's
     dispatch.placer._full_pass = True  # room came back: those waiting go first, oldest first
     name = await child(d.runs, run)  # it fits in the cpu left, but the pass decides the waiting one first
