@@ -18,7 +18,7 @@ import json
 import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +67,7 @@ from gateway._dispatch import (
     Send,
 )
 from gateway._domain_errors import Busy, DomainError, NotFound
+from gateway._eager import start_eagerly
 from gateway._errors import ApiError, bad_request, describe_validation_error
 from gateway._event_acks import EVENT_ACKS, EventAcks
 from gateway._keys import log_chunk_key, logs_prefix, placement_key, trace_key, traces_prefix
@@ -95,50 +96,77 @@ class _WorkerOutbox:
     """What the gateway has yet to send on one worker socket, bounded. A worker that stops reading (a hostile one:
     any task's code holds its attempt's token) would otherwise have its answers buffered without end; past
     `WORKER_UNREAD_LIMIT` the socket is cut off instead. A worker reconnects and asks again: every request is
-    idempotent, its watches are renewed, and a child sent to start `here` is run by its agent after `HELD_SECONDS`."""
+    idempotent, its watches are renewed, and a child sent to start `here` is run by its agent after `HELD_SECONDS`.
+
+    A message is sent as it is put, in the caller's turn of the loop (`start_eagerly`): a chain call's `here` and its
+    parent's news no longer wait for a writer task's turn. A send that has to wait for the socket to drain finishes
+    in a task, and the messages put meanwhile follow it in order."""
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, svc: Services, limit: int):
         self._ws = ws
         self._request = request
         self._svc = svc
         self._limit = limit
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._after_drain: deque[str] = deque()
+        self._draining: asyncio.Future[None] | None = None
+        """The send waiting for the socket to drain, if one is."""
         self._unsent = 0
         self._cut_off = False
+        self._closed = False
 
     def put(self, text: str) -> None:
-        if self._cut_off:
+        if self._cut_off or self._closed:
             return
         self._unsent += len(text)
-        if self._unsent <= self._limit:
-            self._queue.put_nowait(text)
+        if self._unsent > self._limit:
+            self._cut_off = True
+            self._svc.metrics.events["worker_sockets_cut_off"] += 1
+            log.warning("a worker left over %d bytes of answers unread: its socket is cut off", self._limit)
+            if self._request.transport is not None:
+                self._request.transport.abort()
+        elif self._draining is not None:
+            self._after_drain.append(text)
+        else:
+            self._send(text)
+
+    def close(self) -> None:
+        self._closed = True
+        self._after_drain.clear()
+        if self._draining is not None:
+            self._draining.cancel()
+
+    def _send(self, text: str) -> None:
+        try:
+            draining = start_eagerly(self._ws.send_str(text))
+        except ConnectionResetError:
+            self._closed = True  # the socket closed (or was cut off): its reader ends the connection
             return
-        self._cut_off = True
-        self._svc.metrics.events["worker_sockets_cut_off"] += 1
-        log.warning("a worker left over %d bytes of answers unread: its socket is cut off", self._limit)
-        if self._request.transport is not None:
-            self._request.transport.abort()
+        if draining is None:
+            self._unsent -= len(text)
+            return
+        self._draining = draining
+        draining.add_done_callback(lambda done: self._drained(done, text))
 
-    async def write_forever(self) -> None:
-        await _writer(self._ws, self._queue, self._sent)
-
-    def _sent(self, text: str) -> None:
+    def _drained(self, done: asyncio.Future[None], text: str) -> None:
+        self._draining = None
+        if done.cancelled():
+            return
+        if done.exception() is not None:
+            self._closed = True  # as in `_send`: the connection is ending
+            return
         self._unsent -= len(text)
+        while self._after_drain and self._draining is None and not self._closed:
+            self._send(self._after_drain.popleft())
 
 
-async def _writer(
-    ws: web.WebSocketResponse, outbox: asyncio.Queue[str], sent: Callable[[str], None] | None = None
-) -> None:
-    """One writer per socket: sends never interleave, and a slow peer never blocks the dispatcher. `sent` is told of
-    each message once the socket has taken it."""
+async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
+    """One writer per agent socket: sends never interleave, and a slow agent never blocks the dispatcher."""
     while True:
         message = await outbox.get()
         try:
             await ws.send_str(message)
         except ConnectionResetError:
-            return  # the socket closed (or was cut off): its reader ends the connection
-        if sent is not None:
-            sent(message)
+            return  # the socket closed: its reader ends the connection
 
 
 async def agent_connect(request: web.Request) -> web.StreamResponse:
@@ -366,7 +394,6 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
     # A worker of the first protocol takes no `room`, and reads its report's answer for the action it reported.
     speaks_here = ws.ws_protocol == WORKER_PROTOCOL
 
-    writer = asyncio.create_task(outbox.write_forever())
     handlers = Background()
     svc.links.add(ws)
     # One per one-shot worker and one per pool worker (its attempts share it): more means workers reconnect.
@@ -384,9 +411,7 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
         dispatcher.unwatch(send)
         for handler in handlers:
             handler.cancel()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        outbox.close()
     return ws
 
 

@@ -7,7 +7,9 @@ import base64
 import json
 import os
 import re
+import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -45,22 +47,12 @@ async def test_a_worker_that_leaves_its_answers_unread_is_cut_off_and_loses_noth
     api: Api, gateway: GatewayProcess
 ) -> None:
     run = (await new_run(api))["name"]
-    cluster = "unread"
-    payload = base64.b64encode(os.urandom(TRACE_BYTES)).decode()
     before = await cut_offs(api)
     async with agent_socket(gateway.endpoint, await token(api, f"agent:{cluster}"), cluster) as agent:
         worker = (await agent.assignment(run))["token"]
         async with worker_socket(gateway.endpoint, worker) as ws:
-            trace = {"type": "trace", "run": run, "action": "a0", "key": "big", "trace": {"kind": "json"}}
-            await ws.send_str(json.dumps({**trace, "trace": {"kind": "json", "payload_b64": payload}}))
-            # Answered once the trace is written (a worker's messages are handled concurrently).
-            for _ in range(100):
-                if (await ask(ws, {"type": "traces", "run": run, "action": "a0"}))["traces"]:
-                    break
-            else:
-                raise AssertionError("the trace was never written")
-            for i in range(ASKED):
-                await ws.send_str(json.dumps({"type": "traces", "run": run, "action": "a0", "id": 1000 + i}))
+            payload = await write_a_big_trace(ws, run)
+            await ask_unread(ws, run)
             # Only now read: what the kernel's buffers held arrives, then the end of the connection.
             answered = 0
             while answered < ASKED:
@@ -74,3 +66,49 @@ async def test_a_worker_that_leaves_its_answers_unread_is_cut_off_and_loses_noth
         async with worker_socket(gateway.endpoint, worker) as again:
             reply = await ask(again, {"type": "traces", "run": run, "action": "a0"})
             assert reply["traces"]["big"]["payload_b64"] == payload
+
+
+async def test_answers_left_unread_within_the_limit_all_arrive_whole_once_read(tmp_path: Path) -> None:
+    """Past the kernel's buffers the gateway's sends wait for the socket to drain, and the answers put meanwhile wait
+    behind them (`_WorkerOutbox`): once the worker reads, each arrives, whole, once."""
+    with gateway_process(tmp_path) as roomy:  # the default limit: 64 MB, past what is asked here
+        async with admin_api(roomy) as api:
+            run = (await new_run(api))["name"]
+            async with agent_socket(roomy.endpoint, await token(api, f"agent:{cluster}"), cluster) as agent:
+                worker = (await agent.assignment(run))["token"]
+                async with worker_socket(roomy.endpoint, worker) as ws:
+                    payload = await write_a_big_trace(ws, run)
+                    await ask_unread(ws, run)
+                    answered: list[int] = []
+                    while len(answered) < ASKED:
+                        message = await ws.receive(timeout=30)
+                        assert message.type is aiohttp.WSMsgType.TEXT, f"the socket ended after {len(answered)}"
+                        reply = json.loads(message.data)
+                        assert reply["traces"]["big"]["payload_b64"] == payload
+                        answered.append(reply["id"])
+                    assert sorted(answered) == [1000 + i for i in range(ASKED)]
+            assert await cut_offs(api) == 0
+
+
+cluster = "unread"
+
+
+async def write_a_big_trace(ws: aiohttp.ClientWebSocketResponse, run: str) -> str:
+    """Write a trace of `TRACE_BYTES` under the root; its payload. Each `traces` answer then carries it."""
+    payload = base64.b64encode(os.urandom(TRACE_BYTES)).decode()
+    trace = {"type": "trace", "run": run, "action": "a0", "key": "big", "trace": {"kind": "json"}}
+    await ws.send_str(json.dumps({**trace, "trace": {"kind": "json", "payload_b64": payload}}))
+    # Answered once the trace is written (a worker's messages are handled concurrently).
+    for _ in range(100):
+        if (await ask(ws, {"type": "traces", "run": run, "action": "a0"}))["traces"]:
+            return payload
+    raise AssertionError("the trace was never written")
+
+
+async def ask_unread(ws: aiohttp.ClientWebSocketResponse, run: str) -> None:
+    """Ask for the traces `ASKED` times (ids 1000 on), reading none of the answers yet. The socket's receive buffer
+    is kept small first, as a default kernel keeps it: a kernel that lets it grow (this machine's `tcp_rmem` allows
+    32 MB) would take all the answers in, and the gateway would hold none of them."""
+    ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    for i in range(ASKED):
+        await ws.send_str(json.dumps({"type": "traces", "run": run, "action": "a0", "id": 1000 + i}))
