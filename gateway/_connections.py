@@ -138,8 +138,8 @@ class _WorkerOutbox:
     def _send(self, text: str) -> None:
         try:
             draining = start_eagerly(self._ws.send_str(text))
-        except ConnectionResetError:
-            self._closed = True  # the socket closed (or was cut off): its reader ends the connection
+        except Exception as error:
+            self._failed(error)
             return
         if draining is None:
             self._unsent -= len(text)
@@ -151,12 +151,23 @@ class _WorkerOutbox:
         self._draining = None
         if done.cancelled():
             return
-        if done.exception() is not None:
-            self._closed = True  # as in `_send`: the connection is ending
+        if (error := done.exception()) is not None:
+            self._failed(error)
             return
         self._unsent -= len(text)
         while self._after_drain and self._draining is None and not self._closed:
             self._send(self._after_drain.popleft())
+
+    def _failed(self, error: BaseException) -> None:
+        """A send failed: nothing more is sent here. The socket closed (or was cut off) and its reader ends the
+        connection; anything else is a bug, logged, and the connection is ended so that the worker reconnects and
+        asks again rather than wait for answers that will not come."""
+        self._closed = True
+        if isinstance(error, ConnectionResetError):
+            return
+        log.error("sending on a worker socket failed; closing it", exc_info=error)
+        if self._request.transport is not None:
+            self._request.transport.abort()
 
 
 async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
