@@ -98,18 +98,23 @@ class _WorkerOutbox:
     `WORKER_UNREAD_LIMIT` the socket is cut off instead. A worker reconnects and asks again: every request is
     idempotent, its watches are renewed, and a child sent to start `here` is run by its agent after `HELD_SECONDS`.
 
-    A message is sent as it is put, in the caller's turn of the loop (`start_eagerly`): a chain call's `here` and its
-    parent's news no longer wait for a writer task's turn. A send that has to wait for the socket to drain finishes
-    in a task, and the messages put meanwhile follow it in order."""
+    The first message of a turn of the loop is sent as it is put, in that turn (`start_eagerly`): a chain call's
+    `here` and its parent's news do not wait for a writer task's turn. The rest of the turn's messages follow it
+    together at the turn's end, as a writer task sent them, so that a fan-out's answers reach the worker in bursts
+    it reads at once rather than one wake-up each. A send that has to wait for the socket to drain finishes in a
+    task, and the messages put meanwhile follow it in order."""
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, svc: Services, limit: int):
         self._ws = ws
         self._request = request
         self._svc = svc
         self._limit = limit
-        self._after_drain: deque[str] = deque()
+        self._waiting: deque[str] = deque()
+        """Messages put after this turn's first, or while a send waits for the socket to drain, in order."""
         self._draining: asyncio.Future[None] | None = None
         """The send waiting for the socket to drain, if one is."""
+        self._turn_started = False
+        """This turn of the loop sent its first message: the others wait for its end."""
         self._unsent = 0
         self._cut_off = False
         self._closed = False
@@ -124,16 +129,26 @@ class _WorkerOutbox:
             log.warning("a worker left over %d bytes of answers unread: its socket is cut off", self._limit)
             if self._request.transport is not None:
                 self._request.transport.abort()
-        elif self._draining is not None:
-            self._after_drain.append(text)
+        elif self._draining is not None or self._turn_started:
+            self._waiting.append(text)
         else:
+            self._turn_started = True
+            asyncio.get_running_loop().call_soon(self._turn_ended)
             self._send(text)
 
     def close(self) -> None:
         self._closed = True
-        self._after_drain.clear()
+        self._waiting.clear()
         if self._draining is not None:
             self._draining.cancel()
+
+    def _turn_ended(self) -> None:
+        self._turn_started = False
+        self._send_waiting()
+
+    def _send_waiting(self) -> None:
+        while self._waiting and self._draining is None and not self._closed:
+            self._send(self._waiting.popleft())
 
     def _send(self, text: str) -> None:
         try:
@@ -155,8 +170,7 @@ class _WorkerOutbox:
             self._failed(error)
             return
         self._unsent -= len(text)
-        while self._after_drain and self._draining is None and not self._closed:
-            self._send(self._after_drain.popleft())
+        self._send_waiting()
 
     def _failed(self, error: BaseException) -> None:
         """A send failed: nothing more is sent here. The socket closed (or was cut off) and its reader ends the
