@@ -116,19 +116,17 @@ class _WorkerOutbox:
         self._turn_started = False
         """This turn of the loop sent its first message: the others wait for its end."""
         self._unsent = 0
-        self._cut_off = False
         self._closed = False
+        """Nothing more is sent: the socket was cut off, a send failed, or the connection ended."""
 
     def put(self, text: str) -> None:
-        if self._cut_off or self._closed:
+        if self._closed:
             return
         self._unsent += len(text)
         if self._unsent > self._limit:
-            self._cut_off = True
             self._svc.metrics.events["worker_sockets_cut_off"] += 1
             log.warning("a worker left over %d bytes of answers unread: its socket is cut off", self._limit)
-            if self._request.transport is not None:
-                self._request.transport.abort()
+            self._abort()
         elif self._draining is not None or self._turn_started:
             self._waiting.append(text)
         else:
@@ -176,10 +174,15 @@ class _WorkerOutbox:
         """A send failed: nothing more is sent here. The socket closed (or was cut off) and its reader ends the
         connection; anything else is a bug, logged, and the connection is ended so that the worker reconnects and
         asks again rather than wait for answers that will not come."""
-        self._closed = True
         if isinstance(error, ConnectionResetError):
+            self._closed = True
             return
         log.error("sending on a worker socket failed; closing it", exc_info=error)
+        self._abort()
+
+    def _abort(self) -> None:
+        """End the connection (its reader then ends the socket's handler); nothing more is sent."""
+        self._closed = True
         if self._request.transport is not None:
             self._request.transport.abort()
 

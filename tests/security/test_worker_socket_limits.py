@@ -22,6 +22,7 @@ UNREAD_LIMIT = 2 * 1024 * 1024
 TRACE_BYTES = 512 * 1024
 ASKED = 40
 """Answers of ~700 KB each, asked for and never read: far past the limit and the kernel's socket buffers."""
+CLUSTER = "unread"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ async def test_a_worker_that_leaves_its_answers_unread_is_cut_off_and_loses_noth
 ) -> None:
     run = (await new_run(api))["name"]
     before = await cut_offs(api)
-    async with agent_socket(gateway.endpoint, await token(api, f"agent:{cluster}"), cluster) as agent:
+    async with agent_socket(gateway.endpoint, await token(api, f"agent:{CLUSTER}"), CLUSTER) as agent:
         worker = (await agent.assignment(run))["token"]
         async with worker_socket(gateway.endpoint, worker) as ws:
             payload = await write_a_big_trace(ws, run)
@@ -74,7 +75,7 @@ async def test_answers_left_unread_within_the_limit_all_arrive_whole_once_read(t
     with gateway_process(tmp_path) as roomy:  # the default limit: 64 MB, past what is asked here
         async with admin_api(roomy) as api:
             run = (await new_run(api))["name"]
-            async with agent_socket(roomy.endpoint, await token(api, f"agent:{cluster}"), cluster) as agent:
+            async with agent_socket(roomy.endpoint, await token(api, f"agent:{CLUSTER}"), CLUSTER) as agent:
                 worker = (await agent.assignment(run))["token"]
                 async with worker_socket(roomy.endpoint, worker) as ws:
                     payload = await write_a_big_trace(ws, run)
@@ -88,9 +89,6 @@ async def test_answers_left_unread_within_the_limit_all_arrive_whole_once_read(t
                         answered.append(reply["id"])
                     assert sorted(answered) == [1000 + i for i in range(ASKED)]
             assert await cut_offs(api) == 0
-
-
-cluster = "unread"
 
 
 async def write_a_big_trace(ws: aiohttp.ClientWebSocketResponse, run: str) -> str:
