@@ -43,7 +43,6 @@ class Checkpoints:
 
     def __init__(self, path: str):
         self._path = path
-        self._every = CHECKPOINT_BYTES
         self._owed = 0
         """Bytes appended since the last complete checkpoint."""
         self._asked = False
@@ -61,9 +60,9 @@ class Checkpoints:
         when the writer should checkpoint now, between commits (a PASSIVE checkpoint on its own connection, then
         `made`): to finish what the thread copied, or because the thread is behind."""
         self._owed += size
-        if self._copied or self._owed >= BEHIND * self._every:
+        if self._copied or self._owed >= BEHIND * CHECKPOINT_BYTES:
             return True
-        if self._owed >= self._every and not self._asked:
+        if self._owed >= CHECKPOINT_BYTES and not self._asked:
             self._asked = True
             self._wake.set()
         return False
