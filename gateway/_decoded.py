@@ -29,6 +29,15 @@ class DecodedActions:
             del written[next(iter(written))]
         return value
 
+    def committed(self, key: str, value: bytes, action: ActionSummary, revision: int) -> ActionSummary:
+        """`action`, written at `key` as `value` (`written`), as stored at `revision` once its commit returned: the copy
+        the watch made if it saw the write first, so a record is copied with its revision once, not by both."""
+        self._written.pop((key, value), None)
+        seen = self._items.get((key, revision))
+        if seen is not None:
+            return seen
+        return self.remember(key, action.model_copy(update={"revision": revision}))
+
     def remember(self, key: str, action: ActionSummary) -> ActionSummary:
         """`action` (with its `revision` set) as stored at `key`; returns it."""
         items = self._items

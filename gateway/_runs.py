@@ -472,7 +472,8 @@ class Runs:
                 action = queued.model_copy(update={"waiting": placement.reason})
             else:
                 action = queued
-            ops: list[Op] = [Put(key, self.decoded.written(key, _encode(action), action))]
+            value = self.decoded.written(key, _encode(action), action)
+            ops: list[Op] = [Put(key, value)]
             if placement is not None:
                 ops.extend(placement.also)
             spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
@@ -485,7 +486,7 @@ class Runs:
                 if spans is not None:
                     self.tracing.written(spans)
                 self._count_new_action(run)
-                return self.decoded.remember(key, action.model_copy(update={"revision": result.revision})), True
+                return self.decoded.committed(key, value, action, result.revision), True
             current = result.current[key]
             if current is not None:
                 return self._same_submission(self._decode(current), request), False
@@ -616,7 +617,8 @@ class Runs:
             if updated.phase is Phase.FAILED:
                 updated = await self._maybe_retry(updated, run)
             compares = [Compare(key, current.revision)] if fence is None else [Compare(key, current.revision), fence]
-            ops: list[Op] = [Put(key, self.decoded.written(key, _encode(updated), updated)), *also]
+            value = self.decoded.written(key, _encode(updated), updated)
+            ops: list[Op] = [Put(key, value), *also]
             if from_worker and updated.phase is Phase.SUCCEEDED and updated.cache_key and updated.output is not None:
                 ops.append(Put(cache_entry_key(updated.cache_key), updated.output.model_dump_json().encode()))
             uncounted = 0
@@ -643,7 +645,7 @@ class Runs:
             if result.succeeded:
                 if spans is not None:
                     self.tracing.written(spans)
-                return self.decoded.remember(key, updated.model_copy(update={"revision": result.revision}))
+                return self.decoded.committed(key, value, updated, result.revision)
             self._count_new_action(run, uncounted)
             if fence is not None and await self._fenced(fence):
                 raise Fenced(f"refused {event.phase.value} for {run}/{action}: the term it was decided in has ended")
@@ -780,7 +782,7 @@ class Runs:
             data = self.decoded.written(key, _encode(changed), changed)
             result = await self._commit.txn([Compare(key, current.revision)], [Put(key, data), *also], durable=durable)
             if result.succeeded:
-                self.decoded.remember(key, changed.model_copy(update={"revision": result.revision}))
+                self.decoded.committed(key, data, changed, result.revision)
                 return True
         return False
 

@@ -49,3 +49,21 @@ def test_a_record_seen_before_its_writer_learns_the_revision_is_not_parsed() -> 
     seen = decoded.decode(KEY, value, 12)
     assert (seen.phase, seen.revision) == (Phase.RUNNING, 12)
     assert decoded.decode(KEY, b"", 12) is seen
+
+
+def test_a_write_the_watch_saw_first_is_copied_with_its_revision_once() -> None:
+    decoded = DecodedActions()
+    mine = action(0, Phase.RUNNING)
+    value = decoded.written(KEY, mine.model_dump_json(exclude={"revision"}).encode(), mine)
+    seen = decoded.decode(KEY, value, 12)
+    assert decoded.committed(KEY, value, mine, 12) is seen
+
+
+def test_a_write_its_writer_learned_first_is_what_the_watch_sees_and_is_not_held_by_its_bytes() -> None:
+    decoded = DecodedActions()
+    mine = action(0, Phase.RUNNING)
+    value = decoded.written(KEY, mine.model_dump_json(exclude={"revision"}).encode(), mine)
+    stored = decoded.committed(KEY, value, mine, 12)
+    assert (stored.phase, stored.revision) == (Phase.RUNNING, 12)
+    assert decoded.decode(KEY, value, 12) is stored
+    assert not decoded._written  # the bytes are not kept once the record is remembered by its revision
