@@ -129,23 +129,28 @@ class ActionIndex:
                 async for batch in self._store.watch(ACTIONS, start):
                     changed: dict[Key, list[ActionSummary]] = defaultdict(list)
                     ended: list[Key] = []
+                    seen: list[ActionSummary] = []
                     for event in batch:
                         if event.type is not EventType.PUT:
                             continue
                         action = readable_action(event.key, event.value, event.mod_revision, self._decoded)
                         if action is None:
                             continue
-                        self.observe(action)
-                        if action.phase.is_terminal:
-                            ended.append((action.run, action.name))
+                        seen.append(action)
                         if action.parent is not None and action.phase.is_terminal:
                             # A waiting worker acts on a child's end only: the changes before it are not sent
                             # (in a fan-out they were four messages in five, each encoded here and parsed there).
                             changed[(action.run, action.parent)].append(action)
                     start = batch[-1].mod_revision + 1
                     self.revision = batch[-1].mod_revision
+                    # The news first: a chain's parent waits on it for its next call, and nothing observing does
+                    # (room given back, a pass asked for) is needed before that call arrives.
                     for key, actions in changed.items():
                         await self._notify(key, actions)
+                    for action in seen:
+                        self.observe(action)
+                        if action.phase.is_terminal:
+                            ended.append((action.run, action.name))
                     self._forget_watchers(ended)
             except TEMPORARY as error:
                 log.warning("the action watch failed (%s: %s); re-listing", type(error).__name__, error)
