@@ -3,8 +3,8 @@
 A pool worker tells its agent, per attempt, that it adopted it, that its result is on its way, and that it is done,
 one line each. In a wide fan-out many attempts do so in the same turn (their results answered together by one group
 commit), and each line was a system call of its own, and a wake-up of the agent reading it. Here the lines of a turn
-leave in one write, in order, after what was ready when the turn's first line was written (a child's task, started
-before its `adopt` is written, takes its first step before the write).
+leave in one write, at the end of the turn: in order, and before anything the turn started runs (a child's task,
+started after its `adopt` was written, runs after the write).
 """
 
 from __future__ import annotations

@@ -144,11 +144,9 @@ async def serve_pool(
             key = str(AttemptKey.of(assignment))
             if key in running or failpoints.drops_children_given_here():
                 return
-            # The child's first step comes first, then the turn's lines (this `adopt` among them): the child starts
-            # without waiting for the write to the agent, which still hears of it before its `done`, sent once its
-            # result is answered (the agent holds its own copy meanwhile).
-            running[key] = asyncio.create_task(run_one(assignment, key))
+            # Said before it starts, so the agent hears of it before its `done` (the agent holds its own copy).
             writer.write(PoolAdopt(adopt=key).model_dump_json().encode() + b"\n")
+            running[key] = asyncio.create_task(run_one(assignment, key))
 
     socket.runs_here = Here()
 
