@@ -5,8 +5,8 @@ a writer task left the gateway only after the rest of the handler that sent it, 
 call's `here` and its parent's news each waited ~0.1-0.3 ms so). Sending is a coroutine in aiohttp, but one that
 writes the frame to its socket at once and suspends only when the socket's buffer is full. Run up to its first
 suspension where it is called, it sends there; only a send that has to wait for the socket becomes a task. A worker
-socket's message that arrives while none of its others is being handled starts so too (`worker_connect`): a chain's
-submission goes through to its child's `here` without waiting a turn for a task of its own.
+socket's messages start so too: a message's handler runs in the turn its frame is read, and a lone submission goes
+through to its child's `here` without waiting a turn for a task of its own.
 
 Only for coroutines that do not ask which task runs them nor set context variables: until it suspends, one runs as
 part of its caller's task (an `asyncio.timeout` in it would cancel the caller).

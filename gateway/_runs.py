@@ -480,7 +480,7 @@ class Runs:
             if spans is not None:
                 ops.append(spans.put)
             # A lone child (a chain's call) goes to its worker (`here`, in `settle`) before the commit's watchers run;
-            # they run once its handler is done (a worker socket yields after each message, a request ends).
+            # its handler lets them run once it is done (`worker_connect`).
             result = await self._commit.txn(compares, ops, alone=alone, pause=not alone)
             if placement is not None:
                 placement.settle(result.succeeded)
