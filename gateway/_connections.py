@@ -431,17 +431,12 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
             if message.type is not WSMsgType.TEXT:
                 break
             # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
-            handling = _handle_worker_message(
-                svc, dispatcher, principals, message.data, send, give if speaks_here else None
+            # It starts here, in this turn, not a turn later as a task: a chain's call spends two messages a call.
+            handling = start_eagerly(
+                _handle_worker_message(svc, dispatcher, principals, message.data, send, give if speaks_here else None)
             )
-            if len(handlers):
-                handlers.spawn(handling)  # a burst (a fan-out's results): in tasks, as their group commits expect
-                continue
-            # Alone on its socket (a chain's call: two messages a call), it starts in this turn, not a turn later as
-            # a task of its own.
-            started = start_eagerly(handling)
-            if started is not None:
-                handlers.spawn(started)
+            if handling is not None:
+                handlers.spawn(handling)
             else:
                 # Handled without waiting (a lone submission commits without `pause`): others get their turn now.
                 await asyncio.sleep(0)
