@@ -431,15 +431,9 @@ async def worker_connect(request: web.Request) -> web.StreamResponse:
             if message.type is not WSMsgType.TEXT:
                 break
             # Each message is handled on its own: a worker with many actions in flight is not served one at a time.
-            # It starts here, in this turn, not a turn later as a task: a chain's call spends two messages a call.
-            handling = start_eagerly(
+            handlers.spawn(
                 _handle_worker_message(svc, dispatcher, principals, message.data, send, give if speaks_here else None)
             )
-            if handling is not None:
-                handlers.spawn(handling)
-            else:
-                # Handled without waiting (a lone submission commits without `pause`): others get their turn now.
-                await asyncio.sleep(0)
     finally:
         svc.links.discard(ws)
         dispatcher.unwatch(send)

@@ -4,9 +4,7 @@ A task's first step waits for a turn of the loop, behind everything that is read
 a writer task left the gateway only after the rest of the handler that sent it, and whatever else was ready (a chain
 call's `here` and its parent's news each waited ~0.1-0.3 ms so). Sending is a coroutine in aiohttp, but one that
 writes the frame to its socket at once and suspends only when the socket's buffer is full. Run up to its first
-suspension where it is called, it sends there; only a send that has to wait for the socket becomes a task. A worker
-socket's messages start so too: a message's handler runs in the turn its frame is read, and a lone submission goes
-through to its child's `here` without waiting a turn for a task of its own.
+suspension where it is called, it sends there; only a send that has to wait for the socket becomes a task.
 
 Only for coroutines that do not ask which task runs them nor set context variables: until it suspends, one runs as
 part of its caller's task (an `asyncio.timeout` in it would cancel the caller).

@@ -58,18 +58,11 @@ class GroupCommit:
         self._drainer: asyncio.Task[None] | None = None
 
     async def txn(
-        self,
-        compares: Sequence[Compare],
-        ops: Sequence[Op],
-        *,
-        durable: bool = True,
-        alone: bool = False,
-        pause: bool = True,
+        self, compares: Sequence[Compare], ops: Sequence[Op], *, durable: bool = True, alone: bool = False
     ) -> TxnResult:
-        """`alone`: the caller starts no other transaction with this one (see the module's docstring). `pause`: as
-        `Store.txn`'s, for a transaction committed in the caller's task; the drainer always lets others run."""
+        """`alone`: the caller starts no other transaction with this one (see the module's docstring)."""
         if alone and not self._draining:
-            return await self._at_once(compares, ops, durable, pause)
+            return await self._at_once(compares, ops, durable)
         future: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(compares, ops, durable, future))
         if not self._draining:
@@ -77,11 +70,11 @@ class GroupCommit:
             self._drainer = asyncio.create_task(self._drain())
         return await future
 
-    async def _at_once(self, compares: Sequence[Compare], ops: Sequence[Op], durable: bool, pause: bool) -> TxnResult:
+    async def _at_once(self, compares: Sequence[Compare], ops: Sequence[Op], durable: bool) -> TxnResult:
         """Nothing in flight: commit in the caller's task. What others start meanwhile queues for the drainer."""
         self._draining = True
         try:
-            return await self._store.txn(compares, ops, durable=durable, pause=pause)
+            return await self._store.txn(compares, ops, durable=durable)
         finally:
             if self._queue:
                 self._drainer = asyncio.create_task(self._drain())

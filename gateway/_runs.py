@@ -479,9 +479,7 @@ class Runs:
             spans = self.tracing.ended(action) if action.phase.is_terminal else None  # a cache hit ends at once
             if spans is not None:
                 ops.append(spans.put)
-            # A lone child (a chain's call) goes to its worker (`here`, in `settle`) before the commit's watchers run;
-            # its handler lets them run once it is done (`worker_connect`).
-            result = await self._commit.txn(compares, ops, alone=alone, pause=not alone)
+            result = await self._commit.txn(compares, ops, alone=alone)
             if placement is not None:
                 placement.settle(result.succeeded)
             if result.succeeded:

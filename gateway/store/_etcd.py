@@ -187,16 +187,9 @@ class EtcdStore:
         return rev if resp.deleted else 0
 
     async def txn(
-        self,
-        compares: Sequence[Compare],
-        success: Sequence[Op],
-        failure: Sequence[Op] = (),
-        *,
-        durable: bool = True,
-        pause: bool = True,
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
     ) -> TxnResult:
-        # `durable` changes nothing here: raft persists every write on a quorum before etcd answers. Nor does `pause`:
-        # every call waits for etcd's answer, and other tasks run meanwhile.
+        # `durable` changes nothing here: raft persists every write on a quorum before etcd answers.
         check_txn(compares, success, failure)
         keys = list(dict.fromkeys(c.key for c in compares))
         reads = [KVService.txn_op_get(k.encode()) for k in keys]

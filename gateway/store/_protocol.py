@@ -143,19 +143,9 @@ class Store(Protocol):
         ...
 
     async def txn(
-        self,
-        compares: Sequence[Compare],
-        success: Sequence[Op],
-        failure: Sequence[Op] = (),
-        *,
-        durable: bool = True,
-        pause: bool = True,
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
     ) -> TxnResult:
-        """`durable=False`: the write may be lost to a power cut until a later durable write or `sync` (see above).
-
-        `pause=False`: the embedded store returns without letting other tasks run first. It lets them by default
-        after every write, as its calls never suspend and a caller writing in a loop would hold the event loop; a
-        caller that ends soon after, and has something to send before the write's watchers run, lets them itself."""
+        """`durable=False`: the write may be lost to a power cut until a later durable write or `sync` (see above)."""
         ...
 
     async def sync(self) -> None:

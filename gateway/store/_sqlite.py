@@ -299,19 +299,12 @@ class SqliteStore:
         return result.revision if changed else 0
 
     async def txn(
-        self,
-        compares: Sequence[Compare],
-        success: Sequence[Op],
-        failure: Sequence[Op] = (),
-        *,
-        durable: bool = True,
-        pause: bool = True,
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
     ) -> TxnResult:
         self._ready()
         check_txn(compares, success, failure)
         result = self._commit(compares, success, failure, durable)[0]
-        if pause:
-            await _yield_to_loop()
+        await _yield_to_loop()
         return result
 
     async def sync(self) -> None:

@@ -123,17 +123,11 @@ class _Recording(SqliteStore):
         self.tasks: list[asyncio.Task[object] | None] = []
 
     async def txn(
-        self,
-        compares: Sequence[Compare],
-        success: Sequence[Op],
-        failure: Sequence[Op] = (),
-        *,
-        durable: bool = True,
-        pause: bool = True,
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *, durable: bool = True
     ) -> TxnResult:
         self.durable.append(durable)
         self.tasks.append(asyncio.current_task())
-        return await super().txn(compares, success, failure, durable=durable, pause=pause)
+        return await super().txn(compares, success, failure, durable=durable)
 
 
 async def test_a_batch_is_durable_when_any_of_its_transactions_is() -> None:
@@ -200,24 +194,3 @@ async def test_a_lone_write_with_nothing_in_flight_is_committed_in_its_callers_t
         assert store.tasks[-1] is not asyncio.current_task()
     finally:
         await store.close()
-
-
-async def test_a_lone_write_without_pause_returns_before_the_writes_watchers_run(store: Store) -> None:
-    # A chain's submission: its child goes to its worker before the action watch and the rest of the loop run.
-    commit = GroupCommit(store)
-    seen: list[str] = []
-
-    async def watch() -> None:
-        async for batch in store.watch("/w", 0):
-            seen.extend(e.key for e in batch)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await asyncio.sleep(0)  # the watch is waiting for the next write
-        assert (await commit.txn([Compare("/w/a", 0)], [Put("/w/a", b"v")], alone=True, pause=False)).succeeded
-        assert seen == []
-        # By default a write lets others run before it returns: a caller writing in a loop holds no one up.
-        assert (await commit.txn([Compare("/w/b", 0)], [Put("/w/b", b"v")], alone=True)).succeeded
-        assert seen == ["/w/a", "/w/b"]
-    finally:
-        watcher.cancel()
