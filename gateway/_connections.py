@@ -55,6 +55,7 @@ from flyte._wire import (
     WorkerWatch,
     pool_key,
 )
+from gateway._agent_outbox import AGENT_UNREAD_LIMIT, AgentOutbox
 from gateway._api import SERVICES, Services, may_read, services, visible_run
 from gateway._auth import Authenticator, Principal, principal_of
 from gateway._authz import Act, Target, authorize
@@ -187,14 +188,14 @@ class _WorkerOutbox:
             self._request.transport.abort()
 
 
-async def _writer(ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
+async def _writer(ws: web.WebSocketResponse, outbox: AgentOutbox) -> None:
     """One writer per agent socket: sends never interleave, and a slow agent never blocks the dispatcher."""
-    while True:
-        message = await outbox.get()
+    while (message := await outbox.next()) is not None:
         try:
             await ws.send_str(message)
         except ConnectionResetError:
             return  # the socket closed: its reader ends the connection
+        outbox.sent(message)
 
 
 async def agent_connect(request: web.Request) -> web.StreamResponse:
@@ -234,6 +235,14 @@ async def _serve_agent(request: web.Request, ws: web.WebSocketResponse) -> web.W
         AgentWelcome(epoch=session.epoch, lease_ttl=LEASE_TTL, heartbeat_interval=HEARTBEAT_INTERVAL).model_dump_json()
     )
     log.info("agent of %s connected (epoch %d)", cluster, session.epoch)
+
+    def cut_off() -> None:
+        services(request).metrics.events["agent_sockets_cut_off"] += 1
+        log.warning("the agent of %s left over %d bytes unread: its connection is cut off", cluster, AGENT_UNREAD_LIMIT)
+        if request.transport is not None:
+            request.transport.abort()  # its reader then ends the session, as for a dropped connection
+
+    session.outbox.cut_off_with(cut_off)
     writer = asyncio.create_task(_writer(ws, session.outbox))
     try:
         async for message in ws:

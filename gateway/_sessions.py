@@ -15,7 +15,6 @@ wrote it last (the current one) rewrites it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import defaultdict
@@ -41,6 +40,7 @@ from flyte._wire import (
 )
 from flyte.errors import RuntimeSystemError
 from gateway._action_index import TEMPORARY, InFlight, watch_retry
+from gateway._agent_outbox import AgentOutbox
 from gateway._domain_errors import DomainError
 from gateway._keys import CLUSTERS, EPOCH_KEY, SESSIONS, cluster_key, session_key
 from gateway._pending import default_request
@@ -84,7 +84,7 @@ class AgentSession:
     """The cluster's live free room, kept by `Reservations`: what placed attempts hold is taken at once and given
     back when they end, not at the next heartbeat."""
     warm: dict[str, int] = field(default_factory=dict)
-    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    outbox: AgentOutbox = field(default_factory=AgentOutbox)
 
     projects: set[str] = field(default_factory=set)
     """The projects of the work this session was given: what its agent may read (bundles, task specs)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -50,6 +51,14 @@ async def token(api: Api, *scopes: str, projects: tuple[str, ...] = ()) -> str:
 
 def headers(bearer: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {bearer}"}
+
+
+async def events_total(api: Api, event: str) -> int:
+    """The gateway's count of `event` (`flyte_gateway_events_total`), 0 before the first."""
+    status, text = await api.call("GET", "/metrics")
+    assert status == 200
+    found = re.search(rf'^flyte_gateway_events_total\{{event="{event}"\}} (\d+)$', str(text), re.M)
+    return int(found.group(1)) if found else 0
 
 
 class AgentSocket:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from channels import admin_api, agent_socket, ask, gateway_process, token, worker_socket
+from channels import admin_api, agent_socket, ask, events_total, gateway_process, token, worker_socket
 from integration.gateway_api import Api, new_run
 from processes import GatewayProcess
 
@@ -38,10 +37,7 @@ async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
 
 
 async def cut_offs(api: Api) -> int:
-    status, text = await api.call("GET", "/metrics")
-    assert status == 200
-    found = re.search(r'^flyte_gateway_events_total\{event="worker_sockets_cut_off"\} (\d+)$', str(text), re.M)
-    return int(found.group(1)) if found else 0
+    return await events_total(api, "worker_sockets_cut_off")
 
 
 async def test_a_worker_that_leaves_its_answers_unread_is_cut_off_and_loses_nothing(

@@ -156,7 +156,7 @@ async def test_an_attempt_placed_for_a_session_before_it_was_held_here_is_sent_w
         await settle(lambda: follower.index.where.get((run, "a0")) == "east")
         session = await follower.open_session(cluster("east"), socket(), running=[])
         assert session.epoch == epoch
-        await settle(lambda: any(json.loads(m).get("type") == "assign" for m in list(session.outbox._queue)))
+        await settle(lambda: any(json.loads(m).get("type") == "assign" for m in list(session.outbox._messages)))
         (assign,) = [m for m in drain(session) if m.get("type") == "assign"]
         assert [(a["action"], a["epoch"]) for a in assign["assignments"]] == [("a0", epoch)]
         assert (await d.runs.get_action(run, "a0")).phase is Phase.PLACED, "sent, not failed over"

@@ -70,7 +70,7 @@ async def test_placements_are_made_durable_once_before_their_agent_hears_of_them
     await placed(dispatch)  # the first placement also makes the key worker tokens are signed with (durably)
     session.outbox.get_nowait()
     runs = [await new_run(d.runs) for _ in range(4)]
-    writes = record_writes(d, monkeypatch, lambda: f"sync, {session.outbox.qsize()} messages sent")
+    writes = record_writes(d, monkeypatch, lambda: f"sync, {len(session.outbox._messages)} messages sent")
     await placed(dispatch)
     # The three placements and the fourth run's waiting reason share one commit, without an fsync; one sync follows.
     assert writes == ["not durable", "sync, 0 messages sent"]
