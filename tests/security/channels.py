@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from integration.gateway_api import Api
 from processes import GatewayProcess
 
@@ -124,10 +126,24 @@ async def agent_socket(endpoint: str, bearer: str, cluster: str) -> AsyncIterato
         yield socket
 
 
+def small_receive_buffer(addr_info: AddrInfoType) -> socket.socket:
+    """A socket (`aiohttp.TCPConnector(socket_factory=...)`) whose receive buffer is 64 KiB from its first byte, as a
+    default kernel keeps it: one that lets it grow (this machine's `tcp_rmem` allows 32 MB) takes in much of what a
+    test leaves unread, and the gateway then holds little of it."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    return sock
+
+
 @asynccontextmanager
-async def worker_socket(endpoint: str, bearer: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+async def worker_socket(
+    endpoint: str, bearer: str, *, reads_little: bool = False
+) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """`reads_little`: its receive buffer stays small (`small_receive_buffer`)."""
+    connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer) if reads_little else None
     async with (
-        aiohttp.ClientSession(headers=headers(bearer)) as http,
+        aiohttp.ClientSession(headers=headers(bearer), connector=connector) as http,
         http.ws_connect(f"{endpoint}/api/v1/workers/connect") as ws,
     ):
         yield ws

@@ -4,14 +4,21 @@ off, and the work that session was given is placed again once the agent is back 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
-from aiohappyeyeballs import AddrInfoType
-from channels import RECEIVE_TIMEOUT, admin_api, agent_socket, events_total, gateway_process, headers, token
+from channels import (
+    RECEIVE_TIMEOUT,
+    admin_api,
+    agent_socket,
+    events_total,
+    gateway_process,
+    headers,
+    small_receive_buffer,
+    token,
+)
 from integration.gateway_api import Api, new_run
 from processes import GatewayProcess
 
@@ -49,20 +56,12 @@ async def sent_until_cut_off(ws: aiohttp.ClientWebSocketResponse, message: str) 
     return FLOOD
 
 
-def _small_receive_buffer(addr_info: AddrInfoType) -> socket.socket:
-    """A socket whose receive buffer is small from its first byte: the kernel takes little of what is left unread."""
-    family, kind, proto, _, _ = addr_info
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
-
-
 @asynccontextmanager
 async def unread_agent_socket(endpoint: str, bearer: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
     """An agent's socket that says hello and reads its welcome, and is then left to the test."""
     record = {"name": CLUSTER, "region": "r1", "cloud": "c1", "capacity": {"cpu": 8.0, "memory": 8e9}}
     record["free"] = record["capacity"]
-    connector = aiohttp.TCPConnector(socket_factory=_small_receive_buffer)
+    connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
     async with (
         aiohttp.ClientSession(headers=headers(bearer), connector=connector) as http,
         http.ws_connect(f"{endpoint}/api/v1/agents/connect") as ws,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -47,7 +46,7 @@ async def test_a_worker_that_leaves_its_answers_unread_is_cut_off_and_loses_noth
     before = await cut_offs(api)
     async with agent_socket(gateway.endpoint, await token(api, f"agent:{CLUSTER}"), CLUSTER) as agent:
         worker = (await agent.assignment(run))["token"]
-        async with worker_socket(gateway.endpoint, worker) as ws:
+        async with worker_socket(gateway.endpoint, worker, reads_little=True) as ws:
             payload = await write_a_big_trace(ws, run)
             await ask_unread(ws, run)
             # Only now read: what the kernel's buffers held arrives, then the end of the connection.
@@ -73,7 +72,7 @@ async def test_answers_left_unread_within_the_limit_all_arrive_whole_once_read(t
             run = (await new_run(api))["name"]
             async with agent_socket(roomy.endpoint, await token(api, f"agent:{CLUSTER}"), CLUSTER) as agent:
                 worker = (await agent.assignment(run))["token"]
-                async with worker_socket(roomy.endpoint, worker) as ws:
+                async with worker_socket(roomy.endpoint, worker, reads_little=True) as ws:
                     payload = await write_a_big_trace(ws, run)
                     await ask_unread(ws, run)
                     answered: list[int] = []
@@ -100,9 +99,7 @@ async def write_a_big_trace(ws: aiohttp.ClientWebSocketResponse, run: str) -> st
 
 
 async def ask_unread(ws: aiohttp.ClientWebSocketResponse, run: str) -> None:
-    """Ask for the traces `ASKED` times (ids 1000 on), reading none of the answers yet. The socket's receive buffer
-    is kept small first, as a default kernel keeps it: a kernel that lets it grow (this machine's `tcp_rmem` allows
-    32 MB) would take all the answers in, and the gateway would hold none of them."""
-    ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    """Ask for the traces `ASKED` times (ids 1000 on), reading none of the answers yet, on a socket that reads
+    little (`worker_socket(reads_little=True)`)."""
     for i in range(ASKED):
         await ws.send_str(json.dumps({"type": "traces", "run": run, "action": "a0", "id": 1000 + i}))
