@@ -574,6 +574,10 @@ class Agent:
         if item is not None:
             self._running_soon(key, item)
 
+    def stopped(self, key: str) -> bool:
+        item = self.running.get(key)
+        return item is not None and item.aborted
+
     def finished(self, key: str) -> None:
         """The attempt's worker says its task ended and it is reporting the result (`PoolFinished`): no `running`
         report is due for it any more. It still holds its slot until its worker says the gateway has the result.

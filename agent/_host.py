@@ -61,5 +61,8 @@ class AttemptHost(Protocol):
     def handed_over(self, key: str) -> None:
         """A pool's attempt reached its worker: from now on it counts as running."""
 
+    def stopped(self, key: str) -> bool:
+        """Whether the attempt was aborted (or moved away by a drain) since it was given to the agent."""
+
     def finished(self, key: str) -> None:
         """The attempt's task has ended and its worker is reporting its result: it is not to be reported `running`."""

@@ -183,6 +183,13 @@ class Pools:
                         # What the dying worker printed is this attempt's log too: `flyte get logs` shows why.
                         self.agent.ship_log(assignment, "stderr", slot.output.encode())
                     return slot
+                if self.agent.stopped(key):
+                    # Aborted while it waited for the slot (a run cancelled, a drain): the slot goes to the next
+                    # in line, unused. An aborted waiter is not woken at once: a run's thousands waiting would
+                    # each wake every other one.
+                    async with pool.changed:
+                        pool.changed.notify()
+                    return Exit(ExitKind.KILLED, detail="aborted while it waited for a slot of its pool")
                 worker = slot
                 worker.inflight[key] = done
                 self._assignments[key] = assignment

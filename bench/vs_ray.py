@@ -1,7 +1,7 @@
 """Flyte Federation against Ray on this machine, one run: fan-outs of no-op children and a sequential chain.
 
     python bench/vs_ray.py [--fanout 1000 --fanout 10000] [--chain 200] [--ray-version 2.60.0] [--skip-ray]
-                           [--root DIR] [--gc]
+                           [--root DIR] [--gc] [--pool-queue-depth N]
 
 Ours: a rig (`flyte rig up`: a gateway and one agent as separate processes) with a reusable environment; a parent
 task fans out N no-op children on the warm pool, and calls C children one after another. The rig's CPU is read from
@@ -10,6 +10,9 @@ task fans out N no-op children on the warm pool, and calls C children one after 
 Ray: the same two workloads as nested tasks (a remote parent that submits N remote no-op children and gets them),
 on `ray.init(num_cpus=<cores>)` on this machine. Ray is installed on first use into a virtualenv of its own
 (`~/.cache/flyte-bench/ray-<version>`), never into the project's environment: it is no dependency of ours.
+
+`--pool-queue-depth N`: the rig's placement policy lets a full pool take N actions per slot to wait on its agent
+(`Policy.pool_queue_depth`; the default, 1, queues them in the gateway).
 
 Also the gateway's resident memory before each fan-out, its peak during it, and the growth per action; with `--gc`,
 the time each process's cycle collector took per action (`bench/gc_probe`). Prints
@@ -180,7 +183,7 @@ def gateway_memory(rig_state: Path, reset_peak: bool = False) -> tuple[float, fl
 GC_PROBE = Path(__file__).resolve().parent / "gc_probe"
 
 
-def rig_up(root: Path, program: str, gc_dir: Path | None = None) -> dict[str, str]:
+def rig_up(root: Path, program: str, gc_dir: Path | None = None, pool_queue_depth: int = 1) -> dict[str, str]:
     """A rig in `root` (its FLYTE_HOME, and this process's, under it), with `program` importable as
     `vs_ray_program`; the environment to bring it down with. `gc_dir`: every process of the rig writes the time its
     cycle collector takes there (`bench/gc_probe`)."""
@@ -193,8 +196,10 @@ def rig_up(root: Path, program: str, gc_dir: Path | None = None) -> dict[str, st
     (root / "vs_ray_program.py").write_text(program)
     os.chdir(root)
     sys.path.insert(0, str(root))
+    policy = root / "policy.yaml"
+    policy.write_text(f"version: bench\npool_queue_depth: {pool_queue_depth}\n")
     up = subprocess.run(
-        [sys.executable, "-m", "flyte.cli", "rig", "up", "--clusters", "bench", "--cpu", "64"],
+        [sys.executable, "-m", "flyte.cli", "rig", "up", "--clusters", "bench", "--cpu", "64", "--policy", str(policy)],
         env=env,
         capture_output=True,
         text=True,
@@ -208,10 +213,12 @@ def rig_down(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "flyte.cli", "rig", "down"], env=env, capture_output=True)
 
 
-def measure_ours(root: Path, fanouts: list[int], chain: int, with_gc: bool = False) -> dict[str, float]:
+def measure_ours(
+    root: Path, fanouts: list[int], chain: int, with_gc: bool = False, pool_queue_depth: int = 1
+) -> dict[str, float]:
     # Outside `root`: the bundle is made of `root`, and files changing there would make every run a new version.
     gc_dir = Path(tempfile.mkdtemp(prefix="flyte-vs-ray-gc-")) if with_gc else None
-    env = rig_up(root, OURS, gc_dir)
+    env = rig_up(root, OURS, gc_dir, pool_queue_depth)
     try:
         import vs_ray_program  # type: ignore[import-not-found]
 
@@ -315,11 +322,14 @@ def main() -> None:
     parser.add_argument(
         "--gc", action="store_true", help="also the time each process's cycle collector takes (bench/gc_probe)"
     )
+    parser.add_argument(
+        "--pool-queue-depth", type=int, default=1, help="actions per slot a full pool takes to wait on its agent"
+    )
     args = parser.parse_args()
     fanouts = args.fanout or [1000, 10000]
     ray = {} if args.skip_ray else measure_ray(ray_python(args.ray_version), fanouts, args.chain)
     root = args.root or Path(tempfile.mkdtemp(prefix="flyte-vs-ray-"))
-    ours = measure_ours(root, fanouts, args.chain, args.gc)
+    ours = measure_ours(root, fanouts, args.chain, args.gc, args.pool_queue_depth)
     print(f"\n{'figure':<44}{'flyte':>12}{'ray':>12}{'ratio':>10}  target")
     for name, value in ours.items():
         theirs = ray.get(name)

@@ -195,6 +195,9 @@ def place(
     pool_key = d.pool_key
     pool_slots = d.pool_concurrency * d.pool_max_replicas
     joins: set[str] = set()  # clusters where it joins a replica of its pool with a free slot: it needs no room
+    # Clusters whose full pool may take it to wait there for a slot (`Policy.pool_queue_depth`), when none has room.
+    waits_there: list[tuple[int, int, str]] = []  # (in flight, tier, name)
+    queue_slots = pool_slots * cp.pool_queue_depth
     scores: dict[str, float] = {}
     fits: list[tuple[int, ClusterSnapshot]] = []
     could_ever = False
@@ -234,6 +237,8 @@ def place(
             in_flight = c.pool_in_flight.get(pool_key, 0)
             if in_flight >= pool_slots:
                 verdicts[name] = f"busy: its pool is full ({in_flight} of {pool_slots} slots in flight)"
+                if in_flight < queue_slots:
+                    waits_there.append((in_flight, tier, name))
                 continue
             if in_flight % d.pool_concurrency:
                 joining = True
@@ -270,6 +275,14 @@ def place(
     quota = _quota(d, cp, usage)
     if quota is not None and quota[1]:
         return Decision(None, True, quota[0], verdicts, {}, version)
+    if not scores and waits_there:
+        # Nothing has room now: it waits for a slot on the agent whose pool has the fewest waiting (joining a
+        # replica, it adds nothing to what its project holds), rather than in the gateway's queue.
+        in_flight, tier, best_name = min(waits_there)
+        verdicts[best_name] = f"chosen: waits there for a slot ({in_flight} of {pool_slots} slots in flight)"
+        tier_name = cp.tiers[tier].name if tiers else None
+        reason = f"placed on {best_name}, to wait there for a slot of its pool"
+        return Decision(best_name, False, reason, verdicts, {best_name: 0.0}, version, tier_name)
     if not scores:
         return Decision(None, False, _waiting(verdicts), verdicts, {}, version)
     if quota is not None:

@@ -61,6 +61,11 @@ class Policy(_Model):
     queues: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """Queue name -> members: cluster names (globs) or `key=value` label selectors."""
     projects: dict[str, Project] = Field(default_factory=dict)
+    pool_queue_depth: int = Field(default=1, ge=1, le=64)
+    """Actions a reusable pool may be given per slot of its replicas, the rest waiting on its agent for a free slot,
+    when no cluster has room for them now. 1 (the default): an action whose pool is full waits in the gateway's
+    queue. More: a wide fan-out's children are placed as they are submitted, written once rather than queued then
+    placed (`docs/placement.md`, "Waiting on the agent")."""
 
     @field_validator("tiers")
     @classmethod
@@ -171,6 +176,7 @@ class Compiled:
     queues: Mapping[str, CompiledQueue]
     projects: Mapping[str, tuple[float, int, tuple[float | None, float | None, float | None]]]
     """project -> (weight, priority, (quota cpu, memory, gpu))."""
+    pool_queue_depth: int = 1
     tier_cache: dict[tuple[str, str, str], int] = field(default_factory=dict, compare=False)
 
     def tier_of(self, name: str, region: str, cloud: str, labels: Mapping[str, str]) -> int:
@@ -227,6 +233,7 @@ def _compile(policy: Policy) -> Compiled:
         tiers_use_labels=any(t.labels for t in tiers),
         queues=queues,
         projects=projects,
+        pool_queue_depth=policy.pool_queue_depth,
     )
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -453,6 +454,7 @@ env = flyte.TaskEnvironment("gated_parent", depends_on=[pool])
 
 @pool.task
 async def hold(gate: str, i: int) -> int:
+    open(f"{gate}.started-{i}", "w").close()  # for the test to see which children started
     while not os.path.exists(gate):
         await asyncio.sleep(0.02)
     return i
@@ -490,6 +492,71 @@ def test_children_waiting_for_a_full_pool_each_say_why_and_one_decision_is_recor
     gate.touch()
     assert run.outputs() == (6,)
     assert all(a.phase == "succeeded" and a.attempts == 1 for a in children())
+
+
+@contextmanager
+def pool_queue_depth(rig: Rig, folder: Path, depth: int) -> Iterator[None]:
+    """The rig's policy lets a full pool take `depth` actions per slot to wait on its agent; restored after."""
+    before = rig.flyte("policy", "get").stdout
+    deep = folder / "deep.yaml"
+    deep.write_text(f"version: deep-pools\npool_queue_depth: {depth}\n")
+    assert rig.flyte("policy", "apply", str(deep)).returncode == 0
+    try:
+        yield
+    finally:
+        restore = folder / "before.yaml"
+        restore.write_text(before)
+        assert rig.flyte("policy", "apply", str(restore)).returncode == 0
+
+
+def test_with_a_pool_queue_depth_children_of_a_full_pool_wait_on_its_agent_and_all_run(
+    rig: Rig, tmp_path: Path
+) -> None:
+    program = rig.load("gated_program", GATED)
+    rig.connect()
+    with pool_queue_depth(rig, tmp_path, 4):
+        gate = tmp_path / "gate"
+        run = flyte.run(program.main, gate=str(gate), n=4)
+
+        def children() -> list[flyte.remote.Action]:
+            return [a for a in call_sync(client_for().list_actions(run.name)) if a.parent == "a0"]
+
+        # The pool's one slot holds one; the other three are placed too, to wait on its agent, none in the queue.
+        assert_eventually(lambda: len(children()) == 4, timeout=60)
+        assert_eventually(lambda: all(a.phase in ("placed", "running") for a in children()), timeout=60)
+        shown = [rig.flyte("get", "placement", run.name, a.name) for a in children()]
+        assert any("waits there for a slot (1 of 1 slots in flight)" in s.stdout for s in shown), shown
+        gate.touch()
+        assert run.outputs() == (6,)
+        assert all(a.phase == "succeeded" and a.attempts == 1 for a in children())
+
+
+def test_children_waiting_on_their_agent_for_a_slot_never_start_once_their_run_is_aborted(
+    rig: Rig, tmp_path: Path
+) -> None:
+    program = rig.load("gated_program", GATED)
+    rig.connect()
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with pool_queue_depth(rig, tmp_path, 4):
+        run = flyte.run(program.main, gate=str(first / "gate"), n=4)
+
+        def children() -> list[flyte.remote.Action]:
+            return [a for a in call_sync(client_for().list_actions(run.name)) if a.parent == "a0"]
+
+        # One holds the pool's only slot; three wait for it on the agent.
+        assert_eventually(
+            lambda: len(children()) == 4 and all(a.phase in ("placed", "running") for a in children()), 60
+        )
+        assert_eventually(lambda: len(list(first.glob("gate.started-*"))) == 1, timeout=60)
+        assert rig.flyte("abort", "run", run.name).returncode == 0
+        # A later run's child takes the same slot after the aborted ones' turn: had one of them started, it would
+        # hold the slot (its gate never opens) and this run would never end.
+        (second / "gate").touch()
+        later = flyte.run(program.main, gate=str(second / "gate"), n=1)
+        assert later.outputs() == (0,)
+        assert len(list(first.glob("gate.started-*"))) == 1
 
 
 FAILING = """

@@ -185,6 +185,37 @@ def test_a_pools_action_joins_a_replica_with_a_free_slot_without_room_and_opens_
     assert place(pool, [snap("other", cpu=8, free_cpu=8, pool_in_flight={"etl/development/env@v1": 6})]).cluster
 
 
+def test_a_full_pool_takes_more_to_wait_on_its_agent_only_as_deep_as_the_policy_says_and_only_when_none_has_room() -> (
+    None
+):
+    key = "ml/development/env@v1"
+    pool = Demand(cpu=4, project="ml", warm_key="env@v1", pool_key=key, pool_concurrency=3, pool_max_replicas=2)
+    deep = Policy(version="deep", pool_queue_depth=3)
+    # The default: a full pool's actions wait in the gateway's queue.
+    assert place(pool, [snap("full", cpu=64, pool_in_flight={key: 6})]).cluster is None
+    # Three actions per slot: a full pool on the only cluster takes them, up to 18 in flight, to wait there.
+    waits = place(pool, [snap("full", cpu=64, pool_in_flight={key: 6})], deep)
+    assert (waits.cluster, waits.never_fits) == ("full", False)
+    assert waits.verdicts["full"] == "chosen: waits there for a slot (6 of 6 slots in flight)"
+    assert place(pool, [snap("full", cpu=64, pool_in_flight={key: 17})], deep).cluster == "full"
+    deepest = place(pool, [snap("full", cpu=64, pool_in_flight={key: 18})], deep)
+    assert (deepest.cluster, deepest.verdicts["full"]) == (None, "busy: its pool is full (18 of 6 slots in flight)")
+    # Only when nothing has room now: a cluster where its pool can open a replica goes first.
+    roomy = snap("roomy", cpu=8, free_cpu=8)
+    assert place(pool, [snap("full", cpu=64, pool_in_flight={key: 6}), roomy], deep).cluster == "roomy"
+    # Among full pools, the one with the fewest in flight; a cordoned or unhealthy cluster takes none.
+    fuller, emptier = snap("a", pool_in_flight={key: 9}), snap("b", pool_in_flight={key: 7})
+    assert place(pool, [fuller, emptier], deep).cluster == "b"
+    shut = [dataclasses.replace(emptier, cordoned=True), dataclasses.replace(fuller, healthy=False)]
+    assert place(pool, shut, deep).cluster is None
+
+
+@pytest.mark.parametrize("depth", ["0", "65", "two"])
+def test_a_pool_queue_depth_out_of_range_is_refused_with_its_line(depth: str) -> None:
+    with pytest.raises(ValueError, match=r"policy line 2: field pool_queue_depth"):
+        parse_policy(f"version: t\npool_queue_depth: {depth}\n")
+
+
 def test_a_project_at_its_quota_still_joins_its_pools_replicas_but_opens_none() -> None:
     policy = Policy(version="p", projects={"ml": {"quota": {"cpu": 8}}})  # type: ignore[dict-item]
     key = "ml/development/env@v1"
