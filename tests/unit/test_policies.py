@@ -185,9 +185,7 @@ def test_a_pools_action_joins_a_replica_with_a_free_slot_without_room_and_opens_
     assert place(pool, [snap("other", cpu=8, free_cpu=8, pool_in_flight={"etl/development/env@v1": 6})]).cluster
 
 
-def test_a_full_pool_takes_more_to_wait_on_its_agent_only_as_deep_as_the_policy_says_and_only_when_none_has_room() -> (
-    None
-):
+def test_a_full_pool_takes_more_to_wait_on_its_agent_as_deep_as_the_policy_says_when_none_has_room() -> None:
     key = "ml/development/env@v1"
     pool = Demand(cpu=4, project="ml", warm_key="env@v1", pool_key=key, pool_concurrency=3, pool_max_replicas=2)
     deep = Policy(version="deep", pool_queue_depth=3)
